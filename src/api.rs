@@ -1,0 +1,93 @@
+//! The HTTP surface of `lap serve`: an axum router with thin handlers.
+//!
+//! Every route under `/api/v1/managed_agents` requires `Authorization: Bearer <master key>`, compared
+//! in constant time; failures are 401 `{"error":"unauthorized"}` as in LAP. `GET /api/v1/health` and
+//! `GET /api/v1/openapi.json` are open. Every error, including unknown routes, wrong methods,
+//! malformed or oversized JSON, uses the `{"error": …, "hint": …}` envelope. The OpenAPI document is
+//! generated from the same handler annotations the router is built from, so the two cannot drift.
+
+mod agents;
+mod auth;
+mod error;
+mod health;
+mod json;
+mod sessions;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::control::Control;
+use crate::secret::Secret;
+use crate::store::Store;
+use crate::wire::api::MAX_BODY_BYTES;
+
+use auth::SecurityAddon;
+pub use error::ApiError;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub control: Arc<Control>,
+    pub master_key: Arc<Secret>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "lap", description = "LAP-compatible control plane of lap: agents, sessions, terminals"),
+    modifiers(&SecurityAddon)
+)]
+struct ApiDoc;
+
+/// Every documented route, with its OpenAPI annotations.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    let protected = OpenApiRouter::new()
+        .routes(routes!(agents::list, agents::create))
+        .routes(routes!(agents::show, agents::update, agents::delete))
+        .routes(routes!(sessions::create))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::show, sessions::delete))
+        .route_layer(axum::middleware::from_fn(auth::require_master_key));
+    let public = OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(health::openapi_json));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(protected)
+        .merge(public)
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = documented_routes().split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(Arc::new(doc)))
+        .layer(axum::Extension(state.master_key.clone()))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The OpenAPI document of [`router`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().split_for_parts().1
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+        .hint("the API lives under /api/v1/managed_agents; see GET /api/v1/openapi.json")
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .hint("see GET /api/v1/openapi.json for the methods each path takes")
+}

@@ -1,0 +1,423 @@
+//! Agent routes: list, create, show, update, delete. Validation of agent input lives here.
+//!
+//! `{id}` accepts an agent's UUID or its name. Names match `^[a-z0-9][a-z0-9-]{0,62}$` and are unique
+//! (409). Credential values are write-only: responses carry names, bound hosts and fingerprints.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::harness;
+use crate::secret::Secret;
+use crate::store::{AgentPatch, NewAgent, NewCredential};
+use crate::wire::api::{
+    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentList, CreateAgent, CredentialInput, ErrorBody, UpdateAgent,
+};
+
+use super::json::ApiJson;
+use super::{ApiError, AppState};
+
+/// Most credentials one agent may hold.
+const MAX_CREDENTIALS: usize = 50;
+/// Longest credential value accepted.
+const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+/// Most plain environment variables one agent may hold.
+const MAX_ENV: usize = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Page size, 1..=200 (default 50).
+    limit: Option<u32>,
+    offset: Option<u32>,
+    /// Case-insensitive substring of name, id or harness.
+    search: Option<String>,
+}
+
+/// List agents, newest first.
+#[utoipa::path(get, path = "/api/v1/managed_agents/agents", tag = "agents", params(ListQuery),
+    security(("master_key" = [])),
+    responses((status = 200, body = AgentList), (status = 401, body = ErrorBody)))]
+pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Result<Json<AgentList>, ApiError> {
+    let limit = query.limit.unwrap_or(AGENT_PAGE_DEFAULT).clamp(1, AGENT_PAGE_MAX);
+    let offset = query.offset.unwrap_or(0);
+    let (data, total) = state.store.list_agents(query.search, limit, offset).await?;
+    Ok(Json(AgentList {
+        data,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// Create an agent.
+#[utoipa::path(post, path = "/api/v1/managed_agents/agents", tag = "agents", request_body = CreateAgent,
+    security(("master_key" = [])),
+    responses((status = 200, body = Agent), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateAgent>,
+) -> Result<Json<Agent>, ApiError> {
+    let agent = validate_create(body)?;
+    Ok(Json(state.store.create_agent(agent).await?))
+}
+
+/// Show one agent, by id or name.
+#[utoipa::path(get, path = "/api/v1/managed_agents/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "agent UUID or name")), security(("master_key" = [])),
+    responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Agent>, ApiError> {
+    Ok(Json(find(&state, &id).await?))
+}
+
+/// Change an agent. Fields left out stay as they are.
+#[utoipa::path(patch, path = "/api/v1/managed_agents/agents/{id}", tag = "agents", request_body = UpdateAgent,
+    params(("id" = String, Path, description = "agent UUID or name")), security(("master_key" = [])),
+    responses((status = 200, body = Agent), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateAgent>,
+) -> Result<Json<Agent>, ApiError> {
+    let agent = find(&state, &id).await?;
+    let patch = validate_update(&agent, body)?;
+    let updated = state
+        .store
+        .update_agent(agent.id, patch)
+        .await?
+        .ok_or_else(|| agent_not_found(&id))?;
+    Ok(Json(updated))
+}
+
+/// Delete an agent: its live sessions are stopped first, then it and its sessions are removed.
+#[utoipa::path(delete, path = "/api/v1/managed_agents/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "agent UUID or name")), security(("master_key" = [])),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let agent = find(&state, &id).await?;
+    if state.control.delete_agent(agent.id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(agent_not_found(&id))
+    }
+}
+
+pub async fn find(state: &AppState, id: &str) -> Result<Agent, ApiError> {
+    state.store.find_agent(id).await?.ok_or_else(|| agent_not_found(id))
+}
+
+fn agent_not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("agent '{id}' not found")).hint("`lap agents list` shows the agents that exist")
+}
+
+fn validate_create(body: CreateAgent) -> Result<NewAgent, ApiError> {
+    validate_name(&body.name)?;
+    let harness_id = body.harness_id.unwrap_or_else(|| "opencode".to_owned());
+    validate_harness(&harness_id)?;
+    let mut credentials = Vec::new();
+    for input in body.credentials {
+        credentials.push(validate_credential(input)?);
+    }
+    for (name, value) in body.env_vars {
+        let hosts = body.env_var_hosts.get(&name).cloned().unwrap_or_default();
+        credentials.push(validate_credential(CredentialInput { name, value, hosts })?);
+    }
+    for name in body.env_var_hosts.keys() {
+        if !credentials.iter().any(|c| &c.name == name) {
+            return Err(
+                ApiError::bad_request(format!("env_var_hosts names `{name}`, which is not a credential"))
+                    .hint("bind hosts only to credentials given in `credentials` or `env_vars`"),
+            );
+        }
+    }
+    check_credential_set(
+        &credentials.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        &body.env,
+    )?;
+    validate_env(&body.env)?;
+    Ok(NewAgent {
+        name: body.name,
+        harness_id,
+        command: non_empty(body.command),
+        repo_url: non_empty(body.repo_url).map(validate_repo).transpose()?,
+        branch: validate_branch(body.branch.unwrap_or_else(|| "main".to_owned()))?,
+        prompt: non_empty(body.prompt),
+        model: non_empty(body.model),
+        env: body.env,
+        credentials,
+        allow_out: validate_egress("allow_out", body.allow_out)?,
+        deny_out: validate_egress("deny_out", body.deny_out)?,
+    })
+}
+
+fn validate_update(agent: &Agent, body: UpdateAgent) -> Result<AgentPatch, ApiError> {
+    if let Some(name) = &body.name {
+        validate_name(name)?;
+    }
+    if let Some(harness_id) = &body.harness_id {
+        validate_harness(harness_id)?;
+    }
+    let mut upsert = Vec::new();
+    for input in body.credentials {
+        upsert.push(validate_credential(input)?);
+    }
+    for (name, value) in body.env_vars {
+        let hosts = body.env_var_hosts.get(&name).cloned().unwrap_or_default();
+        upsert.push(validate_credential(CredentialInput { name, value, hosts })?);
+    }
+    let mut rebind = BTreeMap::new();
+    for (name, hosts) in body.env_var_hosts {
+        if upsert.iter().any(|c| c.name == name) {
+            continue;
+        }
+        if !agent.credentials.iter().any(|c| c.name == name) {
+            return Err(
+                ApiError::bad_request(format!("env_var_hosts names `{name}`, which is not a credential"))
+                    .hint("add the credential first, with its value"),
+            );
+        }
+        rebind.insert(name, validate_hosts(hosts)?);
+    }
+    for name in &body.remove_credentials {
+        if !agent.credentials.iter().any(|c| &c.name == name) {
+            return Err(ApiError::bad_request(format!(
+                "agent `{}` has no credential `{name}`",
+                agent.name
+            )));
+        }
+    }
+    let names: Vec<&str> = agent
+        .credentials
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !body.remove_credentials.iter().any(|r| r == n) && !upsert.iter().any(|c| c.name == *n))
+        .chain(upsert.iter().map(|c| c.name.as_str()))
+        .collect();
+    let env = body.env.as_ref().unwrap_or(&agent.env);
+    validate_env(env)?;
+    check_credential_set(&names, env)?;
+    Ok(AgentPatch {
+        name: body.name,
+        harness_id: body.harness_id,
+        command: body.command.map(|v| non_empty(Some(v))),
+        repo_url: body
+            .repo_url
+            .map(|v| non_empty(Some(v)).map(validate_repo).transpose())
+            .transpose()?,
+        branch: body.branch.map(validate_branch).transpose()?,
+        prompt: body.prompt.map(|v| non_empty(Some(v))),
+        model: body.model.map(|v| non_empty(Some(v))),
+        env: body.env,
+        upsert_credentials: upsert,
+        rebind,
+        remove_credentials: body.remove_credentials,
+        allow_out: body.allow_out.map(|v| validate_egress("allow_out", v)).transpose()?,
+        deny_out: body.deny_out.map(|v| validate_egress("deny_out", v)).transpose()?,
+    })
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("invalid agent name `{name}`"))
+            .hint("names are 1-63 characters of a-z, 0-9 and `-`, starting with a letter or digit"))
+    }
+}
+
+fn validate_harness(id: &str) -> Result<(), ApiError> {
+    match harness::find(id) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::bad_request(format!(
+            "unknown harness_id \"{id}\". Valid: {}",
+            harness::ids()
+        ))),
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if env.len() > MAX_ENV {
+        return Err(ApiError::bad_request(format!(
+            "too many env variables ({}, at most {MAX_ENV})",
+            env.len()
+        )));
+    }
+    for key in env.keys() {
+        if !is_env_name(key) {
+            return Err(ApiError::bad_request(format!("invalid env variable name `{key}`"))
+                .hint("names match ^[A-Za-z_][A-Za-z0-9_]*$"));
+        }
+    }
+    Ok(())
+}
+
+fn check_credential_set(names: &[&str], env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if names.len() > MAX_CREDENTIALS {
+        return Err(ApiError::bad_request(format!(
+            "too many credentials ({}, at most {MAX_CREDENTIALS})",
+            names.len()
+        )));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for name in names {
+        if seen.contains(name) {
+            return Err(ApiError::bad_request(format!("credential `{name}` is given twice")));
+        }
+        if env.contains_key(*name) {
+            return Err(
+                ApiError::bad_request(format!("`{name}` is both a plain env variable and a credential"))
+                    .hint("a credential's stub is what the sandbox sees under that name; drop it from env"),
+            );
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+fn validate_credential(input: CredentialInput) -> Result<NewCredential, ApiError> {
+    if !is_env_name(&input.name) {
+        return Err(
+            ApiError::bad_request(format!("invalid credential name `{}`", input.name))
+                .hint("credential names are environment variable names: ^[A-Za-z_][A-Za-z0-9_]*$"),
+        );
+    }
+    if input.value.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "credential `{}` has an empty value",
+            input.name
+        )));
+    }
+    if input.value.len() > MAX_CREDENTIAL_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "credential `{}` is longer than {MAX_CREDENTIAL_BYTES} bytes",
+            input.name
+        )));
+    }
+    Ok(NewCredential {
+        hosts: validate_hosts(input.hosts)?,
+        name: input.name,
+        value: Secret::new(input.value),
+    })
+}
+
+/// A host pattern: `host`, `*.suffix`, optionally `:port`.
+fn validate_hosts(hosts: Vec<String>) -> Result<Vec<String>, ApiError> {
+    for host in &hosts {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host.as_str(), None),
+        };
+        let name = name.strip_prefix("*.").unwrap_or(name);
+        let name_ok = !name.is_empty()
+            && host.len() <= 253
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !name_ok || !port_ok {
+            return Err(ApiError::bad_request(format!("invalid host pattern `{host}`"))
+                .hint("use `api.example.com`, `*.example.com` or `host:port`"));
+        }
+    }
+    Ok(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect())
+}
+
+/// An egress rule: a domain, `*.suffix`, an IPv4 address or a CIDR block.
+fn validate_egress(field: &str, entries: Vec<String>) -> Result<Vec<String>, ApiError> {
+    for entry in &entries {
+        let body = entry.strip_prefix("*.").unwrap_or(entry);
+        let (body, prefix) = match body.split_once('/') {
+            Some((body, prefix)) => (body, Some(prefix)),
+            None => (body, None),
+        };
+        let ok = !body.is_empty()
+            && entry.len() <= 253
+            && body
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|p| p <= 32));
+        if !ok {
+            return Err(ApiError::bad_request(format!("invalid {field} entry `{entry}`"))
+                .hint("use a domain, `*.suffix`, an IPv4 address or a CIDR block such as 10.0.0.0/8"));
+        }
+    }
+    Ok(entries.into_iter().map(|e| e.to_ascii_lowercase()).collect())
+}
+
+fn validate_repo(url: String) -> Result<String, ApiError> {
+    let ok = ["https://", "http://", "ssh://", "git://", "file://"]
+        .iter()
+        .any(|s| url.starts_with(s))
+        || (url.starts_with("git@") && url.contains(':'));
+    if ok && !url.chars().any(char::is_whitespace) {
+        Ok(url)
+    } else {
+        Err(ApiError::bad_request(format!("invalid repo_url `{url}`"))
+            .hint("use an https://, ssh://, git@host:path or file:// URL"))
+    }
+}
+
+fn validate_branch(branch: String) -> Result<String, ApiError> {
+    if branch.is_empty() || branch.starts_with('-') || branch.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::bad_request(format!("invalid branch `{branch}`")));
+    }
+    Ok(branch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_pattern() {
+        for good in ["demo", "a", "0-x", "agent-42", &"a".repeat(63)] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "Demo", "a_b", "a b", &"a".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_accept_suffixes_and_ports() {
+        assert!(validate_hosts(vec!["api.github.com".into(), "*.github.com".into(), "h:8443".into()]).is_ok());
+        for bad in ["", "*.", "a b", "h:0", "h:99999", "http://x", ".x"] {
+            assert!(validate_hosts(vec![bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn egress_entries_accept_domains_and_cidrs() {
+        assert!(
+            validate_egress(
+                "allow_out",
+                vec!["*.pypi.org".into(), "10.0.0.0/8".into(), "1.2.3.4".into()]
+            )
+            .is_ok()
+        );
+        assert!(validate_egress("allow_out", vec!["10.0.0.0/33".into()]).is_err());
+        assert!(validate_egress("allow_out", vec!["a;b".into()]).is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! The error envelope: `{"error": "...", "hint": "..."}` with the right status.
+//!
+//! Handlers return [`ApiError`]; store and backend errors convert here, so the mapping from failure
+//! to status code lives in one place. Internal failures are logged in full and answered with a
+//! generic 500 that leaks no detail.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::control::ControlError;
+use crate::sandbox::SandboxError;
+use crate::store::StoreError;
+use crate::wire::api::ErrorBody;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                hint: None,
+            },
+        }
+    }
+
+    pub fn bad_request(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error)
+    }
+
+    pub fn not_found(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, error)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized")
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.body.hint = Some(hint.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NameTaken(_) => {
+                Self::new(StatusCode::CONFLICT, err.to_string()).hint("pick another name, or edit the existing agent")
+            }
+            other => {
+                tracing::error!(error = ?other, "store failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(err: ControlError) -> Self {
+        match err {
+            ControlError::Store(err) => err.into(),
+            ControlError::Sandbox(err @ SandboxError::Unavailable { .. }) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                    .hint("run `lap serve --backend local` on Linux, or see `lap serve --help`")
+            }
+            ControlError::Sandbox(err) => Self::new(StatusCode::BAD_GATEWAY, err.to_string()),
+        }
+    }
+}

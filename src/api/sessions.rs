@@ -1,0 +1,128 @@
+//! Session routes: create (under an agent), list, show, delete.
+//!
+//! `tty_token` is minted per session and opens that session's terminal only; `tty_url` is the
+//! relative path of the terminal WebSocket on this server, set for TUI harnesses once `ready`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::harness;
+use crate::store::SessionRow;
+use crate::wire::api::{
+    CreateSession, DeletedSession, ErrorBody, PREFIX, SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session, SessionStatus,
+};
+
+use super::json::parse_optional;
+use super::{ApiError, AppState, agents};
+
+/// How long an idle session lives before it is reaped, as LAP's `idle_timeout_ms` reports it.
+pub const IDLE_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Start a session of an agent. Returns at once with status `creating`; poll until `ready`.
+#[utoipa::path(post, path = "/api/v1/managed_agents/agents/{id}/session", tag = "sessions",
+    params(("id" = String, Path, description = "agent UUID or name")),
+    request_body(content = CreateSession, description = "optional; an empty body means `{}`"),
+    security(("master_key" = [])),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Session>, ApiError> {
+    let body: CreateSession = parse_optional(&body)?;
+    let agent = agents::find(&state, &id).await?;
+    let row = state.control.create_session(&agent, body.title).await?;
+    Ok(Json(to_api(row)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only sessions of this agent (UUID or name).
+    agent_id: Option<String>,
+    /// At most this many, 1..=200 (default 50).
+    limit: Option<u32>,
+}
+
+/// List sessions, newest first (a bare array, as in LAP).
+#[utoipa::path(get, path = "/api/v1/managed_agents/sessions", tag = "sessions", params(ListQuery),
+    security(("master_key" = [])), responses((status = 200, body = Vec<Session>), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<Session>>, ApiError> {
+    let agent_id = match &query.agent_id {
+        Some(id) => Some(agents::find(&state, id).await?.id),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(SESSION_PAGE_DEFAULT).clamp(1, SESSION_PAGE_MAX);
+    let rows = state.store.list_sessions(agent_id, limit).await?;
+    Ok(Json(rows.into_iter().map(to_api).collect()))
+}
+
+/// Show one session.
+#[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(to_api(row)))
+}
+
+/// Stop a session: its sandbox is deleted and it becomes `dead`.
+#[utoipa::path(delete, path = "/api/v1/managed_agents/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = DeletedSession), (status = 404, body = ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeletedSession>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let before = state
+        .control
+        .delete_session(uuid)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let status = if before.status.is_terminal() {
+        before.status.as_str()
+    } else {
+        "deleted"
+    };
+    Ok(Json(DeletedSession {
+        id: uuid,
+        status: status.to_owned(),
+    }))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| not_found(id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("session {id} not found")).hint("`lap sessions list` shows the sessions that exist")
+}
+
+fn to_api(row: SessionRow) -> Session {
+    let supports_tui = harness::find(&row.harness_id).is_none_or(|h| h.supports_tui());
+    let ready = row.status == SessionStatus::Ready;
+    Session {
+        tty_url: (ready && supports_tui).then(|| format!("{PREFIX}/sessions/{}/tty", row.id)),
+        tty_token: Some(row.tty_token),
+        id: row.id,
+        agent_id: row.agent_id,
+        agent_name: row.agent_name,
+        status: row.status,
+        phase: row.phase,
+        phase_detail: row.phase_detail,
+        sandbox_url: row.sandbox_url,
+        harness_session_id: row.harness_session_id,
+        supports_tui,
+        failure_reason: row.failure_reason,
+        title_preview: row.title.map(|t| t.chars().take(60).collect()),
+        idle_timeout_ms: Some(IDLE_TIMEOUT_MS),
+        created_at: row.created_at,
+        last_seen_at: row.last_seen_at,
+        stopped_at: row.stopped_at,
+    }
+}

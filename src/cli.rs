@@ -1,0 +1,167 @@
+//! The command line: one file per subcommand under `cli/`, each an `Args` struct and a `run` fn.
+//!
+//! `Command` only dispatches. Global flags (`--server`, `--json`, `--quiet`, `-v`, `--no-color`) are
+//! resolved with the environment and config file into a [`Ctx`] once, before any command runs.
+//! `lap <agent-name>` arrives as an external subcommand.
+
+mod agents;
+mod completions;
+mod config;
+mod login;
+mod logout;
+mod man;
+mod reserved;
+mod serve;
+mod sessions;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::output::Printer;
+use crate::settings::{Env, Paths, Settings};
+
+/// Run coding agents in sandboxes where they never hold a real credential.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lap",
+    version,
+    arg_required_else_help = true,
+    after_help = "Open an agent's terminal with `lap <agent-name>`.\nStart the control plane with `lap serve`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Server URL [default: the config file's, else http://127.0.0.1:3000; env: LAP_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Print data as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only data and errors: no status lines, no spinners
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never use colour (also when NO_COLOR is set)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+// Parsed once per process; the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane: REST and WebSocket API, store, sandboxes
+    Serve(serve::Args),
+    /// Save a server URL and its master key for this user
+    Login(login::Args),
+    /// Forget the saved master key and server URL
+    Logout,
+    /// Show the effective client settings and where each comes from
+    Config,
+    /// Create, list, show, edit and delete agents
+    #[command(subcommand)]
+    Agents(agents::Command),
+    /// Create, list, show and delete sessions
+    #[command(subcommand)]
+    Sessions(sessions::Command),
+    /// Attach this terminal to a session by id
+    Attach(reserved::AttachArgs),
+    /// Run a command inside a session's sandbox
+    Exec(reserved::ExecArgs),
+    /// Print a shell completion script
+    Completions(completions::Args),
+    /// Write man pages
+    Man(man::Args),
+    /// Open an agent's terminal: `lap <agent-name>`
+    #[command(external_subcommand)]
+    Open(Vec<String>),
+}
+
+/// What every client command gets.
+pub struct Ctx {
+    pub out: Printer,
+    pub settings: Settings,
+}
+
+impl Ctx {
+    /// A REST client for the configured server, with the master key when one is known.
+    pub fn client(&self) -> Result<Client, Error> {
+        let key = self.settings.master_key.as_ref().map(|k| k.value.clone());
+        let ca = self.settings.ca_cert.as_ref().map(|c| c.value.as_path());
+        Ok(Client::new(&self.settings.url.value, key, ca)?)
+    }
+}
+
+/// Sets up logging on stderr: warnings by default (info for `lap serve`), more with `-v`,
+/// `RUST_LOG` for full control.
+pub fn init_tracing(cli: &Cli) {
+    let base = if matches!(cli.command, Command::Serve(_)) { 2 } else { 1 };
+    let level = match base + cli.global.verbose {
+        0 | 1 => "warn",
+        2 => "info",
+        3 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "lap={level},{}",
+            if level == "trace" { "debug" } else { "warn" }
+        ))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let env = Env::capture();
+    let out = Printer::new(cli.global.json, cli.global.quiet, cli.global.no_color || env.no_color);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    let settings = || -> Result<Settings, Error> {
+        Ok(Settings::resolve(
+            Paths::discover()?,
+            env.clone(),
+            cli.global.server.clone(),
+        )?)
+    };
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve::run(args, &env, &out)),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args, &out),
+        command => {
+            let ctx = Ctx {
+                out,
+                settings: settings()?,
+            };
+            runtime.block_on(async move {
+                match command {
+                    Command::Login(args) => login::run(args, &ctx).await,
+                    Command::Logout => logout::run(&ctx),
+                    Command::Config => config::run(&ctx),
+                    Command::Agents(command) => agents::run(command, &ctx).await,
+                    Command::Sessions(command) => sessions::run(command, &ctx).await,
+                    Command::Attach(args) => reserved::attach(args),
+                    Command::Exec(args) => reserved::exec(args),
+                    Command::Open(words) => reserved::open(words),
+                    Command::Serve(_) | Command::Completions(_) | Command::Man(_) => unreachable!("dispatched above"),
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! `lap agents list|show|create|edit|delete`.
+//!
+//! Credential values never travel in argv: `--credential NAME[@host,…]` reads the value from this
+//! process's environment variable `NAME`, `--credential-file NAME[@host,…]=PATH` from a file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::Ctx;
+use crate::error::Error;
+use crate::harness;
+use crate::wire::api::{Agent, CreateAgent, CredentialInput, UpdateAgent};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List agents, newest first
+    List {
+        /// Only agents whose name, id or harness contains this text
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// Show one agent
+    Show {
+        /// Agent name or id
+        name: String,
+    },
+    /// Create an agent
+    Create {
+        /// Agent name: 1-63 characters of a-z, 0-9 and `-`
+        name: String,
+        #[command(flatten)]
+        fields: Fields,
+    },
+    /// Change an agent; flags not given leave their field alone
+    Edit {
+        /// Agent name or id
+        name: String,
+        /// Rename the agent
+        #[arg(long)]
+        rename: Option<String>,
+        #[command(flatten)]
+        fields: Fields,
+        /// Remove a credential (repeatable)
+        #[arg(long, value_name = "NAME")]
+        remove_credential: Vec<String>,
+    },
+    /// Delete an agent; its live sessions are stopped first
+    Delete {
+        /// Agent name or id
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Fields {
+    /// Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]
+    #[arg(long, value_parser = harness_ids())]
+    harness: Option<String>,
+    /// A custom agent command instead of the harness's own ("" clears)
+    #[arg(long, value_name = "CMD")]
+    command: Option<String>,
+    /// Git repository cloned into /work/repo ("" clears)
+    #[arg(long, value_name = "URL")]
+    repo: Option<String>,
+    /// Branch to clone [create default: main]
+    #[arg(long, value_name = "B")]
+    branch: Option<String>,
+    /// System prompt for the agent ("" clears)
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// Model the agent uses ("" clears)
+    #[arg(long, value_name = "M")]
+    model: Option<String>,
+    /// Plain, non-secret environment variable (repeatable; on edit, replaces all)
+    #[arg(long, value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Credential whose real value is read from this shell's env var NAME, bound to the hosts (repeatable)
+    #[arg(long, value_name = "NAME[@host,host…]")]
+    credential: Vec<String>,
+    /// Credential whose real value is read from PATH (repeatable)
+    #[arg(long, value_name = "NAME[@host,…]=PATH")]
+    credential_file: Vec<String>,
+    /// Allow egress only to these hosts (repeatable; on edit, replaces the list)
+    #[arg(long, value_name = "HOST")]
+    allow_out: Vec<String>,
+    /// Refuse egress to these hosts (repeatable; on edit, replaces the list)
+    #[arg(long, value_name = "HOST")]
+    deny_out: Vec<String>,
+}
+
+fn harness_ids() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(harness::CATALOG.iter().map(|h| h.id))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected K=V, got `{text}`")),
+    }
+}
+
+impl Fields {
+    fn credentials(&self) -> Result<Vec<CredentialInput>, Error> {
+        let mut out = Vec::new();
+        for spec in &self.credential {
+            let (name, hosts) = split_binding(spec);
+            let value = std::env::var(&name).map_err(|_| {
+                Error::usage(
+                    format!(
+                        "`--credential {spec}` reads the value from the environment variable `{name}`, which is not set"
+                    ),
+                    format!("export {name}=… first, or use `--credential-file {name}=PATH`"),
+                )
+            })?;
+            out.push(CredentialInput { name, value, hosts });
+        }
+        for spec in &self.credential_file {
+            let Some((binding, path)) = spec.split_once('=') else {
+                return Err(Error::usage(
+                    format!("`--credential-file {spec}` has no `=PATH`"),
+                    "write NAME[@hosts]=PATH",
+                ));
+            };
+            let (name, hosts) = split_binding(binding);
+            let path = PathBuf::from(path);
+            let value = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(format!("cannot read credential `{name}` from `{}`", path.display()), e))?;
+            let value = value.trim_end_matches(['\n', '\r']).to_owned();
+            out.push(CredentialInput { name, value, hosts });
+        }
+        Ok(out)
+    }
+}
+
+fn split_binding(spec: &str) -> (String, Vec<String>) {
+    match spec.split_once('@') {
+        Some((name, hosts)) => (
+            name.to_owned(),
+            hosts.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect(),
+        ),
+        None => (spec.to_owned(), Vec::new()),
+    }
+}
+
+pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
+    let client = ctx.client()?;
+    match command {
+        Command::List { search } => {
+            let agents = client.list_agents(search.as_deref()).await?;
+            if ctx.out.json {
+                ctx.out.json(&agents);
+            } else if agents.is_empty() {
+                ctx.out
+                    .status("no agents yet; create one with `lap agents create NAME --harness shell`");
+            } else {
+                let rows: Vec<Vec<String>> = agents
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.name.clone(),
+                            a.harness_id.clone(),
+                            a.session_count.unwrap_or(0).to_string(),
+                            a.repo_url.clone().unwrap_or_else(|| "-".into()),
+                            a.created_at.clone(),
+                        ]
+                    })
+                    .collect();
+                ctx.out
+                    .table(&["NAME", "HARNESS", "SESSIONS", "REPO", "CREATED"], &rows);
+            }
+        }
+        Command::Show { name } => print_agent(ctx, &client.get_agent(&name).await?),
+        Command::Create { name, fields } => {
+            let body = CreateAgent {
+                credentials: fields.credentials()?,
+                name,
+                harness_id: fields.harness,
+                command: fields.command,
+                repo_url: fields.repo,
+                branch: fields.branch,
+                prompt: fields.prompt,
+                model: fields.model,
+                env: fields.env.into_iter().collect(),
+                env_vars: BTreeMap::new(),
+                env_var_hosts: BTreeMap::new(),
+                allow_out: fields.allow_out,
+                deny_out: fields.deny_out,
+            };
+            let agent = client.create_agent(&body).await?;
+            ctx.out.status(format!("created agent `{}`", agent.name));
+            print_agent(ctx, &agent);
+        }
+        Command::Edit {
+            name,
+            rename,
+            fields,
+            remove_credential,
+        } => {
+            let body = UpdateAgent {
+                credentials: fields.credentials()?,
+                name: rename,
+                harness_id: fields.harness,
+                command: fields.command,
+                repo_url: fields.repo,
+                branch: fields.branch,
+                prompt: fields.prompt,
+                model: fields.model,
+                env: (!fields.env.is_empty()).then(|| fields.env.into_iter().collect()),
+                env_vars: BTreeMap::new(),
+                env_var_hosts: BTreeMap::new(),
+                remove_credentials: remove_credential,
+                allow_out: (!fields.allow_out.is_empty()).then_some(fields.allow_out),
+                deny_out: (!fields.deny_out.is_empty()).then_some(fields.deny_out),
+            };
+            let agent = client.update_agent(&name, &body).await?;
+            ctx.out.status(format!("updated agent `{}`", agent.name));
+            print_agent(ctx, &agent);
+        }
+        Command::Delete { name } => {
+            client.delete_agent(&name).await?;
+            if ctx.out.json {
+                ctx.out.json(&serde_json::json!({ "deleted": name }));
+            }
+            ctx.out.status(format!("deleted agent `{name}`"));
+        }
+    }
+    Ok(())
+}
+
+fn print_agent(ctx: &Ctx, agent: &Agent) {
+    if ctx.out.json {
+        ctx.out.json(agent);
+        return;
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+    let env: Vec<String> = agent.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let creds: Vec<String> = agent
+        .credentials
+        .iter()
+        .map(|c| {
+            let hosts = if c.hosts.is_empty() {
+                "no hosts bound".to_owned()
+            } else {
+                c.hosts.join(", ")
+            };
+            format!("{} → {hosts} (fingerprint {})", c.name, c.fingerprint)
+        })
+        .collect();
+    let rows = [
+        ("name", agent.name.clone()),
+        ("id", agent.id.to_string()),
+        ("harness", agent.harness_id.clone()),
+        ("command", dash(&agent.command)),
+        ("repo", dash(&agent.repo_url)),
+        ("branch", agent.branch.clone()),
+        ("prompt", dash(&agent.prompt)),
+        ("model", dash(&agent.model)),
+        ("env", list(&env)),
+        ("credentials", list(&creds)),
+        ("allow_out", list(&agent.allow_out)),
+        ("deny_out", list(&agent.deny_out)),
+        ("created", agent.created_at.clone()),
+    ];
+    for (key, value) in rows {
+        ctx.out.line(format!("{key:<12} {value}"));
+    }
+}

@@ -1,0 +1,307 @@
+//! `lap serve`: the composition root of the control plane.
+//!
+//! It resolves the server's settings, opens the store, picks the sandbox backend (once; nothing
+//! below re-checks it), recovers state left by a previous run, mounts `api::router` and serves it —
+//! HTTP, or HTTPS/WSS with `--tls-cert/--tls-key` — until SIGINT or SIGTERM. Shutdown stops
+//! accepting, lets open requests finish and waits for background tasks, each with a deadline.
+//!
+//! On its first start it generates a master key (unless `LAP_MASTER_KEY` is set), prints it once and
+//! keeps it in the data dir; and it writes a client config for the local user pointing at itself,
+//! unless one exists, so `lap agents create …` works in the next terminal with no login step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState};
+use crate::control::Control;
+use crate::error::Error;
+use crate::output::Printer;
+use crate::sandbox::{Sandbox, Unavailable, fake::Fake};
+use crate::secret::Secret;
+use crate::settings::{self, Env, Paths};
+use crate::store::Store;
+
+/// How long shutdown waits for open connections and background tasks.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Shortest master key accepted (LAP's rule).
+const MIN_MASTER_KEY: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Linux namespaces on this machine
+    Local,
+    /// Pods in a Kubernetes cluster
+    Kube,
+    /// In-memory sandboxes, for tests
+    #[value(hide = true)]
+    Fake,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on
+    #[arg(long, env = "LAP_LISTEN", default_value = "127.0.0.1:3000", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Where the database, keys and sandboxes live [default: the XDG data dir, ~/.local/share/lap]
+    #[arg(long, env = "LAP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Sandbox backend
+    #[arg(long, env = "LAP_BACKEND", value_enum, default_value = "local")]
+    pub backend: Backend,
+    /// Serve HTTPS and WSS with this certificate chain (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)
+    #[arg(long)]
+    pub insecure_http: bool,
+}
+
+pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
+    if !args.listen.ip().is_loopback() && args.tls_cert.is_none() && !args.insecure_http {
+        return Err(Error::usage(
+            format!("refusing to serve plain HTTP on non-loopback address {}", args.listen),
+            "give --tls-cert and --tls-key, or --insecure-http if the network is trusted",
+        ));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let data_dir = match args.data_dir.clone() {
+        Some(dir) => dir,
+        None => directories::ProjectDirs::from("dev", "lap", "lap")
+            .ok_or_else(|| Error::failed_with_hint("no home directory to keep data in", "pass --data-dir DIR"))?
+            .data_dir()
+            .to_owned(),
+    };
+    let store = Store::open(&data_dir)?;
+    let master_key = master_key(env, &data_dir, out)?;
+    let sandbox: Arc<dyn Sandbox> = match args.backend {
+        Backend::Fake => Arc::new(Fake::default()),
+        Backend::Local => Arc::new(Unavailable {
+            backend: "local",
+            reason: "Linux-namespace sandboxes are not in this build yet",
+        }),
+        Backend::Kube => Arc::new(Unavailable {
+            backend: "kube",
+            reason: "the Kubernetes backend is not in this build yet",
+        }),
+    };
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let control = Control::new(store.clone(), sandbox, tasks.clone());
+    control
+        .recover()
+        .await
+        .map_err(|e| Error::failed(format!("cannot recover sessions at start: {e}")))?;
+    let router = api::router(AppState {
+        store,
+        control,
+        master_key: Arc::new(master_key.clone()),
+    });
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", args.listen), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        local.ip().to_string()
+    };
+    let host = if local.is_ipv6() && !local.ip().is_unspecified() {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("{scheme}://{host}:{}", local.port());
+    write_client_config(env, &url, &master_key, args.tls_cert.as_deref(), out);
+    out.status(format!(
+        "lap serve listening on {url} (backend: {}, data: {})",
+        args.backend_name(),
+        data_dir.display()
+    ));
+
+    tokio::spawn(watch_signals(shutdown.clone()));
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+                .map_err(|e| Error::io("the HTTP server failed", e))?;
+        }
+        Some(acceptor) => serve_tls(listener, acceptor, router, shutdown.clone()).await,
+    }
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks did not finish within {SHUTDOWN_GRACE:?}");
+    }
+    out.status("lap serve stopped");
+    Ok(())
+}
+
+impl Args {
+    fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Local => "local",
+            Backend::Kube => "kube",
+            Backend::Fake => "fake",
+        }
+    }
+}
+
+/// `LAP_MASTER_KEY`, else the key kept in the data dir, else a new one (printed once, then kept).
+fn master_key(env: &Env, data_dir: &Path, out: &Printer) -> Result<Secret, Error> {
+    if let Some(key) = &env.master_key {
+        if key.len() < MIN_MASTER_KEY {
+            return Err(Error::usage(
+                format!("`LAP_MASTER_KEY` is shorter than {MIN_MASTER_KEY} characters"),
+                "use a long random key, e.g. `openssl rand -hex 32`",
+            ));
+        }
+        return Ok(Secret::new(key.clone()));
+    }
+    let path = data_dir.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => return Ok(Secret::new(key.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("cannot read `{}`", path.display()), e)),
+    }
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::failed("the system random generator failed"))?;
+    let key = format!(
+        "lapk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    settings::write_private_file(&path, key.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
+    out.status(format!("generated a master key: {key}"));
+    out.status(format!(
+        "  it is kept in `{}` (mode 0600) and not printed again",
+        path.display()
+    ));
+    Ok(Secret::new(key))
+}
+
+/// Writes `~/.config/lap/config.toml` (and the key) pointing at this server, unless it exists.
+fn write_client_config(env: &Env, url: &str, key: &Secret, ca: Option<&Path>, out: &Printer) {
+    let Ok(paths) = Paths::discover() else { return };
+    if paths.config_file().exists() {
+        return;
+    }
+    match settings::save_login(&paths, env, url, key, ca) {
+        Ok(notice) => {
+            out.status(format!(
+                "wrote a client config pointing at {url} to `{}`",
+                paths.config_file().display()
+            ));
+            out.status(format!("  {notice}"));
+        }
+        Err(err) => out.warn(format!(
+            "cannot write a client config: {}",
+            crate::error::render(&err.into())
+        )),
+    }
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    fn bad<'a>(path: &'a Path, what: &'a str) -> impl Fn(rustls_pki_types::pem::Error) -> Error + 'a {
+        move |e| {
+            Error::failed_with_hint(
+                format!("cannot read {what} from `{}`: {e}", path.display()),
+                "expected a PEM file",
+            )
+        }
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(bad(cert, "certificates"))?
+        .collect::<Result<_, _>>()
+        .map_err(bad(cert, "certificates"))?;
+    if certs.is_empty() {
+        return Err(Error::failed_with_hint(
+            format!("`{}` holds no certificate", cert.display()),
+            "expected a PEM file",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(bad(key, "a private key"))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::failed(format!("the TLS certificate and key do not work together: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => return tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let builder = Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(err) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}");
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,163 @@
+//! `lap sessions list|show|create|delete`.
+//!
+//! `create` waits until the session is `ready` (or `failed`), narrating the bring-up phases on a
+//! spinner, and prints the session id (`--json`: the whole session).
+
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+
+use super::Ctx;
+use crate::error::Error;
+use crate::wire::api::{CreateSession, Session, SessionStatus};
+
+/// How often `create` polls while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(150);
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List sessions, newest first
+    List {
+        /// Only sessions of this agent (name or id)
+        #[arg(long)]
+        agent: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one session
+    Show {
+        /// Session id
+        id: String,
+    },
+    /// Start a session of an agent and wait until it is ready
+    Create {
+        /// Agent name or id
+        agent: String,
+        /// A title for the session
+        #[arg(long)]
+        title: Option<String>,
+        /// Return at once, while the session is still `creating`
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Stop a session: its sandbox is deleted
+    Delete {
+        /// Session id
+        id: String,
+    },
+}
+
+pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
+    let client = ctx.client()?;
+    match command {
+        Command::List { agent, limit } => {
+            let sessions = client.list_sessions(agent.as_deref(), limit).await?;
+            if ctx.out.json {
+                ctx.out.json(&sessions);
+            } else if sessions.is_empty() {
+                ctx.out
+                    .status("no sessions yet; start one with `lap sessions create AGENT`");
+            } else {
+                let rows: Vec<Vec<String>> = sessions
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.id.to_string(),
+                            s.agent_name.clone(),
+                            s.status.as_str().to_owned(),
+                            s.phase
+                                .clone()
+                                .or_else(|| s.failure_reason.clone())
+                                .unwrap_or_else(|| "-".into()),
+                            s.created_at.clone(),
+                        ]
+                    })
+                    .collect();
+                ctx.out
+                    .table(&["ID", "AGENT", "STATUS", "PHASE/REASON", "CREATED"], &rows);
+            }
+        }
+        Command::Show { id } => print_session(ctx, &client.get_session(&id).await?),
+        Command::Create {
+            agent,
+            title,
+            no_wait,
+            timeout,
+        } => {
+            let mut session = client.create_session(&agent, &CreateSession { title }).await?;
+            if !no_wait {
+                let spinner = ctx.out.spinner(format!("starting a session of `{agent}`"));
+                let deadline = Instant::now() + Duration::from_secs(timeout);
+                while session.status == SessionStatus::Creating {
+                    if Instant::now() > deadline {
+                        spinner.finish_and_clear();
+                        return Err(Error::failed_with_hint(
+                            format!("session {} was not ready after {timeout}s", session.id),
+                            format!("check it with `lap sessions show {}`", session.id),
+                        ));
+                    }
+                    if let Some(phase) = &session.phase {
+                        spinner.set_message(format!("starting a session of `{agent}`: {phase}"));
+                    }
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                    session = client.get_session(&session.id.to_string()).await?;
+                }
+                spinner.finish_and_clear();
+                if session.status != SessionStatus::Ready {
+                    return Err(Error::failed_with_hint(
+                        format!(
+                            "session {} {}: {}",
+                            session.id,
+                            session.status.as_str(),
+                            session.failure_reason.as_deref().unwrap_or("no reason recorded")
+                        ),
+                        format!("`lap sessions show {}` has the details", session.id),
+                    ));
+                }
+            }
+            if ctx.out.json {
+                ctx.out.json(&session);
+            } else {
+                ctx.out.line(session.id.to_string());
+            }
+        }
+        Command::Delete { id } => {
+            let deleted = client.delete_session(&id).await?;
+            if ctx.out.json {
+                ctx.out.json(&deleted);
+            } else if deleted.status == "deleted" {
+                ctx.out.status(format!("stopped session {id}"));
+            } else {
+                ctx.out.status(format!("session {id} was already {}", deleted.status));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_session(ctx: &Ctx, s: &Session) {
+    if ctx.out.json {
+        ctx.out.json(s);
+        return;
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let rows = [
+        ("id", s.id.to_string()),
+        ("agent", format!("{} ({})", s.agent_name, s.agent_id)),
+        ("status", s.status.as_str().to_owned()),
+        ("phase", dash(&s.phase)),
+        ("reason", dash(&s.failure_reason)),
+        ("tui", if s.supports_tui { "yes".into() } else { "no".into() }),
+        ("tty_url", dash(&s.tty_url)),
+        ("created", s.created_at.clone()),
+        ("last_seen", s.last_seen_at.clone()),
+        ("stopped", dash(&s.stopped_at)),
+    ];
+    for (key, value) in rows {
+        ctx.out.line(format!("{key:<10} {value}"));
+    }
+}

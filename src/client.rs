@@ -1,0 +1,275 @@
+//! The typed REST client of `lap serve`: the CLI's only way to the server.
+//!
+//! Errors say which server was asked and what to do: an unreachable server, a rejected key and an
+//! API error envelope each become their own [`ClientError`] variant with a hint.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::secret::Secret;
+use crate::wire::api::{
+    Agent, AgentList, CreateAgent, CreateSession, DeletedSession, ErrorBody, Health, PREFIX, Session, UpdateAgent,
+};
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach lap serve at `{url}`")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("no master key is configured for `{url}`")]
+    NoKey { url: String },
+    #[error("`{url}` rejected the master key (401 unauthorized)")]
+    Unauthorized { url: String },
+    #[error("{message}")]
+    Api {
+        status: u16,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("unexpected answer from `{url}`: {detail}")]
+    Protocol { url: String, detail: String },
+    #[error("invalid server URL `{0}`")]
+    BadUrl(String),
+    #[error("cannot use the CA certificate `{path}`")]
+    CaCert {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ClientError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Unreachable { .. } => Some(
+                "start the server with `lap serve`, or point `--server`/`LAP_URL` at a running one".into(),
+            ),
+            Self::NoKey { .. } => Some(
+                "run `lap login`, set `LAP_MASTER_KEY`, or start `lap serve` once on this machine so it writes the client config"
+                    .into(),
+            ),
+            Self::Unauthorized { .. } => Some("run `lap login` with the server's master key".into()),
+            Self::Api { hint, .. } => hint.clone(),
+            Self::BadUrl(_) => Some("URLs look like `http://127.0.0.1:3000` or `https://lap.example.com`".into()),
+            Self::Protocol { .. } => Some("is that URL really a lap server? `lap config` shows which one is used".into()),
+            Self::CaCert { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            Self::Unauthorized { .. } => Some(401),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<Secret>,
+}
+
+impl Client {
+    pub fn new(base: &str, key: Option<Secret>, ca_cert: Option<&Path>) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) || reqwest::Url::parse(&base).is_err() {
+            return Err(ClientError::BadUrl(base));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("lap/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            let ca_error = |source| ClientError::CaCert {
+                path: path.display().to_string(),
+                source,
+            };
+            let pem = std::fs::read(path).map_err(ca_error)?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(std::io::Error::other(e)))?;
+            builder = builder.tls_certs_merge([cert]);
+        }
+        let http = builder.build().map_err(|source| ClientError::Unreachable {
+            url: base.clone(),
+            source,
+        })?;
+        Ok(Self { http, base, key })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        auth: bool,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if auth {
+            let key = self
+                .key
+                .as_ref()
+                .ok_or_else(|| ClientError::NoKey { url: self.base.clone() })?;
+            req = req.bearer_auth(key.expose());
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(ClientError::Unauthorized { url: self.base.clone() });
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api {
+                status: status.as_u16(),
+                message: body.error,
+                hint: body.hint,
+            },
+            Err(_) => ClientError::Protocol {
+                url: self.base.clone(),
+                detail: format!("{status}: {}", text.chars().take(120).collect::<String>()),
+            },
+        })
+    }
+
+    async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let resp = self.send(method, path, body, true).await?;
+        self.decode(resp).await
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, ClientError> {
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|err| ClientError::Protocol {
+            url: self.base.clone(),
+            detail: err.to_string(),
+        })
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let resp = self.send::<()>(Method::GET, "/api/v1/health", None, false).await?;
+        self.decode(resp).await
+    }
+
+    /// Agents matching `search`, newest first, every page.
+    pub async fn list_agents(&self, search: Option<&str>) -> Result<Vec<Agent>, ClientError> {
+        let mut all = Vec::new();
+        loop {
+            let mut path = format!("{PREFIX}/agents?limit=200&offset={}", all.len());
+            if let Some(search) = search {
+                path.push_str(&format!("&search={}", encode(search)));
+            }
+            let page: AgentList = self.call::<_, ()>(Method::GET, &path, None).await?;
+            let done = page.data.is_empty() || all.len() + page.data.len() >= page.total as usize;
+            all.extend(page.data);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Checks the key by asking for one agent.
+    pub async fn verify_key(&self) -> Result<(), ClientError> {
+        self.call::<AgentList, ()>(Method::GET, &format!("{PREFIX}/agents?limit=1"), None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn get_agent(&self, id_or_name: &str) -> Result<Agent, ClientError> {
+        self.call::<_, ()>(Method::GET, &format!("{PREFIX}/agents/{}", encode(id_or_name)), None)
+            .await
+    }
+
+    pub async fn create_agent(&self, body: &CreateAgent) -> Result<Agent, ClientError> {
+        self.call(Method::POST, &format!("{PREFIX}/agents"), Some(body)).await
+    }
+
+    pub async fn update_agent(&self, id_or_name: &str, body: &UpdateAgent) -> Result<Agent, ClientError> {
+        self.call(
+            Method::PATCH,
+            &format!("{PREFIX}/agents/{}", encode(id_or_name)),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn delete_agent(&self, id_or_name: &str) -> Result<(), ClientError> {
+        self.send::<()>(
+            Method::DELETE,
+            &format!("{PREFIX}/agents/{}", encode(id_or_name)),
+            None,
+            true,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn create_session(&self, agent: &str, body: &CreateSession) -> Result<Session, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("{PREFIX}/agents/{}/session", encode(agent)),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<Session, ClientError> {
+        self.call::<_, ()>(Method::GET, &format!("{PREFIX}/sessions/{}", encode(id)), None)
+            .await
+    }
+
+    pub async fn list_sessions(&self, agent: Option<&str>, limit: u32) -> Result<Vec<Session>, ClientError> {
+        let mut path = format!("{PREFIX}/sessions?limit={limit}");
+        if let Some(agent) = agent {
+            path.push_str(&format!("&agent_id={}", encode(agent)));
+        }
+        self.call::<_, ()>(Method::GET, &path, None).await
+    }
+
+    pub async fn delete_session(&self, id: &str) -> Result<DeletedSession, ClientError> {
+        self.call::<_, ()>(Method::DELETE, &format!("{PREFIX}/sessions/{}", encode(id)), None)
+            .await
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

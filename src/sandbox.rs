@@ -1,0 +1,91 @@
+//! Sandbox backends behind one small trait.
+//!
+//! A backend creates isolated places for agents to run, deletes them, and lists what it has so the
+//! control plane can re-adopt or clean up after a restart. The backend is chosen once, in the
+//! composition root (`cli/serve.rs`), and never re-checked below it. Implementations: [`fake`] (in
+//! memory, for tests), and [`Unavailable`] for backends this build cannot run yet, which answers every
+//! call with a clear error so session creation fails with 503 instead of hanging.
+
+pub mod fake;
+
+use async_trait::async_trait;
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub harness_id: String,
+    /// The session the sandbox is created for (`None` for a warm sandbox).
+    pub session_id: Option<String>,
+}
+
+/// A sandbox a backend knows about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub id: String,
+    /// Where the control plane reaches the harness.
+    pub url: String,
+    pub harness_id: String,
+    pub session_id: Option<String>,
+}
+
+/// Errors of a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the `{backend}` sandbox backend is not available: {reason}")]
+    Unavailable { backend: &'static str, reason: String },
+    #[error("sandbox `{0}` does not exist")]
+    NotFound(String),
+    #[error("the sandbox backend failed: {0}")]
+    Backend(String),
+}
+
+/// A place agents run in.
+#[async_trait]
+pub trait Sandbox: Send + Sync + 'static {
+    /// The backend's name as `lap serve --backend` spells it.
+    fn name(&self) -> &'static str;
+    /// Whether the backend can create sandboxes right now.
+    async fn check(&self) -> Result<(), SandboxError>;
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxInfo, SandboxError>;
+    /// Stops and removes a sandbox; deleting one that is already gone is not an error.
+    async fn delete(&self, id: &str) -> Result<(), SandboxError>;
+    async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError>;
+}
+
+/// A backend this build cannot run (yet): every call fails with the reason.
+pub struct Unavailable {
+    pub backend: &'static str,
+    pub reason: &'static str,
+}
+
+impl Unavailable {
+    fn error(&self) -> SandboxError {
+        SandboxError::Unavailable {
+            backend: self.backend,
+            reason: self.reason.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Sandbox for Unavailable {
+    fn name(&self) -> &'static str {
+        self.backend
+    }
+
+    async fn check(&self) -> Result<(), SandboxError> {
+        Err(self.error())
+    }
+
+    async fn create(&self, _spec: &SandboxSpec) -> Result<SandboxInfo, SandboxError> {
+        Err(self.error())
+    }
+
+    async fn delete(&self, _id: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,708 @@
+//! The SQLite store: the only module that speaks SQL.
+//!
+//! One database file (`lap.db` in the data dir) in WAL mode with `synchronous=FULL`, so a `kill -9`
+//! of `lap serve` after a write returns loses nothing. Migrations are numbered and applied at open
+//! (`PRAGMA user_version` records how far). Credential values are sealed (see [`seal`]) before they
+//! reach a row and are only ever read back as [`Secret`]s. Every call runs on the blocking pool so
+//! the async runtime never waits on disk.
+
+pub mod seal;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use crate::harness;
+use crate::secret::Secret;
+use crate::wire::api::{Agent, CredentialInfo, SessionStatus};
+
+use seal::Sealer;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Sql(#[from] rusqlite::Error),
+    #[error("cannot use the credential key file `{}`", path.display())]
+    KeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the data dir `{}`", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Crypto(&'static str),
+    #[error("an agent named `{0}` already exists")]
+    NameTaken(String),
+    #[error("the database was written by a newer lap (schema {found}, this build knows {known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("a store task panicked")]
+    Panicked,
+}
+
+/// Versioned migrations; index + 1 is the schema version they bring the database to.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE agents (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    harness_id    TEXT NOT NULL,
+    command       TEXT,
+    repo_url      TEXT,
+    branch        TEXT NOT NULL,
+    prompt        TEXT,
+    model         TEXT,
+    env_json      TEXT NOT NULL,
+    allow_out_json TEXT NOT NULL,
+    deny_out_json TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE credentials (
+    agent_id    TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    hosts_json  TEXT NOT NULL,
+    sealed      BLOB NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (agent_id, name)
+);
+CREATE TABLE sessions (
+    id                 TEXT PRIMARY KEY,
+    agent_id           TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    status             TEXT NOT NULL,
+    phase              TEXT,
+    phase_detail       TEXT,
+    sandbox_id         TEXT,
+    sandbox_url        TEXT,
+    tty_token          TEXT NOT NULL,
+    harness_session_id TEXT,
+    failure_reason     TEXT,
+    title              TEXT,
+    created_at         TEXT NOT NULL,
+    last_seen_at       TEXT NOT NULL,
+    stopped_at         TEXT
+);
+CREATE INDEX sessions_by_agent ON sessions(agent_id, created_at);
+CREATE INDEX sessions_by_status ON sessions(status);
+"#];
+
+/// A validated agent ready to insert.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub name: String,
+    pub harness_id: String,
+    pub command: Option<String>,
+    pub repo_url: Option<String>,
+    pub branch: String,
+    pub prompt: Option<String>,
+    pub model: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub credentials: Vec<NewCredential>,
+    pub allow_out: Vec<String>,
+    pub deny_out: Vec<String>,
+}
+
+/// A credential with its real value, on its way into the store.
+#[derive(Debug, Clone)]
+pub struct NewCredential {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub value: Secret,
+}
+
+/// A validated change to an agent. `None` leaves a field alone; `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct AgentPatch {
+    pub name: Option<String>,
+    pub harness_id: Option<String>,
+    pub command: Option<Option<String>>,
+    pub repo_url: Option<Option<String>>,
+    pub branch: Option<String>,
+    pub prompt: Option<Option<String>>,
+    pub model: Option<Option<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub upsert_credentials: Vec<NewCredential>,
+    /// Re-binds existing credentials without changing their values.
+    pub rebind: BTreeMap<String, Vec<String>>,
+    pub remove_credentials: Vec<String>,
+    pub allow_out: Option<Vec<String>>,
+    pub deny_out: Option<Vec<String>>,
+}
+
+/// A session row.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub agent_name: String,
+    pub harness_id: String,
+    pub status: SessionStatus,
+    pub phase: Option<String>,
+    pub phase_detail: Option<String>,
+    pub sandbox_id: Option<String>,
+    pub sandbox_url: Option<String>,
+    pub tty_token: String,
+    pub harness_session_id: Option<String>,
+    pub failure_reason: Option<String>,
+    pub title: Option<String>,
+    pub created_at: String,
+    pub last_seen_at: String,
+    pub stopped_at: Option<String>,
+}
+
+/// A change of a session's state, applied atomically.
+#[derive(Debug, Clone)]
+pub enum SessionUpdate {
+    Phase(String),
+    Ready {
+        sandbox_id: String,
+        sandbox_url: String,
+        harness_session_id: Option<String>,
+    },
+    Failed {
+        reason: String,
+    },
+    Dead {
+        reason: String,
+    },
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    sealer: Arc<Sealer>,
+}
+
+impl Store {
+    /// Opens (creating when needed) `lap.db` and the credential key in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        restrict_dir(data_dir);
+        let sealer = Sealer::open_or_create(&data_dir.join("credential.key"))?;
+        let mut conn = Connection::open(data_dir.join("lap.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            sealer: Arc::new(sealer),
+        })
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Sealer) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let sealer = self.sealer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn, &sealer)
+        })
+        .await
+        .map_err(|_| StoreError::Panicked)?
+    }
+
+    pub async fn create_agent(&self, agent: NewAgent) -> Result<Agent, StoreError> {
+        self.call(move |conn, sealer| {
+            let tx = conn.transaction()?;
+            let id = Uuid::new_v4();
+            let now = now();
+            let inserted = tx.execute(
+                "INSERT INTO agents (id, name, harness_id, command, repo_url, branch, prompt, model,
+                    env_json, allow_out_json, deny_out_json, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                params![
+                    id.to_string(),
+                    agent.name,
+                    agent.harness_id,
+                    agent.command,
+                    agent.repo_url,
+                    agent.branch,
+                    agent.prompt,
+                    agent.model,
+                    json(&agent.env),
+                    json(&agent.allow_out),
+                    json(&agent.deny_out),
+                    now,
+                ],
+            );
+            map_unique(inserted, &agent.name)?;
+            for cred in &agent.credentials {
+                upsert_credential(&tx, sealer, id, cred)?;
+            }
+            let out = get_agent(&tx, id)?.expect("agent just inserted");
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Agents newest first, filtered by a case-insensitive substring of name, id or harness.
+    pub async fn list_agents(
+        &self,
+        search: Option<String>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<Agent>, u64), StoreError> {
+        self.call(move |conn, _| {
+            let pattern = format!("%{}%", search.unwrap_or_default().to_lowercase());
+            let filter = "lower(name) LIKE ?1 OR id LIKE ?1 OR lower(harness_id) LIKE ?1";
+            let total: i64 = conn.query_row(
+                &format!("SELECT count(*) FROM agents WHERE {filter}"),
+                [&pattern],
+                |row| row.get(0),
+            )?;
+            let ids: Vec<String> = conn
+                .prepare(&format!(
+                    "SELECT id FROM agents WHERE {filter}
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?2 OFFSET ?3"
+                ))?
+                .query_map(params![pattern, limit, offset], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut agents = Vec::with_capacity(ids.len());
+            for id in ids {
+                let id = parse_uuid(&id)?;
+                let Some(mut agent) = get_agent(conn, id)? else {
+                    continue;
+                };
+                let (count, active): (i64, i64) = conn.query_row(
+                    "SELECT count(*), coalesce(sum(status IN ('creating', 'ready')), 0)
+                     FROM sessions WHERE agent_id = ?1",
+                    [id.to_string()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?;
+                agent.session_count = Some(count as u64);
+                agent.has_active_session = Some(active > 0);
+                agents.push(agent);
+            }
+            Ok((agents, total as u64))
+        })
+        .await
+    }
+
+    /// Finds an agent by UUID or by name.
+    pub async fn find_agent(&self, id_or_name: &str) -> Result<Option<Agent>, StoreError> {
+        let key = id_or_name.to_owned();
+        self.call(move |conn, _| {
+            let id = match Uuid::parse_str(&key) {
+                Ok(id) => Some(id),
+                Err(_) => conn
+                    .query_row("SELECT id FROM agents WHERE name = ?1", [&key], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .optional()?
+                    .map(|id| parse_uuid(&id))
+                    .transpose()?,
+            };
+            match id {
+                Some(id) => get_agent(conn, id),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    pub async fn update_agent(&self, id: Uuid, patch: AgentPatch) -> Result<Option<Agent>, StoreError> {
+        self.call(move |conn, sealer| {
+            let tx = conn.transaction()?;
+            if get_agent(&tx, id)?.is_none() {
+                return Ok(None);
+            }
+            let key = id.to_string();
+            let set = |column: &str, value: &dyn rusqlite::ToSql| -> Result<(), StoreError> {
+                tx.execute(
+                    &format!("UPDATE agents SET {column} = ?1 WHERE id = ?2"),
+                    params![value, key],
+                )?;
+                Ok(())
+            };
+            if let Some(name) = &patch.name {
+                map_unique(
+                    tx.execute("UPDATE agents SET name = ?1 WHERE id = ?2", params![name, key]),
+                    name,
+                )?;
+            }
+            if let Some(v) = &patch.harness_id {
+                set("harness_id", v)?;
+            }
+            if let Some(v) = &patch.command {
+                set("command", v)?;
+            }
+            if let Some(v) = &patch.repo_url {
+                set("repo_url", v)?;
+            }
+            if let Some(v) = &patch.branch {
+                set("branch", v)?;
+            }
+            if let Some(v) = &patch.prompt {
+                set("prompt", v)?;
+            }
+            if let Some(v) = &patch.model {
+                set("model", v)?;
+            }
+            if let Some(v) = &patch.env {
+                set("env_json", &json(v))?;
+            }
+            if let Some(v) = &patch.allow_out {
+                set("allow_out_json", &json(v))?;
+            }
+            if let Some(v) = &patch.deny_out {
+                set("deny_out_json", &json(v))?;
+            }
+            for cred in &patch.upsert_credentials {
+                upsert_credential(&tx, sealer, id, cred)?;
+            }
+            for (name, hosts) in &patch.rebind {
+                tx.execute(
+                    "UPDATE credentials SET hosts_json = ?1 WHERE agent_id = ?2 AND name = ?3",
+                    params![json(hosts), key, name],
+                )?;
+            }
+            for name in &patch.remove_credentials {
+                tx.execute(
+                    "DELETE FROM credentials WHERE agent_id = ?1 AND name = ?2",
+                    params![key, name],
+                )?;
+            }
+            set("updated_at", &now())?;
+            let out = get_agent(&tx, id)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes an agent and, by cascade, its credentials and sessions. Returns whether it existed.
+    pub async fn delete_agent(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.call(move |conn, _| Ok(conn.execute("DELETE FROM agents WHERE id = ?1", [id.to_string()])? > 0))
+            .await
+    }
+
+    /// The real credential values of an agent, for binding into a sandbox's vault.
+    pub async fn agent_credentials(&self, agent_id: Uuid) -> Result<Vec<NewCredential>, StoreError> {
+        self.call(move |conn, sealer| {
+            let rows: Vec<(String, String, Vec<u8>)> = conn
+                .prepare("SELECT name, hosts_json, sealed FROM credentials WHERE agent_id = ?1 ORDER BY name")?
+                .query_map([agent_id.to_string()], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            rows.into_iter()
+                .map(|(name, hosts, sealed)| {
+                    let value = sealer.open(&credential_context(agent_id, &name), &sealed)?;
+                    Ok(NewCredential {
+                        hosts: from_json(&hosts),
+                        name,
+                        value,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn insert_session(&self, row: SessionRow) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            conn.execute(
+                "INSERT INTO sessions (id, agent_id, status, phase, tty_token, title, created_at, last_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![
+                    row.id.to_string(),
+                    row.agent_id.to_string(),
+                    row.status.as_str(),
+                    row.phase,
+                    row.tty_token,
+                    row.title,
+                    row.created_at,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn get_session(&self, id: Uuid) -> Result<Option<SessionRow>, StoreError> {
+        self.call(move |conn, _| {
+            conn.query_row(
+                &format!("{SESSION_SELECT} WHERE s.id = ?1"),
+                [id.to_string()],
+                session_row,
+            )
+            .optional()
+            .map_err(Into::into)
+        })
+        .await
+    }
+
+    /// Sessions newest first, optionally of one agent.
+    pub async fn list_sessions(&self, agent_id: Option<Uuid>, limit: u32) -> Result<Vec<SessionRow>, StoreError> {
+        self.call(move |conn, _| {
+            let agent = agent_id.map(|id| id.to_string());
+            conn.prepare(&format!(
+                "{SESSION_SELECT} WHERE (?1 IS NULL OR s.agent_id = ?1)
+                 ORDER BY s.created_at DESC, s.rowid DESC LIMIT ?2"
+            ))?
+            .query_map(params![agent, limit], session_row)?
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+        })
+        .await
+    }
+
+    /// Sessions in any of `statuses`, oldest first.
+    pub async fn sessions_with_status(&self, statuses: &[SessionStatus]) -> Result<Vec<SessionRow>, StoreError> {
+        let wanted: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
+        self.call(move |conn, _| {
+            let mut out = Vec::new();
+            let mut stmt = conn.prepare(&format!("{SESSION_SELECT} WHERE s.status = ?1 ORDER BY s.created_at"))?;
+            for status in wanted {
+                for row in stmt.query_map([status], session_row)? {
+                    out.push(row?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Applies `update` unless the session is already terminal. Returns the row after the call, or
+    /// `None` when the session does not exist.
+    pub async fn update_session(&self, id: Uuid, update: SessionUpdate) -> Result<Option<SessionRow>, StoreError> {
+        self.call(move |conn, _| {
+            let tx = conn.transaction()?;
+            let key = id.to_string();
+            let now = now();
+            let live = "status IN ('creating', 'ready')";
+            match &update {
+                SessionUpdate::Phase(phase) => tx.execute(
+                    &format!("UPDATE sessions SET phase = ?1 WHERE id = ?2 AND {live}"),
+                    params![phase, key],
+                )?,
+                SessionUpdate::Ready {
+                    sandbox_id,
+                    sandbox_url,
+                    harness_session_id,
+                } => tx.execute(
+                    "UPDATE sessions SET status = 'ready', phase = NULL, sandbox_id = ?1, sandbox_url = ?2,
+                        harness_session_id = ?3 WHERE id = ?4 AND status = 'creating'",
+                    params![sandbox_id, sandbox_url, harness_session_id, key],
+                )?,
+                SessionUpdate::Failed { reason } => tx.execute(
+                    &format!(
+                        "UPDATE sessions SET status = 'failed', failure_reason = ?1, stopped_at = ?2
+                         WHERE id = ?3 AND {live}"
+                    ),
+                    params![reason, now, key],
+                )?,
+                SessionUpdate::Dead { reason } => tx.execute(
+                    &format!(
+                        "UPDATE sessions SET status = 'dead', failure_reason = ?1, stopped_at = ?2
+                         WHERE id = ?3 AND {live}"
+                    ),
+                    params![reason, now, key],
+                )?,
+            };
+            let out = tx
+                .query_row(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [&key], session_row)
+                .optional()?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records activity on a session (a message, TTY input, an attach).
+    pub async fn touch_session(&self, id: Uuid) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            conn.execute(
+                "UPDATE sessions SET last_seen_at = ?1 WHERE id = ?2",
+                params![now(), id.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+const SESSION_SELECT: &str = "SELECT s.id, s.agent_id, a.name, a.harness_id, s.status, s.phase, s.phase_detail,
+    s.sandbox_id, s.sandbox_url, s.tty_token, s.harness_session_id, s.failure_reason, s.title,
+    s.created_at, s.last_seen_at, s.stopped_at
+    FROM sessions s JOIN agents a ON a.id = s.agent_id";
+
+fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    let uuid = |i: usize| -> rusqlite::Result<Uuid> {
+        let text: String = row.get(i)?;
+        Uuid::parse_str(&text)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
+    };
+    let status: String = row.get(4)?;
+    Ok(SessionRow {
+        id: uuid(0)?,
+        agent_id: uuid(1)?,
+        agent_name: row.get(2)?,
+        harness_id: row.get(3)?,
+        status: SessionStatus::parse(&status).unwrap_or(SessionStatus::Dead),
+        phase: row.get(5)?,
+        phase_detail: row.get(6)?,
+        sandbox_id: row.get(7)?,
+        sandbox_url: row.get(8)?,
+        tty_token: row.get(9)?,
+        harness_session_id: row.get(10)?,
+        failure_reason: row.get(11)?,
+        title: row.get(12)?,
+        created_at: row.get(13)?,
+        last_seen_at: row.get(14)?,
+        stopped_at: row.get(15)?,
+    })
+}
+
+fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
+    let key = id.to_string();
+    let row = conn
+        .query_row(
+            "SELECT name, harness_id, command, repo_url, branch, prompt, model, env_json,
+                allow_out_json, deny_out_json, created_at, updated_at FROM agents WHERE id = ?1",
+            [&key],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, Option<String>>(6)?,
+                    row.get::<_, String>(7)?,
+                    row.get::<_, String>(8)?,
+                    row.get::<_, String>(9)?,
+                    row.get::<_, String>(10)?,
+                    row.get::<_, String>(11)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((name, harness_id, command, repo_url, branch, prompt, model, env, allow, deny, created, updated)) = row
+    else {
+        return Ok(None);
+    };
+    let credentials: Vec<CredentialInfo> = conn
+        .prepare("SELECT name, hosts_json, fingerprint FROM credentials WHERE agent_id = ?1 ORDER BY name")?
+        .query_map([&key], |row| {
+            Ok(CredentialInfo {
+                name: row.get(0)?,
+                hosts: from_json(&row.get::<_, String>(1)?),
+                fingerprint: row.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(Agent {
+        id,
+        supports_tui: harness::find(&harness_id).is_none_or(|h| h.supports_tui()),
+        name,
+        harness_id,
+        command,
+        repo_url,
+        branch,
+        prompt,
+        model,
+        env: from_json(&env),
+        env_var_hosts: credentials.iter().map(|c| (c.name.clone(), c.hosts.clone())).collect(),
+        credentials,
+        allow_out: from_json(&allow),
+        deny_out: from_json(&deny),
+        created_at: created,
+        updated_at: updated,
+        session_count: None,
+        has_active_session: None,
+    }))
+}
+
+fn upsert_credential(
+    conn: &Connection,
+    sealer: &Sealer,
+    agent_id: Uuid,
+    cred: &NewCredential,
+) -> Result<(), StoreError> {
+    let sealed = sealer.seal(&credential_context(agent_id, &cred.name), &cred.value)?;
+    conn.execute(
+        "INSERT INTO credentials (agent_id, name, hosts_json, sealed, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (agent_id, name) DO UPDATE SET hosts_json = ?3, sealed = ?4, fingerprint = ?5",
+        params![
+            agent_id.to_string(),
+            cred.name,
+            json(&cred.hosts),
+            sealed,
+            sealer.fingerprint(&cred.value)
+        ],
+    )?;
+    Ok(())
+}
+
+fn credential_context(agent_id: Uuid, name: &str) -> String {
+    format!("lap credential v1/{agent_id}/{name}")
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::TooNew { found: current, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn map_unique(result: rusqlite::Result<usize>, name: &str) -> Result<usize, StoreError> {
+    match result {
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(StoreError::NameTaken(name.to_owned()))
+        }
+        other => Ok(other?),
+    }
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|_| StoreError::Crypto("a stored id is not a UUID"))
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
+}
+
+fn from_json<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Keeps the data dir (database, keys) private to its owner. Best effort: the dir may be shared.
+fn restrict_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+/// Now, as stored: RFC 3339 UTC with milliseconds, so text order is time order.
+pub fn now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    now.format(&format).expect("timestamp formats")
+}

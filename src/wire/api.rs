@@ -1,0 +1,250 @@
+//! REST JSON shapes of `lap serve`, LAP-compatible.
+//!
+//! Paths live under [`PREFIX`] (`/api/v1/managed_agents`) and keep LAP's field names, lowercase status
+//! strings and the `{"error": …}` envelope, so LAP's CLI and scripts keep working. Our additions are
+//! `hint` on errors, `env` (plain variables), `credentials` (names, bound hosts and fingerprints —
+//! values are write-only and never come back) and `command`.
+//!
+//! Request bodies reject unknown fields, so a typo is a 400 that names the field instead of a silent
+//! no-op. Timestamps are RFC 3339 strings in UTC with millisecond precision.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Prefix of the LAP-compatible routes.
+pub const PREFIX: &str = "/api/v1/managed_agents";
+
+/// Largest JSON request body the server reads.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Default and largest page sizes of the agent list.
+pub const AGENT_PAGE_DEFAULT: u32 = 50;
+pub const AGENT_PAGE_MAX: u32 = 200;
+/// Default and largest page sizes of the session list.
+pub const SESSION_PAGE_DEFAULT: u32 = 50;
+pub const SESSION_PAGE_MAX: u32 = 200;
+
+/// The error envelope of every non-2xx response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// `GET /api/v1/health` (unauthenticated).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub ok: bool,
+    pub version: String,
+    pub backend: String,
+}
+
+/// A credential as the API shows it: never the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CredentialInfo {
+    pub name: String,
+    /// Host patterns the credential is bound to: `host`, `*.suffix`, optionally `:port`.
+    pub hosts: Vec<String>,
+    /// A short keyed hash of the value, to tell two values apart without revealing either.
+    pub fingerprint: String,
+}
+
+/// A credential as a client sends it. The value is write-only.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialInput {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// `ApiAgent`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub id: Uuid,
+    pub name: String,
+    pub harness_id: String,
+    pub supports_tui: bool,
+    /// A custom agent command instead of the harness's own.
+    pub command: Option<String>,
+    pub repo_url: Option<String>,
+    pub branch: String,
+    pub prompt: Option<String>,
+    pub model: Option<String>,
+    /// Plain, non-secret environment variables.
+    pub env: BTreeMap<String, String>,
+    pub credentials: Vec<CredentialInfo>,
+    /// LAP's view of the bindings: credential name → hosts.
+    pub env_var_hosts: BTreeMap<String, Vec<String>>,
+    pub allow_out: Vec<String>,
+    pub deny_out: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Only in list responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_count: Option<u64>,
+    /// Only in list responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_active_session: Option<bool>,
+}
+
+/// `GET /agents` response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentList {
+    pub data: Vec<Agent>,
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// `POST /agents` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    pub name: String,
+    /// Defaults to `opencode`, as in LAP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_url: Option<String>,
+    /// Defaults to `main`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialInput>,
+    /// LAP's form of credentials: name → real value (vaulted, never returned).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_vars: BTreeMap<String, String>,
+    /// LAP's form of bindings: credential name → hosts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_var_hosts: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_out: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_out: Vec<String>,
+}
+
+/// `PATCH /agents/{id}` body. A field left out is left alone; an empty string clears an optional
+/// text field; `env`, `allow_out` and `deny_out` replace the stored value; credentials are upserted
+/// by name and removed with `remove_credentials`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialInput>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_var_hosts: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_credentials: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_out: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_out: Option<Vec<String>>,
+}
+
+/// `POST /agents/{id}/session` body; an empty body means `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// Lifecycle of a session: `creating → ready → dead`, or `creating → failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Creating,
+    Ready,
+    Failed,
+    Dead,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "creating" => Some(Self::Creating),
+            "ready" => Some(Self::Ready),
+            "failed" => Some(Self::Failed),
+            "dead" | "stopped" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+
+    /// `failed` and `dead` never change again (until a restart gives the session a new sandbox).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Failed | Self::Dead)
+    }
+}
+
+/// `ApiSession`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub agent_name: String,
+    pub status: SessionStatus,
+    pub phase: Option<String>,
+    pub phase_detail: Option<String>,
+    pub sandbox_url: Option<String>,
+    /// Relative path of the terminal WebSocket; set for TUI harnesses once `ready`.
+    pub tty_url: Option<String>,
+    /// The bearer token that opens this session's terminal and no other.
+    pub tty_token: Option<String>,
+    pub harness_session_id: Option<String>,
+    pub supports_tui: bool,
+    pub failure_reason: Option<String>,
+    pub title_preview: Option<String>,
+    pub idle_timeout_ms: Option<u64>,
+    pub created_at: String,
+    pub last_seen_at: String,
+    pub stopped_at: Option<String>,
+}
+
+/// `DELETE /sessions/{id}` response, LAP's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeletedSession {
+    pub id: Uuid,
+    /// `deleted` when this call stopped it, else the status it already had.
+    pub status: String,
+}
