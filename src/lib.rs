@@ -16,4 +16,5 @@ pub mod sandbox;
 pub mod secret;
 pub mod settings;
 pub mod store;
+pub mod vault;
 pub mod wire;

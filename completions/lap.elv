@@ -1,0 +1,404 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[lap] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'lap'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'lap'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand serve 'Run the control plane: REST and WebSocket API, store, sandboxes'
+            cand login 'Save a server URL and its master key for this user'
+            cand logout 'Forget the saved master key and server URL'
+            cand config 'Show the effective client settings and where each comes from'
+            cand agents 'Create, list, show, edit and delete agents'
+            cand sessions 'Create, list, show and delete sessions'
+            cand attach 'Attach this terminal to a session by id'
+            cand exec 'Run a command inside a session''s sandbox'
+            cand completions 'Print a shell completion script'
+            cand man 'Write man pages'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;serve'= {
+            cand --listen 'Address to listen on'
+            cand --data-dir 'Where the database, keys and sandboxes live [default: the XDG data dir, ~/.local/share/lap]'
+            cand --backend 'Sandbox backend'
+            cand --tls-cert 'Serve HTTPS and WSS with this certificate chain (PEM)'
+            cand --tls-key 'Private key of --tls-cert (PEM)'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --insecure-http 'Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'lap;login'= {
+            cand --url 'Server URL to log in to [default: the effective server URL]'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --key-stdin 'Read the master key from the first line of stdin'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;logout'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;config'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;agents'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand list 'List agents, newest first'
+            cand show 'Show one agent'
+            cand create 'Create an agent'
+            cand edit 'Change an agent; flags not given leave their field alone'
+            cand delete 'Delete an agent; its live sessions are stopped first'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;agents;list'= {
+            cand --search 'Only agents whose name, id or harness contains this text'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;agents;show'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;agents;create'= {
+            cand --harness 'Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
+            cand --command 'A custom agent command instead of the harness''s own ("" clears)'
+            cand --repo 'Git repository cloned into /work/repo ("" clears)'
+            cand --branch 'Branch to clone [create default: main]'
+            cand --prompt 'System prompt for the agent ("" clears)'
+            cand --model 'Model the agent uses ("" clears)'
+            cand --env 'Plain, non-secret environment variable (repeatable; on edit, replaces all)'
+            cand --credential 'Credential whose real value is read from this shell''s env var NAME, bound to the hosts (repeatable)'
+            cand --credential-file 'Credential whose real value is read from PATH (repeatable)'
+            cand --allow-out 'Allow egress only to these hosts (repeatable; on edit, replaces the list)'
+            cand --deny-out 'Refuse egress to these hosts (repeatable; on edit, replaces the list)'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;agents;edit'= {
+            cand --rename 'Rename the agent'
+            cand --harness 'Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
+            cand --command 'A custom agent command instead of the harness''s own ("" clears)'
+            cand --repo 'Git repository cloned into /work/repo ("" clears)'
+            cand --branch 'Branch to clone [create default: main]'
+            cand --prompt 'System prompt for the agent ("" clears)'
+            cand --model 'Model the agent uses ("" clears)'
+            cand --env 'Plain, non-secret environment variable (repeatable; on edit, replaces all)'
+            cand --credential 'Credential whose real value is read from this shell''s env var NAME, bound to the hosts (repeatable)'
+            cand --credential-file 'Credential whose real value is read from PATH (repeatable)'
+            cand --allow-out 'Allow egress only to these hosts (repeatable; on edit, replaces the list)'
+            cand --deny-out 'Refuse egress to these hosts (repeatable; on edit, replaces the list)'
+            cand --remove-credential 'Remove a credential (repeatable)'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;agents;delete'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;agents;help'= {
+            cand list 'List agents, newest first'
+            cand show 'Show one agent'
+            cand create 'Create an agent'
+            cand edit 'Change an agent; flags not given leave their field alone'
+            cand delete 'Delete an agent; its live sessions are stopped first'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;agents;help;list'= {
+        }
+        &'lap;agents;help;show'= {
+        }
+        &'lap;agents;help;create'= {
+        }
+        &'lap;agents;help;edit'= {
+        }
+        &'lap;agents;help;delete'= {
+        }
+        &'lap;agents;help;help'= {
+        }
+        &'lap;sessions'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand list 'List sessions, newest first'
+            cand show 'Show one session'
+            cand create 'Start a session of an agent and wait until it is ready'
+            cand delete 'Stop a session: its sandbox is deleted'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;sessions;list'= {
+            cand --agent 'Only sessions of this agent (name or id)'
+            cand --limit 'At most this many'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;sessions;show'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;sessions;create'= {
+            cand --title 'A title for the session'
+            cand --timeout 'Give up waiting after this many seconds'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --no-wait 'Return at once, while the session is still `creating`'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;sessions;delete'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;sessions;help'= {
+            cand list 'List sessions, newest first'
+            cand show 'Show one session'
+            cand create 'Start a session of an agent and wait until it is ready'
+            cand delete 'Stop a session: its sandbox is deleted'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;sessions;help;list'= {
+        }
+        &'lap;sessions;help;show'= {
+        }
+        &'lap;sessions;help;create'= {
+        }
+        &'lap;sessions;help;delete'= {
+        }
+        &'lap;sessions;help;help'= {
+        }
+        &'lap;attach'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;exec'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;completions'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;man'= {
+            cand --out 'Directory to write the pages to'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;help'= {
+            cand serve 'Run the control plane: REST and WebSocket API, store, sandboxes'
+            cand login 'Save a server URL and its master key for this user'
+            cand logout 'Forget the saved master key and server URL'
+            cand config 'Show the effective client settings and where each comes from'
+            cand agents 'Create, list, show, edit and delete agents'
+            cand sessions 'Create, list, show and delete sessions'
+            cand attach 'Attach this terminal to a session by id'
+            cand exec 'Run a command inside a session''s sandbox'
+            cand completions 'Print a shell completion script'
+            cand man 'Write man pages'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;help;serve'= {
+        }
+        &'lap;help;login'= {
+        }
+        &'lap;help;logout'= {
+        }
+        &'lap;help;config'= {
+        }
+        &'lap;help;agents'= {
+            cand list 'List agents, newest first'
+            cand show 'Show one agent'
+            cand create 'Create an agent'
+            cand edit 'Change an agent; flags not given leave their field alone'
+            cand delete 'Delete an agent; its live sessions are stopped first'
+        }
+        &'lap;help;agents;list'= {
+        }
+        &'lap;help;agents;show'= {
+        }
+        &'lap;help;agents;create'= {
+        }
+        &'lap;help;agents;edit'= {
+        }
+        &'lap;help;agents;delete'= {
+        }
+        &'lap;help;sessions'= {
+            cand list 'List sessions, newest first'
+            cand show 'Show one session'
+            cand create 'Start a session of an agent and wait until it is ready'
+            cand delete 'Stop a session: its sandbox is deleted'
+        }
+        &'lap;help;sessions;list'= {
+        }
+        &'lap;help;sessions;show'= {
+        }
+        &'lap;help;sessions;create'= {
+        }
+        &'lap;help;sessions;delete'= {
+        }
+        &'lap;help;attach'= {
+        }
+        &'lap;help;exec'= {
+        }
+        &'lap;help;completions'= {
+        }
+        &'lap;help;man'= {
+        }
+        &'lap;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

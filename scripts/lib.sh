@@ -1,0 +1,50 @@
+# Shared set-up for lap's scripts: find or install what they need, say what is missing otherwise.
+# Sourced, not run.
+
+say() { printf 'lap: %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$1" >&2; [ -n "${2:-}" ] && printf 'hint: %s\n' "$2" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, else through sudo when there is one.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root to run: $*" "run this script as root, or install the packages yourself"
+  fi
+}
+
+# ensure_apt CMD:PACKAGE… installs PACKAGE when CMD is not on PATH.
+apt_updated=
+ensure_apt() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "missing: ${missing[*]}" "install them with your package manager"
+  say "installing ${missing[*]} (apt)"
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq >&2; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# Puts a Rust toolchain (>= 1.88, with rustfmt and clippy) on PATH, installing Debian's when none is.
+ensure_cargo() {
+  [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v cargo >/dev/null 2>&1; then
+    ensure_apt cargo:cargo rustc:rustc
+  fi
+  local version
+  version=$(rustc --version | awk '{print $2}')
+  if [ "$(printf '%s\n1.88.0\n' "$version" | sort -V | head -n1)" != 1.88.0 ]; then
+    die "rustc $version is too old: lap needs 1.88 or newer" "install a current toolchain with rustup (https://rustup.rs)"
+  fi
+}
+
+# Adds rustfmt and clippy when the toolchain lacks them.
+ensure_rust_tools() {
+  cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 && return 0
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >&2
+  else
+    ensure_apt rustfmt:rustfmt cargo-clippy:rust-clippy
+  fi
+}

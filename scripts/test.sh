@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly what CI runs (.ci/run calls this): formatting, lints, the
+# no-OpenSSL guard, generated-docs freshness and every test. Installs what it needs when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_cargo
+ensure_rust_tools
+# tmux: terminal tests; dbus + gnome-keyring: the OS-keyring test; curl, git, python3 and node:
+# the real TLS clients that must accept the vault CA.
+ensure_apt tmux:tmux dbus-run-session:dbus gnome-keyring-daemon:gnome-keyring \
+  curl:curl git:git python3:python3 node:nodejs
+export LAP_TEST_REQUIRE_KEYRING=1
+
+say "cargo fmt --check"
+cargo fmt --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+say "checking that no OpenSSL or second crypto backend is in the dependency tree"
+for crate in openssl-sys openssl native-tls aws-lc-sys aws-lc-rs; do
+  if cargo tree --locked -e normal,build -i "$crate" >/dev/null 2>&1; then
+    cargo tree --locked -e normal,build -i "$crate" >&2
+    die "\`$crate\` is in the dependency tree" "turn off the default features that pull it in (see Cargo.toml)"
+  fi
+done
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
