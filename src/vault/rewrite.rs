@@ -1,0 +1,286 @@
+//! Stub↔real substitution: the only code that writes a real credential's bytes.
+//!
+//! A [`Substitutions`] set maps needles to replacements — stubs to real values on the way out (built
+//! only from the credentials bound to the request's host, see [`host_matches`]), real values to stubs
+//! on the way back. [`StreamRewriter`] applies it to a body that arrives in chunks, in constant memory:
+//! it holds back at most the longest needle's length minus one byte, so a stub split across chunk
+//! boundaries is still found, and nothing else is buffered. Header values get the same treatment,
+//! plus `Authorization: Basic`, whose base64 is decoded, rewritten and re-encoded (that is how git
+//! sends a token).
+//!
+//! The bytes this module produces go to an upstream socket (outbound) or to the sandbox (inbound,
+//! where only stubs remain); they are never logged.
+
+use std::borrow::Cow;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine;
+
+/// A set of needle → replacement pairs, matched leftmost-longest.
+pub struct Substitutions {
+    matcher: Option<AhoCorasick>,
+    replacements: Vec<Vec<u8>>,
+    longest: usize,
+}
+
+impl std::fmt::Debug for Substitutions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Substitutions")
+            .field("pairs", &self.replacements.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Substitutions {
+    /// Builds the set; empty needles are ignored.
+    pub fn new<N: AsRef<[u8]>, R: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (N, R)>) -> Self {
+        let (needles, replacements): (Vec<Vec<u8>>, Vec<Vec<u8>>) = pairs
+            .into_iter()
+            .filter(|(n, _)| !n.as_ref().is_empty())
+            .map(|(n, r)| (n.as_ref().to_vec(), r.as_ref().to_vec()))
+            .unzip();
+        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
+        let matcher = (!needles.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&needles)
+                .expect("literal needles always build")
+        });
+        Self {
+            matcher,
+            replacements,
+            longest,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
+    }
+
+    /// Whether `input` contains any needle.
+    pub fn finds_any(&self, input: &[u8]) -> bool {
+        self.matcher.as_ref().is_some_and(|m| m.is_match(input))
+    }
+
+    /// Replaces every needle in `input`.
+    pub fn replace_all<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
+        match &self.matcher {
+            Some(matcher) if matcher.is_match(input) => {
+                Cow::Owned(matcher.replace_all_bytes(input, &self.replacements))
+            }
+            _ => Cow::Borrowed(input),
+        }
+    }
+
+    /// A rewriter for one streamed body.
+    pub fn stream(&self) -> StreamRewriter<'_> {
+        StreamRewriter {
+            subs: self,
+            carry: Vec::new(),
+        }
+    }
+
+    /// Rewrites a header value; `Authorization: Basic` credentials are decoded, rewritten and
+    /// re-encoded. Returns `None` when nothing changed.
+    pub fn header_value(&self, value: &[u8]) -> Option<Vec<u8>> {
+        if self.is_empty() {
+            return None;
+        }
+        if let Some(encoded) = strip_prefix_ignore_case(value, b"basic ") {
+            let engine = base64::engine::general_purpose::STANDARD;
+            if let Ok(decoded) = engine.decode(trim(encoded))
+                && let Cow::Owned(rewritten) = self.replace_all(&decoded)
+            {
+                let mut out = value[..value.len() - encoded.len()].to_vec();
+                out.extend_from_slice(engine.encode(rewritten).as_bytes());
+                return Some(out);
+            }
+        }
+        match self.replace_all(value) {
+            Cow::Owned(rewritten) => Some(rewritten),
+            Cow::Borrowed(_) => None,
+        }
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &value[prefix.len()..])
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+/// Rewrites a body chunk by chunk. Call [`push`](Self::push) per chunk, then [`finish`](Self::finish).
+pub struct StreamRewriter<'a> {
+    subs: &'a Substitutions,
+    carry: Vec<u8>,
+}
+
+impl StreamRewriter<'_> {
+    /// Appends the rewritten output that is final after `chunk` to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(matcher) = &self.subs.matcher else {
+            out.extend_from_slice(chunk);
+            return;
+        };
+        self.carry.extend_from_slice(chunk);
+        let buf = std::mem::take(&mut self.carry);
+        // A match starting before `safe` ends inside `buf`; one starting later may still grow.
+        let safe = buf.len().saturating_sub(self.subs.longest - 1);
+        let mut emitted = 0;
+        for m in matcher.find_iter(&buf) {
+            if m.start() >= safe {
+                break;
+            }
+            out.extend_from_slice(&buf[emitted..m.start()]);
+            out.extend_from_slice(&self.subs.replacements[m.pattern().as_usize()]);
+            emitted = m.end();
+        }
+        let keep_from = emitted.max(safe);
+        out.extend_from_slice(&buf[emitted..keep_from]);
+        self.carry = buf[keep_from..].to_vec();
+    }
+
+    /// Appends whatever is still held back, rewritten, to `out`.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let rest = std::mem::take(&mut self.carry);
+        out.extend_from_slice(&self.subs.replace_all(&rest));
+    }
+
+    /// Bytes currently held back (at most the longest needle minus one).
+    pub fn held(&self) -> usize {
+        self.carry.len()
+    }
+}
+
+/// Whether `host:port` is covered by a binding pattern: `host`, `*.suffix` (any subdomain, not the
+/// suffix itself), each optionally with `:port` (without one, any port matches). Case-insensitive.
+pub fn host_matches(pattern: &str, host: &str, port: u16) -> bool {
+    let (name, want_port) = match pattern.rsplit_once(':') {
+        Some((name, p)) => match p.parse::<u16>() {
+            Ok(p) => (name, Some(p)),
+            Err(_) => return false,
+        },
+        None => (pattern, None),
+    };
+    if want_port.is_some_and(|p| p != port) {
+        return false;
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let name = name.to_ascii_lowercase();
+    match name.strip_prefix("*.") {
+        Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+        None => host == name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subs() -> Substitutions {
+        Substitutions::new([
+            ("stub_github_token_3fa91c0d", "ghp_REAL"),
+            ("stub_openai_api_key_11223344", "sk-REAL"),
+        ])
+    }
+
+    fn stream_in_pieces(subs: &Substitutions, input: &[u8], piece: usize) -> Vec<u8> {
+        let mut rewriter = subs.stream();
+        let mut out = Vec::new();
+        for chunk in input.chunks(piece) {
+            rewriter.push(chunk, &mut out);
+            assert!(rewriter.held() < subs.longest, "holds back no more than a needle");
+        }
+        rewriter.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn whole_buffers_are_rewritten() {
+        let out = subs().replace_all(b"token=stub_github_token_3fa91c0d&k=stub_openai_api_key_11223344");
+        assert_eq!(&*out, b"token=ghp_REAL&k=sk-REAL");
+        assert!(matches!(subs().replace_all(b"nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_stub_split_across_every_possible_boundary_is_found() {
+        let subs = subs();
+        let input = b"{\"a\":\"stub_github_token_3fa91c0d\",\"b\":\"stub_openai_api_key_11223344\"}".to_vec();
+        let expected = subs.replace_all(&input).into_owned();
+        for piece in 1..=input.len() {
+            assert_eq!(stream_in_pieces(&subs, &input, piece), expected, "piece size {piece}");
+        }
+    }
+
+    #[test]
+    fn near_misses_pass_through_unchanged() {
+        let subs = subs();
+        let input = b"stub_github_token_3fa91c0 stub_github_token_3fa91c0dX".to_vec();
+        let out = stream_in_pieces(&subs, &input, 3);
+        assert_eq!(out, b"stub_github_token_3fa91c0 ghp_REALX");
+    }
+
+    #[test]
+    fn large_bodies_stream_in_constant_memory() {
+        let subs = subs();
+        let mut rewriter = subs.stream();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut total = 0;
+        for _ in 0..256 {
+            let mut out = Vec::new();
+            rewriter.push(&chunk, &mut out);
+            total += out.len();
+            assert!(rewriter.held() < subs.longest);
+        }
+        let mut out = Vec::new();
+        rewriter.finish(&mut out);
+        assert_eq!(total + out.len(), 256 * 64 * 1024);
+    }
+
+    #[test]
+    fn basic_auth_is_decoded_swapped_and_reencoded() {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let header = format!("Basic {}", engine.encode("x-access-token:stub_github_token_3fa91c0d"));
+        let out = subs().header_value(header.as_bytes()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let decoded = engine.decode(out.strip_prefix("Basic ").unwrap()).unwrap();
+        assert_eq!(decoded, b"x-access-token:ghp_REAL");
+        assert_eq!(
+            subs().header_value(b"Bearer stub_openai_api_key_11223344").unwrap(),
+            b"Bearer sk-REAL"
+        );
+        assert_eq!(subs().header_value(b"Bearer unrelated"), None);
+    }
+
+    #[test]
+    fn reversed_sets_scrub_real_values_back_to_stubs() {
+        let scrub = Substitutions::new([("ghp_REAL", "stub_github_token_3fa91c0d")]);
+        assert_eq!(
+            &*scrub.replace_all(b"echo: ghp_REAL"),
+            b"echo: stub_github_token_3fa91c0d"
+        );
+    }
+
+    #[test]
+    fn host_patterns_bind_exact_hosts_suffixes_and_ports() {
+        assert!(host_matches("api.github.com", "API.GitHub.com", 443));
+        assert!(!host_matches("api.github.com", "evil.com", 443));
+        assert!(!host_matches("api.github.com", "api.github.com.evil.com", 443));
+        assert!(host_matches("*.github.com", "api.github.com", 443));
+        assert!(!host_matches("*.github.com", "github.com", 443));
+        assert!(!host_matches("*.github.com", "evilgithub.com", 443));
+        assert!(host_matches("h.test:8443", "h.test", 8443));
+        assert!(!host_matches("h.test:8443", "h.test", 443));
+        assert!(!host_matches("h.test:nope", "h.test", 443));
+    }
+}
