@@ -5,6 +5,8 @@
 //! policy ([`policy`]) with its guard against internal addresses. The CA's private key lives only in the data dir of
 //! `lap serve` (mode 0600) and is never mounted into a sandbox; only its certificate is.
 
+pub mod audit;
 pub mod ca;
+pub mod intercept;
 pub mod policy;
 pub mod rewrite;

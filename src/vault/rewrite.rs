@@ -12,6 +12,8 @@
 //! where only stubs remain); they are never logged.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine;
@@ -21,6 +23,8 @@ pub struct Substitutions {
     matcher: Option<AhoCorasick>,
     replacements: Vec<Vec<u8>>,
     longest: usize,
+    /// Indices of the pairs that matched so far, for the audit log.
+    hits: Mutex<BTreeSet<usize>>,
 }
 
 impl std::fmt::Debug for Substitutions {
@@ -50,6 +54,7 @@ impl Substitutions {
             matcher,
             replacements,
             longest,
+            hits: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -64,12 +69,33 @@ impl Substitutions {
 
     /// Replaces every needle in `input`.
     pub fn replace_all<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
-        match &self.matcher {
-            Some(matcher) if matcher.is_match(input) => {
-                Cow::Owned(matcher.replace_all_bytes(input, &self.replacements))
-            }
-            _ => Cow::Borrowed(input),
+        let Some(matcher) = self.matcher.as_ref().filter(|m| m.is_match(input)) else {
+            return Cow::Borrowed(input);
+        };
+        let mut out = Vec::with_capacity(input.len());
+        let mut emitted = 0;
+        for m in matcher.find_iter(input) {
+            out.extend_from_slice(&input[emitted..m.start()]);
+            out.extend_from_slice(self.replacement(m.pattern().as_usize()));
+            emitted = m.end();
         }
+        out.extend_from_slice(&input[emitted..]);
+        Cow::Owned(out)
+    }
+
+    fn replacement(&self, index: usize) -> &[u8] {
+        self.hits.lock().unwrap_or_else(|p| p.into_inner()).insert(index);
+        &self.replacements[index]
+    }
+
+    /// Indices (in construction order) of the pairs that have matched so far.
+    pub fn hits(&self) -> Vec<usize> {
+        self.hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// A rewriter for one streamed body.
@@ -128,37 +154,55 @@ pub struct StreamRewriter<'a> {
 impl StreamRewriter<'_> {
     /// Appends the rewritten output that is final after `chunk` to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let Some(matcher) = &self.subs.matcher else {
+        self.subs.push(&mut self.carry, chunk, out);
+    }
+
+    /// Appends whatever is still held back, rewritten, to `out`.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.subs.finish(&mut self.carry, out);
+    }
+
+    /// Bytes currently held back (at most the longest needle minus one).
+    pub fn held(&self) -> usize {
+        self.carry.len()
+    }
+}
+
+impl Substitutions {
+    /// The streaming step: rewrites `carry ‖ chunk` into `out` as far as it is final, and keeps the
+    /// rest (shorter than the longest needle) in `carry` for the next chunk.
+    pub fn push(&self, carry: &mut Vec<u8>, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(matcher) = &self.matcher else {
             out.extend_from_slice(chunk);
             return;
         };
-        self.carry.extend_from_slice(chunk);
-        let buf = std::mem::take(&mut self.carry);
+        carry.extend_from_slice(chunk);
+        let buf = std::mem::take(carry);
         // A match starting before `safe` ends inside `buf`; one starting later may still grow.
-        let safe = buf.len().saturating_sub(self.subs.longest - 1);
+        let safe = buf.len().saturating_sub(self.longest - 1);
         let mut emitted = 0;
         for m in matcher.find_iter(&buf) {
             if m.start() >= safe {
                 break;
             }
             out.extend_from_slice(&buf[emitted..m.start()]);
-            out.extend_from_slice(&self.subs.replacements[m.pattern().as_usize()]);
+            out.extend_from_slice(self.replacement(m.pattern().as_usize()));
             emitted = m.end();
         }
         let keep_from = emitted.max(safe);
         out.extend_from_slice(&buf[emitted..keep_from]);
-        self.carry = buf[keep_from..].to_vec();
+        *carry = buf[keep_from..].to_vec();
     }
 
-    /// Appends whatever is still held back, rewritten, to `out`.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
-        let rest = std::mem::take(&mut self.carry);
-        out.extend_from_slice(&self.subs.replace_all(&rest));
+    /// The last streaming step: rewrites what `carry` still holds into `out`.
+    pub fn finish(&self, carry: &mut Vec<u8>, out: &mut Vec<u8>) {
+        let rest = std::mem::take(carry);
+        out.extend_from_slice(&self.replace_all(&rest));
     }
 
-    /// Bytes currently held back (at most the longest needle minus one).
-    pub fn held(&self) -> usize {
-        self.carry.len()
+    /// The longest needle, in bytes.
+    pub fn longest(&self) -> usize {
+        self.longest
     }
 }
 
@@ -260,6 +304,14 @@ mod tests {
             b"Bearer sk-REAL"
         );
         assert_eq!(subs().header_value(b"Bearer unrelated"), None);
+    }
+
+    #[test]
+    fn hits_name_the_pairs_that_matched() {
+        let subs = subs();
+        assert!(subs.hits().is_empty());
+        stream_in_pieces(&subs, b"x stub_openai_api_key_11223344 y", 5);
+        assert_eq!(subs.hits(), vec![1]);
     }
 
     #[test]

@@ -1,0 +1,891 @@
+//! The intercepting proxy: where stubs become real credentials, and real credentials become stubs.
+//!
+//! A sandbox's proxy listener speaks HTTP/1.1 proxy requests:
+//! - `CONNECT host:port` — the destination must pass the egress [`Policy`] by name and, after
+//!   resolution (or an operator's `--vault-resolve` override), by address. The vault then answers 200
+//!   and serves TLS itself, with a leaf for the CONNECT host from the [`CertificateAuthority`], offering
+//!   h2 and http/1.1. A ClientHello whose SNI names another host fails the handshake, and every request
+//!   whose `Host`/`:authority` is not the CONNECT host gets 421: a stub is only ever swapped on a
+//!   connection whose CONNECT target, SNI and Host agree (DESIGN §5, invariant 2).
+//! - absolute-form `http://…` — forwarded in clear, with nothing swapped: a request carrying any stub
+//!   is refused, since a credential must never cross the network in clear.
+//!
+//! Per request, the credentials whose host patterns cover the destination are *bound*: their stubs
+//! are swapped for real values in header values (`Authorization: Basic` decoded and re-encoded), the
+//! path and query, and the body. A stub of any other credential is *stray*: the request is refused
+//! with 403 (in the body, the upstream request is aborted) and recorded. Responses have every real
+//! value replaced by its stub, in headers and body. `Accept-Encoding` is forced to `identity` so
+//! bodies can be scrubbed, and a compressed request body toward a host with bound credentials is
+//! refused with 415 rather than passed through unread.
+//!
+//! Bodies up to [`MAX_BUFFERED_BODY`] with a known length are rewritten whole and keep an exact
+//! `Content-Length`; longer or unsized ones stream through [`RewriteBody`] in constant memory. The
+//! upstream is verified against the system roots plus any `--vault-upstream-ca`, and one upstream
+//! connection (h2 or http/1.1, by its own ALPN) is kept per intercepted client connection.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::uri::PathAndQuery;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::audit::{AuditLog, Interception};
+use super::ca::CertificateAuthority;
+use super::policy::Policy;
+use super::rewrite::{Substitutions, host_matches};
+use crate::secret::Secret;
+
+/// Bodies up to this size with a known length are rewritten whole, keeping an exact length.
+pub const MAX_BUFFERED_BODY: usize = 8 * 1024 * 1024;
+/// How long connecting to an upstream may take.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = BoxBody<Bytes, BoxError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("invalid --vault-resolve `{0}`: expected HOST:PORT:ADDR")]
+    BadResolve(String),
+    #[error("cannot build the upstream TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// One credential as a sandbox's vault holds it.
+pub struct Credential {
+    pub name: String,
+    pub stub: String,
+    pub real: Secret,
+    /// Host patterns: `host`, `*.suffix`, optionally `:port`.
+    pub hosts: Vec<String>,
+}
+
+/// What one sandbox's listener enforces.
+pub struct Binding {
+    pub credentials: Vec<Credential>,
+    pub policy: Policy,
+}
+
+impl Binding {
+    fn bound_to(&self, host: &str, port: u16) -> (Vec<&Credential>, Vec<&Credential>) {
+        self.credentials
+            .iter()
+            .partition(|c| c.hosts.iter().any(|p| host_matches(p, host, port)))
+    }
+
+    /// Real value → stub, for every credential: what responses are scrubbed with.
+    fn scrubber(&self) -> Substitutions {
+        self.scrubber_with(Vec::new())
+    }
+
+    /// [`Self::scrubber`] plus `extra` pairs, which come after the credentials' own.
+    fn scrubber_with(&self, extra: Vec<(Vec<u8>, Vec<u8>)>) -> Substitutions {
+        let own = self
+            .credentials
+            .iter()
+            .map(|c| (c.real.expose().as_bytes().to_vec(), c.stub.as_bytes().to_vec()));
+        Substitutions::new(own.chain(extra))
+    }
+}
+
+/// `--vault-resolve HOST:PORT:ADDR`: connect to ADDR for HOST:PORT (an explicit allow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveOverride {
+    pub host: String,
+    pub port: u16,
+    pub addr: IpAddr,
+}
+
+impl FromStr for ResolveOverride {
+    type Err = VaultError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || VaultError::BadResolve(s.to_owned());
+        let mut parts = s.splitn(3, ':');
+        let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let addr = addr.trim_start_matches('[').trim_end_matches(']');
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port: port.parse().map_err(|_| bad())?,
+            addr: addr.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The vault: shared by every sandbox listener of one `lap serve`.
+pub struct Vault {
+    ca: Arc<CertificateAuthority>,
+    upstream_tls: Arc<rustls::ClientConfig>,
+    resolve: Vec<ResolveOverride>,
+    audit: Arc<AuditLog>,
+}
+
+impl Vault {
+    /// `extra_roots` are trusted for upstreams besides the system's (`--vault-upstream-ca`).
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        resolve: Vec<ResolveOverride>,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, VaultError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        for root in extra_roots {
+            roots
+                .add(root)
+                .map_err(|e| VaultError::Tls(format!("an upstream CA is not usable: {e}")))?;
+        }
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            ca,
+            upstream_tls: Arc::new(config),
+            resolve,
+            audit: Arc::new(AuditLog::default()),
+        })
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Serves one sandbox's proxy listener until `shutdown`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, binding: Arc<Binding>, shutdown: CancellationToken) {
+        loop {
+            let tcp = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "vault accept failed");
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let vault = self.clone();
+            let binding = binding.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let vault = vault.clone();
+                    let binding = binding.clone();
+                    async move { Ok::<_, Infallible>(vault.proxy(req, binding).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades();
+                if let Err(err) = conn.await {
+                    tracing::debug!(error = %err, "vault client connection ended");
+                }
+            });
+        }
+    }
+
+    async fn proxy(self: Arc<Self>, req: Request<Incoming>, binding: Arc<Binding>) -> Response<ProxyBody> {
+        if req.method() == Method::CONNECT {
+            self.connect(req, binding).await
+        } else if req.uri().scheme_str() == Some("http") {
+            self.plain_http(req, binding).await
+        } else {
+            reply(
+                StatusCode::BAD_REQUEST,
+                "this is the lap vault, an HTTP proxy: send CONNECT or an absolute http:// URL",
+            )
+        }
+    }
+
+    async fn connect(self: Arc<Self>, req: Request<Incoming>, binding: Arc<Binding>) -> Response<ProxyBody> {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return reply(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = authority.port_u16().unwrap_or(443);
+        let addr = match self.destination(&binding, &host, port).await {
+            Ok(addr) => addr,
+            Err(reason) => {
+                self.audit.record(blocked_record(
+                    "CONNECT",
+                    &host,
+                    port,
+                    "",
+                    StatusCode::FORBIDDEN,
+                    &reason,
+                ));
+                return reply(
+                    StatusCode::FORBIDDEN,
+                    &format!("lap vault: `{host}` is blocked: {reason}"),
+                );
+            }
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => self.intercept(TokioIo::new(upgraded), host, port, addr, binding).await,
+                Err(err) => tracing::debug!(error = %err, "CONNECT upgrade failed"),
+            }
+        });
+        Response::new(empty())
+    }
+
+    /// The address to connect to for `host:port`, if policy allows it.
+    async fn destination(&self, binding: &Binding, host: &str, port: u16) -> Result<SocketAddr, String> {
+        binding.policy.check_host(host).map_err(|r| r.to_string())?;
+        if let Some(pinned) = self.resolve.iter().find(|o| o.host == host && o.port == port) {
+            binding
+                .policy
+                .check_addr(pinned.addr, true)
+                .map_err(|r| r.to_string())?;
+            return Ok(SocketAddr::new(pinned.addr, port));
+        }
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve it: {e}"))?;
+        let mut refusal = None;
+        for addr in addrs {
+            match binding.policy.check_addr(addr.ip(), false) {
+                Ok(()) => return Ok(addr),
+                Err(r) => refusal = Some(r.to_string()),
+            }
+        }
+        Err(refusal.unwrap_or_else(|| "it has no address".to_owned()))
+    }
+
+    async fn intercept<I>(self: Arc<Self>, io: I, host: String, port: u16, addr: SocketAddr, binding: Arc<Binding>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let leaf = match self.ca.leaf(&host) {
+            Ok(leaf) => leaf,
+            Err(err) => return tracing::warn!(error = %err, "cannot mint a leaf"),
+        };
+        let resolver = Arc::new(SniCheck {
+            expected: host.clone(),
+            leaf,
+            mismatch: Mutex::new(None),
+        });
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let accept = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(io);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            Ok(Ok(tls)) => tls,
+            _ => {
+                if let Some(sni) = resolver.mismatch.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let reason = format!("TLS SNI `{sni}` does not match the CONNECT target `{host}`");
+                    self.audit.record(blocked_record(
+                        "CONNECT",
+                        &host,
+                        port,
+                        "",
+                        StatusCode::FORBIDDEN,
+                        &reason,
+                    ));
+                }
+                return;
+            }
+        };
+        let upstream = Arc::new(Upstream {
+            tls: self.upstream_tls.clone(),
+            host: host.clone(),
+            port,
+            addr,
+            sender: tokio::sync::Mutex::new(None),
+        });
+        let vault = self.clone();
+        let service = service_fn(move |req| {
+            let (vault, binding, upstream, host) = (vault.clone(), binding.clone(), upstream.clone(), host.clone());
+            async move { Ok::<_, Infallible>(vault.forward(req, &host, port, &binding, &upstream).await) }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        if let Err(err) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+            tracing::debug!(error = %err, "intercepted connection ended");
+        }
+    }
+
+    /// One request on an intercepted connection to `host:port`.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        host: &str,
+        port: u16,
+        binding: &Binding,
+        upstream: &Upstream,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
+        let method = parts.method.to_string();
+        let refuse = |status: StatusCode, reason: String| {
+            self.audit
+                .record(blocked_record(&method, host, port, &path, status, &reason));
+            reply(status, &format!("lap vault: {reason}"))
+        };
+
+        let authority = parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+        if !authority.as_deref().is_some_and(|a| authority_is(a, host, port)) {
+            let asked = authority.unwrap_or_else(|| "(none)".into());
+            return refuse(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("Host `{asked}` does not match the CONNECT target `{host}`"),
+            );
+        }
+
+        let (bound, unbound) = binding.bound_to(host, port);
+        let swap = Arc::new(Substitutions::new(
+            bound.iter().map(|c| (c.stub.as_bytes(), c.real.expose().as_bytes())),
+        ));
+        let stray = Arc::new(Substitutions::new(
+            unbound.iter().map(|c| (c.stub.as_bytes(), c.stub.as_bytes())),
+        ));
+        let in_head = |c: &Credential| {
+            path.contains(&c.stub) || parts.headers.values().any(|v| contains_stub(v.as_bytes(), &c.stub))
+        };
+        let strays: Vec<&str> = unbound.iter().filter(|c| in_head(c)).map(|c| c.name.as_str()).collect();
+        if !strays.is_empty() {
+            return refuse(StatusCode::FORBIDDEN, stray_reason(&strays, host));
+        }
+
+        if !swap.is_empty() && is_compressed(&parts.headers) {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "a compressed request body to `{host}` cannot be checked for credentials; send it uncompressed"
+                ),
+            );
+        }
+        let rewritten = swap.replace_all(path.as_bytes());
+        let Ok(new_path) = PathAndQuery::try_from(rewritten.as_ref()) else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "the rewritten request path is not a valid URL".into(),
+            );
+        };
+        // Encoded forms of real values this request puts on the wire (Basic credentials): a response
+        // that reflects them must be scrubbed as well as the plain values.
+        let mut encoded = Vec::new();
+        for value in parts.headers.values_mut() {
+            if let Some(new) = swap.header_value(value.as_bytes()) {
+                if let (Some(old_token), Some(new_token)) = (basic_token(value.as_bytes()), basic_token(&new)) {
+                    encoded.push((new_token.to_vec(), old_token.to_vec()));
+                }
+                match HeaderValue::from_bytes(&new) {
+                    Ok(new) => *value = new,
+                    Err(_) => return refuse(StatusCode::BAD_REQUEST, "a rewritten header is not valid".into()),
+                }
+            }
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+
+        let stray_hit = Arc::new(AtomicBool::new(false));
+        let body = match rewrite_body(body, &mut parts.headers, &swap, Some(&stray), &stray_hit).await {
+            Ok(body) => body,
+            Err(BodyError::Stray) => {
+                let names: Vec<&str> = unbound.iter().map(|c| c.name.as_str()).collect();
+                return refuse(StatusCode::FORBIDDEN, stray_reason(&names, host));
+            }
+            Err(BodyError::Read(err)) => {
+                return refuse(StatusCode::BAD_REQUEST, format!("cannot read the request body: {err}"));
+            }
+        };
+        let request = Request::from_parts(parts, body);
+        let response = match upstream.send(request, new_path).await {
+            Ok(response) => response,
+            Err(_) if stray_hit.load(Ordering::SeqCst) => {
+                let names: Vec<&str> = unbound.iter().map(|c| c.name.as_str()).collect();
+                return refuse(StatusCode::FORBIDDEN, stray_reason(&names, host));
+            }
+            Err(err) => {
+                return refuse(
+                    StatusCode::BAD_GATEWAY,
+                    format!("upstream `{host}:{port}` failed: {err}"),
+                );
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        let scrub = Arc::new(binding.scrubber_with(encoded));
+        for value in parts.headers.values_mut() {
+            if let Some(new) = scrub.header_value(value.as_bytes())
+                && let Ok(new) = HeaderValue::from_bytes(&new)
+            {
+                *value = new;
+            }
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status;
+        let body = match rewrite_body(body, &mut parts.headers, &scrub, None, &stray_hit).await {
+            Ok(body) => body,
+            Err(err) => {
+                return refuse(
+                    StatusCode::BAD_GATEWAY,
+                    format!("cannot read the response of `{host}`: {err}"),
+                );
+            }
+        };
+        self.audit.record(Interception {
+            at: crate::store::now(),
+            method,
+            host: host.to_owned(),
+            port,
+            path,
+            status: Some(status.as_u16()),
+            swapped: names(&bound, &swap.hits()),
+            scrubbed: names(&binding.credentials.iter().collect::<Vec<_>>(), &scrub.hits()),
+            blocked: None,
+        });
+        Response::from_parts(parts, body)
+    }
+
+    /// Absolute-form `http://` requests: forwarded in clear, never with a stub.
+    async fn plain_http(&self, req: Request<Incoming>, binding: Arc<Binding>) -> Response<ProxyBody> {
+        let uri = req.uri().clone();
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(80);
+        let path = uri.path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
+        let method = req.method().to_string();
+        let refuse = |status: StatusCode, reason: String| {
+            self.audit
+                .record(blocked_record(&method, &host, port, &path, status, &reason));
+            reply(status, &format!("lap vault: {reason}"))
+        };
+        let addr = match self.destination(&binding, &host, port).await {
+            Ok(addr) => addr,
+            Err(reason) => return refuse(StatusCode::FORBIDDEN, format!("`{host}` is blocked: {reason}")),
+        };
+        let all = Arc::new(Substitutions::new(
+            binding
+                .credentials
+                .iter()
+                .map(|c| (c.stub.as_bytes(), c.stub.as_bytes())),
+        ));
+        let (mut parts, body) = req.into_parts();
+        let in_head = all.finds_any(path.as_bytes()) || parts.headers.values().any(|v| all.finds_any(v.as_bytes()));
+        let in_clear = "credentials are only sent over HTTPS; a stub in a plain http:// request is refused";
+        if in_head {
+            return refuse(StatusCode::FORBIDDEN, in_clear.to_owned());
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        let none = Arc::new(Substitutions::new(Vec::<(&[u8], &[u8])>::new()));
+        let stray_hit = Arc::new(AtomicBool::new(false));
+        let body = match rewrite_body(body, &mut parts.headers, &none, Some(&all), &stray_hit).await {
+            Ok(body) => body,
+            Err(BodyError::Stray) => return refuse(StatusCode::FORBIDDEN, in_clear.to_owned()),
+            Err(err) => return refuse(StatusCode::BAD_REQUEST, format!("cannot read the request body: {err}")),
+        };
+        parts.uri = Uri::from(PathAndQuery::try_from(path.as_str()).unwrap_or_else(|_| PathAndQuery::from_static("/")));
+        parts.version = Version::HTTP_11;
+        let result = async {
+            let tcp = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(addr)).await??;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            Ok::<_, BoxError>(sender.send_request(Request::from_parts(parts, body)).await?)
+        }
+        .await;
+        let response = match result {
+            Ok(response) => response,
+            Err(_) if stray_hit.load(Ordering::SeqCst) => return refuse(StatusCode::FORBIDDEN, in_clear.to_owned()),
+            Err(err) => {
+                return refuse(
+                    StatusCode::BAD_GATEWAY,
+                    format!("upstream `{host}:{port}` failed: {err}"),
+                );
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let scrub = Arc::new(binding.scrubber());
+        let status = parts.status;
+        let body = match rewrite_body(body, &mut parts.headers, &scrub, None, &stray_hit).await {
+            Ok(body) => body,
+            Err(err) => {
+                return refuse(
+                    StatusCode::BAD_GATEWAY,
+                    format!("cannot read the response of `{host}`: {err}"),
+                );
+            }
+        };
+        self.audit.record(Interception {
+            at: crate::store::now(),
+            method,
+            host,
+            port,
+            path,
+            status: Some(status.as_u16()),
+            swapped: Vec::new(),
+            scrubbed: Vec::new(),
+            blocked: None,
+        });
+        Response::from_parts(parts, body)
+    }
+}
+
+/// Names of `credentials[i]` for each index.
+fn names(credentials: &[&Credential], indices: &[usize]) -> Vec<String> {
+    indices
+        .iter()
+        .filter_map(|&i| credentials.get(i))
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// The base64 part of an `Authorization: Basic …` value.
+fn basic_token(value: &[u8]) -> Option<&[u8]> {
+    let prefix = b"basic ";
+    (value.len() > prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| value[prefix.len()..].trim_ascii())
+}
+
+fn stray_reason(names: &[&str], host: &str) -> String {
+    format!(
+        "a stub of {} was sent to `{host}`, which it is not bound to",
+        names.join(", ")
+    )
+}
+
+fn contains_stub(value: &[u8], stub: &str) -> bool {
+    let single = Substitutions::new([(stub, stub)]);
+    single.finds_any(value) || single.header_value(value).is_some()
+}
+
+/// Whether `authority` (`host` or `host:port`) names `host:port`.
+fn authority_is(authority: &str, host: &str, port: u16) -> bool {
+    let Ok(parsed) = authority.parse::<hyper::http::uri::Authority>() else {
+        return false;
+    };
+    let name = parsed.host().trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case(host) && parsed.port_u16().unwrap_or(443) == port
+}
+
+fn is_compressed(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| v.to_str().map_or(true, |v| !v.trim().eq_ignore_ascii_case("identity")))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+enum BodyError {
+    Stray,
+    Read(BoxError),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stray => f.write_str("a stub headed to a host it is not bound to"),
+            Self::Read(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+/// Rewrites a body with `subs`, refusing it when `stray` finds anything. Sized bodies under the limit
+/// are rewritten whole with an exact `Content-Length`; others stream.
+async fn rewrite_body(
+    body: Incoming,
+    headers: &mut HeaderMap,
+    subs: &Arc<Substitutions>,
+    stray: Option<&Arc<Substitutions>>,
+    stray_hit: &Arc<AtomicBool>,
+) -> Result<ProxyBody, BodyError> {
+    let known = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let nothing_to_do = subs.is_empty() && stray.is_none_or(|s| s.is_empty());
+    if nothing_to_do {
+        return Ok(body.map_err(BoxError::from).boxed());
+    }
+    match known {
+        Some(len) if len <= MAX_BUFFERED_BODY => {
+            let bytes = Limited::new(body, MAX_BUFFERED_BODY)
+                .collect()
+                .await
+                .map_err(BodyError::Read)?
+                .to_bytes();
+            if stray.is_some_and(|s| s.finds_any(&bytes)) {
+                stray_hit.store(true, Ordering::SeqCst);
+                return Err(BodyError::Stray);
+            }
+            let out = Bytes::from(subs.replace_all(&bytes).into_owned());
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            Ok(Full::new(out).map_err(|never| match never {}).boxed())
+        }
+        Some(_) | None => {
+            headers.remove(header::CONTENT_LENGTH);
+            Ok(RewriteBody {
+                inner: body,
+                subs: subs.clone(),
+                stray: stray.cloned(),
+                stray_hit: stray_hit.clone(),
+                carry: Vec::new(),
+                tail: Vec::new(),
+                trailers: None,
+                done: false,
+            }
+            .boxed())
+        }
+    }
+}
+
+/// A body rewritten as it streams, in memory bounded by the longest needle.
+struct RewriteBody {
+    inner: Incoming,
+    subs: Arc<Substitutions>,
+    stray: Option<Arc<Substitutions>>,
+    stray_hit: Arc<AtomicBool>,
+    carry: Vec<u8>,
+    /// The end of the previous chunk, so a stray stub split across chunks is still seen.
+    tail: Vec<u8>,
+    trailers: Option<HeaderMap>,
+    done: bool,
+}
+
+impl Body for RewriteBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(trailers) = self.trailers.take() {
+                self.done = true;
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let this = &mut *self;
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(stray) = &this.stray {
+                            let mut window = std::mem::take(&mut this.tail);
+                            window.extend_from_slice(&data);
+                            if stray.finds_any(&window) {
+                                this.stray_hit.store(true, Ordering::SeqCst);
+                                this.done = true;
+                                return Poll::Ready(Some(Err(
+                                    "lap vault: a stub headed to a host it is not bound to".into()
+                                )));
+                            }
+                            let keep = stray.longest().saturating_sub(1).min(window.len());
+                            this.tail = window[window.len() - keep..].to_vec();
+                        }
+                        let mut out = Vec::with_capacity(data.len());
+                        this.subs.push(&mut this.carry, &data, &mut out);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out.into()))));
+                        }
+                    }
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        let mut out = Vec::new();
+                        this.subs.finish(&mut this.carry, &mut out);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out.into()))));
+                        }
+                    }
+                },
+                Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                None => {
+                    this.done = true;
+                    let mut out = Vec::new();
+                    this.subs.finish(&mut this.carry, &mut out);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out.into()))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Serves the leaf for the CONNECT host; a ClientHello naming another host fails the handshake.
+#[derive(Debug)]
+struct SniCheck {
+    expected: String,
+    leaf: Arc<CertifiedKey>,
+    mismatch: Mutex<Option<String>>,
+}
+
+impl ResolvesServerCert for SniCheck {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match hello.server_name() {
+            None => Some(self.leaf.clone()),
+            Some(sni) if sni.trim_end_matches('.').eq_ignore_ascii_case(&self.expected) => Some(self.leaf.clone()),
+            Some(other) => {
+                *self.mismatch.lock().unwrap_or_else(|p| p.into_inner()) = Some(other.to_owned());
+                None
+            }
+        }
+    }
+}
+
+/// The upstream side of one intercepted connection.
+struct Upstream {
+    tls: Arc<rustls::ClientConfig>,
+    host: String,
+    port: u16,
+    addr: SocketAddr,
+    sender: tokio::sync::Mutex<Option<Sender>>,
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<ProxyBody>),
+    H2(hyper::client::conn::http2::SendRequest<ProxyBody>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::H1(s) => s.is_closed(),
+            Self::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+impl Upstream {
+    async fn send(&self, mut req: Request<ProxyBody>, path: PathAndQuery) -> Result<Response<Incoming>, BoxError> {
+        let mut guard = self.sender.lock().await;
+        if guard.as_ref().is_none_or(Sender::is_closed) {
+            *guard = Some(self.connect().await?);
+        }
+        let authority = if self.port == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        match guard.as_mut().expect("connected above") {
+            Sender::H2(sender) => {
+                let mut sender = sender.clone();
+                drop(guard);
+                *req.uri_mut() = Uri::builder()
+                    .scheme("https")
+                    .authority(authority)
+                    .path_and_query(path)
+                    .build()?;
+                *req.version_mut() = Version::HTTP_2;
+                req.headers_mut().remove(header::HOST);
+                Ok(sender.send_request(req).await?)
+            }
+            Sender::H1(sender) => {
+                *req.uri_mut() = Uri::from(path);
+                *req.version_mut() = Version::HTTP_11;
+                req.headers_mut()
+                    .insert(header::HOST, HeaderValue::from_str(&authority)?);
+                sender.ready().await?;
+                Ok(sender.send_request(req).await?)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, BoxError> {
+        let tcp = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await??;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(self.host.clone())?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        if h2 {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Ok(Sender::H2(sender))
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn.with_upgrades());
+            Ok(Sender::H1(sender))
+        }
+    }
+}
+
+fn blocked_record(method: &str, host: &str, port: u16, path: &str, status: StatusCode, reason: &str) -> Interception {
+    Interception {
+        at: crate::store::now(),
+        method: method.to_owned(),
+        host: host.to_owned(),
+        port,
+        path: path.to_owned(),
+        status: Some(status.as_u16()),
+        swapped: Vec::new(),
+        scrubbed: Vec::new(),
+        blocked: Some(reason.to_owned()),
+    }
+}
+
+fn reply(status: StatusCode, text: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(format!("{text}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}

