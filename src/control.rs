@@ -124,7 +124,8 @@ impl Control {
         if row.status.is_terminal() {
             return Ok(Some(row));
         }
-        self.store
+        let after = self
+            .store
             .update_session(
                 id,
                 SessionUpdate::Dead {
@@ -132,7 +133,9 @@ impl Control {
                 },
             )
             .await?;
-        if let Some(sandbox) = &row.sandbox_id {
+        // The row after the update, not `row`: a bring-up that recorded its sandbox since `row` was
+        // read is seen here, and one that finishes later finds the session dead and deletes its own.
+        if let Some(sandbox) = after.as_ref().and_then(|after| after.sandbox_id.as_deref()) {
             self.delete_sandbox(sandbox).await;
         }
         Ok(Some(row))

@@ -260,8 +260,9 @@ impl Store {
         offset: u32,
     ) -> Result<(Vec<Agent>, u64), StoreError> {
         self.call(move |conn, _| {
-            let pattern = format!("%{}%", search.unwrap_or_default().to_lowercase());
-            let filter = "lower(name) LIKE ?1 OR id LIKE ?1 OR lower(harness_id) LIKE ?1";
+            let pattern = format!("%{}%", like_literal(&search.unwrap_or_default().to_lowercase()));
+            let filter = r"lower(name) LIKE ?1 ESCAPE '\' OR id LIKE ?1 ESCAPE '\'
+                OR lower(harness_id) LIKE ?1 ESCAPE '\'";
             let total: i64 = conn.query_row(
                 &format!("SELECT count(*) FROM agents WHERE {filter}"),
                 [&pattern],
@@ -679,6 +680,18 @@ fn map_unique(result: rusqlite::Result<usize>, name: &str) -> Result<usize, Stor
         }
         other => Ok(other?),
     }
+}
+
+/// `text` with LIKE's wildcards escaped by a backslash, so a search matches it literally.
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {

@@ -1,12 +1,13 @@
 //! Agent routes: list, create, show, update, delete. Validation of agent input lives here.
 //!
-//! `{id}` accepts an agent's UUID or its name. Names match `^[a-z0-9][a-z0-9-]{0,62}$` and are unique
-//! (409). Credential values are write-only: responses carry names, bound hosts and fingerprints.
+//! `{id}` accepts an agent's UUID or its name. Names match `^[a-z0-9][a-z0-9-]{0,62}$`, are unique
+//! (409) and are never UUIDs, so a name cannot be read as an id. Credential values are write-only:
+//! responses carry names, bound hosts and fingerprints.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -18,7 +19,7 @@ use crate::wire::api::{
     AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentList, CreateAgent, CredentialInput, ErrorBody, UpdateAgent,
 };
 
-use super::json::ApiJson;
+use super::json::{ApiJson, ApiQuery};
 use super::{ApiError, AppState};
 
 /// Most credentials one agent may hold.
@@ -41,7 +42,10 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/api/v1/managed_agents/agents", tag = "agents", params(ListQuery),
     security(("master_key" = [])),
     responses((status = 200, body = AgentList), (status = 401, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Result<Json<AgentList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<AgentList>, ApiError> {
     let limit = query.limit.unwrap_or(AGENT_PAGE_DEFAULT).clamp(1, AGENT_PAGE_MAX);
     let offset = query.offset.unwrap_or(0);
     let (data, total) = state.store.list_agents(query.search, limit, offset).await?;
@@ -233,7 +237,13 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    if ok {
+    if ok && uuid::Uuid::parse_str(name).is_ok() {
+        // `{id}` routes read a UUID as an id, so an agent with such a name could not be found by it.
+        Err(
+            ApiError::bad_request(format!("invalid agent name `{name}`: it reads as a UUID"))
+                .hint("agents are found by id or name, so a name must not look like an id"),
+        )
+    } else if ok {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!("invalid agent name `{name}`"))
@@ -395,7 +405,15 @@ mod tests {
         for good in ["demo", "a", "0-x", "agent-42", &"a".repeat(63)] {
             assert!(validate_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-a", "Demo", "a_b", "a b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "Demo",
+            "a_b",
+            "a b",
+            &"a".repeat(64),
+            "3a6cdbd2-020f-4850-ba99-f67cd38f62aa",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }

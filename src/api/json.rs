@@ -1,11 +1,14 @@
-//! `ApiJson<T>`: the JSON body extractor whose rejections speak the error envelope.
+//! `ApiJson<T>` and `ApiQuery<T>`: the body and query extractors whose rejections speak the error
+//! envelope.
 //!
 //! Malformed JSON and wrong types are 400 with serde's message (which names an unknown field),
-//! a missing or wrong `Content-Type` is 415, and a body over [`MAX_BODY_BYTES`] is 413.
+//! a missing or wrong `Content-Type` is 415, and a body over [`MAX_BODY_BYTES`] is 413. A query
+//! string that does not parse (`?limit=many`) is 400 naming the parameter.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::wire::api::MAX_BODY_BYTES;
@@ -40,9 +43,41 @@ fn reject(rejection: JsonRejection) -> ApiError {
             ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected a JSON body")
                 .hint("send `Content-Type: application/json`")
         }
-        JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        JsonRejection::BytesRejection(err) => bytes_rejection(err),
         other => ApiError::bad_request(other.body_text()),
     }
+}
+
+/// The envelope for a body that could not be read: 413 when it is too large.
+pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large()
+    } else {
+        ApiError::new(rejection.status(), rejection.body_text())
+    }
+}
+
+/// A query string parsed into `T`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid query string: {}", rejection.body_text()))
+        .hint("see GET /api/v1/openapi.json for the parameters this route takes")
 }
 
 pub fn too_large() -> ApiError {

@@ -5,7 +5,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -16,7 +17,7 @@ use crate::wire::api::{
     CreateSession, DeletedSession, ErrorBody, PREFIX, SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session, SessionStatus,
 };
 
-use super::json::parse_optional;
+use super::json::{ApiQuery, bytes_rejection, parse_optional};
 use super::{ApiError, AppState, agents};
 
 /// How long an idle session lives before it is reaped, as LAP's `idle_timeout_ms` reports it.
@@ -31,9 +32,9 @@ pub const IDLE_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 pub async fn create(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Session>, ApiError> {
-    let body: CreateSession = parse_optional(&body)?;
+    let body: CreateSession = parse_optional(&body.map_err(bytes_rejection)?)?;
     let agent = agents::find(&state, &id).await?;
     let row = state.control.create_session(&agent, body.title).await?;
     Ok(Json(to_api(row)))
@@ -52,7 +53,7 @@ pub struct ListQuery {
     security(("master_key" = [])), responses((status = 200, body = Vec<Session>), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Session>>, ApiError> {
     let agent_id = match &query.agent_id {
         Some(id) => Some(agents::find(&state, id).await?.id),
