@@ -111,9 +111,15 @@ pub fn init_tracing(cli: &Cli) {
         3 => "debug",
         _ => "trace",
     };
+    // Without -v, the TLS verifier's own error log would repeat the error the CLI reports.
+    let quiet_verifier = if cli.global.verbose == 0 {
+        ",rustls_platform_verifier=off"
+    } else {
+        ""
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
-            "lap={level},{}",
+            "lap={level},{}{quiet_verifier}",
             if level == "trace" { "debug" } else { "warn" }
         ))
     });

@@ -52,6 +52,10 @@ pub enum ClientError {
 impl ClientError {
     pub fn hint(&self) -> Option<String> {
         match self {
+            Self::Unreachable { source, .. } if is_certificate_error(source) => Some(
+                "the server's TLS certificate is not trusted here: set `ca_cert` in the config file to the PEM of its CA; `lap config` shows which file"
+                    .into(),
+            ),
             Self::Unreachable { .. } => Some(
                 "start the server with `lap serve`, or point `--server`/`LAP_URL` at a running one".into(),
             ),
@@ -74,6 +78,25 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// Whether a failed request failed because the server's certificate was not trusted.
+fn is_certificate_error(err: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(mut e) = cause {
+        // rustls errors reach us wrapped in `io::Error`s (twice), whose `source()` skips them.
+        while let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            e = inner;
+        }
+        if matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// A connection to one server.

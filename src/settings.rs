@@ -233,13 +233,15 @@ impl Settings {
             removed.push("the master key in the OS keyring".to_owned());
         }
         let config = self.paths.config_file();
-        if config.exists() {
+        if config.exists() && (self.file.url.is_some() || self.file.key_store.is_some()) {
             let kept = ConfigFile {
                 ca_cert: self.file.ca_cert.clone(),
                 ..ConfigFile::default()
             };
             write_config(&config, &kept)?;
-            removed.push(format!("the server URL in `{}`", config.display()));
+            if self.file.url.is_some() {
+                removed.push(format!("the server URL in `{}`", config.display()));
+            }
         }
         Ok(removed)
     }
@@ -253,18 +255,21 @@ pub fn save_login(
     key: &Secret,
     ca_cert: Option<&Path>,
 ) -> Result<String, SettingsError> {
-    let store = match env.credential_store.as_deref() {
+    // Why the key went to the file, for the notice.
+    const NO_KEYRING: &str = "; no OS keyring was reachable";
+    let (store, why_file) = match env.credential_store.as_deref() {
         None | Some("auto") if env.session_bus => match keyring_set(key) {
-            Ok(()) => KeyStore::Keyring,
+            Ok(()) => (KeyStore::Keyring, ""),
             Err(err) => {
                 tracing::debug!(error = %err, "keyring unavailable, using the credentials file");
-                KeyStore::File
+                (KeyStore::File, NO_KEYRING)
             }
         },
-        None | Some("auto") | Some("file") => KeyStore::File,
+        None | Some("auto") => (KeyStore::File, NO_KEYRING),
+        Some("file") => (KeyStore::File, ", as `LAP_CREDENTIAL_STORE=file` asks"),
         Some("keyring") => {
             keyring_set(key)?;
-            KeyStore::Keyring
+            (KeyStore::Keyring, "")
         }
         Some(other) => return Err(SettingsError::BadStoreChoice(other.to_owned())),
     };
@@ -279,10 +284,7 @@ pub fn save_login(
                 path: creds.clone(),
                 source,
             })?;
-            format!(
-                "saved the master key in `{}` (mode 0600); no OS keyring was reachable",
-                creds.display()
-            )
+            format!("saved the master key in `{}` (mode 0600){why_file}", creds.display())
         }
         KeyStore::Keyring => {
             if creds.exists() {

@@ -54,6 +54,7 @@ impl ResolvesServerCert for BySni {
 struct World {
     proxy: SocketAddr,
     upstream_port: u16,
+    ws_port: u16,
     plain_port: u16,
     vault: Arc<Vault>,
     vault_ca: std::path::PathBuf,
@@ -129,6 +130,57 @@ async fn upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>>>, tl
     port
 }
 
+/// A TLS WebSocket echo server that records the handshake's `Authorization` header.
+async fn websocket_upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>>>) -> u16 {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni(ca)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                // The callback's signature is tungstenite's; its error type is not ours to shrink.
+                #[allow(clippy::result_large_err)]
+                let record =
+                    |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                     resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                        seen.lock().unwrap().push(Seen {
+                            host: req
+                                .headers()
+                                .get("host")
+                                .map(|h| h.to_str().unwrap().to_owned())
+                                .unwrap_or_default(),
+                            version: "websocket".into(),
+                            path: req.uri().to_string(),
+                            headers: req
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                                .collect(),
+                            body: Vec::new(),
+                        });
+                        Ok(resp)
+                    };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, record).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() && ws.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
 async fn world(allow_out: &[&str]) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
@@ -137,11 +189,12 @@ async fn world(allow_out: &[&str]) -> World {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let upstream_port = upstream(public_ca.clone(), seen.clone(), true).await;
     let plain_port = upstream(public_ca.clone(), seen.clone(), false).await;
+    let ws_port = websocket_upstream(public_ca.clone(), seen.clone()).await;
     let loopback = "127.0.0.1".parse().unwrap();
     let resolve = ["api.github.test", "api.openai.test", "evil.test", "plain.test"]
         .into_iter()
         .flat_map(|host| {
-            [upstream_port, plain_port].map(|port| ResolveOverride {
+            [upstream_port, plain_port, ws_port].map(|port| ResolveOverride {
                 host: host.into(),
                 port,
                 addr: loopback,
@@ -176,6 +229,7 @@ async fn world(allow_out: &[&str]) -> World {
     World {
         proxy,
         upstream_port,
+        ws_port,
         plain_port,
         vault,
         vault_ca: vault_ca_file,
@@ -472,4 +526,56 @@ async fn http2_to_the_vault_bridges_to_the_upstream() {
     assert_eq!(status, 200, "{output}");
     assert!(output.contains("\nHTTP/2 200"), "{output}");
     assert_eq!(w.seen()[0].version, "HTTP/2.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrades_pass_through_with_their_handshake_rewritten() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let w = world(&[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+    let target = format!("api.github.test:{}", w.ws_port);
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&w.vault_ca).unwrap();
+    roots
+        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("api.github.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut request = format!("wss://{target}/socket").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {GH_STUB}").parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("handshake through the vault");
+    assert_eq!(response.status(), 101);
+    ws.send("ping through the vault".into()).await.unwrap();
+    let echo = ws.next().await.unwrap().unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "ping through the vault");
+    let seen = w.seen();
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {GH_REAL}").as_str())
+    );
+    let record = w.vault.audit().recent().pop().unwrap();
+    assert_eq!(
+        (record.status, record.swapped.as_slice()),
+        (Some(101), ["GITHUB_TOKEN".to_owned()].as_slice())
+    );
 }

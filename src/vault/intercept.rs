@@ -137,6 +137,7 @@ impl FromStr for ResolveOverride {
 pub struct Vault {
     ca: Arc<CertificateAuthority>,
     upstream_tls: Arc<rustls::ClientConfig>,
+    upstream_tls_h1: Arc<rustls::ClientConfig>,
     resolve: Vec<ResolveOverride>,
     audit: Arc<AuditLog>,
 }
@@ -160,9 +161,12 @@ impl Vault {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut h1 = config.clone();
+        h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             ca,
             upstream_tls: Arc::new(config),
+            upstream_tls_h1: Arc::new(h1),
             resolve,
             audit: Arc::new(AuditLog::default()),
         })
@@ -313,6 +317,7 @@ impl Vault {
         };
         let upstream = Arc::new(Upstream {
             tls: self.upstream_tls.clone(),
+            tls_h1: self.upstream_tls_h1.clone(),
             host: host.clone(),
             port,
             addr,
@@ -406,6 +411,32 @@ impl Vault {
                 }
             }
         }
+        if is_websocket_upgrade(&parts.headers) {
+            let record = |status: StatusCode| Interception {
+                at: crate::store::now(),
+                method: method.clone(),
+                host: host.to_owned(),
+                port,
+                path: path.clone(),
+                status: Some(status.as_u16()),
+                swapped: names(&bound, &swap.hits()),
+                scrubbed: Vec::new(),
+                blocked: None,
+            };
+            return match self
+                .websocket(parts, new_path, upstream, &binding.scrubber_with(encoded))
+                .await
+            {
+                Ok(response) => {
+                    self.audit.record(record(response.status()));
+                    response
+                }
+                Err(err) => refuse(
+                    StatusCode::BAD_GATEWAY,
+                    format!("WebSocket to `{host}:{port}` failed: {err}"),
+                ),
+            };
+        }
         strip_hop_by_hop(&mut parts.headers);
         parts
             .headers
@@ -468,6 +499,48 @@ impl Vault {
             blocked: None,
         });
         Response::from_parts(parts, body)
+    }
+
+    /// A WebSocket upgrade whose head is already rewritten: sent on its own HTTP/1.1 upstream
+    /// connection; after `101` the two sides are spliced and frames pass through as they are.
+    async fn websocket(
+        &self,
+        mut parts: hyper::http::request::Parts,
+        path: PathAndQuery,
+        upstream: &Upstream,
+        scrub: &Substitutions,
+    ) -> Result<Response<ProxyBody>, BoxError> {
+        let client_side = parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .ok_or("WebSocket upgrades need HTTP/1.1 between the sandbox and the vault")?;
+        for name in ["keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer"] {
+            parts.headers.remove(name);
+        }
+        let mut response = upstream.upgrade(Request::from_parts(parts, empty()), path).await?;
+        for value in response.headers_mut().values_mut() {
+            if let Some(new) = scrub.header_value(value.as_bytes())
+                && let Ok(new) = HeaderValue::from_bytes(&new)
+            {
+                *value = new;
+            }
+        }
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (parts, body) = response.into_parts();
+            return Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()));
+        }
+        let server_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_side, server_side) {
+                Ok((client, server)) => {
+                    let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+                Err(err) => tracing::debug!(error = %err, "WebSocket upgrade did not complete"),
+            }
+        });
+        let (parts, _) = response.into_parts();
+        Ok(Response::from_parts(parts, empty()))
     }
 
     /// Absolute-form `http://` requests: forwarded in clear, never with a stub.
@@ -591,6 +664,16 @@ fn authority_is(authority: &str, host: &str, port: u16) -> bool {
     };
     let name = parsed.host().trim_start_matches('[').trim_end_matches(']');
     name.eq_ignore_ascii_case(host) && parsed.port_u16().unwrap_or(443) == port
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
 fn is_compressed(headers: &HeaderMap) -> bool {
@@ -782,6 +865,8 @@ impl ResolvesServerCert for SniCheck {
 /// The upstream side of one intercepted connection.
 struct Upstream {
     tls: Arc<rustls::ClientConfig>,
+    /// The same trust, offering only http/1.1: WebSocket upgrades need it.
+    tls_h1: Arc<rustls::ClientConfig>,
     host: String,
     port: u16,
     addr: SocketAddr,
@@ -808,11 +893,7 @@ impl Upstream {
         if guard.as_ref().is_none_or(Sender::is_closed) {
             *guard = Some(self.connect().await?);
         }
-        let authority = if self.port == 443 {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
+        let authority = self.authority();
         match guard.as_mut().expect("connected above") {
             Sender::H2(sender) => {
                 let mut sender = sender.clone();
@@ -837,13 +918,40 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<Sender, BoxError> {
+    /// Sends an upgrade request on a fresh HTTP/1.1 connection of its own.
+    async fn upgrade(&self, mut req: Request<ProxyBody>, path: PathAndQuery) -> Result<Response<Incoming>, BoxError> {
+        let io = TokioIo::new(self.tls_stream(&self.tls_h1).await?);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn.with_upgrades());
+        *req.uri_mut() = Uri::from(path);
+        *req.version_mut() = Version::HTTP_11;
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_str(&self.authority())?);
+        Ok(sender.send_request(req).await?)
+    }
+
+    fn authority(&self) -> String {
+        if self.port == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    async fn tls_stream(
+        &self,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, BoxError> {
         let tcp = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await??;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+        Ok(tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, tcp)
-            .await?;
+            .await?)
+    }
+
+    async fn connect(&self) -> Result<Sender, BoxError> {
+        let tls = self.tls_stream(&self.tls).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
         if h2 {
