@@ -13,7 +13,7 @@ case "${1:-vault}" in
     venv=target/bench-venv
     if [ ! -x "$venv/bin/mitmdump" ]; then
       ensure_apt python3:python3
-      python3 -m venv "$venv" 2>/dev/null || { ensure_apt dpkg:python3-venv; python3 -m venv "$venv"; }
+      python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
       say "installing mitmproxy 11.0.2 into $venv"
       "$venv/bin/pip" install --quiet mitmproxy==11.0.2
     fi

@@ -20,10 +20,15 @@ ensure_apt() {
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  command -v apt-get >/dev/null 2>&1 || die "missing: ${missing[*]}" "install them with your package manager"
-  say "installing ${missing[*]} (apt)"
+  apt_install "${missing[@]}"
+}
+
+# apt_install PACKAGE… installs the packages with apt.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "missing: $*" "install them with your package manager"
+  say "installing $* (apt)"
   if [ -z "$apt_updated" ]; then as_root apt-get update -qq >&2; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
 # Puts a Rust toolchain (>= 1.88, with rustfmt and clippy) on PATH, installing Debian's when none is.
