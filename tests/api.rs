@@ -502,7 +502,7 @@ async fn an_unknown_agent_is_404_on_every_agent_route() {
         assert_error(
             &app.get(&agent_path(id)).await,
             StatusCode::NOT_FOUND,
-            &format!("agent '{id}' not found"),
+            &format!("agent `{id}` not found"),
         );
         assert_error(
             &app.patch(&agent_path(id), json!({"prompt": "x"})).await,
@@ -1602,7 +1602,7 @@ async fn the_session_list_filters_by_agent_id_or_name() {
 async fn the_session_list_for_an_unknown_agent_is_404() {
     let app = App::new();
     let reply = app.get(&format!("{SESSIONS}?agent_id=nobody")).await;
-    assert_error(&reply, StatusCode::NOT_FOUND, "agent 'nobody' not found");
+    assert_error(&reply, StatusCode::NOT_FOUND, "agent `nobody` not found");
 }
 
 #[tokio::test]
@@ -1644,12 +1644,12 @@ async fn an_unknown_or_malformed_session_id_is_404() {
         assert_error(
             &app.get(&path).await,
             StatusCode::NOT_FOUND,
-            &format!("session {id} not found"),
+            &format!("session `{id}` not found"),
         );
         assert_error(
             &app.delete(&path).await,
             StatusCode::NOT_FOUND,
-            &format!("session {id} not found"),
+            &format!("session `{id}` not found"),
         );
     }
 }

@@ -328,7 +328,7 @@ fn agents_edit_changes_env_name_and_credentials() {
     assert_snapshot!(lap(&home, ["agents", "show", "demo"]), @r"
     exit: 1
     --- stderr
-    error: agent 'demo' not found
+    error: agent `demo` not found
     hint: `lap agents list` shows the agents that exist
     ");
 }
@@ -345,7 +345,7 @@ fn agents_delete_removes_the_agent() {
     assert_snapshot!(lap(&home, ["agents", "delete", "demo"]), @r"
     exit: 1
     --- stderr
-    error: agent 'demo' not found
+    error: agent `demo` not found
     hint: `lap agents list` shows the agents that exist
     ");
     assert_snapshot!(lap(&home, ["agents", "list", "--json"]), @r"
@@ -470,19 +470,19 @@ fn unknown_agent_is_an_error_with_a_hint() {
     assert_snapshot!(lap(&home, ["agents", "show", "nope"]), @r"
     exit: 1
     --- stderr
-    error: agent 'nope' not found
+    error: agent `nope` not found
     hint: `lap agents list` shows the agents that exist
     ");
     assert_snapshot!(lap(&home, ["sessions", "create", "nope"]), @r"
     exit: 1
     --- stderr
-    error: agent 'nope' not found
+    error: agent `nope` not found
     hint: `lap agents list` shows the agents that exist
     ");
     assert_snapshot!(lap(&home, ["sessions", "show", "nope"]), @r"
     exit: 1
     --- stderr
-    error: session nope not found
+    error: session `nope` not found
     hint: `lap sessions list` shows the sessions that exist
     ");
 }
@@ -754,7 +754,7 @@ fn quiet_silences_status_lines_but_not_data_or_errors() {
     assert_snapshot!(lap(&home, ["-q", "agents", "show", "demo"]), @r"
     exit: 1
     --- stderr
-    error: agent 'demo' not found
+    error: agent `demo` not found
     hint: `lap agents list` shows the agents that exist
     ");
 }

@@ -116,7 +116,7 @@ pub async fn find(state: &AppState, id: &str) -> Result<Agent, ApiError> {
 }
 
 fn agent_not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("agent '{id}' not found")).hint("`lap agents list` shows the agents that exist")
+    ApiError::not_found(format!("agent `{id}` not found")).hint("`lap agents list` shows the agents that exist")
 }
 
 fn validate_create(body: CreateAgent) -> Result<NewAgent, ApiError> {

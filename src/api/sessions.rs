@@ -101,7 +101,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("session {id} not found")).hint("`lap sessions list` shows the sessions that exist")
+    ApiError::not_found(format!("session `{id}` not found")).hint("`lap sessions list` shows the sessions that exist")
 }
 
 fn to_api(row: SessionRow) -> Session {
