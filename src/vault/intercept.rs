@@ -56,6 +56,8 @@ use crate::secret::Secret;
 pub const MAX_BUFFERED_BODY: usize = 8 * 1024 * 1024;
 /// How long connecting to an upstream may take.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the vault reads a refused request's body before answering anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -351,6 +353,14 @@ impl Vault {
                 .record(blocked_record(&method, host, port, &path, status, &reason));
             reply(status, &format!("lap vault: {reason}"))
         };
+        // A refusal before the body is read drains it first: clients still sending (curl over h2 in
+        // particular) then see the refusal instead of a reset stream.
+        macro_rules! early {
+            ($status:expr, $reason:expr $(,)?) => {{
+                drain(body).await;
+                return refuse($status, $reason);
+            }};
+        }
 
         let authority = parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
             parts
@@ -361,7 +371,7 @@ impl Vault {
         });
         if !authority.as_deref().is_some_and(|a| authority_is(a, host, port)) {
             let asked = authority.unwrap_or_else(|| "(none)".into());
-            return refuse(
+            early!(
                 StatusCode::MISDIRECTED_REQUEST,
                 format!("Host `{asked}` does not match the CONNECT target `{host}`"),
             );
@@ -379,11 +389,11 @@ impl Vault {
         };
         let strays: Vec<&str> = unbound.iter().filter(|c| in_head(c)).map(|c| c.name.as_str()).collect();
         if !strays.is_empty() {
-            return refuse(StatusCode::FORBIDDEN, stray_reason(&strays, host));
+            early!(StatusCode::FORBIDDEN, stray_reason(&strays, host));
         }
 
         if !swap.is_empty() && is_compressed(&parts.headers) {
-            return refuse(
+            early!(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "a compressed request body to `{host}` cannot be checked for credentials; send it uncompressed"
@@ -392,7 +402,7 @@ impl Vault {
         }
         let rewritten = swap.replace_all(path.as_bytes());
         let Ok(new_path) = PathAndQuery::try_from(rewritten.as_ref()) else {
-            return refuse(
+            early!(
                 StatusCode::BAD_REQUEST,
                 "the rewritten request path is not a valid URL".into(),
             );
@@ -407,7 +417,7 @@ impl Vault {
                 }
                 match HeaderValue::from_bytes(&new) {
                     Ok(new) => *value = new,
-                    Err(_) => return refuse(StatusCode::BAD_REQUEST, "a rewritten header is not valid".into()),
+                    Err(_) => early!(StatusCode::BAD_REQUEST, "a rewritten header is not valid".into()),
                 }
             }
         }
@@ -655,6 +665,22 @@ fn stray_reason(names: &[&str], host: &str) -> String {
 fn contains_stub(value: &[u8], stub: &str) -> bool {
     let single = Substitutions::new([(stub, stub)]);
     single.finds_any(value) || single.header_value(value).is_some()
+}
+
+/// Reads and discards a request body the vault refuses, up to [`MAX_BUFFERED_BODY`] bytes and
+/// [`DRAIN_TIMEOUT`]; a longer one is cut off.
+async fn drain(mut body: Incoming) {
+    let mut left = MAX_BUFFERED_BODY;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let len = frame.data_ref().map_or(0, Bytes::len);
+            if len >= left {
+                return;
+            }
+            left -= len;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
 }
 
 /// Whether `authority` (`host` or `host:port`) names `host:port`.
