@@ -59,15 +59,15 @@ async fn main() {
     };
     let root = CertificateDer::from_pem_slice(upstream_ca.cert_pem().as_bytes()).unwrap();
     let vault = Arc::new(Vault::new(vault_ca, vec![pin], vec![root]).unwrap());
-    let binding = Arc::new(Binding {
-        credentials: vec![Credential {
+    let binding = Arc::new(Binding::new(
+        vec![Credential {
             name: "BENCH_TOKEN".into(),
             stub: STUB.into(),
             real: Secret::new("real-bench-token-value-0123456789"),
             hosts: vec![format!("127.0.0.1:{}", upstream.port())],
         }],
-        policy: Policy::default(),
-    });
+        Policy::default(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let vault_addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();

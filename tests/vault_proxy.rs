@@ -53,10 +53,10 @@ impl ResolvesServerCert for BySni {
 
 struct World {
     proxy: SocketAddr,
+    binding: Arc<Binding>,
     upstream_port: u16,
     ws_port: u16,
     plain_port: u16,
-    vault: Arc<Vault>,
     vault_ca: std::path::PathBuf,
     seen: Arc<Mutex<Vec<Seen>>>,
     _dir: tempfile::TempDir,
@@ -203,8 +203,8 @@ async fn world(allow_out: &[&str]) -> World {
         .collect();
     let extra_root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
     let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![extra_root]).unwrap());
-    let binding = Arc::new(Binding {
-        credentials: vec![
+    let binding = Arc::new(Binding::new(
+        vec![
             Credential {
                 name: "GITHUB_TOKEN".into(),
                 stub: GH_STUB.into(),
@@ -218,20 +218,20 @@ async fn world(allow_out: &[&str]) -> World {
                 hosts: vec!["*.openai.test".into()],
             },
         ],
-        policy: Policy::new(&allow_out.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]),
-    });
+        Policy::new(&allow_out.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(vault.clone().serve(listener, binding, stop.clone()));
+    tokio::spawn(vault.clone().serve(listener, binding.clone(), stop.clone()));
     let vault_ca_file = dir.path().join("vault-ca.pem");
     std::fs::write(&vault_ca_file, vault_ca.cert_pem()).unwrap();
     World {
         proxy,
+        binding,
         upstream_port,
         ws_port,
         plain_port,
-        vault,
         vault_ca: vault_ca_file,
         seen,
         _dir: dir,
@@ -314,12 +314,12 @@ async fn a_bound_stub_becomes_real_in_headers_path_and_body_and_the_echo_comes_b
         );
         assert_eq!(request.header("accept-encoding"), Some("identity"));
     }
-    let record = w.vault.audit().recent().pop().unwrap();
+    let record = w.binding.audit.recent().pop().unwrap();
     assert_eq!(record.swapped, ["GITHUB_TOKEN"]);
     assert_eq!(record.scrubbed, ["GITHUB_TOKEN"]);
     assert!(record.blocked.is_none());
     assert!(
-        !format!("{:?}", w.vault.audit().recent()).contains(GH_REAL),
+        !format!("{:?}", w.binding.audit.recent()).contains(GH_REAL),
         "the audit log holds a real value"
     );
 }
@@ -379,8 +379,8 @@ async fn a_stub_sent_to_a_host_it_is_not_bound_to_is_blocked_and_recorded() {
     assert_eq!(w.curl(&[&url]).await.0, 403);
     assert!(w.seen().is_empty(), "the upstream must receive nothing: {:?}", w.seen());
     let blocked: Vec<_> = w
-        .vault
-        .audit()
+        .binding
+        .audit
         .recent()
         .into_iter()
         .filter(|r| r.blocked.is_some())
@@ -469,7 +469,7 @@ async fn a_tls_sni_other_than_the_connect_target_fails_the_handshake() {
         connector.connect(name, tcp).await.is_err(),
         "the vault must not serve a leaf for another name"
     );
-    let record = w.vault.audit().recent().pop().expect("the mismatch is recorded");
+    let record = w.binding.audit.recent().pop().expect("the mismatch is recorded");
     assert!(record.blocked.unwrap().contains("SNI `evil.test`"));
 }
 
@@ -483,7 +483,7 @@ async fn egress_policy_blocks_unlisted_hosts_and_internal_addresses() {
     let (status, output) = w.curl(&[&url]).await;
     assert!(status == 403 || output.contains("403"), "{output}");
     assert!(w.seen().is_empty());
-    let reasons: Vec<String> = w.vault.audit().recent().into_iter().filter_map(|r| r.blocked).collect();
+    let reasons: Vec<String> = w.binding.audit.recent().into_iter().filter_map(|r| r.blocked).collect();
     assert!(reasons.iter().any(|r| r.contains("allow_out")), "{reasons:?}");
     let (status, _) = w.curl(&[&w.url("api.github.test", "/ok")]).await;
     assert_eq!(status, 200);
@@ -573,7 +573,7 @@ async fn websocket_upgrades_pass_through_with_their_handshake_rewritten() {
         seen[0].header("authorization"),
         Some(format!("Bearer {GH_REAL}").as_str())
     );
-    let record = w.vault.audit().recent().pop().unwrap();
+    let record = w.binding.audit.recent().pop().unwrap();
     assert_eq!(
         (record.status, record.swapped.as_slice()),
         (Some(101), ["GITHUB_TOKEN".to_owned()].as_slice())

@@ -81,13 +81,22 @@ pub struct Credential {
     pub hosts: Vec<String>,
 }
 
-/// What one sandbox's listener enforces.
+/// What one sandbox's listener enforces, and the record of what passed it.
 pub struct Binding {
     pub credentials: Vec<Credential>,
     pub policy: Policy,
+    pub audit: AuditLog,
 }
 
 impl Binding {
+    pub fn new(credentials: Vec<Credential>, policy: Policy) -> Self {
+        Self {
+            credentials,
+            policy,
+            audit: AuditLog::default(),
+        }
+    }
+
     fn bound_to(&self, host: &str, port: u16) -> (Vec<&Credential>, Vec<&Credential>) {
         self.credentials
             .iter()
@@ -141,7 +150,6 @@ pub struct Vault {
     upstream_tls: Arc<rustls::ClientConfig>,
     upstream_tls_h1: Arc<rustls::ClientConfig>,
     resolve: Vec<ResolveOverride>,
-    audit: Arc<AuditLog>,
 }
 
 impl Vault {
@@ -170,15 +178,10 @@ impl Vault {
             upstream_tls: Arc::new(config),
             upstream_tls_h1: Arc::new(h1),
             resolve,
-            audit: Arc::new(AuditLog::default()),
         })
     }
 
-    pub fn audit(&self) -> &AuditLog {
-        &self.audit
-    }
-
-    /// Serves one sandbox's proxy listener until `shutdown`.
+    /// Serves a TCP proxy listener until `shutdown`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, binding: Arc<Binding>, shutdown: CancellationToken) {
         loop {
             let tcp = tokio::select! {
@@ -192,21 +195,25 @@ impl Vault {
                 },
             };
             let _ = tcp.set_nodelay(true);
+            tokio::spawn(self.clone().serve_connection(tcp, binding.clone()));
+        }
+    }
+
+    /// Serves one client connection of a sandbox (TCP, or a Unix socket the harness forwards).
+    pub async fn serve_connection<I>(self: Arc<Self>, io: I, binding: Arc<Binding>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req| {
             let vault = self.clone();
             let binding = binding.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let vault = vault.clone();
-                    let binding = binding.clone();
-                    async move { Ok::<_, Infallible>(vault.proxy(req, binding).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades();
-                if let Err(err) = conn.await {
-                    tracing::debug!(error = %err, "vault client connection ended");
-                }
-            });
+            async move { Ok::<_, Infallible>(vault.proxy(req, binding).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        if let Err(err) = conn.await {
+            tracing::debug!(error = %err, "vault client connection ended");
         }
     }
 
@@ -236,7 +243,7 @@ impl Vault {
         let addr = match self.destination(&binding, &host, port).await {
             Ok(addr) => addr,
             Err(reason) => {
-                self.audit.record(blocked_record(
+                binding.audit.record(blocked_record(
                     "CONNECT",
                     &host,
                     port,
@@ -305,7 +312,7 @@ impl Vault {
             _ => {
                 if let Some(sni) = resolver.mismatch.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     let reason = format!("TLS SNI `{sni}` does not match the CONNECT target `{host}`");
-                    self.audit.record(blocked_record(
+                    binding.audit.record(blocked_record(
                         "CONNECT",
                         &host,
                         port,
@@ -349,7 +356,8 @@ impl Vault {
         let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
         let method = parts.method.to_string();
         let refuse = |status: StatusCode, reason: String| {
-            self.audit
+            binding
+                .audit
                 .record(blocked_record(&method, host, port, &path, status, &reason));
             reply(status, &format!("lap vault: {reason}"))
         };
@@ -438,7 +446,7 @@ impl Vault {
                 .await
             {
                 Ok(response) => {
-                    self.audit.record(record(response.status()));
+                    binding.audit.record(record(response.status()));
                     response
                 }
                 Err(err) => refuse(
@@ -497,7 +505,7 @@ impl Vault {
                 );
             }
         };
-        self.audit.record(Interception {
+        binding.audit.record(Interception {
             at: crate::store::now(),
             method,
             host: host.to_owned(),
@@ -561,7 +569,8 @@ impl Vault {
         let path = uri.path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
         let method = req.method().to_string();
         let refuse = |status: StatusCode, reason: String| {
-            self.audit
+            binding
+                .audit
                 .record(blocked_record(&method, &host, port, &path, status, &reason));
             reply(status, &format!("lap vault: {reason}"))
         };
@@ -624,7 +633,7 @@ impl Vault {
                 );
             }
         };
-        self.audit.record(Interception {
+        binding.audit.record(Interception {
             at: crate::store::now(),
             method,
             host,
