@@ -49,6 +49,9 @@ _lap() {
             lap,sessions)
                 cmd="lap__subcmd__sessions"
                 ;;
+            lap,vault)
+                cmd="lap__subcmd__vault"
+                ;;
             lap__subcmd__agents,create)
                 cmd="lap__subcmd__agents__subcmd__create"
                 ;;
@@ -118,6 +121,9 @@ _lap() {
             lap__subcmd__help,sessions)
                 cmd="lap__subcmd__help__subcmd__sessions"
                 ;;
+            lap__subcmd__help,vault)
+                cmd="lap__subcmd__help__subcmd__vault"
+                ;;
             lap__subcmd__help__subcmd__agents,create)
                 cmd="lap__subcmd__help__subcmd__agents__subcmd__create"
                 ;;
@@ -144,6 +150,9 @@ _lap() {
                 ;;
             lap__subcmd__help__subcmd__sessions,show)
                 cmd="lap__subcmd__help__subcmd__sessions__subcmd__show"
+                ;;
+            lap__subcmd__help__subcmd__vault,ca)
+                cmd="lap__subcmd__help__subcmd__vault__subcmd__ca"
                 ;;
             lap__subcmd__sessions,create)
                 cmd="lap__subcmd__sessions__subcmd__create"
@@ -175,6 +184,18 @@ _lap() {
             lap__subcmd__sessions__subcmd__help,show)
                 cmd="lap__subcmd__sessions__subcmd__help__subcmd__show"
                 ;;
+            lap__subcmd__vault,ca)
+                cmd="lap__subcmd__vault__subcmd__ca"
+                ;;
+            lap__subcmd__vault,help)
+                cmd="lap__subcmd__vault__subcmd__help"
+                ;;
+            lap__subcmd__vault__subcmd__help,ca)
+                cmd="lap__subcmd__vault__subcmd__help__subcmd__ca"
+                ;;
+            lap__subcmd__vault__subcmd__help,help)
+                cmd="lap__subcmd__vault__subcmd__help__subcmd__help"
+                ;;
             *)
                 ;;
         esac
@@ -182,7 +203,7 @@ _lap() {
 
     case "${cmd}" in
         lap)
-            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions attach exec completions man help"
+            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault attach exec completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -578,7 +599,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help)
-            opts="serve login logout config agents sessions attach exec completions man help"
+            opts="serve login logout config agents sessions vault attach exec completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -871,6 +892,34 @@ _lap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lap__subcmd__help__subcmd__vault)
+            opts="ca"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__vault__subcmd__ca)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lap__subcmd__login)
             opts="-q -v -h --url --key-stdin --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -934,7 +983,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__serve)
-            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --server --json --quiet --verbose --no-color --help"
+            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --vault-upstream-ca --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -957,6 +1006,14 @@ _lap() {
                     return 0
                     ;;
                 --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault-resolve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault-upstream-ca)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1154,6 +1211,84 @@ _lap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__vault)
+            opts="-q -v -h --server --json --quiet --verbose --no-color --help ca help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__vault__subcmd__ca)
+            opts="-q -v -h --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__vault__subcmd__help)
+            opts="ca help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__vault__subcmd__help__subcmd__ca)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__vault__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -35,6 +35,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand config 'Show the effective client settings and where each comes from'
             cand agents 'Create, list, show, edit and delete agents'
             cand sessions 'Create, list, show and delete sessions'
+            cand vault 'The credential vault: its CA certificate'
             cand attach 'Attach this terminal to a session by id'
             cand exec 'Run a command inside a session''s sandbox'
             cand completions 'Print a shell completion script'
@@ -47,6 +48,8 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand --backend 'Sandbox backend'
             cand --tls-cert 'Serve HTTPS and WSS with this certificate chain (PEM)'
             cand --tls-key 'Private key of --tls-cert (PEM)'
+            cand --vault-resolve 'Make the vault connect to ADDR for HOST:PORT, like curl''s --resolve (repeatable); these addresses count as explicitly allowed, internal ones included'
+            cand --vault-upstream-ca 'Also trust this CA certificate (PEM) for upstream servers (repeatable)'
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
             cand --insecure-http 'Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)'
             cand --json 'Print data as JSON'
@@ -292,6 +295,38 @@ set edit:completion:arg-completer[lap] = {|@words|
         }
         &'lap;sessions;help;help'= {
         }
+        &'lap;vault'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand ca 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;vault;ca'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;vault;help'= {
+            cand ca 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;vault;help;ca'= {
+        }
+        &'lap;vault;help;help'= {
+        }
         &'lap;attach'= {
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
             cand --json 'Print data as JSON'
@@ -344,6 +379,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand config 'Show the effective client settings and where each comes from'
             cand agents 'Create, list, show, edit and delete agents'
             cand sessions 'Create, list, show and delete sessions'
+            cand vault 'The credential vault: its CA certificate'
             cand attach 'Attach this terminal to a session by id'
             cand exec 'Run a command inside a session''s sandbox'
             cand completions 'Print a shell completion script'
@@ -388,6 +424,11 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;help;sessions;create'= {
         }
         &'lap;help;sessions;delete'= {
+        }
+        &'lap;help;vault'= {
+            cand ca 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+        }
+        &'lap;help;vault;ca'= {
         }
         &'lap;help;attach'= {
         }

@@ -53,10 +53,13 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::create))
         .routes(routes!(sessions::list))
         .routes(routes!(sessions::show, sessions::delete))
+        .routes(routes!(sessions::vault_keys))
+        .routes(routes!(sessions::interceptions))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))
-        .routes(routes!(health::openapi_json));
+        .routes(routes!(health::openapi_json))
+        .routes(routes!(health::vault_ca));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(protected)
         .merge(public)

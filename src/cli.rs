@@ -13,6 +13,7 @@ mod man;
 mod reserved;
 mod serve;
 mod sessions;
+mod vault;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -73,6 +74,9 @@ pub enum Command {
     /// Create, list, show and delete sessions
     #[command(subcommand)]
     Sessions(sessions::Command),
+    /// The credential vault: its CA certificate
+    #[command(subcommand)]
+    Vault(vault::Command),
     /// Attach this terminal to a session by id
     Attach(reserved::AttachArgs),
     /// Run a command inside a session's sandbox
@@ -162,6 +166,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Config => config::run(&ctx),
                     Command::Agents(command) => agents::run(command, &ctx).await,
                     Command::Sessions(command) => sessions::run(command, &ctx).await,
+                    Command::Vault(command) => vault::run(command, &ctx).await,
                     Command::Attach(args) => reserved::attach(args),
                     Command::Exec(args) => reserved::exec(args),
                     Command::Open(words) => reserved::open(words),

@@ -201,6 +201,17 @@ impl Client {
         })
     }
 
+    /// The vault CA certificate, PEM (an open route: certificates are public).
+    pub async fn vault_ca(&self) -> Result<String, ClientError> {
+        let resp = self
+            .send::<()>(Method::GET, "/api/v1/vault/ca.pem", None, false)
+            .await?;
+        resp.text().await.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })
+    }
+
     pub async fn health(&self) -> Result<Health, ClientError> {
         let resp = self.send::<()>(Method::GET, "/api/v1/health", None, false).await?;
         self.decode(resp).await

@@ -6,20 +6,30 @@
 //! the sandbox it just made instead of resurrecting the session. Background work is spawned on the
 //! server's [`TaskTracker`] so shutdown can wait for it.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::sandbox::{Sandbox, SandboxError, SandboxSpec};
-use crate::store::{SessionRow, SessionUpdate, Store, StoreError, now};
-use crate::wire::api::{Agent, SessionStatus};
+use crate::sandbox::{CA_BUNDLE_PATH, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec};
+use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError, now};
+use crate::vault::intercept::{Binding, Credential, Vault};
+use crate::vault::policy::Policy;
+use crate::wire::api::{Agent, Interception, SessionStatus};
 
 /// Phases of bring-up, as `GET /sessions/{id}` shows them.
 pub mod phase {
     pub const CREATING_SANDBOX: &str = "creating_sandbox";
+    pub const BINDING_CREDENTIALS: &str = "binding_credentials";
 }
+
+/// How long the vault's accept loop pauses after an accept error (e.g. out of descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -29,20 +39,62 @@ pub enum ControlError {
     Sandbox(#[from] SandboxError),
 }
 
+/// What the session service is built from, in the composition root.
+pub struct Services {
+    pub store: Store,
+    pub sandbox: Arc<dyn Sandbox>,
+    pub vault: Arc<Vault>,
+    /// Host path of the CA bundle (system roots plus the vault CA) sandboxes get.
+    pub ca_bundle: Option<PathBuf>,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
 /// The session service.
 pub struct Control {
     store: Store,
     sandbox: Arc<dyn Sandbox>,
+    vault: Arc<Vault>,
+    ca_bundle: Option<PathBuf>,
     tasks: TaskTracker,
+    shutdown: CancellationToken,
+    /// The vault bindings of live sessions.
+    bindings: Mutex<HashMap<Uuid, SessionVault>>,
+}
+
+struct SessionVault {
+    binding: Arc<Binding>,
+    stop: CancellationToken,
 }
 
 impl Control {
-    pub fn new(store: Store, sandbox: Arc<dyn Sandbox>, tasks: TaskTracker) -> Arc<Self> {
-        Arc::new(Self { store, sandbox, tasks })
+    pub fn new(services: Services) -> Arc<Self> {
+        let Services {
+            store,
+            sandbox,
+            vault,
+            ca_bundle,
+            tasks,
+            shutdown,
+        } = services;
+        Arc::new(Self {
+            store,
+            sandbox,
+            vault,
+            ca_bundle,
+            tasks,
+            shutdown,
+            bindings: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn backend(&self) -> &'static str {
         self.sandbox.name()
+    }
+
+    /// The vault CA certificate sandboxes trust, PEM.
+    pub fn vault_ca_pem(&self) -> String {
+        self.vault.ca_pem()
     }
 
     /// Records a new `creating` session and starts its bring-up in the background. Fails at once,
@@ -73,46 +125,134 @@ impl Control {
         };
         self.store.insert_session(row.clone()).await?;
         let this = self.clone();
-        let spec = SandboxSpec {
-            harness_id: agent.harness_id.clone(),
-            session_id: Some(row.id.to_string()),
-        };
-        let id = row.id;
-        self.tasks.spawn(async move { this.bring_up(id, spec).await });
+        let (id, agent) = (row.id, agent.clone());
+        self.tasks.spawn(async move { this.bring_up(id, agent).await });
         Ok(self.store.get_session(row.id).await?.unwrap_or(row))
     }
 
-    async fn bring_up(&self, id: Uuid, spec: SandboxSpec) {
-        let update = match self.sandbox.create(&spec).await {
-            Ok(info) => {
-                let update = SessionUpdate::Ready {
-                    sandbox_id: info.id.clone(),
-                    sandbox_url: info.url,
-                    harness_session_id: None,
-                };
-                match self.store.update_session(id, update).await {
-                    Ok(Some(row)) if row.status == SessionStatus::Ready => return,
-                    // Deleted (or failed) while the sandbox was being made: do not leak it.
-                    Ok(_) => {
-                        self.delete_sandbox(&info.id).await;
-                        return;
-                    }
-                    Err(err) => {
-                        tracing::error!(session = %id, error = %err, "cannot record a ready session");
-                        self.delete_sandbox(&info.id).await;
-                        SessionUpdate::Failed {
-                            reason: format!("the store failed: {err}"),
-                        }
-                    }
-                }
+    async fn bring_up(&self, id: Uuid, agent: Agent) {
+        if let Err(reason) = self.try_bring_up(id, &agent).await {
+            let update = SessionUpdate::Failed { reason };
+            if let Err(err) = self.store.update_session(id, update).await {
+                tracing::error!(session = %id, error = %err, "cannot record a failed bring-up");
             }
-            Err(err) => SessionUpdate::Failed {
-                reason: err.to_string(),
-            },
-        };
-        if let Err(err) = self.store.update_session(id, update).await {
-            tracing::error!(session = %id, error = %err, "cannot record a failed bring-up");
         }
+    }
+
+    /// Stubs, sandbox, vault, `ready`. Returns the failure reason a person can act on.
+    async fn try_bring_up(&self, id: Uuid, agent: &Agent) -> Result<(), String> {
+        let store_failed = |err: StoreError| format!("the store failed: {err}");
+        let credentials = self.store.agent_credentials(agent.id).await.map_err(store_failed)?;
+        let stubs: Vec<(String, String)> = credentials
+            .iter()
+            .map(|c| (c.name.clone(), crate::vault::new_stub(&c.name)))
+            .collect();
+        self.store
+            .set_session_stubs(id, stubs.clone())
+            .await
+            .map_err(store_failed)?;
+        let spec = SandboxSpec {
+            harness_id: agent.harness_id.clone(),
+            session_id: Some(id.to_string()),
+            env: sandbox_env(&agent.env, &stubs),
+            ca_bundle: self.ca_bundle.clone(),
+        };
+        let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
+        let bound = async {
+            self.store
+                .update_session(id, SessionUpdate::Phase(phase::BINDING_CREDENTIALS.to_owned()))
+                .await
+                .map_err(store_failed)?;
+            self.attach_vault(id, &info.id, agent, credentials, &stubs)
+                .await
+                .map_err(|e| format!("cannot start the vault for this sandbox: {e}"))?;
+            let ready = SessionUpdate::Ready {
+                sandbox_id: info.id.clone(),
+                sandbox_url: info.url.clone(),
+                harness_session_id: None,
+            };
+            self.store.update_session(id, ready).await.map_err(store_failed)
+        };
+        match bound.await {
+            Ok(Some(row)) if row.status == SessionStatus::Ready => Ok(()),
+            // Deleted (or failed) while the sandbox was being made: do not leak it.
+            Ok(_) => {
+                self.detach_vault(id);
+                self.delete_sandbox(&info.id).await;
+                Ok(())
+            }
+            Err(reason) => {
+                self.detach_vault(id);
+                self.delete_sandbox(&info.id).await;
+                Err(reason)
+            }
+        }
+    }
+
+    /// Starts serving a sandbox's egress listener with the session's binding.
+    async fn attach_vault(
+        &self,
+        session: Uuid,
+        sandbox_id: &str,
+        agent: &Agent,
+        credentials: Vec<NewCredential>,
+        stubs: &[(String, String)],
+    ) -> Result<(), SandboxError> {
+        let listener = self.sandbox.proxy_listener(sandbox_id).await?;
+        let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+        let credentials = credentials
+            .into_iter()
+            .filter_map(|c| {
+                let stub = (*stub_of.get(c.name.as_str())?).to_owned();
+                Some(Credential {
+                    name: c.name,
+                    stub,
+                    real: c.value,
+                    hosts: c.hosts,
+                })
+            })
+            .collect();
+        let binding = Arc::new(Binding::new(
+            credentials,
+            Policy::new(&agent.allow_out, &agent.deny_out),
+        ));
+        let stop = self.shutdown.child_token();
+        let previous = self.bindings.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            session,
+            SessionVault {
+                binding: binding.clone(),
+                stop: stop.clone(),
+            },
+        );
+        if let Some(previous) = previous {
+            previous.stop.cancel();
+        }
+        // Not on `tasks`: it lives as long as the session and ends on `stop` (a child of shutdown).
+        tokio::spawn(serve_egress(self.vault.clone(), listener, binding, stop));
+        Ok(())
+    }
+
+    fn detach_vault(&self, session: Uuid) {
+        if let Some(vault) = self.bindings.lock().unwrap_or_else(|p| p.into_inner()).remove(&session) {
+            vault.stop.cancel();
+        }
+    }
+
+    /// What passed a live session's vault, oldest first; `None` when it has no vault running.
+    pub fn interceptions(&self, session: Uuid) -> Option<Vec<Interception>> {
+        let bindings = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        bindings.get(&session).map(|v| v.binding.audit.recent())
+    }
+
+    /// The names of the credentials a session's sandbox holds stubs for.
+    pub async fn vault_keys(&self, session: Uuid) -> Result<Vec<String>, ControlError> {
+        Ok(self
+            .store
+            .session_stubs(session)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
     }
 
     /// Stops a session's sandbox and marks it `dead`. Returns the row before the call, or `None`
@@ -135,6 +275,7 @@ impl Control {
             .await?;
         // The row after the update, not `row`: a bring-up that recorded its sandbox since `row` was
         // read is seen here, and one that finishes later finds the session dead and deletes its own.
+        self.detach_vault(id);
         if let Some(sandbox) = after.as_ref().and_then(|after| after.sandbox_id.as_deref()) {
             self.delete_sandbox(sandbox).await;
         }
@@ -170,7 +311,17 @@ impl Control {
                 _ if !present => SessionUpdate::Dead {
                     reason: "the sandbox vanished while lap serve was down".to_owned(),
                 },
-                _ => continue,
+                _ => match self.reattach_vault(row).await {
+                    Ok(()) => continue,
+                    Err(reason) => {
+                        if let Some(sandbox) = &row.sandbox_id {
+                            self.delete_sandbox(sandbox).await;
+                        }
+                        SessionUpdate::Dead {
+                            reason: format!("cannot re-attach the vault after a restart: {reason}"),
+                        }
+                    }
+                },
             };
             tracing::info!(session = %row.id, "recovering session after restart");
             self.store.update_session(row.id, update).await?;
@@ -187,6 +338,25 @@ impl Control {
         Ok(())
     }
 
+    async fn reattach_vault(&self, row: &SessionRow) -> Result<(), String> {
+        let sandbox = row.sandbox_id.as_deref().ok_or("the session has no sandbox")?;
+        let agent = self
+            .store
+            .find_agent(&row.agent_id.to_string())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("its agent is gone")?;
+        let credentials = self
+            .store
+            .agent_credentials(agent.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stubs = self.store.session_stubs(row.id).await.map_err(|e| e.to_string())?;
+        self.attach_vault(row.id, sandbox, &agent, credentials, &stubs)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn delete_sandbox(&self, id: &str) {
         if let Err(err) = self.sandbox.delete(id).await {
             tracing::warn!(sandbox = id, error = %err, "cannot delete sandbox");
@@ -194,9 +364,90 @@ impl Control {
     }
 }
 
+/// Accepts a sandbox's egress connections and hands each to the vault, until `stop`.
+async fn serve_egress(vault: Arc<Vault>, listener: ProxyListener, binding: Arc<Binding>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(stream) => {
+                tokio::spawn(vault.clone().serve_connection(stream, binding.clone()));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot accept a sandbox's egress connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// A sandbox's environment: the agent's plain variables, then the proxy and CA variables every
+/// tool needs to go through the vault, then one stub per credential (never a real value).
+pub fn sandbox_env(plain: &BTreeMap<String, String>, stubs: &[(String, String)]) -> Vec<(String, String)> {
+    let proxy = format!("http://{PROXY_ADDR}");
+    let mut env = plain.clone();
+    for name in [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+    ] {
+        env.insert(name.to_owned(), proxy.clone());
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        env.insert(name.to_owned(), "localhost,127.0.0.1".to_owned());
+    }
+    env.insert("NODE_USE_ENV_PROXY".to_owned(), "1".to_owned());
+    for name in [
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+        "CARGO_HTTP_CAINFO",
+        "AWS_CA_BUNDLE",
+    ] {
+        env.insert(name.to_owned(), CA_BUNDLE_PATH.to_owned());
+    }
+    for (name, stub) in stubs {
+        env.insert(name.clone(), stub.clone());
+    }
+    env.into_iter().collect()
+}
+
 /// A fresh per-session TTY token: 32 random bytes, hex.
 fn new_token() -> String {
     let mut bytes = [0u8; 32];
     SystemRandom::new().fill(&mut bytes).expect("system random generator");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_environment_carries_stubs_proxy_and_ca_but_never_lets_the_agent_unset_them() {
+        let plain = BTreeMap::from([
+            ("EDITOR".to_owned(), "vim".to_owned()),
+            ("HTTPS_PROXY".to_owned(), "http://elsewhere:1".to_owned()),
+        ]);
+        let stubs = vec![(
+            "GITHUB_TOKEN".to_owned(),
+            "stub_github_token_0011223344556677".to_owned(),
+        )];
+        let env: BTreeMap<String, String> = sandbox_env(&plain, &stubs).into_iter().collect();
+        assert_eq!(env["EDITOR"], "vim");
+        assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
+        assert_eq!(env["https_proxy"], "http://127.0.0.1:3128");
+        assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1");
+        assert_eq!(env["SSL_CERT_FILE"], CA_BUNDLE_PATH);
+        assert_eq!(env["NODE_EXTRA_CA_CERTS"], CA_BUNDLE_PATH);
+        assert_eq!(env["GITHUB_TOKEN"], "stub_github_token_0011223344556677");
+    }
 }

@@ -94,6 +94,17 @@ pub fn report(err: &Error) -> ExitCode {
     ExitCode::from(err.exit_code())
 }
 
+/// An error's message followed by its causes, on one line: `a: b: c`.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    out
+}
+
 /// The text [`report`] prints.
 pub fn render(err: &Error) -> String {
     let mut out = format!("error: {err}");

@@ -10,12 +10,48 @@ pub mod fake;
 
 use async_trait::async_trait;
 
+/// Where, inside every sandbox, the vault's proxy listens.
+pub const PROXY_ADDR: &str = "127.0.0.1:3128";
+/// Where, inside every sandbox, the CA bundle (system roots plus the vault CA) is mounted.
+pub const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// What to create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SandboxSpec {
     pub harness_id: String,
     /// The session the sandbox is created for (`None` for a warm sandbox).
     pub session_id: Option<String>,
+    /// The agent's whole environment: plain variables, stubs (never real values), proxy and CA
+    /// variables.
+    pub env: Vec<(String, String)>,
+    /// Host path of the CA bundle to mount at [`CA_BUNDLE_PATH`].
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+/// The listening end of a sandbox's egress: the vault serves every connection accepted here, and
+/// knows which sandbox it belongs to by the listener alone.
+pub enum ProxyListener {
+    /// A TCP listener (the fake backend's, on the host's loopback).
+    Tcp(tokio::net::TcpListener),
+    /// A Unix socket the sandbox's harness forwards its proxy port to.
+    Unix(tokio::net::UnixListener),
+}
+
+/// A connection accepted from a [`ProxyListener`].
+pub trait ProxyStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> ProxyStream for T {}
+
+impl ProxyListener {
+    pub async fn accept(&self) -> std::io::Result<Box<dyn ProxyStream>> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            Self::Unix(listener) => Ok(Box::new(listener.accept().await?.0)),
+        }
+    }
 }
 
 /// A sandbox a backend knows about.
@@ -50,6 +86,14 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Stops and removes a sandbox; deleting one that is already gone is not an error.
     async fn delete(&self, id: &str) -> Result<(), SandboxError>;
     async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError>;
+    /// The sandbox's egress listener, for the vault to serve. Called again after a restart of
+    /// `lap serve` to re-adopt a running sandbox.
+    async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {
+        Err(SandboxError::Backend(format!(
+            "the `{}` backend has no egress listener for `{id}` yet",
+            self.name()
+        )))
+    }
 }
 
 /// A backend this build cannot run (yet): every call fails with the reason.

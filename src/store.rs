@@ -49,7 +49,8 @@ pub enum StoreError {
 }
 
 /// Versioned migrations; index + 1 is the schema version they bring the database to.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE agents (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL UNIQUE,
@@ -91,7 +92,16 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_agent ON sessions(agent_id, created_at);
 CREATE INDEX sessions_by_status ON sessions(status);
-"#];
+"#,
+    r#"
+CREATE TABLE session_stubs (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    stub       TEXT NOT NULL,
+    PRIMARY KEY (session_id, name)
+);
+"#,
+];
 
 /// A validated agent ready to insert.
 #[derive(Debug, Clone)]
@@ -523,6 +533,34 @@ impl Store {
                 .optional()?;
             tx.commit()?;
             Ok(out)
+        })
+        .await
+    }
+
+    /// Replaces the stubs a session's sandbox was given: `(credential name, stub)`.
+    pub async fn set_session_stubs(&self, session: Uuid, stubs: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM session_stubs WHERE session_id = ?1", [session.to_string()])?;
+            for (name, stub) in &stubs {
+                tx.execute(
+                    "INSERT INTO session_stubs (session_id, name, stub) VALUES (?1, ?2, ?3)",
+                    params![session.to_string(), name, stub],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The stubs of a session, by credential name.
+    pub async fn session_stubs(&self, session: Uuid) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(move |conn, _| {
+            conn.prepare("SELECT name, stub FROM session_stubs WHERE session_id = ?1 ORDER BY name")?
+                .query_map([session.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()
+                .map_err(Into::into)
         })
         .await
     }

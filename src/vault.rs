@@ -10,3 +10,27 @@ pub mod ca;
 pub mod intercept;
 pub mod policy;
 pub mod rewrite;
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// A fresh stub for a credential: `stub_<name lowercased>_<16 hex digits>`, random per session.
+pub fn new_stub(name: &str) -> String {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new().fill(&mut bytes).expect("system random generator");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("stub_{}_{hex}", name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stubs_name_their_credential_and_never_repeat() {
+        let a = super::new_stub("GITHUB_TOKEN");
+        let b = super::new_stub("GITHUB_TOKEN");
+        assert!(
+            a.starts_with("stub_github_token_") && a.len() == "stub_github_token_".len() + 16,
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
+}

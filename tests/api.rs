@@ -17,12 +17,15 @@ use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use lap::vault::ca::CertificateAuthority;
+use lap::vault::intercept::Vault;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use lap::api::{self, AppState};
-use lap::control::Control;
+use lap::control::{Control, Services};
 use lap::sandbox::fake::Fake;
 use lap::sandbox::{Sandbox, Unavailable};
 use lap::secret::Secret;
@@ -72,7 +75,16 @@ impl App {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store opens");
         let tasks = TaskTracker::new();
-        let control = Control::new(store.clone(), sandbox, tasks.clone());
+        let ca = CertificateAuthority::load_or_create(&dir.path().join("vault")).expect("vault CA");
+        let vault = Arc::new(Vault::new(Arc::new(ca), Vec::new(), Vec::new()).expect("vault"));
+        let control = Control::new(Services {
+            store: store.clone(),
+            sandbox,
+            vault,
+            ca_bundle: None,
+            tasks: tasks.clone(),
+            shutdown: CancellationToken::new(),
+        });
         let router = api::router(AppState {
             store,
             control,
@@ -99,9 +111,13 @@ impl App {
             .await
             .expect("router is infallible");
         let status = response.status();
+        let json = !response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|t| t.to_str().is_ok_and(|t| t.starts_with("application/x-pem-file")));
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
         let raw = String::from_utf8(bytes.to_vec()).expect("UTF-8 body");
-        let body = if raw.is_empty() {
+        let body = if raw.is_empty() || !json {
             Value::Null
         } else {
             serde_json::from_str(&raw).unwrap_or_else(|err| panic!("body is not JSON ({err}): {raw}"))
@@ -1774,7 +1790,10 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "GET /api/v1/managed_agents/sessions",
             "DELETE /api/v1/managed_agents/sessions/{id}",
             "GET /api/v1/managed_agents/sessions/{id}",
+            "GET /api/v1/managed_agents/sessions/{id}/interceptions",
+            "GET /api/v1/managed_agents/sessions/{id}/vault-keys",
             "GET /api/v1/openapi.json",
+            "GET /api/v1/vault/ca.pem",
         ]
     );
 }

@@ -5,51 +5,22 @@
 //! so no name is ever looked up and nothing leaves the machine. Clients are curl (OpenSSL) through
 //! the proxy, and a hand-made TLS client where curl cannot lie about SNI.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use lap::secret::Secret;
 use lap::vault::ca::CertificateAuthority;
 use lap::vault::intercept::{Binding, Credential, ResolveOverride, Vault};
 use lap::vault::policy::Policy;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use support::upstream::{BySni, Seen, upstream};
 use tokio_util::sync::CancellationToken;
 
 const GH_STUB: &str = "stub_github_token_3fa91c0d";
 const GH_REAL: &str = "ghp_RealGitHubToken0123456789";
 const AI_STUB: &str = "stub_openai_api_key_7b2e99aa";
 const AI_REAL: &str = "sk-RealOpenAIKey9876543210";
-
-/// What the upstream saw of one request.
-#[derive(Debug, Clone)]
-struct Seen {
-    host: String,
-    version: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Debug)]
-struct BySni(Arc<CertificateAuthority>);
-
-impl ResolvesServerCert for BySni {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.leaf(hello.server_name()?).ok()
-    }
-}
 
 struct World {
     proxy: SocketAddr,
@@ -61,73 +32,6 @@ struct World {
     seen: Arc<Mutex<Vec<Seen>>>,
     _dir: tempfile::TempDir,
     _stop: tokio_util::sync::DropGuard,
-}
-
-/// An upstream that records each request and echoes its `Authorization` and body back, so a real
-/// value that reaches it comes back in the response (the reflection the vault must scrub).
-async fn upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>>>, tls: bool) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(ca)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes().to_vec();
-                        let host = parts
-                            .uri
-                            .authority()
-                            .map(|a| a.to_string())
-                            .or_else(|| parts.headers.get("host").map(|h| h.to_str().unwrap().to_owned()))
-                            .unwrap_or_default();
-                        let headers: Vec<(String, String)> = parts
-                            .headers
-                            .iter()
-                            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                            .collect();
-                        let auth = parts
-                            .headers
-                            .get("authorization")
-                            .map(|v| v.to_str().unwrap().to_owned());
-                        let echo = format!(
-                            "auth={} body={}",
-                            auth.clone().unwrap_or_default(),
-                            String::from_utf8_lossy(&body)
-                        );
-                        seen.lock().unwrap().push(Seen {
-                            host,
-                            version: format!("{:?}", parts.version),
-                            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
-                            headers,
-                            body,
-                        });
-                        let mut response = hyper::Response::new(Full::new(Bytes::from(echo)));
-                        if let Some(auth) = auth {
-                            response.headers_mut().insert("x-echo-auth", auth.parse().unwrap());
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if tls {
-                    let Ok(stream) = acceptor.accept(tcp).await else { return };
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                } else {
-                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-                }
-            });
-        }
-    });
-    port
 }
 
 /// A TLS WebSocket echo server that records the handshake's `Authorization` header.
@@ -246,23 +150,7 @@ impl World {
 
     /// curl through the vault; returns (HTTP status, headers+body as curl printed them).
     async fn curl(&self, args: &[&str]) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-i", "--proxy", &format!("http://{}", self.proxy), "--cacert"]);
-        cmd.arg(&self.vault_ca).args(["-w", "\n%{http_code}"]).args(args);
-        cmd.env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("NO_PROXY")
-            .env_remove("no_proxy");
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .unwrap()
-            .expect("curl (scripts/test.sh installs it)");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (
-            code.trim().parse().unwrap_or(0),
-            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
-        )
+        support::upstream::curl(self.proxy, &self.vault_ca, args).await
     }
 
     fn seen(&self) -> Vec<Seen> {

@@ -24,3 +24,13 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
 pub async fn openapi_json(Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>) -> Json<utoipa::openapi::OpenApi> {
     Json((*doc).clone())
 }
+
+/// The vault's CA certificate (PEM): what a sandbox trusts for intercepted TLS. Public by nature.
+#[utoipa::path(get, path = "/api/v1/vault/ca.pem", tag = "vault",
+    responses((status = 200, description = "PEM certificate", content_type = "application/x-pem-file")))]
+pub async fn vault_ca(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        state.control.vault_ca_pem(),
+    )
+}

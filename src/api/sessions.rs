@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::harness;
 use crate::store::SessionRow;
 use crate::wire::api::{
-    CreateSession, DeletedSession, ErrorBody, PREFIX, SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session, SessionStatus,
+    CreateSession, DeletedSession, ErrorBody, Interception, PREFIX, SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session,
+    SessionStatus,
 };
 
 use super::json::{ApiQuery, bytes_rejection, parse_optional};
@@ -94,6 +95,35 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
         id: uuid,
         status: status.to_owned(),
     }))
+}
+
+/// Names of the credentials this session's sandbox holds stubs for (LAP's `vault-keys`).
+#[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}/vault-keys", tag = "vault",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = Vec<String>), (status = 404, body = ErrorBody)))]
+pub async fn vault_keys(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<String>>, ApiError> {
+    let uuid = existing(&state, &id).await?;
+    Ok(Json(state.control.vault_keys(uuid).await?))
+}
+
+/// Requests that went through this session's vault, oldest first, blocked ones included. Empty when
+/// the session has no vault running (not ready, or ended).
+#[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}/interceptions", tag = "vault",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = Vec<Interception>), (status = 404, body = ErrorBody)))]
+pub async fn interceptions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Interception>>, ApiError> {
+    let uuid = existing(&state, &id).await?;
+    Ok(Json(state.control.interceptions(uuid).unwrap_or_default()))
+}
+
+/// The id of a session that exists, or 404.
+async fn existing(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
+    let uuid = parse_id(id)?;
+    state.store.get_session(uuid).await?.ok_or_else(|| not_found(id))?;
+    Ok(uuid)
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {

@@ -21,13 +21,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
-use crate::control::Control;
+use crate::control::{Control, Services};
 use crate::error::Error;
 use crate::output::Printer;
 use crate::sandbox::{Sandbox, Unavailable, fake::Fake};
 use crate::secret::Secret;
 use crate::settings::{self, Env, Paths};
 use crate::store::Store;
+use crate::vault::ca::CertificateAuthority;
+use crate::vault::intercept::{ResolveOverride, Vault};
 
 /// How long shutdown waits for open connections and background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -65,6 +67,13 @@ pub struct Args {
     /// Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)
     #[arg(long)]
     pub insecure_http: bool,
+    /// Make the vault connect to ADDR for HOST:PORT, like curl's --resolve (repeatable); these
+    /// addresses count as explicitly allowed, internal ones included
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub vault_resolve: Vec<ResolveOverride>,
+    /// Also trust this CA certificate (PEM) for upstream servers (repeatable)
+    #[arg(long, value_name = "PEM")]
+    pub vault_upstream_ca: Vec<PathBuf>,
 }
 
 pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
@@ -98,9 +107,17 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
             reason: "the Kubernetes backend is not in this build yet",
         }),
     };
+    let (vault, ca_bundle) = vault(&args, &data_dir)?;
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
-    let control = Control::new(store.clone(), sandbox, tasks.clone());
+    let control = Control::new(Services {
+        store: store.clone(),
+        sandbox,
+        vault,
+        ca_bundle: Some(ca_bundle),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    });
     control
         .recover()
         .await
@@ -163,6 +180,49 @@ impl Args {
         }
     }
 }
+
+/// The vault CA (made on first start, kept in `<data dir>/vault`), the vault, and the CA bundle
+/// sandboxes trust: the system roots plus the vault CA.
+fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let dir = data_dir.join("vault");
+    let ca = CertificateAuthority::load_or_create(&dir)
+        .map_err(|e| Error::failed_with_hint(crate::error::chain(&e), "delete the broken files to make a new CA"))?;
+    let mut roots = Vec::new();
+    for path in &args.vault_upstream_ca {
+        let certs: Result<Vec<CertificateDer<'static>>, _> =
+            CertificateDer::pem_file_iter(path).and_then(|certs| certs.collect());
+        match certs {
+            Ok(certs) if !certs.is_empty() => roots.extend(certs),
+            _ => {
+                return Err(Error::usage(
+                    format!("`--vault-upstream-ca {}` holds no PEM certificate", path.display()),
+                    "pass the CA certificate of the upstream, in PEM",
+                ));
+            }
+        }
+    }
+    let system = std::fs::read_to_string(CA_BUNDLE_HOST).unwrap_or_default();
+    let bundle = dir.join("ca-bundle.pem");
+    let text = format!(
+        "{}{}{}",
+        system,
+        if system.ends_with('\n') || system.is_empty() {
+            ""
+        } else {
+            "\n"
+        },
+        ca.cert_pem()
+    );
+    std::fs::write(&bundle, text).map_err(|e| Error::io(format!("cannot write `{}`", bundle.display()), e))?;
+    let vault =
+        Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots).map_err(|e| Error::failed(e.to_string()))?;
+    Ok((Arc::new(vault), bundle))
+}
+
+/// The host's CA bundle (Debian's path), the base of the sandboxes' bundle.
+const CA_BUNDLE_HOST: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// `LAP_MASTER_KEY`, else the key kept in the data dir, else a new one (printed once, then kept).
 fn master_key(env: &Env, data_dir: &Path, out: &Printer) -> Result<Secret, Error> {

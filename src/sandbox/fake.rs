@@ -1,19 +1,40 @@
 //! An in-memory sandbox backend for tests: sandboxes are map entries, created instantly.
 //!
 //! It is a real implementation of the trait, not a mock: state changes the way a backend's would, and
-//! a restart of `lap serve` forgets every sandbox, as if the machine had rebooted. Tests select it with
-//! the hidden `lap serve --backend fake`.
+//! a restart of `lap serve` forgets every sandbox, as if the machine had rebooted. Its egress listener
+//! is a TCP socket on the host's loopback, so tests can play the sandbox and send traffic through the
+//! vault ([`Fake::proxy_addr`]), with the environment the sandbox was given ([`Fake::env`]). Tests
+//! select it with the hidden `lap serve --backend fake`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Sandbox, SandboxError, SandboxInfo, SandboxSpec};
+use super::{ProxyListener, Sandbox, SandboxError, SandboxInfo, SandboxSpec};
 
 #[derive(Default)]
 pub struct Fake {
-    sandboxes: Mutex<BTreeMap<String, SandboxInfo>>,
+    sandboxes: Mutex<BTreeMap<String, FakeSandbox>>,
+}
+
+struct FakeSandbox {
+    info: SandboxInfo,
+    env: Vec<(String, String)>,
+    proxy: Option<SocketAddr>,
+}
+
+impl Fake {
+    /// The environment sandbox `id` was created with.
+    pub fn env(&self, id: &str) -> Option<Vec<(String, String)>> {
+        self.sandboxes.lock().unwrap().get(id).map(|s| s.env.clone())
+    }
+
+    /// Where sandbox `id`'s egress listener is, once the vault serves it.
+    pub fn proxy_addr(&self, id: &str) -> Option<SocketAddr> {
+        self.sandboxes.lock().unwrap().get(id).and_then(|s| s.proxy)
+    }
 }
 
 #[async_trait]
@@ -34,7 +55,12 @@ impl Sandbox for Fake {
             harness_id: spec.harness_id.clone(),
             session_id: spec.session_id.clone(),
         };
-        self.sandboxes.lock().unwrap().insert(id, info.clone());
+        let sandbox = FakeSandbox {
+            info: info.clone(),
+            env: spec.env.clone(),
+            proxy: None,
+        };
+        self.sandboxes.lock().unwrap().insert(id, sandbox);
         Ok(info)
     }
 
@@ -44,7 +70,28 @@ impl Sandbox for Fake {
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError> {
-        Ok(self.sandboxes.lock().unwrap().values().cloned().collect())
+        Ok(self
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.info.clone())
+            .collect())
+    }
+
+    async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| SandboxError::Backend(format!("cannot listen for sandbox `{id}`: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| SandboxError::Backend(e.to_string()))?;
+        let mut sandboxes = self.sandboxes.lock().unwrap();
+        let sandbox = sandboxes
+            .get_mut(id)
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        sandbox.proxy = Some(addr);
+        Ok(ProxyListener::Tcp(listener))
     }
 }
 
@@ -58,6 +105,7 @@ mod tests {
         let spec = SandboxSpec {
             harness_id: "shell".into(),
             session_id: Some("s1".into()),
+            ..SandboxSpec::default()
         };
         let a = fake.create(&spec).await.unwrap();
         let b = fake.create(&spec).await.unwrap();

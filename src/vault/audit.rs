@@ -8,27 +8,10 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use serde::Serialize;
+pub use crate::wire::api::Interception;
 
 /// How many records one log keeps.
 pub const AUDIT_CAPACITY: usize = 1000;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Interception {
-    pub at: String,
-    pub method: String,
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-    /// The upstream's status, or the vault's own when it answered itself.
-    pub status: Option<u16>,
-    /// Names of the credentials whose stubs were swapped for real values.
-    pub swapped: Vec<String>,
-    /// Names of the credentials whose real values were scrubbed from the response.
-    pub scrubbed: Vec<String>,
-    /// Why the vault refused the request, when it did.
-    pub blocked: Option<String>,
-}
 
 #[derive(Debug, Default)]
 pub struct AuditLog {

@@ -181,6 +181,11 @@ impl Vault {
         })
     }
 
+    /// The CA certificate sandboxes must trust, PEM.
+    pub fn ca_pem(&self) -> String {
+        self.ca.cert_pem()
+    }
+
     /// Serves a TCP proxy listener until `shutdown`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, binding: Arc<Binding>, shutdown: CancellationToken) {
         loop {

@@ -248,3 +248,22 @@ pub struct DeletedSession {
     /// `deleted` when this call stopped it, else the status it already had.
     pub status: String,
 }
+
+/// One request that went through a session's vault (`GET /sessions/{id}/interceptions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Interception {
+    pub at: String,
+    pub method: String,
+    pub host: String,
+    pub port: u16,
+    /// As the sandbox sent it: with stubs, never real values.
+    pub path: String,
+    /// The upstream's status, or the vault's own when it answered itself.
+    pub status: Option<u16>,
+    /// Credentials whose stubs were swapped for real values.
+    pub swapped: Vec<String>,
+    /// Credentials whose real values were scrubbed from the response.
+    pub scrubbed: Vec<String>,
+    /// Why the vault refused the request, when it did.
+    pub blocked: Option<String>,
+}

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod upstream;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};

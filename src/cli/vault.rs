@@ -1,0 +1,26 @@
+//! `lap vault ca`: the vault's CA certificate, for tools outside a sandbox that talk to one.
+
+use clap::Subcommand;
+
+use super::Ctx;
+use crate::error::Error;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS
+    Ca,
+}
+
+pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
+    match command {
+        Command::Ca => {
+            let pem = ctx.client()?.vault_ca().await?;
+            if ctx.out.json {
+                ctx.out.json(&serde_json::json!({ "certificate": pem }));
+            } else {
+                ctx.out.line(pem.trim_end());
+            }
+        }
+    }
+    Ok(())
+}
