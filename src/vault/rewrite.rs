@@ -21,6 +21,7 @@ use base64::Engine;
 /// A set of needle → replacement pairs, matched leftmost-longest.
 pub struct Substitutions {
     matcher: Option<AhoCorasick>,
+    needles: Vec<Vec<u8>>,
     replacements: Vec<Vec<u8>>,
     longest: usize,
     /// Indices of the pairs that matched so far, for the audit log.
@@ -52,6 +53,7 @@ impl Substitutions {
         });
         Self {
             matcher,
+            needles,
             replacements,
             longest,
             hits: Mutex::new(BTreeSet::new()),
@@ -162,7 +164,7 @@ impl StreamRewriter<'_> {
         self.subs.finish(&mut self.carry, out);
     }
 
-    /// Bytes currently held back (at most the longest needle minus one).
+    /// Bytes currently held back: a tail that could begin a needle, shorter than the longest one.
     pub fn held(&self) -> usize {
         self.carry.len()
     }
@@ -178,8 +180,9 @@ impl Substitutions {
         };
         carry.extend_from_slice(chunk);
         let buf = std::mem::take(carry);
-        // A match starting before `safe` ends inside `buf`; one starting later may still grow.
-        let safe = buf.len().saturating_sub(self.longest - 1);
+        // Only a tail that could still begin a needle waits for more data; everything before it is
+        // final now (a streamed answer is never held up by more than a possible needle).
+        let safe = buf.len() - self.pending_tail(&buf);
         let mut emitted = 0;
         for m in matcher.find_iter(&buf) {
             if m.start() >= safe {
@@ -192,6 +195,18 @@ impl Substitutions {
         let keep_from = emitted.max(safe);
         out.extend_from_slice(&buf[emitted..keep_from]);
         *carry = buf[keep_from..].to_vec();
+    }
+
+    /// The length of the longest tail of `buf` that is a proper prefix of some needle.
+    fn pending_tail(&self, buf: &[u8]) -> usize {
+        let most = (self.longest - 1).min(buf.len());
+        (1..=most)
+            .rev()
+            .find(|&k| {
+                let tail = &buf[buf.len() - k..];
+                self.needles.iter().any(|n| n.len() > k && n.starts_with(tail))
+            })
+            .unwrap_or(0)
     }
 
     /// The last streaming step: rewrites what `carry` still holds into `out`.
@@ -304,6 +319,23 @@ mod tests {
             b"Bearer sk-REAL"
         );
         assert_eq!(subs().header_value(b"Bearer unrelated"), None);
+    }
+
+    #[test]
+    fn text_that_cannot_begin_a_needle_is_never_held_back() {
+        let subs = subs();
+        let mut rewriter = subs.stream();
+        let mut out = Vec::new();
+        rewriter.push(b"data: {\"token\":\"Hel\"}\n\n", &mut out);
+        assert_eq!(
+            out, b"data: {\"token\":\"Hel\"}\n\n",
+            "an SSE event goes out whole, at once"
+        );
+        out.clear();
+        rewriter.push(b"data: stub_git", &mut out);
+        assert_eq!(out, b"data: ", "only a possible stub waits");
+        rewriter.push(b"hub_token_3fa91c0d!", &mut out);
+        assert_eq!(out, b"data: ghp_REAL!");
     }
 
     #[test]
