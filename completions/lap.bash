@@ -983,7 +983,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__serve)
-            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --vault-upstream-ca --server --json --quiet --verbose --no-color --help"
+            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --egress-default --vault-upstream-ca --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1011,6 +1011,10 @@ _lap() {
                     ;;
                 --vault-resolve)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --egress-default)
+                    COMPREPLY=($(compgen -W "allow deny" -- "${cur}"))
                     return 0
                     ;;
                 --vault-upstream-ca)

@@ -50,6 +50,8 @@ kube\t'Pods in a Kubernetes cluster'"
 complete -c lap -n "__fish_lap_using_subcommand serve" -l tls-cert -d 'Serve HTTPS and WSS with this certificate chain (PEM)' -r -F
 complete -c lap -n "__fish_lap_using_subcommand serve" -l tls-key -d 'Private key of --tls-cert (PEM)' -r -F
 complete -c lap -n "__fish_lap_using_subcommand serve" -l vault-resolve -d 'Make the vault connect to ADDR for HOST:PORT, like curl\'s --resolve (repeatable); these addresses count as explicitly allowed, internal ones included' -r
+complete -c lap -n "__fish_lap_using_subcommand serve" -l egress-default -d 'What the vault does with a destination an agent\'s allow_out does not list, when it has none' -r -f -a "allow\t'Every public destination is reachable unless deny_out names it'
+deny\t'Only destinations in the agent\'s allow_out are reachable'"
 complete -c lap -n "__fish_lap_using_subcommand serve" -l vault-upstream-ca -d 'Also trust this CA certificate (PEM) for upstream servers (repeatable)' -r -F
 complete -c lap -n "__fish_lap_using_subcommand serve" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand serve" -l insecure-http -d 'Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)'

@@ -46,6 +46,8 @@ pub struct Services {
     pub vault: Arc<Vault>,
     /// Host path of the CA bundle (system roots plus the vault CA) sandboxes get.
     pub ca_bundle: Option<PathBuf>,
+    /// Refuse egress an agent's `allow_out` does not list (`--egress-default deny`).
+    pub egress_default_deny: bool,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
 }
@@ -56,6 +58,7 @@ pub struct Control {
     sandbox: Arc<dyn Sandbox>,
     vault: Arc<Vault>,
     ca_bundle: Option<PathBuf>,
+    egress_default_deny: bool,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// The vault bindings of live sessions.
@@ -74,6 +77,7 @@ impl Control {
             sandbox,
             vault,
             ca_bundle,
+            egress_default_deny,
             tasks,
             shutdown,
         } = services;
@@ -82,6 +86,7 @@ impl Control {
             sandbox,
             vault,
             ca_bundle,
+            egress_default_deny,
             tasks,
             shutdown,
             bindings: Mutex::new(HashMap::new()),
@@ -214,7 +219,7 @@ impl Control {
             .collect();
         let binding = Arc::new(Binding::new(
             credentials,
-            Policy::new(&agent.allow_out, &agent.deny_out),
+            Policy::new(&agent.allow_out, &agent.deny_out).default_deny(self.egress_default_deny),
         ));
         let stop = self.shutdown.child_token();
         let previous = self.bindings.lock().unwrap_or_else(|p| p.into_inner()).insert(

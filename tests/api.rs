@@ -82,6 +82,7 @@ impl App {
             sandbox,
             vault,
             ca_bundle: None,
+            egress_default_deny: false,
             tasks: tasks.clone(),
             shutdown: CancellationToken::new(),
         });

@@ -69,6 +69,7 @@ impl Server {
             sandbox: fake.clone(),
             vault: Arc::new(Vault::new(ca, resolve, vec![root]).unwrap()),
             ca_bundle: None,
+            egress_default_deny: false,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

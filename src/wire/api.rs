@@ -266,4 +266,6 @@ pub struct Interception {
     pub scrubbed: Vec<String>,
     /// Why the vault refused the request, when it did.
     pub blocked: Option<String>,
+    /// A stub was headed somewhere it is not bound to: someone tried to move a credential.
+    pub alert: bool,
 }
