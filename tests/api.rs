@@ -774,7 +774,7 @@ async fn patch_upserts_credentials_by_name() {
             &agent_path("demo"),
             json!({"credentials": [
                 {"name": "TOKEN", "value": "new-value", "hosts": ["*.example.com"]},
-                {"name": "OTHER", "value": "other-value"}
+                {"name": "OTHER", "value": "other-value", "hosts": ["h.test"]}
             ]}),
         )
         .await;
@@ -782,7 +782,7 @@ async fn patch_upserts_credentials_by_name() {
     let credentials = &reply.body["credentials"];
     assert_eq!(credentials.as_array().unwrap().len(), 2);
     assert_eq!(credentials[0]["name"], "OTHER");
-    assert_eq!(credentials[0]["hosts"], json!([]));
+    assert_eq!(credentials[0]["hosts"], json!(["h.test"]));
     assert_eq!(credentials[1]["name"], "TOKEN");
     assert_eq!(credentials[1]["hosts"], json!(["*.example.com"]));
     assert_ne!(
@@ -791,7 +791,7 @@ async fn patch_upserts_credentials_by_name() {
     );
     assert_eq!(
         reply.body["env_var_hosts"],
-        json!({"OTHER": [], "TOKEN": ["*.example.com"]})
+        json!({"OTHER": ["h.test"], "TOKEN": ["*.example.com"]})
     );
 }
 
@@ -815,7 +815,8 @@ async fn patch_env_vars_upserts_credentials_lap_style() {
 #[tokio::test]
 async fn patch_removes_credentials() {
     let app = App::new();
-    app.create_agent(json!({"name": "demo", "env_vars": {"KEEP": "k", "DROP": "d"}}))
+    app.create_agent(json!({"name": "demo", "env_vars": {"KEEP": "k", "DROP": "d"},
+        "env_var_hosts": {"KEEP": ["h.test"], "DROP": ["h.test"]}}))
         .await;
     let reply = app
         .patch(&agent_path("demo"), json!({"remove_credentials": ["DROP"]}))
@@ -828,7 +829,7 @@ async fn patch_removes_credentials() {
         .map(|c| str_of(&c["name"]).to_owned())
         .collect();
     assert_eq!(remaining, ["KEEP"]);
-    assert_eq!(reply.body["env_var_hosts"], json!({"KEEP": []}));
+    assert_eq!(reply.body["env_var_hosts"], json!({"KEEP": ["h.test"]}));
 }
 
 #[tokio::test]
@@ -1091,7 +1092,7 @@ async fn bad_env_and_credential_names_are_400() {
     let empty = app
         .post(
             AGENTS,
-            json!({"name": "demo", "credentials": [{"name": "T", "value": ""}]}),
+            json!({"name": "demo", "credentials": [{"name": "T", "value": "", "hosts": ["h.test"]}]}),
         )
         .await;
     assert_error(&empty, StatusCode::BAD_REQUEST, "empty value");
@@ -1103,7 +1104,8 @@ async fn a_name_that_is_both_env_and_credential_is_400() {
     let create = app
         .post(
             AGENTS,
-            json!({"name": "demo", "env": {"TOKEN": "plain"}, "env_vars": {"TOKEN": "secret"}}),
+            json!({"name": "demo", "env": {"TOKEN": "plain"}, "env_vars": {"TOKEN": "secret"},
+                "env_var_hosts": {"TOKEN": ["h.test"]}}),
         )
         .await;
     assert_error(
@@ -1112,16 +1114,57 @@ async fn a_name_that_is_both_env_and_credential_is_400() {
         "`TOKEN` is both a plain env variable and a credential",
     );
 
-    app.create_agent(json!({"name": "demo", "env_vars": {"TOKEN": "secret"}}))
+    app.create_agent(json!({"name": "demo", "env_vars": {"TOKEN": "secret"}, "env_var_hosts": {"TOKEN": ["h.test"]}}))
         .await;
     let patch_env = app.patch(&agent_path("demo"), json!({"env": {"TOKEN": "plain"}})).await;
     assert_error(&patch_env, StatusCode::BAD_REQUEST, "`TOKEN` is both");
 
     app.create_agent(json!({"name": "plain", "env": {"PLAIN": "x"}})).await;
     let patch_credential = app
-        .patch(&agent_path("plain"), json!({"env_vars": {"PLAIN": "secret"}}))
+        .patch(
+            &agent_path("plain"),
+            json!({"env_vars": {"PLAIN": "secret"}, "env_var_hosts": {"PLAIN": ["h.test"]}}),
+        )
         .await;
     assert_error(&patch_credential, StatusCode::BAD_REQUEST, "`PLAIN` is both");
+}
+
+#[tokio::test]
+async fn a_credential_bound_to_no_host_is_400_unless_its_name_has_a_preset() {
+    let app = App::new();
+    let reply = app
+        .post(
+            AGENTS,
+            json!({"name": "demo", "credentials": [{"name": "INTERNAL_KEY", "value": "v"}]}),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "credential `INTERNAL_KEY` is bound to no host",
+    );
+    assert!(
+        reply.body["hint"].as_str().unwrap().contains("INTERNAL_KEY@"),
+        "{}",
+        reply.raw
+    );
+    let reply = app
+        .post(AGENTS, json!({"name": "demo", "env_vars": {"INTERNAL_KEY": "v"}}))
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "bound to no host");
+    let agent = app
+        .create_agent(json!({"name": "gh", "credentials": [
+            {"name": "GITHUB_TOKEN", "value": "v"},
+            {"name": "OPENAI_API_KEY", "value": "w"},
+        ]}))
+        .await;
+    assert_eq!(
+        agent["env_var_hosts"],
+        json!({
+            "GITHUB_TOKEN": ["github.com", "api.github.com", "*.githubusercontent.com"],
+            "OPENAI_API_KEY": ["api.openai.com"],
+        })
+    );
 }
 
 #[tokio::test]
@@ -1130,7 +1173,8 @@ async fn a_credential_given_twice_is_400() {
     let reply = app
         .post(
             AGENTS,
-            json!({"name": "demo", "credentials": [{"name": "T", "value": "a"}], "env_vars": {"T": "b"}}),
+            json!({"name": "demo", "credentials": [{"name": "T", "value": "a", "hosts": ["h.test"]}],
+                "env_vars": {"T": "b"}, "env_var_hosts": {"T": ["h.test"]}}),
         )
         .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "credential `T` is given twice");
@@ -1213,7 +1257,7 @@ async fn an_unknown_json_field_is_400_naming_the_field() {
     let nested = app
         .post(
             AGENTS,
-            json!({"name": "demo", "credentials": [{"name": "T", "value": "v", "host": []}]}),
+            json!({"name": "demo", "credentials": [{"name": "T", "value": "v", "host": [], "hosts": ["h.test"]}]}),
         )
         .await;
     assert_error(&nested, StatusCode::BAD_REQUEST, "unknown field `host`");
@@ -1352,7 +1396,7 @@ async fn credential_values_never_appear_in_any_response() {
             AGENTS,
             json!({"name": "demo", "harness_id": "shell",
                 "credentials": [{"name": "API_KEY", "value": SECRET_VALUE, "hosts": ["api.example.com"]}],
-                "env_vars": {"LAP_STYLE": SECRET_VALUE}}),
+                "env_vars": {"LAP_STYLE": SECRET_VALUE}, "env_var_hosts": {"LAP_STYLE": ["h.test"]}}),
         )
         .await;
     assert_eq!(create.status, StatusCode::OK);
@@ -1362,8 +1406,8 @@ async fn credential_values_never_appear_in_any_response() {
     let patch = app
         .patch(
             &agent_path("demo"),
-            json!({"credentials": [{"name": "API_KEY", "value": SECOND_SECRET}],
-                "env_vars": {"MORE": SECOND_SECRET}}),
+            json!({"credentials": [{"name": "API_KEY", "value": SECOND_SECRET, "hosts": ["h.test"]}],
+                "env_vars": {"MORE": SECOND_SECRET}, "env_var_hosts": {"MORE": ["h.test"]}}),
         )
         .await;
     assert_eq!(patch.status, StatusCode::OK);
@@ -1396,10 +1440,15 @@ async fn credential_values_never_appear_in_any_response() {
 async fn fingerprints_are_equal_for_equal_values_and_differ_otherwise() {
     let app = App::new();
     let one = app
-        .create_agent(json!({"name": "one", "env_vars": {"A": SECRET_VALUE, "B": SECOND_SECRET}}))
+        .create_agent(
+            json!({"name": "one", "env_vars": {"A": SECRET_VALUE, "B": SECOND_SECRET},
+            "env_var_hosts": {"A": ["h.test"], "B": ["h.test"]}}),
+        )
         .await;
     let two = app
-        .create_agent(json!({"name": "two", "credentials": [{"name": "C", "value": SECRET_VALUE}]}))
+        .create_agent(
+            json!({"name": "two", "credentials": [{"name": "C", "value": SECRET_VALUE, "hosts": ["h.test"]}]}),
+        )
         .await;
     let fingerprint = |agent: &Value, i: usize| str_of(&agent["credentials"][i]["fingerprint"]).to_owned();
     assert_eq!(
@@ -1418,7 +1467,7 @@ async fn fingerprints_are_equal_for_equal_values_and_differ_otherwise() {
     let rewritten = app
         .patch(
             &agent_path("two"),
-            json!({"credentials": [{"name": "C", "value": SECRET_VALUE}]}),
+            json!({"credentials": [{"name": "C", "value": SECRET_VALUE, "hosts": ["h.test"]}]}),
         )
         .await;
     assert_eq!(
@@ -1431,11 +1480,16 @@ async fn fingerprints_are_equal_for_equal_values_and_differ_otherwise() {
 #[tokio::test]
 async fn credential_values_are_not_stored_in_clear_in_the_database() {
     let app = App::new();
-    app.create_agent(json!({"name": "demo", "env_vars": {"A": SECRET_VALUE},
-        "credentials": [{"name": "B", "value": SECRET_VALUE, "hosts": ["api.example.com"]}]}))
-        .await;
-    app.patch(&agent_path("demo"), json!({"env_vars": {"C": SECOND_SECRET}}))
-        .await;
+    app.create_agent(
+        json!({"name": "demo", "env_vars": {"A": SECRET_VALUE}, "env_var_hosts": {"A": ["h.test"]},
+        "credentials": [{"name": "B", "value": SECRET_VALUE, "hosts": ["api.example.com"]}]}),
+    )
+    .await;
+    app.patch(
+        &agent_path("demo"),
+        json!({"env_vars": {"C": SECOND_SECRET}, "env_var_hosts": {"C": ["h.test"]}}),
+    )
+    .await;
 
     // The database and its write-ahead log, where a fresh write lives until a checkpoint.
     let mut stored = std::fs::read(app.data_dir().join("lap.db")).expect("lap.db exists");

@@ -1095,3 +1095,45 @@ fn tls_serves_https_to_a_client_that_trusts_the_certificate() {
     hint: the server's TLS certificate is not trusted here: set `ca_cert` in the config file to the PEM of its CA; `lap config` shows which file
     ");
 }
+
+#[test]
+fn a_credential_without_hosts_is_bound_to_its_preset_or_refused() {
+    let (home, _server) = home_with_demo();
+    let _r = home.redactions();
+    let refused = home
+        .lap()
+        .env("CUSTOM_KEY", "v")
+        .run(["agents", "create", "x", "--credential", "CUSTOM_KEY"]);
+    assert_snapshot!(refused, @r"
+    exit: 2
+    --- stderr
+    error: credential `CUSTOM_KEY` is bound to no host; it would never be sent anywhere
+    hint: name the hosts it may be sent to: `CUSTOM_KEY@api.example.com,…`
+    ");
+    let created = home
+        .lap()
+        .env("GITHUB_TOKEN", "ghp_preset_value")
+        .run([
+            "agents",
+            "create",
+            "gh",
+            "--harness",
+            "shell",
+            "--credential",
+            "GITHUB_TOKEN",
+            "--json",
+        ])
+        .success();
+    assert!(
+        created.stderr.contains(
+            "binding `GITHUB_TOKEN` to its preset hosts: github.com, api.github.com, *.githubusercontent.com"
+        ),
+        "{}",
+        created.stderr
+    );
+    assert_eq!(
+        created.json()["env_var_hosts"]["GITHUB_TOKEN"],
+        serde_json::json!(["github.com", "api.github.com", "*.githubusercontent.com"])
+    );
+    assert!(!created.stdout.contains("ghp_preset_value"));
+}

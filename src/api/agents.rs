@@ -325,8 +325,25 @@ fn validate_credential(input: CredentialInput) -> Result<NewCredential, ApiError
             input.name
         )));
     }
+    // A credential is only ever sent to hosts it is bound to: one with none could never be used,
+    // and LAP's "unbound means anywhere" is the hole this refuses to copy.
+    let hosts = if input.hosts.is_empty() {
+        match crate::wire::api::preset_hosts(&input.name) {
+            Some(preset) => preset,
+            None => {
+                return Err(
+                    ApiError::bad_request(format!("credential `{}` is bound to no host", input.name)).hint(format!(
+                        "name the hosts it may be sent to, e.g. `--credential {}@api.example.com`",
+                        input.name
+                    )),
+                );
+            }
+        }
+    } else {
+        input.hosts
+    };
     Ok(NewCredential {
-        hosts: validate_hosts(input.hosts)?,
+        hosts: validate_hosts(hosts)?,
         name: input.name,
         value: Secret::new(input.value),
     })

@@ -4,14 +4,14 @@
 //! process's environment variable `NAME`, `--credential-file NAME[@host,…]=PATH` from a file.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use super::Ctx;
 use crate::error::Error;
 use crate::harness;
-use crate::wire::api::{Agent, CreateAgent, CredentialInput, UpdateAgent};
+use crate::output::Printer;
+use crate::wire::api::{Agent, CreateAgent, CredentialInput, UpdateAgent, preset_hosts};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -102,35 +102,51 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 }
 
 impl Fields {
-    fn credentials(&self) -> Result<Vec<CredentialInput>, Error> {
-        let mut out = Vec::new();
-        for spec in &self.credential {
-            let (name, hosts) = split_binding(spec);
-            let value = std::env::var(&name).map_err(|_| {
-                Error::usage(
-                    format!(
-                        "`--credential {spec}` reads the value from the environment variable `{name}`, which is not set"
-                    ),
-                    format!("export {name}=… first, or use `--credential-file {name}=PATH`"),
-                )
-            })?;
-            out.push(CredentialInput { name, value, hosts });
+    /// The credentials to send, each bound to hosts: the ones given, else its name's preset (said on
+    /// stderr), else a usage error — before any value is read.
+    fn credentials(&self, out: &Printer) -> Result<Vec<CredentialInput>, Error> {
+        // (NAME[@hosts], None) for `--credential`, (NAME[@hosts], Some((spec, PATH))) for `--credential-file`.
+        let from_env = self.credential.iter().map(|spec| (spec.as_str(), None));
+        let from_file = self.credential_file.iter().map(|spec| {
+            let (binding, path) = spec.split_once('=').unwrap_or((spec.as_str(), ""));
+            (binding, Some((spec.as_str(), path)))
+        });
+        let specs: Vec<_> = from_env.chain(from_file).collect();
+        let mut bound = Vec::new();
+        for (binding, file) in specs {
+            let (name, mut hosts) = split_binding(binding);
+            if hosts.is_empty() {
+                hosts = preset_hosts(&name).ok_or_else(|| {
+                    Error::usage(
+                        format!("credential `{name}` is bound to no host; it would never be sent anywhere"),
+                        format!("name the hosts it may be sent to: `{name}@api.example.com,…`"),
+                    )
+                })?;
+                out.status(format!("binding `{name}` to its preset hosts: {}", hosts.join(", ")));
+            }
+            bound.push((name, hosts, binding, file));
         }
-        for spec in &self.credential_file {
-            let Some((binding, path)) = spec.split_once('=') else {
-                return Err(Error::usage(
-                    format!("`--credential-file {spec}` has no `=PATH`"),
-                    "write NAME[@hosts]=PATH",
-                ));
+        let mut result = Vec::new();
+        for (name, hosts, binding, file) in bound {
+            let value = match file {
+                None => std::env::var(&name).map_err(|_| {
+                    Error::usage(
+                        format!("`--credential {binding}` reads the value from the environment variable `{name}`, which is not set"),
+                        format!("export {name}=… first, or use `--credential-file {name}=PATH`"),
+                    )
+                })?,
+                Some((spec, path)) => {
+                    if path.is_empty() {
+                        return Err(Error::usage(format!("`--credential-file {spec}` has no `=PATH`"), "write NAME[@hosts]=PATH"));
+                    }
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| Error::io(format!("cannot read credential `{name}` from `{path}`"), e))?;
+                    text.trim_end_matches(['\n', '\r']).to_owned()
+                }
             };
-            let (name, hosts) = split_binding(binding);
-            let path = PathBuf::from(path);
-            let value = std::fs::read_to_string(&path)
-                .map_err(|e| Error::io(format!("cannot read credential `{name}` from `{}`", path.display()), e))?;
-            let value = value.trim_end_matches(['\n', '\r']).to_owned();
-            out.push(CredentialInput { name, value, hosts });
+            result.push(CredentialInput { name, value, hosts });
         }
-        Ok(out)
+        Ok(result)
     }
 }
 
@@ -174,7 +190,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
         Command::Show { name } => print_agent(ctx, &client.get_agent(&name).await?),
         Command::Create { name, fields } => {
             let body = CreateAgent {
-                credentials: fields.credentials()?,
+                credentials: fields.credentials(&ctx.out)?,
                 name,
                 harness_id: fields.harness,
                 command: fields.command,
@@ -199,7 +215,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
             remove_credential,
         } => {
             let body = UpdateAgent {
-                credentials: fields.credentials()?,
+                credentials: fields.credentials(&ctx.out)?,
                 name: rename,
                 harness_id: fields.harness,
                 command: fields.command,
