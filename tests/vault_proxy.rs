@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use lap::secret::Secret;
 use lap::vault::ca::CertificateAuthority;
-use lap::vault::intercept::{Binding, Credential, ResolveOverride, Vault};
+use lap::vault::intercept::{Binding, Credential, Resolve, ResolveOverride, Vault};
 use lap::vault::policy::Policy;
 use support::upstream::{BySni, Seen, upstream};
 use tokio_util::sync::CancellationToken;
@@ -86,6 +86,11 @@ async fn websocket_upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<S
 }
 
 async fn world(allow_out: &[&str]) -> World {
+    world_resolving(allow_out, None).await
+}
+
+/// A world whose vault resolves names (those without an override) with `resolver`.
+async fn world_resolving(allow_out: &[&str], resolver: Option<Arc<dyn Resolve>>) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
@@ -106,7 +111,11 @@ async fn world(allow_out: &[&str]) -> World {
         })
         .collect();
     let extra_root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
-    let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![extra_root]).unwrap());
+    let mut vault = Vault::new(vault_ca.clone(), resolve, vec![extra_root]).unwrap();
+    if let Some(resolver) = resolver {
+        vault = vault.with_resolver(resolver);
+    }
+    let vault = Arc::new(vault);
     let binding = Arc::new(Binding::new(
         vec![
             Credential {
@@ -466,4 +475,77 @@ async fn websocket_upgrades_pass_through_with_their_handshake_rewritten() {
         (record.status, record.swapped.as_slice()),
         (Some(101), ["GITHUB_TOKEN".to_owned()].as_slice())
     );
+}
+
+/// Answers from a fixed table and remembers what it was asked.
+struct FixedResolver {
+    answers: Vec<(&'static str, SocketAddr)>,
+    asked: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Resolve for FixedResolver {
+    async fn lookup(&self, host: &str, _port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        self.asked.lock().unwrap().push(host.to_owned());
+        Ok(self
+            .answers
+            .iter()
+            .filter(|(name, _)| *name == host)
+            .map(|(_, addr)| *addr)
+            .collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_that_resolves_to_an_internal_address_is_refused_before_any_dial() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A trap on the host's loopback: if the vault ever dialed the rebound address, it would land here.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_addr = trap.local_addr().unwrap();
+    let dialed = Arc::new(AtomicUsize::new(0));
+    let counter = dialed.clone();
+    tokio::spawn(async move {
+        while trap.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // Addresses outside this machine are only ever *answers*: the vault must refuse them unread.
+    let resolver = Arc::new(FixedResolver {
+        answers: vec![
+            ("rebind-loopback.test", trap_addr),
+            ("rebind-private.test", "10.0.0.1:443".parse().unwrap()),
+            ("rebind-metadata.test", "169.254.169.254:443".parse().unwrap()),
+            ("rebind-v6-metadata.test", "[fd00:ec2::254]:443".parse().unwrap()),
+        ],
+        asked: Mutex::new(Vec::new()),
+    });
+    let w = world_resolving(&[], Some(resolver.clone())).await;
+    for name in [
+        "rebind-loopback.test",
+        "rebind-private.test",
+        "rebind-metadata.test",
+        "rebind-v6-metadata.test",
+    ] {
+        let url = format!("https://{name}:443/");
+        let auth = format!("Authorization: Bearer {GH_STUB}");
+        let (status, output) = w.curl(&["-H", &auth, &url]).await;
+        assert!(status == 403 || output.contains("403"), "{name}: {output}");
+        assert!(
+            output.contains("x-lap-vault-blocked: egress-policy"),
+            "{name}: {output}"
+        );
+    }
+    let reasons: Vec<String> = w.binding.audit.recent().into_iter().filter_map(|r| r.blocked).collect();
+    assert_eq!(reasons.len(), 4);
+    assert!(
+        reasons.iter().all(|r| r.contains("resolves to internal address")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        resolver.asked.lock().unwrap().len(),
+        4,
+        "every name went through the resolver"
+    );
+    assert_eq!(dialed.load(Ordering::SeqCst), 0, "the vault dialed a rebound address");
+    assert!(w.seen().is_empty());
 }

@@ -144,12 +144,29 @@ impl FromStr for ResolveOverride {
     }
 }
 
+/// Name resolution for upstreams: the system's, or one a test supplies.
+#[async_trait::async_trait]
+pub trait Resolve: Send + Sync + 'static {
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
+}
+
+/// The system resolver (`getaddrinfo` on the blocking pool).
+pub struct SystemResolver;
+
+#[async_trait::async_trait]
+impl Resolve for SystemResolver {
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    }
+}
+
 /// The vault: shared by every sandbox listener of one `lap serve`.
 pub struct Vault {
     ca: Arc<CertificateAuthority>,
     upstream_tls: Arc<rustls::ClientConfig>,
     upstream_tls_h1: Arc<rustls::ClientConfig>,
     resolve: Vec<ResolveOverride>,
+    resolver: Arc<dyn Resolve>,
 }
 
 impl Vault {
@@ -178,7 +195,14 @@ impl Vault {
             upstream_tls: Arc::new(config),
             upstream_tls_h1: Arc::new(h1),
             resolve,
+            resolver: Arc::new(SystemResolver),
         })
+    }
+
+    /// The same vault resolving names with `resolver` (the operator's overrides still come first).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     /// The CA certificate sandboxes must trust, PEM.
@@ -273,9 +297,13 @@ impl Vault {
                 .map_err(|r| r.to_string())?;
             return Ok(SocketAddr::new(pinned.addr, port));
         }
-        let addrs = tokio::net::lookup_host((host, port))
+        let addrs = self
+            .resolver
+            .lookup(host, port)
             .await
             .map_err(|e| format!("cannot resolve it: {e}"))?;
+        // Every address is checked, not only the first: a name that mixes a public and an internal
+        // address is served from the public one, and refused when it has no other.
         let mut refusal = None;
         for addr in addrs {
             match binding.policy.check_addr(addr.ip(), false) {
