@@ -1,0 +1,190 @@
+//! The harness server: PID 2 of a sandbox, serving `harness.sock` ([`super::proto`]).
+//!
+//! It listens on `/run/lap/harness.sock`, tells the launcher it is ready, and answers pings and
+//! exec requests, each connection on its own task of a single-threaded runtime. Commands run as the
+//! sandbox user with every privilege dropped ([`super::privs`]), in a session of their own, with a
+//! fixed minimal environment ([`AGENT_ENV`]): nothing of `lap serve`'s environment reaches them.
+//! It reaps its own children; orphans go to PID 1.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::init::READY;
+use super::privs;
+use super::proto::{self, ExecRequest, MAX_FRAME, Pong, ProtoError, Request};
+use super::rootfs::{HOME, USER};
+
+/// Where the harness listens, inside the sandbox.
+pub const SOCKET_PATH: &str = "/run/lap/harness.sock";
+/// The whole environment of a command started in the sandbox.
+pub const AGENT_ENV: &[(&str, &str)] = &[
+    ("HOME", HOME),
+    ("USER", USER),
+    ("LOGNAME", USER),
+    ("SHELL", "/bin/bash"),
+    ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"),
+    ("TERM", "xterm-256color"),
+    ("LANG", "C.UTF-8"),
+];
+
+/// Runs the server until the listener fails; returns the process exit code.
+pub fn run(mut ready: File, user_namespace: bool) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let _ = write!(ready, "cannot start the harness runtime: {err}");
+            return 1;
+        }
+    };
+    let drop_privs = privs::Drop::prepare(user_namespace);
+    runtime.block_on(async move {
+        // A socket left by an earlier harness of this sandbox (one sandbox, one harness at a time).
+        let _ = std::fs::remove_file(SOCKET_PATH);
+        let listener = match UnixListener::bind(SOCKET_PATH) {
+            Ok(listener) => listener,
+            Err(err) => {
+                let _ = write!(ready, "cannot listen on {SOCKET_PATH}: {err}");
+                return 1;
+            }
+        };
+        if write!(ready, "{READY}").is_err() {
+            return 1;
+        }
+        drop(ready);
+        loop {
+            match listener.accept().await {
+                Ok((conn, _)) => {
+                    tokio::spawn(async move {
+                        let (rd, wr) = conn.into_split();
+                        if let Err(err) = handle(BufReader::new(rd), wr, drop_privs).await {
+                            tracing::debug!(error = %err, "harness connection failed");
+                        }
+                    });
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "accept on harness.sock failed");
+                    return 1;
+                }
+            }
+        }
+    })
+}
+
+async fn handle(
+    mut rd: BufReader<OwnedReadHalf>,
+    mut wr: OwnedWriteHalf,
+    drop_privs: privs::Drop,
+) -> Result<(), ProtoError> {
+    match proto::read_line_json::<Request, _>(&mut rd).await? {
+        Request::Ping => {
+            let mut line =
+                serde_json::to_vec(&Pong { pong: proto::VERSION }).map_err(|e| ProtoError::Protocol(e.to_string()))?;
+            line.push(b'\n');
+            wr.write_all(&line).await?;
+            Ok(())
+        }
+        Request::Exec(request) => exec(rd, wr, request, drop_privs).await,
+    }
+}
+
+async fn exec(
+    mut rd: BufReader<OwnedReadHalf>,
+    mut wr: OwnedWriteHalf,
+    request: ExecRequest,
+    drop_privs: privs::Drop,
+) -> Result<(), ProtoError> {
+    let Some((program, args)) = request.argv.split_first() else {
+        return proto::write_frame(&mut wr, proto::ERROR, b"empty command").await;
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(AGENT_ENV.iter().copied())
+        .current_dir(request.cwd.as_deref().unwrap_or(HOME))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: `apply` only makes raw system calls on data computed before the fork.
+    unsafe { command.pre_exec(move || drop_privs.apply()) };
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let message = format!("cannot run `{program}`: {err}");
+            return proto::write_frame(&mut wr, proto::ERROR, message.as_bytes()).await;
+        }
+    };
+    let pid = child.id();
+    let (Some(stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return proto::write_frame(&mut wr, proto::ERROR, b"the command's pipes are missing").await;
+    };
+    let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
+    // Client → stdin. The connection closing (not an empty STDIN frame) means the client is gone.
+    let pump = tokio::spawn(async move {
+        // Dropping the pipe is what closes the command's stdin.
+        let mut stdin = Some(stdin);
+        loop {
+            match proto::read_frame(&mut rd).await {
+                Ok(Some((proto::STDIN, data))) => {
+                    if let Some(pipe) = stdin.as_mut()
+                        && (data.is_empty() || pipe.write_all(&data).await.is_err())
+                    {
+                        stdin = None;
+                    }
+                }
+                _ => {
+                    let _ = gone_tx.send(());
+                    return;
+                }
+            }
+        }
+    });
+    let mut out_buf = vec![0u8; MAX_FRAME];
+    let mut err_buf = vec![0u8; MAX_FRAME];
+    let (mut out_open, mut err_open) = (true, true);
+    let status = loop {
+        tokio::select! {
+            read = stdout.read(&mut out_buf), if out_open => match read {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => if proto::write_frame(&mut wr, proto::STDOUT, &out_buf[..n]).await.is_err() { break None },
+            },
+            read = stderr.read(&mut err_buf), if err_open => match read {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => if proto::write_frame(&mut wr, proto::STDERR, &err_buf[..n]).await.is_err() { break None },
+            },
+            _ = &mut gone => break None,
+            status = child.wait(), if !out_open && !err_open => break Some(status),
+        }
+    };
+    pump.abort();
+    match status {
+        Some(Ok(status)) => {
+            let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            proto::write_frame(&mut wr, proto::EXIT, &code.to_be_bytes()).await
+        }
+        Some(Err(err)) => {
+            let message = format!("cannot wait for `{program}`: {err}");
+            proto::write_frame(&mut wr, proto::ERROR, message.as_bytes()).await
+        }
+        None => {
+            // The client is gone: kill the command's whole session (its process group).
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.kill().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The local sandbox backend with real namespaces and real processes (CI runs as root).
+//!
+//! Each test drives [`Local`] as `lap serve` would, runs commands inside the sandbox through its
+//! harness, and checks what they could see or do. Network isolation is proven only against listeners
+//! this test opens on the host's loopback, never by sending traffic anywhere else.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lap::sandbox::local::Local;
+use lap::sandbox::local::proto::ExecOutput;
+use lap::sandbox::{Sandbox, SandboxInfo, SandboxSpec};
+
+/// How long a test waits for a condition it polls.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn backend(data_dir: &Path) -> Local {
+    Local::new(data_dir).with_program(env!("CARGO_BIN_EXE_lap"))
+}
+
+fn spec() -> SandboxSpec {
+    SandboxSpec {
+        harness_id: "shell".into(),
+        session_id: Some("session-1".into()),
+    }
+}
+
+/// A data dir and a backend on it; sandboxes still listed are deleted on drop.
+struct Fixture {
+    dir: tempfile::TempDir,
+    local: Local,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let local = backend(dir.path());
+        local.check().await.expect("namespaces can be created here");
+        Self { dir, local }
+    }
+
+    async fn create(&self) -> SandboxInfo {
+        self.local.create(&spec()).await.expect("sandbox created")
+    }
+
+    /// Runs a shell script in a sandbox.
+    async fn sh(&self, id: &str, script: &str) -> ExecOutput {
+        self.local
+            .exec_output(id, &["/bin/sh", "-c", script])
+            .await
+            .expect("exec")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let dir = self.dir.path().to_owned();
+        // A fresh runtime: drop may run outside (or at the end of) the test's runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let local = backend(&dir);
+                for sandbox in local.list().await.unwrap_or_default() {
+                    let _ = local.delete(&sandbox.id).await;
+                }
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_sandbox_runs_commands_as_an_unprivileged_user_in_its_own_namespaces() {
+    let fx = Fixture::new().await;
+    let sandbox = fx.create().await;
+    let out = fx
+        .sh(
+            &sandbox.id,
+            "id -u; id -g; hostname; echo $HOME; pwd; cat /proc/1/cmdline | tr '\\0' ' '",
+        )
+        .await;
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    let lines: Vec<_> = out.stdout_str().lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[1], "1000");
+    assert_eq!(lines[2], format!("lap-{}", &sandbox.id[..8]));
+    assert_eq!(lines[3], "/work/home");
+    assert_eq!(lines[4], "/work/home");
+    assert!(lines[5].contains("harness"), "PID 1 is the harness: {}", lines[5]);
+
+    let status = fx
+        .sh(
+            &sandbox.id,
+            "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status",
+        )
+        .await;
+    for line in status.stdout_str().lines() {
+        let value = line.split_whitespace().nth(1).unwrap();
+        if line.starts_with("NoNewPrivs") {
+            assert_eq!(value, "1", "{line}");
+        } else {
+            assert!(value.chars().all(|c| c == '0'), "no capability: {line}");
+        }
+    }
+    assert_eq!(status.stdout_str().lines().count(), 6);
+
+    let exit = fx.sh(&sandbox.id, "echo out; echo err >&2; exit 7").await;
+    assert_eq!(
+        (exit.code, exit.stdout_str().as_str(), exit.stderr_str().as_str()),
+        (7, "out\n", "err\n")
+    );
+}
+
+#[tokio::test]
+async fn the_host_filesystem_and_processes_are_invisible_and_system_dirs_are_read_only() {
+    let fx = Fixture::new().await;
+    std::fs::write(fx.dir.path().join("master.key"), "lapk_secret").unwrap();
+    let sandbox = fx.create().await;
+    let data_dir = fx.dir.path().display().to_string();
+
+    let hidden = fx
+        .sh(
+            &sandbox.id,
+            &format!("ls /root; ls /home; cat {data_dir}/master.key; ls {data_dir}; ls /tmp; ls /run"),
+        )
+        .await;
+    assert!(hidden.stdout_str().trim() == "lap", "only /run/lap exists: {hidden:?}");
+    let errors = hidden.stderr_str();
+    for path in ["/root", "/home", "master.key"] {
+        assert!(
+            errors.contains(path) && errors.contains("No such file"),
+            "{path} is missing: {errors}"
+        );
+    }
+
+    let procs = fx.sh(&sandbox.id, "echo $$; ls /proc | grep -E '^[0-9]+$'").await;
+    let mut lines = procs
+        .stdout_str()
+        .lines()
+        .map(|l| l.parse::<u32>().unwrap())
+        .collect::<Vec<_>>();
+    let shell = lines.remove(0);
+    let seen: BTreeSet<u32> = lines.into_iter().collect();
+    // PID 1 (init), PID 2 (harness server) and this shell; `ls` and `grep` may show up too.
+    assert!(
+        seen.contains(&1) && seen.contains(&2) && seen.contains(&shell),
+        "{seen:?}"
+    );
+    assert!(
+        seen.len() <= 5 && seen.iter().all(|pid| *pid < 100),
+        "only the sandbox's processes: {seen:?}"
+    );
+
+    let mounts = fx
+        .sh(
+            &sandbox.id,
+            "awk '{print $5, substr($6, 1, 2)}' /proc/self/mountinfo; touch /usr/x /x /dev/x",
+        )
+        .await;
+    let options: Vec<(String, String)> = mounts
+        .stdout_str()
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').unwrap();
+            (a.to_owned(), b.to_owned())
+        })
+        .collect();
+    let option = |path: &str| options.iter().find(|(p, _)| p == path).map(|(_, o)| o.as_str());
+    assert_eq!(option("/"), Some("ro"), "{options:?}");
+    assert_eq!(option("/usr"), Some("ro"));
+    assert_eq!(option("/work"), Some("rw"));
+    assert_eq!(option("/tmp"), Some("rw"));
+    assert_eq!(option("/dev"), Some("ro"));
+    assert_ne!(mounts.code, 0);
+    assert_eq!(
+        mounts.stderr_str().matches("Read-only file system").count(),
+        3,
+        "{mounts:?}"
+    );
+
+    let writable = fx
+        .sh(
+            &sandbox.id,
+            "echo hi > /work/home/f && echo hi > /tmp/f && cat /work/home/f /tmp/f",
+        )
+        .await;
+    assert_eq!(writable.stdout_str(), "hi\nhi\n", "{writable:?}");
+
+    let mount = fx.sh(&sandbox.id, "mount -t tmpfs none /tmp").await;
+    assert_ne!(mount.code, 0, "mount is refused: {mount:?}");
+}
+
+#[tokio::test]
+async fn the_network_has_only_loopback_and_host_listeners_are_unreachable() {
+    let fx = Fixture::new().await;
+    let sandbox = fx.create().await;
+
+    let tcp4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp6 = std::net::TcpListener::bind("[::1]:0").ok();
+    let udp6 = std::net::UdpSocket::bind("[::1]:0").ok();
+    let mut script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{} && echo tcp4-connected; echo x > /dev/udp/127.0.0.1/{};",
+        tcp4.local_addr().unwrap().port(),
+        udp4.local_addr().unwrap().port()
+    );
+    if let (Some(tcp6), Some(udp6)) = (&tcp6, &udp6) {
+        script += &format!(
+            "exec 4<>/dev/tcp/::1/{} && echo tcp6-connected; echo x > /dev/udp/::1/{};",
+            tcp6.local_addr().unwrap().port(),
+            udp6.local_addr().unwrap().port()
+        );
+    }
+    let out = fx
+        .local
+        .exec_output(&sandbox.id, &["/bin/bash", "-c", &script])
+        .await
+        .unwrap();
+    assert!(!out.stdout_str().contains("connected"), "{out:?}");
+    assert!(out.stderr_str().contains("Connection refused"), "{out:?}");
+
+    // Loopback delivery is synchronous: anything sent would already be queued.
+    for listener in [Some(&tcp4), tcp6.as_ref()].into_iter().flatten() {
+        listener.set_nonblocking(true).unwrap();
+        assert_eq!(listener.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
+    }
+    for socket in [Some(&udp4), udp6.as_ref()].into_iter().flatten() {
+        socket.set_nonblocking(true).unwrap();
+        assert_eq!(socket.recv(&mut [0u8; 16]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    }
+
+    let links = fx
+        .sh(
+            &sandbox.id,
+            "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; echo routes $(tail -n +2 /proc/net/route | wc -l)",
+        )
+        .await;
+    assert_eq!(links.stdout_str(), "lo\nroutes 0\n", "{links:?}");
+
+    let resolve = fx.sh(&sandbox.id, "getent hosts example.com").await;
+    assert_ne!(resolve.code, 0, "no name resolves: {resolve:?}");
+    let local = fx.sh(&sandbox.id, "getent hosts localhost").await;
+    assert_eq!(local.code, 0, "{local:?}");
+}
+
+#[tokio::test]
+async fn two_sandboxes_cannot_see_each_others_files() {
+    let fx = Fixture::new().await;
+    let a = fx.create().await;
+    let b = fx.create().await;
+    assert_ne!(a.id, b.id);
+    assert_eq!(
+        fx.sh(&a.id, "echo from-a > /work/marker && echo ok").await.stdout_str(),
+        "ok\n"
+    );
+    let from_b = fx
+        .sh(
+            &b.id,
+            &format!("cat /work/marker; ls /work; ls {}", fx.dir.path().display()),
+        )
+        .await;
+    assert_eq!(from_b.stdout_str(), "home\n", "{from_b:?}");
+    assert!(from_b.stderr_str().contains("No such file"));
+    assert_eq!(
+        std::fs::read_to_string(fx.dir.path().join("sandboxes").join(&a.id).join("work/marker")).unwrap(),
+        "from-a\n"
+    );
+}
+
+/// Host PIDs of every process in the PID namespace of `pid`.
+fn processes_in_namespace_of(pid: i32) -> Vec<i32> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&ns))
+        .collect()
+}
+
+fn still_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn delete_kills_the_whole_process_tree_and_removes_the_directory() {
+    let fx = Fixture::new().await;
+    let sandbox = fx.create().await;
+    let started = fx.sh(&sandbox.id, "sleep 1000 >/dev/null 2>&1 & echo started").await;
+    assert_eq!(
+        (started.stdout_str().as_str(), started.stderr_str().as_str()),
+        ("started\n", "")
+    );
+    let init = fx.local.state(&sandbox.id).unwrap().pid;
+    let tree = processes_in_namespace_of(init);
+    let names: Vec<String> = tree
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ")
+        })
+        .collect();
+    assert!(tree.len() >= 3, "init, server and sleep: {tree:?} {names:?}");
+
+    fx.local.delete(&sandbox.id).await.unwrap();
+    assert!(tree.iter().all(|pid| !still_running(*pid)), "{tree:?}");
+    assert!(!fx.dir.path().join("sandboxes").join(&sandbox.id).exists());
+    assert!(fx.local.list().await.unwrap().is_empty());
+    fx.local.delete(&sandbox.id).await.expect("deleting again is fine");
+}
+
+#[tokio::test]
+async fn a_fresh_backend_adopts_running_sandboxes_and_sweeps_dead_ones() {
+    let fx = Fixture::new().await;
+    let kept = fx.create().await;
+    let killed = fx.create().await;
+
+    // As after a restart of `lap serve`: a new backend on the same data dir.
+    let restarted = backend(fx.dir.path());
+    let mut listed = restarted.list().await.unwrap();
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expected = vec![kept.clone(), killed.clone()];
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, expected);
+    let out = restarted
+        .exec_output(&kept.id, &["/bin/echo", "adopted"])
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "adopted\n");
+
+    let pid = restarted.state(&killed.id).unwrap().pid;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while still_running(pid) {
+        assert!(Instant::now() < deadline, "PID 1 did not die");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(restarted.list().await.unwrap(), vec![kept]);
+    assert!(!fx.dir.path().join("sandboxes").join(&killed.id).exists());
+}
+
+#[tokio::test]
+async fn commands_get_their_stdin() {
+    let fx = Fixture::new().await;
+    let sandbox = fx.create().await;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let request = lap::sandbox::local::proto::ExecRequest {
+        argv: vec!["/bin/sh".into(), "-c".into(), "tr a-z A-Z; echo done >&2".into()],
+        cwd: Some("/tmp".into()),
+    };
+    let code = fx
+        .local
+        .exec(&sandbox.id, request, &b"hello sandbox\n"[..], &mut out, &mut err)
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, out.as_slice(), err.as_slice()),
+        (0, &b"HELLO SANDBOX\n"[..], &b"done\n"[..])
+    );
+    let missing = fx.local.exec_output(&sandbox.id, &["/no/such/program"]).await;
+    assert!(missing.is_err(), "{missing:?}");
+}
