@@ -2,9 +2,10 @@
 //!
 //! A backend creates isolated places for agents to run, deletes them, and lists what it has so the
 //! control plane can re-adopt or clean up after a restart. The backend is chosen once, in the
-//! composition root (`cli/serve.rs`), and never re-checked below it. Implementations: [`local`] (Linux
-//! namespaces), [`fake`] (in memory, for tests), and [`Unavailable`] for backends this build cannot run yet, which answers every
-//! call with a clear error so session creation fails with 503 instead of hanging.
+//! composition root (`cli/serve.rs`), and never re-checked below it. Implementations: [`local`]
+//! (Linux namespaces), [`fake`] (in memory, for tests), and [`Unavailable`] for backends this build
+//! cannot run yet, which answers every call with a clear error so session creation fails with 503
+//! instead of hanging.
 
 pub mod fake;
 pub mod local;

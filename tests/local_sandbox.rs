@@ -6,12 +6,18 @@
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lap::sandbox::local::Local;
 use lap::sandbox::local::proto::ExecOutput;
 use lap::sandbox::{Sandbox, SandboxInfo, SandboxSpec};
+
+/// The uid and gid the unprivileged test runs as when the tests run as root.
+const NOBODY: u32 = 65534;
+/// Tells the re-executed test binary where its data dir is.
+const UNPRIVILEGED_DATA_DIR: &str = "LAP_TEST_UNPRIVILEGED_DATA_DIR";
 
 /// How long a test waits for a condition it polls.
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,23 +62,28 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let dir = self.dir.path().to_owned();
-        // A fresh runtime: drop may run outside (or at the end of) the test's runtime.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let local = backend(&dir);
-                for sandbox in local.list().await.unwrap_or_default() {
-                    let _ = local.delete(&sandbox.id).await;
-                }
-            });
-        })
-        .join()
-        .unwrap();
+        delete_all(self.dir.path());
     }
+}
+
+/// Deletes every sandbox under `data_dir`, also when a test failed half-way.
+fn delete_all(data_dir: &Path) {
+    let dir = data_dir.to_owned();
+    // A fresh runtime: this may run outside (or at the end of) the test's runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let local = backend(&dir);
+            for sandbox in local.list().await.unwrap_or_default() {
+                let _ = local.delete(&sandbox.id).await;
+            }
+        });
+    })
+    .join()
+    .unwrap();
 }
 
 #[tokio::test]
@@ -368,4 +379,72 @@ async fn commands_get_their_stdin() {
     );
     let missing = fx.local.exec_output(&sandbox.id, &["/no/such/program"]).await;
     assert!(missing.is_err(), "{missing:?}");
+}
+
+/// What must hold in a sandbox created by an unprivileged user (inside a user namespace).
+async fn unprivileged_checks(data_dir: &Path) {
+    assert!(!nix::unistd::Uid::effective().is_root());
+    let local = backend(data_dir);
+    local.check().await.expect("user namespaces work for this user");
+    let sandbox = local.create(&spec()).await.expect("sandbox created without root");
+    let out = local
+        .exec_output(
+            &sandbox.id,
+            &[
+                "/bin/sh",
+                "-c",
+                "id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status | tr -s '\t ' ' '; \
+                 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; set -- /proc/[0-9]*; echo $*; \
+                 echo hi > /work/home/f && cat /work/home/f; touch /usr/x",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "1000\nCapEff: 0000000000000000\nCapBnd: 0000000000000000\nNoNewPrivs: 1\nlo\n/proc/1 /proc/2 /proc/3\nhi\n",
+        "{out:?}"
+    );
+    assert!(out.stderr_str().contains("Read-only file system"), "{out:?}");
+    let pid = local.state(&sandbox.id).unwrap().pid;
+    local.delete(&sandbox.id).await.unwrap();
+    assert!(!still_running(pid));
+    assert!(local.list().await.unwrap().is_empty());
+}
+
+#[test]
+fn an_unprivileged_user_gets_the_same_sandbox_in_a_user_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    if !nix::unistd::Uid::effective().is_root() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(unprivileged_checks(dir.path()))
+        }));
+        delete_all(dir.path());
+        return checked.unwrap();
+    }
+    // As root: run the checks again in this test binary, as `nobody`.
+    let nobody = Some(nix::unistd::Uid::from_raw(NOBODY));
+    nix::unistd::chown(dir.path(), nobody, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "unprivileged_checks_as_nobody", "--ignored", "--nocapture"])
+        .env(UNPRIVILEGED_DATA_DIR, dir.path())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    delete_all(dir.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "run as `nobody` by an_unprivileged_user_gets_the_same_sandbox_in_a_user_namespace"]
+async fn unprivileged_checks_as_nobody() {
+    let dir = std::env::var_os(UNPRIVILEGED_DATA_DIR).expect("started by the unprivileged test");
+    unprivileged_checks(Path::new(&dir)).await;
 }

@@ -95,6 +95,10 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
             reason: "the Kubernetes backend is not in this build yet",
         }),
     };
+    // A local backend that cannot create namespaces fails now, naming the sysctl to change.
+    if args.backend == Backend::Local {
+        sandbox.check().await.map_err(|e| Error::failed(e.to_string()))?;
+    }
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let control = Control::new(store.clone(), sandbox, tasks.clone());
