@@ -322,6 +322,9 @@ async fn delete_kills_the_whole_process_tree_and_removes_the_directory() {
         .collect();
     assert!(tree.len() >= 3, "init, server and sleep: {tree:?} {names:?}");
 
+    // Nothing of the server's environment reached the sandbox (the master key could be there).
+    assert_eq!(std::fs::read(format!("/proc/{init}/environ")).unwrap(), b"");
+
     fx.local.delete(&sandbox.id).await.unwrap();
     assert!(tree.iter().all(|pid| !still_running(*pid)), "{tree:?}");
     assert!(!fx.dir.path().join("sandboxes").join(&sandbox.id).exists());
@@ -447,4 +450,19 @@ fn an_unprivileged_user_gets_the_same_sandbox_in_a_user_namespace() {
 async fn unprivileged_checks_as_nobody() {
     let dir = std::env::var_os(UNPRIVILEGED_DATA_DIR).expect("started by the unprivileged test");
     unprivileged_checks(Path::new(&dir)).await;
+}
+
+#[tokio::test]
+async fn a_sandbox_that_cannot_start_fails_with_the_reason_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = Local::new(dir.path()).with_program("/bin/false");
+    let err = broken.create(&spec()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the sandbox did not start: `/bin/false harness` exited"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path().join("sandboxes")).unwrap().count(), 0);
+    let check = broken.check().await.unwrap_err().to_string();
+    assert!(check.contains("cannot create Linux namespaces"), "{check}");
 }

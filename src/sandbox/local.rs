@@ -159,6 +159,7 @@ impl Local {
         let output = tokio::time::timeout(
             PROBE_TIMEOUT,
             tokio::process::Command::new(&self.program)
+                .arg0("lap")
                 .args(["harness", "--probe"])
                 .env_clear()
                 .stdin(Stdio::null())
@@ -185,6 +186,7 @@ impl Local {
 
     async fn launch(&self, layout: &Layout) -> Result<State, LocalError> {
         let child = tokio::process::Command::new(&self.program)
+            .arg0("lap")
             .arg("harness")
             .arg("--config")
             .arg(layout.config())
@@ -213,7 +215,11 @@ impl Local {
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let message = stderr.trim().strip_prefix("error: ").unwrap_or(stderr.trim());
-            return Err(LocalError::Launch(message.to_owned()));
+            return Err(LocalError::Launch(if message.is_empty() {
+                format!("`{} harness` exited with {}", self.program.display(), output.status)
+            } else {
+                message.to_owned()
+            }));
         }
         let state: State = layout::read_json(&layout.state()).map_err(io_err("read", &layout.state()))?;
         let deadline = Instant::now() + PING_TIMEOUT;
