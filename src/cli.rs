@@ -165,7 +165,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Agents(command) => agents::run(command, &ctx).await,
                     Command::Sessions(command) => sessions::run(command, &ctx).await,
                     Command::Attach(args) => reserved::attach(args),
-                    Command::Exec(args) => reserved::exec(args),
+                    Command::Exec(args) => reserved::exec(args, &ctx).await,
                     Command::Open(words) => reserved::open(words),
                     Command::Serve(_) | Command::Completions(_) | Command::Man(_) | Command::Harness(_) => {
                         unreachable!("dispatched above")

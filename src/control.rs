@@ -12,7 +12,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::sandbox::{Sandbox, SandboxError, SandboxSpec};
+use crate::sandbox::{ExecChunk, ExecSpec, Sandbox, SandboxError, SandboxSpec};
 use crate::store::{SessionRow, SessionUpdate, Store, StoreError, now};
 use crate::wire::api::{Agent, SessionStatus};
 
@@ -145,6 +145,16 @@ impl Control {
             self.delete_session(row.id).await?;
         }
         Ok(self.store.delete_agent(agent_id).await?)
+    }
+
+    /// Runs a command in a session's sandbox, sending its output to `output`; returns its exit code.
+    pub async fn exec(
+        &self,
+        sandbox_id: &str,
+        spec: ExecSpec,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, ControlError> {
+        Ok(self.sandbox.exec(sandbox_id, spec, output).await?)
     }
 
     /// Brings the store and the backend back in line after `lap serve` (re)starts: interrupted

@@ -30,6 +30,23 @@ pub struct SandboxInfo {
     pub session_id: Option<String>,
 }
 
+/// A command to run in a sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    /// Working directory inside the sandbox (`None`: the sandbox user's home).
+    pub cwd: Option<String>,
+    /// All of the command's stdin.
+    pub stdin: Vec<u8>,
+}
+
+/// Output of a running command, in the order it was written on each stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
 /// Errors of a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -52,6 +69,19 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Stops and removes a sandbox; deleting one that is already gone is not an error.
     async fn delete(&self, id: &str) -> Result<(), SandboxError>;
     async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError>;
+    /// Runs a command in a sandbox, sending its output to `output`, and returns its exit code.
+    async fn exec(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        let _ = (spec, output);
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot run commands in sandbox `{id}`"),
+        })
+    }
 }
 
 /// A backend this build cannot run (yet): every call fails with the reason.

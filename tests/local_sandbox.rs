@@ -466,3 +466,131 @@ async fn a_sandbox_that_cannot_start_fails_with_the_reason_and_leaves_nothing_be
     let check = broken.check().await.unwrap_err().to_string();
     assert!(check.contains("cannot create Linux namespaces"), "{check}");
 }
+
+/// `lap serve` with the local backend on a temporary data dir and home; killed on drop.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    home: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(home: tempfile::TempDir, data: tempfile::TempDir) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lap"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env_clear()
+            .env("HOME", home.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("lap serve exited before listening").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url, home, data }
+    }
+
+    /// Runs the `lap` client against this server.
+    fn lap(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lap"))
+            .args(["--server", &self.url])
+            .args(args)
+            .env_clear()
+            .env("HOME", self.home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.lap(args, b"");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Kills the server with SIGKILL and starts a new one on the same data dir.
+    fn kill_and_restart(mut self) -> Self {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let home = std::mem::replace(&mut self.home, tempfile::tempdir().unwrap());
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        Self::start(home, data)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        delete_all(self.data.path());
+    }
+}
+
+#[test]
+fn lap_exec_runs_a_command_in_a_session_and_survives_a_killed_server() {
+    let server = Server::start(tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    server.json(&["--json", "agents", "create", "demo", "--harness", "shell"]);
+    let session = server.json(&["--json", "sessions", "create", "demo"]);
+    let id = session["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    while server.json(&["--json", "sessions", "show", &id])["status"] != "ready" {
+        assert!(Instant::now() < deadline, "the session did not become ready");
+        std::thread::yield_now();
+    }
+
+    let out = server.lap(
+        &[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "id -un; cat /proc/1/cmdline | tr '\\0' ' '; tr a-z A-Z; echo oops >&2; exit 3",
+        ],
+        b"hello\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(stdout.starts_with("lap\nlap harness "), "{stdout}");
+    assert!(stdout.ends_with("HELLO\n"), "{stdout}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+
+    // kill -9 of the server leaves the sandbox running; the next server adopts it.
+    let server = server.kill_and_restart();
+    assert_eq!(server.json(&["--json", "sessions", "show", &id])["status"], "ready");
+    let out = server.lap(&["exec", &id, "--", "echo", "still here"], b"");
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"still here\n"[..]),
+        "{out:?}"
+    );
+
+    let missing = server.lap(&["exec", &id, "--", "/no/such/program"], b"");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run `/no/such/program`"));
+
+    server.json(&["--json", "sessions", "delete", &id]);
+    let sandboxes = server.data.path().join("sandboxes");
+    assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 0);
+    let gone = server.lap(&["exec", &id, "--", "true"], b"");
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("not ready"), "{gone:?}");
+}

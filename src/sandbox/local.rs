@@ -31,7 +31,7 @@ use tokio::sync::OnceCell;
 
 use self::layout::{Config, Layout, SANDBOXES_DIR, State};
 use self::proto::{ExecOutput, ExecRequest, ProtoError};
-use super::{Sandbox, SandboxError, SandboxInfo, SandboxSpec};
+use super::{ExecChunk, ExecSpec, Sandbox, SandboxError, SandboxInfo, SandboxSpec};
 
 /// The backend's name.
 const NAME: &str = "local";
@@ -128,8 +128,8 @@ impl Local {
     ) -> Result<i32, SandboxError>
     where
         I: tokio::io::AsyncRead + Unpin + Send + 'static,
-        O: tokio::io::AsyncWrite + Unpin,
-        E: tokio::io::AsyncWrite + Unpin,
+        O: tokio::io::AsyncWrite + Unpin + Send,
+        E: tokio::io::AsyncWrite + Unpin + Send,
     {
         let layout = self.layout(id)?;
         if self.state(id).is_none() {
@@ -243,6 +243,23 @@ impl Local {
             harness_id: state.harness_id.clone(),
             session_id: state.session_id.clone(),
         }
+    }
+}
+
+/// Sends output into the channel of [`Sandbox::exec`].
+struct ChannelSink(tokio::sync::mpsc::Sender<ExecChunk>);
+
+impl proto::OutputSink for ChannelSink {
+    async fn output(&mut self, kind: u8, data: Vec<u8>) -> Result<(), ProtoError> {
+        let chunk = if kind == proto::STDOUT {
+            ExecChunk::Stdout(data)
+        } else {
+            ExecChunk::Stderr(data)
+        };
+        self.0
+            .send(chunk)
+            .await
+            .map_err(|_| ProtoError::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe)))
     }
 }
 
@@ -362,6 +379,26 @@ impl Sandbox for Local {
         }
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        let request = ExecRequest {
+            argv: spec.argv,
+            cwd: spec.cwd,
+        };
+        let stdin = std::io::Cursor::new(spec.stdin);
+        Ok(proto::exec_to(&layout.run(), request, stdin, &mut ChannelSink(output))
+            .await
+            .map_err(LocalError::from)?)
     }
 }
 

@@ -152,19 +152,53 @@ pub async fn ping(run_dir: &Path) -> Result<(), ProtoError> {
     Ok(())
 }
 
+/// Where [`exec_to`] puts a command's output.
+pub trait OutputSink {
+    /// Takes one [`STDOUT`] or [`STDERR`] chunk.
+    fn output(&mut self, kind: u8, data: Vec<u8>) -> impl Future<Output = Result<(), ProtoError>> + Send;
+}
+
+/// A pair of writers: stdout and stderr.
+impl<O, E> OutputSink for (O, E)
+where
+    O: AsyncWrite + Unpin + Send,
+    E: AsyncWrite + Unpin + Send,
+{
+    async fn output(&mut self, kind: u8, data: Vec<u8>) -> Result<(), ProtoError> {
+        if kind == STDOUT {
+            self.0.write_all(&data).await?;
+            self.0.flush().await?;
+        } else {
+            self.1.write_all(&data).await?;
+            self.1.flush().await?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs a command in the sandbox: copies `stdin` to it (until EOF), its stdout and stderr to `stdout`
 /// and `stderr`, and returns its exit code.
 pub async fn exec<I, O, E>(
     run_dir: &Path,
     request: ExecRequest,
-    mut stdin: I,
-    mut stdout: O,
-    mut stderr: E,
+    stdin: I,
+    stdout: O,
+    stderr: E,
 ) -> Result<i32, ProtoError>
 where
     I: AsyncRead + Unpin + Send + 'static,
-    O: AsyncWrite + Unpin,
-    E: AsyncWrite + Unpin,
+    O: AsyncWrite + Unpin + Send,
+    E: AsyncWrite + Unpin + Send,
+{
+    exec_to(run_dir, request, stdin, &mut (stdout, stderr)).await
+}
+
+/// Runs a command in the sandbox, copying `stdin` to it and its output to `sink`; returns its exit
+/// code.
+pub async fn exec_to<I, S>(run_dir: &Path, request: ExecRequest, mut stdin: I, sink: &mut S) -> Result<i32, ProtoError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    S: OutputSink + Send,
 {
     let stream = connect(run_dir).await?;
     let (mut rd, mut wr) = stream.into_split();
@@ -185,14 +219,11 @@ where
     let result = async {
         loop {
             match read_frame(&mut rd).await? {
-                Some((STDOUT, data)) => stdout.write_all(&data).await?,
-                Some((STDERR, data)) => stderr.write_all(&data).await?,
+                Some((kind @ (STDOUT | STDERR), data)) => sink.output(kind, data).await?,
                 Some((EXIT, data)) => {
                     let code: [u8; 4] = data
                         .try_into()
                         .map_err(|_| ProtoError::Protocol("exit frame of the wrong size".into()))?;
-                    stdout.flush().await?;
-                    stderr.flush().await?;
                     return Ok(i32::from_be_bytes(code));
                 }
                 Some((ERROR, data)) => return Err(ProtoError::Start(String::from_utf8_lossy(&data).into_owned())),
