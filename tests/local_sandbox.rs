@@ -594,3 +594,38 @@ fn lap_exec_runs_a_command_in_a_session_and_survives_a_killed_server() {
     let gone = server.lap(&["exec", &id, "--", "true"], b"");
     assert!(String::from_utf8_lossy(&gone.stderr).contains("not ready"), "{gone:?}");
 }
+
+#[tokio::test]
+async fn namespaces_mounts_and_tracing_are_refused_by_seccomp() {
+    let fx = Fixture::new().await;
+    let sandbox = fx.create().await;
+    let status = fx.sh(&sandbox.id, "grep '^Seccomp:' /proc/self/status").await;
+    assert_eq!(status.stdout_str(), "Seccomp:\t2\n", "filter mode: {status:?}");
+    for (script, what) in [
+        ("unshare -r true", "a user namespace (unshare)"),
+        ("unshare -n true", "a network namespace"),
+        (
+            "python3 -c 'import os; os.unshare(os.CLONE_NEWUSER)'",
+            "a user namespace from python",
+        ),
+        (
+            "python3 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).syscall(101, 16, 1, 0, 0) != -1)' \
+             && python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); l.syscall(101, 16, 1, 0, 0); \
+             exit(ctypes.get_errno() != 1)'",
+            "ptrace of PID 1 (EPERM)",
+        ),
+    ] {
+        let out = fx.sh(&sandbox.id, script).await;
+        let refused = if what.starts_with("ptrace") {
+            out.code == 0
+        } else {
+            out.code != 0
+        };
+        assert!(refused, "{what} must be refused: {out:?}");
+    }
+    // Ordinary work still runs: processes, threads (clone3 falls back to clone), pipes.
+    let work = fx
+        .sh(&sandbox.id, "python3 -c 'import threading; t = threading.Thread(target=print, args=(\"thread\",)); t.start(); t.join()' | cat")
+        .await;
+    assert_eq!((work.code, work.stdout_str().as_str()), (0, "thread\n"), "{work:?}");
+}

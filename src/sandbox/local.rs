@@ -18,6 +18,7 @@ pub mod layout;
 mod privs;
 pub mod proto;
 mod rootfs;
+mod seccomp;
 mod server;
 
 pub use init::{InitError, launch, probe};

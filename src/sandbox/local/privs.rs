@@ -3,12 +3,13 @@
 //! Invariant: a process started in a sandbox runs as the sandbox user ([`super::rootfs::USER_ID`]),
 //! with an empty capability bounding set, no effective, permitted, inheritable or ambient
 //! capabilities, and `no_new_privs` set, so neither setuid binaries nor file capabilities can give
-//! any back. [`Drop::apply`] runs between `fork` and `exec` of a multi-threaded process, so it makes
-//! only raw system calls and does not allocate.
+//! any back, and under the seccomp filters of [`super::seccomp`]. [`Drop::apply`] runs between `fork`
+//! and `exec` of a multi-threaded process, so it makes only raw system calls and does not allocate.
 
 use std::io;
 
 use super::rootfs::USER_ID;
+use super::seccomp::{Filters, SeccompError};
 
 /// Highest capability number assumed when `/proc/sys/kernel/cap_last_cap` cannot be read.
 const FALLBACK_LAST_CAP: u32 = 63;
@@ -30,23 +31,25 @@ struct CapData {
 }
 
 /// Everything [`Drop::apply`] needs, computed before the fork.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Drop {
     last_cap: u32,
+    seccomp: Filters,
     /// Whether supplementary groups can be set (not in a user namespace, where `setgroups` is denied).
     set_groups: bool,
 }
 
 impl Drop {
-    pub fn prepare(user_namespace: bool) -> Self {
+    pub fn prepare(user_namespace: bool) -> Result<Self, SeccompError> {
         let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(FALLBACK_LAST_CAP);
-        Self {
+        Ok(Self {
             last_cap,
+            seccomp: Filters::build()?,
             set_groups: !user_namespace,
-        }
+        })
     }
 
     /// Becomes the sandbox user with no capabilities, in a session of its own. Async-signal-safe.
@@ -96,6 +99,7 @@ impl Drop {
             return Err(io::Error::last_os_error());
         }
         nix::sys::prctl::set_no_new_privs()?;
-        Ok(())
+        // Last: the filter refuses some of the calls above.
+        self.seccomp.apply()
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! It listens on `/run/lap/harness.sock`, tells the launcher it is ready, and answers pings and
 //! exec requests, each connection on its own task of a single-threaded runtime. Commands run as the
-//! sandbox user with every privilege dropped ([`super::privs`]), in a session of their own, with a
+//! sandbox user with every privilege dropped and under seccomp ([`super::privs`]), in a session of their own, with a
 //! fixed minimal environment ([`AGENT_ENV`]): nothing of `lap serve`'s environment reaches them.
 //! It reaps its own children; orphans go to PID 1.
 
@@ -42,7 +42,13 @@ pub fn run(mut ready: File, user_namespace: bool) -> i32 {
             return 1;
         }
     };
-    let drop_privs = privs::Drop::prepare(user_namespace);
+    let drop_privs = match privs::Drop::prepare(user_namespace) {
+        Ok(drop_privs) => std::sync::Arc::new(drop_privs),
+        Err(err) => {
+            let _ = write!(ready, "{err}");
+            return 1;
+        }
+    };
     runtime.block_on(async move {
         // A socket left by an earlier harness of this sandbox (one sandbox, one harness at a time).
         let _ = std::fs::remove_file(SOCKET_PATH);
@@ -60,6 +66,7 @@ pub fn run(mut ready: File, user_namespace: bool) -> i32 {
         loop {
             match listener.accept().await {
                 Ok((conn, _)) => {
+                    let drop_privs = drop_privs.clone();
                     tokio::spawn(async move {
                         let (rd, wr) = conn.into_split();
                         if let Err(err) = handle(BufReader::new(rd), wr, drop_privs).await {
@@ -79,7 +86,7 @@ pub fn run(mut ready: File, user_namespace: bool) -> i32 {
 async fn handle(
     mut rd: BufReader<OwnedReadHalf>,
     mut wr: OwnedWriteHalf,
-    drop_privs: privs::Drop,
+    drop_privs: std::sync::Arc<privs::Drop>,
 ) -> Result<(), ProtoError> {
     match proto::read_line_json::<Request, _>(&mut rd).await? {
         Request::Ping => {
@@ -97,7 +104,7 @@ async fn exec(
     mut rd: BufReader<OwnedReadHalf>,
     mut wr: OwnedWriteHalf,
     request: ExecRequest,
-    drop_privs: privs::Drop,
+    drop_privs: std::sync::Arc<privs::Drop>,
 ) -> Result<(), ProtoError> {
     let Some((program, args)) = request.argv.split_first() else {
         return proto::write_frame(&mut wr, proto::ERROR, b"empty command").await;
