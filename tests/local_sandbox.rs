@@ -629,3 +629,70 @@ async fn namespaces_mounts_and_tracing_are_refused_by_seccomp() {
         .await;
     assert_eq!((work.code, work.stdout_str().as_str()), (0, "thread\n"), "{work:?}");
 }
+
+#[tokio::test]
+async fn a_fork_bomb_and_a_memory_hog_stay_inside_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = lap::sandbox::local::Limits {
+        memory_bytes: 64 * 1024 * 1024,
+        pids: 32,
+        cpu_millis: 500,
+    };
+    let fx = Fixture {
+        local: backend(dir.path()).with_limits(limits),
+        dir,
+    };
+    let sandbox = fx.create().await;
+    let cgroups = fx.local.state(&sandbox.id).unwrap().cgroups;
+    assert!(
+        cgroups.iter().any(|c| c.to_string_lossy().contains("/pids/")),
+        "{cgroups:?}"
+    );
+
+    // A bounded bomb: 100 forks (harmless if the limit failed), of which at most 32 may succeed;
+    // the children are killed and reaped before it exits, so the sandbox can run commands again.
+    let bomb_script = "import os, time
+kids = []
+for _ in range(100):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print('refused', e.errno)
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+print(len(kids))
+for kid in kids:
+    os.kill(kid, 9)
+    os.waitpid(kid, 0)
+";
+    let bomb = fx
+        .local
+        .exec_output(&sandbox.id, &["/usr/bin/python3", "-c", bomb_script])
+        .await
+        .unwrap();
+    let lines: Vec<String> = bomb.stdout_str().lines().map(str::to_owned).collect();
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("refused 11"),
+        "EAGAIN: {bomb:?}"
+    );
+    let forked: u32 = lines[1].parse().unwrap();
+    assert!(forked < 32, "{forked} forks succeeded");
+
+    // 200 MiB written (harmless if the limit failed) against a 64 MiB limit: the OOM killer ends it.
+    let hog = fx
+        .sh(
+            &sandbox.id,
+            "python3 -c 'b = b\"x\" * (200 * 1024 * 1024); print(len(b))'",
+        )
+        .await;
+    assert_eq!(hog.code, 128 + 9, "killed by SIGKILL: {hog:?}");
+    let after = fx.sh(&sandbox.id, "echo still answering").await;
+    assert_eq!(after.stdout_str(), "still answering\n");
+
+    fx.local.delete(&sandbox.id).await.unwrap();
+    assert!(cgroups.iter().all(|c| !c.exists()), "cgroups removed: {cgroups:?}");
+}

@@ -13,6 +13,7 @@
 //! (see the submodules); the harness is started with an empty environment, so nothing of `lap
 //! serve`'s (the master key included) enters a sandbox.
 
+mod cgroup;
 mod init;
 pub mod layout;
 mod privs;
@@ -21,6 +22,7 @@ mod rootfs;
 mod seccomp;
 mod server;
 
+pub use cgroup::Limits;
 pub use init::{InitError, launch, probe};
 
 use std::path::{Path, PathBuf};
@@ -85,6 +87,7 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 pub struct Local {
     data_dir: PathBuf,
     program: PathBuf,
+    limits: Limits,
     probed: OnceCell<()>,
 }
 
@@ -94,6 +97,7 @@ impl Local {
         Self {
             data_dir: data_dir.into(),
             program: PathBuf::from("/proc/self/exe"),
+            limits: Limits::default(),
             probed: OnceCell::new(),
         }
     }
@@ -101,6 +105,12 @@ impl Local {
     /// Uses `program` (a `lap` binary) as the harness, for callers that are not `lap` themselves.
     pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.program = program.into();
+        self
+    }
+
+    /// Gives new sandboxes these resource limits instead of [`Limits::default`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -264,6 +274,16 @@ impl proto::OutputSink for ChannelSink {
     }
 }
 
+/// Removes what a dead sandbox leaves: its cgroups and its directory.
+async fn remove_sandbox(state: Option<&State>, dir: PathBuf) -> Result<(), LocalError> {
+    if let Some(state) = state
+        && let Err(err) = cgroup::remove(&state.cgroups)
+    {
+        tracing::warn!(sandbox = %state.id, error = %err, "cannot remove the sandbox's cgroups");
+    }
+    remove_dir(dir).await
+}
+
 /// Kills a sandbox's PID 1 (the kernel then kills the rest of its PID namespace) and waits until it
 /// is gone.
 async fn kill_and_wait(state: &State) -> bool {
@@ -326,6 +346,7 @@ impl Sandbox for Local {
             id: id.clone(),
             harness_id: spec.harness_id.clone(),
             session_id: spec.session_id.clone(),
+            limits: self.limits,
         };
         layout::write_json(&layout.config(), &config).map_err(io_err("write", &layout.config()))?;
         match self.launch(&layout).await {
@@ -343,8 +364,9 @@ impl Sandbox for Local {
         let Ok(layout) = self.layout(id) else {
             return Ok(());
         };
-        if let Ok(state) = layout::read_json::<State>(&layout.state())
-            && !kill_and_wait(&state).await
+        let state = layout::read_json::<State>(&layout.state()).ok();
+        if let Some(state) = &state
+            && !kill_and_wait(state).await
         {
             return Err(LocalError::Timeout {
                 what: "killing the sandbox",
@@ -352,7 +374,7 @@ impl Sandbox for Local {
             }
             .into());
         }
-        Ok(remove_dir(layout.dir().to_owned()).await?)
+        Ok(remove_sandbox(state.as_ref(), layout.dir().to_owned()).await?)
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError> {
@@ -373,7 +395,7 @@ impl Sandbox for Local {
                 found.push(self.info(&state));
             } else {
                 tracing::info!(sandbox = %state.id, "removing a sandbox whose PID 1 has died");
-                if let Err(err) = remove_dir(layout.dir().to_owned()).await {
+                if let Err(err) = remove_sandbox(Some(&state), layout.dir().to_owned()).await {
                     tracing::warn!(sandbox = %state.id, error = %err, "cannot remove a dead sandbox");
                 }
             }

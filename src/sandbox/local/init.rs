@@ -23,7 +23,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 
 use super::layout::{self, Config, Layout, ProcStat, State};
-use super::rootfs;
+use super::{cgroup, rootfs};
 
 /// How long the launcher waits for the sandbox to be ready before killing it.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,6 +103,24 @@ pub fn launch(config_path: &Path) -> Result<State, InitError> {
         .open(layout.log())
         .ctx("open the harness log")?;
     let null = File::open("/dev/null").ctx("open /dev/null")?;
+    // Before the namespaces: every process of the sandbox is born in its cgroups.
+    let cgroups = cgroup::enter(&format!("lap-{}", config.id), &config.limits, &mut &log);
+    let launched = start(&layout, config, user_namespace, log, null, cgroups.clone());
+    if launched.is_err() {
+        cgroup::leave(&cgroups);
+        let _ = cgroup::remove(&cgroups);
+    }
+    launched
+}
+
+fn start(
+    layout: &Layout,
+    config: Config,
+    user_namespace: bool,
+    log: File,
+    null: File,
+    cgroups: Vec<std::path::PathBuf>,
+) -> Result<State, InitError> {
     enter_namespaces()?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx("create a pipe")?;
     // SAFETY: the launcher is single-threaded (a fresh exec that never started a runtime), so the
@@ -110,7 +128,7 @@ pub fn launch(config_path: &Path) -> Result<State, InitError> {
     match unsafe { fork() }.ctx("fork PID 1")? {
         ForkResult::Child => {
             drop(ready_r);
-            let code = pid1(&layout, &config, user_namespace, log, null, ready_w);
+            let code = pid1(layout, &config, user_namespace, log, null, ready_w);
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
@@ -124,6 +142,7 @@ pub fn launch(config_path: &Path) -> Result<State, InitError> {
                     session_id: config.session_id,
                     pid: child.as_raw(),
                     start_time: stat.start_time,
+                    cgroups,
                 };
                 layout::write_json(&layout.state(), &state).ctx("write state.json")?;
                 Ok(state)

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::cgroup::Limits;
+
 /// Directory under the data dir that holds one directory per sandbox.
 pub const SANDBOXES_DIR: &str = "sandboxes";
 /// The harness socket's name, inside `run/` on the host and `/run/lap` in the sandbox.
@@ -76,6 +78,8 @@ pub struct Config {
     pub hostname: String,
     pub harness_id: String,
     pub session_id: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// A running sandbox, written by the launcher into `state.json`.
@@ -89,6 +93,9 @@ pub struct State {
     /// Its start time (clock ticks after boot, `/proc/PID/stat` field 22), so a reused PID is not
     /// mistaken for the sandbox.
     pub start_time: u64,
+    /// The sandbox's cgroup directories, removed with it.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// Reads and parses a JSON file.
@@ -166,6 +173,7 @@ mod tests {
             session_id: None,
             pid,
             start_time: stat.start_time,
+            cgroups: Vec::new(),
         };
         assert!(state.is_alive());
         state.start_time += 1;
