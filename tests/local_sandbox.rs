@@ -696,3 +696,47 @@ for kid in kids:
     fx.local.delete(&sandbox.id).await.unwrap();
     assert!(cgroups.iter().all(|c| !c.exists()), "cgroups removed: {cgroups:?}");
 }
+
+#[tokio::test]
+async fn the_proxy_listener_is_born_in_the_sandbox_and_served_from_the_host() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let fx = Fixture::new().await;
+    let sandbox = fx.create().await;
+    let request = "exec 3<>/dev/tcp/127.0.0.1/3128 && echo hello >&3 && head -1 <&3; echo $HTTPS_PROXY";
+
+    // Until the host takes the listener, the harness answers for it.
+    let before = fx
+        .local
+        .exec_output(&sandbox.id, &["/bin/bash", "-c", request])
+        .await
+        .unwrap();
+    assert_eq!(
+        before.stdout_str(),
+        "HTTP/1.1 502 Bad Gateway\r\nhttp://127.0.0.1:3128\n",
+        "{before:?}"
+    );
+
+    let listener = fx.local.proxy_listener(&sandbox.id).await.unwrap();
+    assert_eq!(listener.local_addr().unwrap().to_string(), "127.0.0.1:3128");
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let proxy = tokio::spawn(async move {
+        let (conn, _) = listener.accept().await.unwrap();
+        let (rd, mut wr) = conn.into_split();
+        let mut line = String::new();
+        tokio::io::BufReader::new(rd).read_line(&mut line).await.unwrap();
+        wr.write_all(b"proxy-ok\n").await.unwrap();
+        line
+    });
+    let through = fx
+        .local
+        .exec_output(&sandbox.id, &["/bin/bash", "-c", request])
+        .await
+        .unwrap();
+    assert_eq!(through.stdout_str(), "proxy-ok\nhttp://127.0.0.1:3128\n", "{through:?}");
+    assert_eq!(proxy.await.unwrap(), "hello\n");
+
+    // A restarted server takes it again.
+    let again = backend(fx.dir.path()).proxy_listener(&sandbox.id).await.unwrap();
+    assert_eq!(again.local_addr().unwrap().port(), 3128);
+}

@@ -151,6 +151,16 @@ impl Local {
             .map_err(LocalError::from)?)
     }
 
+    /// The egress proxy's listener inside a sandbox (`127.0.0.1:3128` in its network namespace), for
+    /// the vault to serve. Can be taken again, e.g. by a restarted `lap serve`.
+    pub async fn proxy_listener(&self, id: &str) -> Result<std::net::TcpListener, SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        Ok(proto::proxy_listener(&layout.run()).await.map_err(LocalError::from)?)
+    }
+
     /// Runs `argv` in a sandbox with empty stdin and collects its output and exit code.
     pub async fn exec_output(&self, id: &str, argv: &[&str]) -> Result<ExecOutput, SandboxError> {
         let layout = self.layout(id)?;

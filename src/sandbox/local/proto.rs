@@ -14,6 +14,10 @@
 //!   stream, then exactly one [`EXIT`] frame (a big-endian `i32`: the exit code, or 128 + the signal
 //!   number) or one [`ERROR`] frame (UTF-8 text, when the command could not start), then EOF.
 //!   A client that disconnects early gets the command's whole process group killed.
+//! - `{"op":"proxy_listener"}`: the harness answers one byte, `L`, carrying (SCM_RIGHTS) the
+//!   listening socket it bound on `127.0.0.1:`[`PROXY_PORT`] inside the sandbox's network namespace —
+//!   the egress proxy's listener, served by `lap serve` (DESIGN §2). Until a client has taken it, the
+//!   harness answers every connection on it with `502 Bad Gateway`.
 
 use std::path::Path;
 
@@ -23,6 +27,10 @@ use tokio::net::UnixStream;
 
 use super::layout::HARNESS_SOCKET;
 
+/// The egress proxy's port on the sandbox's loopback (each sandbox has its own loopback).
+pub const PROXY_PORT: u16 = 3128;
+/// The byte that carries the proxy listener.
+pub const PROXY_LISTENER_BYTE: u8 = b'L';
 /// Protocol version, answered to a ping.
 pub const VERSION: u32 = 1;
 /// Longest request line accepted.
@@ -42,6 +50,8 @@ pub const ERROR: u8 = 4;
 pub enum Request {
     Ping,
     Exec(ExecRequest),
+    #[serde(rename = "proxy_listener")]
+    ProxyListener,
 }
 
 /// A command to run inside the sandbox.
@@ -150,6 +160,52 @@ pub async fn ping(run_dir: &Path) -> Result<(), ProtoError> {
         return Err(ProtoError::Protocol(format!("harness protocol version {}", pong.pong)));
     }
     Ok(())
+}
+
+/// Takes the sandbox's proxy listener from its harness (a duplicate: the harness keeps its own, to
+/// hand over again after a restart of `lap serve`).
+pub async fn proxy_listener(run_dir: &Path) -> Result<std::net::TcpListener, ProtoError> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut stream = connect(run_dir).await?;
+    write_request(&mut stream, &Request::ProxyListener).await?;
+    let fd = loop {
+        stream.readable().await?;
+        let received = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = [0u8; 1];
+            let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let msg = recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            let mut fds = Vec::new();
+            for cmsg in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(received) = cmsg {
+                    fds.extend(received);
+                }
+            }
+            Ok((msg.bytes, byte[0], fds))
+        });
+        match received {
+            Ok((1, PROXY_LISTENER_BYTE, fds)) if fds.len() == 1 => break fds[0],
+            Ok((0, _, _)) => return Err(ProtoError::Protocol("the harness closed without the listener".into())),
+            Ok((_, _, fds)) => {
+                for fd in fds {
+                    // SAFETY: a descriptor just received is ours alone; closing it is all we do.
+                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+                return Err(ProtoError::Protocol("an unexpected proxy listener message".into()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // SAFETY: the descriptor was just installed in our table by SCM_RIGHTS; nothing else owns it.
+    let listener = std::net::TcpListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(listener)
 }
 
 /// Where [`exec_to`] puts a command's output.

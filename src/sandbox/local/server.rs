@@ -17,7 +17,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::init::READY;
 use super::privs;
-use super::proto::{self, ExecRequest, MAX_FRAME, Pong, ProtoError, Request};
+use super::proto::{self, ExecRequest, MAX_FRAME, PROXY_PORT, Pong, ProtoError, Request};
 use super::rootfs::{HOME, USER};
 
 /// Where the harness listens, inside the sandbox.
@@ -31,7 +31,27 @@ pub const AGENT_ENV: &[(&str, &str)] = &[
     ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"),
     ("TERM", "xterm-256color"),
     ("LANG", "C.UTF-8"),
+    ("HTTPS_PROXY", PROXY_URL),
+    ("https_proxy", PROXY_URL),
+    ("HTTP_PROXY", PROXY_URL),
+    ("http_proxy", PROXY_URL),
+    ("ALL_PROXY", PROXY_URL),
+    ("all_proxy", PROXY_URL),
+    ("NO_PROXY", "localhost,127.0.0.1"),
+    ("no_proxy", "localhost,127.0.0.1"),
+    ("NODE_USE_ENV_PROXY", "1"),
 ];
+/// The egress proxy, as the sandbox's commands reach it.
+const PROXY_URL: &str = "http://127.0.0.1:3128";
+/// What the proxy port answers until `lap serve` has taken the listener.
+const NO_PROXY_YET: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 35\r\nconnection: close\r\n\r\nlap: the egress proxy is not ready\n";
+
+/// The proxy listener, bound inside the sandbox's network namespace.
+struct Proxy {
+    listener: tokio::net::TcpListener,
+    /// Cancelled once a client has taken the listener: the harness stops answering on it.
+    handed_over: tokio_util::sync::CancellationToken,
+}
 
 /// Runs the server until the listener fails; returns the process exit code.
 pub fn run(mut ready: File, user_namespace: bool) -> i32 {
@@ -50,6 +70,20 @@ pub fn run(mut ready: File, user_namespace: bool) -> i32 {
         }
     };
     runtime.block_on(async move {
+        let proxy = match std::net::TcpListener::bind(("127.0.0.1", PROXY_PORT))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+        {
+            Ok(listener) => std::sync::Arc::new(Proxy {
+                listener,
+                handed_over: tokio_util::sync::CancellationToken::new(),
+            }),
+            Err(err) => {
+                let _ = write!(ready, "cannot listen on the proxy port {PROXY_PORT}: {err}");
+                return 1;
+            }
+        };
+        tokio::spawn(answer_until_handed_over(proxy.clone()));
         // A socket left by an earlier harness of this sandbox (one sandbox, one harness at a time).
         let _ = std::fs::remove_file(SOCKET_PATH);
         let listener = match UnixListener::bind(SOCKET_PATH) {
@@ -67,9 +101,10 @@ pub fn run(mut ready: File, user_namespace: bool) -> i32 {
             match listener.accept().await {
                 Ok((conn, _)) => {
                     let drop_privs = drop_privs.clone();
+                    let proxy = proxy.clone();
                     tokio::spawn(async move {
                         let (rd, wr) = conn.into_split();
-                        if let Err(err) = handle(BufReader::new(rd), wr, drop_privs).await {
+                        if let Err(err) = handle(BufReader::new(rd), wr, drop_privs, &proxy).await {
                             tracing::debug!(error = %err, "harness connection failed");
                         }
                     });
@@ -87,8 +122,14 @@ async fn handle(
     mut rd: BufReader<OwnedReadHalf>,
     mut wr: OwnedWriteHalf,
     drop_privs: std::sync::Arc<privs::Drop>,
+    proxy: &Proxy,
 ) -> Result<(), ProtoError> {
     match proto::read_line_json::<Request, _>(&mut rd).await? {
+        Request::ProxyListener => {
+            send_listener(wr.as_ref(), &proxy.listener).await?;
+            proxy.handed_over.cancel();
+            Ok(())
+        }
         Request::Ping => {
             let mut line =
                 serde_json::to_vec(&Pong { pong: proto::VERSION }).map_err(|e| ProtoError::Protocol(e.to_string()))?;
@@ -97,6 +138,48 @@ async fn handle(
             Ok(())
         }
         Request::Exec(request) => exec(rd, wr, request, drop_privs).await,
+    }
+}
+
+/// Answers `502` on the proxy port until `lap serve` takes the listener over.
+async fn answer_until_handed_over(proxy: std::sync::Arc<Proxy>) {
+    loop {
+        tokio::select! {
+            _ = proxy.handed_over.cancelled() => return,
+            accepted = proxy.listener.accept() => {
+                if let Ok((mut conn, _)) = accepted {
+                    tokio::spawn(async move {
+                        let _ = conn.write_all(NO_PROXY_YET).await;
+                        let _ = conn.shutdown().await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Sends the proxy listener over `conn` with SCM_RIGHTS.
+async fn send_listener(conn: &tokio::net::UnixStream, listener: &tokio::net::TcpListener) -> Result<(), ProtoError> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let fds = [listener.as_raw_fd()];
+    loop {
+        conn.writable().await?;
+        let sent = conn.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(&[proto::PROXY_LISTENER_BYTE])];
+            Ok(sendmsg::<()>(
+                conn.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )?)
+        });
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
