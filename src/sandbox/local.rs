@@ -2,16 +2,20 @@
 //! built by `lap` itself (no Docker, no external sandbox binary).
 //!
 //! `create` writes the sandbox's directory ([`layout`]) and runs `lap harness --config …` as a fresh
-//! process, which creates the namespaces, becomes the sandbox's PID 1 and builds its root
-//! ([`init`], [`rootfs`]); `create` returns once the harness answers a ping on `harness.sock`
-//! ([`proto`]). Namespaces are never created in this (multi-threaded) process. The sandbox is not a
-//! child of `lap serve` and keeps running when it stops or is killed; `list` finds it again from its
-//! `state.json`, so a restarted server can adopt it (invariant 6), and sweeps the directories of
-//! sandboxes whose PID 1 has died. `delete` kills PID 1, which makes the kernel kill every process of
-//! the sandbox, then removes its directory. Invariants kept here: the sandbox sees none of the host's
-//! files but its system directories, has only a loopback network, and its commands run unprivileged
-//! (see the submodules); the harness is started with an empty environment, so nothing of `lap
-//! serve`'s (the master key included) enters a sandbox.
+//! process, which enters the sandbox's cgroups ([`cgroup`]), creates the namespaces, becomes the
+//! sandbox's PID 1 and builds its root ([`init`], [`rootfs`]); `create` returns once the harness
+//! answers a ping on `harness.sock` ([`proto`]). Namespaces are never created in this
+//! (multi-threaded) process. Commands run through the harness ([`Local::exec`], [`Sandbox::exec`]) as
+//! an unprivileged user under seccomp ([`privs`], [`seccomp`]); the egress proxy's listener is born
+//! in the sandbox's network namespace and handed out by [`Local::proxy_listener`]. The sandbox is
+//! not a child of `lap serve` and keeps running when it stops or is killed; `list` finds it again
+//! from its `state.json`, so a restarted server can adopt it (invariant 6), and sweeps the
+//! directories of sandboxes whose PID 1 has died. `delete` kills PID 1, which makes the kernel kill
+//! every process of the sandbox, then removes its cgroups and directory. Invariants kept here: the
+//! sandbox sees none of the host's files but its system directories, has only a loopback network
+//! (invariant 4's "no path but the vault"), and its commands run unprivileged; the harness is
+//! started with an empty environment, so nothing of `lap serve`'s (the master key included) enters a
+//! sandbox (invariants 1 and 5).
 
 mod cgroup;
 mod init;

@@ -1,15 +1,17 @@
 //! `lap harness`: the launcher that creates a sandbox's namespaces, and the sandbox's PID 1.
 //!
 //! `lap serve` runs `lap harness --config <sandbox>/config.json` as a fresh process (never unsharing
-//! in its own multi-threaded one). That launcher, single-threaded, unshares new PID, network, UTS,
-//! IPC and cgroup namespaces (plus a user namespace mapping the sandbox user to itself when it
-//! is not root) and forks. The child is PID 1 of the new PID namespace: it starts its own session,
-//! unshares a mount namespace of its own, builds the root ([`super::rootfs`]), pivots into it, then forks the harness server
-//! ([`super::server`], PID 2) and from then on only reaps zombies and forwards SIGTERM, SIGINT, SIGHUP
-//! and SIGQUIT to every process of the sandbox; it exits when the server does, which makes the kernel
-//! kill whatever is left. The launcher waits (at most [`SETUP_TIMEOUT`]) until the server listens on
-//! `harness.sock`, records PID 1 in `state.json`, and exits, so the sandbox is not a child of
-//! `lap serve` and outlives it, even a `kill -9` (no parent-death signal is set).
+//! in its own multi-threaded one). That launcher, single-threaded, moves into the sandbox's cgroups
+//! ([`super::cgroup`]), unshares new PID, network, UTS, IPC and cgroup namespaces (plus a user
+//! namespace mapping the sandbox user to itself when it is not root) and forks. The child is PID 1
+//! of the new PID namespace: it starts its own session, unshares a mount namespace of its own (so
+//! `pivot_root` does not move the launcher), builds the root ([`super::rootfs`]), pivots into it,
+//! then forks the harness server ([`super::server`], PID 2) and from then on only reaps zombies and
+//! forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to every process of the sandbox; it exits when the
+//! server does, which makes the kernel kill whatever is left. The launcher waits (at most
+//! [`SETUP_TIMEOUT`]) until the server listens on `harness.sock`, records PID 1 in `state.json`, and
+//! exits, so the sandbox is not a child of `lap serve` and outlives it, even a `kill -9` (no
+//! parent-death signal is set). A setup that fails or times out kills PID 1 and removes the cgroups.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
