@@ -103,7 +103,17 @@ async fn a_sandbox_runs_commands_as_an_unprivileged_user_in_its_own_namespaces()
     assert_eq!(lines[2], format!("lap-{}", &sandbox.id[..8]));
     assert_eq!(lines[3], "/work/home");
     assert_eq!(lines[4], "/work/home");
-    assert!(lines[5].contains("harness"), "PID 1 is the harness: {}", lines[5]);
+    assert_eq!(
+        lines[5], "lap harness --config config.json ",
+        "PID 1 is the harness, naming no host path"
+    );
+    if nix::unistd::Uid::effective().is_root() {
+        let run = fx.sh(&sandbox.id, "ls /run/lap").await;
+        assert!(
+            run.stderr_str().contains("Permission denied"),
+            "only the harness reaches its socket: {run:?}"
+        );
+    }
 
     let status = fx
         .sh(

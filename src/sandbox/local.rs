@@ -52,6 +52,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval between checks while waiting for a harness or a killed process.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How the harness is told where its config is, relative to the sandbox's directory.
+const CONFIG_ARG: &str = "config.json";
 /// Hex characters of a sandbox id.
 const ID_LEN: usize = 32;
 
@@ -214,7 +216,9 @@ impl Local {
             .arg0("lap")
             .arg("harness")
             .arg("--config")
-            .arg(layout.config())
+            // Relative: PID 1's command line is readable in the sandbox and must not name host paths.
+            .arg(CONFIG_ARG)
+            .current_dir(layout.dir())
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -93,6 +93,7 @@ fn enter_namespaces() -> Result<(), InitError> {
 /// Starts the sandbox described by `config_path` and returns once it is ready. Only the launcher
 /// returns from here; PID 1 and the harness server exit the process when they are done.
 pub fn launch(config_path: &Path) -> Result<State, InitError> {
+    let config_path = &std::path::absolute(config_path).ctx("resolve the config path")?;
     let dir = config_path
         .parent()
         .ok_or_else(|| InitError::Setup("the config path has no directory".into()))?;
