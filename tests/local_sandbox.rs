@@ -584,8 +584,19 @@ fn lap_exec_runs_a_command_in_a_session_and_survives_a_killed_server() {
     assert!(stdout.ends_with("HELLO\n"), "{stdout}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
 
-    // kill -9 of the server leaves the sandbox running; the next server adopts it.
+    // kill -9 of the server leaves the sandbox running; the next server adopts it, and deletes a
+    // sandbox no session owns.
+    let orphan = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(backend(server.data.path()).create(&spec()))
+        .unwrap();
+    let sandboxes = server.data.path().join("sandboxes");
+    assert!(sandboxes.join(&orphan.id).exists());
     let server = server.kill_and_restart();
+    assert!(
+        !sandboxes.join(&orphan.id).exists(),
+        "the orphan sandbox was deleted at start"
+    );
     assert_eq!(server.json(&["--json", "sessions", "show", &id])["status"], "ready");
     let out = server.lap(&["exec", &id, "--", "echo", "still here"], b"");
     assert_eq!(
@@ -599,7 +610,6 @@ fn lap_exec_runs_a_command_in_a_session_and_survives_a_killed_server() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run `/no/such/program`"));
 
     server.json(&["--json", "sessions", "delete", &id]);
-    let sandboxes = server.data.path().join("sandboxes");
     assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 0);
     let gone = server.lap(&["exec", &id, "--", "true"], b"");
     assert!(String::from_utf8_lossy(&gone.stderr).contains("not ready"), "{gone:?}");
@@ -770,4 +780,37 @@ async fn bench_sandbox_create() {
     let p99 = times[CREATES * 99 / 100];
     println!("sandbox create -> harness ready over {CREATES} creates: p50 {p50:?}, p99 {p99:?}");
     println!("LAP published: cold start 10-12 s, warm start 1.8 s; lap's target: p50 < 100 ms");
+}
+
+#[tokio::test]
+async fn pid_1_reaps_orphans_and_sigterm_stops_the_sandbox() {
+    let fx = Fixture::new().await;
+    let sandbox = fx.create().await;
+    // The background sleep outlives its shell, is re-parented to PID 1, and exits there.
+    let orphan = fx.sh(&sandbox.id, "sleep 0.01 >/dev/null 2>&1 & echo $!").await;
+    let orphan_pid = orphan.stdout_str().trim().to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stat = fx
+            .sh(&sandbox.id, &format!("cat /proc/{orphan_pid}/stat 2>/dev/null; true"))
+            .await;
+        if stat.stdout_str().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the orphan was never reaped: {}",
+            stat.stdout_str()
+        );
+        tokio::task::yield_now().await;
+    }
+
+    let pid = fx.local.state(&sandbox.id).unwrap().pid;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while still_running(pid) {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the sandbox");
+        tokio::task::yield_now().await;
+    }
+    assert!(fx.local.list().await.unwrap().is_empty());
 }
