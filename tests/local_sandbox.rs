@@ -406,7 +406,7 @@ async fn unprivileged_checks(data_dir: &Path) {
             &[
                 "/bin/sh",
                 "-c",
-                "id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status | tr -s '\t ' ' '; \
+                "id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\t ' ' '; \
                  tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; set -- /proc/[0-9]*; echo $*; \
                  echo hi > /work/home/f && cat /work/home/f; touch /usr/x",
             ],
@@ -415,7 +415,7 @@ async fn unprivileged_checks(data_dir: &Path) {
         .unwrap();
     assert_eq!(
         out.stdout_str(),
-        "1000\nCapEff: 0000000000000000\nCapBnd: 0000000000000000\nNoNewPrivs: 1\nlo\n/proc/1 /proc/2 /proc/3\nhi\n",
+        "1000\nCapEff: 0000000000000000\nCapBnd: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\nlo\n/proc/1 /proc/2 /proc/3\nhi\n",
         "{out:?}"
     );
     assert!(out.stderr_str().contains("Read-only file system"), "{out:?}");
