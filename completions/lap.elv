@@ -40,6 +40,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand exec 'Run a command inside a session''s sandbox'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages'
+            cand harness 'Run a sandbox''s harness (started by `lap serve`)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lap;serve'= {
@@ -373,6 +374,19 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'lap;harness'= {
+            cand --config 'The sandbox''s `config.json`, written by `lap serve`'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --probe 'Only check that this process can create the sandbox namespaces'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'lap;help'= {
             cand serve 'Run the control plane: REST and WebSocket API, store, sandboxes'
             cand login 'Save a server URL and its master key for this user'
@@ -385,6 +399,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand exec 'Run a command inside a session''s sandbox'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages'
+            cand harness 'Run a sandbox''s harness (started by `lap serve`)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lap;help;serve'= {
@@ -438,6 +453,8 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;help;completions'= {
         }
         &'lap;help;man'= {
+        }
+        &'lap;help;harness'= {
         }
         &'lap;help;help'= {
         }

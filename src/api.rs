@@ -55,6 +55,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::show, sessions::delete))
         .routes(routes!(sessions::vault_keys))
         .routes(routes!(sessions::interceptions))
+        .routes(routes!(sessions::exec))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))

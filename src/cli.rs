@@ -7,6 +7,7 @@
 mod agents;
 mod completions;
 mod config;
+mod harness;
 mod login;
 mod logout;
 mod man;
@@ -85,6 +86,9 @@ pub enum Command {
     Completions(completions::Args),
     /// Write man pages
     Man(man::Args),
+    /// Run a sandbox's harness (started by `lap serve`)
+    #[command(hide = true)]
+    Harness(harness::Args),
     /// Open an agent's terminal: `lap <agent-name>`
     #[command(external_subcommand)]
     Open(Vec<String>),
@@ -137,6 +141,10 @@ pub fn init_tracing(cli: &Cli) {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Before any runtime thread exists: creating namespaces needs a single-threaded process.
+    if let Command::Harness(args) = cli.command {
+        return harness::run(args);
+    }
     let env = Env::capture();
     let out = Printer::new(cli.global.json, cli.global.quiet, cli.global.no_color || env.no_color);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -168,9 +176,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Sessions(command) => sessions::run(command, &ctx).await,
                     Command::Vault(command) => vault::run(command, &ctx).await,
                     Command::Attach(args) => reserved::attach(args),
-                    Command::Exec(args) => reserved::exec(args),
+                    Command::Exec(args) => reserved::exec(args, &ctx).await,
                     Command::Open(words) => reserved::open(words),
-                    Command::Serve(_) | Command::Completions(_) | Command::Man(_) => unreachable!("dispatched above"),
+                    Command::Serve(_) | Command::Completions(_) | Command::Man(_) | Command::Harness(_) => {
+                        unreachable!("dispatched above")
+                    }
                 }
             })
         }

@@ -12,12 +12,15 @@ use serde::de::DeserializeOwned;
 
 use crate::secret::Secret;
 use crate::wire::api::{
-    Agent, AgentList, CreateAgent, CreateSession, DeletedSession, ErrorBody, Health, PREFIX, Session, UpdateAgent,
+    Agent, AgentList, CreateAgent, CreateSession, DeletedSession, ErrorBody, ExecCommand, ExecEvent, Health,
+    MAX_EXEC_LINE, PREFIX, Session, UpdateAgent,
 };
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `lap exec` may run: commands are long-lived, like `kubectl exec`.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -144,7 +147,21 @@ impl Client {
         body: Option<&B>,
         auth: bool,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        self.send_within(method, path, body, auth, REQUEST_TIMEOUT).await
+    }
+
+    async fn send_within<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        auth: bool,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(timeout);
         if auth {
             let key = self
                 .key
@@ -292,9 +309,66 @@ impl Client {
         self.call::<_, ()>(Method::GET, &path, None).await
     }
 
+    /// Starts a command in a session's sandbox; read its output with [`ExecStream::next`].
+    pub async fn exec(&self, id: &str, body: &ExecCommand) -> Result<ExecStream, ClientError> {
+        let path = format!("{PREFIX}/sessions/{}/exec", encode(id));
+        let resp = self
+            .send_within(Method::POST, &path, Some(body), true, EXEC_TIMEOUT)
+            .await?;
+        Ok(ExecStream {
+            resp,
+            buf: Vec::new(),
+            url: self.base.clone(),
+        })
+    }
+
     pub async fn delete_session(&self, id: &str) -> Result<DeletedSession, ClientError> {
         self.call::<_, ()>(Method::DELETE, &format!("{PREFIX}/sessions/{}", encode(id)), None)
             .await
+    }
+}
+
+/// The streamed response of [`Client::exec`]: newline-delimited [`ExecEvent`]s.
+pub struct ExecStream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    url: String,
+}
+
+impl ExecStream {
+    /// The next event; `None` at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<ExecEvent>, ClientError> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                return serde_json::from_slice(&line)
+                    .map(Some)
+                    .map_err(|err| ClientError::Protocol {
+                        url: self.url.clone(),
+                        detail: format!("bad exec event: {err}"),
+                    });
+            }
+            if self.buf.len() > MAX_EXEC_LINE {
+                return Err(ClientError::Protocol {
+                    url: self.url.clone(),
+                    detail: format!("an exec event over {MAX_EXEC_LINE} bytes"),
+                });
+            }
+            let chunk = self.resp.chunk().await.map_err(|source| ClientError::Unreachable {
+                url: self.url.clone(),
+                source,
+            })?;
+            match chunk {
+                Some(bytes) => self.buf.extend_from_slice(&bytes),
+                None if self.buf.is_empty() => return Ok(None),
+                None => {
+                    return Err(ClientError::Protocol {
+                        url: self.url.clone(),
+                        detail: "the exec stream ended mid-line".into(),
+                    });
+                }
+            }
+        }
     }
 }
 

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::sandbox::{CA_BUNDLE_PATH, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec};
+use crate::sandbox::{
+    CA_BUNDLE_PATH, ExecChunk, ExecSpec, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec,
+};
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError, now};
 use crate::vault::intercept::{Binding, Credential, Vault};
 use crate::vault::policy::Policy;
@@ -294,6 +296,16 @@ impl Control {
             self.delete_session(row.id).await?;
         }
         Ok(self.store.delete_agent(agent_id).await?)
+    }
+
+    /// Runs a command in a session's sandbox, sending its output to `output`; returns its exit code.
+    pub async fn exec(
+        &self,
+        sandbox_id: &str,
+        spec: ExecSpec,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, ControlError> {
+        Ok(self.sandbox.exec(sandbox_id, spec, output).await?)
     }
 
     /// Brings the store and the backend back in line after `lap serve` (re)starts: interrupted

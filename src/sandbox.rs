@@ -2,11 +2,13 @@
 //!
 //! A backend creates isolated places for agents to run, deletes them, and lists what it has so the
 //! control plane can re-adopt or clean up after a restart. The backend is chosen once, in the
-//! composition root (`cli/serve.rs`), and never re-checked below it. Implementations: [`fake`] (in
-//! memory, for tests), and [`Unavailable`] for backends this build cannot run yet, which answers every
-//! call with a clear error so session creation fails with 503 instead of hanging.
+//! composition root (`cli/serve.rs`), and never re-checked below it. Implementations: [`local`]
+//! (Linux namespaces), [`fake`] (in memory, for tests), and [`Unavailable`] for backends this build
+//! cannot run yet, which answers every call with a clear error so session creation fails with 503
+//! instead of hanging.
 
 pub mod fake;
+pub mod local;
 
 use async_trait::async_trait;
 
@@ -64,6 +66,23 @@ pub struct SandboxInfo {
     pub session_id: Option<String>,
 }
 
+/// A command to run in a sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    /// Working directory inside the sandbox (`None`: the sandbox user's home).
+    pub cwd: Option<String>,
+    /// All of the command's stdin.
+    pub stdin: Vec<u8>,
+}
+
+/// Output of a running command, in the order it was written on each stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
 /// Errors of a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -93,6 +112,20 @@ pub trait Sandbox: Send + Sync + 'static {
             "the `{}` backend has no egress listener for `{id}` yet",
             self.name()
         )))
+    }
+
+    /// Runs a command in a sandbox, sending its output to `output`, and returns its exit code.
+    async fn exec(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        let _ = (spec, output);
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot run commands in sandbox `{id}`"),
+        })
     }
 }
 

@@ -1845,6 +1845,7 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "GET /api/v1/managed_agents/sessions",
             "DELETE /api/v1/managed_agents/sessions/{id}",
             "GET /api/v1/managed_agents/sessions/{id}",
+            "POST /api/v1/managed_agents/sessions/{id}/exec",
             "GET /api/v1/managed_agents/sessions/{id}/interceptions",
             "GET /api/v1/managed_agents/sessions/{id}/vault-keys",
             "GET /api/v1/openapi.json",

@@ -602,26 +602,20 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn reserved_commands_answer_not_available_yet() {
+fn reserved_terminal_commands_answer_not_available_yet() {
     let home = Home::new();
     let _r = home.redactions();
     assert_snapshot!(lap(&home, ["attach", "x"]), @r"
     exit: 1
     --- stderr
     error: `lap attach x` is not available yet
-    hint: this build has no terminal attach yet; use `lap sessions create AGENT` and the REST API meanwhile
-    ");
-    assert_snapshot!(lap(&home, ["exec", "x", "--", "ls", "-l"]), @r"
-    exit: 1
-    --- stderr
-    error: `lap exec x` is not available yet
-    hint: this build has no terminal attach yet; use `lap sessions create AGENT` and the REST API meanwhile
+    hint: this build has no terminal attach yet; meanwhile `lap sessions create AGENT` starts a session and `lap exec SESSION -- CMD` runs commands in it
     ");
     assert_snapshot!(lap(&home, ["someagent"]), @r"
     exit: 1
     --- stderr
     error: opening agent `someagent` in this terminal is not available yet
-    hint: this build has no terminal attach yet; use `lap sessions create AGENT` and the REST API meanwhile
+    hint: this build has no terminal attach yet; meanwhile `lap sessions create AGENT` starts a session and `lap exec SESSION -- CMD` runs commands in it
     ");
 }
 

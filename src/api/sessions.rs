@@ -1,4 +1,4 @@
-//! Session routes: create (under an agent), list, show, delete.
+//! Session routes: create (under an agent), list, show, delete, exec.
 //!
 //! `tty_token` is minted per session and opens that session's terminal only; `tty_url` is the
 //! relative path of the terminal WebSocket on this server, set for TUI harnesses once `ready`.
@@ -12,17 +12,20 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::harness;
+use crate::sandbox::{ExecChunk, ExecSpec};
 use crate::store::SessionRow;
 use crate::wire::api::{
-    CreateSession, DeletedSession, ErrorBody, Interception, PREFIX, SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session,
-    SessionStatus,
+    CreateSession, DeletedSession, ErrorBody, ExecCommand, ExecEvent, Interception, MAX_EXEC_STDIN, PREFIX,
+    SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session, SessionStatus,
 };
 
-use super::json::{ApiQuery, bytes_rejection, parse_optional};
+use super::json::{ApiJson, ApiQuery, bytes_rejection, parse_optional};
 use super::{ApiError, AppState, agents};
 
 /// How long an idle session lives before it is reaped, as LAP's `idle_timeout_ms` reports it.
 pub const IDLE_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+/// Output chunks (and response lines) of one exec buffered before the command is slowed down.
+const EXEC_QUEUE: usize = 16;
 
 /// Start a session of an agent. Returns at once with status `creating`; poll until `ready`.
 #[utoipa::path(post, path = "/api/v1/managed_agents/agents/{id}/session", tag = "sessions",
@@ -124,6 +127,99 @@ async fn existing(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
     let uuid = parse_id(id)?;
     state.store.get_session(uuid).await?.ok_or_else(|| not_found(id))?;
     Ok(uuid)
+}
+
+/// Run a command in a ready session's sandbox, as the sandbox user. The response streams
+/// newline-delimited JSON (`application/x-ndjson`), one [`ExecEvent`] per line: `{"stdout": b64}` and
+/// `{"stderr": b64}` chunks as the command writes them, then one `{"exit_code": N}` or `{"error": …}`.
+/// Closing the response early kills the command.
+#[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/exec", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")),
+    request_body = ExecCommand,
+    security(("master_key" = [])),
+    responses(
+        (status = 200, content_type = "application/x-ndjson", body = ExecEvent,
+            description = "one ExecEvent per line, ending with `exit_code` or `error`"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn exec(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExecCommand>,
+) -> Result<axum::response::Response, ApiError> {
+    use base64::Engine;
+    let uuid = parse_id(&id)?;
+    if body.command.is_empty() {
+        return Err(ApiError::bad_request("`command` is empty").hint("give the program and its arguments"));
+    }
+    let stdin = match &body.stdin {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| ApiError::bad_request(format!("`stdin` is not base64: {e}")))?,
+        None => Vec::new(),
+    };
+    if stdin.len() > MAX_EXEC_STDIN {
+        return Err(ApiError::bad_request(format!("`stdin` is over {MAX_EXEC_STDIN} bytes")));
+    }
+    let row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
+    let sandbox = match (&row.status, row.sandbox_id) {
+        (SessionStatus::Ready, Some(sandbox)) => sandbox,
+        (status, _) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!("session {id} is {}, not ready", status.as_str()),
+            )
+            .hint("wait until `lap sessions show` says ready"));
+        }
+    };
+    let spec = ExecSpec {
+        argv: body.command,
+        cwd: body.cwd,
+        stdin,
+    };
+    let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<ExecChunk>(EXEC_QUEUE);
+    let (line_tx, line_rx) = tokio::sync::mpsc::channel::<Bytes>(EXEC_QUEUE);
+    // Owned by the response: when the client goes, sends fail, the command's output channel
+    // closes, and the backend stops (and kills) the command.
+    tokio::spawn(async move {
+        let run = state.control.exec(&sandbox, spec, chunk_tx);
+        let forward = async {
+            while let Some(chunk) = chunk_rx.recv().await {
+                let event = match chunk {
+                    ExecChunk::Stdout(data) => {
+                        ExecEvent::Stdout(base64::engine::general_purpose::STANDARD.encode(data))
+                    }
+                    ExecChunk::Stderr(data) => {
+                        ExecEvent::Stderr(base64::engine::general_purpose::STANDARD.encode(data))
+                    }
+                };
+                if line_tx.send(event_line(&event)).await.is_err() {
+                    break;
+                }
+            }
+            drop(chunk_rx);
+        };
+        let (result, ()) = tokio::join!(run, forward);
+        let last = match result {
+            Ok(code) => ExecEvent::ExitCode(code),
+            Err(err) => ExecEvent::Error(err.to_string()),
+        };
+        let _ = line_tx.send(event_line(&last)).await;
+    });
+    let lines = futures_util::stream::unfold(line_rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(lines))
+        .map_err(|_| ApiError::internal())
+}
+
+fn event_line(event: &ExecEvent) -> Bytes {
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {

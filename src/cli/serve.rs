@@ -24,7 +24,7 @@ use crate::api::{self, AppState};
 use crate::control::{Control, Services};
 use crate::error::Error;
 use crate::output::Printer;
-use crate::sandbox::{Sandbox, Unavailable, fake::Fake};
+use crate::sandbox::{Sandbox, Unavailable, fake::Fake, local::Local};
 use crate::secret::Secret;
 use crate::settings::{self, Env, Paths};
 use crate::store::Store;
@@ -109,15 +109,16 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     let master_key = master_key(env, &data_dir, out)?;
     let sandbox: Arc<dyn Sandbox> = match args.backend {
         Backend::Fake => Arc::new(Fake::default()),
-        Backend::Local => Arc::new(Unavailable {
-            backend: "local",
-            reason: "Linux-namespace sandboxes are not in this build yet",
-        }),
+        Backend::Local => Arc::new(Local::new(&data_dir)),
         Backend::Kube => Arc::new(Unavailable {
             backend: "kube",
             reason: "the Kubernetes backend is not in this build yet",
         }),
     };
+    // A local backend that cannot create namespaces fails now, naming the sysctl to change.
+    if args.backend == Backend::Local {
+        sandbox.check().await.map_err(|e| Error::failed(e.to_string()))?;
+    }
     let (vault, ca_bundle) = vault(&args, &data_dir)?;
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();

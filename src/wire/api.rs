@@ -289,3 +289,36 @@ pub struct Interception {
     /// A stub was headed somewhere it is not bound to: someone tried to move a credential.
     pub alert: bool,
 }
+
+/// Largest stdin `POST /sessions/{id}/exec` carries (before base64), so the request stays under
+/// [`MAX_BODY_BYTES`].
+pub const MAX_EXEC_STDIN: usize = 512 * 1024;
+/// Longest line of the exec response stream a client accepts.
+pub const MAX_EXEC_LINE: usize = 256 * 1024;
+
+/// `POST /sessions/{id}/exec` body: a command to run in the session's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecCommand {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// All of the command's stdin, base64 (standard alphabet, padded); none means empty stdin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Working directory inside the sandbox (default: the sandbox user's home).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+/// One line of the `POST /sessions/{id}/exec` response, which is newline-delimited JSON
+/// (`application/x-ndjson`): `stdout` and `stderr` chunks (base64) in the order the command wrote
+/// them on each stream, then exactly one `exit_code` (128 + the signal number when it was killed)
+/// or one `error` (it could not run, or the sandbox failed mid-way), then the end of the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecEvent {
+    Stdout(String),
+    Stderr(String),
+    ExitCode(i32),
+    Error(String),
+}

@@ -1,0 +1,359 @@
+//! The `harness.sock` protocol between `lap serve` (client) and `lap harness` (server), version 1.
+//!
+//! Trust boundary: the socket lives in `/run/lap`, which only the harness (and, with a user
+//! namespace, the sandbox's single mapped user) can reach; the host side dials it through the
+//! sandbox's `run/` directory. Nothing here ever carries a credential.
+//!
+//! Framing. A connection starts with one request line of JSON, at most [`MAX_REQUEST_LINE`] bytes,
+//! ended by `\n`:
+//! - `{"op":"ping"}`: the harness answers one line `{"pong":1}` (the protocol version) and closes.
+//! - `{"op":"exec","argv":[…],"cwd":…}`: the harness runs `argv` as the sandbox user. Both sides then
+//!   switch to binary frames: a kind byte, a big-endian `u32` length, then that many bytes (at most
+//!   [`MAX_FRAME`]). Client → harness: [`STDIN`] frames; an empty one closes the command's stdin.
+//!   Harness → client: [`STDOUT`] and [`STDERR`] frames in the order the command wrote them on each
+//!   stream, then exactly one [`EXIT`] frame (a big-endian `i32`: the exit code, or 128 + the signal
+//!   number) or one [`ERROR`] frame (UTF-8 text, when the command could not start), then EOF.
+//!   A client that disconnects early gets the command's whole process group killed.
+//! - `{"op":"proxy_listener"}`: the harness answers one byte, `L`, carrying (SCM_RIGHTS) the
+//!   listening socket it bound on `127.0.0.1:`[`PROXY_PORT`] inside the sandbox's network namespace —
+//!   the egress proxy's listener, served by `lap serve` (DESIGN §2). Until a client has taken it, the
+//!   harness answers every connection on it with `502 Bad Gateway`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::layout::HARNESS_SOCKET;
+
+/// The egress proxy's port on the sandbox's loopback (each sandbox has its own loopback).
+pub const PROXY_PORT: u16 = 3128;
+/// The byte that carries the proxy listener.
+pub const PROXY_LISTENER_BYTE: u8 = b'L';
+/// Protocol version, answered to a ping.
+pub const VERSION: u32 = 1;
+/// Longest request line accepted.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// Longest frame payload accepted.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const EXIT: u8 = 3;
+pub const ERROR: u8 = 4;
+
+/// A request line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    Ping,
+    Exec(ExecRequest),
+    #[serde(rename = "proxy_listener")]
+    ProxyListener,
+}
+
+/// A command to run inside the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    /// Working directory inside the sandbox (default: the sandbox user's home).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Pong {
+    pub pong: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("cannot reach the harness socket: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("the harness connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the harness sent something unexpected: {0}")]
+    Protocol(String),
+    #[error("the command could not start: {0}")]
+    Start(String),
+}
+
+/// Dials `harness.sock` in a sandbox's `run/` directory. The directory is opened first and the socket
+/// reached through `/proc/self/fd/N/`, so a long data dir cannot overflow `sun_path` (108 bytes).
+pub async fn connect(run_dir: &Path) -> Result<UnixStream, ProtoError> {
+    let dir = std::fs::File::open(run_dir).map_err(ProtoError::Connect)?;
+    let path = format!(
+        "/proc/self/fd/{}/{HARNESS_SOCKET}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    );
+    let stream = UnixStream::connect(&path).await.map_err(ProtoError::Connect);
+    drop(dir);
+    stream
+}
+
+/// Sends one request line.
+pub async fn write_request<W: AsyncWrite + Unpin>(w: &mut W, request: &Request) -> Result<(), ProtoError> {
+    let mut line = serde_json::to_vec(request).map_err(|e| ProtoError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    Ok(())
+}
+
+/// Reads one line of at most [`MAX_REQUEST_LINE`] bytes and parses it as JSON.
+pub async fn read_line_json<T: for<'de> Deserialize<'de>, R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+) -> Result<T, ProtoError> {
+    let mut line = Vec::new();
+    let n = (&mut *r)
+        .take(MAX_REQUEST_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if n == 0 {
+        return Err(ProtoError::Protocol("the connection closed before a line".into()));
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(ProtoError::Protocol("line too long or unterminated".into()));
+    }
+    serde_json::from_slice(&line).map_err(|e| ProtoError::Protocol(e.to_string()))
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, payload: &[u8]) -> Result<(), ProtoError> {
+    if payload.len() > MAX_FRAME {
+        return Err(ProtoError::Protocol(format!("frame of {} bytes", payload.len())));
+    }
+    let mut header = [0u8; 5];
+    header[0] = kind;
+    header[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    w.write_all(&header).await?;
+    w.write_all(payload).await?;
+    Ok(())
+}
+
+/// Reads one frame; `None` at a clean EOF before its first byte.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(u8, Vec<u8>)>, ProtoError> {
+    let mut header = [0u8; 5];
+    match r.read_exact(&mut header[..1]).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    r.read_exact(&mut header[1..]).await?;
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(ProtoError::Protocol(format!("frame of {len} bytes")));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok(Some((header[0], payload)))
+}
+
+/// Asks the harness whether it is up.
+pub async fn ping(run_dir: &Path) -> Result<(), ProtoError> {
+    let stream = connect(run_dir).await?;
+    let (rd, mut wr) = stream.into_split();
+    write_request(&mut wr, &Request::Ping).await?;
+    let pong: Pong = read_line_json(&mut BufReader::new(rd)).await?;
+    if pong.pong != VERSION {
+        return Err(ProtoError::Protocol(format!("harness protocol version {}", pong.pong)));
+    }
+    Ok(())
+}
+
+/// Takes the sandbox's proxy listener from its harness (a duplicate: the harness keeps its own, to
+/// hand over again after a restart of `lap serve`).
+pub async fn proxy_listener(run_dir: &Path) -> Result<std::net::TcpListener, ProtoError> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut stream = connect(run_dir).await?;
+    write_request(&mut stream, &Request::ProxyListener).await?;
+    let fd = loop {
+        stream.readable().await?;
+        let received = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = [0u8; 1];
+            let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let msg = recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            let mut fds = Vec::new();
+            for cmsg in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(received) = cmsg {
+                    fds.extend(received);
+                }
+            }
+            Ok((msg.bytes, byte[0], fds))
+        });
+        match received {
+            Ok((1, PROXY_LISTENER_BYTE, fds)) if fds.len() == 1 => break fds[0],
+            Ok((0, _, _)) => return Err(ProtoError::Protocol("the harness closed without the listener".into())),
+            Ok((_, _, fds)) => {
+                for fd in fds {
+                    // SAFETY: a descriptor just received is ours alone; closing it is all we do.
+                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+                return Err(ProtoError::Protocol("an unexpected proxy listener message".into()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // SAFETY: the descriptor was just installed in our table by SCM_RIGHTS; nothing else owns it.
+    let listener = std::net::TcpListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(listener)
+}
+
+/// Where [`exec_to`] puts a command's output.
+pub trait OutputSink {
+    /// Takes one [`STDOUT`] or [`STDERR`] chunk.
+    fn output(&mut self, kind: u8, data: Vec<u8>) -> impl Future<Output = Result<(), ProtoError>> + Send;
+}
+
+/// A pair of writers: stdout and stderr.
+impl<O, E> OutputSink for (O, E)
+where
+    O: AsyncWrite + Unpin + Send,
+    E: AsyncWrite + Unpin + Send,
+{
+    async fn output(&mut self, kind: u8, data: Vec<u8>) -> Result<(), ProtoError> {
+        if kind == STDOUT {
+            self.0.write_all(&data).await?;
+            self.0.flush().await?;
+        } else {
+            self.1.write_all(&data).await?;
+            self.1.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a command in the sandbox: copies `stdin` to it (until EOF), its stdout and stderr to `stdout`
+/// and `stderr`, and returns its exit code.
+pub async fn exec<I, O, E>(
+    run_dir: &Path,
+    request: ExecRequest,
+    stdin: I,
+    stdout: O,
+    stderr: E,
+) -> Result<i32, ProtoError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send,
+    E: AsyncWrite + Unpin + Send,
+{
+    exec_to(run_dir, request, stdin, &mut (stdout, stderr)).await
+}
+
+/// Runs a command in the sandbox, copying `stdin` to it and its output to `sink`; returns its exit
+/// code.
+pub async fn exec_to<I, S>(run_dir: &Path, request: ExecRequest, mut stdin: I, sink: &mut S) -> Result<i32, ProtoError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    S: OutputSink + Send,
+{
+    let stream = connect(run_dir).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    write_request(&mut wr, &Request::Exec(request)).await?;
+    let pump = tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_FRAME];
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            write_frame(&mut wr, STDIN, &buf[..n]).await?;
+            if n == 0 {
+                // Keep the connection open: the harness takes its closing as the client leaving.
+                std::future::pending::<()>().await;
+            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<_, ProtoError>(())
+    });
+    let result = async {
+        loop {
+            match read_frame(&mut rd).await? {
+                Some((kind @ (STDOUT | STDERR), data)) => sink.output(kind, data).await?,
+                Some((EXIT, data)) => {
+                    let code: [u8; 4] = data
+                        .try_into()
+                        .map_err(|_| ProtoError::Protocol("exit frame of the wrong size".into()))?;
+                    return Ok(i32::from_be_bytes(code));
+                }
+                Some((ERROR, data)) => return Err(ProtoError::Start(String::from_utf8_lossy(&data).into_owned())),
+                Some((kind, _)) => return Err(ProtoError::Protocol(format!("frame kind {kind}"))),
+                None => return Err(ProtoError::Protocol("the harness closed before the exit code".into())),
+            }
+        }
+    }
+    .await;
+    pump.abort();
+    result
+}
+
+/// What [`exec_output`] collects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs a command with empty stdin and collects its output.
+pub async fn exec_output(run_dir: &Path, request: ExecRequest) -> Result<ExecOutput, ProtoError> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let code = exec(run_dir, request, tokio::io::empty(), &mut stdout, &mut stderr).await?;
+    Ok(ExecOutput { code, stdout, stderr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_tagged_json_object() {
+        let exec = Request::Exec(ExecRequest {
+            argv: vec!["id".into()],
+            cwd: None,
+        });
+        assert_eq!(serde_json::to_string(&exec).unwrap(), r#"{"op":"exec","argv":["id"]}"#);
+        assert_eq!(serde_json::to_string(&Request::Ping).unwrap(), r#"{"op":"ping"}"#);
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_frames_are_refused() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, STDOUT, b"hello").await.unwrap();
+        write_frame(&mut buf, STDIN, b"").await.unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r).await.unwrap(), Some((STDOUT, b"hello".to_vec())));
+        assert_eq!(read_frame(&mut r).await.unwrap(), Some((STDIN, Vec::new())));
+        assert_eq!(read_frame(&mut r).await.unwrap(), None);
+
+        let big = vec![0u8; MAX_FRAME + 1];
+        assert!(write_frame(&mut Vec::new(), STDOUT, &big).await.is_err());
+        let mut forged = vec![STDOUT];
+        forged.extend_from_slice(&((MAX_FRAME as u32) + 1).to_be_bytes());
+        assert!(read_frame(&mut &forged[..]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_overlong_request_line_is_refused() {
+        let line = vec![b'x'; MAX_REQUEST_LINE + 10];
+        let mut r = BufReader::new(&line[..]);
+        assert!(read_line_json::<Request, _>(&mut r).await.is_err());
+    }
+}

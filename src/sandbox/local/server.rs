@@ -1,0 +1,292 @@
+//! The harness server: PID 2 of a sandbox, serving `harness.sock` ([`super::proto`]).
+//!
+//! It listens on `/run/lap/harness.sock`, tells the launcher it is ready, and answers pings and
+//! exec requests, each connection on its own task of a single-threaded runtime. Commands run as the
+//! sandbox user with every privilege dropped and under seccomp ([`super::privs`]), in a session of their own, with a
+//! fixed minimal environment ([`AGENT_ENV`]) plus the session's (plain variables, stubs, proxy and CA
+//! variables): nothing of `lap serve`'s environment reaches them.
+//! It reaps its own children; orphans go to PID 1.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::init::READY;
+use super::privs;
+use super::proto::{self, ExecRequest, MAX_FRAME, PROXY_PORT, Pong, ProtoError, Request};
+use super::rootfs::{HOME, USER};
+
+/// Where the harness listens, inside the sandbox.
+pub const SOCKET_PATH: &str = "/run/lap/harness.sock";
+/// The whole environment of a command started in the sandbox.
+pub const AGENT_ENV: &[(&str, &str)] = &[
+    ("HOME", HOME),
+    ("USER", USER),
+    ("LOGNAME", USER),
+    ("SHELL", "/bin/bash"),
+    ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"),
+    ("TERM", "xterm-256color"),
+    ("LANG", "C.UTF-8"),
+    ("HTTPS_PROXY", PROXY_URL),
+    ("https_proxy", PROXY_URL),
+    ("HTTP_PROXY", PROXY_URL),
+    ("http_proxy", PROXY_URL),
+    ("ALL_PROXY", PROXY_URL),
+    ("all_proxy", PROXY_URL),
+    ("NO_PROXY", "localhost,127.0.0.1"),
+    ("no_proxy", "localhost,127.0.0.1"),
+    ("NODE_USE_ENV_PROXY", "1"),
+];
+/// The egress proxy, as the sandbox's commands reach it.
+const PROXY_URL: &str = "http://127.0.0.1:3128";
+/// What the proxy port answers until `lap serve` has taken the listener.
+const NO_PROXY_YET: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 35\r\nconnection: close\r\n\r\nlap: the egress proxy is not ready\n";
+
+/// The proxy listener, bound inside the sandbox's network namespace.
+struct Proxy {
+    listener: tokio::net::TcpListener,
+    /// Cancelled once a client has taken the listener: the harness stops answering on it.
+    handed_over: tokio_util::sync::CancellationToken,
+}
+
+/// Runs the server until the listener fails; returns the process exit code.
+/// The session's environment, set once when the server starts: this process serves one sandbox.
+static SESSION_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+pub fn run(mut ready: File, user_namespace: bool, session_env: Vec<(String, String)>) -> i32 {
+    let _ = SESSION_ENV.set(session_env);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let _ = write!(ready, "cannot start the harness runtime: {err}");
+            return 1;
+        }
+    };
+    let drop_privs = match privs::Drop::prepare(user_namespace) {
+        Ok(drop_privs) => std::sync::Arc::new(drop_privs),
+        Err(err) => {
+            let _ = write!(ready, "{err}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let proxy = match std::net::TcpListener::bind(("127.0.0.1", PROXY_PORT))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+        {
+            Ok(listener) => std::sync::Arc::new(Proxy {
+                listener,
+                handed_over: tokio_util::sync::CancellationToken::new(),
+            }),
+            Err(err) => {
+                let _ = write!(ready, "cannot listen on the proxy port {PROXY_PORT}: {err}");
+                return 1;
+            }
+        };
+        tokio::spawn(answer_until_handed_over(proxy.clone()));
+        // A socket left by an earlier harness of this sandbox (one sandbox, one harness at a time).
+        let _ = std::fs::remove_file(SOCKET_PATH);
+        let listener = match UnixListener::bind(SOCKET_PATH) {
+            Ok(listener) => listener,
+            Err(err) => {
+                let _ = write!(ready, "cannot listen on {SOCKET_PATH}: {err}");
+                return 1;
+            }
+        };
+        if write!(ready, "{READY}").is_err() {
+            return 1;
+        }
+        drop(ready);
+        loop {
+            match listener.accept().await {
+                Ok((conn, _)) => {
+                    let drop_privs = drop_privs.clone();
+                    let proxy = proxy.clone();
+                    tokio::spawn(async move {
+                        let (rd, wr) = conn.into_split();
+                        if let Err(err) = handle(BufReader::new(rd), wr, drop_privs, &proxy).await {
+                            tracing::debug!(error = %err, "harness connection failed");
+                        }
+                    });
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "accept on harness.sock failed");
+                    return 1;
+                }
+            }
+        }
+    })
+}
+
+async fn handle(
+    mut rd: BufReader<OwnedReadHalf>,
+    mut wr: OwnedWriteHalf,
+    drop_privs: std::sync::Arc<privs::Drop>,
+    proxy: &Proxy,
+) -> Result<(), ProtoError> {
+    match proto::read_line_json::<Request, _>(&mut rd).await? {
+        Request::ProxyListener => {
+            send_listener(wr.as_ref(), &proxy.listener).await?;
+            proxy.handed_over.cancel();
+            Ok(())
+        }
+        Request::Ping => {
+            let mut line =
+                serde_json::to_vec(&Pong { pong: proto::VERSION }).map_err(|e| ProtoError::Protocol(e.to_string()))?;
+            line.push(b'\n');
+            wr.write_all(&line).await?;
+            Ok(())
+        }
+        Request::Exec(request) => exec(rd, wr, request, drop_privs).await,
+    }
+}
+
+/// Answers `502` on the proxy port until `lap serve` takes the listener over.
+async fn answer_until_handed_over(proxy: std::sync::Arc<Proxy>) {
+    loop {
+        tokio::select! {
+            _ = proxy.handed_over.cancelled() => return,
+            accepted = proxy.listener.accept() => {
+                if let Ok((mut conn, _)) = accepted {
+                    tokio::spawn(async move {
+                        let _ = conn.write_all(NO_PROXY_YET).await;
+                        let _ = conn.shutdown().await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Sends the proxy listener over `conn` with SCM_RIGHTS.
+async fn send_listener(conn: &tokio::net::UnixStream, listener: &tokio::net::TcpListener) -> Result<(), ProtoError> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let fds = [listener.as_raw_fd()];
+    loop {
+        conn.writable().await?;
+        let sent = conn.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(&[proto::PROXY_LISTENER_BYTE])];
+            Ok(sendmsg::<()>(
+                conn.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )?)
+        });
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn exec(
+    mut rd: BufReader<OwnedReadHalf>,
+    mut wr: OwnedWriteHalf,
+    request: ExecRequest,
+    drop_privs: std::sync::Arc<privs::Drop>,
+) -> Result<(), ProtoError> {
+    let Some((program, args)) = request.argv.split_first() else {
+        return proto::write_frame(&mut wr, proto::ERROR, b"empty command").await;
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(AGENT_ENV.iter().copied())
+        .envs(
+            SESSION_ENV
+                .get()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .current_dir(request.cwd.as_deref().unwrap_or(HOME))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: `apply` only makes raw system calls on data computed before the fork.
+    unsafe { command.pre_exec(move || drop_privs.apply()) };
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let message = format!("cannot run `{program}`: {err}");
+            return proto::write_frame(&mut wr, proto::ERROR, message.as_bytes()).await;
+        }
+    };
+    let pid = child.id();
+    let (Some(stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return proto::write_frame(&mut wr, proto::ERROR, b"the command's pipes are missing").await;
+    };
+    let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
+    // Client → stdin. The connection closing (not an empty STDIN frame) means the client is gone.
+    let pump = tokio::spawn(async move {
+        // Dropping the pipe is what closes the command's stdin.
+        let mut stdin = Some(stdin);
+        loop {
+            match proto::read_frame(&mut rd).await {
+                Ok(Some((proto::STDIN, data))) => {
+                    if let Some(pipe) = stdin.as_mut()
+                        && (data.is_empty() || pipe.write_all(&data).await.is_err())
+                    {
+                        stdin = None;
+                    }
+                }
+                _ => {
+                    let _ = gone_tx.send(());
+                    return;
+                }
+            }
+        }
+    });
+    let mut out_buf = vec![0u8; MAX_FRAME];
+    let mut err_buf = vec![0u8; MAX_FRAME];
+    let (mut out_open, mut err_open) = (true, true);
+    let status = loop {
+        tokio::select! {
+            read = stdout.read(&mut out_buf), if out_open => match read {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => if proto::write_frame(&mut wr, proto::STDOUT, &out_buf[..n]).await.is_err() { break None },
+            },
+            read = stderr.read(&mut err_buf), if err_open => match read {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => if proto::write_frame(&mut wr, proto::STDERR, &err_buf[..n]).await.is_err() { break None },
+            },
+            _ = &mut gone => break None,
+            status = child.wait(), if !out_open && !err_open => break Some(status),
+        }
+    };
+    pump.abort();
+    match status {
+        Some(Ok(status)) => {
+            let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            proto::write_frame(&mut wr, proto::EXIT, &code.to_be_bytes()).await
+        }
+        Some(Err(err)) => {
+            let message = format!("cannot wait for `{program}`: {err}");
+            proto::write_frame(&mut wr, proto::ERROR, message.as_bytes()).await
+        }
+        None => {
+            // The client is gone: kill the command's whole session (its process group).
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.kill().await;
+            Ok(())
+        }
+    }
+}
