@@ -54,6 +54,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve HTTPS and WSS with this certificate chain (PEM)')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key of --tls-cert (PEM)')
             [CompletionResult]::new('--vault-resolve', '--vault-resolve', [CompletionResultType]::ParameterName, 'Make the vault connect to ADDR for HOST:PORT, like curl''s --resolve (repeatable); these addresses count as explicitly allowed, internal ones included')
+            [CompletionResult]::new('--idle-ttl', '--idle-ttl', [CompletionResultType]::ParameterName, 'Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`')
             [CompletionResult]::new('--egress-default', '--egress-default', [CompletionResultType]::ParameterName, 'What the vault does with a destination an agent''s allow_out does not list, when it has none')
             [CompletionResult]::new('--vault-upstream-ca', '--vault-upstream-ca', [CompletionResultType]::ParameterName, 'Also trust this CA certificate (PEM) for upstream servers (repeatable)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')

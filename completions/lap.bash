@@ -1025,7 +1025,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__serve)
-            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --egress-default --vault-upstream-ca --server --json --quiet --verbose --no-color --help"
+            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --idle-ttl --egress-default --vault-upstream-ca --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1052,6 +1052,10 @@ _lap() {
                     return 0
                     ;;
                 --vault-resolve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-ttl)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -50,6 +50,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand --tls-cert 'Serve HTTPS and WSS with this certificate chain (PEM)'
             cand --tls-key 'Private key of --tls-cert (PEM)'
             cand --vault-resolve 'Make the vault connect to ADDR for HOST:PORT, like curl''s --resolve (repeatable); these addresses count as explicitly allowed, internal ones included'
+            cand --idle-ttl 'Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`'
             cand --egress-default 'What the vault does with a destination an agent''s allow_out does not list, when it has none'
             cand --vault-upstream-ca 'Also trust this CA certificate (PEM) for upstream servers (repeatable)'
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'

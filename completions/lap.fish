@@ -51,6 +51,7 @@ kube\t'Pods in a Kubernetes cluster'"
 complete -c lap -n "__fish_lap_using_subcommand serve" -l tls-cert -d 'Serve HTTPS and WSS with this certificate chain (PEM)' -r -F
 complete -c lap -n "__fish_lap_using_subcommand serve" -l tls-key -d 'Private key of --tls-cert (PEM)' -r -F
 complete -c lap -n "__fish_lap_using_subcommand serve" -l vault-resolve -d 'Make the vault connect to ADDR for HOST:PORT, like curl\'s --resolve (repeatable); these addresses count as explicitly allowed, internal ones included' -r
+complete -c lap -n "__fish_lap_using_subcommand serve" -l idle-ttl -d 'Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`' -r
 complete -c lap -n "__fish_lap_using_subcommand serve" -l egress-default -d 'What the vault does with a destination an agent\'s allow_out does not list, when it has none' -r -f -a "allow\t'Every public destination is reachable unless deny_out names it'
 deny\t'Only destinations in the agent\'s allow_out are reachable'"
 complete -c lap -n "__fish_lap_using_subcommand serve" -l vault-upstream-ca -d 'Also trust this CA certificate (PEM) for upstream servers (repeatable)' -r -F

@@ -53,6 +53,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::create))
         .routes(routes!(sessions::list))
         .routes(routes!(sessions::show, sessions::delete))
+        .routes(routes!(sessions::restart))
         .routes(routes!(sessions::vault_keys))
         .routes(routes!(sessions::interceptions))
         .routes(routes!(sessions::exec))

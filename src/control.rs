@@ -1,4 +1,5 @@
-//! The services of `lap serve`: session bring-up, deletion and recovery after a restart.
+//! The services of `lap serve`: session bring-up, deletion, restart, the reconciler (idle reaping,
+//! sandboxes that died) and recovery after a restart of `lap serve`.
 //!
 //! Handlers in `api` call these; this module never imports `api`. Every change of a session's state
 //! goes through [`Store::update_session`], whose conditional updates make the transitions race-free:
@@ -19,7 +20,7 @@ use uuid::Uuid;
 use crate::sandbox::{
     CA_BUNDLE_PATH, ExecChunk, ExecSpec, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec,
 };
-use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError, now};
+use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
 use crate::vault::intercept::{Binding, Credential, Vault};
 use crate::vault::policy::Policy;
 use crate::wire::api::{Agent, Interception, SessionStatus};
@@ -30,6 +31,9 @@ pub mod phase {
     pub const BINDING_CREDENTIALS: &str = "binding_credentials";
 }
 
+/// Default of `--idle-ttl` / `LAP_SESSION_IDLE_TTL`: the documented 24 hours.
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// How long the vault's accept loop pauses after an accept error (e.g. out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -39,6 +43,17 @@ pub enum ControlError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What one reconciler pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Sessions idle longer than the TTL, whose sandboxes were deleted.
+    pub reaped: usize,
+    /// Ready sessions whose sandbox had stopped by itself.
+    pub died: usize,
 }
 
 /// What the session service is built from, in the composition root.
@@ -50,6 +65,8 @@ pub struct Services {
     pub ca_bundle: Option<PathBuf>,
     /// Refuse egress an agent's `allow_out` does not list (`--egress-default deny`).
     pub egress_default_deny: bool,
+    /// Sessions idle longer than this are reaped.
+    pub idle_ttl: Duration,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
 }
@@ -61,6 +78,7 @@ pub struct Control {
     vault: Arc<Vault>,
     ca_bundle: Option<PathBuf>,
     egress_default_deny: bool,
+    idle_ttl: Duration,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// The vault bindings of live sessions.
@@ -80,6 +98,7 @@ impl Control {
             vault,
             ca_bundle,
             egress_default_deny,
+            idle_ttl,
             tasks,
             shutdown,
         } = services;
@@ -89,6 +108,7 @@ impl Control {
             vault,
             ca_bundle,
             egress_default_deny,
+            idle_ttl,
             tasks,
             shutdown,
             bindings: Mutex::new(HashMap::new()),
@@ -126,7 +146,7 @@ impl Control {
             harness_session_id: None,
             failure_reason: None,
             title,
-            created_at: now(),
+            created_at: self.store.timestamp(),
             last_seen_at: String::new(),
             stopped_at: None,
         };
@@ -289,6 +309,91 @@ impl Control {
         Ok(Some(row))
     }
 
+    /// Gives a `ready`, `dead` or `failed` session a fresh sandbox: the old one (if any) is deleted and
+    /// bring-up runs again. Returns the session as it is now (`creating`), or `None` if it does not
+    /// exist.
+    pub async fn restart_session(self: &Arc<Self>, id: Uuid) -> Result<Option<SessionRow>, ControlError> {
+        let Some(row) = self.store.get_session(id).await? else {
+            return Ok(None);
+        };
+        if row.status == SessionStatus::Creating {
+            return Err(ControlError::Conflict(format!(
+                "session {id} is creating; wait for it to settle before restarting"
+            )));
+        }
+        let agent = self.store.find_agent(&row.agent_id.to_string()).await?;
+        let Some(agent) = agent else {
+            return Err(ControlError::Conflict(format!("the agent of session {id} is gone")));
+        };
+        self.sandbox.check().await?;
+        self.detach_vault(id);
+        if let Some(sandbox) = &row.sandbox_id {
+            self.delete_sandbox(sandbox).await;
+        }
+        let Some(restarted) = self.store.restart_session(id).await? else {
+            return Err(ControlError::Conflict(format!(
+                "session {id} changed while restarting; try again"
+            )));
+        };
+        let this = self.clone();
+        self.tasks.spawn(async move { this.bring_up(id, agent).await });
+        Ok(Some(restarted))
+    }
+
+    /// One pass of the reconciler: reaps sessions idle longer than the TTL and marks `dead` the ready
+    /// sessions whose sandbox stopped by itself. Idempotent.
+    pub async fn reconcile(&self) -> Result<Reconciled, ControlError> {
+        // Sessions first, then sandboxes: a session that became ready before the query had its
+        // sandbox created before the listing, so it cannot be mistaken for one whose sandbox died.
+        let ready = self.store.sessions_with_status(&[SessionStatus::Ready]).await?;
+        let sandboxes = self.sandbox.list().await?;
+        let now = self.store.now_utc();
+        let mut done = Reconciled::default();
+        for row in ready {
+            let Some(sandbox) = row.sandbox_id.as_deref() else {
+                continue;
+            };
+            let update = if !sandboxes.iter().any(|s| s.id == sandbox) {
+                done.died += 1;
+                SessionUpdate::Dead {
+                    reason: "the sandbox stopped: its harness exited".to_owned(),
+                }
+            } else if idle_for(&row.last_seen_at, now).is_some_and(|idle| idle > self.idle_ttl) {
+                done.reaped += 1;
+                self.delete_sandbox(sandbox).await;
+                let ttl = humantime::format_duration(self.idle_ttl);
+                SessionUpdate::Dead {
+                    reason: format!("reaped after {ttl} without activity"),
+                }
+            } else {
+                continue;
+            };
+            tracing::info!(session = %row.id, ?update, "reconciler");
+            self.detach_vault(row.id);
+            self.store.update_session(row.id, update).await?;
+        }
+        Ok(done)
+    }
+
+    /// Runs [`Self::reconcile`] every `every` until shutdown.
+    pub fn spawn_reconciler(self: &Arc<Self>, every: Duration) {
+        let this = self.clone();
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(err) = this.reconcile().await {
+                    tracing::warn!(error = %err, "reconciler pass failed");
+                }
+            }
+        });
+    }
+
     /// Stops every live session of an agent, then deletes the agent with its sessions and credentials.
     pub async fn delete_agent(&self, agent_id: Uuid) -> Result<bool, ControlError> {
         let live = self.store.list_sessions(Some(agent_id), u32::MAX).await?;
@@ -379,6 +484,12 @@ impl Control {
             tracing::warn!(sandbox = id, error = %err, "cannot delete sandbox");
         }
     }
+}
+
+/// How long ago `last_seen_at` (as stored) was, at `now`.
+fn idle_for(last_seen_at: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let seen = time::OffsetDateTime::parse(last_seen_at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(Duration::try_from(now - seen).unwrap_or_default())
 }
 
 /// Accepts a sandbox's egress connections and hands each to the vault, until `stop`.

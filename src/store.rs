@@ -189,7 +189,11 @@ pub enum SessionUpdate {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     sealer: Arc<Sealer>,
+    clock: Clock,
 }
+
+/// Wall-clock time (UTC) the store stamps rows with; replaceable so tests can move it.
+pub type Clock = Arc<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
 
 impl Store {
     /// Opens (creating when needed) `lap.db` and the credential key in `data_dir`.
@@ -209,7 +213,24 @@ impl Store {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             sealer: Arc::new(sealer),
+            clock: Arc::new(time::OffsetDateTime::now_utc),
         })
+    }
+
+    /// The same store, stamping rows with `clock` (tests move time with it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The store's current time.
+    pub fn now_utc(&self) -> time::OffsetDateTime {
+        (self.clock)()
+    }
+
+    /// The store's current time, formatted as stored.
+    pub fn timestamp(&self) -> String {
+        format_timestamp((self.clock)())
     }
 
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -228,10 +249,10 @@ impl Store {
     }
 
     pub async fn create_agent(&self, agent: NewAgent) -> Result<Agent, StoreError> {
+        let now = self.timestamp();
         self.call(move |conn, sealer| {
             let tx = conn.transaction()?;
             let id = Uuid::new_v4();
-            let now = now();
             let inserted = tx.execute(
                 "INSERT INTO agents (id, name, harness_id, command, repo_url, branch, prompt, model,
                     env_json, allow_out_json, deny_out_json, created_at, updated_at)
@@ -329,6 +350,7 @@ impl Store {
     }
 
     pub async fn update_agent(&self, id: Uuid, patch: AgentPatch) -> Result<Option<Agent>, StoreError> {
+        let now = self.timestamp();
         self.call(move |conn, sealer| {
             let tx = conn.transaction()?;
             if get_agent(&tx, id)?.is_none() {
@@ -390,7 +412,7 @@ impl Store {
                     params![key, name],
                 )?;
             }
-            set("updated_at", &now())?;
+            set("updated_at", &now)?;
             let out = get_agent(&tx, id)?;
             tx.commit()?;
             Ok(out)
@@ -494,10 +516,10 @@ impl Store {
     /// Applies `update` unless the session is already terminal. Returns the row after the call, or
     /// `None` when the session does not exist.
     pub async fn update_session(&self, id: Uuid, update: SessionUpdate) -> Result<Option<SessionRow>, StoreError> {
+        let now = self.timestamp();
         self.call(move |conn, _| {
             let tx = conn.transaction()?;
             let key = id.to_string();
-            let now = now();
             let live = "status IN ('creating', 'ready')";
             match &update {
                 SessionUpdate::Phase(phase) => tx.execute(
@@ -565,12 +587,38 @@ impl Store {
         .await
     }
 
+    /// Puts a `ready`, `dead` or `failed` session back to `creating` for a fresh sandbox. Returns the
+    /// row after the call; `None` when there is no such session or it is `creating` already.
+    pub async fn restart_session(&self, id: Uuid) -> Result<Option<SessionRow>, StoreError> {
+        let now = self.timestamp();
+        self.call(move |conn, _| {
+            let tx = conn.transaction()?;
+            let key = id.to_string();
+            let changed = tx.execute(
+                "UPDATE sessions SET status = 'creating', phase = 'creating_sandbox', failure_reason = NULL,
+                    stopped_at = NULL, sandbox_id = NULL, sandbox_url = NULL, last_seen_at = ?1
+                 WHERE id = ?2 AND status IN ('ready', 'dead', 'failed')",
+                params![now, key],
+            )?;
+            let out = if changed == 1 {
+                tx.query_row(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [&key], session_row)
+                    .optional()?
+            } else {
+                None
+            };
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
     /// Records activity on a session (a message, TTY input, an attach).
     pub async fn touch_session(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = self.timestamp();
         self.call(move |conn, _| {
             conn.execute(
                 "UPDATE sessions SET last_seen_at = ?1 WHERE id = ?2",
-                params![now(), id.to_string()],
+                params![now, id.to_string()],
             )?;
             Ok(())
         })
@@ -750,9 +798,13 @@ fn restrict_dir(dir: &Path) {
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
 }
 
-/// Now, as stored: RFC 3339 UTC with milliseconds, so text order is time order.
+/// Now (wall clock), as stored.
 pub fn now() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    format_timestamp(time::OffsetDateTime::now_utc())
+}
+
+/// A time as stored: RFC 3339 UTC with milliseconds, so text order is time order.
+pub fn format_timestamp(now: time::OffsetDateTime) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     now.format(&format).expect("timestamp formats")

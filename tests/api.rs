@@ -83,6 +83,7 @@ impl App {
             vault,
             ca_bundle: None,
             egress_default_deny: false,
+            idle_ttl: lap::control::DEFAULT_IDLE_TTL,
             tasks: tasks.clone(),
             shutdown: CancellationToken::new(),
         });
@@ -1847,6 +1848,7 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "GET /api/v1/managed_agents/sessions/{id}",
             "POST /api/v1/managed_agents/sessions/{id}/exec",
             "GET /api/v1/managed_agents/sessions/{id}/interceptions",
+            "POST /api/v1/managed_agents/sessions/{id}/restart",
             "GET /api/v1/managed_agents/sessions/{id}/vault-keys",
             "GET /api/v1/openapi.json",
             "GET /api/v1/vault/ca.pem",
@@ -1860,7 +1862,7 @@ async fn every_documented_operation_reaches_a_handler() {
         // A fresh application per operation, so a DELETE cannot hide a later route.
         let app = App::new();
         let agent = app.agent("demo", "shell").await;
-        let session = app.start_session("demo").await;
+        let session = app.ready_session("demo").await;
         let id = if path.starts_with(SESSIONS) {
             str_of(&session["id"])
         } else {

@@ -70,6 +70,7 @@ impl Server {
             vault: Arc::new(Vault::new(ca, resolve, vec![root]).unwrap()),
             ca_bundle: None,
             egress_default_deny: false,
+            idle_ttl: lap::control::DEFAULT_IDLE_TTL,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

@@ -81,6 +81,7 @@ impl From<ControlError> for ApiError {
                     .hint("run `lap serve --backend local` on Linux, or see `lap serve --help`")
             }
             ControlError::Sandbox(err) => Self::new(StatusCode::BAD_GATEWAY, err.to_string()),
+            ControlError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
         }
     }
 }

@@ -122,6 +122,29 @@ pub async fn interceptions(
     Ok(Json(state.control.interceptions(uuid).unwrap_or_default()))
 }
 
+/// How long `restart` waits for the fresh sandbox before answering with the session as it is.
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Give a session a fresh sandbox (from `ready`, `dead` or `failed`): the old one is deleted and
+/// bring-up runs again. Answers once the session has settled (`ready` or `failed`), as LAP does.
+#[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/restart", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn restart(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let mut row = state
+        .control
+        .restart_session(uuid)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let deadline = tokio::time::Instant::now() + RESTART_WAIT;
+    while row.status == SessionStatus::Creating && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
+    }
+    Ok(Json(to_api(row)))
+}
+
 /// The id of a session that exists, or 404.
 async fn existing(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
     let uuid = parse_id(id)?;

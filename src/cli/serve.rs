@@ -31,6 +31,12 @@ use crate::store::Store;
 use crate::vault::ca::CertificateAuthority;
 use crate::vault::intercept::{ResolveOverride, Vault};
 
+/// How often the reconciler looks for idle sessions and sandboxes that died: a quarter of the idle
+/// TTL, between these bounds.
+fn reconcile_every(idle_ttl: Duration) -> Duration {
+    (idle_ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
+}
+
 /// How long shutdown waits for open connections and background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Shortest master key accepted (LAP's rule).
@@ -79,6 +85,9 @@ pub struct Args {
     /// addresses count as explicitly allowed, internal ones included
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub vault_resolve: Vec<ResolveOverride>,
+    /// Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`
+    #[arg(long, env = "LAP_SESSION_IDLE_TTL", default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub idle_ttl: Duration,
     /// What the vault does with a destination an agent's allow_out does not list, when it has none
     #[arg(long, env = "LAP_EGRESS_DEFAULT", value_enum, default_value = "allow")]
     pub egress_default: EgressDefault,
@@ -128,6 +137,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         vault,
         ca_bundle: Some(ca_bundle),
         egress_default_deny: args.egress_default == EgressDefault::Deny,
+        idle_ttl: args.idle_ttl,
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     });
@@ -135,6 +145,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         .recover()
         .await
         .map_err(|e| Error::failed(format!("cannot recover sessions at start: {e}")))?;
+    control.spawn_reconciler(reconcile_every(args.idle_ttl));
     let router = api::router(AppState {
         store,
         control,

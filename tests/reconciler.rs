@@ -1,0 +1,220 @@
+//! The reconciler and restarts, on the in-memory backend with a clock the test moves.
+//!
+//! Sessions idle longer than the TTL are reaped (their sandbox deleted), activity resets the clock, a
+//! sandbox that stops by itself makes its session `dead`, and a restart gives a session a fresh
+//! sandbox. Time is moved through the store's clock, which stamps every row, so "activity at a later
+//! time" is the same time the reaper compares against.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lap::control::{Control, ControlError, Services};
+use lap::sandbox::Sandbox;
+use lap::sandbox::fake::Fake;
+use lap::store::{NewAgent, SessionRow, Store};
+use lap::vault::ca::CertificateAuthority;
+use lap::vault::intercept::Vault;
+use lap::wire::api::{Agent, SessionStatus};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+const TTL: Duration = Duration::from_secs(3600);
+const DEADLINE: Duration = Duration::from_secs(10);
+
+struct World {
+    control: Arc<Control>,
+    store: Store,
+    fake: Arc<Fake>,
+    now: Arc<Mutex<time::OffsetDateTime>>,
+    agent: Agent,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(Mutex::new(time::OffsetDateTime::now_utc()));
+        let clock = now.clone();
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_clock(Arc::new(move || *clock.lock().unwrap()));
+        let fake = Arc::new(Fake::default());
+        let ca = CertificateAuthority::load_or_create(&dir.path().join("vault")).unwrap();
+        let control = Control::new(Services {
+            store: store.clone(),
+            sandbox: fake.clone(),
+            vault: Arc::new(Vault::new(Arc::new(ca), Vec::new(), Vec::new()).unwrap()),
+            ca_bundle: None,
+            egress_default_deny: false,
+            idle_ttl: TTL,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        });
+        let agent = store
+            .create_agent(NewAgent {
+                name: "demo".into(),
+                harness_id: "shell".into(),
+                command: None,
+                repo_url: None,
+                branch: "main".into(),
+                prompt: None,
+                model: None,
+                env: Default::default(),
+                credentials: Vec::new(),
+                allow_out: Vec::new(),
+                deny_out: Vec::new(),
+            })
+            .await
+            .unwrap();
+        Self {
+            control,
+            store,
+            fake,
+            now,
+            agent,
+            _dir: dir,
+        }
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.now.lock().unwrap() += by;
+    }
+
+    async fn session(&self, id: Uuid) -> SessionRow {
+        self.store.get_session(id).await.unwrap().unwrap()
+    }
+
+    /// Waits (bounded) until the session leaves `creating`.
+    async fn settled(&self, id: Uuid) -> SessionRow {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let row = self.session(id).await;
+            if row.status != SessionStatus::Creating {
+                return row;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "session {id} never settled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn ready_session(&self) -> SessionRow {
+        let row = self.control.create_session(&self.agent, None).await.unwrap();
+        let row = self.settled(row.id).await;
+        assert_eq!(row.status, SessionStatus::Ready, "{row:?}");
+        row
+    }
+
+    async fn sandbox_exists(&self, id: &str) -> bool {
+        self.fake.list().await.unwrap().iter().any(|s| s.id == id)
+    }
+}
+
+#[tokio::test]
+async fn sessions_idle_past_the_ttl_are_reaped_and_activity_resets_the_clock() {
+    let w = World::new().await;
+    let busy = w.ready_session().await;
+    let idle = w.ready_session().await;
+
+    w.advance(Duration::from_secs(30 * 60));
+    assert_eq!(
+        w.control.reconcile().await.unwrap().reaped,
+        0,
+        "nobody is idle for an hour yet"
+    );
+    w.store.touch_session(busy.id).await.unwrap();
+
+    w.advance(Duration::from_secs(40 * 60));
+    let pass = w.control.reconcile().await.unwrap();
+    assert_eq!((pass.reaped, pass.died), (1, 0));
+    let reaped = w.session(idle.id).await;
+    assert_eq!(reaped.status, SessionStatus::Dead);
+    assert_eq!(
+        reaped.failure_reason.as_deref(),
+        Some("reaped after 1h without activity")
+    );
+    assert!(
+        !w.sandbox_exists(idle.sandbox_id.as_deref().unwrap()).await,
+        "the reaped sandbox is deleted"
+    );
+    assert_eq!(
+        w.session(busy.id).await.status,
+        SessionStatus::Ready,
+        "recent activity keeps it alive"
+    );
+
+    w.advance(Duration::from_secs(31 * 60));
+    assert_eq!(w.control.reconcile().await.unwrap().reaped, 1);
+    assert_eq!(w.session(busy.id).await.status, SessionStatus::Dead);
+    assert_eq!(
+        w.control.reconcile().await.unwrap(),
+        Default::default(),
+        "a second pass changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_sandbox_that_stops_by_itself_makes_its_session_dead() {
+    let w = World::new().await;
+    let row = w.ready_session().await;
+    w.fake.delete(row.sandbox_id.as_deref().unwrap()).await.unwrap();
+    let pass = w.control.reconcile().await.unwrap();
+    assert_eq!((pass.reaped, pass.died), (0, 1));
+    let dead = w.session(row.id).await;
+    assert_eq!(dead.status, SessionStatus::Dead);
+    assert_eq!(
+        dead.failure_reason.as_deref(),
+        Some("the sandbox stopped: its harness exited")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reconciler_runs_on_its_own_tick() {
+    let w = World::new().await;
+    let row = w.ready_session().await;
+    w.control.spawn_reconciler(Duration::from_secs(2));
+    w.fake.delete(row.sandbox_id.as_deref().unwrap()).await.unwrap();
+    // Paused time jumps ahead whenever the runtime is idle, so this waits for ticks, not seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while w.session(row.id).await.status != SessionStatus::Dead {
+        assert!(tokio::time::Instant::now() < deadline, "the reconciler never noticed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn restart_gives_a_session_a_fresh_sandbox_from_ready_or_dead() {
+    let w = World::new().await;
+    let row = w.ready_session().await;
+    let first = row.sandbox_id.clone().unwrap();
+
+    let restarted = w.control.restart_session(row.id).await.unwrap().unwrap();
+    assert_eq!(restarted.status, SessionStatus::Creating);
+    let again = w.settled(row.id).await;
+    assert_eq!(again.status, SessionStatus::Ready);
+    let second = again.sandbox_id.clone().unwrap();
+    assert_ne!(first, second);
+    assert!(!w.sandbox_exists(&first).await, "the old sandbox is deleted");
+
+    w.control.delete_session(row.id).await.unwrap();
+    assert_eq!(w.session(row.id).await.status, SessionStatus::Dead);
+    w.control.restart_session(row.id).await.unwrap();
+    let revived = w.settled(row.id).await;
+    assert_eq!(revived.status, SessionStatus::Ready);
+    assert_eq!(revived.failure_reason, None);
+    assert!(w.sandbox_exists(revived.sandbox_id.as_deref().unwrap()).await);
+    assert!(w.control.restart_session(Uuid::new_v4()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_creating_session_cannot_be_restarted() {
+    let w = World::new().await;
+    let row = w.control.create_session(&w.agent, None).await.unwrap();
+    // The fake creates instantly, so make the row `creating` again the way a restart would.
+    w.settled(row.id).await;
+    w.store.restart_session(row.id).await.unwrap();
+    match w.control.restart_session(row.id).await {
+        Err(ControlError::Conflict(message)) => assert!(message.contains("creating"), "{message}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
