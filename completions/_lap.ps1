@@ -250,6 +250,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List sessions, newest first')
             [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Show one session')
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Start a session of an agent and wait until it is ready')
+            [CompletionResult]::new('egress', 'egress', [CompletionResultType]::ParameterValue, 'Show what went through a session''s vault: requests, swaps, blocks')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Stop a session: its sandbox is deleted')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -295,6 +296,20 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'lap;sessions;egress' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep printing new records until the session ends (Ctrl-C stops)')
+            [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Keep printing new records until the session ends (Ctrl-C stops)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also when NO_COLOR is set)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'lap;sessions;delete' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
@@ -311,6 +326,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List sessions, newest first')
             [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Show one session')
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Start a session of an agent and wait until it is ready')
+            [CompletionResult]::new('egress', 'egress', [CompletionResultType]::ParameterValue, 'Show what went through a session''s vault: requests, swaps, blocks')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Stop a session: its sandbox is deleted')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -322,6 +338,9 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             break
         }
         'lap;sessions;help;create' {
+            break
+        }
+        'lap;sessions;help;egress' {
             break
         }
         'lap;sessions;help;delete' {
@@ -485,6 +504,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List sessions, newest first')
             [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Show one session')
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Start a session of an agent and wait until it is ready')
+            [CompletionResult]::new('egress', 'egress', [CompletionResultType]::ParameterValue, 'Show what went through a session''s vault: requests, swaps, blocks')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Stop a session: its sandbox is deleted')
             break
         }
@@ -495,6 +515,9 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             break
         }
         'lap;help;sessions;create' {
+            break
+        }
+        'lap;help;sessions;egress' {
             break
         }
         'lap;help;sessions;delete' {

@@ -151,6 +151,9 @@ _lap() {
             lap__subcmd__help__subcmd__sessions,delete)
                 cmd="lap__subcmd__help__subcmd__sessions__subcmd__delete"
                 ;;
+            lap__subcmd__help__subcmd__sessions,egress)
+                cmd="lap__subcmd__help__subcmd__sessions__subcmd__egress"
+                ;;
             lap__subcmd__help__subcmd__sessions,list)
                 cmd="lap__subcmd__help__subcmd__sessions__subcmd__list"
                 ;;
@@ -166,6 +169,9 @@ _lap() {
             lap__subcmd__sessions,delete)
                 cmd="lap__subcmd__sessions__subcmd__delete"
                 ;;
+            lap__subcmd__sessions,egress)
+                cmd="lap__subcmd__sessions__subcmd__egress"
+                ;;
             lap__subcmd__sessions,help)
                 cmd="lap__subcmd__sessions__subcmd__help"
                 ;;
@@ -180,6 +186,9 @@ _lap() {
                 ;;
             lap__subcmd__sessions__subcmd__help,delete)
                 cmd="lap__subcmd__sessions__subcmd__help__subcmd__delete"
+                ;;
+            lap__subcmd__sessions__subcmd__help,egress)
+                cmd="lap__subcmd__sessions__subcmd__help__subcmd__egress"
                 ;;
             lap__subcmd__sessions__subcmd__help,help)
                 cmd="lap__subcmd__sessions__subcmd__help__subcmd__help"
@@ -865,7 +874,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__sessions)
-            opts="list show create delete"
+            opts="list show create egress delete"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -893,6 +902,20 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__sessions__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__sessions__subcmd__egress)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1079,7 +1102,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__sessions)
-            opts="-q -v -h --server --json --quiet --verbose --no-color --help list show create delete help"
+            opts="-q -v -h --server --json --quiet --verbose --no-color --help list show create egress delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1140,8 +1163,26 @@ _lap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lap__subcmd__sessions__subcmd__egress)
+            opts="-f -q -v -h --follow --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lap__subcmd__sessions__subcmd__help)
-            opts="list show create delete help"
+            opts="list show create egress delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1169,6 +1210,20 @@ _lap() {
             return 0
             ;;
         lap__subcmd__sessions__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__sessions__subcmd__help__subcmd__egress)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -229,6 +229,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand list 'List sessions, newest first'
             cand show 'Show one session'
             cand create 'Start a session of an agent and wait until it is ready'
+            cand egress 'Show what went through a session''s vault: requests, swaps, blocks'
             cand delete 'Stop a session: its sandbox is deleted'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -270,6 +271,19 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'lap;sessions;egress'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand -f 'Keep printing new records until the session ends (Ctrl-C stops)'
+            cand --follow 'Keep printing new records until the session ends (Ctrl-C stops)'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'lap;sessions;delete'= {
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
             cand --json 'Print data as JSON'
@@ -285,6 +299,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand list 'List sessions, newest first'
             cand show 'Show one session'
             cand create 'Start a session of an agent and wait until it is ready'
+            cand egress 'Show what went through a session''s vault: requests, swaps, blocks'
             cand delete 'Stop a session: its sandbox is deleted'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -293,6 +308,8 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;sessions;help;show'= {
         }
         &'lap;sessions;help;create'= {
+        }
+        &'lap;sessions;help;egress'= {
         }
         &'lap;sessions;help;delete'= {
         }
@@ -432,6 +449,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand list 'List sessions, newest first'
             cand show 'Show one session'
             cand create 'Start a session of an agent and wait until it is ready'
+            cand egress 'Show what went through a session''s vault: requests, swaps, blocks'
             cand delete 'Stop a session: its sandbox is deleted'
         }
         &'lap;help;sessions;list'= {
@@ -439,6 +457,8 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;help;sessions;show'= {
         }
         &'lap;help;sessions;create'= {
+        }
+        &'lap;help;sessions;egress'= {
         }
         &'lap;help;sessions;delete'= {
         }

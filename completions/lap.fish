@@ -167,17 +167,18 @@ complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcomma
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change an agent; flags not given leave their field alone'
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete an agent; its live sessions are stopped first'
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -l json -d 'Print data as JSON'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -s h -l help -d 'Print help'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -f -a "list" -d 'List sessions, newest first'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -f -a "show" -d 'Show one session'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -f -a "create" -d 'Start a session of an agent and wait until it is ready'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -f -a "delete" -d 'Stop a session: its sandbox is deleted'
-complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -l json -d 'Print data as JSON'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -s h -l help -d 'Print help'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -f -a "list" -d 'List sessions, newest first'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -f -a "show" -d 'Show one session'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -f -a "create" -d 'Start a session of an agent and wait until it is ready'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -f -a "egress" -d 'Show what went through a session\'s vault: requests, swaps, blocks'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -f -a "delete" -d 'Stop a session: its sandbox is deleted'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and not __fish_seen_subcommand_from list show create egress delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from list" -l agent -d 'Only sessions of this agent (name or id)' -r
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from list" -l limit -d 'At most this many' -r
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from list" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
@@ -201,6 +202,13 @@ complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcom
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from create" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from egress" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
+complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from egress" -s f -l follow -d 'Keep printing new records until the session ends (Ctrl-C stops)'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from egress" -l json -d 'Print data as JSON'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from egress" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from egress" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from egress" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from egress" -s h -l help -d 'Print help'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from delete" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from delete" -l json -d 'Print data as JSON'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
@@ -210,6 +218,7 @@ complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcom
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "list" -d 'List sessions, newest first'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one session'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "create" -d 'Start a session of an agent and wait until it is ready'
+complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "egress" -d 'Show what went through a session\'s vault: requests, swaps, blocks'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Stop a session: its sandbox is deleted'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
@@ -282,5 +291,6 @@ complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from sessions" -f -a "list" -d 'List sessions, newest first'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from sessions" -f -a "show" -d 'Show one session'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from sessions" -f -a "create" -d 'Start a session of an agent and wait until it is ready'
+complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from sessions" -f -a "egress" -d 'Show what went through a session\'s vault: requests, swaps, blocks'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from sessions" -f -a "delete" -d 'Stop a session: its sandbox is deleted'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from vault" -f -a "ca" -d 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::secret::Secret;
 use crate::wire::api::{
     Agent, AgentList, CreateAgent, CreateSession, DeletedSession, ErrorBody, ExecCommand, ExecEvent, Health,
-    MAX_EXEC_LINE, PREFIX, Session, UpdateAgent,
+    Interception, MAX_EXEC_LINE, PREFIX, Session, UpdateAgent,
 };
 
 /// How long one request may take.
@@ -320,6 +320,15 @@ impl Client {
             buf: Vec::new(),
             url: self.base.clone(),
         })
+    }
+
+    /// A session's egress log after position `after`.
+    pub async fn interceptions(&self, id: &str, after: u64) -> Result<Vec<Interception>, ClientError> {
+        let path = format!(
+            "{PREFIX}/sessions/{}/interceptions?after={after}&limit=1000",
+            encode(id)
+        );
+        self.call::<_, ()>(Method::GET, &path, None).await
     }
 
     pub async fn delete_session(&self, id: &str) -> Result<DeletedSession, ClientError> {

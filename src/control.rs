@@ -21,6 +21,7 @@ use crate::sandbox::{
     CA_BUNDLE_PATH, ExecChunk, ExecSpec, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec,
 };
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
+use crate::vault::audit::AuditLog;
 use crate::vault::intercept::{Binding, Credential, Vault};
 use crate::vault::policy::Policy;
 use crate::wire::api::{Agent, Interception, SessionStatus};
@@ -33,6 +34,11 @@ pub mod phase {
 
 /// Default of `--idle-ttl` / `LAP_SESSION_IDLE_TTL`: the documented 24 hours.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Vault records waiting for the store, per session, before new ones are kept in memory only.
+const AUDIT_QUEUE: usize = 10_000;
+/// Most vault records written in one transaction.
+const AUDIT_BATCH: usize = 256;
 
 /// How long the vault's accept loop pauses after an accept error (e.g. out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -81,13 +87,8 @@ pub struct Control {
     idle_ttl: Duration,
     tasks: TaskTracker,
     shutdown: CancellationToken,
-    /// The vault bindings of live sessions.
-    bindings: Mutex<HashMap<Uuid, SessionVault>>,
-}
-
-struct SessionVault {
-    binding: Arc<Binding>,
-    stop: CancellationToken,
+    /// Stops the vault of each live session.
+    vaults: Mutex<HashMap<Uuid, CancellationToken>>,
 }
 
 impl Control {
@@ -111,7 +112,7 @@ impl Control {
             idle_ttl,
             tasks,
             shutdown,
-            bindings: Mutex::new(HashMap::new()),
+            vaults: Mutex::new(HashMap::new()),
         })
     }
 
@@ -239,20 +240,21 @@ impl Control {
                 })
             })
             .collect();
-        let binding = Arc::new(Binding::new(
+        let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
+        let binding = Arc::new(Binding::with_audit(
             credentials,
             Policy::new(&agent.allow_out, &agent.deny_out).default_deny(self.egress_default_deny),
+            AuditLog::with_sink(sink),
         ));
+        tokio::spawn(keep_audit(self.store.clone(), session, records));
         let stop = self.shutdown.child_token();
-        let previous = self.bindings.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            session,
-            SessionVault {
-                binding: binding.clone(),
-                stop: stop.clone(),
-            },
-        );
+        let previous = self
+            .vaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session, stop.clone());
         if let Some(previous) = previous {
-            previous.stop.cancel();
+            previous.cancel();
         }
         // Not on `tasks`: it lives as long as the session and ends on `stop` (a child of shutdown).
         tokio::spawn(serve_egress(self.vault.clone(), listener, binding, stop));
@@ -260,15 +262,20 @@ impl Control {
     }
 
     fn detach_vault(&self, session: Uuid) {
-        if let Some(vault) = self.bindings.lock().unwrap_or_else(|p| p.into_inner()).remove(&session) {
-            vault.stop.cancel();
+        if let Some(stop) = self.vaults.lock().unwrap_or_else(|p| p.into_inner()).remove(&session) {
+            stop.cancel();
         }
     }
 
-    /// What passed a live session's vault, oldest first; `None` when it has no vault running.
-    pub fn interceptions(&self, session: Uuid) -> Option<Vec<Interception>> {
-        let bindings = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
-        bindings.get(&session).map(|v| v.binding.audit.recent())
+    /// A session's egress log after position `after`, oldest first (it outlives the session's vault
+    /// and restarts of `lap serve`).
+    pub async fn interceptions(
+        &self,
+        session: Uuid,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Interception>, ControlError> {
+        Ok(self.store.interceptions(session, after, limit).await?)
     }
 
     /// The names of the credentials a session's sandbox holds stubs for.
@@ -490,6 +497,16 @@ impl Control {
 fn idle_for(last_seen_at: &str, now: time::OffsetDateTime) -> Option<Duration> {
     let seen = time::OffsetDateTime::parse(last_seen_at, &time::format_description::well_known::Rfc3339).ok()?;
     Some(Duration::try_from(now - seen).unwrap_or_default())
+}
+
+/// Writes a session's vault records to the store, in batches, until its vault is gone.
+async fn keep_audit(store: Store, session: Uuid, mut records: tokio::sync::mpsc::Receiver<Interception>) {
+    let mut batch = Vec::new();
+    while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+        if let Err(err) = store.insert_interceptions(session, std::mem::take(&mut batch)).await {
+            tracing::warn!(session = %session, error = %err, "cannot keep vault records");
+        }
+    }
 }
 
 /// Accepts a sandbox's egress connections and hands each to the vault, until `stop`.

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::harness;
 use crate::secret::Secret;
-use crate::wire::api::{Agent, CredentialInfo, SessionStatus};
+use crate::wire::api::{Agent, CredentialInfo, Interception, SessionStatus};
 
 use seal::Sealer;
 
@@ -100,6 +100,14 @@ CREATE TABLE session_stubs (
     stub       TEXT NOT NULL,
     PRIMARY KEY (session_id, name)
 );
+"#,
+    r#"
+CREATE TABLE interceptions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    record     TEXT NOT NULL
+);
+CREATE INDEX interceptions_by_session ON interceptions(session_id, id);
 "#,
 ];
 
@@ -608,6 +616,43 @@ impl Store {
             };
             tx.commit()?;
             Ok(out)
+        })
+        .await
+    }
+
+    /// Appends vault records to a session's egress log, in one transaction.
+    pub async fn insert_interceptions(&self, session: Uuid, records: Vec<Interception>) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            let tx = conn.transaction()?;
+            for record in &records {
+                tx.execute(
+                    "INSERT INTO interceptions (session_id, record) VALUES (?1, ?2)",
+                    params![session.to_string(), json(record)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A session's egress log after position `after`, oldest first, at most `limit` records.
+    pub async fn interceptions(&self, session: Uuid, after: u64, limit: u32) -> Result<Vec<Interception>, StoreError> {
+        self.call(move |conn, _| {
+            let rows: Vec<(i64, String)> = conn
+                .prepare("SELECT id, record FROM interceptions WHERE session_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
+                .query_map(params![session.to_string(), after as i64, limit], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(id, text)| {
+                    let mut record: Interception = serde_json::from_str(&text).ok()?;
+                    record.id = id as u64;
+                    Some(record)
+                })
+                .collect())
         })
         .await
     }

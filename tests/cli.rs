@@ -1131,3 +1131,29 @@ fn a_credential_without_hosts_is_bound_to_its_preset_or_refused() {
     );
     assert!(!created.stdout.contains("ghp_preset_value"));
 }
+
+#[test]
+fn egress_shows_an_empty_log_plainly_and_as_json_and_names_unknown_sessions() {
+    let (home, _server) = home_with_demo();
+    let _r = home.redactions();
+    let id = lap(&home, ["sessions", "create", "demo"])
+        .success()
+        .stdout
+        .trim()
+        .to_owned();
+    assert_snapshot!(lap(&home, ["sessions", "egress", &id]), @r"
+    exit: 0
+    --- stderr
+    nothing went through the vault of session [UUID] yet
+    ");
+    assert_eq!(
+        lap(&home, ["sessions", "egress", &id, "--json"]).success().json(),
+        serde_json::json!([])
+    );
+    assert_snapshot!(lap(&home, ["sessions", "egress", "00000000-0000-4000-8000-000000000000"]), @r"
+    exit: 1
+    --- stderr
+    error: session `[UUID]` not found
+    hint: `lap sessions list` shows the sessions that exist
+    ");
+}

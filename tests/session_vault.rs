@@ -141,6 +141,27 @@ impl Server {
         }
     }
 
+    /// The session's egress log once it holds at least `count` records (they are stored
+    /// asynchronously, off the request path).
+    async fn egress_log(&self, id: &str, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let log = self
+                .json(Method::GET, &format!("{PREFIX}/sessions/{id}/interceptions"), None)
+                .await;
+            let log = log.as_array().unwrap().clone();
+            if log.len() >= count {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the egress log has {} records, not {count}",
+                log.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.upstream_port)
     }
@@ -231,10 +252,7 @@ async fn the_sessions_vault_swaps_for_the_bound_host_blocks_elsewhere_and_record
     assert_eq!(status, 403, "{output}");
     assert_eq!(server.seen.lock().unwrap().len(), 1, "evil.test must receive nothing");
 
-    let log = server
-        .json(Method::GET, &format!("{PREFIX}/sessions/{id}/interceptions"), None)
-        .await;
-    let log = log.as_array().unwrap();
+    let log = server.egress_log(id, 2).await;
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(
         (log[0]["host"].as_str(), log[0]["swapped"].clone()),
@@ -244,6 +262,42 @@ async fn the_sessions_vault_swaps_for_the_bound_host_blocks_elsewhere_and_record
     assert!(log[1]["blocked"].as_str().unwrap().contains("not bound"), "{}", log[1]);
     let text = serde_json::to_string(&log).unwrap();
     assert!(!text.contains(REAL), "the log holds no real value");
+
+    // The log is kept: after the session is gone it is still there, and `after` follows it.
+    server
+        .json(Method::DELETE, &format!("{PREFIX}/sessions/{id}"), None)
+        .await;
+    let kept = server
+        .json(Method::GET, &format!("{PREFIX}/sessions/{id}/interceptions"), None)
+        .await;
+    assert_eq!(kept.as_array().unwrap().len(), 2);
+    let first = log[0]["id"].as_u64().unwrap();
+    let rest = server
+        .json(
+            Method::GET,
+            &format!("{PREFIX}/sessions/{id}/interceptions?after={first}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    assert_eq!(rest[0]["host"], "evil.test");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_egress_log_redacts_query_values_and_names_the_swapped_stub() {
+    let server = Server::start().await;
+    let (session, sandbox) = server.ready_session().await;
+    let id = session["id"].as_str().unwrap();
+    let env: BTreeMap<String, String> = server.fake.env(&sandbox).unwrap().into_iter().collect();
+    let stub = env["GITHUB_TOKEN"].clone();
+    let proxy = server.fake.proxy_addr(&sandbox).unwrap();
+    let url = server.url("api.github.test", &format!("/search?q=secret-project&token={stub}"));
+    let (status, output) = curl(proxy, &server.vault_ca, &[&url]).await;
+    assert_eq!(status, 200, "{output}");
+    let log = server.egress_log(id, 1).await;
+    assert_eq!(log[0]["path"], "/search?q=…&token=…");
+    assert_eq!(log[0]["stubs_swapped"], json!([stub]));
+    assert!(log[0]["duration_ms"].as_u64().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]

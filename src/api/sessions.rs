@@ -109,17 +109,32 @@ pub async fn vault_keys(State(state): State<AppState>, Path(id): Path<String>) -
     Ok(Json(state.control.vault_keys(uuid).await?))
 }
 
-/// Requests that went through this session's vault, oldest first, blocked ones included. Empty when
-/// the session has no vault running (not ready, or ended).
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct InterceptionQuery {
+    /// Only records after this position (`id` of the last record seen), to follow the log.
+    after: Option<u64>,
+    /// At most this many, 1..=5000 (default 500).
+    limit: Option<u32>,
+}
+
+/// Requests that went through this session's vault, oldest first, blocked ones included. Kept in the
+/// store, so the log outlives the session's sandbox and restarts of `lap serve`.
 #[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}/interceptions", tag = "vault",
-    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    params(("id" = String, Path, description = "session UUID"), InterceptionQuery), security(("master_key" = [])),
     responses((status = 200, body = Vec<Interception>), (status = 404, body = ErrorBody)))]
 pub async fn interceptions(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<InterceptionQuery>,
 ) -> Result<Json<Vec<Interception>>, ApiError> {
     let uuid = existing(&state, &id).await?;
-    Ok(Json(state.control.interceptions(uuid).unwrap_or_default()))
+    let limit = query.limit.unwrap_or(500).clamp(1, 5000);
+    Ok(Json(
+        state
+            .control
+            .interceptions(uuid, query.after.unwrap_or(0), limit)
+            .await?,
+    ))
 }
 
 /// How long `restart` waits for the fresh sandbox before answering with the session as it is.

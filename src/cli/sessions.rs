@@ -44,6 +44,14 @@ pub enum Command {
         #[arg(long, default_value_t = 600, value_name = "SECS")]
         timeout: u64,
     },
+    /// Show what went through a session's vault: requests, swaps, blocks
+    Egress {
+        /// Session id
+        id: String,
+        /// Keep printing new records until the session ends (Ctrl-C stops)
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Stop a session: its sandbox is deleted
     Delete {
         /// Session id
@@ -125,6 +133,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
                 ctx.out.line(session.id.to_string());
             }
         }
+        Command::Egress { id, follow } => egress(&client, ctx, &id, follow).await?,
         Command::Delete { id } => {
             let deleted = client.delete_session(&id).await?;
             if ctx.out.json {
@@ -137,6 +146,65 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// How often `egress --follow` asks for new records.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
+async fn egress(client: &crate::client::Client, ctx: &Ctx, id: &str, follow: bool) -> Result<(), Error> {
+    let mut after = 0;
+    let mut first = true;
+    loop {
+        let records = client.interceptions(id, after).await?;
+        after = records.last().map_or(after, |r| r.id);
+        if ctx.out.json && !follow {
+            ctx.out.json(&records);
+        } else if ctx.out.json {
+            for record in &records {
+                ctx.out
+                    .line(serde_json::to_string(record).expect("plain data serialises"));
+            }
+        } else {
+            let rows: Vec<Vec<String>> = records.iter().map(egress_row).collect();
+            if !rows.is_empty() {
+                let table = crate::output::table(&["TIME", "METHOD", "HOST", "PATH", "STATUS", "NOTE"], &rows);
+                let skip = usize::from(!first);
+                for line in table.lines().skip(skip) {
+                    ctx.out.line(line);
+                }
+                first = false;
+            } else if first && !follow {
+                ctx.out
+                    .status(format!("nothing went through the vault of session {id} yet"));
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        if records.is_empty() && client.get_session(id).await?.status.is_terminal() {
+            ctx.out.status(format!("session {id} has ended"));
+            return Ok(());
+        }
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+    }
+}
+
+fn egress_row(r: &crate::wire::api::Interception) -> Vec<String> {
+    let time = r.timestamp.get(11..19).unwrap_or(&r.timestamp).to_owned();
+    let note = match (&r.blocked, r.alert) {
+        (Some(reason), true) => format!("ALERT blocked: {reason}"),
+        (Some(reason), false) => format!("blocked: {reason}"),
+        (None, _) if !r.swapped.is_empty() => format!("swapped {}", r.swapped.join(", ")),
+        (None, _) => String::new(),
+    };
+    vec![
+        time,
+        r.method.clone(),
+        format!("{}:{}", r.host, r.port),
+        r.path.clone(),
+        r.status.map_or("-".into(), |s| s.to_string()),
+        note,
+    ]
 }
 
 fn print_session(ctx: &Ctx, s: &Session) {

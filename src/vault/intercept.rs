@@ -60,6 +60,9 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a whole HTTP/1 request head (slowloris): without it, a sandbox
+/// could hold any number of half-sent heads open, and with them the server's file descriptors.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -90,10 +93,14 @@ pub struct Binding {
 
 impl Binding {
     pub fn new(credentials: Vec<Credential>, policy: Policy) -> Self {
+        Self::with_audit(credentials, policy, AuditLog::default())
+    }
+
+    pub fn with_audit(credentials: Vec<Credential>, policy: Policy, audit: AuditLog) -> Self {
         Self {
             credentials,
             policy,
-            audit: AuditLog::default(),
+            audit,
         }
     }
 
@@ -239,6 +246,8 @@ impl Vault {
             async move { Ok::<_, Infallible>(vault.proxy(req, binding).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         if let Err(err) = conn.await {
@@ -367,7 +376,11 @@ impl Vault {
             let (vault, binding, upstream, host) = (vault.clone(), binding.clone(), upstream.clone(), host.clone());
             async move { Ok::<_, Infallible>(vault.forward(req, &host, port, &binding, &upstream).await) }
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         if let Err(err) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
             tracing::debug!(error = %err, "intercepted connection ended");
         }
@@ -382,6 +395,7 @@ impl Vault {
         binding: &Binding,
         upstream: &Upstream,
     ) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
         let (mut parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
         let method = parts.method.to_string();
@@ -463,16 +477,11 @@ impl Vault {
         }
         if is_websocket_upgrade(&parts.headers) {
             let record = |status: StatusCode| Interception {
-                at: crate::store::now(),
-                method: method.clone(),
-                host: host.to_owned(),
-                port,
-                path: path.clone(),
                 status: Some(status.as_u16()),
                 swapped: names(&bound, &swap.hits()),
-                scrubbed: Vec::new(),
-                blocked: None,
-                alert: false,
+                stubs_swapped: stubs(&bound, &swap.hits()),
+                duration_ms: Some(started.elapsed().as_millis() as u64),
+                ..record(&method, host, port, &path)
             };
             return match self
                 .websocket(parts, new_path, upstream, &binding.scrubber_with(encoded))
@@ -501,6 +510,7 @@ impl Vault {
                 return refuse(Why::BadRequest, format!("cannot read the request body: {err}"));
             }
         };
+        let bytes_up = content_length(&parts.headers);
         let request = Request::from_parts(parts, body);
         let response = match upstream.send(request, new_path).await {
             Ok(response) => response,
@@ -513,6 +523,14 @@ impl Vault {
             }
         };
         let (mut parts, body) = response.into_parts();
+        // `Accept-Encoding: identity` was asked for; an upstream that compresses anyway would carry
+        // a reflected real value past the scrubber inside the compressed bytes. Fail closed.
+        if is_compressed(&parts.headers) && has_body(&method, &parts) {
+            return refuse(
+                Why::CompressedResponse,
+                format!("`{host}` answered with a compressed body, which cannot be scrubbed of credentials"),
+            );
+        }
         let scrub = Arc::new(binding.scrubber_with(encoded));
         for value in parts.headers.values_mut() {
             if let Some(new) = scrub.header_value(value.as_bytes())
@@ -530,16 +548,14 @@ impl Vault {
             }
         };
         binding.audit.record(Interception {
-            at: crate::store::now(),
-            method,
-            host: host.to_owned(),
-            port,
-            path,
             status: Some(status.as_u16()),
             swapped: names(&bound, &swap.hits()),
+            stubs_swapped: stubs(&bound, &swap.hits()),
             scrubbed: names(&binding.credentials.iter().collect::<Vec<_>>(), &scrub.hits()),
-            blocked: None,
-            alert: false,
+            bytes_up,
+            bytes_down: content_length(&parts.headers),
+            duration_ms: Some(started.elapsed().as_millis() as u64),
+            ..record(&method, host, port, &path)
         });
         Response::from_parts(parts, body)
     }
@@ -588,6 +604,7 @@ impl Vault {
 
     /// Absolute-form `http://` requests: forwarded in clear, never with a stub.
     async fn plain_http(&self, req: Request<Incoming>, binding: Arc<Binding>) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
         let uri = req.uri().clone();
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(80);
@@ -653,19 +670,22 @@ impl Vault {
             }
         };
         binding.audit.record(Interception {
-            at: crate::store::now(),
-            method,
-            host,
-            port,
-            path,
             status: Some(status.as_u16()),
-            swapped: Vec::new(),
-            scrubbed: Vec::new(),
-            blocked: None,
-            alert: false,
+            bytes_down: content_length(&parts.headers),
+            duration_ms: Some(started.elapsed().as_millis() as u64),
+            ..record(&method, &host, port, &path)
         });
         Response::from_parts(parts, body)
     }
+}
+
+/// Stubs of `credentials[i]` for each index.
+fn stubs(credentials: &[&Credential], indices: &[usize]) -> Vec<String> {
+    indices
+        .iter()
+        .filter_map(|&i| credentials.get(i))
+        .map(|c| c.stub.clone())
+        .collect()
 }
 
 /// Names of `credentials[i]` for each index.
@@ -729,6 +749,16 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         })
     };
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// Whether a response to `method` can carry a body at all (RFC 9110 §6.4.1).
+fn has_body(method: &str, parts: &hyper::http::response::Parts) -> bool {
+    let empty = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
+    !(method == "HEAD"
+        || empty
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED)
 }
 
 fn is_compressed(headers: &HeaderMap) -> bool {
@@ -1034,6 +1064,8 @@ enum Why {
     SniMismatch,
     /// A compressed body toward a host with bound credentials.
     Compressed,
+    /// A compressed response from an intercepted upstream (it could hide a real value).
+    CompressedResponse,
     BadRequest,
     Upstream,
 }
@@ -1044,6 +1076,7 @@ impl Why {
             Self::NotBound | Self::Egress | Self::SniMismatch => StatusCode::FORBIDDEN,
             Self::HostMismatch => StatusCode::MISDIRECTED_REQUEST,
             Self::Compressed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::CompressedResponse => StatusCode::BAD_GATEWAY,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Upstream => StatusCode::BAD_GATEWAY,
         }
@@ -1057,6 +1090,7 @@ impl Why {
             Self::HostMismatch => Some("host-mismatch"),
             Self::SniMismatch => Some("sni-mismatch"),
             Self::Compressed => Some("compressed-body"),
+            Self::CompressedResponse => Some("compressed-response"),
             Self::BadRequest | Self::Upstream => None,
         }
     }
@@ -1077,17 +1111,51 @@ pub const BLOCKED_HEADER: &str = "x-lap-vault-blocked";
 
 fn blocked_record(method: &str, host: &str, port: u16, path: &str, why: Why, reason: &str) -> Interception {
     Interception {
-        at: crate::store::now(),
+        status: (why != Why::SniMismatch).then(|| why.status().as_u16()),
+        blocked: Some(reason.to_owned()),
+        alert: why == Why::NotBound,
+        ..record(method, host, port, path)
+    }
+}
+
+/// A record of a request to `host:port`, stamped now, its query values redacted.
+fn record(method: &str, host: &str, port: u16, path: &str) -> Interception {
+    Interception {
+        id: 0,
+        timestamp: crate::store::now(),
         method: method.to_owned(),
         host: host.to_owned(),
         port,
-        path: path.to_owned(),
-        status: (why != Why::SniMismatch).then(|| why.status().as_u16()),
+        path: redact_query(path),
+        status: None,
         swapped: Vec::new(),
+        stubs_swapped: Vec::new(),
         scrubbed: Vec::new(),
-        blocked: Some(reason.to_owned()),
-        alert: why == Why::NotBound,
+        bytes_up: None,
+        bytes_down: None,
+        duration_ms: None,
+        blocked: None,
+        alert: false,
     }
+}
+
+/// `path?a=1&b` → `path?a=…&b`: parameter names stay, values go (they may be tokens or personal).
+fn redact_query(path: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}=…"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", redacted.join("&"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn reply(status: StatusCode, text: &str) -> Response<ProxyBody> {

@@ -269,21 +269,38 @@ pub struct DeletedSession {
     pub status: String,
 }
 
-/// One request that went through a session's vault (`GET /sessions/{id}/interceptions`).
+/// One request that went through a session's vault (`GET /sessions/{id}/interceptions`): LAP's
+/// fields (`timestamp`, `method`, `host`, `path`, `stubs_swapped`, `blocked`) plus ours. Never a real
+/// value, nor any part of one (LAP's `real_tail` is deliberately absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Interception {
-    pub at: String,
+    /// Position in the session's log, increasing; 0 until stored. `?after=` takes it.
+    #[serde(default)]
+    pub id: u64,
+    pub timestamp: String,
     pub method: String,
     pub host: String,
     pub port: u16,
-    /// As the sandbox sent it: with stubs, never real values.
+    /// As the sandbox sent it (stubs, never real values), query values redacted.
     pub path: String,
     /// The upstream's status, or the vault's own when it answered itself.
     pub status: Option<u16>,
-    /// Credentials whose stubs were swapped for real values.
+    /// Credentials whose stubs were swapped for real values, by name.
     pub swapped: Vec<String>,
+    /// The stubs that were swapped (LAP's field).
+    #[serde(default)]
+    pub stubs_swapped: Vec<String>,
     /// Credentials whose real values were scrubbed from the response.
     pub scrubbed: Vec<String>,
+    /// Request body bytes sent upstream, when known when the response began.
+    #[serde(default)]
+    pub bytes_up: Option<u64>,
+    /// Response body bytes, when the upstream announced them.
+    #[serde(default)]
+    pub bytes_down: Option<u64>,
+    /// From the request to the response's head, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
     /// Why the vault refused the request, when it did.
     pub blocked: Option<String>,
     /// A stub was headed somewhere it is not bound to: someone tried to move a credential.
