@@ -61,7 +61,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))
         .routes(routes!(health::openapi_json))
-        .routes(routes!(health::vault_ca));
+        .routes(routes!(health::vault_ca))
+        .routes(routes!(health::metrics));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(protected)
         .merge(public)

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
 use crate::sandbox::{
     CA_BUNDLE_PATH, ExecChunk, ExecSpec, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec,
 };
@@ -89,6 +90,7 @@ pub struct Control {
     shutdown: CancellationToken,
     /// Stops the vault of each live session.
     vaults: Mutex<HashMap<Uuid, CancellationToken>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Control {
@@ -113,6 +115,7 @@ impl Control {
             tasks,
             shutdown,
             vaults: Mutex::new(HashMap::new()),
+            metrics: Arc::new(Metrics::default()),
         })
     }
 
@@ -159,7 +162,12 @@ impl Control {
     }
 
     async fn bring_up(&self, id: Uuid, agent: Agent) {
-        if let Err(reason) = self.try_bring_up(id, &agent).await {
+        let started = std::time::Instant::now();
+        let result = self.try_bring_up(id, &agent).await;
+        if result.is_ok() {
+            self.metrics.bring_up(started.elapsed());
+        }
+        if let Err(reason) = result {
             let update = SessionUpdate::Failed { reason };
             if let Err(err) = self.store.update_session(id, update).await {
                 tracing::error!(session = %id, error = %err, "cannot record a failed bring-up");
@@ -246,7 +254,7 @@ impl Control {
             Policy::new(&agent.allow_out, &agent.deny_out).default_deny(self.egress_default_deny),
             AuditLog::with_sink(sink),
         ));
-        tokio::spawn(keep_audit(self.store.clone(), session, records));
+        tokio::spawn(keep_audit(self.store.clone(), self.metrics.clone(), session, records));
         let stop = self.shutdown.child_token();
         let previous = self
             .vaults
@@ -265,6 +273,12 @@ impl Control {
         if let Some(stop) = self.vaults.lock().unwrap_or_else(|p| p.into_inner()).remove(&session) {
             stop.cancel();
         }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub async fn metrics_text(&self) -> Result<String, ControlError> {
+        let counts = self.store.session_counts().await?;
+        Ok(self.metrics.render(&counts))
     }
 
     /// A session's egress log after position `after`, oldest first (it outlives the session's vault
@@ -379,6 +393,8 @@ impl Control {
             self.detach_vault(row.id);
             self.store.update_session(row.id, update).await?;
         }
+        self.metrics.reaped.inc_by(done.reaped as u64);
+        self.metrics.died.inc_by(done.died as u64);
         Ok(done)
     }
 
@@ -500,9 +516,15 @@ fn idle_for(last_seen_at: &str, now: time::OffsetDateTime) -> Option<Duration> {
 }
 
 /// Writes a session's vault records to the store, in batches, until its vault is gone.
-async fn keep_audit(store: Store, session: Uuid, mut records: tokio::sync::mpsc::Receiver<Interception>) {
+async fn keep_audit(
+    store: Store,
+    metrics: Arc<Metrics>,
+    session: Uuid,
+    mut records: tokio::sync::mpsc::Receiver<Interception>,
+) {
     let mut batch = Vec::new();
     while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+        batch.iter().for_each(|record| metrics.interception(record));
         if let Err(err) = store.insert_interceptions(session, std::mem::take(&mut batch)).await {
             tracing::warn!(session = %session, error = %err, "cannot keep vault records");
         }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod control;
 pub mod error;
 pub mod harness;
+pub mod metrics;
 pub mod output;
 pub mod sandbox;
 pub mod secret;

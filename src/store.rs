@@ -620,6 +620,17 @@ impl Store {
         .await
     }
 
+    /// How many sessions are in each status.
+    pub async fn session_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|conn, _| {
+            conn.prepare("SELECT status, count(*) FROM sessions GROUP BY status ORDER BY status")?
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?
+                .collect::<Result<_, _>>()
+                .map_err(Into::into)
+        })
+        .await
+    }
+
     /// Appends vault records to a session's egress log, in one transaction.
     pub async fn insert_interceptions(&self, session: Uuid, records: Vec<Interception>) -> Result<(), StoreError> {
         self.call(move |conn, _| {

@@ -113,10 +113,10 @@ impl App {
             .await
             .expect("router is infallible");
         let status = response.status();
-        let json = !response
+        let json = response
             .headers()
             .get(CONTENT_TYPE)
-            .is_some_and(|t| t.to_str().is_ok_and(|t| t.starts_with("application/x-pem-file")));
+            .is_some_and(|t| t.to_str().is_ok_and(|t| t.starts_with("application/json")));
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
         let raw = String::from_utf8(bytes.to_vec()).expect("UTF-8 body");
         let body = if raw.is_empty() || !json {
@@ -1852,6 +1852,7 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "GET /api/v1/managed_agents/sessions/{id}/vault-keys",
             "GET /api/v1/openapi.json",
             "GET /api/v1/vault/ca.pem",
+            "GET /metrics",
         ]
     );
 }
@@ -1907,4 +1908,19 @@ fn openapi_declares_the_master_key_bearer_scheme() {
         .map(|p| str_of(&p["name"]).to_owned())
         .collect();
     assert_eq!(params, ["limit", "offset", "search"]);
+}
+
+#[tokio::test]
+async fn metrics_need_the_master_key_when_the_peer_is_not_known_to_be_local() {
+    let app = App::new();
+    app.agent("demo", "shell").await;
+    app.ready_session("demo").await;
+    let anonymous = app.get_with_authorization("/metrics", None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{}", anonymous.raw);
+    let reply = app
+        .get_with_authorization("/metrics", Some(&format!("Bearer {MASTER_KEY}")))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    assert!(reply.raw.contains("lap_sessions{status=\"ready\"} 1"), "{}", reply.raw);
+    assert!(reply.raw.contains("lap_bring_up_seconds_count 1"), "{}", reply.raw);
 }

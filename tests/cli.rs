@@ -1157,3 +1157,13 @@ fn egress_shows_an_empty_log_plainly_and_as_json_and_names_unknown_sessions() {
     hint: `lap sessions list` shows the sessions that exist
     ");
 }
+
+#[test]
+fn metrics_are_open_to_a_loopback_peer() {
+    let (home, server) = home_with_demo();
+    lap(&home, ["sessions", "create", "demo"]).success();
+    let (status, body) = server.http_get("/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("lap_sessions{status=\"ready\"} 1"), "{body}");
+    assert!(body.contains("# EOF"), "{body}");
+}

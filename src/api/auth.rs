@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::Request;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,16 +16,25 @@ use crate::secret::Secret;
 use super::ApiError;
 
 pub async fn require_master_key(Extension(key): Extension<Arc<Secret>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
-    match presented {
-        Some(token) if key.ct_eq(token) => next.run(req).await,
-        _ => ApiError::unauthorized()
-            .hint("send `Authorization: Bearer <master key>`; `lap config` shows where the CLI keeps it")
-            .into_response(),
+    if has_master_key(req.headers(), &key) {
+        next.run(req).await
+    } else {
+        unauthorized().into_response()
     }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <key>`, compared in constant time.
+pub fn has_master_key(headers: &HeaderMap, key: &Secret) -> bool {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|token| key.ct_eq(token))
+}
+
+/// The 401 every master-key route answers.
+pub fn unauthorized() -> ApiError {
+    ApiError::unauthorized()
+        .hint("send `Authorization: Bearer <master key>`; `lap config` shows where the CLI keeps it")
 }
 
 /// Declares the bearer scheme in the OpenAPI document.

@@ -34,3 +34,29 @@ pub async fn vault_ca(State(state): State<AppState>) -> impl axum::response::Int
         state.control.vault_ca_pem(),
     )
 }
+
+/// Prometheus metrics, text format: sessions by status, bring-up durations, reaped and died sessions,
+/// vault requests, swaps, blocks by reason and alerts. Open to loopback peers; from anywhere else it
+/// needs the master key.
+#[utoipa::path(get, path = "/metrics", tag = "meta", security((), ("master_key" = [])),
+    responses((status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text"),
+        (status = 401, body = crate::wire::api::ErrorBody)))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Extension(key): Extension<Arc<crate::secret::Secret>>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl axum::response::IntoResponse, super::ApiError> {
+    let loopback = peer.is_some_and(|Extension(axum::extract::ConnectInfo(addr))| addr.ip().is_loopback());
+    if !loopback && !super::auth::has_master_key(&headers, &key) {
+        return Err(super::auth::unauthorized());
+    }
+    let text = state.control.metrics_text().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
+}

@@ -180,7 +180,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     tokio::spawn(watch_signals(shutdown.clone()));
     match tls {
         None => {
-            axum::serve(listener, router)
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await
                 .map_err(|e| Error::io("the HTTP server failed", e))?;
@@ -357,7 +357,9 @@ async fn serve_tls(
             },
         };
         let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // The peer, as the plain-HTTP path records it: `/metrics` is open to loopback peers only.
+        let with_peer = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = hyper_util::service::TowerToHyperService::new(with_peer);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {

@@ -1116,6 +1116,7 @@ fn blocked_record(method: &str, host: &str, port: u16, path: &str, why: Why, rea
     Interception {
         status: (why != Why::SniMismatch).then(|| why.status().as_u16()),
         blocked: Some(reason.to_owned()),
+        block_kind: why.kind().map(str::to_owned),
         alert: why == Why::NotBound,
         ..record(method, host, port, path)
     }
@@ -1138,6 +1139,7 @@ fn record(method: &str, host: &str, port: u16, path: &str) -> Interception {
         bytes_down: None,
         duration_ms: None,
         blocked: None,
+        block_kind: None,
         alert: false,
     }
 }

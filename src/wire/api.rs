@@ -303,6 +303,10 @@ pub struct Interception {
     pub duration_ms: Option<u64>,
     /// Why the vault refused the request, when it did.
     pub blocked: Option<String>,
+    /// The kind of refusal, as `X-Lap-Vault-Blocked` said it: `credential-not-bound`,
+    /// `egress-policy`, `host-mismatch`, `sni-mismatch` or `compressed-body`.
+    #[serde(default)]
+    pub block_kind: Option<String>,
     /// A stub was headed somewhere it is not bound to: someone tried to move a credential.
     pub alert: bool,
 }
