@@ -48,6 +48,9 @@ pub enum StoreError {
     Panicked,
 }
 
+/// The most egress records kept per session; older ones are dropped as new ones arrive.
+pub const MAX_INTERCEPTIONS: u32 = 10_000;
+
 /// Versioned migrations; index + 1 is the schema version they bring the database to.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -631,16 +634,23 @@ impl Store {
         .await
     }
 
-    /// Appends vault records to a session's egress log, in one transaction.
+    /// Appends vault records to a session's egress log, in one transaction, keeping only its newest
+    /// [`MAX_INTERCEPTIONS`] records.
     pub async fn insert_interceptions(&self, session: Uuid, records: Vec<Interception>) -> Result<(), StoreError> {
         self.call(move |conn, _| {
             let tx = conn.transaction()?;
+            let key = session.to_string();
             for record in &records {
                 tx.execute(
                     "INSERT INTO interceptions (session_id, record) VALUES (?1, ?2)",
-                    params![session.to_string(), json(record)],
+                    params![key, json(record)],
                 )?;
             }
+            tx.execute(
+                "DELETE FROM interceptions WHERE session_id = ?1 AND id <= (
+                    SELECT id FROM interceptions WHERE session_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![key, MAX_INTERCEPTIONS],
+            )?;
             tx.commit()?;
             Ok(())
         })
@@ -864,4 +874,78 @@ pub fn format_timestamp(now: time::OffsetDateTime) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     now.format(&format).expect("timestamp formats")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_egress_log_keeps_only_the_newest_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let agent = store
+            .create_agent(NewAgent {
+                name: "a".into(),
+                harness_id: "shell".into(),
+                command: None,
+                repo_url: None,
+                branch: "main".into(),
+                prompt: None,
+                model: None,
+                env: BTreeMap::new(),
+                credentials: Vec::new(),
+                allow_out: Vec::new(),
+                deny_out: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let session = Uuid::new_v4();
+        store
+            .insert_session(SessionRow {
+                id: session,
+                agent_id: agent.id,
+                agent_name: agent.name.clone(),
+                harness_id: "shell".into(),
+                status: SessionStatus::Ready,
+                phase: None,
+                phase_detail: None,
+                sandbox_id: None,
+                sandbox_url: None,
+                tty_token: "t".into(),
+                harness_session_id: None,
+                failure_reason: None,
+                title: None,
+                created_at: now(),
+                last_seen_at: now(),
+                stopped_at: None,
+            })
+            .await
+            .unwrap();
+        let record = |n: u32| Interception {
+            id: 0,
+            timestamp: now(),
+            method: "GET".into(),
+            host: "h.test".into(),
+            port: 443,
+            path: format!("/{n}"),
+            status: Some(200),
+            swapped: Vec::new(),
+            stubs_swapped: Vec::new(),
+            scrubbed: Vec::new(),
+            bytes_up: None,
+            bytes_down: None,
+            duration_ms: None,
+            blocked: None,
+            block_kind: None,
+            alert: false,
+        };
+        let total = MAX_INTERCEPTIONS + 5;
+        let records: Vec<_> = (0..total).map(record).collect();
+        store.insert_interceptions(session, records).await.unwrap();
+        let kept = store.interceptions(session, 0, u32::MAX).await.unwrap();
+        assert_eq!(kept.len() as u32, MAX_INTERCEPTIONS);
+        assert_eq!(kept[0].path, "/5", "the oldest five are gone");
+        assert_eq!(kept.last().unwrap().path, format!("/{}", total - 1));
+    }
 }
