@@ -1181,28 +1181,14 @@ async fn oversized_headers_over_http2_are_refused_and_the_upstream_is_untouched(
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big-header");
     std::fs::write(&big, format!("X-Big: {}\n", "a".repeat(60 * 1024))).unwrap();
-    let many = dir.path().join("many-headers");
-    let lines: String = (0..32 * 1024)
-        .map(|i| format!("X-H{i}: {}\n", "b".repeat(24)))
-        .collect();
-    std::fs::write(&many, lines).unwrap();
     let auth = format!("Authorization: Bearer {GH_STUB}");
-    for file in [&big, &many] {
-        let headers = format!("@{}", file.display());
-        let (status, output) = w
-            .curl(&[
-                "--http2",
-                "-H",
-                &headers,
-                "-H",
-                &auth,
-                &w.url("api.github.test", "/big"),
-            ])
-            .await;
-        // 60 KiB of headers: more than the vault takes (hyper's h2 limit), less than curl sends.
-        assert_eq!(status, 431, "{}", &output[output.len().saturating_sub(300)..]);
-        assert!(!output.contains(GH_REAL));
-    }
+    let headers = format!("@{}", big.display());
+    let url = w.url("api.github.test", "/big");
+    let (status, output) = w.curl(&["--http2", "-H", &headers, "-H", &auth, &url]).await;
+    // 60 KiB of headers: more than the vault takes (hyper's h2 limit), less than curl will send.
+    // (Many small headers: curl gives up before the vault would; the HTTP/1.1 test covers them.)
+    assert_eq!(status, 431, "{}", &output[output.len().saturating_sub(300)..]);
+    assert!(!output.contains(GH_REAL));
     assert!(w.seen().is_empty(), "{:?}", w.seen().len());
     let (status, _) = w.curl(&["--http2", &w.url("api.github.test", "/after")]).await;
     assert_eq!(status, 200);
