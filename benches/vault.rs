@@ -2,21 +2,26 @@
 //!
 //! Run with `scripts/bench.sh vault` (it installs mitmproxy in a venv and sets `LAP_BENCH_MITMDUMP`);
 //! `cargo bench --bench vault` alone measures direct and vault only. Everything listens on 127.0.0.1:
-//! an HTTPS upstream, the lap vault (with a bound credential, so every request is rewritten) and
-//! mitmproxy. The same client measures each path:
+//! an HTTPS upstream, the lap vault (with a credential bound to the upstream, so every request is
+//! rewritten) and mitmproxy running an addon that does the same header replacement. The same client
+//! measures each path:
 //! - latency: sequential GETs on one kept-alive connection (after a warm-up), p50 and p99;
-//! - throughput: concurrent connections for a fixed number of requests, requests per second.
+//! - throughput: concurrent connections for a fixed number of requests, requests per second;
+//! - bulk: one streamed upload and one streamed download of `LAP_BENCH_BULK_MB` MiB (default 1024),
+//!   in MB/s (the vault rewrites the upload as it streams).
 //!
 //! Targets (DESIGN §6): added latency under 1 ms p50; throughput at least 5× mitmproxy's.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use lap::secret::Secret;
@@ -33,13 +38,28 @@ const LATENCY_REQUESTS: usize = 3000;
 const THROUGHPUT_CONNECTIONS: usize = 32;
 const THROUGHPUT_REQUESTS: usize = 20_000;
 const STUB: &str = "stub_bench_token_0badc0de";
+const REAL: &str = "real-bench-token-value-0123456789";
+/// Chunk size of the bulk transfers.
+const CHUNK: usize = 64 * 1024;
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+type Body = BoxBody<Bytes, Infallible>;
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
 
+/// One way to the upstream: direct, or through a proxy whose CA the client trusts.
 struct Route {
     name: &'static str,
     proxy: Option<SocketAddr>,
     ca: PathBuf,
+}
+
+/// What one route measured.
+struct Measured {
+    name: &'static str,
+    p50: Duration,
+    p99: Duration,
+    requests_per_second: f64,
+    upload_mb_s: f64,
+    download_mb_s: f64,
 }
 
 #[tokio::main]
@@ -59,21 +79,19 @@ async fn main() {
     };
     let root = CertificateDer::from_pem_slice(upstream_ca.cert_pem().as_bytes()).unwrap();
     let vault = Arc::new(Vault::new(vault_ca, vec![pin], vec![root]).unwrap());
-    let binding = Arc::new(Binding::new(
-        vec![Credential {
-            name: "BENCH_TOKEN".into(),
-            stub: STUB.into(),
-            real: Secret::new("real-bench-token-value-0123456789"),
-            hosts: vec![format!("127.0.0.1:{}", upstream.port())],
-        }],
-        Policy::default(),
-    ));
+    let credential = Credential {
+        name: "BENCH_TOKEN".into(),
+        stub: STUB.into(),
+        real: Secret::new(REAL),
+        hosts: vec![format!("127.0.0.1:{}", upstream.port())],
+    };
+    let binding = Arc::new(Binding::new(vec![credential], Policy::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let vault_addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(vault.serve(listener, binding, stop.clone()));
 
-    let mut paths = vec![
+    let mut routes = vec![
         Route {
             name: "direct",
             proxy: None,
@@ -87,7 +105,7 @@ async fn main() {
     ];
     let mitm = start_mitmproxy(dir.path(), &upstream_ca_file).await;
     if let Some((_, addr, ca)) = &mitm {
-        paths.push(Route {
+        routes.push(Route {
             name: "mitmproxy",
             proxy: Some(*addr),
             ca: ca.clone(),
@@ -96,39 +114,61 @@ async fn main() {
         eprintln!("mitmproxy not measured: run `scripts/bench.sh vault`, or set LAP_BENCH_MITMDUMP=/path/to/mitmdump");
     }
 
-    println!("vault benchmark: {LATENCY_REQUESTS} sequential GETs per path on one kept-alive HTTPS connection,");
-    println!("then {THROUGHPUT_REQUESTS} GETs over {THROUGHPUT_CONNECTIONS} connections; all on 127.0.0.1\n");
+    let bulk_mb: usize = std::env::var("LAP_BENCH_BULK_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    println!("vault benchmark, all on 127.0.0.1: {LATENCY_REQUESTS} sequential GETs on one kept-alive HTTPS");
     println!(
-        "{:<10} {:>10} {:>10} {:>14} {:>12}",
-        "path", "p50", "p99", "added p50", "req/s"
+        "connection, {THROUGHPUT_REQUESTS} GETs over {THROUGHPUT_CONNECTIONS} connections, {bulk_mb} MiB up and down\n"
+    );
+    println!(
+        "{:<10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "path", "p50", "p99", "added p50", "req/s", "up MB/s", "down MB/s"
     );
     let mut results = Vec::new();
-    for path in &paths {
-        let (p50, p99) = latency(upstream, path).await;
-        let rps = throughput(upstream, path).await;
-        results.push((path.name, p50, p99, rps));
-    }
-    let direct_p50 = results[0].1;
-    for (name, p50, p99, rps) in &results {
-        let added = p50.saturating_sub(direct_p50);
+    for route in &routes {
+        let (p50, p99) = latency(upstream, route).await;
+        let measured = Measured {
+            name: route.name,
+            p50,
+            p99,
+            requests_per_second: throughput(upstream, route).await,
+            upload_mb_s: bulk(upstream, route, bulk_mb, Direction::Up).await,
+            download_mb_s: bulk(upstream, route, bulk_mb, Direction::Down).await,
+        };
         println!(
-            "{name:<10} {:>10} {:>10} {:>14} {rps:>12.0}",
-            us(*p50),
-            us(*p99),
-            us(added)
+            "{:<10} {:>10} {:>10} {:>12} {:>10.0} {:>10.0} {:>10.0}",
+            measured.name,
+            us(measured.p50),
+            us(measured.p99),
+            us(measured
+                .p50
+                .saturating_sub(results.first().map_or(measured.p50, |d: &Measured| d.p50))),
+            measured.requests_per_second,
+            measured.upload_mb_s,
+            measured.download_mb_s,
         );
+        results.push(measured);
     }
-    let vault_rps = results[1].3;
+    let (direct, vault) = (&results[0], &results[1]);
     println!();
     println!(
         "vault added latency p50: {} (target < 1 ms)",
-        us(results[1].1.saturating_sub(direct_p50))
+        us(vault.p50.saturating_sub(direct.p50))
     );
-    println!("vault throughput vs direct: {:.2}×", vault_rps / results[0].3);
-    if let Some((_, _, _, mitm_rps)) = results.get(2) {
+    println!(
+        "vault vs direct: {:.2}× requests/s, {:.2}× upload, {:.2}× download",
+        vault.requests_per_second / direct.requests_per_second,
+        vault.upload_mb_s / direct.upload_mb_s,
+        vault.download_mb_s / direct.download_mb_s
+    );
+    if let Some(mitm) = results.get(2) {
         println!(
-            "vault throughput vs mitmproxy: {:.1}× (target ≥ 5×)",
-            vault_rps / mitm_rps
+            "vault vs mitmproxy: {:.1}× requests/s, {:.1}× upload, {:.1}× download (target ≥ 5×)",
+            vault.requests_per_second / mitm.requests_per_second,
+            vault.upload_mb_s / mitm.upload_mb_s,
+            vault.download_mb_s / mitm.download_mb_s
         );
     }
     stop.cancel();
@@ -148,7 +188,19 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// An HTTPS upstream answering every request with a small body, keep-alive, HTTP/1.1.
+fn empty() -> Body {
+    Empty::new().boxed()
+}
+
+/// A text body of `bytes` bytes (rounded down to whole chunks), streamed.
+fn text_stream(bytes: usize) -> Body {
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let frames = (0..bytes / CHUNK).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone())));
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+/// An HTTPS upstream (HTTP/1.1, keep-alive): `/upload` drains and counts, `/download?bytes=N` streams
+/// N bytes, anything else answers a small JSON body.
 async fn start_upstream(ca: Arc<CertificateAuthority>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -166,10 +218,23 @@ async fn start_upstream(ca: Arc<CertificateAuthority>) -> SocketAddr {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        b"{\"ok\":true,\"items\":[1,2,3]}",
-                    ))))
+                let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = match req.uri().path() {
+                        "/upload" => {
+                            let mut body = req.into_body();
+                            let mut total = 0usize;
+                            while let Some(Ok(frame)) = body.frame().await {
+                                total += frame.data_ref().map_or(0, Bytes::len);
+                            }
+                            Full::new(Bytes::from(total.to_string())).boxed()
+                        }
+                        "/download" => {
+                            let query = req.uri().query().unwrap_or_default();
+                            text_stream(query.strip_prefix("bytes=").and_then(|n| n.parse().ok()).unwrap_or(0))
+                        }
+                        _ => Full::new(Bytes::from_static(b"{\"ok\":true,\"items\":[1,2,3]}")).boxed(),
+                    };
+                    Ok::<_, Infallible>(hyper::Response::new(body))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
@@ -180,9 +245,15 @@ async fn start_upstream(ca: Arc<CertificateAuthority>) -> SocketAddr {
     addr
 }
 
-/// Starts `mitmdump` when `LAP_BENCH_MITMDUMP` names it: (process, address, its CA certificate).
+/// Starts `mitmdump` when `LAP_BENCH_MITMDUMP` names it: (process, address, its CA certificate). It
+/// runs an addon replacing the stub in `Authorization`, the work the vault does on every request.
 async fn start_mitmproxy(dir: &Path, upstream_ca: &Path) -> Option<(Child, SocketAddr, PathBuf)> {
     let binary = std::env::var_os("LAP_BENCH_MITMDUMP")?;
+    let addon = dir.join("swap.py");
+    let script = format!(
+        "def request(flow):\n    value = flow.request.headers.get('authorization')\n    if value and {STUB:?} in value:\n        flow.request.headers['authorization'] = value.replace({STUB:?}, {REAL:?})\n"
+    );
+    std::fs::write(&addon, script).ok()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
@@ -202,7 +273,8 @@ async fn start_mitmproxy(dir: &Path, upstream_ca: &Path) -> Option<(Child, Socke
             "--set",
             &format!("ssl_verify_upstream_trusted_ca={}", upstream_ca.display()),
         ])
-        .args(["--set", "flow_detail=0", "--set", "stream_large_bodies=1m"])
+        .args(["--set", "flow_detail=0", "--set", "stream_large_bodies=1m", "-s"])
+        .arg(&addon)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -220,12 +292,12 @@ async fn start_mitmproxy(dir: &Path, upstream_ca: &Path) -> Option<(Child, Socke
     None
 }
 
-/// One kept-alive HTTPS connection to the upstream, through `path`'s proxy when it has one.
-async fn connect(upstream: SocketAddr, path: &Route) -> Sender {
-    let target = path.proxy.unwrap_or(upstream);
+/// One kept-alive HTTPS connection to the upstream, through `route`'s proxy when it has one.
+async fn connect(upstream: SocketAddr, route: &Route) -> Sender {
+    let target = route.proxy.unwrap_or(upstream);
     let mut tcp = TcpStream::connect(target).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    if path.proxy.is_some() {
+    if route.proxy.is_some() {
         let connect = format!("CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n");
         tcp.write_all(connect.as_bytes()).await.unwrap();
         let mut head = Vec::new();
@@ -235,12 +307,12 @@ async fn connect(upstream: SocketAddr, path: &Route) -> Sender {
         assert!(
             head.starts_with(b"HTTP/1.1 200"),
             "{}: {}",
-            path.name,
+            route.name,
             String::from_utf8_lossy(&head)
         );
     }
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&path.ca).unwrap() {
+    for cert in CertificateDer::pem_file_iter(&route.ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let mut config = rustls::ClientConfig::builder()
@@ -257,20 +329,29 @@ async fn connect(upstream: SocketAddr, path: &Route) -> Sender {
     sender
 }
 
-async fn get(sender: &mut Sender, upstream: SocketAddr) {
-    let request = hyper::Request::get("/v1/items?limit=3")
+fn request(method: &str, path: &str, upstream: SocketAddr, body: Body) -> hyper::Request<Body> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", upstream.to_string())
         .header("authorization", format!("Bearer {STUB}"))
-        .body(Empty::new())
-        .unwrap();
+        .header("content-type", "text/plain")
+        .body(body)
+        .unwrap()
+}
+
+async fn get(sender: &mut Sender, upstream: SocketAddr) {
     sender.ready().await.unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let response = sender
+        .send_request(request("GET", "/v1/items?limit=3", upstream, empty()))
+        .await
+        .unwrap();
     assert!(response.status().is_success());
     response.into_body().collect().await.unwrap();
 }
 
-async fn latency(upstream: SocketAddr, path: &Route) -> (Duration, Duration) {
-    let mut sender = connect(upstream, path).await;
+async fn latency(upstream: SocketAddr, route: &Route) -> (Duration, Duration) {
+    let mut sender = connect(upstream, route).await;
     for _ in 0..WARMUP {
         get(&mut sender, upstream).await;
     }
@@ -284,10 +365,10 @@ async fn latency(upstream: SocketAddr, path: &Route) -> (Duration, Duration) {
     (times[times.len() / 2], times[times.len() * 99 / 100])
 }
 
-async fn throughput(upstream: SocketAddr, path: &Route) -> f64 {
+async fn throughput(upstream: SocketAddr, route: &Route) -> f64 {
     let mut senders = Vec::new();
     for _ in 0..THROUGHPUT_CONNECTIONS {
-        senders.push(connect(upstream, path).await);
+        senders.push(connect(upstream, route).await);
     }
     let per_connection = THROUGHPUT_REQUESTS / THROUGHPUT_CONNECTIONS;
     let start = Instant::now();
@@ -305,4 +386,45 @@ async fn throughput(upstream: SocketAddr, path: &Route) -> f64 {
         task.await.unwrap();
     }
     (per_connection * THROUGHPUT_CONNECTIONS) as f64 / start.elapsed().as_secs_f64()
+}
+
+enum Direction {
+    Up,
+    Down,
+}
+
+/// MB/s of one streamed transfer of `mb` MiB through `route`.
+async fn bulk(upstream: SocketAddr, route: &Route, mb: usize, direction: Direction) -> f64 {
+    let bytes = (mb * 1024 * 1024) / CHUNK * CHUNK;
+    let mut sender = connect(upstream, route).await;
+    let start = Instant::now();
+    let request = match direction {
+        Direction::Up => request("POST", "/upload", upstream, text_stream(bytes)),
+        Direction::Down => request("GET", &format!("/download?bytes={bytes}"), upstream, empty()),
+    };
+    sender.ready().await.unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert!(response.status().is_success(), "{}: {}", route.name, response.status());
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        if let Some(data) = frame.data_ref() {
+            total += data.len();
+            if matches!(direction, Direction::Up) {
+                received.extend_from_slice(data);
+            }
+        }
+    }
+    match direction {
+        Direction::Up => assert_eq!(
+            String::from_utf8_lossy(&received),
+            bytes.to_string(),
+            "{}: short upload",
+            route.name
+        ),
+        Direction::Down => assert_eq!(total, bytes, "{}: short download", route.name),
+    }
+    (bytes as f64 / 1e6) / start.elapsed().as_secs_f64()
 }

@@ -319,6 +319,12 @@ fn validate_credential(input: CredentialInput) -> Result<NewCredential, ApiError
             input.name
         )));
     }
+    if input.value.chars().any(char::is_control) {
+        return Err(
+            ApiError::bad_request(format!("credential `{}` contains control characters", input.name))
+                .hint("a trailing newline from a file or `echo` is the usual cause; `--credential-file` strips it"),
+        );
+    }
     if input.value.len() > MAX_CREDENTIAL_BYTES {
         return Err(ApiError::bad_request(format!(
             "credential `{}` is longer than {MAX_CREDENTIAL_BYTES} bytes",
@@ -416,6 +422,24 @@ fn validate_branch(branch: String) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_values_with_control_characters_are_refused() {
+        for bad in ["tok\r\nX-Injected: 1", "tok\n", "a\u{0}b", "tab\tbed"] {
+            let input = CredentialInput {
+                name: "T".into(),
+                value: bad.into(),
+                hosts: vec!["h.test".into()],
+            };
+            assert!(validate_credential(input).is_err(), "{bad:?}");
+        }
+        let ok = CredentialInput {
+            name: "T".into(),
+            value: "ghp_AbC123-_.~+/=".into(),
+            hosts: vec!["h.test".into()],
+        };
+        assert!(validate_credential(ok).is_ok());
+    }
 
     #[test]
     fn names_follow_the_documented_pattern() {
