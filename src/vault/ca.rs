@@ -29,6 +29,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// When a cached leaf is replaced by a fresh one.
 pub const LEAF_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// Most leaves cached at once; past it the cache starts over.
+pub const MAX_CACHED_LEAVES: usize = 10_000;
 /// How long the CA certificate is valid.
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Leaves start being valid this long before they are minted, to tolerate clock skew.
@@ -132,6 +134,11 @@ impl CertificateAuthority {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let slot = {
             let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
+            if leaves.len() >= MAX_CACHED_LEAVES && !leaves.contains_key(&host) {
+                // A sandbox naming endless distinct hosts must not grow this without bound: start
+                // over (a later request for a dropped host mints again, which is cheap).
+                leaves.clear();
+            }
             leaves.entry(host.clone()).or_default().clone()
         };
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -299,6 +306,16 @@ mod tests {
         assert!(keys.iter().all(|k| Arc::ptr_eq(k, &keys[0])));
         ca.leaf("other.test").unwrap();
         assert_eq!(ca.minted(), 2);
+    }
+
+    #[test]
+    fn the_cache_does_not_grow_past_its_bound() {
+        let (_dir, ca) = ca();
+        for n in 0..MAX_CACHED_LEAVES + 10 {
+            ca.leaves.lock().unwrap().entry(format!("h{n}.test")).or_default();
+        }
+        ca.leaf("fresh.test").unwrap();
+        assert!(ca.leaves.lock().unwrap().len() <= MAX_CACHED_LEAVES);
     }
 
     #[test]

@@ -22,6 +22,32 @@
 //! `Content-Length`; longer or unsized ones stream through [`RewriteBody`] in constant memory. The
 //! upstream is verified against the system roots plus any `--vault-upstream-ca`, and one upstream
 //! connection (h2 or http/1.1, by its own ALPN) is kept per intercepted client connection.
+//! A response the upstream compresses despite `Accept-Encoding: identity` cannot be scrubbed and is
+//! refused (502, `compressed-response`). Request heads must arrive within [`HEADER_READ_TIMEOUT`].
+//!
+//! Attacks from the security catalogue (`reference/anchors.md`) that are tested elsewhere or do not
+//! apply here, one sentence each:
+//! - Domain fronting / transparent mode: there is no transparent mode; every connection is an
+//!   explicit CONNECT whose SNI and `Host`/`:authority` must name the same host.
+//! - IP literal with a forged SNI: bindings are by CONNECT name, and an IP literal is refused as
+//!   internal or, if public, has no bound credential, so a stub sent there is stray.
+//! - Host canonicalisation: case and a trailing dot are normalised in `host_matches`; numeric forms go
+//!   through the resolver and then the post-resolution address check.
+//! - Redirects: the client follows them, not the vault, so each hop is a new request checked alone.
+//! - Stubs in header names, the request line's method or trailers: only header values, the path and
+//!   query, and bodies are ever swapped; a stub elsewhere is passed as the stub it is.
+//! - Non-standard TLS ports, QUIC and raw TCP/UDP: a sandbox has no route but the proxy listener, so
+//!   only CONNECT/HTTP reach anything, on whatever port policy allows.
+//! - Sandbox privileges, `AF_UNIX` and io_uring escapes: properties of the sandbox (seccomp, no
+//!   capabilities), tested with the local backend, not here.
+//! - Policy changes mid-connection: a session's binding is built at bring-up; edits to the agent apply
+//!   to new sessions.
+//! - HTTP/2 frame-level attacks: left to hyper and `h2`; oversized header lists get 431.
+//!
+//! Known limits, documented for users in the README ("what it does not protect against"): frames after
+//! a WebSocket upgrade are neither swapped nor scrubbed; a stub encoded other than literally (percent,
+//! JSON `\u`, base64 outside Basic) is not recognised, so it reaches an unbound host as an encoded stub
+//! without an alert (never a real value); a bound host can be made to store a swapped value.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
