@@ -360,6 +360,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('ca', 'ca', [CompletionResultType]::ParameterValue, 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS')
+            [CompletionResult]::new('sidecar', 'sidecar', [CompletionResultType]::ParameterValue, 'Run the vault standalone, as a sandbox pod''s sidecar (Kubernetes backend)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -375,12 +376,35 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'lap;vault;sidecar' {
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Where the proxy listens (inside the pod)')
+            [CompletionResult]::new('--ca-dir', '--ca-dir', [CompletionResultType]::ParameterName, 'Directory with the vault CA (`ca.pem`, `ca.key`)')
+            [CompletionResult]::new('--binding', '--binding', [CompletionResultType]::ParameterName, 'JSON file with the session''s binding (credentials with stubs, values and hosts; egress policy)')
+            [CompletionResult]::new('--admin', '--admin', [CompletionResultType]::ParameterName, 'Where the admin endpoint listens')
+            [CompletionResult]::new('--admin-token-file', '--admin-token-file', [CompletionResultType]::ParameterName, 'File holding the admin endpoint''s bearer token')
+            [CompletionResult]::new('--vault-resolve', '--vault-resolve', [CompletionResultType]::ParameterName, 'Make the vault connect to ADDR for HOST:PORT (repeatable), as `lap serve --vault-resolve`')
+            [CompletionResult]::new('--vault-upstream-ca', '--vault-upstream-ca', [CompletionResultType]::ParameterName, 'Also trust this CA certificate (PEM) for upstream servers (repeatable)')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also when NO_COLOR is set)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'lap;vault;help' {
             [CompletionResult]::new('ca', 'ca', [CompletionResultType]::ParameterValue, 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS')
+            [CompletionResult]::new('sidecar', 'sidecar', [CompletionResultType]::ParameterValue, 'Run the vault standalone, as a sandbox pod''s sidecar (Kubernetes backend)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'lap;vault;help;ca' {
+            break
+        }
+        'lap;vault;help;sidecar' {
             break
         }
         'lap;vault;help;help' {
@@ -525,9 +549,13 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
         }
         'lap;help;vault' {
             [CompletionResult]::new('ca', 'ca', [CompletionResultType]::ParameterValue, 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS')
+            [CompletionResult]::new('sidecar', 'sidecar', [CompletionResultType]::ParameterValue, 'Run the vault standalone, as a sandbox pod''s sidecar (Kubernetes backend)')
             break
         }
         'lap;help;vault;ca' {
+            break
+        }
+        'lap;help;vault;sidecar' {
             break
         }
         'lap;help;attach' {

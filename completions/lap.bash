@@ -163,6 +163,9 @@ _lap() {
             lap__subcmd__help__subcmd__vault,ca)
                 cmd="lap__subcmd__help__subcmd__vault__subcmd__ca"
                 ;;
+            lap__subcmd__help__subcmd__vault,sidecar)
+                cmd="lap__subcmd__help__subcmd__vault__subcmd__sidecar"
+                ;;
             lap__subcmd__sessions,create)
                 cmd="lap__subcmd__sessions__subcmd__create"
                 ;;
@@ -205,11 +208,17 @@ _lap() {
             lap__subcmd__vault,help)
                 cmd="lap__subcmd__vault__subcmd__help"
                 ;;
+            lap__subcmd__vault,sidecar)
+                cmd="lap__subcmd__vault__subcmd__sidecar"
+                ;;
             lap__subcmd__vault__subcmd__help,ca)
                 cmd="lap__subcmd__vault__subcmd__help__subcmd__ca"
                 ;;
             lap__subcmd__vault__subcmd__help,help)
                 cmd="lap__subcmd__vault__subcmd__help__subcmd__help"
+                ;;
+            lap__subcmd__vault__subcmd__help,sidecar)
+                cmd="lap__subcmd__vault__subcmd__help__subcmd__sidecar"
                 ;;
             *)
                 ;;
@@ -958,7 +967,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__vault)
-            opts="ca"
+            opts="ca sidecar"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -972,6 +981,20 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__vault__subcmd__ca)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__vault__subcmd__sidecar)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1324,7 +1347,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__vault)
-            opts="-q -v -h --server --json --quiet --verbose --no-color --help ca help"
+            opts="-q -v -h --server --json --quiet --verbose --no-color --help ca sidecar help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1360,7 +1383,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__vault__subcmd__help)
-            opts="ca help"
+            opts="ca sidecar help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1394,6 +1417,66 @@ _lap() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__vault__subcmd__help__subcmd__sidecar)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__vault__subcmd__sidecar)
+            opts="-q -v -h --listen --ca-dir --binding --admin --admin-token-file --vault-resolve --vault-upstream-ca --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --binding)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault-resolve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault-upstream-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -326,6 +326,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
             cand ca 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+            cand sidecar 'Run the vault standalone, as a sandbox pod''s sidecar (Kubernetes backend)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lap;vault;ca'= {
@@ -339,11 +340,32 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'lap;vault;sidecar'= {
+            cand --listen 'Where the proxy listens (inside the pod)'
+            cand --ca-dir 'Directory with the vault CA (`ca.pem`, `ca.key`)'
+            cand --binding 'JSON file with the session''s binding (credentials with stubs, values and hosts; egress policy)'
+            cand --admin 'Where the admin endpoint listens'
+            cand --admin-token-file 'File holding the admin endpoint''s bearer token'
+            cand --vault-resolve 'Make the vault connect to ADDR for HOST:PORT (repeatable), as `lap serve --vault-resolve`'
+            cand --vault-upstream-ca 'Also trust this CA certificate (PEM) for upstream servers (repeatable)'
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'lap;vault;help'= {
             cand ca 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+            cand sidecar 'Run the vault standalone, as a sandbox pod''s sidecar (Kubernetes backend)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lap;vault;help;ca'= {
+        }
+        &'lap;vault;help;sidecar'= {
         }
         &'lap;vault;help;help'= {
         }
@@ -464,8 +486,11 @@ set edit:completion:arg-completer[lap] = {|@words|
         }
         &'lap;help;vault'= {
             cand ca 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+            cand sidecar 'Run the vault standalone, as a sandbox pod''s sidecar (Kubernetes backend)'
         }
         &'lap;help;vault;ca'= {
+        }
+        &'lap;help;vault;sidecar'= {
         }
         &'lap;help;attach'= {
         }

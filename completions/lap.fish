@@ -221,21 +221,36 @@ complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcom
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "egress" -d 'Show what went through a session\'s vault: requests, swaps, blocks'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Stop a session: its sandbox is deleted'
 complete -c lap -n "__fish_lap_using_subcommand sessions; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
-complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -l json -d 'Print data as JSON'
-complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
-complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
-complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -s h -l help -d 'Print help'
-complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -f -a "ca" -d 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
-complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -l json -d 'Print data as JSON'
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -s h -l help -d 'Print help'
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -f -a "ca" -d 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -f -a "sidecar" -d 'Run the vault standalone, as a sandbox pod\'s sidecar (Kubernetes backend)'
+complete -c lap -n "__fish_lap_using_subcommand vault; and not __fish_seen_subcommand_from ca sidecar help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from ca" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from ca" -l json -d 'Print data as JSON'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from ca" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from ca" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from ca" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from ca" -s h -l help -d 'Print help'
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l listen -d 'Where the proxy listens (inside the pod)' -r
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l ca-dir -d 'Directory with the vault CA (`ca.pem`, `ca.key`)' -r -F
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l binding -d 'JSON file with the session\'s binding (credentials with stubs, values and hosts; egress policy)' -r -F
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l admin -d 'Where the admin endpoint listens' -r
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l admin-token-file -d 'File holding the admin endpoint\'s bearer token' -r -F
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l vault-resolve -d 'Make the vault connect to ADDR for HOST:PORT (repeatable), as `lap serve --vault-resolve`' -r
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l vault-upstream-ca -d 'Also trust this CA certificate (PEM) for upstream servers (repeatable)' -r -F
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l json -d 'Print data as JSON'
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from sidecar" -s h -l help -d 'Print help'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "ca" -d 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "sidecar" -d 'Run the vault standalone, as a sandbox pod\'s sidecar (Kubernetes backend)'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lap -n "__fish_lap_using_subcommand attach" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand attach" -l json -d 'Print data as JSON'
@@ -294,3 +309,4 @@ complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from sessions" -f -a "egress" -d 'Show what went through a session\'s vault: requests, swaps, blocks'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from sessions" -f -a "delete" -d 'Stop a session: its sandbox is deleted'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from vault" -f -a "ca" -d 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
+complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from vault" -f -a "sidecar" -d 'Run the vault standalone, as a sandbox pod\'s sidecar (Kubernetes backend)'

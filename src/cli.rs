@@ -14,6 +14,7 @@ mod man;
 mod reserved;
 mod serve;
 mod sessions;
+mod sidecar;
 mod vault;
 
 use clap::{Args, Parser, Subcommand};
@@ -160,6 +161,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args, &env, &out)),
+        Command::Vault(vault::Command::Sidecar(args)) => runtime.block_on(sidecar::run(*args, &out)),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args, &out),
         command => {

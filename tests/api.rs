@@ -1915,6 +1915,7 @@ async fn metrics_need_the_master_key_when_the_peer_is_not_known_to_be_local() {
     let app = App::new();
     app.agent("demo", "shell").await;
     app.ready_session("demo").await;
+    app.settle().await; // bring-up records its duration after the session is ready
     let anonymous = app.get_with_authorization("/metrics", None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{}", anonymous.raw);
     let reply = app

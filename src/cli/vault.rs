@@ -1,4 +1,5 @@
 //! `lap vault ca`: the vault's CA certificate, for tools outside a sandbox that talk to one.
+//! `lap vault sidecar` (hidden) runs the vault standalone; it lives in `sidecar.rs`.
 
 use clap::Subcommand;
 
@@ -9,10 +10,14 @@ use crate::error::Error;
 pub enum Command {
     /// Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS
     Ca,
+    /// Run the vault standalone, as a sandbox pod's sidecar (Kubernetes backend)
+    #[command(hide = true)]
+    Sidecar(Box<super::sidecar::Args>),
 }
 
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
     match command {
+        Command::Sidecar(_) => unreachable!("dispatched before the client settings are resolved"),
         Command::Ca => {
             let pem = ctx.client()?.vault_ca().await?;
             if ctx.out.json {

@@ -1,0 +1,251 @@
+//! `lap vault sidecar` (hidden): the vault standalone, as the Kubernetes backend runs it beside each
+//! sandbox pod's harness. A composition root, like `serve.rs`.
+//!
+//! It serves the egress proxy on `--listen` (127.0.0.1 in the pod) with the binding in `--binding`
+//! (a JSON file mounted from the session's Secret into this container only), under the CA in
+//! `--ca-dir` (likewise mounted only here). The admin endpoint on `--admin` takes a bearer token read
+//! from `--admin-token-file` (compared in constant time) and offers:
+//! - `PUT /binding`: replace the binding — late binding of a warm pod's session; connections opened
+//!   afterwards use the new one;
+//! - `GET /interceptions?after=N`: the records since position N, which the control plane pulls;
+//! - `GET /health`: open.
+//!
+//! The binding file holds real credential values: it is read, never logged, and the admin endpoint
+//! never returns it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::error::Error;
+use crate::output::Printer;
+use crate::secret::Secret;
+use crate::vault::audit::AuditLog;
+use crate::vault::ca::CertificateAuthority;
+use crate::vault::intercept::{Binding, Credential, ResolveOverride, Vault};
+use crate::vault::policy::Policy;
+use crate::wire::api::Interception;
+
+/// Records the sidecar keeps for the control plane to pull.
+const KEPT_RECORDS: usize = 10_000;
+/// Largest binding the admin endpoint accepts.
+const MAX_BINDING_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the proxy listens (inside the pod)
+    #[arg(long, default_value = "127.0.0.1:3128", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Directory with the vault CA (`ca.pem`, `ca.key`)
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// JSON file with the session's binding (credentials with stubs, values and hosts; egress policy)
+    #[arg(long, value_name = "FILE")]
+    pub binding: Option<PathBuf>,
+    /// Where the admin endpoint listens
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// File holding the admin endpoint's bearer token
+    #[arg(long, value_name = "FILE", requires = "admin")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Make the vault connect to ADDR for HOST:PORT (repeatable), as `lap serve --vault-resolve`
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub vault_resolve: Vec<ResolveOverride>,
+    /// Also trust this CA certificate (PEM) for upstream servers (repeatable)
+    #[arg(long, value_name = "PEM")]
+    pub vault_upstream_ca: Vec<PathBuf>,
+}
+
+/// The binding file and `PUT /binding` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingFile {
+    #[serde(default)]
+    pub credentials: Vec<BoundCredential>,
+    #[serde(default)]
+    pub allow_out: Vec<String>,
+    #[serde(default)]
+    pub deny_out: Vec<String>,
+    #[serde(default)]
+    pub egress_default_deny: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundCredential {
+    pub name: String,
+    pub stub: String,
+    pub value: String,
+    pub hosts: Vec<String>,
+}
+
+/// What the proxy and the admin endpoint share.
+struct Shared {
+    binding: RwLock<Arc<Binding>>,
+    sink: tokio::sync::mpsc::Sender<Interception>,
+    records: Mutex<VecDeque<Interception>>,
+    token: Option<Secret>,
+}
+
+impl Shared {
+    fn bind(&self, file: BindingFile) {
+        *self.binding.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(binding(file, self.sink.clone()));
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        matches!((&self.token, presented), (Some(token), Some(given)) if token.ct_eq(given))
+    }
+}
+
+fn binding(file: BindingFile, sink: tokio::sync::mpsc::Sender<Interception>) -> Binding {
+    let credentials = file
+        .credentials
+        .into_iter()
+        .map(|c| Credential {
+            name: c.name,
+            stub: c.stub,
+            real: Secret::new(c.value),
+            hosts: c.hosts,
+        })
+        .collect();
+    let policy = Policy::new(&file.allow_out, &file.deny_out).default_deny(file.egress_default_deny);
+    Binding::with_audit(credentials, policy, AuditLog::with_sink(sink))
+}
+
+fn read_binding(path: &Path) -> Result<BindingFile, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::failed_with_hint(
+            format!("`{}` is not a vault binding: {e}", path.display()),
+            "expected {\"credentials\": [{\"name\", \"stub\", \"value\", \"hosts\"}], \"allow_out\", \"deny_out\"}",
+        )
+    })
+}
+
+pub async fn run(args: Args, out: &Printer) -> Result<(), Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let ca = CertificateAuthority::load_or_create(&args.ca_dir).map_err(|e| Error::failed(crate::error::chain(&e)))?;
+    let mut roots = Vec::new();
+    for path in &args.vault_upstream_ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| Error::failed(format!("cannot read `{}`: {e}", path.display())))?;
+        roots.extend(certs);
+    }
+    let vault = Arc::new(
+        Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots).map_err(|e| Error::failed(e.to_string()))?,
+    );
+    let token = match &args.admin_token_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?;
+            Some(Secret::new(text.trim()))
+        }
+        None => None,
+    };
+    let (sink, mut records) = tokio::sync::mpsc::channel::<Interception>(KEPT_RECORDS);
+    let initial = match &args.binding {
+        Some(path) => read_binding(path)?,
+        None => BindingFile::default(),
+    };
+    let shared = Arc::new(Shared {
+        binding: RwLock::new(Arc::new(binding(initial, sink.clone()))),
+        sink,
+        records: Mutex::new(VecDeque::new()),
+        token,
+    });
+
+    // Number the records as they come and keep the newest.
+    let keeper = shared.clone();
+    tokio::spawn(async move {
+        let mut next = 1;
+        while let Some(mut record) = records.recv().await {
+            record.id = next;
+            next += 1;
+            let mut kept = keeper.records.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.len() == KEPT_RECORDS {
+                kept.pop_front();
+            }
+            kept.push_back(record);
+        }
+    });
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", args.listen), e))?;
+    let proxy_addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the proxy address", e))?;
+    let mut line = format!("lap vault sidecar: proxy on {proxy_addr}");
+    if let Some(admin) = args.admin {
+        let admin_listener = TcpListener::bind(admin)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {admin}"), e))?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the admin address", e))?;
+        line.push_str(&format!(", admin on {admin_addr}"));
+        let router = Router::new()
+            .route("/health", get(|| async { "ok\n" }))
+            .route("/binding", put(put_binding))
+            .route("/interceptions", get(get_interceptions))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BINDING_BYTES))
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(admin_listener, router).await {
+                tracing::error!(error = %err, "the admin endpoint failed");
+            }
+        });
+    }
+    out.status(line);
+
+    loop {
+        let (stream, _) = listener.accept().await.map_err(|e| Error::io("cannot accept", e))?;
+        let _ = stream.set_nodelay(true);
+        let binding = shared.binding.read().unwrap_or_else(|p| p.into_inner()).clone();
+        tokio::spawn(vault.clone().serve_connection(stream, binding));
+    }
+}
+
+async fn put_binding(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    if !shared.authorized(&headers) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    match serde_json::from_slice::<BindingFile>(&body) {
+        Ok(file) => {
+            shared.bind(file);
+            StatusCode::NO_CONTENT
+        }
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct After {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn get_interceptions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<After>,
+) -> Result<Json<Vec<Interception>>, StatusCode> {
+    if !shared.authorized(&headers) {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    let kept = shared.records.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(kept.iter().filter(|r| r.id > query.after).cloned().collect()))
+}
