@@ -11,7 +11,10 @@ ensure_rust_tools
 # the real TLS clients that must accept the vault CA.
 ensure_apt tmux:tmux dbus-run-session:dbus gnome-keyring-daemon:gnome-keyring \
   curl:curl git:git python3:python3 node:nodejs
-export LAP_TEST_REQUIRE_KEYRING=1
+# Python's `requests`, for the vault test that drives it inside a sandbox (Debian's python3).
+/usr/bin/python3 -c 'import requests' 2>/dev/null || apt_install python3-requests
+# Everything a test needs is installed now: a missing prerequisite is a failure, not a skip.
+export LAP_TEST_STRICT=1
 
 say "cargo fmt --check"
 cargo fmt --check

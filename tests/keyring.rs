@@ -4,7 +4,7 @@
 //!
 //! The session bus and the keyring daemon are started by the test with `dbus-run-session` (the
 //! recipe of `shared/reference/feasibility.md` §1). Without those tools the test is skipped loudly,
-//! or fails when `LAP_TEST_REQUIRE_KEYRING=1`, as CI sets it.
+//! or fails when `LAP_TEST_STRICT=1`, as CI sets it.
 
 mod support;
 
@@ -36,14 +36,14 @@ fn keyring_tools_present() -> bool {
         "the keyring test needs `{}`; install them with `apt-get install dbus gnome-keyring`",
         missing.join("`, `")
     );
-    if std::env::var("LAP_TEST_REQUIRE_KEYRING").as_deref() == Ok("1") {
-        panic!("{message} (LAP_TEST_REQUIRE_KEYRING=1 makes this test mandatory)");
+    if std::env::var("LAP_TEST_STRICT").as_deref() == Ok("1") {
+        panic!("{message} (LAP_TEST_STRICT=1 makes this test mandatory)");
     }
     // Straight to the stderr handle: the test harness captures `eprintln!` of passing tests.
     let banner = "*".repeat(72);
     let _ = writeln!(
         std::io::stderr(),
-        "\n{banner}\nSKIPPED keyring test: {message}\n(set LAP_TEST_REQUIRE_KEYRING=1 to make this a failure)\n{banner}\n"
+        "\n{banner}\nSKIPPED keyring test: {message}\n(set LAP_TEST_STRICT=1 to make this a failure)\n{banner}\n"
     );
     false
 }
