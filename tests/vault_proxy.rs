@@ -14,7 +14,7 @@ use lap::secret::Secret;
 use lap::vault::ca::CertificateAuthority;
 use lap::vault::intercept::{Binding, Credential, Resolve, ResolveOverride, Vault};
 use lap::vault::policy::Policy;
-use support::upstream::{BySni, Seen, upstream};
+use support::upstream::{Seen, upstream};
 use tokio_util::sync::CancellationToken;
 
 const GH_STUB: &str = "stub_github_token_3fa91c0d";
@@ -37,12 +37,7 @@ struct World {
 /// A TLS WebSocket echo server that records the handshake's `Authorization` header.
 async fn websocket_upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>>>) -> u16 {
     use futures_util::{SinkExt, StreamExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(ca)));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (listener, port, acceptor) = support::upstream::tls_listener(ca, &[]).await;
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
@@ -1105,12 +1100,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn gzip_echo_upstream(ca: Arc<CertificateAuthority>) -> u16 {
     use http_body_util::Full;
     use hyper::body::Bytes;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(ca)));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (listener, port, acceptor) = support::upstream::tls_listener(ca, &[]).await;
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();

@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use lap::sandbox::Sandbox;
 use lap::sandbox::local::Local;
 use lap::vault::ca::CertificateAuthority;
-use support::upstream::{BySni, Seen, upstream};
+use support::upstream::{Seen, upstream};
 
 /// The real value; random per run so a stale file can never make a test pass or fail.
 fn real_token() -> String {
@@ -62,12 +62,7 @@ fn sink(rt: &tokio::runtime::Runtime) -> (u16, Arc<AtomicUsize>) {
 /// An HTTPS git server: `git http-backend` run as CGI over a bare repository. It demands Basic
 /// credentials `x-access-token:<real>` (401 otherwise, as GitHub does), and records each request.
 async fn git_upstream(ca: Arc<CertificateAuthority>, root: PathBuf, real: String, seen: Arc<Mutex<Vec<Seen>>>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(ca)));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (listener, port, acceptor) = support::upstream::tls_listener(ca, &[]).await;
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{real}"))

@@ -45,13 +45,7 @@ impl ResolvesServerCert for BySni {
 /// An upstream that records each request and echoes its `Authorization` and body back, so a real
 /// value that reaches it comes back in the response (the reflection the vault must scrub).
 pub async fn upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>>>, tls: bool) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(ca)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (listener, port, acceptor) = tls_listener(ca, &[b"h2", b"http/1.1"]).await;
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
@@ -107,6 +101,21 @@ pub async fn upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>>>
         }
     });
     port
+}
+
+/// A listener on 127.0.0.1 (any port) and a TLS acceptor serving leaves of `ca` by SNI, offering
+/// `alpn` (none: no ALPN).
+pub async fn tls_listener(
+    ca: Arc<CertificateAuthority>,
+    alpn: &[&[u8]],
+) -> (tokio::net::TcpListener, u16, tokio_rustls::TlsAcceptor) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni(ca)));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    (listener, port, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// curl through the HTTP proxy at `proxy`, trusting `ca`; returns (HTTP status, what curl printed:
