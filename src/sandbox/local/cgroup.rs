@@ -1,4 +1,4 @@
-//! Resource limits of a sandbox: memory, process count and CPU, through cgroup v1.
+//! Resource limits of a sandbox: memory, process count and CPU, through cgroup v1 or v2.
 //!
 //! Invariant: a runaway sandbox (a fork bomb, a memory hog, a busy loop) stays inside its limits and
 //! cannot starve the host or `lap serve`. The launcher creates one cgroup per controller
@@ -6,8 +6,10 @@
 //! `/proc/self/mountinfo` give them, writes the limits, and moves itself in before it creates the
 //! sandbox's namespaces, so every process of the sandbox is born inside (and the sandbox's cgroup
 //! namespace is rooted there). `delete` removes the directories once the sandbox is dead.
-//! Not here yet: the unified (v2) hierarchy and rlimit fallbacks; where no v1 controller is
-//! writable, the sandbox runs without limits and the launcher says so in `harness.log`.
+//! Each controller is taken from its v1 hierarchy when one is mounted (this project's machines), else
+//! from the unified v2 hierarchy (most laptops: `memory.max`, `pids.max`, `cpu.max`), enabling it in
+//! the parent's `cgroup.subtree_control` when it must. Where neither is writable, the sandbox runs
+//! without that limit and the launcher says so in `harness.log`.
 
 use std::fs;
 use std::io;
@@ -48,12 +50,11 @@ pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Vec<PathB
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let mut made = Vec::new();
+    let unified = unified_dir(&mounts, &own);
+    let mut v2_missing = Vec::new();
     for controller in CONTROLLERS {
         let Some(parent) = controller_dir(&mounts, &own, controller) else {
-            let _ = writeln!(
-                log,
-                "lap harness: no cgroup v1 `{controller}` hierarchy; no {controller} limit"
-            );
+            v2_missing.push(*controller);
             continue;
         };
         let dir = parent.join(name);
@@ -69,7 +70,89 @@ pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Vec<PathB
             }
         }
     }
+    if v2_missing.is_empty() {
+        return made;
+    }
+    let Some(parent) = unified else {
+        let _ = writeln!(
+            log,
+            "lap harness: no cgroup hierarchy has {}; no such limit",
+            v2_missing.join(", ")
+        );
+        return made;
+    };
+    let dir = parent.join(name);
+    match create_v2(&parent, &dir, &v2_missing, limits, log) {
+        Ok(()) => made.push(dir),
+        Err(err) => {
+            let _ = writeln!(
+                log,
+                "lap harness: cannot use the cgroup v2 dir `{}`: {err}",
+                dir.display()
+            );
+            let _ = fs::remove_dir(&dir);
+        }
+    }
     made
+}
+
+/// Creates a v2 cgroup limiting `controllers` and moves this process in. A controller the parent
+/// does not delegate is enabled in its `cgroup.subtree_control` when possible, else left out (logged).
+fn create_v2(
+    parent: &Path,
+    dir: &Path,
+    controllers: &[&str],
+    limits: &Limits,
+    log: &mut impl io::Write,
+) -> io::Result<()> {
+    let delegated = fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+    for controller in controllers {
+        if !delegated.split_whitespace().any(|c| c == *controller) {
+            let _ = fs::write(parent.join("cgroup.subtree_control"), format!("+{controller}"));
+        }
+    }
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    for controller in controllers {
+        let (file, value) = match *controller {
+            "memory" => ("memory.max", limits.memory_bytes.to_string()),
+            "pids" => ("pids.max", limits.pids.to_string()),
+            "cpu" => (
+                "cpu.max",
+                format!(
+                    "{} {CPU_PERIOD_US}",
+                    (limits.cpu_millis * CPU_PERIOD_US / 1000).max(1000)
+                ),
+            ),
+            _ => continue,
+        };
+        if let Err(err) = fs::write(dir.join(file), value) {
+            let _ = writeln!(
+                log,
+                "lap harness: cgroup v2 does not delegate {controller} here ({err}); no {controller} limit"
+            );
+        }
+    }
+    fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+}
+
+/// The directory of this process's cgroup in the unified (v2) hierarchy, when one is mounted.
+fn unified_dir(mountinfo: &str, own_cgroups: &str) -> Option<PathBuf> {
+    let (mount_root, mount_point) = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mut left = left.split_whitespace();
+        let root = left.nth(3)?;
+        let point = left.next()?;
+        Some((root.to_owned(), point.to_owned()))
+    })?;
+    let path = own_cgroups.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let relative = path.strip_prefix(mount_root.trim_end_matches('/')).unwrap_or(path);
+    Some(Path::new(&mount_point).join(relative.trim_start_matches('/')))
 }
 
 fn create(dir: &Path, controller: &str, limits: &Limits) -> io::Result<()> {
@@ -149,6 +232,51 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
     const OWN: &str = "8:pids:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/user.slice\n0::/\n";
+
+    #[test]
+    fn the_unified_dir_is_found_from_mountinfo_and_the_0_line() {
+        const V2: &str = "30 23 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let own = "0::/user.slice/user-1000.slice/session-2.scope\n";
+        assert_eq!(
+            unified_dir(V2, own),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/user.slice/user-1000.slice/session-2.scope"
+            ))
+        );
+        assert_eq!(
+            unified_dir(MOUNTINFO, OWN),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            unified_dir("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n", OWN),
+            None
+        );
+    }
+
+    #[test]
+    fn v2_limits_are_written_in_the_unified_format_and_delegation_is_requested() {
+        // A stand-in cgroupfs: the kernel would make the files; here the writes create them.
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.subtree_control"), "cpu\n").unwrap();
+        let dir = root.path().join("lap-x");
+        let limits = Limits {
+            memory_bytes: 64 << 20,
+            pids: 50,
+            cpu_millis: 500,
+        };
+        let mut log = Vec::new();
+        create_v2(root.path(), &dir, &["memory", "pids", "cpu"], &limits, &mut log).unwrap();
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("pids.max"), "50");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("cgroup.procs"), std::process::id().to_string());
+        // On a plain directory the last `+controller` write is what is left to see.
+        assert_eq!(
+            fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap(),
+            "+pids"
+        );
+    }
 
     #[test]
     fn the_cgroup_dir_nests_under_this_process_cgroup_in_the_hierarchy_of_the_controller() {
