@@ -31,7 +31,17 @@ use crate::wire::api::{Agent, Interception, SessionStatus};
 pub mod phase {
     pub const CREATING_SANDBOX: &str = "creating_sandbox";
     pub const BINDING_CREDENTIALS: &str = "binding_credentials";
+    pub const CLONING_REPO: &str = "cloning_repo";
 }
+
+/// Where the agent's repository is cloned, inside the sandbox.
+pub const REPO_DIR: &str = "/work/repo";
+/// A git credential helper reading the token from the sandbox's environment — a stub, which the
+/// vault swaps for the real value on the way to the bound host.
+const GIT_CREDENTIAL_HELPER: &str = "credential.helper=!f() { token=${GITHUB_TOKEN:-${GH_TOKEN:-$GIT_TOKEN}}; \
+    test -n \"$token\" || exit 0; echo username=x-access-token; echo \"password=$token\"; }; f";
+/// How much of git's stderr a failed clone keeps for the failure reason.
+const CLONE_ERROR_BYTES: usize = 2048;
 
 /// Default of `--idle-ttl` / `LAP_SESSION_IDLE_TTL`: the documented 24 hours.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -202,6 +212,13 @@ impl Control {
             self.attach_vault(id, &info.id, agent, credentials, &stubs)
                 .await
                 .map_err(|e| format!("cannot start the vault for this sandbox: {e}"))?;
+            if let Some(url) = &agent.repo_url {
+                self.store
+                    .update_session(id, SessionUpdate::Phase(phase::CLONING_REPO.to_owned()))
+                    .await
+                    .map_err(store_failed)?;
+                self.clone_repo(&info.id, url, &agent.branch).await?;
+            }
             let ready = SessionUpdate::Ready {
                 sandbox_id: info.id.clone(),
                 sandbox_url: info.url.clone(),
@@ -222,6 +239,53 @@ impl Control {
                 self.delete_sandbox(&info.id).await;
                 Err(reason)
             }
+        }
+    }
+
+    /// Clones `url` (`branch`, depth 1) into [`REPO_DIR`] inside the sandbox, as its user, through its
+    /// vault. A failure is git's own message.
+    async fn clone_repo(&self, sandbox: &str, url: &str, branch: &str) -> Result<(), String> {
+        let argv = [
+            "git",
+            "-c",
+            GIT_CREDENTIAL_HELPER,
+            "clone",
+            "--quiet",
+            "--depth",
+            "1",
+            "--branch",
+            branch,
+            "--",
+            url,
+            REPO_DIR,
+        ];
+        let spec = ExecSpec {
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            cwd: None,
+            stdin: Vec::new(),
+        };
+        let (output, mut chunks) = tokio::sync::mpsc::channel(64);
+        let collect = async {
+            let mut stderr = Vec::new();
+            while let Some(chunk) = chunks.recv().await {
+                if let ExecChunk::Stderr(data) = chunk {
+                    stderr.extend_from_slice(&data);
+                    let excess = stderr.len().saturating_sub(CLONE_ERROR_BYTES);
+                    stderr.drain(..excess);
+                }
+            }
+            stderr
+        };
+        let (code, stderr) = tokio::join!(self.sandbox.exec(sandbox, spec, output), collect);
+        match code {
+            Ok(0) => Ok(()),
+            Ok(code) => {
+                let message = String::from_utf8_lossy(&stderr).trim().replace('\n', "; ");
+                Err(format!(
+                    "git clone of `{url}` (branch `{branch}`) failed with exit code {code}: {message}"
+                ))
+            }
+            Err(err) => Err(format!("cannot run git clone in the sandbox: {err}")),
         }
     }
 

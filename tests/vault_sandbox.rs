@@ -791,3 +791,68 @@ fn a_direct_connection_that_skips_the_proxy_reaches_nothing_on_the_host() {
         "a datagram from the sandbox reached the host"
     );
 }
+
+#[test]
+fn an_agents_repo_is_cloned_at_bring_up_through_the_vault_and_a_missing_branch_fails_the_session() {
+    let w = World::new();
+    let url = format!("https://api.github.test:{}/repo.git", w.git_port);
+    let env = [("GITHUB_TOKEN", w.real.as_str())];
+    let credential = "GITHUB_TOKEN@api.github.test";
+    let create = |name: &str, branch: &str| {
+        let args = [
+            "agents",
+            "create",
+            name,
+            "--harness",
+            "shell",
+            "--repo",
+            &url,
+            "--branch",
+            branch,
+        ];
+        let out = w.lap(&[&args[..], &["--credential", credential]].concat(), &env);
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    create("cloner", "main");
+    let session = w.json(&["--json", "sessions", "create", "cloner"]);
+    assert_eq!(session["status"], "ready", "{session}");
+    let id = session["id"].as_str().unwrap();
+    let out = w.lap(
+        &[
+            "exec",
+            id,
+            "--",
+            "sh",
+            "-c",
+            "cat /work/repo/README; git -C /work/repo remote get-url origin",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("cloned through the vault"), "{stdout}");
+    assert!(
+        !stdout.contains(&w.real),
+        "the clone's config holds a real value: {stdout}"
+    );
+    let upload_packs = w
+        .git_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.contains("git-upload-pack"))
+        .count();
+    assert!(upload_packs > 0, "the clone went through the vault to the upstream");
+    w.lap(&["sessions", "delete", id], &[]);
+
+    create("broken", "no-such-branch");
+    let out = w.lap(&["sessions", "create", "broken"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("git clone of") && stderr.contains("no-such-branch"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&w.real));
+}
