@@ -425,13 +425,29 @@ impl Control {
         Ok(Some(restarted))
     }
 
-    /// One pass of the reconciler: reaps sessions idle longer than the TTL and marks `dead` the ready
-    /// sessions whose sandbox stopped by itself. Idempotent.
+    /// One pass of the reconciler: reaps sessions idle longer than the TTL, marks `dead` the ready
+    /// sessions whose sandbox stopped by itself, and deletes sandboxes made for a session that is no
+    /// longer live (a launch that finished after `lap serve` was killed and restarted). Idempotent.
     pub async fn reconcile(&self) -> Result<Reconciled, ControlError> {
         // Sessions first, then sandboxes: a session that became ready before the query had its
         // sandbox created before the listing, so it cannot be mistaken for one whose sandbox died.
         let ready = self.store.sessions_with_status(&[SessionStatus::Ready]).await?;
         let sandboxes = self.sandbox.list().await?;
+        // Live sessions after the listing: a session inserted meanwhile already owns its sandbox.
+        let live = self
+            .store
+            .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready])
+            .await?;
+        for sandbox in &sandboxes {
+            let orphan = sandbox
+                .session_id
+                .as_deref()
+                .is_some_and(|session| !live.iter().any(|row| row.id.to_string() == session));
+            if orphan {
+                tracing::info!(sandbox = %sandbox.id, "deleting a sandbox whose session is no longer live");
+                self.delete_sandbox(&sandbox.id).await;
+            }
+        }
         let now = self.store.now_utc();
         let mut done = Reconciled::default();
         for row in ready {

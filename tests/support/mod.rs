@@ -285,6 +285,8 @@ impl fmt::Display for Run {
 /// A running `lap serve --backend fake` on a loopback port, killed when dropped.
 pub struct TestServer {
     child: Option<Child>,
+    /// `fake` (in memory) unless started with [`TestServer::start_local`].
+    backend: &'static str,
     env: Vec<(OsString, OsString)>,
     extra_args: Vec<OsString>,
     data_dir: PathBuf,
@@ -313,6 +315,7 @@ impl TestServer {
         env.extend(extra_env.into_iter().map(|(k, v)| (k.into(), v.into())));
         let mut server = Self {
             child: None,
+            backend: "fake",
             env,
             extra_args: extra_args.into_iter().map(Into::into).collect(),
             data_dir: home.server_data(),
@@ -325,10 +328,24 @@ impl TestServer {
         server
     }
 
+    /// A server on the local namespace backend: real sandboxes, under this server's data dir.
+    pub fn start_local(home: &Home) -> Self {
+        let mut server = Self::start_with(home, Vec::<OsString>::new(), Vec::new());
+        server.kill9();
+        server.backend = "local";
+        server.spawn("127.0.0.1:0");
+        server
+    }
+
+    /// The server's data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     fn spawn(&mut self, listen: &str) {
         let mut child = Command::new(LAP)
             .arg("serve")
-            .args(["--backend", "fake", "--listen", listen, "--data-dir"])
+            .args(["--backend", self.backend, "--listen", listen, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env_clear()
