@@ -2,7 +2,8 @@
 //!
 //! Every route under `/api/v1/managed_agents` requires `Authorization: Bearer <master key>`, compared
 //! in constant time; failures are 401 `{"error":"unauthorized"}` as in LAP. `GET /api/v1/health` and
-//! `GET /api/v1/openapi.json` are open. Every error, including unknown routes, wrong methods,
+//! `GET /api/v1/openapi.json` are open. The terminal WebSocket (`…/sessions/{id}/tty`) takes the
+//! session's own `tty_token` instead, and refuses the master key. Every error, including unknown routes, wrong methods,
 //! malformed or oversized JSON, uses the `{"error": …, "hint": …}` envelope. The OpenAPI document is
 //! generated from the same handler annotations the router is built from, so the two cannot drift.
 
@@ -12,6 +13,7 @@ mod error;
 mod health;
 mod json;
 mod sessions;
+mod tty;
 
 use std::sync::Arc;
 
@@ -60,7 +62,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))
         .routes(routes!(health::openapi_json))
-        .routes(routes!(health::vault_ca));
+        .routes(routes!(health::vault_ca))
+        // Authenticated by the session's own `tty_token`, never the master key.
+        .routes(routes!(tty::tty));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(protected)
         .merge(public)

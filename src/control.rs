@@ -30,6 +30,12 @@ pub mod phase {
     pub const BINDING_CREDENTIALS: &str = "binding_credentials";
 }
 
+/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's.
+fn agent_command(agent: &Agent) -> Option<String> {
+    let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
+    Some(agent.command.clone().unwrap_or_else(|| harness.command.to_owned()))
+}
+
 /// How long the vault's accept loop pauses after an accept error (e.g. out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -163,6 +169,7 @@ impl Control {
             session_id: Some(id.to_string()),
             env: sandbox_env(&agent.env, &stubs),
             ca_bundle: self.ca_bundle.clone(),
+            command: agent_command(agent),
         };
         let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
         let bound = async {
@@ -306,6 +313,16 @@ impl Control {
         output: tokio::sync::mpsc::Sender<ExecChunk>,
     ) -> Result<i32, ControlError> {
         Ok(self.sandbox.exec(sandbox_id, spec, output).await?)
+    }
+
+    /// Attaches a viewer to the agent's terminal in a session's sandbox.
+    pub async fn attach(
+        &self,
+        sandbox_id: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<crate::sandbox::TtyChannel, ControlError> {
+        Ok(self.sandbox.attach(sandbox_id, cols, rows).await?)
     }
 
     /// Brings the store and the backend back in line after `lap serve` (re)starts: interrupted

@@ -1847,6 +1847,7 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "GET /api/v1/managed_agents/sessions/{id}",
             "POST /api/v1/managed_agents/sessions/{id}/exec",
             "GET /api/v1/managed_agents/sessions/{id}/interceptions",
+            "GET /api/v1/managed_agents/sessions/{id}/tty",
             "GET /api/v1/managed_agents/sessions/{id}/vault-keys",
             "GET /api/v1/openapi.json",
             "GET /api/v1/vault/ca.pem",
@@ -1880,6 +1881,12 @@ async fn every_documented_operation_reaches_a_handler() {
                 .as_str()
                 .is_some_and(|e| e.starts_with("no route for"));
         assert!(!unrouted, "{method} {uri} has no route: {}", reply.raw);
+        if uri.ends_with("/tty") {
+            // The terminal takes the session's own token, never the master key.
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}: {}", reply.raw);
+            app.settle().await;
+            continue;
+        }
         assert!(
             reply.status.is_success() || reply.status == StatusCode::BAD_REQUEST,
             "{method} {uri}: {} {}",
@@ -1905,4 +1912,64 @@ fn openapi_declares_the_master_key_bearer_scheme() {
         .map(|p| str_of(&p["name"]).to_owned())
         .collect();
     assert_eq!(params, ["limit", "offset", "search"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal WebSocket auth
+// ---------------------------------------------------------------------------------------------
+
+/// The terminal path of a session.
+fn tty_of(session: &Value) -> String {
+    format!("{SESSIONS}/{}/tty", str_of(&session["id"]))
+}
+
+#[tokio::test]
+async fn the_terminal_refuses_a_missing_or_wrong_token_and_the_master_key() {
+    let app = App::new();
+    app.agent("demo", "shell").await;
+    let session = app.start_session("demo").await;
+    let session = app.wait_for_status(&session, "ready").await;
+    let path = tty_of(&session);
+    for authorization in [None, Some("Bearer wrong"), Some(&*format!("Bearer {MASTER_KEY}"))] {
+        let reply = app.get_with_authorization(&path, authorization).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let reply = app
+        .get_with_authorization(&format!("{path}?token={MASTER_KEY}"), None)
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    // The right token gets past authentication, as a header or in the query; a plain GET is not an
+    // upgrade.
+    let token = str_of(&session["tty_token"]);
+    let reply = app
+        .get_with_authorization(&path, Some(&format!("Bearer {token}")))
+        .await;
+    assert_eq!(reply.status, StatusCode::UPGRADE_REQUIRED, "{}", reply.raw);
+    let reply = app.get_with_authorization(&format!("{path}?token={token}"), None).await;
+    assert_eq!(reply.status, StatusCode::UPGRADE_REQUIRED, "{}", reply.raw);
+}
+
+#[tokio::test]
+async fn one_sessions_token_never_opens_another_sessions_terminal() {
+    let app = App::new();
+    app.agent("demo", "shell").await;
+    let first = app.start_session("demo").await;
+    let first = app.wait_for_status(&first, "ready").await;
+    let second = app.start_session("demo").await;
+    let second = app.wait_for_status(&second, "ready").await;
+    assert_ne!(first["tty_token"], second["tty_token"]);
+    let reply = app
+        .get_with_authorization(
+            &tty_of(&second),
+            Some(&format!("Bearer {}", str_of(&first["tty_token"]))),
+        )
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    let reply = app
+        .get_with_authorization(
+            &format!("{}?token={}", tty_of(&second), str_of(&first["tty_token"])),
+            None,
+        )
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
 }
