@@ -602,20 +602,28 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn reserved_terminal_commands_answer_not_available_yet() {
+fn opening_an_unknown_agent_lists_the_available_names() {
     let home = Home::new();
     let _r = home.redactions();
-    assert_snapshot!(lap(&home, ["attach", "x"]), @r"
-    exit: 1
-    --- stderr
-    error: `lap attach x` is not available yet
-    hint: this build has no terminal attach yet; meanwhile `lap sessions create AGENT` starts a session and `lap exec SESSION -- CMD` runs commands in it
-    ");
+    let _server = TestServer::start(&home);
     assert_snapshot!(lap(&home, ["someagent"]), @r"
     exit: 1
     --- stderr
-    error: opening agent `someagent` in this terminal is not available yet
-    hint: this build has no terminal attach yet; meanwhile `lap sessions create AGENT` starts a session and `lap exec SESSION -- CMD` runs commands in it
+    error: no agent named 'someagent'
+    hint: create one with `lap agents create NAME --harness shell`
+    ");
+    lap(&home, ["agents", "create", "demo", "--harness", "shell"]);
+    assert_snapshot!(lap(&home, ["someagent"]), @r"
+    exit: 1
+    --- stderr
+    error: no agent named 'someagent'
+    hint: available: demo
+    ");
+    assert_snapshot!(lap(&home, ["demo", "--detach-keys", "meta-x"]), @r"
+    exit: 2
+    --- stderr
+    error: `meta-x` is not a key; use e.g. `ctrl-d`, `ctrl-p,ctrl-q`, `x` or `none`
+    hint: see `lap attach --help`
     ");
 }
 
