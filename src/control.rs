@@ -272,21 +272,19 @@ impl Control {
     /// Stops a session's sandbox and marks it `dead`. Returns the row before the call, or `None`
     /// when there is no such session.
     pub async fn delete_session(&self, id: Uuid) -> Result<Option<SessionRow>, ControlError> {
+        self.end_session(id, "deleted".to_owned()).await
+    }
+
+    /// Makes a live session `dead` with `reason` (e.g. its agent exited) and deletes its sandbox;
+    /// returns the row as it was before.
+    pub async fn end_session(&self, id: Uuid, reason: String) -> Result<Option<SessionRow>, ControlError> {
         let Some(row) = self.store.get_session(id).await? else {
             return Ok(None);
         };
         if row.status.is_terminal() {
             return Ok(Some(row));
         }
-        let after = self
-            .store
-            .update_session(
-                id,
-                SessionUpdate::Dead {
-                    reason: "deleted".to_owned(),
-                },
-            )
-            .await?;
+        let after = self.store.update_session(id, SessionUpdate::Dead { reason }).await?;
         // The row after the update, not `row`: a bring-up that recorded its sandbox since `row` was
         // read is seen here, and one that finishes later finds the session dead and deletes its own.
         self.detach_vault(id);

@@ -3,7 +3,9 @@
 //! Authenticates the session's own `tty_token` (never the master key) before the upgrade, attaches a
 //! viewer to the agent's terminal through the backend ([`crate::sandbox::Sandbox::attach`]) and
 //! relays frames both ways as [`crate::wire::tty`] specifies. Attaching and typing bump the
-//! session's `last_seen_at`, at most once per [`TOUCH_INTERVAL`] per connection.
+//! session's `last_seen_at`, at most once per [`TOUCH_INTERVAL`] per connection. When a viewer sees
+//! the agent exit, the session becomes `dead` with the exit code as its reason, and its sandbox is
+//! deleted.
 
 use std::time::{Duration, Instant};
 
@@ -103,7 +105,7 @@ pub async fn tty(
             let typed = socket
                 .protocol()
                 .is_some_and(|p| p.as_bytes() == SUBPROTOCOL.as_bytes());
-            relay(socket, channel, typed, state.store, uuid).await;
+            relay(socket, channel, typed, &state, uuid).await;
         }))
 }
 
@@ -114,7 +116,7 @@ async fn touch(store: &Store, id: Uuid) {
 }
 
 /// Pipes one viewer until either side leaves or the agent exits.
-async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, store: Store, session: Uuid) {
+async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, state: &AppState, session: Uuid) {
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
     let mut touched = Instant::now();
@@ -140,6 +142,12 @@ async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, store: S
                     }
                     Some(TtyOutput::Viewers(_)) => Ok(()),
                     Some(TtyOutput::Exit(code)) => {
+                        // Dead first: a client that reconnects as soon as it learns of the exit
+                        // must not find the session still `ready`.
+                        let reason = format!("the agent exited with code {code}");
+                        if let Err(err) = state.control.end_session(session, reason).await {
+                            tracing::warn!(session = %session, error = %err, "cannot end the session of an exited agent");
+                        }
                         let text = if typed { ServerMessage::Exit { code }.to_text() } else { exit_line(code) };
                         let _ = socket.send(Message::Text(text.into())).await;
                         let _ = socket.send(close(CLOSE_NORMAL, format!("exit {code}"))).await;
@@ -177,7 +185,7 @@ async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, store: S
                 };
                 if matches!(input, TtyInput::Data(_)) && touched.elapsed() >= TOUCH_INTERVAL {
                     touched = Instant::now();
-                    touch(&store, session).await;
+                    touch(&state.store, session).await;
                 }
                 if tty.input.send(input).await.is_err() {
                     return;

@@ -1,0 +1,378 @@
+//! The terminal as people use it: `lap serve --backend local`, real sandboxes, `lap <agent>` and
+//! `lap attach` through the WebSocket, and a person's terminal simulated by tmux.
+//!
+//! Conditions are polled (screen contents, `capture-pane`) with a deadline, never slept for.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use lap::client::{Client, tty_url};
+use lap::sandbox::Sandbox;
+use lap::sandbox::local::Local;
+use lap::wire::api::Session;
+use lap::wire::tty::{Control, ServerMessage};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a test waits for a condition it polls.
+const WAIT: Duration = Duration::from_secs(15);
+/// Interval between polls.
+const POLL: Duration = Duration::from_millis(20);
+
+/// `lap serve` with the local backend on a temporary data dir and home; killed on drop, with its
+/// sandboxes.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    home: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let (home, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lap"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env_clear()
+            .env("HOME", home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("lap serve exited before listening").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        let server = Self { child, url, home, data };
+        server.json(&["agents", "create", "demo", "--harness", "shell"]);
+        server
+    }
+
+    /// The `lap` client against this server, as a command to complete.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lap"));
+        command
+            .args(["--server", &self.url])
+            .args(args)
+            .env_clear()
+            .env("HOME", self.home.path());
+        command
+    }
+
+    fn lap(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.lap(&full, b"");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A ready session of `demo`.
+    fn session(&self) -> Session {
+        serde_json::from_value(self.json(&["sessions", "create", "demo"])).unwrap()
+    }
+
+    fn client(&self) -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let key = std::fs::read_to_string(self.data.path().join("master.key")).unwrap();
+        Client::new(&self.url, Some(lap::secret::Secret::new(key.trim())), None).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self.data.path().to_owned();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let local = Local::new(&dir).with_program(env!("CARGO_BIN_EXE_lap"));
+                for sandbox in local.list().await.unwrap_or_default() {
+                    let _ = local.delete(&sandbox.id).await;
+                }
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// One viewer over the WebSocket, with its own emulated screen.
+struct Viewer {
+    socket: lap::client::TtySocket,
+    screen: vt100::Parser,
+    viewers: u32,
+}
+
+impl Viewer {
+    async fn attach(server: &Server, session: &Session) -> Self {
+        let url = tty_url(&server.url, session).expect("a terminal");
+        let token = session.tty_token.clone().unwrap();
+        let mut socket = server.client().connect_tty(&url, &token).await.expect("attach");
+        assert!(socket.typed, "the server speaks lap.tty.v1");
+        socket
+            .socket
+            .send(Message::Text(Control::resize(80, 24).to_text().into()))
+            .await
+            .unwrap();
+        Self {
+            socket,
+            screen: vt100::Parser::new(24, 80, 0),
+            viewers: 0,
+        }
+    }
+
+    async fn send(&mut self, keys: &str) {
+        self.socket
+            .socket
+            .send(Message::Binary(keys.as_bytes().to_vec().into()))
+            .await
+            .unwrap();
+    }
+
+    /// Reads until the screen (or viewer count) satisfies `done`; returns the exit code if one came.
+    async fn until(&mut self, done: impl Fn(&str, u32) -> bool) -> Option<i32> {
+        let result = tokio::time::timeout(WAIT, async {
+            while !done(&self.screen.screen().contents(), self.viewers) {
+                match self.socket.socket.next().await.expect("open").expect("a frame") {
+                    Message::Binary(data) => self.screen.process(&data),
+                    Message::Text(text) => match ServerMessage::parse(text.as_str()) {
+                        Some(ServerMessage::Exit { code }) => return Some(code),
+                        Some(ServerMessage::Viewers { count }) => self.viewers = count,
+                        Some(ServerMessage::Repaint) => self.screen = vt100::Parser::new(24, 80, 0),
+                        other => panic!("unexpected {other:?}: {text}"),
+                    },
+                    _ => {}
+                }
+            }
+            None
+        })
+        .await;
+        result.unwrap_or_else(|_| panic!("timed out; screen:\n{}", self.screen.screen().contents()))
+    }
+}
+
+#[test]
+fn lap_agent_runs_piped_commands_and_exits_with_the_agents_code() {
+    let server = Server::start();
+    let out = server.lap(&["demo"], b"echo hel''lo\nexit 3\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The echo (`hel''lo`) does not match; only the command's output does.
+    assert!(stdout.contains("hello\r\n"), "{stdout}");
+    // The agent is gone, so is the session: the next `lap demo` starts a fresh one.
+    let sessions = server.json(&["sessions", "list"]);
+    assert_eq!(sessions[0]["status"], "dead", "{sessions}");
+    assert_eq!(sessions[0]["failure_reason"], "the agent exited with code 3");
+    let again = server.lap(&["demo"], b"exit 0\n");
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(server.json(&["sessions", "list"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn lap_attach_takes_a_session_id() {
+    let server = Server::start();
+    let session = server.session();
+    let out = server.lap(&["attach", &session.id.to_string()], b"echo $((6*7))\nexit 7\n");
+    assert_eq!(out.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("42\r\n"));
+}
+
+#[tokio::test]
+async fn viewers_mirror_each_other_and_a_reconnect_shows_the_previous_screen() {
+    let server = Server::start();
+    let session = server.session();
+    let mut a = Viewer::attach(&server, &session).await;
+    let mut b = Viewer::attach(&server, &session).await;
+    a.until(|_, viewers| viewers == 2).await;
+    a.send("echo mir''rored\r").await;
+    b.until(|screen, _| screen.lines().any(|l| l == "mirrored")).await;
+    b.send("echo from-''b\r").await;
+    a.until(|screen, _| screen.lines().any(|l| l == "from-b")).await;
+    drop((a, b));
+    // A new viewer is repainted with the screen as it was: both lines are there at once.
+    let mut c = Viewer::attach(&server, &session).await;
+    c.until(|screen, _| screen.contains("mirrored") && screen.contains("from-b"))
+        .await;
+    c.send("exit 5\r").await;
+    assert_eq!(c.until(|_, _| false).await, Some(5));
+}
+
+#[tokio::test]
+async fn the_terminal_refuses_another_sessions_token_over_a_real_upgrade() {
+    let server = Server::start();
+    let (first, second) = (server.session(), server.session());
+    let url = tty_url(&server.url, &second).unwrap();
+    let err = server
+        .client()
+        .connect_tty(&url, first.tty_token.as_deref().unwrap())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.status(), Some(401), "{err}");
+}
+
+/// tmux on a private socket, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn new(name: &str) -> Self {
+        Self(format!("lap-test-{name}-{}", std::process::id()))
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        self.run(&["send-keys", "-t", "t", "-l", keys]);
+    }
+
+    fn key(&self, key: &str) {
+        self.run(&["send-keys", "-t", "t", key]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Polls the pane until `done` holds; returns its text.
+    fn until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; pane:\n{screen}"
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+/// Whether a line is `stty size`'s answer.
+fn is_size(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.len() == 2 && words.iter().all(|w| w.parse::<u16>().is_ok())
+}
+
+fn has_line(screen: &str, line: &str) -> bool {
+    screen.lines().any(|l| l.trim_end() == line)
+}
+
+#[test]
+fn a_person_in_tmux_types_resizes_detaches_and_comes_back() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is required for this test");
+    }
+    let server = Server::start();
+    let tmux = Tmux::new("person");
+    let lap = format!(
+        "env -i HOME={} {} --server {}",
+        server.home.path().display(),
+        env!("CARGO_BIN_EXE_lap"),
+        server.url
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
+    ]);
+    tmux.until("the outer shell", |s| s.contains("outer$"));
+    tmux.keys(&format!("{lap} demo; echo LAP-EXIT=$?\n"));
+    tmux.until("the sandbox's prompt", |s| s.contains("lap@lap-"));
+    tmux.keys("echo hel''lo; stty size\n");
+    tmux.until("hello and the pane's size", |s| {
+        has_line(s, "hello") && has_line(s, "30 100")
+    });
+    tmux.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"]);
+    tmux.until("the pane to be 120x40", |_| {
+        tmux.run(&["display", "-p", "-t", "t", "#{window_width}x#{window_height}"])
+            .trim()
+            == "120x40"
+    });
+    // SIGWINCH reaches `lap`, which resizes the PTY; asynchronously, so ask until it has.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        tmux.keys("clear; stty size\n");
+        let screen = tmux.until("stty's answer after a clear", |s| {
+            !s.contains("clear; stty size") && s.lines().any(is_size)
+        });
+        if has_line(&screen, "40 120") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the PTY never took 40x120:\n{screen}");
+    }
+    tmux.keys("echo still-''here\n");
+    tmux.until("the marker", |s| has_line(s, "still-here"));
+    // Ctrl-D detaches: the outer shell is back, in cooked mode with echo.
+    tmux.key("C-d");
+    tmux.until("the detach", |s| s.contains("LAP-EXIT=0") && s.contains("lap attach "));
+    tmux.keys("stty -a | tr ' ' '\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo\n");
+    tmux.until("cooked mode", |s| s.contains("icanon echo") && !s.contains("-icanon"));
+    // `lap demo` again reconnects to the same session, whose screen still shows the earlier output.
+    tmux.keys("clear\n");
+    tmux.until("a clear pane", |s| !s.contains("still-here"));
+    tmux.keys(&format!("{lap} demo; echo LAP-EXIT=$?\n"));
+    tmux.until("the previous screen", |s| has_line(s, "still-here"));
+    tmux.keys("exit 3\n");
+    tmux.until("lap's exit code", |s| s.contains("LAP-EXIT=3"));
+}
