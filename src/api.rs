@@ -82,6 +82,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Marks requests as having arrived over TLS, so the URLs handed out are `wss://`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedOverTls;
+
+/// [`router`] for a server that terminates TLS itself.
+pub fn over_tls(router: Router) -> Router {
+    router.layer(axum::Extension(ServedOverTls))
+}
+
 /// The OpenAPI document of [`router`].
 pub fn openapi() -> utoipa::openapi::OpenApi {
     documented_routes().split_for_parts().1

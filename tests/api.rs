@@ -1973,3 +1973,33 @@ async fn one_sessions_token_never_opens_another_sessions_terminal() {
         .await;
     assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
 }
+
+#[tokio::test]
+async fn tty_url_is_absolute_on_the_host_the_client_used() {
+    let app = App::new();
+    app.agent("demo", "shell").await;
+    let session = app.ready_session("demo").await;
+    let id = str_of(&session["id"]);
+    let show = |forwarded: Option<&'static str>| {
+        let mut request = App::request(Method::GET, &format!("{SESSIONS}/{id}"), None);
+        request
+            .headers_mut()
+            .insert("host", "lap.example.com:3000".parse().unwrap());
+        if let Some(proto) = forwarded {
+            request
+                .headers_mut()
+                .insert("x-forwarded-proto", proto.parse().unwrap());
+        }
+        app.send(request)
+    };
+    let plain = show(None).await;
+    assert_eq!(
+        plain.body["tty_url"],
+        format!("ws://lap.example.com:3000/api/v1/managed_agents/sessions/{id}/tty")
+    );
+    let proxied = show(Some("https")).await;
+    assert_eq!(
+        proxied.body["tty_url"],
+        format!("wss://lap.example.com:3000/api/v1/managed_agents/sessions/{id}/tty")
+    );
+}

@@ -378,7 +378,7 @@ fn sessions_create_prints_the_id_and_json_the_whole_session() {
       "phase": null,
       "phase_detail": null,
       "sandbox_url": "fake://[SANDBOX]",
-      "tty_url": "/api/v1/managed_agents/sessions/[UUID]/tty",
+      "tty_url": "ws://127.0.0.1:[PORT]/api/v1/managed_agents/sessions/[UUID]/tty",
       "tty_token": "[TTY_TOKEN]",
       "harness_session_id": null,
       "supports_tui": true,
@@ -421,7 +421,7 @@ fn sessions_list_show_and_delete() {
     phase      -
     reason     -
     tui        yes
-    tty_url    /api/v1/managed_agents/sessions/[UUID]/tty
+    tty_url    ws://127.0.0.1:[PORT]/api/v1/managed_agents/sessions/[UUID]/tty
     created    [TIME]
     last_seen  [TIME]
     stopped    -
