@@ -373,6 +373,15 @@ fn a_person_in_tmux_types_resizes_detaches_and_comes_back() {
     tmux.until("a clear pane", |s| !s.contains("still-here"));
     tmux.keys(&format!("{lap} demo; echo LAP-EXIT=$?\n"));
     tmux.until("the previous screen", |s| has_line(s, "still-here"));
+    // A full-screen program draws on the alternate screen and leaves cleanly.
+    tmux.keys("seq 1 1000 | less\n");
+    tmux.until("less's first page", |s| {
+        has_line(s, "1") && has_line(s, "39") && !s.contains("still-here")
+    });
+    tmux.keys("q");
+    tmux.until("the shell's screen back", |s| {
+        s.contains("still-here") && !has_line(s, "39")
+    });
     tmux.keys("exit 3\n");
     tmux.until("lap's exit code", |s| s.contains("LAP-EXIT=3"));
 }
