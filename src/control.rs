@@ -143,13 +143,45 @@ impl Control {
         Ok(self.store.get_session(row.id).await?.unwrap_or(row))
     }
 
-    async fn bring_up(&self, id: Uuid, agent: Agent) {
-        if let Err(reason) = self.try_bring_up(id, &agent).await {
-            let update = SessionUpdate::Failed { reason };
-            if let Err(err) = self.store.update_session(id, update).await {
-                tracing::error!(session = %id, error = %err, "cannot record a failed bring-up");
+    async fn bring_up(self: Arc<Self>, id: Uuid, agent: Agent) {
+        match self.try_bring_up(id, &agent).await {
+            Ok(()) => {
+                if let Ok(Some(row)) = self.store.get_session(id).await
+                    && row.status == SessionStatus::Ready
+                    && let Some(sandbox) = row.sandbox_id
+                {
+                    self.watch_agent(id, sandbox);
+                }
+            }
+            Err(reason) => {
+                let update = SessionUpdate::Failed { reason };
+                if let Err(err) = self.store.update_session(id, update).await {
+                    tracing::error!(session = %id, error = %err, "cannot record a failed bring-up");
+                }
             }
         }
+    }
+
+    /// Ends the session when its agent exits, whether a viewer is attached or not.
+    fn watch_agent(self: &Arc<Self>, id: Uuid, sandbox: String) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            let code = tokio::select! {
+                _ = this.shutdown.cancelled() => return,
+                code = this.sandbox.wait_agent(&sandbox) => code,
+            };
+            match code {
+                Ok(code) => {
+                    let reason = format!("the agent exited with code {code}");
+                    if let Err(err) = this.end_session(id, reason).await {
+                        tracing::warn!(session = %id, error = %err, "cannot end the session of an exited agent");
+                    }
+                }
+                // No agent to watch (an API harness, a backend without terminals) or the sandbox
+                // went away: nothing to do.
+                Err(err) => tracing::debug!(session = %id, error = %err, "not watching the agent"),
+            }
+        });
     }
 
     /// Stubs, sandbox, vault, `ready`. Returns the failure reason a person can act on.
@@ -325,7 +357,7 @@ impl Control {
 
     /// Brings the store and the backend back in line after `lap serve` (re)starts: interrupted
     /// bring-ups fail, ready sessions whose sandbox vanished die, sandboxes nobody owns are deleted.
-    pub async fn recover(&self) -> Result<(), ControlError> {
+    pub async fn recover(self: &Arc<Self>) -> Result<(), ControlError> {
         let sandboxes = self.sandbox.list().await?;
         let live = self
             .store
@@ -344,7 +376,12 @@ impl Control {
                     reason: "the sandbox vanished while lap serve was down".to_owned(),
                 },
                 _ => match self.reattach_vault(row).await {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        if let Some(sandbox) = &row.sandbox_id {
+                            self.watch_agent(row.id, sandbox.clone());
+                        }
+                        continue;
+                    }
                     Err(reason) => {
                         if let Some(sandbox) = &row.sandbox_id {
                             self.delete_sandbox(sandbox).await;

@@ -154,6 +154,14 @@ pub trait Sandbox: Send + Sync + 'static {
         })
     }
 
+    /// Waits until the agent of a sandbox exits; returns its exit code.
+    async fn wait_agent(&self, id: &str) -> Result<i32, SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot watch the agent of sandbox `{id}`"),
+        })
+    }
+
     /// Runs a command in a sandbox, sending its output to `output`, and returns its exit code.
     async fn exec(
         &self,

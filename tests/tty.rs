@@ -208,6 +208,32 @@ fn lap_agent_runs_piped_commands_and_exits_with_the_agents_code() {
 }
 
 #[test]
+fn an_agent_that_exits_with_nobody_attached_ends_its_session() {
+    let server = Server::start();
+    server.json(&[
+        "agents",
+        "create",
+        "brief",
+        "--harness",
+        "shell",
+        "--command",
+        "sh -c 'exit 4'",
+    ]);
+    let session = server.json(&["sessions", "create", "brief", "--no-wait"]);
+    let id = session["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let session = server.json(&["sessions", "show", &id]);
+        if session["status"] == "dead" {
+            assert_eq!(session["failure_reason"], "the agent exited with code 4");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {}", session["status"]);
+        std::thread::sleep(POLL);
+    }
+}
+
+#[test]
 fn lap_attach_takes_a_session_id() {
     let server = Server::start();
     let session = server.session();

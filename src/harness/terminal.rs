@@ -85,6 +85,8 @@ pub struct Command {
 pub struct Terminal {
     inner: Arc<Mutex<Inner>>,
     master: Arc<AsyncFd<OwnedFd>>,
+    /// The agent's exit code, once it has exited.
+    exited: tokio::sync::watch::Receiver<Option<i32>>,
 }
 
 struct Inner {
@@ -172,7 +174,9 @@ impl Terminal {
         let mut child = child.spawn().map_err(spawn_err)?;
         // Only the child keeps the slave open, so reading the master ends when it exits.
         drop(pty.slave);
+        let (exit_tx, exited) = tokio::sync::watch::channel(None);
         let terminal = Self {
+            exited,
             inner: Arc::new(Mutex::new(Inner {
                 parser: vt100::Parser::new(DEFAULT_SIZE.rows, DEFAULT_SIZE.cols, 0),
                 size: DEFAULT_SIZE,
@@ -198,6 +202,7 @@ impl Terminal {
             let mut inner = pump.lock();
             inner.exit = Some(code);
             inner.broadcast(&Event::Exit(code));
+            exit_tx.send_replace(Some(code));
         });
         Ok(terminal)
     }
@@ -223,6 +228,16 @@ impl Terminal {
                 Ok(Err(_)) => return,
                 Err(_would_block) => continue,
             }
+        }
+    }
+
+    /// Waits until the agent has exited; returns its exit code.
+    pub async fn wait(&self) -> i32 {
+        let mut exited = self.exited.clone();
+        match exited.wait_for(Option::is_some).await {
+            Ok(code) => code.unwrap_or(-1),
+            // The pump is gone without a code: it cannot be, but never hang on it.
+            Err(_) => -1,
         }
     }
 
@@ -406,6 +421,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(exit, 3);
+        assert_eq!(terminal.wait().await, 3);
         // A viewer attaching after the exit sees the last screen and the exit status.
         let mut late = terminal.attach(Size::clamped(80, 24));
         let Event::Repaint(repaint) = late.recv().await else {

@@ -516,6 +516,14 @@ impl Sandbox for Local {
         })
     }
 
+    async fn wait_agent(&self, id: &str) -> Result<i32, SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        Ok(proto::wait_agent(&layout.run()).await.map_err(LocalError::from)?)
+    }
+
     async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {
         let listener = self.take_proxy_listener(id).await?;
         let backend = |e: std::io::Error| SandboxError::Backend(format!("the proxy listener of `{id}`: {e}"));

@@ -27,6 +27,8 @@
 //!   the last screen can still be looked at). Client → harness: [`STDIN`] (keystrokes) and
 //!   [`RESIZE`] (big-endian `u16` columns then `u16` rows). Closing the connection detaches; the
 //!   agent keeps running.
+//! - `{"op":"wait"}`: the harness answers one [`EXIT`] frame once the agent has exited (at once if it
+//!   has), or [`ERROR`] when the sandbox runs no agent, then closes. The client is not a viewer.
 
 use std::path::Path;
 
@@ -65,6 +67,7 @@ pub enum Request {
     #[serde(rename = "proxy_listener")]
     ProxyListener,
     Attach(AttachRequest),
+    Wait,
 }
 
 /// A viewer's terminal size, in cells.
@@ -85,6 +88,25 @@ pub fn resize_payload(cols: u16, rows: u16) -> [u8; 4] {
 pub fn parse_resize(payload: &[u8]) -> Option<(u16, u16)> {
     let [c0, c1, r0, r1]: [u8; 4] = payload.try_into().ok()?;
     Some((u16::from_be_bytes([c0, c1]), u16::from_be_bytes([r0, r1])))
+}
+
+/// Waits until the sandbox's agent exits; returns its exit code.
+pub async fn wait_agent(run_dir: &Path) -> Result<i32, ProtoError> {
+    let mut stream = connect(run_dir).await?;
+    write_request(&mut stream, &Request::Wait).await?;
+    match read_frame(&mut stream).await? {
+        Some((EXIT, code)) => {
+            let code: [u8; 4] = code
+                .try_into()
+                .map_err(|_| ProtoError::Protocol("exit frame of the wrong size".into()))?;
+            Ok(i32::from_be_bytes(code))
+        }
+        Some((ERROR, message)) => Err(ProtoError::Start(String::from_utf8_lossy(&message).into_owned())),
+        Some((kind, _)) => Err(ProtoError::Protocol(format!("frame kind {kind} instead of the exit"))),
+        None => Err(ProtoError::Protocol(
+            "the harness closed before the agent exited".into(),
+        )),
+    }
 }
 
 /// Attaches to the agent's terminal: returns the connection and its first frame, a [`REPAINT`].

@@ -153,6 +153,14 @@ async fn handle(
             Some(Err(reason)) => proto::write_frame(&mut wr, proto::ERROR, reason.as_bytes()).await,
             None => proto::write_frame(&mut wr, proto::ERROR, b"this sandbox runs no agent").await,
         },
+        Request::Wait => match agent {
+            Some(Ok(terminal)) => {
+                let code = terminal.wait().await;
+                proto::write_frame(&mut wr, proto::EXIT, &code.to_be_bytes()).await
+            }
+            Some(Err(reason)) => proto::write_frame(&mut wr, proto::ERROR, reason.as_bytes()).await,
+            None => proto::write_frame(&mut wr, proto::ERROR, b"this sandbox runs no agent").await,
+        },
         Request::ProxyListener => {
             send_listener(wr.as_ref(), &proxy.listener).await?;
             proxy.handed_over.cancel();
