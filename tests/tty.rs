@@ -247,6 +247,12 @@ async fn viewers_mirror_each_other_and_a_reconnect_shows_the_previous_screen() {
     let server = Server::start();
     let session = server.session();
     let mut a = Viewer::attach(&server, &session).await;
+    // Attaching is activity.
+    let shown = server.json(&["sessions", "show", &session.id.to_string()]);
+    assert!(
+        shown["last_seen_at"].as_str().unwrap() > session.last_seen_at.as_str(),
+        "{shown}"
+    );
     let mut b = Viewer::attach(&server, &session).await;
     a.until(|_, viewers| viewers == 2).await;
     a.send("echo mir''rored\r").await;
@@ -410,4 +416,47 @@ fn a_person_in_tmux_types_resizes_detaches_and_comes_back() {
     });
     tmux.keys("exit 3\n");
     tmux.until("lap's exit code", |s| s.contains("LAP-EXIT=3"));
+}
+
+/// Starts `lap demo` in a fresh tmux pane and waits for the sandbox's prompt.
+fn lap_demo_in_tmux(server: &Server, name: &str) -> Tmux {
+    let tmux = Tmux::new(name);
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
+    ]);
+    tmux.until("the outer shell", |s| s.contains("outer$"));
+    tmux.keys(&format!(
+        "env -i HOME={} {} --server {} demo; echo LAP-EXIT=$?\n",
+        server.home.path().display(),
+        env!("CARGO_BIN_EXE_lap"),
+        server.url
+    ));
+    tmux.until("the sandbox's prompt", |s| s.contains("lap@lap-"));
+    tmux
+}
+
+#[test]
+fn sigterm_and_sighup_restore_the_terminal() {
+    let server = Server::start();
+    for (signal, code) in [(libc::SIGTERM, "143"), (libc::SIGHUP, "129")] {
+        let tmux = lap_demo_in_tmux(&server, &format!("sig{signal}"));
+        // The pane's shell runs `lap` as its only child.
+        let shell = tmux.run(&["display", "-p", "-t", "t", "#{pane_pid}"]);
+        let shell = shell.trim();
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+        let lap: i32 = children.split_whitespace().next().expect("lap runs").parse().unwrap();
+        // SAFETY: a plain kill(2) of the process this test started.
+        assert_eq!(unsafe { libc::kill(lap, signal) }, 0);
+        tmux.until("lap's exit", |s| s.contains(&format!("LAP-EXIT={code}")));
+        tmux.keys("stty -a | tr ' ' '\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo\n");
+        tmux.until("cooked mode", |s| s.contains("icanon echo") && !s.contains("-icanon"));
+    }
 }
