@@ -30,10 +30,29 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        let server = Self::start_on(
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            "127.0.0.1:0",
+        );
+        server.json(&["agents", "create", "demo", "--harness", "shell"]);
+        server
+    }
+
+    /// Kills the server with SIGKILL and starts a new one on the same port and data dir.
+    fn kill_and_restart(mut self) -> Self {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        let home = std::mem::replace(&mut self.home, tempfile::tempdir().unwrap());
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        Self::start_on(home, data, &listen)
+    }
+
+    fn start_on(home: tempfile::TempDir, data: tempfile::TempDir, listen: &str) -> Self {
         use std::io::BufRead;
-        let (home, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut child = Command::new(env!("CARGO_BIN_EXE_lap"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data.path())
             .env_clear()
             .env("HOME", home.path())
@@ -50,9 +69,7 @@ impl Server {
             }
         };
         std::thread::spawn(move || lines.for_each(drop));
-        let server = Self { child, url, home, data };
-        server.json(&["agents", "create", "demo", "--harness", "shell"]);
-        server
+        Self { child, url, home, data }
     }
 
     /// The `lap` client against this server, as a command to complete.
@@ -459,4 +476,64 @@ fn sigterm_and_sighup_restore_the_terminal() {
         tmux.keys("stty -a | tr ' ' '\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo\n");
         tmux.until("cooked mode", |s| s.contains("icanon echo") && !s.contains("-icanon"));
     }
+}
+
+/// Collects a pipe's bytes on a thread.
+fn collect(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    buf
+}
+
+fn wait_for(what: &str, buf: &std::sync::Mutex<Vec<u8>>, needle: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&buf.lock().unwrap()).contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {}",
+            String::from_utf8_lossy(&buf.lock().unwrap())
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+#[test]
+fn a_dropped_connection_is_retried_visibly_and_the_session_carries_on() {
+    use std::io::Write;
+    let server = Server::start();
+    let session = server.session();
+    let mut lap = server
+        .command(&["attach", &session.id.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = lap.stdin.take().unwrap();
+    let stdout = collect(lap.stdout.take().unwrap());
+    let stderr = collect(lap.stderr.take().unwrap());
+    stdin.write_all(b"echo be''fore\n").unwrap();
+    wait_for("the first output", &stdout, "before\r\n");
+    // The server dies under the attached client, and comes back on the same address.
+    let server = server.kill_and_restart();
+    wait_for("the retry", &stderr, "reconnecting in");
+    stdin.write_all(b"echo after''wards\nexit 3\n").unwrap();
+    drop(stdin);
+    let status = lap.wait().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&stdout.lock().unwrap()).into_owned(),
+        String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned(),
+    );
+    assert_eq!(status.code(), Some(3), "{out}\n{err}");
+    assert!(out.contains("afterwards\r\n"), "{out}");
+    drop(server);
 }

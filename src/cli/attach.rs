@@ -23,6 +23,11 @@ use crate::wire::tty::{Control, KEEPALIVE, ServerMessage};
 const STDIN_CHUNK: usize = 4096;
 /// Chunks of stdin buffered before reading pauses.
 const STDIN_QUEUE: usize = 16;
+/// Reconnection attempts after a dropped connection before giving up.
+const RECONNECT_ATTEMPTS: u32 = 5;
+/// The first reconnection delay; each next one doubles, up to [`RECONNECT_CAP`].
+const RECONNECT_BASE: std::time::Duration = std::time::Duration::from_millis(250);
+const RECONNECT_CAP: std::time::Duration = std::time::Duration::from_secs(4);
 /// What a terminal sends for end-of-file.
 const EOT: u8 = 0x04;
 
@@ -62,22 +67,37 @@ enum End {
     Signal(i32),
 }
 
-/// Attaches this terminal to a ready session until the agent exits or the user detaches.
+/// The error for a session that cannot be attached to (not `ready`).
+fn not_ready(session: &Session) -> Error {
+    let id = session.id;
+    Error::failed_with_hint(
+        format!(
+            "session {id} is {}{}",
+            session.status.as_str(),
+            session
+                .failure_reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        format!("`lap sessions show {id}` has the details"),
+    )
+}
+
+/// What this side types: stdin, once for all connections, and the detach keys watched in it.
+struct Input {
+    stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    open: bool,
+    matcher: DetachMatcher,
+    interactive: bool,
+}
+
+/// Attaches this terminal to a ready session until the agent exits or the user detaches. A dropped
+/// connection is retried, visibly, with backoff while the session stays ready.
 pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachKeys) -> Result<(), Error> {
     let id = session.id;
     if session.status != SessionStatus::Ready {
-        return Err(Error::failed_with_hint(
-            format!(
-                "session {id} is {}{}",
-                session.status.as_str(),
-                session
-                    .failure_reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            ),
-            format!("`lap sessions show {id}` has the details"),
-        ));
+        return Err(not_ready(session));
     }
     let url = tty_url(client.base(), session).ok_or_else(|| {
         Error::failed_with_hint(
@@ -86,38 +106,66 @@ pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachK
         )
     })?;
     let token = session.tty_token.clone().unwrap_or_default();
-    let mut tty = client.connect_tty(&url, &token).await?;
     let interactive = std::io::stdin().is_terminal();
     if interactive && !keys.is_none() {
         ctx.out.status(format!("attached to {id}; press {keys} to detach"));
     }
-    let (cols, rows) = crate::term::size();
-    let ws_err =
-        |e: tokio_tungstenite::tungstenite::Error| Error::failed(format!("the terminal connection failed: {e}"));
-    tty.socket
-        .send(Message::Text(Control::resize(cols, rows).to_text().into()))
-        .await
-        .map_err(ws_err)?;
-    let raw = if interactive {
-        Some(RawMode::enable().map_err(|e| Error::io("cannot put the terminal in raw mode", e))?)
-    } else {
-        None
+    let mut input = Input {
+        stdin: read_stdin(),
+        open: true,
+        matcher: DetachMatcher::new(keys),
+        interactive,
     };
-    let end = pump(&mut tty, keys, interactive).await;
-    drop(raw);
-    let _ = tty.socket.close(None).await;
+    let mut failures = 0u32;
+    let end = loop {
+        let reason = match client.connect_tty(&url, &token).await {
+            Ok(mut tty) => {
+                failures = 0;
+                let end = session_pump(&mut tty, &mut input).await;
+                let _ = tty.socket.close(None).await;
+                match end? {
+                    End::Closed(reason) => reason,
+                    other => break other,
+                }
+            }
+            // The first connection's error is the answer (e.g. 401); later ones are retried.
+            Err(err) if failures == 0 && input.open && !reconnecting_allowed(&err) => return Err(err.into()),
+            Err(err) => err.to_string(),
+        };
+        failures += 1;
+        if failures > RECONNECT_ATTEMPTS {
+            break End::Closed(reason);
+        }
+        let delay = RECONNECT_BASE.saturating_mul(1 << (failures - 1)).min(RECONNECT_CAP);
+        ctx.out.status(format!(
+            "\r\n[ws closed{}] reconnecting in {:.1}s (attempt {failures} of {RECONNECT_ATTEMPTS})",
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            },
+            delay.as_secs_f32()
+        ));
+        tokio::time::sleep(delay).await;
+        match client.get_session(&id.to_string()).await {
+            Ok(now) if now.status == SessionStatus::Ready => {}
+            Ok(now) => return Err(not_ready(&now)),
+            // The server itself may be what is down: keep trying.
+            Err(_) => {}
+        }
+    };
     match end {
-        Ok(End::Exit(0)) => Ok(()),
+        End::Exit(0) => Ok(()),
         // Like ssh: our exit code is the agent's.
-        Ok(End::Exit(code)) => std::process::exit(code),
-        Ok(End::Detached) => {
+        End::Exit(code) => std::process::exit(code),
+        End::Detached => {
             ctx.out.status(format!(
                 "\ndetached; the session keeps running: `lap attach {id}` to come back"
             ));
             Ok(())
         }
-        Ok(End::Signal(signal)) => std::process::exit(128 + signal),
-        Ok(End::Closed(reason)) => Err(Error::failed_with_hint(
+        End::Signal(signal) => std::process::exit(128 + signal),
+        End::Closed(reason) => Err(Error::failed_with_hint(
             format!(
                 "[ws closed{}]",
                 if reason.is_empty() {
@@ -128,12 +176,40 @@ pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachK
             ),
             format!("`lap attach {id}` tries again"),
         )),
-        Err(err) => Err(err),
     }
 }
 
+/// Whether a failed first connection is worth retrying (the network, not a refusal).
+fn reconnecting_allowed(err: &crate::client::ClientError) -> bool {
+    !matches!(
+        err,
+        crate::client::ClientError::Api { .. } | crate::client::ClientError::BadUrl(_)
+    )
+}
+
+/// One connection: the initial size, raw mode while it lasts, then the relay.
+async fn session_pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<End, Error> {
+    let (cols, rows) = crate::term::size();
+    if tty
+        .socket
+        .send(Message::Text(Control::resize(cols, rows).to_text().into()))
+        .await
+        .is_err()
+    {
+        return Ok(End::Closed("the connection closed at once".to_owned()));
+    }
+    let raw = if input.interactive {
+        Some(RawMode::enable().map_err(|e| Error::io("cannot put the terminal in raw mode", e))?)
+    } else {
+        None
+    };
+    let end = pump(tty, input).await;
+    drop(raw);
+    end
+}
+
 /// Relays stdin, stdout, window changes and keepalives until the attachment ends.
-async fn pump(tty: &mut crate::client::TtySocket, keys: DetachKeys, interactive: bool) -> Result<End, Error> {
+async fn pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<End, Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let sig = |kind| signal(kind).map_err(|e| Error::io("cannot watch signals", e));
     let (mut winch, mut term, mut hup, mut int) = (
@@ -142,30 +218,25 @@ async fn pump(tty: &mut crate::client::TtySocket, keys: DetachKeys, interactive:
         sig(SignalKind::hangup())?,
         sig(SignalKind::interrupt())?,
     );
-    let mut stdin = read_stdin();
-    let mut stdin_open = true;
-    let mut matcher = DetachMatcher::new(keys);
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
-    let ws_err =
-        |e: tokio_tungstenite::tungstenite::Error| Error::failed(format!("the terminal connection failed: {e}"));
     let mut stdout = std::io::stdout();
     loop {
         tokio::select! {
-            chunk = stdin.recv(), if stdin_open => {
+            chunk = input.stdin.recv(), if input.open => {
                 let (data, detach) = match chunk {
-                    Some(data) if interactive => match matcher.feed(&data) {
+                    Some(data) if input.interactive => match input.matcher.feed(&data) {
                         Keys::Forward(data) => (data, false),
                         Keys::Detach(data) => (data, true),
                     },
                     Some(data) => (data, false),
                     None => {
-                        stdin_open = false;
+                        input.open = false;
                         (vec![EOT], false)
                     }
                 };
-                if !data.is_empty() {
-                    tty.socket.send(Message::Binary(data.into())).await.map_err(ws_err)?;
+                if !data.is_empty() && let Err(err) = tty.socket.send(Message::Binary(data.into())).await {
+                    return Ok(End::Closed(err.to_string()));
                 }
                 if detach {
                     return Ok(End::Detached);
@@ -188,13 +259,18 @@ async fn pump(tty: &mut crate::client::TtySocket, keys: DetachKeys, interactive:
             },
             _ = winch.recv() => {
                 let (cols, rows) = crate::term::size();
-                tty.socket.send(Message::Text(Control::resize(cols, rows).to_text().into())).await.map_err(ws_err)?;
+                let resize = Message::Text(Control::resize(cols, rows).to_text().into());
+                if let Err(err) = tty.socket.send(resize).await {
+                    return Ok(End::Closed(err.to_string()));
+                }
             }
             _ = term.recv() => return Ok(End::Signal(libc::SIGTERM)),
             _ = hup.recv() => return Ok(End::Signal(libc::SIGHUP)),
             _ = int.recv() => return Ok(End::Signal(libc::SIGINT)),
             _ = keepalive.tick() => {
-                tty.socket.send(Message::Ping(Vec::new().into())).await.map_err(ws_err)?;
+                if let Err(err) = tty.socket.send(Message::Ping(Vec::new().into())).await {
+                    return Ok(End::Closed(err.to_string()));
+                }
             }
         }
     }
