@@ -537,3 +537,16 @@ fn a_dropped_connection_is_retried_visibly_and_the_session_carries_on() {
     assert!(out.contains("afterwards\r\n"), "{out}");
     drop(server);
 }
+
+#[test]
+fn two_people_on_one_agent_see_the_same_terminal() {
+    let server = Server::start();
+    let first = lap_demo_in_tmux(&server, "first");
+    // The second `lap demo` reconnects to the agent's live session instead of starting one.
+    let second = lap_demo_in_tmux(&server, "second");
+    assert_eq!(server.json(&["sessions", "list"]).as_array().unwrap().len(), 1);
+    first.keys("echo from-''first\n");
+    second.until("the first person's output", |s| has_line(s, "from-first"));
+    second.keys("echo from-''second\n");
+    first.until("the second person's output", |s| has_line(s, "from-second"));
+}
