@@ -307,11 +307,13 @@ impl Viewer {
             let mut inner = self.terminal.lock();
             let exit = inner.exit;
             let repaint = inner.repaint();
+            let count = inner.viewer_count();
             if let Some(slot) = inner.viewers.get_mut(&self.id)
                 && slot.behind
             {
                 while self.rx.try_recv().is_ok() {}
                 slot.behind = false;
+                let _ = slot.tx.try_send(count);
                 if let Some(code) = exit {
                     let _ = slot.tx.try_send(Event::Exit(code));
                 }
@@ -408,6 +410,7 @@ mod tests {
         let terminal = shell();
         let mut viewer = terminal.attach(Size::clamped(80, 24));
         assert!(matches!(viewer.recv().await, Event::Repaint(_)));
+        assert_eq!(viewer.recv().await, Event::Viewers(1), "then how many watch");
         viewer.input(b"echo he''llo\r").await.unwrap();
         until(&terminal, &mut viewer, |s| s.lines().any(|l| l == "hello")).await;
         viewer.input(b"exit 3\r").await.unwrap();
