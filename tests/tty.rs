@@ -550,3 +550,41 @@ fn two_people_on_one_agent_see_the_same_terminal() {
     second.keys("echo from-''second\n");
     first.until("the second person's output", |s| has_line(s, "from-second"));
 }
+
+#[tokio::test]
+async fn laps_own_cli_framing_works_unchanged() {
+    let server = Server::start();
+    let session = server.session();
+    // As LAP's CLI does it: the token in the query, no subprotocol, keystrokes as text frames.
+    let url = format!(
+        "{}?token={}",
+        tty_url(&server.url, &session).unwrap(),
+        session.tty_token.as_deref().unwrap()
+    );
+    let (mut socket, response) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    assert!(response.headers().get("sec-websocket-protocol").is_none());
+    socket
+        .send(Message::Text(r#"{"type":"resize","cols":90,"rows":20}"#.into()))
+        .await
+        .unwrap();
+    socket.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
+    socket.send(Message::Text("stty size; exit 2\r".into())).await.unwrap();
+    let mut output = Vec::new();
+    let closed = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(message)) = socket.next().await {
+            match message {
+                Message::Binary(data) => output.extend_from_slice(&data),
+                Message::Text(text) => output.extend_from_slice(text.as_bytes()),
+                Message::Close(frame) => return frame,
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("the agent exits");
+    let output = String::from_utf8_lossy(&output);
+    assert!(output.contains("20 90\r\n"), "{output}");
+    assert!(output.contains("[process exited (code=2)]"), "{output}");
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1000));
+}
