@@ -411,6 +411,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             break
         }
         'lap;attach' {
+            [CompletionResult]::new('--detach-keys', '--detach-keys', [CompletionResultType]::ParameterName, 'Keys that detach, e.g. `ctrl-d`, `ctrl-p,ctrl-q`; `none` never detaches')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')

@@ -551,12 +551,16 @@ _lap() {
             return 0
             ;;
         lap__subcmd__attach)
-            opts="-q -v -h --server --json --quiet --verbose --no-color --help"
+            opts="-q -v -h --detach-keys --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --detach-keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -370,6 +370,7 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;vault;help;help'= {
         }
         &'lap;attach'= {
+            cand --detach-keys 'Keys that detach, e.g. `ctrl-d`, `ctrl-p,ctrl-q`; `none` never detaches'
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
             cand --json 'Print data as JSON'
             cand -q 'Print only data and errors: no status lines, no spinners'

@@ -252,6 +252,7 @@ complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcomman
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "ca" -d 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "sidecar" -d 'Run the vault standalone, as a sandbox pod\'s sidecar (Kubernetes backend)'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lap -n "__fish_lap_using_subcommand attach" -l detach-keys -d 'Keys that detach, e.g. `ctrl-d`, `ctrl-p,ctrl-q`; `none` never detaches' -r
 complete -c lap -n "__fish_lap_using_subcommand attach" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand attach" -l json -d 'Print data as JSON'
 complete -c lap -n "__fish_lap_using_subcommand attach" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'

@@ -2,7 +2,8 @@
 //!
 //! Every route under `/api/v1/managed_agents` requires `Authorization: Bearer <master key>`, compared
 //! in constant time; failures are 401 `{"error":"unauthorized"}` as in LAP. `GET /api/v1/health` and
-//! `GET /api/v1/openapi.json` are open. Every error, including unknown routes, wrong methods,
+//! `GET /api/v1/openapi.json` are open. The terminal WebSocket (`…/sessions/{id}/tty`) takes the
+//! session's own `tty_token` instead, and refuses the master key. Every error, including unknown routes, wrong methods,
 //! malformed or oversized JSON, uses the `{"error": …, "hint": …}` envelope. The OpenAPI document is
 //! generated from the same handler annotations the router is built from, so the two cannot drift.
 
@@ -12,6 +13,7 @@ mod error;
 mod health;
 mod json;
 mod sessions;
+mod tty;
 
 use std::sync::Arc;
 
@@ -62,7 +64,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(health::openapi_json))
         .routes(routes!(health::vault_ca))
-        .routes(routes!(health::metrics));
+        .routes(routes!(health::metrics))
+        // Authenticated by the session's own `tty_token`, never the master key.
+        .routes(routes!(tty::tty));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(protected)
         .merge(public)
@@ -78,6 +82,15 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(state.master_key.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Marks requests as having arrived over TLS, so the URLs handed out are `wss://`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedOverTls;
+
+/// [`router`] for a server that terminates TLS itself.
+pub fn over_tls(router: Router) -> Router {
+    router.layer(axum::Extension(ServedOverTls))
 }
 
 /// The OpenAPI document of [`router`].

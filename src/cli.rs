@@ -5,12 +5,14 @@
 //! `lap <agent-name>` arrives as an external subcommand.
 
 mod agents;
+mod attach;
 mod completions;
 mod config;
 mod harness;
 mod login;
 mod logout;
 mod man;
+mod open;
 mod reserved;
 mod serve;
 mod sessions;
@@ -80,7 +82,7 @@ pub enum Command {
     #[command(subcommand)]
     Vault(vault::Command),
     /// Attach this terminal to a session by id
-    Attach(reserved::AttachArgs),
+    Attach(attach::Args),
     /// Run a command inside a session's sandbox
     Exec(reserved::ExecArgs),
     /// Print a shell completion script
@@ -177,9 +179,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Agents(command) => agents::run(command, &ctx).await,
                     Command::Sessions(command) => sessions::run(command, &ctx).await,
                     Command::Vault(command) => vault::run(command, &ctx).await,
-                    Command::Attach(args) => reserved::attach(args),
+                    Command::Attach(args) => attach::run(args, &ctx).await,
                     Command::Exec(args) => reserved::exec(args, &ctx).await,
-                    Command::Open(words) => reserved::open(words),
+                    Command::Open(words) => open::run(words, &ctx).await,
                     Command::Serve(_) | Command::Completions(_) | Command::Man(_) | Command::Harness(_) => {
                         unreachable!("dispatched above")
                     }

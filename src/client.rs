@@ -1,7 +1,12 @@
 //! The typed REST client of `lap serve`: the CLI's only way to the server.
 //!
 //! Errors say which server was asked and what to do: an unreachable server, a rejected key and an
-//! API error envelope each become their own [`ClientError`] variant with a hint.
+//! API error envelope each become their own [`ClientError`] variant with a hint. The terminal's
+//! WebSocket is in [`tty`].
+
+mod tty;
+
+pub use tty::{TtySocket, tty_url};
 
 use std::path::Path;
 use std::time::Duration;
@@ -108,6 +113,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     key: Option<Secret>,
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Client {
@@ -133,7 +139,12 @@ impl Client {
             url: base.clone(),
             source,
         })?;
-        Ok(Self { http, base, key })
+        Ok(Self {
+            http,
+            base,
+            key,
+            ca_cert: ca_cert.map(Path::to_path_buf),
+        })
     }
 
     pub fn base(&self) -> &str {

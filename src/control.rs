@@ -51,6 +51,12 @@ const AUDIT_QUEUE: usize = 10_000;
 /// Most vault records written in one transaction.
 const AUDIT_BATCH: usize = 256;
 
+/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's.
+fn agent_command(agent: &Agent) -> Option<String> {
+    let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
+    Some(agent.command.clone().unwrap_or_else(|| harness.command.to_owned()))
+}
+
 /// How long the vault's accept loop pauses after an accept error (e.g. out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -171,18 +177,47 @@ impl Control {
         Ok(self.store.get_session(row.id).await?.unwrap_or(row))
     }
 
-    async fn bring_up(&self, id: Uuid, agent: Agent) {
+    async fn bring_up(self: Arc<Self>, id: Uuid, agent: Agent) {
         let started = std::time::Instant::now();
-        let result = self.try_bring_up(id, &agent).await;
-        if result.is_ok() {
-            self.metrics.bring_up(started.elapsed());
-        }
-        if let Err(reason) = result {
-            let update = SessionUpdate::Failed { reason };
-            if let Err(err) = self.store.update_session(id, update).await {
-                tracing::error!(session = %id, error = %err, "cannot record a failed bring-up");
+        match self.try_bring_up(id, &agent).await {
+            Ok(()) => {
+                self.metrics.bring_up(started.elapsed());
+                if let Ok(Some(row)) = self.store.get_session(id).await
+                    && row.status == SessionStatus::Ready
+                    && let Some(sandbox) = row.sandbox_id
+                {
+                    self.watch_agent(id, sandbox);
+                }
+            }
+            Err(reason) => {
+                let update = SessionUpdate::Failed { reason };
+                if let Err(err) = self.store.update_session(id, update).await {
+                    tracing::error!(session = %id, error = %err, "cannot record a failed bring-up");
+                }
             }
         }
+    }
+
+    /// Ends the session when its agent exits, whether a viewer is attached or not.
+    fn watch_agent(self: &Arc<Self>, id: Uuid, sandbox: String) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            let code = tokio::select! {
+                _ = this.shutdown.cancelled() => return,
+                code = this.sandbox.wait_agent(&sandbox) => code,
+            };
+            match code {
+                Ok(code) => {
+                    let reason = format!("the agent exited with code {code}");
+                    if let Err(err) = this.end_session(id, reason).await {
+                        tracing::warn!(session = %id, error = %err, "cannot end the session of an exited agent");
+                    }
+                }
+                // No agent to watch (an API harness, a backend without terminals) or the sandbox
+                // went away: nothing to do.
+                Err(err) => tracing::debug!(session = %id, error = %err, "not watching the agent"),
+            }
+        });
     }
 
     /// Stubs, sandbox, vault, `ready`. Returns the failure reason a person can act on.
@@ -202,6 +237,7 @@ impl Control {
             session_id: Some(id.to_string()),
             env: sandbox_env(&agent.env, &stubs),
             ca_bundle: self.ca_bundle.clone(),
+            command: agent_command(agent),
         };
         let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
         let bound = async {
@@ -370,21 +406,19 @@ impl Control {
     /// Stops a session's sandbox and marks it `dead`. Returns the row before the call, or `None`
     /// when there is no such session.
     pub async fn delete_session(&self, id: Uuid) -> Result<Option<SessionRow>, ControlError> {
+        self.end_session(id, "deleted".to_owned()).await
+    }
+
+    /// Makes a live session `dead` with `reason` (e.g. its agent exited) and deletes its sandbox;
+    /// returns the row as it was before.
+    pub async fn end_session(&self, id: Uuid, reason: String) -> Result<Option<SessionRow>, ControlError> {
         let Some(row) = self.store.get_session(id).await? else {
             return Ok(None);
         };
         if row.status.is_terminal() {
             return Ok(Some(row));
         }
-        let after = self
-            .store
-            .update_session(
-                id,
-                SessionUpdate::Dead {
-                    reason: "deleted".to_owned(),
-                },
-            )
-            .await?;
+        let after = self.store.update_session(id, SessionUpdate::Dead { reason }).await?;
         // The row after the update, not `row`: a bring-up that recorded its sandbox since `row` was
         // read is seen here, and one that finishes later finds the session dead and deletes its own.
         self.detach_vault(id);
@@ -516,9 +550,19 @@ impl Control {
         Ok(self.sandbox.exec(sandbox_id, spec, output).await?)
     }
 
+    /// Attaches a viewer to the agent's terminal in a session's sandbox.
+    pub async fn attach(
+        &self,
+        sandbox_id: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<crate::sandbox::TtyChannel, ControlError> {
+        Ok(self.sandbox.attach(sandbox_id, cols, rows).await?)
+    }
+
     /// Brings the store and the backend back in line after `lap serve` (re)starts: interrupted
     /// bring-ups fail, ready sessions whose sandbox vanished die, sandboxes nobody owns are deleted.
-    pub async fn recover(&self) -> Result<(), ControlError> {
+    pub async fn recover(self: &Arc<Self>) -> Result<(), ControlError> {
         let sandboxes = self.sandbox.list().await?;
         let live = self
             .store
@@ -537,7 +581,12 @@ impl Control {
                     reason: "the sandbox vanished while lap serve was down".to_owned(),
                 },
                 _ => match self.reattach_vault(row).await {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        if let Some(sandbox) = &row.sandbox_id {
+                            self.watch_agent(row.id, sandbox.clone());
+                        }
+                        continue;
+                    }
                     Err(reason) => {
                         if let Some(sandbox) = &row.sandbox_id {
                             self.delete_sandbox(sandbox).await;

@@ -4,7 +4,9 @@
 //! whether people drive it through a terminal (TUI) or programs through the message API, the
 //! environment variables it needs, and how to install its tool. Nothing else in the code branches on
 //! a harness id; it looks the row up here. The in-sandbox side (`lap harness`, PTY and viewers) is
-//! built on top of this table by the terminal issue.
+//! built on top of this table: [`terminal`] runs the agent under a PTY and serves its viewers.
+
+pub mod terminal;
 
 /// How a harness is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,5 +17,6 @@ pub mod sandbox;
 pub mod secret;
 pub mod settings;
 pub mod store;
+pub mod term;
 pub mod vault;
 pub mod wire;

@@ -28,6 +28,37 @@ pub struct SandboxSpec {
     pub env: Vec<(String, String)>,
     /// Host path of the CA bundle to mount at [`CA_BUNDLE_PATH`].
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// The agent's command line, run under a PTY from the start (`None`: no terminal).
+    pub command: Option<String>,
+}
+
+/// What a viewer sends to a sandbox's terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TtyInput {
+    /// Keystrokes.
+    Data(Vec<u8>),
+    /// The viewer's terminal size, in cells.
+    Resize { cols: u16, rows: u16 },
+}
+
+/// What a sandbox's terminal sends to a viewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TtyOutput {
+    /// Draws the whole current screen on a blank terminal (first, and after the viewer fell behind).
+    Repaint(Vec<u8>),
+    /// The PTY's output.
+    Data(Vec<u8>),
+    /// How many viewers are attached.
+    Viewers(u32),
+    /// The agent exited with this code.
+    Exit(i32),
+}
+
+/// One viewer's connection to a sandbox's terminal. Dropping `input` detaches; `output` ends when
+/// the connection to the sandbox is lost.
+pub struct TtyChannel {
+    pub input: tokio::sync::mpsc::Sender<TtyInput>,
+    pub output: tokio::sync::mpsc::Receiver<TtyOutput>,
 }
 
 /// The listening end of a sandbox's egress: the vault serves every connection accepted here, and
@@ -112,6 +143,23 @@ pub trait Sandbox: Send + Sync + 'static {
             "the `{}` backend has no egress listener for `{id}` yet",
             self.name()
         )))
+    }
+
+    /// Attaches a viewer of `cols`×`rows` cells to the agent's terminal in a sandbox.
+    async fn attach(&self, id: &str, cols: u16, rows: u16) -> Result<TtyChannel, SandboxError> {
+        let _ = (cols, rows);
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it has no terminal for sandbox `{id}`"),
+        })
+    }
+
+    /// Waits until the agent of a sandbox exits; returns its exit code.
+    async fn wait_agent(&self, id: &str) -> Result<i32, SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot watch the agent of sandbox `{id}`"),
+        })
     }
 
     /// Runs a command in a sandbox, sending its output to `output`, and returns its exit code.

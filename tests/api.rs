@@ -1849,6 +1849,7 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "POST /api/v1/managed_agents/sessions/{id}/exec",
             "GET /api/v1/managed_agents/sessions/{id}/interceptions",
             "POST /api/v1/managed_agents/sessions/{id}/restart",
+            "GET /api/v1/managed_agents/sessions/{id}/tty",
             "GET /api/v1/managed_agents/sessions/{id}/vault-keys",
             "GET /api/v1/openapi.json",
             "GET /api/v1/vault/ca.pem",
@@ -1883,6 +1884,12 @@ async fn every_documented_operation_reaches_a_handler() {
                 .as_str()
                 .is_some_and(|e| e.starts_with("no route for"));
         assert!(!unrouted, "{method} {uri} has no route: {}", reply.raw);
+        if uri.ends_with("/tty") {
+            // The terminal takes the session's own token, never the master key.
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}: {}", reply.raw);
+            app.settle().await;
+            continue;
+        }
         assert!(
             reply.status.is_success() || reply.status == StatusCode::BAD_REQUEST,
             "{method} {uri}: {} {}",
@@ -1924,4 +1931,94 @@ async fn metrics_need_the_master_key_when_the_peer_is_not_known_to_be_local() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
     assert!(reply.raw.contains("lap_sessions{status=\"ready\"} 1"), "{}", reply.raw);
     assert!(reply.raw.contains("lap_bring_up_seconds_count 1"), "{}", reply.raw);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal WebSocket auth
+// ---------------------------------------------------------------------------------------------
+
+/// The terminal path of a session.
+fn tty_of(session: &Value) -> String {
+    format!("{SESSIONS}/{}/tty", str_of(&session["id"]))
+}
+
+#[tokio::test]
+async fn the_terminal_refuses_a_missing_or_wrong_token_and_the_master_key() {
+    let app = App::new();
+    app.agent("demo", "shell").await;
+    let session = app.start_session("demo").await;
+    let session = app.wait_for_status(&session, "ready").await;
+    let path = tty_of(&session);
+    for authorization in [None, Some("Bearer wrong"), Some(&*format!("Bearer {MASTER_KEY}"))] {
+        let reply = app.get_with_authorization(&path, authorization).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let reply = app
+        .get_with_authorization(&format!("{path}?token={MASTER_KEY}"), None)
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    // The right token gets past authentication, as a header or in the query; a plain GET is not an
+    // upgrade.
+    let token = str_of(&session["tty_token"]);
+    let reply = app
+        .get_with_authorization(&path, Some(&format!("Bearer {token}")))
+        .await;
+    assert_eq!(reply.status, StatusCode::UPGRADE_REQUIRED, "{}", reply.raw);
+    let reply = app.get_with_authorization(&format!("{path}?token={token}"), None).await;
+    assert_eq!(reply.status, StatusCode::UPGRADE_REQUIRED, "{}", reply.raw);
+}
+
+#[tokio::test]
+async fn one_sessions_token_never_opens_another_sessions_terminal() {
+    let app = App::new();
+    app.agent("demo", "shell").await;
+    let first = app.start_session("demo").await;
+    let first = app.wait_for_status(&first, "ready").await;
+    let second = app.start_session("demo").await;
+    let second = app.wait_for_status(&second, "ready").await;
+    assert_ne!(first["tty_token"], second["tty_token"]);
+    let reply = app
+        .get_with_authorization(
+            &tty_of(&second),
+            Some(&format!("Bearer {}", str_of(&first["tty_token"]))),
+        )
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    let reply = app
+        .get_with_authorization(
+            &format!("{}?token={}", tty_of(&second), str_of(&first["tty_token"])),
+            None,
+        )
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn tty_url_is_absolute_on_the_host_the_client_used() {
+    let app = App::new();
+    app.agent("demo", "shell").await;
+    let session = app.ready_session("demo").await;
+    let id = str_of(&session["id"]);
+    let show = |forwarded: Option<&'static str>| {
+        let mut request = App::request(Method::GET, &format!("{SESSIONS}/{id}"), None);
+        request
+            .headers_mut()
+            .insert("host", "lap.example.com:3000".parse().unwrap());
+        if let Some(proto) = forwarded {
+            request
+                .headers_mut()
+                .insert("x-forwarded-proto", proto.parse().unwrap());
+        }
+        app.send(request)
+    };
+    let plain = show(None).await;
+    assert_eq!(
+        plain.body["tty_url"],
+        format!("ws://lap.example.com:3000/api/v1/managed_agents/sessions/{id}/tty")
+    );
+    let proxied = show(Some("https")).await;
+    assert_eq!(
+        proxied.body["tty_url"],
+        format!("wss://lap.example.com:3000/api/v1/managed_agents/sessions/{id}/tty")
+    );
 }

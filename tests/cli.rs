@@ -378,7 +378,7 @@ fn sessions_create_prints_the_id_and_json_the_whole_session() {
       "phase": null,
       "phase_detail": null,
       "sandbox_url": "fake://[SANDBOX]",
-      "tty_url": "/api/v1/managed_agents/sessions/[UUID]/tty",
+      "tty_url": "ws://127.0.0.1:[PORT]/api/v1/managed_agents/sessions/[UUID]/tty",
       "tty_token": "[TTY_TOKEN]",
       "harness_session_id": null,
       "supports_tui": true,
@@ -421,7 +421,7 @@ fn sessions_list_show_and_delete() {
     phase      -
     reason     -
     tui        yes
-    tty_url    /api/v1/managed_agents/sessions/[UUID]/tty
+    tty_url    ws://127.0.0.1:[PORT]/api/v1/managed_agents/sessions/[UUID]/tty
     created    [TIME]
     last_seen  [TIME]
     stopped    -
@@ -602,20 +602,28 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn reserved_terminal_commands_answer_not_available_yet() {
+fn opening_an_unknown_agent_lists_the_available_names() {
     let home = Home::new();
     let _r = home.redactions();
-    assert_snapshot!(lap(&home, ["attach", "x"]), @r"
-    exit: 1
-    --- stderr
-    error: `lap attach x` is not available yet
-    hint: this build has no terminal attach yet; meanwhile `lap sessions create AGENT` starts a session and `lap exec SESSION -- CMD` runs commands in it
-    ");
+    let _server = TestServer::start(&home);
     assert_snapshot!(lap(&home, ["someagent"]), @r"
     exit: 1
     --- stderr
-    error: opening agent `someagent` in this terminal is not available yet
-    hint: this build has no terminal attach yet; meanwhile `lap sessions create AGENT` starts a session and `lap exec SESSION -- CMD` runs commands in it
+    error: no agent named 'someagent'
+    hint: create one with `lap agents create NAME --harness shell`
+    ");
+    lap(&home, ["agents", "create", "demo", "--harness", "shell"]);
+    assert_snapshot!(lap(&home, ["someagent"]), @r"
+    exit: 1
+    --- stderr
+    error: no agent named 'someagent'
+    hint: available: demo
+    ");
+    assert_snapshot!(lap(&home, ["demo", "--detach-keys", "meta-x"]), @r"
+    exit: 2
+    --- stderr
+    error: `meta-x` is not a key; use e.g. `ctrl-d`, `ctrl-p,ctrl-q`, `x` or `none`
+    hint: see `lap attach --help`
     ");
 }
 

@@ -815,3 +815,73 @@ async fn pid_1_reaps_orphans_and_sigterm_stops_the_sandbox() {
     }
     assert!(fx.local.list().await.unwrap().is_empty());
 }
+
+/// Reads a terminal's output until its screen satisfies `done`; returns the exit code if one came.
+async fn watch(
+    tty: &mut lap::sandbox::TtyChannel,
+    screen: &mut vt100::Parser,
+    done: impl Fn(&str) -> bool,
+) -> Option<i32> {
+    use lap::sandbox::TtyOutput;
+    tokio::time::timeout(WAIT, async {
+        while !done(&screen.screen().contents()) {
+            match tty.output.recv().await.expect("the terminal stays connected") {
+                TtyOutput::Repaint(bytes) => {
+                    *screen = vt100::Parser::new(24, 80, 0);
+                    screen.process(&bytes);
+                }
+                TtyOutput::Data(bytes) => screen.process(&bytes),
+                TtyOutput::Viewers(_) => {}
+                TtyOutput::Exit(code) => return Some(code),
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out; screen:\n{}", screen.screen().contents()))
+}
+
+#[tokio::test]
+async fn the_agent_runs_under_a_pty_as_the_sandbox_user_and_survives_its_viewers() {
+    use lap::sandbox::TtyInput;
+    let fixture = Fixture::new().await;
+    let info = fixture
+        .local
+        .create(&SandboxSpec {
+            command: Some("bash --norc --noprofile -i".into()),
+            ..spec()
+        })
+        .await
+        .expect("sandbox created");
+    let mut tty = fixture.local.attach(&info.id, 80, 24).await.expect("attach");
+    let mut screen = vt100::Parser::new(24, 80, 0);
+    tty.input
+        .send(TtyInput::Data(b"echo \"$(id -u) $PWD $TERM $(stty size)\"\r".to_vec()))
+        .await
+        .unwrap();
+    watch(&mut tty, &mut screen, |s| {
+        s.contains("1000 /work/home xterm-256color 24 80")
+    })
+    .await;
+    tty.input
+        .send(TtyInput::Data(b"echo mar''ker\r".to_vec()))
+        .await
+        .unwrap();
+    watch(&mut tty, &mut screen, |s| s.contains("marker")).await;
+    drop(tty);
+    // Detached; a new viewer is repainted with the screen as it was, and the shell still runs.
+    let mut tty = fixture.local.attach(&info.id, 80, 24).await.expect("attach again");
+    let mut screen = vt100::Parser::new(24, 80, 0);
+    watch(&mut tty, &mut screen, |s| s.contains("marker")).await;
+    tty.input.send(TtyInput::Data(b"exit 3\r".to_vec())).await.unwrap();
+    let code = watch(&mut tty, &mut screen, |_| false).await;
+    assert_eq!(code, Some(3));
+}
+
+#[tokio::test]
+async fn a_sandbox_without_an_agent_command_has_no_terminal() {
+    let fixture = Fixture::new().await;
+    let info = fixture.create().await;
+    let err = fixture.local.attach(&info.id, 80, 24).await.err().expect("no terminal");
+    assert!(err.to_string().contains("runs no agent"), "{err}");
+}

@@ -1,7 +1,9 @@
 //! Session routes: create (under an agent), list, show, delete, exec.
 //!
 //! `tty_token` is minted per session and opens that session's terminal only; `tty_url` is the
-//! relative path of the terminal WebSocket on this server, set for TUI harnesses once `ready`.
+//! absolute `ws://`/`wss://` URL of the terminal WebSocket on this server (built from the request's
+//! `Host`, `wss` when served over TLS or behind a proxy that says `X-Forwarded-Proto: https`; a
+//! relative path when there is no `Host`), set for TUI harnesses once `ready`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -35,13 +37,14 @@ const EXEC_QUEUE: usize = 16;
     responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    origin: Origin,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Session>, ApiError> {
     let body: CreateSession = parse_optional(&body.map_err(bytes_rejection)?)?;
     let agent = agents::find(&state, &id).await?;
     let row = state.control.create_session(&agent, body.title).await?;
-    Ok(Json(to_api(row)))
+    Ok(Json(to_api(row, &origin)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -57,6 +60,7 @@ pub struct ListQuery {
     security(("master_key" = [])), responses((status = 200, body = Vec<Session>), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    origin: Origin,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Session>>, ApiError> {
     let agent_id = match &query.agent_id {
@@ -65,17 +69,21 @@ pub async fn list(
     };
     let limit = query.limit.unwrap_or(SESSION_PAGE_DEFAULT).clamp(1, SESSION_PAGE_MAX);
     let rows = state.store.list_sessions(agent_id, limit).await?;
-    Ok(Json(rows.into_iter().map(to_api).collect()))
+    Ok(Json(rows.into_iter().map(|row| to_api(row, &origin)).collect()))
 }
 
 /// Show one session.
 #[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
     responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
     let row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
-    Ok(Json(to_api(row)))
+    Ok(Json(to_api(row, &origin)))
 }
 
 /// Stop a session: its sandbox is deleted and it becomes `dead`.
@@ -145,7 +153,11 @@ const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 #[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/restart", tag = "sessions",
     params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
     responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn restart(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
+pub async fn restart(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
     let mut row = state
         .control
@@ -157,7 +169,7 @@ pub async fn restart(State(state): State<AppState>, Path(id): Path<String>) -> R
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
     }
-    Ok(Json(to_api(row)))
+    Ok(Json(to_api(row, &origin)))
 }
 
 /// The id of a session that exists, or 404.
@@ -268,11 +280,28 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("session `{id}` not found")).hint("`lap sessions list` shows the sessions that exist")
 }
 
-fn to_api(row: SessionRow) -> Session {
+/// Where clients reach this server, as WebSocket origin (`ws://host:port`), from the request.
+pub struct Origin(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = header("host").filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()));
+        let tls = parts.extensions.get::<super::ServedOverTls>().is_some()
+            || header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        let scheme = if tls { "wss" } else { "ws" };
+        Ok(Self(host.map(|host| format!("{scheme}://{host}"))))
+    }
+}
+
+fn to_api(row: SessionRow, origin: &Origin) -> Session {
     let supports_tui = harness::find(&row.harness_id).is_none_or(|h| h.supports_tui());
     let ready = row.status == SessionStatus::Ready;
+    let origin = origin.0.as_deref().unwrap_or_default();
     Session {
-        tty_url: (ready && supports_tui).then(|| format!("{PREFIX}/sessions/{}/tty", row.id)),
+        tty_url: (ready && supports_tui).then(|| format!("{origin}{PREFIX}/sessions/{}/tty", row.id)),
         tty_token: Some(row.tty_token),
         id: row.id,
         agent_id: row.agent_id,

@@ -1,5 +1,4 @@
-//! Commands whose names are reserved now and implemented by later work: `lap <agent-name>` and
-//! `lap attach ID` parse their arguments and say so cleanly. `lap exec ID -- CMD…` works: it runs
+//! `lap exec ID -- CMD…`: runs
 //! the command in the session's sandbox, copies its stdout and stderr to ours, and exits with its
 //! exit code; stdin is sent along (at most [`MAX_EXEC_STDIN`] bytes) when it is not a terminal.
 
@@ -13,27 +12,12 @@ use crate::error::Error;
 use crate::wire::api::{ExecCommand, ExecEvent, MAX_EXEC_STDIN};
 
 #[derive(Debug, Args)]
-pub struct AttachArgs {
-    /// Session id
-    pub session: String,
-}
-
-#[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Session id
     pub session: String,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
-}
-
-const HINT: &str = "this build has no terminal attach yet; meanwhile `lap sessions create AGENT` starts a session and `lap exec SESSION -- CMD` runs commands in it";
-
-pub fn attach(args: AttachArgs) -> Result<(), Error> {
-    Err(Error::NotYet {
-        what: format!("`lap attach {}`", args.session),
-        hint: HINT,
-    })
 }
 
 pub async fn exec(args: ExecArgs, ctx: &Ctx) -> Result<(), Error> {
@@ -88,12 +72,4 @@ pub async fn exec(args: ExecArgs, ctx: &Ctx) -> Result<(), Error> {
             }
         }
     }
-}
-
-pub fn open(words: Vec<String>) -> Result<(), Error> {
-    let agent = words.first().cloned().unwrap_or_default();
-    Err(Error::NotYet {
-        what: format!("opening agent `{agent}` in this terminal"),
-        hint: HINT,
-    })
 }

@@ -151,6 +151,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         control,
         master_key: Arc::new(master_key.clone()),
     });
+    let router = if tls.is_some() { api::over_tls(router) } else { router };
 
     let listener = TcpListener::bind(args.listen)
         .await

@@ -234,7 +234,12 @@ fn pid1(layout: &Layout, config: &Config, user_namespace: bool, log: File, null:
     let server = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
-            std::process::exit(super::server::run(ready, user_namespace, config.env.clone()))
+            std::process::exit(super::server::run(
+                ready,
+                user_namespace,
+                config.env.clone(),
+                config.command.clone(),
+            ))
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(err) => {

@@ -91,6 +91,9 @@ pub struct Config {
     /// Whether `ca-bundle.pem` in the sandbox dir replaces the system CA bundle inside.
     #[serde(default)]
     pub ca_bundle: bool,
+    /// The agent's command line, run under the harness's PTY (`None`: no agent).
+    #[serde(default)]
+    pub command: Option<String>,
 }
 
 /// A running sandbox, written by the launcher into `state.json`.

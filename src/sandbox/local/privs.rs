@@ -55,6 +55,12 @@ impl Drop {
     /// Becomes the sandbox user with no capabilities, in a session of its own. Async-signal-safe.
     pub fn apply(&self) -> io::Result<()> {
         nix::unistd::setsid()?;
+        self.apply_in_session()
+    }
+
+    /// [`Drop::apply`] for a process that already leads its session (e.g. one that took a PTY as
+    /// its controlling terminal). Async-signal-safe.
+    pub fn apply_in_session(&self) -> io::Result<()> {
         for cap in 0..=self.last_cap {
             // SAFETY: prctl with integer arguments only; EINVAL (a capability this kernel lacks) is fine.
             if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {

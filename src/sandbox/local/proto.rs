@@ -18,6 +18,17 @@
 //!   listening socket it bound on `127.0.0.1:`[`PROXY_PORT`] inside the sandbox's network namespace —
 //!   the egress proxy's listener, served by `lap serve` (DESIGN §2). Until a client has taken it, the
 //!   harness answers every connection on it with `502 Bad Gateway`.
+//! - `{"op":"attach","cols":N,"rows":M}`: the client becomes a viewer of the agent's terminal
+//!   ([`crate::harness::terminal`]), `N`×`M` cells. Both sides switch to the frames above. Harness →
+//!   client: [`ERROR`] then EOF when the sandbox runs no agent; else first a [`REPAINT`] (bytes that
+//!   draw the current screen on a blank terminal), then [`STDOUT`] (the PTY's output, in order),
+//!   [`VIEWERS`] (a big-endian `u32`: viewers attached now), another [`REPAINT`] whenever the client
+//!   fell behind and lost output, and [`EXIT`] once the agent has exited (the connection stays open:
+//!   the last screen can still be looked at). Client → harness: [`STDIN`] (keystrokes) and
+//!   [`RESIZE`] (big-endian `u16` columns then `u16` rows). Closing the connection detaches; the
+//!   agent keeps running.
+//! - `{"op":"wait"}`: the harness answers one [`EXIT`] frame once the agent has exited (at once if it
+//!   has), or [`ERROR`] when the sandbox runs no agent, then closes. The client is not a viewer.
 
 use std::path::Path;
 
@@ -43,6 +54,9 @@ pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 pub const EXIT: u8 = 3;
 pub const ERROR: u8 = 4;
+pub const RESIZE: u8 = 5;
+pub const REPAINT: u8 = 6;
+pub const VIEWERS: u8 = 7;
 
 /// A request line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,6 +66,59 @@ pub enum Request {
     Exec(ExecRequest),
     #[serde(rename = "proxy_listener")]
     ProxyListener,
+    Attach(AttachRequest),
+    Wait,
+}
+
+/// A viewer's terminal size, in cells.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachRequest {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// The payload of a [`RESIZE`] frame.
+pub fn resize_payload(cols: u16, rows: u16) -> [u8; 4] {
+    let [c0, c1] = cols.to_be_bytes();
+    let [r0, r1] = rows.to_be_bytes();
+    [c0, c1, r0, r1]
+}
+
+/// Columns and rows of a [`RESIZE`] frame's payload.
+pub fn parse_resize(payload: &[u8]) -> Option<(u16, u16)> {
+    let [c0, c1, r0, r1]: [u8; 4] = payload.try_into().ok()?;
+    Some((u16::from_be_bytes([c0, c1]), u16::from_be_bytes([r0, r1])))
+}
+
+/// Waits until the sandbox's agent exits; returns its exit code.
+pub async fn wait_agent(run_dir: &Path) -> Result<i32, ProtoError> {
+    let mut stream = connect(run_dir).await?;
+    write_request(&mut stream, &Request::Wait).await?;
+    match read_frame(&mut stream).await? {
+        Some((EXIT, code)) => {
+            let code: [u8; 4] = code
+                .try_into()
+                .map_err(|_| ProtoError::Protocol("exit frame of the wrong size".into()))?;
+            Ok(i32::from_be_bytes(code))
+        }
+        Some((ERROR, message)) => Err(ProtoError::Start(String::from_utf8_lossy(&message).into_owned())),
+        Some((kind, _)) => Err(ProtoError::Protocol(format!("frame kind {kind} instead of the exit"))),
+        None => Err(ProtoError::Protocol(
+            "the harness closed before the agent exited".into(),
+        )),
+    }
+}
+
+/// Attaches to the agent's terminal: returns the connection and its first frame, a [`REPAINT`].
+pub async fn attach(run_dir: &Path, request: AttachRequest) -> Result<(UnixStream, Vec<u8>), ProtoError> {
+    let mut stream = connect(run_dir).await?;
+    write_request(&mut stream, &Request::Attach(request)).await?;
+    match read_frame(&mut stream).await? {
+        Some((REPAINT, screen)) => Ok((stream, screen)),
+        Some((ERROR, message)) => Err(ProtoError::Start(String::from_utf8_lossy(&message).into_owned())),
+        Some((kind, _)) => Err(ProtoError::Protocol(format!("frame kind {kind} before the repaint"))),
+        None => Err(ProtoError::Protocol("the harness closed before the repaint".into())),
+    }
 }
 
 /// A command to run inside the sandbox.
@@ -331,6 +398,13 @@ mod tests {
         });
         assert_eq!(serde_json::to_string(&exec).unwrap(), r#"{"op":"exec","argv":["id"]}"#);
         assert_eq!(serde_json::to_string(&Request::Ping).unwrap(), r#"{"op":"ping"}"#);
+        let attach = Request::Attach(AttachRequest { cols: 80, rows: 24 });
+        assert_eq!(
+            serde_json::to_string(&attach).unwrap(),
+            r#"{"op":"attach","cols":80,"rows":24}"#
+        );
+        assert_eq!(parse_resize(&resize_payload(132, 43)), Some((132, 43)));
+        assert_eq!(parse_resize(b"abc"), None);
     }
 
     #[tokio::test]

@@ -5,7 +5,9 @@
 //! sandbox user with every privilege dropped and under seccomp ([`super::privs`]), in a session of their own, with a
 //! fixed minimal environment ([`AGENT_ENV`]) plus the session's (plain variables, stubs, proxy and CA
 //! variables): nothing of `lap serve`'s environment reaches them.
-//! It reaps its own children; orphans go to PID 1.
+//! It reaps its own children; orphans go to PID 1. When the sandbox has an agent command, the server
+//! starts it at once under a PTY ([`crate::harness::terminal`]), as the sandbox user in `/work/repo`
+//! (or `HOME` when there is no repository), and serves its viewers (the `attach` op).
 
 use std::fs::File;
 use std::io::Write;
@@ -18,8 +20,16 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::init::READY;
 use super::privs;
-use super::proto::{self, ExecRequest, MAX_FRAME, PROXY_PORT, Pong, ProtoError, Request};
+use super::proto::{self, AttachRequest, ExecRequest, MAX_FRAME, PROXY_PORT, Pong, ProtoError, Request};
 use super::rootfs::{HOME, USER};
+use crate::harness::terminal::{self, Event, Terminal};
+
+/// Where the agent starts when the sandbox has a repository.
+pub const REPO_DIR: &str = "/work/repo";
+/// Frames from one viewer buffered before the server stops reading its connection.
+const VIEWER_INPUT_QUEUE: usize = 64;
+/// The agent's terminal, or why it could not start (`None`: the sandbox has no agent command).
+type Agent = Option<Result<Terminal, String>>;
 
 /// Where the harness listens, inside the sandbox.
 pub const SOCKET_PATH: &str = "/run/lap/harness.sock";
@@ -58,7 +68,7 @@ struct Proxy {
 /// The session's environment, set once when the server starts: this process serves one sandbox.
 static SESSION_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 
-pub fn run(mut ready: File, user_namespace: bool, session_env: Vec<(String, String)>) -> i32 {
+pub fn run(mut ready: File, user_namespace: bool, session_env: Vec<(String, String)>, command: Option<String>) -> i32 {
     let _ = SESSION_ENV.set(session_env);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -89,6 +99,12 @@ pub fn run(mut ready: File, user_namespace: bool, session_env: Vec<(String, Stri
             }
         };
         tokio::spawn(answer_until_handed_over(proxy.clone()));
+        let agent: std::sync::Arc<Agent> = std::sync::Arc::new(command.map(|command| {
+            start_agent(command, drop_privs.clone()).map_err(|err| {
+                tracing::error!(error = %err, "cannot start the agent");
+                err.to_string()
+            })
+        }));
         // A socket left by an earlier harness of this sandbox (one sandbox, one harness at a time).
         let _ = std::fs::remove_file(SOCKET_PATH);
         let listener = match UnixListener::bind(SOCKET_PATH) {
@@ -107,9 +123,10 @@ pub fn run(mut ready: File, user_namespace: bool, session_env: Vec<(String, Stri
                 Ok((conn, _)) => {
                     let drop_privs = drop_privs.clone();
                     let proxy = proxy.clone();
+                    let agent = agent.clone();
                     tokio::spawn(async move {
                         let (rd, wr) = conn.into_split();
-                        if let Err(err) = handle(BufReader::new(rd), wr, drop_privs, &proxy).await {
+                        if let Err(err) = handle(BufReader::new(rd), wr, drop_privs, &proxy, &agent).await {
                             tracing::debug!(error = %err, "harness connection failed");
                         }
                     });
@@ -128,8 +145,22 @@ async fn handle(
     mut wr: OwnedWriteHalf,
     drop_privs: std::sync::Arc<privs::Drop>,
     proxy: &Proxy,
+    agent: &Agent,
 ) -> Result<(), ProtoError> {
     match proto::read_line_json::<Request, _>(&mut rd).await? {
+        Request::Attach(request) => match agent {
+            Some(Ok(terminal)) => attach(rd, wr, terminal, request).await,
+            Some(Err(reason)) => proto::write_frame(&mut wr, proto::ERROR, reason.as_bytes()).await,
+            None => proto::write_frame(&mut wr, proto::ERROR, b"this sandbox runs no agent").await,
+        },
+        Request::Wait => match agent {
+            Some(Ok(terminal)) => {
+                let code = terminal.wait().await;
+                proto::write_frame(&mut wr, proto::EXIT, &code.to_be_bytes()).await
+            }
+            Some(Err(reason)) => proto::write_frame(&mut wr, proto::ERROR, reason.as_bytes()).await,
+            None => proto::write_frame(&mut wr, proto::ERROR, b"this sandbox runs no agent").await,
+        },
         Request::ProxyListener => {
             send_listener(wr.as_ref(), &proxy.listener).await?;
             proxy.handed_over.cancel();
@@ -144,6 +175,90 @@ async fn handle(
         }
         Request::Exec(request) => exec(rd, wr, request, drop_privs).await,
     }
+}
+
+/// Starts the agent under a PTY as the sandbox user, with the same environment as exec'd commands.
+fn start_agent(command: String, drop_privs: std::sync::Arc<privs::Drop>) -> Result<Terminal, terminal::TerminalError> {
+    let cwd = if std::path::Path::new(REPO_DIR).is_dir() {
+        REPO_DIR
+    } else {
+        HOME
+    };
+    let env = AGENT_ENV
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .chain(SESSION_ENV.get().into_iter().flatten().cloned())
+        .collect();
+    Terminal::spawn(terminal::Command {
+        command,
+        env,
+        cwd: cwd.to_owned(),
+        pre_exec: Box::new(move || drop_privs.apply_in_session()),
+    })
+}
+
+/// Serves one viewer of the agent's terminal until it leaves.
+async fn attach(
+    mut rd: BufReader<OwnedReadHalf>,
+    mut wr: OwnedWriteHalf,
+    terminal: &Terminal,
+    request: AttachRequest,
+) -> Result<(), ProtoError> {
+    let mut viewer = terminal.attach(terminal::Size::clamped(request.cols, request.rows));
+    let (input_tx, mut input) = tokio::sync::mpsc::channel(VIEWER_INPUT_QUEUE);
+    // Frames are read on their own task: a half-read frame must not be lost to `select!`.
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(frame)) = proto::read_frame(&mut rd).await {
+            if input_tx.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let result = loop {
+        tokio::select! {
+            event = viewer.recv() => {
+                let written = match event {
+                    Event::Repaint(screen) => {
+                        // A repaint larger than a frame continues as output.
+                        let (first, rest) = screen.split_at(screen.len().min(MAX_FRAME));
+                        match proto::write_frame(&mut wr, proto::REPAINT, first).await {
+                            Ok(()) => write_chunked(&mut wr, rest).await,
+                            Err(err) => Err(err),
+                        }
+                    }
+                    Event::Output(data) => write_chunked(&mut wr, &data).await,
+                    Event::Viewers(n) => proto::write_frame(&mut wr, proto::VIEWERS, &n.to_be_bytes()).await,
+                    Event::Exit(code) => proto::write_frame(&mut wr, proto::EXIT, &code.to_be_bytes()).await,
+                };
+                if let Err(err) = written {
+                    break Err(err);
+                }
+            }
+            frame = input.recv() => match frame {
+                Some((proto::STDIN, data)) => {
+                    // After the agent exits, typing goes nowhere; that is not the viewer's error.
+                    let _ = viewer.input(&data).await;
+                }
+                Some((proto::RESIZE, payload)) => {
+                    if let Some((cols, rows)) = proto::parse_resize(&payload) {
+                        viewer.resize(terminal::Size::clamped(cols, rows));
+                    }
+                }
+                Some((kind, _)) => break Err(ProtoError::Protocol(format!("frame kind {kind} from a viewer"))),
+                None => break Ok(()),
+            },
+        }
+    };
+    reader.abort();
+    result
+}
+
+/// Writes PTY output as [`proto::STDOUT`] frames of at most [`MAX_FRAME`] bytes.
+async fn write_chunked(wr: &mut OwnedWriteHalf, data: &[u8]) -> Result<(), ProtoError> {
+    for chunk in data.chunks(MAX_FRAME) {
+        proto::write_frame(wr, proto::STDOUT, chunk).await?;
+    }
+    Ok(())
 }
 
 /// Answers `502` on the proxy port until `lap serve` takes the listener over.

@@ -1,0 +1,304 @@
+//! `lap attach SESSION`: this terminal becomes the session's terminal, like ssh.
+//!
+//! Raw mode while attached (only when stdin is a terminal), restored on every exit path; the window
+//! size follows SIGWINCH; the detach keys (Ctrl-D alone by default) leave the agent running and say
+//! how to come back. When the agent exits, `lap` exits with its code. When stdin is not a terminal,
+//! it is streamed as is and its end is sent as the terminal's end-of-file (Ctrl-D), so
+//! `printf 'ls\nexit\n' | lap attach ID` works in scripts. [`attach`] is shared with `lap <agent>`.
+
+use std::io::{IsTerminal, Read, Write};
+
+use clap::Args as ClapArgs;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Ctx;
+use crate::client::{Client, tty_url};
+use crate::error::Error;
+use crate::term::{DEFAULT_DETACH_KEYS, DetachKeys, DetachMatcher, Keys, RawMode};
+use crate::wire::api::{Session, SessionStatus};
+use crate::wire::tty::{Control, KEEPALIVE, ServerMessage};
+
+/// Bytes read from stdin at once.
+const STDIN_CHUNK: usize = 4096;
+/// Chunks of stdin buffered before reading pauses.
+const STDIN_QUEUE: usize = 16;
+/// Reconnection attempts after a dropped connection before giving up.
+const RECONNECT_ATTEMPTS: u32 = 5;
+/// The first reconnection delay; each next one doubles, up to [`RECONNECT_CAP`].
+const RECONNECT_BASE: std::time::Duration = std::time::Duration::from_millis(250);
+const RECONNECT_CAP: std::time::Duration = std::time::Duration::from_secs(4);
+/// What a terminal sends for end-of-file.
+const EOT: u8 = 0x04;
+
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Session id
+    pub session: String,
+    #[command(flatten)]
+    pub detach: DetachArgs,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct DetachArgs {
+    /// Keys that detach, e.g. `ctrl-d`, `ctrl-p,ctrl-q`; `none` never detaches
+    #[arg(long, value_name = "KEYS", default_value = DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
+}
+
+impl DetachArgs {
+    pub fn keys(&self) -> Result<DetachKeys, Error> {
+        DetachKeys::parse(&self.detach_keys).map_err(|e| Error::usage(e.to_string(), "see `lap attach --help`"))
+    }
+}
+
+pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
+    let keys = args.detach.keys()?;
+    let client = ctx.client()?;
+    let session = client.get_session(&args.session).await?;
+    attach(ctx, &client, &session, keys).await
+}
+
+/// How an attachment ended.
+enum End {
+    Exit(i32),
+    Detached,
+    Closed(String),
+    Signal(i32),
+}
+
+/// The error for a session that cannot be attached to (not `ready`).
+fn not_ready(session: &Session) -> Error {
+    let id = session.id;
+    Error::failed_with_hint(
+        format!(
+            "session {id} is {}{}",
+            session.status.as_str(),
+            session
+                .failure_reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        format!("`lap sessions show {id}` has the details"),
+    )
+}
+
+/// What this side types: stdin, once for all connections, and the detach keys watched in it.
+struct Input {
+    stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    open: bool,
+    matcher: DetachMatcher,
+    interactive: bool,
+}
+
+/// Attaches this terminal to a ready session until the agent exits or the user detaches. A dropped
+/// connection is retried, visibly, with backoff while the session stays ready.
+pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachKeys) -> Result<(), Error> {
+    let id = session.id;
+    if session.status != SessionStatus::Ready {
+        return Err(not_ready(session));
+    }
+    let url = tty_url(client.base(), session).ok_or_else(|| {
+        Error::failed_with_hint(
+            format!("session {id} has no terminal"),
+            "its harness is driven through the message API, not a terminal",
+        )
+    })?;
+    let token = session.tty_token.clone().unwrap_or_default();
+    let interactive = std::io::stdin().is_terminal();
+    if interactive && !keys.is_none() {
+        ctx.out.status(format!("attached to {id}; press {keys} to detach"));
+    }
+    let mut input = Input {
+        stdin: read_stdin(),
+        open: true,
+        matcher: DetachMatcher::new(keys),
+        interactive,
+    };
+    let mut failures = 0u32;
+    let end = loop {
+        let reason = match client.connect_tty(&url, &token).await {
+            Ok(mut tty) => {
+                failures = 0;
+                let end = session_pump(&mut tty, &mut input).await;
+                let _ = tty.socket.close(None).await;
+                match end? {
+                    End::Closed(reason) => reason,
+                    other => break other,
+                }
+            }
+            // The first connection's error is the answer (e.g. 401); later ones are retried.
+            Err(err) if failures == 0 && input.open && !reconnecting_allowed(&err) => return Err(err.into()),
+            Err(err) => err.to_string(),
+        };
+        failures += 1;
+        if failures > RECONNECT_ATTEMPTS {
+            break End::Closed(reason);
+        }
+        let delay = RECONNECT_BASE.saturating_mul(1 << (failures - 1)).min(RECONNECT_CAP);
+        ctx.out.status(format!(
+            "\r\n[ws closed{}] reconnecting in {:.1}s (attempt {failures} of {RECONNECT_ATTEMPTS})",
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            },
+            delay.as_secs_f32()
+        ));
+        tokio::time::sleep(delay).await;
+        match client.get_session(&id.to_string()).await {
+            Ok(now) if now.status == SessionStatus::Ready => {}
+            Ok(now) => return Err(not_ready(&now)),
+            // The server itself may be what is down: keep trying.
+            Err(_) => {}
+        }
+    };
+    match end {
+        End::Exit(0) => Ok(()),
+        // Like ssh: our exit code is the agent's.
+        End::Exit(code) => std::process::exit(code),
+        End::Detached => {
+            ctx.out.status(format!(
+                "\ndetached; the session keeps running: `lap attach {id}` to come back"
+            ));
+            Ok(())
+        }
+        End::Signal(signal) => std::process::exit(128 + signal),
+        End::Closed(reason) => Err(Error::failed_with_hint(
+            format!(
+                "[ws closed{}]",
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reason}")
+                }
+            ),
+            format!("`lap attach {id}` tries again"),
+        )),
+    }
+}
+
+/// Whether a failed first connection is worth retrying (the network, not a refusal).
+fn reconnecting_allowed(err: &crate::client::ClientError) -> bool {
+    !matches!(
+        err,
+        crate::client::ClientError::Api { .. } | crate::client::ClientError::BadUrl(_)
+    )
+}
+
+/// One connection: the initial size, raw mode while it lasts, then the relay.
+async fn session_pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<End, Error> {
+    let (cols, rows) = crate::term::size();
+    if tty
+        .socket
+        .send(Message::Text(Control::resize(cols, rows).to_text().into()))
+        .await
+        .is_err()
+    {
+        return Ok(End::Closed("the connection closed at once".to_owned()));
+    }
+    let raw = if input.interactive {
+        Some(RawMode::enable().map_err(|e| Error::io("cannot put the terminal in raw mode", e))?)
+    } else {
+        None
+    };
+    let end = pump(tty, input).await;
+    drop(raw);
+    end
+}
+
+/// Relays stdin, stdout, window changes and keepalives until the attachment ends.
+async fn pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<End, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let sig = |kind| signal(kind).map_err(|e| Error::io("cannot watch signals", e));
+    let (mut winch, mut term, mut hup, mut int) = (
+        sig(SignalKind::window_change())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::interrupt())?,
+    );
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    let mut stdout = std::io::stdout();
+    loop {
+        tokio::select! {
+            chunk = input.stdin.recv(), if input.open => {
+                let (data, detach) = match chunk {
+                    Some(data) if input.interactive => match input.matcher.feed(&data) {
+                        Keys::Forward(data) => (data, false),
+                        Keys::Detach(data) => (data, true),
+                    },
+                    Some(data) => (data, false),
+                    None => {
+                        input.open = false;
+                        (vec![EOT], false)
+                    }
+                };
+                if !data.is_empty() && let Err(err) = tty.socket.send(Message::Binary(data.into())).await {
+                    return Ok(End::Closed(err.to_string()));
+                }
+                if detach {
+                    return Ok(End::Detached);
+                }
+            }
+            msg = tty.socket.next() => match msg {
+                Some(Ok(Message::Binary(data))) => write_out(&mut stdout, &data)?,
+                Some(Ok(Message::Text(text))) => match tty.typed.then(|| ServerMessage::parse(text.as_str())).flatten() {
+                    Some(ServerMessage::Exit { code }) => return Ok(End::Exit(code)),
+                    Some(ServerMessage::Error { message }) => return Ok(End::Closed(message)),
+                    Some(ServerMessage::Repaint | ServerMessage::Viewers { .. }) => {}
+                    None => write_out(&mut stdout, text.as_bytes())?,
+                },
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(End::Closed(frame.map(|f| format!("code={} {}", u16::from(f.code), f.reason)).unwrap_or_default()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Ok(End::Closed(err.to_string())),
+                None => return Ok(End::Closed(String::new())),
+            },
+            _ = winch.recv() => {
+                let (cols, rows) = crate::term::size();
+                let resize = Message::Text(Control::resize(cols, rows).to_text().into());
+                if let Err(err) = tty.socket.send(resize).await {
+                    return Ok(End::Closed(err.to_string()));
+                }
+            }
+            _ = term.recv() => return Ok(End::Signal(libc::SIGTERM)),
+            _ = hup.recv() => return Ok(End::Signal(libc::SIGHUP)),
+            _ = int.recv() => return Ok(End::Signal(libc::SIGINT)),
+            _ = keepalive.tick() => {
+                if let Err(err) = tty.socket.send(Message::Ping(Vec::new().into())).await {
+                    return Ok(End::Closed(err.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn write_out(stdout: &mut std::io::Stdout, data: &[u8]) -> Result<(), Error> {
+    let mut lock = stdout.lock();
+    lock.write_all(data)
+        .and_then(|()| lock.flush())
+        .map_err(|e| Error::io("cannot write to the terminal", e))
+}
+
+/// Reads stdin on a thread of its own (reads block); the channel closes at end-of-file.
+fn read_stdin() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(STDIN_QUEUE);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = vec![0u8; STDIN_CHUNK];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}

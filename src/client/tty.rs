@@ -1,0 +1,175 @@
+//! The client end of the terminal WebSocket ([`crate::wire::tty`]): where to connect and how.
+//!
+//! [`tty_url`] turns a session's `tty_url` into an absolute `ws://`/`wss://` URL the way LAP's CLI
+//! does (absolute `ws(s)` as is, `http(s)` with its scheme swapped, a relative path joined to the
+//! server's base). [`Client::connect_tty`] dials it with the session's token both as
+//! `Authorization: Bearer` and `?token=` (load balancers strip one or the other) and offers the
+//! `lap.tty.v1` subprotocol. TLS is rustls with the ring provider and the system's roots plus the
+//! configured CA certificate: no OpenSSL.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::{CONNECT_TIMEOUT, Client, ClientError, encode};
+use crate::wire::api::Session;
+use crate::wire::tty::{MAX_FRAME, SUBPROTOCOL, TOKEN_PARAM};
+
+/// A byte stream a WebSocket runs over: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An open terminal connection.
+pub struct TtySocket {
+    pub socket: WebSocketStream<Box<dyn Io>>,
+    /// Whether the server speaks `lap.tty.v1` (typed messages, the exit code).
+    pub typed: bool,
+}
+
+/// The absolute WebSocket URL of a session's terminal, or `None` when it has none.
+pub fn tty_url(base: &str, session: &Session) -> Option<String> {
+    let url = session.tty_url.as_deref()?;
+    Some(if url.starts_with("ws://") || url.starts_with("wss://") {
+        url.to_owned()
+    } else if let Some(rest) = url.strip_prefix("http") {
+        format!("ws{rest}")
+    } else {
+        let base = base.trim_end_matches('/');
+        let base = base
+            .strip_prefix("http")
+            .map_or_else(|| base.to_owned(), |rest| format!("ws{rest}"));
+        format!("{base}/{}", url.trim_start_matches('/'))
+    })
+}
+
+impl Client {
+    /// Opens a terminal WebSocket at `url` with `token`.
+    pub async fn connect_tty(&self, url: &str, token: &str) -> Result<TtySocket, ClientError> {
+        let failed = |detail: String| ClientError::Protocol {
+            url: url.to_owned(),
+            detail,
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let full = format!("{url}{separator}{TOKEN_PARAM}={}", encode(token));
+        let parsed = reqwest::Url::parse(&full).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+        let tls = match parsed.scheme() {
+            "ws" => false,
+            "wss" => true,
+            _ => return Err(ClientError::BadUrl(url.to_owned())),
+        };
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?
+            .to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| failed(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| failed(format!("cannot connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Io> = if tls {
+            let config = self.tls_config().map_err(|e| failed(format!("TLS setup: {e}")))?;
+            let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                .map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| failed(format!("TLS handshake: {e}")))?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
+        let mut request = full.as_str().into_client_request().map_err(|e| failed(e.to_string()))?;
+        let headers = request.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(AUTHORIZATION, value);
+        }
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+        let config = WebSocketConfig::default()
+            .max_frame_size(Some(MAX_FRAME))
+            .max_message_size(Some(MAX_FRAME));
+        let (socket, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|err| match err {
+                tokio_tungstenite::tungstenite::Error::Http(response) => {
+                    let status = response.status().as_u16();
+                    ClientError::Api {
+                        status,
+                        message: format!("the terminal refused the connection: {status}"),
+                        hint: (status == 401).then(|| {
+                            "the session's `tty_token` was not accepted; `lap sessions show ID` shows the session"
+                                .to_owned()
+                        }),
+                    }
+                }
+                other => failed(other.to_string()),
+            })?;
+        let typed = response
+            .headers()
+            .get(SEC_WEBSOCKET_PROTOCOL)
+            .is_some_and(|p| p.as_bytes() == SUBPROTOCOL.as_bytes());
+        Ok(TtySocket { socket, typed })
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = &self.ca_cert {
+            use rustls_pki_types::pem::PemObject;
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())?;
+            for cert in certs {
+                roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(tty_url: Option<&str>) -> Session {
+        let mut value = serde_json::json!({
+            "id": "00000000-0000-4000-8000-000000000000",
+            "agent_id": "00000000-0000-4000-8000-000000000001",
+            "agent_name": "demo",
+            "status": "ready",
+            "supports_tui": true,
+            "created_at": "",
+            "last_seen_at": "",
+        });
+        value["tty_url"] = serde_json::json!(tty_url);
+        serde_json::from_value(value).expect("a session")
+    }
+
+    #[test]
+    fn tty_urls_are_made_absolute_like_laps_cli() {
+        let base = "https://lap.example.com/";
+        assert_eq!(
+            tty_url(base, &session(Some("/api/v1/x/tty"))).as_deref(),
+            Some("wss://lap.example.com/api/v1/x/tty")
+        );
+        assert_eq!(
+            tty_url("http://127.0.0.1:3000", &session(Some("/t"))).as_deref(),
+            Some("ws://127.0.0.1:3000/t")
+        );
+        assert_eq!(
+            tty_url(base, &session(Some("http://h:1/t"))).as_deref(),
+            Some("ws://h:1/t")
+        );
+        assert_eq!(tty_url(base, &session(Some("wss://h/t"))).as_deref(), Some("wss://h/t"));
+        assert_eq!(tty_url(base, &session(None)), None);
+    }
+}
