@@ -47,6 +47,8 @@ use super::{
 const NAME: &str = "local";
 /// How long `create` waits for the launcher (its own limit is [`init::SETUP_TIMEOUT`]).
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// A sandbox directory with no state after this long belongs to a launch that will never finish.
+const STALE_LAUNCH: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5);
 /// How long `create` keeps pinging a harness that the launcher reported ready.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the namespace probe of `check` may take.
@@ -416,8 +418,20 @@ impl Sandbox for Local {
         let mut found = Vec::new();
         for entry in entries.flatten() {
             let layout = Layout::from_dir(entry.path());
-            // No state yet: being created (or a launch that failed and is being cleaned up).
+            // No state yet: being created (or a launch that failed and is being cleaned up) — unless
+            // it is older than any launch can take, as when `lap serve` died between writing the
+            // config and starting the launcher. Then nothing will ever finish it: remove it.
             let Ok(state) = layout::read_json::<State>(&layout.state()) else {
+                let stale = std::fs::metadata(layout.config())
+                    .or_else(|_| std::fs::metadata(layout.dir()))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_LAUNCH));
+                if stale {
+                    tracing::info!(dir = %layout.dir().display(), "removing a sandbox whose launch never finished");
+                    if let Err(err) = remove_dir(layout.dir().to_owned()).await {
+                        tracing::warn!(error = %err, "cannot remove an unfinished sandbox");
+                    }
+                }
                 continue;
             };
             if state.is_alive() {

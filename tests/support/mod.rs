@@ -330,10 +330,10 @@ impl TestServer {
 
     /// A server on the local namespace backend: real sandboxes, under this server's data dir.
     pub fn start_local(home: &Home) -> Self {
+        // The first start (fake) writes the client config; the local one takes over its port.
         let mut server = Self::start_with(home, Vec::<OsString>::new(), Vec::new());
-        server.kill9();
         server.backend = "local";
-        server.spawn("127.0.0.1:0");
+        server.restart();
         server
     }
 
