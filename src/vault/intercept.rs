@@ -906,17 +906,30 @@ impl Body for RewriteBody {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         if let Some(stray) = &this.stray {
-                            let mut window = std::mem::take(&mut this.tail);
-                            window.extend_from_slice(&data);
-                            if stray.finds_any(&window) {
+                            // The chunk itself, then the seam with the previous one (a stub split
+                            // across it): no copy of the whole chunk.
+                            let reach = stray.longest().saturating_sub(1);
+                            let mut seam = std::mem::take(&mut this.tail);
+                            seam.extend_from_slice(&data[..reach.min(data.len())]);
+                            if stray.finds_any(&data) || stray.finds_any(&seam) {
                                 this.stray_hit.store(true, Ordering::SeqCst);
                                 this.done = true;
                                 return Poll::Ready(Some(Err(
                                     "lap vault: a stub headed to a host it is not bound to".into()
                                 )));
                             }
-                            let keep = stray.longest().saturating_sub(1).min(window.len());
-                            this.tail = window[window.len() - keep..].to_vec();
+                            let from = if data.len() >= reach {
+                                &data[data.len() - reach..]
+                            } else {
+                                &seam[..]
+                            };
+                            let keep = reach.min(from.len());
+                            this.tail = from[from.len() - keep..].to_vec();
+                        }
+                        // Nothing held back and nothing in this chunk to rewrite or wait for: pass it on
+                        // as it is, without a copy (the common case of a large body).
+                        if this.carry.is_empty() && this.subs.passes_through(&data) {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         let mut out = Vec::with_capacity(data.len());
                         this.subs.push(&mut this.carry, &data, &mut out);

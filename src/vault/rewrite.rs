@@ -197,9 +197,15 @@ impl Substitutions {
         *carry = buf[keep_from..].to_vec();
     }
 
+    /// Whether `chunk`, streamed with nothing held back, comes out unchanged at once: no needle in it
+    /// and no tail that could begin one.
+    pub fn passes_through(&self, chunk: &[u8]) -> bool {
+        self.is_empty() || (!self.finds_any(chunk) && self.pending_tail(chunk) == 0)
+    }
+
     /// The length of the longest tail of `buf` that is a proper prefix of some needle.
     fn pending_tail(&self, buf: &[u8]) -> usize {
-        let most = (self.longest - 1).min(buf.len());
+        let most = self.longest.saturating_sub(1).min(buf.len());
         (1..=most)
             .rev()
             .find(|&k| {
@@ -336,6 +342,15 @@ mod tests {
         assert_eq!(out, b"data: ", "only a possible stub waits");
         rewriter.push(b"hub_token_3fa91c0d!", &mut out);
         assert_eq!(out, b"data: ghp_REAL!");
+    }
+
+    #[test]
+    fn an_empty_set_passes_everything_through() {
+        let none = Substitutions::new(Vec::<(&[u8], &[u8])>::new());
+        assert!(none.passes_through(b"anything at all"));
+        assert!(subs().passes_through(b"plain text"));
+        assert!(!subs().passes_through(b"ends with stub_git"));
+        assert!(!subs().passes_through(b"has stub_github_token_3fa91c0d inside"));
     }
 
     #[test]
