@@ -1028,7 +1028,6 @@ async fn an_upstream_that_fails_verification_never_receives_a_byte_of_the_reques
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
-    let vault_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("vault")).unwrap());
     // A self-signed certificate for the right name, and a trusted one for the wrong name.
     let self_signed = rcgen::generate_simple_self_signed(vec!["api.github.test".to_owned()]).unwrap();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(self_signed.signing_key.serialize_der().into());
@@ -1041,32 +1040,7 @@ async fn an_upstream_that_fails_verification_never_receives_a_byte_of_the_reques
         fixed_cert_upstream(self_signed, bytes.clone()).await,
         fixed_cert_upstream(public_ca.leaf("other.test").unwrap(), bytes.clone()).await,
     ];
-    let resolve = ports
-        .iter()
-        .map(|&port| ResolveOverride {
-            host: "api.github.test".into(),
-            port,
-            addr: "127.0.0.1".parse().unwrap(),
-        })
-        .collect();
-    let root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
-    let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![root]).unwrap());
-    let binding = Arc::new(Binding::new(
-        vec![Credential {
-            name: "GITHUB_TOKEN".into(),
-            stub: GH_STUB.into(),
-            real: Secret::new(GH_REAL),
-            hosts: vec!["api.github.test".into()],
-        }],
-        Policy::new(&[], &[]),
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    tokio::spawn(vault.serve(listener, binding.clone(), stop));
-    let ca_file = dir.path().join("vault-ca.pem");
-    std::fs::write(&ca_file, vault_ca.cert_pem()).unwrap();
+    let (proxy, ca_file, binding, _stop) = vault_before(dir.path(), &public_ca, &ports).await;
     for port in ports {
         let url = format!("https://api.github.test:{port}/identity");
         let auth = format!("Authorization: Bearer {GH_STUB}");
@@ -1136,31 +1110,8 @@ async fn a_compressed_response_that_could_hide_a_real_value_is_not_passed_unscru
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
-    let vault_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("vault")).unwrap());
     let port = gzip_echo_upstream(public_ca.clone()).await;
-    let resolve = vec![ResolveOverride {
-        host: "api.github.test".into(),
-        port,
-        addr: "127.0.0.1".parse().unwrap(),
-    }];
-    let root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
-    let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![root]).unwrap());
-    let binding = Arc::new(Binding::new(
-        vec![Credential {
-            name: "GITHUB_TOKEN".into(),
-            stub: GH_STUB.into(),
-            real: Secret::new(GH_REAL),
-            hosts: vec!["api.github.test".into()],
-        }],
-        Policy::new(&[], &[]),
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    tokio::spawn(vault.serve(listener, binding.clone(), stop));
-    let ca_file = dir.path().join("vault-ca.pem");
-    std::fs::write(&ca_file, vault_ca.cert_pem()).unwrap();
+    let (proxy, ca_file, _binding, _stop) = vault_before(dir.path(), &public_ca, &[port]).await;
     let url = format!("https://api.github.test:{port}/echo");
     let auth = format!("Authorization: Bearer {GH_STUB}");
     for version in ["--http1.1", "--http2"] {
@@ -1227,4 +1178,45 @@ async fn a_stray_stub_split_across_two_frames_of_a_streamed_body_is_still_caught
         "the upstream completed a request: {:?}",
         w.seen().len()
     );
+}
+
+/// A vault in front of upstreams on `ports` (each named `api.github.test`, pinned to 127.0.0.1) that
+/// trusts `public_ca`, with `GITHUB_TOKEN` bound to `api.github.test`. Returns the proxy's address, the
+/// vault CA's PEM file, the binding (its audit log), and a guard that stops the vault.
+async fn vault_before(
+    dir: &std::path::Path,
+    public_ca: &CertificateAuthority,
+    ports: &[u16],
+) -> (
+    SocketAddr,
+    std::path::PathBuf,
+    Arc<Binding>,
+    tokio_util::sync::DropGuard,
+) {
+    let vault_ca = Arc::new(CertificateAuthority::load_or_create(&dir.join("vault")).unwrap());
+    let loopback = "127.0.0.1".parse().unwrap();
+    let resolve = ports
+        .iter()
+        .map(|&port| ResolveOverride {
+            host: "api.github.test".into(),
+            port,
+            addr: loopback,
+        })
+        .collect();
+    let root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
+    let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![root]).unwrap());
+    let credential = Credential {
+        name: "GITHUB_TOKEN".into(),
+        stub: GH_STUB.into(),
+        real: Secret::new(GH_REAL),
+        hosts: vec!["api.github.test".into()],
+    };
+    let binding = Arc::new(Binding::new(vec![credential], Policy::new(&[], &[])));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(vault.serve(listener, binding.clone(), stop.clone()));
+    let ca_file = dir.join("vault-ca.pem");
+    std::fs::write(&ca_file, vault_ca.cert_pem()).unwrap();
+    (proxy, ca_file, binding, stop.drop_guard())
 }

@@ -20,8 +20,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lap::sandbox::Sandbox;
-use lap::sandbox::local::Local;
 use lap::vault::ca::CertificateAuthority;
 use support::upstream::{Seen, upstream};
 
@@ -423,22 +421,8 @@ impl Drop for World {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let data = self.data.path().to_owned();
         // Whatever the session delete left behind (a test that failed half-way).
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let local = Local::new(&data).with_program(env!("CARGO_BIN_EXE_lap"));
-                for sandbox in local.list().await.unwrap_or_default() {
-                    let _ = local.delete(&sandbox.id).await;
-                }
-            });
-        })
-        .join()
-        .unwrap();
+        support::delete_local_sandboxes(self.data.path());
         assert!(
             std::thread::panicking() || !self.log.lock().unwrap().contains(&self.real),
             "the server log holds the real value"

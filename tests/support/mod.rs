@@ -476,3 +476,24 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Deletes every local-backend sandbox under `data_dir` (a test's cleanup, even after a failure
+/// half-way). Runs on its own thread and runtime, so it works from `Drop` inside or outside one.
+pub fn delete_local_sandboxes(data_dir: &Path) {
+    use lap::sandbox::Sandbox;
+    let dir = data_dir.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let local = lap::sandbox::local::Local::new(&dir).with_program(LAP);
+            for sandbox in local.list().await.unwrap_or_default() {
+                let _ = local.delete(&sandbox.id).await;
+            }
+        });
+    })
+    .join()
+    .unwrap();
+}
