@@ -238,6 +238,7 @@ impl Control {
             env: sandbox_env(&agent.env, &stubs),
             ca_bundle: self.ca_bundle.clone(),
             command: agent_command(agent),
+            limits: (&agent.limits).into(),
         };
         let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
         let bound = async {

@@ -30,6 +30,29 @@ pub struct SandboxSpec {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// The agent's command line, run under a PTY from the start (`None`: no terminal).
     pub command: Option<String>,
+    /// Resource limits over the backend's defaults (the agent's `limits`).
+    pub limits: LimitOverrides,
+}
+
+/// Resource limits asked for one sandbox; a `None` field takes the backend's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    /// Memory, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+    /// CPU time, in thousandths of one CPU.
+    pub cpu_millis: Option<u64>,
+}
+
+impl From<&crate::wire::api::AgentLimits> for LimitOverrides {
+    fn from(limits: &crate::wire::api::AgentLimits) -> Self {
+        Self {
+            memory_bytes: limits.memory_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+            pids: limits.pids,
+            cpu_millis: limits.cpus.map(|cpus| (cpus * 1000.0).round().max(1.0) as u64),
+        }
+    }
 }
 
 /// What a viewer sends to a sandbox's terminal.

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::harness;
 use crate::secret::Secret;
-use crate::wire::api::{Agent, CredentialInfo, Interception, SessionStatus};
+use crate::wire::api::{Agent, AgentLimits, CredentialInfo, Interception, SessionStatus};
 
 use seal::Sealer;
 
@@ -112,6 +112,9 @@ CREATE TABLE interceptions (
 );
 CREATE INDEX interceptions_by_session ON interceptions(session_id, id);
 "#,
+    r#"
+ALTER TABLE agents ADD COLUMN limits_json TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// A validated agent ready to insert.
@@ -128,6 +131,7 @@ pub struct NewAgent {
     pub credentials: Vec<NewCredential>,
     pub allow_out: Vec<String>,
     pub deny_out: Vec<String>,
+    pub limits: AgentLimits,
 }
 
 /// A credential with its real value, on its way into the store.
@@ -155,6 +159,7 @@ pub struct AgentPatch {
     pub remove_credentials: Vec<String>,
     pub allow_out: Option<Vec<String>>,
     pub deny_out: Option<Vec<String>>,
+    pub limits: Option<AgentLimits>,
 }
 
 /// A session row.
@@ -266,8 +271,8 @@ impl Store {
             let id = Uuid::new_v4();
             let inserted = tx.execute(
                 "INSERT INTO agents (id, name, harness_id, command, repo_url, branch, prompt, model,
-                    env_json, allow_out_json, deny_out_json, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                    env_json, allow_out_json, deny_out_json, created_at, updated_at, limits_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
                 params![
                     id.to_string(),
                     agent.name,
@@ -281,6 +286,7 @@ impl Store {
                     json(&agent.allow_out),
                     json(&agent.deny_out),
                     now,
+                    json(&agent.limits),
                 ],
             );
             map_unique(inserted, &agent.name)?;
@@ -407,6 +413,9 @@ impl Store {
             }
             if let Some(v) = &patch.deny_out {
                 set("deny_out_json", &json(v))?;
+            }
+            if let Some(v) = &patch.limits {
+                set("limits_json", &json(v))?;
             }
             for cred in &patch.upsert_credentials {
                 upsert_credential(&tx, sealer, id, cred)?;
@@ -729,7 +738,7 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
     let row = conn
         .query_row(
             "SELECT name, harness_id, command, repo_url, branch, prompt, model, env_json,
-                allow_out_json, deny_out_json, created_at, updated_at FROM agents WHERE id = ?1",
+                allow_out_json, deny_out_json, created_at, updated_at, limits_json FROM agents WHERE id = ?1",
             [&key],
             |row| {
                 Ok((
@@ -745,11 +754,13 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
                     row.get::<_, String>(9)?,
                     row.get::<_, String>(10)?,
                     row.get::<_, String>(11)?,
+                    row.get::<_, String>(12)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, harness_id, command, repo_url, branch, prompt, model, env, allow, deny, created, updated)) = row
+    let Some((name, harness_id, command, repo_url, branch, prompt, model, env, allow, deny, created, updated, limits)) =
+        row
     else {
         return Ok(None);
     };
@@ -778,6 +789,7 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
         credentials,
         allow_out: from_json(&allow),
         deny_out: from_json(&deny),
+        limits: from_json(&limits),
         created_at: created,
         updated_at: updated,
         session_count: None,
@@ -897,6 +909,7 @@ mod tests {
                 credentials: Vec::new(),
                 allow_out: Vec::new(),
                 deny_out: Vec::new(),
+                limits: Default::default(),
             })
             .await
             .unwrap();

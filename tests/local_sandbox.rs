@@ -94,13 +94,22 @@ async fn a_sandbox_runs_commands_as_an_unprivileged_user_in_its_own_namespaces()
     let out = fx
         .sh(
             &sandbox.id,
-            "id -u; id -g; hostname; echo $HOME; pwd; cat /proc/1/cmdline | tr '\\0' ' '",
+            "id -un; id -gn; hostname; echo $HOME; pwd; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u; id -g",
         )
         .await;
     assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
     let lines: Vec<_> = out.stdout_str().lines().map(str::to_owned).collect();
-    assert_eq!(lines[0], "1000");
-    assert_eq!(lines[1], "1000");
+    assert_eq!(lines[0], "lap");
+    assert_eq!(lines[1], "lap");
+    // As root, the sandbox's own leased host uid (and gid); else the user namespace's 1000.
+    let uid: u32 = lines[6].parse().unwrap();
+    if nix::unistd::Uid::effective().is_root() {
+        use lap::sandbox::local::uids;
+        assert!((uids::FIRST..uids::FIRST + uids::COUNT).contains(&uid), "{uid}");
+    } else {
+        assert_eq!(uid, 1000);
+    }
+    assert_eq!(lines[7], lines[6]);
     assert_eq!(lines[2], format!("lap-{}", &sandbox.id[..8]));
     assert_eq!(lines[3], "/work/home");
     assert_eq!(lines[4], "/work/home");
@@ -856,11 +865,11 @@ async fn the_agent_runs_under_a_pty_as_the_sandbox_user_and_survives_its_viewers
     let mut tty = fixture.local.attach(&info.id, 80, 24).await.expect("attach");
     let mut screen = vt100::Parser::new(24, 80, 0);
     tty.input
-        .send(TtyInput::Data(b"echo \"$(id -u) $PWD $TERM $(stty size)\"\r".to_vec()))
+        .send(TtyInput::Data(b"echo \"$(id -un) $PWD $TERM $(stty size)\"\r".to_vec()))
         .await
         .unwrap();
     watch(&mut tty, &mut screen, |s| {
-        s.contains("1000 /work/home xterm-256color 24 80")
+        s.contains("lap /work/home xterm-256color 24 80")
     })
     .await;
     tty.input
@@ -884,4 +893,121 @@ async fn a_sandbox_without_an_agent_command_has_no_terminal() {
     let info = fixture.create().await;
     let err = fixture.local.attach(&info.id, 80, 24).await.err().expect("no terminal");
     assert!(err.to_string().contains("runs no agent"), "{err}");
+}
+
+/// Host PID and uid of each process of a sandbox that does not run as root (its agent's).
+fn agent_processes(pid1: i32) -> Vec<(i32, u32)> {
+    processes_in_namespace_of(pid1)
+        .into_iter()
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?;
+            let uid: u32 = uid.parse().ok()?;
+            (uid != 0).then_some((pid, uid))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn as_root_each_sandbox_agent_has_its_own_host_uid_and_cannot_reach_the_others_work() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: one host uid per sandbox needs `lap serve` as root (CI runs as root)");
+        return;
+    }
+    let fx = Fixture::new().await;
+    let agent = || SandboxSpec {
+        command: Some("sleep 600".into()),
+        ..spec()
+    };
+    let a = fx.local.create(&agent()).await.unwrap();
+    let b = fx.local.create(&agent()).await.unwrap();
+    for (sandbox, text) in [(&a, "from a"), (&b, "from b")] {
+        let out = fx.sh(&sandbox.id, &format!("echo '{text}' > /work/home/note")).await;
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    // The agents, seen from the host: each runs as its own uid.
+    let find = |id: &str| {
+        let pid1 = fx.local.state(id).unwrap().pid;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(found) = agent_processes(pid1).first() {
+                return *found;
+            }
+            assert!(Instant::now() < deadline, "no agent process in sandbox {id}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let (pid_a, uid_a) = find(&a.id);
+    let (pid_b, uid_b) = find(&b.id);
+    assert_ne!(uid_a, uid_b, "two sandboxes' agents share host uid {uid_a}");
+    let leases = fx.dir.path().join(lap::sandbox::local::uids::LEASES_DIR);
+    assert_eq!(std::fs::read_to_string(leases.join(uid_a.to_string())).unwrap(), a.id);
+
+    // A process of A's uid on the host reaches A's /work through its agent, and not B's: with one
+    // shared uid it would read both.
+    let read_as_a = |path: String| {
+        std::process::Command::new("cat")
+            .arg(path)
+            .uid(uid_a)
+            .gid(uid_a)
+            .output()
+            .unwrap()
+    };
+    let own = read_as_a(format!("/proc/{pid_a}/root/work/home/note"));
+    assert_eq!(String::from_utf8_lossy(&own.stdout), "from a\n", "{own:?}");
+    let other = read_as_a(format!("/proc/{pid_b}/root/work/home/note"));
+    assert!(!other.status.success(), "{other:?}");
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("Permission denied"),
+        "{other:?}"
+    );
+
+    // A restarted backend keeps the lease; delete frees it.
+    let again = backend(fx.dir.path());
+    assert_eq!(again.list().await.unwrap().len(), 2);
+    assert!(leases.join(uid_a.to_string()).exists());
+    again.delete(&a.id).await.unwrap();
+    assert!(!leases.join(uid_a.to_string()).exists());
+    assert!(leases.join(uid_b.to_string()).exists());
+}
+
+#[tokio::test]
+async fn landlock_confines_the_agents_writes_and_the_agent_dies_first_on_oom() {
+    let fx = Fixture::new().await;
+    let sandbox = fx.create().await;
+    let log = std::fs::read_to_string(fx.dir.path().join("sandboxes").join(&sandbox.id).join("harness.log")).unwrap();
+    // The OOM killer's order: commands first (500), the harness never before them (-500 as root).
+    let adj = fx.sh(&sandbox.id, "cat /proc/self/oom_score_adj").await;
+    assert_eq!(adj.stdout_str(), "500\n", "{adj:?}");
+    let pid1 = fx.local.state(&sandbox.id).unwrap().pid;
+    let harness_adj = std::fs::read_to_string(format!("/proc/{pid1}/oom_score_adj")).unwrap();
+    if nix::unistd::Uid::effective().is_root() {
+        assert_eq!(harness_adj.trim(), "-500");
+    }
+
+    let Some(abi) = lap::sandbox::local::landlock::kernel_abi() else {
+        eprintln!("SKIPPED: THIS KERNEL HAS NO LANDLOCK; the Landlock part of this test did not run");
+        assert!(log.contains("Landlock is not available"), "{log}");
+        return;
+    };
+    assert!(log.contains(&format!("Landlock ABI {abi}")), "{log}");
+    // The file mode lets a process raise its own oom_score_adj; only Landlock (read-only /proc)
+    // refuses it.
+    let raise = fx.sh(&sandbox.id, "echo 600 > /proc/self/oom_score_adj").await;
+    assert_ne!(raise.code, 0, "{raise:?}");
+    assert!(raise.stderr_str().contains("Permission denied"), "{raise:?}");
+    // What agents need still works: listing anything, writing /work, /tmp and /dev/null, running
+    // system tools.
+    let work = fx
+        .sh(
+            &sandbox.id,
+            "ls / >/dev/null && echo w > /work/home/f && echo t > /tmp/f && cat /work/home/f /tmp/f \
+             && python3 -c 'print(1)' && mkdir /work/home/d && mv /work/home/f /work/home/d/ && echo ok",
+        )
+        .await;
+    assert_eq!(work.stdout_str(), "w\nt\n1\nok\n", "{work:?}");
 }

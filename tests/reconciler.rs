@@ -64,6 +64,7 @@ impl World {
                 credentials: Vec::new(),
                 allow_out: Vec::new(),
                 deny_out: Vec::new(),
+                limits: Default::default(),
             })
             .await
             .unwrap();

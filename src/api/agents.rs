@@ -16,7 +16,8 @@ use crate::harness;
 use crate::secret::Secret;
 use crate::store::{AgentPatch, NewAgent, NewCredential};
 use crate::wire::api::{
-    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentList, CreateAgent, CredentialInput, ErrorBody, UpdateAgent,
+    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, CreateAgent, CredentialInput, ErrorBody,
+    UpdateAgent,
 };
 
 use super::json::{ApiJson, ApiQuery};
@@ -156,6 +157,7 @@ fn validate_create(body: CreateAgent) -> Result<NewAgent, ApiError> {
         credentials,
         allow_out: validate_egress("allow_out", body.allow_out)?,
         deny_out: validate_egress("deny_out", body.deny_out)?,
+        limits: validate_limits(body.limits)?,
     })
 }
 
@@ -222,7 +224,39 @@ fn validate_update(agent: &Agent, body: UpdateAgent) -> Result<AgentPatch, ApiEr
         remove_credentials: body.remove_credentials,
         allow_out: body.allow_out.map(|v| validate_egress("allow_out", v)).transpose()?,
         deny_out: body.deny_out.map(|v| validate_egress("deny_out", v)).transpose()?,
+        limits: body.limits.map(validate_limits).transpose()?,
     })
+}
+
+/// Bounds of the agent's resource limits.
+const MEMORY_MB: std::ops::RangeInclusive<u64> = 16..=1_048_576;
+const PIDS: std::ops::RangeInclusive<u64> = 16..=1_000_000;
+const CPUS: std::ops::RangeInclusive<f64> = 0.01..=1024.0;
+
+fn validate_limits(limits: AgentLimits) -> Result<AgentLimits, ApiError> {
+    let out_of_range = |field: &str, value: String, range: String| {
+        ApiError::bad_request(format!("invalid limits.{field} `{value}`: it must be {range}"))
+            .hint("leave a limit out to use the server's default")
+    };
+    if let Some(mb) = limits.memory_mb
+        && !MEMORY_MB.contains(&mb)
+    {
+        let range = format!("{} to {} (MiB)", MEMORY_MB.start(), MEMORY_MB.end());
+        return Err(out_of_range("memory_mb", mb.to_string(), range));
+    }
+    if let Some(pids) = limits.pids
+        && !PIDS.contains(&pids)
+    {
+        let range = format!("{} to {}", PIDS.start(), PIDS.end());
+        return Err(out_of_range("pids", pids.to_string(), range));
+    }
+    if let Some(cpus) = limits.cpus
+        && !CPUS.contains(&cpus)
+    {
+        let range = format!("{} to {} (fractions allowed)", CPUS.start(), CPUS.end());
+        return Err(out_of_range("cpus", cpus.to_string(), range));
+    }
+    Ok(limits)
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

@@ -11,7 +11,15 @@ use super::Ctx;
 use crate::error::Error;
 use crate::harness;
 use crate::output::Printer;
-use crate::wire::api::{Agent, CreateAgent, CredentialInput, UpdateAgent, preset_hosts};
+use crate::wire::api::{Agent, AgentLimits, CreateAgent, CredentialInput, UpdateAgent, preset_hosts};
+
+/// An agent's limits as `show` prints them.
+fn limits(limits: &AgentLimits) -> String {
+    let memory = limits.memory_mb.map_or("default".to_owned(), |mb| format!("{mb} MiB"));
+    let pids = limits.pids.map_or("default".to_owned(), |n| n.to_string());
+    let cpus = limits.cpus.map_or("default".to_owned(), |n| n.to_string());
+    format!("memory {memory}, pids {pids}, cpus {cpus}")
+}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -88,6 +96,15 @@ pub struct Fields {
     /// Refuse egress to these hosts (repeatable; on edit, replaces the list)
     #[arg(long, value_name = "HOST")]
     deny_out: Vec<String>,
+    /// Memory limit of each sandbox, in MiB (0: the server's default, 4096)
+    #[arg(long, value_name = "MIB")]
+    memory_mb: Option<u64>,
+    /// Process and thread limit of each sandbox (0: the server's default, 1024)
+    #[arg(long, value_name = "N")]
+    pids: Option<u64>,
+    /// CPU limit of each sandbox, in CPUs, fractions allowed (0: the server's default, 2)
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
 }
 
 fn harness_ids() -> clap::builder::PossibleValuesParser {
@@ -102,6 +119,27 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 }
 
 impl Fields {
+    /// Whether any limit flag was given.
+    fn has_limits(&self) -> bool {
+        self.memory_mb.is_some() || self.pids.is_some() || self.cpus.is_some()
+    }
+
+    /// `current` with the limit flags given applied; 0 returns a limit to the server's default.
+    fn limits(&self, current: AgentLimits) -> AgentLimits {
+        fn set<T: PartialEq + Default + Copy>(flag: Option<T>, current: Option<T>) -> Option<T> {
+            match flag {
+                Some(v) if v == T::default() => None,
+                Some(v) => Some(v),
+                None => current,
+            }
+        }
+        AgentLimits {
+            memory_mb: set(self.memory_mb, current.memory_mb),
+            pids: set(self.pids, current.pids),
+            cpus: set(self.cpus, current.cpus),
+        }
+    }
+
     /// The credentials to send, each bound to hosts: the ones given, else its name's preset (said on
     /// stderr), else a usage error — before any value is read.
     fn credentials(&self, out: &Printer) -> Result<Vec<CredentialInput>, Error> {
@@ -190,6 +228,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
         Command::Show { name } => print_agent(ctx, &client.get_agent(&name).await?),
         Command::Create { name, fields } => {
             let body = CreateAgent {
+                limits: fields.limits(AgentLimits::default()),
                 credentials: fields.credentials(&ctx.out)?,
                 name,
                 harness_id: fields.harness,
@@ -214,7 +253,14 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
             fields,
             remove_credential,
         } => {
+            // Limits not given stay as they are: the body replaces all three.
+            let limits = if fields.has_limits() {
+                Some(fields.limits(client.get_agent(&name).await?.limits))
+            } else {
+                None
+            };
             let body = UpdateAgent {
+                limits,
                 credentials: fields.credentials(&ctx.out)?,
                 name: rename,
                 harness_id: fields.harness,
@@ -278,6 +324,7 @@ fn print_agent(ctx: &Ctx, agent: &Agent) {
         ("credentials", list(&creds)),
         ("allow_out", list(&agent.allow_out)),
         ("deny_out", list(&agent.deny_out)),
+        ("limits", limits(&agent.limits)),
         ("created", agent.created_at.clone()),
     ];
     for (key, value) in rows {

@@ -94,6 +94,18 @@ pub struct Args {
     /// Also trust this CA certificate (PEM) for upstream servers (repeatable)
     #[arg(long, value_name = "PEM")]
     pub vault_upstream_ca: Vec<PathBuf>,
+    /// How the local backend limits memory, processes and CPU: cgroups where writable, else rlimits
+    /// (`auto`), or rlimits only (`off`)
+    #[arg(long, env = "LAP_SANDBOX_CGROUPS", value_enum, default_value = "auto")]
+    pub sandbox_cgroups: SandboxCgroups,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxCgroups {
+    /// cgroup v1 or v2 where writable, rlimits for the rest
+    Auto,
+    /// rlimits only
+    Off,
 }
 
 pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
@@ -118,7 +130,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     let master_key = master_key(env, &data_dir, out)?;
     let sandbox: Arc<dyn Sandbox> = match args.backend {
         Backend::Fake => Arc::new(Fake::default()),
-        Backend::Local => Arc::new(Local::new(&data_dir)),
+        Backend::Local => Arc::new(Local::new(&data_dir).with_cgroups(args.sandbox_cgroups == SandboxCgroups::Auto)),
         Backend::Kube => Arc::new(Unavailable {
             backend: "kube",
             reason: "the Kubernetes backend is not in this build yet",

@@ -19,12 +19,15 @@
 
 mod cgroup;
 mod init;
+pub mod landlock;
 pub mod layout;
 mod privs;
 pub mod proto;
+mod rlimit;
 mod rootfs;
 mod seccomp;
 mod server;
+pub mod uids;
 
 pub use cgroup::Limits;
 pub use init::{InitError, launch, probe};
@@ -101,17 +104,38 @@ pub struct Local {
     data_dir: PathBuf,
     program: PathBuf,
     limits: Limits,
+    cgroups: bool,
+    leases: uids::Leases,
     probed: OnceCell<()>,
 }
 
 impl Local {
     /// A backend keeping its sandboxes under `data_dir`, started with this very binary.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         Self {
-            data_dir: data_dir.into(),
+            leases: uids::Leases::new(&data_dir),
+            data_dir,
             program: PathBuf::from("/proc/self/exe"),
             limits: Limits::default(),
+            cgroups: true,
             probed: OnceCell::new(),
+        }
+    }
+
+    /// Whether sandboxes are limited by cgroups where one is writable (the default) or by rlimits
+    /// only (`false`, `lap serve --sandbox-cgroups off`).
+    pub fn with_cgroups(mut self, cgroups: bool) -> Self {
+        self.cgroups = cgroups;
+        self
+    }
+
+    /// The limits of a new sandbox: the backend's, with the sandbox's own overrides.
+    fn limits_for(&self, spec: &SandboxSpec) -> Limits {
+        Limits {
+            memory_bytes: spec.limits.memory_bytes.unwrap_or(self.limits.memory_bytes),
+            pids: spec.limits.pids.unwrap_or(self.limits.pids),
+            cpu_millis: spec.limits.cpu_millis.unwrap_or(self.limits.cpu_millis),
         }
     }
 
@@ -204,7 +228,23 @@ impl Local {
         )
         .await;
         let reason = match output {
-            Ok(Ok(output)) if output.status.success() => return Ok(()),
+            Ok(Ok(output)) if output.status.success() => {
+                tracing::info!(
+                    cgroups = if self.cgroups {
+                        "where writable, else rlimits"
+                    } else {
+                        "off: rlimits only"
+                    },
+                    uids = if nix::unistd::Uid::effective().is_root() {
+                        "one host uid per sandbox"
+                    } else {
+                        "a user namespace"
+                    },
+                    "local sandboxes: {}",
+                    landlock::status()
+                );
+                return Ok(());
+            }
             Ok(Ok(output)) => String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             Ok(Err(err)) => format!("cannot run `{} harness --probe`: {err}", self.program.display()),
             Err(_) => format!("the namespace probe did not finish within {PROBE_TIMEOUT:?}"),
@@ -363,28 +403,49 @@ impl Sandbox for Local {
         let layout = Layout::new(&self.data_dir, &id);
         create_dir(&self.data_dir.join(SANDBOXES_DIR), 0o700)?;
         create_dir(layout.dir(), 0o700)?;
-        create_dir(&layout.work(), 0o755)?;
-        create_dir(&layout.run(), 0o700)?;
-        create_dir(&layout.root(), 0o755)?;
+        let uid = match nix::unistd::Uid::effective().is_root() {
+            true => match self.leases.lease(&id) {
+                Ok(uid) => Some(uid),
+                Err(err) => {
+                    let _ = remove_dir(layout.dir().to_owned()).await;
+                    return Err(io_err("lease a uid in", &self.data_dir.join(uids::LEASES_DIR))(err).into());
+                }
+            },
+            false => None,
+        };
         let config = Config {
             hostname: format!("lap-{}", &id[..8]),
             id: id.clone(),
             harness_id: spec.harness_id.clone(),
             session_id: spec.session_id.clone(),
-            limits: self.limits,
+            limits: self.limits_for(spec),
             env: spec.env.clone(),
             ca_bundle: spec.ca_bundle.is_some(),
             command: spec.command.clone(),
+            uid,
+            no_cgroups: !self.cgroups,
         };
-        if let Some(bundle) = &spec.ca_bundle {
-            std::fs::copy(bundle, layout.ca_bundle()).map_err(io_err("copy", bundle))?;
-        }
-        layout::write_json(&layout.config(), &config).map_err(io_err("write", &layout.config()))?;
-        match self.launch(&layout).await {
+        let prepared = (|| {
+            create_dir(&layout.work(), 0o700)?;
+            create_dir(&layout.run(), 0o700)?;
+            create_dir(&layout.root(), 0o755)?;
+            if let Some(bundle) = &spec.ca_bundle {
+                std::fs::copy(bundle, layout.ca_bundle()).map_err(io_err("copy", bundle))?;
+            }
+            layout::write_json(&layout.config(), &config).map_err(io_err("write", &layout.config()))
+        })();
+        let launched = match prepared {
+            Ok(()) => self.launch(&layout).await,
+            Err(err) => Err(err),
+        };
+        match launched {
             Ok(state) => Ok(self.info(&state)),
             Err(err) => {
                 if let Err(cleanup) = remove_dir(layout.dir().to_owned()).await {
                     tracing::warn!(sandbox = %id, error = %cleanup, "cannot clean up a failed sandbox");
+                }
+                if let Some(uid) = uid {
+                    self.leases.release(uid, &id);
                 }
                 Err(err.into())
             }
@@ -405,7 +466,13 @@ impl Sandbox for Local {
             }
             .into());
         }
-        Ok(remove_sandbox(state.as_ref(), layout.dir().to_owned()).await?)
+        let uid = layout::read_json::<Config>(&layout.config()).ok().and_then(|c| c.uid);
+        remove_sandbox(state.as_ref(), layout.dir().to_owned()).await?;
+        // Only now: no process of the sandbox runs as its uid any more.
+        if let Some(uid) = uid {
+            self.leases.release(uid, id);
+        }
+        Ok(())
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError> {
@@ -443,6 +510,8 @@ impl Sandbox for Local {
                 }
             }
         }
+        let sandboxes = self.data_dir.join(SANDBOXES_DIR);
+        self.leases.sweep(|id| sandboxes.join(id).exists());
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
     }

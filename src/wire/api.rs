@@ -103,6 +103,9 @@ pub struct Agent {
     pub env_var_hosts: BTreeMap<String, Vec<String>>,
     pub allow_out: Vec<String>,
     pub deny_out: Vec<String>,
+    /// Resource limits of the agent's sandboxes over the server's defaults (absent: none set).
+    #[serde(default, skip_serializing_if = "AgentLimits::is_empty")]
+    pub limits: AgentLimits,
     pub created_at: String,
     pub updated_at: String,
     /// Only in list responses.
@@ -111,6 +114,28 @@ pub struct Agent {
     /// Only in list responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_active_session: Option<bool>,
+}
+
+/// Resource limits of an agent's sandboxes. A field left out takes the server's default (memory
+/// 4096 MiB, 1024 processes and threads, 2 CPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// Memory, in MiB (16 to 1048576).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Processes and threads (16 to 1000000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// CPUs, fractions allowed (0.01 to 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+}
+
+impl AgentLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `GET /agents` response.
@@ -155,6 +180,8 @@ pub struct CreateAgent {
     pub allow_out: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_out: Vec<String>,
+    #[serde(default, skip_serializing_if = "AgentLimits::is_empty")]
+    pub limits: AgentLimits,
 }
 
 /// `PATCH /agents/{id}` body. A field left out is left alone; an empty string clears an optional
@@ -191,6 +218,9 @@ pub struct UpdateAgent {
     pub allow_out: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_out: Option<Vec<String>>,
+    /// Replaces the agent's limits (`{}` clears them); applies to sessions created afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<AgentLimits>,
 }
 
 /// `POST /agents/{id}/session` body; an empty body means `{}`.

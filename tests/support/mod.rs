@@ -337,6 +337,14 @@ impl TestServer {
         server
     }
 
+    /// [`TestServer::start_local`] with extra environment variables (e.g. `LAP_SANDBOX_CGROUPS`).
+    pub fn start_local_with(home: &Home, extra_env: Vec<(&str, &str)>) -> Self {
+        let mut server = Self::start_with(home, Vec::<OsString>::new(), extra_env);
+        server.backend = "local";
+        server.restart();
+        server
+    }
+
     /// The server's data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

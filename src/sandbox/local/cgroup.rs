@@ -8,8 +8,8 @@
 //! namespace is rooted there). `delete` removes the directories once the sandbox is dead.
 //! Each controller is taken from its v1 hierarchy when one is mounted (this project's machines), else
 //! from the unified v2 hierarchy (most laptops: `memory.max`, `pids.max`, `cpu.max`), enabling it in
-//! the parent's `cgroup.subtree_control` when it must. Where neither is writable, the sandbox runs
-//! without that limit and the launcher says so in `harness.log`.
+//! the parent's `cgroup.subtree_control` when it must. Where neither is writable, the sandbox's agent gets
+//! an rlimit instead ([`super::rlimit`]) and the launcher says so in `harness.log`.
 
 use std::fs;
 use std::io;
@@ -43,13 +43,20 @@ impl Default for Limits {
     }
 }
 
-/// Creates the sandbox's cgroups with `limits` and moves this process into them. Returns the
-/// directories made (to remove on delete); controllers that are absent or not writable are skipped,
-/// with a line in `log`.
-pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Vec<PathBuf> {
+/// What [`enter`] made: the directories (to remove on delete) and the controllers they limit.
+#[derive(Debug, Clone, Default)]
+pub struct Entered {
+    pub dirs: Vec<PathBuf>,
+    pub limited: Vec<&'static str>,
+}
+
+/// Creates the sandbox's cgroups with `limits` and moves this process into them. Controllers that
+/// are absent or not writable are skipped, with a line in `log` (the caller falls back to rlimits,
+/// [`super::rlimit`]).
+pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Entered {
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mut made = Vec::new();
+    let mut made = Entered::default();
     let unified = unified_dir(&mounts, &own);
     let mut v2_missing = Vec::new();
     for controller in CONTROLLERS {
@@ -59,7 +66,10 @@ pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Vec<PathB
         };
         let dir = parent.join(name);
         match create(&dir, controller, limits) {
-            Ok(()) => made.push(dir),
+            Ok(()) => {
+                made.dirs.push(dir);
+                made.limited.push(controller);
+            }
             Err(err) => {
                 let _ = writeln!(
                     log,
@@ -83,7 +93,10 @@ pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Vec<PathB
     };
     let dir = parent.join(name);
     match create_v2(&parent, &dir, &v2_missing, limits, log) {
-        Ok(()) => made.push(dir),
+        Ok(limited) => {
+            made.dirs.push(dir);
+            made.limited.extend(limited);
+        }
         Err(err) => {
             let _ = writeln!(
                 log,
@@ -101,10 +114,10 @@ pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Vec<PathB
 fn create_v2(
     parent: &Path,
     dir: &Path,
-    controllers: &[&str],
+    controllers: &[&'static str],
     limits: &Limits,
     log: &mut impl io::Write,
-) -> io::Result<()> {
+) -> io::Result<Vec<&'static str>> {
     let delegated = fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
     for controller in controllers {
         if !delegated.split_whitespace().any(|c| c == *controller) {
@@ -115,6 +128,7 @@ fn create_v2(
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
         _ => {}
     }
+    let mut limited = Vec::new();
     for controller in controllers {
         let (file, value) = match *controller {
             "memory" => ("memory.max", limits.memory_bytes.to_string()),
@@ -128,14 +142,18 @@ fn create_v2(
             ),
             _ => continue,
         };
-        if let Err(err) = fs::write(dir.join(file), value) {
-            let _ = writeln!(
-                log,
-                "lap harness: cgroup v2 does not delegate {controller} here ({err}); no {controller} limit"
-            );
+        match fs::write(dir.join(file), value) {
+            Ok(()) => limited.push(*controller),
+            Err(err) => {
+                let _ = writeln!(
+                    log,
+                    "lap harness: cgroup v2 does not delegate {controller} here ({err}); no {controller} cgroup limit"
+                );
+            }
         }
     }
-    fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+    fs::write(dir.join("cgroup.procs"), std::process::id().to_string())?;
+    Ok(limited)
 }
 
 /// The directory of this process's cgroup in the unified (v2) hierarchy, when one is mounted.
@@ -265,7 +283,8 @@ mod tests {
             cpu_millis: 500,
         };
         let mut log = Vec::new();
-        create_v2(root.path(), &dir, &["memory", "pids", "cpu"], &limits, &mut log).unwrap();
+        let limited = create_v2(root.path(), &dir, &["memory", "pids", "cpu"], &limits, &mut log).unwrap();
+        assert_eq!(limited, ["memory", "pids", "cpu"]);
         let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
         assert_eq!(read("memory.max"), (64u64 << 20).to_string());
         assert_eq!(read("pids.max"), "50");

@@ -25,7 +25,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 
 use super::layout::{self, Config, Layout, ProcStat, State};
-use super::{cgroup, rootfs};
+use super::rlimit::Rlimits;
+use super::{cgroup, privs, rootfs};
 
 /// How long the launcher waits for the sandbox to be ready before killing it.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,8 +108,19 @@ pub fn launch(config_path: &Path) -> Result<State, InitError> {
         .ctx("open the harness log")?;
     let null = File::open("/dev/null").ctx("open /dev/null")?;
     // Before the namespaces: every process of the sandbox is born in its cgroups.
-    let cgroups = cgroup::enter(&format!("lap-{}", config.id), &config.limits, &mut &log);
-    let launched = start(&layout, config, user_namespace, log, null, cgroups.clone());
+    let entered = if config.no_cgroups {
+        let _ = writeln!(&log, "lap harness: cgroups are off (`--sandbox-cgroups off`)");
+        cgroup::Entered::default()
+    } else {
+        cgroup::enter(&format!("lap-{}", config.id), &config.limits, &mut &log)
+    };
+    let settings = privs::Settings {
+        user_namespace,
+        uid: agent_uid(&config, user_namespace),
+        rlimits: Rlimits::fallback(&config.limits, &entered.limited),
+    };
+    let cgroups = entered.dirs;
+    let launched = start(&layout, config, settings, log, null, cgroups.clone());
     if launched.is_err() {
         cgroup::leave(&cgroups);
         let _ = cgroup::remove(&cgroups);
@@ -116,10 +128,16 @@ pub fn launch(config_path: &Path) -> Result<State, InitError> {
     launched
 }
 
+/// The agent's uid: the sandbox's leased uid as root, the mapped [`rootfs::USER_ID`] in a user
+/// namespace (or when no uid was leased).
+fn agent_uid(config: &Config, user_namespace: bool) -> u32 {
+    config.uid.filter(|_| !user_namespace).unwrap_or(rootfs::USER_ID)
+}
+
 fn start(
     layout: &Layout,
     config: Config,
-    user_namespace: bool,
+    settings: privs::Settings,
     log: File,
     null: File,
     cgroups: Vec<std::path::PathBuf>,
@@ -131,7 +149,7 @@ fn start(
     match unsafe { fork() }.ctx("fork PID 1")? {
         ForkResult::Child => {
             drop(ready_r);
-            let code = pid1(layout, &config, user_namespace, log, null, ready_w);
+            let code = pid1(layout, &config, settings, log, null, ready_w);
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
@@ -196,7 +214,7 @@ fn wait_ready(pipe: OwnedFd) -> Result<(), InitError> {
 
 /// PID 1: builds the sandbox, starts the harness server, then reaps and forwards signals until the
 /// server exits. Returns the exit code.
-fn pid1(layout: &Layout, config: &Config, user_namespace: bool, log: File, null: File, ready: OwnedFd) -> i32 {
+fn pid1(layout: &Layout, config: &Config, settings: privs::Settings, log: File, null: File, ready: OwnedFd) -> i32 {
     let mut ready = File::from(ready);
     let forwarded = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT];
     let mut waited = SigSet::empty();
@@ -216,8 +234,12 @@ fn pid1(layout: &Layout, config: &Config, user_namespace: bool, log: File, null:
             run: &layout.run(),
             hostname: &config.hostname,
             ca_bundle: config.ca_bundle.then(|| layout.ca_bundle()).as_deref(),
-            user_namespace,
+            user_namespace: settings.user_namespace,
+            uid: settings.uid,
         })?;
+        // The harness outlives its agent when the sandbox runs out of memory (only root may lower
+        // it; in a user namespace the agent raises its own instead).
+        let _ = std::fs::write("/proc/self/oom_score_adj", privs::HARNESS_OOM_SCORE_ADJ);
         let mut old = SigSet::empty();
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited), Some(&mut old)).ctx("block signals")?;
         Ok(old)
@@ -236,7 +258,7 @@ fn pid1(layout: &Layout, config: &Config, user_namespace: bool, log: File, null:
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
             std::process::exit(super::server::run(
                 ready,
-                user_namespace,
+                settings,
                 config.env.clone(),
                 config.command.clone(),
             ))

@@ -94,6 +94,12 @@ pub struct Config {
     /// The agent's command line, run under the harness's PTY (`None`: no agent).
     #[serde(default)]
     pub command: Option<String>,
+    /// The host uid leased to this sandbox's agent ([`super::uids`]; `None` in a user namespace).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Limits by rlimits only, no cgroups (`lap serve --sandbox-cgroups off`).
+    #[serde(default)]
+    pub no_cgroups: bool,
 }
 
 /// A running sandbox, written by the launcher into `state.json`.

@@ -77,6 +77,8 @@ pub struct Plan<'a> {
     /// Whether the sandbox runs in its own user namespace (lap is not root): then device and
     /// ownership changes are impossible and unnecessary.
     pub user_namespace: bool,
+    /// The sandbox user's uid and gid ([`USER_ID`] in a user namespace).
+    pub uid: u32,
 }
 
 /// Builds the root under `plan.root`, brings up `lo`, sets the hostname and pivots into the root.
@@ -97,7 +99,7 @@ pub fn build(plan: &Plan) -> Result<(), InitError> {
     for name in SYSTEM_DIRS {
         mirror(Path::new("/").join(name), root.join(name))?;
     }
-    populate_etc(root, plan.hostname)?;
+    populate_etc(root, plan.hostname, plan.uid)?;
     if let Some(bundle) = plan.ca_bundle {
         let target = root.join(CA_BUNDLE.trim_start_matches('/'));
         if !target.exists() {
@@ -111,14 +113,14 @@ pub fn build(plan: &Plan) -> Result<(), InitError> {
     let work = root.join("work");
     mkdir(&work)?;
     if !plan.user_namespace {
-        chown(plan.work, Some(Uid::from_raw(USER_ID)), Some(Gid::from_raw(USER_ID))).ctx("chown the work dir")?;
+        chown(plan.work, Some(Uid::from_raw(plan.uid)), Some(Gid::from_raw(plan.uid))).ctx("chown the work dir")?;
     }
     bind(plan.work, &work, false)?;
     let home = plan.work.join("home");
     if !home.exists() {
         mkdir(&home)?;
         if !plan.user_namespace {
-            chown(&home, Some(Uid::from_raw(USER_ID)), Some(Gid::from_raw(USER_ID))).ctx("chown the home dir")?;
+            chown(&home, Some(Uid::from_raw(plan.uid)), Some(Gid::from_raw(plan.uid))).ctx("chown the home dir")?;
         }
     }
 
@@ -165,7 +167,7 @@ fn enter(root: &Path) -> Result<(), InitError> {
     .ctx("make / read-only")
 }
 
-fn populate_etc(root: &Path, hostname: &str) -> Result<(), InitError> {
+fn populate_etc(root: &Path, hostname: &str, uid: u32) -> Result<(), InitError> {
     let etc = root.join("etc");
     mkdir(&etc)?;
     for name in ETC_BINDS {
@@ -175,12 +177,12 @@ fn populate_etc(root: &Path, hostname: &str) -> Result<(), InitError> {
         (
             "passwd",
             format!(
-                "root:x:0:0:root:/root:/usr/sbin/nologin\n{USER}:x:{USER_ID}:{USER_ID}:lap sandbox user:{HOME}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+                "root:x:0:0:root:/root:/usr/sbin/nologin\n{USER}:x:{uid}:{uid}:lap sandbox user:{HOME}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
             ),
         ),
         (
             "group",
-            format!("root:x:0:\ntty:x:5:\n{USER}:x:{USER_ID}:\nnogroup:x:65534:\n"),
+            format!("root:x:0:\ntty:x:5:\n{USER}:x:{uid}:\nnogroup:x:65534:\n"),
         ),
         (
             "hosts",

@@ -68,7 +68,12 @@ struct Proxy {
 /// The session's environment, set once when the server starts: this process serves one sandbox.
 static SESSION_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 
-pub fn run(mut ready: File, user_namespace: bool, session_env: Vec<(String, String)>, command: Option<String>) -> i32 {
+pub fn run(
+    mut ready: File,
+    settings: privs::Settings,
+    session_env: Vec<(String, String)>,
+    command: Option<String>,
+) -> i32 {
     let _ = SESSION_ENV.set(session_env);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -77,7 +82,7 @@ pub fn run(mut ready: File, user_namespace: bool, session_env: Vec<(String, Stri
             return 1;
         }
     };
-    let drop_privs = match privs::Drop::prepare(user_namespace) {
+    let drop_privs = match privs::Drop::prepare(settings) {
         Ok(drop_privs) => std::sync::Arc::new(drop_privs),
         Err(err) => {
             let _ = write!(ready, "{err}");
