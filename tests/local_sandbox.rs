@@ -429,6 +429,18 @@ async fn unprivileged_checks(data_dir: &Path) {
         "{out:?}"
     );
     assert!(out.stderr_str().contains("Read-only file system"), "{out:?}");
+    // The sandbox user owns /run/lap here (it is us); Landlock still keeps the socket from it.
+    if lap::sandbox::local::landlock::kernel_abi().is_some() {
+        let rm = local
+            .exec_output(&sandbox.id, &["/bin/rm", "/run/lap/harness.sock"])
+            .await
+            .unwrap();
+        assert!(rm.stderr_str().contains("Permission denied"), "{rm:?}");
+        local
+            .exec_output(&sandbox.id, &["true"])
+            .await
+            .expect("the socket is still there");
+    }
     let pid = local.state(&sandbox.id).unwrap().pid;
     local.delete(&sandbox.id).await.unwrap();
     assert!(!still_running(pid));
@@ -985,9 +997,9 @@ async fn landlock_confines_the_agents_writes_and_the_agent_dies_first_on_oom() {
     assert_eq!(adj.stdout_str(), "500\n", "{adj:?}");
     let pid1 = fx.local.state(&sandbox.id).unwrap().pid;
     let harness_adj = std::fs::read_to_string(format!("/proc/{pid1}/oom_score_adj")).unwrap();
-    if nix::unistd::Uid::effective().is_root() {
-        assert_eq!(harness_adj.trim(), "-500");
-    }
+    // -500 where lap may lower it (root with CAP_SYS_RESOURCE), else the default 0: below 500.
+    let harness_adj: i32 = harness_adj.trim().parse().unwrap();
+    assert!(harness_adj == -500 || harness_adj == 0, "{harness_adj}; {log}");
 
     let Some(abi) = lap::sandbox::local::landlock::kernel_abi() else {
         eprintln!("SKIPPED: THIS KERNEL HAS NO LANDLOCK; the Landlock part of this test did not run");

@@ -28,8 +28,12 @@ fn ready_session(home: &Home, agent: &str) -> String {
 /// The sandbox of a session: its directory under the server's data dir.
 fn sandbox_dir(home: &Home, server: &TestServer, session: &str) -> std::path::PathBuf {
     let shown = lap(home, ["--json", "sessions", "show", session]).success().json();
-    let sandbox = shown["sandbox_id"].as_str().expect("a sandbox id").to_owned();
-    server.data_dir().join("sandboxes").join(sandbox)
+    // unix://<data-dir>/sandboxes/<id>/run/harness.sock
+    let url = shown["sandbox_url"].as_str().expect("a sandbox url");
+    let socket = std::path::Path::new(url.strip_prefix("unix://").unwrap());
+    let dir = socket.parent().unwrap().parent().unwrap().to_owned();
+    assert!(dir.starts_with(server.data_dir().join("sandboxes")), "{url}");
+    dir
 }
 
 #[test]

@@ -239,7 +239,11 @@ fn pid1(layout: &Layout, config: &Config, settings: privs::Settings, log: File, 
         })?;
         // The harness outlives its agent when the sandbox runs out of memory (only root may lower
         // it; in a user namespace the agent raises its own instead).
-        let _ = std::fs::write("/proc/self/oom_score_adj", privs::HARNESS_OOM_SCORE_ADJ);
+        if let Err(err) = std::fs::write("/proc/self/oom_score_adj", privs::HARNESS_OOM_SCORE_ADJ)
+            && !settings.user_namespace
+        {
+            eprintln!("lap harness: cannot lower the harness's oom_score_adj ({err}); its commands raise theirs");
+        }
         let mut old = SigSet::empty();
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited), Some(&mut old)).ctx("block signals")?;
         Ok(old)
