@@ -3,6 +3,9 @@
 # peer measured in the same run.
 #   scripts/bench.sh vault   the vault against a direct connection and mitmproxy (installed here,
 #                            in target/bench-venv, from PyPI)
+#   scripts/bench.sh sandbox the local sandbox backend: create -> harness ready p50/p99, and memory
+#                            and descriptors of lap serve with 1000 idle sandboxes (root or user
+#                            namespaces needed; LAP_BENCH_SANDBOXES=N changes the 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,5 +22,8 @@ case "${1:-vault}" in
     fi
     LAP_BENCH_MITMDUMP="$PWD/$venv/bin/mitmdump" cargo bench --locked --bench vault
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`" ;;
+  sandbox)
+    cargo bench --locked --bench sandbox
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\` or \`scripts/bench.sh sandbox\`" ;;
 esac

@@ -783,27 +783,6 @@ async fn the_proxy_listener_is_born_in_the_sandbox_and_served_from_the_host() {
     assert_eq!(again.local_addr().unwrap().port(), 3128);
 }
 
-/// Benchmark, not run in CI: sandbox create → harness ready, over 200 creates. Run with
-/// `cargo test --release --test local_sandbox -- --ignored --exact bench_sandbox_create --nocapture`.
-#[tokio::test]
-#[ignore = "benchmark; see its doc comment for the command"]
-async fn bench_sandbox_create() {
-    const CREATES: usize = 200;
-    let fx = Fixture::new().await;
-    let mut times = Vec::with_capacity(CREATES);
-    for _ in 0..CREATES {
-        let start = Instant::now();
-        let sandbox = fx.create().await;
-        times.push(start.elapsed());
-        fx.local.delete(&sandbox.id).await.unwrap();
-    }
-    times.sort();
-    let p50 = times[CREATES / 2];
-    let p99 = times[CREATES * 99 / 100];
-    println!("sandbox create -> harness ready over {CREATES} creates: p50 {p50:?}, p99 {p99:?}");
-    println!("LAP published: cold start 10-12 s, warm start 1.8 s; lap's target: p50 < 100 ms");
-}
-
 #[tokio::test]
 async fn pid_1_reaps_orphans_and_sigterm_stops_the_sandbox() {
     let fx = Fixture::new().await;

@@ -1,0 +1,305 @@
+//! Benchmark of the local sandbox backend (`scripts/bench.sh sandbox`; not run in CI, gates
+//! nothing).
+//!
+//! 1. Sandbox create → harness ready: [`Local::create`] (the backend `lap serve` runs) returns once
+//!    the harness answers on its socket; p50 and p99 over 200 creates, each deleted before the next.
+//! 2. The same through `lap serve` (this build's binary, `--backend local`): `POST …/session` of a
+//!    `shell` agent until the session is `ready` (sandbox, vault binding), p50 and p99, while
+//!    sessions pile up to 1000 idle ones.
+//! 3. With those 1000 idle sandboxes alive: memory (RSS, and PSS, which counts shared pages once)
+//!    and open file descriptors of `lap serve` and of every process of every sandbox.
+//!
+//! The figures are printed beside LAP's published start times (cold 10–12 s, warm 1.8 s), which
+//! cannot be measured here (LAP needs a Kubernetes cluster). Needs root or unprivileged user
+//! namespaces. `LAP_BENCH_SANDBOXES` changes the 1000.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lap::sandbox::local::Local;
+use lap::sandbox::{Sandbox, SandboxSpec};
+
+const CREATES: usize = 200;
+const IDLE: usize = 1000;
+const LAP: &str = env!("CARGO_BIN_EXE_lap");
+const LAP_WARM_START: Duration = Duration::from_millis(1800);
+const LAP_COLD_START: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(12));
+const TARGET_P50: Duration = Duration::from_millis(100);
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() {
+    let idle: usize = std::env::var("LAP_BENCH_SANDBOXES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(IDLE);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let data = tempfile::tempdir().expect("temp dir");
+    runtime.block_on(async {
+        let (p50, p99) = backend_creates(data.path()).await;
+        println!("sandbox create -> harness ready, Local::create, {CREATES} creates: p50 {} ms, p99 {} ms", ms(p50), ms(p99));
+        println!(
+            "  LAP published: cold start {}-{} s, warm start {} s; lap p50 is {:.0}x faster than LAP's warm start",
+            LAP_COLD_START.0.as_secs(),
+            LAP_COLD_START.1.as_secs(),
+            LAP_WARM_START.as_secs_f64(),
+            LAP_WARM_START.as_secs_f64() / p50.as_secs_f64()
+        );
+        println!(
+            "  target p50 < {} ms: {}",
+            TARGET_P50.as_millis(),
+            if p50 < TARGET_P50 { "met" } else { "NOT met" }
+        );
+        through_lap_serve(&data.path().join("serve"), idle).await;
+    });
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    let at = |q: usize| times[(times.len() * q / 100).min(times.len() - 1)];
+    (at(50), at(99))
+}
+
+async fn backend_creates(data_dir: &Path) -> (Duration, Duration) {
+    let local = Local::new(data_dir.join("backend")).with_program(LAP);
+    local.check().await.expect("this machine can create namespaces");
+    let spec = SandboxSpec {
+        harness_id: "shell".into(),
+        session_id: Some("bench".into()),
+        ..SandboxSpec::default()
+    };
+    let mut times = Vec::with_capacity(CREATES);
+    for _ in 0..CREATES {
+        let start = Instant::now();
+        let sandbox = local.create(&spec).await.expect("sandbox created");
+        times.push(start.elapsed());
+        local.delete(&sandbox.id).await.expect("sandbox deleted");
+    }
+    percentiles(times)
+}
+
+/// `lap serve` on `data_dir`, killed (and its sandboxes deleted) on drop.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+    key: String,
+    data_dir: PathBuf,
+}
+
+impl Serve {
+    fn start(data_dir: &Path) -> Self {
+        use std::io::BufRead;
+        let home = data_dir.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut child = std::process::Command::new(LAP)
+            .args(["serve", "--backend", "local", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_clear()
+            .env("HOME", &home)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start lap serve");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("lap serve exited before listening").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        let key = std::fs::read_to_string(data_dir.join("master.key"))
+            .expect("master.key")
+            .trim()
+            .to_owned();
+        Self {
+            child,
+            url,
+            key,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn through_lap_serve(data_dir: &Path, idle: usize) {
+    let serve = Serve::start(data_dir);
+    let client = reqwest::Client::new();
+    let api = format!("{}/api/v1/managed_agents", serve.url);
+    let auth = format!("Bearer {}", serve.key);
+    let baseline = usage(&[serve.child.id() as i32]);
+    let agent: serde_json::Value = client
+        .post(format!("{api}/agents"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"name": "bench", "harness_id": "shell"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut times = Vec::with_capacity(idle);
+    for n in 0..idle {
+        let start = Instant::now();
+        let session: serde_json::Value = client
+            .post(format!("{api}/agents/{agent_id}/session"))
+            .header("authorization", &auth)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = session["id"].as_str().unwrap().to_owned();
+        loop {
+            let shown: serde_json::Value = client
+                .get(format!("{api}/sessions/{id}"))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match shown["status"].as_str() {
+                Some("ready") => break,
+                Some("creating") if start.elapsed() < READY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                other => panic!("session {n} is {other:?}: {shown}"),
+            }
+        }
+        times.push(start.elapsed());
+        if progress && n % 50 == 49 {
+            eprint!("\r{} sessions ready", n + 1);
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    let (p50, p99) = percentiles(times);
+    println!(
+        "session create -> ready through lap serve (sandbox + vault binding), {idle} sessions: p50 {} ms, p99 {} ms",
+        ms(p50),
+        ms(p99)
+    );
+
+    let serve_usage = usage(&[serve.child.id() as i32]);
+    let pid1s: Vec<i32> = std::fs::read_dir(data_dir.join("sandboxes"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let state: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path().join("state.json")).ok()?).ok()?;
+            state["pid"].as_i64().map(|p| p as i32)
+        })
+        .collect();
+    let sandbox_pids = processes_in_namespaces_of(&pid1s);
+    let sandboxes = usage(&sandbox_pids);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!("with {} idle sandboxes alive:", pid1s.len());
+    println!(
+        "  lap serve: RSS {:.1} MiB (idle, no sandbox: {:.1} MiB), {} fds (idle: {})",
+        mib(serve_usage.rss_kib),
+        mib(baseline.rss_kib),
+        serve_usage.fds,
+        baseline.fds
+    );
+    println!(
+        "  sandboxes: {} processes, RSS sum {:.1} MiB, PSS sum {:.1} MiB, {} fds",
+        sandbox_pids.len(),
+        mib(sandboxes.rss_kib),
+        mib(sandboxes.pss_kib),
+        sandboxes.fds
+    );
+    let per = pid1s.len().max(1) as f64;
+    println!(
+        "  per sandbox: PSS {:.2} MiB, {:.1} fds in its processes, {:.1} fds in lap serve",
+        mib(sandboxes.pss_kib) / per,
+        sandboxes.fds as f64 / per,
+        serve_usage.fds.saturating_sub(baseline.fds) as f64 / per
+    );
+    println!(
+        "  total, lap serve + sandboxes: PSS {:.1} MiB, {} fds",
+        mib(serve_usage.pss_kib + sandboxes.pss_kib),
+        serve_usage.fds + sandboxes.fds
+    );
+    let data_dir = serve.data_dir.clone();
+    drop(serve);
+    delete_all(&data_dir).await;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    rss_kib: u64,
+    pss_kib: u64,
+    fds: u64,
+}
+
+fn usage(pids: &[i32]) -> Usage {
+    let mut total = Usage::default();
+    for pid in pids {
+        if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+            for line in rollup.lines() {
+                let kib = || line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                if line.starts_with("Rss:") {
+                    total.rss_kib += kib();
+                } else if line.starts_with("Pss:") {
+                    total.pss_kib += kib();
+                }
+            }
+        }
+        total.fds += std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    }
+    total
+}
+
+/// Host PIDs of every process in the PID namespaces of `pid1s`.
+fn processes_in_namespaces_of(pid1s: &[i32]) -> Vec<i32> {
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let wanted: std::collections::HashSet<PathBuf> = pid1s.iter().filter_map(|p| ns(*p)).collect();
+    let mut by_ns: HashMap<PathBuf, Vec<i32>> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+            && let Some(link) = ns(pid)
+            && wanted.contains(&link)
+        {
+            by_ns.entry(link).or_default().push(pid);
+        }
+    }
+    by_ns.into_values().flatten().collect()
+}
+
+async fn delete_all(data_dir: &Path) {
+    let local = std::sync::Arc::new(Local::new(data_dir).with_program(LAP));
+    let sandboxes = local.list().await.unwrap_or_default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in sandboxes.chunks(sandboxes.len().div_ceil(8).max(1)) {
+        let local = local.clone();
+        let ids: Vec<String> = chunk.iter().map(|s| s.id.clone()).collect();
+        tasks.spawn(async move {
+            for id in ids {
+                let _ = local.delete(&id).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
