@@ -263,7 +263,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__agents__subcmd__create)
-            opts="-q -v -h --harness --command --repo --branch --prompt --model --env --credential --credential-file --allow-out --deny-out --server --json --quiet --verbose --no-color --help"
+            opts="-q -v -h --harness --command --repo --branch --prompt --model --env --credential --credential-file --allow-out --deny-out --memory-mb --pids --cpus --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,6 +313,18 @@ _lap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --memory-mb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pids)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -343,7 +355,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__agents__subcmd__edit)
-            opts="-q -v -h --rename --harness --command --repo --branch --prompt --model --env --credential --credential-file --allow-out --deny-out --remove-credential --server --json --quiet --verbose --no-color --help"
+            opts="-q -v -h --rename --harness --command --repo --branch --prompt --model --env --credential --credential-file --allow-out --deny-out --memory-mb --pids --cpus --remove-credential --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -394,6 +406,18 @@ _lap() {
                     return 0
                     ;;
                 --deny-out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-mb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pids)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpus)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1075,7 +1099,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__serve)
-            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --idle-ttl --egress-default --vault-upstream-ca --server --json --quiet --verbose --no-color --help"
+            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --idle-ttl --egress-default --vault-upstream-ca --sandbox-cgroups --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1115,6 +1139,10 @@ _lap() {
                     ;;
                 --vault-upstream-ca)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sandbox-cgroups)
+                    COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
                     return 0
                     ;;
                 --server)

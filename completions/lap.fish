@@ -55,6 +55,8 @@ complete -c lap -n "__fish_lap_using_subcommand serve" -l idle-ttl -d 'Reap sess
 complete -c lap -n "__fish_lap_using_subcommand serve" -l egress-default -d 'What the vault does with a destination an agent\'s allow_out does not list, when it has none' -r -f -a "allow\t'Every public destination is reachable unless deny_out names it'
 deny\t'Only destinations in the agent\'s allow_out are reachable'"
 complete -c lap -n "__fish_lap_using_subcommand serve" -l vault-upstream-ca -d 'Also trust this CA certificate (PEM) for upstream servers (repeatable)' -r -F
+complete -c lap -n "__fish_lap_using_subcommand serve" -l sandbox-cgroups -d 'How the local backend limits memory, processes and CPU: cgroups where writable, else rlimits (`auto`), or rlimits only (`off`)' -r -f -a "auto\t'cgroup v1 or v2 where writable, rlimits for the rest'
+off\t'rlimits only'"
 complete -c lap -n "__fish_lap_using_subcommand serve" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand serve" -l insecure-http -d 'Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)'
 complete -c lap -n "__fish_lap_using_subcommand serve" -l json -d 'Print data as JSON'
@@ -124,6 +126,9 @@ complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcomma
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -l credential-file -d 'Credential whose real value is read from PATH (repeatable)' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -l allow-out -d 'Allow egress only to these hosts (repeatable; on edit, replaces the list)' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -l deny-out -d 'Refuse egress to these hosts (repeatable; on edit, replaces the list)' -r
+complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -l memory-mb -d 'Memory limit of each sandbox, in MiB (0: the server\'s default, 4096)' -r
+complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -l pids -d 'Process and thread limit of each sandbox (0: the server\'s default, 1024)' -r
+complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -l cpus -d 'CPU limit of each sandbox, in CPUs, fractions allowed (0: the server\'s default, 2)' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -l json -d 'Print data as JSON'
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
@@ -148,6 +153,9 @@ complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcomma
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l credential-file -d 'Credential whose real value is read from PATH (repeatable)' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l allow-out -d 'Allow egress only to these hosts (repeatable; on edit, replaces the list)' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l deny-out -d 'Refuse egress to these hosts (repeatable; on edit, replaces the list)' -r
+complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l memory-mb -d 'Memory limit of each sandbox, in MiB (0: the server\'s default, 4096)' -r
+complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l pids -d 'Process and thread limit of each sandbox (0: the server\'s default, 1024)' -r
+complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l cpus -d 'CPU limit of each sandbox, in CPUs, fractions allowed (0: the server\'s default, 2)' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l remove-credential -d 'Remove a credential (repeatable)' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand agents; and __fish_seen_subcommand_from edit" -l json -d 'Print data as JSON'
