@@ -45,6 +45,7 @@ fn first_start_of_serve_writes_a_client_config_so_create_needs_no_login() {
     credentials  -
     allow_out    -
     deny_out     -
+    limits       memory default, pids default, cpus default
     created      [TIME]
     --- stderr
     created agent `demo`
@@ -192,6 +193,7 @@ fn agents_show_prints_every_field_by_name_or_id() {
     credentials  -
     allow_out    api.openai.com
     deny_out     evil.example.com
+    limits       memory default, pids default, cpus default
     created      [TIME]
     ");
     let id = lap(&home, ["agents", "show", "full", "--json"]).json()["id"]
@@ -248,6 +250,7 @@ fn agents_edit_changes_env_name_and_credentials() {
     credentials  -
     allow_out    -
     deny_out     -
+    limits       memory default, pids default, cpus default
     created      [TIME]
     --- stderr
     updated agent `demo`
@@ -271,6 +274,7 @@ fn agents_edit_changes_env_name_and_credentials() {
         credentials  GITHUB_TOKEN → api.github.com, github.com (fingerprint [FP])
         allow_out    -
         deny_out     -
+        limits       memory default, pids default, cpus default
         created      [TIME]
         --- stderr
         updated agent `demo`
@@ -296,6 +300,7 @@ fn agents_edit_changes_env_name_and_credentials() {
         credentials  GITHUB_TOKEN → api.github.com, github.com (fingerprint [FP]), OPENAI_API_KEY → api.openai.com (fingerprint [FP])
         allow_out    -
         deny_out     -
+        limits       memory default, pids default, cpus default
         created      [TIME]
         --- stderr
         updated agent `renamed`
@@ -316,6 +321,7 @@ fn agents_edit_changes_env_name_and_credentials() {
     credentials  OPENAI_API_KEY → api.openai.com (fingerprint [FP])
     allow_out    -
     deny_out     -
+    limits       memory default, pids default, cpus default
     created      [TIME]
     --- stderr
     updated agent `renamed`
@@ -727,6 +733,7 @@ fn quiet_silences_status_lines_but_not_data_or_errors() {
     credentials  -
     allow_out    -
     deny_out     -
+    limits       memory default, pids default, cpus default
     created      [TIME]
     ");
     assert_snapshot!(lap(&home, ["--quiet", "agents", "edit", "demo", "--env", "A=1"]), @r"
@@ -744,6 +751,7 @@ fn quiet_silences_status_lines_but_not_data_or_errors() {
     credentials  -
     allow_out    -
     deny_out     -
+    limits       memory default, pids default, cpus default
     created      [TIME]
     ");
     let id = lap(&home, ["-q", "sessions", "create", "demo"])
@@ -930,6 +938,7 @@ fn kill_9_of_the_server_loses_nothing() {
     credentials  API_TOKEN → api.example.com (fingerprint [FP])
     allow_out    -
     deny_out     -
+    limits       memory default, pids default, cpus default
     created      [TIME]
     ");
     assert_snapshot!(lap(&home, ["sessions", "list"]), @r"
