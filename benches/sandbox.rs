@@ -38,7 +38,11 @@ fn main() {
     let data = tempfile::tempdir().expect("temp dir");
     runtime.block_on(async {
         let (p50, p99) = backend_creates(data.path()).await;
-        println!("sandbox create -> harness ready, Local::create, {CREATES} creates: p50 {} ms, p99 {} ms", ms(p50), ms(p99));
+        println!(
+            "sandbox create -> harness ready, Local::create, {CREATES} creates: p50 {} ms, p99 {} ms",
+            ms(p50),
+            ms(p99)
+        );
         println!(
             "  LAP published: cold start {}-{} s, warm start {} s; lap p50 is {:.0}x faster than LAP's warm start",
             LAP_COLD_START.0.as_secs(),
@@ -208,7 +212,8 @@ async fn through_lap_serve(data_dir: &Path, idle: usize) {
         .unwrap()
         .flatten()
         .filter_map(|e| {
-            let state: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path().join("state.json")).ok()?).ok()?;
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path().join("state.json")).ok()?).ok()?;
             state["pid"].as_i64().map(|p| p as i32)
         })
         .collect();
@@ -259,7 +264,12 @@ fn usage(pids: &[i32]) -> Usage {
     for pid in pids {
         if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
             for line in rollup.lines() {
-                let kib = || line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let kib = || {
+                    line.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
                 if line.starts_with("Rss:") {
                     total.rss_kib += kib();
                 } else if line.starts_with("Pss:") {

@@ -6,12 +6,14 @@
 //! sandbox's PID 1 and builds its root ([`init`], [`rootfs`]); `create` returns once the harness
 //! answers a ping on `harness.sock` ([`proto`]). Namespaces are never created in this
 //! (multi-threaded) process. Commands run through the harness ([`Local::exec`], [`Sandbox::exec`]) as
-//! an unprivileged user under seccomp ([`privs`], [`seccomp`]); the egress proxy's listener is born
+//! an unprivileged user — as root, a host uid leased to this sandbox alone ([`uids`]) — under
+//! seccomp, Landlock and the limits no cgroup enforces ([`privs`], [`seccomp`], [`landlock`],
+//! [`rlimit`]); the egress proxy's listener is born
 //! in the sandbox's network namespace and handed out by [`Local::proxy_listener`]. The sandbox is
 //! not a child of `lap serve` and keeps running when it stops or is killed; `list` finds it again
 //! from its `state.json`, so a restarted server can adopt it (invariant 6), and sweeps the
 //! directories of sandboxes whose PID 1 has died. `delete` kills PID 1, which makes the kernel kill
-//! every process of the sandbox, then removes its cgroups and directory. Invariants kept here: the
+//! every process of the sandbox, then removes its cgroups and directory and frees its uid. Invariants kept here: the
 //! sandbox sees none of the host's files but its system directories, has only a loopback network
 //! (invariant 4's "no path but the vault"), and its commands run unprivileged; the harness is
 //! started with an empty environment, so nothing of `lap serve`'s (the master key included) enters a
@@ -403,15 +405,17 @@ impl Sandbox for Local {
         let layout = Layout::new(&self.data_dir, &id);
         create_dir(&self.data_dir.join(SANDBOXES_DIR), 0o700)?;
         create_dir(layout.dir(), 0o700)?;
-        let uid = match nix::unistd::Uid::effective().is_root() {
-            true => match self.leases.lease(&id) {
+        // As root, the agent gets a host uid of its own; unprivileged, the user namespace's one.
+        let uid = if nix::unistd::Uid::effective().is_root() {
+            match self.leases.lease(&id) {
                 Ok(uid) => Some(uid),
                 Err(err) => {
                     let _ = remove_dir(layout.dir().to_owned()).await;
                     return Err(io_err("lease a uid in", &self.data_dir.join(uids::LEASES_DIR))(err).into());
                 }
-            },
-            false => None,
+            }
+        } else {
+            None
         };
         let config = Config {
             hostname: format!("lap-{}", &id[..8]),
