@@ -231,6 +231,10 @@ impl Local {
         .await;
         let reason = match output {
             Ok(Ok(output)) if output.status.success() => {
+                match rlimit::raise_open_files() {
+                    Ok(limit) => tracing::debug!(limit, "open files limit raised to the hard limit"),
+                    Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
+                }
                 tracing::info!(
                     cgroups = if self.cgroups {
                         "where writable, else rlimits"
