@@ -748,6 +748,32 @@ async fn patch_env_replaces_the_whole_map() {
 }
 
 #[tokio::test]
+async fn limits_are_stored_replaced_by_patch_and_refused_out_of_range_with_400() {
+    let app = App::new();
+    let created = app
+        .create_agent(json!({"name": "demo", "limits": {"memory_mb": 512, "pids": 100, "cpus": 1.5}}))
+        .await;
+    assert_eq!(created["limits"], json!({"memory_mb": 512, "pids": 100, "cpus": 1.5}));
+    let reply = app.patch(&agent_path("demo"), json!({"limits": {"pids": 64}})).await;
+    assert_eq!(reply.body["limits"], json!({"pids": 64}));
+    // `{}` clears them; an agent without limits shows none.
+    let cleared = app.patch(&agent_path("demo"), json!({"limits": {}})).await;
+    assert_eq!(cleared.body.get("limits"), None, "{}", cleared.raw);
+    for (limits, needle) in [
+        (json!({"memory_mb": 0}), "invalid limits.memory_mb `0`"),
+        (json!({"pids": 10}), "invalid limits.pids `10`"),
+        (json!({"cpus": 0}), "invalid limits.cpus `0`"),
+        (json!({"cpus": -1.0}), "invalid limits.cpus `-1`"),
+        (json!({"memory": 5}), "unknown field `memory`"),
+    ] {
+        let reply = app.patch(&agent_path("demo"), json!({ "limits": limits })).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+        let reply = app.post(AGENTS, json!({"name": "other", "limits": limits})).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+    }
+}
+
+#[tokio::test]
 async fn patch_allow_out_and_deny_out_replace_the_lists() {
     let app = App::new();
     app.create_agent(json!({"name": "demo", "allow_out": ["a.example", "b.example"], "deny_out": ["c.example"]}))
