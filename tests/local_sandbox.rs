@@ -935,8 +935,9 @@ async fn as_root_each_sandbox_agent_has_its_own_host_uid_and_cannot_reach_the_ot
     let (pid_a, uid_a) = find(&a.id);
     let (pid_b, uid_b) = find(&b.id);
     assert_ne!(uid_a, uid_b, "two sandboxes' agents share host uid {uid_a}");
-    let leases = fx.dir.path().join(lap::sandbox::local::uids::LEASES_DIR);
-    assert_eq!(std::fs::read_to_string(leases.join(uid_a.to_string())).unwrap(), a.id);
+    let leases = fx.local.uid_leases();
+    let dir_a = fx.dir.path().join("sandboxes").join(&a.id);
+    assert_eq!(leases.holder(uid_a), Some(dir_a));
 
     // A process of A's uid on the host reaches A's /work through its agent, and not B's: with one
     // shared uid it would read both.
@@ -960,10 +961,10 @@ async fn as_root_each_sandbox_agent_has_its_own_host_uid_and_cannot_reach_the_ot
     // A restarted backend keeps the lease; delete frees it.
     let again = backend(fx.dir.path());
     assert_eq!(again.list().await.unwrap().len(), 2);
-    assert!(leases.join(uid_a.to_string()).exists());
+    assert!(leases.holder(uid_a).is_some());
     again.delete(&a.id).await.unwrap();
-    assert!(!leases.join(uid_a.to_string()).exists());
-    assert!(leases.join(uid_b.to_string()).exists());
+    assert!(leases.holder(uid_a).is_none());
+    assert!(leases.holder(uid_b).is_some());
 }
 
 #[tokio::test]

@@ -116,7 +116,7 @@ impl Local {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         Self {
-            leases: uids::Leases::new(&data_dir),
+            leases: uids::Leases::for_host(&data_dir),
             data_dir,
             program: PathBuf::from("/proc/self/exe"),
             limits: Limits::default(),
@@ -159,6 +159,11 @@ impl Local {
         } else {
             Err(SandboxError::NotFound(id.to_owned()))
         }
+    }
+
+    /// Where this backend's uid leases are ([`uids`]).
+    pub fn uid_leases(&self) -> &uids::Leases {
+        &self.leases
     }
 
     /// The recorded state of a running sandbox (its PID 1), or `None`.
@@ -411,11 +416,11 @@ impl Sandbox for Local {
         create_dir(layout.dir(), 0o700)?;
         // As root, the agent gets a host uid of its own; unprivileged, the user namespace's one.
         let uid = if nix::unistd::Uid::effective().is_root() {
-            match self.leases.lease(&id) {
+            match std::path::absolute(layout.dir()).and_then(|holder| self.leases.lease(&holder)) {
                 Ok(uid) => Some(uid),
                 Err(err) => {
                     let _ = remove_dir(layout.dir().to_owned()).await;
-                    return Err(io_err("lease a uid in", &self.data_dir.join(uids::LEASES_DIR))(err).into());
+                    return Err(io_err("lease a uid in", self.leases.dir())(err).into());
                 }
             }
         } else {
@@ -452,8 +457,10 @@ impl Sandbox for Local {
                 if let Err(cleanup) = remove_dir(layout.dir().to_owned()).await {
                     tracing::warn!(sandbox = %id, error = %cleanup, "cannot clean up a failed sandbox");
                 }
-                if let Some(uid) = uid {
-                    self.leases.release(uid, &id);
+                if let Some(uid) = uid
+                    && let Ok(holder) = std::path::absolute(layout.dir())
+                {
+                    self.leases.release(uid, &holder);
                 }
                 Err(err.into())
             }
@@ -477,8 +484,10 @@ impl Sandbox for Local {
         let uid = layout::read_json::<Config>(&layout.config()).ok().and_then(|c| c.uid);
         remove_sandbox(state.as_ref(), layout.dir().to_owned()).await?;
         // Only now: no process of the sandbox runs as its uid any more.
-        if let Some(uid) = uid {
-            self.leases.release(uid, id);
+        if let Some(uid) = uid
+            && let Ok(holder) = std::path::absolute(layout.dir())
+        {
+            self.leases.release(uid, &holder);
         }
         Ok(())
     }
@@ -518,8 +527,7 @@ impl Sandbox for Local {
                 }
             }
         }
-        let sandboxes = self.data_dir.join(SANDBOXES_DIR);
-        self.leases.sweep(|id| sandboxes.join(id).exists());
+        self.leases.sweep();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
     }
