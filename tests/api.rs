@@ -84,6 +84,7 @@ impl App {
             ca_bundle: None,
             egress_default_deny: false,
             idle_ttl: lap::control::DEFAULT_IDLE_TTL,
+            pool: lap::control::pool::PoolConfig::off(),
             tasks: tasks.clone(),
             shutdown: CancellationToken::new(),
         });

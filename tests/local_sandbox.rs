@@ -381,6 +381,7 @@ async fn commands_get_their_stdin() {
     let request = lap::sandbox::local::proto::ExecRequest {
         argv: vec!["/bin/sh".into(), "-c".into(), "tr a-z A-Z; echo done >&2".into()],
         cwd: Some("/tmp".into()),
+        env: Vec::new(),
     };
     let code = fx
         .local
