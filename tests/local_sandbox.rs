@@ -493,6 +493,8 @@ impl Server {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lap"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
+            // Every sandbox here is a session's: the test counts them.
+            .args(["--warm-pool-size", "0"])
             .env_clear()
             .env("HOME", home.path())
             .stdin(std::process::Stdio::null())

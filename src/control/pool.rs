@@ -506,6 +506,7 @@ impl Control {
             warming: 0,
             ready: 0,
             claimed: 0,
+            sandboxes: Vec::new(),
         };
         for key in &planned {
             groups.entry(key.clone()).or_insert_with(|| group(key)).target += 1;
@@ -514,6 +515,11 @@ impl Control {
         for row in &rows {
             let key = WarmKey::of(row);
             let entry = groups.entry(key.clone()).or_insert_with(|| group(&key));
+            if row.status != WarmStatus::Claimed
+                && let Some(id) = &row.sandbox_id
+            {
+                entry.sandboxes.push(id.clone());
+            }
             match row.status {
                 WarmStatus::Warming => {
                     entry.warming += 1;

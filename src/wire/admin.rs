@@ -53,6 +53,8 @@ pub struct WarmGroup {
     pub ready: u32,
     /// Sandboxes of this group claimed since start.
     pub claimed: u64,
+    /// The backend ids of its warm sandboxes (warming and ready).
+    pub sandboxes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
