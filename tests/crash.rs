@@ -86,7 +86,7 @@ fn kill_9_during_create_and_delete_churn_loses_nothing_and_leaves_no_orphan() {
     loop {
         let (ready, warm) = warm_pool(&home);
         let dirs = sandbox_dirs(&server);
-        if dirs == warm && harness_processes(&server) == warm && ready == POOL_SIZE {
+        if dirs == warm && harness_processes(&server).is_subset(&warm) && ready == POOL_SIZE {
             break;
         }
         assert!(
