@@ -45,8 +45,9 @@ pub const DEFAULT_SIZE: u32 = 2;
 pub const DEFAULT_RECENT_AGENT_HOURS: u64 = 24;
 /// Default of `--warm-pool-max-age`.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 60);
-/// How often the pool looks again without being woken (recycling by age, agents that changed).
-pub const TICK: Duration = Duration::from_secs(5);
+/// How often the pool looks again without being woken by a claim (new agents, recycling by age,
+/// agents that changed). A look is a few indexed queries.
+pub const TICK: Duration = Duration::from_secs(1);
 /// How long a group whose warm sandbox failed is left alone before the pool tries again.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
 /// Claim latencies kept for the admin stats.
