@@ -3,6 +3,8 @@
 # peer measured in the same run.
 #   scripts/bench.sh vault   the vault against a direct connection and mitmproxy (installed here,
 #                            in target/bench-venv, from PyPI)
+#   scripts/bench.sh pool    `lap demo` attached after a fresh `lap serve`, warm pool on vs off,
+#                            beside LAP's published warm start (real sandboxes: run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,5 +21,8 @@ case "${1:-vault}" in
     fi
     LAP_BENCH_MITMDUMP="$PWD/$venv/bin/mitmdump" cargo bench --locked --bench vault
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`" ;;
+  pool)
+    cargo bench --locked --bench pool
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\` or \`scripts/bench.sh pool\`" ;;
 esac
