@@ -197,7 +197,11 @@ impl Control {
         };
         self.store.insert_session(row.clone()).await?;
         let (id, agent) = (row.id, agent.clone());
-        let claimed = self.claim_warm(id, &agent).await?;
+        // A store that cannot claim falls back to creating a sandbox; the session is not stranded.
+        let claimed = self.claim_warm(id, &agent).await.unwrap_or_else(|err| {
+            tracing::warn!(session = %id, error = %err, "cannot claim a warm sandbox");
+            None
+        });
         let quick = claimed
             .as_ref()
             .is_some_and(|warm| agent.repo_url.is_none() || warm.agent_id.is_some());
