@@ -44,7 +44,7 @@ enum Claim {
     /// Ask the warm pool first (when it is on).
     Untried,
     /// The warm pool was asked already: this sandbox, or none.
-    Tried(Option<WarmRow>),
+    Tried(Option<Box<WarmRow>>),
 }
 
 /// Where the agent's repository is cloned, inside the sandbox.
@@ -205,7 +205,9 @@ impl Control {
         let quick = claimed
             .as_ref()
             .is_some_and(|warm| agent.repo_url.is_none() || warm.agent_id.is_some());
-        let bring_up = self.clone().bring_up(id, agent, Claim::Tried(claimed), started);
+        let bring_up = self
+            .clone()
+            .bring_up(id, agent, Claim::Tried(claimed.map(Box::new)), started);
         if quick {
             bring_up.await;
         } else {
@@ -278,7 +280,7 @@ impl Control {
             .map_err(store_failed)?;
         let env = sandbox_env(&agent.env, &stubs);
         let claimed = match claim {
-            Claim::Tried(claimed) => claimed,
+            Claim::Tried(claimed) => claimed.map(|row| *row),
             Claim::Untried => {
                 if self.pool.enabled() {
                     phase(phase::CLAIMING_SANDBOX).await.map_err(store_failed)?;

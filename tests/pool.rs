@@ -364,30 +364,25 @@ async fn warm_sandboxes_older_than_the_maximum_age_are_recycled() {
     assert_eq!(w.sandboxes().await, second, "the old ones are deleted");
 }
 
+/// Waits (in paused time) until the ready warm sandboxes satisfy `done`.
+async fn until_ready(w: &World, what: &str, done: impl Fn(&HashSet<String>) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !done(&w.ready().await) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_pool_loop_recycles_by_age_on_its_own_tick() {
     let w = World::new(1).await;
     w.control.spawn_pool();
-    let until = |want: &'static str, done: Box<dyn Fn(&HashSet<String>) -> bool>| {
-        let w = &w;
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            loop {
-                if done(&w.ready().await) {
-                    return;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "{want}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    until("the pool never filled", Box::new(|ready| ready.len() == 1)).await;
+    until_ready(&w, "the pool never filled", |ready| ready.len() == 1).await;
     let first = w.ready().await;
     w.advance(MAX_AGE + Duration::from_secs(1));
-    until(
-        "the old sandbox was never replaced",
-        Box::new(move |ready| ready.len() == 1 && ready.is_disjoint(&first)),
-    )
+    until_ready(&w, "the old sandbox was never replaced", |ready| {
+        ready.len() == 1 && ready.is_disjoint(&first)
+    })
     .await;
     w.shutdown.cancel();
 }
