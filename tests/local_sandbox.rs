@@ -904,7 +904,7 @@ async fn a_late_start_binds_the_sessions_environment_and_starts_the_agent_once_w
         .await
         .expect("sandbox created");
     assert_eq!(fixture.sh(&info.id, "echo $WHO").await.stdout_str(), "warm\n");
-    let err = fixture.local.wait_agent(&info.id).await.err().expect("no agent yet");
+    let err = fixture.local.wait_agent(&info.id).await.expect_err("no agent yet");
     assert!(err.to_string().contains("runs no agent"), "{err}");
 
     fixture.sh(&info.id, "mkdir -p /work/place").await;
@@ -932,8 +932,7 @@ async fn a_late_start_binds_the_sessions_environment_and_starts_the_agent_once_w
         .local
         .start_agent(&info.id, start)
         .await
-        .err()
-        .expect("one agent only");
+        .expect_err("one agent only");
     assert!(again.to_string().contains("already started"), "{again}");
     tty.input.send(TtyInput::Data(b"exit 4\r".to_vec())).await.unwrap();
     assert_eq!(fixture.local.wait_agent(&info.id).await.unwrap(), 4);
