@@ -39,6 +39,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('agents', 'agents', [CompletionResultType]::ParameterValue, 'Create, list, show, edit and delete agents')
             [CompletionResult]::new('sessions', 'sessions', [CompletionResultType]::ParameterValue, 'Create, list, show and delete sessions')
             [CompletionResult]::new('vault', 'vault', [CompletionResultType]::ParameterValue, 'The credential vault: its CA certificate')
+            [CompletionResult]::new('admin', 'admin', [CompletionResultType]::ParameterValue, 'Server administration: warm pool and session statistics')
             [CompletionResult]::new('attach', 'attach', [CompletionResultType]::ParameterValue, 'Attach this terminal to a session by id')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command inside a session''s sandbox')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
@@ -57,6 +58,9 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('--idle-ttl', '--idle-ttl', [CompletionResultType]::ParameterName, 'Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`')
             [CompletionResult]::new('--egress-default', '--egress-default', [CompletionResultType]::ParameterName, 'What the vault does with a destination an agent''s allow_out does not list, when it has none')
             [CompletionResult]::new('--vault-upstream-ca', '--vault-upstream-ca', [CompletionResultType]::ParameterName, 'Also trust this CA certificate (PEM) for upstream servers (repeatable)')
+            [CompletionResult]::new('--warm-pool-size', '--warm-pool-size', [CompletionResultType]::ParameterName, 'Warm sandboxes kept ready in total, divided between the harnesses in use and recent agents (0: no pool, every session creates its sandbox)')
+            [CompletionResult]::new('--warm-pool-recent-agent-hours', '--warm-pool-recent-agent-hours', [CompletionResultType]::ParameterName, 'Agents with a session in the last this many hours get a warm sandbox with their repo cloned')
+            [CompletionResult]::new('--warm-pool-max-age', '--warm-pool-max-age', [CompletionResultType]::ParameterName, 'Recycle warm sandboxes older than this: `30m`, `2h`')
             [CompletionResult]::new('--sandbox-cgroups', '--sandbox-cgroups', [CompletionResultType]::ParameterName, 'How the local backend limits memory, processes and CPU: cgroups where writable, else rlimits (`auto`), or rlimits only (`off`)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
             [CompletionResult]::new('--insecure-http', '--insecure-http', [CompletionResultType]::ParameterName, 'Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)')
@@ -417,6 +421,43 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
         'lap;vault;help;help' {
             break
         }
+        'lap;admin' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also when NO_COLOR is set)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Show the warm pool and sessions at a glance')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'lap;admin;stats' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also when NO_COLOR is set)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'lap;admin;help' {
+            [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Show the warm pool and sessions at a glance')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'lap;admin;help;stats' {
+            break
+        }
+        'lap;admin;help;help' {
+            break
+        }
         'lap;attach' {
             [CompletionResult]::new('--detach-keys', '--detach-keys', [CompletionResultType]::ParameterName, 'Keys that detach, e.g. `ctrl-d`, `ctrl-p,ctrl-q`; `none` never detaches')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
@@ -489,6 +530,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('agents', 'agents', [CompletionResultType]::ParameterValue, 'Create, list, show, edit and delete agents')
             [CompletionResult]::new('sessions', 'sessions', [CompletionResultType]::ParameterValue, 'Create, list, show and delete sessions')
             [CompletionResult]::new('vault', 'vault', [CompletionResultType]::ParameterValue, 'The credential vault: its CA certificate')
+            [CompletionResult]::new('admin', 'admin', [CompletionResultType]::ParameterValue, 'Server administration: warm pool and session statistics')
             [CompletionResult]::new('attach', 'attach', [CompletionResultType]::ParameterValue, 'Attach this terminal to a session by id')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command inside a session''s sandbox')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
@@ -564,6 +606,13 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             break
         }
         'lap;help;vault;sidecar' {
+            break
+        }
+        'lap;help;admin' {
+            [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Show the warm pool and sessions at a glance')
+            break
+        }
+        'lap;help;admin;stats' {
             break
         }
         'lap;help;attach' {

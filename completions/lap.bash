@@ -16,6 +16,9 @@ _lap() {
             ",$1")
                 cmd="lap"
                 ;;
+            lap,admin)
+                cmd="lap__subcmd__admin"
+                ;;
             lap,agents)
                 cmd="lap__subcmd__agents"
                 ;;
@@ -55,6 +58,18 @@ _lap() {
             lap,vault)
                 cmd="lap__subcmd__vault"
                 ;;
+            lap__subcmd__admin,help)
+                cmd="lap__subcmd__admin__subcmd__help"
+                ;;
+            lap__subcmd__admin,stats)
+                cmd="lap__subcmd__admin__subcmd__stats"
+                ;;
+            lap__subcmd__admin__subcmd__help,help)
+                cmd="lap__subcmd__admin__subcmd__help__subcmd__help"
+                ;;
+            lap__subcmd__admin__subcmd__help,stats)
+                cmd="lap__subcmd__admin__subcmd__help__subcmd__stats"
+                ;;
             lap__subcmd__agents,create)
                 cmd="lap__subcmd__agents__subcmd__create"
                 ;;
@@ -90,6 +105,9 @@ _lap() {
                 ;;
             lap__subcmd__agents__subcmd__help,show)
                 cmd="lap__subcmd__agents__subcmd__help__subcmd__show"
+                ;;
+            lap__subcmd__help,admin)
+                cmd="lap__subcmd__help__subcmd__admin"
                 ;;
             lap__subcmd__help,agents)
                 cmd="lap__subcmd__help__subcmd__agents"
@@ -129,6 +147,9 @@ _lap() {
                 ;;
             lap__subcmd__help,vault)
                 cmd="lap__subcmd__help__subcmd__vault"
+                ;;
+            lap__subcmd__help__subcmd__admin,stats)
+                cmd="lap__subcmd__help__subcmd__admin__subcmd__stats"
                 ;;
             lap__subcmd__help__subcmd__agents,create)
                 cmd="lap__subcmd__help__subcmd__agents__subcmd__create"
@@ -227,8 +248,86 @@ _lap() {
 
     case "${cmd}" in
         lap)
-            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault attach exec completions man harness help"
+            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault admin attach exec completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__admin)
+            opts="-q -v -h --server --json --quiet --verbose --no-color --help stats help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__admin__subcmd__help)
+            opts="stats help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__admin__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__admin__subcmd__help__subcmd__stats)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__admin__subcmd__stats)
+            opts="-q -v -h --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -673,8 +772,36 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help)
-            opts="serve login logout config agents sessions vault attach exec completions man harness help"
+            opts="serve login logout config agents sessions vault admin attach exec completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__admin)
+            opts="stats"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__admin__subcmd__stats)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1099,7 +1226,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__serve)
-            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --idle-ttl --egress-default --vault-upstream-ca --sandbox-cgroups --server --json --quiet --verbose --no-color --help"
+            opts="-q -v -h --listen --data-dir --backend --tls-cert --tls-key --insecure-http --vault-resolve --idle-ttl --egress-default --vault-upstream-ca --warm-pool-size --warm-pool-recent-agent-hours --warm-pool-max-age --sandbox-cgroups --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1138,6 +1265,18 @@ _lap() {
                     return 0
                     ;;
                 --vault-upstream-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-pool-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-pool-recent-agent-hours)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-pool-max-age)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -36,6 +36,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand agents 'Create, list, show, edit and delete agents'
             cand sessions 'Create, list, show and delete sessions'
             cand vault 'The credential vault: its CA certificate'
+            cand admin 'Server administration: warm pool and session statistics'
             cand attach 'Attach this terminal to a session by id'
             cand exec 'Run a command inside a session''s sandbox'
             cand completions 'Print a shell completion script'
@@ -53,6 +54,9 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand --idle-ttl 'Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`'
             cand --egress-default 'What the vault does with a destination an agent''s allow_out does not list, when it has none'
             cand --vault-upstream-ca 'Also trust this CA certificate (PEM) for upstream servers (repeatable)'
+            cand --warm-pool-size 'Warm sandboxes kept ready in total, divided between the harnesses in use and recent agents (0: no pool, every session creates its sandbox)'
+            cand --warm-pool-recent-agent-hours 'Agents with a session in the last this many hours get a warm sandbox with their repo cloned'
+            cand --warm-pool-max-age 'Recycle warm sandboxes older than this: `30m`, `2h`'
             cand --sandbox-cgroups 'How the local backend limits memory, processes and CPU: cgroups where writable, else rlimits (`auto`), or rlimits only (`off`)'
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
             cand --insecure-http 'Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)'
@@ -376,6 +380,38 @@ set edit:completion:arg-completer[lap] = {|@words|
         }
         &'lap;vault;help;help'= {
         }
+        &'lap;admin'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand stats 'Show the warm pool and sessions at a glance'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;admin;stats'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;admin;help'= {
+            cand stats 'Show the warm pool and sessions at a glance'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lap;admin;help;stats'= {
+        }
+        &'lap;admin;help;help'= {
+        }
         &'lap;attach'= {
             cand --detach-keys 'Keys that detach, e.g. `ctrl-d`, `ctrl-p,ctrl-q`; `none` never detaches'
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
@@ -443,6 +479,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand agents 'Create, list, show, edit and delete agents'
             cand sessions 'Create, list, show and delete sessions'
             cand vault 'The credential vault: its CA certificate'
+            cand admin 'Server administration: warm pool and session statistics'
             cand attach 'Attach this terminal to a session by id'
             cand exec 'Run a command inside a session''s sandbox'
             cand completions 'Print a shell completion script'
@@ -499,6 +536,11 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;help;vault;ca'= {
         }
         &'lap;help;vault;sidecar'= {
+        }
+        &'lap;help;admin'= {
+            cand stats 'Show the warm pool and sessions at a glance'
+        }
+        &'lap;help;admin;stats'= {
         }
         &'lap;help;attach'= {
         }

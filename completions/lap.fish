@@ -38,6 +38,7 @@ complete -c lap -n "__fish_lap_needs_command" -f -a "config" -d 'Show the effect
 complete -c lap -n "__fish_lap_needs_command" -f -a "agents" -d 'Create, list, show, edit and delete agents'
 complete -c lap -n "__fish_lap_needs_command" -f -a "sessions" -d 'Create, list, show and delete sessions'
 complete -c lap -n "__fish_lap_needs_command" -f -a "vault" -d 'The credential vault: its CA certificate'
+complete -c lap -n "__fish_lap_needs_command" -f -a "admin" -d 'Server administration: warm pool and session statistics'
 complete -c lap -n "__fish_lap_needs_command" -f -a "attach" -d 'Attach this terminal to a session by id'
 complete -c lap -n "__fish_lap_needs_command" -f -a "exec" -d 'Run a command inside a session\'s sandbox'
 complete -c lap -n "__fish_lap_needs_command" -f -a "completions" -d 'Print a shell completion script'
@@ -55,6 +56,9 @@ complete -c lap -n "__fish_lap_using_subcommand serve" -l idle-ttl -d 'Reap sess
 complete -c lap -n "__fish_lap_using_subcommand serve" -l egress-default -d 'What the vault does with a destination an agent\'s allow_out does not list, when it has none' -r -f -a "allow\t'Every public destination is reachable unless deny_out names it'
 deny\t'Only destinations in the agent\'s allow_out are reachable'"
 complete -c lap -n "__fish_lap_using_subcommand serve" -l vault-upstream-ca -d 'Also trust this CA certificate (PEM) for upstream servers (repeatable)' -r -F
+complete -c lap -n "__fish_lap_using_subcommand serve" -l warm-pool-size -d 'Warm sandboxes kept ready in total, divided between the harnesses in use and recent agents (0: no pool, every session creates its sandbox)' -r
+complete -c lap -n "__fish_lap_using_subcommand serve" -l warm-pool-recent-agent-hours -d 'Agents with a session in the last this many hours get a warm sandbox with their repo cloned' -r
+complete -c lap -n "__fish_lap_using_subcommand serve" -l warm-pool-max-age -d 'Recycle warm sandboxes older than this: `30m`, `2h`' -r
 complete -c lap -n "__fish_lap_using_subcommand serve" -l sandbox-cgroups -d 'How the local backend limits memory, processes and CPU: cgroups where writable, else rlimits (`auto`), or rlimits only (`off`)' -r -f -a "auto\t'cgroup v1 or v2 where writable, rlimits for the rest'
 off\t'rlimits only'"
 complete -c lap -n "__fish_lap_using_subcommand serve" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
@@ -260,6 +264,22 @@ complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcomman
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "ca" -d 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "sidecar" -d 'Run the vault standalone, as a sandbox pod\'s sidecar (Kubernetes backend)'
 complete -c lap -n "__fish_lap_using_subcommand vault; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lap -n "__fish_lap_using_subcommand admin; and not __fish_seen_subcommand_from stats help" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
+complete -c lap -n "__fish_lap_using_subcommand admin; and not __fish_seen_subcommand_from stats help" -l json -d 'Print data as JSON'
+complete -c lap -n "__fish_lap_using_subcommand admin; and not __fish_seen_subcommand_from stats help" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
+complete -c lap -n "__fish_lap_using_subcommand admin; and not __fish_seen_subcommand_from stats help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c lap -n "__fish_lap_using_subcommand admin; and not __fish_seen_subcommand_from stats help" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
+complete -c lap -n "__fish_lap_using_subcommand admin; and not __fish_seen_subcommand_from stats help" -s h -l help -d 'Print help'
+complete -c lap -n "__fish_lap_using_subcommand admin; and not __fish_seen_subcommand_from stats help" -f -a "stats" -d 'Show the warm pool and sessions at a glance'
+complete -c lap -n "__fish_lap_using_subcommand admin; and not __fish_seen_subcommand_from stats help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lap -n "__fish_lap_using_subcommand admin; and __fish_seen_subcommand_from stats" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
+complete -c lap -n "__fish_lap_using_subcommand admin; and __fish_seen_subcommand_from stats" -l json -d 'Print data as JSON'
+complete -c lap -n "__fish_lap_using_subcommand admin; and __fish_seen_subcommand_from stats" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
+complete -c lap -n "__fish_lap_using_subcommand admin; and __fish_seen_subcommand_from stats" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c lap -n "__fish_lap_using_subcommand admin; and __fish_seen_subcommand_from stats" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
+complete -c lap -n "__fish_lap_using_subcommand admin; and __fish_seen_subcommand_from stats" -s h -l help -d 'Print help'
+complete -c lap -n "__fish_lap_using_subcommand admin; and __fish_seen_subcommand_from help" -f -a "stats" -d 'Show the warm pool and sessions at a glance'
+complete -c lap -n "__fish_lap_using_subcommand admin; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lap -n "__fish_lap_using_subcommand attach" -l detach-keys -d 'Keys that detach, e.g. `ctrl-d`, `ctrl-p,ctrl-q`; `none` never detaches' -r
 complete -c lap -n "__fish_lap_using_subcommand attach" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand attach" -l json -d 'Print data as JSON'
@@ -294,19 +314,20 @@ complete -c lap -n "__fish_lap_using_subcommand harness" -s q -l quiet -d 'Print
 complete -c lap -n "__fish_lap_using_subcommand harness" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lap -n "__fish_lap_using_subcommand harness" -l no-color -d 'Never use colour (also when NO_COLOR is set)'
 complete -c lap -n "__fish_lap_using_subcommand harness" -s h -l help -d 'Print help'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "serve" -d 'Run the control plane: REST and WebSocket API, store, sandboxes'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "login" -d 'Save a server URL and its master key for this user'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "logout" -d 'Forget the saved master key and server URL'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "config" -d 'Show the effective client settings and where each comes from'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "agents" -d 'Create, list, show, edit and delete agents'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "sessions" -d 'Create, list, show and delete sessions'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "vault" -d 'The credential vault: its CA certificate'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "attach" -d 'Attach this terminal to a session by id'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "exec" -d 'Run a command inside a session\'s sandbox'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "completions" -d 'Print a shell completion script'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "man" -d 'Write man pages'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "harness" -d 'Run a sandbox\'s harness (started by `lap serve`)'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault attach exec completions man harness help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "serve" -d 'Run the control plane: REST and WebSocket API, store, sandboxes'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "login" -d 'Save a server URL and its master key for this user'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "logout" -d 'Forget the saved master key and server URL'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "config" -d 'Show the effective client settings and where each comes from'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "agents" -d 'Create, list, show, edit and delete agents'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "sessions" -d 'Create, list, show and delete sessions'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "vault" -d 'The credential vault: its CA certificate'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "admin" -d 'Server administration: warm pool and session statistics'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "attach" -d 'Attach this terminal to a session by id'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "exec" -d 'Run a command inside a session\'s sandbox'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "completions" -d 'Print a shell completion script'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "man" -d 'Write man pages'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "harness" -d 'Run a sandbox\'s harness (started by `lap serve`)'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec completions man harness help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from agents" -f -a "list" -d 'List agents, newest first'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from agents" -f -a "show" -d 'Show one agent'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from agents" -f -a "create" -d 'Create an agent'
@@ -319,3 +340,4 @@ complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from sessions" -f -a "delete" -d 'Stop a session: its sandbox is deleted'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from vault" -f -a "ca" -d 'Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS'
 complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from vault" -f -a "sidecar" -d 'Run the vault standalone, as a sandbox pod\'s sidecar (Kubernetes backend)'
+complete -c lap -n "__fish_lap_using_subcommand help; and __fish_seen_subcommand_from admin" -f -a "stats" -d 'Show the warm pool and sessions at a glance'

@@ -6,6 +6,8 @@
 #   scripts/bench.sh sandbox the local sandbox backend: create -> harness ready p50/p99, and memory
 #                            and descriptors of lap serve with 1000 idle sandboxes (root or user
 #                            namespaces needed; LAP_BENCH_SANDBOXES=N changes the 1000)
+#   scripts/bench.sh pool    `lap demo` attached after a fresh `lap serve`, warm pool on vs off,
+#                            beside LAP's published warm start (real sandboxes: run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -25,5 +27,8 @@ case "${1:-vault}" in
   sandbox)
     cargo bench --locked --bench sandbox
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\` or \`scripts/bench.sh sandbox\`" ;;
+  pool)
+    cargo bench --locked --bench pool
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\` or \`pool\`" ;;
 esac

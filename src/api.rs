@@ -1,12 +1,13 @@
 //! The HTTP surface of `lap serve`: an axum router with thin handlers.
 //!
-//! Every route under `/api/v1/managed_agents` requires `Authorization: Bearer <master key>`, compared
+//! Every route under `/api/v1/managed_agents` (and `/api/v1/admin/stats`) requires `Authorization: Bearer <master key>`, compared
 //! in constant time; failures are 401 `{"error":"unauthorized"}` as in LAP. `GET /api/v1/health` and
 //! `GET /api/v1/openapi.json` are open. The terminal WebSocket (`…/sessions/{id}/tty`) takes the
 //! session's own `tty_token` instead, and refuses the master key. Every error, including unknown routes, wrong methods,
 //! malformed or oversized JSON, uses the `{"error": …, "hint": …}` envelope. The OpenAPI document is
 //! generated from the same handler annotations the router is built from, so the two cannot drift.
 
+mod admin;
 mod agents;
 mod auth;
 mod error;
@@ -59,6 +60,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::vault_keys))
         .routes(routes!(sessions::interceptions))
         .routes(routes!(sessions::exec))
+        .routes(routes!(admin::stats))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))

@@ -4,6 +4,7 @@
 //! resolved with the environment and config file into a [`Ctx`] once, before any command runs.
 //! `lap <agent-name>` arrives as an external subcommand.
 
+mod admin;
 mod agents;
 mod attach;
 mod completions;
@@ -81,6 +82,9 @@ pub enum Command {
     /// The credential vault: its CA certificate
     #[command(subcommand)]
     Vault(vault::Command),
+    /// Server administration: warm pool and session statistics
+    #[command(subcommand)]
+    Admin(admin::Command),
     /// Attach this terminal to a session by id
     Attach(attach::Args),
     /// Run a command inside a session's sandbox
@@ -179,6 +183,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Agents(command) => agents::run(command, &ctx).await,
                     Command::Sessions(command) => sessions::run(command, &ctx).await,
                     Command::Vault(command) => vault::run(command, &ctx).await,
+                    Command::Admin(command) => admin::run(command, &ctx).await,
                     Command::Attach(args) => attach::run(args, &ctx).await,
                     Command::Exec(args) => reserved::exec(args, &ctx).await,
                     Command::Open(words) => open::run(words, &ctx).await,

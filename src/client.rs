@@ -240,6 +240,12 @@ impl Client {
         })
     }
 
+    /// The warm pool and sessions at a glance (`GET /api/v1/admin/stats`).
+    pub async fn admin_stats(&self) -> Result<crate::wire::admin::AdminStats, ClientError> {
+        self.call::<_, ()>(Method::GET, crate::wire::admin::STATS_PATH, None)
+            .await
+    }
+
     pub async fn health(&self) -> Result<Health, ClientError> {
         let resp = self.send::<()>(Method::GET, "/api/v1/health", None, false).await?;
         self.decode(resp).await

@@ -5,9 +5,11 @@
 //! goes through [`Store::update_session`], whose conditional updates make the transitions race-free:
 //! a bring-up that finishes after the session was deleted finds it no longer `creating`, and deletes
 //! the sandbox it just made instead of resurrecting the session. Background work is spawned on the
-//! server's [`TaskTracker`] so shutdown can wait for it.
+//! server's [`TaskTracker`] so shutdown can wait for it. The warm pool lives in [`pool`].
 
-use std::collections::{BTreeMap, HashMap};
+pub mod pool;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +21,9 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 use crate::sandbox::{
-    CA_BUNDLE_PATH, ExecChunk, ExecSpec, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec,
+    AgentStart, CA_BUNDLE_PATH, ExecChunk, ExecSpec, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec,
 };
+use crate::store::warm::WarmRow;
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
 use crate::vault::audit::AuditLog;
 use crate::vault::intercept::{Binding, Credential, Vault};
@@ -29,9 +32,19 @@ use crate::wire::api::{Agent, Interception, SessionStatus};
 
 /// Phases of bring-up, as `GET /sessions/{id}` shows them.
 pub mod phase {
+    pub const CLAIMING_SANDBOX: &str = "claiming_sandbox";
     pub const CREATING_SANDBOX: &str = "creating_sandbox";
     pub const BINDING_CREDENTIALS: &str = "binding_credentials";
     pub const CLONING_REPO: &str = "cloning_repo";
+    pub const STARTING_HARNESS: &str = "starting_harness";
+}
+
+/// How a bring-up gets its sandbox.
+enum Claim {
+    /// Ask the warm pool first (when it is on).
+    Untried,
+    /// The warm pool was asked already: this sandbox, or none.
+    Tried(Option<Box<WarmRow>>),
 }
 
 /// Where the agent's repository is cloned, inside the sandbox.
@@ -90,6 +103,8 @@ pub struct Services {
     pub egress_default_deny: bool,
     /// Sessions idle longer than this are reaped.
     pub idle_ttl: Duration,
+    /// The warm pool ([`pool::PoolConfig::off`] for none).
+    pub pool: pool::PoolConfig,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
 }
@@ -107,6 +122,7 @@ pub struct Control {
     /// Stops the vault of each live session.
     vaults: Mutex<HashMap<Uuid, CancellationToken>>,
     metrics: Arc<Metrics>,
+    pool: pool::Pool,
 }
 
 impl Control {
@@ -118,6 +134,7 @@ impl Control {
             ca_bundle,
             egress_default_deny,
             idle_ttl,
+            pool,
             tasks,
             shutdown,
         } = services;
@@ -132,6 +149,7 @@ impl Control {
             shutdown,
             vaults: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
+            pool: pool::Pool::new(pool),
         })
     }
 
@@ -145,20 +163,27 @@ impl Control {
     }
 
     /// Records a new `creating` session and starts its bring-up in the background. Fails at once,
-    /// writing nothing, when the backend cannot create sandboxes.
+    /// writing nothing, when the backend cannot create sandboxes. A session that claims a warm
+    /// sandbox needing no clone is brought up before this returns, so it comes back `ready`.
     pub async fn create_session(
         self: &Arc<Self>,
         agent: &Agent,
         title: Option<String>,
     ) -> Result<SessionRow, ControlError> {
+        let started = std::time::Instant::now();
         self.sandbox.check().await?;
+        let first = if self.pool.enabled() {
+            phase::CLAIMING_SANDBOX
+        } else {
+            phase::CREATING_SANDBOX
+        };
         let row = SessionRow {
             id: Uuid::new_v4(),
             agent_id: agent.id,
             agent_name: agent.name.clone(),
             harness_id: agent.harness_id.clone(),
             status: SessionStatus::Creating,
-            phase: Some(phase::CREATING_SANDBOX.to_owned()),
+            phase: Some(first.to_owned()),
             phase_detail: None,
             sandbox_id: None,
             sandbox_url: None,
@@ -171,15 +196,28 @@ impl Control {
             stopped_at: None,
         };
         self.store.insert_session(row.clone()).await?;
-        let this = self.clone();
         let (id, agent) = (row.id, agent.clone());
-        self.tasks.spawn(async move { this.bring_up(id, agent).await });
+        // A store that cannot claim falls back to creating a sandbox; the session is not stranded.
+        let claimed = self.claim_warm(id, &agent).await.unwrap_or_else(|err| {
+            tracing::warn!(session = %id, error = %err, "cannot claim a warm sandbox");
+            None
+        });
+        let quick = claimed
+            .as_ref()
+            .is_some_and(|warm| agent.repo_url.is_none() || warm.agent_id.is_some());
+        let bring_up = self
+            .clone()
+            .bring_up(id, agent, Claim::Tried(claimed.map(Box::new)), started);
+        if quick {
+            bring_up.await;
+        } else {
+            self.tasks.spawn(bring_up);
+        }
         Ok(self.store.get_session(row.id).await?.unwrap_or(row))
     }
 
-    async fn bring_up(self: Arc<Self>, id: Uuid, agent: Agent) {
-        let started = std::time::Instant::now();
-        match self.try_bring_up(id, &agent).await {
+    async fn bring_up(self: Arc<Self>, id: Uuid, agent: Agent, claim: Claim, started: std::time::Instant) {
+        match self.try_bring_up(id, &agent, claim, started).await {
             Ok(()) => {
                 self.metrics.bring_up(started.elapsed());
                 if let Ok(Some(row)) = self.store.get_session(id).await
@@ -220,9 +258,17 @@ impl Control {
         });
     }
 
-    /// Stubs, sandbox, vault, `ready`. Returns the failure reason a person can act on.
-    async fn try_bring_up(&self, id: Uuid, agent: &Agent) -> Result<(), String> {
+    /// Stubs, sandbox (warm or new), vault, repo, agent, `ready`. Returns the failure reason a person
+    /// can act on.
+    async fn try_bring_up(
+        &self,
+        id: Uuid,
+        agent: &Agent,
+        claim: Claim,
+        started: std::time::Instant,
+    ) -> Result<(), String> {
         let store_failed = |err: StoreError| format!("the store failed: {err}");
+        let phase = |name: &str| self.store.update_session(id, SessionUpdate::Phase(name.to_owned()));
         let credentials = self.store.agent_credentials(agent.id).await.map_err(store_failed)?;
         let stubs: Vec<(String, String)> = credentials
             .iter()
@@ -232,56 +278,108 @@ impl Control {
             .set_session_stubs(id, stubs.clone())
             .await
             .map_err(store_failed)?;
-        let spec = SandboxSpec {
-            harness_id: agent.harness_id.clone(),
-            session_id: Some(id.to_string()),
-            env: sandbox_env(&agent.env, &stubs),
-            ca_bundle: self.ca_bundle.clone(),
-            command: agent_command(agent),
-            limits: (&agent.limits).into(),
+        let env = sandbox_env(&agent.env, &stubs);
+        let claimed = match claim {
+            Claim::Tried(claimed) => claimed.map(|row| *row),
+            Claim::Untried => {
+                if self.pool.enabled() {
+                    phase(phase::CLAIMING_SANDBOX).await.map_err(store_failed)?;
+                }
+                self.claim_warm(id, agent).await.map_err(store_failed)?
+            }
         };
-        let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
+        let (sandbox_id, sandbox_url, cloned) = match &claimed {
+            Some(WarmRow {
+                sandbox_id: Some(sandbox_id),
+                sandbox_url,
+                agent_id,
+                ..
+            }) => (
+                sandbox_id.clone(),
+                sandbox_url.clone().unwrap_or_default(),
+                agent_id.is_some(),
+            ),
+            _ => {
+                if self.pool.enabled() {
+                    phase(phase::CREATING_SANDBOX).await.map_err(store_failed)?;
+                }
+                let spec = SandboxSpec {
+                    harness_id: agent.harness_id.clone(),
+                    session_id: Some(id.to_string()),
+                    env: env.clone(),
+                    ca_bundle: self.ca_bundle.clone(),
+                    command: None,
+                    limits: (&agent.limits).into(),
+                };
+                let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
+                (info.id, info.url, false)
+            }
+        };
         let bound = async {
-            self.store
-                .update_session(id, SessionUpdate::Phase(phase::BINDING_CREDENTIALS.to_owned()))
-                .await
-                .map_err(store_failed)?;
-            self.attach_vault(id, &info.id, agent, credentials, &stubs)
+            phase(phase::BINDING_CREDENTIALS).await.map_err(store_failed)?;
+            self.attach_vault(id, Some(id), &sandbox_id, agent, credentials, &stubs)
                 .await
                 .map_err(|e| format!("cannot start the vault for this sandbox: {e}"))?;
-            if let Some(url) = &agent.repo_url {
-                self.store
-                    .update_session(id, SessionUpdate::Phase(phase::CLONING_REPO.to_owned()))
-                    .await
-                    .map_err(store_failed)?;
-                self.clone_repo(&info.id, url, &agent.branch).await?;
+            if let Some(url) = &agent.repo_url
+                && !cloned
+            {
+                phase(phase::CLONING_REPO).await.map_err(store_failed)?;
+                self.clone_repo(&sandbox_id, url, &agent.branch, env.clone()).await?;
             }
+            phase(phase::STARTING_HARNESS).await.map_err(store_failed)?;
+            self.start_agent(&sandbox_id, agent, env.clone()).await?;
             let ready = SessionUpdate::Ready {
-                sandbox_id: info.id.clone(),
-                sandbox_url: info.url.clone(),
+                sandbox_id: sandbox_id.clone(),
+                sandbox_url: sandbox_url.clone(),
                 harness_session_id: None,
             };
             self.store.update_session(id, ready).await.map_err(store_failed)
         };
         match bound.await {
-            Ok(Some(row)) if row.status == SessionStatus::Ready => Ok(()),
+            Ok(Some(row)) if row.status == SessionStatus::Ready => {
+                if let Some(warm) = &claimed {
+                    self.claimed_in(id, agent, warm, started.elapsed());
+                }
+                Ok(())
+            }
             // Deleted (or failed) while the sandbox was being made: do not leak it.
             Ok(_) => {
                 self.detach_vault(id);
-                self.delete_sandbox(&info.id).await;
+                self.delete_sandbox(&sandbox_id).await;
                 Ok(())
             }
             Err(reason) => {
                 self.detach_vault(id);
-                self.delete_sandbox(&info.id).await;
+                self.delete_sandbox(&sandbox_id).await;
                 Err(reason)
             }
         }
     }
 
+    /// Starts the agent of a session in its sandbox (late binding): the session's environment, the
+    /// agent's command (none for an API harness: the environment only) in `/work/repo` when the
+    /// agent has a repository. The one place the control plane starts an agent.
+    async fn start_agent(&self, sandbox: &str, agent: &Agent, env: Vec<(String, String)>) -> Result<(), String> {
+        let start = AgentStart {
+            env,
+            command: agent_command(agent),
+            cwd: agent.repo_url.as_ref().map(|_| REPO_DIR.to_owned()),
+        };
+        self.sandbox
+            .start_agent(sandbox, start)
+            .await
+            .map_err(|e| format!("cannot start the agent in its sandbox: {e}"))
+    }
+
     /// Clones `url` (`branch`, depth 1) into [`REPO_DIR`] inside the sandbox, as its user, through its
-    /// vault. A failure is git's own message.
-    async fn clone_repo(&self, sandbox: &str, url: &str, branch: &str) -> Result<(), String> {
+    /// vault, with `env` over the sandbox's environment. A failure is git's own message.
+    async fn clone_repo(
+        &self,
+        sandbox: &str,
+        url: &str,
+        branch: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<(), String> {
         let argv = [
             "git",
             "-c",
@@ -300,6 +398,7 @@ impl Control {
             argv: argv.iter().map(|a| (*a).to_owned()).collect(),
             cwd: None,
             stdin: Vec::new(),
+            env,
         };
         let (output, mut chunks) = tokio::sync::mpsc::channel(64);
         let collect = async {
@@ -326,10 +425,13 @@ impl Control {
         }
     }
 
-    /// Starts serving a sandbox's egress listener with the session's binding.
+    /// Starts serving a sandbox's egress listener with the session's binding, until
+    /// [`Self::detach_vault`] with the same `key`. The vault's records are kept as `audit`'s egress
+    /// log (`None`: a warm sandbox's clone, which belongs to no session, is counted only).
     async fn attach_vault(
         &self,
-        session: Uuid,
+        key: Uuid,
+        audit: Option<Uuid>,
         sandbox_id: &str,
         agent: &Agent,
         credentials: Vec<NewCredential>,
@@ -355,13 +457,13 @@ impl Control {
             Policy::new(&agent.allow_out, &agent.deny_out).default_deny(self.egress_default_deny),
             AuditLog::with_sink(sink),
         ));
-        tokio::spawn(keep_audit(self.store.clone(), self.metrics.clone(), session, records));
+        tokio::spawn(keep_audit(self.store.clone(), self.metrics.clone(), audit, records));
         let stop = self.shutdown.child_token();
         let previous = self
             .vaults
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(session, stop.clone());
+            .insert(key, stop.clone());
         if let Some(previous) = previous {
             previous.cancel();
         }
@@ -379,7 +481,8 @@ impl Control {
     /// The metrics in Prometheus text format.
     pub async fn metrics_text(&self) -> Result<String, ControlError> {
         let counts = self.store.session_counts().await?;
-        Ok(self.metrics.render(&counts))
+        let warm = self.warm_ready().await?;
+        Ok(self.metrics.render(&counts, warm))
     }
 
     /// A session's egress log after position `after`, oldest first (it outlives the session's vault
@@ -455,8 +558,9 @@ impl Control {
                 "session {id} changed while restarting; try again"
             )));
         };
-        let this = self.clone();
-        self.tasks.spawn(async move { this.bring_up(id, agent).await });
+        let started = std::time::Instant::now();
+        self.tasks
+            .spawn(self.clone().bring_up(id, agent, Claim::Untried, started));
         Ok(Some(restarted))
     }
 
@@ -467,22 +571,35 @@ impl Control {
         // Sessions first, then sandboxes: a session that became ready before the query had its
         // sandbox created before the listing, so it cannot be mistaken for one whose sandbox died.
         let ready = self.store.sessions_with_status(&[SessionStatus::Ready]).await?;
+        // Held over the listing and the reads after it: no warm sandbox is being made meanwhile, so
+        // every one listed is named by its row. `None`: the pool is making one; sweep next time.
+        let sweep = self.pool.sweep();
         let sandboxes = self.sandbox.list().await?;
         // Live sessions after the listing: a session inserted meanwhile already owns its sandbox.
         let live = self
             .store
             .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready])
             .await?;
+        let warm = match &sweep {
+            Some(_) => Some(self.warm_sandboxes().await?),
+            None => None,
+        };
+        drop(sweep);
+        let owned: HashSet<&str> = live.iter().filter_map(|row| row.sandbox_id.as_deref()).collect();
         for sandbox in &sandboxes {
-            let orphan = sandbox
-                .session_id
-                .as_deref()
-                .is_some_and(|session| !live.iter().any(|row| row.id.to_string() == session));
+            let orphan = match sandbox.session_id.as_deref() {
+                Some(session) => !live.iter().any(|row| row.id.to_string() == session),
+                // Made by the warm pool: its row or the session that claimed it owns it.
+                None => warm
+                    .as_ref()
+                    .is_some_and(|warm| !warm.contains(&sandbox.id) && !owned.contains(sandbox.id.as_str())),
+            };
             if orphan {
                 tracing::info!(sandbox = %sandbox.id, "deleting a sandbox whose session is no longer live");
                 self.delete_sandbox(&sandbox.id).await;
             }
         }
+        self.store.forget_settled_claims().await?;
         let now = self.store.now_utc();
         let mut done = Reconciled::default();
         for row in ready {
@@ -565,6 +682,7 @@ impl Control {
     /// bring-ups fail, ready sessions whose sandbox vanished die, sandboxes nobody owns are deleted.
     pub async fn recover(self: &Arc<Self>) -> Result<(), ControlError> {
         let sandboxes = self.sandbox.list().await?;
+        let warm = self.recover_pool(&sandboxes).await?;
         let live = self
             .store
             .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready])
@@ -602,9 +720,10 @@ impl Control {
             self.store.update_session(row.id, update).await?;
         }
         for sandbox in &sandboxes {
-            let owned = live.iter().any(|row| {
-                row.status == SessionStatus::Ready && row.sandbox_id.as_deref() == Some(sandbox.id.as_str())
-            });
+            let owned = warm.contains(&sandbox.id)
+                || live.iter().any(|row| {
+                    row.status == SessionStatus::Ready && row.sandbox_id.as_deref() == Some(sandbox.id.as_str())
+                });
             if !owned {
                 tracing::info!(sandbox = %sandbox.id, "deleting a sandbox no session owns");
                 self.delete_sandbox(&sandbox.id).await;
@@ -627,7 +746,7 @@ impl Control {
             .await
             .map_err(|e| e.to_string())?;
         let stubs = self.store.session_stubs(row.id).await.map_err(|e| e.to_string())?;
-        self.attach_vault(row.id, sandbox, &agent, credentials, &stubs)
+        self.attach_vault(row.id, Some(row.id), sandbox, &agent, credentials, &stubs)
             .await
             .map_err(|e| e.to_string())
     }
@@ -649,12 +768,16 @@ fn idle_for(last_seen_at: &str, now: time::OffsetDateTime) -> Option<Duration> {
 async fn keep_audit(
     store: Store,
     metrics: Arc<Metrics>,
-    session: Uuid,
+    session: Option<Uuid>,
     mut records: tokio::sync::mpsc::Receiver<Interception>,
 ) {
     let mut batch = Vec::new();
     while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         batch.iter().for_each(|record| metrics.interception(record));
+        let Some(session) = session else {
+            batch.clear();
+            continue;
+        };
         if let Err(err) = store.insert_interceptions(session, std::mem::take(&mut batch)).await {
             tracing::warn!(session = %session, error = %err, "cannot keep vault records");
         }

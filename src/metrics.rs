@@ -1,7 +1,8 @@
 //! Prometheus metrics of `lap serve`, served at `GET /metrics` in the text exposition format.
 //!
-//! Counters are bumped where things happen (bring-up, the reconciler, the vault's records as they
-//! are stored); the session gauge is read from the store at each scrape, so it is never stale. The
+//! Counters are bumped where things happen (bring-up, warm claims and misses, the reconciler, the
+//! vault's records as they are stored); the session and warm-pool gauges are read from the store at
+//! each scrape, so they are never stale. The
 //! route is open to loopback peers and needs the master key from anywhere else.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,6 +31,9 @@ pub struct Metrics {
     pub reaped: Counter,
     pub died: Counter,
     bring_up: Histogram,
+    claim: Histogram,
+    warm_pool: Gauge,
+    pool_misses: Counter,
     vault_requests: Counter,
     vault_swaps: Counter,
     vault_blocks: Family<ReasonLabel, Counter>,
@@ -55,6 +59,24 @@ impl Default for Metrics {
             "bring_up_seconds",
             "Session bring-up, from create to ready",
             bring_up.clone(),
+        );
+        let claim = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register(
+            "warm_claim_seconds",
+            "Sessions that claimed a warm sandbox, from create to ready",
+            claim.clone(),
+        );
+        let warm_pool = Gauge::default();
+        registry.register(
+            "warm_pool_ready",
+            "Warm sandboxes ready to be claimed",
+            warm_pool.clone(),
+        );
+        let pool_misses = Counter::default();
+        registry.register(
+            "warm_pool_misses",
+            "Sessions that found no warm sandbox and created one",
+            pool_misses.clone(),
         );
         let vault_requests = Counter::default();
         registry.register(
@@ -86,6 +108,9 @@ impl Default for Metrics {
             reaped,
             died,
             bring_up,
+            claim,
+            warm_pool,
+            pool_misses,
             vault_requests,
             vault_swaps,
             vault_blocks,
@@ -97,6 +122,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn bring_up(&self, took: std::time::Duration) {
         self.bring_up.observe(took.as_secs_f64());
+    }
+
+    pub fn claim(&self, took: std::time::Duration) {
+        self.claim.observe(took.as_secs_f64());
+    }
+
+    pub fn pool_miss(&self) {
+        self.pool_misses.inc();
     }
 
     /// Counts one vault record.
@@ -113,8 +146,10 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the session gauge set from `counts` (status, number).
-    pub fn render(&self, counts: &[(String, u64)]) -> String {
+    /// The text exposition, with the session gauge set from `counts` (status, number) and the warm
+    /// pool gauge from `warm`.
+    pub fn render(&self, counts: &[(String, u64)], warm: u64) -> String {
+        self.warm_pool.set(warm as i64);
         self.sessions.clear();
         for (status, count) in counts {
             self.sessions
@@ -136,7 +171,12 @@ mod tests {
         let metrics = Metrics::default();
         metrics.reaped.inc();
         metrics.bring_up(std::time::Duration::from_millis(12));
-        let text = metrics.render(&[("ready".into(), 3), ("dead".into(), 1)]);
+        metrics.claim(std::time::Duration::from_millis(3));
+        metrics.pool_miss();
+        let text = metrics.render(&[("ready".into(), 3), ("dead".into(), 1)], 2);
+        assert!(text.contains("lap_warm_claim_seconds_count 1"), "{text}");
+        assert!(text.contains("lap_warm_pool_ready 2"), "{text}");
+        assert!(text.contains("lap_warm_pool_misses_total 1"), "{text}");
         assert!(text.contains("lap_sessions{status=\"ready\"} 3"), "{text}");
         assert!(text.contains("lap_sessions_reaped_total 1"), "{text}");
         assert!(text.contains("lap_bring_up_seconds_count 1"), "{text}");

@@ -28,7 +28,8 @@ pub struct SandboxSpec {
     pub env: Vec<(String, String)>,
     /// Host path of the CA bundle to mount at [`CA_BUNDLE_PATH`].
     pub ca_bundle: Option<std::path::PathBuf>,
-    /// The agent's command line, run under a PTY from the start (`None`: no terminal).
+    /// The agent's command line, run under a PTY from the start (`None`: no terminal until
+    /// [`Sandbox::start_agent`]). The control plane leaves it `None` and starts the agent late.
     pub command: Option<String>,
     /// Resource limits over the backend's defaults (the agent's `limits`).
     pub limits: LimitOverrides,
@@ -53,6 +54,19 @@ impl From<&crate::wire::api::AgentLimits> for LimitOverrides {
             cpu_millis: limits.cpus.map(|cpus| (cpus * 1000.0).round().max(1.0) as u64),
         }
     }
+}
+
+/// Late binding of a session to a sandbox made before it (a warm one, or one whose repo was just
+/// cloned): see [`Sandbox::start_agent`].
+#[derive(Debug, Clone, Default)]
+pub struct AgentStart {
+    /// The session's whole environment; it replaces [`SandboxSpec::env`] for the agent and for
+    /// every later [`Sandbox::exec`].
+    pub env: Vec<(String, String)>,
+    /// The agent's command line, run under the PTY (`None`: bind the environment only).
+    pub command: Option<String>,
+    /// Where the agent starts (`None`: `/work/repo` when it exists, else the user's home).
+    pub cwd: Option<String>,
 }
 
 /// What a viewer sends to a sandbox's terminal.
@@ -128,6 +142,8 @@ pub struct ExecSpec {
     pub cwd: Option<String>,
     /// All of the command's stdin.
     pub stdin: Vec<u8>,
+    /// Variables set for this command over the sandbox's environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// Output of a running command, in the order it was written on each stream.
@@ -174,6 +190,17 @@ pub trait Sandbox: Send + Sync + 'static {
         Err(SandboxError::Unavailable {
             backend: self.name(),
             reason: format!("it has no terminal for sandbox `{id}`"),
+        })
+    }
+
+    /// Binds a session to a running sandbox: its environment replaces the one the sandbox was created
+    /// with, then the agent starts under the PTY (when `start.command` is given; at most once per
+    /// sandbox). This is what lets a warm sandbox be made before its session exists.
+    async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {
+        let _ = start;
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot start an agent in sandbox `{id}`"),
         })
     }
 

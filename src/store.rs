@@ -7,6 +7,7 @@
 //! the async runtime never waits on disk.
 
 pub mod seal;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,24 @@ CREATE INDEX interceptions_by_session ON interceptions(session_id, id);
 "#,
     r#"
 ALTER TABLE agents ADD COLUMN limits_json TEXT NOT NULL DEFAULT '{}';
+"#,
+    // The warm pool (`store/warm.rs`). No foreign keys: a row outlives its agent until the pool
+    // recycles its sandbox, which only the row names.
+    r#"
+CREATE TABLE warm_sandboxes (
+    id          TEXT PRIMARY KEY,
+    sandbox_id  TEXT UNIQUE,
+    sandbox_url TEXT,
+    harness_id  TEXT NOT NULL,
+    agent_id    TEXT,
+    fingerprint TEXT,
+    status      TEXT NOT NULL,
+    session_id  TEXT,
+    created_at  TEXT NOT NULL,
+    ready_at    TEXT,
+    claimed_at  TEXT
+);
+CREATE INDEX warm_sandboxes_by_status ON warm_sandboxes(status, harness_id, agent_id, created_at);
 "#,
 ];
 

@@ -84,6 +84,7 @@ impl App {
             ca_bundle: None,
             egress_default_deny: false,
             idle_ttl: lap::control::DEFAULT_IDLE_TTL,
+            pool: lap::control::pool::PoolConfig::off(),
             tasks: tasks.clone(),
             shutdown: CancellationToken::new(),
         });
@@ -1853,6 +1854,23 @@ fn documented_operations() -> Vec<(Method, String)> {
     out
 }
 
+#[tokio::test]
+async fn admin_stats_need_the_master_key_and_show_the_pool_and_sessions() {
+    let app = App::new();
+    let reply = app.get_with_authorization("/api/v1/admin/stats", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.raw);
+    app.agent("demo", "shell").await;
+    app.ready_session("demo").await;
+    let reply = app.get("/api/v1/admin/stats").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    let pool = &reply.body["warm_pool"];
+    // This application runs without a pool: every session was a miss-free cold start.
+    assert_eq!(pool["configured_size"], 0, "{}", reply.raw);
+    assert_eq!((pool["hits"].as_u64(), pool["misses"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(pool["groups"], json!([]));
+    assert_eq!(reply.body["sessions"]["ready"], 1, "{}", reply.raw);
+}
+
 #[test]
 fn openapi_lists_exactly_the_routes_of_the_api() {
     let listed: Vec<String> = documented_operations()
@@ -1862,6 +1880,7 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
     assert_eq!(
         listed,
         [
+            "GET /api/v1/admin/stats",
             "GET /api/v1/health",
             "GET /api/v1/managed_agents/agents",
             "POST /api/v1/managed_agents/agents",

@@ -1184,3 +1184,34 @@ fn metrics_are_open_to_a_loopback_peer() {
     assert!(body.contains("lap_sessions{status=\"ready\"} 1"), "{body}");
     assert!(body.contains("# EOF"), "{body}");
 }
+
+#[test]
+fn admin_stats_show_the_warm_pool_filled_for_the_harness_in_use_and_claims() {
+    let (home, _server) = home_with_demo();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lap(&home, ["admin", "stats", "--json"]).success().json()["warm_pool"]["ready"] != 2 {
+        assert!(std::time::Instant::now() < deadline, "the pool never filled");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let id = lap(&home, ["sessions", "create", "demo"]).success().out().to_owned();
+    let stats = lap(&home, ["admin", "stats", "--json"]).success().json();
+    let pool = &stats["warm_pool"];
+    assert_eq!(
+        (pool["configured_size"].as_u64(), pool["hits"].as_u64()),
+        (Some(2), Some(1)),
+        "{stats}"
+    );
+    assert_eq!(pool["recent_claims"][0]["session_id"], id.as_str(), "{stats}");
+    assert_eq!(pool["groups"][0]["harness_id"], "shell", "{stats}");
+
+    let text = lap(&home, ["admin", "stats"]).success();
+    let out = text.out();
+    assert!(out.starts_with("warm pool: "), "{out}");
+    assert!(
+        out.contains("1 hits, 0 misses; recent agents: 24h; max age: 30m"),
+        "{out}"
+    );
+    assert!(out.contains("HARNESS  AGENT  TARGET  READY  WARMING  CLAIMED"), "{out}");
+    assert!(out.contains("CLAIMED AT"), "{out}");
+    assert!(out.ends_with("sessions: 1 ready"), "{out}");
+}

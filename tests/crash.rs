@@ -3,8 +3,9 @@
 //!
 //! After each restart, once the reconciler has settled: the agent and its credential are intact; no
 //! session is left `creating`; every `ready` session's sandbox answers `lap exec`; every `dead` or
-//! `failed` one says why; and no sandbox directory or `lap harness` process exists without a ready
-//! session. The kill moments come from a fixed-seed generator, so a failure reproduces.
+//! `failed` one says why; no sandbox directory or `lap harness` process exists without a ready
+//! session or a warm-pool row (`lap admin stats`); and the warm pool is back to its size. The kill
+//! moments come from a fixed-seed generator, so a failure reproduces.
 
 mod support;
 
@@ -19,6 +20,8 @@ const WORKERS: usize = 3;
 /// Creates a worker makes at most in one round.
 const CREATES_PER_ROUND: usize = 6;
 const SETTLE: Duration = Duration::from_secs(60);
+/// The default `--warm-pool-size`.
+const POOL_SIZE: u64 = 2;
 
 /// xorshift64: reproducible "random" moments.
 struct Moments(u64);
@@ -80,14 +83,32 @@ fn kill_9_during_create_and_delete_churn_loses_nothing_and_leaves_no_orphan() {
         }
     }
     let deadline = Instant::now() + SETTLE;
-    while !sandbox_dirs(&server).is_empty() || !harness_processes(&server).is_empty() {
+    loop {
+        let (ready, warm) = warm_pool(&home);
+        let dirs = sandbox_dirs(&server);
+        if dirs == warm && harness_processes(&server).is_subset(&warm) && ready == POOL_SIZE {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "sandboxes left after deleting every session: {:?}",
-            sandbox_dirs(&server)
+            "sandboxes other than the warm pool's {warm:?} left after deleting every session: {dirs:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The warm pool: how many are ready, and the ids of its sandboxes (warming too).
+fn warm_pool(home: &Home) -> (u64, BTreeSet<String>) {
+    let stats = lap(home, ["admin", "stats", "--json"]).json();
+    let pool = &stats["warm_pool"];
+    let sandboxes = pool["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["sandboxes"].as_array().unwrap().iter())
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    (pool["ready"].as_u64().unwrap(), sandboxes)
 }
 
 /// One worker: create sessions without waiting, delete every other one, until told to stop or the
@@ -169,11 +190,13 @@ fn settled(home: &Home, server: &TestServer, round: usize) -> Vec<String> {
     loop {
         let sessions = sessions(home);
         let ready: Vec<&serde_json::Value> = sessions.iter().filter(|s| s["status"] == "ready").collect();
-        let owned: BTreeSet<String> = ready.iter().filter_map(|s| sandbox_of(s)).collect();
+        let (warm_ready, warm) = warm_pool(home);
+        let mut owned: BTreeSet<String> = ready.iter().filter_map(|s| sandbox_of(s)).collect();
+        owned.extend(warm);
         let creating = sessions.iter().filter(|s| s["status"] == "creating").count();
         let orphan_dirs: Vec<String> = sandbox_dirs(server).difference(&owned).cloned().collect();
         let orphan_processes: Vec<String> = harness_processes(server).difference(&owned).cloned().collect();
-        if creating == 0 && orphan_dirs.is_empty() && orphan_processes.is_empty() {
+        if creating == 0 && orphan_dirs.is_empty() && orphan_processes.is_empty() && warm_ready == POOL_SIZE {
             for session in &sessions {
                 if session["status"] == "dead" || session["status"] == "failed" {
                     assert!(
@@ -186,7 +209,8 @@ fn settled(home: &Home, server: &TestServer, round: usize) -> Vec<String> {
         }
         assert!(
             Instant::now() < deadline,
-            "round {round}: not settled: {creating} creating, orphan dirs {orphan_dirs:?}, orphan processes {orphan_processes:?}"
+            "round {round}: not settled: {creating} creating, orphan dirs {orphan_dirs:?}, orphan processes \
+             {orphan_processes:?}, {warm_ready} of {POOL_SIZE} warm sandboxes ready"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -390,6 +390,7 @@ async fn commands_get_their_stdin() {
     let request = lap::sandbox::local::proto::ExecRequest {
         argv: vec!["/bin/sh".into(), "-c".into(), "tr a-z A-Z; echo done >&2".into()],
         cwd: Some("/tmp".into()),
+        env: Vec::new(),
     };
     let code = fx
         .local
@@ -513,6 +514,8 @@ impl Server {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lap"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
+            // Every sandbox here is a session's: the test counts them.
+            .args(["--warm-pool-size", "0"])
             .env_clear()
             .env("HOME", home.path())
             .stdin(std::process::Stdio::null())
@@ -1002,4 +1005,53 @@ async fn landlock_confines_the_agents_writes_and_the_agent_dies_first_on_oom() {
         )
         .await;
     assert_eq!(work.stdout_str(), "w\nt\n1\nok\n", "{work:?}");
+}
+
+#[tokio::test]
+async fn a_late_start_binds_the_sessions_environment_and_starts_the_agent_once_where_asked() {
+    use lap::sandbox::{AgentStart, TtyInput};
+    let fixture = Fixture::new().await;
+    // Made like a warm sandbox: no session, no agent, an environment of its own.
+    let info = fixture
+        .local
+        .create(&SandboxSpec {
+            session_id: None,
+            env: vec![("WHO".into(), "warm".into())],
+            ..spec()
+        })
+        .await
+        .expect("sandbox created");
+    assert_eq!(fixture.sh(&info.id, "echo $WHO").await.stdout_str(), "warm\n");
+    let err = fixture.local.wait_agent(&info.id).await.expect_err("no agent yet");
+    assert!(err.to_string().contains("runs no agent"), "{err}");
+
+    fixture.sh(&info.id, "mkdir -p /work/place").await;
+    let start = AgentStart {
+        env: vec![("WHO".into(), "session".into())],
+        command: Some("bash --norc --noprofile -i".into()),
+        cwd: Some("/work/place".into()),
+    };
+    fixture
+        .local
+        .start_agent(&info.id, start.clone())
+        .await
+        .expect("started");
+    let out = fixture.sh(&info.id, "echo $WHO").await.stdout_str();
+    assert_eq!(out, "session\n", "later commands get the session's environment");
+    let mut tty = fixture.local.attach(&info.id, 80, 24).await.expect("attach");
+    let mut screen = vt100::Parser::new(24, 80, 0);
+    tty.input
+        .send(TtyInput::Data(b"echo \"$WHO at $PWD\"\r".to_vec()))
+        .await
+        .unwrap();
+    watch(&mut tty, &mut screen, |s| s.contains("session at /work/place")).await;
+
+    let again = fixture
+        .local
+        .start_agent(&info.id, start)
+        .await
+        .expect_err("one agent only");
+    assert!(again.to_string().contains("already started"), "{again}");
+    tty.input.send(TtyInput::Data(b"exit 4\r".to_vec())).await.unwrap();
+    assert_eq!(fixture.local.wait_agent(&info.id).await.unwrap(), 4);
 }

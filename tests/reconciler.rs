@@ -48,6 +48,7 @@ impl World {
             ca_bundle: None,
             egress_default_deny: false,
             idle_ttl: TTL,
+            pool: lap::control::pool::PoolConfig::off(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

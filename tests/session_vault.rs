@@ -71,6 +71,7 @@ impl Server {
             ca_bundle: None,
             egress_default_deny: false,
             idle_ttl: lap::control::DEFAULT_IDLE_TTL,
+            pool: lap::control::pool::PoolConfig::off(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

@@ -840,3 +840,112 @@ fn an_agents_repo_is_cloned_at_bring_up_through_the_vault_and_a_missing_branch_f
     );
     assert!(!stderr.contains(&w.real));
 }
+
+/// Runs a shell script in session `id`'s sandbox; returns (exit code, stdout and stderr).
+fn sh_in(w: &World, id: &str, script: &str) -> (i32, String) {
+    let out = w.lap(&["exec", id, "--", "sh", "-c", script], &[]);
+    let all = format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(&w.real), "the real value reached the sandbox: {all}");
+    (out.status.code().unwrap_or(-1), all)
+}
+
+#[test]
+fn a_recent_agent_gets_a_warm_sandbox_with_its_repo_cloned_and_a_claim_binds_the_sessions_stub() {
+    let w = World::new();
+    let url = format!("https://api.github.test:{}/repo.git", w.git_port);
+    let out = w.lap(
+        &[
+            "agents",
+            "create",
+            "pooled",
+            "--harness",
+            "shell",
+            "--repo",
+            &url,
+            "--credential",
+            "GITHUB_TOKEN@api.github.test",
+        ],
+        &[("GITHUB_TOKEN", w.real.as_str())],
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    // The first session clones at bring-up; its agent's shell opens in the clone.
+    let first = w.json(&["--json", "sessions", "create", "pooled"]);
+    assert_eq!(first["status"], "ready", "{first}");
+    let first = first["id"].as_str().unwrap().to_owned();
+    let cwds = "for p in /proc/[0-9]*; do readlink $p/cwd; done 2>/dev/null; true";
+    let (code, out) = sh_in(&w, &first, cwds);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l == "/work/repo"),
+        "the agent runs in /work/repo: {out}"
+    );
+
+    // Now a recent agent with a repo: the pool makes it a sandbox of its own, repo cloned.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = w.json(&["--json", "admin", "stats"]);
+        let groups = stats["warm_pool"]["groups"].as_array().unwrap().clone();
+        if groups.iter().any(|g| g["agent_name"] == "pooled" && g["ready"] == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warm sandbox for the agent: {stats}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let upload_packs = || {
+        w.git_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.contains("git-upload-pack"))
+            .count()
+    };
+    let before = upload_packs();
+
+    let second = w.json(&["--json", "sessions", "create", "pooled"]);
+    assert_eq!(second["status"], "ready", "a warm claim is ready at once: {second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+    let stats = w.json(&["--json", "admin", "stats"]);
+    let claim = &stats["warm_pool"]["recent_claims"][0];
+    assert_eq!(claim["session_id"], second.as_str(), "{stats}");
+    assert_eq!(claim["agent_warm"], true, "{stats}");
+    assert_eq!(upload_packs(), before, "nothing was cloned for the claim");
+
+    let (code, out) = sh_in(
+        &w,
+        &second,
+        "cat /work/repo/README; git -C /work/repo remote get-url origin",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cloned through the vault"), "{out}");
+    let (_, out) = sh_in(&w, &second, cwds);
+    assert!(
+        out.lines().any(|l| l == "/work/repo"),
+        "the agent runs in /work/repo: {out}"
+    );
+
+    // The claim bound this session's own stub, and the vault swaps it for the real token.
+    let stub_of = |id: &str| {
+        let (code, out) = sh_in(&w, id, "printf %s \"$GITHUB_TOKEN\"");
+        assert_eq!(code, 0, "{out}");
+        out.split('\n').next().unwrap().to_owned()
+    };
+    let stub = stub_of(&second);
+    assert!(stub.starts_with("stub_github_token_"), "{stub}");
+    assert_ne!(stub, stub_of(&first));
+    let helper = "credential.helper=!f() { echo username=x-access-token; echo \"password=$GITHUB_TOKEN\"; }; f";
+    let (code, out) = sh_in(
+        &w,
+        &second,
+        &format!("git -c '{helper}' -C /work/repo ls-remote origin main"),
+    );
+    assert_eq!(code, 0, "the session's stub works through the vault: {out}");
+    assert!(out.contains("refs/heads/main"), "{out}");
+    for id in [&first, &second] {
+        w.lap(&["sessions", "delete", id], &[]);
+    }
+}

@@ -225,6 +225,7 @@ pub async fn exec(
         argv: body.command,
         cwd: body.cwd,
         stdin,
+        env: Vec::new(),
     };
     let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<ExecChunk>(EXEC_QUEUE);
     let (line_tx, line_rx) = tokio::sync::mpsc::channel::<Bytes>(EXEC_QUEUE);

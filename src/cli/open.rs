@@ -14,8 +14,10 @@ use crate::client::{Client, ClientError};
 use crate::error::Error;
 use crate::wire::api::{CreateSession, SESSION_PAGE_MAX, Session, SessionStatus};
 
-/// How often a starting session is polled.
+/// How often a starting session is polled: first after [`POLL_FIRST`], then twice as long each
+/// time, up to [`POLL_INTERVAL`] (a bring-up often takes a few tens of milliseconds).
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+const POLL_FIRST: Duration = Duration::from_millis(10);
 /// How long a session may take to become ready (LAP's CLI gives up after 90 s).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Agent names listed when the wanted one does not exist.
@@ -96,6 +98,7 @@ async fn no_such_agent(client: &Client, name: &str) -> Error {
 async fn wait_until_ready(ctx: &Ctx, client: &Client, mut session: Session, agent: &str) -> Result<Session, Error> {
     if session.status == SessionStatus::Creating {
         let started = Instant::now();
+        let mut poll = POLL_FIRST;
         let spinner = ctx.out.spinner(format!("starting `{agent}`"));
         while session.status == SessionStatus::Creating {
             if started.elapsed() > READY_TIMEOUT {
@@ -114,7 +117,8 @@ async fn wait_until_ready(ctx: &Ctx, client: &Client, mut session: Session, agen
                 session.phase.as_deref().unwrap_or("creating"),
                 started.elapsed().as_secs_f32()
             ));
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL_INTERVAL);
             session = client.get_session(&session.id.to_string()).await?;
         }
         spinner.finish_and_clear();

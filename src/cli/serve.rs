@@ -2,8 +2,9 @@
 //!
 //! It resolves the server's settings, opens the store, picks the sandbox backend (once; nothing
 //! below re-checks it), recovers state left by a previous run, mounts `api::router` and serves it —
-//! HTTP, or HTTPS/WSS with `--tls-cert/--tls-key` — until SIGINT or SIGTERM. Shutdown stops
-//! accepting, lets open requests finish and waits for background tasks, each with a deadline.
+//! HTTP, or HTTPS/WSS with `--tls-cert/--tls-key` — and keeps the warm pool filled until SIGINT or
+//! SIGTERM. Shutdown stops accepting, lets open requests finish and waits for background tasks,
+//! each with a deadline.
 //!
 //! On its first start it generates a master key (unless `LAP_MASTER_KEY` is set), prints it once and
 //! keeps it in the data dir; and it writes a client config for the local user pointing at itself,
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
-use crate::control::{Control, Services};
+use crate::control::{Control, Services, pool};
 use crate::error::Error;
 use crate::output::Printer;
 use crate::sandbox::{Sandbox, Unavailable, fake::Fake, local::Local};
@@ -94,6 +95,16 @@ pub struct Args {
     /// Also trust this CA certificate (PEM) for upstream servers (repeatable)
     #[arg(long, value_name = "PEM")]
     pub vault_upstream_ca: Vec<PathBuf>,
+    /// Warm sandboxes kept ready in total, divided between the harnesses in use and recent agents
+    /// (0: no pool, every session creates its sandbox)
+    #[arg(long, env = "WARM_POOL_SIZE", default_value_t = pool::DEFAULT_SIZE, value_name = "N")]
+    pub warm_pool_size: u32,
+    /// Agents with a session in the last this many hours get a warm sandbox with their repo cloned
+    #[arg(long, env = "WARM_POOL_RECENT_AGENT_HOURS", default_value_t = pool::DEFAULT_RECENT_AGENT_HOURS, value_name = "HOURS")]
+    pub warm_pool_recent_agent_hours: u64,
+    /// Recycle warm sandboxes older than this: `30m`, `2h`
+    #[arg(long, env = "LAP_WARM_POOL_MAX_AGE", default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub warm_pool_max_age: Duration,
     /// How the local backend limits memory, processes and CPU: cgroups where writable, else rlimits
     /// (`auto`), or rlimits only (`off`)
     #[arg(long, env = "LAP_SANDBOX_CGROUPS", value_enum, default_value = "auto")]
@@ -150,6 +161,11 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         ca_bundle: Some(ca_bundle),
         egress_default_deny: args.egress_default == EgressDefault::Deny,
         idle_ttl: args.idle_ttl,
+        pool: pool::PoolConfig {
+            size: args.warm_pool_size,
+            recent_agents: Duration::from_secs(args.warm_pool_recent_agent_hours.saturating_mul(3600)),
+            max_age: args.warm_pool_max_age,
+        },
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     });
@@ -158,6 +174,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         .await
         .map_err(|e| Error::failed(format!("cannot recover sessions at start: {e}")))?;
     control.spawn_reconciler(reconcile_every(args.idle_ttl));
+    control.spawn_pool();
     let router = api::router(AppState {
         store,
         control,

@@ -3,8 +3,9 @@
 //! It is a real implementation of the trait, not a mock: state changes the way a backend's would, and
 //! a restart of `lap serve` forgets every sandbox, as if the machine had rebooted. Its egress listener
 //! is a TCP socket on the host's loopback, so tests can play the sandbox and send traffic through the
-//! vault ([`Fake::proxy_addr`]), with the environment the sandbox was given ([`Fake::env`]). Tests
-//! select it with the hidden `lap serve --backend fake`.
+//! vault ([`Fake::proxy_addr`]), with the environment the sandbox was given ([`Fake::env`]) — at
+//! creation, then replaced by [`Sandbox::start_agent`] as a real harness does ([`Fake::agent`] tells
+//! what was started). Tests select it with the hidden `lap serve --backend fake`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{ProxyListener, Sandbox, SandboxError, SandboxInfo, SandboxSpec};
+use super::{AgentStart, ProxyListener, Sandbox, SandboxError, SandboxInfo, SandboxSpec};
 
 #[derive(Default)]
 pub struct Fake {
@@ -23,12 +24,19 @@ struct FakeSandbox {
     info: SandboxInfo,
     env: Vec<(String, String)>,
     proxy: Option<SocketAddr>,
+    /// The agent's command and working directory once started.
+    agent: Option<(Option<String>, Option<String>)>,
 }
 
 impl Fake {
     /// The environment sandbox `id` was created with.
     pub fn env(&self, id: &str) -> Option<Vec<(String, String)>> {
         self.sandboxes.lock().unwrap().get(id).map(|s| s.env.clone())
+    }
+
+    /// The command and working directory the agent of sandbox `id` was started with, once it was.
+    pub fn agent(&self, id: &str) -> Option<(Option<String>, Option<String>)> {
+        self.sandboxes.lock().unwrap().get(id).and_then(|s| s.agent.clone())
     }
 
     /// Where sandbox `id`'s egress listener is, once the vault serves it.
@@ -59,6 +67,7 @@ impl Sandbox for Fake {
             info: info.clone(),
             env: spec.env.clone(),
             proxy: None,
+            agent: spec.command.clone().map(|command| (Some(command), None)),
         };
         self.sandboxes.lock().unwrap().insert(id, sandbox);
         Ok(info)
@@ -77,6 +86,23 @@ impl Sandbox for Fake {
             .values()
             .map(|s| s.info.clone())
             .collect())
+    }
+
+    async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {
+        let mut sandboxes = self.sandboxes.lock().unwrap();
+        let sandbox = sandboxes
+            .get_mut(id)
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        if start.command.is_some() && sandbox.agent.is_some() {
+            return Err(SandboxError::Backend(format!(
+                "the agent of `{id}` has already started"
+            )));
+        }
+        sandbox.env = start.env;
+        if start.command.is_some() {
+            sandbox.agent = Some((start.command, start.cwd));
+        }
+        Ok(())
     }
 
     async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {

@@ -44,8 +44,8 @@ use tokio::sync::OnceCell;
 use self::layout::{Config, Layout, SANDBOXES_DIR, State};
 use self::proto::{ExecOutput, ExecRequest, ProtoError};
 use super::{
-    ExecChunk, ExecSpec, ProxyListener, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel, TtyInput,
-    TtyOutput,
+    AgentStart, ExecChunk, ExecSpec, ProxyListener, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel,
+    TtyInput, TtyOutput,
 };
 
 /// The backend's name.
@@ -214,6 +214,7 @@ impl Local {
         let request = ExecRequest {
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),
             cwd: None,
+            env: Vec::new(),
         };
         Ok(proto::exec_output(&layout.run(), request)
             .await
@@ -545,6 +546,7 @@ impl Sandbox for Local {
         let request = ExecRequest {
             argv: spec.argv,
             cwd: spec.cwd,
+            env: spec.env,
         };
         let stdin = std::io::Cursor::new(spec.stdin);
         Ok(proto::exec_to(&layout.run(), request, stdin, &mut ChannelSink(output))
@@ -613,6 +615,21 @@ impl Sandbox for Local {
             input: input_tx,
             output: output_rx,
         })
+    }
+
+    async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        let request = proto::StartRequest {
+            env: start.env,
+            command: start.command,
+            cwd: start.cwd,
+        };
+        Ok(proto::start_agent(&layout.run(), request)
+            .await
+            .map_err(LocalError::from)?)
     }
 
     async fn wait_agent(&self, id: &str) -> Result<i32, SandboxError> {

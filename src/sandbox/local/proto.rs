@@ -29,6 +29,14 @@
 //!   agent keeps running.
 //! - `{"op":"wait"}`: the harness answers one [`EXIT`] frame once the agent has exited (at once if it
 //!   has), or [`ERROR`] when the sandbox runs no agent, then closes. The client is not a viewer.
+//! - `{"op":"start","env":[[k,v],…],"command":…,"cwd":…}` (late binding): the session's environment
+//!   replaces the one the sandbox was created with, for the agent and every later `exec`; then, when
+//!   `command` is given, the agent starts under the PTY in `cwd` (default `/work/repo` when it exists,
+//!   else `HOME`). The harness answers one JSON line, `{}` or `{"error":"…"}`, and closes. An agent
+//!   starts at most once per sandbox: a second `start` with a command is an error and changes nothing.
+//!
+//! An `exec` request may carry `"env":[[k,v],…]`: variables set over the session's for that command
+//! only (e.g. a clone before the agent starts).
 
 use std::path::Path;
 
@@ -68,6 +76,40 @@ pub enum Request {
     ProxyListener,
     Attach(AttachRequest),
     Wait,
+    Start(StartRequest),
+}
+
+/// Binds the session to a (possibly warm) sandbox and starts its agent: see the module doc.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StartRequest {
+    /// The session's whole environment (plain variables, stubs, proxy and CA variables).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// The agent's command line, run under the PTY (`None`: only bind the environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Where the agent starts (default: `/work/repo` when it exists, else the user's home).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+/// The harness's answer to a [`Request::Start`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StartReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Binds the session's environment and starts the agent (late binding).
+pub async fn start_agent(run_dir: &Path, request: StartRequest) -> Result<(), ProtoError> {
+    let stream = connect(run_dir).await?;
+    let (rd, mut wr) = stream.into_split();
+    write_request(&mut wr, &Request::Start(request)).await?;
+    let reply: StartReply = read_line_json(&mut BufReader::new(rd)).await?;
+    match reply.error {
+        None => Ok(()),
+        Some(error) => Err(ProtoError::Start(error)),
+    }
 }
 
 /// A viewer's terminal size, in cells.
@@ -128,6 +170,9 @@ pub struct ExecRequest {
     /// Working directory inside the sandbox (default: the sandbox user's home).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Variables set for this command over the session's environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -395,6 +440,7 @@ mod tests {
         let exec = Request::Exec(ExecRequest {
             argv: vec!["id".into()],
             cwd: None,
+            env: Vec::new(),
         });
         assert_eq!(serde_json::to_string(&exec).unwrap(), r#"{"op":"exec","argv":["id"]}"#);
         assert_eq!(serde_json::to_string(&Request::Ping).unwrap(), r#"{"op":"ping"}"#);
@@ -404,6 +450,15 @@ mod tests {
             r#"{"op":"attach","cols":80,"rows":24}"#
         );
         assert_eq!(parse_resize(&resize_payload(132, 43)), Some((132, 43)));
+        let start = Request::Start(StartRequest {
+            env: vec![("K".into(), "v".into())],
+            command: Some("bash".into()),
+            cwd: None,
+        });
+        assert_eq!(
+            serde_json::to_string(&start).unwrap(),
+            r#"{"op":"start","env":[["K","v"]],"command":"bash"}"#
+        );
         assert_eq!(parse_resize(b"abc"), None);
     }
 

@@ -5,9 +5,12 @@
 //! sandbox user with every privilege dropped and under seccomp ([`super::privs`]), in a session of their own, with a
 //! fixed minimal environment ([`AGENT_ENV`]) plus the session's (plain variables, stubs, proxy and CA
 //! variables): nothing of `lap serve`'s environment reaches them.
-//! It reaps its own children; orphans go to PID 1. When the sandbox has an agent command, the server
-//! starts it at once under a PTY ([`crate::harness::terminal`]), as the sandbox user in `/work/repo`
-//! (or `HOME` when there is no repository), and serves its viewers (the `attach` op).
+//! It reaps its own children; orphans go to PID 1. The agent starts under a PTY
+//! ([`crate::harness::terminal`]) as the sandbox user, in [`start_agent`] only: late, on the `start`
+//! op (after the control plane cloned the repo, with the session's environment, so a warm sandbox
+//! can be created before its session exists), or at once when the sandbox was created with a
+//! command. It opens in `/work/repo` when there is one, else `HOME`, and the server serves its
+//! viewers (the `attach` op).
 
 use std::fs::File;
 use std::io::Write;
@@ -20,7 +23,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::init::READY;
 use super::privs;
-use super::proto::{self, AttachRequest, ExecRequest, MAX_FRAME, PROXY_PORT, Pong, ProtoError, Request};
+use super::proto::{
+    self, AttachRequest, ExecRequest, MAX_FRAME, PROXY_PORT, Pong, ProtoError, Request, StartReply, StartRequest,
+};
 use super::rootfs::{HOME, USER};
 use crate::harness::terminal::{self, Event, Terminal};
 
@@ -28,8 +33,8 @@ use crate::harness::terminal::{self, Event, Terminal};
 pub const REPO_DIR: &str = "/work/repo";
 /// Frames from one viewer buffered before the server stops reading its connection.
 const VIEWER_INPUT_QUEUE: usize = 64;
-/// The agent's terminal, or why it could not start (`None`: the sandbox has no agent command).
-type Agent = Option<Result<Terminal, String>>;
+/// The agent's terminal, or why it could not start; unset until the agent is started.
+type Agent = std::sync::OnceLock<Result<Terminal, String>>;
 
 /// Where the harness listens, inside the sandbox.
 pub const SOCKET_PATH: &str = "/run/lap/harness.sock";
@@ -64,17 +69,22 @@ struct Proxy {
     handed_over: tokio_util::sync::CancellationToken,
 }
 
-/// Runs the server until the listener fails; returns the process exit code.
-/// The session's environment, set once when the server starts: this process serves one sandbox.
-static SESSION_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+/// The session's environment: the one the sandbox was created with, replaced by the `start` op.
+/// This process serves one sandbox.
+static SESSION_ENV: std::sync::RwLock<Vec<(String, String)>> = std::sync::RwLock::new(Vec::new());
 
+fn session_env() -> Vec<(String, String)> {
+    SESSION_ENV.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Runs the server until the listener fails; returns the process exit code.
 pub fn run(
     mut ready: File,
     settings: privs::Settings,
     session_env: Vec<(String, String)>,
     command: Option<String>,
 ) -> i32 {
-    let _ = SESSION_ENV.set(session_env);
+    *SESSION_ENV.write().unwrap_or_else(|p| p.into_inner()) = session_env;
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -104,12 +114,10 @@ pub fn run(
             }
         };
         tokio::spawn(answer_until_handed_over(proxy.clone()));
-        let agent: std::sync::Arc<Agent> = std::sync::Arc::new(command.map(|command| {
-            start_agent(command, drop_privs.clone()).map_err(|err| {
-                tracing::error!(error = %err, "cannot start the agent");
-                err.to_string()
-            })
-        }));
+        let agent: std::sync::Arc<Agent> = std::sync::Arc::new(Agent::new());
+        if let Some(command) = command {
+            let _ = agent.set(start_agent(command, None, drop_privs.clone()).map_err(|err| err.to_string()));
+        }
         // A socket left by an earlier harness of this sandbox (one sandbox, one harness at a time).
         let _ = std::fs::remove_file(SOCKET_PATH);
         let listener = match UnixListener::bind(SOCKET_PATH) {
@@ -153,12 +161,21 @@ async fn handle(
     agent: &Agent,
 ) -> Result<(), ProtoError> {
     match proto::read_line_json::<Request, _>(&mut rd).await? {
-        Request::Attach(request) => match agent {
+        Request::Attach(request) => match agent.get() {
             Some(Ok(terminal)) => attach(rd, wr, terminal, request).await,
             Some(Err(reason)) => proto::write_frame(&mut wr, proto::ERROR, reason.as_bytes()).await,
             None => proto::write_frame(&mut wr, proto::ERROR, b"this sandbox runs no agent").await,
         },
-        Request::Wait => match agent {
+        Request::Start(request) => {
+            let reply = StartReply {
+                error: start(request, agent, drop_privs).err(),
+            };
+            let mut line = serde_json::to_vec(&reply).map_err(|e| ProtoError::Protocol(e.to_string()))?;
+            line.push(b'\n');
+            wr.write_all(&line).await?;
+            Ok(())
+        }
+        Request::Wait => match agent.get() {
             Some(Ok(terminal)) => {
                 let code = terminal.wait().await;
                 proto::write_frame(&mut wr, proto::EXIT, &code.to_be_bytes()).await
@@ -182,24 +199,50 @@ async fn handle(
     }
 }
 
-/// Starts the agent under a PTY as the sandbox user, with the same environment as exec'd commands.
-fn start_agent(command: String, drop_privs: std::sync::Arc<privs::Drop>) -> Result<Terminal, terminal::TerminalError> {
-    let cwd = if std::path::Path::new(REPO_DIR).is_dir() {
-        REPO_DIR
-    } else {
-        HOME
+/// The `start` op: binds the session's environment, then starts the agent when a command is given.
+/// Runs without awaiting, so two `start`s on this single-threaded server cannot interleave.
+fn start(request: StartRequest, agent: &Agent, drop_privs: std::sync::Arc<privs::Drop>) -> Result<(), String> {
+    if request.command.is_some() && agent.get().is_some() {
+        return Err("the agent of this sandbox has already started".to_owned());
+    }
+    *SESSION_ENV.write().unwrap_or_else(|p| p.into_inner()) = request.env;
+    let Some(command) = request.command else {
+        return Ok(());
+    };
+    let started = start_agent(command, request.cwd.as_deref(), drop_privs).map_err(|err| err.to_string());
+    let result = started.as_ref().map(|_| ()).map_err(Clone::clone);
+    let _ = agent.set(started);
+    result
+}
+
+/// Starts the agent under a PTY as the sandbox user, with the session's environment (the same as
+/// exec'd commands get), in `cwd`, else `/work/repo` when it exists, else `HOME`. The one place an
+/// agent starts.
+fn start_agent(
+    command: String,
+    cwd: Option<&str>,
+    drop_privs: std::sync::Arc<privs::Drop>,
+) -> Result<Terminal, terminal::TerminalError> {
+    let cwd = match cwd {
+        Some(cwd) => cwd,
+        None if std::path::Path::new(REPO_DIR).is_dir() => REPO_DIR,
+        None => HOME,
     };
     let env = AGENT_ENV
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .chain(SESSION_ENV.get().into_iter().flatten().cloned())
+        .chain(session_env())
         .collect();
-    Terminal::spawn(terminal::Command {
+    let terminal = Terminal::spawn(terminal::Command {
         command,
         env,
         cwd: cwd.to_owned(),
         pre_exec: Box::new(move || drop_privs.apply_in_session()),
-    })
+    });
+    if let Err(err) = &terminal {
+        tracing::error!(error = %err, "cannot start the agent");
+    }
+    terminal
 }
 
 /// Serves one viewer of the agent's terminal until it leaves.
@@ -322,13 +365,8 @@ async fn exec(
         .args(args)
         .env_clear()
         .envs(AGENT_ENV.iter().copied())
-        .envs(
-            SESSION_ENV
-                .get()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        )
+        .envs(session_env())
+        .envs(request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(request.cwd.as_deref().unwrap_or(HOME))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
