@@ -6,6 +6,7 @@
 //! a harness id; it looks the row up here. The in-sandbox side (`lap harness`, PTY and viewers) is
 //! built on top of this table: [`terminal`] runs the agent under a PTY and serves its viewers.
 
+pub mod api;
 pub mod terminal;
 
 /// How a harness is driven.
@@ -73,7 +74,7 @@ pub const CATALOG: &[Harness] = &[
     },
     Harness {
         id: "claude-agent-sdk",
-        command: "claude --input-format stream-json --output-format stream-json",
+        command: "claude",
         mode: Mode::Api,
         needs_env: &["ANTHROPIC_API_KEY"],
         install_hint: "npm install -g @anthropic-ai/claude-code",

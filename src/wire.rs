@@ -5,4 +5,5 @@
 //! nothing else of ours, so either side can change internals without touching the contract.
 
 pub mod api;
+pub mod messages;
 pub mod tty;
