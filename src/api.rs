@@ -12,6 +12,7 @@ mod auth;
 mod error;
 mod health;
 mod json;
+mod messages;
 mod sessions;
 mod tty;
 
@@ -59,6 +60,11 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::vault_keys))
         .routes(routes!(sessions::interceptions))
         .routes(routes!(sessions::exec))
+        .routes(routes!(messages::send))
+        .routes(routes!(messages::stream))
+        .routes(routes!(messages::history))
+        .routes(routes!(messages::events))
+        .routes(routes!(messages::abort))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))

@@ -27,6 +27,8 @@ use crate::vault::intercept::{Binding, Credential, Vault};
 use crate::vault::policy::Policy;
 use crate::wire::api::{Agent, Interception, SessionStatus};
 
+pub mod messages;
+
 /// Phases of bring-up, as `GET /sessions/{id}` shows them.
 pub mod phase {
     pub const CREATING_SANDBOX: &str = "creating_sandbox";
@@ -107,6 +109,8 @@ pub struct Control {
     /// Stops the vault of each live session.
     vaults: Mutex<HashMap<Uuid, CancellationToken>>,
     metrics: Arc<Metrics>,
+    /// Conversations of API harness sessions (`control/messages.rs`).
+    messages: messages::Messages,
 }
 
 impl Control {
@@ -132,6 +136,7 @@ impl Control {
             shutdown,
             vaults: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
+            messages: messages::Messages::default(),
         })
     }
 
