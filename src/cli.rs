@@ -6,6 +6,7 @@
 
 mod agents;
 mod attach;
+mod chat;
 mod completions;
 mod config;
 mod harness;
@@ -14,6 +15,7 @@ mod logout;
 mod man;
 mod open;
 mod reserved;
+mod send;
 mod serve;
 mod sessions;
 mod sidecar;
@@ -85,6 +87,10 @@ pub enum Command {
     Attach(attach::Args),
     /// Run a command inside a session's sandbox
     Exec(reserved::ExecArgs),
+    /// Send one message to an API agent (or session) and print the reply
+    Send(send::Args),
+    /// Chat with an API agent: a line-editing REPL over the message API
+    Chat(chat::Args),
     /// Print a shell completion script
     Completions(completions::Args),
     /// Write man pages
@@ -181,6 +187,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Vault(command) => vault::run(command, &ctx).await,
                     Command::Attach(args) => attach::run(args, &ctx).await,
                     Command::Exec(args) => reserved::exec(args, &ctx).await,
+                    Command::Send(args) => send::run(args, &ctx).await,
+                    Command::Chat(args) => chat::run(args, &ctx).await,
                     Command::Open(words) => open::run(words, &ctx).await,
                     Command::Serve(_) | Command::Completions(_) | Command::Man(_) | Command::Harness(_) => {
                         unreachable!("dispatched above")
