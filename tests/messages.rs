@@ -1,0 +1,424 @@
+//! The message API against a fake `claude` that speaks Claude Code's stream-json protocol
+//! (`tests/fake_claude.py`: init, partial-message stream events, complete `assistant` lines, tool
+//! calls and results, `result`, the `interrupt` control request, `--resume`), run as the agent's
+//! command inside real local sandboxes; and the 4xx answers, on the fake backend.
+//!
+//! Checked: replies over `lap send` (plain, `--json`, `--stream`), history in the store that survives
+//! a kill -9 of `lap serve` with the conversation resumed (`--resume` with the tool's own id), the
+//! event invariants (sequence numbers without gaps, items started before their deltas, exactly one
+//! `turn.completed` per `turn.started`, also when the tool crashes or a turn is aborted), one turn
+//! at a time, and clear errors for bad input.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use support::{Home, TestServer, delete_local_sandboxes, lap};
+
+const PREFIX: &str = "/api/v1/managed_agents";
+/// The fake tool, as the agent's command (a shell word list: `python3 -c …`).
+const FAKE_CLAUDE: &str = include_str!("fake_claude.py");
+/// Longest wait for a stream frame.
+const FRAME_WAIT: Duration = Duration::from_secs(60);
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+fn fake_command() -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(FAKE_CLAUDE);
+    format!("python3 -c \"import base64;exec(base64.b64decode('{b64}'))\"")
+}
+
+/// A local-backend server with a `claude-agent-sdk` agent `sdk` running the fake tool; sandboxes
+/// are deleted on drop.
+struct World {
+    home: Home,
+    server: TestServer,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    fn new() -> Self {
+        let home = Home::new();
+        let server = TestServer::start_local(&home);
+        lap(
+            &home,
+            [
+                "agents",
+                "create",
+                "sdk",
+                "--harness",
+                "claude-agent-sdk",
+                "--model",
+                "fake-model-1",
+                "--command",
+                &fake_command(),
+            ],
+        )
+        .success();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        Self {
+            home,
+            server,
+            http: http(),
+            rt,
+        }
+    }
+
+    fn session(&self) -> String {
+        let sessions = lap(&self.home, ["--json", "sessions", "list"]).success().json();
+        sessions[0]["id"].as_str().unwrap().to_owned()
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        call(&self.rt, &self.http, &self.server, method, path, body)
+    }
+
+    /// Frames of an SSE response until `stop` says so (it sees each frame).
+    fn frames(&self, response: reqwest::Response, stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        self.rt.block_on(read_frames(response, stop))
+    }
+
+    fn open_stream(&self, path: &str, body: Option<Value>) -> reqwest::Response {
+        let url = format!("{}{path}", self.server.url);
+        let key = self.server.master_key();
+        self.rt.block_on(async {
+            let request = match body {
+                Some(body) => self.http.post(url).json(&body),
+                None => self.http.get(url),
+            };
+            let response = request.bearer_auth(key).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response
+        })
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.server.kill9();
+        delete_local_sandboxes(self.server.data_dir());
+    }
+}
+
+fn call(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    rt.block_on(async {
+        let mut request = http
+            .request(method, format!("{}{path}", server.url))
+            .bearer_auth(server.master_key());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    })
+}
+
+async fn read_frames(mut response: reqwest::Response, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    let mut frames = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let line = String::from_utf8(line).unwrap();
+            if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                let frame: Value = serde_json::from_str(data).unwrap();
+                let done = stop(&frame);
+                frames.push(frame);
+                if done {
+                    return frames;
+                }
+            }
+        }
+        let chunk = tokio::time::timeout(FRAME_WAIT, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no frame within {FRAME_WAIT:?}; so far: {frames:#?}"))
+            .unwrap();
+        match chunk {
+            Some(bytes) => buf.extend_from_slice(&bytes),
+            None => return frames,
+        }
+    }
+}
+
+fn event_type(frame: &Value) -> Option<&str> {
+    frame["event"]["type"].as_str()
+}
+
+/// The invariants of a turn-complete event log: sequence numbers without gaps, every delta's item
+/// started before it, and one `turn.completed` per `turn.started`, in order.
+fn assert_invariants(events: &[Value]) {
+    let mut started_items = std::collections::HashSet::new();
+    let mut open_turn: Option<String> = None;
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1]["seq"].as_u64().unwrap(),
+            pair[0]["seq"].as_u64().unwrap() + 1,
+            "a gap in the sequence: {pair:#?}"
+        );
+    }
+    for event in events {
+        let turn = event["turn_id"].as_str().map(str::to_owned);
+        match event["type"].as_str().unwrap() {
+            "turn.started" => {
+                assert!(open_turn.is_none(), "a turn started inside another: {event}");
+                open_turn = turn;
+            }
+            "turn.completed" => {
+                assert_eq!(open_turn.take(), turn, "a closing event for another turn: {event}");
+            }
+            "item.started" => {
+                started_items.insert(event["data"]["item"]["id"].as_str().unwrap().to_owned());
+            }
+            "item.delta" => assert!(
+                started_items.contains(event["data"]["item_id"].as_str().unwrap()),
+                "a delta before its item started: {event}"
+            ),
+            _ => {}
+        }
+    }
+    assert!(open_turn.is_none(), "a turn never completed");
+}
+
+fn all_events(world: &World, session: &str, turns: usize) -> Vec<Value> {
+    let response = world.open_stream(&format!("{PREFIX}/sessions/{session}/events?after=0"), None);
+    let mut completed = 0;
+    let frames = world.frames(response, |frame| {
+        if event_type(frame) == Some("turn.completed") {
+            completed += 1;
+        }
+        completed == turns
+    });
+    assert_eq!(frames[0], json!({"type": "ready"}));
+    frames[1..].iter().map(|f| f["event"].clone()).collect()
+}
+
+#[test]
+fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_of_lap_serve() {
+    let mut world = World::new();
+    let home = &world.home;
+    let reply = lap(home, ["send", "sdk", "hello there"]).success();
+    assert_eq!(reply.out(), "echo: hello there");
+    assert!(reply.stderr.contains("started session"), "{reply}");
+    let session = world.session();
+
+    // A tool call: its input from the stream, its result from the tool's `user` line.
+    let message = lap(home, ["send", "--json", "sdk", "tool"]).success().json();
+    assert_eq!(message["info"]["role"], "assistant");
+    assert_eq!(message["info"]["finish"], "stop");
+    assert_eq!(message["info"]["harness"], "claude-agent-sdk");
+    assert_eq!(message["info"]["modelID"], "fake-model-1");
+    assert_eq!(message["info"]["tokens"]["output"], 3);
+    let parts = message["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{message:#}");
+    assert_eq!(parts[0]["type"], "tool");
+    assert_eq!(parts[0]["tool"], "Bash");
+    assert_eq!(parts[0]["callID"], "tu1");
+    assert_eq!(parts[0]["state"]["status"], "completed");
+    assert_eq!(parts[0]["state"]["input"], json!({"command": "pwd"}));
+    assert_eq!(parts[0]["state"]["output"], "/work/home");
+    assert_eq!(parts[1], json!({"type": "text", "id": parts[1]["id"], "text": "ran it"}));
+
+    let streamed = lap(home, ["send", "--stream", &session, "streamed words"]).success();
+    assert_eq!(streamed.stdout, "echo: streamed words\n");
+
+    let events = all_events(&world, &session, 3);
+    assert_invariants(&events);
+    assert_eq!(events[0]["type"], "turn.started");
+    assert_eq!(events[1]["type"], "session.started");
+    assert_eq!(events[1]["data"]["model"], "fake-model-1");
+    let native = events[1]["data"]["native_session_id"].as_str().unwrap().to_owned();
+    let shown = lap(home, ["--json", "sessions", "show", &session]).success().json();
+    assert_eq!(shown["harness_session_id"], native.as_str());
+
+    let (status, history) = world.call(reqwest::Method::GET, &format!("{PREFIX}/sessions/{session}/messages"), None);
+    assert_eq!(status, 200);
+    let roles: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["info"]["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant", "user", "assistant"]);
+    assert_eq!(history[0]["parts"][0]["text"], "hello there");
+    assert_eq!(history[1]["parts"][0]["text"], "echo: hello there");
+
+    // kill -9: the tool process goes with lap serve's connection; the sandbox, the history and the
+    // event numbering stay, and the next message resumes the tool's conversation.
+    world.server.restart();
+    // A fresh client: the pooled connection went with the killed server.
+    world.http = http();
+    let (_, after) = world.call(reqwest::Method::GET, &format!("{PREFIX}/sessions/{session}/messages"), None);
+    assert_eq!(after, history);
+    let args = lap(&world.home, ["send", "sdk", "args"]).success();
+    let argv: Vec<String> = serde_json::from_str(args.out()).unwrap();
+    let at = |flag: &str| argv.iter().position(|a| a == flag).map(|i| argv[i + 1].clone());
+    assert_eq!(at("--resume"), Some(native.clone()), "{argv:?}");
+    assert_eq!(at("--input-format").as_deref(), Some("stream-json"));
+    assert_eq!(at("--model").as_deref(), Some("fake-model-1"));
+    let events = all_events(&world, &session, 4);
+    assert_invariants(&events);
+    // The second tool process named the same conversation: it was resumed, not started anew.
+    let started: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.started").collect();
+    assert_eq!(started.len(), 2, "{events:#?}");
+    assert!(started.iter().all(|e| e["data"]["native_session_id"] == native.as_str()));
+}
+
+#[test]
+fn a_crash_or_an_abort_closes_the_turn_once_and_turns_run_one_at_a_time() {
+    let world = World::new();
+    let home = &world.home;
+    lap(home, ["send", "sdk", "warm up"]).success();
+    let session = world.session();
+
+    let crashed = lap(home, ["send", "sdk", "crash"]);
+    assert_eq!(crashed.code, 1, "{crashed}");
+    assert_eq!(crashed.out(), "partial");
+    assert!(
+        crashed
+            .stderr
+            .contains("the agent exited with code 3: fake claude crashed"),
+        "{crashed}"
+    );
+    // The next message starts the tool again.
+    assert_eq!(lap(home, ["send", "sdk", "again"]).success().out(), "echo: again");
+
+    // A slow turn: a second message is refused while it runs; abort interrupts it.
+    let response = world.open_stream(&format!("{PREFIX}/sessions/{session}/message_stream"), Some(json!({"text": "slow"})));
+    let rt = &world.rt;
+    let frames = rt.block_on(async {
+        let reading = tokio::spawn(read_frames(response, |frame| frame["type"] == "done"));
+        // Wait for the tool to be working on it (its first delta), through the event log.
+        let events = world.open_stream_async(&session).await;
+        read_frames(events, |frame| event_type(frame) == Some("item.delta")).await;
+        let (busy, body) = world.call_async(reqwest::Method::POST, "message", Some(json!({"text": "x"})), &session).await;
+        assert_eq!(busy, 409, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("already running"), "{body}");
+        let (status, body) = world.call_async(reqwest::Method::POST, "abort", None, &session).await;
+        assert_eq!((status, body), (200, json!({"ok": true, "aborted": true})));
+        reading.await.unwrap()
+    });
+    assert_eq!(frames[0], json!({"type": "ready"}));
+    let closing: Vec<&Value> = frames.iter().filter(|f| event_type(f) == Some("turn.completed")).collect();
+    assert_eq!(closing.len(), 1, "{frames:#?}");
+    assert_eq!(closing[0]["event"]["data"]["status"], "interrupted");
+    let done = frames.last().unwrap();
+    assert_eq!(done["type"], "done");
+    assert_eq!(done["message"]["info"]["finish"], "interrupted");
+    assert_eq!(done["message"]["parts"][0]["text"], "working");
+    let (status, body) = world.call(reqwest::Method::POST, &format!("{PREFIX}/sessions/{session}/abort"), None);
+    assert_eq!((status, body), (200, json!({"ok": true, "aborted": false})));
+
+    assert_eq!(lap(home, ["send", "sdk", "after"]).success().out(), "echo: after");
+    let events = all_events(&world, &session, 5);
+    assert_invariants(&events);
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "turn.completed")
+        .map(|e| e["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["completed", "failed", "completed", "interrupted", "completed"]);
+}
+
+impl World {
+    async fn open_stream_async(&self, session: &str) -> reqwest::Response {
+        let url = format!("{}{PREFIX}/sessions/{session}/events?after=0", self.server.url);
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.server.master_key())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response
+    }
+
+    async fn call_async(&self, method: reqwest::Method, route: &str, body: Option<Value>, session: &str) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{PREFIX}/sessions/{session}/{route}", self.server.url))
+            .bearer_auth(self.server.master_key());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[test]
+fn bad_input_gets_a_4xx_with_a_clear_error_and_a_tui_session_answers_as_lap_does() {
+    let home = Home::new();
+    let server = TestServer::start(&home);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = http();
+    let post = |path: &str, body: Value| call(&rt, &http, &server, reqwest::Method::POST, path, Some(body));
+    let get = |path: &str| call(&rt, &http, &server, reqwest::Method::GET, path, None);
+
+    lap(&home, ["agents", "create", "term", "--harness", "shell"]).success();
+    lap(&home, ["agents", "create", "oc", "--harness", "opencode"]).success();
+    let tui = lap(&home, ["--json", "sessions", "create", "term"]).success().json();
+    let tui = tui["id"].as_str().unwrap().to_owned();
+
+    let unknown = uuid::Uuid::new_v4();
+    let (status, body) = post(&format!("{PREFIX}/sessions/{unknown}/message"), json!({"text": "hi"}));
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not found"), "{body}");
+    assert!(body["hint"].is_string());
+    let (status, _) = post(&format!("{PREFIX}/sessions/not-a-uuid/message"), json!({"text": "hi"}));
+    assert_eq!(status, 404);
+    let (status, _) = get(&format!("{PREFIX}/sessions/{unknown}/messages"));
+    assert_eq!(status, 404);
+
+    for empty in [json!({}), json!({"text": "  "}), json!({"parts": []})] {
+        let (status, body) = post(&format!("{PREFIX}/sessions/{tui}/message"), empty);
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("empty"), "{body}");
+    }
+    let (status, body) = post(
+        &format!("{PREFIX}/sessions/{tui}/message"),
+        json!({"parts": [{"type": "image"}]}),
+    );
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("image"), "{body}");
+
+    // A TUI session answers the message routes as LAP's TUI harnesses do.
+    let (status, body) = post(&format!("{PREFIX}/sessions/{tui}/message"), json!({"text": "hi"}));
+    assert_eq!((status, body), (200, json!({"text": "this is a TUI harness — connect to /tty"})));
+    let (status, body) = get(&format!("{PREFIX}/sessions/{tui}/messages"));
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = post(&format!("{PREFIX}/sessions/{tui}/abort"), json!({}));
+    assert_eq!((status, body), (200, json!({"ok": true, "aborted": false})));
+    let sent = lap(&home, ["send", &tui, "hi"]);
+    assert_eq!(sent.code, 1, "{sent}");
+    assert!(sent.stderr.contains("connect to /tty"), "{sent}");
+
+    // A harness this build cannot drive yet, and a session that is no longer ready.
+    let oc = lap(&home, ["--json", "sessions", "create", "oc"]).success().json();
+    let oc = oc["id"].as_str().unwrap().to_owned();
+    let (status, body) = post(&format!("{PREFIX}/sessions/{oc}/message"), json!({"text": "hi"}));
+    assert_eq!(status, 501, "{body}");
+    assert!(body["hint"].as_str().unwrap().contains("claude-agent-sdk"), "{body}");
+    lap(&home, ["sessions", "delete", &oc]).success();
+    let (status, body) = post(&format!("{PREFIX}/sessions/{oc}/message"), json!({"text": "hi"}));
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("dead, not ready"), "{body}");
+    let (status, _) = post(&format!("{PREFIX}/sessions/{oc}/message_stream"), json!({"text": "hi"}));
+    assert_eq!(status, 409);
+}
