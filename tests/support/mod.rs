@@ -337,6 +337,18 @@ impl TestServer {
         server
     }
 
+    /// [`TestServer::start_local`] with extra arguments (e.g. `--vault-resolve`).
+    pub fn start_local_with<I, S>(home: &Home, extra_args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut server = Self::start_with(home, extra_args, Vec::new());
+        server.backend = "local";
+        server.restart();
+        server
+    }
+
     /// The server's data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
