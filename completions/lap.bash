@@ -22,6 +22,9 @@ _lap() {
             lap,attach)
                 cmd="lap__subcmd__attach"
                 ;;
+            lap,chat)
+                cmd="lap__subcmd__chat"
+                ;;
             lap,completions)
                 cmd="lap__subcmd__completions"
                 ;;
@@ -45,6 +48,9 @@ _lap() {
                 ;;
             lap,man)
                 cmd="lap__subcmd__man"
+                ;;
+            lap,send)
+                cmd="lap__subcmd__send"
                 ;;
             lap,serve)
                 cmd="lap__subcmd__serve"
@@ -97,6 +103,9 @@ _lap() {
             lap__subcmd__help,attach)
                 cmd="lap__subcmd__help__subcmd__attach"
                 ;;
+            lap__subcmd__help,chat)
+                cmd="lap__subcmd__help__subcmd__chat"
+                ;;
             lap__subcmd__help,completions)
                 cmd="lap__subcmd__help__subcmd__completions"
                 ;;
@@ -120,6 +129,9 @@ _lap() {
                 ;;
             lap__subcmd__help,man)
                 cmd="lap__subcmd__help__subcmd__man"
+                ;;
+            lap__subcmd__help,send)
+                cmd="lap__subcmd__help__subcmd__send"
                 ;;
             lap__subcmd__help,serve)
                 cmd="lap__subcmd__help__subcmd__serve"
@@ -227,7 +239,7 @@ _lap() {
 
     case "${cmd}" in
         lap)
-            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault attach exec completions man harness help"
+            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault attach exec send chat completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -572,6 +584,24 @@ _lap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lap__subcmd__chat)
+            opts="-q -v -h --new --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lap__subcmd__completions)
             opts="-q -v -h --server --json --quiet --verbose --no-color --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -649,7 +679,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help)
-            opts="serve login logout config agents sessions vault attach exec completions man harness help"
+            opts="serve login logout config agents sessions vault attach exec send chat completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -747,6 +777,20 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__attach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__chat)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -859,6 +903,20 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__send)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1063,6 +1121,24 @@ _lap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__send)
+            opts="-q -v -h --stream --new --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -38,6 +38,8 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand vault 'The credential vault: its CA certificate'
             cand attach 'Attach this terminal to a session by id'
             cand exec 'Run a command inside a session''s sandbox'
+            cand send 'Send one message to an API agent (or session) and print the reply'
+            cand chat 'Chat with an API agent: a line-editing REPL over the message API'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages'
             cand harness 'Run a sandbox''s harness (started by `lap serve`)'
@@ -392,6 +394,31 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'lap;send'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --stream 'Print the reply as it arrives'
+            cand --new 'Start a new session even when the agent has a live one'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;chat'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --new 'Start a new session even when the agent has a live one'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'lap;completions'= {
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
             cand --json 'Print data as JSON'
@@ -438,6 +465,8 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand vault 'The credential vault: its CA certificate'
             cand attach 'Attach this terminal to a session by id'
             cand exec 'Run a command inside a session''s sandbox'
+            cand send 'Send one message to an API agent (or session) and print the reply'
+            cand chat 'Chat with an API agent: a line-editing REPL over the message API'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages'
             cand harness 'Run a sandbox''s harness (started by `lap serve`)'
@@ -496,6 +525,10 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;help;attach'= {
         }
         &'lap;help;exec'= {
+        }
+        &'lap;help;send'= {
+        }
+        &'lap;help;chat'= {
         }
         &'lap;help;completions'= {
         }
