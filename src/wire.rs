@@ -1,7 +1,8 @@
 //! The wire contracts, each defined once and imported by both peers.
 //!
-//! `api` is the REST JSON shapes shared by `lap serve` and the CLI client; `tty` the terminal
-//! WebSocket's frames, control messages and limits. This module depends on
+//! `api` is the REST JSON shapes shared by `lap serve` and the CLI client; `messages` the message
+//! API's messages, events and stream frames; `tty` the terminal WebSocket's frames, control
+//! messages and limits. This module depends on
 //! nothing else of ours, so either side can change internals without touching the contract.
 
 pub mod api;

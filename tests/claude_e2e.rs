@@ -76,8 +76,13 @@ async fn fake_anthropic(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>
                                 .unwrap()
                         };
                         if parts.uri.path() != "/v1/messages" {
-                            let error = json!({"type": "error", "error": {"type": "not_found_error", "message": "not here"}});
-                            return Ok::<_, std::convert::Infallible>(respond(404, "application/json", error.to_string()));
+                            let error =
+                                json!({"type": "error", "error": {"type": "not_found_error", "message": "not here"}});
+                            return Ok::<_, std::convert::Infallible>(respond(
+                                404,
+                                "application/json",
+                                error.to_string(),
+                            ));
                         }
                         if header("x-api-key").as_deref() != Some(REAL_KEY) {
                             let error = json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}});
@@ -94,17 +99,26 @@ async fn fake_anthropic(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>
                             return Ok(respond(200, "application/json", message.to_string()));
                         }
                         let mut events = vec![
-                            ("message_start", json!({"type": "message_start", "message": {
+                            (
+                                "message_start",
+                                json!({"type": "message_start", "message": {
                                 "id": "msg_fake_stream", "type": "message", "role": "assistant", "model": model,
                                 "content": [], "stop_reason": null, "stop_sequence": null,
-                                "usage": {"input_tokens": 12, "output_tokens": 1}}})),
-                            ("content_block_start", json!({"type": "content_block_start", "index": 0,
-                                "content_block": {"type": "text", "text": ""}})),
+                                "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+                            ),
+                            (
+                                "content_block_start",
+                                json!({"type": "content_block_start", "index": 0,
+                                "content_block": {"type": "text", "text": ""}}),
+                            ),
                             ("ping", json!({"type": "ping"})),
                         ];
                         for piece in REPLY {
-                            events.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                                "delta": {"type": "text_delta", "text": piece}})));
+                            events.push((
+                                "content_block_delta",
+                                json!({"type": "content_block_delta", "index": 0,
+                                "delta": {"type": "text_delta", "text": piece}}),
+                            ));
                         }
                         events.push(("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
                         events.push(("message_delta", json!({"type": "message_delta",
@@ -200,7 +214,12 @@ fn lap_send_to_a_real_claude_gets_the_fake_apis_reply_with_the_key_swapped_by_th
 
     let sent = lap(&home, ["send", "claude", "Say hello."]);
     let log = server.log();
-    assert_eq!(sent.code, 0, "{sent}\nseen: {:#?}\nserver log:\n{log}", seen.lock().unwrap());
+    assert_eq!(
+        sent.code,
+        0,
+        "{sent}\nseen: {:#?}\nserver log:\n{log}",
+        seen.lock().unwrap()
+    );
     assert_eq!(sent.out(), REPLY.concat(), "{sent}");
 
     // The fake API got the real key and only the real key; the sandbox never had it.
@@ -229,7 +248,11 @@ fn lap_send_to_a_real_claude_gets_the_fake_apis_reply_with_the_key_swapped_by_th
         .collect();
     assert!(!swapped.is_empty(), "{egress:#}");
     for record in &swapped {
-        assert_eq!(record["swapped"], serde_json::json!(["ANTHROPIC_API_KEY"]), "{record:#}");
+        assert_eq!(
+            record["swapped"],
+            serde_json::json!(["ANTHROPIC_API_KEY"]),
+            "{record:#}"
+        );
         assert_eq!(record["status"], 200, "{record:#}");
     }
     // Nothing else was let out: any other host was refused by the vault, not reached.

@@ -61,7 +61,10 @@ impl World {
             ],
         )
         .success();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         Self {
             home,
             server,
@@ -231,7 +234,10 @@ fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_
     assert_eq!(parts[0]["state"]["status"], "completed");
     assert_eq!(parts[0]["state"]["input"], json!({"command": "pwd"}));
     assert_eq!(parts[0]["state"]["output"], "/work/home");
-    assert_eq!(parts[1], json!({"type": "text", "id": parts[1]["id"], "text": "ran it"}));
+    assert_eq!(
+        parts[1],
+        json!({"type": "text", "id": parts[1]["id"], "text": "ran it"})
+    );
 
     let streamed = lap(home, ["send", "--stream", &session, "streamed words"]).success();
     assert_eq!(streamed.stdout, "echo: streamed words\n");
@@ -245,7 +251,11 @@ fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_
     let shown = lap(home, ["--json", "sessions", "show", &session]).success().json();
     assert_eq!(shown["harness_session_id"], native.as_str());
 
-    let (status, history) = world.call(reqwest::Method::GET, &format!("{PREFIX}/sessions/{session}/messages"), None);
+    let (status, history) = world.call(
+        reqwest::Method::GET,
+        &format!("{PREFIX}/sessions/{session}/messages"),
+        None,
+    );
     assert_eq!(status, 200);
     let roles: Vec<&str> = history
         .as_array()
@@ -262,7 +272,11 @@ fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_
     world.server.restart();
     // A fresh client: the pooled connection went with the killed server.
     world.http = http();
-    let (_, after) = world.call(reqwest::Method::GET, &format!("{PREFIX}/sessions/{session}/messages"), None);
+    let (_, after) = world.call(
+        reqwest::Method::GET,
+        &format!("{PREFIX}/sessions/{session}/messages"),
+        None,
+    );
     assert_eq!(after, history);
     let args = lap(&world.home, ["send", "sdk", "args"]).success();
     let argv: Vec<String> = serde_json::from_str(args.out()).unwrap();
@@ -275,7 +289,11 @@ fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_
     // The second tool process named the same conversation: it was resumed, not started anew.
     let started: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.started").collect();
     assert_eq!(started.len(), 2, "{events:#?}");
-    assert!(started.iter().all(|e| e["data"]["native_session_id"] == native.as_str()));
+    assert!(
+        started
+            .iter()
+            .all(|e| e["data"]["native_session_id"] == native.as_str())
+    );
 }
 
 #[test]
@@ -298,14 +316,19 @@ fn a_crash_or_an_abort_closes_the_turn_once_and_turns_run_one_at_a_time() {
     assert_eq!(lap(home, ["send", "sdk", "again"]).success().out(), "echo: again");
 
     // A slow turn: a second message is refused while it runs; abort interrupts it.
-    let response = world.open_stream(&format!("{PREFIX}/sessions/{session}/message_stream"), Some(json!({"text": "slow"})));
+    let response = world.open_stream(
+        &format!("{PREFIX}/sessions/{session}/message_stream"),
+        Some(json!({"text": "slow"})),
+    );
     let rt = &world.rt;
     let frames = rt.block_on(async {
         let reading = tokio::spawn(read_frames(response, |frame| frame["type"] == "done"));
         // Wait for the tool to be working on it (its first delta), through the event log.
         let events = world.open_stream_async(&session).await;
         read_frames(events, |frame| event_type(frame) == Some("item.delta")).await;
-        let (busy, body) = world.call_async(reqwest::Method::POST, "message", Some(json!({"text": "x"})), &session).await;
+        let (busy, body) = world
+            .call_async(reqwest::Method::POST, "message", Some(json!({"text": "x"})), &session)
+            .await;
         assert_eq!(busy, 409, "{body}");
         assert!(body["error"].as_str().unwrap().contains("already running"), "{body}");
         let (status, body) = world.call_async(reqwest::Method::POST, "abort", None, &session).await;
@@ -313,14 +336,21 @@ fn a_crash_or_an_abort_closes_the_turn_once_and_turns_run_one_at_a_time() {
         reading.await.unwrap()
     });
     assert_eq!(frames[0], json!({"type": "ready"}));
-    let closing: Vec<&Value> = frames.iter().filter(|f| event_type(f) == Some("turn.completed")).collect();
+    let closing: Vec<&Value> = frames
+        .iter()
+        .filter(|f| event_type(f) == Some("turn.completed"))
+        .collect();
     assert_eq!(closing.len(), 1, "{frames:#?}");
     assert_eq!(closing[0]["event"]["data"]["status"], "interrupted");
     let done = frames.last().unwrap();
     assert_eq!(done["type"], "done");
     assert_eq!(done["message"]["info"]["finish"], "interrupted");
     assert_eq!(done["message"]["parts"][0]["text"], "working");
-    let (status, body) = world.call(reqwest::Method::POST, &format!("{PREFIX}/sessions/{session}/abort"), None);
+    let (status, body) = world.call(
+        reqwest::Method::POST,
+        &format!("{PREFIX}/sessions/{session}/abort"),
+        None,
+    );
     assert_eq!((status, body), (200, json!({"ok": true, "aborted": false})));
 
     assert_eq!(lap(home, ["send", "sdk", "after"]).success().out(), "echo: after");
@@ -331,7 +361,10 @@ fn a_crash_or_an_abort_closes_the_turn_once_and_turns_run_one_at_a_time() {
         .filter(|e| e["type"] == "turn.completed")
         .map(|e| e["data"]["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["completed", "failed", "completed", "interrupted", "completed"]);
+    assert_eq!(
+        statuses,
+        ["completed", "failed", "completed", "interrupted", "completed"]
+    );
 }
 
 impl World {
@@ -348,10 +381,19 @@ impl World {
         response
     }
 
-    async fn call_async(&self, method: reqwest::Method, route: &str, body: Option<Value>, session: &str) -> (u16, Value) {
+    async fn call_async(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        body: Option<Value>,
+        session: &str,
+    ) -> (u16, Value) {
         let mut request = self
             .http
-            .request(method, format!("{}{PREFIX}/sessions/{session}/{route}", self.server.url))
+            .request(
+                method,
+                format!("{}{PREFIX}/sessions/{session}/{route}", self.server.url),
+            )
             .bearer_auth(self.server.master_key());
         if let Some(body) = body {
             request = request.json(&body);
@@ -366,7 +408,10 @@ impl World {
 fn bad_input_gets_a_4xx_with_a_clear_error_and_a_tui_session_answers_as_lap_does() {
     let home = Home::new();
     let server = TestServer::start(&home);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let http = http();
     let post = |path: &str, body: Value| call(&rt, &http, &server, reqwest::Method::POST, path, Some(body));
     let get = |path: &str| call(&rt, &http, &server, reqwest::Method::GET, path, None);
@@ -400,7 +445,10 @@ fn bad_input_gets_a_4xx_with_a_clear_error_and_a_tui_session_answers_as_lap_does
 
     // A TUI session answers the message routes as LAP's TUI harnesses do.
     let (status, body) = post(&format!("{PREFIX}/sessions/{tui}/message"), json!({"text": "hi"}));
-    assert_eq!((status, body), (200, json!({"text": "this is a TUI harness — connect to /tty"})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"text": "this is a TUI harness — connect to /tty"}))
+    );
     let (status, body) = get(&format!("{PREFIX}/sessions/{tui}/messages"));
     assert_eq!((status, body), (200, json!([])));
     let (status, body) = post(&format!("{PREFIX}/sessions/{tui}/abort"), json!({}));

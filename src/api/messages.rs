@@ -39,8 +39,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 impl From<MessageError> for ApiError {
     fn from(err: MessageError) -> Self {
         match err {
-            MessageError::NotFound(_) => ApiError::not_found(err.to_string())
-                .hint("`lap sessions list` shows the sessions that exist"),
+            MessageError::NotFound(_) => {
+                ApiError::not_found(err.to_string()).hint("`lap sessions list` shows the sessions that exist")
+            }
             MessageError::NotReady { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string())
                 .hint("wait until `lap sessions show` says ready, or `lap sessions restart` a dead one"),
             MessageError::Busy(_) => ApiError::new(StatusCode::CONFLICT, err.to_string())
@@ -56,8 +57,9 @@ impl From<MessageError> for ApiError {
 
 fn input(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
     let body: SendMessage = parse_optional(&body.map_err(bytes_rejection)?)?;
-    body.input()
-        .map_err(|e| ApiError::bad_request(e).hint("send {\"text\": \"…\"} or {\"parts\": [{\"type\": \"text\", \"text\": \"…\"}]}"))
+    body.input().map_err(|e| {
+        ApiError::bad_request(e).hint("send {\"text\": \"…\"} or {\"parts\": [{\"type\": \"text\", \"text\": \"…\"}]}")
+    })
 }
 
 /// Send a message and wait for the agent's reply (opencode's `{info, parts}`). A TUI session answers
@@ -77,15 +79,23 @@ pub async fn send(
     let text = input(body)?;
     let turn = match state.control.send_message(&id, text).await {
         Ok(turn) => turn,
-        Err(MessageError::Tui(_)) => return Ok(Json(TuiReply { text: TUI_REPLY.to_owned() }).into_response()),
+        Err(MessageError::Tui(_)) => {
+            return Ok(Json(TuiReply {
+                text: TUI_REPLY.to_owned(),
+            })
+            .into_response());
+        }
         Err(err) => return Err(err.into()),
     };
     match tokio::time::timeout(MESSAGE_TIMEOUT, turn.done).await {
         Ok(Ok(message)) => Ok(Json(message).into_response()),
         Ok(Err(_)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "the turn ended without a reply")
             .hint("see GET …/events for what the agent did")),
-        Err(_) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "no reply within 30 minutes; the turn goes on")
-            .hint("follow it with GET …/events, or stop it with POST …/abort")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "no reply within 30 minutes; the turn goes on",
+        )
+        .hint("follow it with GET …/events, or stop it with POST …/abort")),
     }
 }
 

@@ -32,8 +32,9 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
     let client = ctx.client()?;
     let session = target_session(ctx, &client, &args.target, args.new).await?;
     let id = session.id.to_string();
-    ctx.out
-        .status(format!("chatting with session {id} — Ctrl-D to end, Ctrl-C to stop a reply"));
+    ctx.out.status(format!(
+        "chatting with session {id} — Ctrl-D to end, Ctrl-C to stop a reply"
+    ));
     let history = history_file();
     let config = rustyline::Config::builder()
         .max_history_size(HISTORY_LINES)

@@ -93,7 +93,12 @@ pub(super) async fn no_such_agent(client: &Client, name: &str) -> Error {
     }
 }
 
-pub(super) async fn wait_until_ready(ctx: &Ctx, client: &Client, mut session: Session, agent: &str) -> Result<Session, Error> {
+pub(super) async fn wait_until_ready(
+    ctx: &Ctx,
+    client: &Client,
+    mut session: Session,
+    agent: &str,
+) -> Result<Session, Error> {
     if session.status == SessionStatus::Creating {
         let started = Instant::now();
         let spinner = ctx.out.spinner(format!("starting `{agent}`"));

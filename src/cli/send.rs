@@ -71,7 +71,10 @@ pub async fn target_session(ctx: &Ctx, client: &Client, target: &str, new: bool)
     if agent.supports_tui {
         return Err(Error::failed_with_hint(
             format!("agent `{}` runs the TUI harness `{}`", agent.name, agent.harness_id),
-            format!("open its terminal with `lap {}`, or use an API harness such as claude-agent-sdk", agent.name),
+            format!(
+                "open its terminal with `lap {}`, or use an API harness such as claude-agent-sdk",
+                agent.name
+            ),
         ));
     }
     let live = if new {
@@ -103,7 +106,10 @@ pub async fn target_session(ctx: &Ctx, client: &Client, target: &str, new: bool)
                 session.status.as_str(),
                 session.failure_reason.as_deref().unwrap_or("no reason given")
             ),
-            format!("see `lap sessions show {}`; `lap send --new` starts another", session.id),
+            format!(
+                "see `lap sessions show {}`; `lap send --new` starts another",
+                session.id
+            ),
         ));
     }
     Ok(session)

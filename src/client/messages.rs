@@ -33,10 +33,12 @@ impl Client {
         if let Some(text) = value.get("text").and_then(|t| t.as_str()) {
             return Ok(Reply::Text(text.to_owned()));
         }
-        serde_json::from_value(value).map(|m| Reply::Message(Box::new(m))).map_err(|err| ClientError::Protocol {
-            url: self.base.clone(),
-            detail: format!("bad message: {err}"),
-        })
+        serde_json::from_value(value)
+            .map(|m| Reply::Message(Box::new(m)))
+            .map_err(|err| ClientError::Protocol {
+                url: self.base.clone(),
+                detail: format!("bad message: {err}"),
+            })
     }
 
     /// Sends a message and returns its SSE stream.

@@ -106,7 +106,13 @@ impl Control {
         if crate::harness::api::driver(&row.harness_id).is_none() {
             return Err(MessageError::Unsupported(row.harness_id));
         }
-        let existing = self.messages.conversations.lock().unwrap_or_else(|p| p.into_inner()).get(&row.id).cloned();
+        let existing = self
+            .messages
+            .conversations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&row.id)
+            .cloned();
         if let Some(conversation) = existing.filter(|c| c.sandbox_id == sandbox_id) {
             return Ok(conversation);
         }
@@ -185,8 +191,15 @@ impl Control {
         if let Some(after) = after {
             let first_recent = recent.first().map(|e| e.seq);
             if first_recent.is_none_or(|first| first > after + 1) {
-                let stored = self.store.events(conversation.session, after, RECENT as u32 * 8).await?;
-                backlog.extend(stored.into_iter().filter(|e| first_recent.is_none_or(|first| e.seq < first)));
+                let stored = self
+                    .store
+                    .events(conversation.session, after, RECENT as u32 * 8)
+                    .await?;
+                backlog.extend(
+                    stored
+                        .into_iter()
+                        .filter(|e| first_recent.is_none_or(|first| e.seq < first)),
+                );
             }
         }
         backlog.extend(recent);
@@ -512,7 +525,9 @@ impl Conversation {
             None => reason,
         };
         if exit_code == Some(127) {
-            let hint = crate::harness::find(&self.agent.harness_id).map(|h| h.install_hint).unwrap_or_default();
+            let hint = crate::harness::find(&self.agent.harness_id)
+                .map(|h| h.install_hint)
+                .unwrap_or_default();
             message = format!("{message} (hint: the tool is not installed where the sandbox sees it: {hint})");
         }
         self.emit(

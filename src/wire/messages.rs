@@ -48,7 +48,11 @@ impl SendMessage {
                     Some(text) => pieces.push(text.to_owned()),
                     None => return Err(format!("`parts[{index}]` has no string `text`")),
                 },
-                Some(other) => return Err(format!("`parts[{index}]` is of type `{other}`; only `text` parts are taken")),
+                Some(other) => {
+                    return Err(format!(
+                        "`parts[{index}]` is of type `{other}`; only `text` parts are taken"
+                    ));
+                }
                 None => return Err(format!("`parts[{index}]` has no `type`")),
             }
         }
@@ -326,13 +330,17 @@ pub struct TurnError {
 pub enum StreamFrame {
     /// The stream is open (for `message_stream`: the message was handed to the agent).
     Ready,
-    HarnessEvent { event: Event },
+    HarnessEvent {
+        event: Event,
+    },
     /// The turn is over; `message` is the agent's reply as `GET /messages` keeps it.
     Done {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<Message>,
     },
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// What a TUI session answers on `POST /message`, as LAP's TUI harnesses do.
@@ -379,9 +387,8 @@ impl MessageBuilder {
                     return;
                 };
                 match (part, field) {
-                    (Part::Text { text, .. }, DeltaField::Text) | (Part::Reasoning { text, .. }, DeltaField::Reasoning) => {
-                        text.push_str(delta)
-                    }
+                    (Part::Text { text, .. }, DeltaField::Text)
+                    | (Part::Reasoning { text, .. }, DeltaField::Reasoning) => text.push_str(delta),
                     _ => {}
                 }
             }
@@ -444,8 +451,7 @@ mod tests {
 
     #[test]
     fn input_joins_text_and_text_parts_and_refuses_empty_or_other_parts() {
-        let body: SendMessage =
-            serde_json::from_str(r#"{"text":"a","parts":[{"type":"text","text":"b"}]}"#).unwrap();
+        let body: SendMessage = serde_json::from_str(r#"{"text":"a","parts":[{"type":"text","text":"b"}]}"#).unwrap();
         assert_eq!(body.input().unwrap(), "a\n\nb");
         assert!(SendMessage::default().input().unwrap_err().contains("empty"));
         assert!(SendMessage::text("  \n").input().is_err());

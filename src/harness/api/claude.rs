@@ -159,7 +159,8 @@ impl Claude {
                     Some("tool_use") => {
                         let call_id = str_at(block, "id").unwrap_or_default().to_owned();
                         let tool = str_at(block, "name").unwrap_or_default().to_owned();
-                        self.tools.insert(call_id.clone(), (id.clone(), tool.clone(), json!({})));
+                        self.tools
+                            .insert(call_id.clone(), (id.clone(), tool.clone(), json!({})));
                         Part::Tool {
                             id: id.clone(),
                             tool,
@@ -250,7 +251,8 @@ impl Claude {
                         id
                     }
                 };
-                self.tools.insert(call_id.clone(), (id.clone(), tool.clone(), input.clone()));
+                self.tools
+                    .insert(call_id.clone(), (id.clone(), tool.clone(), input.clone()));
                 Part::Tool {
                     id,
                     tool,
@@ -306,7 +308,11 @@ impl Claude {
             };
             let failed = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
             let state = ToolState {
-                status: if failed { ToolStatus::Error } else { ToolStatus::Completed },
+                status: if failed {
+                    ToolStatus::Error
+                } else {
+                    ToolStatus::Completed
+                },
                 input,
                 output: (!failed).then(|| output.clone()),
                 error: failed.then_some(output),
@@ -488,7 +494,9 @@ mod tests {
     fn a_turn_maps_onto_items_started_before_deltas_and_one_closing_event() {
         let mut claude = Claude::default();
         let events = run(&mut claude, TURN);
-        assert!(matches!(&events[0], EventKind::SessionStarted { native_session_id, .. } if native_session_id == "s-1"));
+        assert!(
+            matches!(&events[0], EventKind::SessionStarted { native_session_id, .. } if native_session_id == "s-1")
+        );
         // Every delta's item was started before it.
         let mut started = std::collections::HashSet::new();
         for event in &events {
@@ -563,7 +571,9 @@ mod tests {
         let mut claude = Claude::default();
         let events = run(
             &mut claude,
-            &[r#"{"type":"result","subtype":"error_during_execution","is_error":true,"terminal_reason":"aborted_streaming"}"#],
+            &[
+                r#"{"type":"result","subtype":"error_during_execution","is_error":true,"terminal_reason":"aborted_streaming"}"#,
+            ],
         );
         assert!(matches!(
             events.as_slice(),
