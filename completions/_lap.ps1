@@ -43,6 +43,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command inside a session''s sandbox')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send one message to an API agent (or session) and print the reply')
             [CompletionResult]::new('chat', 'chat', [CompletionResultType]::ParameterValue, 'Chat with an API agent: a line-editing REPL over the message API')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Show which harness tools are installed for local sandboxes, and how to install the others')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages')
             [CompletionResult]::new('harness', 'harness', [CompletionResultType]::ParameterValue, 'Run a sandbox''s harness (started by `lap serve`)')
@@ -464,6 +465,18 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'lap;doctor' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also when NO_COLOR is set)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'lap;completions' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
@@ -515,6 +528,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command inside a session''s sandbox')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send one message to an API agent (or session) and print the reply')
             [CompletionResult]::new('chat', 'chat', [CompletionResultType]::ParameterValue, 'Chat with an API agent: a line-editing REPL over the message API')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Show which harness tools are installed for local sandboxes, and how to install the others')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages')
             [CompletionResult]::new('harness', 'harness', [CompletionResultType]::ParameterValue, 'Run a sandbox''s harness (started by `lap serve`)')
@@ -600,6 +614,9 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             break
         }
         'lap;help;chat' {
+            break
+        }
+        'lap;help;doctor' {
             break
         }
         'lap;help;completions' {

@@ -31,6 +31,9 @@ _lap() {
             lap,config)
                 cmd="lap__subcmd__config"
                 ;;
+            lap,doctor)
+                cmd="lap__subcmd__doctor"
+                ;;
             lap,exec)
                 cmd="lap__subcmd__exec"
                 ;;
@@ -111,6 +114,9 @@ _lap() {
                 ;;
             lap__subcmd__help,config)
                 cmd="lap__subcmd__help__subcmd__config"
+                ;;
+            lap__subcmd__help,doctor)
+                cmd="lap__subcmd__help__subcmd__doctor"
                 ;;
             lap__subcmd__help,exec)
                 cmd="lap__subcmd__help__subcmd__exec"
@@ -239,7 +245,7 @@ _lap() {
 
     case "${cmd}" in
         lap)
-            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault attach exec send chat completions man harness help"
+            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault attach exec send chat doctor completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -638,6 +644,24 @@ _lap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lap__subcmd__doctor)
+            opts="-q -v -h --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lap__subcmd__exec)
             opts="-q -v -h --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -679,7 +703,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help)
-            opts="serve login logout config agents sessions vault attach exec send chat completions man harness help"
+            opts="serve login logout config agents sessions vault attach exec send chat doctor completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -819,6 +843,20 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

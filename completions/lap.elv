@@ -40,6 +40,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand exec 'Run a command inside a session''s sandbox'
             cand send 'Send one message to an API agent (or session) and print the reply'
             cand chat 'Chat with an API agent: a line-editing REPL over the message API'
+            cand doctor 'Show which harness tools are installed for local sandboxes, and how to install the others'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages'
             cand harness 'Run a sandbox''s harness (started by `lap serve`)'
@@ -419,6 +420,17 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'lap;doctor'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'lap;completions'= {
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
             cand --json 'Print data as JSON'
@@ -467,6 +479,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand exec 'Run a command inside a session''s sandbox'
             cand send 'Send one message to an API agent (or session) and print the reply'
             cand chat 'Chat with an API agent: a line-editing REPL over the message API'
+            cand doctor 'Show which harness tools are installed for local sandboxes, and how to install the others'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages'
             cand harness 'Run a sandbox''s harness (started by `lap serve`)'
@@ -529,6 +542,8 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;help;send'= {
         }
         &'lap;help;chat'= {
+        }
+        &'lap;help;doctor'= {
         }
         &'lap;help;completions'= {
         }

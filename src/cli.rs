@@ -9,6 +9,7 @@ mod attach;
 mod chat;
 mod completions;
 mod config;
+mod doctor;
 mod harness;
 mod login;
 mod logout;
@@ -91,6 +92,8 @@ pub enum Command {
     Send(send::Args),
     /// Chat with an API agent: a line-editing REPL over the message API
     Chat(chat::Args),
+    /// Show which harness tools are installed for local sandboxes, and how to install the others
+    Doctor,
     /// Print a shell completion script
     Completions(completions::Args),
     /// Write man pages
@@ -171,6 +174,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Serve(args) => runtime.block_on(serve::run(args, &env, &out)),
         Command::Vault(vault::Command::Sidecar(args)) => runtime.block_on(sidecar::run(*args, &out)),
         Command::Completions(args) => completions::run(args),
+        Command::Doctor => doctor::run(&out),
         Command::Man(args) => man::run(args, &out),
         command => {
             let ctx = Ctx {
@@ -190,7 +194,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Send(args) => send::run(args, &ctx).await,
                     Command::Chat(args) => chat::run(args, &ctx).await,
                     Command::Open(words) => open::run(words, &ctx).await,
-                    Command::Serve(_) | Command::Completions(_) | Command::Man(_) | Command::Harness(_) => {
+                    Command::Serve(_)
+                    | Command::Completions(_)
+                    | Command::Man(_)
+                    | Command::Harness(_)
+                    | Command::Doctor => {
                         unreachable!("dispatched above")
                     }
                 }

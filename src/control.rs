@@ -28,6 +28,7 @@ use crate::vault::policy::Policy;
 use crate::wire::api::{Agent, Interception, SessionStatus};
 
 pub mod messages;
+mod tools;
 
 /// Phases of bring-up, as `GET /sessions/{id}` shows them.
 pub mod phase {
@@ -70,6 +71,9 @@ pub enum ControlError {
     Sandbox(#[from] SandboxError),
     #[error("{0}")]
     Conflict(String),
+    /// The harness's tool is not installed where sandboxes see it.
+    #[error("{message}")]
+    ToolMissing { message: String, hint: String },
 }
 
 /// What one reconciler pass did.
@@ -157,6 +161,7 @@ impl Control {
         title: Option<String>,
     ) -> Result<SessionRow, ControlError> {
         self.sandbox.check().await?;
+        self.check_tool(agent)?;
         let row = SessionRow {
             id: Uuid::new_v4(),
             agent_id: agent.id,

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod terminal;
+pub mod tools;
 
 /// How a harness is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

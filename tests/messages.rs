@@ -470,3 +470,42 @@ fn bad_input_gets_a_4xx_with_a_clear_error_and_a_tui_session_answers_as_lap_does
     let (status, _) = post(&format!("{PREFIX}/sessions/{oc}/message_stream"), json!({"text": "hi"}));
     assert_eq!(status, 409);
 }
+
+#[test]
+fn doctor_lists_the_harness_tools_and_a_session_whose_tool_is_missing_is_refused_with_its_install_hint() {
+    let home = Home::new();
+    let doctor = lap(&home, ["--json", "doctor"]).success().json();
+    let tools = doctor.as_array().unwrap();
+    let shell = tools.iter().find(|t| t["harness"] == "shell").unwrap();
+    assert_eq!(shell["program"], "bash");
+    assert!(shell["path"].as_str().unwrap().ends_with("/bash"), "{shell}");
+    let hermes = tools.iter().find(|t| t["harness"] == "hermes").unwrap();
+    assert_eq!(hermes["install_hint"], "pip install hermes-agent");
+    let table = lap(&home, ["doctor"]).success();
+    assert!(table.stdout.contains("HARNESS"), "{table}");
+
+    // hermes is not something the test set-up installs.
+    if !hermes["path"].is_null() {
+        eprintln!("skipped the refusal: hermes is installed here");
+        return;
+    }
+    let server = TestServer::start_local(&home);
+    lap(&home, ["agents", "create", "herm", "--harness", "hermes"]).success();
+    let refused = lap(&home, ["sessions", "create", "herm"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused.stderr.contains("runs `hermes`, which is not installed"),
+        "{refused}"
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("hint: install it with `pip install hermes-agent`"),
+        "{refused}"
+    );
+    // With its own command, the agent is trusted to know what it runs.
+    lap(&home, ["agents", "edit", "herm", "--command", "bash"]).success();
+    lap(&home, ["sessions", "create", "herm"]).success();
+    drop(server);
+    delete_local_sandboxes(&home.server_data());
+}
