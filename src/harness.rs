@@ -53,6 +53,13 @@ pub const CATALOG: &[Harness] = &[
         install_hint: "npm install -g @openai/codex",
     },
     Harness {
+        id: "codex-app-server",
+        command: "codex app-server",
+        mode: Mode::Api,
+        needs_env: &["OPENAI_API_KEY"],
+        install_hint: "npm install -g @openai/codex",
+    },
+    Harness {
         id: "gemini",
         command: "gemini",
         mode: Mode::Tui,

@@ -345,9 +345,9 @@ impl Conversation {
     /// Writes a user turn to the running process; a process that is gone fails the turn.
     fn hand_over(&self, state: &mut State, text: &str) {
         let Some(proc) = &state.proc else { return };
-        let mut line = proc.driver.lock().unwrap_or_else(|p| p.into_inner()).user_turn(text);
-        line.push('\n');
-        if proc.stdin.try_send(line.into_bytes()).is_err() {
+        let lines = proc.driver.lock().unwrap_or_else(|p| p.into_inner()).user_turn(text);
+        let bytes: Vec<u8> = lines.into_iter().flat_map(|line| (line + "\n").into_bytes()).collect();
+        if proc.stdin.try_send(bytes).is_err() {
             self.emit(
                 state,
                 EventKind::TurnCompleted {
@@ -384,7 +384,7 @@ impl Conversation {
 
     /// Starts the tool process inside the sandbox.
     fn start(self: &Arc<Self>, state: &mut State) -> Result<(), MessageError> {
-        let driver = crate::harness::api::driver(&self.agent.harness_id)
+        let mut driver = crate::harness::api::driver(&self.agent.harness_id)
             .ok_or_else(|| MessageError::Unsupported(self.agent.harness_id.clone()))?;
         let resume = state.native.clone();
         let spec = ExecSpec {

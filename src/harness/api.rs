@@ -13,6 +13,7 @@
 //! tool makes of its client, replies).
 
 pub mod claude;
+pub mod codex;
 
 use crate::wire::api::Agent;
 use crate::wire::messages::EventKind;
@@ -39,12 +40,13 @@ pub const QUIET_ENV: &[(&str, &str)] = &[
 /// How one tool is driven.
 pub trait Driver: Send {
     /// The argv that starts the tool inside the sandbox, resuming `resume` when given.
-    fn argv(&self, agent: &Agent, resume: Option<&str>) -> Vec<String>;
-    /// The line that hands the tool a user turn.
-    fn user_turn(&self, text: &str) -> String;
+    fn argv(&mut self, agent: &Agent, resume: Option<&str>) -> Vec<String>;
+    /// The lines that hand the tool a user turn (a tool that needs a handshake first gets it
+    /// here; lines that must wait for an answer come later as [`Output::replies`]).
+    fn user_turn(&mut self, text: &str) -> Vec<String>;
     /// The line that asks the tool to stop the running turn (`None`: it has no such request; the
     /// process is killed).
-    fn interrupt(&self) -> Option<String>;
+    fn interrupt(&mut self) -> Option<String>;
     /// Maps one line the tool printed.
     fn line(&mut self, line: &str) -> Output;
 }
@@ -53,6 +55,7 @@ pub trait Driver: Send {
 pub fn driver(harness_id: &str) -> Option<Box<dyn Driver>> {
     match harness_id {
         "claude-agent-sdk" => Some(Box::new(claude::Claude::default())),
+        "codex-app-server" => Some(Box::new(codex::Codex::default())),
         _ => None,
     }
 }

@@ -38,7 +38,7 @@ pub struct Claude {
 }
 
 impl Driver for Claude {
-    fn argv(&self, agent: &Agent, resume: Option<&str>) -> Vec<String> {
+    fn argv(&mut self, agent: &Agent, resume: Option<&str>) -> Vec<String> {
         let mut args: Vec<String> = [
             "-p",
             "--input-format",
@@ -68,17 +68,17 @@ impl Driver for Claude {
         command_line(agent, PROGRAM, args)
     }
 
-    fn user_turn(&self, text: &str) -> String {
-        json!({
+    fn user_turn(&mut self, text: &str) -> Vec<String> {
+        vec![json!({
             "type": "user",
             "message": {"role": "user", "content": text},
             "parent_tool_use_id": null,
             "session_id": self.native_session.clone().unwrap_or_default(),
         })
-        .to_string()
+        .to_string()]
     }
 
-    fn interrupt(&self) -> Option<String> {
+    fn interrupt(&mut self) -> Option<String> {
         Some(
             json!({
                 "type": "control_request",
@@ -609,7 +609,7 @@ mod tests {
         assert_eq!(at("--model"), Some("claude-x"));
         assert_eq!(at("--append-system-prompt"), Some("Be brief."));
         assert_eq!(at("--input-format"), Some("stream-json"));
-        let turn: Value = serde_json::from_str(&Claude::default().user_turn("hi")).unwrap();
+        let turn: Value = serde_json::from_str(&Claude::default().user_turn("hi")[0]).unwrap();
         assert_eq!(turn["message"]["content"], "hi");
     }
 }
