@@ -154,7 +154,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             break
         }
         'lap;agents;create' {
-            [CompletionResult]::new('--harness', '--harness', [CompletionResultType]::ParameterName, 'Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]')
+            [CompletionResult]::new('--harness', '--harness', [CompletionResultType]::ParameterName, 'Harness: claude-code, codex, codex-app-server, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]')
             [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'A custom agent command instead of the harness''s own ("" clears)')
             [CompletionResult]::new('--repo', '--repo', [CompletionResultType]::ParameterName, 'Git repository cloned into /work/repo ("" clears)')
             [CompletionResult]::new('--branch', '--branch', [CompletionResultType]::ParameterName, 'Branch to clone [create default: main]')
@@ -178,7 +178,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
         }
         'lap;agents;edit' {
             [CompletionResult]::new('--rename', '--rename', [CompletionResultType]::ParameterName, 'Rename the agent')
-            [CompletionResult]::new('--harness', '--harness', [CompletionResultType]::ParameterName, 'Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]')
+            [CompletionResult]::new('--harness', '--harness', [CompletionResultType]::ParameterName, 'Harness: claude-code, codex, codex-app-server, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]')
             [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'A custom agent command instead of the harness''s own ("" clears)')
             [CompletionResult]::new('--repo', '--repo', [CompletionResultType]::ParameterName, 'Git repository cloned into /work/repo ("" clears)')
             [CompletionResult]::new('--branch', '--branch', [CompletionResultType]::ParameterName, 'Branch to clone [create default: main]')

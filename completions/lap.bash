@@ -288,7 +288,7 @@ _lap() {
             fi
             case "${prev}" in
                 --harness)
-                    COMPREPLY=($(compgen -W "claude-code codex gemini hermes opencode claude-agent-sdk shell" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "claude-code codex codex-app-server gemini hermes opencode claude-agent-sdk shell" -- "${cur}"))
                     return 0
                     ;;
                 --command)
@@ -372,7 +372,7 @@ _lap() {
                     return 0
                     ;;
                 --harness)
-                    COMPREPLY=($(compgen -W "claude-code codex gemini hermes opencode claude-agent-sdk shell" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "claude-code codex codex-app-server gemini hermes opencode claude-agent-sdk shell" -- "${cur}"))
                     return 0
                     ;;
                 --command)

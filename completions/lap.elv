@@ -143,7 +143,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand --help 'Print help'
         }
         &'lap;agents;create'= {
-            cand --harness 'Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
+            cand --harness 'Harness: claude-code, codex, codex-app-server, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
             cand --command 'A custom agent command instead of the harness''s own ("" clears)'
             cand --repo 'Git repository cloned into /work/repo ("" clears)'
             cand --branch 'Branch to clone [create default: main]'
@@ -166,7 +166,7 @@ set edit:completion:arg-completer[lap] = {|@words|
         }
         &'lap;agents;edit'= {
             cand --rename 'Rename the agent'
-            cand --harness 'Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
+            cand --harness 'Harness: claude-code, codex, codex-app-server, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
             cand --command 'A custom agent command instead of the harness''s own ("" clears)'
             cand --repo 'Git repository cloned into /work/repo ("" clears)'
             cand --branch 'Branch to clone [create default: main]'

@@ -1005,6 +1005,7 @@ async fn an_unknown_harness_is_400_naming_the_valid_ones() {
     for valid in [
         "claude-code",
         "codex",
+        "codex-app-server",
         "gemini",
         "hermes",
         "opencode",

@@ -20,6 +20,8 @@ use support::{Home, TestServer, delete_local_sandboxes, lap};
 const PREFIX: &str = "/api/v1/managed_agents";
 /// The fake tool, as the agent's command (a shell word list: `python3 -c …`).
 const FAKE_CLAUDE: &str = include_str!("fake_claude.py");
+/// The fake `codex app-server` (`tests/fake_codex.py`).
+const FAKE_CODEX: &str = include_str!("fake_codex.py");
 /// Longest wait for a stream frame.
 const FRAME_WAIT: Duration = Duration::from_secs(60);
 
@@ -29,7 +31,11 @@ fn http() -> reqwest::Client {
 }
 
 fn fake_command() -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(FAKE_CLAUDE);
+    python_command(FAKE_CLAUDE)
+}
+
+fn python_command(program: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(program);
     format!("python3 -c \"import base64;exec(base64.b64decode('{b64}'))\"")
 }
 
@@ -508,4 +514,71 @@ fn doctor_lists_the_harness_tools_and_a_session_whose_tool_is_missing_is_refused
     lap(&home, ["sessions", "create", "herm"]).success();
     drop(server);
     delete_local_sandboxes(&home.server_data());
+}
+
+#[test]
+fn codex_app_server_turns_tool_calls_abort_and_a_thread_lost_to_a_restart() {
+    let mut world = World::new();
+    let home = &world.home;
+    lap(
+        home,
+        [
+            "agents",
+            "create",
+            "cx",
+            "--harness",
+            "codex-app-server",
+            "--model",
+            "gpt-fake",
+            "--command",
+            &python_command(FAKE_CODEX),
+        ],
+    )
+    .success();
+    assert_eq!(lap(home, ["send", "cx", "hello"]).success().out(), "codex says: hello");
+    let session = world.session();
+    let message = lap(home, ["send", "--json", "cx", "run"]).success().json();
+    let parts = message["parts"].as_array().unwrap();
+    assert_eq!(parts[0]["type"], "tool", "{message:#}");
+    assert_eq!(parts[0]["tool"], "commandExecution");
+    assert_eq!(parts[0]["state"]["status"], "completed");
+    assert_eq!(parts[0]["state"]["output"], "/work/home\n");
+    assert_eq!(parts[1]["text"], "ran pwd");
+    assert_eq!(message["info"]["tokens"]["input"], 11);
+
+    let response = world.open_stream(
+        &format!("{PREFIX}/sessions/{session}/message_stream"),
+        Some(json!({"text": "slow"})),
+    );
+    let frames = world.rt.block_on(async {
+        let reading = tokio::spawn(read_frames(response, |frame| frame["type"] == "done"));
+        let events = world.open_stream_async(&session).await;
+        read_frames(events, |frame| {
+            event_type(frame) == Some("item.delta") && frame["event"]["data"]["delta"] == "thinking"
+        })
+        .await;
+        let (status, body) = world.call_async(reqwest::Method::POST, "abort", None, &session).await;
+        assert_eq!((status, body), (200, json!({"ok": true, "aborted": true})));
+        reading.await.unwrap()
+    });
+    let done = frames.last().unwrap();
+    assert_eq!(done["message"]["info"]["finish"], "interrupted", "{frames:#?}");
+
+    // After kill -9, the new app-server cannot resume the thread: a new thread takes the turn.
+    world.server.restart();
+    world.http = http();
+    let home = &world.home;
+    assert_eq!(
+        lap(home, ["send", "cx", "still there?"]).success().out(),
+        "codex says: still there?"
+    );
+    let events = all_events(&world, &session, 4);
+    assert_invariants(&events);
+    let threads: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "session.started")
+        .map(|e| e["data"]["native_session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(threads.len(), 2, "{events:#?}");
+    assert_ne!(threads[0], threads[1]);
 }

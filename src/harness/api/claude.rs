@@ -69,13 +69,15 @@ impl Driver for Claude {
     }
 
     fn user_turn(&mut self, text: &str) -> Vec<String> {
-        vec![json!({
-            "type": "user",
-            "message": {"role": "user", "content": text},
-            "parent_tool_use_id": null,
-            "session_id": self.native_session.clone().unwrap_or_default(),
-        })
-        .to_string()]
+        vec![
+            json!({
+                "type": "user",
+                "message": {"role": "user", "content": text},
+                "parent_tool_use_id": null,
+                "session_id": self.native_session.clone().unwrap_or_default(),
+            })
+            .to_string(),
+        ]
     }
 
     fn interrupt(&mut self) -> Option<String> {

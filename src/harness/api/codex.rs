@@ -98,7 +98,10 @@ impl Codex {
     }
 
     fn response(&mut self, id: u64, value: &Value, out: &mut Output) {
-        let error = value.pointer("/error/message").and_then(Value::as_str).map(str::to_owned);
+        let error = value
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         if Some(id) == self.thread_request {
             self.thread_request = None;
             if let Some(error) = error {
@@ -108,12 +111,14 @@ impl Codex {
                     let line = self.open_thread();
                     out.replies.push(line);
                 } else {
-                    out.events.push(self.failed(format!("codex could not start a thread: {error}")));
+                    out.events
+                        .push(self.failed(format!("codex could not start a thread: {error}")));
                 }
                 return;
             }
             let Some(thread) = value.pointer("/result/thread/id").and_then(Value::as_str) else {
-                out.events.push(self.failed("codex answered without a thread id".to_owned()));
+                out.events
+                    .push(self.failed("codex answered without a thread id".to_owned()));
                 return;
             };
             self.thread = Some(thread.to_owned());
@@ -204,7 +209,10 @@ impl Codex {
                 }
             }
             "error" => {
-                self.last_error = params.pointer("/error/message").and_then(Value::as_str).map(str::to_owned);
+                self.last_error = params
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
                 if params.get("willRetry").and_then(Value::as_bool) == Some(true) {
                     out.events.push(EventKind::TurnStatus {
                         status: "retrying".to_owned(),
@@ -275,7 +283,10 @@ impl Driver for Codex {
 
     fn interrupt(&mut self) -> Option<String> {
         let (thread, turn) = (self.thread.clone()?, self.turn.clone()?);
-        Some(self.request("turn/interrupt", json!({"threadId": thread, "turnId": turn})).1)
+        Some(
+            self.request("turn/interrupt", json!({"threadId": thread, "turnId": turn}))
+                .1,
+        )
     }
 
     fn line(&mut self, line: &str) -> Output {
@@ -391,7 +402,10 @@ mod tests {
         assert_eq!(&argv[argv.len() - 2..], ["codex", "app-server"]);
         let lines = codex.user_turn("list files");
         let methods: Vec<Value> = lines.iter().map(|l| parse(l)["method"].clone()).collect();
-        assert_eq!(methods, [json!("initialize"), json!("initialized"), json!("thread/start")]);
+        assert_eq!(
+            methods,
+            [json!("initialize"), json!("initialized"), json!("thread/start")]
+        );
         let start = parse(&lines[2]);
         assert_eq!(start["params"]["model"], "gpt-x");
         assert_eq!(start["params"]["approvalPolicy"], "never");
@@ -404,12 +418,18 @@ mod tests {
             out.replies
         };
         assert!(feed(&mut codex, json!({"id": 1, "result": {"userAgent": "codex"}})).is_empty());
-        let replies = feed(&mut codex, json!({"id": start["id"], "result": {"thread": {"id": "thr_1"}, "model": "gpt-x"}}));
+        let replies = feed(
+            &mut codex,
+            json!({"id": start["id"], "result": {"thread": {"id": "thr_1"}, "model": "gpt-x"}}),
+        );
         let turn = parse(&replies[0]);
         assert_eq!(turn["method"], "turn/start");
         assert_eq!(turn["params"]["threadId"], "thr_1");
         assert_eq!(turn["params"]["input"][0]["text"], "list files");
-        feed(&mut codex, json!({"id": turn["id"], "result": {"turn": {"id": "turn_1", "status": "inProgress"}}}));
+        feed(
+            &mut codex,
+            json!({"id": turn["id"], "result": {"turn": {"id": "turn_1", "status": "inProgress"}}}),
+        );
         let approval = feed(
             &mut codex,
             json!({"id": 90, "method": "item/commandExecution/requestApproval", "params": {"itemId": "c1"}}),
@@ -428,7 +448,9 @@ mod tests {
         ] {
             feed(&mut codex, line);
         }
-        assert!(matches!(&events[0], EventKind::SessionStarted { native_session_id, .. } if native_session_id == "thr_1"));
+        assert!(
+            matches!(&events[0], EventKind::SessionStarted { native_session_id, .. } if native_session_id == "thr_1")
+        );
         let mut builder = MessageBuilder::new(MessageInfo {
             id: "m".into(),
             session_id: "s".into(),
@@ -467,7 +489,10 @@ mod tests {
         let interrupt = parse(&codex.interrupt().unwrap());
         assert_eq!(interrupt["method"], "turn/interrupt");
         assert_eq!(interrupt["params"], json!({"threadId": "thr_1", "turnId": "turn_2"}));
-        let out = codex.line(&json!({"method": "turn/completed", "params": {"turn": {"id": "turn_2", "status": "interrupted"}}}).to_string());
+        let out = codex.line(
+            &json!({"method": "turn/completed", "params": {"turn": {"id": "turn_2", "status": "interrupted"}}})
+                .to_string(),
+        );
         assert!(matches!(
             out.events.as_slice(),
             [EventKind::TurnCompleted {
@@ -488,7 +513,8 @@ mod tests {
         let out = codex.line(&json!({"id": resume["id"], "error": {"code": -1, "message": "no rollout"}}).to_string());
         assert!(out.events.is_empty());
         assert_eq!(parse(&out.replies[0])["method"], "thread/start");
-        let failed = codex.line(&json!({"id": parse(&out.replies[0])["id"], "error": {"code": -1, "message": "boom"}}).to_string());
+        let failed = codex
+            .line(&json!({"id": parse(&out.replies[0])["id"], "error": {"code": -1, "message": "boom"}}).to_string());
         assert!(matches!(
             failed.events.as_slice(),
             [EventKind::TurnCompleted {
