@@ -371,6 +371,31 @@ fn a_crash_or_an_abort_closes_the_turn_once_and_turns_run_one_at_a_time() {
         statuses,
         ["completed", "failed", "completed", "interrupted", "completed"]
     );
+
+    // A restart gives the session a fresh sandbox, where the tool cannot resume its conversation:
+    // the first turn there carries the conversation so far (LAP's replay).
+    let (status, restarted) = world.call(
+        reqwest::Method::POST,
+        &format!("{PREFIX}/sessions/{session}/restart"),
+        None,
+    );
+    assert_eq!((status, &restarted["status"]), (200, &json!("ready")), "{restarted}");
+    let reply = lap(home, ["send", "sdk", "remember?"]).success();
+    let out = reply.out();
+    assert!(out.starts_with("echo: <previous_session_history><msgs>["), "{reply}");
+    assert!(out.contains(r#"{"role":"user","text":"warm up"}"#), "{reply}");
+    assert!(out.contains(r#"{"role":"assistant","text":"echo: after"}"#), "{reply}");
+    assert!(
+        out.ends_with("</msgs></previous_session_history>\n\nremember?"),
+        "{reply}"
+    );
+    let (_, history) = world.call(
+        reqwest::Method::GET,
+        &format!("{PREFIX}/sessions/{session}/messages"),
+        None,
+    );
+    let history = history.as_array().unwrap();
+    assert_eq!(history[history.len() - 2]["parts"][0]["text"], "remember?");
 }
 
 impl World {

@@ -122,13 +122,19 @@ impl Control {
             .await?
             .ok_or_else(|| MessageError::NotFound(format!("{} (its agent is gone)", row.id)))?;
         let next_seq = self.store.last_event_seq(row.id).await? + 1;
+        // A tool that cannot resume (a fresh sandbox after a restart) is told the conversation so
+        // far with its first turn.
+        let prior = match row.harness_session_id {
+            Some(_) => Vec::new(),
+            None => self.store.messages(row.id).await?,
+        };
         let fresh = Conversation::open(
             &row,
             sandbox_id.clone(),
             agent,
             self.sandbox.clone(),
             self.store.clone(),
-            next_seq,
+            (next_seq, prior),
         );
         let mut conversations = self.messages.conversations.lock().unwrap_or_else(|p| p.into_inner());
         match conversations.get(&row.id) {
@@ -226,6 +232,8 @@ struct State {
     recent: VecDeque<Event>,
     /// The tool's own conversation id, to resume.
     native: Option<String>,
+    /// The conversation before this tool's, replayed with its first turn (after a restart).
+    prior: Vec<Message>,
     proc: Option<Proc>,
     generation: u64,
     turn: Option<OpenTurn>,
@@ -273,7 +281,7 @@ impl Conversation {
         agent: Agent,
         sandbox: Arc<dyn Sandbox>,
         store: Store,
-        next_seq: u64,
+        (next_seq, prior): (u64, Vec<Message>),
     ) -> Arc<Self> {
         let (writer, writes) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(store, row.id, writes));
@@ -288,6 +296,7 @@ impl Conversation {
                 next_seq,
                 recent: VecDeque::new(),
                 native: row.harness_session_id.clone(),
+                prior,
                 proc: None,
                 generation: 0,
                 turn: None,
@@ -338,7 +347,13 @@ impl Conversation {
                 input: text.clone(),
             },
         );
-        self.hand_over(&mut state, &text);
+        let prior = std::mem::take(&mut state.prior);
+        let handed = if state.native.is_none() && !prior.is_empty() {
+            replay(&prior, &text)
+        } else {
+            text
+        };
+        self.hand_over(&mut state, &handed);
         Ok(Turn { id, events, done })
     }
 
@@ -634,6 +649,20 @@ impl Conversation {
             let _ = self.writer.send(Write::Message(message, done));
         }
     }
+}
+
+/// A first turn that carries the conversation so far, for a tool that cannot resume it: LAP's
+/// `<previous_session_history>` preamble, the messages as JSON `[{role, text}]`.
+fn replay(prior: &[Message], text: &str) -> String {
+    let messages: Vec<serde_json::Value> = prior
+        .iter()
+        .filter(|m| !m.text().is_empty())
+        .map(|m| serde_json::json!({"role": m.info.role, "text": m.text()}))
+        .collect();
+    format!(
+        "<previous_session_history><msgs>{}</msgs></previous_session_history>\n\n{text}",
+        serde_json::Value::Array(messages)
+    )
 }
 
 /// Stores a conversation's events and messages in order, events in batches.
