@@ -65,6 +65,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::history))
         .routes(routes!(messages::events))
         .routes(routes!(messages::abort))
+        .routes(routes!(messages::opencode_send, messages::opencode_history))
+        .routes(routes!(messages::opencode_abort))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))

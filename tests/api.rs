@@ -1854,6 +1854,9 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "POST /api/v1/managed_agents/sessions/{id}/message",
             "POST /api/v1/managed_agents/sessions/{id}/message_stream",
             "GET /api/v1/managed_agents/sessions/{id}/messages",
+            "POST /api/v1/managed_agents/sessions/{id}/opencode/session/{hsid}/abort",
+            "GET /api/v1/managed_agents/sessions/{id}/opencode/session/{hsid}/message",
+            "POST /api/v1/managed_agents/sessions/{id}/opencode/session/{hsid}/message",
             "POST /api/v1/managed_agents/sessions/{id}/restart",
             "GET /api/v1/managed_agents/sessions/{id}/tty",
             "GET /api/v1/managed_agents/sessions/{id}/vault-keys",
@@ -1876,7 +1879,7 @@ async fn every_documented_operation_reaches_a_handler() {
         } else {
             str_of(&agent["id"])
         };
-        let uri = path.replace("{id}", id);
+        let uri = path.replace("{id}", id).replace("{hsid}", "ses_any");
         if uri.ends_with("/events") {
             // An event stream does not end: its head is all there is to check.
             let response = app

@@ -607,3 +607,34 @@ fn codex_app_server_turns_tool_calls_abort_and_a_thread_lost_to_a_restart() {
     assert_eq!(threads.len(), 2, "{events:#?}");
     assert_ne!(threads[0], threads[1]);
 }
+
+#[test]
+fn laps_own_cli_chat_route_works_from_the_first_message() {
+    let world = World::new();
+    let session = lap(&world.home, ["--json", "sessions", "create", "sdk"])
+        .success()
+        .json();
+    let id = session["id"].as_str().unwrap().to_owned();
+    // LAP's CLI reads harness_session_id before its first send and refuses to chat without one.
+    let hsid = session["harness_session_id"].as_str().unwrap().to_owned();
+    assert_eq!(hsid, id);
+    // Then it posts parts, with no model, to the opencode passthrough, and prints the text parts and
+    // `info.tokens.output` and `info.cost`.
+    let path = format!("{PREFIX}/sessions/{id}/opencode/session/{hsid}/message");
+    let (status, reply) = world.call(
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"parts": [{"type": "text", "text": "from LAP's CLI"}]})),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["parts"][0]["type"], "text");
+    assert_eq!(reply["parts"][0]["text"], "echo: from LAP's CLI");
+    assert_eq!(reply["info"]["tokens"]["output"], 3);
+    assert!(reply["info"]["cost"].as_f64().unwrap() > 0.0);
+    let (status, history) = world.call(reqwest::Method::GET, &path, None);
+    assert_eq!(status, 200);
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    // Once the tool named its conversation, that is the session's harness_session_id.
+    let shown = lap(&world.home, ["--json", "sessions", "show", &id]).success().json();
+    assert_ne!(shown["harness_session_id"], id.as_str());
+}

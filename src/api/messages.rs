@@ -242,6 +242,50 @@ pub async fn abort(State(state): State<AppState>, Path(id): Path<String>) -> Res
     Ok(Json(AbortReply { ok: true, aborted }))
 }
 
+/// LAP's opencode passthrough, as LAP's own CLI chat uses it: send a message to the session's
+/// agent and wait for the reply (`{info, parts}`). `{hsid}` is the session's `harness_session_id`;
+/// any value reaches the session's one conversation.
+#[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/opencode/session/{hsid}/message", tag = "messages",
+    params(("id" = String, Path, description = "session UUID"),
+        ("hsid" = String, Path, description = "the session's harness_session_id")),
+    request_body = SendMessage,
+    security(("master_key" = [])),
+    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 501, body = ErrorBody)))]
+pub async fn opencode_send(
+    state: State<AppState>,
+    Path((id, _hsid)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    send(state, Path(id), body).await
+}
+
+/// LAP's opencode passthrough: the conversation, `[{info, parts}]`.
+#[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}/opencode/session/{hsid}/message", tag = "messages",
+    params(("id" = String, Path, description = "session UUID"),
+        ("hsid" = String, Path, description = "the session's harness_session_id")),
+    security(("master_key" = [])),
+    responses((status = 200, body = Vec<Message>), (status = 404, body = ErrorBody)))]
+pub async fn opencode_history(
+    state: State<AppState>,
+    Path((id, _hsid)): Path<(String, String)>,
+) -> Result<Json<Vec<Message>>, ApiError> {
+    history(state, Path(id)).await
+}
+
+/// LAP's opencode passthrough: interrupt the running turn.
+#[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/opencode/session/{hsid}/abort", tag = "messages",
+    params(("id" = String, Path, description = "session UUID"),
+        ("hsid" = String, Path, description = "the session's harness_session_id")),
+    security(("master_key" = [])),
+    responses((status = 200, body = AbortReply), (status = 404, body = ErrorBody)))]
+pub async fn opencode_abort(
+    state: State<AppState>,
+    Path((id, _hsid)): Path<(String, String)>,
+) -> Result<Json<AbortReply>, ApiError> {
+    abort(state, Path(id)).await
+}
+
 fn frame(frame: StreamFrame) -> Result<SseEvent, Infallible> {
     Ok(SseEvent::default().data(serde_json::to_string(&frame).unwrap_or_default()))
 }
