@@ -22,6 +22,8 @@ const PREFIX: &str = "/api/v1/managed_agents";
 const FAKE_CLAUDE: &str = include_str!("fake_claude.py");
 /// The fake `codex app-server` (`tests/fake_codex.py`).
 const FAKE_CODEX: &str = include_str!("fake_codex.py");
+/// The fake `opencode serve` (`tests/fake_opencode.py`).
+const FAKE_OPENCODE: &str = include_str!("fake_opencode.py");
 /// Longest wait for a stream frame.
 const FRAME_WAIT: Duration = Duration::from_secs(60);
 
@@ -488,12 +490,9 @@ fn bad_input_gets_a_4xx_with_a_clear_error_and_a_tui_session_answers_as_lap_does
     assert_eq!(sent.code, 1, "{sent}");
     assert!(sent.stderr.contains("connect to /tty"), "{sent}");
 
-    // A harness this build cannot drive yet, and a session that is no longer ready.
+    // A session that is no longer ready.
     let oc = lap(&home, ["--json", "sessions", "create", "oc"]).success().json();
     let oc = oc["id"].as_str().unwrap().to_owned();
-    let (status, body) = post(&format!("{PREFIX}/sessions/{oc}/message"), json!({"text": "hi"}));
-    assert_eq!(status, 501, "{body}");
-    assert!(body["hint"].as_str().unwrap().contains("claude-agent-sdk"), "{body}");
     lap(&home, ["sessions", "delete", &oc]).success();
     let (status, body) = post(&format!("{PREFIX}/sessions/{oc}/message"), json!({"text": "hi"}));
     assert_eq!(status, 409, "{body}");
@@ -637,4 +636,80 @@ fn laps_own_cli_chat_route_works_from_the_first_message() {
     // Once the tool named its conversation, that is the session's harness_session_id.
     let shown = lap(&world.home, ["--json", "sessions", "show", &id]).success().json();
     assert_ne!(shown["harness_session_id"], id.as_str());
+}
+
+#[test]
+fn opencode_serve_is_relayed_from_inside_the_sandbox() {
+    let world = World::new();
+    let home = &world.home;
+    lap(
+        home,
+        [
+            "agents",
+            "create",
+            "oc",
+            "--harness",
+            "opencode",
+            "--model",
+            "anthropic/claude-fake",
+            "--command",
+            &python_command(FAKE_OPENCODE),
+        ],
+    )
+    .success();
+    assert_eq!(
+        lap(home, ["send", "oc", "hello"]).success().out(),
+        "opencode says: hello"
+    );
+    let session = world.session();
+    let message = lap(home, ["send", "--json", "oc", "run"]).success().json();
+    let parts = message["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{message:#}");
+    assert_eq!(parts[0]["type"], "tool");
+    assert_eq!(parts[0]["tool"], "bash");
+    assert_eq!(parts[0]["state"]["status"], "completed");
+    assert_eq!(parts[0]["state"]["input"], json!({"command": "pwd"}));
+    assert_eq!(parts[0]["state"]["output"], "/work/home\n");
+    assert_eq!(parts[1]["text"], "ran pwd");
+    assert_eq!(message["info"]["tokens"]["cache"]["read"], 1);
+    assert_eq!(message["info"]["cost"], 0.02);
+
+    let refused = lap(home, ["send", "oc", "fail"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("this prompt is refused"), "{refused}");
+
+    let response = world.open_stream(
+        &format!("{PREFIX}/sessions/{session}/message_stream"),
+        Some(json!({"text": "slow"})),
+    );
+    let frames = world.rt.block_on(async {
+        let reading = tokio::spawn(read_frames(response, |frame| frame["type"] == "done"));
+        let events = world.open_stream_async(&session).await;
+        read_frames(events, |frame| {
+            event_type(frame) == Some("item.delta") && frame["event"]["data"]["delta"] == "pondering"
+        })
+        .await;
+        let (status, body) = world.call_async(reqwest::Method::POST, "abort", None, &session).await;
+        assert_eq!((status, body), (200, json!({"ok": true, "aborted": true})));
+        reading.await.unwrap()
+    });
+    let done = frames.last().unwrap();
+    assert_eq!(done["message"]["info"]["finish"], "interrupted", "{frames:#?}");
+    assert_eq!(done["message"]["parts"][0]["text"], "pondering");
+    assert_eq!(
+        lap(home, ["send", "oc", "after"]).success().out(),
+        "opencode says: after"
+    );
+
+    let events = all_events(&world, &session, 5);
+    assert_invariants(&events);
+    assert!(!serde_json::to_string(&events).unwrap().contains("not yours"));
+    let started: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.started").collect();
+    assert_eq!(started.len(), 1);
+    assert!(
+        started[0]["data"]["native_session_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ses_")
+    );
 }

@@ -14,6 +14,7 @@
 
 pub mod claude;
 pub mod codex;
+pub mod opencode;
 
 use crate::wire::api::Agent;
 use crate::wire::messages::EventKind;
@@ -35,6 +36,10 @@ pub const QUIET_ENV: &[(&str, &str)] = &[
     ("DISABLE_TELEMETRY", "1"),
     ("DISABLE_ERROR_REPORTING", "1"),
     ("DISABLE_BUG_COMMAND", "1"),
+    ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
+    ("OPENCODE_DISABLE_SHARE", "1"),
+    ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
+    ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
 ];
 
 /// How one tool is driven.
@@ -56,6 +61,7 @@ pub fn driver(harness_id: &str) -> Option<Box<dyn Driver>> {
     match harness_id {
         "claude-agent-sdk" => Some(Box::new(claude::Claude::default())),
         "codex-app-server" => Some(Box::new(codex::Codex::default())),
+        "opencode" => Some(Box::new(opencode::OpenCode::default())),
         _ => None,
     }
 }
