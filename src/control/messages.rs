@@ -42,8 +42,13 @@ const PIPE_QUEUE: usize = 64;
 /// The conversations of `lap serve`, by session.
 #[derive(Default)]
 pub struct Messages {
-    conversations: Mutex<HashMap<Uuid, Arc<Conversation>>>,
+    conversations: Registry,
 }
+
+/// Conversations by session; a conversation whose session has ended takes itself out.
+type Registry = Arc<Mutex<HashMap<Uuid, Arc<Conversation>>>>;
+/// What a conversation holds of its registry.
+type WeakRegistry = std::sync::Weak<Mutex<HashMap<Uuid, Arc<Conversation>>>>;
 
 /// Why a message request cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -132,8 +137,11 @@ impl Control {
             &row,
             sandbox_id.clone(),
             agent,
-            self.sandbox.clone(),
-            self.store.clone(),
+            (
+                self.sandbox.clone(),
+                self.store.clone(),
+                Arc::downgrade(&self.messages.conversations),
+            ),
             (next_seq, prior),
         );
         let mut conversations = self.messages.conversations.lock().unwrap_or_else(|p| p.into_inner());
@@ -222,6 +230,8 @@ struct Conversation {
     sandbox_id: String,
     agent: Agent,
     sandbox: Arc<dyn Sandbox>,
+    store: Store,
+    registry: WeakRegistry,
     events: broadcast::Sender<Event>,
     writer: mpsc::UnboundedSender<Write>,
     state: Mutex<State>,
@@ -279,17 +289,18 @@ impl Conversation {
         row: &SessionRow,
         sandbox_id: String,
         agent: Agent,
-        sandbox: Arc<dyn Sandbox>,
-        store: Store,
+        (sandbox, store, registry): (Arc<dyn Sandbox>, Store, WeakRegistry),
         (next_seq, prior): (u64, Vec<Message>),
     ) -> Arc<Self> {
         let (writer, writes) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store, row.id, writes));
+        tokio::spawn(write_loop(store.clone(), row.id, writes));
         Arc::new(Self {
             session: row.id,
             sandbox_id,
             agent,
             sandbox,
+            store,
+            registry,
             events: broadcast::channel(BROADCAST).0,
             writer,
             state: Mutex::new(State {
@@ -492,6 +503,7 @@ impl Conversation {
         let Some(proc) = state.proc.take_if(|p| p.generation == generation) else {
             return;
         };
+        self.forget_if_ended();
         let (reason, exit_code, stderr_tail) = match &ended {
             Ended::Killed => ("the agent was stopped".to_owned(), None, None),
             Ended::Exited(Ok(code), tail) => (
@@ -606,6 +618,27 @@ impl Conversation {
             }
         });
         true
+    }
+
+    /// Takes this conversation out of the registry once its session is over (its tool process just
+    /// ended, e.g. with its sandbox): nothing will talk to it again, and its memory goes.
+    fn forget_if_ended(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let ended = match this.store.get_session(this.session).await {
+                Ok(Some(row)) => {
+                    row.status.is_terminal() || row.sandbox_id.as_deref() != Some(this.sandbox_id.as_str())
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if let (true, Some(registry)) = (ended, this.registry.upgrade()) {
+                let mut conversations = registry.lock().unwrap_or_else(|p| p.into_inner());
+                if conversations.get(&this.session).is_some_and(|c| Arc::ptr_eq(c, &this)) {
+                    conversations.remove(&this.session);
+                }
+            }
+        });
     }
 
     /// Kills the tool process (the session moved to another sandbox).
