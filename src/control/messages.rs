@@ -373,6 +373,10 @@ impl Conversation {
         let Some(proc) = &state.proc else { return };
         let lines = proc.driver.lock().unwrap_or_else(|p| p.into_inner()).user_turn(text);
         let bytes: Vec<u8> = lines.into_iter().flat_map(|line| (line + "\n").into_bytes()).collect();
+        // Nothing to write yet: the driver hands the turn over once the tool is ready for it.
+        if bytes.is_empty() {
+            return;
+        }
         if proc.stdin.try_send(bytes).is_err() {
             self.emit(
                 state,
