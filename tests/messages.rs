@@ -259,6 +259,40 @@ fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_
     let shown = lap(home, ["--json", "sessions", "show", &session]).success().json();
     assert_eq!(shown["harness_session_id"], native.as_str());
 
+    // The same events as the opencode bus events LAP's clients read.
+    let response = world.open_stream(
+        &format!("{PREFIX}/sessions/{session}/events?after=0&format=opencode"),
+        None,
+    );
+    let mut idle = 0;
+    let bus: Vec<Value> = world
+        .frames(response, |frame| {
+            idle += usize::from(frame["event"]["type"] == "session.idle");
+            idle == 3
+        })
+        .into_iter()
+        .skip(1)
+        .map(|frame| frame["event"].clone())
+        .collect();
+    let first_part = bus.iter().find(|e| e["type"] == "message.part.updated").unwrap();
+    assert_eq!(
+        first_part["properties"]["part"]["text"], "",
+        "the empty part comes first: {bus:#?}"
+    );
+    assert_eq!(first_part["properties"]["part"]["sessionID"], session.as_str());
+    let text: String = bus
+        .iter()
+        .filter(|e| {
+            e["type"] == "message.part.delta"
+                && e["properties"]["messageID"] == first_part["properties"]["part"]["messageID"]
+        })
+        .map(|e| e["properties"]["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "echo: hello there");
+    let finished = bus.iter().find(|e| e["type"] == "message.updated").unwrap();
+    assert_eq!(finished["properties"]["info"]["finish"], "stop");
+    assert_eq!(finished["properties"]["info"]["tokens"]["output"], 3);
+
     let (status, history) = world.call(
         reqwest::Method::GET,
         &format!("{PREFIX}/sessions/{session}/messages"),

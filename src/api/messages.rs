@@ -24,7 +24,9 @@ use utoipa::IntoParams;
 
 use crate::control::messages::{MessageError, Turn};
 use crate::wire::api::ErrorBody;
-use crate::wire::messages::{AbortReply, EventKind, Message, SendMessage, StreamFrame, TuiReply};
+use crate::wire::messages::{
+    AbortReply, Event, EventKind, Message, SendMessage, StreamFrame, TuiReply, opencode_events,
+};
 
 use super::json::{ApiQuery, bytes_rejection, parse_optional};
 use super::{ApiError, AppState};
@@ -100,9 +102,9 @@ pub async fn send(
 }
 
 /// Send a message and stream the turn as SSE: `ready`, `harness_event`…, then `done` (with the
-/// reply) or `error`.
+/// reply) or `error`. `?format=opencode` puts opencode bus events in the `harness_event` frames.
 #[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/message_stream", tag = "messages",
-    params(("id" = String, Path, description = "session UUID")),
+    params(("id" = String, Path, description = "session UUID"), FormatQuery),
     request_body = SendMessage,
     security(("master_key" = [])),
     responses((status = 200, content_type = "text/event-stream", body = StreamFrame,
@@ -112,6 +114,7 @@ pub async fn send(
 pub async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<FormatQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let text = input(body)?;
@@ -124,24 +127,27 @@ pub async fn stream(
                     message: TUI_REPLY.to_owned(),
                 },
             ];
-            return Ok(sse(futures_util::stream::iter(frames.into_iter().map(frame))));
+            let frames = frames
+                .into_iter()
+                .map(|f| serde_json::to_string(&f).unwrap_or_default());
+            return Ok(sse(futures_util::stream::iter(frames.map(frame))));
         }
         Err(err) => return Err(err.into()),
     };
-    Ok(sse(turn_frames(turn)))
+    Ok(sse(turn_frames(turn, query.format.unwrap_or_default())))
 }
 
-fn turn_frames(turn: Turn) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn turn_frames(turn: Turn, format: Format) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let Turn { id, mut events, done } = turn;
-    async_stream(move |tx| async move {
-        if tx.send(StreamFrame::Ready).await.is_err() {
+    async_stream(format, move |tx| async move {
+        if !tx.send(StreamFrame::Ready).await {
             return;
         }
         loop {
             match events.recv().await {
                 Ok(event) if event.turn_id.as_deref() == Some(id.as_str()) => {
                     let closing = matches!(event.kind, EventKind::TurnCompleted { .. });
-                    if tx.send(StreamFrame::HarnessEvent { event }).await.is_err() {
+                    if !tx.event(event).await {
                         return;
                     }
                     if closing {
@@ -180,6 +186,25 @@ pub async fn history(State(state): State<AppState>, Path(id): Path<String>) -> R
 pub struct EventsQuery {
     /// Replay the events after this sequence number first (default: only new events).
     after: Option<u64>,
+    /// `lap` (default): our events; `opencode`: the opencode bus events LAP's clients read.
+    format: Option<Format>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FormatQuery {
+    /// `lap` (default): our events; `opencode`: the opencode bus events LAP's clients read.
+    format: Option<Format>,
+}
+
+/// What `harness_event` frames carry.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One frame per event of ours ([`Event`]).
+    #[default]
+    Lap,
+    /// The opencode bus events of each of ours ([`opencode_events`]), one frame each.
+    Opencode,
 }
 
 /// The session's events as SSE, read-only: `ready`, then a `harness_event` per event (those after
@@ -197,40 +222,43 @@ pub async fn events(
     let subscription = state.control.subscribe_events(&id, query.after).await?;
     let backlog = subscription.backlog;
     let live = subscription.live;
-    Ok(sse(async_stream(move |tx| async move {
-        if tx.send(StreamFrame::Ready).await.is_err() {
-            return;
-        }
-        let mut last = 0;
-        for event in backlog {
-            last = event.seq;
-            if tx.send(StreamFrame::HarnessEvent { event }).await.is_err() {
+    Ok(sse(async_stream(
+        query.format.unwrap_or_default(),
+        move |tx| async move {
+            if !tx.send(StreamFrame::Ready).await {
                 return;
             }
-        }
-        let Some(mut live) = live else {
-            // A TUI session: nothing will come; keep-alives until the client leaves.
-            tx.closed().await;
-            return;
-        };
-        loop {
-            match live.recv().await {
-                Ok(event) if event.seq > last => {
-                    last = event.seq;
-                    if tx.send(StreamFrame::HarnessEvent { event }).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(n)) => {
-                    let message = format!("the stream fell {n} events behind; reconnect with ?after={last}");
-                    let _ = tx.send(StreamFrame::Error { message }).await;
+            let mut last = 0;
+            for event in backlog {
+                last = event.seq;
+                if !tx.event(event).await {
                     return;
                 }
-                Err(RecvError::Closed) => return,
             }
-        }
-    })))
+            let Some(mut live) = live else {
+                // A TUI session: nothing will come; keep-alives until the client leaves.
+                tx.closed().await;
+                return;
+            };
+            loop {
+                match live.recv().await {
+                    Ok(event) if event.seq > last => {
+                        last = event.seq;
+                        if !tx.event(event).await {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        let message = format!("the stream fell {n} events behind; reconnect with ?after={last}");
+                        let _ = tx.send(StreamFrame::Error { message }).await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        },
+    )))
 }
 
 /// Interrupt the running turn. Its stream ends with `turn.completed` `interrupted`.
@@ -286,8 +314,44 @@ pub async fn opencode_abort(
     abort(state, Path(id)).await
 }
 
-fn frame(frame: StreamFrame) -> Result<SseEvent, Infallible> {
-    Ok(SseEvent::default().data(serde_json::to_string(&frame).unwrap_or_default()))
+fn frame(frame: String) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().data(frame))
+}
+
+/// Where a stream's frames go, in its format.
+struct Frames {
+    tx: tokio::sync::mpsc::Sender<String>,
+    format: Format,
+}
+
+impl Frames {
+    /// Sends a frame; `false` when the client has left.
+    async fn send(&self, frame: StreamFrame) -> bool {
+        self.tx
+            .send(serde_json::to_string(&frame).unwrap_or_default())
+            .await
+            .is_ok()
+    }
+
+    /// Sends an event as `harness_event` frames in the stream's format.
+    async fn event(&self, event: Event) -> bool {
+        match self.format {
+            Format::Lap => self.send(StreamFrame::HarnessEvent { event }).await,
+            Format::Opencode => {
+                for bus in opencode_events(&event) {
+                    let frame = serde_json::json!({"type": "harness_event", "event": bus});
+                    if self.tx.send(frame.to_string()).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
 }
 
 fn sse<S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static>(stream: S) -> Response {
@@ -298,12 +362,12 @@ fn sse<S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static>(stream: 
 
 /// A stream of SSE frames produced by `body`, which sends them on a channel (the stream ends when
 /// `body` returns; `body` learns that the client left when a send fails).
-fn async_stream<F, Fut>(body: F) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static
+fn async_stream<F, Fut>(format: Format, body: F) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<StreamFrame>) -> Fut,
+    F: FnOnce(Frames) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel::<StreamFrame>(64);
-    tokio::spawn(body(tx));
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+    tokio::spawn(body(Frames { tx, format }));
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (frame(f), rx)) })
 }

@@ -357,6 +357,59 @@ pub struct AbortReply {
     pub aborted: bool,
 }
 
+/// The opencode bus events LAP's clients read, for one of our events (`{type, properties}`; none
+/// for events opencode has no word for): `message.part.updated` for a started or completed item
+/// (the empty part before any delta, as LAP's UI wants), `message.part.delta`,
+/// `message.updated` with the assistant's final info and `session.idle` for `turn.completed`,
+/// `session.error` for a turn that failed or was interrupted (`MessageAbortedError`), and
+/// `session.status` `busy` for `turn.started`.
+pub fn opencode_events(event: &Event) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let session = event.session_id.to_string();
+    let message = event.turn_id.clone().unwrap_or_default();
+    let part = |item: &Part| {
+        let mut part = serde_json::to_value(item).unwrap_or_default();
+        part["messageID"] = json!(message);
+        part["sessionID"] = json!(session);
+        part
+    };
+    match &event.kind {
+        EventKind::TurnStarted { .. } => vec![json!({"type": "session.status",
+            "properties": {"sessionID": session, "status": {"type": "busy"}}})],
+        EventKind::ItemStarted { item } | EventKind::ItemCompleted { item } => {
+            vec![json!({"type": "message.part.updated", "properties": {"sessionID": session, "part": part(item)}})]
+        }
+        EventKind::ItemDelta { item_id, field, delta } => vec![json!({"type": "message.part.delta", "properties": {
+            "sessionID": session, "messageID": message, "partID": item_id,
+            "field": match field { DeltaField::Text => "text", DeltaField::Reasoning => "reasoning", DeltaField::ToolInput => "input" },
+            "delta": delta}})],
+        EventKind::TurnCompleted {
+            status,
+            error,
+            usage,
+            cost_usd,
+        } => {
+            let mut out = Vec::new();
+            let info = json!({"id": message, "sessionID": session, "role": "assistant",
+                "time": {"completed": event.time}, "tokens": usage, "cost": cost_usd, "finish": status.finish(),
+                "error": error.as_ref().map(|e| json!({"name": e.kind, "data": {"message": e.message}}))});
+            out.push(json!({"type": "message.updated", "properties": {"sessionID": session, "info": info}}));
+            if let Some(error) = error {
+                let name = if *status == TurnOutcome::Interrupted {
+                    "MessageAbortedError"
+                } else {
+                    error.kind.as_str()
+                };
+                out.push(json!({"type": "session.error", "properties": {"sessionID": session,
+                    "error": {"name": name, "data": {"message": error.message}}}}));
+            }
+            out.push(json!({"type": "session.idle", "properties": {"sessionID": session}}));
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Folds one turn's events into the assistant message, the same way for every harness: parts in
 /// the order they started, deltas appended, completed parts replacing what the deltas built.
 #[derive(Debug, Clone)]
@@ -479,6 +532,54 @@ mod tests {
         assert_eq!(serde_json::from_value::<Event>(json).unwrap(), event);
         let frame = serde_json::to_value(StreamFrame::Ready).unwrap();
         assert_eq!(frame, serde_json::json!({"type": "ready"}));
+    }
+
+    #[test]
+    fn the_opencode_view_carries_message_and_session_ids_and_ends_a_turn_with_idle() {
+        let event = |kind| Event {
+            seq: 1,
+            time: "t".into(),
+            session_id: Uuid::nil(),
+            turn_id: Some("msg_1".into()),
+            kind,
+        };
+        let started = opencode_events(&event(EventKind::ItemStarted {
+            item: Part::Text {
+                id: "prt_1".into(),
+                text: String::new(),
+            },
+        }));
+        assert_eq!(started[0]["type"], "message.part.updated");
+        assert_eq!(started[0]["properties"]["part"]["messageID"], "msg_1");
+        assert_eq!(started[0]["properties"]["part"]["type"], "text");
+        let delta = opencode_events(&event(EventKind::ItemDelta {
+            item_id: "prt_1".into(),
+            field: DeltaField::Text,
+            delta: "hi".into(),
+        }));
+        assert_eq!(delta[0]["properties"]["partID"], "prt_1");
+        assert_eq!(delta[0]["properties"]["field"], "text");
+        let aborted = opencode_events(&event(EventKind::TurnCompleted {
+            status: TurnOutcome::Interrupted,
+            error: Some(TurnError {
+                kind: "aborted".into(),
+                message: "stopped".into(),
+                http_status: None,
+            }),
+            usage: None,
+            cost_usd: None,
+        }));
+        let types: Vec<&str> = aborted.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["message.updated", "session.error", "session.idle"]);
+        assert_eq!(aborted[1]["properties"]["error"]["name"], "MessageAbortedError");
+        assert!(
+            opencode_events(&event(EventKind::SessionEnded {
+                reason: "x".into(),
+                exit_code: None,
+                stderr_tail: None
+            }))
+            .is_empty()
+        );
     }
 
     #[test]
