@@ -49,7 +49,7 @@ impl From<MessageError> for ApiError {
             MessageError::Busy(_) => ApiError::new(StatusCode::CONFLICT, err.to_string())
                 .hint("wait for the reply, or POST …/abort to stop the running turn"),
             MessageError::Unsupported(_) => ApiError::new(StatusCode::NOT_IMPLEMENTED, err.to_string())
-                .hint("use a `claude-agent-sdk` agent for the message API, or a TUI harness with `lap <agent>`"),
+                .hint("the message API drives claude-agent-sdk, codex-app-server and opencode agents; open a TUI agent with `lap <agent>`"),
             MessageError::Tui(_) => ApiError::new(StatusCode::CONFLICT, err.to_string())
                 .hint("open its terminal with `lap <agent>` or `lap attach`"),
             MessageError::Store(err) => err.into(),
