@@ -222,6 +222,11 @@ fn lap_send_to_a_real_claude_gets_the_fake_apis_reply_with_the_key_swapped_by_th
     );
     assert_eq!(sent.out(), REPLY.concat(), "{sent}");
 
+    // A second turn to the same claude process, streamed as it arrives.
+    let streamed = lap(&home, ["send", "--stream", "claude", "Once more."]);
+    assert_eq!(streamed.code, 0, "{streamed}");
+    assert_eq!(streamed.stdout, format!("{}\n", REPLY.concat()), "{streamed}");
+
     // The fake API got the real key and only the real key; the sandbox never had it.
     let seen = seen.lock().unwrap().clone();
     let messages: Vec<&Seen> = seen.iter().filter(|s| s.path == "/v1/messages").collect();
@@ -270,6 +275,9 @@ fn lap_send_to_a_real_claude_gets_the_fake_apis_reply_with_the_key_swapped_by_th
     );
     assert_eq!(history.0, 200, "{}", history.1);
     let history: serde_json::Value = serde_json::from_str(&history.1).unwrap();
-    assert_eq!(history[1]["info"]["finish"], "stop", "{history:#}");
-    assert_eq!(history[1]["parts"][0]["text"], REPLY.concat());
+    assert_eq!(history.as_array().unwrap().len(), 4, "{history:#}");
+    for reply in [&history[1], &history[3]] {
+        assert_eq!(reply["info"]["finish"], "stop", "{history:#}");
+        assert_eq!(reply["parts"][0]["text"], REPLY.concat());
+    }
 }
