@@ -25,11 +25,17 @@ _lap() {
             lap,attach)
                 cmd="lap__subcmd__attach"
                 ;;
+            lap,chat)
+                cmd="lap__subcmd__chat"
+                ;;
             lap,completions)
                 cmd="lap__subcmd__completions"
                 ;;
             lap,config)
                 cmd="lap__subcmd__config"
+                ;;
+            lap,doctor)
+                cmd="lap__subcmd__doctor"
                 ;;
             lap,exec)
                 cmd="lap__subcmd__exec"
@@ -48,6 +54,9 @@ _lap() {
                 ;;
             lap,man)
                 cmd="lap__subcmd__man"
+                ;;
+            lap,send)
+                cmd="lap__subcmd__send"
                 ;;
             lap,serve)
                 cmd="lap__subcmd__serve"
@@ -115,11 +124,17 @@ _lap() {
             lap__subcmd__help,attach)
                 cmd="lap__subcmd__help__subcmd__attach"
                 ;;
+            lap__subcmd__help,chat)
+                cmd="lap__subcmd__help__subcmd__chat"
+                ;;
             lap__subcmd__help,completions)
                 cmd="lap__subcmd__help__subcmd__completions"
                 ;;
             lap__subcmd__help,config)
                 cmd="lap__subcmd__help__subcmd__config"
+                ;;
+            lap__subcmd__help,doctor)
+                cmd="lap__subcmd__help__subcmd__doctor"
                 ;;
             lap__subcmd__help,exec)
                 cmd="lap__subcmd__help__subcmd__exec"
@@ -138,6 +153,9 @@ _lap() {
                 ;;
             lap__subcmd__help,man)
                 cmd="lap__subcmd__help__subcmd__man"
+                ;;
+            lap__subcmd__help,send)
+                cmd="lap__subcmd__help__subcmd__send"
                 ;;
             lap__subcmd__help,serve)
                 cmd="lap__subcmd__help__subcmd__serve"
@@ -248,7 +266,7 @@ _lap() {
 
     case "${cmd}" in
         lap)
-            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault admin attach exec completions man harness help"
+            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -369,7 +387,7 @@ _lap() {
             fi
             case "${prev}" in
                 --harness)
-                    COMPREPLY=($(compgen -W "claude-code codex gemini hermes opencode claude-agent-sdk shell" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "claude-code codex codex-app-server gemini hermes opencode claude-agent-sdk shell" -- "${cur}"))
                     return 0
                     ;;
                 --command)
@@ -465,7 +483,7 @@ _lap() {
                     return 0
                     ;;
                 --harness)
-                    COMPREPLY=($(compgen -W "claude-code codex gemini hermes opencode claude-agent-sdk shell" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "claude-code codex codex-app-server gemini hermes opencode claude-agent-sdk shell" -- "${cur}"))
                     return 0
                     ;;
                 --command)
@@ -695,6 +713,24 @@ _lap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lap__subcmd__chat)
+            opts="-q -v -h --new --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lap__subcmd__completions)
             opts="-q -v -h --server --json --quiet --verbose --no-color --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -714,6 +750,24 @@ _lap() {
             return 0
             ;;
         lap__subcmd__config)
+            opts="-q -v -h --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__doctor)
             opts="-q -v -h --server --json --quiet --verbose --no-color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -772,7 +826,7 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help)
-            opts="serve login logout config agents sessions vault admin attach exec completions man harness help"
+            opts="serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -911,6 +965,20 @@ _lap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lap__subcmd__help__subcmd__chat)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lap__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -926,6 +994,20 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1010,6 +1092,20 @@ _lap() {
             return 0
             ;;
         lap__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__help__subcmd__send)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1214,6 +1310,24 @@ _lap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lap__subcmd__send)
+            opts="-q -v -h --stream --new --server --json --quiet --verbose --no-color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -39,6 +39,9 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand admin 'Server administration: warm pool and session statistics'
             cand attach 'Attach this terminal to a session by id'
             cand exec 'Run a command inside a session''s sandbox'
+            cand send 'Send one message to an API agent (or session) and print the reply'
+            cand chat 'Chat with an API agent: a line-editing REPL over the message API'
+            cand doctor 'Show which harness tools are installed for local sandboxes, and how to install the others'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages'
             cand harness 'Run a sandbox''s harness (started by `lap serve`)'
@@ -145,7 +148,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand --help 'Print help'
         }
         &'lap;agents;create'= {
-            cand --harness 'Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
+            cand --harness 'Harness: claude-code, codex, codex-app-server, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
             cand --command 'A custom agent command instead of the harness''s own ("" clears)'
             cand --repo 'Git repository cloned into /work/repo ("" clears)'
             cand --branch 'Branch to clone [create default: main]'
@@ -171,7 +174,7 @@ set edit:completion:arg-completer[lap] = {|@words|
         }
         &'lap;agents;edit'= {
             cand --rename 'Rename the agent'
-            cand --harness 'Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
+            cand --harness 'Harness: claude-code, codex, codex-app-server, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]'
             cand --command 'A custom agent command instead of the harness''s own ("" clears)'
             cand --repo 'Git repository cloned into /work/repo ("" clears)'
             cand --branch 'Branch to clone [create default: main]'
@@ -435,6 +438,42 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'lap;send'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --stream 'Print the reply as it arrives'
+            cand --new 'Start a new session even when the agent has a live one'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;chat'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --new 'Start a new session even when the agent has a live one'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'lap;doctor'= {
+            cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --json 'Print data as JSON'
+            cand -q 'Print only data and errors: no status lines, no spinners'
+            cand --quiet 'Print only data and errors: no status lines, no spinners'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --no-color 'Never use colour (also when NO_COLOR is set)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'lap;completions'= {
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
             cand --json 'Print data as JSON'
@@ -482,6 +521,9 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand admin 'Server administration: warm pool and session statistics'
             cand attach 'Attach this terminal to a session by id'
             cand exec 'Run a command inside a session''s sandbox'
+            cand send 'Send one message to an API agent (or session) and print the reply'
+            cand chat 'Chat with an API agent: a line-editing REPL over the message API'
+            cand doctor 'Show which harness tools are installed for local sandboxes, and how to install the others'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages'
             cand harness 'Run a sandbox''s harness (started by `lap serve`)'
@@ -545,6 +587,12 @@ set edit:completion:arg-completer[lap] = {|@words|
         &'lap;help;attach'= {
         }
         &'lap;help;exec'= {
+        }
+        &'lap;help;send'= {
+        }
+        &'lap;help;chat'= {
+        }
+        &'lap;help;doctor'= {
         }
         &'lap;help;completions'= {
         }

@@ -13,6 +13,22 @@ ensure_apt tmux:tmux dbus-run-session:dbus gnome-keyring-daemon:gnome-keyring \
   curl:curl git:git python3:python3 node:nodejs
 # Python's `requests`, for the vault test that drives it inside a sandbox (Debian's python3).
 /usr/bin/python3 -c 'import requests' 2>/dev/null || apt_install python3-requests
+# The real `claude` CLI, for the claude-agent-sdk end-to-end test (tests/claude_e2e.rs). Its npm
+# package needs Node 18 or newer (Debian 12's nodejs is 18); the CLI itself is a native binary the
+# package's install script puts in place.
+if ! command -v claude >/dev/null 2>&1; then
+  ensure_apt npm:npm
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$node_major" -ge 18 ] || die "node $(node --version) is too old for @anthropic-ai/claude-code" \
+    "install Node 18 or newer, then run: npm install -g @anthropic-ai/claude-code"
+  say "installing @anthropic-ai/claude-code (npm)"
+  as_root npm install -g --no-fund --no-audit @anthropic-ai/claude-code >&2
+  # An npm that skipped the package's install script leaves a placeholder: run the script.
+  claude --version >/dev/null 2>&1 ||
+    (cd "$(npm root -g)/@anthropic-ai/claude-code" && as_root node install.cjs >&2)
+  command -v claude >/dev/null 2>&1 || die "npm installed @anthropic-ai/claude-code but \`claude\` is not on PATH" \
+    "put \"\$(npm prefix -g)/bin\" on PATH"
+fi
 # Everything a test needs is installed now: a missing prerequisite is a failure, not a skip.
 export LAP_TEST_STRICT=1
 

@@ -13,6 +13,7 @@ mod auth;
 mod error;
 mod health;
 mod json;
+mod messages;
 mod sessions;
 mod tty;
 
@@ -61,6 +62,13 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::interceptions))
         .routes(routes!(sessions::exec))
         .routes(routes!(admin::stats))
+        .routes(routes!(messages::send))
+        .routes(routes!(messages::stream))
+        .routes(routes!(messages::history))
+        .routes(routes!(messages::events))
+        .routes(routes!(messages::abort))
+        .routes(routes!(messages::opencode_send, messages::opencode_history))
+        .routes(routes!(messages::opencode_abort))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))

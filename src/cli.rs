@@ -7,14 +7,17 @@
 mod admin;
 mod agents;
 mod attach;
+mod chat;
 mod completions;
 mod config;
+mod doctor;
 mod harness;
 mod login;
 mod logout;
 mod man;
 mod open;
 mod reserved;
+mod send;
 mod serve;
 mod sessions;
 mod sidecar;
@@ -89,6 +92,12 @@ pub enum Command {
     Attach(attach::Args),
     /// Run a command inside a session's sandbox
     Exec(reserved::ExecArgs),
+    /// Send one message to an API agent (or session) and print the reply
+    Send(send::Args),
+    /// Chat with an API agent: a line-editing REPL over the message API
+    Chat(chat::Args),
+    /// Show which harness tools are installed for local sandboxes, and how to install the others
+    Doctor,
     /// Print a shell completion script
     Completions(completions::Args),
     /// Write man pages
@@ -169,6 +178,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Serve(args) => runtime.block_on(serve::run(args, &env, &out)),
         Command::Vault(vault::Command::Sidecar(args)) => runtime.block_on(sidecar::run(*args, &out)),
         Command::Completions(args) => completions::run(args),
+        Command::Doctor => doctor::run(&out),
         Command::Man(args) => man::run(args, &out),
         command => {
             let ctx = Ctx {
@@ -186,8 +196,14 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Admin(command) => admin::run(command, &ctx).await,
                     Command::Attach(args) => attach::run(args, &ctx).await,
                     Command::Exec(args) => reserved::exec(args, &ctx).await,
+                    Command::Send(args) => send::run(args, &ctx).await,
+                    Command::Chat(args) => chat::run(args, &ctx).await,
                     Command::Open(words) => open::run(words, &ctx).await,
-                    Command::Serve(_) | Command::Completions(_) | Command::Man(_) | Command::Harness(_) => {
+                    Command::Serve(_)
+                    | Command::Completions(_)
+                    | Command::Man(_)
+                    | Command::Harness(_)
+                    | Command::Doctor => {
                         unreachable!("dispatched above")
                     }
                 }

@@ -30,6 +30,9 @@ use crate::vault::intercept::{Binding, Credential, Vault};
 use crate::vault::policy::Policy;
 use crate::wire::api::{Agent, Interception, SessionStatus};
 
+pub mod messages;
+mod tools;
+
 /// Phases of bring-up, as `GET /sessions/{id}` shows them.
 pub mod phase {
     pub const CLAIMING_SANDBOX: &str = "claiming_sandbox";
@@ -81,6 +84,9 @@ pub enum ControlError {
     Sandbox(#[from] SandboxError),
     #[error("{0}")]
     Conflict(String),
+    /// The harness's tool is not installed where sandboxes see it.
+    #[error("{message}")]
+    ToolMissing { message: String, hint: String },
 }
 
 /// What one reconciler pass did.
@@ -123,6 +129,8 @@ pub struct Control {
     vaults: Mutex<HashMap<Uuid, CancellationToken>>,
     metrics: Arc<Metrics>,
     pool: pool::Pool,
+    /// Conversations of API harness sessions (`control/messages.rs`).
+    messages: messages::Messages,
 }
 
 impl Control {
@@ -150,6 +158,7 @@ impl Control {
             vaults: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
             pool: pool::Pool::new(pool),
+            messages: messages::Messages::default(),
         })
     }
 
@@ -177,6 +186,7 @@ impl Control {
         } else {
             phase::CREATING_SANDBOX
         };
+        self.check_tool(agent)?;
         let row = SessionRow {
             id: Uuid::new_v4(),
             agent_id: agent.id,

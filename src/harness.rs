@@ -6,7 +6,9 @@
 //! a harness id; it looks the row up here. The in-sandbox side (`lap harness`, PTY and viewers) is
 //! built on top of this table: [`terminal`] runs the agent under a PTY and serves its viewers.
 
+pub mod api;
 pub mod terminal;
+pub mod tools;
 
 /// How a harness is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,13 @@ pub const CATALOG: &[Harness] = &[
         install_hint: "npm install -g @openai/codex",
     },
     Harness {
+        id: "codex-app-server",
+        command: "codex app-server",
+        mode: Mode::Api,
+        needs_env: &["OPENAI_API_KEY"],
+        install_hint: "npm install -g @openai/codex",
+    },
+    Harness {
         id: "gemini",
         command: "gemini",
         mode: Mode::Tui,
@@ -73,7 +82,7 @@ pub const CATALOG: &[Harness] = &[
     },
     Harness {
         id: "claude-agent-sdk",
-        command: "claude --input-format stream-json --output-format stream-json",
+        command: "claude",
         mode: Mode::Api,
         needs_env: &["ANTHROPIC_API_KEY"],
         install_hint: "npm install -g @anthropic-ai/claude-code",

@@ -225,6 +225,24 @@ pub trait Sandbox: Send + Sync + 'static {
             reason: format!("it cannot run commands in sandbox `{id}`"),
         })
     }
+
+    /// Like [`Self::exec`], but the command's stdin is fed as it comes: each chunk received on
+    /// `stdin` is written to it, and the channel closing closes it. Dropping the returned future
+    /// kills the command. This is how the control plane drives API harnesses (a long-lived tool
+    /// process inside the sandbox, spoken to over its stdin and stdout).
+    async fn exec_stream(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        let _ = (spec, stdin, output);
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot run commands in sandbox `{id}`"),
+        })
+    }
 }
 
 /// A backend this build cannot run (yet): every call fails with the reason.

@@ -6,6 +6,7 @@
 //! reach a row and are only ever read back as [`Secret`]s. Every call runs on the blocking pool so
 //! the async runtime never waits on disk.
 
+mod messages;
 pub mod seal;
 pub mod warm;
 
@@ -133,6 +134,22 @@ CREATE TABLE warm_sandboxes (
     claimed_at  TEXT
 );
 CREATE INDEX warm_sandboxes_by_status ON warm_sandboxes(status, harness_id, agent_id, created_at);
+"#,
+    // The message API: conversation history and events of API harnesses (store/messages.rs).
+    r#"
+CREATE TABLE session_messages (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL,
+    id         TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    PRIMARY KEY (session_id, position)
+);
+CREATE TABLE session_events (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    event      TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
 "#,
 ];
 

@@ -1,9 +1,11 @@
 //! The wire contracts, each defined once and imported by both peers.
 //!
-//! `api` is the REST JSON shapes (`admin` the admin stats) shared by `lap serve` and the CLI client; `tty` the terminal
-//! WebSocket's frames, control messages and limits. This module depends on
+//! `api` is the REST JSON shapes (`admin` the admin stats) shared by `lap serve` and the CLI client; `messages` the message
+//! API's messages, events and stream frames; `tty` the terminal WebSocket's frames, control
+//! messages and limits. This module depends on
 //! nothing else of ours, so either side can change internals without touching the contract.
 
 pub mod admin;
 pub mod api;
+pub mod messages;
 pub mod tty;

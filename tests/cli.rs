@@ -594,7 +594,7 @@ fn usage_errors_exit_2() {
     exit: 2
     --- stderr
     error: invalid value 'vim' for '--harness <HARNESS>'
-      [possible values: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk, shell]
+      [possible values: claude-code, codex, codex-app-server, gemini, hermes, opencode, claude-agent-sdk, shell]
 
     For more information, try '--help'.
     ");

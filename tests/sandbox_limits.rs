@@ -155,7 +155,7 @@ fn an_agents_limits_reach_its_sandboxes_cgroups() {
 #[test]
 fn without_cgroups_rlimits_contain_a_fork_bomb_and_a_memory_hog_and_lap_serve_keeps_answering() {
     let home = Home::new();
-    let server = TestServer::start_local_with(&home, vec![("LAP_SANDBOX_CGROUPS", "off")]);
+    let server = TestServer::start_local_env(&home, vec![("LAP_SANDBOX_CGROUPS", "off")]);
     let _cleanup = Cleanup(server.data_dir().to_owned());
     lap(
         &home,

@@ -82,6 +82,9 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Sandbox(err) => Self::new(StatusCode::BAD_GATEWAY, err.to_string()),
             ControlError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
+            ControlError::ToolMissing { message, hint } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, message).hint(hint)
+            }
         }
     }
 }

@@ -311,7 +311,11 @@ fn to_api(row: SessionRow, origin: &Origin) -> Session {
         phase: row.phase,
         phase_detail: row.phase_detail,
         sandbox_url: row.sandbox_url,
-        harness_session_id: row.harness_session_id,
+        // An API session whose tool has not named its conversation yet answers with its own id, so
+        // LAP's CLI can address the opencode-compatible routes (which take any value) at once.
+        harness_session_id: row
+            .harness_session_id
+            .or_else(|| (ready && !supports_tui).then(|| row.id.to_string())),
         supports_tui,
         failure_reason: row.failure_reason,
         title_preview: row.title.map(|t| t.chars().take(60).collect()),

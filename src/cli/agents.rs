@@ -63,7 +63,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct Fields {
-    /// Harness: claude-code, codex, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]
+    /// Harness: claude-code, codex, codex-app-server, gemini, hermes, opencode, claude-agent-sdk or shell [create default: opencode]
     #[arg(long, value_parser = harness_ids())]
     harness: Option<String>,
     /// A custom agent command instead of the harness's own ("" clears)

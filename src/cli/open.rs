@@ -23,7 +23,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Agent names listed when the wanted one does not exist.
 const NAMES_SHOWN: usize = 8;
 /// The title of sessions this command creates, as LAP's CLI names them.
-const SESSION_TITLE: &str = "lap-cli";
+pub(super) const SESSION_TITLE: &str = "lap-cli";
 
 /// Open an agent's terminal: `lap <agent-name> [--new] [--detach-keys KEYS]`
 #[derive(Debug, Parser)]
@@ -75,7 +75,7 @@ pub async fn run(words: Vec<String>, ctx: &Ctx) -> Result<(), Error> {
     attach(ctx, &client, &session, keys).await
 }
 
-async fn no_such_agent(client: &Client, name: &str) -> Error {
+pub(super) async fn no_such_agent(client: &Client, name: &str) -> Error {
     let names: Vec<String> = client
         .list_agents(None)
         .await
@@ -95,7 +95,12 @@ async fn no_such_agent(client: &Client, name: &str) -> Error {
     }
 }
 
-async fn wait_until_ready(ctx: &Ctx, client: &Client, mut session: Session, agent: &str) -> Result<Session, Error> {
+pub(super) async fn wait_until_ready(
+    ctx: &Ctx,
+    client: &Client,
+    mut session: Session,
+    agent: &str,
+) -> Result<Session, Error> {
     if session.status == SessionStatus::Creating {
         let started = Instant::now();
         let mut poll = POLL_FIRST;

@@ -554,6 +554,47 @@ impl Sandbox for Local {
             .map_err(LocalError::from)?)
     }
 
+    async fn exec_stream(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        mut stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        use tokio::io::AsyncWriteExt;
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        let request = ExecRequest {
+            argv: spec.argv,
+            cwd: spec.cwd,
+            env: spec.env,
+        };
+        // The channel becomes a byte stream; its end (sender dropped) is the stdin's EOF.
+        let (mut pipe_in, pipe_out) = tokio::io::duplex(proto::MAX_FRAME);
+        let feed = async move {
+            while let Some(chunk) = stdin.recv().await {
+                if pipe_in.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = pipe_in.shutdown().await;
+        };
+        let run_dir = layout.run();
+        let mut sink = ChannelSink(output);
+        let run = proto::exec_to(&run_dir, request, pipe_out, &mut sink);
+        tokio::pin!(run);
+        tokio::pin!(feed);
+        let mut fed = false;
+        loop {
+            tokio::select! {
+                code = &mut run => return Ok(code.map_err(LocalError::from)?),
+                () = &mut feed, if !fed => fed = true,
+            }
+        }
+    }
+
     async fn attach(&self, id: &str, cols: u16, rows: u16) -> Result<TtyChannel, SandboxError> {
         let layout = self.layout(id)?;
         if self.state(id).is_none() {

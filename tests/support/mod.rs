@@ -338,8 +338,20 @@ impl TestServer {
     }
 
     /// [`TestServer::start_local`] with extra environment variables (e.g. `LAP_SANDBOX_CGROUPS`).
-    pub fn start_local_with(home: &Home, extra_env: Vec<(&str, &str)>) -> Self {
+    pub fn start_local_env(home: &Home, extra_env: Vec<(&str, &str)>) -> Self {
         let mut server = Self::start_with(home, Vec::<OsString>::new(), extra_env);
+        server.backend = "local";
+        server.restart();
+        server
+    }
+
+    /// [`TestServer::start_local`] with extra arguments (e.g. `--vault-resolve`).
+    pub fn start_local_with<I, S>(home: &Home, extra_args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut server = Self::start_with(home, extra_args, Vec::new());
         server.backend = "local";
         server.restart();
         server

@@ -371,7 +371,9 @@ where
     let stream = connect(run_dir).await?;
     let (mut rd, mut wr) = stream.into_split();
     write_request(&mut wr, &Request::Exec(request)).await?;
-    let pump = tokio::spawn(async move {
+    // Aborted when this future ends or is dropped: the write half closes with it, and the harness
+    // takes that as the client leaving and kills the command.
+    let pump = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_FRAME];
         loop {
             let n = stdin.read(&mut buf).await?;
@@ -383,7 +385,7 @@ where
         }
         #[allow(unreachable_code)]
         Ok::<_, ProtoError>(())
-    });
+    }));
     let result = async {
         loop {
             match read_frame(&mut rd).await? {

@@ -1,0 +1,194 @@
+//! `lap send AGENT|SESSION TEXT`: one message over the message API, the reply on stdout.
+//!
+//! The target is a session id, or an agent's name or id; for an agent, its most recent live session
+//! is reused (or one is created, `--new` always creates), as `lap <agent>` does. `--stream` prints
+//! the reply as it arrives; `--json` prints the reply message (with `--stream`, every frame, one
+//! JSON object per line).
+
+use std::io::Write;
+
+use clap::Args as ClapArgs;
+
+use super::Ctx;
+use super::open::{SESSION_TITLE, no_such_agent, wait_until_ready};
+use crate::client::messages::Reply;
+use crate::client::{Client, ClientError};
+use crate::error::Error;
+use crate::wire::api::{CreateSession, SESSION_PAGE_MAX, Session, SessionStatus};
+use crate::wire::messages::{DeltaField, EventKind, Message, SendMessage, StreamFrame};
+
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// A session id, or an agent's name or id (its live session is reused, else one is created)
+    pub target: String,
+    /// The message
+    pub text: String,
+    /// Print the reply as it arrives
+    #[arg(long)]
+    pub stream: bool,
+    /// Start a new session even when the agent has a live one
+    #[arg(long)]
+    pub new: bool,
+}
+
+pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
+    let client = ctx.client()?;
+    let session = target_session(ctx, &client, &args.target, args.new).await?;
+    let body = SendMessage::text(args.text);
+    let id = session.id.to_string();
+    if args.stream {
+        let message = stream(ctx, &client, &id, &body, ctx.out.json).await?;
+        return turn_result(&message);
+    }
+    match client.send_message(&id, &body).await? {
+        Reply::Message(message) => {
+            if ctx.out.json {
+                ctx.out.json(&message);
+            } else {
+                ctx.out.line(message.text());
+            }
+            turn_result(&message)
+        }
+        Reply::Text(text) => Err(tui_session(&id, &text)),
+    }
+}
+
+/// The session a message goes to: `target` as a session id, else the live session of the agent
+/// `target` names (created when there is none, or with `new`), once ready.
+pub async fn target_session(ctx: &Ctx, client: &Client, target: &str, new: bool) -> Result<Session, Error> {
+    if uuid::Uuid::parse_str(target).is_ok() {
+        match client.get_session(target).await {
+            Ok(session) => return wait_until_ready(ctx, client, session, target).await,
+            Err(ClientError::Api { status: 404, .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let agent = match client.get_agent(target).await {
+        Ok(agent) => agent,
+        Err(ClientError::Api { status: 404, .. }) => return Err(no_such_agent(client, target).await),
+        Err(err) => return Err(err.into()),
+    };
+    if agent.supports_tui {
+        return Err(Error::failed_with_hint(
+            format!("agent `{}` runs the TUI harness `{}`", agent.name, agent.harness_id),
+            format!(
+                "open its terminal with `lap {}`, or use an API harness such as claude-agent-sdk",
+                agent.name
+            ),
+        ));
+    }
+    let live = if new {
+        None
+    } else {
+        client
+            .list_sessions(Some(&agent.id.to_string()), SESSION_PAGE_MAX)
+            .await?
+            .into_iter()
+            .find(|s| matches!(s.status, SessionStatus::Ready | SessionStatus::Creating))
+    };
+    let session = match live {
+        Some(session) => session,
+        None => {
+            let body = CreateSession {
+                title: Some(SESSION_TITLE.to_owned()),
+            };
+            let session = client.create_session(&agent.id.to_string(), &body).await?;
+            ctx.out.status(format!("started session {}", session.id));
+            session
+        }
+    };
+    let session = wait_until_ready(ctx, client, session, &agent.name).await?;
+    if session.status != SessionStatus::Ready {
+        return Err(Error::failed_with_hint(
+            format!(
+                "session {} is {}: {}",
+                session.id,
+                session.status.as_str(),
+                session.failure_reason.as_deref().unwrap_or("no reason given")
+            ),
+            format!(
+                "see `lap sessions show {}`; `lap send --new` starts another",
+                session.id
+            ),
+        ));
+    }
+    Ok(session)
+}
+
+/// Sends `body` with `message_stream`, printing text as it arrives (or each frame as JSON with
+/// `json`); returns the reply.
+pub async fn stream(ctx: &Ctx, client: &Client, id: &str, body: &SendMessage, json: bool) -> Result<Message, Error> {
+    let mut frames = client.message_stream(id, body).await?;
+    let mut stdout = std::io::stdout();
+    let mut printed_any = false;
+    let mut at_line_start = true;
+    while let Some(frame) = frames.next().await? {
+        if json {
+            ctx.out.line(serde_json::to_string(&frame).unwrap_or_default());
+        }
+        match frame {
+            StreamFrame::HarnessEvent { event } if !json => {
+                let text = match &event.kind {
+                    EventKind::ItemDelta {
+                        field: DeltaField::Text,
+                        delta,
+                        ..
+                    } => Some(delta.clone()),
+                    EventKind::ItemStarted { .. } if printed_any && !at_line_start => Some("\n".to_owned()),
+                    _ => None,
+                };
+                if let Some(text) = text {
+                    printed_any = true;
+                    at_line_start = text.ends_with('\n');
+                    let _ = stdout.write_all(text.as_bytes());
+                    let _ = stdout.flush();
+                }
+            }
+            StreamFrame::Done { message: Some(message) } => {
+                if !json {
+                    if !printed_any {
+                        // No deltas came (a tool that sends only whole parts): print the reply.
+                        let _ = write!(stdout, "{}", message.text());
+                        at_line_start = message.text().ends_with('\n');
+                    }
+                    if !at_line_start || !printed_any {
+                        let _ = writeln!(stdout);
+                    }
+                }
+                return Ok(message);
+            }
+            StreamFrame::Error { message } => {
+                if message.contains("TUI harness") {
+                    return Err(tui_session(id, &message));
+                }
+                return Err(Error::failed_with_hint(
+                    message,
+                    format!("see the conversation with GET …/sessions/{id}/messages"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Err(Error::failed_with_hint(
+        "the stream ended before the reply",
+        format!("see the conversation with GET …/sessions/{id}/messages"),
+    ))
+}
+
+/// A reply whose turn failed is an error (after its text was printed).
+pub fn turn_result(message: &Message) -> Result<(), Error> {
+    match &message.info.error {
+        Some(error) => Err(Error::failed_with_hint(
+            format!("the agent's turn failed ({}): {}", error.name, error.data.message),
+            "see `lap sessions show` for the session, and its egress with `lap sessions egress`",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn tui_session(id: &str, text: &str) -> Error {
+    Error::failed_with_hint(
+        format!("session {id} answered: {text}"),
+        format!("attach its terminal with `lap attach {id}`"),
+    )
+}

@@ -1,0 +1,865 @@
+//! The message API against a fake `claude` that speaks Claude Code's stream-json protocol
+//! (`tests/fake_claude.py`: init, partial-message stream events, complete `assistant` lines, tool
+//! calls and results, `result`, the `interrupt` control request, `--resume`), run as the agent's
+//! command inside real local sandboxes; and the 4xx answers, on the fake backend.
+//!
+//! Checked: replies over `lap send` (plain, `--json`, `--stream`), history in the store that survives
+//! a kill -9 of `lap serve` with the conversation resumed (`--resume` with the tool's own id), the
+//! event invariants (sequence numbers without gaps, items started before their deltas, exactly one
+//! `turn.completed` per `turn.started`, also when the tool crashes or a turn is aborted), one turn
+//! at a time, and clear errors for bad input.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use support::{Home, TestServer, delete_local_sandboxes, lap};
+
+const PREFIX: &str = "/api/v1/managed_agents";
+/// The fake tool, as the agent's command (a shell word list: `python3 -c …`).
+const FAKE_CLAUDE: &str = include_str!("fake_claude.py");
+/// The fake `codex app-server` (`tests/fake_codex.py`).
+const FAKE_CODEX: &str = include_str!("fake_codex.py");
+/// The fake `opencode serve` (`tests/fake_opencode.py`).
+const FAKE_OPENCODE: &str = include_str!("fake_opencode.py");
+/// Longest wait for a stream frame.
+const FRAME_WAIT: Duration = Duration::from_secs(60);
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+fn fake_command() -> String {
+    python_command(FAKE_CLAUDE)
+}
+
+fn python_command(program: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(program);
+    format!("python3 -c \"import base64;exec(base64.b64decode('{b64}'))\"")
+}
+
+/// A local-backend server with a `claude-agent-sdk` agent `sdk` running the fake tool; sandboxes
+/// are deleted on drop.
+struct World {
+    home: Home,
+    server: TestServer,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    fn new() -> Self {
+        let home = Home::new();
+        let server = TestServer::start_local(&home);
+        lap(
+            &home,
+            [
+                "agents",
+                "create",
+                "sdk",
+                "--harness",
+                "claude-agent-sdk",
+                "--model",
+                "fake-model-1",
+                "--command",
+                &fake_command(),
+            ],
+        )
+        .success();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Self {
+            home,
+            server,
+            http: http(),
+            rt,
+        }
+    }
+
+    fn session(&self) -> String {
+        let sessions = lap(&self.home, ["--json", "sessions", "list"]).success().json();
+        sessions[0]["id"].as_str().unwrap().to_owned()
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        call(&self.rt, &self.http, &self.server, method, path, body)
+    }
+
+    /// Frames of an SSE response until `stop` says so (it sees each frame).
+    fn frames(&self, response: reqwest::Response, stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        self.rt.block_on(read_frames(response, stop))
+    }
+
+    fn open_stream(&self, path: &str, body: Option<Value>) -> reqwest::Response {
+        let url = format!("{}{path}", self.server.url);
+        let key = self.server.master_key();
+        self.rt.block_on(async {
+            let request = match body {
+                Some(body) => self.http.post(url).json(&body),
+                None => self.http.get(url),
+            };
+            let response = request.bearer_auth(key).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response
+        })
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.server.kill9();
+        delete_local_sandboxes(self.server.data_dir());
+    }
+}
+
+fn call(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    rt.block_on(async {
+        let mut request = http
+            .request(method, format!("{}{path}", server.url))
+            .bearer_auth(server.master_key());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    })
+}
+
+async fn read_frames(mut response: reqwest::Response, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    let mut frames = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let line = String::from_utf8(line).unwrap();
+            if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                let frame: Value = serde_json::from_str(data).unwrap();
+                let done = stop(&frame);
+                frames.push(frame);
+                if done {
+                    return frames;
+                }
+            }
+        }
+        let chunk = tokio::time::timeout(FRAME_WAIT, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no frame within {FRAME_WAIT:?}; so far: {frames:#?}"))
+            .unwrap();
+        match chunk {
+            Some(bytes) => buf.extend_from_slice(&bytes),
+            None => return frames,
+        }
+    }
+}
+
+fn event_type(frame: &Value) -> Option<&str> {
+    frame["event"]["type"].as_str()
+}
+
+/// The invariants of a turn-complete event log: sequence numbers without gaps, every delta's item
+/// started before it, and one `turn.completed` per `turn.started`, in order.
+fn assert_invariants(events: &[Value]) {
+    let mut started_items = std::collections::HashSet::new();
+    let mut open_turn: Option<String> = None;
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1]["seq"].as_u64().unwrap(),
+            pair[0]["seq"].as_u64().unwrap() + 1,
+            "a gap in the sequence: {pair:#?}"
+        );
+    }
+    for event in events {
+        let turn = event["turn_id"].as_str().map(str::to_owned);
+        match event["type"].as_str().unwrap() {
+            "turn.started" => {
+                assert!(open_turn.is_none(), "a turn started inside another: {event}");
+                open_turn = turn;
+            }
+            "turn.completed" => {
+                assert_eq!(open_turn.take(), turn, "a closing event for another turn: {event}");
+            }
+            "item.started" => {
+                started_items.insert(event["data"]["item"]["id"].as_str().unwrap().to_owned());
+            }
+            "item.delta" => assert!(
+                started_items.contains(event["data"]["item_id"].as_str().unwrap()),
+                "a delta before its item started: {event}"
+            ),
+            _ => {}
+        }
+    }
+    assert!(open_turn.is_none(), "a turn never completed");
+}
+
+fn all_events(world: &World, session: &str, turns: usize) -> Vec<Value> {
+    let response = world.open_stream(&format!("{PREFIX}/sessions/{session}/events?after=0"), None);
+    let mut completed = 0;
+    let frames = world.frames(response, |frame| {
+        if event_type(frame) == Some("turn.completed") {
+            completed += 1;
+        }
+        completed == turns
+    });
+    assert_eq!(frames[0], json!({"type": "ready"}));
+    frames[1..].iter().map(|f| f["event"].clone()).collect()
+}
+
+#[test]
+fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_of_lap_serve() {
+    let mut world = World::new();
+    let home = &world.home;
+    let reply = lap(home, ["send", "sdk", "hello there"]).success();
+    assert_eq!(reply.out(), "echo: hello there");
+    assert!(reply.stderr.contains("started session"), "{reply}");
+    let session = world.session();
+
+    // A tool call: its input from the stream, its result from the tool's `user` line.
+    let message = lap(home, ["send", "--json", "sdk", "tool"]).success().json();
+    assert_eq!(message["info"]["role"], "assistant");
+    assert_eq!(message["info"]["finish"], "stop");
+    assert_eq!(message["info"]["harness"], "claude-agent-sdk");
+    assert_eq!(message["info"]["modelID"], "fake-model-1");
+    assert_eq!(message["info"]["tokens"]["output"], 3);
+    let parts = message["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{message:#}");
+    assert_eq!(parts[0]["type"], "tool");
+    assert_eq!(parts[0]["tool"], "Bash");
+    assert_eq!(parts[0]["callID"], "tu1");
+    assert_eq!(parts[0]["state"]["status"], "completed");
+    assert_eq!(parts[0]["state"]["input"], json!({"command": "pwd"}));
+    assert_eq!(parts[0]["state"]["output"], "/work/home");
+    assert_eq!(
+        parts[1],
+        json!({"type": "text", "id": parts[1]["id"], "text": "ran it"})
+    );
+
+    let streamed = lap(home, ["send", "--stream", &session, "streamed words"]).success();
+    assert_eq!(streamed.stdout, "echo: streamed words\n");
+
+    let events = all_events(&world, &session, 3);
+    assert_invariants(&events);
+    assert_eq!(events[0]["type"], "turn.started");
+    assert_eq!(events[1]["type"], "session.started");
+    assert_eq!(events[1]["data"]["model"], "fake-model-1");
+    let native = events[1]["data"]["native_session_id"].as_str().unwrap().to_owned();
+    let shown = lap(home, ["--json", "sessions", "show", &session]).success().json();
+    assert_eq!(shown["harness_session_id"], native.as_str());
+
+    // The same events as the opencode bus events LAP's clients read.
+    let response = world.open_stream(
+        &format!("{PREFIX}/sessions/{session}/events?after=0&format=opencode"),
+        None,
+    );
+    let mut idle = 0;
+    let bus: Vec<Value> = world
+        .frames(response, |frame| {
+            idle += usize::from(frame["event"]["type"] == "session.idle");
+            idle == 3
+        })
+        .into_iter()
+        .skip(1)
+        .map(|frame| frame["event"].clone())
+        .collect();
+    let first_part = bus.iter().find(|e| e["type"] == "message.part.updated").unwrap();
+    assert_eq!(
+        first_part["properties"]["part"]["text"], "",
+        "the empty part comes first: {bus:#?}"
+    );
+    assert_eq!(first_part["properties"]["part"]["sessionID"], session.as_str());
+    let text: String = bus
+        .iter()
+        .filter(|e| {
+            e["type"] == "message.part.delta"
+                && e["properties"]["messageID"] == first_part["properties"]["part"]["messageID"]
+        })
+        .map(|e| e["properties"]["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "echo: hello there");
+    let finished = bus.iter().find(|e| e["type"] == "message.updated").unwrap();
+    assert_eq!(finished["properties"]["info"]["finish"], "stop");
+    assert_eq!(finished["properties"]["info"]["tokens"]["output"], 3);
+
+    let (status, history) = world.call(
+        reqwest::Method::GET,
+        &format!("{PREFIX}/sessions/{session}/messages"),
+        None,
+    );
+    assert_eq!(status, 200);
+    let roles: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["info"]["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant", "user", "assistant"]);
+    assert_eq!(history[0]["parts"][0]["text"], "hello there");
+    assert_eq!(history[1]["parts"][0]["text"], "echo: hello there");
+
+    // kill -9: the tool process goes with lap serve's connection; the sandbox, the history and the
+    // event numbering stay, and the next message resumes the tool's conversation.
+    world.server.restart();
+    // A fresh client: the pooled connection went with the killed server.
+    world.http = http();
+    let (_, after) = world.call(
+        reqwest::Method::GET,
+        &format!("{PREFIX}/sessions/{session}/messages"),
+        None,
+    );
+    assert_eq!(after, history);
+    let args = lap(&world.home, ["send", "sdk", "args"]).success();
+    let argv: Vec<String> = serde_json::from_str(args.out()).unwrap();
+    let at = |flag: &str| argv.iter().position(|a| a == flag).map(|i| argv[i + 1].clone());
+    assert_eq!(at("--resume"), Some(native.clone()), "{argv:?}");
+    assert_eq!(at("--input-format").as_deref(), Some("stream-json"));
+    assert_eq!(at("--model").as_deref(), Some("fake-model-1"));
+    let events = all_events(&world, &session, 4);
+    assert_invariants(&events);
+    // The second tool process named the same conversation: it was resumed, not started anew.
+    let started: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.started").collect();
+    assert_eq!(started.len(), 2, "{events:#?}");
+    assert!(
+        started
+            .iter()
+            .all(|e| e["data"]["native_session_id"] == native.as_str())
+    );
+}
+
+#[test]
+fn a_crash_or_an_abort_closes_the_turn_once_and_turns_run_one_at_a_time() {
+    let world = World::new();
+    let home = &world.home;
+    lap(home, ["send", "sdk", "warm up"]).success();
+    let session = world.session();
+
+    let crashed = lap(home, ["send", "sdk", "crash"]);
+    assert_eq!(crashed.code, 1, "{crashed}");
+    assert_eq!(crashed.out(), "partial");
+    assert!(
+        crashed
+            .stderr
+            .contains("the agent exited with code 3: fake claude crashed"),
+        "{crashed}"
+    );
+    // The next message starts the tool again.
+    assert_eq!(lap(home, ["send", "sdk", "again"]).success().out(), "echo: again");
+
+    // A slow turn: a second message is refused while it runs; abort interrupts it.
+    let response = world.open_stream(
+        &format!("{PREFIX}/sessions/{session}/message_stream"),
+        Some(json!({"text": "slow"})),
+    );
+    let rt = &world.rt;
+    let frames = rt.block_on(async {
+        let reading = tokio::spawn(read_frames(response, |frame| frame["type"] == "done"));
+        // Wait for the tool to be working on it (its first delta), through the event log.
+        let events = world.open_stream_async(&session).await;
+        read_frames(events, |frame| event_type(frame) == Some("item.delta")).await;
+        let (busy, body) = world
+            .call_async(reqwest::Method::POST, "message", Some(json!({"text": "x"})), &session)
+            .await;
+        assert_eq!(busy, 409, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("already running"), "{body}");
+        let (status, body) = world.call_async(reqwest::Method::POST, "abort", None, &session).await;
+        assert_eq!((status, body), (200, json!({"ok": true, "aborted": true})));
+        reading.await.unwrap()
+    });
+    assert_eq!(frames[0], json!({"type": "ready"}));
+    let closing: Vec<&Value> = frames
+        .iter()
+        .filter(|f| event_type(f) == Some("turn.completed"))
+        .collect();
+    assert_eq!(closing.len(), 1, "{frames:#?}");
+    assert_eq!(closing[0]["event"]["data"]["status"], "interrupted");
+    let done = frames.last().unwrap();
+    assert_eq!(done["type"], "done");
+    assert_eq!(done["message"]["info"]["finish"], "interrupted");
+    assert_eq!(done["message"]["parts"][0]["text"], "working");
+    let (status, body) = world.call(
+        reqwest::Method::POST,
+        &format!("{PREFIX}/sessions/{session}/abort"),
+        None,
+    );
+    assert_eq!((status, body), (200, json!({"ok": true, "aborted": false})));
+
+    assert_eq!(lap(home, ["send", "sdk", "after"]).success().out(), "echo: after");
+    let events = all_events(&world, &session, 5);
+    assert_invariants(&events);
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "turn.completed")
+        .map(|e| e["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["completed", "failed", "completed", "interrupted", "completed"]
+    );
+
+    // A restart gives the session a fresh sandbox, where the tool cannot resume its conversation:
+    // the first turn there carries the conversation so far (LAP's replay).
+    let (status, restarted) = world.call(
+        reqwest::Method::POST,
+        &format!("{PREFIX}/sessions/{session}/restart"),
+        None,
+    );
+    assert_eq!((status, &restarted["status"]), (200, &json!("ready")), "{restarted}");
+    let reply = lap(home, ["send", "sdk", "remember?"]).success();
+    let out = reply.out();
+    assert!(out.starts_with("echo: <previous_session_history><msgs>["), "{reply}");
+    assert!(out.contains(r#"{"role":"user","text":"warm up"}"#), "{reply}");
+    assert!(out.contains(r#"{"role":"assistant","text":"echo: after"}"#), "{reply}");
+    assert!(
+        out.ends_with("</msgs></previous_session_history>\n\nremember?"),
+        "{reply}"
+    );
+    let (_, history) = world.call(
+        reqwest::Method::GET,
+        &format!("{PREFIX}/sessions/{session}/messages"),
+        None,
+    );
+    let history = history.as_array().unwrap();
+    assert_eq!(history[history.len() - 2]["parts"][0]["text"], "remember?");
+}
+
+impl World {
+    async fn open_stream_async(&self, session: &str) -> reqwest::Response {
+        let url = format!("{}{PREFIX}/sessions/{session}/events?after=0", self.server.url);
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.server.master_key())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response
+    }
+
+    async fn call_async(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        body: Option<Value>,
+        session: &str,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(
+                method,
+                format!("{}{PREFIX}/sessions/{session}/{route}", self.server.url),
+            )
+            .bearer_auth(self.server.master_key());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[test]
+fn bad_input_gets_a_4xx_with_a_clear_error_and_a_tui_session_answers_as_lap_does() {
+    let home = Home::new();
+    let server = TestServer::start(&home);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = http();
+    let post = |path: &str, body: Value| call(&rt, &http, &server, reqwest::Method::POST, path, Some(body));
+    let get = |path: &str| call(&rt, &http, &server, reqwest::Method::GET, path, None);
+
+    lap(&home, ["agents", "create", "term", "--harness", "shell"]).success();
+    lap(&home, ["agents", "create", "oc", "--harness", "opencode"]).success();
+    let tui = lap(&home, ["--json", "sessions", "create", "term"]).success().json();
+    let tui = tui["id"].as_str().unwrap().to_owned();
+
+    let unknown = uuid::Uuid::new_v4();
+    let (status, body) = post(&format!("{PREFIX}/sessions/{unknown}/message"), json!({"text": "hi"}));
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not found"), "{body}");
+    assert!(body["hint"].is_string());
+    let (status, _) = post(&format!("{PREFIX}/sessions/not-a-uuid/message"), json!({"text": "hi"}));
+    assert_eq!(status, 404);
+    let (status, _) = get(&format!("{PREFIX}/sessions/{unknown}/messages"));
+    assert_eq!(status, 404);
+
+    for empty in [json!({}), json!({"text": "  "}), json!({"parts": []})] {
+        let (status, body) = post(&format!("{PREFIX}/sessions/{tui}/message"), empty);
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("empty"), "{body}");
+    }
+    let (status, body) = post(
+        &format!("{PREFIX}/sessions/{tui}/message"),
+        json!({"parts": [{"type": "image"}]}),
+    );
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("image"), "{body}");
+
+    // A TUI session answers the message routes as LAP's TUI harnesses do.
+    let (status, body) = post(&format!("{PREFIX}/sessions/{tui}/message"), json!({"text": "hi"}));
+    assert_eq!(
+        (status, body),
+        (200, json!({"text": "this is a TUI harness — connect to /tty"}))
+    );
+    let (status, body) = get(&format!("{PREFIX}/sessions/{tui}/messages"));
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = post(&format!("{PREFIX}/sessions/{tui}/abort"), json!({}));
+    assert_eq!((status, body), (200, json!({"ok": true, "aborted": false})));
+    let sent = lap(&home, ["send", &tui, "hi"]);
+    assert_eq!(sent.code, 1, "{sent}");
+    assert!(sent.stderr.contains("connect to /tty"), "{sent}");
+
+    // A session that is no longer ready.
+    let oc = lap(&home, ["--json", "sessions", "create", "oc"]).success().json();
+    let oc = oc["id"].as_str().unwrap().to_owned();
+    lap(&home, ["sessions", "delete", &oc]).success();
+    let (status, body) = post(&format!("{PREFIX}/sessions/{oc}/message"), json!({"text": "hi"}));
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("dead, not ready"), "{body}");
+    let (status, _) = post(&format!("{PREFIX}/sessions/{oc}/message_stream"), json!({"text": "hi"}));
+    assert_eq!(status, 409);
+}
+
+#[test]
+fn doctor_lists_the_harness_tools_and_a_session_whose_tool_is_missing_is_refused_with_its_install_hint() {
+    let home = Home::new();
+    let doctor = lap(&home, ["--json", "doctor"]).success().json();
+    let tools = doctor.as_array().unwrap();
+    let shell = tools.iter().find(|t| t["harness"] == "shell").unwrap();
+    assert_eq!(shell["program"], "bash");
+    assert!(shell["path"].as_str().unwrap().ends_with("/bash"), "{shell}");
+    let hermes = tools.iter().find(|t| t["harness"] == "hermes").unwrap();
+    assert_eq!(hermes["install_hint"], "pip install hermes-agent");
+    let table = lap(&home, ["doctor"]).success();
+    assert!(table.stdout.contains("HARNESS"), "{table}");
+
+    // hermes is not something the test set-up installs.
+    if !hermes["path"].is_null() {
+        eprintln!("skipped the refusal: hermes is installed here");
+        return;
+    }
+    let server = TestServer::start_local(&home);
+    lap(&home, ["agents", "create", "herm", "--harness", "hermes"]).success();
+    let refused = lap(&home, ["sessions", "create", "herm"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused.stderr.contains("runs `hermes`, which is not installed"),
+        "{refused}"
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("hint: install it with `pip install hermes-agent`"),
+        "{refused}"
+    );
+    // With its own command, the agent is trusted to know what it runs.
+    lap(&home, ["agents", "edit", "herm", "--command", "bash"]).success();
+    lap(&home, ["sessions", "create", "herm"]).success();
+    drop(server);
+    delete_local_sandboxes(&home.server_data());
+}
+
+#[test]
+fn codex_app_server_turns_tool_calls_abort_and_a_thread_lost_to_a_restart() {
+    let mut world = World::new();
+    let home = &world.home;
+    lap(
+        home,
+        [
+            "agents",
+            "create",
+            "cx",
+            "--harness",
+            "codex-app-server",
+            "--model",
+            "gpt-fake",
+            "--command",
+            &python_command(FAKE_CODEX),
+        ],
+    )
+    .success();
+    assert_eq!(lap(home, ["send", "cx", "hello"]).success().out(), "codex says: hello");
+    let session = world.session();
+    let message = lap(home, ["send", "--json", "cx", "run"]).success().json();
+    let parts = message["parts"].as_array().unwrap();
+    assert_eq!(parts[0]["type"], "tool", "{message:#}");
+    assert_eq!(parts[0]["tool"], "commandExecution");
+    assert_eq!(parts[0]["state"]["status"], "completed");
+    assert_eq!(parts[0]["state"]["output"], "/work/home\n");
+    assert_eq!(parts[1]["text"], "ran pwd");
+    assert_eq!(message["info"]["tokens"]["input"], 11);
+
+    let response = world.open_stream(
+        &format!("{PREFIX}/sessions/{session}/message_stream"),
+        Some(json!({"text": "slow"})),
+    );
+    let frames = world.rt.block_on(async {
+        let reading = tokio::spawn(read_frames(response, |frame| frame["type"] == "done"));
+        let events = world.open_stream_async(&session).await;
+        read_frames(events, |frame| {
+            event_type(frame) == Some("item.delta") && frame["event"]["data"]["delta"] == "thinking"
+        })
+        .await;
+        let (status, body) = world.call_async(reqwest::Method::POST, "abort", None, &session).await;
+        assert_eq!((status, body), (200, json!({"ok": true, "aborted": true})));
+        reading.await.unwrap()
+    });
+    let done = frames.last().unwrap();
+    assert_eq!(done["message"]["info"]["finish"], "interrupted", "{frames:#?}");
+
+    // After kill -9, the new app-server cannot resume the thread: a new thread takes the turn.
+    world.server.restart();
+    world.http = http();
+    let home = &world.home;
+    assert_eq!(
+        lap(home, ["send", "cx", "still there?"]).success().out(),
+        "codex says: still there?"
+    );
+    let events = all_events(&world, &session, 4);
+    assert_invariants(&events);
+    let threads: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "session.started")
+        .map(|e| e["data"]["native_session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(threads.len(), 2, "{events:#?}");
+    assert_ne!(threads[0], threads[1]);
+}
+
+#[test]
+fn laps_own_cli_chat_route_works_from_the_first_message() {
+    let world = World::new();
+    let session = lap(&world.home, ["--json", "sessions", "create", "sdk"])
+        .success()
+        .json();
+    let id = session["id"].as_str().unwrap().to_owned();
+    // LAP's CLI reads harness_session_id before its first send and refuses to chat without one.
+    let hsid = session["harness_session_id"].as_str().unwrap().to_owned();
+    assert_eq!(hsid, id);
+    // Then it posts parts, with no model, to the opencode passthrough, and prints the text parts and
+    // `info.tokens.output` and `info.cost`.
+    let path = format!("{PREFIX}/sessions/{id}/opencode/session/{hsid}/message");
+    let (status, reply) = world.call(
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"parts": [{"type": "text", "text": "from LAP's CLI"}]})),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["parts"][0]["type"], "text");
+    assert_eq!(reply["parts"][0]["text"], "echo: from LAP's CLI");
+    assert_eq!(reply["info"]["tokens"]["output"], 3);
+    assert!(reply["info"]["cost"].as_f64().unwrap() > 0.0);
+    let (status, history) = world.call(reqwest::Method::GET, &path, None);
+    assert_eq!(status, 200);
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    // Once the tool named its conversation, that is the session's harness_session_id.
+    let shown = lap(&world.home, ["--json", "sessions", "show", &id]).success().json();
+    assert_ne!(shown["harness_session_id"], id.as_str());
+}
+
+#[test]
+fn opencode_serve_is_relayed_from_inside_the_sandbox() {
+    let world = World::new();
+    let home = &world.home;
+    lap(
+        home,
+        [
+            "agents",
+            "create",
+            "oc",
+            "--harness",
+            "opencode",
+            "--model",
+            "anthropic/claude-fake",
+            "--command",
+            &python_command(FAKE_OPENCODE),
+        ],
+    )
+    .success();
+    assert_eq!(
+        lap(home, ["send", "oc", "hello"]).success().out(),
+        "opencode says: hello"
+    );
+    let session = world.session();
+    let message = lap(home, ["send", "--json", "oc", "run"]).success().json();
+    let parts = message["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{message:#}");
+    assert_eq!(parts[0]["type"], "tool");
+    assert_eq!(parts[0]["tool"], "bash");
+    assert_eq!(parts[0]["state"]["status"], "completed");
+    assert_eq!(parts[0]["state"]["input"], json!({"command": "pwd"}));
+    assert_eq!(parts[0]["state"]["output"], "/work/home\n");
+    assert_eq!(parts[1]["text"], "ran pwd");
+    assert_eq!(message["info"]["tokens"]["cache"]["read"], 1);
+    assert_eq!(message["info"]["cost"], 0.02);
+
+    let refused = lap(home, ["send", "oc", "fail"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("this prompt is refused"), "{refused}");
+
+    let response = world.open_stream(
+        &format!("{PREFIX}/sessions/{session}/message_stream"),
+        Some(json!({"text": "slow"})),
+    );
+    let frames = world.rt.block_on(async {
+        let reading = tokio::spawn(read_frames(response, |frame| frame["type"] == "done"));
+        let events = world.open_stream_async(&session).await;
+        read_frames(events, |frame| {
+            event_type(frame) == Some("item.delta") && frame["event"]["data"]["delta"] == "pondering"
+        })
+        .await;
+        let (status, body) = world.call_async(reqwest::Method::POST, "abort", None, &session).await;
+        assert_eq!((status, body), (200, json!({"ok": true, "aborted": true})));
+        reading.await.unwrap()
+    });
+    let done = frames.last().unwrap();
+    assert_eq!(done["message"]["info"]["finish"], "interrupted", "{frames:#?}");
+    assert_eq!(done["message"]["parts"][0]["text"], "pondering");
+    assert_eq!(
+        lap(home, ["send", "oc", "after"]).success().out(),
+        "opencode says: after"
+    );
+
+    let events = all_events(&world, &session, 5);
+    assert_invariants(&events);
+    assert!(!serde_json::to_string(&events).unwrap().contains("not yours"));
+    let started: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.started").collect();
+    assert_eq!(started.len(), 1);
+    assert!(
+        started[0]["data"]["native_session_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ses_")
+    );
+}
+
+/// A tmux server of its own, killed (and its socket removed) on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("tmux (scripts/test.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        self.run(&["send-keys", "-t", "t", "-l", keys]);
+    }
+
+    fn key(&self, key: &str) {
+        self.run(&["send-keys", "-t", "t", key]);
+    }
+
+    fn until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + FRAME_WAIT;
+        loop {
+            let screen = self.run(&["capture-pane", "-p", "-t", "t"]);
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; pane:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let socket = self.run(&["display", "-p", "#{socket_path}"]);
+        self.run(&["kill-server"]);
+        if !socket.trim().is_empty() {
+            let _ = std::fs::remove_file(socket.trim());
+        }
+    }
+}
+
+#[test]
+fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
+    let world = World::new();
+    let tmux = Tmux(format!("lap-test-chat-{}", std::process::id()));
+    let env: Vec<String> = world
+        .home
+        .env()
+        .into_iter()
+        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+        .collect();
+    let lap = format!("env -i {} TERM=screen {}", env.join(" "), support::LAP);
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
+    ]);
+    tmux.until("the outer shell", |s| s.contains("outer$"));
+    tmux.keys(&format!("{lap} chat sdk; echo CHAT-EXIT=$?\n"));
+    tmux.until("the chat prompt", |s| {
+        s.contains("Ctrl-D to end") && s.lines().any(|l| l.trim_end() == ">")
+    });
+    tmux.keys("hello there\n");
+    tmux.until("the reply", |s| s.lines().any(|l| l == "echo: hello there"));
+    // The up arrow brings the line back.
+    tmux.key("Up");
+    tmux.until("the recalled line", |s| {
+        s.lines().filter(|l| *l == "> hello there").count() == 2
+    });
+    tmux.key("Enter");
+    tmux.until("the second reply", |s| {
+        s.lines().filter(|l| *l == "echo: hello there").count() == 2
+    });
+    // Ctrl-C stops a reply that is still coming; the chat goes on.
+    tmux.keys("slow\n");
+    tmux.until("the slow reply's start", |s| s.contains("working"));
+    tmux.key("C-c");
+    tmux.until("the abort", |s| s.contains("[aborted]"));
+    tmux.keys("after\n");
+    tmux.until("the reply after the abort", |s| s.lines().any(|l| l == "echo: after"));
+    tmux.key("C-d");
+    tmux.until("the end of the chat", |s| {
+        s.contains("[chat ended]") && s.contains("CHAT-EXIT=0")
+    });
+    let history = std::fs::read_to_string(world.home.xdg_data().join("lap/chat_history")).unwrap();
+    assert!(
+        history.contains("hello there") && history.contains("after"),
+        "{history}"
+    );
+    let session = world.session();
+    let (_, messages) = world.call(
+        reqwest::Method::GET,
+        &format!("{PREFIX}/sessions/{session}/messages"),
+        None,
+    );
+    let finishes: Vec<&str> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["info"]["finish"].as_str())
+        .collect();
+    assert_eq!(finishes, ["stop", "stop", "interrupted", "stop"]);
+}
