@@ -868,6 +868,10 @@ fn a_recent_agent_gets_a_warm_sandbox_with_its_repo_cloned_and_a_claim_binds_the
             &url,
             "--credential",
             "GITHUB_TOKEN@api.github.test",
+            // The agent notes where it started: commands run by `lap exec` live in a Landlock
+            // domain of their own, so they cannot read the agent's `/proc/PID/cwd`.
+            "--command",
+            "sh -c 'pwd > \"$HOME/agent-cwd\"; exec bash -l'",
         ],
         &[("GITHUB_TOKEN", w.real.as_str())],
     );
@@ -877,7 +881,8 @@ fn a_recent_agent_gets_a_warm_sandbox_with_its_repo_cloned_and_a_claim_binds_the
     let first = w.json(&["--json", "sessions", "create", "pooled"]);
     assert_eq!(first["status"], "ready", "{first}");
     let first = first["id"].as_str().unwrap().to_owned();
-    let cwds = "for p in /proc/[0-9]*; do readlink $p/cwd; done 2>/dev/null; true";
+    // The agent may still be starting: wait for its note.
+    let cwds = "for i in $(seq 100); do [ -s \"$HOME/agent-cwd\" ] && break; sleep 0.05; done; cat \"$HOME/agent-cwd\"";
     let (code, out) = sh_in(&w, &first, cwds);
     assert_eq!(code, 0, "{out}");
     assert!(
