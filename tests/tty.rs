@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use lap::client::{Client, tty_url};
 use lap::wire::api::Session;
 use lap::wire::tty::{Control, ServerMessage};
+use support::tmux::Tmux;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a test waits for a condition it polls.
@@ -284,63 +285,6 @@ async fn the_terminal_refuses_another_sessions_token_over_a_real_upgrade() {
         .err()
         .expect("refused");
     assert_eq!(err.status(), Some(401), "{err}");
-}
-
-/// tmux on a private socket, killed on drop.
-struct Tmux(String);
-
-impl Tmux {
-    fn new(name: &str) -> Self {
-        Self(format!("lap-test-{name}-{}", std::process::id()))
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.0])
-            .args(args)
-            .output()
-            .expect("tmux runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        self.run(&["send-keys", "-t", "t", "-l", keys]);
-    }
-
-    fn key(&self, key: &str) {
-        self.run(&["send-keys", "-t", "t", key]);
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "t"])
-    }
-
-    /// Polls the pane until `done` holds; returns its text.
-    fn until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; pane:\n{screen}"
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let socket = self.run(&["display", "-p", "#{socket_path}"]);
-        self.run(&["kill-server"]);
-        // tmux leaves its socket file behind.
-        if !socket.trim().is_empty() {
-            let _ = std::fs::remove_file(socket.trim());
-        }
-    }
 }
 
 /// Whether a line is `stty size`'s answer.
