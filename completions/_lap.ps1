@@ -22,6 +22,8 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
     $completions = @(switch ($command) {
         'lap' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]')
+            [CompletionResult]::new('--agent', '--agent', [CompletionResultType]::ParameterName, 'Open an agent''s terminal, as `lap <agent-name>` does (LAP''s CLI spelling)')
+            [CompletionResult]::new('--resume', '--resume', [CompletionResultType]::ParameterName, 'Attach to a session by id or by its URL (`<server>/sessions/<id>`), as `lap attach` does')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print data as JSON')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only data and errors: no status lines, no spinners')
@@ -40,7 +42,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('sessions', 'sessions', [CompletionResultType]::ParameterValue, 'Create, list, show and delete sessions')
             [CompletionResult]::new('vault', 'vault', [CompletionResultType]::ParameterValue, 'The credential vault: its CA certificate')
             [CompletionResult]::new('admin', 'admin', [CompletionResultType]::ParameterValue, 'Server administration: warm pool and session statistics')
-            [CompletionResult]::new('attach', 'attach', [CompletionResultType]::ParameterValue, 'Attach this terminal to a session by id')
+            [CompletionResult]::new('attach', 'attach', [CompletionResultType]::ParameterValue, 'Attach this terminal to a session by id or URL')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command inside a session''s sandbox')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send one message to an API agent (or session) and print the reply')
             [CompletionResult]::new('chat', 'chat', [CompletionResultType]::ParameterValue, 'Chat with an API agent: a line-editing REPL over the message API')
@@ -573,7 +575,7 @@ Register-ArgumentCompleter -Native -CommandName 'lap' -ScriptBlock {
             [CompletionResult]::new('sessions', 'sessions', [CompletionResultType]::ParameterValue, 'Create, list, show and delete sessions')
             [CompletionResult]::new('vault', 'vault', [CompletionResultType]::ParameterValue, 'The credential vault: its CA certificate')
             [CompletionResult]::new('admin', 'admin', [CompletionResultType]::ParameterValue, 'Server administration: warm pool and session statistics')
-            [CompletionResult]::new('attach', 'attach', [CompletionResultType]::ParameterValue, 'Attach this terminal to a session by id')
+            [CompletionResult]::new('attach', 'attach', [CompletionResultType]::ParameterValue, 'Attach this terminal to a session by id or URL')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command inside a session''s sandbox')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send one message to an API agent (or session) and print the reply')
             [CompletionResult]::new('chat', 'chat', [CompletionResultType]::ParameterValue, 'Chat with an API agent: a line-editing REPL over the message API')

@@ -266,13 +266,21 @@ _lap() {
 
     case "${cmd}" in
         lap)
-            opts="-q -v -h -V --server --json --quiet --verbose --no-color --help --version serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help"
+            opts="-q -v -h -V --server --json --quiet --verbose --no-color --agent --resume --help --version serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resume)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -19,6 +19,8 @@ set edit:completion:arg-completer[lap] = {|@words|
     var completions = [
         &'lap'= {
             cand --server 'Server URL [default: the config file''s, else http://127.0.0.1:3000; env: LAP_URL]'
+            cand --agent 'Open an agent''s terminal, as `lap <agent-name>` does (LAP''s CLI spelling)'
+            cand --resume 'Attach to a session by id or by its URL (`<server>/sessions/<id>`), as `lap attach` does'
             cand --json 'Print data as JSON'
             cand -q 'Print only data and errors: no status lines, no spinners'
             cand --quiet 'Print only data and errors: no status lines, no spinners'
@@ -37,7 +39,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand sessions 'Create, list, show and delete sessions'
             cand vault 'The credential vault: its CA certificate'
             cand admin 'Server administration: warm pool and session statistics'
-            cand attach 'Attach this terminal to a session by id'
+            cand attach 'Attach this terminal to a session by id or URL'
             cand exec 'Run a command inside a session''s sandbox'
             cand send 'Send one message to an API agent (or session) and print the reply'
             cand chat 'Chat with an API agent: a line-editing REPL over the message API'
@@ -519,7 +521,7 @@ set edit:completion:arg-completer[lap] = {|@words|
             cand sessions 'Create, list, show and delete sessions'
             cand vault 'The credential vault: its CA certificate'
             cand admin 'Server administration: warm pool and session statistics'
-            cand attach 'Attach this terminal to a session by id'
+            cand attach 'Attach this terminal to a session by id or URL'
             cand exec 'Run a command inside a session''s sandbox'
             cand send 'Send one message to an API agent (or session) and print the reply'
             cand chat 'Chat with an API agent: a line-editing REPL over the message API'

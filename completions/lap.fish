@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_lap_global_optspecs
-    string join \n server= json q/quiet v/verbose no-color h/help V/version
+    string join \n server= json q/quiet v/verbose no-color agent= resume= h/help V/version
 end
 
 function __fish_lap_needs_command
@@ -25,6 +25,8 @@ function __fish_lap_using_subcommand
 end
 
 complete -c lap -n "__fish_lap_needs_command" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
+complete -c lap -n "__fish_lap_needs_command" -l agent -d 'Open an agent\'s terminal, as `lap <agent-name>` does (LAP\'s CLI spelling)' -r
+complete -c lap -n "__fish_lap_needs_command" -l resume -d 'Attach to a session by id or by its URL (`<server>/sessions/<id>`), as `lap attach` does' -r
 complete -c lap -n "__fish_lap_needs_command" -l json -d 'Print data as JSON'
 complete -c lap -n "__fish_lap_needs_command" -s q -l quiet -d 'Print only data and errors: no status lines, no spinners'
 complete -c lap -n "__fish_lap_needs_command" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
@@ -39,7 +41,7 @@ complete -c lap -n "__fish_lap_needs_command" -f -a "agents" -d 'Create, list, s
 complete -c lap -n "__fish_lap_needs_command" -f -a "sessions" -d 'Create, list, show and delete sessions'
 complete -c lap -n "__fish_lap_needs_command" -f -a "vault" -d 'The credential vault: its CA certificate'
 complete -c lap -n "__fish_lap_needs_command" -f -a "admin" -d 'Server administration: warm pool and session statistics'
-complete -c lap -n "__fish_lap_needs_command" -f -a "attach" -d 'Attach this terminal to a session by id'
+complete -c lap -n "__fish_lap_needs_command" -f -a "attach" -d 'Attach this terminal to a session by id or URL'
 complete -c lap -n "__fish_lap_needs_command" -f -a "exec" -d 'Run a command inside a session\'s sandbox'
 complete -c lap -n "__fish_lap_needs_command" -f -a "send" -d 'Send one message to an API agent (or session) and print the reply'
 complete -c lap -n "__fish_lap_needs_command" -f -a "chat" -d 'Chat with an API agent: a line-editing REPL over the message API'
@@ -348,7 +350,7 @@ complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcom
 complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help" -f -a "sessions" -d 'Create, list, show and delete sessions'
 complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help" -f -a "vault" -d 'The credential vault: its CA certificate'
 complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help" -f -a "admin" -d 'Server administration: warm pool and session statistics'
-complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help" -f -a "attach" -d 'Attach this terminal to a session by id'
+complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help" -f -a "attach" -d 'Attach this terminal to a session by id or URL'
 complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help" -f -a "exec" -d 'Run a command inside a session\'s sandbox'
 complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help" -f -a "send" -d 'Send one message to an API agent (or session) and print the reply'
 complete -c lap -n "__fish_lap_using_subcommand help; and not __fish_seen_subcommand_from serve login logout config agents sessions vault admin attach exec send chat doctor completions man harness help" -f -a "chat" -d 'Chat with an API agent: a line-editing REPL over the message API'

@@ -85,16 +85,7 @@ impl Server {
     }
 
     fn lap(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        piped(self.command(args), stdin)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -210,6 +201,59 @@ fn lap_agent_runs_piped_commands_and_exits_with_the_agents_code() {
         String::from_utf8_lossy(&again.stderr)
     );
     assert_eq!(server.json(&["sessions", "list"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn laps_spellings_agent_and_resume_by_id_or_url_open_the_same_terminal() {
+    let server = Server::start();
+    let out = server.lap(&["--agent", "demo"], b"echo via-''agent\nexit 0\n");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via-agent\r\n"));
+
+    let session = server.json(&["sessions", "create", "demo"]);
+    let id = session["id"].as_str().unwrap().to_owned();
+    // The URL names the server: it wins over a `--server` that points nowhere.
+    let url = format!("{}/sessions/{id}", server.url);
+    let mut resume = Command::new(env!("CARGO_BIN_EXE_lap"));
+    resume
+        .args(["--server", "http://127.0.0.1:9", "--resume", &url])
+        .env_clear()
+        .env("HOME", server.home.path());
+    let out = piped(resume, b"echo via-''url\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("using the server from the URL: {}", server.url)),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via-url\r\n"), "{stderr}");
+    // End of input ended that shell; `lap resume ID` (LAP's word) finds the session gone.
+    let out = server.lap(&["resume", &id], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("session {id} is dead")), "{stderr}");
+
+    let out = server.lap(&["attach", "not-a-session"], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'not-a-session' is not a session id or sessions URL"),
+        "{stderr}"
+    );
+    let out = server.lap(&["--agent", "demo", "sessions", "list"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `command` with `stdin` piped in; its whole output.
+fn piped(mut command: Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 #[test]
