@@ -8,7 +8,7 @@ mod admin;
 mod agents;
 mod attach;
 mod chat;
-mod completions;
+pub mod completions;
 mod config;
 mod doctor;
 mod harness;

@@ -568,3 +568,55 @@ async fn laps_own_cli_framing_works_unchanged() {
     assert!(output.contains("[process exited (code=2)]"), "{output}");
     assert_eq!(closed.map(|f| u16::from(f.code)), Some(1000));
 }
+
+#[test]
+fn tab_completes_agent_names_and_live_session_ids_from_the_server_and_stays_quiet_without_it() {
+    let mut server = Server::start();
+    server.json(&["agents", "create", "deploy-bot", "--harness", "shell"]);
+    let session = server.json(&["sessions", "create", "deploy-bot"]);
+    let id = session["id"].as_str().unwrap().to_owned();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_lap")).parent().unwrap();
+    let tmux = Tmux::new("complete");
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "150",
+        "-y",
+        "20",
+        &format!(
+            "env -i PATH={}:/usr/bin:/bin HOME={} LAP_URL={} TERM=screen PS1='outer$ ' bash --norc --noprofile",
+            bin.display(),
+            server.home.path().display(),
+            server.url
+        ),
+    ]);
+    tmux.until("the outer shell", |s| s.contains("outer$"));
+    tmux.keys("source <(lap completions bash) && echo completion-on\n");
+    tmux.until("the completion script", |s| s.contains("\ncompletion-on\nouter$"));
+    tmux.keys("lap dep");
+    tmux.key("Tab");
+    tmux.until("the agent's name", |s| s.contains("outer$ lap deploy-bot"));
+    tmux.key("C-u");
+    tmux.keys(&format!("lap attach {}", &id[..4]));
+    tmux.key("Tab");
+    tmux.until("the live session's id", |s| {
+        s.contains(&format!("outer$ lap attach {id}"))
+    });
+    tmux.key("C-u");
+
+    // With the server gone, Tab completes what it can without it, and says nothing.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    tmux.keys("lap att");
+    tmux.key("Tab");
+    let screen = tmux.until("the subcommand", |s| s.contains("outer$ lap attach"));
+    tmux.keys("x");
+    tmux.key("Tab");
+    std::thread::sleep(Duration::from_millis(1500));
+    let screen_after = tmux.screen();
+    assert!(!screen_after.contains("error"), "{screen}\n{screen_after}");
+    assert!(screen_after.contains("outer$ lap attach x"), "{screen_after}");
+}
