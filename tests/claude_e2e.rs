@@ -322,27 +322,10 @@ fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_and_ans
     let Some(world) = World::start() else { return };
     world.agent("cc", "claude-code");
     let home = &world.home;
-    let tmux = Tmux::new("claude-tui");
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
-    ]);
-    tmux.until("the outer shell", |s| s.contains("outer$"));
-    let env: Vec<String> = home
-        .env()
-        .into_iter()
-        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
-        .collect();
+    let tmux = Tmux::shell("claude-tui", (120, 40), "");
     tmux.keys(&format!(
         "env -i {} {} cc; echo LAP-EXIT=$?\n",
-        env.join(" "),
+        home.env_words(),
         env!("CARGO_BIN_EXE_lap")
     ));
     // Straight to Claude Code's prompt: no onboarding, no folder trust, no "use this API key?".

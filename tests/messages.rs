@@ -752,26 +752,8 @@ fn opencode_serve_is_relayed_from_inside_the_sandbox() {
 #[test]
 fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
     let world = World::new();
-    let tmux = Tmux::new("chat");
-    let env: Vec<String> = world
-        .home
-        .env()
-        .into_iter()
-        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
-        .collect();
-    let lap = format!("env -i {} TERM=screen {}", env.join(" "), support::LAP);
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
-    ]);
-    tmux.until_within(FRAME_WAIT, "the outer shell", |s| s.contains("outer$"));
+    let tmux = Tmux::shell("chat", (120, 40), "");
+    let lap = format!("env -i {} TERM=screen {}", world.home.env_words(), support::LAP);
     tmux.keys(&format!("{lap} chat sdk; echo CHAT-EXIT=$?\n"));
     tmux.until_within(FRAME_WAIT, "the chat prompt", |s| {
         s.contains("Ctrl-D to end") && s.lines().any(|l| l.trim_end() == ">")

@@ -347,25 +347,13 @@ fn a_person_in_tmux_types_resizes_detaches_and_comes_back() {
         panic!("tmux is required for this test");
     }
     let server = Server::start();
-    let tmux = Tmux::new("person");
     let lap = format!(
         "env -i HOME={} {} --server {}",
         server.home.path().display(),
         env!("CARGO_BIN_EXE_lap"),
         server.url
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
-    ]);
-    tmux.until("the outer shell", |s| s.contains("outer$"));
+    let tmux = Tmux::shell("person", (100, 30), "");
     tmux.keys(&format!("{lap} demo; echo LAP-EXIT=$?\n"));
     tmux.until("the sandbox's prompt", |s| s.contains("lap@lap-"));
     tmux.keys("echo hel''lo; stty size\n");
@@ -417,19 +405,7 @@ fn a_person_in_tmux_types_resizes_detaches_and_comes_back() {
 
 /// Starts `lap demo` in a fresh tmux pane and waits for the sandbox's prompt.
 fn lap_demo_in_tmux(server: &Server, name: &str) -> Tmux {
-    let tmux = Tmux::new(name);
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
-    ]);
-    tmux.until("the outer shell", |s| s.contains("outer$"));
+    let tmux = Tmux::shell(name, (100, 30), "");
     tmux.keys(&format!(
         "env -i HOME={} {} --server {} demo; echo LAP-EXIT=$?\n",
         server.home.path().display(),
@@ -576,24 +552,13 @@ fn tab_completes_agent_names_and_live_session_ids_from_the_server_and_stays_quie
     let session = server.json(&["sessions", "create", "deploy-bot"]);
     let id = session["id"].as_str().unwrap().to_owned();
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_lap")).parent().unwrap();
-    let tmux = Tmux::new("complete");
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "150",
-        "-y",
-        "20",
-        &format!(
-            "env -i PATH={}:/usr/bin:/bin HOME={} LAP_URL={} TERM=screen PS1='outer$ ' bash --norc --noprofile",
-            bin.display(),
-            server.home.path().display(),
-            server.url
-        ),
-    ]);
-    tmux.until("the outer shell", |s| s.contains("outer$"));
+    let env = format!(
+        "PATH={}:/usr/bin:/bin HOME={} LAP_URL={}",
+        bin.display(),
+        server.home.path().display(),
+        server.url
+    );
+    let tmux = Tmux::shell("complete", (150, 20), &env);
     tmux.keys("source <(lap completions bash) && echo completion-on\n");
     tmux.until("the completion script", |s| s.contains("\ncompletion-on\nouter$"));
     tmux.keys("lap dep");

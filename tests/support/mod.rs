@@ -90,6 +90,15 @@ impl Home {
         env
     }
 
+    /// [`Home::env`] as `K=V` words, for a shell command line (`env -i …`).
+    pub fn env_words(&self) -> String {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// [`Home::env`] without `LAP_CREDENTIAL_STORE`, for the keyring test.
     pub fn env_without_store(&self) -> Vec<(OsString, OsString)> {
         vec![

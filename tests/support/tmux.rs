@@ -17,6 +17,18 @@ impl Tmux {
         Self(format!("lap-test-{name}-{}", std::process::id()))
     }
 
+    /// A tmux server of its own whose one pane runs a clean bash with prompt `outer$ `, started with
+    /// `env -i PATH=/usr/bin:/bin ENV… TERM=screen` (`env` may override `PATH`); returns once the
+    /// prompt shows.
+    pub fn shell(name: &str, (cols, rows): (u16, u16), env: &str) -> Self {
+        let tmux = Self::new(name);
+        let command = format!("env -i PATH=/usr/bin:/bin {env} TERM=screen PS1='outer$ ' bash --norc --noprofile");
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        tmux.run(&["new-session", "-d", "-s", "t", "-x", &cols, "-y", &rows, &command]);
+        tmux.until("the outer shell", |s| s.contains("outer$"));
+        tmux
+    }
+
     pub fn run(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
             .args(["-L", &self.0])
