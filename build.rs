@@ -6,7 +6,7 @@
 //! listed in `$OUT_DIR/ui_assets.rs` as `(path, content type, etag, include_bytes!)`, so the binary
 //! carries the whole UI. When Node/npm is missing or `npm ci` fails, the build still succeeds: it
 //! warns, and embeds one page that says the UI was not built and how to fix it. `LAP_SKIP_WEB_UI=1`
-//! asks for that page on purpose (no npm run at all).
+//! asks for that page on purpose (no npm run at all); `NPM` names another npm program.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,11 @@ fn main() {
     println!("cargo:rerun-if-changed=web/src");
     println!("cargo:rerun-if-changed=web/package.json");
     println!("cargo:rerun-if-changed=web/package-lock.json");
+    // What `npm ci` leaves behind: a build without it (no npm yet) is redone once it appears, and
+    // a deleted `node_modules` is fetched again.
+    println!("cargo:rerun-if-changed=web/node_modules/.package-lock.json");
     println!("cargo:rerun-if-env-changed=LAP_SKIP_WEB_UI");
+    println!("cargo:rerun-if-env-changed=NPM");
 
     let dest = out.join("ui");
     let _ = std::fs::remove_dir_all(&dest);
@@ -59,8 +63,8 @@ fn main() {
         Err(why) => {
             println!("cargo:warning=the web UI is not built into this binary: {why}");
             println!(
-                "cargo:warning=install Node.js (18 or newer) and npm, then run `npm ci --prefix web` and rebuild; \
-                 scripts/serve.sh and scripts/test.sh install them with apt"
+                "cargo:warning=install Node.js (18 or newer) and npm (scripts/serve.sh and scripts/test.sh \
+                 install them with apt), then rebuild"
             );
             files.push((
                 "index.html".to_owned(),
