@@ -7,7 +7,8 @@
 //! `lap serve --backend local` with real sandboxes: sign in, create an agent, open a session, type
 //! in the terminal, resize, see a blocked request in the egress log, sign out. Without Chromium or
 //! Node it is skipped with a banner, or fails under `LAP_TEST_STRICT=1` (as `scripts/test.sh`
-//! sets). Its screenshot of the session page goes to `LAP_UI_SCREENSHOT` when set (the README's
+//! sets). A second browser test sends messages to an API-harness agent (the fake `claude` of
+//! tests/messages.rs) and watches the reply stream in. The first one's screenshot of the session page goes to `LAP_UI_SCREENSHOT` when set (the README's
 //! `docs/ui-session.png` is made that way).
 
 mod support;
@@ -110,6 +111,7 @@ fn the_page_and_its_assets_are_served_at_the_root_with_a_strict_csp() {
             "{csp}"
         );
     }
+    assert_ui_built(&server);
     let app = http(&server, "GET", "/ui/app.js", &[], "");
     assert_eq!(app.status, 200);
     assert!(app.header("content-type").unwrap().starts_with("text/javascript"));
@@ -262,35 +264,31 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-#[test]
-fn a_person_signs_in_creates_an_agent_uses_its_terminal_sees_a_blocked_request_and_signs_out() {
+/// Runs `tests/ui/{script}` in Chromium against `server`; returns its `ok: …` lines. `None` when
+/// the browser test cannot run here (skipped with a banner; a failure under `LAP_TEST_STRICT=1`).
+fn run_browser(script: &str, server: &TestServer, home: &Home, screenshot: &Path) -> Option<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (chromium, dir) = match browser_prerequisites(root) {
         Ok(found) => found,
         Err(why) if std::env::var("LAP_TEST_STRICT").as_deref() == Ok("1") => {
-            panic!("{why} (LAP_TEST_STRICT=1 makes the browser test mandatory)")
+            panic!("{why} (LAP_TEST_STRICT=1 makes the browser tests mandatory)")
         }
         Err(why) => {
             let banner = "=".repeat(72);
             eprintln!(
                 "\n{banner}\nSKIPPED browser test: {why}\n(set LAP_TEST_STRICT=1 to make this a failure)\n{banner}\n"
             );
-            return;
+            return None;
         }
     };
-    let home = Home::new();
-    let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(&server);
-    let screenshot = std::env::var_os("LAP_UI_SCREENSHOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.path().join("ui-session.png"));
+    assert_ui_built(server);
     let mut child = Command::new("node")
-        .arg("session.mjs")
+        .arg(script)
         .current_dir(&dir)
         .env("LAP_URL", &server.url)
         .env("LAP_MASTER_KEY", server.master_key())
         .env("LAP_CHROMIUM", &chromium)
-        .env("LAP_SCREENSHOT", &screenshot)
+        .env("LAP_SCREENSHOT", screenshot)
         .env("HOME", home.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -305,24 +303,92 @@ fn a_person_signs_in_creates_an_agent_uses_its_terminal_sees_a_blocked_request_a
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the browser test failed ({}):\n{stdout}\n--- stderr\n{stderr}\n--- lap serve\n{}",
+        "the browser test {script} failed ({}):\n{stdout}\n--- stderr\n{stderr}\n--- lap serve\n{}",
         out.status,
         server.log()
     );
+    println!("{stdout}");
+    Some(stdout)
+}
+
+/// Fails with the reason when the binary holds the "UI not built" page instead of the UI.
+fn assert_ui_built(server: &TestServer) {
+    let page = http(server, "GET", "/", &[], "");
+    assert!(
+        !page.body.contains("web UI was not built"),
+        "this lap was built without its web UI (see the build's warnings): install Node.js and npm, then rebuild"
+    );
+}
+
+#[test]
+fn a_person_signs_in_creates_an_agent_uses_its_terminal_sees_a_blocked_request_and_signs_out() {
+    let home = Home::new();
+    let server = TestServer::start_local(&home);
+    let _cleanup = Cleanup(&server);
+    let screenshot = std::env::var_os("LAP_UI_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.path().join("ui-session.png"));
+    let Some(stdout) = run_browser("session.mjs", &server, &home, &screenshot) else {
+        return;
+    };
     for step in [
         "signed in: an HttpOnly SameSite=Strict session cookie",
         "created agent web-demo",
         "typed in the browser terminal and saw the output",
         "resized the window: stty size followed",
         "the blocked request appeared in the egress log",
+        "edited the agent",
+        "deleted the agent after confirming",
         "signed out",
     ] {
         assert!(stdout.contains(&format!("ok: {step}")), "no `ok: {step}` in:\n{stdout}");
     }
     let png = std::fs::read(&screenshot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+}
+
+/// The fake `claude` of the message API tests, as an agent's command.
+fn fake_claude_command() -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(include_str!("fake_claude.py"));
+    format!("python3 -c \"import base64;exec(base64.b64decode('{b64}'))\"")
+}
+
+#[test]
+fn a_person_messages_an_api_agent_and_sees_the_reply_stream_in() {
+    let home = Home::new();
+    let server = TestServer::start_local(&home);
+    let _cleanup = Cleanup(&server);
+    support::lap(
+        &home,
+        [
+            "agents",
+            "create",
+            "sdk",
+            "--harness",
+            "claude-agent-sdk",
+            "--command",
+            &fake_claude_command(),
+        ],
+    )
+    .success();
+    let screenshot = std::env::var_os("LAP_UI_CHAT_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.path().join("ui-chat.png"));
+    let Some(stdout) = run_browser("chat.mjs", &server, &home, &screenshot) else {
+        return;
+    };
+    for step in [
+        "the session of an API harness shows a message composer, and `lap chat` as its command",
+        "a reply streams into the thread while the turn runs",
+        "Stop reply ends the running turn",
+        "the next message gets its whole reply",
+        "the conversation is still there after a reload",
+    ] {
+        assert!(stdout.contains(&format!("ok: {step}")), "no `ok: {step}` in:\n{stdout}");
+    }
 }

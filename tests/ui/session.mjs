@@ -1,44 +1,13 @@
 // A person uses lap's web UI in headless Chromium (Debian's, driven by playwright-core; no browser
 // download): signs in, creates a shell agent through the form, opens a session, types in the
 // browser terminal, resizes the window and sees `stty size` follow, sees a blocked request in the
-// egress log, signs out. Run by tests/ui.rs against a real `lap serve --backend local`.
+// egress log, edits and deletes the agent, signs out. Run by tests/ui.rs against a real `lap serve --backend local`.
 //
-// Env: LAP_URL, LAP_MASTER_KEY, LAP_SCREENSHOT (where to save the session page), LAP_CHROMIUM.
-// Prints one `ok: …` line per step; any failed expectation throws and exits non-zero.
+// Env: see common.mjs. Prints one `ok: …` line per step; any failed expectation throws and exits non-zero.
 
-import { chromium } from 'playwright-core';
+import { url, key, screenshot, WAIT, PREFIX, ok, expect, open } from './common.mjs';
 
-const url = process.env.LAP_URL;
-const key = process.env.LAP_MASTER_KEY;
-const screenshot = process.env.LAP_SCREENSHOT;
-const executablePath = process.env.LAP_CHROMIUM || '/usr/bin/chromium';
-if (!url || !key) throw new Error('LAP_URL and LAP_MASTER_KEY must be set');
-
-/// How long one expectation may take.
-const WAIT = 20_000;
-const PREFIX = '/api/v1/managed_agents';
-
-function ok(step) {
-  console.log(`ok: ${step}`);
-}
-
-function expect(cond, what) {
-  if (!cond) throw new Error(`expected ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  // Root in a container: Chromium's own sandbox needs user namespaces it may not get.
-  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
-});
-const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-const page = await context.newPage();
-page.setDefaultTimeout(WAIT);
-const consoleErrors = [];
-page.on('pageerror', (err) => consoleErrors.push(String(err)));
-// A refused request logs `Failed to load resource`; those are expected here (sign-in, CSRF).
-page.on('console', (msg) => msg.type() === 'error' && !/Failed to load resource/.test(msg.text()) && consoleErrors.push(msg.text()));
+const { browser, context, page, consoleErrors } = await open();
 
 try {
   // --- sign in -------------------------------------------------------------------------------
@@ -106,7 +75,11 @@ try {
   await page.waitForFunction(() => document.querySelector('#term-status')?.textContent === 'connected', null, { timeout: 60_000 });
   const attach = await page.textContent('#attach-command');
   expect(attach === `lap attach ${sessionId}`, `the attach command, got ${attach}`);
-  ok(`session ${sessionId} is ready and its terminal connected`);
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: url });
+  await page.click('#copy-attach');
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  expect(copied === `lap attach ${sessionId}`, `the copy button to copy the attach command, got ${copied}`);
+  ok(`session ${sessionId} is ready and its terminal connected; Copy copies \`${copied}\``);
 
   const screen = () => page.evaluate(() => document.querySelector('#terminal .xterm-rows')?.innerText || '');
   const waitScreen = async (pattern, what) => {
@@ -175,6 +148,37 @@ try {
   await page.waitForURL(/\/sessions$/);
   await page.waitForSelector(`tr[data-session="${sessionId}"] [data-status="ready"]`);
   ok('the sessions list shows the session ready');
+
+  // --- edit the agent, then delete it ----------------------------------------------------------
+  await page.click('nav >> text=Agents');
+  await page.click('tr[data-agent="web-demo"] >> text=Edit');
+  await page.waitForURL(/\/agents\/web-demo$/);
+  await page.waitForSelector('#agent-credentials [data-known="GITHUB_TOKEN"]');
+  await page.fill('#agent-prompt', 'be brief');
+  await page.fill('#agent-allow', '*.example.org');
+  await page.click('#agent-env >> text=Remove');
+  await page.click('#agent-save');
+  await page.waitForFunction(() => /saved web-demo/.test(document.querySelector('#toast')?.textContent || ''));
+  const edited = await page.evaluate(async (prefix) => (await fetch(`${prefix}/agents/web-demo`)).json(), PREFIX);
+  expect(edited.prompt === 'be brief', `the new prompt, got ${edited.prompt}`);
+  expect(JSON.stringify(edited.allow_out) === '["*.example.org"]', `allow_out, got ${JSON.stringify(edited.allow_out)}`);
+  expect(JSON.stringify(edited.env) === '{}', `the env var removed, got ${JSON.stringify(edited.env)}`);
+  const kept = edited.credentials.find((c) => c.name === 'GITHUB_TOKEN');
+  expect(kept && kept.fingerprint === gh.fingerprint, `the credential kept as it was, got ${JSON.stringify(edited.credentials)}`);
+  ok('edited the agent: prompt and egress changed, an env var removed, the credential kept');
+
+  await page.click('nav >> text=Agents');
+  await page.click('tr[data-agent="web-demo"] >> text=Delete');
+  await page.waitForSelector('#confirm[open]');
+  expect(/Delete agent web-demo\?/.test(await page.textContent('#confirm-text')), 'a confirmation that names the agent');
+  await page.click('#confirm >> text=Cancel');
+  await page.waitForSelector('tr[data-agent="web-demo"]');
+  await page.click('tr[data-agent="web-demo"] >> text=Delete');
+  await page.click('#confirm-ok');
+  await page.waitForFunction(() => !document.querySelector('tr[data-agent="web-demo"]'));
+  const gone = await page.evaluate(async (prefix) => (await fetch(`${prefix}/agents/web-demo`)).status, PREFIX);
+  expect(gone === 404, `the agent gone, got ${gone}`);
+  ok('deleted the agent after confirming (cancel kept it)');
 
   // --- sign out ---------------------------------------------------------------------------------
   const cookieHeader = `lap_ui_session=${session.value}`;

@@ -18,12 +18,14 @@ export function sessionPage(main, _ctx, id) {
   const stops = [];
   const title = h('h1', {}, 'Session ', h('span', { class: 'mono' }, id.slice(0, 8)));
   const state = h('div', { class: 'row', id: 'session-state' });
-  const command = `lap attach ${id}`;
+  // The CLI's way in: a terminal for TUI harnesses, the chat for API ones.
+  let command = `lap attach ${id}`;
+  const commandEl = h('code', { id: 'attach-command' }, command);
   const attach = h(
     'div',
     { class: 'attach' },
     h('span', { class: 'muted' }, 'From a terminal:'),
-    h('code', { id: 'attach-command' }, command),
+    commandEl,
     h('button', { type: 'button', id: 'copy-attach', onclick: () => copyText(command) }, 'Copy'),
   );
   const actions = h(
@@ -94,6 +96,8 @@ export function sessionPage(main, _ctx, id) {
         clear(state, h('span', { class: 'error' }, String(err)));
         return;
       }
+      command = s.supports_tui ? `lap attach ${id}` : `lap chat ${id}`;
+      commandEl.textContent = command;
       clear(
         state,
         link(`/agents/${encodeURIComponent(s.agent_name)}`, s.agent_name),
@@ -250,7 +254,11 @@ function mountChat(work, session) {
   const thread = h('div', { class: 'thread', id: 'thread' });
   const input = h('textarea', { id: 'message-input', placeholder: 'Message the agent (Ctrl+Enter sends)' });
   const sendButton = h('button', { type: 'submit', class: 'primary', id: 'message-send' }, 'Send');
-  const abortButton = h('button', { type: 'button', disabled: true, onclick: () => api('POST', `${PREFIX}/sessions/${session.id}/abort`, {}) }, 'Stop reply');
+  const abortButton = h(
+    'button',
+    { type: 'button', id: 'message-abort', disabled: true, onclick: () => api('POST', `${PREFIX}/sessions/${session.id}/abort`, {}).catch((e) => (error.textContent = String(e))) },
+    'Stop reply',
+  );
   const error = h('p', { class: 'error' });
   let controller = null;
   const form = h(
