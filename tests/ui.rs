@@ -330,7 +330,7 @@ fn a_person_signs_in_creates_an_agent_uses_its_terminal_sees_a_blocked_request_a
     let server = TestServer::start_local(&home);
     let _cleanup = Cleanup(&server);
     let screenshot = std::env::var_os("LAP_UI_SCREENSHOT")
-        .map(PathBuf::from)
+        .map(|p| std::path::absolute(p).expect("an absolute screenshot path"))
         .unwrap_or_else(|| home.path().join("ui-session.png"));
     let Some(stdout) = run_browser("session.mjs", &server, &home, &screenshot) else {
         return;
@@ -377,7 +377,7 @@ fn a_person_messages_an_api_agent_and_sees_the_reply_stream_in() {
     )
     .success();
     let screenshot = std::env::var_os("LAP_UI_CHAT_SCREENSHOT")
-        .map(PathBuf::from)
+        .map(|p| std::path::absolute(p).expect("an absolute screenshot path"))
         .unwrap_or_else(|| home.path().join("ui-chat.png"));
     let Some(stdout) = run_browser("chat.mjs", &server, &home, &screenshot) else {
         return;

@@ -138,7 +138,7 @@ try {
   ok(`the blocked request appeared in the egress log: ${blockedText.replace(/\s+/g, ' ').trim()}`);
 
   if (screenshot) {
-    await page.waitForTimeout(300);
+    await page.waitForSelector('#toast', { state: 'hidden' });
     await page.screenshot({ path: screenshot });
     ok(`screenshot of the session page saved to ${screenshot}`);
   }
