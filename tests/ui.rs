@@ -239,6 +239,11 @@ fn browser_prerequisites(root: &Path) -> Result<(PathBuf, PathBuf), String> {
         return Err("no `node` on PATH (apt-get install nodejs npm)".to_owned());
     }
     let dir = root.join("tests/ui");
+    // Browser tests run in parallel processes: one `npm ci` at a time, and the others wait for it.
+    let lock = std::fs::File::create(std::env::temp_dir().join("lap-tests-ui-npm-ci.lock"))
+        .map_err(|e| format!("cannot create the npm lock file: {e}"))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock the npm lock file: {e}"))?;
     if !dir.join("node_modules/playwright-core/package.json").is_file() {
         let out = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])

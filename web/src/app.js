@@ -90,7 +90,7 @@ function signInPage() {
           await api('POST', '/api/ui/auth/cookie', undefined, { authorization: `Bearer ${key.value}` });
           key.value = '';
           config = null;
-          go(next.startsWith('/') && !next.startsWith('//') ? next : '/agents', true);
+          go(/^\/(?![/\\])/.test(next) ? next : '/agents', true);
         } catch (err) {
           key.value = '';
           error.textContent = err.status === 401 ? 'that is not the master key of this server' : String(err);
