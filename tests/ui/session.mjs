@@ -80,6 +80,8 @@ try {
   const copied = await page.evaluate(() => navigator.clipboard.readText());
   expect(copied === `lap attach ${sessionId}`, `the copy button to copy the attach command, got ${copied}`);
   ok(`session ${sessionId} is ready and its terminal connected; Copy copies \`${copied}\``);
+  await page.waitForFunction(() => /GITHUB_TOKEN/.test(document.querySelector('#session-credentials')?.textContent || ''));
+  ok('the session page names the credentials its sandbox holds stubs for');
 
   const screen = () => page.evaluate(() => document.querySelector('#terminal .xterm-rows')?.innerText || '');
   const waitScreen = async (pattern, what) => {

@@ -86,6 +86,10 @@ export function sessionPage(main, _ctx, id) {
     h('div', { class: 'session-grid' }, work, egress),
   );
 
+  // The credentials the sandbox holds stubs for: what the egress log can show being swapped.
+  const credentials = h('p', { class: 'muted', id: 'session-credentials' });
+  egress.insertBefore(credentials, egress.children[1]);
+  let keysShown = false;
   let mounted = null;
   stops.push(
     every(SESSION_POLL_MS, async () => {
@@ -106,6 +110,16 @@ export function sessionPage(main, _ctx, id) {
         h('span', { class: 'muted' }, `started ${ago(s.created_at)}, active ${ago(s.last_seen_at)}`),
         s.failure_reason ? h('span', { class: 'error' }, s.failure_reason) : '',
       );
+      if (s.status === 'ready' && !keysShown) {
+        keysShown = true;
+        api('GET', `${PREFIX}/sessions/${id}/vault-keys`)
+          .then((keys) => {
+            credentials.textContent = keys.length
+              ? `Credentials in this sandbox (as stubs; the vault swaps in the real values toward their hosts): ${keys.join(', ')}`
+              : 'No credentials in this sandbox.';
+          })
+          .catch(() => (keysShown = false));
+      }
       if (s.status === 'ready' && !mounted) {
         mounted = s.supports_tui ? mountTerminal(work, s) : mountChat(work, s);
         stops.push(() => mounted.stop());
