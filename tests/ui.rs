@@ -393,6 +393,7 @@ fn a_person_messages_an_api_agent_and_sees_the_reply_stream_in() {
         "Stop reply ends the running turn",
         "the next message gets its whole reply",
         "the conversation is still there after a reload",
+        "a command run in the sandbox from the page shows its output and exit code",
     ] {
         assert!(stdout.contains(&format!("ok: {step}")), "no `ok: {step}` in:\n{stdout}");
     }

@@ -45,6 +45,13 @@ try {
   ok('the conversation is still there after a reload');
   if (screenshot) await page.screenshot({ path: screenshot });
 
+  await page.fill('#exec-command', 'echo "exec-$((2+3))"; echo oops >&2; exit 3');
+  await page.click('#exec-run');
+  await page.waitForSelector('#exec-output [data-exit="3"]');
+  const execOut = await page.textContent('#exec-output');
+  expect(/exec-5/.test(execOut) && /oops/.test(execOut), `the command's stdout and stderr, got ${execOut}`);
+  ok('a command run in the sandbox from the page shows its output and exit code');
+
   const sessionId = page.url().split('/').pop();
   const history = await page.evaluate(async ([prefix, id]) => (await fetch(`${prefix}/sessions/${id}/messages`)).json(), [PREFIX, sessionId]);
   expect(history.length >= 3 && history[history.length - 1].info.role === 'assistant', `the conversation in the store, got ${JSON.stringify(history)}`);

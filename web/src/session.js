@@ -83,7 +83,7 @@ export function sessionPage(main, _ctx, id) {
     main,
     h('div', { class: 'row spread' }, title, actions),
     h('div', { class: 'row spread', style: 'margin-bottom:1rem' }, state, attach),
-    h('div', { class: 'session-grid' }, work, egress),
+    h('div', { class: 'session-grid' }, h('div', {}, work, execPanel(id)), egress),
   );
 
   // The credentials the sandbox holds stubs for: what the egress log can show being swapped.
@@ -147,6 +147,65 @@ export function sessionPage(main, _ctx, id) {
     }),
   );
   return () => stops.forEach((stop) => stop());
+}
+
+// `lap exec`: one command in the sandbox, as the sandbox user, its output streamed back.
+function execPanel(id) {
+  const input = h('input', { id: 'exec-command', placeholder: 'a shell command, e.g. ls -la /work', style: 'flex:1' });
+  const output = h('pre', { id: 'exec-output', class: 'card', hidden: true, style: 'white-space:pre-wrap;max-height:30vh;overflow:auto' });
+  const run = h('button', { type: 'submit', id: 'exec-run' }, 'Run');
+  const decode = (b64) => new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+  const form = h(
+    'form',
+    {
+      class: 'row',
+      style: 'margin-top:.8rem',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const command = input.value.trim();
+        if (!command) return;
+        run.disabled = true;
+        output.hidden = false;
+        output.textContent = '';
+        try {
+          const res = await fetch(`${PREFIX}/sessions/${id}/exec`, {
+            method: 'POST',
+            credentials: 'same-origin',
+            headers: { 'content-type': 'application/json', 'x-lap-ui': '1' },
+            body: JSON.stringify({ command: ['sh', '-c', command] }),
+          });
+          if (!res.ok) {
+            const body = await res.json().catch(() => ({ error: res.statusText }));
+            throw new Error(body.hint ? `${body.error} (hint: ${body.hint})` : body.error);
+          }
+          const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buffer = '';
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            buffer += value;
+            let cut;
+            while ((cut = buffer.indexOf('\n')) >= 0) {
+              const event = JSON.parse(buffer.slice(0, cut));
+              buffer = buffer.slice(cut + 1);
+              if (event.stdout) output.append(decode(event.stdout));
+              else if (event.stderr) output.append(h('span', { class: 'error' }, decode(event.stderr)));
+              else if ('exit_code' in event) output.append(h('span', { class: 'muted', 'data-exit': event.exit_code }, `[exit ${event.exit_code}]`));
+              else if (event.error) output.append(h('span', { class: 'error' }, `[error: ${event.error}]`));
+            }
+          }
+        } catch (err) {
+          output.append(h('span', { class: 'error' }, String(err)));
+        } finally {
+          run.disabled = false;
+        }
+      },
+    },
+    h('strong', {}, 'Run in the sandbox'),
+    input,
+    run,
+  );
+  return h('div', {}, form, output);
 }
 
 function egressRow(r) {
