@@ -42,7 +42,10 @@ export function agentsPage(main, _ctx) {
       h('td', { class: 'muted' }, ago(agent.created_at)),
       h(
         'td',
-        { class: 'row' },
+        {},
+        h(
+          'div',
+          { class: 'row' },
         h('button', { class: 'primary', onclick: () => startSession(agent.name).catch((e) => (error.textContent = String(e))) }, 'Start session'),
         h('button', { onclick: () => navigate(`/agents/${encodeURIComponent(agent.name)}`) }, 'Edit'),
         h(
@@ -61,6 +64,7 @@ export function agentsPage(main, _ctx) {
             },
           },
           'Delete',
+        ),
         ),
       ),
     );
@@ -107,6 +111,15 @@ export function agentFormPage(main, ctx, name) {
     pids: h('input', { id: 'agent-pids', type: 'number', min: 16, placeholder: '1024' }),
     cpus: h('input', { id: 'agent-cpus', type: 'number', step: '0.01', min: 0.01, placeholder: '2' }),
   };
+  // What the chosen harness needs: its credentials and where its tool comes from.
+  const harnessHint = h('p', { class: 'muted', id: 'harness-hint' });
+  const showHarness = () => {
+    const x = harnesses.find((x) => x.id === f.harness.value);
+    if (!x) return;
+    const needs = x.needs_env.length ? `needs ${x.needs_env.join(', ')} (add it under Credentials); ` : '';
+    harnessHint.textContent = `${x.supports_tui ? 'a terminal in the browser' : 'driven by messages'}; ${needs}tool: ${x.install_hint}`;
+  };
+  f.harness.addEventListener('change', showHarness);
   const envRows = h('div', { id: 'agent-env' });
   const credRows = h('div', { id: 'agent-credentials' });
   let existing = null;
@@ -216,7 +229,7 @@ export function agentFormPage(main, ctx, name) {
   const form = h(
     'form',
     { class: 'card', id: 'agent-form', onsubmit: save },
-    h('div', { class: 'grid2' }, h('div', {}, field('Name', f.name, 'lowercase letters, digits, dashes')), h('div', {}, field('Harness', f.harness))),
+    h('div', { class: 'grid2' }, h('div', {}, field('Name', f.name, 'lowercase letters, digits, dashes')), h('div', {}, field('Harness', f.harness), harnessHint)),
     h('div', { class: 'grid2' }, h('div', {}, field('Repository', f.repo, 'cloned at bring-up')), h('div', {}, field('Branch', f.branch))),
     h('div', { class: 'grid2' }, h('div', {}, field('Model', f.model)), h('div', {}, field('Command', f.command, 'optional'))),
     field('Prompt', f.prompt),
@@ -238,6 +251,7 @@ export function agentFormPage(main, ctx, name) {
 
   if (!name) {
     f.harness.value = harnesses.some((x) => x.id === 'shell') ? 'shell' : harnesses[0]?.id || '';
+    showHarness();
     return () => {};
   }
   (async () => {
@@ -250,6 +264,7 @@ export function agentFormPage(main, ctx, name) {
     const a = existing;
     f.name.value = a.name;
     f.harness.value = a.harness_id;
+    showHarness();
     f.command.value = a.command || '';
     f.repo.value = a.repo_url || '';
     f.branch.value = a.branch || '';
