@@ -184,6 +184,8 @@ try {
 
   // --- sign out ---------------------------------------------------------------------------------
   const cookieHeader = `lap_ui_session=${session.value}`;
+  const replayBefore = await fetch(`${url}${PREFIX}/agents`, { headers: { cookie: cookieHeader } });
+  expect(replayBefore.status === 200, `the cookie to open the API from outside the browser too, got ${replayBefore.status}`);
   await page.click('#sign-out');
   await page.waitForURL(/\/sign-in$/);
   const afterSignOut = await page.evaluate(async () => (await fetch('/api/ui/auth/cookie')).status);
