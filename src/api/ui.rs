@@ -13,6 +13,7 @@
 //! (at most [`MAX_SESSIONS`]; the oldest is dropped for a new one): a restart of `lap serve` signs
 //! every browser out. `GET` says whether the request is signed in (204, else 401); `DELETE` signs the
 //! cookie's session out and clears the cookie.
+//! `GET /api/ui/config` (signed in) tells the page the harness catalog and the credential presets.
 //!
 //! Cookie auth and CSRF. Every master-key route also takes a live session cookie. Besides
 //! `SameSite=Strict` (no cross-site request carries it), a cookie-authenticated request whose
