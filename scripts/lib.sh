@@ -31,7 +31,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
-# Puts a Rust toolchain (>= 1.88, with rustfmt and clippy) on PATH, installing Debian's when none is.
+# Puts a Rust toolchain (>= 1.89, with rustfmt and clippy) on PATH, installing Debian's when none is.
 ensure_cargo() {
   [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
   if ! command -v cargo >/dev/null 2>&1; then
@@ -39,8 +39,8 @@ ensure_cargo() {
   fi
   local version
   version=$(rustc --version | awk '{print $2}')
-  if [ "$(printf '%s\n1.88.0\n' "$version" | sort -V | head -n1)" != 1.88.0 ]; then
-    die "rustc $version is too old: lap needs 1.88 or newer" "install a current toolchain with rustup (https://rustup.rs)"
+  if [ "$(printf '%s\n1.89.0\n' "$version" | sort -V | head -n1)" != 1.89.0 ]; then
+    die "rustc $version is too old: lap needs 1.89 or newer" "install a current toolchain with rustup (https://rustup.rs)"
   fi
 }
 
