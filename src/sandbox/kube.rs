@@ -307,32 +307,26 @@ impl Kube {
     /// Deletes sandbox `id`'s Pod, Secret and NetworkPolicy; objects already gone are fine. The
     /// owner references would collect the last two anyway; deleting them here does not wait for that.
     pub async fn delete_objects(&self, id: &str) -> Result<(), SandboxError> {
+        // Each is tried even when one before failed, so a refusal leaves as little behind as it can.
         let params = DeleteParams::default();
-        gone_ok(
-            self.pods()
-                .delete(
-                    id,
-                    &DeleteParams {
-                        grace_period_seconds: Some(0),
-                        ..params.clone()
-                    },
-                )
-                .await
-                .map(|_| ()),
-        )?;
-        gone_ok(
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..params.clone()
+        };
+        let pod = gone_ok(self.pods().delete(id, &now).await.map(|_| ()));
+        let secret = gone_ok(
             self.secrets()
                 .delete(&manifest::secret_name(id), &params)
                 .await
                 .map(|_| ()),
-        )?;
-        gone_ok(
+        );
+        let policy = gone_ok(
             self.policies()
                 .delete(&manifest::policy_name(id), &params)
                 .await
                 .map(|_| ()),
-        )?;
-        Ok(())
+        );
+        pod.and(secret).and(policy)
     }
 }
 
