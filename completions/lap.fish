@@ -64,6 +64,9 @@ complete -c lap -n "__fish_lap_using_subcommand serve" -l warm-pool-recent-agent
 complete -c lap -n "__fish_lap_using_subcommand serve" -l warm-pool-max-age -d 'Recycle warm sandboxes older than this: `30m`, `2h`' -r
 complete -c lap -n "__fish_lap_using_subcommand serve" -l sandbox-cgroups -d 'How the local backend limits memory, processes and CPU: cgroups where writable, else rlimits (`auto`), or rlimits only (`off`)' -r -f -a "auto\t'cgroup v1 or v2 where writable, rlimits for the rest'
 off\t'rlimits only'"
+complete -c lap -n "__fish_lap_using_subcommand serve" -l kube-context -d 'Kubernetes backend: the kubeconfig context to use [default: the current one, or the in-cluster service account]' -r
+complete -c lap -n "__fish_lap_using_subcommand serve" -l kube-namespace -d 'Kubernetes backend: the namespace sandbox pods are made in [default: the context\'s, else `default`]' -r
+complete -c lap -n "__fish_lap_using_subcommand serve" -l kube-image -d 'Kubernetes backend: the sandbox image (`lap` on PATH; see `kind/Dockerfile`)' -r
 complete -c lap -n "__fish_lap_using_subcommand serve" -l server -d 'Server URL [default: the config file\'s, else http://127.0.0.1:3000; env: LAP_URL]' -r
 complete -c lap -n "__fish_lap_using_subcommand serve" -l insecure-http -d 'Allow plain HTTP on a non-loopback address (the master key then crosses the network in clear)'
 complete -c lap -n "__fish_lap_using_subcommand serve" -l json -d 'Print data as JSON'

@@ -101,10 +101,7 @@ pub async fn client(
 fn no_cluster(cause: &str) -> SandboxError {
     SandboxError::Unavailable {
         backend: "kube",
-        reason: format!(
-            "no Kubernetes cluster is configured ({cause}); set KUBECONFIG or pass --kube-context, \
-             or run `scripts/kind-up.sh` for a local kind cluster"
-        ),
+        reason: format!("no Kubernetes cluster is configured ({cause})"),
     }
 }
 
@@ -117,6 +114,11 @@ pub struct Kube {
 impl Kube {
     pub fn new(client: kube::Client, config: KubeConfig) -> Self {
         Self { client, config }
+    }
+
+    /// The namespace sandboxes are made in.
+    pub fn namespace(&self) -> &str {
+        &self.config.namespace
     }
 
     fn pods(&self) -> Api<Pod> {
