@@ -229,6 +229,30 @@ impl Kube {
         Ok(pod.as_ref().map(status::pod_state).unwrap_or(PodState::Gone))
     }
 
+    /// Every change of a managed Pod, as its sandbox id and [`PodState`], from a kube-runtime watcher
+    /// (a list, then a watch from its resourceVersion, relisting when the watch expires). This is
+    /// what lets the reconciler turn an image-pull failure, a crash loop, an eviction or an OOM kill
+    /// into a `failed` or `dead` session with a readable reason, without polling every Pod. A
+    /// deleted Pod comes as [`PodState::Gone`].
+    pub fn pod_states(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<(String, PodState), SandboxError>> + Send + 'static {
+        use ::kube::runtime::watcher;
+        use futures_util::StreamExt;
+        let config = watcher::Config::default().labels(&manifest::managed_selector());
+        watcher::watcher(self.pods(), config).filter_map(|event| async move {
+            let (pod, gone) = match event {
+                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+                Ok(watcher::Event::Delete(pod)) => (pod, true),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => return None,
+                Err(err) => return Some(Err(SandboxError::Backend(format!("the pod watch failed: {err}")))),
+            };
+            let id = pod.metadata.labels.as_ref()?.get(manifest::SANDBOX)?.clone();
+            let state = if gone { PodState::Gone } else { status::pod_state(&pod) };
+            Some(Ok((id, state)))
+        })
+    }
+
     /// Claims a ready warm sandbox of `harness_id` for `session_id`, or `None` when there is none.
     ///
     /// The claim is one JSON merge patch of the Pod's labels that carries the `resourceVersion` the
