@@ -291,3 +291,136 @@ async fn late_binding_with_a_token_the_sidecar_does_not_know_is_refused() {
         )
     );
 }
+
+/// A stand-in for the pod's `lap harness --listen`, speaking the harness protocol: `start` answers
+/// `{}` (or an error for the command `fail`), `wait` says 7, `exec` echoes its argv and stdin on
+/// stdout, writes `warn` on stderr and exits 3, `attach` repaints, then echoes keystrokes and
+/// resizes.
+async fn fake_harness() -> std::net::SocketAddr {
+    use lap::sandbox::local::proto::{self, Request};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut rd = tokio::io::BufReader::new(rd);
+                let request: Request = proto::read_line_json(&mut rd).await.unwrap();
+                match request {
+                    Request::Start(start) => {
+                        let line = if start.command.as_deref() == Some("fail") {
+                            "{\"error\":\"no such program\"}\n"
+                        } else {
+                            "{}\n"
+                        };
+                        tokio::io::AsyncWriteExt::write_all(&mut wr, line.as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                    Request::Wait => proto::write_frame(&mut wr, proto::EXIT, &7i32.to_be_bytes())
+                        .await
+                        .unwrap(),
+                    Request::Exec(exec) => {
+                        let mut stdin = Vec::new();
+                        while let Some((proto::STDIN, data)) = proto::read_frame(&mut rd).await.unwrap() {
+                            if data.is_empty() {
+                                break;
+                            }
+                            stdin.extend(data);
+                        }
+                        let said = format!("{:?} stdin={}", exec.argv, String::from_utf8_lossy(&stdin));
+                        proto::write_frame(&mut wr, proto::STDOUT, said.as_bytes())
+                            .await
+                            .unwrap();
+                        proto::write_frame(&mut wr, proto::STDERR, b"warn").await.unwrap();
+                        proto::write_frame(&mut wr, proto::EXIT, &3i32.to_be_bytes())
+                            .await
+                            .unwrap();
+                    }
+                    Request::Attach(size) => {
+                        let screen = format!("screen {}x{}", size.cols, size.rows);
+                        proto::write_frame(&mut wr, proto::REPAINT, screen.as_bytes())
+                            .await
+                            .unwrap();
+                        while let Ok(Some((kind, data))) = proto::read_frame(&mut rd).await {
+                            let echo = match kind {
+                                proto::STDIN => data,
+                                proto::RESIZE => {
+                                    let (c, r) = proto::parse_resize(&data).unwrap();
+                                    format!("resized {c}x{r}").into_bytes()
+                                }
+                                _ => break,
+                            };
+                            proto::write_frame(&mut wr, proto::STDOUT, &echo).await.unwrap();
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_agent_starts_runs_commands_and_is_waited_for_through_port_forward() {
+    use lap::sandbox::{AgentStart, ExecChunk, ExecSpec};
+    let (api, _url, kube) = backend().await;
+    api.forward(manifest::HARNESS_PORT, fake_harness().await);
+    let sandbox = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let start = AgentStart {
+        command: Some("bash".into()),
+        ..AgentStart::default()
+    };
+    kube.start_agent(&sandbox.id, start).await.unwrap();
+    let refused = AgentStart {
+        command: Some("fail".into()),
+        ..AgentStart::default()
+    };
+    assert_eq!(
+        kube.start_agent(&sandbox.id, refused).await.unwrap_err().to_string(),
+        "the sandbox backend failed: the agent could not start: no such program"
+    );
+    let (output, mut chunks) = tokio::sync::mpsc::channel(16);
+    let exec = ExecSpec {
+        argv: vec!["cat".into()],
+        stdin: b"hello".to_vec(),
+        ..ExecSpec::default()
+    };
+    assert_eq!(kube.exec(&sandbox.id, exec, output).await.unwrap(), 3);
+    assert_eq!(
+        chunks.recv().await,
+        Some(ExecChunk::Stdout(b"[\"cat\"] stdin=hello".to_vec()))
+    );
+    assert_eq!(chunks.recv().await, Some(ExecChunk::Stderr(b"warn".to_vec())));
+    assert_eq!(kube.wait_agent(&sandbox.id).await.unwrap(), 7);
+}
+
+#[tokio::test]
+async fn a_viewer_attaches_to_the_agent_terminal_through_port_forward() {
+    use lap::sandbox::{TtyInput, TtyOutput};
+    let (api, _url, kube) = backend().await;
+    api.forward(manifest::HARNESS_PORT, fake_harness().await);
+    let sandbox = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let mut tty = kube.attach(&sandbox.id, 80, 24).await.unwrap();
+    assert_eq!(
+        tty.output.recv().await,
+        Some(TtyOutput::Repaint(b"screen 80x24".to_vec()))
+    );
+    tty.input.send(TtyInput::Data(b"ls\r".to_vec())).await.unwrap();
+    assert_eq!(tty.output.recv().await, Some(TtyOutput::Data(b"ls\r".to_vec())));
+    tty.input.send(TtyInput::Resize { cols: 120, rows: 40 }).await.unwrap();
+    assert_eq!(
+        tty.output.recv().await,
+        Some(TtyOutput::Data(b"resized 120x40".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn a_harness_that_does_not_listen_is_a_readable_error() {
+    let (_api, _url, kube) = backend().await;
+    let sandbox = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let err = kube.wait_agent(&sandbox.id).await.unwrap_err();
+    assert!(matches!(err, lap::sandbox::SandboxError::Backend(_)), "{err}");
+}

@@ -6,8 +6,10 @@
 //! them; claiming a warm Pod with one label patch carrying a `resourceVersion` precondition (two
 //! servers racing for one Pod: exactly one wins, the other gets 409 and tries the next); late binding
 //! of a session's credentials into the Pod's vault sidecar (the Secret, then the sidecar's
-//! authenticated `PUT /binding`); and byte streams to ports inside the Pod through the API server's
-//! port-forward, which needs no NodePort and works from a laptop against any cluster.
+//! authenticated `PUT /binding`); byte streams to ports inside the Pod through the API server's
+//! port-forward, which needs no NodePort and works from a laptop against any cluster; and, over such
+//! a stream, the harness protocol's `start`, `wait`, `exec` and `attach` ([`harness`]); and a pod
+//! watcher ([`Kube::pod_states`]) for the reconciler.
 //!
 //! What it deliberately does not own: session state (the reconciler writes that, from
 //! [`status::pod_state`]), and the vault itself, which runs in the Pod (`lap vault sidecar`). So
@@ -18,6 +20,7 @@
 //! only in the Secret's `binding.json` and in the body of `PUT /binding`, both bound for the vault
 //! container; neither is logged.
 
+pub mod harness;
 pub mod manifest;
 pub mod status;
 
@@ -32,7 +35,7 @@ use serde_json::json;
 
 use self::manifest::{PodPlan, Resources, SecretData};
 use self::status::PodState;
-use super::{Sandbox, SandboxError, SandboxInfo, SandboxSpec};
+use super::{AgentStart, ExecChunk, ExecSpec, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel};
 
 /// How often a Pod coming up is looked at.
 pub const READY_POLL: Duration = Duration::from_millis(500);
@@ -477,6 +480,60 @@ impl Sandbox for Kube {
             .iter()
             .filter_map(|pod| info(pod, &self.config.namespace))
             .collect())
+    }
+
+    async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {
+        let request = crate::sandbox::local::proto::StartRequest {
+            env: start.env,
+            command: start.command,
+            cwd: start.cwd,
+        };
+        harness::start_agent(self.port_stream(id, manifest::HARNESS_PORT).await?, request).await
+    }
+
+    async fn wait_agent(&self, id: &str) -> Result<i32, SandboxError> {
+        harness::wait_agent(self.port_stream(id, manifest::HARNESS_PORT).await?).await
+    }
+
+    async fn attach(&self, id: &str, cols: u16, rows: u16) -> Result<TtyChannel, SandboxError> {
+        harness::attach(self.port_stream(id, manifest::HARNESS_PORT).await?, cols, rows).await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        let mut spec = spec;
+        let (stdin_tx, stdin) = tokio::sync::mpsc::channel(1);
+        let data = std::mem::take(&mut spec.stdin);
+        if !data.is_empty() {
+            let _ = stdin_tx.send(data).await;
+        }
+        drop(stdin_tx);
+        self.exec_stream(id, spec, stdin, output).await
+    }
+
+    async fn exec_stream(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        let request = crate::sandbox::local::proto::ExecRequest {
+            argv: spec.argv,
+            cwd: spec.cwd,
+            env: spec.env,
+        };
+        harness::exec(
+            self.port_stream(id, manifest::HARNESS_PORT).await?,
+            request,
+            stdin,
+            output,
+        )
+        .await
     }
 
     async fn proxy_listener(&self, id: &str) -> Result<super::ProxyListener, SandboxError> {
