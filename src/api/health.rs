@@ -23,7 +23,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
 /// How long `GET /api/v1/health/k8s` waits for the API server.
 const K8S_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The `kube` backend, for [`k8s`]: put in the router's extensions by the composition root when it
+/// The `kube` backend, for `GET /api/v1/health/k8s`: put in the router's extensions by the composition root when it
 /// runs that backend.
 #[derive(Clone)]
 pub struct K8sProbe(pub Arc<Kube>);
