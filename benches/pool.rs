@@ -13,15 +13,15 @@
 //! start of 1.8 s beside them. Target: the pool-on `lap demo` attached in under 200 ms.
 //! `LAP_BENCH_POOL_RUNS` sets the samples per mode (default 10).
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lap::sandbox::Sandbox;
+use support::{LAP, Server, client_env, ms, percentile};
 
-const LAP: &str = env!("CARGO_BIN_EXE_lap");
 /// LAP's published warm start, for comparison.
 const LAP_WARM: Duration = Duration::from_millis(1800);
 const TARGET: Duration = Duration::from_millis(200);
@@ -36,86 +36,6 @@ const REPAINT: &str = "\x1b[H\x1b[2J";
 struct Sample {
     attached: Duration,
     prompt: Duration,
-}
-
-struct Server {
-    child: Child,
-    home: tempfile::TempDir,
-    data: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(pool: u32) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(LAP)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path())
-            .args(["--warm-pool-size", &pool.to_string()])
-            .env_clear()
-            .envs(client_env(home.path()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lap serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("lap serve exited before listening")
-                .expect("read lap serve's stderr");
-            if line.contains("listening on") {
-                break;
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, home, data }
-    }
-
-    fn lap(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new(LAP)
-            .args(args)
-            .env_clear()
-            .envs(client_env(self.home.path()))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "lap {args:?}: {out:?}");
-        out
-    }
-
-    fn warm_ready(&self) -> u64 {
-        let out = self.lap(&["admin", "stats", "--json"]);
-        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        stats["warm_pool"]["ready"].as_u64().unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let local = lap::sandbox::local::Local::new(self.data.path()).with_program(LAP);
-            for sandbox in local.list().await.unwrap_or_default() {
-                let _ = local.delete(&sandbox.id).await;
-            }
-        });
-    }
-}
-
-fn client_env(home: &Path) -> Vec<(String, String)> {
-    vec![
-        ("HOME".into(), home.display().to_string()),
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        ("LAP_CREDENTIAL_STORE".into(), "file".into()),
-        ("TERM".into(), "xterm-256color".into()),
-    ]
 }
 
 /// One sample: a fresh server, agent `demo`, then `lap demo` under a PTY, timed from its spawn.
@@ -180,15 +100,6 @@ fn sample(pool: u32) -> Sample {
         attached: attached.unwrap(),
         prompt,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn main() {

@@ -8,6 +8,8 @@
 #                            namespaces needed; LAP_BENCH_SANDBOXES=N changes the 1000)
 #   scripts/bench.sh pool    `lap demo` attached after a fresh `lap serve`, warm pool on vs off,
 #                            beside LAP's published warm start (real sandboxes: run as root)
+#   scripts/bench.sh tty     keystroke echo and `cat` throughput through `lap attach`, beside
+#                            `ssh localhost` to an sshd of its own (openssh from apt; run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -30,5 +32,9 @@ case "${1:-vault}" in
   pool)
     cargo bench --locked --bench pool
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\` or \`pool\`" ;;
+  tty)
+    ensure_apt sshd:openssh-server ssh:openssh-client
+    cargo bench --locked --bench tty
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\` or \`tty\`" ;;
 esac

@@ -72,3 +72,14 @@ ensure_kubectl() {
   fi
   export LAP_KUBECTL="$venv/bin/kubectl"
 }
+
+# Puts Node.js and npm on PATH (Debian's, with apt, when missing): the web UI's build (build.rs runs
+# `npm ci` in web/) and its browser tests need them. A build without them still works, but embeds
+# a page that says the UI was not built.
+ensure_node() {
+  ensure_apt node:nodejs npm:npm
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 18 ] || die "node $(node --version) is too old for the web UI's build" \
+    "install Node.js 18 or newer"
+}

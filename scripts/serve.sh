@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds lap (release), installs it as `lap` on PATH, and runs `lap serve` with its embedded
 # defaults: local backend, SQLite in the XDG data dir, http://127.0.0.1:3000. Extra arguments go
-# to `lap serve` (see `lap serve --help`). Installs a Rust toolchain with apt when none is found.
+# to `lap serve` (see `lap serve --help`). Installs a Rust toolchain, Node.js and npm (the web UI's
+# build) with apt when they are not found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_cargo
+ensure_node
 say "building lap (release; the first build takes a few minutes)"
 cargo build --release --locked
 bin_dir=${LAP_INSTALL_DIR:-${CARGO_HOME:-$HOME/.cargo}/bin}

@@ -11,6 +11,10 @@ ensure_rust_tools
 # the real TLS clients that must accept the vault CA.
 ensure_apt tmux:tmux dbus-run-session:dbus gnome-keyring-daemon:gnome-keyring \
   curl:curl git:git python3:python3 node:nodejs
+# Node.js and npm: the web UI's build (build.rs) and its browser tests (tests/ui.rs, which run
+# playwright-core from tests/ui/ against Debian's Chromium; no browser is downloaded).
+ensure_node
+ensure_apt chromium:chromium
 # Python's `requests`, for the vault test that drives it inside a sandbox (Debian's python3).
 /usr/bin/python3 -c 'import requests' 2>/dev/null || apt_install python3-requests
 # The real `claude` CLI, for the claude-agent-sdk end-to-end test (tests/claude_e2e.rs). Its npm

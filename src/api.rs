@@ -6,6 +6,8 @@
 //! session's own `tty_token` instead, and refuses the master key. Every error, including unknown routes, wrong methods,
 //! malformed or oversized JSON, uses the `{"error": …, "hint": …}` envelope. The OpenAPI document is
 //! generated from the same handler annotations the router is built from, so the two cannot drift.
+//! The web UI (`ui`) is served at `/` beside the API, and its session cookie is accepted wherever the
+//! master key is; its own routes (`/api/ui/…`) are not part of the documented API.
 
 mod admin;
 mod agents;
@@ -16,6 +18,7 @@ mod json;
 mod messages;
 mod sessions;
 mod tty;
+mod ui;
 
 use std::sync::Arc;
 
@@ -87,11 +90,16 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let (router, doc) = documented_routes().split_for_parts();
+    if !ui::BUILT {
+        tracing::warn!("the web UI was not built into this binary; / says how to build it");
+    }
     router
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(Arc::new(doc)))
         .layer(axum::Extension(state.master_key.clone()))
+        .layer(axum::Extension(Arc::new(ui::Sessions::default())))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

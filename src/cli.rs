@@ -8,7 +8,7 @@ mod admin;
 mod agents;
 mod attach;
 mod chat;
-mod completions;
+pub mod completions;
 mod config;
 mod doctor;
 mod harness;
@@ -41,8 +41,38 @@ use crate::settings::{Env, Paths, Settings};
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// Open an agent's terminal, as `lap <agent-name>` does (LAP's CLI spelling)
+    #[arg(long, value_name = "NAME", conflicts_with = "resume")]
+    pub agent: Option<String>,
+    /// Attach to a session by id or by its URL (`<server>/sessions/<id>`), as `lap attach` does
+    #[arg(long, value_name = "ID|URL")]
+    pub resume: Option<String>,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The command to run: the subcommand, or what `--agent` and `--resume` stand for.
+    fn into_command(self) -> Result<(GlobalArgs, Command), Error> {
+        let command = match (self.command, self.agent, self.resume) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(Error::usage(
+                    "`--agent` and `--resume` take the place of a command",
+                    "drop the command, or the flag: `lap --agent NAME` is `lap NAME`",
+                ));
+            }
+            (Some(command), None, None) => command,
+            (None, Some(agent), _) => Command::Open(vec![agent]),
+            (None, None, Some(target)) => Command::Attach(attach::Args::new(target)),
+            (None, None, None) => {
+                return Err(Error::usage(
+                    "usage: lap <agent-name>  (or `lap --agent <name>`)",
+                    "list the agents with `lap agents list`, or see `lap --help`",
+                ));
+            }
+        };
+        Ok((self.global, command))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -88,7 +118,8 @@ pub enum Command {
     /// Server administration: warm pool and session statistics
     #[command(subcommand)]
     Admin(admin::Command),
-    /// Attach this terminal to a session by id
+    /// Attach this terminal to a session by id or URL
+    #[command(alias = "resume")]
     Attach(attach::Args),
     /// Run a command inside a session's sandbox
     Exec(reserved::ExecArgs),
@@ -123,12 +154,23 @@ impl Ctx {
         let ca = self.settings.ca_cert.as_ref().map(|c| c.value.as_path());
         Ok(Client::new(&self.settings.url.value, key, ca)?)
     }
+
+    /// [`Ctx::client`] for another server, named by a URL the user gave (`lap attach URL`).
+    pub fn client_for(&self, server: &str) -> Result<Client, Error> {
+        let key = self.settings.master_key.as_ref().map(|k| k.value.clone());
+        let ca = self.settings.ca_cert.as_ref().map(|c| c.value.as_path());
+        Ok(Client::new(server, key, ca)?)
+    }
 }
 
 /// Sets up logging on stderr: warnings by default (info for `lap serve`), more with `-v`,
 /// `RUST_LOG` for full control.
 pub fn init_tracing(cli: &Cli) {
-    let base = if matches!(cli.command, Command::Serve(_)) { 2 } else { 1 };
+    let base = if matches!(cli.command, Some(Command::Serve(_))) {
+        2
+    } else {
+        1
+    };
     let level = match base + cli.global.verbose {
         0 | 1 => "warn",
         2 => "info",
@@ -157,12 +199,13 @@ pub fn init_tracing(cli: &Cli) {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let (global, command) = cli.into_command()?;
     // Before any runtime thread exists: creating namespaces needs a single-threaded process.
-    if let Command::Harness(args) = cli.command {
+    if let Command::Harness(args) = command {
         return harness::run(args);
     }
     let env = Env::capture();
-    let out = Printer::new(cli.global.json, cli.global.quiet, cli.global.no_color || env.no_color);
+    let out = Printer::new(global.json, global.quiet, global.no_color || env.no_color);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,10 +214,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Ok(Settings::resolve(
             Paths::discover()?,
             env.clone(),
-            cli.global.server.clone(),
+            global.server.clone(),
         )?)
     };
-    match cli.command {
+    match command {
         Command::Serve(args) => runtime.block_on(serve::run(args, &env, &out)),
         Command::Vault(vault::Command::Sidecar(args)) => runtime.block_on(sidecar::run(*args, &out)),
         Command::Completions(args) => completions::run(args),

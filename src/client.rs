@@ -7,7 +7,7 @@
 pub mod messages;
 mod tty;
 
-pub use tty::{TtySocket, tty_url};
+pub use tty::{NoTerminal, SessionTarget, TtyLocation, TtySocket, locate_tty, session_target, tty_url};
 
 use std::path::Path;
 use std::time::Duration;

@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::harness::first_run::{self, FirstRun};
 use crate::metrics::Metrics;
 use crate::sandbox::{
-    AgentStart, CA_BUNDLE_PATH, ExecChunk, ExecSpec, PROXY_ADDR, ProxyListener, Sandbox, SandboxError, SandboxSpec,
+    AGENT_HOME, AgentStart, CA_BUNDLE_PATH, ExecChunk, ExecSpec, HomeFile, PROXY_ADDR, ProxyListener, Sandbox,
+    SandboxError, SandboxSpec,
 };
 use crate::store::warm::WarmRow;
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
@@ -370,10 +372,27 @@ impl Control {
     /// agent's command (none for an API harness: the environment only) in `/work/repo` when the
     /// agent has a repository. The one place the control plane starts an agent.
     async fn start_agent(&self, sandbox: &str, agent: &Agent, env: Vec<(String, String)>) -> Result<(), String> {
+        let harness = crate::harness::find(&agent.harness_id);
+        // The tool's own needs first, so the agent's `env` can override them.
+        let env: Vec<(String, String)> = harness
+            .into_iter()
+            .flat_map(|h| h.env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+            .chain(env)
+            .collect();
+        let cwd = agent.repo_url.as_ref().map(|_| REPO_DIR.to_owned());
+        let first_run = harness.map_or(FirstRun::None, |h| h.first_run);
+        let home_files = first_run::files(first_run, &env, cwd.as_deref().unwrap_or(AGENT_HOME), AGENT_HOME)
+            .into_iter()
+            .map(|f| HomeFile {
+                path: f.path.to_owned(),
+                contents: f.contents,
+            })
+            .collect();
         let start = AgentStart {
             env,
             command: agent_command(agent),
-            cwd: agent.repo_url.as_ref().map(|_| REPO_DIR.to_owned()),
+            cwd,
+            home_files,
         };
         self.sandbox
             .start_agent(sandbox, start)
@@ -835,6 +854,7 @@ pub fn sandbox_env(plain: &BTreeMap<String, String>, stubs: &[(String, String)])
     for name in [
         "SSL_CERT_FILE",
         "NODE_EXTRA_CA_CERTS",
+        "CODEX_CA_CERTIFICATE",
         "REQUESTS_CA_BUNDLE",
         "CURL_CA_BUNDLE",
         "GIT_SSL_CAINFO",

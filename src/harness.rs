@@ -7,8 +7,11 @@
 //! built on top of this table: [`terminal`] runs the agent under a PTY and serves its viewers.
 
 pub mod api;
+pub mod first_run;
 pub mod terminal;
 pub mod tools;
+
+pub use first_run::FirstRun;
 
 /// How a harness is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,10 @@ pub struct Harness {
     /// Environment variables the tool reads its credentials from.
     pub needs_env: &'static [&'static str],
     pub install_hint: &'static str,
+    /// Variables the tool needs to run unattended in a sandbox, under the agent's own `env`.
+    pub env: &'static [(&'static str, &'static str)],
+    /// The settings files that answer the tool's first-run questions ([`first_run`]).
+    pub first_run: FirstRun,
 }
 
 impl Harness {
@@ -44,6 +51,8 @@ pub const CATALOG: &[Harness] = &[
         mode: Mode::Tui,
         needs_env: &["ANTHROPIC_API_KEY"],
         install_hint: "npm install -g @anthropic-ai/claude-code",
+        env: &[("IS_SANDBOX", "1"), ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")],
+        first_run: FirstRun::ClaudeCode,
     },
     Harness {
         id: "codex",
@@ -51,6 +60,8 @@ pub const CATALOG: &[Harness] = &[
         mode: Mode::Tui,
         needs_env: &["OPENAI_API_KEY"],
         install_hint: "npm install -g @openai/codex",
+        env: &[],
+        first_run: FirstRun::Codex,
     },
     Harness {
         id: "codex-app-server",
@@ -58,6 +69,8 @@ pub const CATALOG: &[Harness] = &[
         mode: Mode::Api,
         needs_env: &["OPENAI_API_KEY"],
         install_hint: "npm install -g @openai/codex",
+        env: &[],
+        first_run: FirstRun::None,
     },
     Harness {
         id: "gemini",
@@ -65,6 +78,8 @@ pub const CATALOG: &[Harness] = &[
         mode: Mode::Tui,
         needs_env: &["GEMINI_API_KEY"],
         install_hint: "npm install -g @google/gemini-cli",
+        env: &[("GEMINI_CLI_TRUST_WORKSPACE", "true"), ("GEMINI_SANDBOX", "false")],
+        first_run: FirstRun::Gemini,
     },
     Harness {
         id: "hermes",
@@ -72,6 +87,8 @@ pub const CATALOG: &[Harness] = &[
         mode: Mode::Tui,
         needs_env: &[],
         install_hint: "pip install hermes-agent",
+        env: &[],
+        first_run: FirstRun::None,
     },
     Harness {
         id: "opencode",
@@ -79,6 +96,8 @@ pub const CATALOG: &[Harness] = &[
         mode: Mode::Api,
         needs_env: &[],
         install_hint: "npm install -g opencode-ai",
+        env: &[],
+        first_run: FirstRun::None,
     },
     Harness {
         id: "claude-agent-sdk",
@@ -86,6 +105,8 @@ pub const CATALOG: &[Harness] = &[
         mode: Mode::Api,
         needs_env: &["ANTHROPIC_API_KEY"],
         install_hint: "npm install -g @anthropic-ai/claude-code",
+        env: &[],
+        first_run: FirstRun::None,
     },
     Harness {
         id: "shell",
@@ -93,6 +114,8 @@ pub const CATALOG: &[Harness] = &[
         mode: Mode::Tui,
         needs_env: &[],
         install_hint: "bash is part of every Linux system",
+        env: &[],
+        first_run: FirstRun::None,
     },
 ];
 

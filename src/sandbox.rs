@@ -15,6 +15,8 @@ use async_trait::async_trait;
 
 /// Where, inside every sandbox, the vault's proxy listens.
 pub const PROXY_ADDR: &str = "127.0.0.1:3128";
+/// The sandbox user's home inside every sandbox (agent CLIs keep their settings there).
+pub const AGENT_HOME: &str = "/work/home";
 /// Where, inside every sandbox, the CA bundle (system roots plus the vault CA) is mounted.
 pub const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -68,6 +70,16 @@ pub struct AgentStart {
     pub command: Option<String>,
     /// Where the agent starts (`None`: `/work/repo` when it exists, else the user's home).
     pub cwd: Option<String>,
+    /// Files written under the sandbox user's home before the agent starts, each only when it is
+    /// not there yet (the tool's first-run answers, [`crate::harness::first_run`]).
+    pub home_files: Vec<HomeFile>,
+}
+
+/// A file for the sandbox user's home: a path relative to it, and the contents.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HomeFile {
+    pub path: String,
+    pub contents: String,
 }
 
 /// What a viewer sends to a sandbox's terminal.

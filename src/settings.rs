@@ -50,6 +50,10 @@ pub struct Env {
     pub lap_url: Option<String>,
     pub master_key: Option<String>,
     pub credential_store: Option<String>,
+    /// `LAP_TTY_TOKEN`: the terminal token for a session whose server gave none.
+    pub tty_token: Option<String>,
+    /// `LAP_TTY_FALLBACK`: the terminal URL for a session whose sandbox is in-cluster.
+    pub tty_fallback: Option<String>,
     pub no_color: bool,
     pub session_bus: bool,
 }
@@ -62,6 +66,8 @@ impl Env {
             lap_url: var("LAP_URL"),
             master_key: var("LAP_MASTER_KEY"),
             credential_store: var("LAP_CREDENTIAL_STORE"),
+            tty_token: var("LAP_TTY_TOKEN"),
+            tty_fallback: var("LAP_TTY_FALLBACK"),
             no_color: var("NO_COLOR").is_some(),
             session_bus: var("DBUS_SESSION_BUS_ADDRESS").is_some() || uid_bus,
         }

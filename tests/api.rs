@@ -1796,8 +1796,9 @@ async fn deleting_a_session_still_being_created_leaks_no_sandbox() {
 #[tokio::test]
 async fn an_unknown_path_is_404_in_the_envelope() {
     let app = App::new();
+    // `/` is the web UI's page (tests/ui.rs).
     for path in [
-        "/",
+        "/nope",
         "/api/v1/nope",
         "/api/v1/managed_agents/agents/demo/nope",
         "/api/v2/managed_agents/agents",

@@ -16,10 +16,13 @@ use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lap::vault::ca::CertificateAuthority;
+use support::tmux::Tmux;
 use support::upstream::tls_listener;
 use support::{Home, TestServer, delete_local_sandboxes, lap};
 
 const REAL_KEY: &str = "sk-ant-api03-TheRealKeyThatOnlyTheVaultHolds-0123456789";
+/// How long the real CLI may take to draw or answer (it is a large program, started cold).
+const CLAUDE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 const REPLY: &[&str] = &["Hello from the ", "fake Anthropic API", ", through the vault."];
 
 /// What the fake API saw of one request.
@@ -145,74 +148,106 @@ fn claude_installed() -> bool {
         .is_ok_and(|out| out.status.success())
 }
 
+/// A `lap serve` (local backend) whose vault resolves `api.anthropic.com` to the fake API on this
+/// machine's loopback; egress defaults to deny. Its sandboxes are deleted on drop.
+struct World {
+    _rt: tokio::runtime::Runtime,
+    home: Home,
+    _dir: tempfile::TempDir,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    port: u16,
+    server: TestServer,
+}
+
+impl World {
+    /// `None` (after saying so) when the `claude` CLI is missing and the run is not strict.
+    fn start() -> Option<Self> {
+        if !claude_installed() {
+            assert_ne!(
+                std::env::var("LAP_TEST_STRICT").as_deref(),
+                Ok("1"),
+                "the `claude` CLI is missing; scripts/test.sh installs it (npm install -g @anthropic-ai/claude-code)"
+            );
+            eprintln!("skipped: the `claude` CLI is not installed (npm install -g @anthropic-ai/claude-code)");
+            return None;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let home = Home::new();
+        let dir = tempfile::tempdir().unwrap();
+        let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
+        let ca_file = dir.path().join("upstream-ca.pem");
+        std::fs::write(&ca_file, public_ca.cert_pem()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let port = rt.block_on(fake_anthropic(public_ca, seen.clone()));
+
+        let resolve = format!("api.anthropic.com:{port}:127.0.0.1");
+        let server = TestServer::start_local_with(
+            &home,
+            [
+                "--vault-resolve",
+                resolve.as_str(),
+                "--vault-upstream-ca",
+                ca_file.to_str().unwrap(),
+                "--egress-default",
+                "deny",
+            ],
+        );
+        Some(Self {
+            _rt: rt,
+            home,
+            _dir: dir,
+            seen,
+            port,
+            server,
+        })
+    }
+
+    /// Creates agent `name` of `harness`, its `ANTHROPIC_API_KEY` the real key (bound to
+    /// api.anthropic.com by the preset), pointed at the fake API, allowed out to it only.
+    fn agent(&self, name: &str, harness: &str) {
+        let base_url = format!("ANTHROPIC_BASE_URL=https://api.anthropic.com:{}", self.port);
+        self.home
+            .lap()
+            .env("ANTHROPIC_API_KEY", REAL_KEY)
+            .run([
+                "agents",
+                "create",
+                name,
+                "--harness",
+                harness,
+                "--model",
+                "claude-fake-1",
+                "--credential",
+                "ANTHROPIC_API_KEY",
+                "--env",
+                &base_url,
+                "--env",
+                "CLAUDE_CODE_MAX_RETRIES=0",
+                "--allow-out",
+                "api.anthropic.com",
+            ])
+            .success();
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        delete_local_sandboxes(self.server.data_dir());
+    }
+}
+
 #[test]
 fn lap_send_to_a_real_claude_gets_the_fake_apis_reply_with_the_key_swapped_by_the_vault() {
-    if !claude_installed() {
-        assert_ne!(
-            std::env::var("LAP_TEST_STRICT").as_deref(),
-            Ok("1"),
-            "the `claude` CLI is missing; scripts/test.sh installs it (npm install -g @anthropic-ai/claude-code)"
-        );
-        eprintln!("skipped: the `claude` CLI is not installed (npm install -g @anthropic-ai/claude-code)");
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let home = Home::new();
-    let dir = tempfile::tempdir().unwrap();
-    let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
-    let ca_file = dir.path().join("upstream-ca.pem");
-    std::fs::write(&ca_file, public_ca.cert_pem()).unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let port = rt.block_on(fake_anthropic(public_ca, seen.clone()));
+    let Some(world) = World::start() else { return };
+    world.agent("claude", "claude-agent-sdk");
+    let (home, server, seen) = (&world.home, &world.server, &world.seen);
 
-    let resolve = format!("api.anthropic.com:{port}:127.0.0.1");
-    let server = TestServer::start_local_with(
-        &home,
-        [
-            "--vault-resolve",
-            resolve.as_str(),
-            "--vault-upstream-ca",
-            ca_file.to_str().unwrap(),
-            "--egress-default",
-            "deny",
-        ],
-    );
-    struct Cleanup<'a>(&'a TestServer);
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            delete_local_sandboxes(self.0.data_dir());
-        }
-    }
-    let _cleanup = Cleanup(&server);
-
-    let base_url = format!("ANTHROPIC_BASE_URL=https://api.anthropic.com:{port}");
-    home.lap()
-        .env("ANTHROPIC_API_KEY", REAL_KEY)
-        .run([
-            "agents",
-            "create",
-            "claude",
-            "--harness",
-            "claude-agent-sdk",
-            "--model",
-            "claude-fake-1",
-            "--credential",
-            "ANTHROPIC_API_KEY",
-            "--env",
-            &base_url,
-            "--env",
-            "CLAUDE_CODE_MAX_RETRIES=0",
-            "--allow-out",
-            "api.anthropic.com",
-        ])
-        .success();
-
-    let sent = lap(&home, ["send", "claude", "Say hello."]);
+    let sent = lap(home, ["send", "claude", "Say hello."]);
     let log = server.log();
     assert_eq!(
         sent.code,
@@ -223,7 +258,7 @@ fn lap_send_to_a_real_claude_gets_the_fake_apis_reply_with_the_key_swapped_by_th
     assert_eq!(sent.out(), REPLY.concat(), "{sent}");
 
     // A second turn to the same claude process, streamed as it arrives.
-    let streamed = lap(&home, ["send", "--stream", "claude", "Once more."]);
+    let streamed = lap(home, ["send", "--stream", "claude", "Once more."]);
     assert_eq!(streamed.code, 0, "{streamed}");
     assert_eq!(streamed.stdout, format!("{}\n", REPLY.concat()), "{streamed}");
 
@@ -240,11 +275,11 @@ fn lap_send_to_a_real_claude_gets_the_fake_apis_reply_with_the_key_swapped_by_th
             "{seen:#?}"
         );
     }
-    let session = lap(&home, ["--json", "sessions", "list"]).success().json()[0]["id"]
+    let session = lap(home, ["--json", "sessions", "list"]).success().json()[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let egress = lap(&home, ["--json", "sessions", "egress", &session]).success().json();
+    let egress = lap(home, ["--json", "sessions", "egress", &session]).success().json();
     let swapped: Vec<&serde_json::Value> = egress
         .as_array()
         .unwrap()
@@ -280,4 +315,44 @@ fn lap_send_to_a_real_claude_gets_the_fake_apis_reply_with_the_key_swapped_by_th
         assert_eq!(reply["info"]["finish"], "stop", "{history:#}");
         assert_eq!(reply["parts"][0]["text"], REPLY.concat());
     }
+}
+
+#[test]
+fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_and_answers_through_the_vault() {
+    let Some(world) = World::start() else { return };
+    world.agent("cc", "claude-code");
+    let home = &world.home;
+    let tmux = Tmux::shell("claude-tui", (120, 40), "");
+    tmux.keys(&format!(
+        "env -i {} {} cc; echo LAP-EXIT=$?\n",
+        home.env_words(),
+        env!("CARGO_BIN_EXE_lap")
+    ));
+    // Straight to Claude Code's prompt: no onboarding, no folder trust, no "use this API key?".
+    let screen = tmux.until_within(CLAUDE_WAIT, "claude's prompt", |s| s.contains("for shortcuts"));
+    for question in ["trust", "API key", "Choose the text style", "Select login method"] {
+        assert!(!screen.contains(question), "a first-run question: {question}\n{screen}");
+    }
+    tmux.keys("Say hello.");
+    tmux.key("Enter");
+    let screen = tmux.until_within(CLAUDE_WAIT, "the fake API's reply", |s| {
+        s.contains("fake Anthropic API")
+    });
+    assert!(!screen.contains(REAL_KEY), "{screen}");
+
+    // The request went out with the real key, put there by the vault.
+    let seen = world.seen.lock().unwrap().clone();
+    let messages: Vec<&Seen> = seen.iter().filter(|s| s.path == "/v1/messages").collect();
+    assert!(!messages.is_empty(), "{seen:#?}");
+    assert!(
+        messages.iter().all(|s| s.api_key.as_deref() == Some(REAL_KEY)),
+        "{seen:#?}"
+    );
+
+    // Ctrl-D detaches; the session stays for `lap cc` to come back to.
+    tmux.key("C-d");
+    tmux.until("lap to exit", |s| s.contains("LAP-EXIT=0"));
+    let sessions = lap(home, ["--json", "sessions", "list"]).success().json();
+    assert_eq!(sessions[0]["status"], "ready", "{sessions:#}");
+    assert!(!world.server.log().contains(REAL_KEY));
 }

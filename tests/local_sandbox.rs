@@ -1030,6 +1030,7 @@ async fn a_late_start_binds_the_sessions_environment_and_starts_the_agent_once_w
         env: vec![("WHO".into(), "session".into())],
         command: Some("bash --norc --noprofile -i".into()),
         cwd: Some("/work/place".into()),
+        home_files: Vec::new(),
     };
     fixture
         .local

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
+use support::tmux::Tmux;
 use support::{Home, TestServer, delete_local_sandboxes, lap};
 
 const PREFIX: &str = "/api/v1/managed_agents";
@@ -748,100 +749,37 @@ fn opencode_serve_is_relayed_from_inside_the_sandbox() {
     );
 }
 
-/// A tmux server of its own, killed (and its socket removed) on drop.
-struct Tmux(String);
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("tmux")
-            .args(["-L", &self.0])
-            .args(args)
-            .output()
-            .expect("tmux (scripts/test.sh installs it)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        self.run(&["send-keys", "-t", "t", "-l", keys]);
-    }
-
-    fn key(&self, key: &str) {
-        self.run(&["send-keys", "-t", "t", key]);
-    }
-
-    fn until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + FRAME_WAIT;
-        loop {
-            let screen = self.run(&["capture-pane", "-p", "-t", "t"]);
-            if done(&screen) {
-                return screen;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}; pane:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let socket = self.run(&["display", "-p", "#{socket_path}"]);
-        self.run(&["kill-server"]);
-        if !socket.trim().is_empty() {
-            let _ = std::fs::remove_file(socket.trim());
-        }
-    }
-}
-
 #[test]
 fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
     let world = World::new();
-    let tmux = Tmux(format!("lap-test-chat-{}", std::process::id()));
-    let env: Vec<String> = world
-        .home
-        .env()
-        .into_iter()
-        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
-        .collect();
-    let lap = format!("env -i {} TERM=screen {}", env.join(" "), support::LAP);
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
-    ]);
-    tmux.until("the outer shell", |s| s.contains("outer$"));
+    let tmux = Tmux::shell("chat", (120, 40), "");
+    let lap = format!("env -i {} TERM=screen {}", world.home.env_words(), support::LAP);
     tmux.keys(&format!("{lap} chat sdk; echo CHAT-EXIT=$?\n"));
-    tmux.until("the chat prompt", |s| {
+    tmux.until_within(FRAME_WAIT, "the chat prompt", |s| {
         s.contains("Ctrl-D to end") && s.lines().any(|l| l.trim_end() == ">")
     });
     tmux.keys("hello there\n");
-    tmux.until("the reply", |s| s.lines().any(|l| l == "echo: hello there"));
+    tmux.until_within(FRAME_WAIT, "the reply", |s| s.lines().any(|l| l == "echo: hello there"));
     // The up arrow brings the line back.
     tmux.key("Up");
-    tmux.until("the recalled line", |s| {
+    tmux.until_within(FRAME_WAIT, "the recalled line", |s| {
         s.lines().filter(|l| *l == "> hello there").count() == 2
     });
     tmux.key("Enter");
-    tmux.until("the second reply", |s| {
+    tmux.until_within(FRAME_WAIT, "the second reply", |s| {
         s.lines().filter(|l| *l == "echo: hello there").count() == 2
     });
     // Ctrl-C stops a reply that is still coming; the chat goes on.
     tmux.keys("slow\n");
-    tmux.until("the slow reply's start", |s| s.contains("working"));
+    tmux.until_within(FRAME_WAIT, "the slow reply's start", |s| s.contains("working"));
     tmux.key("C-c");
-    tmux.until("the abort", |s| s.contains("[aborted]"));
+    tmux.until_within(FRAME_WAIT, "the abort", |s| s.contains("[aborted]"));
     tmux.keys("after\n");
-    tmux.until("the reply after the abort", |s| s.lines().any(|l| l == "echo: after"));
+    tmux.until_within(FRAME_WAIT, "the reply after the abort", |s| {
+        s.lines().any(|l| l == "echo: after")
+    });
     tmux.key("C-d");
-    tmux.until("the end of the chat", |s| {
+    tmux.until_within(FRAME_WAIT, "the end of the chat", |s| {
         s.contains("[chat ended]") && s.contains("CHAT-EXIT=0")
     });
     let history = std::fs::read_to_string(world.home.xdg_data().join("lap/chat_history")).unwrap();

@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use lap::client::{Client, tty_url};
 use lap::wire::api::Session;
 use lap::wire::tty::{Control, ServerMessage};
+use support::tmux::Tmux;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a test waits for a condition it polls.
@@ -84,16 +85,7 @@ impl Server {
     }
 
     fn lap(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        piped(self.command(args), stdin)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -212,6 +204,59 @@ fn lap_agent_runs_piped_commands_and_exits_with_the_agents_code() {
 }
 
 #[test]
+fn laps_spellings_agent_and_resume_by_id_or_url_open_the_same_terminal() {
+    let server = Server::start();
+    let out = server.lap(&["--agent", "demo"], b"echo via-''agent\nexit 0\n");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via-agent\r\n"));
+
+    let session = server.json(&["sessions", "create", "demo"]);
+    let id = session["id"].as_str().unwrap().to_owned();
+    // The URL names the server: it wins over a `--server` that points nowhere.
+    let url = format!("{}/sessions/{id}", server.url);
+    let mut resume = Command::new(env!("CARGO_BIN_EXE_lap"));
+    resume
+        .args(["--server", "http://127.0.0.1:9", "--resume", &url])
+        .env_clear()
+        .env("HOME", server.home.path());
+    let out = piped(resume, b"echo via-''url\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("using the server from the URL: {}", server.url)),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via-url\r\n"), "{stderr}");
+    // End of input ended that shell; `lap resume ID` (LAP's word) finds the session gone.
+    let out = server.lap(&["resume", &id], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("session {id} is dead")), "{stderr}");
+
+    let out = server.lap(&["attach", "not-a-session"], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'not-a-session' is not a session id or sessions URL"),
+        "{stderr}"
+    );
+    let out = server.lap(&["--agent", "demo", "sessions", "list"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `command` with `stdin` piped in; its whole output.
+fn piped(mut command: Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
 fn an_agent_that_exits_with_nobody_attached_ends_its_session() {
     let server = Server::start();
     server.json(&[
@@ -286,63 +331,6 @@ async fn the_terminal_refuses_another_sessions_token_over_a_real_upgrade() {
     assert_eq!(err.status(), Some(401), "{err}");
 }
 
-/// tmux on a private socket, killed on drop.
-struct Tmux(String);
-
-impl Tmux {
-    fn new(name: &str) -> Self {
-        Self(format!("lap-test-{name}-{}", std::process::id()))
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.0])
-            .args(args)
-            .output()
-            .expect("tmux runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        self.run(&["send-keys", "-t", "t", "-l", keys]);
-    }
-
-    fn key(&self, key: &str) {
-        self.run(&["send-keys", "-t", "t", key]);
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "t"])
-    }
-
-    /// Polls the pane until `done` holds; returns its text.
-    fn until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; pane:\n{screen}"
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let socket = self.run(&["display", "-p", "#{socket_path}"]);
-        self.run(&["kill-server"]);
-        // tmux leaves its socket file behind.
-        if !socket.trim().is_empty() {
-            let _ = std::fs::remove_file(socket.trim());
-        }
-    }
-}
-
 /// Whether a line is `stty size`'s answer.
 fn is_size(line: &str) -> bool {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -359,25 +347,13 @@ fn a_person_in_tmux_types_resizes_detaches_and_comes_back() {
         panic!("tmux is required for this test");
     }
     let server = Server::start();
-    let tmux = Tmux::new("person");
     let lap = format!(
         "env -i HOME={} {} --server {}",
         server.home.path().display(),
         env!("CARGO_BIN_EXE_lap"),
         server.url
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
-    ]);
-    tmux.until("the outer shell", |s| s.contains("outer$"));
+    let tmux = Tmux::shell("person", (100, 30), "");
     tmux.keys(&format!("{lap} demo; echo LAP-EXIT=$?\n"));
     tmux.until("the sandbox's prompt", |s| s.contains("lap@lap-"));
     tmux.keys("echo hel''lo; stty size\n");
@@ -429,19 +405,7 @@ fn a_person_in_tmux_types_resizes_detaches_and_comes_back() {
 
 /// Starts `lap demo` in a fresh tmux pane and waits for the sandbox's prompt.
 fn lap_demo_in_tmux(server: &Server, name: &str) -> Tmux {
-    let tmux = Tmux::new(name);
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "env -i PATH=/usr/bin:/bin TERM=screen PS1='outer$ ' bash --norc --noprofile",
-    ]);
-    tmux.until("the outer shell", |s| s.contains("outer$"));
+    let tmux = Tmux::shell(name, (100, 30), "");
     tmux.keys(&format!(
         "env -i HOME={} {} --server {} demo; echo LAP-EXIT=$?\n",
         server.home.path().display(),
@@ -579,4 +543,45 @@ async fn laps_own_cli_framing_works_unchanged() {
     assert!(output.contains("20 90\r\n"), "{output}");
     assert!(output.contains("[process exited (code=2)]"), "{output}");
     assert_eq!(closed.map(|f| u16::from(f.code)), Some(1000));
+}
+
+#[test]
+fn tab_completes_agent_names_and_live_session_ids_from_the_server_and_stays_quiet_without_it() {
+    let mut server = Server::start();
+    server.json(&["agents", "create", "deploy-bot", "--harness", "shell"]);
+    let session = server.json(&["sessions", "create", "deploy-bot"]);
+    let id = session["id"].as_str().unwrap().to_owned();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_lap")).parent().unwrap();
+    let env = format!(
+        "PATH={}:/usr/bin:/bin HOME={} LAP_URL={}",
+        bin.display(),
+        server.home.path().display(),
+        server.url
+    );
+    let tmux = Tmux::shell("complete", (150, 20), &env);
+    tmux.keys("source <(lap completions bash) && echo completion-on\n");
+    tmux.until("the completion script", |s| s.contains("\ncompletion-on\nouter$"));
+    tmux.keys("lap dep");
+    tmux.key("Tab");
+    tmux.until("the agent's name", |s| s.contains("outer$ lap deploy-bot"));
+    tmux.key("C-u");
+    tmux.keys(&format!("lap attach {}", &id[..4]));
+    tmux.key("Tab");
+    tmux.until("the live session's id", |s| {
+        s.contains(&format!("outer$ lap attach {id}"))
+    });
+    tmux.key("C-u");
+
+    // With the server gone, Tab completes what it can without it, and says nothing.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    tmux.keys("lap att");
+    tmux.key("Tab");
+    let screen = tmux.until("the subcommand", |s| s.contains("outer$ lap attach"));
+    tmux.keys("x");
+    tmux.key("Tab");
+    std::thread::sleep(Duration::from_millis(1500));
+    let screen_after = tmux.screen();
+    assert!(!screen_after.contains("error"), "{screen}\n{screen_after}");
+    assert!(screen_after.contains("outer$ lap attach x"), "{screen_after}");
 }

@@ -868,6 +868,10 @@ fn a_recent_agent_gets_a_warm_sandbox_with_its_repo_cloned_and_a_claim_binds_the
             &url,
             "--credential",
             "GITHUB_TOKEN@api.github.test",
+            // The agent notes where it started: commands run by `lap exec` live in a Landlock
+            // domain of their own, so they cannot read the agent's `/proc/PID/cwd`.
+            "--command",
+            "sh -c 'pwd > \"$HOME/agent-cwd\"; exec bash -l'",
         ],
         &[("GITHUB_TOKEN", w.real.as_str())],
     );
@@ -877,7 +881,8 @@ fn a_recent_agent_gets_a_warm_sandbox_with_its_repo_cloned_and_a_claim_binds_the
     let first = w.json(&["--json", "sessions", "create", "pooled"]);
     assert_eq!(first["status"], "ready", "{first}");
     let first = first["id"].as_str().unwrap().to_owned();
-    let cwds = "for p in /proc/[0-9]*; do readlink $p/cwd; done 2>/dev/null; true";
+    // The agent may still be starting: wait for its note.
+    let cwds = "for i in $(seq 100); do [ -s \"$HOME/agent-cwd\" ] && break; sleep 0.05; done; cat \"$HOME/agent-cwd\"";
     let (code, out) = sh_in(&w, &first, cwds);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -946,6 +951,85 @@ fn a_recent_agent_gets_a_warm_sandbox_with_its_repo_cloned_and_a_claim_binds_the
     assert_eq!(code, 0, "the session's stub works through the vault: {out}");
     assert!(out.contains("refs/heads/main"), "{out}");
     for id in [&first, &second] {
+        w.lap(&["sessions", "delete", id], &[]);
+    }
+}
+
+#[test]
+fn tui_harnesses_find_their_first_run_questions_answered_with_stubs_and_never_a_real_value() {
+    let w = World::new();
+    // The tools themselves are not needed: the command is a shell, the files are the harness's.
+    for (name, harness, credential) in [
+        ("cdx", "codex", "OPENAI_API_KEY"),
+        ("gem", "gemini", "GEMINI_API_KEY"),
+        ("cc", "claude-code", "ANTHROPIC_API_KEY"),
+    ] {
+        let out = w.lap(
+            &[
+                "agents",
+                "create",
+                name,
+                "--harness",
+                harness,
+                "--command",
+                "bash -l",
+                "--credential",
+                credential,
+            ],
+            &[(credential, w.real.as_str())],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let session = |agent: &str| {
+        let s = w.json(&["--json", "sessions", "create", agent]);
+        assert_eq!(s["status"], "ready", "{s}");
+        s["id"].as_str().unwrap().to_owned()
+    };
+
+    let codex = session("cdx");
+    let (code, out) = sh_in(
+        &w,
+        &codex,
+        "cat ~/.codex/config.toml ~/.codex/auth.json; echo \"ca=$CODEX_CA_CERTIFICATE\"; stat -c '%a %U' ~/.codex/auth.json",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sandbox_mode = \"danger-full-access\""), "{out}");
+    assert!(out.contains("[projects.\"/work/home\"]"), "{out}");
+    assert!(out.contains("\"auth_mode\": \"apikey\""), "{out}");
+    assert!(out.contains("\"OPENAI_API_KEY\": \"stub_openai_api_key_"), "{out}");
+    assert!(out.contains("ca=/etc/ssl/certs/ca-certificates.crt"), "{out}");
+    assert!(out.contains("600 lap"), "owned by the sandbox user, private: {out}");
+
+    let gemini = session("gem");
+    let (code, out) = sh_in(
+        &w,
+        &gemini,
+        "cat ~/.gemini/settings.json ~/.gemini/trustedFolders.json; env | grep ^GEMINI_ | sort",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"selectedType\": \"gemini-api-key\""), "{out}");
+    assert!(out.contains("\"/work/home\": \"TRUST_FOLDER\""), "{out}");
+    assert!(out.contains("GEMINI_CLI_TRUST_WORKSPACE=true"), "{out}");
+    assert!(out.contains("GEMINI_SANDBOX=false"), "{out}");
+
+    let claude = session("cc");
+    let (code, out) = sh_in(
+        &w,
+        &claude,
+        "cat ~/.claude.json ~/.claude/settings.json; printf 'stub=%s\\n' \"$ANTHROPIC_API_KEY\"; echo \"is_sandbox=$IS_SANDBOX\"",
+    );
+    assert_eq!(code, 0, "{out}");
+    let stub = out.lines().find_map(|l| l.strip_prefix("stub=")).unwrap().to_owned();
+    assert!(stub.starts_with("stub_anthropic_api_key_"), "{out}");
+    assert!(out.contains("\"hasCompletedOnboarding\": true"), "{out}");
+    assert!(
+        out.contains(&format!("\"{}\"", &stub[stub.len() - 20..])),
+        "the stub's tail is the approved key: {out}"
+    );
+    assert!(out.contains("\"skipDangerousModePermissionPrompt\": true"), "{out}");
+    assert!(out.contains("is_sandbox=1"), "{out}");
+    // `sh_in` has checked every output above for the real value.
+    for id in [&codex, &gemini, &claude] {
         w.lap(&["sessions", "delete", id], &[]);
     }
 }

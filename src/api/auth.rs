@@ -1,4 +1,5 @@
-//! Master-key authentication: `Authorization: Bearer <master key>`, compared in constant time.
+//! Master-key authentication: `Authorization: Bearer <master key>`, compared in constant time, or
+//! the web UI's session cookie (see [`super::ui`] for the cookie and its CSRF rule).
 
 use std::sync::Arc;
 
@@ -13,13 +14,21 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::secret::Secret;
 
-use super::ApiError;
+use super::{ApiError, ui};
 
-pub async fn require_master_key(Extension(key): Extension<Arc<Secret>>, req: Request, next: Next) -> Response {
+pub async fn require_master_key(
+    Extension(key): Extension<Arc<Secret>>,
+    Extension(sessions): Extension<Arc<ui::Sessions>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if has_master_key(req.headers(), &key) {
-        next.run(req).await
-    } else {
-        unauthorized().into_response()
+        return next.run(req).await;
+    }
+    match ui::cookie_auth(&sessions, req.method(), req.headers()) {
+        ui::CookieAuth::Ok => next.run(req).await,
+        ui::CookieAuth::MissingCsrfHeader => ui::csrf_refused().into_response(),
+        ui::CookieAuth::None => unauthorized().into_response(),
     }
 }
 

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Ctx;
-use crate::client::{Client, tty_url};
+use crate::client::{Client, NoTerminal, TtyLocation, locate_tty, session_target};
 use crate::error::Error;
 use crate::term::{DEFAULT_DETACH_KEYS, DetachKeys, DetachMatcher, Keys, RawMode};
 use crate::wire::api::{Session, SessionStatus};
@@ -33,10 +33,23 @@ const EOT: u8 = 0x04;
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Session id
+    /// Session id, or its URL (`<server>/sessions/<id>`, as LAP's CLI and the web UI show it)
+    #[arg(value_name = "ID|URL")]
     pub session: String,
     #[command(flatten)]
     pub detach: DetachArgs,
+}
+
+impl Args {
+    /// `lap attach TARGET` with the default detach keys (what `lap --resume TARGET` means).
+    pub fn new(session: String) -> Self {
+        Self {
+            session,
+            detach: DetachArgs {
+                detach_keys: DEFAULT_DETACH_KEYS.to_owned(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -54,8 +67,20 @@ impl DetachArgs {
 
 pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
     let keys = args.detach.keys()?;
-    let client = ctx.client()?;
-    let session = client.get_session(&args.session).await?;
+    let target = session_target(&args.session).ok_or_else(|| {
+        Error::usage(
+            format!("'{}' is not a session id or sessions URL", args.session),
+            "give the id from `lap sessions list`, or a URL such as http://127.0.0.1:3000/sessions/<id>",
+        )
+    })?;
+    let client = match &target.server {
+        Some(server) if server.trim_end_matches('/') != ctx.settings.url.value.trim_end_matches('/') => {
+            ctx.out.status(format!("using the server from the URL: {server}"));
+            ctx.client_for(server)?
+        }
+        _ => ctx.client()?,
+    };
+    let session = client.get_session(&target.id).await?;
     attach(ctx, &client, &session, keys).await
 }
 
@@ -99,13 +124,38 @@ pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachK
     if session.status != SessionStatus::Ready {
         return Err(not_ready(session));
     }
-    let url = tty_url(client.base(), session).ok_or_else(|| {
-        Error::failed_with_hint(
+    if !session.supports_tui {
+        return Err(Error::failed_with_hint(
             format!("session {id} has no terminal"),
-            "its harness is driven through the message API, not a terminal",
-        )
-    })?;
-    let token = session.tty_token.clone().unwrap_or_default();
+            format!("its harness is driven through the message API: `lap chat {id}` or `lap send {id} TEXT`"),
+        ));
+    }
+    let env = &ctx.settings.env;
+    let url = match locate_tty(client.base(), session, env.tty_fallback.as_deref()) {
+        Ok(TtyLocation::Url(url)) => url,
+        Ok(TtyLocation::Fallback(url)) => {
+            ctx.out.status("(sandbox_url is in-cluster — using LAP_TTY_FALLBACK)");
+            url
+        }
+        Err(err @ NoTerminal::InCluster(_)) => {
+            return Err(Error::failed_with_hint(
+                err.to_string(),
+                "export LAP_TTY_FALLBACK=ws://host:port/tty (your platform operator has it), or upgrade the server",
+            ));
+        }
+        Err(err) => {
+            return Err(Error::failed_with_hint(
+                err.to_string(),
+                "upgrade the server, or set LAP_TTY_FALLBACK=ws://host:port/tty",
+            ));
+        }
+    };
+    let token = session
+        .tty_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .or_else(|| env.tty_token.clone())
+        .unwrap_or_default();
     let interactive = std::io::stdin().is_terminal();
     if interactive && !keys.is_none() {
         ctx.out.status(format!("attached to {id}; press {keys} to detach"));

@@ -487,6 +487,7 @@ impl Sandbox for Kube {
             env: start.env,
             command: start.command,
             cwd: start.cwd,
+            home_files: start.home_files,
         };
         harness::start_agent(self.port_stream(id, manifest::HARNESS_PORT).await?, request).await
     }

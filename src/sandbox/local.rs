@@ -667,6 +667,7 @@ impl Sandbox for Local {
             env: start.env,
             command: start.command,
             cwd: start.cwd,
+            home_files: start.home_files,
         };
         Ok(proto::start_agent(&layout.run(), request)
             .await

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod tmux;
 pub mod upstream;
 
 use std::ffi::OsString;
@@ -87,6 +88,15 @@ impl Home {
         let mut env = self.env_without_store();
         env.push(("LAP_CREDENTIAL_STORE".into(), "file".into()));
         env
+    }
+
+    /// [`Home::env`] as `K=V` words, for a shell command line (`env -i …`).
+    pub fn env_words(&self) -> String {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// [`Home::env`] without `LAP_CREDENTIAL_STORE`, for the keyring test.

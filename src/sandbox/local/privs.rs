@@ -96,6 +96,11 @@ impl Drop {
     }
 
     /// Becomes the sandbox user with no capabilities, in a session of its own. Async-signal-safe.
+    /// The agent's uid (and gid).
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
     pub fn apply(&self) -> io::Result<()> {
         nix::unistd::setsid()?;
         self.apply_in_session()

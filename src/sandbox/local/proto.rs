@@ -91,6 +91,9 @@ pub struct StartRequest {
     /// Where the agent starts (default: `/work/repo` when it exists, else the user's home).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Files for the sandbox user's home, written before the agent starts unless already there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub home_files: Vec<crate::sandbox::HomeFile>,
 }
 
 /// The harness's answer to a [`Request::Start`].
@@ -456,6 +459,7 @@ mod tests {
             env: vec![("K".into(), "v".into())],
             command: Some("bash".into()),
             cwd: None,
+            home_files: Vec::new(),
         });
         assert_eq!(
             serde_json::to_string(&start).unwrap(),

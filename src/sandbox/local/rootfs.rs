@@ -61,7 +61,7 @@ const SHM_TMPFS: &str = "mode=1777,size=64m";
 /// The sandbox user: its name, uid and gid inside the sandbox.
 pub const USER: &str = "lap";
 pub const USER_ID: u32 = 1000;
-pub const HOME: &str = "/work/home";
+pub const HOME: &str = crate::sandbox::AGENT_HOME;
 
 /// What PID 1 needs to build the root.
 pub struct Plan<'a> {

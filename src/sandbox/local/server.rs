@@ -206,6 +206,7 @@ fn start(request: StartRequest, agent: &Agent, drop_privs: std::sync::Arc<privs:
         return Err("the agent of this sandbox has already started".to_owned());
     }
     *SESSION_ENV.write().unwrap_or_else(|p| p.into_inner()) = request.env;
+    write_home_files(&request.home_files, drop_privs.uid())?;
     let Some(command) = request.command else {
         return Ok(());
     };
@@ -213,6 +214,48 @@ fn start(request: StartRequest, agent: &Agent, drop_privs: std::sync::Arc<privs:
     let result = started.as_ref().map(|_| ()).map_err(Clone::clone);
     let _ = agent.set(started);
     result
+}
+
+/// Writes files into the sandbox user's home, each only when nothing is at its path yet, as that
+/// user: this thread's filesystem uid and gid are the user's while it writes (which also drops the
+/// capabilities that would bypass file permissions), so a link planted in the home leads nowhere
+/// the user could not write anyway. Paths are relative and plain (no `..`).
+fn write_home_files(files: &[crate::sandbox::HomeFile], uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::path::{Component, Path};
+    if files.is_empty() {
+        return Ok(());
+    }
+    for file in files {
+        let relative = Path::new(&file.path);
+        let plain = relative.components().all(|c| matches!(c, Component::Normal(_)));
+        if !plain || file.path.is_empty() {
+            return Err(format!("refusing to write `{}` outside the home directory", file.path));
+        }
+    }
+    let (user, group) = (nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(uid));
+    let old_group = nix::unistd::setfsgid(group);
+    let old_user = nix::unistd::setfsuid(user);
+    let written = files.iter().try_for_each(|file| {
+        let path = Path::new(HOME).join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut out) => out.write_all(file.contents.as_bytes()),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| std::io::Error::new(err.kind(), format!("{}: {err}", path.display())))
+    });
+    nix::unistd::setfsuid(old_user);
+    nix::unistd::setfsgid(old_group);
+    written.map_err(|err| format!("cannot write the agent's settings: {err}"))
 }
 
 /// Starts the agent under a PTY as the sandbox user, with the session's environment (the same as

@@ -1,0 +1,366 @@
+//! The web UI: its embedded assets at `/`, and its cookie sign-in under `/api/ui`.
+//!
+//! Pages. `GET /` and the UI's own paths (`/sign-in`, `/agents…`, `/sessions…`) answer the single
+//! page (`index.html`); `GET /ui/{file}` answers the other embedded files (ES modules, CSS, xterm.js),
+//! built into the binary by `build.rs` from `web/`. The page uses only the public REST and terminal
+//! WebSocket API; other unknown paths keep the JSON 404.
+//!
+//! Sign-in. `POST /api/ui/auth/cookie` with `Authorization: Bearer <master key>` mints a random
+//! session token (256 bits) and sets it as the cookie [`COOKIE`]: `HttpOnly`, `SameSite=Strict`,
+//! `Path=/`, `Max-Age` [`COOKIE_TTL`], `Secure` when served over TLS or behind a proxy that says
+//! `X-Forwarded-Proto: https`. The master key is never the cookie's value, and the page never
+//! stores it. The server keeps only the tokens' SHA-256 digests with their expiry, in memory
+//! (at most [`MAX_SESSIONS`]; the oldest is dropped for a new one): a restart of `lap serve` signs
+//! every browser out. `GET` says whether the request is signed in (204, else 401); `DELETE` signs the
+//! cookie's session out and clears the cookie.
+//! `GET /api/ui/config` (signed in) tells the page the harness catalog and the credential presets.
+//!
+//! Cookie auth and CSRF. Every master-key route also takes a live session cookie. Besides
+//! `SameSite=Strict` (no cross-site request carries it), a cookie-authenticated request whose
+//! method is not `GET`/`HEAD` must carry [`CSRF_HEADER`]: a custom header no cross-origin form can
+//! send, and no cross-origin script can without a CORS preflight this server never grants. The
+//! page's responses carry a CSP that allows only this origin, and `frame-ancestors 'none'`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+
+use super::{ApiError, AppState, auth};
+
+mod assets {
+    include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
+}
+
+pub use assets::BUILT;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "lap_ui_session";
+/// How long a cookie session lives after sign-in.
+pub const COOKIE_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+/// Most live cookie sessions kept.
+pub const MAX_SESSIONS: usize = 1024;
+/// The header a cookie-authenticated request must carry unless it is a `GET` or `HEAD`.
+pub const CSRF_HEADER: &str = "x-lap-ui";
+
+/// Live cookie sessions: SHA-256 of the token → when it expires.
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl Sessions {
+    /// A new session; returns its token (64 hex digits).
+    fn mint(&self) -> String {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new().fill(&mut bytes).expect("system random generator");
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let now = Instant::now();
+        let mut live = self.live.lock().expect("ui sessions lock");
+        live.retain(|_, expires| *expires > now);
+        if live.len() >= MAX_SESSIONS
+            && let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k)
+        {
+            live.remove(&oldest);
+        }
+        live.insert(digest(&token), now + COOKIE_TTL);
+        token
+    }
+
+    /// Whether `token` is a live session.
+    fn is_live(&self, token: &str) -> bool {
+        let live = self.live.lock().expect("ui sessions lock");
+        live.get(&digest(token))
+            .is_some_and(|expires| *expires > Instant::now())
+    }
+
+    fn end(&self, token: &str) {
+        self.live.lock().expect("ui sessions lock").remove(&digest(token));
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let hash = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hash.as_ref());
+    out
+}
+
+/// The value of the session cookie in `headers`, if any.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
+/// How a request to a master-key route proved itself by cookie.
+pub enum CookieAuth {
+    /// No cookie, or not a live session's.
+    None,
+    /// A live session, and the request may go on.
+    Ok,
+    /// A live session, but an unsafe method without [`CSRF_HEADER`].
+    MissingCsrfHeader,
+}
+
+/// Checks the session cookie of a request.
+pub fn cookie_auth(sessions: &Sessions, method: &Method, headers: &HeaderMap) -> CookieAuth {
+    let Some(token) = cookie_token(headers) else {
+        return CookieAuth::None;
+    };
+    if !sessions.is_live(token) {
+        return CookieAuth::None;
+    }
+    if matches!(*method, Method::GET | Method::HEAD) || headers.contains_key(CSRF_HEADER) {
+        CookieAuth::Ok
+    } else {
+        CookieAuth::MissingCsrfHeader
+    }
+}
+
+/// The 403 of a cookie request without the CSRF header.
+pub fn csrf_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("a request signed in by cookie must carry the `{CSRF_HEADER}` header"),
+    )
+    .hint(format!(
+        "send `{CSRF_HEADER}: 1`, as the web UI does, or use `Authorization: Bearer <master key>`"
+    ))
+}
+
+/// The UI's routes: pages, assets and `/api/ui`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(page))
+        .route("/sign-in", get(page))
+        .route("/agents", get(page))
+        .route("/agents/{*rest}", get(page))
+        .route("/sessions", get(page))
+        .route("/sessions/{*rest}", get(page))
+        .route("/ui/{*file}", get(asset))
+        .route("/api/ui/auth/cookie", get(signed_in).post(sign_in).delete(sign_out))
+        .route("/api/ui/config", get(config))
+}
+
+async fn page(headers: HeaderMap) -> Response {
+    serve("index.html", &headers)
+}
+
+async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve(&file, &headers)
+}
+
+fn serve(file: &str, headers: &HeaderMap) -> Response {
+    let Some((_, content_type, etag, bytes)) = assets::ASSETS.iter().find(|(path, ..)| *path == file) else {
+        return ApiError::not_found(format!("no file `{file}` in the web UI"))
+            .hint("the UI starts at /")
+            .into_response();
+    };
+    let mut response = if headers
+        .get(IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(CONTENT_TYPE, *content_type)], *bytes).into_response()
+    };
+    let head = response.headers_mut();
+    head.insert(ETAG, HeaderValue::from_static(etag));
+    head.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    head.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    head.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    head.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    response
+}
+
+/// Whether the request arrived over TLS (itself, or at a proxy in front).
+fn over_tls(tls: Option<Extension<super::ServedOverTls>>, headers: &HeaderMap) -> bool {
+    tls.is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+fn set_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("a valid cookie header")
+}
+
+/// Sign in: the master key as bearer buys a cookie session.
+async fn sign_in(
+    Extension(key): Extension<Arc<crate::secret::Secret>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    tls: Option<Extension<super::ServedOverTls>>,
+    headers: HeaderMap,
+) -> Response {
+    if !auth::has_master_key(&headers, &key) {
+        return auth::unauthorized().into_response();
+    }
+    let token = sessions.mint();
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            SET_COOKIE,
+            set_cookie(&token, COOKIE_TTL.as_secs(), over_tls(tls, &headers)),
+        )],
+    )
+        .into_response()
+}
+
+/// 204 when the request is signed in (cookie or master key), else 401.
+async fn signed_in(
+    Extension(key): Extension<Arc<crate::secret::Secret>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if auth::has_master_key(&headers, &key) || matches!(cookie_auth(&sessions, &method, &headers), CookieAuth::Ok) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        auth::unauthorized().into_response()
+    }
+}
+
+/// Sign out: the cookie's session ends and the cookie is cleared.
+async fn sign_out(
+    Extension(sessions): Extension<Arc<Sessions>>,
+    tls: Option<Extension<super::ServedOverTls>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let CookieAuth::MissingCsrfHeader = cookie_auth(&sessions, &method, &headers) {
+        return csrf_refused().into_response();
+    }
+    if let Some(token) = cookie_token(&headers) {
+        sessions.end(token);
+    }
+    (
+        StatusCode::NO_CONTENT,
+        [(SET_COOKIE, set_cookie("", 0, over_tls(tls, &headers)))],
+    )
+        .into_response()
+}
+
+/// What the UI needs to know about this server: the harnesses and the credential presets.
+#[derive(Serialize)]
+struct UiConfig {
+    version: &'static str,
+    backend: String,
+    harnesses: Vec<UiHarness>,
+    credential_presets: Vec<(&'static str, &'static [&'static str])>,
+}
+
+#[derive(Serialize)]
+struct UiHarness {
+    id: &'static str,
+    supports_tui: bool,
+    needs_env: &'static [&'static str],
+    install_hint: &'static str,
+}
+
+async fn config(
+    State(state): State<AppState>,
+    Extension(key): Extension<Arc<crate::secret::Secret>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !auth::has_master_key(&headers, &key) && !matches!(cookie_auth(&sessions, &method, &headers), CookieAuth::Ok) {
+        return Err(auth::unauthorized());
+    }
+    Ok(Json(UiConfig {
+        version: env!("CARGO_PKG_VERSION"),
+        backend: state.control.backend().to_owned(),
+        harnesses: crate::harness::CATALOG
+            .iter()
+            .map(|h| UiHarness {
+                id: h.id,
+                supports_tui: h.supports_tui(),
+                needs_env: h.needs_env,
+                install_hint: h.install_hint,
+            })
+            .collect(),
+        credential_presets: crate::wire::api::CREDENTIAL_PRESETS.to_vec(),
+    })
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn a_minted_token_is_live_until_signed_out_and_only_it() {
+        let sessions = Sessions::default();
+        let token = sessions.mint();
+        assert_eq!(token.len(), 64);
+        assert!(sessions.is_live(&token));
+        assert!(!sessions.is_live(&sessions_other_token(&token)));
+        sessions.end(&token);
+        assert!(!sessions.is_live(&token));
+    }
+
+    fn sessions_other_token(token: &str) -> String {
+        let mut other = token.to_owned();
+        other.replace_range(0..1, if token.starts_with('0') { "1" } else { "0" });
+        other
+    }
+
+    #[test]
+    fn cookie_requests_that_change_state_need_the_csrf_header() {
+        let sessions = Sessions::default();
+        let token = sessions.mint();
+        let cookie = format!("other=1; {COOKIE}={token}");
+        let plain = headers(&[("cookie", &cookie)]);
+        let marked = headers(&[("cookie", &cookie), (CSRF_HEADER, "1")]);
+        assert!(matches!(cookie_auth(&sessions, &Method::GET, &plain), CookieAuth::Ok));
+        assert!(matches!(
+            cookie_auth(&sessions, &Method::POST, &plain),
+            CookieAuth::MissingCsrfHeader
+        ));
+        assert!(matches!(
+            cookie_auth(&sessions, &Method::DELETE, &marked),
+            CookieAuth::Ok
+        ));
+        let wrong = headers(&[("cookie", "lap_ui_session=nope"), (CSRF_HEADER, "1")]);
+        assert!(matches!(cookie_auth(&sessions, &Method::GET, &wrong), CookieAuth::None));
+    }
+
+    #[test]
+    fn the_page_is_embedded() {
+        assert!(assets::ASSETS.iter().any(|(path, ..)| *path == "index.html"));
+    }
+}
