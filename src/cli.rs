@@ -20,7 +20,7 @@ mod reserved;
 mod send;
 mod serve;
 mod sessions;
-mod sidecar;
+pub(crate) mod sidecar;
 mod vault;
 
 use clap::{Args, Parser, Subcommand};

@@ -3,11 +3,12 @@
 //! A backend creates isolated places for agents to run, deletes them, and lists what it has so the
 //! control plane can re-adopt or clean up after a restart. The backend is chosen once, in the
 //! composition root (`cli/serve.rs`), and never re-checked below it. Implementations: [`local`]
-//! (Linux namespaces), [`fake`] (in memory, for tests), and [`Unavailable`] for backends this build
+//! (Linux namespaces), [`kube`] (Kubernetes pods), [`fake`] (in memory, for tests), and [`Unavailable`] for backends this build
 //! cannot run yet, which answers every call with a clear error so session creation fails with 503
 //! instead of hanging.
 
 pub mod fake;
+pub mod kube;
 pub mod local;
 
 use async_trait::async_trait;

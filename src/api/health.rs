@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::{Extension, Json};
 
-use crate::wire::api::Health;
+use crate::sandbox::kube::Kube;
+use crate::wire::api::{Health, K8sHealth};
 
 use super::AppState;
 
@@ -17,6 +18,59 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         backend: state.control.backend().to_owned(),
     })
+}
+
+/// How long `GET /api/v1/health/k8s` waits for the API server.
+const K8S_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The `kube` backend, for `GET /api/v1/health/k8s`: put in the router's extensions by the composition root when it
+/// runs that backend.
+#[derive(Clone)]
+pub struct K8sProbe(pub Arc<Kube>);
+
+/// Whether the Kubernetes API server answers: 200 when it does, 503 when it does not or the server
+/// runs another backend.
+#[utoipa::path(get, path = "/api/v1/health/k8s", tag = "meta",
+    responses((status = 200, body = K8sHealth), (status = 503, body = K8sHealth)))]
+pub async fn k8s(
+    State(state): State<AppState>,
+    probe: Option<Extension<K8sProbe>>,
+) -> (axum::http::StatusCode, Json<K8sHealth>) {
+    use axum::http::StatusCode;
+    let backend = state.control.backend().to_owned();
+    let Some(Extension(K8sProbe(kube))) = probe else {
+        let error = format!("the server runs the `{backend}` backend, not `kube`");
+        let health = K8sHealth {
+            ok: false,
+            backend,
+            namespace: None,
+            server_version: None,
+            error: Some(error),
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(health));
+    };
+    let namespace = Some(kube.namespace().to_owned());
+    let answer = tokio::time::timeout(K8S_PROBE_TIMEOUT, kube.server_version()).await;
+    let (status, server_version, error) = match answer {
+        Ok(Ok(version)) => (StatusCode::OK, Some(version), None),
+        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, None, Some(err.to_string())),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            Some(format!(
+                "the API server did not answer within {}s",
+                K8S_PROBE_TIMEOUT.as_secs()
+            )),
+        ),
+    };
+    let health = K8sHealth {
+        ok: status == StatusCode::OK,
+        backend,
+        namespace,
+        server_version,
+        error,
+    };
+    (status, Json(health))
 }
 
 /// This API's OpenAPI 3.1 document.

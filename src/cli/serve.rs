@@ -25,7 +25,8 @@ use crate::api::{self, AppState};
 use crate::control::{Control, Services, pool};
 use crate::error::Error;
 use crate::output::Printer;
-use crate::sandbox::{Sandbox, Unavailable, fake::Fake, local::Local};
+use crate::sandbox::kube::{self, Kube};
+use crate::sandbox::{Sandbox, fake::Fake, local::Local};
 use crate::secret::Secret;
 use crate::settings::{self, Env, Paths};
 use crate::store::Store;
@@ -109,6 +110,22 @@ pub struct Args {
     /// (`auto`), or rlimits only (`off`)
     #[arg(long, env = "LAP_SANDBOX_CGROUPS", value_enum, default_value = "auto")]
     pub sandbox_cgroups: SandboxCgroups,
+    /// Kubernetes backend: the kubeconfig context to use [default: the current one, or the
+    /// in-cluster service account]
+    #[arg(long, env = "LAP_KUBE_CONTEXT", value_name = "NAME")]
+    pub kube_context: Option<String>,
+    /// Kubernetes backend: the namespace sandbox pods are made in [default: the context's, else
+    /// `default`]
+    #[arg(long, env = "LAP_KUBE_NAMESPACE", value_name = "NAMESPACE")]
+    pub kube_namespace: Option<String>,
+    /// Kubernetes backend: the sandbox image (`lap` on PATH; see `kind/Dockerfile`)
+    #[arg(
+        long,
+        env = "LAP_KUBE_IMAGE",
+        default_value = "lap-sandbox:dev",
+        value_name = "IMAGE"
+    )]
+    pub kube_image: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -139,19 +156,21 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     };
     let store = Store::open(&data_dir)?;
     let master_key = master_key(env, &data_dir, out)?;
+    let (vault, ca_bundle) = vault(&args, &data_dir)?;
+    let mut k8s = None;
     let sandbox: Arc<dyn Sandbox> = match args.backend {
         Backend::Fake => Arc::new(Fake::default()),
         Backend::Local => Arc::new(Local::new(&data_dir).with_cgroups(args.sandbox_cgroups == SandboxCgroups::Auto)),
-        Backend::Kube => Arc::new(Unavailable {
-            backend: "kube",
-            reason: "the Kubernetes backend is not in this build yet",
-        }),
+        Backend::Kube => {
+            let backend = Arc::new(kube_backend(&args, &data_dir, &ca_bundle).await?);
+            k8s = Some(backend.clone());
+            backend
+        }
     };
     // A local backend that cannot create namespaces fails now, naming the sysctl to change.
     if args.backend == Backend::Local {
         sandbox.check().await.map_err(|e| Error::failed(e.to_string()))?;
     }
-    let (vault, ca_bundle) = vault(&args, &data_dir)?;
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let control = Control::new(Services {
@@ -180,6 +199,10 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         control,
         master_key: Arc::new(master_key.clone()),
     });
+    let router = match k8s {
+        Some(kube) => router.layer(axum::Extension(api::K8sProbe(kube))),
+        None => router,
+    };
     let router = if tls.is_some() { api::over_tls(router) } else { router };
 
     let listener = TcpListener::bind(args.listen)
@@ -273,6 +296,35 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
     let vault =
         Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots).map_err(|e| Error::failed(e.to_string()))?;
     Ok((Arc::new(vault), bundle))
+}
+
+/// The Kubernetes backend: the user's kubeconfig (or the in-cluster configuration), the vault CA
+/// made by [`vault`] and the sandboxes' CA bundle. A cluster that does not answer is not an error
+/// here (`GET /api/v1/health/k8s` tells), one that is not configured at all is.
+async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path) -> Result<Kube, Error> {
+    let (client, namespace) = kube::client(args.kube_context.clone(), args.kube_namespace.clone())
+        .await
+        .map_err(|e| {
+            Error::failed_with_hint(
+                e.to_string(),
+                "set `KUBECONFIG` or pass `--kube-context`; `scripts/kind-up.sh` makes a local kind cluster \
+                 and prints the `lap serve --backend kube` line to run",
+            )
+        })?;
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))
+    };
+    let ca_dir = data_dir.join("vault");
+    let config = kube::KubeConfig {
+        namespace,
+        image: args.kube_image.clone(),
+        defaults: kube::manifest::Resources::harness_default(),
+        ca_cert_pem: read(ca_dir.join("ca.pem"))?,
+        ca_key_pem: Secret::new(read(ca_dir.join("ca.key"))?),
+        ca_bundle_pem: read(ca_bundle.to_owned())?,
+        ready_timeout: kube::READY_TIMEOUT,
+    };
+    Ok(Kube::new(client, config))
 }
 
 /// The host's CA bundle (Debian's path), the base of the sandboxes' bundle.

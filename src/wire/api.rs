@@ -63,6 +63,24 @@ pub struct Health {
     pub backend: String,
 }
 
+/// `GET /api/v1/health/k8s` (unauthenticated): whether the Kubernetes API server of the `kube`
+/// backend answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct K8sHealth {
+    /// The API server answered.
+    pub ok: bool,
+    pub backend: String,
+    /// The namespace sandboxes are made in (`kube` backend only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The API server's version, e.g. `v1.35.0`, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// Why it is not reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A credential as the API shows it: never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CredentialInfo {

@@ -1,0 +1,592 @@
+//! The Kubernetes backend: one Pod per sandbox, through the API server (kube-rs).
+//!
+//! It owns the cluster side of a sandbox's life: creating its Pod, Secret and NetworkPolicy
+//! ([`manifest`]) and waiting until the Pod is ready or has failed for a reason a person can act on
+//! ([`status`]); deleting all three; listing managed Pods by label so a restarted `lap serve` adopts
+//! them; claiming a warm Pod with one label patch carrying a `resourceVersion` precondition (two
+//! servers racing for one Pod: exactly one wins, the other gets 409 and tries the next); late binding
+//! of a session's credentials into the Pod's vault sidecar (the Secret, then the sidecar's
+//! authenticated `PUT /binding`); byte streams to ports inside the Pod through the API server's
+//! port-forward, which needs no NodePort and works from a laptop against any cluster; and, over such
+//! a stream, the harness protocol's `start`, `wait`, `exec` and `attach` ([`harness`]); and a pod
+//! watcher ([`Kube::pod_states`]) for the reconciler.
+//!
+//! What it deliberately does not own: session state (the reconciler writes that, from
+//! [`status::pod_state`]), and the vault itself, which runs in the Pod (`lap vault sidecar`). So
+//! [`Sandbox::proxy_listener`] is refused: no egress of a Kubernetes sandbox passes `lap serve`.
+//!
+//! Trust: the API credentials are the user's kubeconfig (or the in-cluster service account, which
+//! needs only the namespaced rights in `kind/rbac.yaml`). Real credential values leave this process
+//! only in the Secret's `binding.json` and in the body of `PUT /binding`, both bound for the vault
+//! container; neither is logged.
+
+pub mod harness;
+pub mod manifest;
+pub mod status;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde::Serialize;
+use serde_json::json;
+
+use self::manifest::{PodPlan, Resources, SecretData};
+use self::status::PodState;
+use super::{AgentStart, ExecChunk, ExecSpec, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel};
+
+/// How often a Pod coming up is looked at.
+pub const READY_POLL: Duration = Duration::from_millis(500);
+/// How long a Pod may take to become ready by default (an image pull on a cold node is slow).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// Largest response the vault's admin endpoint may send back.
+const MAX_ADMIN_RESPONSE: usize = 64 * 1024;
+
+/// What the backend needs besides a client.
+#[derive(Debug, Clone)]
+pub struct KubeConfig {
+    pub namespace: String,
+    /// The sandbox image (see `kind/Dockerfile`).
+    pub image: String,
+    pub defaults: Resources,
+    /// The vault CA, PEM: certificate and key (the key goes only into each Pod's vault container).
+    pub ca_cert_pem: String,
+    pub ca_key_pem: crate::secret::Secret,
+    /// System roots plus the vault CA, PEM: what the harness trusts.
+    pub ca_bundle_pem: String,
+    pub ready_timeout: Duration,
+}
+
+/// One credential of a vault binding, as `lap vault sidecar` reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoundCredential {
+    pub name: String,
+    pub stub: String,
+    /// The real value.
+    pub value: String,
+    pub hosts: Vec<String>,
+}
+
+/// A session's vault binding: the sidecar's `--binding` file and `PUT /binding` body. Holds real
+/// values; it has no `Debug` so it cannot be logged by accident.
+#[derive(Clone, Default, Serialize)]
+pub struct VaultBinding {
+    pub credentials: Vec<BoundCredential>,
+    pub allow_out: Vec<String>,
+    pub deny_out: Vec<String>,
+    pub egress_default_deny: bool,
+}
+
+/// Reads the user's kubeconfig (`context`: `--kube-context`, else its current one) or the in-cluster
+/// configuration. Returns the client and the namespace to use (`namespace`, else the context's, else
+/// `default`).
+pub async fn client(
+    context: Option<String>,
+    namespace: Option<String>,
+) -> Result<(kube::Client, String), SandboxError> {
+    let options = kube::config::KubeConfigOptions {
+        context,
+        ..Default::default()
+    };
+    let config = match &options.context {
+        Some(_) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| no_cluster(&e.to_string()))?,
+        None => kube::Config::infer().await.map_err(|e| no_cluster(&e.to_string()))?,
+    };
+    let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).map_err(|e| no_cluster(&e.to_string()))?;
+    Ok((client, namespace))
+}
+
+fn no_cluster(cause: &str) -> SandboxError {
+    SandboxError::Unavailable {
+        backend: "kube",
+        reason: format!("no Kubernetes cluster is configured ({cause})"),
+    }
+}
+
+/// The Kubernetes backend.
+pub struct Kube {
+    client: kube::Client,
+    config: KubeConfig,
+}
+
+impl Kube {
+    pub fn new(client: kube::Client, config: KubeConfig) -> Self {
+        Self { client, config }
+    }
+
+    /// The namespace sandboxes are made in.
+    pub fn namespace(&self) -> &str {
+        &self.config.namespace
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// The API server's version, e.g. `v1.35.0`: reachability, for `GET /api/v1/health/k8s`.
+    pub async fn server_version(&self) -> Result<String, SandboxError> {
+        let info = self.client.apiserver_version().await.map_err(api_error)?;
+        Ok(info.git_version)
+    }
+
+    /// The plan of a new sandbox `id` for `spec`.
+    pub fn plan(&self, id: &str, spec: &SandboxSpec) -> PodPlan {
+        PodPlan {
+            id: id.to_owned(),
+            namespace: self.config.namespace.clone(),
+            image: self.config.image.clone(),
+            harness_id: spec.harness_id.clone(),
+            session_id: spec.session_id.clone(),
+            env: spec.env.clone(),
+            limits: spec.limits,
+            defaults: self.config.defaults.clone(),
+        }
+    }
+
+    /// Creates sandbox `id`'s objects and waits until its Pod is ready. On failure every object made
+    /// is deleted again.
+    pub async fn create_with_id(&self, id: &str, spec: &SandboxSpec) -> Result<SandboxInfo, SandboxError> {
+        let plan = self.plan(id, spec);
+        let created = self
+            .pods()
+            .create(&PostParams::default(), &manifest::pod(&plan))
+            .await
+            .map_err(api_error)?;
+        let made = async {
+            let owner = manifest::owner(&created);
+            let token = new_token()?;
+            let binding =
+                serde_json::to_vec(&VaultBinding::default()).map_err(|e| SandboxError::Backend(e.to_string()))?;
+            let data = SecretData {
+                binding_json: &binding,
+                ca_cert_pem: self.config.ca_cert_pem.as_bytes(),
+                ca_key_pem: self.config.ca_key_pem.expose().as_bytes(),
+                ca_bundle_pem: self.config.ca_bundle_pem.as_bytes(),
+                admin_token: token.as_bytes(),
+            };
+            let secret = manifest::secret(&plan, owner.as_ref(), &data);
+            self.secrets()
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(api_error)?;
+            let policy = manifest::network_policy(&plan, owner.as_ref());
+            self.policies()
+                .create(&PostParams::default(), &policy)
+                .await
+                .map_err(api_error)?;
+            self.wait_ready(id).await
+        };
+        match made.await {
+            Ok(()) => Ok(info(&created, &self.config.namespace).unwrap_or_else(|| SandboxInfo {
+                id: id.to_owned(),
+                url: url(&self.config.namespace, id),
+                harness_id: spec.harness_id.clone(),
+                session_id: spec.session_id.clone(),
+            })),
+            Err(err) => {
+                if let Err(cleanup) = self.delete_objects(id).await {
+                    tracing::warn!(sandbox = id, error = %cleanup, "cannot delete a sandbox that failed to come up");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Waits until Pod `id` is ready; a failed Pod is an error with its reason.
+    pub async fn wait_ready(&self, id: &str) -> Result<(), SandboxError> {
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        loop {
+            let pod = self.pods().get_opt(id).await.map_err(api_error)?;
+            let last = match pod.as_ref().map(status::pod_state).unwrap_or(PodState::Gone) {
+                PodState::Ready => return Ok(()),
+                PodState::Failed { reason } => return Err(SandboxError::Backend(reason)),
+                PodState::Gone => return Err(SandboxError::NotFound(id.to_owned())),
+                PodState::Pending { what } => what,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SandboxError::Backend(format!(
+                    "the sandbox pod `{id}` was not ready within {}s ({last})",
+                    self.config.ready_timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    /// The state of sandbox `id`'s Pod, for the reconciler.
+    pub async fn state(&self, id: &str) -> Result<PodState, SandboxError> {
+        let pod = self.pods().get_opt(id).await.map_err(api_error)?;
+        Ok(pod.as_ref().map(status::pod_state).unwrap_or(PodState::Gone))
+    }
+
+    /// Every change of a managed Pod, as its sandbox id and [`PodState`], from a kube-runtime watcher
+    /// (a list, then a watch from its resourceVersion, relisting when the watch expires). This is
+    /// what lets the reconciler turn an image-pull failure, a crash loop, an eviction or an OOM kill
+    /// into a `failed` or `dead` session with a readable reason, without polling every Pod. A
+    /// deleted Pod comes as [`PodState::Gone`].
+    pub fn pod_states(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<(String, PodState), SandboxError>> + Send + 'static {
+        use ::kube::runtime::watcher;
+        use futures_util::StreamExt;
+        let config = watcher::Config::default().labels(&manifest::managed_selector());
+        watcher::watcher(self.pods(), config).filter_map(|event| async move {
+            let (pod, gone) = match event {
+                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+                Ok(watcher::Event::Delete(pod)) => (pod, true),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => return None,
+                Err(err) => return Some(Err(SandboxError::Backend(format!("the pod watch failed: {err}")))),
+            };
+            let id = pod.metadata.labels.as_ref()?.get(manifest::SANDBOX)?.clone();
+            let state = if gone { PodState::Gone } else { status::pod_state(&pod) };
+            Some(Ok((id, state)))
+        })
+    }
+
+    /// Claims a ready warm sandbox of `harness_id` for `session_id`, or `None` when there is none.
+    ///
+    /// The claim is one JSON merge patch of the Pod's labels that carries the `resourceVersion` the
+    /// Pod was listed with: the API server applies it only if nobody changed the Pod since, so two
+    /// claimers never both win. A 409 means someone else did: the next candidate is tried.
+    pub async fn claim(&self, harness_id: &str, session_id: &str) -> Result<Option<SandboxInfo>, SandboxError> {
+        let warm = self
+            .pods()
+            .list(&ListParams::default().labels(&manifest::warm_selector(harness_id)))
+            .await
+            .map_err(api_error)?;
+        for pod in warm.items {
+            if status::pod_state(&pod) != PodState::Ready {
+                continue;
+            }
+            let (Some(name), Some(version)) = (pod.metadata.name.clone(), pod.metadata.resource_version.clone()) else {
+                continue;
+            };
+            let patch = claim_patch(&version, session_id);
+            match self
+                .pods()
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(claimed) => return Ok(info(&claimed, &self.config.namespace)),
+                Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => continue,
+                Err(err) => return Err(api_error(err)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Binds a session's credentials into sandbox `id`'s vault: into its Secret (so a restarted
+    /// sidecar keeps them), then live through the sidecar's admin endpoint (`PUT /binding`, with the
+    /// admin token from the Secret), reached through port-forward.
+    pub async fn bind(&self, id: &str, binding: &VaultBinding) -> Result<(), SandboxError> {
+        use base64::Engine;
+        let body = serde_json::to_vec(binding).map_err(|e| SandboxError::Backend(e.to_string()))?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
+        let patch = json!({"data": {manifest::keys::BINDING: encoded}});
+        let secret = self
+            .secrets()
+            .patch(
+                &manifest::secret_name(id),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(api_error)?;
+        let token = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(manifest::keys::ADMIN_TOKEN))
+            .map(|t| String::from_utf8_lossy(&t.0).into_owned())
+            .ok_or_else(|| SandboxError::Backend(format!("the secret of sandbox `{id}` has no admin token")))?;
+        let stream = self.port_stream(id, manifest::ADMIN_PORT).await?;
+        let status = admin_put(stream, "/binding", token.trim(), body).await?;
+        if status != 204 && status != 200 {
+            return Err(SandboxError::Backend(format!(
+                "the vault of sandbox `{id}` refused the binding (HTTP {status})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A byte stream to `port` inside sandbox `id`'s Pod, through the API server's port-forward.
+    pub async fn port_stream(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static, SandboxError> {
+        let mut forwarder = self.pods().portforward(id, &[port]).await.map_err(api_error)?;
+        forwarder
+            .take_stream(port)
+            .ok_or_else(|| SandboxError::Backend(format!("the port-forward to `{id}` has no stream for port {port}")))
+    }
+
+    /// Deletes sandbox `id`'s Pod, Secret and NetworkPolicy; objects already gone are fine. The
+    /// owner references would collect the last two anyway; deleting them here does not wait for that.
+    pub async fn delete_objects(&self, id: &str) -> Result<(), SandboxError> {
+        // Each is tried even when one before failed, so a refusal leaves as little behind as it can.
+        let params = DeleteParams::default();
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..params.clone()
+        };
+        let pod = gone_ok(self.pods().delete(id, &now).await.map(|_| ()));
+        let secret = gone_ok(
+            self.secrets()
+                .delete(&manifest::secret_name(id), &params)
+                .await
+                .map(|_| ()),
+        );
+        let policy = gone_ok(
+            self.policies()
+                .delete(&manifest::policy_name(id), &params)
+                .await
+                .map(|_| ()),
+        );
+        pod.and(secret).and(policy)
+    }
+}
+
+/// The merge patch that claims a warm Pod listed at `resource_version` for `session_id`.
+pub fn claim_patch(resource_version: &str, session_id: &str) -> serde_json::Value {
+    json!({
+        "metadata": {
+            "resourceVersion": resource_version,
+            "labels": {manifest::WARM: "false", manifest::SESSION: session_id},
+        }
+    })
+}
+
+/// A new sandbox id: also the Pod's name.
+pub fn new_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("lap-{}", &id[..16])
+}
+
+fn new_token() -> Result<String, SandboxError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| SandboxError::Backend("no randomness for the vault admin token".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn url(namespace: &str, id: &str) -> String {
+    format!("kube://{namespace}/{id}")
+}
+
+/// The sandbox a managed Pod is, from its labels; `None` for a Pod being deleted or not lap's.
+pub fn info(pod: &Pod, namespace: &str) -> Option<SandboxInfo> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let labels = pod.metadata.labels.as_ref()?;
+    if labels.get(manifest::MANAGED_BY).map(String::as_str) != Some(manifest::MANAGER) {
+        return None;
+    }
+    let id = labels.get(manifest::SANDBOX)?.clone();
+    Some(SandboxInfo {
+        url: url(namespace, &id),
+        harness_id: labels.get(manifest::HARNESS).cloned().unwrap_or_default(),
+        session_id: labels.get(manifest::SESSION).cloned(),
+        id,
+    })
+}
+
+fn gone_ok(result: Result<(), kube::Error>) -> Result<(), SandboxError> {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => other.map_err(api_error),
+    }
+}
+
+fn api_error(err: kube::Error) -> SandboxError {
+    match err {
+        kube::Error::Api(status) => SandboxError::Backend(format!(
+            "the Kubernetes API refused: {} ({}, HTTP {})",
+            status.message, status.reason, status.code
+        )),
+        other => SandboxError::Backend(format!("cannot reach the Kubernetes API: {other}")),
+    }
+}
+
+/// One `PUT` to the vault's admin endpoint over `stream` (HTTP/1.1); returns the status code.
+async fn admin_put<S>(stream: S, path: &str, token: &str, body: Vec<u8>) -> Result<u16, SandboxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Full, Limited};
+    let failed = |e: &dyn std::fmt::Display| SandboxError::Backend(format!("cannot talk to the vault sidecar: {e}"));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(&e))?;
+    tokio::spawn(connection);
+    let request = hyper::Request::put(path)
+        .header(hyper::header::HOST, "127.0.0.1")
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes_of(body)))
+        .map_err(|e| failed(&e))?;
+    let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
+    let status = response.status().as_u16();
+    // Drain (bounded) so the connection closes cleanly.
+    let _ = Limited::new(response.into_body(), MAX_ADMIN_RESPONSE).collect().await;
+    Ok(status)
+}
+
+fn bytes_of(body: Vec<u8>) -> hyper::body::Bytes {
+    hyper::body::Bytes::from(body)
+}
+
+#[async_trait]
+impl Sandbox for Kube {
+    fn name(&self) -> &'static str {
+        "kube"
+    }
+
+    async fn check(&self) -> Result<(), SandboxError> {
+        self.server_version().await.map(|_| ())
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxInfo, SandboxError> {
+        self.create_with_id(&new_id(), spec).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), SandboxError> {
+        self.delete_objects(id).await
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError> {
+        let pods = self
+            .pods()
+            .list(&ListParams::default().labels(&manifest::managed_selector()))
+            .await
+            .map_err(api_error)?;
+        Ok(pods
+            .items
+            .iter()
+            .filter_map(|pod| info(pod, &self.config.namespace))
+            .collect())
+    }
+
+    async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {
+        let request = crate::sandbox::local::proto::StartRequest {
+            env: start.env,
+            command: start.command,
+            cwd: start.cwd,
+            home_files: start.home_files,
+        };
+        harness::start_agent(self.port_stream(id, manifest::HARNESS_PORT).await?, request).await
+    }
+
+    async fn wait_agent(&self, id: &str) -> Result<i32, SandboxError> {
+        harness::wait_agent(self.port_stream(id, manifest::HARNESS_PORT).await?).await
+    }
+
+    async fn attach(&self, id: &str, cols: u16, rows: u16) -> Result<TtyChannel, SandboxError> {
+        harness::attach(self.port_stream(id, manifest::HARNESS_PORT).await?, cols, rows).await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        let mut spec = spec;
+        let (stdin_tx, stdin) = tokio::sync::mpsc::channel(1);
+        let data = std::mem::take(&mut spec.stdin);
+        if !data.is_empty() {
+            let _ = stdin_tx.send(data).await;
+        }
+        drop(stdin_tx);
+        self.exec_stream(id, spec, stdin, output).await
+    }
+
+    async fn exec_stream(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        output: tokio::sync::mpsc::Sender<ExecChunk>,
+    ) -> Result<i32, SandboxError> {
+        let request = crate::sandbox::local::proto::ExecRequest {
+            argv: spec.argv,
+            cwd: spec.cwd,
+            env: spec.env,
+        };
+        harness::exec(
+            self.port_stream(id, manifest::HARNESS_PORT).await?,
+            request,
+            stdin,
+            output,
+        )
+        .await
+    }
+
+    async fn proxy_listener(&self, id: &str) -> Result<super::ProxyListener, SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: "kube",
+            reason: format!("the vault of sandbox `{id}` runs in its pod's sidecar; bind it with the admin endpoint"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binding_the_backend_writes_is_what_the_sidecar_reads() {
+        let binding = VaultBinding {
+            credentials: vec![BoundCredential {
+                name: "GITHUB_TOKEN".into(),
+                stub: "stub_github_token_3fa91c0d".into(),
+                value: "ghp_real".into(),
+                hosts: vec!["api.github.com".into()],
+            }],
+            allow_out: vec!["github.com".into()],
+            deny_out: vec![],
+            egress_default_deny: true,
+        };
+        let json = serde_json::to_vec(&binding).unwrap();
+        let parsed: crate::cli::sidecar::BindingFile = serde_json::from_slice(&json).unwrap();
+        assert_eq!(parsed.credentials.len(), 1);
+        assert_eq!(parsed.credentials[0].value, "ghp_real");
+        assert!(parsed.egress_default_deny);
+        let warm: crate::cli::sidecar::BindingFile =
+            serde_json::from_slice(&serde_json::to_vec(&VaultBinding::default()).unwrap()).unwrap();
+        assert!(warm.credentials.is_empty());
+    }
+
+    #[test]
+    fn sandbox_ids_are_dns_labels() {
+        let id = new_id();
+        assert_eq!(id.len(), 20);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+    }
+
+    #[test]
+    fn the_claim_patch_carries_the_resource_version_precondition() {
+        let patch = claim_patch("4711", "s-1");
+        assert_eq!(patch["metadata"]["resourceVersion"], "4711");
+        assert_eq!(patch["metadata"]["labels"][manifest::WARM], "false");
+        assert_eq!(patch["metadata"]["labels"][manifest::SESSION], "s-1");
+    }
+}

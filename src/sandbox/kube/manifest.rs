@@ -1,0 +1,479 @@
+//! The objects one Kubernetes sandbox is made of, as pure functions of its [`PodPlan`].
+//!
+//! Per sandbox: a Pod (an init container that installs the egress fence, the harness container, the
+//! `lap vault sidecar` container), a Secret and a NetworkPolicy. Nothing here talks to a cluster; the
+//! golden tests (`tests/kube_manifests.rs`) pin the exact JSON and were reviewed by hand.
+//!
+//! Invariants this module keeps:
+//! - **Real values stay in the vault container.** The Secret holds the binding (real credential
+//!   values), the CA key and the admin token; only the vault container mounts those keys. The harness
+//!   container's only view of the Secret is a volume projecting the `ca-bundle.pem` key alone; its
+//!   environment carries stubs.
+//! - **Only the vault's UID reaches the network.** The init container (the only one with any
+//!   capability: `NET_ADMIN` and `NET_RAW`, as root, because iptables needs both) lets loopback,
+//!   replies to inbound connections and the vault's UID out, and rejects the rest, for IPv4 and IPv6.
+//!   The NetworkPolicy is the second fence: no private, link-local or metadata address, DNS only to
+//!   the cluster's DNS, ingress only from `lap serve` pods to the harness port.
+//! - **Every other container is locked down**: non-root, no privilege escalation, all capabilities
+//!   dropped, `RuntimeDefault` seccomp, no service-account token.
+//! - **Everything is findable and collected**: each object carries [`MANAGED_BY`], [`SANDBOX`] (and
+//!   [`SESSION`] once bound, [`WARM`] while in the pool); the Secret and NetworkPolicy are owned by the
+//!   Pod, so deleting the Pod deletes them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::{Value, json};
+
+use crate::sandbox::LimitOverrides;
+
+/// `app.kubernetes.io/managed-by`: every object lap creates carries it, with [`MANAGER`].
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "lap";
+/// `app.kubernetes.io/name` of sandbox objects.
+pub const NAME: &str = "app.kubernetes.io/name";
+pub const SANDBOX_APP: &str = "lap-sandbox";
+/// `app.kubernetes.io/name` of `lap serve` pods, the only ones the NetworkPolicy lets reach a harness.
+pub const SERVE_APP: &str = "lap-serve";
+/// The sandbox id (which is also the Pod's name).
+pub const SANDBOX: &str = "lap.dev/sandbox";
+/// The session a sandbox belongs to; absent while warm.
+pub const SESSION: &str = "lap.dev/session";
+/// `"true"` while the sandbox is in the warm pool, `"false"` once claimed.
+pub const WARM: &str = "lap.dev/warm";
+/// The harness the sandbox runs.
+pub const HARNESS: &str = "lap.dev/harness";
+/// Annotation: the harness-wide process limit asked for (Kubernetes sets pid limits per node).
+pub const PIDS_ANNOTATION: &str = "lap.dev/pids-limit";
+
+/// The harness's UID and GID in the sandbox image.
+pub const HARNESS_UID: i64 = 1000;
+/// The vault's UID and GID: the only UID the egress fence lets off the pod.
+pub const VAULT_UID: i64 = 10002;
+/// Where the harness serves its protocol inside the pod (loopback: reached by port-forward).
+pub const HARNESS_PORT: u16 = 7070;
+/// Where the vault's admin endpoint listens inside the pod.
+pub const ADMIN_PORT: u16 = 7071;
+/// Where the vault's proxy listens inside the pod (see [`crate::sandbox::PROXY_ADDR`]).
+pub const PROXY_PORT: u16 = 3128;
+
+/// Keys of the per-sandbox Secret.
+pub mod keys {
+    /// The vault binding (JSON, real values): vault only.
+    pub const BINDING: &str = "binding.json";
+    /// The vault CA's certificate and key: vault only.
+    pub const CA_CERT: &str = "ca.pem";
+    pub const CA_KEY: &str = "ca.key";
+    /// The admin endpoint's bearer token: vault only.
+    pub const ADMIN_TOKEN: &str = "admin-token";
+    /// System roots plus the vault CA: the harness's only key.
+    pub const CA_BUNDLE: &str = "ca-bundle.pem";
+}
+
+/// Resources of a sandbox when its agent asks for nothing, and of the vault sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: String,
+    pub memory_limit: String,
+}
+
+impl Resources {
+    /// The harness container's default.
+    pub fn harness_default() -> Self {
+        Self {
+            cpu_request: "250m".into(),
+            memory_request: "512Mi".into(),
+            cpu_limit: "2".into(),
+            memory_limit: "2Gi".into(),
+        }
+    }
+
+    /// The vault sidecar's (fixed).
+    pub fn vault() -> Self {
+        Self {
+            cpu_request: "50m".into(),
+            memory_request: "64Mi".into(),
+            cpu_limit: "500m".into(),
+            memory_limit: "256Mi".into(),
+        }
+    }
+
+    /// The agent's limits over these: a limit asked for is both the request and the limit, so the
+    /// scheduler reserves what the agent may use.
+    pub fn with_overrides(mut self, limits: &LimitOverrides) -> Self {
+        if let Some(bytes) = limits.memory_bytes {
+            self.memory_request = bytes.to_string();
+            self.memory_limit = bytes.to_string();
+        }
+        if let Some(millis) = limits.cpu_millis {
+            self.cpu_request = format!("{millis}m");
+            self.cpu_limit = format!("{millis}m");
+        }
+        self
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        })
+    }
+}
+
+/// Everything the objects of one sandbox are made from.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    /// The sandbox id, also the Pod's name (a DNS label).
+    pub id: String,
+    pub namespace: String,
+    /// The sandbox image: `lap` on PATH, plus iptables, git, curl, Node and the harness tools.
+    pub image: String,
+    pub harness_id: String,
+    /// `None` for a warm sandbox.
+    pub session_id: Option<String>,
+    /// The harness's environment: plain variables and stubs, never a real value.
+    pub env: Vec<(String, String)>,
+    pub limits: LimitOverrides,
+    pub defaults: Resources,
+}
+
+impl PodPlan {
+    /// The labels every object of this sandbox carries.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+            (NAME.to_owned(), SANDBOX_APP.to_owned()),
+            (SANDBOX.to_owned(), self.id.clone()),
+            (HARNESS.to_owned(), label_value(&self.harness_id)),
+            (WARM.to_owned(), self.session_id.is_none().to_string()),
+        ]);
+        if let Some(session) = &self.session_id {
+            labels.insert(SESSION.to_owned(), session.clone());
+        }
+        labels
+    }
+
+    /// The Secret's name.
+    pub fn secret_name(&self) -> String {
+        secret_name(&self.id)
+    }
+}
+
+/// The Secret's name for sandbox `id`.
+pub fn secret_name(id: &str) -> String {
+    format!("{id}-vault")
+}
+
+/// The NetworkPolicy's name for sandbox `id`.
+pub fn policy_name(id: &str) -> String {
+    format!("{id}-egress")
+}
+
+/// The label selector matching every object lap manages.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY}={MANAGER},{NAME}={SANDBOX_APP}")
+}
+
+/// The label selector matching the objects of sandbox `id`.
+pub fn sandbox_selector(id: &str) -> String {
+    format!("{MANAGED_BY}={MANAGER},{SANDBOX}={id}")
+}
+
+/// The label selector matching warm sandboxes of `harness_id`.
+pub fn warm_selector(harness_id: &str) -> String {
+    format!(
+        "{},{WARM}=true,{HARNESS}={}",
+        managed_selector(),
+        label_value(harness_id)
+    )
+}
+
+/// A label value (at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends) standing for `value`.
+pub fn label_value(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
+/// The init container's script: the egress fence, for both address families.
+pub fn fence_script() -> String {
+    format!(
+        "set -eu\n\
+         for t in iptables ip6tables; do\n\
+         \x20 $t -w -P OUTPUT ACCEPT\n\
+         \x20 $t -w -F OUTPUT\n\
+         \x20 $t -w -A OUTPUT -o lo -j ACCEPT\n\
+         \x20 $t -w -A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+         \x20 $t -w -A OUTPUT -m owner --uid-owner {VAULT_UID} -j ACCEPT\n\
+         \x20 $t -w -A OUTPUT -j REJECT\n\
+         done\n"
+    )
+}
+
+/// The Pod.
+pub fn pod(plan: &PodPlan) -> Pod {
+    let harness_env: Vec<Value> = plan
+        .env
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    let locked = |uid: i64, read_only_root: bool| {
+        json!({
+            "runAsNonRoot": true,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "allowPrivilegeEscalation": false,
+            "privileged": false,
+            "readOnlyRootFilesystem": read_only_root,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    };
+    let mut annotations = serde_json::Map::new();
+    if let Some(pids) = plan.limits.pids {
+        annotations.insert(PIDS_ANNOTATION.to_owned(), json!(pids.to_string()));
+    }
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": plan.id,
+            "namespace": plan.namespace,
+            "labels": plan.labels(),
+            "annotations": annotations,
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "hostNetwork": false,
+            "hostPID": false,
+            "hostIPC": false,
+            "terminationGracePeriodSeconds": 5,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "fsGroup": VAULT_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "initContainers": [{
+                "name": "egress-fence",
+                "image": plan.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/bin/sh", "-c", fence_script()],
+                "securityContext": {
+                    "runAsNonRoot": false,
+                    "runAsUser": 0,
+                    "allowPrivilegeEscalation": false,
+                    "privileged": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"cpu": "100m", "memory": "64Mi"},
+                },
+            }],
+            "containers": [
+                {
+                    "name": "harness",
+                    "image": plan.image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["lap", "harness", "--listen", format!("127.0.0.1:{HARNESS_PORT}")],
+                    "workingDir": "/work",
+                    "env": harness_env,
+                    "ports": [{"name": "harness", "containerPort": HARNESS_PORT, "protocol": "TCP"}],
+                    "securityContext": locked(HARNESS_UID, false),
+                    "resources": plan.defaults.clone().with_overrides(&plan.limits).json(),
+                    "volumeMounts": [
+                        {"name": "work", "mountPath": "/work"},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "ca-bundle", "mountPath": crate::sandbox::CA_BUNDLE_PATH,
+                         "subPath": keys::CA_BUNDLE, "readOnly": true},
+                    ],
+                },
+                {
+                    "name": "vault",
+                    "image": plan.image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": [
+                        "lap", "vault", "sidecar",
+                        "--listen", format!("127.0.0.1:{PROXY_PORT}"),
+                        "--ca-dir", "/var/run/lap/ca",
+                        "--binding", format!("/var/run/lap/binding/{}", keys::BINDING),
+                        "--admin", format!("127.0.0.1:{ADMIN_PORT}"),
+                        "--admin-token-file", format!("/var/run/lap/admin/{}", keys::ADMIN_TOKEN),
+                    ],
+                    "ports": [{"name": "vault-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
+                    // The admin endpoint listens on the pod's loopback only, which an httpGet
+                    // probe (sent by the kubelet to the pod IP) cannot reach: ask from inside.
+                    "readinessProbe": {
+                        "exec": {"command": ["curl", "-fsS", "-o", "/dev/null", format!("http://127.0.0.1:{ADMIN_PORT}/health")]},
+                        "periodSeconds": 2,
+                    },
+                    "securityContext": locked(VAULT_UID, true),
+                    "resources": Resources::vault().json(),
+                    "volumeMounts": [
+                        {"name": "vault-ca", "mountPath": "/var/run/lap/ca", "readOnly": true},
+                        {"name": "vault-binding", "mountPath": "/var/run/lap/binding", "readOnly": true},
+                        {"name": "vault-admin", "mountPath": "/var/run/lap/admin", "readOnly": true},
+                    ],
+                },
+            ],
+            "volumes": [
+                {"name": "work", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+                {"name": "ca-bundle", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o444,
+                    "items": [{"key": keys::CA_BUNDLE, "path": keys::CA_BUNDLE}]}},
+                {"name": "vault-ca", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
+                    "items": [{"key": keys::CA_CERT, "path": keys::CA_CERT}, {"key": keys::CA_KEY, "path": keys::CA_KEY}]}},
+                {"name": "vault-binding", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
+                    "items": [{"key": keys::BINDING, "path": keys::BINDING}]}},
+                {"name": "vault-admin", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
+                    "items": [{"key": keys::ADMIN_TOKEN, "path": keys::ADMIN_TOKEN}]}},
+            ],
+        },
+    });
+    serde_json::from_value(value).expect("the Pod manifest has the Pod schema (pinned by the golden tests)")
+}
+
+/// What the Secret holds. `binding` carries real values: it is written into the Secret only.
+pub struct SecretData<'a> {
+    pub binding_json: &'a [u8],
+    pub ca_cert_pem: &'a [u8],
+    pub ca_key_pem: &'a [u8],
+    pub ca_bundle_pem: &'a [u8],
+    pub admin_token: &'a [u8],
+}
+
+/// The Secret, owned by the Pod `owner` (its uid comes back from creating it).
+pub fn secret(plan: &PodPlan, owner: Option<&OwnerReference>, data: &SecretData<'_>) -> Secret {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": plan.secret_name(),
+            "namespace": plan.namespace,
+            "labels": plan.labels(),
+            "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
+        },
+        "type": "Opaque",
+        "immutable": false,
+        "data": {
+            keys::BINDING: b64(data.binding_json),
+            keys::CA_CERT: b64(data.ca_cert_pem),
+            keys::CA_KEY: b64(data.ca_key_pem),
+            keys::CA_BUNDLE: b64(data.ca_bundle_pem),
+            keys::ADMIN_TOKEN: b64(data.admin_token),
+        },
+    });
+    serde_json::from_value(value).expect("the Secret manifest has the Secret schema (pinned by the golden tests)")
+}
+
+/// Private, link-local, metadata and unique-local ranges the NetworkPolicy never lets a pod reach.
+pub const BLOCKED_V4: &[&str] = &[
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+];
+pub const BLOCKED_V6: &[&str] = &["fc00::/7", "fe80::/10", "::1/128"];
+
+/// The NetworkPolicy: the second fence around the Pod `owner`.
+pub fn network_policy(plan: &PodPlan, owner: Option<&OwnerReference>) -> NetworkPolicy {
+    let value = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": policy_name(&plan.id),
+            "namespace": plan.namespace,
+            "labels": plan.labels(),
+            "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {SANDBOX: plan.id}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{
+                "from": [{"podSelector": {"matchLabels": {NAME: SERVE_APP}}}],
+                "ports": [
+                    {"protocol": "TCP", "port": HARNESS_PORT},
+                    {"protocol": "TCP", "port": ADMIN_PORT},
+                ],
+            }],
+            "egress": [
+                {
+                    "to": [{
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    }],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                },
+                {
+                    "to": [
+                        {"ipBlock": {"cidr": "0.0.0.0/0", "except": BLOCKED_V4}},
+                        {"ipBlock": {"cidr": "::/0", "except": BLOCKED_V6}},
+                    ],
+                },
+            ],
+        },
+    });
+    serde_json::from_value(value)
+        .expect("the NetworkPolicy manifest has the NetworkPolicy schema (pinned by the golden tests)")
+}
+
+/// The owner reference naming a created Pod.
+pub fn owner(pod: &Pod) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: pod.metadata.name.clone()?,
+        uid: pod.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_valid_whatever_the_harness_id() {
+        assert_eq!(label_value("claude-code"), "claude-code");
+        assert_eq!(label_value("my agent/v2"), "my_agent_v2");
+        assert_eq!(label_value("-x-"), "x");
+        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn an_agent_limit_is_both_request_and_limit() {
+        let limits = LimitOverrides {
+            memory_bytes: Some(1 << 30),
+            pids: None,
+            cpu_millis: Some(1500),
+        };
+        let r = Resources::harness_default().with_overrides(&limits);
+        assert_eq!((r.cpu_request.as_str(), r.cpu_limit.as_str()), ("1500m", "1500m"));
+        assert_eq!(
+            (r.memory_request.as_str(), r.memory_limit.as_str()),
+            ("1073741824", "1073741824")
+        );
+    }
+}

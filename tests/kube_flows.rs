@@ -1,0 +1,426 @@
+//! The Kubernetes backend's stateful flows against the in-process fake API server (`kube_fake`),
+//! over real HTTP and WebSocket: a sandbox's life from create to delete, garbage collection through
+//! owner references, the warm pool's claim race, adoption by a restarted server, late binding into a
+//! real `lap vault sidecar` through port-forward, and the pod watcher's failure reasons.
+
+mod kube_fake;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube_fake::FakeApi;
+use lap::sandbox::kube::status::PodState;
+use lap::sandbox::kube::{BoundCredential, Kube, KubeConfig, VaultBinding, manifest};
+use lap::sandbox::{Sandbox, SandboxSpec};
+use serde_json::json;
+
+fn config() -> KubeConfig {
+    KubeConfig {
+        namespace: "lap".into(),
+        image: "lap-sandbox:dev".into(),
+        defaults: manifest::Resources::harness_default(),
+        ca_cert_pem: "CA CERT".into(),
+        ca_key_pem: lap::secret::Secret::new("CA KEY"),
+        ca_bundle_pem: "ROOTS + CA CERT".into(),
+        ready_timeout: Duration::from_secs(10),
+    }
+}
+
+fn spec(session: Option<&str>) -> SandboxSpec {
+    SandboxSpec {
+        harness_id: "shell".into(),
+        session_id: session.map(str::to_owned),
+        env: vec![("GITHUB_TOKEN".into(), "stub_github_token_3fa91c0d".into())],
+        ..SandboxSpec::default()
+    }
+}
+
+async fn backend() -> (FakeApi, String, Kube) {
+    let (api, url) = FakeApi::start().await;
+    let kube = Kube::new(FakeApi::client(&url), config());
+    (api, url, kube)
+}
+
+#[tokio::test]
+async fn a_sandbox_lives_from_create_to_delete_with_all_its_objects() {
+    let (api, _url, kube) = backend().await;
+    let info = kube.create(&spec(Some("s-1"))).await.unwrap();
+    assert_eq!(api.names("pods"), std::slice::from_ref(&info.id));
+    assert_eq!(api.names("secrets"), [format!("{}-vault", info.id)]);
+    assert_eq!(api.names("networkpolicies"), [format!("{}-egress", info.id)]);
+    let secret = api.get("secrets", &format!("{}-vault", info.id)).unwrap();
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        format!("uid-pods-{}", info.id)
+    );
+    assert_eq!(kube.list().await.unwrap(), std::slice::from_ref(&info));
+    kube.delete(&info.id).await.unwrap();
+    assert!(api.names("pods").is_empty() && api.names("secrets").is_empty() && api.names("networkpolicies").is_empty());
+    // Deleting again is not an error.
+    kube.delete(&info.id).await.unwrap();
+    assert!(kube.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn deleting_only_the_pod_collects_its_secret_and_policy() {
+    let (api, url, kube) = backend().await;
+    let info = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(FakeApi::client(&url), "lap");
+    pods.delete(&info.id, &Default::default()).await.unwrap();
+    assert!(
+        api.names("secrets").is_empty(),
+        "the owner reference did not collect the Secret"
+    );
+    assert!(api.names("networkpolicies").is_empty());
+}
+
+#[tokio::test]
+async fn two_servers_claiming_at_once_never_get_the_same_warm_pod() {
+    let (_api, url, kube) = backend().await;
+    let a = kube.create(&spec(None)).await.unwrap();
+    let b = kube.create(&spec(None)).await.unwrap();
+    let other = Kube::new(FakeApi::client(&url), config());
+    let (first, second) = tokio::join!(kube.claim("shell", "s-1"), other.claim("shell", "s-2"));
+    let (first, second) = (first.unwrap().unwrap(), second.unwrap().unwrap());
+    assert_ne!(first.id, second.id);
+    let mut claimed = [first.id.clone(), second.id.clone()];
+    claimed.sort();
+    let mut made = [a.id, b.id];
+    made.sort();
+    assert_eq!(claimed, made);
+    assert_eq!(first.session_id.as_deref(), Some("s-1"));
+    assert_eq!(second.session_id.as_deref(), Some("s-2"));
+    // The pool is empty now.
+    assert_eq!(kube.claim("shell", "s-3").await.unwrap(), None);
+    assert_eq!(kube.claim("other-harness", "s-3").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_pod_changed_since_it_was_listed_is_not_claimed_by_a_stale_patch() {
+    let (api, url, kube) = backend().await;
+    let warm = kube.create(&spec(None)).await.unwrap();
+    let listed = api.get("pods", &warm.id).unwrap()["metadata"]["resourceVersion"].clone();
+    api.touch("pods", &warm.id);
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(FakeApi::client(&url), "lap");
+    let patch = lap::sandbox::kube::claim_patch(listed.as_str().unwrap(), "s-1");
+    let err = pods
+        .patch(&warm.id, &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err}");
+    // A fresh claim lists again and wins.
+    assert_eq!(kube.claim("shell", "s-1").await.unwrap().unwrap().id, warm.id);
+}
+
+#[tokio::test]
+async fn a_restarted_server_adopts_every_sandbox_and_forgets_deleted_ones() {
+    let (_api, url, kube) = backend().await;
+    let session = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let warm = kube.create(&spec(None)).await.unwrap();
+    let gone = kube.create(&spec(Some("s-2"))).await.unwrap();
+    kube.delete(&gone.id).await.unwrap();
+    drop(kube);
+    let restarted = Kube::new(FakeApi::client(&url), config());
+    let mut adopted = restarted.list().await.unwrap();
+    adopted.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+    assert_eq!(adopted, [warm, session]);
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_pull_its_image_fails_create_and_is_cleaned_up() {
+    let (api, _url, kube) = backend().await;
+    // The kubelet cannot pull the image.
+    api.new_pods_get(json!({"phase": "Pending", "containerStatuses": [{"name": "harness",
+        "ready": false, "restartCount": 0, "image": "lap-sandbox:dev", "imageID": "",
+        "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}));
+    let err = kube.create(&spec(Some("s-1"))).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the sandbox backend failed: cannot pull the image of container `harness` (ImagePullBackOff): Back-off pulling image"
+    );
+    assert!(api.names("pods").is_empty() && api.names("secrets").is_empty());
+}
+
+#[tokio::test]
+async fn the_watcher_reports_oom_kills_evictions_and_deletions_by_sandbox_id() {
+    let (api, _url, kube) = backend().await;
+    let a = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let b = kube.create(&spec(Some("s-2"))).await.unwrap();
+    let mut states = Box::pin(kube.pod_states());
+    // The initial list: both ready.
+    let mut initial = vec![
+        states.next().await.unwrap().unwrap(),
+        states.next().await.unwrap().unwrap(),
+    ];
+    initial.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut expected = vec![(a.id.clone(), PodState::Ready), (b.id.clone(), PodState::Ready)];
+    expected.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(initial, expected);
+    api.set_pod_status(&a.id, json!({"phase": "Running", "containerStatuses": [{"name": "harness", "ready": false,
+        "restartCount": 0, "image": "i", "imageID": "", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}));
+    assert_eq!(
+        states.next().await.unwrap().unwrap(),
+        (
+            a.id.clone(),
+            PodState::Failed {
+                reason: "container `harness` ran out of memory (OOMKilled); raise the agent's memory limit".into()
+            }
+        )
+    );
+    api.set_pod_status(
+        &b.id,
+        json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: ephemeral-storage."}),
+    );
+    assert_eq!(
+        states.next().await.unwrap().unwrap(),
+        (
+            b.id.clone(),
+            PodState::Failed {
+                reason: "the sandbox pod was evicted: The node was low on resource: ephemeral-storage.".into()
+            }
+        )
+    );
+    kube.delete(&a.id).await.unwrap();
+    assert_eq!(states.next().await.unwrap().unwrap(), (a.id.clone(), PodState::Gone));
+}
+
+/// A real `lap vault sidecar` with its admin endpoint, as the pod's vault container.
+struct Sidecar {
+    child: Child,
+    admin: std::net::SocketAddr,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sidecar(dir: &std::path::Path, token: &str) -> Sidecar {
+    lap::vault::ca::CertificateAuthority::load_or_create(&dir.join("ca")).unwrap();
+    std::fs::write(dir.join("admin-token"), token).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lap"))
+        .args([
+            "vault",
+            "sidecar",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--ca-dir",
+        ])
+        .arg(dir.join("ca"))
+        .arg("--admin-token-file")
+        .arg(dir.join("admin-token"))
+        .env_clear()
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut admin = None;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(addr) = line.split("admin on ").nth(1) {
+            admin = Some(addr.trim().parse().unwrap());
+            break;
+        }
+    }
+    Sidecar {
+        child,
+        admin: admin.expect("the sidecar printed no admin address"),
+    }
+}
+
+#[tokio::test]
+async fn late_binding_reaches_the_real_sidecar_through_port_forward_with_the_secret_token() {
+    use base64::Engine;
+    let (api, _url, kube) = backend().await;
+    let warm = kube.create(&spec(None)).await.unwrap();
+    let secret = api.get("secrets", &format!("{}-vault", warm.id)).unwrap();
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"][manifest::keys::ADMIN_TOKEN].as_str().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = sidecar(dir.path(), std::str::from_utf8(&token).unwrap());
+    api.forward(manifest::ADMIN_PORT, sidecar.admin);
+    let binding = VaultBinding {
+        credentials: vec![BoundCredential {
+            name: "GITHUB_TOKEN".into(),
+            stub: "stub_github_token_3fa91c0d".into(),
+            value: "ghp_real_value".into(),
+            hosts: vec!["api.github.com".into()],
+        }],
+        allow_out: vec!["api.github.com".into()],
+        ..VaultBinding::default()
+    };
+    kube.bind(&warm.id, &binding).await.unwrap();
+    // The Secret holds the binding too, for a sidecar that restarts.
+    let secret = api.get("secrets", &format!("{}-vault", warm.id)).unwrap();
+    let written = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"][manifest::keys::BINDING].as_str().unwrap())
+        .unwrap();
+    let written: serde_json::Value = serde_json::from_slice(&written).unwrap();
+    assert_eq!(written["credentials"][0]["value"], "ghp_real_value");
+    assert!(
+        api.seen()
+            .contains(&format!("GET /api/v1/namespaces/lap/pods/{}/portforward", warm.id)),
+        "{:?}",
+        api.seen()
+    );
+}
+
+#[tokio::test]
+async fn late_binding_with_a_token_the_sidecar_does_not_know_is_refused() {
+    let (api, _url, kube) = backend().await;
+    let warm = kube.create(&spec(None)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = sidecar(dir.path(), "a-different-token");
+    api.forward(manifest::ADMIN_PORT, sidecar.admin);
+    let err = kube.bind(&warm.id, &VaultBinding::default()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the sandbox backend failed: the vault of sandbox `{}` refused the binding (HTTP 401)",
+            warm.id
+        )
+    );
+}
+
+/// A stand-in for the pod's `lap harness --listen`, speaking the harness protocol: `start` answers
+/// `{}` (or an error for the command `fail`), `wait` says 7, `exec` echoes its argv and stdin on
+/// stdout, writes `warn` on stderr and exits 3, `attach` repaints, then echoes keystrokes and
+/// resizes.
+async fn fake_harness() -> std::net::SocketAddr {
+    use lap::sandbox::local::proto::{self, Request};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut rd = tokio::io::BufReader::new(rd);
+                let request: Request = proto::read_line_json(&mut rd).await.unwrap();
+                match request {
+                    Request::Start(start) => {
+                        let line = if start.command.as_deref() == Some("fail") {
+                            "{\"error\":\"no such program\"}\n"
+                        } else {
+                            "{}\n"
+                        };
+                        tokio::io::AsyncWriteExt::write_all(&mut wr, line.as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                    Request::Wait => proto::write_frame(&mut wr, proto::EXIT, &7i32.to_be_bytes())
+                        .await
+                        .unwrap(),
+                    Request::Exec(exec) => {
+                        let mut stdin = Vec::new();
+                        while let Some((proto::STDIN, data)) = proto::read_frame(&mut rd).await.unwrap() {
+                            if data.is_empty() {
+                                break;
+                            }
+                            stdin.extend(data);
+                        }
+                        let said = format!("{:?} stdin={}", exec.argv, String::from_utf8_lossy(&stdin));
+                        proto::write_frame(&mut wr, proto::STDOUT, said.as_bytes())
+                            .await
+                            .unwrap();
+                        proto::write_frame(&mut wr, proto::STDERR, b"warn").await.unwrap();
+                        proto::write_frame(&mut wr, proto::EXIT, &3i32.to_be_bytes())
+                            .await
+                            .unwrap();
+                    }
+                    Request::Attach(size) => {
+                        let screen = format!("screen {}x{}", size.cols, size.rows);
+                        proto::write_frame(&mut wr, proto::REPAINT, screen.as_bytes())
+                            .await
+                            .unwrap();
+                        while let Ok(Some((kind, data))) = proto::read_frame(&mut rd).await {
+                            let echo = match kind {
+                                proto::STDIN => data,
+                                proto::RESIZE => {
+                                    let (c, r) = proto::parse_resize(&data).unwrap();
+                                    format!("resized {c}x{r}").into_bytes()
+                                }
+                                _ => break,
+                            };
+                            proto::write_frame(&mut wr, proto::STDOUT, &echo).await.unwrap();
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_agent_starts_runs_commands_and_is_waited_for_through_port_forward() {
+    use lap::sandbox::{AgentStart, ExecChunk, ExecSpec};
+    let (api, _url, kube) = backend().await;
+    api.forward(manifest::HARNESS_PORT, fake_harness().await);
+    let sandbox = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let start = AgentStart {
+        command: Some("bash".into()),
+        ..AgentStart::default()
+    };
+    kube.start_agent(&sandbox.id, start).await.unwrap();
+    let refused = AgentStart {
+        command: Some("fail".into()),
+        ..AgentStart::default()
+    };
+    assert_eq!(
+        kube.start_agent(&sandbox.id, refused).await.unwrap_err().to_string(),
+        "the sandbox backend failed: the agent could not start: no such program"
+    );
+    let (output, mut chunks) = tokio::sync::mpsc::channel(16);
+    let exec = ExecSpec {
+        argv: vec!["cat".into()],
+        stdin: b"hello".to_vec(),
+        ..ExecSpec::default()
+    };
+    assert_eq!(kube.exec(&sandbox.id, exec, output).await.unwrap(), 3);
+    assert_eq!(
+        chunks.recv().await,
+        Some(ExecChunk::Stdout(b"[\"cat\"] stdin=hello".to_vec()))
+    );
+    assert_eq!(chunks.recv().await, Some(ExecChunk::Stderr(b"warn".to_vec())));
+    assert_eq!(kube.wait_agent(&sandbox.id).await.unwrap(), 7);
+}
+
+#[tokio::test]
+async fn a_viewer_attaches_to_the_agent_terminal_through_port_forward() {
+    use lap::sandbox::{TtyInput, TtyOutput};
+    let (api, _url, kube) = backend().await;
+    api.forward(manifest::HARNESS_PORT, fake_harness().await);
+    let sandbox = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let mut tty = kube.attach(&sandbox.id, 80, 24).await.unwrap();
+    assert_eq!(
+        tty.output.recv().await,
+        Some(TtyOutput::Repaint(b"screen 80x24".to_vec()))
+    );
+    tty.input.send(TtyInput::Data(b"ls\r".to_vec())).await.unwrap();
+    assert_eq!(tty.output.recv().await, Some(TtyOutput::Data(b"ls\r".to_vec())));
+    tty.input.send(TtyInput::Resize { cols: 120, rows: 40 }).await.unwrap();
+    assert_eq!(
+        tty.output.recv().await,
+        Some(TtyOutput::Data(b"resized 120x40".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn a_harness_that_does_not_listen_is_a_readable_error() {
+    let (_api, _url, kube) = backend().await;
+    let sandbox = kube.create(&spec(Some("s-1"))).await.unwrap();
+    let err = kube.wait_agent(&sandbox.id).await.unwrap_err();
+    assert!(matches!(err, lap::sandbox::SandboxError::Backend(_)), "{err}");
+}

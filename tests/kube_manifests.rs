@@ -1,0 +1,238 @@
+//! Golden tests of the Kubernetes sandbox's Pod, Secret and NetworkPolicy, plus the hardening rules
+//! they must keep, checked field by field so a golden update cannot quietly loosen them.
+//!
+//! The golden files are in `tests/golden/kube/`; `UPDATE_GOLDEN=1 cargo nextest run --test
+//! kube_manifests` rewrites them. Review every diff of them by hand.
+
+use std::path::PathBuf;
+
+use lap::sandbox::LimitOverrides;
+use lap::sandbox::kube::manifest::{self, PodPlan, Resources, SecretData};
+use serde_json::Value;
+
+fn plan(session: Option<&str>) -> PodPlan {
+    PodPlan {
+        id: "lap-0123456789abcdef".into(),
+        namespace: "lap".into(),
+        image: "lap-sandbox:dev".into(),
+        harness_id: "claude-code".into(),
+        session_id: session.map(str::to_owned),
+        env: vec![
+            ("GITHUB_TOKEN".into(), "stub_github_token_3fa91c0d".into()),
+            ("HTTPS_PROXY".into(), "http://127.0.0.1:3128".into()),
+        ],
+        limits: LimitOverrides {
+            memory_bytes: Some(4 << 30),
+            pids: Some(512),
+            cpu_millis: Some(1500),
+        },
+        defaults: Resources::harness_default(),
+    }
+}
+
+fn owner() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: "lap-0123456789abcdef".into(),
+        uid: "8d2f0a4e-0000-4000-8000-000000000001".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+const REAL: &str = "ghp_real_value_never_in_the_harness";
+
+fn secret_data() -> SecretData<'static> {
+    SecretData {
+        binding_json: br#"{"credentials":[{"name":"GITHUB_TOKEN","stub":"stub_github_token_3fa91c0d","value":"ghp_real_value_never_in_the_harness","hosts":["api.github.com"]}]}"#,
+        ca_cert_pem: b"-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
+        ca_key_pem: b"-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n",
+        ca_bundle_pem: b"-----BEGIN CERTIFICATE-----\nROOTS+CA\n-----END CERTIFICATE-----\n",
+        admin_token: b"0011223344556677",
+    }
+}
+
+/// Compares `value` with `tests/golden/kube/<name>.json`, or rewrites it with `UPDATE_GOLDEN=1`.
+fn golden(name: &str, value: &Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/kube/{name}.json"));
+    let rendered = serde_json::to_string_pretty(value).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display()));
+    assert!(
+        expected == rendered,
+        "{} is stale; run with UPDATE_GOLDEN=1 and review the diff\n--- expected\n{expected}\n--- actual\n{rendered}",
+        path.display()
+    );
+}
+
+fn pod_json(session: Option<&str>) -> Value {
+    serde_json::to_value(manifest::pod(&plan(session))).unwrap()
+}
+
+fn container<'a>(pod: &'a Value, list: &str, name: &str) -> &'a Value {
+    pod["spec"][list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container `{name}` in {list}"))
+}
+
+#[test]
+fn the_session_pod_matches_its_golden_file() {
+    golden("pod-session", &pod_json(Some("4b1f7e9c-session")));
+}
+
+#[test]
+fn the_warm_pod_matches_its_golden_file() {
+    golden("pod-warm", &pod_json(None));
+}
+
+#[test]
+fn the_secret_matches_its_golden_file() {
+    let secret = manifest::secret(&plan(Some("4b1f7e9c-session")), Some(&owner()), &secret_data());
+    golden("secret", &serde_json::to_value(secret).unwrap());
+}
+
+#[test]
+fn the_network_policy_matches_its_golden_file() {
+    let policy = manifest::network_policy(&plan(Some("4b1f7e9c-session")), Some(&owner()));
+    golden("networkpolicy", &serde_json::to_value(policy).unwrap());
+}
+
+#[test]
+fn every_long_running_container_is_locked_down() {
+    let pod = pod_json(Some("s"));
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["spec"]["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    for name in ["harness", "vault"] {
+        let sc = &container(&pod, "containers", name)["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true, "{name}");
+        assert_ne!(sc["runAsUser"], 0, "{name}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}");
+        assert!(sc["capabilities"].get("add").is_none(), "{name} adds capabilities");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+    }
+    assert_ne!(
+        container(&pod, "containers", "harness")["securityContext"]["runAsUser"],
+        container(&pod, "containers", "vault")["securityContext"]["runAsUser"],
+        "the fence tells the vault by its UID"
+    );
+}
+
+#[test]
+fn the_init_container_gets_only_the_network_capabilities() {
+    let pod = pod_json(Some("s"));
+    let fence = container(&pod, "initContainers", "egress-fence");
+    let sc = &fence["securityContext"];
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(sc["capabilities"]["add"], serde_json::json!(["NET_ADMIN", "NET_RAW"]));
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["privileged"], false);
+    let script = fence["command"][2].as_str().unwrap();
+    for family in ["iptables", "ip6tables"] {
+        assert!(script.contains(family), "{family} missing");
+    }
+    assert!(script.contains(&format!("--uid-owner {}", manifest::VAULT_UID)));
+    assert!(script.trim_end().ends_with("done"));
+    assert!(script.contains("-j REJECT"), "the fence must end in a reject");
+}
+
+#[test]
+fn only_the_vault_container_mounts_the_real_values_and_the_ca_key() {
+    let pod = pod_json(Some("s"));
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    let keys_of = |volume: &str| -> Vec<String> {
+        let v = volumes.iter().find(|v| v["name"] == volume).unwrap();
+        v["secret"]["items"]
+            .as_array()
+            .map(|items| items.iter().map(|i| i["key"].as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let harness = container(&pod, "containers", "harness");
+    for mount in harness["volumeMounts"].as_array().unwrap() {
+        let name = mount["name"].as_str().unwrap();
+        let keys = keys_of(name);
+        assert!(
+            keys.iter().all(|k| k == manifest::keys::CA_BUNDLE),
+            "the harness mounts secret keys {keys:?} through `{name}`"
+        );
+    }
+    let vault = container(&pod, "containers", "vault");
+    let vault_keys: Vec<String> = vault["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| keys_of(m["name"].as_str().unwrap()))
+        .collect();
+    for key in [
+        manifest::keys::BINDING,
+        manifest::keys::CA_KEY,
+        manifest::keys::ADMIN_TOKEN,
+    ] {
+        assert!(vault_keys.iter().any(|k| k == key), "the vault lacks {key}");
+    }
+    assert!(!serde_json::to_string(&pod).unwrap().contains(REAL));
+}
+
+#[test]
+fn the_agent_limits_become_requests_and_limits_of_the_harness() {
+    let pod = pod_json(Some("s"));
+    let resources = &container(&pod, "containers", "harness")["resources"];
+    assert_eq!(resources["limits"]["memory"], (4u64 << 30).to_string());
+    assert_eq!(resources["requests"]["memory"], (4u64 << 30).to_string());
+    assert_eq!(resources["limits"]["cpu"], "1500m");
+    assert_eq!(pod["metadata"]["annotations"][manifest::PIDS_ANNOTATION], "512");
+}
+
+#[test]
+fn warm_and_claimed_pods_are_labelled_for_finding_and_adoption() {
+    let warm = pod_json(None);
+    let labels = &warm["metadata"]["labels"];
+    assert_eq!(labels[manifest::MANAGED_BY], "lap");
+    assert_eq!(labels[manifest::SANDBOX], "lap-0123456789abcdef");
+    assert_eq!(labels[manifest::WARM], "true");
+    assert!(labels.get(manifest::SESSION).is_none());
+    let session = pod_json(Some("4b1f7e9c-session"));
+    assert_eq!(session["metadata"]["labels"][manifest::WARM], "false");
+    assert_eq!(session["metadata"]["labels"][manifest::SESSION], "4b1f7e9c-session");
+}
+
+#[test]
+fn the_secret_and_policy_are_owned_by_the_pod() {
+    let p = plan(Some("s"));
+    let secret = serde_json::to_value(manifest::secret(&p, Some(&owner()), &secret_data())).unwrap();
+    let policy = serde_json::to_value(manifest::network_policy(&p, Some(&owner()))).unwrap();
+    for object in [&secret, &policy] {
+        let reference = &object["metadata"]["ownerReferences"][0];
+        assert_eq!(reference["kind"], "Pod");
+        assert_eq!(reference["uid"], "8d2f0a4e-0000-4000-8000-000000000001");
+        assert_eq!(object["metadata"]["labels"][manifest::SANDBOX], "lap-0123456789abcdef");
+    }
+}
+
+#[test]
+fn the_network_policy_blocks_private_and_metadata_addresses() {
+    let policy = serde_json::to_value(manifest::network_policy(&plan(Some("s")), None)).unwrap();
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+    let text = serde_json::to_string(&policy["spec"]["egress"]).unwrap();
+    for cidr in [
+        "169.254.0.0/16",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    ] {
+        assert!(text.contains(cidr), "{cidr} is not excluded");
+    }
+}
