@@ -33,6 +33,7 @@ pub mod uids;
 
 pub use cgroup::Limits;
 pub use init::{InitError, launch, probe};
+pub use server::serve_tcp;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -3,8 +3,8 @@
 //! harness container's port [`super::manifest::HARNESS_PORT`]. One request per connection, as on the
 //! local backend's Unix socket; the framing, limits and ordering are that module's.
 //!
-//! It needs the pod's harness to serve the protocol on TCP (`lap harness --listen ADDR`), which is
-//! not built yet: see the README's "Kubernetes backend" status.
+//! The server end is the pod's harness container, `lap harness --listen ADDR`: the local backend's
+//! harness server on TCP ([`crate::sandbox::local::serve_tcp`]).
 
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 

@@ -11,6 +11,12 @@
 //! can be created before its session exists), or at once when the sandbox was created with a
 //! command. It opens in `/work/repo` when there is one, else `HOME`, and the server serves its
 //! viewers (the `attach` op).
+//!
+//! The same server also runs as a Kubernetes pod's harness container ([`serve_tcp`], `lap harness
+//! --listen`): there it listens on TCP on the pod's loopback (reached by the API server's
+//! port-forward), holds no proxy port (the pod's `lap vault sidecar` owns 3128) and drops no
+//! privileges, because the container already runs as the unprivileged sandbox user under the Pod's
+//! hardened `securityContext` ([`Become::Already`]). Every op but `proxy_listener` behaves alike.
 
 use std::fs::File;
 use std::io::Write;
@@ -19,7 +25,7 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedWriteHalf;
 
 use super::init::READY;
 use super::privs;
@@ -77,6 +83,82 @@ fn session_env() -> Vec<(String, String)> {
     SESSION_ENV.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// How the processes the server starts become the sandbox user.
+#[derive(Clone)]
+enum Become {
+    /// By dropping every privilege ([`privs::Drop`]): the local backend, whose server is root in the
+    /// sandbox's namespaces.
+    Drop(std::sync::Arc<privs::Drop>),
+    /// They are already: a pod's harness container runs as the sandbox user, non-root, with no
+    /// capabilities and `no_new_privs`, under the runtime's seccomp profile (the Pod's
+    /// `securityContext`), so there is nothing left to drop. Commands still get a session of their own.
+    Already,
+}
+
+impl Become {
+    /// The sandbox user's uid, for the files written into its home.
+    fn uid(&self) -> u32 {
+        match self {
+            Self::Drop(drop_privs) => drop_privs.uid(),
+            Self::Already => nix::unistd::getuid().as_raw(),
+        }
+    }
+
+    /// In a forked child before `exec`: a session of its own, then the drop. Async-signal-safe.
+    fn apply(&self) -> std::io::Result<()> {
+        match self {
+            Self::Drop(drop_privs) => drop_privs.apply(),
+            Self::Already => nix::unistd::setsid().map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    /// [`Self::apply`] for a child that already leads its session (the agent under its PTY).
+    fn apply_in_session(&self) -> std::io::Result<()> {
+        match self {
+            Self::Drop(drop_privs) => drop_privs.apply_in_session(),
+            Self::Already => Ok(()),
+        }
+    }
+}
+
+/// What every connection of one server shares.
+struct Server {
+    become_user: Become,
+    /// The proxy port, held until `lap serve` takes it (`None`: the pod's vault sidecar holds it).
+    proxy: Option<std::sync::Arc<Proxy>>,
+    agent: Agent,
+    /// The sandbox user's home: where commands start, and where the agent starts without a repo.
+    home: String,
+}
+
+impl Server {
+    /// [`AGENT_ENV`] with this server's home.
+    fn base_env(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        AGENT_ENV.iter().map(|(k, v)| {
+            let v = if *k == "HOME" { self.home.as_str() } else { v };
+            ((*k).to_owned(), v.to_owned())
+        })
+    }
+}
+
+/// A connection's write half, which for the proxy listener's hand-over must be a Unix socket.
+trait Conn: tokio::io::AsyncWrite + Unpin + Send {
+    /// The Unix socket this connection is, to pass a descriptor over (`None` on TCP).
+    fn unix(&self) -> Option<&tokio::net::UnixStream>;
+}
+
+impl Conn for OwnedWriteHalf {
+    fn unix(&self) -> Option<&tokio::net::UnixStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl Conn for tokio::net::tcp::OwnedWriteHalf {
+    fn unix(&self) -> Option<&tokio::net::UnixStream> {
+        None
+    }
+}
+
 /// Runs the server until the listener fails; returns the process exit code.
 pub fn run(
     mut ready: File,
@@ -114,9 +196,16 @@ pub fn run(
             }
         };
         tokio::spawn(answer_until_handed_over(proxy.clone()));
-        let agent: std::sync::Arc<Agent> = std::sync::Arc::new(Agent::new());
+        let server = std::sync::Arc::new(Server {
+            become_user: Become::Drop(drop_privs),
+            proxy: Some(proxy),
+            agent: Agent::new(),
+            home: HOME.to_owned(),
+        });
         if let Some(command) = command {
-            let _ = agent.set(start_agent(command, None, drop_privs.clone()).map_err(|err| err.to_string()));
+            let _ = server
+                .agent
+                .set(start_agent(&server, command, None).map_err(|err| err.to_string()));
         }
         // A socket left by an earlier harness of this sandbox (one sandbox, one harness at a time).
         let _ = std::fs::remove_file(SOCKET_PATH);
@@ -134,15 +223,8 @@ pub fn run(
         loop {
             match listener.accept().await {
                 Ok((conn, _)) => {
-                    let drop_privs = drop_privs.clone();
-                    let proxy = proxy.clone();
-                    let agent = agent.clone();
-                    tokio::spawn(async move {
-                        let (rd, wr) = conn.into_split();
-                        if let Err(err) = handle(BufReader::new(rd), wr, drop_privs, &proxy, &agent).await {
-                            tracing::debug!(error = %err, "harness connection failed");
-                        }
-                    });
+                    let (rd, wr) = conn.into_split();
+                    tokio::spawn(serve_connection(server.clone(), rd, wr));
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "accept on harness.sock failed");
@@ -153,13 +235,43 @@ pub fn run(
     })
 }
 
-async fn handle(
-    mut rd: BufReader<OwnedReadHalf>,
-    mut wr: OwnedWriteHalf,
-    drop_privs: std::sync::Arc<privs::Drop>,
-    proxy: &Proxy,
-    agent: &Agent,
-) -> Result<(), ProtoError> {
+/// Serves the harness protocol on `listener` (TCP) as a Kubernetes pod's harness container does
+/// (`lap harness --listen`): the same ops, framing and limits as on `harness.sock`, but no proxy
+/// port (the pod's vault sidecar owns it; the `proxy_listener` op is refused) and no privilege drop
+/// ([`Become::Already`]). The session's environment is empty until the first `start` binds it.
+/// Commands start in `home` (which must exist), also their `HOME`. Returns only when accepting
+/// fails.
+pub async fn serve_tcp(listener: tokio::net::TcpListener, home: String) -> std::io::Result<()> {
+    let server = std::sync::Arc::new(Server {
+        become_user: Become::Already,
+        proxy: None,
+        agent: Agent::new(),
+        home,
+    });
+    loop {
+        let (conn, _) = listener.accept().await?;
+        let _ = conn.set_nodelay(true);
+        let (rd, wr) = conn.into_split();
+        tokio::spawn(serve_connection(server.clone(), rd, wr));
+    }
+}
+
+async fn serve_connection<R, W>(server: std::sync::Arc<Server>, rd: R, wr: W)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: Conn + 'static,
+{
+    if let Err(err) = handle(BufReader::new(rd), wr, &server).await {
+        tracing::debug!(error = %err, "harness connection failed");
+    }
+}
+
+async fn handle<R, W>(mut rd: BufReader<R>, mut wr: W, server: &Server) -> Result<(), ProtoError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: Conn + 'static,
+{
+    let agent = &server.agent;
     match proto::read_line_json::<Request, _>(&mut rd).await? {
         Request::Attach(request) => match agent.get() {
             Some(Ok(terminal)) => attach(rd, wr, terminal, request).await,
@@ -168,7 +280,7 @@ async fn handle(
         },
         Request::Start(request) => {
             let reply = StartReply {
-                error: start(request, agent, drop_privs).err(),
+                error: start(request, server).err(),
             };
             let mut line = serde_json::to_vec(&reply).map_err(|e| ProtoError::Protocol(e.to_string()))?;
             line.push(b'\n');
@@ -183,11 +295,17 @@ async fn handle(
             Some(Err(reason)) => proto::write_frame(&mut wr, proto::ERROR, reason.as_bytes()).await,
             None => proto::write_frame(&mut wr, proto::ERROR, b"this sandbox runs no agent").await,
         },
-        Request::ProxyListener => {
-            send_listener(wr.as_ref(), &proxy.listener).await?;
-            proxy.handed_over.cancel();
-            Ok(())
-        }
+        Request::ProxyListener => match (&server.proxy, wr.unix()) {
+            (Some(proxy), Some(conn)) => {
+                send_listener(conn, &proxy.listener).await?;
+                proxy.handed_over.cancel();
+                Ok(())
+            }
+            _ => {
+                let message = b"this harness holds no proxy port: the sandbox's vault runs beside it";
+                proto::write_frame(&mut wr, proto::ERROR, message).await
+            }
+        },
         Request::Ping => {
             let mut line =
                 serde_json::to_vec(&Pong { pong: proto::VERSION }).map_err(|e| ProtoError::Protocol(e.to_string()))?;
@@ -195,22 +313,23 @@ async fn handle(
             wr.write_all(&line).await?;
             Ok(())
         }
-        Request::Exec(request) => exec(rd, wr, request, drop_privs).await,
+        Request::Exec(request) => exec(rd, wr, request, server).await,
     }
 }
 
 /// The `start` op: binds the session's environment, then starts the agent when a command is given.
 /// Runs without awaiting, so two `start`s on this single-threaded server cannot interleave.
-fn start(request: StartRequest, agent: &Agent, drop_privs: std::sync::Arc<privs::Drop>) -> Result<(), String> {
+fn start(request: StartRequest, server: &Server) -> Result<(), String> {
+    let agent = &server.agent;
     if request.command.is_some() && agent.get().is_some() {
         return Err("the agent of this sandbox has already started".to_owned());
     }
     *SESSION_ENV.write().unwrap_or_else(|p| p.into_inner()) = request.env;
-    write_home_files(&request.home_files, drop_privs.uid())?;
+    write_home_files(&request.home_files, &server.home, server.become_user.uid())?;
     let Some(command) = request.command else {
         return Ok(());
     };
-    let started = start_agent(command, request.cwd.as_deref(), drop_privs).map_err(|err| err.to_string());
+    let started = start_agent(server, command, request.cwd.as_deref()).map_err(|err| err.to_string());
     let result = started.as_ref().map(|_| ()).map_err(Clone::clone);
     let _ = agent.set(started);
     result
@@ -220,7 +339,7 @@ fn start(request: StartRequest, agent: &Agent, drop_privs: std::sync::Arc<privs:
 /// user: this thread's filesystem uid and gid are the user's while it writes (which also drops the
 /// capabilities that would bypass file permissions), so a link planted in the home leads nowhere
 /// the user could not write anyway. Paths are relative and plain (no `..`).
-fn write_home_files(files: &[crate::sandbox::HomeFile], uid: u32) -> Result<(), String> {
+fn write_home_files(files: &[crate::sandbox::HomeFile], home: &str, uid: u32) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     use std::path::{Component, Path};
     if files.is_empty() {
@@ -237,7 +356,7 @@ fn write_home_files(files: &[crate::sandbox::HomeFile], uid: u32) -> Result<(), 
     let old_group = nix::unistd::setfsgid(group);
     let old_user = nix::unistd::setfsuid(user);
     let written = files.iter().try_for_each(|file| {
-        let path = Path::new(HOME).join(&file.path);
+        let path = Path::new(home).join(&file.path);
         if let Some(parent) = path.parent() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
         }
@@ -261,26 +380,19 @@ fn write_home_files(files: &[crate::sandbox::HomeFile], uid: u32) -> Result<(), 
 /// Starts the agent under a PTY as the sandbox user, with the session's environment (the same as
 /// exec'd commands get), in `cwd`, else `/work/repo` when it exists, else `HOME`. The one place an
 /// agent starts.
-fn start_agent(
-    command: String,
-    cwd: Option<&str>,
-    drop_privs: std::sync::Arc<privs::Drop>,
-) -> Result<Terminal, terminal::TerminalError> {
+fn start_agent(server: &Server, command: String, cwd: Option<&str>) -> Result<Terminal, terminal::TerminalError> {
     let cwd = match cwd {
         Some(cwd) => cwd,
         None if std::path::Path::new(REPO_DIR).is_dir() => REPO_DIR,
-        None => HOME,
+        None => server.home.as_str(),
     };
-    let env = AGENT_ENV
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .chain(session_env())
-        .collect();
+    let env = server.base_env().chain(session_env()).collect();
+    let become_user = server.become_user.clone();
     let terminal = Terminal::spawn(terminal::Command {
         command,
         env,
         cwd: cwd.to_owned(),
-        pre_exec: Box::new(move || drop_privs.apply_in_session()),
+        pre_exec: Box::new(move || become_user.apply_in_session()),
     });
     if let Err(err) = &terminal {
         tracing::error!(error = %err, "cannot start the agent");
@@ -289,12 +401,16 @@ fn start_agent(
 }
 
 /// Serves one viewer of the agent's terminal until it leaves.
-async fn attach(
-    mut rd: BufReader<OwnedReadHalf>,
-    mut wr: OwnedWriteHalf,
+async fn attach<R, W>(
+    mut rd: BufReader<R>,
+    mut wr: W,
     terminal: &Terminal,
     request: AttachRequest,
-) -> Result<(), ProtoError> {
+) -> Result<(), ProtoError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let mut viewer = terminal.attach(terminal::Size::clamped(request.cols, request.rows));
     let (input_tx, mut input) = tokio::sync::mpsc::channel(VIEWER_INPUT_QUEUE);
     // Frames are read on their own task: a half-read frame must not be lost to `select!`.
@@ -345,7 +461,7 @@ async fn attach(
 }
 
 /// Writes PTY output as [`proto::STDOUT`] frames of at most [`MAX_FRAME`] bytes.
-async fn write_chunked(wr: &mut OwnedWriteHalf, data: &[u8]) -> Result<(), ProtoError> {
+async fn write_chunked(wr: &mut (impl tokio::io::AsyncWrite + Unpin), data: &[u8]) -> Result<(), ProtoError> {
     for chunk in data.chunks(MAX_FRAME) {
         proto::write_frame(wr, proto::STDOUT, chunk).await?;
     }
@@ -394,12 +510,11 @@ async fn send_listener(conn: &tokio::net::UnixStream, listener: &tokio::net::Tcp
     }
 }
 
-async fn exec(
-    mut rd: BufReader<OwnedReadHalf>,
-    mut wr: OwnedWriteHalf,
-    request: ExecRequest,
-    drop_privs: std::sync::Arc<privs::Drop>,
-) -> Result<(), ProtoError> {
+async fn exec<R, W>(mut rd: BufReader<R>, mut wr: W, request: ExecRequest, server: &Server) -> Result<(), ProtoError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let Some((program, args)) = request.argv.split_first() else {
         return proto::write_frame(&mut wr, proto::ERROR, b"empty command").await;
     };
@@ -407,16 +522,17 @@ async fn exec(
     command
         .args(args)
         .env_clear()
-        .envs(AGENT_ENV.iter().copied())
+        .envs(server.base_env())
         .envs(session_env())
         .envs(request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(request.cwd.as_deref().unwrap_or(HOME))
+        .current_dir(request.cwd.as_deref().unwrap_or(&server.home))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let become_user = server.become_user.clone();
     // SAFETY: `apply` only makes raw system calls on data computed before the fork.
-    unsafe { command.pre_exec(move || drop_privs.apply()) };
+    unsafe { command.pre_exec(move || become_user.apply()) };
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
