@@ -136,6 +136,11 @@ impl Terminal {
         let winsize = winsize(DEFAULT_SIZE);
         let pty = nix::pty::openpty(Some(&winsize), None).map_err(|e| TerminalError::Open(e.into()))?;
         set_nonblocking(&pty.master).map_err(TerminalError::Open)?;
+        // Neither end may leak into the agent beyond its stdio: an agent holding the master would
+        // keep its own terminal from ever hanging up when the harness is gone.
+        set_cloexec(&pty.master)
+            .and_then(|()| set_cloexec(&pty.slave))
+            .map_err(TerminalError::Open)?;
         // SAFETY: an `OwnedFd` owns its descriptor: it stays open, and the same, until dropped.
         let master = unsafe { AsyncFd::register(pty.master) }.map_err(|e| TerminalError::Open(e.into()))?;
         let stdio = |fd: &OwnedFd| fd.try_clone().map(std::process::Stdio::from);
@@ -375,6 +380,12 @@ fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
+fn set_cloexec(fd: &OwnedFd) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +414,26 @@ mod tests {
         .await
         .unwrap_or_else(|_| panic!("timed out; screen:\n{}", terminal.screen_text()));
         seen
+    }
+
+    #[tokio::test]
+    async fn the_agent_holds_its_terminal_only_as_stdio() {
+        let terminal = Terminal::spawn(Command {
+            command: "ls -l /proc/self/fd".into(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/".into(),
+            pre_exec: Box::new(|| Ok(())),
+        })
+        .unwrap();
+        let mut viewer = terminal.attach(Size::clamped(120, 24));
+        until(&terminal, &mut viewer, |s| s.contains(" 2 -> /dev/pts/")).await;
+        let screen = terminal.screen_text();
+        assert!(
+            !screen.contains("ptmx"),
+            "the PTY master leaked into the agent:\n{screen}"
+        );
+        let ptys = screen.lines().filter(|l| l.contains("-> /dev/pts/")).count();
+        assert_eq!(ptys, 3, "only stdin, stdout and stderr are the PTY:\n{screen}");
     }
 
     #[tokio::test]
