@@ -22,8 +22,8 @@ use uuid::Uuid;
 use crate::harness::first_run::{self, FirstRun};
 use crate::metrics::Metrics;
 use crate::sandbox::{
-    AGENT_HOME, AgentStart, CA_BUNDLE_PATH, ExecChunk, ExecSpec, HomeFile, PROXY_ADDR, ProxyListener, Sandbox,
-    SandboxError, SandboxSpec,
+    AGENT_HOME, AgentStart, BoundCredential, CA_BUNDLE_PATH, ExecChunk, ExecSpec, HomeFile, PROXY_ADDR, ProxyListener,
+    Sandbox, SandboxError, SandboxSpec, VaultBinding, VaultPlacement,
 };
 use crate::store::warm::WarmRow;
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
@@ -74,6 +74,9 @@ fn agent_command(agent: &Agent) -> Option<String> {
     let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
     Some(agent.command.clone().unwrap_or_else(|| harness.command.to_owned()))
 }
+
+/// How often the records of a vault that runs in its sandbox are pulled.
+const RECORD_PULL: Duration = Duration::from_secs(1);
 
 /// How long the vault's accept loop pauses after an accept error (e.g. out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -129,6 +132,11 @@ pub struct Control {
     shutdown: CancellationToken,
     /// Stops the vault of each live session.
     vaults: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// The backend's [`Sandbox::vault_placement`], read once.
+    placement: VaultPlacement,
+    /// For sandboxes that carry their vault: the position of the last record pulled from each, so a
+    /// warm sandbox's clone records never reach the session that claims it.
+    pulled: Arc<Mutex<HashMap<String, u64>>>,
     metrics: Arc<Metrics>,
     pool: pool::Pool,
     /// Conversations of API harness sessions (`control/messages.rs`).
@@ -150,6 +158,8 @@ impl Control {
         } = services;
         Arc::new(Self {
             store,
+            placement: sandbox.vault_placement(),
+            pulled: Arc::default(),
             sandbox,
             vault,
             ca_bundle,
@@ -456,7 +466,9 @@ impl Control {
 
     /// Starts serving a sandbox's egress listener with the session's binding, until
     /// [`Self::detach_vault`] with the same `key`. The vault's records are kept as `audit`'s egress
-    /// log (`None`: a warm sandbox's clone, which belongs to no session, is counted only).
+    /// log (`None`: a warm sandbox's clone, which belongs to no session, is counted only). For a
+    /// backend whose sandboxes carry their own vault ([`VaultPlacement::InSandbox`]) the binding goes
+    /// to that vault instead and its records are pulled every [`RECORD_PULL`] until detached.
     async fn attach_vault(
         &self,
         key: Uuid,
@@ -466,6 +478,11 @@ impl Control {
         credentials: Vec<NewCredential>,
         stubs: &[(String, String)],
     ) -> Result<(), SandboxError> {
+        if self.placement == VaultPlacement::InSandbox {
+            return self
+                .bind_in_sandbox(key, audit, sandbox_id, agent, credentials, stubs)
+                .await;
+        }
         let listener = self.sandbox.proxy_listener(sandbox_id).await?;
         let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
         let credentials = credentials
@@ -498,6 +515,58 @@ impl Control {
         }
         // Not on `tasks`: it lives as long as the session and ends on `stop` (a child of shutdown).
         tokio::spawn(serve_egress(self.vault.clone(), listener, binding, stop));
+        Ok(())
+    }
+
+    /// [`Self::attach_vault`] for a sandbox that carries its vault: the binding (real values, each
+    /// with its stub and hosts, and the egress policy) through [`Sandbox::bind_vault`], then a task
+    /// pulling its records into `audit`'s egress log.
+    async fn bind_in_sandbox(
+        &self,
+        key: Uuid,
+        audit: Option<Uuid>,
+        sandbox_id: &str,
+        agent: &Agent,
+        credentials: Vec<NewCredential>,
+        stubs: &[(String, String)],
+    ) -> Result<(), SandboxError> {
+        let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+        let binding = VaultBinding {
+            credentials: credentials
+                .into_iter()
+                .filter_map(|c| {
+                    Some(BoundCredential {
+                        stub: (*stub_of.get(c.name.as_str())?).to_owned(),
+                        value: c.value.expose().to_owned(),
+                        name: c.name,
+                        hosts: c.hosts,
+                    })
+                })
+                .collect(),
+            allow_out: agent.allow_out.clone(),
+            deny_out: agent.deny_out.clone(),
+            egress_default_deny: self.egress_default_deny,
+        };
+        self.sandbox.bind_vault(sandbox_id, &binding).await?;
+        let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
+        tokio::spawn(keep_audit(self.store.clone(), self.metrics.clone(), audit, records));
+        let stop = self.shutdown.child_token();
+        let previous = self
+            .vaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, stop.clone());
+        if let Some(previous) = previous {
+            previous.cancel();
+        }
+        // Like `serve_egress`: it lives as long as the session and ends on `stop`.
+        tokio::spawn(pull_records(
+            self.sandbox.clone(),
+            sandbox_id.to_owned(),
+            self.pulled.clone(),
+            sink,
+            stop,
+        ));
         Ok(())
     }
 
@@ -781,6 +850,7 @@ impl Control {
     }
 
     async fn delete_sandbox(&self, id: &str) {
+        self.pulled.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Err(err) = self.sandbox.delete(id).await {
             tracing::warn!(sandbox = id, error = %err, "cannot delete sandbox");
         }
@@ -809,6 +879,52 @@ async fn keep_audit(
         };
         if let Err(err) = store.insert_interceptions(session, std::mem::take(&mut batch)).await {
             tracing::warn!(session = %session, error = %err, "cannot keep vault records");
+        }
+    }
+}
+
+/// Pulls the records of the vault sandbox `id` carries into `sink`, every [`RECORD_PULL`] and once
+/// more on `stop`, from the last position `pulled` remembers for it. A pull that fails (the sandbox
+/// going away, the API server busy) is tried again at the next tick. After a restart of `lap serve`
+/// the positions are forgotten, so a sidecar's records from before it may be kept twice.
+async fn pull_records(
+    sandbox: Arc<dyn Sandbox>,
+    id: String,
+    pulled: Arc<Mutex<HashMap<String, u64>>>,
+    sink: tokio::sync::mpsc::Sender<Interception>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(RECORD_PULL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let after = pulled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+            .unwrap_or(0);
+        match sandbox.vault_records(&id, after).await {
+            Ok(records) => {
+                for record in records {
+                    if record.id > after {
+                        pulled
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id.clone(), record.id);
+                    }
+                    if sink.send(record).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(sandbox = %id, error = %err, "cannot pull the vault's records"),
+        }
+        if last {
+            return;
         }
     }
 }

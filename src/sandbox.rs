@@ -137,6 +137,37 @@ impl ProxyListener {
     }
 }
 
+/// One credential of a vault binding, as `lap vault sidecar` reads it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BoundCredential {
+    pub name: String,
+    pub stub: String,
+    /// The real value.
+    pub value: String,
+    pub hosts: Vec<String>,
+}
+
+/// A session's vault binding: the sidecar's `--binding` file and `PUT /binding` body. Holds real
+/// values; it has no `Debug` so it cannot be logged by accident.
+#[derive(Clone, Default, serde::Serialize)]
+pub struct VaultBinding {
+    pub credentials: Vec<BoundCredential>,
+    pub allow_out: Vec<String>,
+    pub deny_out: Vec<String>,
+    pub egress_default_deny: bool,
+}
+
+/// Where the vault of a backend's sandboxes runs; each backend has one, fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaultPlacement {
+    /// In `lap serve`: it serves every connection of [`Sandbox::proxy_listener`] (local, fake).
+    Served,
+    /// In the sandbox itself (the Kubernetes pod's `lap vault sidecar`): the control plane binds a
+    /// session's credentials with [`Sandbox::bind_vault`] and pulls the vault's records with
+    /// [`Sandbox::vault_records`]; no egress passes `lap serve`.
+    InSandbox,
+}
+
 /// A sandbox a backend knows about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxInfo {
@@ -195,6 +226,32 @@ pub trait Sandbox: Send + Sync + 'static {
             "the `{}` backend has no egress listener for `{id}` yet",
             self.name()
         )))
+    }
+
+    /// Where this backend's vault runs: it decides whether the control plane serves
+    /// [`Self::proxy_listener`] or binds through [`Self::bind_vault`].
+    fn vault_placement(&self) -> VaultPlacement {
+        VaultPlacement::Served
+    }
+
+    /// Binds a session's credentials and egress policy into the vault a sandbox carries
+    /// ([`VaultPlacement::InSandbox`]); connections opened afterwards use them.
+    async fn bind_vault(&self, id: &str, binding: &VaultBinding) -> Result<(), SandboxError> {
+        let _ = binding;
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("sandbox `{id}` carries no vault of its own"),
+        })
+    }
+
+    /// The records of the vault a sandbox carries after its position `after`, oldest first, each
+    /// with its position in `id`.
+    async fn vault_records(&self, id: &str, after: u64) -> Result<Vec<crate::wire::api::Interception>, SandboxError> {
+        let _ = after;
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("sandbox `{id}` carries no vault of its own"),
+        })
     }
 
     /// Attaches a viewer of `cols`×`rows` cells to the agent's terminal in a sandbox.

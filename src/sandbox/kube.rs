@@ -13,7 +13,10 @@
 //!
 //! What it deliberately does not own: session state (the reconciler writes that, from
 //! [`status::pod_state`]), and the vault itself, which runs in the Pod (`lap vault sidecar`). So
-//! [`Sandbox::proxy_listener`] is refused: no egress of a Kubernetes sandbox passes `lap serve`.
+//! [`Sandbox::proxy_listener`] is refused: no egress of a Kubernetes sandbox passes `lap serve`. The
+//! backend says so once ([`VaultPlacement::InSandbox`]); the control plane then binds a session
+//! through [`Sandbox::bind_vault`] and pulls the sidecar's records (`GET /interceptions`) through
+//! [`Sandbox::vault_records`].
 //!
 //! Trust: the API credentials are the user's kubeconfig (or the in-cluster service account, which
 //! needs only the namespaced rights in `kind/rbac.yaml`). Real credential values leave this process
@@ -30,19 +33,21 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use serde::Serialize;
 use serde_json::json;
 
 use self::manifest::{PodPlan, Resources, SecretData};
 use self::status::PodState;
-use super::{AgentStart, ExecChunk, ExecSpec, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel};
+use super::{
+    AgentStart, ExecChunk, ExecSpec, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel, VaultPlacement,
+};
+pub use super::{BoundCredential, VaultBinding};
 
 /// How often a Pod coming up is looked at.
 pub const READY_POLL: Duration = Duration::from_millis(500);
 /// How long a Pod may take to become ready by default (an image pull on a cold node is slow).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
-/// Largest response the vault's admin endpoint may send back.
-const MAX_ADMIN_RESPONSE: usize = 64 * 1024;
+/// Largest response the vault's admin endpoint may send back (its kept records, a few MB at most).
+const MAX_ADMIN_RESPONSE: usize = 8 * 1024 * 1024;
 
 /// What the backend needs besides a client.
 #[derive(Debug, Clone)]
@@ -57,26 +62,6 @@ pub struct KubeConfig {
     /// System roots plus the vault CA, PEM: what the harness trusts.
     pub ca_bundle_pem: String,
     pub ready_timeout: Duration,
-}
-
-/// One credential of a vault binding, as `lap vault sidecar` reads it.
-#[derive(Debug, Clone, Serialize)]
-pub struct BoundCredential {
-    pub name: String,
-    pub stub: String,
-    /// The real value.
-    pub value: String,
-    pub hosts: Vec<String>,
-}
-
-/// A session's vault binding: the sidecar's `--binding` file and `PUT /binding` body. Holds real
-/// values; it has no `Debug` so it cannot be logged by accident.
-#[derive(Clone, Default, Serialize)]
-pub struct VaultBinding {
-    pub credentials: Vec<BoundCredential>,
-    pub allow_out: Vec<String>,
-    pub deny_out: Vec<String>,
-    pub egress_default_deny: bool,
 }
 
 /// Reads the user's kubeconfig (`context`: `--kube-context`, else its current one) or the in-cluster
@@ -112,11 +97,17 @@ fn no_cluster(cause: &str) -> SandboxError {
 pub struct Kube {
     client: kube::Client,
     config: KubeConfig,
+    /// Each sandbox's vault admin token, once read from its Secret.
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Kube {
     pub fn new(client: kube::Client, config: KubeConfig) -> Self {
-        Self { client, config }
+        Self {
+            client,
+            config,
+            tokens: Default::default(),
+        }
     }
 
     /// The namespace sandboxes are made in.
@@ -305,20 +296,62 @@ impl Kube {
             )
             .await
             .map_err(api_error)?;
-        let token = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(manifest::keys::ADMIN_TOKEN))
-            .map(|t| String::from_utf8_lossy(&t.0).into_owned())
-            .ok_or_else(|| SandboxError::Backend(format!("the secret of sandbox `{id}` has no admin token")))?;
+        let token = self.remember_token(id, &secret)?;
         let stream = self.port_stream(id, manifest::ADMIN_PORT).await?;
-        let status = admin_put(stream, "/binding", token.trim(), body).await?;
+        let (status, _) = admin_request(stream, hyper::Method::PUT, "/binding", &token, body).await?;
         if status != 204 && status != 200 {
             return Err(SandboxError::Backend(format!(
                 "the vault of sandbox `{id}` refused the binding (HTTP {status})"
             )));
         }
         Ok(())
+    }
+
+    /// The records of sandbox `id`'s vault after its position `after`, oldest first, from the
+    /// sidecar's `GET /interceptions` (through port-forward, with the admin token of its Secret).
+    pub async fn interceptions(
+        &self,
+        id: &str,
+        after: u64,
+    ) -> Result<Vec<crate::wire::api::Interception>, SandboxError> {
+        let token = self.admin_token(id).await?;
+        let stream = self.port_stream(id, manifest::ADMIN_PORT).await?;
+        let path = format!("/interceptions?after={after}");
+        let (status, body) = admin_request(stream, hyper::Method::GET, &path, &token, Vec::new()).await?;
+        if status != 200 {
+            return Err(SandboxError::Backend(format!(
+                "the vault of sandbox `{id}` refused to list its records (HTTP {status})"
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| SandboxError::Backend(format!("the vault of sandbox `{id}` sent unreadable records: {e}")))
+    }
+
+    /// Sandbox `id`'s vault admin token: remembered, else read from its Secret.
+    async fn admin_token(&self, id: &str) -> Result<String, SandboxError> {
+        if let Some(token) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(token.clone());
+        }
+        let secret = self
+            .secrets()
+            .get(&manifest::secret_name(id))
+            .await
+            .map_err(api_error)?;
+        self.remember_token(id, &secret)
+    }
+
+    fn remember_token(&self, id: &str, secret: &Secret) -> Result<String, SandboxError> {
+        let token = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(manifest::keys::ADMIN_TOKEN))
+            .map(|t| String::from_utf8_lossy(&t.0).trim().to_owned())
+            .ok_or_else(|| SandboxError::Backend(format!("the secret of sandbox `{id}` has no admin token")))?;
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), token.clone());
+        Ok(token)
     }
 
     /// A byte stream to `port` inside sandbox `id`'s Pod, through the API server's port-forward.
@@ -342,6 +375,7 @@ impl Kube {
             grace_period_seconds: Some(0),
             ..params.clone()
         };
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let pod = gone_ok(self.pods().delete(id, &now).await.map(|_| ()));
         let secret = gone_ok(
             self.secrets()
@@ -423,8 +457,15 @@ fn api_error(err: kube::Error) -> SandboxError {
     }
 }
 
-/// One `PUT` to the vault's admin endpoint over `stream` (HTTP/1.1); returns the status code.
-async fn admin_put<S>(stream: S, path: &str, token: &str, body: Vec<u8>) -> Result<u16, SandboxError>
+/// One request to the vault's admin endpoint over `stream` (HTTP/1.1); returns the status code and
+/// the body (at most [`MAX_ADMIN_RESPONSE`] bytes).
+async fn admin_request<S>(
+    stream: S,
+    method: hyper::Method,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> Result<(u16, hyper::body::Bytes), SandboxError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -434,21 +475,22 @@ where
         .await
         .map_err(|e| failed(&e))?;
     tokio::spawn(connection);
-    let request = hyper::Request::put(path)
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, "127.0.0.1")
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(bytes_of(body)))
+        .body(Full::new(hyper::body::Bytes::from(body)))
         .map_err(|e| failed(&e))?;
     let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
     let status = response.status().as_u16();
-    // Drain (bounded) so the connection closes cleanly.
-    let _ = Limited::new(response.into_body(), MAX_ADMIN_RESPONSE).collect().await;
-    Ok(status)
-}
-
-fn bytes_of(body: Vec<u8>) -> hyper::body::Bytes {
-    hyper::body::Bytes::from(body)
+    let body = Limited::new(response.into_body(), MAX_ADMIN_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| failed(&e))?
+        .to_bytes();
+    Ok((status, body))
 }
 
 #[async_trait]
@@ -535,6 +577,18 @@ impl Sandbox for Kube {
             output,
         )
         .await
+    }
+
+    fn vault_placement(&self) -> VaultPlacement {
+        VaultPlacement::InSandbox
+    }
+
+    async fn bind_vault(&self, id: &str, binding: &VaultBinding) -> Result<(), SandboxError> {
+        self.bind(id, binding).await
+    }
+
+    async fn vault_records(&self, id: &str, after: u64) -> Result<Vec<crate::wire::api::Interception>, SandboxError> {
+        self.interceptions(id, after).await
     }
 
     async fn proxy_listener(&self, id: &str) -> Result<super::ProxyListener, SandboxError> {

@@ -8,7 +8,7 @@
 //! It implements only what lap uses: namespaced pods, secrets and networkpolicies; equality label
 //! selectors; JSON merge patch. Pods come up ready at once unless [`FakeApi::new_pods_get`] or
 //! [`FakeApi::set_pod_status`] say otherwise. It is a model of the API's contract, not of a kubelet:
-//! nothing runs.
+//! nothing runs, unless a test plays the kubelet with [`FakeApi::run_pods_with`].
 
 #![allow(dead_code)]
 
@@ -42,7 +42,15 @@ struct Inner {
     seen: Vec<String>,
     /// The status new pods get (`None`: ready at once).
     new_pod_status: Option<Value>,
+    /// Starts a pod's containers once its Secret exists.
+    kubelet: Option<Kubelet>,
+    /// (pod, port) → where a port-forward to that pod's port connects, over [`Inner::forwards`].
+    pod_forwards: HashMap<(String, u16), SocketAddr>,
 }
+
+/// A test's kubelet: given a pod and its Secret (base64 `data`, as the API returns it), starts what
+/// the pod runs and returns where each of its ports is served.
+pub type Kubelet = Arc<dyn Fn(&Value, &Value) -> Vec<(u16, SocketAddr)> + Send + Sync>;
 
 #[derive(Clone, Default)]
 pub struct FakeApi {
@@ -169,6 +177,13 @@ impl FakeApi {
         self.inner.lock().unwrap().seen.clone()
     }
 
+    /// Runs `kubelet` for each pod when its Secret is created (a real kubelet cannot start the pod
+    /// before then: its volumes come from the Secret), before the create is answered, and connects
+    /// port-forwards to that pod's ports with what it returns.
+    pub fn run_pods_with(&self, kubelet: impl Fn(&Value, &Value) -> Vec<(u16, SocketAddr)> + Send + Sync + 'static) {
+        self.inner.lock().unwrap().kubelet = Some(Arc::new(kubelet));
+    }
+
     /// Pods created from now on get `status` instead of coming up ready.
     pub fn new_pods_get(&self, status: Value) {
         self.inner.lock().unwrap().new_pod_status = Some(status);
@@ -227,29 +242,59 @@ async fn collection(
             let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
                 return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name is required");
             };
-            let mut inner = api.inner.lock().unwrap();
-            let key = (resource.clone(), name.clone());
-            if inner.objects.contains_key(&key) {
-                return status(
-                    StatusCode::CONFLICT,
-                    "AlreadyExists",
-                    &format!("{resource} \"{name}\" already exists"),
-                );
-            }
-            inner.version += 1;
-            let version = inner.version;
-            object["apiVersion"] = json!(api_version);
-            object["kind"] = json!(kind);
-            object["metadata"]["uid"] = json!(format!("uid-{resource}-{name}"));
-            object["metadata"]["resourceVersion"] = json!(version.to_string());
-            object["metadata"]["creationTimestamp"] = json!("2026-12-03T07:00:00Z");
-            if resource == "pods" {
-                object["status"] = inner.new_pod_status.clone().unwrap_or_else(|| ready_status(&object));
-            }
-            inner.objects.insert(key, object.clone());
-            inner.events.push((version, resource, "ADDED", object.clone()));
-            drop(inner);
+            let created = {
+                let mut inner = api.inner.lock().unwrap();
+                let key = (resource.clone(), name.clone());
+                if inner.objects.contains_key(&key) {
+                    Err(status(
+                        StatusCode::CONFLICT,
+                        "AlreadyExists",
+                        &format!("{resource} \"{name}\" already exists"),
+                    ))
+                } else {
+                    inner.version += 1;
+                    let version = inner.version;
+                    object["apiVersion"] = json!(api_version);
+                    object["kind"] = json!(kind);
+                    object["metadata"]["uid"] = json!(format!("uid-{resource}-{name}"));
+                    object["metadata"]["resourceVersion"] = json!(version.to_string());
+                    object["metadata"]["creationTimestamp"] = json!("2026-12-03T07:00:00Z");
+                    if resource == "pods" {
+                        object["status"] = inner.new_pod_status.clone().unwrap_or_else(|| ready_status(&object));
+                    }
+                    inner.objects.insert(key, object.clone());
+                    inner.events.push((version, resource.clone(), "ADDED", object.clone()));
+                    let owner = object["metadata"]["ownerReferences"][0]["name"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let started = match (
+                        &inner.kubelet,
+                        inner.objects.get(&("pods".to_owned(), owner.to_owned())),
+                    ) {
+                        (Some(kubelet), Some(pod)) if resource == "secrets" => {
+                            Some((kubelet.clone(), pod.clone(), object.clone()))
+                        }
+                        _ => None,
+                    };
+                    Ok(started)
+                }
+            };
+            let started = match created {
+                Ok(started) => started,
+                Err(reply) => return reply,
+            };
             api.changed.notify_waiters();
+            if let Some((kubelet, pod, secret)) = started {
+                let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                let ports = tokio::task::spawn_blocking(move || kubelet(&pod, &secret))
+                    .await
+                    .unwrap();
+                api.inner
+                    .lock()
+                    .unwrap()
+                    .pod_forwards
+                    .extend(ports.into_iter().map(|(port, addr)| ((name.clone(), port), addr)));
+            }
             (StatusCode::CREATED, axum::Json(object)).into_response()
         }
         Method::GET if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
@@ -407,7 +452,11 @@ async fn portforward(
         if !inner.objects.contains_key(&("pods".to_owned(), name.clone())) {
             return status(StatusCode::NOT_FOUND, "NotFound", &format!("pods \"{name}\" not found"));
         }
-        inner.forwards.get(&port).copied()
+        inner
+            .pod_forwards
+            .get(&(name.clone(), port))
+            .or_else(|| inner.forwards.get(&port))
+            .copied()
     };
     upgrade
         .protocols(["v4.channel.k8s.io"])

@@ -367,6 +367,19 @@ impl TestServer {
         server
     }
 
+    /// A server on the Kubernetes backend, with `KUBECONFIG=kubeconfig` and extra arguments.
+    pub fn start_kube<I, S>(home: &Home, kubeconfig: &Path, extra_args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut server = Self::start_with(home, extra_args, Vec::new());
+        server.backend = "kube";
+        server.env.push(("KUBECONFIG".into(), kubeconfig.into()));
+        server.restart();
+        server
+    }
+
     /// The server's data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
