@@ -219,14 +219,14 @@ fn laps_spellings_agent_and_resume_by_id_or_url_open_the_same_terminal() {
         .args(["--server", "http://127.0.0.1:9", "--resume", &url])
         .env_clear()
         .env("HOME", server.home.path());
-    let out = piped(resume, b"echo via-''url\n");
+    let out = piped(resume, b"echo via-''url\nexit 0\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("using the server from the URL: {}", server.url)),
         "{stderr}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("via-url\r\n"), "{stderr}");
-    // End of input ended that shell; `lap resume ID` (LAP's word) finds the session gone.
+    // That shell has exited; `lap resume ID` (LAP's word) finds the session gone.
     let out = server.lap(&["resume", &id], b"");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
