@@ -504,6 +504,15 @@ impl Control {
             AuditLog::with_sink(sink),
         ));
         tokio::spawn(keep_audit(self.store.clone(), self.metrics.clone(), audit, records));
+        let stop = self.vault_stop(key);
+        // Not on `tasks`: it lives as long as the session and ends on `stop` (a child of shutdown).
+        tokio::spawn(serve_egress(self.vault.clone(), listener, binding, stop));
+        Ok(())
+    }
+
+    /// A fresh stop token for the vault task of `key` (a child of shutdown); the task it replaces,
+    /// if any, is stopped.
+    fn vault_stop(&self, key: Uuid) -> CancellationToken {
         let stop = self.shutdown.child_token();
         let previous = self
             .vaults
@@ -513,9 +522,7 @@ impl Control {
         if let Some(previous) = previous {
             previous.cancel();
         }
-        // Not on `tasks`: it lives as long as the session and ends on `stop` (a child of shutdown).
-        tokio::spawn(serve_egress(self.vault.clone(), listener, binding, stop));
-        Ok(())
+        stop
     }
 
     /// [`Self::attach_vault`] for a sandbox that carries its vault: the binding (real values, each
@@ -550,15 +557,7 @@ impl Control {
         self.sandbox.bind_vault(sandbox_id, &binding).await?;
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
         tokio::spawn(keep_audit(self.store.clone(), self.metrics.clone(), audit, records));
-        let stop = self.shutdown.child_token();
-        let previous = self
-            .vaults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, stop.clone());
-        if let Some(previous) = previous {
-            previous.cancel();
-        }
+        let stop = self.vault_stop(key);
         // Like `serve_egress`: it lives as long as the session and ends on `stop`.
         tokio::spawn(pull_records(
             self.sandbox.clone(),

@@ -46,7 +46,6 @@ use self::layout::{Config, Layout, SANDBOXES_DIR, State};
 use self::proto::{ExecOutput, ExecRequest, ProtoError};
 use super::{
     AgentStart, ExecChunk, ExecSpec, ProxyListener, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel,
-    TtyInput, TtyOutput,
 };
 
 /// The backend's name.
@@ -67,8 +66,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 const CONFIG_ARG: &str = "config.json";
 /// Hex characters of a sandbox id.
 const ID_LEN: usize = 32;
-/// Terminal events buffered per viewer between the harness connection and the caller.
-const TTY_QUEUE: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -603,60 +600,8 @@ impl Sandbox for Local {
         }
         let request = proto::AttachRequest { cols, rows };
         let (stream, repaint) = proto::attach(&layout.run(), request).await.map_err(LocalError::from)?;
-        let (input_tx, mut input) = tokio::sync::mpsc::channel::<TtyInput>(TTY_QUEUE);
-        let (output, output_rx) = tokio::sync::mpsc::channel::<TtyOutput>(TTY_QUEUE);
-        let (mut rd, mut wr) = stream.into_split();
-        // Both pumps end with the viewer: `input` dropped closes the connection (detach), and a
-        // closed connection ends `output`.
-        tokio::spawn(async move {
-            while let Some(message) = input.recv().await {
-                let written = match message {
-                    TtyInput::Data(data) => {
-                        let mut result = Ok(());
-                        for chunk in data.chunks(proto::MAX_FRAME) {
-                            result = proto::write_frame(&mut wr, proto::STDIN, chunk).await;
-                            if result.is_err() {
-                                break;
-                            }
-                        }
-                        result
-                    }
-                    TtyInput::Resize { cols, rows } => {
-                        proto::write_frame(&mut wr, proto::RESIZE, &proto::resize_payload(cols, rows)).await
-                    }
-                };
-                if written.is_err() {
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            if output.send(TtyOutput::Repaint(repaint)).await.is_err() {
-                return;
-            }
-            while let Ok(Some((kind, data))) = proto::read_frame(&mut rd).await {
-                let message = match kind {
-                    proto::STDOUT => TtyOutput::Data(data),
-                    proto::REPAINT => TtyOutput::Repaint(data),
-                    proto::VIEWERS => match <[u8; 4]>::try_from(data) {
-                        Ok(n) => TtyOutput::Viewers(u32::from_be_bytes(n)),
-                        Err(_) => break,
-                    },
-                    proto::EXIT => match <[u8; 4]>::try_from(data) {
-                        Ok(code) => TtyOutput::Exit(i32::from_be_bytes(code)),
-                        Err(_) => break,
-                    },
-                    _ => break,
-                };
-                if output.send(message).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(TtyChannel {
-            input: input_tx,
-            output: output_rx,
-        })
+        let (rd, wr) = stream.into_split();
+        Ok(proto::viewer_channel(rd, wr, repaint))
     }
 
     async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {

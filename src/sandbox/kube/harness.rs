@@ -12,10 +12,7 @@ use crate::sandbox::local::proto::{
     self, AttachRequest, ERROR, EXIT, ExecRequest, MAX_FRAME, REPAINT, Request, STDERR, STDIN, STDOUT, StartReply,
     StartRequest,
 };
-use crate::sandbox::{ExecChunk, SandboxError, TtyChannel, TtyInput, TtyOutput};
-
-/// Messages buffered each way between a viewer and the harness.
-const TTY_QUEUE: usize = 256;
+use crate::sandbox::{ExecChunk, SandboxError, TtyChannel};
 
 /// A stream to a pod's harness.
 pub trait HarnessStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -138,58 +135,6 @@ pub async fn attach(mut stream: impl HarnessStream, cols: u16, rows: u16) -> Res
         }
         None => return Err(SandboxError::Backend("the harness closed before the repaint".into())),
     };
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let (input_tx, mut input) = tokio::sync::mpsc::channel::<TtyInput>(TTY_QUEUE);
-    let (output, output_rx) = tokio::sync::mpsc::channel::<TtyOutput>(TTY_QUEUE);
-    // Both pumps end with the viewer: `input` dropped closes the connection (detach), and a closed
-    // connection ends `output`.
-    tokio::spawn(async move {
-        while let Some(message) = input.recv().await {
-            let written = match message {
-                TtyInput::Data(data) => {
-                    let mut result = Ok(());
-                    for chunk in data.chunks(MAX_FRAME) {
-                        result = proto::write_frame(&mut wr, STDIN, chunk).await;
-                        if result.is_err() {
-                            break;
-                        }
-                    }
-                    result
-                }
-                TtyInput::Resize { cols, rows } => {
-                    proto::write_frame(&mut wr, proto::RESIZE, &proto::resize_payload(cols, rows)).await
-                }
-            };
-            if written.is_err() {
-                break;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        if output.send(TtyOutput::Repaint(repaint)).await.is_err() {
-            return;
-        }
-        while let Ok(Some((kind, data))) = proto::read_frame(&mut rd).await {
-            let message = match kind {
-                STDOUT => TtyOutput::Data(data),
-                REPAINT => TtyOutput::Repaint(data),
-                proto::VIEWERS => match <[u8; 4]>::try_from(data) {
-                    Ok(n) => TtyOutput::Viewers(u32::from_be_bytes(n)),
-                    Err(_) => break,
-                },
-                EXIT => match <[u8; 4]>::try_from(data) {
-                    Ok(code) => TtyOutput::Exit(i32::from_be_bytes(code)),
-                    Err(_) => break,
-                },
-                _ => break,
-            };
-            if output.send(message).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok(TtyChannel {
-        input: input_tx,
-        output: output_rx,
-    })
+    let (rd, wr) = tokio::io::split(stream);
+    Ok(proto::viewer_channel(rd, wr, repaint))
 }

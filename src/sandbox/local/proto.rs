@@ -235,6 +235,71 @@ pub async fn read_line_json<T: for<'de> Deserialize<'de>, R: AsyncRead + Unpin>(
 }
 
 /// Writes one frame.
+/// Frames buffered each way between a viewer and its harness connection.
+const VIEWER_QUEUE: usize = 64;
+
+/// Turns an attached harness connection (its `repaint` already read) into a viewer's channel: input
+/// (keystrokes in frames of at most [`MAX_FRAME`], resizes) goes out on `wr`, output frames come in on
+/// `rd`, the repaint first. Both pumps end with the viewer: dropping its input closes the connection
+/// (detach), and a closed connection ends its output. Shared by every backend that speaks this
+/// protocol.
+pub fn viewer_channel<R, W>(mut rd: R, mut wr: W, repaint: Vec<u8>) -> crate::sandbox::TtyChannel
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    use crate::sandbox::{TtyInput, TtyOutput};
+    let (input_tx, mut input) = tokio::sync::mpsc::channel::<TtyInput>(VIEWER_QUEUE);
+    let (output, output_rx) = tokio::sync::mpsc::channel::<TtyOutput>(VIEWER_QUEUE);
+    tokio::spawn(async move {
+        while let Some(message) = input.recv().await {
+            let written = match message {
+                TtyInput::Data(data) => {
+                    let mut result = Ok(());
+                    for chunk in data.chunks(MAX_FRAME) {
+                        result = write_frame(&mut wr, STDIN, chunk).await;
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    result
+                }
+                TtyInput::Resize { cols, rows } => write_frame(&mut wr, RESIZE, &resize_payload(cols, rows)).await,
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        if output.send(TtyOutput::Repaint(repaint)).await.is_err() {
+            return;
+        }
+        while let Ok(Some((kind, data))) = read_frame(&mut rd).await {
+            let message = match kind {
+                STDOUT => TtyOutput::Data(data),
+                REPAINT => TtyOutput::Repaint(data),
+                VIEWERS => match <[u8; 4]>::try_from(data) {
+                    Ok(n) => TtyOutput::Viewers(u32::from_be_bytes(n)),
+                    Err(_) => break,
+                },
+                EXIT => match <[u8; 4]>::try_from(data) {
+                    Ok(code) => TtyOutput::Exit(i32::from_be_bytes(code)),
+                    Err(_) => break,
+                },
+                _ => break,
+            };
+            if output.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    crate::sandbox::TtyChannel {
+        input: input_tx,
+        output: output_rx,
+    }
+}
+
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, payload: &[u8]) -> Result<(), ProtoError> {
     if payload.len() > MAX_FRAME {
         return Err(ProtoError::Protocol(format!("frame of {} bytes", payload.len())));
