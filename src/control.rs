@@ -23,9 +23,9 @@ use crate::harness::first_run::{self, FirstRun};
 use crate::metrics::Metrics;
 use crate::sandbox::{
     AGENT_HOME, AgentStart, BoundCredential, CA_BUNDLE_PATH, ExecChunk, ExecSpec, HomeFile, PROXY_ADDR, ProxyListener,
-    Sandbox, SandboxError, SandboxSpec, VaultBinding, VaultPlacement,
+    Sandbox, SandboxChange, SandboxError, SandboxEvent, SandboxSpec, VaultBinding, VaultPlacement,
 };
-use crate::store::warm::WarmRow;
+use crate::store::warm::{WarmRow, WarmStatus};
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
 use crate::vault::audit::AuditLog;
 use crate::vault::intercept::{Binding, Credential, Vault};
@@ -135,7 +135,8 @@ pub struct Control {
     /// The backend's [`Sandbox::vault_placement`], read once.
     placement: VaultPlacement,
     /// For sandboxes that carry their vault: the position of the last record pulled from each, so a
-    /// warm sandbox's clone records never reach the session that claims it.
+    /// warm sandbox's clone records never reach the session that claims it (the store keeps the
+    /// position of the last record kept, for after a restart).
     pulled: Arc<Mutex<HashMap<String, u64>>>,
     metrics: Arc<Metrics>,
     pool: pool::Pool,
@@ -556,11 +557,18 @@ impl Control {
         };
         self.sandbox.bind_vault(sandbox_id, &binding).await?;
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-        tokio::spawn(keep_audit(self.store.clone(), self.metrics.clone(), audit, records));
+        tokio::spawn(keep_pulled(
+            self.store.clone(),
+            self.metrics.clone(),
+            audit,
+            sandbox_id.to_owned(),
+            records,
+        ));
         let stop = self.vault_stop(key);
         // Like `serve_egress`: it lives as long as the session and ends on `stop`.
         tokio::spawn(pull_records(
             self.sandbox.clone(),
+            self.store.clone(),
             sandbox_id.to_owned(),
             self.pulled.clone(),
             sink,
@@ -703,28 +711,101 @@ impl Control {
             let Some(sandbox) = row.sandbox_id.as_deref() else {
                 continue;
             };
-            let update = if !sandboxes.iter().any(|s| s.id == sandbox) {
-                done.died += 1;
-                SessionUpdate::Dead {
-                    reason: "the sandbox stopped: its harness exited".to_owned(),
+            if !sandboxes.iter().any(|s| s.id == sandbox) {
+                let reason = "the sandbox stopped: its harness exited".to_owned();
+                if self.sandbox_died(row.id, sandbox, reason).await? {
+                    done.died += 1;
                 }
             } else if idle_for(&row.last_seen_at, now).is_some_and(|idle| idle > self.idle_ttl) {
-                done.reaped += 1;
-                self.delete_sandbox(sandbox).await;
                 let ttl = humantime::format_duration(self.idle_ttl);
-                SessionUpdate::Dead {
-                    reason: format!("reaped after {ttl} without activity"),
-                }
-            } else {
-                continue;
-            };
-            tracing::info!(session = %row.id, ?update, "reconciler");
-            self.detach_vault(row.id);
-            self.store.update_session(row.id, update).await?;
+                let reason = format!("reaped after {ttl} without activity");
+                tracing::info!(session = %row.id, %reason, "reconciler");
+                // Dead first, then the sandbox goes: its deletion is then no news to anyone.
+                self.detach_vault(row.id);
+                self.store
+                    .update_session(row.id, SessionUpdate::Dead { reason })
+                    .await?;
+                self.delete_sandbox(sandbox).await;
+                done.reaped += 1;
+            }
         }
         self.metrics.reaped.inc_by(done.reaped as u64);
-        self.metrics.died.inc_by(done.died as u64);
         Ok(done)
+    }
+
+    /// Makes session `session` dead because its sandbox `sandbox` failed or went away by itself, if
+    /// it is still `ready` on that sandbox; then the sandbox is deleted (what is left of it). Returns
+    /// whether the session died here.
+    async fn sandbox_died(&self, session: Uuid, sandbox: &str, reason: String) -> Result<bool, ControlError> {
+        let update = SessionUpdate::SandboxDied {
+            sandbox_id: sandbox.to_owned(),
+            reason: reason.clone(),
+        };
+        let after = self.store.update_session(session, update).await?;
+        let died = after.is_some_and(|row| {
+            row.status == SessionStatus::Dead && row.failure_reason.as_deref() == Some(reason.as_str())
+        });
+        if died {
+            tracing::info!(%session, %sandbox, %reason, "the sandbox of a session died");
+            self.metrics.died.inc();
+            self.detach_vault(session);
+            self.delete_sandbox(sandbox).await;
+        }
+        Ok(died)
+    }
+
+    /// Follows the backend's [`Sandbox::events`] (when it has them) until shutdown: a session whose
+    /// sandbox failed (an image that cannot be pulled, a crash, an eviction, an OOM kill) or was
+    /// deleted behind lap's back becomes `dead` with the reason at once, and a warm sandbox that
+    /// failed leaves the pool. Sessions still `creating` learn it from their bring-up.
+    pub fn spawn_sandbox_events(self: &Arc<Self>) {
+        use futures_util::StreamExt;
+        let Some(mut events) = self.sandbox.events() else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = this.shutdown.cancelled() => return,
+                    event = events.next() => event,
+                };
+                match event {
+                    None => return,
+                    Some(Err(err)) => tracing::warn!(error = %err, "the backend's sandbox events failed; retrying"),
+                    Some(Ok(event)) => {
+                        if let Err(err) = this.sandbox_changed(event).await {
+                            tracing::warn!(error = %err, "cannot act on a sandbox event");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn sandbox_changed(&self, event: SandboxEvent) -> Result<(), ControlError> {
+        let reason = match event.change {
+            SandboxChange::Failed { reason } => format!("the sandbox failed: {reason}"),
+            SandboxChange::Gone => "the sandbox was deleted outside lap".to_owned(),
+        };
+        let ready = self.store.sessions_with_status(&[SessionStatus::Ready]).await?;
+        if let Some(row) = ready
+            .iter()
+            .find(|row| row.sandbox_id.as_deref() == Some(event.id.as_str()))
+        {
+            self.sandbox_died(row.id, &event.id, reason).await?;
+            return Ok(());
+        }
+        let warm = self.store.warm_rows().await?;
+        if let Some(row) = warm
+            .iter()
+            .find(|row| row.status == WarmStatus::Ready && row.sandbox_id.as_deref() == Some(event.id.as_str()))
+            && self.store.delete_warm(row.id, WarmStatus::Ready).await?
+        {
+            tracing::info!(sandbox = %event.id, %reason, "dropping a warm sandbox");
+            self.delete_sandbox(&event.id).await;
+        }
+        Ok(())
     }
 
     /// Runs [`Self::reconcile`] every `every` until shutdown.
@@ -779,6 +860,11 @@ impl Control {
     /// bring-ups fail, ready sessions whose sandbox vanished die, sandboxes nobody owns are deleted.
     pub async fn recover(self: &Arc<Self>) -> Result<(), ControlError> {
         let sandboxes = self.sandbox.list().await?;
+        // Positions of a vault whose sandbox went (one whose last records came in after it was
+        // deleted): nothing will pull from them again.
+        self.store
+            .forget_pulled_except(sandboxes.iter().map(|s| s.id.clone()).collect())
+            .await?;
         let warm = self.recover_pool(&sandboxes).await?;
         let live = self
             .store
@@ -849,7 +935,12 @@ impl Control {
     }
 
     async fn delete_sandbox(&self, id: &str) {
-        self.pulled.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if self.placement == VaultPlacement::InSandbox {
+            self.pulled.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+            if let Err(err) = self.store.forget_pulled(id.to_owned()).await {
+                tracing::warn!(sandbox = id, error = %err, "cannot forget a deleted sandbox's record position");
+            }
+        }
         if let Err(err) = self.sandbox.delete(id).await {
             tracing::warn!(sandbox = id, error = %err, "cannot delete sandbox");
         }
@@ -882,12 +973,36 @@ async fn keep_audit(
     }
 }
 
+/// Like [`keep_audit`], for records pulled from the vault of sandbox `sandbox`: each batch is kept
+/// with its last position ([`Store::keep_pulled`]), so a restarted `lap serve` pulls on after it and
+/// keeps no record twice. A warm sandbox's records (`session` `None`) only move the position.
+async fn keep_pulled(
+    store: Store,
+    metrics: Arc<Metrics>,
+    session: Option<Uuid>,
+    sandbox: String,
+    mut records: tokio::sync::mpsc::Receiver<Interception>,
+) {
+    let mut batch = Vec::new();
+    while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+        batch.iter().for_each(|record| metrics.interception(record));
+        let position = batch.iter().map(|r| r.id).max().unwrap_or(0);
+        let kept = store
+            .keep_pulled(session, sandbox.clone(), position, std::mem::take(&mut batch))
+            .await;
+        if let Err(err) = kept {
+            tracing::warn!(%sandbox, error = %err, "cannot keep vault records");
+        }
+    }
+}
+
 /// Pulls the records of the vault sandbox `id` carries into `sink`, every [`RECORD_PULL`] and once
-/// more on `stop`, from the last position `pulled` remembers for it. A pull that fails (the sandbox
-/// going away, the API server busy) is tried again at the next tick. After a restart of `lap serve`
-/// the positions are forgotten, so a sidecar's records from before it may be kept twice.
+/// more on `stop`, after the last position `pulled` remembers for it (at first, the position the
+/// store kept, which survives restarts of `lap serve`). A pull that fails (the sandbox going away,
+/// the API server busy) is tried again at the next tick.
 async fn pull_records(
     sandbox: Arc<dyn Sandbox>,
+    store: Store,
     id: String,
     pulled: Arc<Mutex<HashMap<String, u64>>>,
     sink: tokio::sync::mpsc::Sender<Interception>,
@@ -900,12 +1015,27 @@ async fn pull_records(
             _ = stop.cancelled() => true,
             _ = tick.tick() => false,
         };
-        let after = pulled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .copied()
-            .unwrap_or(0);
+        let remembered = pulled.lock().unwrap_or_else(|p| p.into_inner()).get(&id).copied();
+        let after = match remembered {
+            Some(after) => after,
+            None => match store.pulled_position(id.clone()).await {
+                Ok(after) => {
+                    pulled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(id.clone())
+                        .or_insert(after);
+                    after
+                }
+                Err(err) => {
+                    tracing::warn!(sandbox = %id, error = %err, "cannot read where the vault's records were pulled to");
+                    if last {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
         match sandbox.vault_records(&id, after).await {
             Ok(records) => {
                 for record in records {

@@ -178,6 +178,23 @@ pub struct SandboxInfo {
     pub session_id: Option<String>,
 }
 
+/// Something a backend saw happen to one of its sandboxes by itself, not at the control plane's
+/// request (see [`Sandbox::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxEvent {
+    pub id: String,
+    pub change: SandboxChange,
+}
+
+/// What happened to a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxChange {
+    /// It cannot run (or keep running) its agent, for `reason` (a person can act on it).
+    Failed { reason: String },
+    /// It is gone, or being deleted.
+    Gone,
+}
+
 /// A command to run in a sandbox.
 #[derive(Debug, Clone, Default)]
 pub struct ExecSpec {
@@ -252,6 +269,23 @@ pub trait Sandbox: Send + Sync + 'static {
             backend: self.name(),
             reason: format!("sandbox `{id}` carries no vault of its own"),
         })
+    }
+
+    /// Sandboxes failing or going away as it happens (for Kubernetes, the pod watcher), for the
+    /// reconciler to end their sessions with the reason at once. `None`: the backend has no such
+    /// feed, and the reconciler's periodic [`Self::list`] is what finds a sandbox that stopped. The
+    /// stream may yield errors (a watch that broke); it retries by itself.
+    fn events(&self) -> Option<futures_util::stream::BoxStream<'static, Result<SandboxEvent, SandboxError>>> {
+        None
+    }
+
+    /// Takes warm sandbox `id` for `session_id` in the backend as well, after the store handed it
+    /// out. `false`: it is not claimable any more (it failed, went away, or someone else took it);
+    /// the caller takes another. A backend whose sandboxes only this control plane sees has nothing
+    /// to do (the store's claim is atomic already).
+    async fn claim(&self, id: &str, session_id: &str) -> Result<bool, SandboxError> {
+        let _ = (id, session_id);
+        Ok(true)
     }
 
     /// Attaches a viewer of `cols`×`rows` cells to the agent's terminal in a sandbox.

@@ -151,6 +151,15 @@ CREATE TABLE session_events (
     PRIMARY KEY (session_id, seq)
 );
 "#,
+    // Of a vault that runs in its sandbox (the Kubernetes sidecar): the position of the last record
+    // kept from it, so a restarted `lap serve` pulls on from there. No foreign key: a warm sandbox
+    // has no session, and its clone's records are skipped by position too.
+    r#"
+CREATE TABLE vault_cursors (
+    sandbox_id TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL
+);
+"#,
 ];
 
 /// A validated agent ready to insert.
@@ -232,6 +241,12 @@ pub enum SessionUpdate {
         reason: String,
     },
     Dead {
+        reason: String,
+    },
+    /// `dead`, only while the session is `ready` on `sandbox_id`: its sandbox failed or went away
+    /// (a session restarted onto a new sandbox meanwhile is left alone).
+    SandboxDied {
+        sandbox_id: String,
         reason: String,
     },
 }
@@ -605,6 +620,11 @@ impl Store {
                     ),
                     params![reason, now, key],
                 )?,
+                SessionUpdate::SandboxDied { sandbox_id, reason } => tx.execute(
+                    "UPDATE sessions SET status = 'dead', failure_reason = ?1, stopped_at = ?2
+                     WHERE id = ?3 AND status = 'ready' AND sandbox_id = ?4",
+                    params![reason, now, key, sandbox_id],
+                )?,
             };
             let out = tx
                 .query_row(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [&key], session_row)
@@ -684,19 +704,76 @@ impl Store {
     pub async fn insert_interceptions(&self, session: Uuid, records: Vec<Interception>) -> Result<(), StoreError> {
         self.call(move |conn, _| {
             let tx = conn.transaction()?;
-            let key = session.to_string();
-            for record in &records {
-                tx.execute(
-                    "INSERT INTO interceptions (session_id, record) VALUES (?1, ?2)",
-                    params![key, json(record)],
-                )?;
+            append_interceptions(&tx, session, &records)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Keeps records pulled from the vault of sandbox `sandbox` up to its position `position`: into
+    /// `session`'s egress log (`None`: a warm sandbox's, dropped), with the position, in one
+    /// transaction, so after a restart each record is pulled on from exactly once.
+    pub async fn keep_pulled(
+        &self,
+        session: Option<Uuid>,
+        sandbox: String,
+        position: u64,
+        records: Vec<Interception>,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            let tx = conn.transaction()?;
+            if let Some(session) = session {
+                append_interceptions(&tx, session, &records)?;
             }
             tx.execute(
-                "DELETE FROM interceptions WHERE session_id = ?1 AND id <= (
-                    SELECT id FROM interceptions WHERE session_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                params![key, MAX_INTERCEPTIONS],
+                "INSERT INTO vault_cursors (sandbox_id, position) VALUES (?1, ?2)
+                 ON CONFLICT (sandbox_id) DO UPDATE SET position = max(position, excluded.position)",
+                params![sandbox, position as i64],
             )?;
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The position of the last record kept from sandbox `sandbox`'s vault (0: none).
+    pub async fn pulled_position(&self, sandbox: String) -> Result<u64, StoreError> {
+        self.call(move |conn, _| {
+            let position: Option<i64> = conn
+                .query_row(
+                    "SELECT position FROM vault_cursors WHERE sandbox_id = ?1",
+                    [sandbox],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(position.unwrap_or(0).max(0) as u64)
+        })
+        .await
+    }
+
+    /// Forgets the pull positions of every sandbox but `sandboxes` (those that still exist).
+    pub async fn forget_pulled_except(&self, sandboxes: Vec<String>) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            let tx = conn.transaction()?;
+            let kept: std::collections::HashSet<String> = sandboxes.into_iter().collect();
+            let known: Vec<String> = tx
+                .prepare("SELECT sandbox_id FROM vault_cursors")?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            for sandbox in known.iter().filter(|s| !kept.contains(*s)) {
+                tx.execute("DELETE FROM vault_cursors WHERE sandbox_id = ?1", [sandbox])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets the pull position of a deleted sandbox.
+    pub async fn forget_pulled(&self, sandbox: String) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            conn.execute("DELETE FROM vault_cursors WHERE sandbox_id = ?1", [sandbox])?;
             Ok(())
         })
         .await
@@ -858,6 +935,28 @@ fn credential_context(agent_id: Uuid, name: &str) -> String {
     format!("lap credential v1/{agent_id}/{name}")
 }
 
+/// Appends `records` to `session`'s egress log in `tx`, keeping only its newest
+/// [`MAX_INTERCEPTIONS`].
+fn append_interceptions(
+    tx: &rusqlite::Transaction<'_>,
+    session: Uuid,
+    records: &[Interception],
+) -> rusqlite::Result<()> {
+    let key = session.to_string();
+    for record in records {
+        tx.execute(
+            "INSERT INTO interceptions (session_id, record) VALUES (?1, ?2)",
+            params![key, json(record)],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM interceptions WHERE session_id = ?1 AND id <= (
+            SELECT id FROM interceptions WHERE session_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        params![key, MAX_INTERCEPTIONS],
+    )?;
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let known = MIGRATIONS.len() as i64;
@@ -928,10 +1027,9 @@ pub fn format_timestamp(now: time::OffsetDateTime) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_egress_log_keeps_only_the_newest_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    /// A store in `dir` with one agent and one `ready` session on sandbox `sb-1`.
+    async fn store_with_session(dir: &Path) -> (Store, Uuid) {
+        let store = Store::open(dir).unwrap();
         let agent = store
             .create_agent(NewAgent {
                 name: "a".into(),
@@ -956,7 +1054,7 @@ mod tests {
                 agent_id: agent.id,
                 agent_name: agent.name.clone(),
                 harness_id: "shell".into(),
-                status: SessionStatus::Ready,
+                status: SessionStatus::Creating,
                 phase: None,
                 phase_detail: None,
                 sandbox_id: None,
@@ -971,8 +1069,18 @@ mod tests {
             })
             .await
             .unwrap();
-        let record = |n: u32| Interception {
-            id: 0,
+        let ready = SessionUpdate::Ready {
+            sandbox_id: "sb-1".into(),
+            sandbox_url: "local://sb-1".into(),
+            harness_session_id: None,
+        };
+        store.update_session(session, ready).await.unwrap();
+        (store, session)
+    }
+
+    fn record(n: u32) -> Interception {
+        Interception {
+            id: n.into(),
             timestamp: now(),
             method: "GET".into(),
             host: "h.test".into(),
@@ -988,7 +1096,13 @@ mod tests {
             blocked: None,
             block_kind: None,
             alert: false,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn the_egress_log_keeps_only_the_newest_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, session) = store_with_session(dir.path()).await;
         let total = MAX_INTERCEPTIONS + 5;
         let records: Vec<_> = (0..total).map(record).collect();
         store.insert_interceptions(session, records).await.unwrap();
@@ -996,5 +1110,48 @@ mod tests {
         assert_eq!(kept.len() as u32, MAX_INTERCEPTIONS);
         assert_eq!(kept[0].path, "/5", "the oldest five are gone");
         assert_eq!(kept.last().unwrap().path, format!("/{}", total - 1));
+    }
+
+    #[tokio::test]
+    async fn records_pulled_from_a_sandbox_vault_are_kept_with_their_position_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, session) = store_with_session(dir.path()).await;
+        assert_eq!(store.pulled_position("sb-1".into()).await.unwrap(), 0);
+        store
+            .keep_pulled(Some(session), "sb-1".into(), 2, vec![record(1), record(2)])
+            .await
+            .unwrap();
+        assert_eq!(store.pulled_position("sb-1".into()).await.unwrap(), 2);
+        // A warm sandbox's records only move its position.
+        store
+            .keep_pulled(None, "sb-warm".into(), 7, vec![record(7)])
+            .await
+            .unwrap();
+        assert_eq!(store.pulled_position("sb-warm".into()).await.unwrap(), 7);
+        // A late, older batch never moves a position back.
+        store.keep_pulled(None, "sb-warm".into(), 3, Vec::new()).await.unwrap();
+        assert_eq!(store.pulled_position("sb-warm".into()).await.unwrap(), 7);
+        let kept = store.interceptions(session, 0, u32::MAX).await.unwrap();
+        assert_eq!(kept.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/1", "/2"]);
+        store.forget_pulled_except(vec!["sb-1".into()]).await.unwrap();
+        assert_eq!(store.pulled_position("sb-warm".into()).await.unwrap(), 0);
+        assert_eq!(store.pulled_position("sb-1".into()).await.unwrap(), 2);
+        store.forget_pulled("sb-1".into()).await.unwrap();
+        assert_eq!(store.pulled_position("sb-1".into()).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_died_kills_only_the_session_still_ready_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, session) = store_with_session(dir.path()).await;
+        let died = |sandbox: &str| SessionUpdate::SandboxDied {
+            sandbox_id: sandbox.into(),
+            reason: format!("{sandbox} failed"),
+        };
+        let row = store.update_session(session, died("sb-old")).await.unwrap().unwrap();
+        assert_eq!(row.status, SessionStatus::Ready, "another sandbox's death is no news");
+        let row = store.update_session(session, died("sb-1")).await.unwrap().unwrap();
+        assert_eq!(row.status, SessionStatus::Dead);
+        assert_eq!(row.failure_reason.as_deref(), Some("sb-1 failed"));
     }
 }

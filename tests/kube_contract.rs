@@ -364,58 +364,88 @@ async fn a_secret_that_cannot_be_made_deletes_the_pod_again() {
 }
 
 #[tokio::test]
-async fn claim_patches_labels_with_the_listed_resource_version_and_moves_on_after_a_conflict() {
-    let (client, mock) = Mock::start(|seen| match seen.method.clone() {
-        Method::GET => (
-            StatusCode::OK,
-            list(vec![
-                pod("lap-pending", labels("lap-pending", None), json!({"phase": "Pending"})),
-                pod("lap-a", labels("lap-a", None), ready_status()),
-                pod("lap-b", labels("lap-b", None), ready_status()),
-            ]),
-        ),
-        Method::PATCH if seen.path.ends_with("/lap-a") => {
+async fn claim_patches_the_labels_with_the_read_resource_version_and_reads_again_after_a_conflict() {
+    let mut reads = 0;
+    let (client, mock) = Mock::start(move |seen| match seen.method.clone() {
+        Method::GET => {
+            reads += 1;
+            let mut warm = pod("lap-a", labels("lap-a", None), ready_status());
+            warm["metadata"]["resourceVersion"] = json!((6 + reads).to_string());
+            (StatusCode::OK, warm)
+        }
+        // The first patch is stale: the pod changed since it was read.
+        Method::PATCH if seen.body["metadata"]["resourceVersion"] == "7" => {
             status_reply(StatusCode::CONFLICT, "Conflict", "the object has been modified")
         }
         Method::PATCH => {
-            let mut claimed = pod("lap-b", labels("lap-b", Some("s-9")), ready_status());
-            claimed["metadata"]["resourceVersion"] = json!("8");
+            let mut claimed = pod("lap-a", labels("lap-a", Some("s-9")), ready_status());
+            claimed["metadata"]["resourceVersion"] = json!("9");
             (StatusCode::OK, claimed)
         }
         _ => panic!("unexpected {}", seen.line()),
     });
-    let claimed = Kube::new(client, config())
-        .claim("shell", "s-9")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(claimed.id, "lap-b");
-    assert_eq!(claimed.session_id.as_deref(), Some("s-9"));
+    assert!(Kube::new(client, config()).claim("lap-a", "s-9").await.unwrap());
     assert_eq!(
         mock.lines(),
         [
-            format!(
-                "GET {PODS}?&labelSelector=app.kubernetes.io/managed-by=lap,app.kubernetes.io/name=lap-sandbox,lap.dev/warm=true,lap.dev/harness=shell"
-            ),
-            format!("PATCH {PODS}/lap-a?"),
-            format!("PATCH {PODS}/lap-b?"),
+            format!("GET {PODS}/lap-a"),
+            format!("PATCH {PODS}/lap-a"),
+            format!("GET {PODS}/lap-a"),
+            format!("PATCH {PODS}/lap-a"),
         ]
-        .map(|l| l.trim_end_matches('?').to_owned())
     );
-    for index in [1, 2] {
+    for (index, version) in [(1, "7"), (3, "8")] {
         let patch = mock.request(index);
         assert_eq!(patch.content_type, "application/merge-patch+json");
-        assert_eq!(patch.body["metadata"]["resourceVersion"], "7", "the precondition");
+        assert_eq!(patch.body["metadata"]["resourceVersion"], version, "the precondition");
         assert_eq!(patch.body["metadata"]["labels"][manifest::WARM], "false");
         assert_eq!(patch.body["metadata"]["labels"][manifest::SESSION], "s-9");
     }
 }
 
 #[tokio::test]
-async fn claim_with_no_ready_warm_pod_claims_nothing() {
-    let (client, mock) = Mock::start(|_| (StatusCode::OK, list(vec![])));
-    assert_eq!(Kube::new(client, config()).claim("shell", "s-9").await.unwrap(), None);
-    assert_eq!(mock.lines().len(), 1);
+async fn claim_of_a_pod_that_failed_was_taken_or_is_gone_patches_nothing() {
+    let failed = json!({"phase": "Running", "containerStatuses": [{"name": "vault", "ready": false,
+        "restartCount": 3, "image": "i", "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]});
+    let cases = [
+        ("failed", (StatusCode::OK, pod("lap-a", labels("lap-a", None), failed))),
+        (
+            "taken",
+            (
+                StatusCode::OK,
+                pod("lap-a", labels("lap-a", Some("s-1")), ready_status()),
+            ),
+        ),
+        (
+            "gone",
+            status_reply(StatusCode::NOT_FOUND, "NotFound", "pods \"lap-a\" not found"),
+        ),
+    ];
+    for (case, reply) in cases {
+        let (client, mock) = Mock::start(move |_| reply.clone());
+        assert!(
+            !Kube::new(client, config()).claim("lap-a", "s-9").await.unwrap(),
+            "{case}"
+        );
+        assert_eq!(mock.lines(), [format!("GET {PODS}/lap-a")], "{case}");
+    }
+}
+
+#[tokio::test]
+async fn a_claim_the_api_server_refuses_is_an_error_naming_the_refusal() {
+    let (client, _mock) = Mock::start(|seen| match seen.method {
+        Method::GET => (StatusCode::OK, pod("lap-a", labels("lap-a", None), ready_status())),
+        _ => status_reply(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "pods \"lap-a\" is forbidden: cannot patch",
+        ),
+    });
+    let err = Kube::new(client, config()).claim("lap-a", "s-9").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the sandbox backend failed: the Kubernetes API refused: pods \"lap-a\" is forbidden: cannot patch (Forbidden, HTTP 403)"
+    );
 }
 
 #[tokio::test]

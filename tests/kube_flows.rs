@@ -77,41 +77,49 @@ async fn deleting_only_the_pod_collects_its_secret_and_policy() {
 }
 
 #[tokio::test]
-async fn two_servers_claiming_at_once_never_get_the_same_warm_pod() {
-    let (_api, url, kube) = backend().await;
-    let a = kube.create(&spec(None)).await.unwrap();
-    let b = kube.create(&spec(None)).await.unwrap();
+async fn two_servers_claiming_one_warm_pod_at_once_never_both_get_it() {
+    let (api, url, kube) = backend().await;
+    let warm = kube.create(&spec(None)).await.unwrap();
     let other = Kube::new(FakeApi::client(&url), config());
-    let (first, second) = tokio::join!(kube.claim("shell", "s-1"), other.claim("shell", "s-2"));
-    let (first, second) = (first.unwrap().unwrap(), second.unwrap().unwrap());
-    assert_ne!(first.id, second.id);
-    let mut claimed = [first.id.clone(), second.id.clone()];
-    claimed.sort();
-    let mut made = [a.id, b.id];
-    made.sort();
-    assert_eq!(claimed, made);
-    assert_eq!(first.session_id.as_deref(), Some("s-1"));
-    assert_eq!(second.session_id.as_deref(), Some("s-2"));
-    // The pool is empty now.
-    assert_eq!(kube.claim("shell", "s-3").await.unwrap(), None);
-    assert_eq!(kube.claim("other-harness", "s-3").await.unwrap(), None);
+    let (first, second) = tokio::join!(kube.claim(&warm.id, "s-1"), other.claim(&warm.id, "s-2"));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(first ^ second, "exactly one claim wins: {first} {second}");
+    let labels = &api.get("pods", &warm.id).unwrap()["metadata"]["labels"];
+    assert_eq!(labels[manifest::WARM], "false");
+    assert_eq!(labels[manifest::SESSION], if first { "s-1" } else { "s-2" });
+    // Taken: nobody claims it again.
+    assert!(!kube.claim(&warm.id, "s-3").await.unwrap());
+    let listed = kube.list().await.unwrap();
+    assert_eq!(listed[0].session_id.as_deref(), Some(if first { "s-1" } else { "s-2" }));
 }
 
 #[tokio::test]
-async fn a_pod_changed_since_it_was_listed_is_not_claimed_by_a_stale_patch() {
+async fn a_warm_pod_that_changed_since_it_was_read_is_not_claimed_by_a_stale_patch() {
     let (api, url, kube) = backend().await;
     let warm = kube.create(&spec(None)).await.unwrap();
-    let listed = api.get("pods", &warm.id).unwrap()["metadata"]["resourceVersion"].clone();
+    let read = api.get("pods", &warm.id).unwrap()["metadata"]["resourceVersion"].clone();
     api.touch("pods", &warm.id);
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(FakeApi::client(&url), "lap");
-    let patch = lap::sandbox::kube::claim_patch(listed.as_str().unwrap(), "s-1");
+    let patch = lap::sandbox::kube::claim_patch(read.as_str().unwrap(), "s-1");
     let err = pods
         .patch(&warm.id, &Default::default(), &kube::api::Patch::Merge(&patch))
         .await
         .unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err}");
-    // A fresh claim lists again and wins.
-    assert_eq!(kube.claim("shell", "s-1").await.unwrap().unwrap().id, warm.id);
+    // A claim reads it afresh and wins; a warm pod that failed is not claimed.
+    assert!(kube.claim(&warm.id, "s-1").await.unwrap());
+    let failing = kube.create(&spec(None)).await.unwrap();
+    api.set_pod_status(
+        &failing.id,
+        json!({"phase": "Running", "containerStatuses": [{"name": "harness",
+        "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+    );
+    assert!(!kube.claim(&failing.id, "s-2").await.unwrap());
+    assert_eq!(
+        api.get("pods", &failing.id).unwrap()["metadata"]["labels"][manifest::WARM],
+        "true"
+    );
 }
 
 #[tokio::test]

@@ -193,6 +193,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         .await
         .map_err(|e| Error::failed(format!("cannot recover sessions at start: {e}")))?;
     control.spawn_reconciler(reconcile_every(args.idle_ttl));
+    control.spawn_sandbox_events();
     control.spawn_pool();
     let router = api::router(AppState {
         store,

@@ -18,7 +18,9 @@
 //! session's new stubs. A stub of a warm sandbox is therefore never valid while a session uses it.
 //!
 //! Invariants. A claim is one conditional SQLite `UPDATE` ([`Store::claim_warm`]): two concurrent
-//! creates never get the same sandbox. Recycling (older than `--warm-pool-max-age`, agent changed or
+//! creates never get the same sandbox. The backend then claims it too ([`crate::sandbox::Sandbox::claim`]; for
+//! Kubernetes a label patch with the Pod's `resourceVersion`), and a sandbox it refuses (it failed
+//! since it was made) is dropped and the next one tried. Recycling (older than `--warm-pool-max-age`, agent changed or
 //! gone, no longer planned) deletes a row only while it is `ready`, so it never takes a sandbox a
 //! session just claimed. Backends report warm sandboxes with no session id; the reconciler deletes
 //! such a sandbox only when no warm row and no live session names it, and never while the pool is
@@ -208,10 +210,34 @@ impl Control {
         // A harness's warm sandbox was made before its agent was known, with the backend's default
         // limits: an agent with limits of its own takes only a sandbox made for it.
         let harness_wide = LimitOverrides::from(&agent.limits) == LimitOverrides::default();
-        let claimed = self
-            .store
-            .claim_warm(id, agent.harness_id.clone(), agent.id, fingerprint(agent), harness_wide)
-            .await?;
+        let claimed = loop {
+            let Some(row) = self
+                .store
+                .claim_warm(id, agent.harness_id.clone(), agent.id, fingerprint(agent), harness_wide)
+                .await?
+            else {
+                break None;
+            };
+            let Some(sandbox) = row.sandbox_id.clone() else {
+                break Some(row);
+            };
+            // The backend claims it too (for Kubernetes, the Pod's label patch with its
+            // resourceVersion): a sandbox that failed since it was made is not handed out.
+            let claimed = self.sandbox.claim(&sandbox, &id.to_string()).await;
+            if let Ok(true) = claimed {
+                break Some(row);
+            }
+            self.store.delete_warm(row.id, WarmStatus::Claimed).await?;
+            self.delete_sandbox(&sandbox).await;
+            match claimed {
+                Err(err) => {
+                    // The backend is not answering: the next would fare no better.
+                    tracing::warn!(%sandbox, error = %err, "cannot claim a warm sandbox; dropped it");
+                    break None;
+                }
+                _ => tracing::info!(%sandbox, "a warm sandbox could not be claimed any more; dropped it"),
+            }
+        };
         {
             let mut log = self.pool.log();
             match &claimed {

@@ -3,13 +3,15 @@
 //! It owns the cluster side of a sandbox's life: creating its Pod, Secret and NetworkPolicy
 //! ([`manifest`]) and waiting until the Pod is ready or has failed for a reason a person can act on
 //! ([`status`]); deleting all three; listing managed Pods by label so a restarted `lap serve` adopts
-//! them; claiming a warm Pod with one label patch carrying a `resourceVersion` precondition (two
-//! servers racing for one Pod: exactly one wins, the other gets 409 and tries the next); late binding
+//! them; claiming a warm Pod the pool handed out with one label patch carrying a `resourceVersion`
+//! precondition (a Pod that changed since it was read — failed, or taken by another claimer — is
+//! never claimed by a stale decision: 409, read again, look afresh); late binding
 //! of a session's credentials into the Pod's vault sidecar (the Secret, then the sidecar's
 //! authenticated `PUT /binding`); byte streams to ports inside the Pod through the API server's
 //! port-forward, which needs no NodePort and works from a laptop against any cluster; and, over such
 //! a stream, the harness protocol's `start`, `wait`, `exec` and `attach` ([`harness`]); and a pod
-//! watcher ([`Kube::pod_states`]) for the reconciler.
+//! watcher ([`Kube::pod_states`]) whose failures and deletions feed the reconciler
+//! ([`Sandbox::events`]).
 //!
 //! What it deliberately does not own: session state (the reconciler writes that, from
 //! [`status::pod_state`]), and the vault itself, which runs in the Pod (`lap vault sidecar`). So
@@ -38,7 +40,8 @@ use serde_json::json;
 use self::manifest::{PodPlan, Resources, SecretData};
 use self::status::PodState;
 use super::{
-    AgentStart, ExecChunk, ExecSpec, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel, VaultPlacement,
+    AgentStart, ExecChunk, ExecSpec, Sandbox, SandboxChange, SandboxError, SandboxEvent, SandboxInfo, SandboxSpec,
+    TtyChannel, VaultPlacement,
 };
 pub use super::{BoundCredential, VaultBinding};
 
@@ -46,6 +49,8 @@ pub use super::{BoundCredential, VaultBinding};
 pub const READY_POLL: Duration = Duration::from_millis(500);
 /// How long a Pod may take to become ready by default (an image pull on a cold node is slow).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often a claim reads a warm Pod again after it changed under the claim.
+const CLAIM_ATTEMPTS: usize = 3;
 /// Largest response the vault's admin endpoint may send back (its kept records, a few MB at most).
 const MAX_ADMIN_RESPONSE: usize = 8 * 1024 * 1024;
 
@@ -217,66 +222,70 @@ impl Kube {
         }
     }
 
-    /// The state of sandbox `id`'s Pod, for the reconciler.
-    pub async fn state(&self, id: &str) -> Result<PodState, SandboxError> {
-        let pod = self.pods().get_opt(id).await.map_err(api_error)?;
-        Ok(pod.as_ref().map(status::pod_state).unwrap_or(PodState::Gone))
-    }
-
     /// Every change of a managed Pod, as its sandbox id and [`PodState`], from a kube-runtime watcher
-    /// (a list, then a watch from its resourceVersion, relisting when the watch expires). This is
+    /// (a list, then a watch from its resourceVersion, relisting when the watch expires, backing off
+    /// while the API server cannot be reached). This is
     /// what lets the reconciler turn an image-pull failure, a crash loop, an eviction or an OOM kill
     /// into a `failed` or `dead` session with a readable reason, without polling every Pod. A
     /// deleted Pod comes as [`PodState::Gone`].
     pub fn pod_states(
         &self,
     ) -> impl futures_util::Stream<Item = Result<(String, PodState), SandboxError>> + Send + 'static {
-        use ::kube::runtime::watcher;
+        use ::kube::runtime::{WatchStreamExt, watcher};
         use futures_util::StreamExt;
         let config = watcher::Config::default().labels(&manifest::managed_selector());
-        watcher::watcher(self.pods(), config).filter_map(|event| async move {
-            let (pod, gone) = match event {
-                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
-                Ok(watcher::Event::Delete(pod)) => (pod, true),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => return None,
-                Err(err) => return Some(Err(SandboxError::Backend(format!("the pod watch failed: {err}")))),
-            };
-            let id = pod.metadata.labels.as_ref()?.get(manifest::SANDBOX)?.clone();
-            let state = if gone { PodState::Gone } else { status::pod_state(&pod) };
-            Some(Ok((id, state)))
-        })
+        watcher::watcher(self.pods(), config)
+            .default_backoff()
+            .filter_map(|event| async move {
+                let (pod, gone) = match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+                    Ok(watcher::Event::Delete(pod)) => (pod, true),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => return None,
+                    Err(err) => return Some(Err(SandboxError::Backend(format!("the pod watch failed: {err}")))),
+                };
+                let id = pod.metadata.labels.as_ref()?.get(manifest::SANDBOX)?.clone();
+                let state = if gone { PodState::Gone } else { status::pod_state(&pod) };
+                Some(Ok((id, state)))
+            })
     }
 
-    /// Claims a ready warm sandbox of `harness_id` for `session_id`, or `None` when there is none.
+    /// Claims warm sandbox `id` for `session_id`: `true` when it is now labelled with the session,
+    /// `false` when it is not claimable (gone, not ready, or no longer warm).
     ///
     /// The claim is one JSON merge patch of the Pod's labels that carries the `resourceVersion` the
-    /// Pod was listed with: the API server applies it only if nobody changed the Pod since, so two
-    /// claimers never both win. A 409 means someone else did: the next candidate is tried.
-    pub async fn claim(&self, harness_id: &str, session_id: &str) -> Result<Option<SandboxInfo>, SandboxError> {
-        let warm = self
-            .pods()
-            .list(&ListParams::default().labels(&manifest::warm_selector(harness_id)))
-            .await
-            .map_err(api_error)?;
-        for pod in warm.items {
-            if status::pod_state(&pod) != PodState::Ready {
-                continue;
-            }
-            let (Some(name), Some(version)) = (pod.metadata.name.clone(), pod.metadata.resource_version.clone()) else {
-                continue;
+    /// Pod was read at: the API server applies it only if nobody changed the Pod since, so a Pod
+    /// that failed (its status changed) or that another claimer took is never claimed by a stale
+    /// decision. A 409 means it changed: it is read again and looked at afresh.
+    pub async fn claim_pod(&self, id: &str, session_id: &str) -> Result<bool, SandboxError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some(pod) = self.pods().get_opt(id).await.map_err(api_error)? else {
+                return Ok(false);
             };
-            let patch = claim_patch(&version, session_id);
+            let warm = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(manifest::WARM))
+                .is_some_and(|w| w == "true");
+            if !warm || status::pod_state(&pod) != PodState::Ready {
+                return Ok(false);
+            }
+            let Some(version) = pod.metadata.resource_version.as_deref() else {
+                return Ok(false);
+            };
+            let patch = claim_patch(version, session_id);
             match self
                 .pods()
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(id, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(claimed) => return Ok(info(&claimed, &self.config.namespace)),
-                Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => continue,
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(false),
                 Err(err) => return Err(api_error(err)),
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// Binds a session's credentials into sandbox `id`'s vault: into its Secret (so a restarted
@@ -581,6 +590,24 @@ impl Sandbox for Kube {
 
     fn vault_placement(&self) -> VaultPlacement {
         VaultPlacement::InSandbox
+    }
+
+    fn events(&self) -> Option<futures_util::stream::BoxStream<'static, Result<SandboxEvent, SandboxError>>> {
+        use futures_util::StreamExt;
+        let events = self.pod_states().filter_map(|state| async move {
+            let (id, change) = match state {
+                Ok((id, PodState::Failed { reason })) => (id, SandboxChange::Failed { reason }),
+                Ok((id, PodState::Gone)) => (id, SandboxChange::Gone),
+                Ok((_, PodState::Ready | PodState::Pending { .. })) => return None,
+                Err(err) => return Some(Err(err)),
+            };
+            Some(Ok(SandboxEvent { id, change }))
+        });
+        Some(events.boxed())
+    }
+
+    async fn claim(&self, id: &str, session_id: &str) -> Result<bool, SandboxError> {
+        self.claim_pod(id, session_id).await
     }
 
     async fn bind_vault(&self, id: &str, binding: &VaultBinding) -> Result<(), SandboxError> {

@@ -183,15 +183,6 @@ pub fn sandbox_selector(id: &str) -> String {
     format!("{MANAGED_BY}={MANAGER},{SANDBOX}={id}")
 }
 
-/// The label selector matching warm sandboxes of `harness_id`.
-pub fn warm_selector(harness_id: &str) -> String {
-    format!(
-        "{},{WARM}=true,{HARNESS}={}",
-        managed_selector(),
-        label_value(harness_id)
-    )
-}
-
 /// A label value (at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends) standing for `value`.
 pub fn label_value(value: &str) -> String {
     let cleaned: String = value
