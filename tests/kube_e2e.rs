@@ -1,11 +1,16 @@
-//! A session on `lap serve --backend kube`, end to end on one machine: the server (a real process)
-//! talks by kubeconfig to the in-process fake API server of `kube_fake`, which plays the kubelet by
-//! starting each pod's containers as real processes when the pod's Secret appears — the harness
-//! container as `lap harness --listen`, the vault container as `lap vault sidecar` with the CA and
-//! admin token from that Secret — and connects port-forwards to them. The session must reach
-//! `ready`, `lap exec` must run in it, and its credential must be bound in the sidecar: the stub is
-//! swapped for the real value toward its host only (a loopback HTTPS upstream; nothing leaves
-//! 127.0.0.1), and the sidecar's records reach the session's egress log.
+//! Sessions on `lap serve --backend kube`, end to end on one machine: the server (a real process)
+//! talks by kubeconfig to the in-process fake API server of `kube_fake`, and the test plays the
+//! kubelet: when a pod's Secret appears it starts the pod's containers as real processes — the
+//! harness container as `lap harness --listen`, the vault container as `lap vault sidecar` with the
+//! CA and admin token from that Secret — connects port-forwards to them, and reports a container
+//! that exits in the pod's status, as a kubelet would. On that, the scenarios the local backend
+//! passes: a session becomes `ready`, `lap exec` runs in it, its credential is swapped in the
+//! sidecar toward its host only (a loopback HTTPS upstream; nothing leaves 127.0.0.1) and the
+//! sidecar's records reach the egress log, exactly once across a restart of `lap serve`; a person
+//! attaches with `lap <agent>` in tmux, types, resizes, and the agent's exit ends the session; the
+//! warm pool's pod is claimed by a label patch and replaced; and pods that fail (OOM kill, a crash,
+//! an image that cannot be pulled, deletion behind lap's back, a warm pod evicted) end their
+//! sessions, or leave the pool, with the reason.
 
 mod kube_fake;
 mod support;
@@ -14,14 +19,15 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use kube_fake::FakeApi;
 use lap::sandbox::kube::manifest;
 use lap::vault::ca::CertificateAuthority;
-use serde_json::Value;
+use serde_json::{Value, json};
+use support::tmux::Tmux;
 use support::upstream::upstream;
 use support::{Home, TestServer};
 
@@ -29,13 +35,19 @@ const LAP: &str = env!("CARGO_BIN_EXE_lap");
 const REAL: &str = "ghp_real_value_kube_e2e";
 const WAIT: Duration = Duration::from_secs(60);
 
+fn has_line(screen: &str, line: &str) -> bool {
+    screen.lines().any(|l| l.trim_end() == line)
+}
+
 /// The processes the fake kubelet started, killed when the test ends.
 #[derive(Default)]
 struct Containers {
     children: Vec<Child>,
     dirs: Vec<tempfile::TempDir>,
-    /// Each pod's vault proxy address, by pod name.
-    proxies: Vec<(String, SocketAddr)>,
+    /// Each pod's vault proxy address and the CA certificate its vault signs with, by pod name.
+    proxies: Vec<(String, SocketAddr, PathBuf)>,
+    /// Each pod's harness process id, by pod name.
+    harnesses: Vec<(String, u32)>,
 }
 
 impl Drop for Containers {
@@ -90,7 +102,13 @@ struct Upstream {
 }
 
 /// Starts one pod's harness and vault containers; returns where its harness and admin ports are.
-fn run_pod(pod: &Value, secret: &Value, upstream: &Upstream, containers: &Mutex<Containers>) -> Vec<(u16, SocketAddr)> {
+fn run_pod(
+    pod: &Value,
+    secret: &Value,
+    upstream: &Upstream,
+    api: &FakeApi,
+    containers: &Weak<Mutex<Containers>>,
+) -> Vec<(u16, SocketAddr)> {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");
     std::fs::create_dir_all(&ca_dir).unwrap();
@@ -143,16 +161,60 @@ fn run_pod(pod: &Value, secret: &Value, upstream: &Upstream, containers: &Mutex<
         .args(["harness", "--listen", "127.0.0.1:0", "--home"])
         .arg(dir.path().join("home"))
         .env_clear()
-        .env("PATH", &path);
+        .env("PATH", &path)
+        .env("TERM", "screen");
     let (harness, line) = spawn_reporting(harness);
     let harness_addr = addr_after(&line, "listening on ");
 
     let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
-    let mut containers = containers.lock().unwrap();
-    containers.children.extend([vault, harness]);
-    containers.dirs.push(dir);
-    containers.proxies.push((name, proxy));
+    let pid = harness.id();
+    let Some(containers) = containers.upgrade() else {
+        return Vec::new();
+    };
+    {
+        let mut containers = containers.lock().unwrap();
+        containers.children.extend([vault, harness]);
+        containers
+            .proxies
+            .push((name.clone(), proxy, ca_dir.join(manifest::keys::CA_CERT)));
+        containers.dirs.push(dir);
+        containers.harnesses.push((name.clone(), pid));
+    }
+    report_exit(api.clone(), Arc::downgrade(&containers), name, pid);
     vec![(manifest::HARNESS_PORT, harness_addr), (manifest::ADMIN_PORT, admin)]
+}
+
+/// The kubelet's part after start: when a pod's harness process exits, the pod's status says so
+/// (the container terminated with its exit code, 128 + the signal for a killed one), as a
+/// kubelet's status update would. Stops when the pod or the test is gone.
+fn report_exit(api: FakeApi, containers: Weak<Mutex<Containers>>, pod: String, pid: u32) {
+    use std::os::unix::process::ExitStatusExt;
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let Some(object) = api.get("pods", &pod) else {
+                return;
+            };
+            let Some(containers) = containers.upgrade() else {
+                return;
+            };
+            let exited = {
+                let mut containers = containers.lock().unwrap();
+                let Some(child) = containers.children.iter_mut().find(|c| c.id() == pid) else {
+                    return;
+                };
+                child.try_wait().ok().flatten()
+            };
+            if let Some(exit) = exited {
+                let code = exit.code().unwrap_or_else(|| 128 + exit.signal().unwrap_or(0));
+                let mut status = kube_fake::ready_status(&object);
+                status["containerStatuses"][0]["ready"] = json!(false);
+                status["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": code, "reason": "Error"}});
+                api.set_pod_status(&pod, status);
+                return;
+            }
+        }
+    });
 }
 
 fn kubeconfig(dir: &Path, api_url: &str) -> PathBuf {
@@ -170,67 +232,176 @@ fn kubeconfig(dir: &Path, api_url: &str) -> PathBuf {
     path
 }
 
-fn lap_json(home: &Home, args: &[&str]) -> Value {
-    home.lap().env("GITHUB_TOKEN", REAL).run(args).success().json()
+/// A fake cluster with a playing kubelet, a loopback HTTPS upstream (`api.github.test`,
+/// `api.other.test`), and a real `lap serve --backend kube` on it.
+struct Cluster {
+    api: FakeApi,
+    api_url: String,
+    containers: Arc<Mutex<Containers>>,
+    /// What the upstream received.
+    seen: Arc<Mutex<Vec<support::upstream::Seen>>>,
+    upstream_port: u16,
+    home: Home,
+    server: TestServer,
+    _dir: tempfile::TempDir,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_session_on_the_kube_backend_becomes_ready_runs_commands_and_swaps_its_credential_in_the_sidecar() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
-    let ca_pem = dir.path().join("upstream-ca.pem");
-    std::fs::write(&ca_pem, public_ca.cert_pem()).unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let upstream_port = upstream(public_ca, seen.clone(), true).await;
-    let upstream = Upstream {
-        port: upstream_port,
-        ca_pem,
-    };
-    let (api, api_url) = FakeApi::start().await;
-    let containers = Arc::new(Mutex::new(Containers::default()));
-    let kubelet = containers.clone();
-    api.run_pods_with(move |pod, secret| run_pod(pod, secret, &upstream, &kubelet));
+impl Cluster {
+    async fn start(serve_args: &[&str]) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
+        let ca_pem = dir.path().join("upstream-ca.pem");
+        std::fs::write(&ca_pem, public_ca.cert_pem()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let upstream_port = upstream(public_ca, seen.clone(), true).await;
+        let upstream = Upstream {
+            port: upstream_port,
+            ca_pem,
+        };
+        let (api, api_url) = FakeApi::start().await;
+        let containers = Arc::new(Mutex::new(Containers::default()));
+        let (kubelet, kubelet_api) = (Arc::downgrade(&containers), api.clone());
+        api.run_pods_with(move |pod, secret| run_pod(pod, secret, &upstream, &kubelet_api, &kubelet));
+        let home = Home::new();
+        let config = kubeconfig(dir.path(), &api_url);
+        // Blocking calls on this worker are fine: the fake API server answers on the others.
+        let server = TestServer::start_kube(&home, &config, serve_args);
+        Self {
+            api,
+            api_url,
+            containers,
+            seen,
+            upstream_port,
+            home,
+            server,
+            _dir: dir,
+        }
+    }
 
-    let home = Home::new();
-    let config = kubeconfig(dir.path(), &api_url);
-    // Blocking calls on this worker are fine: the fake API server answers on the others.
-    let server = TestServer::start_kube(&home, &config, ["--warm-pool-size", "0"]);
+    fn lap_json(&self, args: &[&str]) -> Value {
+        self.home.lap().env("GITHUB_TOKEN", REAL).run(args).success().json()
+    }
 
-    lap_json(
-        &home,
-        &[
+    fn create_agent(&self, name: &str) {
+        self.lap_json(&[
             "--json",
             "agents",
             "create",
-            "coder",
+            name,
             "--harness",
             "shell",
             "--credential",
             "GITHUB_TOKEN@api.github.test",
-        ],
-    );
-    let session = lap_json(&home, &["--json", "sessions", "create", "coder"]);
-    let id = session["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + WAIT;
-    let shown = loop {
-        let shown = lap_json(&home, &["--json", "sessions", "show", &id]);
-        if shown["status"] != "creating" {
-            break shown;
+        ]);
+    }
+
+    fn show(&self, id: &str) -> Value {
+        self.lap_json(&["--json", "sessions", "show", id])
+    }
+
+    /// Polls session `id` until `done` holds; returns it.
+    async fn session_until(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let shown = self.show(id);
+            if done(&shown) {
+                return shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session {id} never got {what}: {shown}\n{}",
+                self.server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() < deadline, "the session is still creating: {shown}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(shown["status"], "ready", "{shown}\n{}", server.log());
-    let url = shown["sandbox_url"].as_str().unwrap();
-    let pod = url
-        .strip_prefix("kube://lap/")
-        .unwrap_or_else(|| panic!("{shown}"))
-        .to_owned();
-    assert!(api.names("pods").contains(&pod), "{:?}", api.names("pods"));
+    }
+
+    /// Creates a session of `agent` and waits until it is `ready`; returns its id and pod.
+    async fn ready_session(&self, agent: &str) -> (String, String) {
+        let session = self.lap_json(&["--json", "sessions", "create", agent]);
+        let id = session["id"].as_str().unwrap().to_owned();
+        let shown = self.session_until(&id, "settled", |s| s["status"] != "creating").await;
+        assert_eq!(shown["status"], "ready", "{shown}\n{}", self.server.log());
+        (id, pod_of(&shown))
+    }
+
+    /// Polls the fake API until `done` holds of the pods' names.
+    async fn pods_until(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let pods = self.api.names("pods");
+            if done(&pods) {
+                return pods;
+            }
+            assert!(Instant::now() < deadline, "the pods never got {what}: {pods:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The pod's vault proxy and the CA certificate it signs with.
+    fn proxy_of(&self, pod: &str) -> (SocketAddr, PathBuf) {
+        let containers = self.containers.lock().unwrap();
+        let (_, proxy, ca) = containers.proxies.iter().find(|(name, ..)| name == pod).unwrap();
+        (*proxy, ca.clone())
+    }
+
+    /// `curl` in session `id` through its pod's vault to `host`: the HTTP status.
+    fn curl(&self, id: &str, pod: &str, host: &str) -> String {
+        let (proxy, vault_ca) = self.proxy_of(pod);
+        let curl = format!(
+            "curl -sS -o /dev/null -w '%{{http_code}}' --proxy http://{proxy} --cacert {} \
+             -H \"Authorization: Bearer $GITHUB_TOKEN\" https://{host}:{}/user",
+            vault_ca.display(),
+            self.upstream_port,
+        );
+        let out = self.home.lap().run(["exec", id, "--", "sh", "-c", &curl]);
+        assert_eq!(out.code, 0, "{out}");
+        out.stdout
+    }
+
+    /// Session `id`'s egress log once it holds at least `n` records.
+    async fn egress(&self, id: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let records = self.lap_json(&["--json", "sessions", "egress", id]);
+            let records = records.as_array().unwrap().clone();
+            if records.len() >= n {
+                return records;
+            }
+            assert!(Instant::now() < deadline, "the egress log stayed short: {records:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The kube API as `kubectl` would use it, namespace `lap`.
+    fn pods(&self) -> kube::Api<k8s_openapi::api::core::v1::Pod> {
+        kube::Api::namespaced(FakeApi::client(&self.api_url), "lap")
+    }
+}
+
+fn pod_of(shown: &Value) -> String {
+    let url = shown["sandbox_url"].as_str().unwrap_or_default();
+    url.strip_prefix("kube://lap/")
+        .unwrap_or_else(|| panic!("not a kube sandbox: {shown}"))
+        .to_owned()
+}
+
+fn oom_killed() -> Value {
+    json!({"phase": "Running", "containerStatuses": [{"name": "harness", "ready": false,
+        "restartCount": 0, "image": "lap-sandbox:dev", "imageID": "",
+        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_on_the_kube_backend_becomes_ready_runs_commands_and_swaps_its_credential_in_the_sidecar() {
+    let cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("coder");
+    let (id, pod) = cluster.ready_session("coder").await;
+    assert!(cluster.api.names("pods").contains(&pod));
 
     // `lap exec` runs in the pod's harness, with the session's environment: the stub, never the value.
-    let out = home.lap().run([
+    let out = cluster.home.lap().run([
         "exec",
         &id,
         "--",
@@ -244,61 +415,28 @@ async fn a_session_on_the_kube_backend_becomes_ready_runs_commands_and_swaps_its
     assert_eq!(out.stderr, "oops\n", "{out}");
 
     // The binding went into the pod's Secret and, live, into its sidecar.
-    let secret = api.get("secrets", &format!("{pod}-vault")).unwrap();
+    let secret = cluster.api.get("secrets", &format!("{pod}-vault")).unwrap();
     let binding: Value = serde_json::from_slice(&secret_file(&secret, manifest::keys::BINDING)).unwrap();
     assert_eq!(binding["credentials"][0]["stub"], stub.as_str());
     assert_eq!(binding["credentials"][0]["value"], REAL);
 
     // Through the sidecar's proxy: swapped toward the bound host; toward another the stub is
     // refused by the vault and reaches nothing.
-    let (proxy, vault_ca) = {
-        let containers = containers.lock().unwrap();
-        let proxy = containers.proxies.iter().find(|(name, _)| *name == pod).unwrap().1;
-        (
-            proxy,
-            containers
-                .dirs
-                .last()
-                .unwrap()
-                .path()
-                .join("ca")
-                .join(manifest::keys::CA_CERT),
-        )
-    };
-    let status_of = |host: &str| {
-        let curl = format!(
-            "curl -sS -o /dev/null -w '%{{http_code}}' --proxy http://{proxy} --cacert {} \
-             -H \"Authorization: Bearer $GITHUB_TOKEN\" https://{host}:{upstream_port}/user",
-            vault_ca.display(),
-        );
-        let out = home.lap().run(["exec", &id, "--", "sh", "-c", &curl]);
-        assert_eq!(out.code, 0, "{out}");
-        out.stdout
-    };
-    assert_eq!(status_of("api.github.test"), "200");
-    assert_eq!(status_of("api.other.test"), "403");
+    assert_eq!(cluster.curl(&id, &pod, "api.github.test"), "200");
+    assert_eq!(cluster.curl(&id, &pod, "api.other.test"), "403");
     {
-        let seen = seen.lock().unwrap();
+        let seen = cluster.seen.lock().unwrap();
         assert_eq!(seen.len(), 1, "api.other.test must receive nothing: {seen:?}");
         assert!(seen[0].host.starts_with("api.github.test"), "{seen:?}");
         assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {REAL}").as_str()));
     }
 
     // The sidecar's records reach the session's egress log.
-    let deadline = Instant::now() + WAIT;
-    let records = loop {
-        let records = lap_json(&home, &["--json", "sessions", "egress", &id]);
-        if records.as_array().is_some_and(|r| r.len() >= 2) {
-            break records;
-        }
-        assert!(Instant::now() < deadline, "the egress log stayed short: {records}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let records = records.as_array().unwrap();
+    let records = cluster.egress(&id, 2).await;
     assert_eq!(records.len(), 2, "{records:?}");
     assert_eq!(
         (records[0]["host"].as_str(), &records[0]["swapped"]),
-        (Some("api.github.test"), &serde_json::json!(["GITHUB_TOKEN"]))
+        (Some("api.github.test"), &json!(["GITHUB_TOKEN"]))
     );
     assert_eq!(records[1]["host"], "api.other.test");
     assert!(
@@ -307,7 +445,226 @@ async fn a_session_on_the_kube_backend_becomes_ready_runs_commands_and_swaps_its
         records[1]
     );
     assert!(!serde_json::to_string(&records).unwrap().contains(REAL));
-    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_server_adopts_the_pod_and_keeps_each_sidecar_record_once() {
+    let mut cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("coder");
+    let (id, pod) = cluster.ready_session("coder").await;
+    assert_eq!(cluster.curl(&id, &pod, "api.github.test"), "200");
+    assert_eq!(cluster.egress(&id, 1).await.len(), 1);
+
+    // kill -9, start again: the session is adopted, its vault re-bound, and the pull goes on from
+    // the record it had kept — the sidecar still holds that one, and it is not logged again.
+    cluster.server.restart();
+    let shown = cluster.show(&id);
+    assert_eq!(shown["status"], "ready", "{shown}\n{}", cluster.server.log());
+    assert_eq!(cluster.curl(&id, &pod, "api.github.test"), "200");
+    let records = cluster.egress(&id, 2).await;
+    // Give a duplicate time to arrive: the pull runs every second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let records_later = cluster.egress(&id, 2).await;
+    assert_eq!(records_later.len(), 2, "{records_later:?}");
+    assert_eq!(records, records_later);
+    assert_eq!(cluster.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_attaches_to_a_kube_session_in_tmux_types_resizes_and_the_agents_exit_ends_it() {
+    let cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("coder");
+    let lap = format!("{} {LAP}", cluster.home.env_words());
+    let tmux = Tmux::shell("kube-person", (100, 30), "");
+    tmux.keys(&format!("{lap} coder; echo LAP-EXIT=$?\n"));
+    tmux.keys("echo $((6 * 7))x; stty size\n");
+    tmux.until("the agent's answer and the pane's size", |s| {
+        has_line(s, "42x") && has_line(s, "30 100")
+    });
+    let sessions = cluster.lap_json(&["--json", "sessions", "list"]);
+    let id = sessions[0]["id"].as_str().unwrap().to_owned();
+    let pod = pod_of(&cluster.show(&id));
+
+    // SIGWINCH reaches `lap`, which resizes the pod's PTY through the port-forward.
+    tmux.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        tmux.keys("clear; stty size\n");
+        let screen = tmux.until("stty's answer after a clear", |s| {
+            !s.contains("clear; stty size")
+                && s.lines()
+                    .any(|l| l.trim().split(' ').count() == 2 && l.trim().split(' ').all(|n| n.parse::<u16>().is_ok()))
+        });
+        if has_line(&screen, "40 120") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the PTY never took 40x120:\n{screen}");
+    }
+
+    // The agent's exit is `lap`'s exit code, and it ends the session and its pod.
+    tmux.keys("exit 5\n");
+    tmux.until("lap's exit code", |s| s.contains("LAP-EXIT=5"));
+    let shown = cluster.session_until(&id, "dead", |s| s["status"] == "dead").await;
+    assert_eq!(shown["failure_reason"], "the agent exited with code 5", "{shown}");
+    cluster
+        .pods_until("the session's pod gone", |pods| !pods.contains(&pod))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_pod_is_claimed_by_label_patch_and_the_pool_makes_the_next() {
+    let cluster = Cluster::start(&["--warm-pool-size", "1"]).await;
+    cluster.create_agent("coder");
+    // The pool warms for the harness in use: one pod labelled warm, with no session.
+    let warm = cluster.pods_until("a warm pod", |pods| pods.len() == 1).await[0].clone();
+    let warm_ready = || {
+        let warm = cluster.lap_json(&["--json", "admin", "stats"]);
+        warm["warm_pool"]["ready"] == 1
+    };
+    let deadline = Instant::now() + WAIT;
+    while !warm_ready() {
+        assert!(Instant::now() < deadline, "the warm pod never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let labels = cluster.api.get("pods", &warm).unwrap()["metadata"]["labels"].clone();
+    assert_eq!(labels[manifest::WARM], "true");
+    assert!(labels.get(manifest::SESSION).is_none(), "{labels}");
+
+    // A session claims it, ready at once, and the claim is on the pod's labels.
+    let session = cluster.lap_json(&["--json", "sessions", "create", "coder"]);
+    assert_eq!(session["status"], "ready", "{session}");
+    let id = session["id"].as_str().unwrap();
+    assert_eq!(pod_of(&session), warm);
+    let labels = cluster.api.get("pods", &warm).unwrap()["metadata"]["labels"].clone();
+    assert_eq!(labels[manifest::WARM], "false");
+    assert_eq!(labels[manifest::SESSION], id);
+    assert!(
+        cluster
+            .api
+            .seen()
+            .iter()
+            .any(|l| l == &format!("PATCH /api/v1/namespaces/lap/pods/{warm}")),
+        "the claim is a patch of the pod"
+    );
+
+    // The session has its stub bound late, and works.
+    assert_eq!(cluster.curl(id, &warm, "api.github.test"), "200");
+    let auth = cluster.seen.lock().unwrap()[0]
+        .header("authorization")
+        .map(str::to_owned);
+    assert_eq!(auth.as_deref(), Some(format!("Bearer {REAL}").as_str()));
+    // And the pool makes the next warm pod.
+    cluster.pods_until("a new warm pod", |pods| pods.len() == 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_that_fail_end_their_sessions_with_the_reason_and_are_deleted() {
+    let cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("coder");
+
+    // The kubelet reports an OOM kill.
+    let (oom, oom_pod) = cluster.ready_session("coder").await;
+    cluster.api.set_pod_status(&oom_pod, oom_killed());
+    let shown = cluster.session_until(&oom, "dead", |s| s["status"] == "dead").await;
+    assert_eq!(
+        shown["failure_reason"],
+        "the sandbox failed: container `harness` ran out of memory (OOMKilled); raise the agent's memory limit"
+    );
+    cluster
+        .pods_until("the OOM-killed pod gone", |pods| !pods.contains(&oom_pod))
+        .await;
+
+    // The harness process crashes (kill -9); the kubelet says it exited.
+    let (crashed, crashed_pod) = cluster.ready_session("coder").await;
+    let pid = {
+        let containers = cluster.containers.lock().unwrap();
+        containers
+            .harnesses
+            .iter()
+            .find(|(pod, _)| *pod == crashed_pod)
+            .unwrap()
+            .1
+    };
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let shown = cluster.session_until(&crashed, "dead", |s| s["status"] == "dead").await;
+    assert_eq!(
+        shown["failure_reason"],
+        "the sandbox failed: container `harness` exited with code 137"
+    );
+    cluster
+        .pods_until("the crashed pod gone", |pods| !pods.contains(&crashed_pod))
+        .await;
+
+    // Someone deletes the pod behind lap's back (`kubectl delete pod`).
+    let (deleted, deleted_pod) = cluster.ready_session("coder").await;
+    cluster.pods().delete(&deleted_pod, &Default::default()).await.unwrap();
+    let shown = cluster.session_until(&deleted, "dead", |s| s["status"] == "dead").await;
+    assert_eq!(shown["failure_reason"], "the sandbox was deleted outside lap");
+    assert!(
+        cluster
+            .api
+            .names("secrets")
+            .iter()
+            .all(|s| !s.starts_with(&deleted_pod))
+    );
+
+    // The image cannot be pulled: the session fails with the registry's message, nothing is left.
+    cluster
+        .api
+        .new_pods_get(json!({"phase": "Pending", "containerStatuses": [{"name": "harness",
+        "ready": false, "restartCount": 0, "image": "lap-sandbox:dev", "imageID": "",
+        "state": {"waiting": {"reason": "ErrImagePull", "message": "pull access denied for lap-sandbox"}}}]}));
+    let out = cluster.home.lap().run(["sessions", "create", "coder"]);
+    assert_eq!(out.code, 1, "{out}");
+    let reason = "cannot pull the image of container `harness` (ErrImagePull): pull access denied for lap-sandbox";
+    assert!(out.stderr.contains(reason), "{out}");
+    let sessions = cluster.lap_json(&["--json", "sessions", "list"]);
+    let failed: Vec<&Value> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{sessions}");
+    let shown = cluster.show(failed[0]["id"].as_str().unwrap());
+    assert_eq!(shown["failure_reason"], format!("the sandbox backend failed: {reason}"));
+    cluster.pods_until("no pods", <[String]>::is_empty).await;
+    assert!(cluster.api.names("secrets").is_empty() && cluster.api.names("networkpolicies").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_pod_that_is_evicted_leaves_the_pool_and_is_replaced() {
+    let cluster = Cluster::start(&["--warm-pool-size", "1"]).await;
+    cluster.create_agent("coder");
+    let warm = cluster.pods_until("a warm pod", |pods| pods.len() == 1).await[0].clone();
+    let stats = || cluster.lap_json(&["--json", "admin", "stats"]);
+    let deadline = Instant::now() + WAIT;
+    while stats()["warm_pool"]["ready"] != 1 {
+        assert!(Instant::now() < deadline, "the warm pod never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.api.set_pod_status(
+        &warm,
+        json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
+    );
+    let pods = cluster
+        .pods_until("the evicted pod replaced", |pods| pods.len() == 1 && pods[0] != warm)
+        .await;
+    // The new one is what a session gets.
+    let deadline = Instant::now() + WAIT;
+    while stats()["warm_pool"]["ready"] != 1 {
+        assert!(Instant::now() < deadline, "the new warm pod never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let session = cluster.lap_json(&["--json", "sessions", "create", "coder"]);
+    assert_eq!(session["status"], "ready", "{session}");
+    assert_eq!(pod_of(&session), pods[0]);
 }
 
 /// A real `lap harness --listen` on the host's loopback, with its home in `home`.

@@ -201,15 +201,15 @@ impl FakeApi {
 
     fn change(&self, resource: &str, name: &str, f: impl FnOnce(&mut Value)) {
         let mut inner = self.inner.lock().unwrap();
-        inner.version += 1;
-        let version = inner.version;
-        let object = inner
-            .objects
-            .get_mut(&(resource.to_owned(), name.to_owned()))
-            .expect("no such object");
+        let version = inner.version + 1;
+        // Gone already (deleted while a kubelet was reporting on it): nothing to change.
+        let Some(object) = inner.objects.get_mut(&(resource.to_owned(), name.to_owned())) else {
+            return;
+        };
         f(object);
         object["metadata"]["resourceVersion"] = json!(version.to_string());
         let object = object.clone();
+        inner.version = version;
         inner.events.push((version, resource.to_owned(), "MODIFIED", object));
         drop(inner);
         self.changed.notify_waiters();
