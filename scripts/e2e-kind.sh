@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # End to end against a real kind cluster: brings the cluster up (scripts/kind-up.sh), runs
-# `lap serve --backend kube` against it and walks a session through its life — the API server is
-# reachable (`GET /api/v1/health/k8s`), an agent's session becomes `ready` in a sandbox pod with its
-# Secret and NetworkPolicy, a command runs in it, a restart of `lap serve` adopts the pod, and deleting
-# the session deletes every object. Without Docker or kind it says loudly that it skipped, and exits
-# 0: this project's CI machines have neither (see README, "Kubernetes backend").
+# `lap serve --backend kube` against it and walks the scenarios tests/kube_e2e.rs runs against the
+# fake API server: the API server is reachable (`GET /api/v1/health/k8s`); an agent's session becomes
+# `ready` in a sandbox pod with its Secret and NetworkPolicy; a command runs in it as the sandbox
+# user, seeing a stub where the credential is and no Secret or service-account token; a restart of
+# `lap serve` adopts the pod; `lap <agent>` attaches (piped) and the agent's exit ends the session
+# and deletes its objects; a warm pod is claimed by its label patch; a pod deleted behind lap's back
+# ends its session with the reason; deleting a session deletes every object. The credential is a
+# made-up value bound to a host nothing here talks to: no request leaves the cluster.
+#
+# Without Docker or kind it says loudly that it skipped, and exits 0: this project's CI machines have
+# neither (see README, "Kubernetes backend").
 #
 # Environment: LAP_KIND_CLUSTER (default `lap`), LAP_E2E_KEEP=1 to keep the cluster afterwards.
 set -euo pipefail
@@ -40,55 +46,103 @@ cleanup() {
 trap cleanup EXIT
 lap=${CARGO_TARGET_DIR:-target}/release/lap
 key=e2e-kind-master-key-$RANDOM$RANDOM
+real=ghp_e2e_kind_not_a_real_token_$RANDOM$RANDOM
 port=3939
 base=http://127.0.0.1:$port
+mkdir -p "$work/home"
 
+# `lap serve` with ARGS after the common ones (e.g. `--warm-pool-size 1`).
 start_serve() {
   LAP_MASTER_KEY=$key "$lap" serve --backend kube --kube-context "$context" --kube-namespace lap \
-    --listen 127.0.0.1:$port --data-dir "$work/data" --warm-pool-size 0 2>>"$work/serve.log" &
+    --listen 127.0.0.1:$port --data-dir "$work/data" "$@" 2>>"$work/serve.log" &
   serve_pid=$!
   for _ in $(seq 100); do curl -fs "$base/api/v1/health" >/dev/null 2>&1 && return 0; sleep 0.2; done
   cat "$work/serve.log" >&2
   die "lap serve did not start"
 }
 stop_serve() { kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true; serve_pid=; }
-api() { curl -fsS -H "Authorization: Bearer $key" -H 'Content-Type: application/json' "$@"; }
+# The lap CLI as a user of this server, in a home of its own.
+cli() {
+  env -i PATH="$PATH" HOME="$work/home" LAP_URL="$base" LAP_MASTER_KEY="$key" LAP_CREDENTIAL_STORE=file \
+    GITHUB_TOKEN="$real" "$lap" "$@"
+}
 fail() { cat "$work/serve.log" >&2; kubectl get pods,secrets,networkpolicies -o wide >&2 || true; die "$1"; }
+show() { cli --json sessions show "$1" | jq -r ".$2"; }
+# Waits until session $1's status is $2.
+await_status() {
+  for _ in $(seq 120); do [ "$(show "$1" status)" = "$2" ] && return 0; sleep 1; done
+  fail "session $1 is \`$(show "$1" status)\`, not \`$2\`: $(show "$1" failure_reason)"
+}
+pod_of() { kubectl get pods -l "lap.dev/session=$1" -o jsonpath='{.items[0].metadata.name}'; }
+# Waits until nothing labelled with sandbox $1 is left.
+await_gone() {
+  for _ in $(seq 60); do
+    [ -z "$(kubectl get pods,secrets,networkpolicies -l "lap.dev/sandbox=$1" -o name)" ] && return 0
+    sleep 1
+  done
+  fail "objects of $1 are left"
+}
 
-start_serve
+start_serve --warm-pool-size 0
 say "GET /api/v1/health/k8s"
 curl -fsS "$base/api/v1/health/k8s" | jq -e '.ok == true' >/dev/null || fail "the API server is not reachable"
 
 say "an agent and a session"
-agent=$(api -X POST "$base/api/v1/managed_agents/agents" -d '{"name":"e2e-kind","harness_id":"shell"}' | jq -r .id)
-session=$(api -X POST "$base/api/v1/managed_agents/agents/$agent/session" -d '{}' | jq -r .id)
-status=
-for _ in $(seq 300); do
-  status=$(api "$base/api/v1/managed_agents/sessions/$session" | jq -r .status)
-  [ "$status" = ready ] || [ "$status" = failed ] && break
-  sleep 1
-done
-[ "$status" = ready ] || fail "the session is \`$status\`: $(api "$base/api/v1/managed_agents/sessions/$session" | jq -r .failure_reason)"
-sandbox=$(kubectl get pods -l "lap.dev/session=$session" -o jsonpath='{.items[0].metadata.name}')
+cli agents create e2e-kind --harness shell --credential GITHUB_TOKEN@api.github.com >/dev/null
+session=$(cli sessions create e2e-kind --timeout 300) || fail "the session did not become ready"
+sandbox=$(pod_of "$session")
 [ -n "$sandbox" ] || fail "no pod is labelled with the session"
 kubectl get secret "$sandbox-vault" >/dev/null || fail "the sandbox has no Secret"
 kubectl get networkpolicy "$sandbox-egress" >/dev/null || fail "the sandbox has no NetworkPolicy"
 
-say "a command in the sandbox"
-out=$(api -X POST "$base/api/v1/managed_agents/sessions/$session/exec" -d '{"command":["id","-u"]}' |
-  jq -r 'select(.stdout) | .stdout' | while read -r chunk; do printf %s "$chunk" | base64 -d; done | tr -d '\n')
-[ "$out" = 1000 ] || fail "exec answered \`$out\`"
+say "a command in the sandbox: the sandbox user, a stub, no Secret, no service-account token"
+[ "$(cli exec "$session" -- id -u)" = 1000 ] || fail "exec does not run as the sandbox user"
+stub=$(cli exec "$session" -- printenv GITHUB_TOKEN)
+case $stub in stub_*) ;; *) fail "GITHUB_TOKEN in the sandbox is \`$stub\`, not a stub" ;; esac
+cli exec "$session" -- sh -c 'test ! -e /var/run/secrets/kubernetes.io/serviceaccount' ||
+  fail "the harness container has a service-account token"
+cli exec "$session" -- sh -c "! grep -rqsF -- '$real' /etc /work /tmp /var/run /proc/self/environ" ||
+  fail "the real credential is readable in the harness container"
 
 say "a restarted lap serve adopts the pod"
 stop_serve
-start_serve
-[ "$(api "$base/api/v1/managed_agents/sessions/$session" | jq -r .status)" = ready ] || fail "the session did not survive the restart"
+start_serve --warm-pool-size 0
+[ "$(show "$session" status)" = ready ] || fail "the session did not survive the restart"
 
-say "deleting the session deletes every object"
-api -X DELETE "$base/api/v1/managed_agents/sessions/$session" >/dev/null
-for _ in $(seq 60); do
-  [ -z "$(kubectl get pods,secrets,networkpolicies -l "lap.dev/sandbox=$sandbox" -o name)" ] && break
+say "lap <agent> attaches; the agent's exit ends the session and deletes its pod"
+set +e
+out=$(printf 'echo e2e-$((6 * 7))\nexit 7\n' | cli e2e-kind 2>&1)
+code=$?
+set -e
+[ "$code" = 7 ] || fail "lap e2e-kind exited with $code, not the agent's 7: $out"
+case $out in *e2e-42*) ;; *) fail "the agent's output did not come back: $out" ;; esac
+await_status "$session" dead
+[ "$(show "$session" failure_reason)" = "the agent exited with code 7" ] || fail "dead for another reason"
+await_gone "$sandbox"
+
+say "a warm pod is claimed by its label patch"
+stop_serve
+start_serve --warm-pool-size 1
+warm=
+for _ in $(seq 300); do
+  warm=$(kubectl get pods -l lap.dev/warm=true -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)
+  [ -n "$warm" ] && [ "$(cli --json admin stats | jq -r .warm_pool.ready)" = 1 ] && break
   sleep 1
 done
-[ -z "$(kubectl get pods,secrets,networkpolicies -l "lap.dev/sandbox=$sandbox" -o name)" ] || fail "objects of $sandbox are left"
+[ -n "$warm" ] || fail "no warm pod appeared"
+claimed=$(cli sessions create e2e-kind)
+[ "$(pod_of "$claimed")" = "$warm" ] || fail "the session did not claim the warm pod $warm"
+[ "$(kubectl get pod "$warm" -o jsonpath='{.metadata.labels.lap\.dev/warm}')" = false ] ||
+  fail "the claimed pod is still labelled warm"
+
+say "a pod deleted behind lap's back ends its session"
+kubectl delete pod "$warm" --wait=false >/dev/null
+await_status "$claimed" dead
+[ "$(show "$claimed" failure_reason)" = "the sandbox was deleted outside lap" ] || fail "dead for another reason"
+
+say "deleting a session deletes every object"
+other=$(cli sessions create e2e-kind --timeout 300) || fail "the session did not become ready"
+sandbox=$(pod_of "$other")
+cli sessions delete "$other" >/dev/null
+await_gone "$sandbox"
 say "e2e-kind passed"
