@@ -113,6 +113,7 @@ fn config() -> KubeConfig {
         ca_key_pem: lap::secret::Secret::new("CA KEY"),
         ca_bundle_pem: "ROOTS + CA CERT".into(),
         ready_timeout: Duration::from_secs(30),
+        reach: lap::sandbox::kube::Reach::PortForward,
     }
 }
 
@@ -505,11 +506,12 @@ async fn a_restarted_server_adopts_managed_pods_by_label() {
 async fn bind_writes_the_secret_then_dials_the_vault_admin_port_through_port_forward() {
     use base64::Engine;
     let token = base64::engine::general_purpose::STANDARD.encode("the-admin-token");
+    let harness_token = base64::engine::general_purpose::STANDARD.encode("the-harness-token");
     let (client, mock) = Mock::start(move |seen| match seen.method.clone() {
         Method::PATCH => (
             StatusCode::OK,
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lap-x-vault"},
-                   "data": {manifest::keys::ADMIN_TOKEN: token}}),
+                   "data": {manifest::keys::ADMIN_TOKEN: token, manifest::keys::HARNESS_TOKEN: harness_token}}),
         ),
         // Not upgraded: the port-forward is refused.
         Method::GET => status_reply(StatusCode::FORBIDDEN, "Forbidden", "pods/portforward is forbidden"),

@@ -95,10 +95,35 @@ fn addr_after(line: &str, after: &str) -> SocketAddr {
         .unwrap()
 }
 
-/// What the fake kubelet needs to run a pod: where upstream HTTPS is and whom it trusts.
+/// What the fake kubelet needs to run a pod: where upstream HTTPS is and whom it trusts, and, for
+/// a cluster whose pods are reached by IP, the addresses it hands out.
 struct Upstream {
     port: u16,
     ca_pem: PathBuf,
+    pod_ips: Option<PodIps>,
+}
+
+/// Pod IPs on the host's loopback (all of 127.0.0.0/8 is loopback on Linux): `127.A.B.n`, with `A.B`
+/// from this test process's id so concurrent test processes use different ones, and `n` counting.
+struct PodIps {
+    prefix: String,
+    next: std::sync::atomic::AtomicU8,
+}
+
+impl PodIps {
+    fn new() -> Self {
+        let pid = std::process::id();
+        Self {
+            prefix: format!("127.{}.{}", 1 + (pid / 250) % 250, pid % 250),
+            next: std::sync::atomic::AtomicU8::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!((1..255).contains(&n), "out of pod IPs");
+        format!("{}.{n}", self.prefix)
+    }
 }
 
 /// Starts one pod's harness and vault containers; returns where its harness and admin ports are.
@@ -119,7 +144,18 @@ fn run_pod(
     std::fs::write(&binding, secret_file(secret, manifest::keys::BINDING)).unwrap();
     let token = dir.path().join(manifest::keys::ADMIN_TOKEN);
     std::fs::write(&token, secret_file(secret, manifest::keys::ADMIN_TOKEN)).unwrap();
+    let harness_token = dir.path().join(manifest::keys::HARNESS_TOKEN);
+    std::fs::write(&harness_token, secret_file(secret, manifest::keys::HARNESS_TOKEN)).unwrap();
     let path = std::env::var_os("PATH").unwrap_or_default();
+    // Reached by port-forward: any free port on 127.0.0.1. By pod IP: the pod's own ports on it.
+    let pod_ip = upstream.pod_ips.as_ref().map(PodIps::next);
+    let (harness_listen, admin_listen) = match &pod_ip {
+        Some(ip) => (
+            format!("{ip}:{}", manifest::HARNESS_PORT),
+            format!("{ip}:{}", manifest::ADMIN_PORT),
+        ),
+        None => ("127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()),
+    };
 
     let mut vault = Command::new(LAP);
     vault
@@ -129,7 +165,7 @@ fn run_pod(
             "--listen",
             "127.0.0.1:0",
             "--admin",
-            "127.0.0.1:0",
+            &admin_listen,
             "--ca-dir",
         ])
         .arg(&ca_dir)
@@ -156,9 +192,12 @@ fn run_pod(
     // home of its own (a pod has `/work/home` to itself).
     let command = pod["spec"]["containers"][0]["command"].as_array().unwrap();
     assert_eq!(command[..3], ["lap", "harness", "--listen"], "{command:?}");
+    assert_eq!(command[4], "--token-file", "{command:?}");
     let mut harness = Command::new(LAP);
     harness
-        .args(["harness", "--listen", "127.0.0.1:0", "--home"])
+        .args(["harness", "--listen", &harness_listen, "--token-file"])
+        .arg(&harness_token)
+        .arg("--home")
         .arg(dir.path().join("home"))
         .env_clear()
         .env("PATH", &path)
@@ -179,6 +218,9 @@ fn run_pod(
             .push((name.clone(), proxy, ca_dir.join(manifest::keys::CA_CERT)));
         containers.dirs.push(dir);
         containers.harnesses.push((name.clone(), pid));
+    }
+    if let Some(ip) = &pod_ip {
+        api.set_pod_ip(&name, ip);
     }
     report_exit(api.clone(), Arc::downgrade(&containers), name, pid);
     vec![(manifest::HARNESS_PORT, harness_addr), (manifest::ADMIN_PORT, admin)]
@@ -247,7 +289,14 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster whose pods `lap serve` reaches by port-forward.
     async fn start(serve_args: &[&str]) -> Self {
+        Self::start_with(serve_args, false).await
+    }
+
+    /// A cluster with `by_pod_ip`: each pod gets an IP of its own (on the host's loopback) and
+    /// serves its harness and admin ports there.
+    async fn start_with(serve_args: &[&str], by_pod_ip: bool) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
@@ -258,6 +307,7 @@ impl Cluster {
         let upstream = Upstream {
             port: upstream_port,
             ca_pem,
+            pod_ips: by_pod_ip.then(PodIps::new),
         };
         let (api, api_url) = FakeApi::start().await;
         let containers = Arc::new(Mutex::new(Containers::default()));
@@ -667,6 +717,37 @@ async fn a_warm_pod_that_is_evicted_leaves_the_pool_and_is_replaced() {
     assert_eq!(pod_of(&session), pods[0]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_reaching_pods_by_ip_runs_sessions_without_any_port_forward() {
+    let cluster = Cluster::start_with(&["--warm-pool-size", "0", "--kube-reach", "pod-ip"], true).await;
+    cluster.create_agent("coder");
+    let (id, pod) = cluster.ready_session("coder").await;
+    let ip = cluster.api.get("pods", &pod).unwrap()["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(ip.starts_with("127.") && !ip.starts_with("127.0."), "{ip}");
+    let out = cluster.home.lap().run(["exec", &id, "--", "printenv", "GITHUB_TOKEN"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.starts_with("stub_"), "{out}");
+    // Late binding reached the sidecar's admin endpoint on the pod IP: the stub is swapped.
+    assert_eq!(cluster.curl(&id, &pod, "api.github.test"), "200");
+    let auth = cluster.seen.lock().unwrap()[0]
+        .header("authorization")
+        .map(str::to_owned);
+    assert_eq!(auth.as_deref(), Some(format!("Bearer {REAL}").as_str()));
+    assert_eq!(cluster.egress(&id, 1).await.len(), 1);
+    // `lap <agent>` attaches (piped) on the pod IP too, and the agent's exit is lap's.
+    let out = cluster.home.lap().stdin("echo by-$((40 + 2))\nexit 4\n").run(["coder"]);
+    assert_eq!(out.code, 4, "{out}");
+    assert!(out.stdout.contains("by-42"), "{out}");
+    let seen = cluster.api.seen();
+    assert!(
+        !seen.iter().any(|line| line.ends_with("/portforward")),
+        "a port-forward was opened: {seen:?}"
+    );
+}
+
 /// A real `lap harness --listen` on the host's loopback, with its home in `home`.
 fn pod_harness(home: &Path) -> (Child, SocketAddr) {
     let mut harness = Command::new(LAP);
@@ -746,5 +827,70 @@ async fn the_pod_harness_serves_the_protocol_on_tcp_in_its_home_and_holds_no_pro
     assert_eq!(
         err.to_string(),
         "the sandbox backend failed: this sandbox runs no agent"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_harness_with_a_token_refuses_connections_without_it() {
+    use lap::sandbox::local::proto::{self, Request};
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("harness-token");
+    std::fs::write(&token_file, "the-right-token\n").unwrap();
+    let mut command = Command::new(LAP);
+    command
+        .args(["harness", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&token_file)
+        .arg("--home")
+        .arg(dir.path().join("home"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let (child, line) = spawn_reporting(command);
+    let mut harness = Containers::default();
+    harness.children.push(child);
+    let addr = addr_after(&line, "listening on ");
+
+    let refusal = "this harness needs its token: the one sent is wrong or missing";
+    // No token: the request line itself is not the token.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    proto::write_request(&mut stream, &Request::Wait).await.unwrap();
+    let (kind, message) = proto::read_frame(&mut stream).await.unwrap().unwrap();
+    assert_eq!(
+        (kind, String::from_utf8_lossy(&message).as_ref()),
+        (proto::ERROR, refusal)
+    );
+    assert_eq!(
+        proto::read_frame(&mut stream).await.unwrap(),
+        None,
+        "closed after the refusal"
+    );
+    // A wrong token.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    proto::write_auth(&mut stream, "the-wrong-token").await.unwrap();
+    proto::write_request(&mut stream, &Request::Wait).await.unwrap();
+    let (kind, message) = proto::read_frame(&mut stream).await.unwrap().unwrap();
+    assert_eq!(
+        (kind, String::from_utf8_lossy(&message).as_ref()),
+        (proto::ERROR, refusal)
+    );
+    // The right one (the file's, trimmed): the request is served.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    proto::write_auth(&mut stream, "the-right-token").await.unwrap();
+    let err = lap::sandbox::kube::harness::wait_agent(stream).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the sandbox backend failed: this sandbox runs no agent"
+    );
+    // An empty token file is refused at start.
+    std::fs::write(&token_file, "\n").unwrap();
+    let out = Command::new(LAP)
+        .args(["harness", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

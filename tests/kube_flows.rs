@@ -7,6 +7,7 @@ mod kube_fake;
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -25,6 +26,7 @@ fn config() -> KubeConfig {
         ca_key_pem: lap::secret::Secret::new("CA KEY"),
         ca_bundle_pem: "ROOTS + CA CERT".into(),
         ready_timeout: Duration::from_secs(10),
+        reach: lap::sandbox::kube::Reach::PortForward,
     }
 }
 
@@ -300,20 +302,25 @@ async fn late_binding_with_a_token_the_sidecar_does_not_know_is_refused() {
     );
 }
 
-/// A stand-in for the pod's `lap harness --listen`, speaking the harness protocol: `start` answers
-/// `{}` (or an error for the command `fail`), `wait` says 7, `exec` echoes its argv and stdin on
-/// stdout, writes `warn` on stderr and exits 3, `attach` repaints, then echoes keystrokes and
-/// resizes.
-async fn fake_harness() -> std::net::SocketAddr {
+/// A stand-in for the pod's `lap harness --listen`, speaking the harness protocol: it keeps the
+/// token each connection sends first, then `start` answers `{}` (or an error for the command
+/// `fail`), `wait` says 7, `exec` echoes its argv and stdin on stdout, writes `warn` on stderr and
+/// exits 3, `attach` repaints, then echoes keystrokes and resizes.
+async fn fake_harness() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     use lap::sandbox::local::proto::{self, Request};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let seen = tokens.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut rd = tokio::io::BufReader::new(rd);
+                let auth: proto::Auth = proto::read_line_json(&mut rd).await.unwrap();
+                seen.lock().unwrap().push(auth.auth);
                 let request: Request = proto::read_line_json(&mut rd).await.unwrap();
                 match request {
                     Request::Start(start) => {
@@ -368,14 +375,23 @@ async fn fake_harness() -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, tokens)
+}
+
+/// The harness token in sandbox `id`'s Secret.
+fn harness_token(api: &FakeApi, id: &str) -> String {
+    use base64::Engine;
+    let secret = api.get("secrets", &format!("{id}-vault")).unwrap();
+    let encoded = secret["data"][manifest::keys::HARNESS_TOKEN].as_str().unwrap();
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap()
 }
 
 #[tokio::test]
 async fn the_agent_starts_runs_commands_and_is_waited_for_through_port_forward() {
     use lap::sandbox::{AgentStart, ExecChunk, ExecSpec};
     let (api, _url, kube) = backend().await;
-    api.forward(manifest::HARNESS_PORT, fake_harness().await);
+    let (harness, tokens) = fake_harness().await;
+    api.forward(manifest::HARNESS_PORT, harness);
     let sandbox = kube.create(&spec(Some("s-1"))).await.unwrap();
     let start = AgentStart {
         command: Some("bash".into()),
@@ -403,13 +419,18 @@ async fn the_agent_starts_runs_commands_and_is_waited_for_through_port_forward()
     );
     assert_eq!(chunks.recv().await, Some(ExecChunk::Stderr(b"warn".to_vec())));
     assert_eq!(kube.wait_agent(&sandbox.id).await.unwrap(), 7);
+    // Every connection opened with the sandbox's own harness token.
+    let tokens = tokens.lock().unwrap().clone();
+    let expected = harness_token(&api, &sandbox.id);
+    assert_eq!(expected.len(), 64);
+    assert_eq!(tokens, vec![expected; 4]);
 }
 
 #[tokio::test]
 async fn a_viewer_attaches_to_the_agent_terminal_through_port_forward() {
     use lap::sandbox::{TtyInput, TtyOutput};
     let (api, _url, kube) = backend().await;
-    api.forward(manifest::HARNESS_PORT, fake_harness().await);
+    api.forward(manifest::HARNESS_PORT, fake_harness().await.0);
     let sandbox = kube.create(&spec(Some("s-1"))).await.unwrap();
     let mut tty = kube.attach(&sandbox.id, 80, 24).await.unwrap();
     assert_eq!(

@@ -27,6 +27,7 @@ fn plan(session: Option<&str>) -> PodPlan {
             cpu_millis: Some(1500),
         },
         defaults: Resources::harness_default(),
+        reach: manifest::Reach::PortForward,
     }
 }
 
@@ -50,6 +51,7 @@ fn secret_data() -> SecretData<'static> {
         ca_key_pem: b"-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n",
         ca_bundle_pem: b"-----BEGIN CERTIFICATE-----\nROOTS+CA\n-----END CERTIFICATE-----\n",
         admin_token: b"0011223344556677",
+        harness_token: b"8899aabbccddeeff",
     }
 }
 
@@ -164,7 +166,8 @@ fn only_the_vault_container_mounts_the_real_values_and_the_ca_key() {
         let name = mount["name"].as_str().unwrap();
         let keys = keys_of(name);
         assert!(
-            keys.iter().all(|k| k == manifest::keys::CA_BUNDLE),
+            keys.iter()
+                .all(|k| k == manifest::keys::CA_BUNDLE || k == manifest::keys::HARNESS_TOKEN),
             "the harness mounts secret keys {keys:?} through `{name}`"
         );
     }
@@ -234,5 +237,46 @@ fn the_network_policy_blocks_private_and_metadata_addresses() {
         "fc00::/7",
     ] {
         assert!(text.contains(cidr), "{cidr} is not excluded");
+    }
+}
+
+#[test]
+fn the_harness_asks_for_its_token_and_listens_on_the_pod_network_only_when_reached_by_pod_ip() {
+    let command = |pod: &Value, name: &str| -> Vec<String> {
+        container(pod, "containers", name)["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let after = |args: &[String], flag: &str| -> String {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+        args[at + 1].clone()
+    };
+    let forwarded = pod_json(Some("s"));
+    let direct = {
+        let mut plan = plan(Some("s"));
+        plan.reach = manifest::Reach::PodIp;
+        serde_json::to_value(manifest::pod(&plan)).unwrap()
+    };
+    for (pod, host) in [(&forwarded, "127.0.0.1"), (&direct, "0.0.0.0")] {
+        let harness = command(pod, "harness");
+        assert_eq!(
+            after(&harness, "--listen"),
+            format!("{host}:{}", manifest::HARNESS_PORT)
+        );
+        assert_eq!(
+            after(&harness, "--token-file"),
+            format!("/var/run/lap/harness/{}", manifest::keys::HARNESS_TOKEN)
+        );
+        let vault = command(pod, "vault");
+        assert_eq!(after(&vault, "--admin"), format!("{host}:{}", manifest::ADMIN_PORT));
+        assert!(vault.iter().any(|a| a == "--admin-token-file"));
+        // The proxy never leaves the pod's loopback.
+        assert_eq!(after(&vault, "--listen"), format!("127.0.0.1:{}", manifest::PROXY_PORT));
     }
 }

@@ -29,11 +29,30 @@ pub struct Args {
     /// The sandbox user's home with `--listen`: where commands start (created when missing)
     #[arg(long, value_name = "DIR", default_value = crate::sandbox::AGENT_HOME, requires = "listen")]
     pub home: PathBuf,
+    /// With `--listen`: every connection must first send the token in this file (the pod's harness
+    /// token, from its Secret)
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub token_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<(), Error> {
     if let Some(listen) = args.listen {
-        return listen_on(listen, args.home);
+        let token = match &args.token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| Error::io(format!("cannot read the harness token `{}`", path.display()), e))?;
+                let token = token.trim().to_owned();
+                if token.is_empty() {
+                    return Err(Error::failed(format!(
+                        "the harness token file `{}` is empty",
+                        path.display()
+                    )));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        return listen_on(listen, args.home, token);
     }
     let result = match &args.config {
         Some(config) => local::launch(config).map(|_| ()),
@@ -44,7 +63,7 @@ pub fn run(args: Args) -> Result<(), Error> {
 
 /// `--listen`: makes the home, binds, says where on stderr (`lap harness: listening on ADDR`), and serves until
 /// accepting fails.
-fn listen_on(listen: SocketAddr, home: PathBuf) -> Result<(), Error> {
+fn listen_on(listen: SocketAddr, home: PathBuf, token: Option<String>) -> Result<(), Error> {
     let home = home
         .into_os_string()
         .into_string()
@@ -62,7 +81,7 @@ fn listen_on(listen: SocketAddr, home: PathBuf) -> Result<(), Error> {
             .local_addr()
             .map_err(|e| Error::io("cannot read the harness address", e))?;
         eprintln!("lap harness: listening on {bound}");
-        local::serve_tcp(listener, home)
+        local::serve_tcp(listener, home, token)
             .await
             .map_err(|e| Error::io("the harness server stopped", e))
     })

@@ -126,6 +126,21 @@ pub struct Args {
         value_name = "IMAGE"
     )]
     pub kube_image: String,
+    /// Kubernetes backend: how sandbox pods are reached — through the API server's port-forward
+    /// (`port-forward`: from anywhere), straight to the pod IP (`pod-ip`: for a `lap serve` running in
+    /// the cluster), or `auto`: `pod-ip` with the in-cluster configuration, else `port-forward`
+    #[arg(long, env = "LAP_KUBE_REACH", value_enum, default_value = "auto")]
+    pub kube_reach: KubeReach,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeReach {
+    /// `pod-ip` when `lap serve` runs in the cluster (in-cluster configuration), else `port-forward`
+    Auto,
+    /// Through the API server's port-forward
+    PortForward,
+    /// Straight to each pod's IP
+    PodIp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -303,7 +318,7 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
 /// made by [`vault`] and the sandboxes' CA bundle. A cluster that does not answer is not an error
 /// here (`GET /api/v1/health/k8s` tells), one that is not configured at all is.
 async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path) -> Result<Kube, Error> {
-    let (client, namespace) = kube::client(args.kube_context.clone(), args.kube_namespace.clone())
+    let (client, namespace, in_cluster) = kube::client(args.kube_context.clone(), args.kube_namespace.clone())
         .await
         .map_err(|e| {
             Error::failed_with_hint(
@@ -324,6 +339,12 @@ async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path) -> Result<
         ca_key_pem: Secret::new(read(ca_dir.join("ca.key"))?),
         ca_bundle_pem: read(ca_bundle.to_owned())?,
         ready_timeout: kube::READY_TIMEOUT,
+        reach: match args.kube_reach {
+            KubeReach::PortForward => kube::Reach::PortForward,
+            KubeReach::PodIp => kube::Reach::PodIp,
+            KubeReach::Auto if in_cluster => kube::Reach::PodIp,
+            KubeReach::Auto => kube::Reach::PortForward,
+        },
     };
     Ok(Kube::new(client, config))
 }

@@ -7,9 +7,10 @@
 //! precondition (a Pod that changed since it was read — failed, or taken by another claimer — is
 //! never claimed by a stale decision: 409, read again, look afresh); late binding
 //! of a session's credentials into the Pod's vault sidecar (the Secret, then the sidecar's
-//! authenticated `PUT /binding`); byte streams to ports inside the Pod through the API server's
-//! port-forward, which needs no NodePort and works from a laptop against any cluster; and, over such
-//! a stream, the harness protocol's `start`, `wait`, `exec` and `attach` ([`harness`]); and a pod
+//! authenticated `PUT /binding`); byte streams to ports inside the Pod ([`Reach`]: through the API
+//! server's port-forward, which needs no NodePort and works from a laptop against any cluster, or
+//! straight to the pod IP from inside the cluster); over such a stream, after the pod's harness
+//! token, the harness protocol's `start`, `wait`, `exec` and `attach` ([`harness`]); and a pod
 //! watcher ([`Kube::pod_states`]) whose failures and deletions feed the reconciler
 //! ([`Sandbox::events`]).
 //!
@@ -23,7 +24,8 @@
 //! Trust: the API credentials are the user's kubeconfig (or the in-cluster service account, which
 //! needs only the namespaced rights in `kind/rbac.yaml`). Real credential values leave this process
 //! only in the Secret's `binding.json` and in the body of `PUT /binding`, both bound for the vault
-//! container; neither is logged.
+//! container; neither is logged. Each pod's harness and admin endpoint want that pod's own random
+//! tokens (from its Secret), so reaching one pod's ports opens nothing of another's.
 
 pub mod harness;
 pub mod manifest;
@@ -37,6 +39,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+pub use self::manifest::Reach;
 use self::manifest::{PodPlan, Resources, SecretData};
 use self::status::PodState;
 use super::{
@@ -67,28 +70,34 @@ pub struct KubeConfig {
     /// System roots plus the vault CA, PEM: what the harness trusts.
     pub ca_bundle_pem: String,
     pub ready_timeout: Duration,
+    /// How the pods' ports are reached.
+    pub reach: Reach,
 }
 
-/// Reads the user's kubeconfig (`context`: `--kube-context`, else its current one) or the in-cluster
-/// configuration. Returns the client and the namespace to use (`namespace`, else the context's, else
-/// `default`).
+/// Reads the user's kubeconfig (`context`: `--kube-context`, else its current one) or, when there
+/// is none, the in-cluster configuration. Returns the client, the namespace to use (`namespace`, else
+/// the context's, else `default`) and whether the configuration is the in-cluster one (`lap serve`
+/// runs in a pod of the cluster).
 pub async fn client(
     context: Option<String>,
     namespace: Option<String>,
-) -> Result<(kube::Client, String), SandboxError> {
+) -> Result<(kube::Client, String, bool), SandboxError> {
     let options = kube::config::KubeConfigOptions {
         context,
         ..Default::default()
     };
-    let config = match &options.context {
-        Some(_) => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| no_cluster(&e.to_string()))?,
-        None => kube::Config::infer().await.map_err(|e| no_cluster(&e.to_string()))?,
+    let (config, in_cluster) = match kube::Config::from_kubeconfig(&options).await {
+        Ok(config) => (config, false),
+        // Like `kube::Config::infer`: no kubeconfig, then the pod's service account.
+        Err(kubeconfig) if options.context.is_none() => match kube::Config::incluster() {
+            Ok(config) => (config, true),
+            Err(incluster) => return Err(no_cluster(&format!("{kubeconfig}; {incluster}"))),
+        },
+        Err(err) => return Err(no_cluster(&err.to_string())),
     };
     let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config).map_err(|e| no_cluster(&e.to_string()))?;
-    Ok((client, namespace))
+    Ok((client, namespace, in_cluster))
 }
 
 fn no_cluster(cause: &str) -> SandboxError {
@@ -98,12 +107,24 @@ fn no_cluster(cause: &str) -> SandboxError {
     }
 }
 
+/// The tokens of one sandbox's Pod, from its Secret.
+#[derive(Clone)]
+struct Tokens {
+    /// The vault's admin endpoint's bearer token.
+    admin: String,
+    /// What the harness asks of every connection.
+    harness: String,
+}
+
+/// A byte stream to a port of a sandbox's Pod.
+pub type PodStream = Box<dyn harness::HarnessStream>;
+
 /// The Kubernetes backend.
 pub struct Kube {
     client: kube::Client,
     config: KubeConfig,
-    /// Each sandbox's vault admin token, once read from its Secret.
-    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Each sandbox's tokens, once read from its Secret.
+    tokens: std::sync::Mutex<std::collections::HashMap<String, Tokens>>,
 }
 
 impl Kube {
@@ -149,6 +170,7 @@ impl Kube {
             env: spec.env.clone(),
             limits: spec.limits,
             defaults: self.config.defaults.clone(),
+            reach: self.config.reach,
         }
     }
 
@@ -163,7 +185,7 @@ impl Kube {
             .map_err(api_error)?;
         let made = async {
             let owner = manifest::owner(&created);
-            let token = new_token()?;
+            let (token, harness_token) = (new_token()?, new_token()?);
             let binding =
                 serde_json::to_vec(&VaultBinding::default()).map_err(|e| SandboxError::Backend(e.to_string()))?;
             let data = SecretData {
@@ -172,6 +194,7 @@ impl Kube {
                 ca_key_pem: self.config.ca_key_pem.expose().as_bytes(),
                 ca_bundle_pem: self.config.ca_bundle_pem.as_bytes(),
                 admin_token: token.as_bytes(),
+                harness_token: harness_token.as_bytes(),
             };
             let secret = manifest::secret(&plan, owner.as_ref(), &data);
             self.secrets()
@@ -305,8 +328,8 @@ impl Kube {
             )
             .await
             .map_err(api_error)?;
-        let token = self.remember_token(id, &secret)?;
-        let stream = self.port_stream(id, manifest::ADMIN_PORT).await?;
+        let token = self.remember_tokens(id, &secret)?.admin;
+        let stream = self.pod_stream(id, manifest::ADMIN_PORT).await?;
         let (status, _) = admin_request(stream, hyper::Method::PUT, "/binding", &token, body).await?;
         if status != 204 && status != 200 {
             return Err(SandboxError::Backend(format!(
@@ -323,8 +346,8 @@ impl Kube {
         id: &str,
         after: u64,
     ) -> Result<Vec<crate::wire::api::Interception>, SandboxError> {
-        let token = self.admin_token(id).await?;
-        let stream = self.port_stream(id, manifest::ADMIN_PORT).await?;
+        let token = self.tokens(id).await?.admin;
+        let stream = self.pod_stream(id, manifest::ADMIN_PORT).await?;
         let path = format!("/interceptions?after={after}");
         let (status, body) = admin_request(stream, hyper::Method::GET, &path, &token, Vec::new()).await?;
         if status != 200 {
@@ -336,43 +359,78 @@ impl Kube {
             .map_err(|e| SandboxError::Backend(format!("the vault of sandbox `{id}` sent unreadable records: {e}")))
     }
 
-    /// Sandbox `id`'s vault admin token: remembered, else read from its Secret.
-    async fn admin_token(&self, id: &str) -> Result<String, SandboxError> {
-        if let Some(token) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-            return Ok(token.clone());
+    /// Sandbox `id`'s tokens: remembered, else read from its Secret.
+    async fn tokens(&self, id: &str) -> Result<Tokens, SandboxError> {
+        if let Some(tokens) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(tokens.clone());
         }
         let secret = self
             .secrets()
             .get(&manifest::secret_name(id))
             .await
             .map_err(api_error)?;
-        self.remember_token(id, &secret)
+        self.remember_tokens(id, &secret)
     }
 
-    fn remember_token(&self, id: &str, secret: &Secret) -> Result<String, SandboxError> {
-        let token = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(manifest::keys::ADMIN_TOKEN))
-            .map(|t| String::from_utf8_lossy(&t.0).trim().to_owned())
-            .ok_or_else(|| SandboxError::Backend(format!("the secret of sandbox `{id}` has no admin token")))?;
+    fn remember_tokens(&self, id: &str, secret: &Secret) -> Result<Tokens, SandboxError> {
+        let token = |key: &str, what: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|t| String::from_utf8_lossy(&t.0).trim().to_owned())
+                .ok_or_else(|| SandboxError::Backend(format!("the secret of sandbox `{id}` has no {what}")))
+        };
+        let tokens = Tokens {
+            admin: token(manifest::keys::ADMIN_TOKEN, "vault admin token")?,
+            harness: token(manifest::keys::HARNESS_TOKEN, "harness token")?,
+        };
         self.tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), token.clone());
-        Ok(token)
+            .insert(id.to_owned(), tokens.clone());
+        Ok(tokens)
     }
 
-    /// A byte stream to `port` inside sandbox `id`'s Pod, through the API server's port-forward.
-    pub async fn port_stream(
-        &self,
-        id: &str,
-        port: u16,
-    ) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static, SandboxError> {
-        let mut forwarder = self.pods().portforward(id, &[port]).await.map_err(api_error)?;
-        forwarder
-            .take_stream(port)
-            .ok_or_else(|| SandboxError::Backend(format!("the port-forward to `{id}` has no stream for port {port}")))
+    /// A byte stream to `port` inside sandbox `id`'s Pod: through the API server's port-forward,
+    /// or straight to the pod's IP ([`Reach`]).
+    pub async fn pod_stream(&self, id: &str, port: u16) -> Result<PodStream, SandboxError> {
+        match self.config.reach {
+            Reach::PortForward => {
+                let mut forwarder = self.pods().portforward(id, &[port]).await.map_err(api_error)?;
+                let stream = forwarder.take_stream(port).ok_or_else(|| {
+                    SandboxError::Backend(format!("the port-forward to `{id}` has no stream for port {port}"))
+                })?;
+                Ok(Box::new(stream))
+            }
+            Reach::PodIp => {
+                let pod = self.pods().get_opt(id).await.map_err(api_error)?;
+                let pod = pod.ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+                let ip = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_deref())
+                    .ok_or_else(|| SandboxError::Backend(format!("the sandbox pod `{id}` has no IP yet")))?;
+                let ip: std::net::IpAddr = ip
+                    .parse()
+                    .map_err(|_| SandboxError::Backend(format!("the sandbox pod `{id}` has no usable IP (`{ip}`)")))?;
+                let stream = tokio::net::TcpStream::connect((ip, port)).await.map_err(|e| {
+                    SandboxError::Backend(format!("cannot reach the sandbox pod `{id}` at {ip}:{port}: {e}"))
+                })?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+        }
+    }
+
+    /// A stream to sandbox `id`'s harness, its token sent: ready for one request.
+    pub async fn harness_stream(&self, id: &str) -> Result<PodStream, SandboxError> {
+        let token = self.tokens(id).await?.harness;
+        let mut stream = self.pod_stream(id, manifest::HARNESS_PORT).await?;
+        crate::sandbox::local::proto::write_auth(&mut stream, &token)
+            .await
+            .map_err(|e| SandboxError::Backend(format!("cannot talk to the harness of `{id}`: {e}")))?;
+        Ok(stream)
     }
 
     /// Deletes sandbox `id`'s Pod, Secret and NetworkPolicy; objects already gone are fine. The
@@ -540,15 +598,15 @@ impl Sandbox for Kube {
             cwd: start.cwd,
             home_files: start.home_files,
         };
-        harness::start_agent(self.port_stream(id, manifest::HARNESS_PORT).await?, request).await
+        harness::start_agent(self.harness_stream(id).await?, request).await
     }
 
     async fn wait_agent(&self, id: &str) -> Result<i32, SandboxError> {
-        harness::wait_agent(self.port_stream(id, manifest::HARNESS_PORT).await?).await
+        harness::wait_agent(self.harness_stream(id).await?).await
     }
 
     async fn attach(&self, id: &str, cols: u16, rows: u16) -> Result<TtyChannel, SandboxError> {
-        harness::attach(self.port_stream(id, manifest::HARNESS_PORT).await?, cols, rows).await
+        harness::attach(self.harness_stream(id).await?, cols, rows).await
     }
 
     async fn exec(
@@ -579,13 +637,7 @@ impl Sandbox for Kube {
             cwd: spec.cwd,
             env: spec.env,
         };
-        harness::exec(
-            self.port_stream(id, manifest::HARNESS_PORT).await?,
-            request,
-            stdin,
-            output,
-        )
-        .await
+        harness::exec(self.harness_stream(id).await?, request, stdin, output).await
     }
 
     fn vault_placement(&self) -> VaultPlacement {

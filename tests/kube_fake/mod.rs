@@ -116,7 +116,7 @@ pub fn ready_status(pod: &Value) -> Value {
                         "state": {"running": {"startedAt": "2026-12-03T07:00:00Z"}}})
         })
         .collect();
-    json!({"phase": "Running", "podIP": "10.244.0.7", "containerStatuses": containers})
+    json!({"phase": "Running", "containerStatuses": containers})
 }
 
 impl FakeApi {
@@ -192,6 +192,11 @@ impl FakeApi {
     /// Replaces a pod's status, as a kubelet would (a MODIFIED event).
     pub fn set_pod_status(&self, name: &str, status: Value) {
         self.change("pods", name, |pod| pod["status"] = status);
+    }
+
+    /// Gives a pod its IP, as a kubelet does once the pod's network is up.
+    pub fn set_pod_ip(&self, name: &str, ip: &str) {
+        self.change("pods", name, |pod| pod["status"]["podIP"] = json!(ip));
     }
 
     /// Changes an object behind everyone's back (a MODIFIED event, a new resourceVersion).

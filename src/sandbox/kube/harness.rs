@@ -1,7 +1,8 @@
 //! The client side of the harness protocol (version 1, specified in
-//! [`crate::sandbox::local::proto`]) over any byte stream: in this backend, a port-forward to the
-//! harness container's port [`super::manifest::HARNESS_PORT`]. One request per connection, as on the
-//! local backend's Unix socket; the framing, limits and ordering are that module's.
+//! [`crate::sandbox::local::proto`]) over any byte stream: in this backend, a port-forward or a TCP
+//! connection to the harness container's port [`super::manifest::HARNESS_PORT`], on which
+//! [`super::Kube::harness_stream`] has sent the pod's harness token. One request per connection, as
+//! on the local backend's Unix socket; the framing, limits and ordering are that module's.
 //!
 //! The server end is the pod's harness container, `lap harness --listen ADDR`: the local backend's
 //! harness server on TCP ([`crate::sandbox::local::serve_tcp`]).

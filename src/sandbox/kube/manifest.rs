@@ -7,8 +7,8 @@
 //! Invariants this module keeps:
 //! - **Real values stay in the vault container.** The Secret holds the binding (real credential
 //!   values), the CA key and the admin token; only the vault container mounts those keys. The harness
-//!   container's only view of the Secret is a volume projecting the `ca-bundle.pem` key alone; its
-//!   environment carries stubs.
+//!   container's view of the Secret is two volumes projecting one key each, `ca-bundle.pem` and its
+//!   own `harness-token` (which opens only this sandbox's harness); its environment carries stubs.
 //! - **Only the vault's UID reaches the network.** The init container (the only one with any
 //!   capability: `NET_ADMIN` and `NET_RAW`, as root, because iptables needs both) lets loopback,
 //!   replies to inbound connections and the vault's UID out, and rejects the rest, for IPv4 and IPv6.
@@ -52,7 +52,7 @@ pub const PIDS_ANNOTATION: &str = "lap.dev/pids-limit";
 pub const HARNESS_UID: i64 = 1000;
 /// The vault's UID and GID: the only UID the egress fence lets off the pod.
 pub const VAULT_UID: i64 = 10002;
-/// Where the harness serves its protocol inside the pod (loopback: reached by port-forward).
+/// Where the harness serves its protocol inside the pod.
 pub const HARNESS_PORT: u16 = 7070;
 /// Where the vault's admin endpoint listens inside the pod.
 pub const ADMIN_PORT: u16 = 7071;
@@ -68,8 +68,33 @@ pub mod keys {
     pub const CA_KEY: &str = "ca.key";
     /// The admin endpoint's bearer token: vault only.
     pub const ADMIN_TOKEN: &str = "admin-token";
-    /// System roots plus the vault CA: the harness's only key.
+    /// System roots plus the vault CA: the harness's.
     pub const CA_BUNDLE: &str = "ca-bundle.pem";
+    /// The token the harness asks of every connection: the harness's (it opens this sandbox only).
+    pub const HARNESS_TOKEN: &str = "harness-token";
+}
+
+/// How the control plane reaches the ports of a sandbox's Pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Through the API server's port-forward: works from anywhere the API server is reachable (a
+    /// laptop against any cluster). The harness and the vault's admin endpoint listen on the pod's
+    /// loopback only.
+    PortForward,
+    /// Straight to the pod's IP, for a `lap serve` running in the cluster: no API-server hop. The
+    /// harness and the admin endpoint listen on the pod's network, behind their tokens and the
+    /// NetworkPolicy (ingress from `lap serve` pods only).
+    PodIp,
+}
+
+impl Reach {
+    /// The address the pod's harness and admin endpoint bind.
+    pub fn bind_host(self) -> &'static str {
+        match self {
+            Self::PortForward => "127.0.0.1",
+            Self::PodIp => "0.0.0.0",
+        }
+    }
 }
 
 /// Resources of a sandbox when its agent asks for nothing, and of the vault sidecar.
@@ -139,6 +164,7 @@ pub struct PodPlan {
     pub env: Vec<(String, String)>,
     pub limits: LimitOverrides,
     pub defaults: Resources,
+    pub reach: Reach,
 }
 
 impl PodPlan {
@@ -283,7 +309,11 @@ pub fn pod(plan: &PodPlan) -> Pod {
                     "name": "harness",
                     "image": plan.image,
                     "imagePullPolicy": "IfNotPresent",
-                    "command": ["lap", "harness", "--listen", format!("127.0.0.1:{HARNESS_PORT}")],
+                    "command": [
+                        "lap", "harness",
+                        "--listen", format!("{}:{HARNESS_PORT}", plan.reach.bind_host()),
+                        "--token-file", format!("/var/run/lap/harness/{}", keys::HARNESS_TOKEN),
+                    ],
                     "workingDir": "/work",
                     "env": harness_env,
                     "ports": [{"name": "harness", "containerPort": HARNESS_PORT, "protocol": "TCP"}],
@@ -294,6 +324,7 @@ pub fn pod(plan: &PodPlan) -> Pod {
                         {"name": "tmp", "mountPath": "/tmp"},
                         {"name": "ca-bundle", "mountPath": crate::sandbox::CA_BUNDLE_PATH,
                          "subPath": keys::CA_BUNDLE, "readOnly": true},
+                        {"name": "harness-token", "mountPath": "/var/run/lap/harness", "readOnly": true},
                     ],
                 },
                 {
@@ -305,12 +336,13 @@ pub fn pod(plan: &PodPlan) -> Pod {
                         "--listen", format!("127.0.0.1:{PROXY_PORT}"),
                         "--ca-dir", "/var/run/lap/ca",
                         "--binding", format!("/var/run/lap/binding/{}", keys::BINDING),
-                        "--admin", format!("127.0.0.1:{ADMIN_PORT}"),
+                        "--admin", format!("{}:{ADMIN_PORT}", plan.reach.bind_host()),
                         "--admin-token-file", format!("/var/run/lap/admin/{}", keys::ADMIN_TOKEN),
                     ],
                     "ports": [{"name": "vault-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
-                    // The admin endpoint listens on the pod's loopback only, which an httpGet
-                    // probe (sent by the kubelet to the pod IP) cannot reach: ask from inside.
+                    // With port-forward the admin endpoint listens on the pod's loopback only,
+                    // which an httpGet probe (sent by the kubelet to the pod IP) cannot reach: ask
+                    // from inside.
                     "readinessProbe": {
                         "exec": {"command": ["curl", "-fsS", "-o", "/dev/null", format!("http://127.0.0.1:{ADMIN_PORT}/health")]},
                         "periodSeconds": 2,
@@ -335,6 +367,8 @@ pub fn pod(plan: &PodPlan) -> Pod {
                     "items": [{"key": keys::BINDING, "path": keys::BINDING}]}},
                 {"name": "vault-admin", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
                     "items": [{"key": keys::ADMIN_TOKEN, "path": keys::ADMIN_TOKEN}]}},
+                {"name": "harness-token", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o444,
+                    "items": [{"key": keys::HARNESS_TOKEN, "path": keys::HARNESS_TOKEN}]}},
             ],
         },
     });
@@ -348,6 +382,7 @@ pub struct SecretData<'a> {
     pub ca_key_pem: &'a [u8],
     pub ca_bundle_pem: &'a [u8],
     pub admin_token: &'a [u8],
+    pub harness_token: &'a [u8],
 }
 
 /// The Secret, owned by the Pod `owner` (its uid comes back from creating it).
@@ -371,6 +406,7 @@ pub fn secret(plan: &PodPlan, owner: Option<&OwnerReference>, data: &SecretData<
             keys::CA_KEY: b64(data.ca_key_pem),
             keys::CA_BUNDLE: b64(data.ca_bundle_pem),
             keys::ADMIN_TOKEN: b64(data.admin_token),
+            keys::HARNESS_TOKEN: b64(data.harness_token),
         },
     });
     serde_json::from_value(value).expect("the Secret manifest has the Secret schema (pinned by the golden tests)")

@@ -37,6 +37,10 @@
 //!
 //! An `exec` request may carry `"env":[[k,v],…]`: variables set over the session's for that command
 //! only (e.g. a clone before the agent starts).
+//!
+//! On TCP (`lap harness --listen ADDR --token-file FILE`, a Kubernetes pod's harness), a connection
+//! first sends one more line, `{"auth":"TOKEN"}`, with the pod's harness token; a wrong or missing
+//! token gets one [`ERROR`] frame and the connection is closed before any request is read.
 
 use std::path::Path;
 
@@ -65,6 +69,21 @@ pub const ERROR: u8 = 4;
 pub const RESIZE: u8 = 5;
 pub const REPAINT: u8 = 6;
 pub const VIEWERS: u8 = 7;
+
+/// The line a TCP connection starts with when the harness requires a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Auth {
+    pub auth: String,
+}
+
+/// Sends the [`Auth`] line.
+pub async fn write_auth<W: AsyncWrite + Unpin>(w: &mut W, token: &str) -> Result<(), ProtoError> {
+    let mut line =
+        serde_json::to_vec(&Auth { auth: token.to_owned() }).map_err(|e| ProtoError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    Ok(())
+}
 
 /// A request line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -238,21 +238,49 @@ pub fn run(
 /// Serves the harness protocol on `listener` (TCP) as a Kubernetes pod's harness container does
 /// (`lap harness --listen`): the same ops, framing and limits as on `harness.sock`, but no proxy
 /// port (the pod's vault sidecar owns it; the `proxy_listener` op is refused) and no privilege drop
-/// ([`Become::Already`]). The session's environment is empty until the first `start` binds it.
-/// Commands start in `home` (which must exist), also their `HOME`. Returns only when accepting
+/// ([`Become::Already`]). With a `token`, each connection must first send it ([`proto::Auth`],
+/// compared in constant time). The session's environment is empty until the first `start` binds
+/// it. Commands start in `home` (which must exist), also their `HOME`. Returns only when accepting
 /// fails.
-pub async fn serve_tcp(listener: tokio::net::TcpListener, home: String) -> std::io::Result<()> {
+pub async fn serve_tcp(listener: tokio::net::TcpListener, home: String, token: Option<String>) -> std::io::Result<()> {
     let server = std::sync::Arc::new(Server {
         become_user: Become::Already,
         proxy: None,
         agent: Agent::new(),
         home,
     });
+    let token = std::sync::Arc::new(token);
     loop {
         let (conn, _) = listener.accept().await?;
         let _ = conn.set_nodelay(true);
-        let (rd, wr) = conn.into_split();
-        tokio::spawn(serve_connection(server.clone(), rd, wr));
+        let (rd, mut wr) = conn.into_split();
+        let (server, token) = (server.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut rd = BufReader::new(rd);
+            if let Some(token) = token.as_deref()
+                && !authorized(&mut rd, token).await
+            {
+                let _ = proto::write_frame(
+                    &mut wr,
+                    proto::ERROR,
+                    b"this harness needs its token: the one sent is wrong or missing",
+                )
+                .await;
+                return;
+            }
+            if let Err(err) = handle(rd, wr, &server).await {
+                tracing::debug!(error = %err, "harness connection failed");
+            }
+        });
+    }
+}
+
+/// Whether the connection's first line is the [`proto::Auth`] with `token`.
+async fn authorized<R: tokio::io::AsyncRead + Unpin>(rd: &mut BufReader<R>, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    match proto::read_line_json::<proto::Auth, _>(rd).await {
+        Ok(auth) => bool::from(auth.auth.as_bytes().ct_eq(token.as_bytes())),
+        Err(_) => false,
     }
 }
 
