@@ -566,3 +566,35 @@ async fn the_vault_of_a_kube_sandbox_is_never_served_by_lap_serve() {
     assert!(err.to_string().contains("runs in its pod's sidecar"), "{err}");
     assert!(mock.lines().is_empty());
 }
+
+#[tokio::test]
+async fn reached_by_pod_ip_the_backend_reads_the_pod_for_its_ip_and_never_asks_for_a_port_forward() {
+    use base64::Engine;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let (client, mock) = Mock::start(move |seen| match (seen.method.clone(), seen.path.as_str()) {
+        (Method::GET, path) if path.ends_with("/lap-x-vault") => (
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lap-x-vault"},
+                   "data": {manifest::keys::ADMIN_TOKEN: b64("a"), manifest::keys::HARNESS_TOKEN: b64("h")}}),
+        ),
+        // Scheduled, not yet given an IP.
+        (Method::GET, _) => (
+            StatusCode::OK,
+            pod("lap-x", labels("lap-x", Some("s-1")), json!({"phase": "Pending"})),
+        ),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    let config = KubeConfig {
+        reach: lap::sandbox::kube::Reach::PodIp,
+        ..config()
+    };
+    let err = Kube::new(client, config).wait_agent("lap-x").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the sandbox backend failed: the sandbox pod `lap-x` has no IP yet"
+    );
+    assert_eq!(
+        mock.lines(),
+        [format!("GET {SECRETS}/lap-x-vault"), format!("GET {PODS}/lap-x")]
+    );
+}
