@@ -598,3 +598,32 @@ async fn reached_by_pod_ip_the_backend_reads_the_pod_for_its_ip_and_never_asks_f
         [format!("GET {SECRETS}/lap-x-vault"), format!("GET {PODS}/lap-x")]
     );
 }
+
+#[tokio::test]
+async fn a_pod_ip_nothing_answers_on_is_an_error_that_says_to_use_port_forward_from_outside() {
+    use base64::Engine;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    // An address of the host's loopback nothing listens on: refused at once, nothing leaves the host.
+    let (client, _mock) = Mock::start(move |seen| match seen.path.as_str() {
+        path if path.ends_with("/lap-x-vault") => (
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lap-x-vault"},
+                   "data": {manifest::keys::ADMIN_TOKEN: b64("a"), manifest::keys::HARNESS_TOKEN: b64("h")}}),
+        ),
+        _ => {
+            let mut status = ready_status();
+            status["podIP"] = json!("127.255.255.254");
+            (StatusCode::OK, pod("lap-x", labels("lap-x", Some("s-1")), status))
+        }
+    });
+    let config = KubeConfig {
+        reach: lap::sandbox::kube::Reach::PodIp,
+        ..config()
+    };
+    let err = Kube::new(client, config).wait_agent("lap-x").await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("the sandbox backend failed: cannot reach the sandbox pod `lap-x` at 127.255.255.254:7070: "),
+        "{err}"
+    );
+    assert!(err.ends_with("from outside it, run `lap serve --kube-reach port-forward`)"), "{err}");
+}

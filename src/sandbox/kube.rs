@@ -52,6 +52,8 @@ pub use super::{BoundCredential, VaultBinding};
 pub const READY_POLL: Duration = Duration::from_millis(500);
 /// How long a Pod may take to become ready by default (an image pull on a cold node is slow).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a connection to a pod's IP may take before it is given up.
+const POD_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a claim reads a warm Pod again after it changed under the claim.
 const CLAIM_ATTEMPTS: usize = 3;
 /// Largest response the vault's admin endpoint may send back (its kept records, a few MB at most).
@@ -414,9 +416,16 @@ impl Kube {
                 let ip: std::net::IpAddr = ip
                     .parse()
                     .map_err(|_| SandboxError::Backend(format!("the sandbox pod `{id}` has no usable IP (`{ip}`)")))?;
-                let stream = tokio::net::TcpStream::connect((ip, port)).await.map_err(|e| {
-                    SandboxError::Backend(format!("cannot reach the sandbox pod `{id}` at {ip}:{port}: {e}"))
-                })?;
+                let unreachable = |cause: &dyn std::fmt::Display| {
+                    SandboxError::Backend(format!(
+                        "cannot reach the sandbox pod `{id}` at {ip}:{port}: {cause} (pod IPs are reachable from \
+                         inside the cluster; from outside it, run `lap serve --kube-reach port-forward`)"
+                    ))
+                };
+                let stream = tokio::time::timeout(POD_CONNECT_TIMEOUT, tokio::net::TcpStream::connect((ip, port)))
+                    .await
+                    .map_err(|_| unreachable(&format!("no answer within {}s", POD_CONNECT_TIMEOUT.as_secs())))?
+                    .map_err(|e| unreachable(&e))?;
                 let _ = stream.set_nodelay(true);
                 Ok(Box::new(stream))
             }
