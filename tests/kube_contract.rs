@@ -620,10 +620,17 @@ async fn a_pod_ip_nothing_answers_on_is_an_error_that_says_to_use_port_forward_f
         reach: lap::sandbox::kube::Reach::PodIp,
         ..config()
     };
-    let err = Kube::new(client, config).wait_agent("lap-x").await.unwrap_err().to_string();
+    let err = Kube::new(client, config)
+        .wait_agent("lap-x")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("the sandbox backend failed: cannot reach the sandbox pod `lap-x` at 127.255.255.254:7070: "),
         "{err}"
     );
-    assert!(err.ends_with("from outside it, run `lap serve --kube-reach port-forward`)"), "{err}");
+    assert!(
+        err.ends_with("from outside it, run `lap serve --kube-reach port-forward`)"),
+        "{err}"
+    );
 }

@@ -204,6 +204,49 @@ fn lap_agent_runs_piped_commands_and_exits_with_the_agents_code() {
 }
 
 #[test]
+fn the_end_of_piped_input_ends_the_shell_even_when_its_first_ctrl_d_is_swallowed() {
+    use std::io::Write;
+    // No `exit`: the end of input alone must end the shell. Its Ctrl-D often reaches bash while it
+    // runs the command, in cooked mode, and the switch back to its line editor swallows it; `lap`
+    // says it again once the shell waits quietly at its prompt.
+    let server = Server::start();
+    for round in 0..8 {
+        let mut child = server
+            .command(&["demo"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("echo round-''{round}\n").as_bytes())
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "round {round}: the shell outlived its input:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "round {round}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("round-{round}\r\n")),
+            "round {round}: {stdout}"
+        );
+    }
+}
+
+#[test]
 fn laps_spellings_agent_and_resume_by_id_or_url_open_the_same_terminal() {
     let server = Server::start();
     let out = server.lap(&["--agent", "demo"], b"echo via-''agent\nexit 0\n");

@@ -30,6 +30,11 @@ const RECONNECT_BASE: std::time::Duration = std::time::Duration::from_millis(250
 const RECONNECT_CAP: std::time::Duration = std::time::Duration::from_secs(4);
 /// What a terminal sends for end-of-file.
 const EOT: u8 = 0x04;
+/// After piped stdin ended: how long the agent's terminal must have been quiet (and the last
+/// Ctrl-D ago) before Ctrl-D is sent again. A Ctrl-D that reaches a shell while it runs a command, or
+/// before its line editor is up, is swallowed by the terminal's mode switch; sent again once the
+/// shell is waiting at its prompt, it ends the input as a pipe's end would.
+const EOF_REPEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -270,6 +275,8 @@ async fn pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<E
     );
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
+    let mut eof_check = tokio::time::interval(EOF_REPEAT / 4);
+    let (mut last_output, mut last_eot) = (std::time::Instant::now(), None::<std::time::Instant>);
     let mut stdout = std::io::stdout();
     loop {
         tokio::select! {
@@ -282,6 +289,7 @@ async fn pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<E
                     Some(data) => (data, false),
                     None => {
                         input.open = false;
+                        last_eot = Some(std::time::Instant::now());
                         (vec![EOT], false)
                     }
                 };
@@ -292,8 +300,20 @@ async fn pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<E
                     return Ok(End::Detached);
                 }
             }
+            _ = eof_check.tick(), if !input.open && !input.interactive => {
+                let quiet = last_output.elapsed() >= EOF_REPEAT;
+                if quiet && last_eot.is_none_or(|at| at.elapsed() >= EOF_REPEAT) {
+                    last_eot = Some(std::time::Instant::now());
+                    if let Err(err) = tty.socket.send(Message::Binary(vec![EOT].into())).await {
+                        return Ok(End::Closed(err.to_string()));
+                    }
+                }
+            }
             msg = tty.socket.next() => match msg {
-                Some(Ok(Message::Binary(data))) => write_out(&mut stdout, &data)?,
+                Some(Ok(Message::Binary(data))) => {
+                    last_output = std::time::Instant::now();
+                    write_out(&mut stdout, &data)?
+                }
                 Some(Ok(Message::Text(text))) => match tty.typed.then(|| ServerMessage::parse(text.as_str())).flatten() {
                     Some(ServerMessage::Exit { code }) => return Ok(End::Exit(code)),
                     Some(ServerMessage::Error { message }) => return Ok(End::Closed(message)),
