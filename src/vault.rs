@@ -10,6 +10,7 @@ pub mod ca;
 pub mod intercept;
 pub mod policy;
 pub mod rewrite;
+pub mod websocket;
 
 use ring::rand::{SecureRandom, SystemRandom};
 

@@ -34,7 +34,8 @@ struct World {
     _stop: tokio_util::sync::DropGuard,
 }
 
-/// A TLS WebSocket echo server that records the handshake's `Authorization` header.
+/// A TLS WebSocket echo server that records each handshake (version `websocket`) and each text
+/// message it receives (version `websocket-message`, the text as the body), and echoes the text.
 async fn websocket_upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<Seen>>>) -> u16 {
     use futures_util::{SinkExt, StreamExt};
     let (listener, port, acceptor) = support::upstream::tls_listener(ca, &[]).await;
@@ -70,7 +71,17 @@ async fn websocket_upstream(ca: Arc<CertificateAuthority>, seen: Arc<Mutex<Vec<S
                     return;
                 };
                 while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() && ws.send(message).await.is_err() {
+                    if !message.is_text() {
+                        continue;
+                    }
+                    seen.lock().unwrap().push(Seen {
+                        host: String::new(),
+                        version: "websocket-message".into(),
+                        path: String::new(),
+                        headers: Vec::new(),
+                        body: message.clone().into_data().to_vec(),
+                    });
+                    if ws.send(message).await.is_err() {
                         return;
                     }
                 }
@@ -428,12 +439,13 @@ async fn http2_to_the_vault_bridges_to_the_upstream() {
     assert_eq!(w.seen()[0].version, "HTTP/2.0");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn websocket_upgrades_pass_through_with_their_handshake_rewritten() {
-    use futures_util::{SinkExt, StreamExt};
+type ClientSocket = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `api.github.test`'s echo server through the vault (CONNECT, TLS with the vault's
+/// CA), its handshake carrying the GitHub stub and, with `offer_deflate`, a compression offer.
+async fn websocket_through(w: &World, offer_deflate: bool) -> ClientSocket {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let w = world(&[]).await;
     let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
     let target = format!("api.github.test:{}", w.ws_port);
     tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
@@ -461,10 +473,32 @@ async fn websocket_upgrades_pass_through_with_their_handshake_rewritten() {
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {GH_STUB}").parse().unwrap());
-    let (mut ws, response) = tokio_tungstenite::client_async(request, tls)
+    if offer_deflate {
+        request.headers_mut().insert(
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits".parse().unwrap(),
+        );
+    }
+    let (ws, response) = tokio_tungstenite::client_async(request, tls)
         .await
         .expect("handshake through the vault");
     assert_eq!(response.status(), 101);
+    ws
+}
+
+fn messages_seen(w: &World) -> Vec<String> {
+    w.seen()
+        .iter()
+        .filter(|s| s.version == "websocket-message")
+        .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrades_get_their_handshake_rewritten_and_no_compression() {
+    use futures_util::{SinkExt, StreamExt};
+    let w = world(&[]).await;
+    let mut ws = websocket_through(&w, true).await;
     ws.send("ping through the vault".into()).await.unwrap();
     let echo = ws.next().await.unwrap().unwrap();
     assert_eq!(echo.into_text().unwrap().as_str(), "ping through the vault");
@@ -473,10 +507,65 @@ async fn websocket_upgrades_pass_through_with_their_handshake_rewritten() {
         seen[0].header("authorization"),
         Some(format!("Bearer {GH_REAL}").as_str())
     );
+    // The compression offer never reached the upstream: every frame stays readable.
+    assert_eq!(
+        seen[0].header("sec-websocket-extensions"),
+        None,
+        "{:?}",
+        seen[0].headers
+    );
     let record = w.binding.audit.recent().pop().unwrap();
     assert_eq!(
         (record.status, record.swapped.as_slice()),
         (Some(101), ["GITHUB_TOKEN".to_owned()].as_slice())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_messages_get_the_bound_stub_swapped_and_real_values_scrubbed_from_the_echo() {
+    use futures_util::{SinkExt, StreamExt};
+    let w = world(&[]).await;
+    let mut ws = websocket_through(&w, false).await;
+    let sent = format!("{{\"token\":\"{GH_STUB}\"}}");
+    ws.send(sent.as_str().into()).await.unwrap();
+    let echo = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    // The upstream got the real value; what came back to the sandbox has it scrubbed to the stub.
+    assert_eq!(messages_seen(&w), [format!("{{\"token\":\"{GH_REAL}\"}}")]);
+    assert_eq!(echo.as_str(), sent);
+    assert!(!echo.contains(GH_REAL));
+    // A long message, sent as one frame, crosses the vault's chunk boundaries.
+    let long = format!("{}{GH_STUB}{}", "a".repeat(16 * 1024 - 7), "b".repeat(40_000));
+    ws.send(long.as_str().into()).await.unwrap();
+    let echo = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert_eq!(echo.as_str(), long);
+    assert!(messages_seen(&w)[1].contains(GH_REAL));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stub_not_bound_to_the_host_in_a_websocket_message_closes_the_socket_and_reaches_nothing() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let w = world(&[]).await;
+    let mut ws = websocket_through(&w, false).await;
+    ws.send(format!("exfiltrate {AI_STUB}").as_str().into()).await.unwrap();
+    let closed = match ws.next().await {
+        Some(Ok(Message::Close(frame))) => frame.unwrap(),
+        other => panic!("expected the vault's close frame, got {other:?}"),
+    };
+    assert_eq!(u16::from(closed.code), 1008);
+    assert!(closed.reason.contains("not bound to this host"), "{}", closed.reason);
+    assert!(
+        messages_seen(&w)
+            .iter()
+            .all(|m| !m.contains(AI_STUB) && !m.contains(AI_REAL)),
+        "{:?}",
+        messages_seen(&w)
+    );
+    let record = w.binding.audit.recent().pop().unwrap();
+    assert!(record.alert, "{record:?}");
+    assert!(
+        record.blocked.as_deref().unwrap_or_default().contains("OPENAI_API_KEY"),
+        "{record:?}"
     );
 }
 

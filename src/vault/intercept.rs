@@ -44,10 +44,14 @@
 //!   to new sessions.
 //! - HTTP/2 frame-level attacks: left to hyper and `h2`; oversized header lists get 431.
 //!
-//! Known limits, documented for users in the README ("what it does not protect against"): frames after
-//! a WebSocket upgrade are neither swapped nor scrubbed; a stub encoded other than literally (percent,
-//! JSON `\u`, base64 outside Basic) is not recognised, so it reaches an unbound host as an encoded stub
-//! without an alert (never a real value); a bound host can be made to store a swapped value.
+//! After a WebSocket upgrade the same rules hold frame by frame ([`super::websocket`]): bound stubs
+//! swapped in the sandbox's frames, real values scrubbed from the upstream's, a stray stub closing
+//! the connection (1008) and recorded as a block, no compression offered.
+//!
+//! Known limits, documented for users in the README ("what it does not protect against"): a stub
+//! encoded other than literally (percent, JSON `\u`, base64 outside Basic) is not recognised, so it
+//! reaches an unbound host as an encoded stub without an alert (never a real value); a bound host can
+//! be made to store a swapped value.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -76,6 +80,7 @@ use super::audit::{AuditLog, Interception};
 use super::ca::CertificateAuthority;
 use super::policy::Policy;
 use super::rewrite::{Substitutions, host_matches};
+use super::websocket;
 use crate::secret::Secret;
 
 /// Bodies up to this size with a known length are rewritten whole, keeping an exact length.
@@ -418,7 +423,7 @@ impl Vault {
         req: Request<Incoming>,
         host: &str,
         port: u16,
-        binding: &Binding,
+        binding: &Arc<Binding>,
         upstream: &Upstream,
     ) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
@@ -509,10 +514,21 @@ impl Vault {
                 duration_ms: Some(started.elapsed().as_millis() as u64),
                 ..record(&method, host, port, &path)
             };
-            return match self
-                .websocket(parts, new_path, upstream, &binding.scrubber_with(encoded))
-                .await
-            {
+            let frames = Frames {
+                swap: swap.clone(),
+                stray: stray.clone(),
+                scrub: Arc::new(binding.scrubber_with(encoded)),
+                binding: binding.clone(),
+                blocked: blocked_record(
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    Why::NotBound,
+                    &stray_reason(&unbound_names(&unbound), host),
+                ),
+            };
+            return match self.websocket(parts, new_path, upstream, frames).await {
                 Ok(response) => {
                     binding.audit.record(record(response.status()));
                     response
@@ -587,13 +603,15 @@ impl Vault {
     }
 
     /// A WebSocket upgrade whose head is already rewritten: sent on its own HTTP/1.1 upstream
-    /// connection; after `101` the two sides are spliced and frames pass through as they are.
+    /// connection, offering no extension (so nothing is compressed); after `101` the two sides are
+    /// relayed frame by frame ([`websocket`]): bound stubs swapped in the sandbox's frames, real
+    /// values scrubbed from the upstream's, a stray stub ending the connection (recorded as a block).
     async fn websocket(
         &self,
         mut parts: hyper::http::request::Parts,
         path: PathAndQuery,
         upstream: &Upstream,
-        scrub: &Substitutions,
+        frames: Frames,
     ) -> Result<Response<ProxyBody>, BoxError> {
         let client_side = parts
             .extensions
@@ -602,9 +620,10 @@ impl Vault {
         for name in ["keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer"] {
             parts.headers.remove(name);
         }
+        websocket::strip_extensions(&mut parts.headers);
         let mut response = upstream.upgrade(Request::from_parts(parts, empty()), path).await?;
         for value in response.headers_mut().values_mut() {
-            if let Some(new) = scrub.header_value(value.as_bytes())
+            if let Some(new) = frames.scrub.header_value(value.as_bytes())
                 && let Ok(new) = HeaderValue::from_bytes(&new)
             {
                 *value = new;
@@ -614,13 +633,15 @@ impl Vault {
             let (parts, body) = response.into_parts();
             return Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()));
         }
+        if response.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+            return Err(
+                "the upstream agreed to a WebSocket extension nobody offered; its frames could not be read".into(),
+            );
+        }
         let server_side = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
             match tokio::try_join!(client_side, server_side) {
-                Ok((client, server)) => {
-                    let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
+                Ok((client, server)) => frames.relay(TokioIo::new(client), TokioIo::new(server)).await,
                 Err(err) => tracing::debug!(error = %err, "WebSocket upgrade did not complete"),
             }
         });
@@ -765,6 +786,68 @@ fn authority_is(authority: &str, host: &str, port: u16) -> bool {
     };
     let name = parsed.host().trim_start_matches('[').trim_end_matches(']');
     name.eq_ignore_ascii_case(host) && parsed.port_u16().unwrap_or(443) == port
+}
+
+/// What the frames of one WebSocket connection are rewritten with.
+struct Frames {
+    /// Stubs bound to the host → real values (sandbox → upstream).
+    swap: Arc<Substitutions>,
+    /// Stubs of credentials not bound to the host: none may pass.
+    stray: Arc<Substitutions>,
+    /// Real values → stubs (upstream → sandbox).
+    scrub: Arc<Substitutions>,
+    binding: Arc<Binding>,
+    /// What is recorded when a stray stub ends the connection.
+    blocked: Interception,
+}
+
+impl Frames {
+    /// Relays both directions until both end; a stray stub or unreadable framing on either side
+    /// stops both, and a stray stub closes both with 1008 and is recorded.
+    async fn relay<C, S>(self, client: C, server: S)
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use super::websocket::{Direction, RelayError};
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let (mut server_read, mut server_write) = tokio::io::split(server);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let up = Direction {
+            rewrite: &self.swap,
+            stray: (!self.stray.is_empty()).then_some(&*self.stray),
+            mask: true,
+        };
+        let down = Direction {
+            rewrite: &self.scrub,
+            stray: None,
+            mask: false,
+        };
+        let (sent, received) = tokio::join!(
+            websocket::relay_until(&mut client_read, &mut server_write, &up, &stop),
+            websocket::relay_until(&mut server_read, &mut client_write, &down, &stop),
+        );
+        for result in [&sent, &received] {
+            match result {
+                Err(RelayError::Stray) => {
+                    self.binding.audit.record(self.blocked.clone());
+                    let reason = "lap vault: a credential's stub not bound to this host";
+                    let _ = websocket::close(&mut client_write, websocket::POLICY_VIOLATION, reason, false).await;
+                    let _ = websocket::close(&mut server_write, websocket::POLICY_VIOLATION, reason, true).await;
+                }
+                Err(RelayError::Protocol(why)) => {
+                    tracing::info!(host = %self.blocked.host, why, "a WebSocket connection was cut: unreadable frames");
+                    let _ = websocket::close(&mut client_write, websocket::PROTOCOL_ERROR, why, false).await;
+                }
+                Err(RelayError::Io(err)) => tracing::debug!(error = %err, "a WebSocket connection ended"),
+                Ok(()) => {}
+            }
+        }
+    }
+}
+
+fn unbound_names<'a>(unbound: &[&'a Credential]) -> Vec<&'a str> {
+    unbound.iter().map(|c| c.name.as_str()).collect()
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
