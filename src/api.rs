@@ -99,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(Arc::new(doc)))
         .layer(axum::Extension(state.master_key.clone()))
-        .layer(axum::Extension(Arc::new(ui::Sessions::default())))
+        .layer(axum::Extension(Arc::new(ui::Sessions::persistent(state.store.clone()))))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -8,6 +8,7 @@
 
 mod messages;
 pub mod seal;
+mod ui;
 pub mod warm;
 
 use std::collections::BTreeMap;
@@ -158,6 +159,13 @@ CREATE TABLE session_events (
 CREATE TABLE vault_cursors (
     sandbox_id TEXT PRIMARY KEY,
     position   INTEGER NOT NULL
+);
+"#,
+    // The web UI's cookie sessions (store/ui.rs): token digests, never tokens.
+    r#"
+CREATE TABLE ui_sessions (
+    digest     BLOB PRIMARY KEY,
+    expires_at INTEGER NOT NULL
 );
 "#,
 ];

@@ -178,9 +178,9 @@ fn signing_in_sets_an_httponly_strict_cookie_that_is_not_the_master_key() {
 }
 
 #[test]
-fn the_cookie_opens_the_api_and_state_changes_need_the_csrf_header() {
+fn the_cookie_opens_the_api_survives_a_restart_and_state_changes_need_the_csrf_header() {
     let home = Home::new();
-    let server = TestServer::start(&home);
+    let mut server = TestServer::start(&home);
     let (_, cookie) = sign_in(&server);
     let agents = "/api/v1/managed_agents/agents";
     assert_eq!(http(&server, "GET", agents, &[], "").status, 401);
@@ -205,6 +205,11 @@ fn the_cookie_opens_the_api_and_state_changes_need_the_csrf_header() {
     // A made-up cookie opens nothing.
     let fake = format!("lap_ui_session={}", "0".repeat(64));
     assert_eq!(http(&server, "GET", agents, &[("Cookie", &fake)], "").status, 401);
+
+    // A restart of `lap serve` (kill -9) keeps the browser signed in.
+    server.restart();
+    let listed = http(&server, "GET", agents, &[("Cookie", &cookie)], "");
+    assert_eq!(listed.status, 200, "{}", listed.body);
 
     // Signing out ends the session on the server: the same cookie is refused afterwards.
     let out = http(

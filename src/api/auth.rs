@@ -25,7 +25,7 @@ pub async fn require_master_key(
     if has_master_key(req.headers(), &key) {
         return next.run(req).await;
     }
-    match ui::cookie_auth(&sessions, req.method(), req.headers()) {
+    match ui::cookie_auth(&sessions, req.method(), req.headers()).await {
         ui::CookieAuth::Ok => next.run(req).await,
         ui::CookieAuth::MissingCsrfHeader => ui::csrf_refused().into_response(),
         ui::CookieAuth::None => unauthorized().into_response(),

@@ -9,9 +9,9 @@
 //! session token (256 bits) and sets it as the cookie [`COOKIE`]: `HttpOnly`, `SameSite=Strict`,
 //! `Path=/`, `Max-Age` [`COOKIE_TTL`], `Secure` when served over TLS or behind a proxy that says
 //! `X-Forwarded-Proto: https`. The master key is never the cookie's value, and the page never
-//! stores it. The server keeps only the tokens' SHA-256 digests with their expiry, in memory
-//! (at most [`MAX_SESSIONS`]; the oldest is dropped for a new one): a restart of `lap serve` signs
-//! every browser out. `GET` says whether the request is signed in (204, else 401); `DELETE` signs the
+//! stores it. The server keeps only the tokens' SHA-256 digests with their expiry, in memory and in
+//! the store (at most [`MAX_SESSIONS`]; the one expiring first is dropped for a new one), so a
+//! restart of `lap serve` keeps browsers signed in. `GET` says whether the request is signed in (204, else 401); `DELETE` signs the
 //! cookie's session out and clears the cookie.
 //! `GET /api/ui/config` (signed in) tells the page the harness catalog and the credential presets.
 //!
@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -52,40 +52,87 @@ pub const MAX_SESSIONS: usize = 1024;
 /// The header a cookie-authenticated request must carry unless it is a `GET` or `HEAD`.
 pub const CSRF_HEADER: &str = "x-lap-ui";
 
-/// Live cookie sessions: SHA-256 of the token → when it expires.
+/// Live cookie sessions: SHA-256 of the token → when it expires (Unix seconds), kept in the store
+/// too when there is one (read once, at the first use).
 #[derive(Default)]
 pub struct Sessions {
-    live: Mutex<HashMap<[u8; 32], Instant>>,
+    live: Mutex<HashMap<[u8; 32], i64>>,
+    store: Option<crate::store::Store>,
+    loaded: tokio::sync::OnceCell<()>,
 }
 
 impl Sessions {
+    /// Sessions kept in `store` as well, so they outlive a restart.
+    pub fn persistent(store: crate::store::Store) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::default()
+        }
+    }
+
+    /// Reads the stored sessions, the first time only.
+    async fn load(&self) {
+        let Some(store) = &self.store else { return };
+        self.loaded
+            .get_or_init(|| async {
+                match store.ui_sessions(unix_now()).await {
+                    Ok(rows) => self.live.lock().expect("ui sessions lock").extend(rows),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot read the web UI's sessions; browsers sign in again")
+                    }
+                }
+            })
+            .await;
+    }
+
     /// A new session; returns its token (64 hex digits).
-    fn mint(&self) -> String {
+    async fn mint(&self) -> String {
+        self.load().await;
         let mut bytes = [0u8; 32];
         SystemRandom::new().fill(&mut bytes).expect("system random generator");
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let now = Instant::now();
-        let mut live = self.live.lock().expect("ui sessions lock");
-        live.retain(|_, expires| *expires > now);
-        if live.len() >= MAX_SESSIONS
-            && let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k)
+        let now = unix_now();
+        let expires = now + COOKIE_TTL.as_secs() as i64;
         {
-            live.remove(&oldest);
+            let mut live = self.live.lock().expect("ui sessions lock");
+            live.retain(|_, expires| *expires > now);
+            if live.len() >= MAX_SESSIONS
+                && let Some(first) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k)
+            {
+                live.remove(&first);
+            }
+            live.insert(digest(&token), expires);
         }
-        live.insert(digest(&token), now + COOKIE_TTL);
+        if let Some(store) = &self.store
+            && let Err(err) = store.insert_ui_session(digest(&token), expires, MAX_SESSIONS).await
+        {
+            tracing::warn!(error = %err, "cannot keep a web UI session; it ends with this server");
+        }
         token
     }
 
     /// Whether `token` is a live session.
-    fn is_live(&self, token: &str) -> bool {
+    async fn is_live(&self, token: &str) -> bool {
+        self.load().await;
         let live = self.live.lock().expect("ui sessions lock");
-        live.get(&digest(token))
-            .is_some_and(|expires| *expires > Instant::now())
+        live.get(&digest(token)).is_some_and(|expires| *expires > unix_now())
     }
 
-    fn end(&self, token: &str) {
+    async fn end(&self, token: &str) {
+        self.load().await;
         self.live.lock().expect("ui sessions lock").remove(&digest(token));
+        if let Some(store) = &self.store
+            && let Err(err) = store.delete_ui_session(digest(token)).await
+        {
+            tracing::warn!(error = %err, "cannot forget a web UI session");
+        }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -118,11 +165,11 @@ pub enum CookieAuth {
 }
 
 /// Checks the session cookie of a request.
-pub fn cookie_auth(sessions: &Sessions, method: &Method, headers: &HeaderMap) -> CookieAuth {
+pub async fn cookie_auth(sessions: &Sessions, method: &Method, headers: &HeaderMap) -> CookieAuth {
     let Some(token) = cookie_token(headers) else {
         return CookieAuth::None;
     };
-    if !sessions.is_live(token) {
+    if !sessions.is_live(token).await {
         return CookieAuth::None;
     }
     if matches!(*method, Method::GET | Method::HEAD) || headers.contains_key(CSRF_HEADER) {
@@ -221,7 +268,7 @@ async fn sign_in(
     if !auth::has_master_key(&headers, &key) {
         return auth::unauthorized().into_response();
     }
-    let token = sessions.mint();
+    let token = sessions.mint().await;
     (
         StatusCode::NO_CONTENT,
         [(
@@ -239,7 +286,8 @@ async fn signed_in(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if auth::has_master_key(&headers, &key) || matches!(cookie_auth(&sessions, &method, &headers), CookieAuth::Ok) {
+    if auth::has_master_key(&headers, &key) || matches!(cookie_auth(&sessions, &method, &headers).await, CookieAuth::Ok)
+    {
         StatusCode::NO_CONTENT.into_response()
     } else {
         auth::unauthorized().into_response()
@@ -253,11 +301,11 @@ async fn sign_out(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if let CookieAuth::MissingCsrfHeader = cookie_auth(&sessions, &method, &headers) {
+    if let CookieAuth::MissingCsrfHeader = cookie_auth(&sessions, &method, &headers).await {
         return csrf_refused().into_response();
     }
     if let Some(token) = cookie_token(&headers) {
-        sessions.end(token);
+        sessions.end(token).await;
     }
     (
         StatusCode::NO_CONTENT,
@@ -290,7 +338,9 @@ async fn config(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !auth::has_master_key(&headers, &key) && !matches!(cookie_auth(&sessions, &method, &headers), CookieAuth::Ok) {
+    if !auth::has_master_key(&headers, &key)
+        && !matches!(cookie_auth(&sessions, &method, &headers).await, CookieAuth::Ok)
+    {
         return Err(auth::unauthorized());
     }
     Ok(Json(UiConfig {
@@ -322,15 +372,37 @@ mod tests {
         map
     }
 
-    #[test]
-    fn a_minted_token_is_live_until_signed_out_and_only_it() {
+    #[tokio::test]
+    async fn a_minted_token_is_live_until_signed_out_and_only_it() {
         let sessions = Sessions::default();
-        let token = sessions.mint();
+        let token = sessions.mint().await;
         assert_eq!(token.len(), 64);
-        assert!(sessions.is_live(&token));
-        assert!(!sessions.is_live(&sessions_other_token(&token)));
-        sessions.end(&token);
-        assert!(!sessions.is_live(&token));
+        assert!(sessions.is_live(&token).await);
+        assert!(!sessions.is_live(&sessions_other_token(&token)).await);
+        sessions.end(&token).await;
+        assert!(!sessions.is_live(&token).await);
+    }
+
+    #[tokio::test]
+    async fn stored_sessions_outlive_the_server_until_they_end_or_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let first = Sessions::persistent(store.clone());
+        let (kept, ended) = (first.mint().await, first.mint().await);
+        first.end(&ended).await;
+        // An expired one, left by an earlier server.
+        store
+            .insert_ui_session(digest("old"), unix_now() - 1, MAX_SESSIONS)
+            .await
+            .unwrap();
+        let restarted = Sessions::persistent(store.clone());
+        assert!(restarted.is_live(&kept).await);
+        assert!(!restarted.is_live(&ended).await);
+        assert!(!restarted.is_live("old").await);
+        // Only digests are stored, never a token.
+        let rows = store.ui_sessions(unix_now()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, digest(&kept));
     }
 
     fn sessions_other_token(token: &str) -> String {
@@ -339,24 +411,30 @@ mod tests {
         other
     }
 
-    #[test]
-    fn cookie_requests_that_change_state_need_the_csrf_header() {
+    #[tokio::test]
+    async fn cookie_requests_that_change_state_need_the_csrf_header() {
         let sessions = Sessions::default();
-        let token = sessions.mint();
+        let token = sessions.mint().await;
         let cookie = format!("other=1; {COOKIE}={token}");
         let plain = headers(&[("cookie", &cookie)]);
         let marked = headers(&[("cookie", &cookie), (CSRF_HEADER, "1")]);
-        assert!(matches!(cookie_auth(&sessions, &Method::GET, &plain), CookieAuth::Ok));
         assert!(matches!(
-            cookie_auth(&sessions, &Method::POST, &plain),
+            cookie_auth(&sessions, &Method::GET, &plain).await,
+            CookieAuth::Ok
+        ));
+        assert!(matches!(
+            cookie_auth(&sessions, &Method::POST, &plain).await,
             CookieAuth::MissingCsrfHeader
         ));
         assert!(matches!(
-            cookie_auth(&sessions, &Method::DELETE, &marked),
+            cookie_auth(&sessions, &Method::DELETE, &marked).await,
             CookieAuth::Ok
         ));
         let wrong = headers(&[("cookie", "lap_ui_session=nope"), (CSRF_HEADER, "1")]);
-        assert!(matches!(cookie_auth(&sessions, &Method::GET, &wrong), CookieAuth::None));
+        assert!(matches!(
+            cookie_auth(&sessions, &Method::GET, &wrong).await,
+            CookieAuth::None
+        ));
     }
 
     #[test]
