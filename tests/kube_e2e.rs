@@ -8,7 +8,8 @@
 //! sidecar toward its host only (a loopback HTTPS upstream; nothing leaves 127.0.0.1) and the
 //! sidecar's records reach the egress log, exactly once across a restart of `lap serve`; a person
 //! attaches with `lap <agent>` in tmux, types, resizes, and the agent's exit ends the session; the
-//! warm pool's pod is claimed by a label patch and replaced; and pods that fail (OOM kill, a crash,
+//! warm pool's pod is claimed by a label patch and replaced; an API harness answers `lap send`
+//! through the pod's harness; and pods that fail (OOM kill, a crash,
 //! an image that cannot be pulled, deletion behind lap's back, a warm pod evicted) end their
 //! sessions, or leave the pool, with the reason.
 
@@ -715,6 +716,43 @@ async fn a_warm_pod_that_is_evicted_leaves_the_pool_and_is_replaced() {
     let session = cluster.lap_json(&["--json", "sessions", "create", "coder"]);
     assert_eq!(session["status"], "ready", "{session}");
     assert_eq!(pod_of(&session), pods[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_harness_on_the_kube_backend_answers_messages_through_the_pods_harness() {
+    // The fake Claude Agent SDK tool (`tests/fake_claude.py`), spoken to over its stdin and stdout
+    // by `exec_stream` through the port-forward, as the local backend's message tests do.
+    let cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    let command = support::python_command(include_str!("fake_claude.py"));
+    cluster.lap_json(&[
+        "--json",
+        "agents",
+        "create",
+        "sdk",
+        "--harness",
+        "claude-agent-sdk",
+        "--model",
+        "fake-model-1",
+        "--command",
+        &command,
+    ]);
+    let reply = cluster.home.lap().run(["send", "sdk", "hello there"]);
+    assert_eq!(reply.code, 0, "{reply}\n{}", cluster.server.log());
+    assert_eq!(reply.stdout.trim_end(), "echo: hello there", "{reply}");
+    let sessions = cluster.lap_json(&["--json", "sessions", "list"]);
+    let id = sessions[0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        cluster.show(&id)["sandbox_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("kube://lap/")
+    );
+    let streamed = cluster.home.lap().run(["send", "--stream", &id, "streamed words"]);
+    assert_eq!(streamed.code, 0, "{streamed}");
+    assert_eq!(streamed.stdout, "echo: streamed words\n");
+    let message = cluster.lap_json(&["send", "--json", "sdk", "tool"]);
+    assert_eq!(message["info"]["harness"], "claude-agent-sdk");
+    assert_eq!(message["parts"][0]["state"]["status"], "completed", "{message:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

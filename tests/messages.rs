@@ -13,10 +13,9 @@ mod support;
 
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{Value, json};
 use support::tmux::Tmux;
-use support::{Home, TestServer, delete_local_sandboxes, lap};
+use support::{Home, TestServer, delete_local_sandboxes, lap, python_command};
 
 const PREFIX: &str = "/api/v1/managed_agents";
 /// The fake tool, as the agent's command (a shell word list: `python3 -c …`).
@@ -35,11 +34,6 @@ fn http() -> reqwest::Client {
 
 fn fake_command() -> String {
     python_command(FAKE_CLAUDE)
-}
-
-fn python_command(program: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(program);
-    format!("python3 -c \"import base64;exec(base64.b64decode('{b64}'))\"")
 }
 
 /// A local-backend server with a `claude-agent-sdk` agent `sdk` running the fake tool; sandboxes

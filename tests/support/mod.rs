@@ -522,6 +522,14 @@ fn dechunk(mut body: &str) -> String {
 
 /// Deletes every local-backend sandbox under `data_dir` (a test's cleanup, even after a failure
 /// half-way). Runs on its own thread and runtime, so it works from `Drop` inside or outside one.
+/// `program` (Python source) as one command line an agent can run: `python3 -c …` decoding it from
+/// base64, so no quoting of the source is needed.
+pub fn python_command(program: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(program);
+    format!("python3 -c \"import base64;exec(base64.b64decode('{b64}'))\"")
+}
+
 pub fn delete_local_sandboxes(data_dir: &Path) {
     use lap::sandbox::Sandbox;
     let dir = data_dir.to_owned();
