@@ -9,9 +9,10 @@
 //! sidecar's records reach the egress log, exactly once across a restart of `lap serve`; a person
 //! attaches with `lap <agent>` in tmux, types, resizes, and the agent's exit ends the session; the
 //! warm pool's pod is claimed by a label patch and replaced; an API harness answers `lap send`
-//! through the pod's harness; and pods that fail (OOM kill, a crash,
-//! an image that cannot be pulled, deletion behind lap's back, a warm pod evicted) end their
-//! sessions, or leave the pool, with the reason.
+//! through the pod's harness; pods that fail (OOM kill, a crash, an image that cannot be pulled,
+//! deletion behind lap's back, a warm pod evicted) end their sessions, or leave the pool, with the
+//! reason; and with `--kube-reach pod-ip` (each pod on an address of its own in 127.0.0.0/8) all of
+//! it works without a port-forward. The pod's harness wants its token from the Secret.
 
 mod kube_fake;
 mod support;
