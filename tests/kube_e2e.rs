@@ -11,7 +11,8 @@
 //! warm pool's pod is claimed by a label patch and replaced; an API harness answers `lap send`
 //! through the pod's harness; pods that fail (OOM kill, a crash, an image that cannot be pulled,
 //! deletion behind lap's back, a warm pod evicted) end their sessions, or leave the pool, with the
-//! reason; and with `--kube-reach pod-ip` (each pod on an address of its own in 127.0.0.0/8) all of
+//! reason; a `kill -9` of `lap serve` mid bring-up leaves no pod behind; idle sessions are reaped;
+//! and with `--kube-reach pod-ip` (each pod on an address of its own in 127.0.0.0/8) all of
 //! it works without a port-forward. The pod's harness wants its token from the Secret.
 
 mod kube_fake;
@@ -688,6 +689,42 @@ async fn pods_that_fail_end_their_sessions_with_the_reason_and_are_deleted() {
     assert_eq!(shown["failure_reason"], format!("the sandbox backend failed: {reason}"));
     cluster.pods_until("no pods", <[String]>::is_empty).await;
     assert!(cluster.api.names("secrets").is_empty() && cluster.api.names("networkpolicies").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_9_of_lap_serve_mid_bring_up_fails_the_session_and_leaves_no_pod_behind() {
+    let mut cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("coder");
+    // Pods that never get ready: the bring-up waits in `creating_sandbox`.
+    cluster.api.new_pods_get(json!({"phase": "Pending"}));
+    let session = cluster.lap_json(&["--json", "sessions", "create", "coder", "--no-wait"]);
+    let id = session["id"].as_str().unwrap().to_owned();
+    let pod = cluster.pods_until("the session's pod", |pods| pods.len() == 1).await[0].clone();
+    assert_eq!(cluster.show(&id)["status"], "creating");
+    cluster.server.kill9();
+    cluster.server.restart();
+    let shown = cluster.show(&id);
+    assert_eq!(shown["status"], "failed", "{shown}");
+    assert_eq!(
+        shown["failure_reason"],
+        "bring-up was interrupted by a restart of lap serve"
+    );
+    cluster
+        .pods_until("the orphaned pod deleted", |pods| !pods.contains(&pod))
+        .await;
+    assert!(cluster.api.names("secrets").is_empty() && cluster.api.names("networkpolicies").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_kube_session_is_reaped_with_its_pod() {
+    let cluster = Cluster::start(&["--warm-pool-size", "0", "--idle-ttl", "1s"]).await;
+    cluster.create_agent("coder");
+    let (id, pod) = cluster.ready_session("coder").await;
+    let shown = cluster.session_until(&id, "reaped", |s| s["status"] == "dead").await;
+    assert_eq!(shown["failure_reason"], "reaped after 1s without activity");
+    cluster
+        .pods_until("the reaped pod deleted", |pods| !pods.contains(&pod))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
