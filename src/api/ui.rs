@@ -11,8 +11,8 @@
 //! `X-Forwarded-Proto: https`. The master key is never the cookie's value, and the page never
 //! stores it. The server keeps only the tokens' SHA-256 digests with their expiry, in memory and in
 //! the store (at most [`MAX_SESSIONS`]; the one expiring first is dropped for a new one), so a
-//! restart of `lap serve` keeps browsers signed in. `GET` says whether the request is signed in (204, else 401); `DELETE` signs the
-//! cookie's session out and clears the cookie.
+//! restart of `lap serve` keeps browsers signed in. `GET` says whether the request is signed in
+//! (204, else 401); `DELETE` signs the cookie's session out and clears the cookie.
 //! `GET /api/ui/config` (signed in) tells the page the harness catalog and the credential presets.
 //!
 //! Cookie auth and CSRF. Every master-key route also takes a live session cookie. Besides

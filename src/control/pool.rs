@@ -18,11 +18,12 @@
 //! session's new stubs. A stub of a warm sandbox is therefore never valid while a session uses it.
 //!
 //! Invariants. A claim is one conditional SQLite `UPDATE` ([`Store::claim_warm`]): two concurrent
-//! creates never get the same sandbox. The backend then claims it too ([`crate::sandbox::Sandbox::claim`]; for
-//! Kubernetes a label patch with the Pod's `resourceVersion`), and a sandbox it refuses (it failed
-//! since it was made) is dropped and the next one tried. Recycling (older than `--warm-pool-max-age`, agent changed or
-//! gone, no longer planned) deletes a row only while it is `ready`, so it never takes a sandbox a
-//! session just claimed. Backends report warm sandboxes with no session id; the reconciler deletes
+//! creates never get the same sandbox. The backend then claims it too
+//! ([`crate::sandbox::Sandbox::claim`]; for Kubernetes a label patch with the Pod's
+//! `resourceVersion`), and a sandbox it refuses (it failed since it was made) is dropped and the
+//! next one tried. Recycling (older than `--warm-pool-max-age`, agent changed or gone, no longer
+//! planned) deletes a row only while it is `ready`, so it never takes a sandbox a session just
+//! claimed. Backends report warm sandboxes with no session id; the reconciler deletes
 //! such a sandbox only when no warm row and no live session names it, and never while the pool is
 //! creating one ([`Pool::sweep`]). After a restart, `ready` rows whose sandbox still runs are adopted
 //! and every other row is dropped (its sandbox then has no owner and is deleted).
