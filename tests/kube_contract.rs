@@ -262,7 +262,10 @@ async fn an_image_pull_failure_fails_create_with_the_reason_and_deletes_everythi
     let err = kube.create_with_id("lap-test", &spec()).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the sandbox backend failed: cannot pull the image of container `harness` (ErrImagePull): not found"
+        format!(
+            "the sandbox backend failed: cannot pull the image of container `harness` (ErrImagePull): not found; {}",
+            lap::sandbox::kube::status::PULL_ADVICE
+        )
     );
     let lines = mock.lines();
     assert_eq!(

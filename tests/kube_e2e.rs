@@ -675,8 +675,11 @@ async fn pods_that_fail_end_their_sessions_with_the_reason_and_are_deleted() {
         "state": {"waiting": {"reason": "ErrImagePull", "message": "pull access denied for lap-sandbox"}}}]}));
     let out = cluster.home.lap().run(["sessions", "create", "coder"]);
     assert_eq!(out.code, 1, "{out}");
-    let reason = "cannot pull the image of container `harness` (ErrImagePull): pull access denied for lap-sandbox";
-    assert!(out.stderr.contains(reason), "{out}");
+    let reason = format!(
+        "cannot pull the image of container `harness` (ErrImagePull): pull access denied for lap-sandbox; {}",
+        lap::sandbox::kube::status::PULL_ADVICE
+    );
+    assert!(out.stderr.contains(&reason), "{out}");
     let sessions = cluster.lap_json(&["--json", "sessions", "list"]);
     let failed: Vec<&Value> = sessions
         .as_array()

@@ -148,7 +148,10 @@ async fn a_pod_that_cannot_pull_its_image_fails_create_and_is_cleaned_up() {
     let err = kube.create(&spec(Some("s-1"))).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the sandbox backend failed: cannot pull the image of container `harness` (ImagePullBackOff): Back-off pulling image"
+        format!(
+            "the sandbox backend failed: cannot pull the image of container `harness` (ImagePullBackOff): Back-off pulling image; {}",
+            lap::sandbox::kube::status::PULL_ADVICE
+        )
     );
     assert!(api.names("pods").is_empty() && api.names("secrets").is_empty());
 }

@@ -16,6 +16,10 @@ pub enum PodState {
     Gone,
 }
 
+/// What to do about an image the nodes cannot pull.
+pub const PULL_ADVICE: &str =
+    "check `lap serve --kube-image` and that the nodes can pull it (on kind, `scripts/kind-up.sh` loads it)";
+
 /// Waiting reasons that will not resolve by themselves.
 const FATAL_WAITING: &[&str] = &[
     "ImagePullBackOff",
@@ -105,7 +109,7 @@ pub fn container_failure(container: &ContainerStatus) -> Option<String> {
             let detail = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
             return Some(match reason {
                 "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" | "ErrImageNeverPull" => {
-                    format!("cannot pull the image of container `{name}` ({reason}){detail}")
+                    format!("cannot pull the image of container `{name}` ({reason}){detail}; {PULL_ADVICE}")
                 }
                 "CrashLoopBackOff" => {
                     let last = last_exit(container).unwrap_or_default();
@@ -186,7 +190,9 @@ mod tests {
         );
         assert_eq!(
             reason,
-            "cannot pull the image of container `harness` (ImagePullBackOff): Back-off pulling image \"lap-sandbox:dev\""
+            format!(
+                "cannot pull the image of container `harness` (ImagePullBackOff): Back-off pulling image \"lap-sandbox:dev\"; {PULL_ADVICE}"
+            )
         );
     }
 
