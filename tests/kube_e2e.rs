@@ -501,7 +501,7 @@ async fn a_session_on_the_kube_backend_becomes_ready_runs_commands_and_swaps_its
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_restarted_server_adopts_the_pod_and_keeps_each_sidecar_record_once() {
+async fn a_restarted_server_adopts_the_pod_its_terminal_and_keeps_each_sidecar_record_once() {
     let mut cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
     cluster.create_agent("coder");
     let (id, pod) = cluster.ready_session("coder").await;
@@ -521,6 +521,16 @@ async fn a_restarted_server_adopts_the_pod_and_keeps_each_sidecar_record_once() 
     assert_eq!(records_later.len(), 2, "{records_later:?}");
     assert_eq!(records, records_later);
     assert_eq!(cluster.seen.lock().unwrap().len(), 2);
+    // The adopted agent's terminal is there too, and still watched: its exit ends the session.
+    let out = cluster
+        .home
+        .lap()
+        .stdin("echo after-$((1 + 1))\nexit 6\n")
+        .run(["coder"]);
+    assert_eq!(out.code, 6, "{out}");
+    assert!(out.stdout.contains("after-2"), "{out}");
+    let shown = cluster.session_until(&id, "dead", |s| s["status"] == "dead").await;
+    assert_eq!(shown["failure_reason"], "the agent exited with code 6");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
