@@ -449,6 +449,15 @@ fn oom_killed() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_on_the_kube_backend_becomes_ready_runs_commands_and_swaps_its_credential_in_the_sidecar() {
     let cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    // Outside a cluster, `auto` reaches pods through port-forward.
+    assert!(
+        cluster
+            .server
+            .startup
+            .contains("pods reached through the API server's port-forward"),
+        "{}",
+        cluster.server.startup
+    );
     cluster.create_agent("coder");
     let (id, pod) = cluster.ready_session("coder").await;
     assert!(cluster.api.names("pods").contains(&pod));
@@ -809,6 +818,14 @@ async fn an_api_harness_on_the_kube_backend_answers_messages_through_the_pods_ha
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_reaching_pods_by_ip_runs_sessions_without_any_port_forward() {
     let cluster = Cluster::start_with(&["--warm-pool-size", "0", "--kube-reach", "pod-ip"], true).await;
+    assert!(
+        cluster
+            .server
+            .startup
+            .contains("kube backend: namespace `lap`, image `lap-sandbox:dev`, pods reached on their pod IPs"),
+        "{}",
+        cluster.server.startup
+    );
     cluster.create_agent("coder");
     let (id, pod) = cluster.ready_session("coder").await;
     let ip = cluster.api.get("pods", &pod).unwrap()["status"]["podIP"]

@@ -177,7 +177,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         Backend::Fake => Arc::new(Fake::default()),
         Backend::Local => Arc::new(Local::new(&data_dir).with_cgroups(args.sandbox_cgroups == SandboxCgroups::Auto)),
         Backend::Kube => {
-            let backend = Arc::new(kube_backend(&args, &data_dir, &ca_bundle).await?);
+            let backend = Arc::new(kube_backend(&args, &data_dir, &ca_bundle, out).await?);
             k8s = Some(backend.clone());
             backend
         }
@@ -317,7 +317,7 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
 /// The Kubernetes backend: the user's kubeconfig (or the in-cluster configuration), the vault CA
 /// made by [`vault`] and the sandboxes' CA bundle. A cluster that does not answer is not an error
 /// here (`GET /api/v1/health/k8s` tells), one that is not configured at all is.
-async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path) -> Result<Kube, Error> {
+async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path, out: &Printer) -> Result<Kube, Error> {
     let (client, namespace, in_cluster) = kube::client(args.kube_context.clone(), args.kube_namespace.clone())
         .await
         .map_err(|e| {
@@ -346,6 +346,15 @@ async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path) -> Result<
             KubeReach::Auto => kube::Reach::PortForward,
         },
     };
+    out.status(format!(
+        "kube backend: namespace `{}`, image `{}`, pods reached {}",
+        config.namespace,
+        config.image,
+        match config.reach {
+            kube::Reach::PortForward => "through the API server's port-forward",
+            kube::Reach::PodIp => "on their pod IPs",
+        }
+    ));
     Ok(Kube::new(client, config))
 }
 
