@@ -177,9 +177,10 @@ pub fn init_tracing(cli: &Cli) {
         3 => "debug",
         _ => "trace",
     };
-    // Without -v, the TLS verifier's own error log would repeat the error the CLI reports.
+    // Without -v, the TLS verifier's and the kube client's own error logs would repeat the errors
+    // lap reports itself (a Kubernetes API that does not answer is said once, with what to do).
     let quiet_verifier = if cli.global.verbose == 0 {
-        ",rustls_platform_verifier=off"
+        ",rustls_platform_verifier=off,kube_client=off"
     } else {
         ""
     };

@@ -75,6 +75,11 @@ fn agent_command(agent: &Agent) -> Option<String> {
     Some(agent.command.clone().unwrap_or_else(|| harness.command.to_owned()))
 }
 
+/// First wait before recovery is tried again when the backend did not answer at start; it doubles up
+/// to [`RECOVER_RETRY_CAP`].
+const RECOVER_RETRY: Duration = Duration::from_secs(1);
+const RECOVER_RETRY_CAP: Duration = Duration::from_secs(30);
+
 /// How often the records of a vault that runs in its sandbox are pulled.
 const RECORD_PULL: Duration = Duration::from_secs(1);
 
@@ -92,6 +97,19 @@ pub enum ControlError {
     /// The harness's tool is not installed where sandboxes see it.
     #[error("{message}")]
     ToolMissing { message: String, hint: String },
+    /// `lap serve` has not yet recovered the sessions of before its start: the backend does not answer.
+    #[error("lap serve has not recovered its sessions yet: {0}")]
+    NotRecovered(String),
+}
+
+/// How [`Control::start`] went.
+#[derive(Debug)]
+pub enum Started {
+    /// Recovered; the reconciler, the backend's events and the warm pool run.
+    Now,
+    /// The backend did not answer; recovery is retried in the background, and sessions are refused
+    /// until it succeeds.
+    Deferred(SandboxError),
 }
 
 /// What one reconciler pass did.
@@ -142,6 +160,8 @@ pub struct Control {
     pool: pool::Pool,
     /// Conversations of API harness sessions (`control/messages.rs`).
     messages: messages::Messages,
+    /// Why the sessions of before this start are not recovered yet (`None`: they are).
+    unrecovered: Mutex<Option<String>>,
 }
 
 impl Control {
@@ -172,7 +192,65 @@ impl Control {
             metrics: Arc::new(Metrics::default()),
             pool: pool::Pool::new(pool),
             messages: messages::Messages::default(),
+            // The router exists only after `start`, which sets it when recovery has to wait.
+            unrecovered: Mutex::new(None),
         })
+    }
+
+    /// Recovers the sessions of before this start ([`Self::recover`]), then starts the reconciler
+    /// (every `reconcile_every`), the backend's events and the warm pool. A backend that does not
+    /// answer (a Kubernetes API that is down) does not stop `lap serve`: recovery is tried again in
+    /// the background, with backoff, and until it succeeds sessions are refused
+    /// ([`ControlError::NotRecovered`]) — nothing new is made while the old is not accounted for.
+    pub async fn start(self: &Arc<Self>, reconcile_every: Duration) -> Result<Started, ControlError> {
+        match self.recover().await {
+            Ok(()) => {
+                self.run_loops(reconcile_every);
+                Ok(Started::Now)
+            }
+            Err(ControlError::Sandbox(err)) => {
+                *self.unrecovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let mut wait = RECOVER_RETRY;
+                    loop {
+                        tokio::select! {
+                            _ = this.shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        match this.recover().await {
+                            Ok(()) => {
+                                tracing::info!("the sandbox backend answers again: sessions recovered");
+                                this.run_loops(reconcile_every);
+                                return;
+                            }
+                            Err(err) => {
+                                tracing::debug!(error = %err, "recovery failed; trying again");
+                                *this.unrecovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
+                            }
+                        }
+                        wait = (wait * 2).min(RECOVER_RETRY_CAP);
+                    }
+                });
+                Ok(Started::Deferred(err))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn run_loops(self: &Arc<Self>, reconcile_every: Duration) {
+        *self.unrecovered.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.spawn_reconciler(reconcile_every);
+        self.spawn_sandbox_events();
+        self.spawn_pool();
+    }
+
+    /// Refuses work that makes sandboxes while the sessions of before this start are not recovered.
+    fn check_recovered(&self) -> Result<(), ControlError> {
+        match &*self.unrecovered.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(ControlError::NotRecovered(why.clone())),
+        }
     }
 
     pub fn backend(&self) -> &'static str {
@@ -193,6 +271,7 @@ impl Control {
         title: Option<String>,
     ) -> Result<SessionRow, ControlError> {
         let started = std::time::Instant::now();
+        self.check_recovered()?;
         self.sandbox.check().await?;
         let first = if self.pool.enabled() {
             phase::CLAIMING_SANDBOX
@@ -653,6 +732,7 @@ impl Control {
         let Some(agent) = agent else {
             return Err(ControlError::Conflict(format!("the agent of session {id} is gone")));
         };
+        self.check_recovered()?;
         self.sandbox.check().await?;
         self.detach_vault(id);
         if let Some(sandbox) = &row.sandbox_id {

@@ -12,6 +12,7 @@
 //! through the pod's harness; pods that fail (OOM kill, a crash, an image that cannot be pulled,
 //! deletion behind lap's back, a warm pod evicted) end their sessions, or leave the pool, with the
 //! reason; a `kill -9` of `lap serve` mid bring-up leaves no pod behind; idle sessions are reaped;
+//! a server started while the API server is down takes no session until it answers, then recovers;
 //! and with `--kube-reach pod-ip` (each pod on an address of its own in 127.0.0.0/8) all of
 //! it works without a port-forward. The pod's harness wants its token from the Secret.
 
@@ -735,6 +736,52 @@ async fn a_kill_9_of_lap_serve_mid_bring_up_fails_the_session_and_leaves_no_pod_
         .pods_until("the orphaned pod deleted", |pods| !pods.contains(&pod))
         .await;
     assert!(cluster.api.names("secrets").is_empty() && cluster.api.names("networkpolicies").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_started_while_the_api_is_down_takes_no_session_until_it_answers_then_recovers() {
+    let mut cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("coder");
+    let (id, pod) = cluster.ready_session("coder").await;
+    cluster.api.set_down(true).await;
+    cluster.server.restart();
+    assert!(
+        cluster
+            .server
+            .startup
+            .contains("warning: the sandbox backend does not answer"),
+        "{}",
+        cluster.server.startup
+    );
+    // Nothing new while the sessions of before are not accounted for.
+    let out = cluster.home.lap().run(["sessions", "create", "coder"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("lap serve has not recovered its sessions yet"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("hint: lap serve keeps trying"), "{out}");
+    // The API answers again: recovery runs, the old session is adopted, new ones are taken.
+    cluster.api.set_down(false).await;
+    let deadline = Instant::now() + WAIT;
+    let created = loop {
+        let out = cluster
+            .home
+            .lap()
+            .env("GITHUB_TOKEN", REAL)
+            .run(["sessions", "create", "coder"]);
+        if out.code == 0 {
+            break out.stdout.trim().to_owned();
+        }
+        assert!(out.stderr.contains("not recovered"), "{out}");
+        assert!(Instant::now() < deadline, "lap serve never recovered: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(cluster.show(&created)["status"], "ready");
+    assert_eq!(cluster.show(&id)["status"], "ready");
+    let out = cluster.home.lap().run(["exec", &id, "--", "echo", "adopted"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "adopted\n"), "{out}");
+    assert!(cluster.api.names("pods").contains(&pod));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -85,6 +85,8 @@ impl From<ControlError> for ApiError {
             ControlError::ToolMissing { message, hint } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, message).hint(hint)
             }
+            err @ ControlError::NotRecovered(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                .hint("lap serve keeps trying; `GET /api/v1/health/k8s` says whether the Kubernetes API answers"),
         }
     }
 }

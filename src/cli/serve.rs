@@ -203,13 +203,16 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     });
-    control
-        .recover()
+    let started = control
+        .start(reconcile_every(args.idle_ttl))
         .await
         .map_err(|e| Error::failed(format!("cannot recover sessions at start: {e}")))?;
-    control.spawn_reconciler(reconcile_every(args.idle_ttl));
-    control.spawn_sandbox_events();
-    control.spawn_pool();
+    if let crate::control::Started::Deferred(err) = started {
+        out.status(format!(
+            "warning: the sandbox backend does not answer ({err}); lap serve keeps trying, and recovers \
+             the sessions of before this start and takes new ones once it does"
+        ));
+    }
     let router = api::router(AppState {
         store,
         control,

@@ -46,6 +46,9 @@ struct Inner {
     kubelet: Option<Kubelet>,
     /// (pod, port) → where a port-forward to that pod's port connects, over [`Inner::forwards`].
     pod_forwards: HashMap<(String, u16), SocketAddr>,
+    /// Where it listens, and the task accepting there (`None` while it is down).
+    addr: Option<SocketAddr>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A test's kubelet: given a pod and its Secret (base64 `data`, as the API returns it), starts what
@@ -123,6 +126,14 @@ impl FakeApi {
     /// Serves the fake on 127.0.0.1; returns it and its URL.
     pub async fn start() -> (Self, String) {
         let api = Self::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        api.inner.lock().unwrap().addr = Some(addr);
+        api.serve(listener);
+        (api, format!("http://{addr}"))
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
         let app = Router::new()
             .route("/version", get(|| async { axum::Json(json!({"major": "1", "minor": "35", "gitVersion": "v1.35.0-fake",
                 "gitCommit": "", "gitTreeState": "", "buildDate": "", "goVersion": "", "compiler": "", "platform": "linux/amd64"})) }))
@@ -132,12 +143,27 @@ impl FakeApi {
             .route("/apis/networking.k8s.io/v1/namespaces/{ns}/{resource}", any(collection))
             .route("/apis/networking.k8s.io/v1/namespaces/{ns}/{resource}/{name}", any(object))
             .fallback(|| async { status(StatusCode::NOT_FOUND, "NotFound", "the fake serves no such path") })
-            .layer(axum::middleware::from_fn_with_state(api.clone(), record))
-            .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (api, url)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), record))
+            .with_state(self.clone());
+        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        self.inner.lock().unwrap().server = Some(task);
+    }
+
+    /// Takes the API server down (it stops listening: connections are refused, as by an API server
+    /// that is gone) or brings it back on the same address, with its objects.
+    pub async fn set_down(&self, down: bool) {
+        let (task, addr) = {
+            let mut inner = self.inner.lock().unwrap();
+            (inner.server.take(), inner.addr.unwrap())
+        };
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        if !down {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            self.serve(listener);
+        }
     }
 
     /// A kube client of the fake, default namespace `lap`.
