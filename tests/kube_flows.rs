@@ -456,3 +456,32 @@ async fn a_harness_that_does_not_listen_is_a_readable_error() {
     let err = kube.wait_agent(&sandbox.id).await.unwrap_err();
     assert!(matches!(err, lap::sandbox::SandboxError::Backend(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_busy_api_server_is_asked_a_bounded_number_of_times_then_the_refusal_is_readable() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Every request answered 503, as by an overloaded or restarting API server.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "the server is currently unable to handle the request", "reason": "ServiceUnavailable", "code": 503});
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut config = kube::Config::new(url.parse().unwrap());
+    config.default_namespace = "lap".into();
+    let kube = Kube::new(lap::sandbox::kube::retrying_client(config).unwrap(), self::config());
+    let err = kube.list().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the sandbox backend failed: the Kubernetes API refused: the server is currently unable to handle the request (ServiceUnavailable, HTTP 503)"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 5, "one call and four retries");
+}

@@ -98,8 +98,28 @@ pub async fn client(
         Err(err) => return Err(no_cluster(&err.to_string())),
     };
     let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).map_err(|e| no_cluster(&e.to_string()))?;
-    Ok((client, namespace, in_cluster))
+    Ok((retrying_client(config)?, namespace, in_cluster))
+}
+
+/// How a call the API server answers 429, 503 or 504 is tried again: at most [`API_RETRIES`] more
+/// times, backing off from 50 ms to at most 2 s, so a busy API server slows a call by seconds, not
+/// the minutes of kube-rs's default policy (15 retries), and an overloaded or restarting one gives a
+/// readable error a person or the reconciler can act on.
+const API_RETRIES: u32 = 4;
+
+/// A client of `config` with [`API_RETRIES`] in place of kube-rs's default retries.
+pub fn retrying_client(mut config: kube::Config) -> Result<kube::Client, SandboxError> {
+    use kube::client::retry::RetryPolicy;
+    config.default_retry = false;
+    let policy = RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(2), API_RETRIES, false)
+        .map_err(|e| no_cluster(&e.to_string()))?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| no_cluster(&e.to_string()))?
+        // Retrying clones the service, which the builder's boxed one cannot be: a buffer can.
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&tower::retry::RetryLayer::new(policy))
+        .build();
+    Ok(client)
 }
 
 fn no_cluster(cause: &str) -> SandboxError {
