@@ -331,7 +331,12 @@ async fn a_forbidden_create_says_what_the_api_refused_and_sends_nothing_more() {
             .starts_with("the sandbox backend failed: the Kubernetes API refused: pods is forbidden"),
         "{err}"
     );
-    assert!(err.to_string().ends_with("(Forbidden, HTTP 403)"), "{err}");
+    assert!(
+        err.to_string().ends_with(
+            "(Forbidden, HTTP 403); the user or service account needs the Role in `kind/rbac.yaml` in this namespace"
+        ),
+        "{err}"
+    );
     assert_eq!(mock.lines(), [format!("POST {PODS}")]);
 }
 
@@ -448,7 +453,8 @@ async fn a_claim_the_api_server_refuses_is_an_error_naming_the_refusal() {
     let err = Kube::new(client, config()).claim("lap-a", "s-9").await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the sandbox backend failed: the Kubernetes API refused: pods \"lap-a\" is forbidden: cannot patch (Forbidden, HTTP 403)"
+        "the sandbox backend failed: the Kubernetes API refused: pods \"lap-a\" is forbidden: cannot patch (Forbidden, HTTP 403); \
+         the user or service account needs the Role in `kind/rbac.yaml` in this namespace"
     );
 }
 
@@ -635,5 +641,17 @@ async fn a_pod_ip_nothing_answers_on_is_an_error_that_says_to_use_port_forward_f
     assert!(
         err.ends_with("from outside it, run `lap serve --kube-reach port-forward`)"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_that_does_not_exist_is_an_error_that_says_how_to_make_it() {
+    let (client, _mock) =
+        Mock::start(|_| status_reply(StatusCode::NOT_FOUND, "NotFound", "namespaces \"lap\" not found"));
+    let err = Kube::new(client, config()).create(&spec()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the sandbox backend failed: the Kubernetes API refused: namespaces \"lap\" not found (NotFound, HTTP 404); \
+         create the namespace (`kubectl apply -f kind/namespace.yaml` makes `lap`) or pass `--kube-namespace`"
     );
 }

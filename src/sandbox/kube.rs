@@ -545,10 +545,21 @@ fn gone_ok(result: Result<(), kube::Error>) -> Result<(), SandboxError> {
 
 fn api_error(err: kube::Error) -> SandboxError {
     match err {
-        kube::Error::Api(status) => SandboxError::Backend(format!(
-            "the Kubernetes API refused: {} ({}, HTTP {})",
-            status.message, status.reason, status.code
-        )),
+        kube::Error::Api(status) => {
+            // The two refusals a new setup meets first, with what to do about them.
+            let advice = match status.code {
+                403 => "; the user or service account needs the Role in `kind/rbac.yaml` in this namespace",
+                404 if status.message.starts_with("namespaces ") => {
+                    "; create the namespace (`kubectl apply -f kind/namespace.yaml` makes `lap`) or pass \
+                     `--kube-namespace`"
+                }
+                _ => "",
+            };
+            SandboxError::Backend(format!(
+                "the Kubernetes API refused: {} ({}, HTTP {}){advice}",
+                status.message, status.reason, status.code
+            ))
+        }
         other => SandboxError::Backend(format!("cannot reach the Kubernetes API: {other}")),
     }
 }
