@@ -539,6 +539,40 @@ async fn websocket_messages_get_the_bound_stub_swapped_and_real_values_scrubbed_
     let echo = ws.next().await.unwrap().unwrap().into_text().unwrap();
     assert_eq!(echo.as_str(), long);
     assert!(messages_seen(&w)[1].contains(GH_REAL));
+    // When the socket closes, its frames' swaps and scrubs are recorded, beside the upgrade's record.
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let frames = loop {
+        if let Some(record) = w.binding.audit.recent().into_iter().find(|r| r.method == "WS") {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record of the frames: {:?}",
+            w.binding.audit.recent()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(frames.swapped, ["GITHUB_TOKEN"]);
+    assert_eq!(frames.stubs_swapped, [GH_STUB]);
+    assert_eq!(frames.scrubbed, ["GITHUB_TOKEN"]);
+    assert_eq!(
+        (frames.host.as_str(), frames.path.as_str()),
+        ("api.github.test", "/socket")
+    );
+    let upgrade = w
+        .binding
+        .audit
+        .recent()
+        .into_iter()
+        .find(|r| r.method == "GET")
+        .unwrap();
+    assert_eq!(
+        (upgrade.status, upgrade.swapped.as_slice()),
+        (Some(101), ["GITHUB_TOKEN".to_owned()].as_slice())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -507,10 +507,12 @@ impl Vault {
             }
         }
         if is_websocket_upgrade(&parts.headers) {
+            // The handshake's swaps go in its record; the frames' are counted afresh.
+            let handshake = swap.take_hits();
             let record = |status: StatusCode| Interception {
                 status: Some(status.as_u16()),
-                swapped: names(&bound, &swap.hits()),
-                stubs_swapped: stubs(&bound, &swap.hits()),
+                swapped: names(&bound, &handshake),
+                stubs_swapped: stubs(&bound, &handshake),
                 duration_ms: Some(started.elapsed().as_millis() as u64),
                 ..record(&method, host, port, &path)
             };
@@ -519,6 +521,8 @@ impl Vault {
                 stray: stray.clone(),
                 scrub: Arc::new(binding.scrubber_with(encoded)),
                 binding: binding.clone(),
+                bound: bound.iter().map(|c| (c.name.clone(), c.stub.clone())).collect(),
+                opened: record(StatusCode::SWITCHING_PROTOCOLS),
                 blocked: blocked_record(
                     &method,
                     host,
@@ -797,6 +801,10 @@ struct Frames {
     /// Real values → stubs (upstream → sandbox).
     scrub: Arc<Substitutions>,
     binding: Arc<Binding>,
+    /// Name and stub of each credential bound to the host, in [`Frames::swap`]'s order.
+    bound: Vec<(String, String)>,
+    /// The upgrade's record: the frames' is made from it when the connection ends.
+    opened: Interception,
     /// What is recorded when a stray stub ends the connection.
     blocked: Interception,
 }
@@ -810,6 +818,7 @@ impl Frames {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         use super::websocket::{Direction, RelayError};
+        let started = std::time::Instant::now();
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let (mut server_read, mut server_write) = tokio::io::split(server);
         let stop = tokio_util::sync::CancellationToken::new();
@@ -827,6 +836,7 @@ impl Frames {
             websocket::relay_until(&mut client_read, &mut server_write, &up, &stop),
             websocket::relay_until(&mut server_read, &mut client_write, &down, &stop),
         );
+        self.record_frames(started);
         for result in [&sent, &received] {
             match result {
                 Err(RelayError::Stray) => {
@@ -843,6 +853,35 @@ impl Frames {
                 Ok(()) => {}
             }
         }
+    }
+}
+
+impl Frames {
+    /// When the frames swapped or scrubbed anything, one record of the connection (method `WS`):
+    /// which credentials its frames carried each way, and how long it was open.
+    fn record_frames(&self, started: std::time::Instant) {
+        let (swapped, scrubbed) = (self.swap.hits(), self.scrub.hits());
+        if swapped.is_empty() && scrubbed.is_empty() {
+            return;
+        }
+        let pick = |indices: &[usize], field: fn(&(String, String)) -> &String| -> Vec<String> {
+            indices
+                .iter()
+                .filter_map(|&i| self.bound.get(i))
+                .map(|c| field(c).clone())
+                .collect()
+        };
+        let all: Vec<&Credential> = self.binding.credentials.iter().collect();
+        self.binding.audit.record(Interception {
+            method: "WS".to_owned(),
+            status: None,
+            swapped: pick(&swapped, |c| &c.0),
+            stubs_swapped: pick(&swapped, |c| &c.1),
+            scrubbed: names(&all, &scrubbed),
+            duration_ms: Some(started.elapsed().as_millis() as u64),
+            timestamp: crate::store::now(),
+            ..self.opened.clone()
+        });
     }
 }
 

@@ -94,6 +94,13 @@ impl Substitutions {
     }
 
     /// Indices (in construction order) of the pairs that have matched so far.
+    /// [`Self::hits`], forgetting them: what matches afterwards is counted afresh.
+    pub fn take_hits(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.hits.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
+
     pub fn hits(&self) -> Vec<usize> {
         self.hits
             .lock()
