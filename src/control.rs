@@ -583,7 +583,13 @@ impl Control {
             Policy::new(&agent.allow_out, &agent.deny_out).default_deny(self.egress_default_deny),
             AuditLog::with_sink(sink),
         ));
-        tokio::spawn(keep_audit(self.store.clone(), self.metrics.clone(), audit, records));
+        tokio::spawn(keep_audit(
+            self.store.clone(),
+            self.metrics.clone(),
+            audit,
+            None,
+            records,
+        ));
         let stop = self.vault_stop(key);
         // Not on `tasks`: it lives as long as the session and ends on `stop` (a child of shutdown).
         tokio::spawn(serve_egress(self.vault.clone(), listener, binding, stop));
@@ -636,11 +642,11 @@ impl Control {
         };
         self.sandbox.bind_vault(sandbox_id, &binding).await?;
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-        tokio::spawn(keep_pulled(
+        tokio::spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
             audit,
-            sandbox_id.to_owned(),
+            Some(sandbox_id.to_owned()),
             records,
         ));
         let stop = self.vault_stop(key);
@@ -1033,45 +1039,31 @@ fn idle_for(last_seen_at: &str, now: time::OffsetDateTime) -> Option<Duration> {
     Some(Duration::try_from(now - seen).unwrap_or_default())
 }
 
-/// Writes a session's vault records to the store, in batches, until its vault is gone.
+/// Writes a session's vault records to the store, in batches, until its vault is gone (`session`
+/// `None`: a warm sandbox's clone, counted only). Records pulled from the vault a sandbox carries
+/// (`pulled_from`) are kept with their last position ([`Store::keep_pulled`]), so a restarted
+/// `lap serve` pulls on after it and keeps no record twice; a warm sandbox's only move the position.
 async fn keep_audit(
     store: Store,
     metrics: Arc<Metrics>,
     session: Option<Uuid>,
+    pulled_from: Option<String>,
     mut records: tokio::sync::mpsc::Receiver<Interception>,
 ) {
     let mut batch = Vec::new();
     while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         batch.iter().for_each(|record| metrics.interception(record));
-        let Some(session) = session else {
-            batch.clear();
-            continue;
+        let batch = std::mem::take(&mut batch);
+        let kept = match (&pulled_from, session) {
+            (Some(sandbox), _) => {
+                let position = batch.iter().map(|r| r.id).max().unwrap_or(0);
+                store.keep_pulled(session, sandbox.clone(), position, batch).await
+            }
+            (None, Some(session)) => store.insert_interceptions(session, batch).await,
+            (None, None) => Ok(()),
         };
-        if let Err(err) = store.insert_interceptions(session, std::mem::take(&mut batch)).await {
-            tracing::warn!(session = %session, error = %err, "cannot keep vault records");
-        }
-    }
-}
-
-/// Like [`keep_audit`], for records pulled from the vault of sandbox `sandbox`: each batch is kept
-/// with its last position ([`Store::keep_pulled`]), so a restarted `lap serve` pulls on after it and
-/// keeps no record twice. A warm sandbox's records (`session` `None`) only move the position.
-async fn keep_pulled(
-    store: Store,
-    metrics: Arc<Metrics>,
-    session: Option<Uuid>,
-    sandbox: String,
-    mut records: tokio::sync::mpsc::Receiver<Interception>,
-) {
-    let mut batch = Vec::new();
-    while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
-        batch.iter().for_each(|record| metrics.interception(record));
-        let position = batch.iter().map(|r| r.id).max().unwrap_or(0);
-        let kept = store
-            .keep_pulled(session, sandbox.clone(), position, std::mem::take(&mut batch))
-            .await;
         if let Err(err) = kept {
-            tracing::warn!(%sandbox, error = %err, "cannot keep vault records");
+            tracing::warn!(?session, error = %err, "cannot keep vault records");
         }
     }
 }

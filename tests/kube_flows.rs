@@ -4,9 +4,9 @@
 //! real `lap vault sidecar` through port-forward, and the pod watcher's failure reasons.
 
 mod kube_fake;
+mod support;
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -215,7 +215,8 @@ impl Drop for Sidecar {
 fn sidecar(dir: &std::path::Path, token: &str) -> Sidecar {
     lap::vault::ca::CertificateAuthority::load_or_create(&dir.join("ca")).unwrap();
     std::fs::write(dir.join("admin-token"), token).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lap"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lap"));
+    command
         .args([
             "vault",
             "sidecar",
@@ -229,25 +230,10 @@ fn sidecar(dir: &std::path::Path, token: &str) -> Sidecar {
         .arg("--admin-token-file")
         .arg(dir.join("admin-token"))
         .env_clear()
-        .env("HOME", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut admin = None;
-    for line in std::io::BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if let Some(addr) = line.split("admin on ").nth(1) {
-            admin = Some(addr.trim().parse().unwrap());
-            break;
-        }
-    }
-    Sidecar {
-        child,
-        admin: admin.expect("the sidecar printed no admin address"),
-    }
+        .env("HOME", dir);
+    let (child, line) = support::spawn_first_line(command);
+    let admin = support::addr_after(&line, "admin on ");
+    Sidecar { child, admin }
 }
 
 #[tokio::test]

@@ -4,9 +4,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,8 @@ impl Sidecar {
         std::fs::write(&binding, file.to_string()).unwrap();
         let token = dir.path().join("admin-token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lap"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lap"));
+        command
             .args(["vault", "sidecar", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .arg("--ca-dir")
             .arg(&ca_dir)
@@ -73,32 +74,13 @@ impl Sidecar {
             .args(["--vault-resolve", &format!("api.github.test:{upstream_port}:127.0.0.1")])
             .args(["--vault-resolve", &format!("api.openai.test:{upstream_port}:127.0.0.1")])
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lap vault sidecar");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
         // "lap vault sidecar: proxy on ADDR, admin on ADDR"
-        let addr = |after: &str| -> SocketAddr {
-            let rest = line
-                .split(after)
-                .nth(1)
-                .unwrap_or_else(|| panic!("unexpected start line: {line}"));
-            rest.split(|c: char| c == ',' || c.is_whitespace())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        let (proxy, admin) = (addr("proxy on "), addr("admin on "));
-        std::thread::spawn(move || {
-            let mut rest = Vec::new();
-            let _ = stderr.read_to_end(&mut rest);
-        });
+        let (child, line) = support::spawn_first_line(command);
+        let (proxy, admin) = (
+            support::addr_after(&line, "proxy on "),
+            support::addr_after(&line, "admin on "),
+        );
         Self {
             child,
             proxy,

@@ -522,6 +522,38 @@ fn dechunk(mut body: &str) -> String {
 
 /// Deletes every local-backend sandbox under `data_dir` (a test's cleanup, even after a failure
 /// half-way). Runs on its own thread and runtime, so it works from `Drop` inside or outside one.
+/// Spawns `command` with no stdin or stdout and its stderr piped; returns it with its first stderr
+/// line (where `lap harness --listen` and `lap vault sidecar` say where they listen), and drains
+/// the rest on a thread of its own, so the child never blocks on a full pipe.
+pub fn spawn_first_line(mut command: Command) -> (Child, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a lap process");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = stderr.read_to_end(&mut rest);
+    });
+    (child, line)
+}
+
+/// The address that follows `after` in a start line such as `… proxy on ADDR, admin on ADDR`.
+pub fn addr_after(line: &str, after: &str) -> std::net::SocketAddr {
+    line.split(after)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no `{after}` in: {line}"))
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// `program` (Python source) as one command line an agent can run: `python3 -c …` decoding it from
 /// base64, so no quoting of the source is needed.
 pub fn python_command(program: &str) -> String {
