@@ -10,6 +10,7 @@ pub mod body;
 pub mod ca;
 pub mod frames;
 pub mod intercept;
+pub mod limits;
 pub mod plan;
 pub mod policy;
 pub mod rewrite;
