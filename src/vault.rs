@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod ca;
+pub mod encodings;
 pub mod intercept;
 pub mod policy;
 pub mod rewrite;
