@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod body;
 pub mod ca;
+pub mod encodings;
 pub mod frames;
 pub mod intercept;
 pub mod limits;
