@@ -570,9 +570,11 @@ impl Control {
             .filter_map(|c| {
                 let stub = (*stub_of.get(c.name.as_str())?).to_owned();
                 Some(Credential {
+                    inject: crate::wire::vault::default_injection(&c.name),
+                    rules: Vec::new(),
                     name: c.name,
                     stub,
-                    real: c.value,
+                    value: c.value,
                     hosts: c.hosts,
                 })
             })

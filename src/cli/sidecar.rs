@@ -113,9 +113,11 @@ fn binding(file: BindingFile, sink: tokio::sync::mpsc::Sender<Interception>) -> 
         .credentials
         .into_iter()
         .map(|c| Credential {
+            inject: crate::wire::vault::default_injection(&c.name),
+            rules: Vec::new(),
             name: c.name,
             stub: c.stub,
-            real: Secret::new(c.value),
+            value: Secret::new(c.value),
             hosts: c.hosts,
         })
         .collect();
