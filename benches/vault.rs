@@ -82,8 +82,10 @@ async fn main() {
     let credential = Credential {
         name: "BENCH_TOKEN".into(),
         stub: STUB.into(),
-        real: Secret::new(REAL),
+        value: Secret::new(REAL),
         hosts: vec![format!("127.0.0.1:{}", upstream.port())],
+        inject: vec![lap::wire::vault::Injection::Authorization, lap::wire::vault::Injection::Body],
+        rules: Vec::new(),
     };
     let binding = Arc::new(Binding::new(vec![credential], Policy::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
