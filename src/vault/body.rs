@@ -104,9 +104,30 @@ pub async fn drain(mut body: Incoming) {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
 }
 
+/// Rewrites a body that has no known length (a decoded one, [`super::decode`]) as it streams, with
+/// `subs`; `Content-Length` goes from `headers`.
+pub fn rewrite_stream<B>(body: B, headers: &mut HeaderMap, subs: &Arc<Substitutions>) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    headers.remove(header::CONTENT_LENGTH);
+    RewriteBody {
+        inner: body,
+        subs: subs.clone(),
+        stray: None,
+        stray_hit: Arc::new(AtomicBool::new(false)),
+        carry: Vec::new(),
+        tail: Vec::new(),
+        trailers: None,
+        done: false,
+    }
+    .boxed()
+}
+
 /// A body rewritten as it streams, in memory bounded by the longest needle.
-pub struct RewriteBody {
-    inner: Incoming,
+pub struct RewriteBody<B = Incoming> {
+    inner: B,
     subs: Arc<Substitutions>,
     stray: Option<Arc<Substitutions>>,
     stray_hit: Arc<AtomicBool>,
@@ -117,7 +138,11 @@ pub struct RewriteBody {
     done: bool,
 }
 
-impl Body for RewriteBody {
+impl<B> Body for RewriteBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 

@@ -26,7 +26,8 @@
 //! Bodies up to [`MAX_BUFFERED_BODY`] with a known length are rewritten whole and keep an exact
 //! `Content-Length`; longer or unsized ones stream in constant memory. The upstream is verified against the system roots plus any `--vault-upstream-ca`, and one upstream
 //! connection (h2 or http/1.1, by its own ALPN) is kept per intercepted client connection.
-//! A response the upstream compresses despite `Accept-Encoding: identity` cannot be scrubbed and is
+//! A response the upstream compresses despite `Accept-Encoding: identity` (gzip, deflate, br, zstd) is
+//! decoded as it streams ([`super::decode`]) and passed on decoded and scrubbed; any other coding is
 //! refused (502, `compressed-response`). Request heads must arrive within [`HEADER_READ_TIMEOUT`].
 //!
 //! Attacks from the security catalogue (`reference/anchors.md`) that are tested elsewhere or do not
@@ -78,8 +79,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::audit::{Interception, blocked_record, record};
-use super::body::{BodyError, BoxError, ProxyBody, drain, rewrite_body};
+use super::body::{BodyError, BoxError, ProxyBody, drain, rewrite_body, rewrite_stream};
 use super::ca::CertificateAuthority;
+use super::decode::{self, DecodedBody};
 use super::frames::Frames;
 use super::plan::{self, Head, Refusal, Why};
 use super::rewrite::Substitutions;
@@ -487,7 +489,7 @@ impl Vault {
         answered
     }
 
-    /// An upstream's response to `method`, made fit for the sandbox: refused when compressed,
+    /// An upstream's response to `method`, made fit for the sandbox: decoded when compressed,
     /// headers and body scrubbed with `scrub`, hop-by-hop headers gone.
     async fn answer(
         &self,
@@ -497,23 +499,21 @@ impl Vault {
         scrub: &Arc<Substitutions>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let (mut parts, body) = response.into_parts();
-        // `Accept-Encoding: identity` was asked for; an upstream that compresses anyway would carry
-        // a reflected real value past the scrubber inside the compressed bytes. Fail closed.
-        if plan::is_compressed(&parts.headers) && has_body(method, &parts) {
-            return Err(Refusal {
-                why: Why::CompressedResponse,
-                reason: format!("`{host}` answered with a compressed body, which cannot be scrubbed of credentials"),
-            });
-        }
+        let codings = codings(&parts, method, host)?;
         parts.headers = plan::rewrite_headers(&parts.headers, scrub).headers;
         plan::strip_hop_by_hop(&mut parts.headers);
-        let unused = Arc::new(AtomicBool::new(false));
-        let body = rewrite_body(body, &mut parts.headers, scrub, None, &unused)
-            .await
-            .map_err(|err| Refusal {
-                why: Why::Upstream,
-                reason: format!("cannot read the response of `{host}`: {err}"),
-            })?;
+        let body = if codings.is_empty() {
+            let unused = Arc::new(AtomicBool::new(false));
+            rewrite_body(body, &mut parts.headers, scrub, None, &unused)
+                .await
+                .map_err(|err| Refusal {
+                    why: Why::Upstream,
+                    reason: format!("cannot read the response of `{host}`: {err}"),
+                })?
+        } else {
+            decode::strip_codings(&mut parts.headers);
+            rewrite_stream(DecodedBody::new(body, codings), &mut parts.headers, scrub)
+        };
         Ok(Response::from_parts(parts, body))
     }
 
@@ -653,6 +653,21 @@ impl Vault {
             ..record(&method, &host, port, &path)
         });
         Response::from_parts(parts, body)
+    }
+}
+
+/// The codings to undo before a response body can be scrubbed. `Accept-Encoding: identity` was asked
+/// for; a body an upstream compresses anyway (in `Content-Encoding` or `Transfer-Encoding`) is decoded
+/// as it streams ([`decode`]) and passed on decoded, so the scrubber reads it. A coding lap cannot
+/// decode is refused, never passed on compressed.
+fn codings(parts: &hyper::http::response::Parts, method: &str, host: &str) -> Result<Vec<decode::Coding>, Refusal> {
+    match decode::codings(&parts.headers) {
+        Ok(codings) if has_body(method, parts) => Ok(codings),
+        Ok(_) => Ok(Vec::new()),
+        Err(err) => Err(Refusal {
+            why: Why::CompressedResponse,
+            reason: format!("`{host}` answered with a body lap cannot decode to scrub it of credentials: {err}"),
+        }),
     }
 }
 
