@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::fake_openai::{REPLY, SLOW, SLOW_FIRST, World};
+use support::fake_openai::{REPLY, RUN_PWD, SLOW, SLOW_FIRST, World};
 use support::tmux::Tmux;
 
 const REAL_KEY: &str = "sk-proj-TheRealOpenAiKeyThatOnlyTheVaultHolds-0123456789";
@@ -67,6 +67,26 @@ fn codex_app_server_answers_through_the_vault_with_no_config_streams_resumes_and
     assert_eq!(last.model.as_deref(), Some("gpt-fake-1"), "{last:#?}");
     assert!(last.texts.iter().any(|t| t.contains("PINEAPPLE")), "{last:#?}");
     assert!(last.texts.iter().any(|t| t.contains("Once more.")), "{last:#?}");
+
+    // A turn with a tool call: the model asks to run `pwd`, codex runs it in the sandbox and the
+    // model gets its output back.
+    let ran = world.lap(["send", "--json", "cx", &format!("{RUN_PWD} now")]);
+    assert_eq!(ran.code, 0, "{ran}\n{}", world.context());
+    let ran = ran.json();
+    let parts = ran["parts"].as_array().unwrap();
+    let tool = parts
+        .iter()
+        .find(|p| p["type"] == "tool")
+        .unwrap_or_else(|| panic!("{ran:#}"));
+    assert_eq!(tool["tool"], "commandExecution", "{ran:#}");
+    assert_eq!(tool["state"]["status"], "completed", "{ran:#}");
+    let text = parts.last().unwrap()["text"].as_str().unwrap_or_default().to_owned();
+    let dir = text.strip_prefix("ran pwd: ").unwrap_or_else(|| panic!("{ran:#}"));
+    assert!(dir.starts_with('/'), "{ran:#}");
+    assert!(
+        tool["state"]["output"].as_str().unwrap_or_default().contains(dir),
+        "{ran:#}"
+    );
 
     // Abort a running turn: the reply is slow, POST …/abort stops it.
     let (child, reader) = world.send_until("cx", &format!("{SLOW} please"), SLOW_FIRST, CODEX_WAIT);
