@@ -129,6 +129,51 @@ fn codex_app_server_answers_through_the_vault_with_no_config_streams_resumes_and
     }
 }
 
+/// A key the API refuses: the turn fails with OpenAI's 401 and a hint naming codex's sign-in file
+/// and the credential's binding.
+#[test]
+fn a_refused_key_fails_the_turn_with_codexs_own_hint() {
+    let Some(world) = world() else { return };
+    world
+        .home
+        .lap()
+        .env("OPENAI_API_KEY", "sk-proj-AnOldRevokedKey-0000000000000000")
+        .run([
+            "agents",
+            "create",
+            "old",
+            "--harness",
+            "codex-app-server",
+            "--credential",
+            "OPENAI_API_KEY",
+            "--allow-out",
+            "api.openai.com",
+        ])
+        .success();
+    let refused = world.lap(["send", "old", "hi"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("401 Unauthorized"), "{refused}");
+    // OpenAI shows the refused key masked; the vault scrubs even that form back to the stub's.
+    assert!(refused.stderr.contains("Incorrect API key provided: "), "{refused}");
+    assert!(!refused.stderr.contains("AnOldRevokedKey"), "{refused}");
+    assert!(
+        refused.stderr.contains("hint: the model's API refused the key"),
+        "{refused}"
+    );
+    assert!(refused.stderr.contains("auth.json"), "{refused}");
+    assert!(refused.stderr.contains("lap agents show"), "{refused}");
+    let seen = world.api.seen();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        assert_eq!(request.status, 401, "{request:#?}");
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some("Bearer sk-proj-AnOldRevokedKey-0000000000000000"),
+            "{request:#?}"
+        );
+    }
+}
+
 #[test]
 fn a_codex_session_opens_at_the_prompt_uses_the_agents_model_and_answers_through_the_vault() {
     let Some(world) = world() else { return };

@@ -117,6 +117,37 @@ fn opencode_answers_the_first_message_with_no_config_streams_aborts_and_resumes_
     world.assert_the_sandbox_holds_only_the_stub(&session, REAL_KEY, None);
 }
 
+/// A key the API refuses: the turn fails with OpenAI's 401 and a hint naming the credential's binding
+/// and opencode's provider.
+#[test]
+fn a_refused_key_fails_the_turn_with_opencodes_own_hint() {
+    let Some(world) = world() else { return };
+    world
+        .home
+        .lap()
+        .env("OPENAI_API_KEY", "sk-proj-AnOldRevokedKey-0000000000000000")
+        .run([
+            "agents",
+            "create",
+            "old",
+            "--credential",
+            "OPENAI_API_KEY",
+            "--allow-out",
+            "api.openai.com",
+        ])
+        .success();
+    let refused = world.lap(["send", "old", "hi"]);
+    assert_eq!(refused.code, 1, "{refused}\n{}", world.context());
+    assert!(refused.stderr.contains("Incorrect API key provided"), "{refused}");
+    assert!(!refused.stderr.contains("AnOldRevokedKey"), "{refused}");
+    assert!(
+        refused.stderr.contains("hint: the model's API refused the key"),
+        "{refused}"
+    );
+    assert!(refused.stderr.contains("lap agents show"), "{refused}");
+    assert!(refused.stderr.contains("opencode's `openai` provider"), "{refused}");
+}
+
 /// A stand-in `opencode serve` that takes connections and never answers (what 1.18.33 does to the
 /// first request, forever): the harness gives up at its deadline with an error that says so.
 #[test]
