@@ -11,6 +11,7 @@
 
 pub mod tmux;
 pub mod upstream;
+pub mod vendor;
 
 use std::ffi::OsString;
 use std::fmt;
