@@ -164,7 +164,7 @@ pub fn files(first_run: FirstRun, env: &[(String, String)], cwd: &str, home: &st
                 "# Written by lap: an OpenAI-compatible provider, its key read from OPENAI_API_KEY (a stub the\n\
                  # vault swaps on the wire); the model comes from the agent's --model (`hermes -m`).\n\
                  model:\n  provider: {provider}\n\
-                 custom_providers:\n  - name: {provider}\n    base_url: {base_url}\n    key_env: OPENAI_API_KEY\n    transport: openai_chat\n",
+                 custom_providers:\n  - name: {provider}\n    base_url: {base_url}\n    key_env: OPENAI_API_KEY\n    api_mode: chat_completions\n",
                 provider = quoted(HERMES_PROVIDER),
                 base_url = quoted(base_url),
             );
@@ -306,7 +306,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("    key_env: OPENAI_API_KEY\n    transport: openai_chat\n"),
+            text.contains("    key_env: OPENAI_API_KEY\n    api_mode: chat_completions\n"),
             "{text}"
         );
         assert!(!text.contains("stub_1"), "the key stays in the environment: {text}");
