@@ -102,3 +102,26 @@ ensure_pinned_npm_tools() {
     as_root npm install -g --no-fund --no-audit "$package@$version" >&2
   done < <(grep -v '^[[:space:]]*#' scripts/tool-versions)
 }
+
+# The proven version of a harness tool: `tool_version npm @google/gemini-cli` prints what
+# scripts/tool-versions pins (the versions the suite proved; `lap doctor` compares against them).
+tool_version() {
+  awk -v r="$1" -v n="$2" '$1 == r && $2 == n { print $3; exit }' "$(dirname "${BASH_SOURCE[0]}")/tool-versions"
+}
+
+# Installs Hermes Agent (PyPI hermes-agent $2) into the venv $1 (under /usr/local, so sandboxes,
+# which see /usr and /usr/local only, can run it) with Debian's python3, linked as $3.
+ensure_hermes() {
+  local venv=$1 version=$2 link=$3
+  if "$link" --version 2>/dev/null | grep -qF "v$version"; then
+    return 0
+  fi
+  /usr/bin/python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-pip
+  say "installing hermes-agent==$version (PyPI) into $venv"
+  as_root /usr/bin/python3 -m venv "$venv" >&2
+  as_root "$venv/bin/pip" install --quiet --disable-pip-version-check "hermes-agent==$version" >&2
+  as_root mkdir -p "$(dirname "$link")"
+  as_root ln -sf "$venv/bin/hermes" "$link"
+  "$link" --version 2>/dev/null | grep -qF "v$version" ||
+    die "pip installed hermes-agent==$version but \`$link --version\` does not say it" "see $venv"
+}

@@ -127,8 +127,8 @@ pub enum Command {
     Send(send::Args),
     /// Chat with an API agent: a line-editing REPL over the message API
     Chat(chat::Args),
-    /// Show which harness tools are installed for local sandboxes, and how to install the others
-    Doctor,
+    /// Show which harness tools are installed for local sandboxes, their versions, and how to install the others
+    Doctor(doctor::Args),
     /// Print a shell completion script
     Completions(completions::Args),
     /// Write man pages
@@ -222,7 +222,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Serve(args) => runtime.block_on(serve::run(args, &env, &out)),
         Command::Vault(vault::Command::Sidecar(args)) => runtime.block_on(sidecar::run(*args, &out)),
         Command::Completions(args) => completions::run(args),
-        Command::Doctor => doctor::run(&out),
+        Command::Doctor(args) => doctor::run(args, &out),
         Command::Man(args) => man::run(args, &out),
         command => {
             let ctx = Ctx {
@@ -247,7 +247,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     | Command::Completions(_)
                     | Command::Man(_)
                     | Command::Harness(_)
-                    | Command::Doctor => {
+                    | Command::Doctor(_) => {
                         unreachable!("dispatched above")
                     }
                 }

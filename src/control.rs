@@ -68,7 +68,8 @@ const AUDIT_QUEUE: usize = 10_000;
 /// Most vault records written in one transaction.
 const AUDIT_BATCH: usize = 256;
 
-/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's.
+/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's,
+/// followed by the harness's model flag and the agent's `model` (shell-quoted) when it has one.
 fn agent_command(agent: &Agent) -> Option<String> {
     let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
     Some(harness.tui_command(agent.command.as_deref(), agent.model.as_deref()))
@@ -1257,5 +1258,36 @@ mod tests {
         assert_eq!(env["SSL_CERT_FILE"], CA_BUNDLE_PATH);
         assert_eq!(env["NODE_EXTRA_CA_CERTS"], CA_BUNDLE_PATH);
         assert_eq!(env["GITHUB_TOKEN"], "stub_github_token_0011223344556677");
+    }
+
+    #[test]
+    fn a_tui_agent_runs_its_harness_with_the_model_flag_and_its_own_command_as_given() {
+        let agent = |harness: &str, command: Option<&str>, model: Option<&str>| -> Agent {
+            serde_json::from_value(serde_json::json!({
+                "id": uuid::Uuid::nil(), "name": "a", "harness_id": harness, "supports_tui": true,
+                "command": command, "repo_url": null, "branch": "main", "prompt": null, "model": model,
+                "env": {}, "credentials": [], "env_var_hosts": {}, "allow_out": [], "deny_out": [],
+                "created_at": "", "updated_at": ""
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            agent_command(&agent("gemini", None, Some("gemini-2.5-pro"))).as_deref(),
+            Some("gemini --model 'gemini-2.5-pro'")
+        );
+        assert_eq!(
+            agent_command(&agent("hermes", None, Some("it's"))).as_deref(),
+            Some("hermes --tui --model 'it'\\''s'")
+        );
+        assert_eq!(agent_command(&agent("gemini", None, None)).as_deref(), Some("gemini"));
+        assert_eq!(
+            agent_command(&agent("shell", None, Some("m"))).as_deref(),
+            Some("bash -l")
+        );
+        assert_eq!(
+            agent_command(&agent("gemini", Some("my-gemini"), Some("m"))).as_deref(),
+            Some("my-gemini")
+        );
+        assert_eq!(agent_command(&agent("opencode", None, Some("m"))), None);
     }
 }

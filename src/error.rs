@@ -23,6 +23,9 @@ pub enum Error {
     Usage { message: String, hint: Option<String> },
     #[error("{message}")]
     Failed { message: String, hint: Option<String> },
+    /// The user stopped the command with Ctrl-C (exit code 130, as a shell reports SIGINT).
+    #[error("{message}")]
+    Interrupted { message: String, hint: Option<String> },
     #[error("{what} is not available yet")]
     NotYet { what: String, hint: &'static str },
     #[error("{context}")]
@@ -74,7 +77,7 @@ impl Error {
             Self::Settings(_) => None,
             Self::Store(StoreError::TooNew { .. }) => Some("upgrade lap, or point --data-dir elsewhere".into()),
             Self::Store(_) => Some("check that the data dir is writable and not used by another lap serve".into()),
-            Self::Usage { hint, .. } | Self::Failed { hint, .. } => hint.clone(),
+            Self::Usage { hint, .. } | Self::Failed { hint, .. } | Self::Interrupted { hint, .. } => hint.clone(),
             Self::NotYet { hint, .. } => Some((*hint).to_owned()),
             Self::Io { .. } => None,
         }
@@ -83,6 +86,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Usage { .. } => 2,
+            Self::Interrupted { .. } => 130,
             _ => 1,
         }
     }

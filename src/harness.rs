@@ -5,6 +5,10 @@
 //! environment variables it needs, and how to install its tool. Nothing else in the code branches on
 //! a harness id; it looks the row up here. The in-sandbox side (`lap harness`, PTY and viewers) is
 //! built on top of this table: [`terminal`] runs the agent under a PTY and serves its viewers.
+//!
+//! The README's harness table (first-run files, environment, model flag) is rendered from this
+//! catalog by [`markdown_table`] (`lap doctor --harnesses`), and `tests/generated_docs.rs` fails
+//! when the committed copy differs, so the documentation cannot drift from the code.
 
 pub mod api;
 pub mod first_run;
@@ -41,6 +45,21 @@ pub struct Harness {
     /// What to check when the model's API answers 401 (after the credential's bound host and value,
     /// which every harness shares: [`UNAUTHORIZED_HINT`]).
     pub unauthorized_hint: Option<&'static str>,
+    /// Where the tool is published (`None`: part of the system), for `lap doctor`'s version check
+    /// against `scripts/tool-versions`.
+    pub package: Option<Package>,
+}
+
+/// A tool's package in a public registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Package {
+    /// `npm` or `pypi`, as in `scripts/tool-versions`.
+    pub registry: &'static str,
+    pub name: &'static str,
+}
+
+const fn npm(name: &'static str) -> Option<Package> {
+    Some(Package { registry: "npm", name })
 }
 
 /// What to check first when a model API answers 401, whatever the harness.
@@ -94,8 +113,9 @@ pub const CATALOG: &[Harness] = &[
         install_hint: "npm install -g @anthropic-ai/claude-code",
         env: &[("IS_SANDBOX", "1"), ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")],
         first_run: FirstRun::ClaudeCode,
-        model_flag: None,
+        model_flag: Some("--model"),
         unauthorized_hint: None,
+        package: npm("@anthropic-ai/claude-code"),
     },
     Harness {
         id: "codex",
@@ -107,6 +127,7 @@ pub const CATALOG: &[Harness] = &[
         first_run: FirstRun::Codex,
         model_flag: Some("-m"),
         unauthorized_hint: Some(CODEX_UNAUTHORIZED),
+        package: npm("@openai/codex"),
     },
     Harness {
         id: "codex-app-server",
@@ -118,6 +139,7 @@ pub const CATALOG: &[Harness] = &[
         first_run: FirstRun::Codex,
         model_flag: None,
         unauthorized_hint: Some(CODEX_UNAUTHORIZED),
+        package: npm("@openai/codex"),
     },
     Harness {
         id: "gemini",
@@ -127,19 +149,24 @@ pub const CATALOG: &[Harness] = &[
         install_hint: "npm install -g @google/gemini-cli",
         env: &[("GEMINI_CLI_TRUST_WORKSPACE", "true"), ("GEMINI_SANDBOX", "false")],
         first_run: FirstRun::Gemini,
-        model_flag: None,
+        model_flag: Some("--model"),
         unauthorized_hint: None,
+        package: npm("@google/gemini-cli"),
     },
     Harness {
         id: "hermes",
         command: "hermes --tui",
         mode: Mode::Tui,
-        needs_env: &[],
-        install_hint: "pip install hermes-agent",
-        env: &[],
-        first_run: FirstRun::None,
-        model_flag: None,
+        needs_env: &["OPENAI_API_KEY"],
+        install_hint: "pip install hermes-agent (into a venv under /usr/local, linked as /usr/local/bin/hermes)",
+        env: &[("HERMES_SKIP_NODE_BOOTSTRAP", "1")],
+        first_run: FirstRun::Hermes,
+        model_flag: Some("--model"),
         unauthorized_hint: None,
+        package: Some(Package {
+            registry: "pypi",
+            name: "hermes-agent",
+        }),
     },
     Harness {
         id: "opencode",
@@ -154,6 +181,7 @@ pub const CATALOG: &[Harness] = &[
             "opencode's `openai` provider sends `OPENAI_API_KEY` (bound to api.openai.com); another provider \
              (`--model PROVIDER/MODEL`) needs that provider's key variable as a credential",
         ),
+        package: npm("opencode-ai"),
     },
     Harness {
         id: "claude-agent-sdk",
@@ -163,8 +191,9 @@ pub const CATALOG: &[Harness] = &[
         install_hint: "npm install -g @anthropic-ai/claude-code",
         env: &[],
         first_run: FirstRun::None,
-        model_flag: None,
+        model_flag: Some("--model"),
         unauthorized_hint: None,
+        package: npm("@anthropic-ai/claude-code"),
     },
     Harness {
         id: "shell",
@@ -176,12 +205,63 @@ pub const CATALOG: &[Harness] = &[
         first_run: FirstRun::None,
         model_flag: None,
         unauthorized_hint: None,
+        package: None,
     },
 ];
 
 /// Looks a harness up by id.
 pub fn find(id: &str) -> Option<&'static Harness> {
     CATALOG.iter().find(|h| h.id == id)
+}
+
+/// The catalog as the README's Markdown table: per harness, what it runs, the credentials the
+/// tool reads, the environment and first-run files lap gives it, and the flag that carries the
+/// agent's `--model`. API harnesses also get [`api::QUIET_ENV`], listed once under the table.
+pub fn markdown_table() -> String {
+    let code = |text: &str| format!("`{text}`");
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let mut out = String::from(
+        "| Harness | Mode | Runs | Credential it reads | Environment lap sets | First-run files (in `~`) | Model flag |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for h in CATALOG {
+        let mode = match h.mode {
+            Mode::Tui => "TUI",
+            Mode::Api => "API",
+        };
+        let mut env: Vec<String> = h.env.iter().map(|(k, v)| code(&format!("{k}={v}"))).collect();
+        if h.mode == Mode::Api {
+            env.push("the API set below".to_owned());
+        }
+        let model = match (h.model_flag, h.mode) {
+            (Some(flag), _) => code(&format!("{flag} MODEL")),
+            (None, Mode::Api) => "in the protocol".to_owned(),
+            (None, _) => "-".to_owned(),
+        };
+        out.push_str(&format!(
+            "| `{}` | {mode} | `{}` | {} | {} | {} | {model} |\n",
+            h.id,
+            h.command,
+            list(h.needs_env.iter().map(|v| code(v)).collect()),
+            list(env),
+            list(h.first_run.paths().iter().map(|p| code(p)).collect()),
+        ));
+    }
+    out.push_str(&format!(
+        "\nThe API set (every API harness): {}.\n",
+        api::QUIET_ENV
+            .iter()
+            .map(|(k, v)| code(&format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    out
 }
 
 /// The ids, comma-separated, for error messages and help.

@@ -211,27 +211,29 @@ impl World {
     /// api.anthropic.com by the preset), pointed at the fake API, allowed out to it only.
     fn agent(&self, name: &str, harness: &str) {
         let base_url = format!("ANTHROPIC_BASE_URL=https://api.anthropic.com:{}", self.port);
-        self.home
-            .lap()
-            .env("ANTHROPIC_API_KEY", REAL_KEY)
-            .run([
-                "agents",
-                "create",
-                name,
-                "--harness",
-                harness,
-                "--model",
-                "claude-fake-1",
-                "--credential",
-                "ANTHROPIC_API_KEY",
-                "--env",
-                &base_url,
-                "--env",
-                "CLAUDE_CODE_MAX_RETRIES=0",
-                "--allow-out",
-                "api.anthropic.com",
-            ])
-            .success();
+        // scripts/check-tools.sh: the tool versions to try go first on the agent's PATH.
+        let path = support::vendor::tool_path_env();
+        let mut args = vec![
+            "agents",
+            "create",
+            name,
+            "--harness",
+            harness,
+            "--model",
+            "claude-fake-1",
+            "--credential",
+            "ANTHROPIC_API_KEY",
+            "--env",
+            &base_url,
+            "--env",
+            "CLAUDE_CODE_MAX_RETRIES=0",
+            "--allow-out",
+            "api.anthropic.com",
+        ];
+        if let Some(path) = &path {
+            args.extend(["--env", path]);
+        }
+        self.home.lap().env("ANTHROPIC_API_KEY", REAL_KEY).run(args).success();
     }
 }
 

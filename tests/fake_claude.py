@@ -59,6 +59,13 @@ for line in sys.stdin:
         out({"type": "control_response", "response": {"subtype": "success", "request_id": req["request_id"]}})
         out({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "[Request interrupted by user]"}]}})
         result("", "error_during_execution", True, {"terminal_reason": "aborted_streaming"})
+    elif text == "hang":
+        # A tool that ignores the interrupt: the turn ends only when lap serve kills it.
+        stream({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        stream({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "stuck"}})
+        for _ in sys.stdin:
+            pass
+        sys.exit(0)
     elif text == "tool":
         stream({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "tu1", "name": "Bash", "input": {}}})
         stream({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"command\":\"pwd\"}"}})

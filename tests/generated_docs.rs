@@ -1,4 +1,5 @@
-//! The committed completions (`completions/`) and man pages (`man/`) match what the CLI generates.
+//! The committed completions (`completions/`), man pages (`man/`) and the README's harness table
+//! (rendered from the harness catalog by `lap doctor --harnesses`) match what the CLI generates.
 //! When this fails, run `scripts/regen-docs.sh` and commit the result.
 
 use std::path::Path;
@@ -62,4 +63,22 @@ fn committed_man_pages_are_current() {
         let generated = std::fs::read(fresh.path().join(&name)).unwrap();
         assert!(committed == generated, "`man/{name}` is stale; {HINT}");
     }
+}
+
+#[test]
+fn the_readme_harness_table_is_the_catalogs() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let begin = readme
+        .find("<!-- harness-table:begin")
+        .expect("README.md has the harness-table:begin marker");
+    let start = begin + readme[begin..].find('\n').unwrap() + 1;
+    let end = readme
+        .find("<!-- harness-table:end")
+        .expect("README.md has the harness-table:end marker");
+    let committed = &readme[start..end];
+    let generated = String::from_utf8(generate(&["doctor", "--harnesses"])).unwrap();
+    assert!(
+        committed == generated,
+        "the README's harness table is stale; {HINT}\ncommitted:\n{committed}\ngenerated:\n{generated}"
+    );
 }

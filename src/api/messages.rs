@@ -46,8 +46,10 @@ impl From<MessageError> for ApiError {
             }
             MessageError::NotReady { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string())
                 .hint("wait until `lap sessions show` says ready, or `lap sessions restart` a dead one"),
-            MessageError::Busy(_) => ApiError::new(StatusCode::CONFLICT, err.to_string())
-                .hint("wait for the reply, or POST …/abort to stop the running turn"),
+            MessageError::Busy(ref id) => {
+                let hint = format!("wait for the reply, or stop the running turn with `lap sessions abort {id}` (POST …/abort)");
+                ApiError::new(StatusCode::CONFLICT, err.to_string()).hint(hint)
+            }
             MessageError::Unsupported(_) => ApiError::new(StatusCode::NOT_IMPLEMENTED, err.to_string())
                 .hint("the message API drives claude-agent-sdk, codex-app-server and opencode agents; open a TUI agent with `lap <agent>`"),
             MessageError::Tui(_) => ApiError::new(StatusCode::CONFLICT, err.to_string())

@@ -4,8 +4,14 @@
 //! is reused (or one is created, `--new` always creates), as `lap <agent>` does. `--stream` prints
 //! the reply as it arrives; `--json` prints the reply message (with `--stream`, every frame, one
 //! JSON object per line).
+//!
+//! Ctrl-C while the turn runs aborts that turn (`POST …/abort`) and waits, at most [`ABORT_WAIT`],
+//! for it to end, so the session is free for the next message; a second Ctrl-C exits at once.
+//! Either way the exit code is 130.
 
+use std::future::Future;
 use std::io::Write;
+use std::time::Duration;
 
 use clap::Args as ClapArgs;
 
@@ -31,25 +37,94 @@ pub struct Args {
     pub new: bool,
 }
 
+/// How long `lap send` waits for a turn it aborted to end: the server gives a tool
+/// `ABORT_GRACE` (10 s) to honour the abort before it kills it, so the turn ends well before.
+pub const ABORT_WAIT: Duration = Duration::from_secs(30);
+
 pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
     let client = ctx.client()?;
     let session = target_session(ctx, &client, &args.target, args.new).await?;
     let body = SendMessage::text(args.text);
     let id = session.id.to_string();
     if args.stream {
-        let message = stream(ctx, &client, &id, &body, ctx.out.json).await?;
-        return turn_result(&message);
+        let (message, aborted) =
+            abort_on_ctrl_c(ctx, &client, &id, stream(ctx, &client, &id, &body, ctx.out.json)).await?;
+        return if aborted {
+            Err(aborted_turn(&id))
+        } else {
+            turn_result(&message)
+        };
     }
-    match client.send_message(&id, &body).await? {
-        Reply::Message(message) => {
+    let send = async { client.send_message(&id, &body).await.map_err(Error::from) };
+    match abort_on_ctrl_c(ctx, &client, &id, send).await? {
+        (Reply::Message(message), aborted) => {
             if ctx.out.json {
                 ctx.out.json(&message);
             } else {
                 ctx.out.line(message.text());
             }
-            turn_result(&message)
+            if aborted {
+                Err(aborted_turn(&id))
+            } else {
+                turn_result(&message)
+            }
         }
-        Reply::Text(text) => Err(tui_session(&id, &text)),
+        (Reply::Text(text), _) => Err(tui_session(&id, &text)),
+    }
+}
+
+/// Runs `turn` (the send of one message) to its end; a Ctrl-C meanwhile aborts the session's
+/// running turn and keeps waiting, at most [`ABORT_WAIT`], for `turn` to end with the aborted
+/// reply; a second Ctrl-C gives up at once. Returns the reply and whether it was aborted.
+async fn abort_on_ctrl_c<T>(
+    ctx: &Ctx,
+    client: &Client,
+    id: &str,
+    turn: impl Future<Output = Result<T, Error>>,
+) -> Result<(T, bool), Error> {
+    tokio::pin!(turn);
+    tokio::select! {
+        reply = &mut turn => return reply.map(|r| (r, false)),
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    ctx.out.status(format!(
+        "aborting the turn of session {id} (Ctrl-C again exits at once)"
+    ));
+    let abort = async { client.abort(id).await.map_err(Error::from) };
+    tokio::pin!(abort);
+    let aborted = tokio::select! {
+        aborted = &mut abort => aborted?,
+        _ = tokio::signal::ctrl_c() => return Err(left_running(id)),
+    };
+    if !aborted.aborted {
+        // The turn had ended just before the abort arrived: its reply is on its way.
+        ctx.out.status("the turn had already ended");
+    }
+    tokio::select! {
+        reply = &mut turn => reply.map(|r| (r, aborted.aborted)),
+        _ = tokio::signal::ctrl_c() => Err(left_running(id)),
+        _ = tokio::time::sleep(ABORT_WAIT) => Err(Error::failed_with_hint(
+            format!("the aborted turn of session {id} did not end within {}s", ABORT_WAIT.as_secs()),
+            format!("see `lap sessions show {id}`; `lap sessions abort {id}` asks again, `lap sessions delete {id}` stops the session"),
+        )),
+    }
+}
+
+fn aborted_turn(id: &str) -> Error {
+    Error::Interrupted {
+        message: format!("aborted the turn of session {id}"),
+        hint: Some(format!(
+            "the session stays; send the next message with `lap send {id} …`"
+        )),
+    }
+}
+
+fn left_running(id: &str) -> Error {
+    Error::Interrupted {
+        message: format!("stopped waiting; the abort of the turn of session {id} may still be under way"),
+        hint: Some(format!(
+            "`lap sessions show {id}` says how the session is; `lap sessions abort {id}` asks again"
+        )),
     }
 }
 

@@ -1,7 +1,8 @@
-//! `lap sessions list|show|create|delete`.
+//! `lap sessions list|show|create|egress|abort|delete`.
 //!
 //! `create` waits until the session is `ready` (or `failed`), narrating the bring-up phases on a
-//! spinner, and prints the session id (`--json`: the whole session).
+//! spinner, and prints the session id (`--json`: the whole session). `abort` interrupts the running
+//! turn of an API session and says whether there was one.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,11 @@ pub enum Command {
         /// Keep printing new records until the session ends (Ctrl-C stops)
         #[arg(short, long)]
         follow: bool,
+    },
+    /// Interrupt the turn an API session is running (the session stays)
+    Abort {
+        /// Session id
+        id: String,
     },
     /// Stop a session: its sandbox is deleted
     Delete {
@@ -134,6 +140,16 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
             }
         }
         Command::Egress { id, follow } => egress(&client, ctx, &id, follow).await?,
+        Command::Abort { id } => {
+            let reply = client.abort(&id).await?;
+            if ctx.out.json {
+                ctx.out.json(&reply);
+            } else if reply.aborted {
+                ctx.out.line(format!("aborted the running turn of session {id}"));
+            } else {
+                ctx.out.line(format!("session {id} had no turn running"));
+            }
+        }
         Command::Delete { id } => {
             let deleted = client.delete_session(&id).await?;
             if ctx.out.json {

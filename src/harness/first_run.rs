@@ -29,7 +29,30 @@ pub enum FirstRun {
     Codex,
     /// Gemini CLI: `~/.gemini/settings.json` and `~/.gemini/trustedFolders.json`.
     Gemini,
+    /// Hermes Agent: `~/.hermes/config.yaml`, an OpenAI-compatible provider whose key is read from
+    /// `OPENAI_API_KEY` (written only when the session has that variable).
+    Hermes,
 }
+
+impl FirstRun {
+    /// The files this writes, relative to `HOME`, for documentation (`lap doctor --harnesses`).
+    pub fn paths(self) -> &'static [&'static str] {
+        match self {
+            FirstRun::None => &[],
+            FirstRun::ClaudeCode => &[".claude.json", ".claude/settings.json"],
+            FirstRun::Codex => &[".codex/config.toml", ".codex/auth.json"],
+            FirstRun::Gemini => &[".gemini/settings.json", ".gemini/trustedFolders.json"],
+            FirstRun::Hermes => &[HERMES_CONFIG],
+        }
+    }
+}
+
+/// Hermes's settings file, relative to `HOME`.
+const HERMES_CONFIG: &str = ".hermes/config.yaml";
+/// The name of the provider lap writes into Hermes's settings.
+const HERMES_PROVIDER: &str = "lap";
+/// Where Hermes sends chat completions unless the session sets `OPENAI_BASE_URL`.
+const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// One file to write inside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +163,26 @@ pub fn files(first_run: FirstRun, env: &[(String, String)], cwd: &str, home: &st
                     contents: pretty(&Value::Object(trusted)),
                 },
             ]
+        }
+        FirstRun::Hermes => {
+            if var("OPENAI_API_KEY").is_none() {
+                return Vec::new();
+            }
+            let base_url = var("OPENAI_BASE_URL").unwrap_or(OPENAI_BASE_URL);
+            // JSON strings are YAML strings: no quoting rules of our own.
+            let quoted = |text: &str| serde_json::to_string(text).expect("strings serialise");
+            let config = format!(
+                "# Written by lap: an OpenAI-compatible provider, its key read from OPENAI_API_KEY (a stub the\n\
+                 # vault swaps on the wire); the model comes from the agent's --model (`hermes -m`).\n\
+                 model:\n  provider: {provider}\n\
+                 custom_providers:\n  - name: {provider}\n    base_url: {base_url}\n    key_env: OPENAI_API_KEY\n    api_mode: chat_completions\n",
+                provider = quoted(HERMES_PROVIDER),
+                base_url = quoted(base_url),
+            );
+            vec![File {
+                path: HERMES_CONFIG,
+                contents: config,
+            }]
         }
     }
 }
@@ -259,6 +302,52 @@ mod tests {
         assert_eq!(settings["privacy"]["usageStatisticsEnabled"], false);
         let trusted = json_of(&files, ".gemini/trustedFolders.json");
         assert_eq!(trusted, json!({"/work/repo": "TRUST_FOLDER", HOME: "TRUST_FOLDER"}));
+    }
+
+    #[test]
+    fn hermes_gets_an_openai_compatible_provider_reading_the_stub_from_the_environment() {
+        let files = files(
+            FirstRun::Hermes,
+            &env(&[
+                ("OPENAI_API_KEY", "stub_1"),
+                ("OPENAI_BASE_URL", "https://api.openai.com:8443/v1"),
+            ]),
+            "/work/repo",
+            HOME,
+            None,
+        );
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, ".hermes/config.yaml");
+        let text = &files[0].contents;
+        assert!(text.contains("model:\n  provider: \"lap\"\n"), "{text}");
+        assert!(
+            text.contains("  - name: \"lap\"\n    base_url: \"https://api.openai.com:8443/v1\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    key_env: OPENAI_API_KEY\n    api_mode: chat_completions\n"),
+            "{text}"
+        );
+        assert!(!text.contains("stub_1"), "the key stays in the environment: {text}");
+        let default = super::files(FirstRun::Hermes, &env(&[("OPENAI_API_KEY", "k")]), HOME, HOME, None);
+        assert!(default[0].contents.contains("base_url: \"https://api.openai.com/v1\""));
+        // No key: nothing to configure; Hermes's own "no provider" message stays.
+        assert!(super::files(FirstRun::Hermes, &[], HOME, HOME, None).is_empty());
+    }
+
+    #[test]
+    fn the_documented_paths_are_the_written_ones() {
+        let env = env(&[("OPENAI_API_KEY", "k"), ("ANTHROPIC_API_KEY", "k")]);
+        for first_run in [
+            FirstRun::None,
+            FirstRun::ClaudeCode,
+            FirstRun::Codex,
+            FirstRun::Gemini,
+            FirstRun::Hermes,
+        ] {
+            let written: Vec<&str> = files(first_run, &env, HOME, HOME, None).iter().map(|f| f.path).collect();
+            assert_eq!(written, first_run.paths(), "{first_run:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod fake_openai;
 pub mod tmux;
 pub mod upstream;
+pub mod vendor;
 
 use std::ffi::OsString;
 use std::fmt;

@@ -1,0 +1,233 @@
+//! Aborting a turn from the CLI: `lap sessions abort ID`, and `lap send` turning Ctrl-C (a real
+//! SIGINT to a real `lap send` process) into an abort of its turn. The agent is the fake Claude
+//! Agent SDK tool (`tests/fake_claude.py`, failure injection): `slow` streams a word, then waits
+//! for the interrupt and ends the turn as aborted; `hang` ignores the interrupt, so only lap
+//! serve's grace kill ends the turn. Real local sandboxes, real `lap serve`.
+
+mod support;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::{Home, LAP, TestServer, delete_local_sandboxes, lap, python_command};
+
+/// Longest wait for a `lap send` to show a turn is running, or to exit.
+const WAIT: Duration = Duration::from_secs(60);
+
+struct World {
+    home: Home,
+    server: TestServer,
+}
+
+impl World {
+    fn new() -> Self {
+        let home = Home::new();
+        let server = TestServer::start_local(&home);
+        let command = python_command(include_str!("fake_claude.py"));
+        lap(
+            &home,
+            [
+                "agents",
+                "create",
+                "sdk",
+                "--harness",
+                "claude-agent-sdk",
+                "--command",
+                &command,
+            ],
+        )
+        .success();
+        Self { home, server }
+    }
+
+    /// A ready session of `sdk`, by a first message.
+    fn session(&self) -> String {
+        let first = lap(&self.home, ["send", "sdk", "hi"]).success();
+        assert_eq!(first.out(), "echo: hi", "{first}");
+        lap(&self.home, ["--json", "sessions", "list"]).success().json()[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        delete_local_sandboxes(self.server.data_dir());
+    }
+}
+
+/// A running `lap send --stream`, its stdout and stderr collected as they come.
+struct Send {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Send {
+    fn start(home: &Home, args: &[&str]) -> Self {
+        let mut child = Command::new(LAP)
+            .args(args)
+            .env_clear()
+            .envs(home.env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lap send");
+        let collect = |mut pipe: Box<dyn Read + std::marker::Send>| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let sink = text.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Self { child, stdout, stderr }
+    }
+
+    fn until(&self, what: &str, done: impl Fn(&str, &str) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (out, err) = (self.stdout.lock().unwrap().clone(), self.stderr.lock().unwrap().clone());
+            if done(&out, &err) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\nstdout:\n{out}\nstderr:\n{err}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn interrupt(&self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).unwrap();
+    }
+
+    /// Waits (at most `within`) for the process to exit; its code.
+    fn exit_within(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the readers take the last bytes.
+                std::thread::sleep(Duration::from_millis(100));
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "lap send did not exit within {within:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout.lock().unwrap(),
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn ctrl_c_in_lap_send_aborts_its_turn_waits_for_the_end_and_leaves_the_session_usable() {
+    let world = World::new();
+    let id = world.session();
+    let mut send = Send::start(&world.home, &["send", "--stream", &id, "slow"]);
+    send.until("the turn to stream its first word", |out, _| out.contains("working"));
+    send.interrupt();
+    let code = send.exit_within(WAIT);
+    let stderr = send.stderr();
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        stderr.contains(&format!("aborting the turn of session {id}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("error: aborted the turn of session {id}")),
+        "{stderr}"
+    );
+
+    // The turn ended as aborted, and the session takes the next message at once (no 409).
+    let history = world.server.http_get(
+        &format!("/api/v1/managed_agents/sessions/{id}/messages"),
+        Some(&world.server.master_key()),
+    );
+    let history: serde_json::Value = serde_json::from_str(&history.1).unwrap();
+    let last = &history.as_array().unwrap()[3];
+    assert_eq!(last["info"]["error"]["name"], "aborted", "{history:#}");
+    let next = lap(&world.home, ["send", &id, "again"]);
+    assert_eq!(next.code, 0, "{next}");
+    assert_eq!(next.out(), "echo: again", "{next}");
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_while_the_turn_is_still_ending() {
+    let world = World::new();
+    let id = world.session();
+    // Not streamed: `lap send` prints nothing until the reply, so the server is asked.
+    let mut send = Send::start(&world.home, &["send", &id, "hang"]);
+    let busy = Instant::now() + WAIT;
+    loop {
+        let probe = lap(&world.home, ["send", &id, "probe"]);
+        if probe.code != 0 && probe.stderr.contains("already running") {
+            assert!(probe.stderr.contains(&format!("lap sessions abort {id}")), "{probe}");
+            break;
+        }
+        assert!(Instant::now() < busy, "the turn never started: {probe}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send.interrupt();
+    send.until("the abort to be asked for", |_, err| err.contains("aborting the turn"));
+    let asked = Instant::now();
+    send.interrupt();
+    let code = send.exit_within(WAIT);
+    let stderr = send.stderr();
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the second Ctrl-C did not exit at once: {stderr}"
+    );
+    assert!(stderr.contains("stopped waiting"), "{stderr}");
+    assert!(stderr.contains(&format!("lap sessions abort {id}")), "{stderr}");
+}
+
+#[test]
+fn lap_sessions_abort_says_whether_a_turn_was_running() {
+    let world = World::new();
+    let id = world.session();
+    let idle = lap(&world.home, ["sessions", "abort", &id]).success();
+    assert_eq!(idle.out(), format!("session {id} had no turn running"), "{idle}");
+    let json = lap(&world.home, ["--json", "sessions", "abort", &id]).success().json();
+    assert_eq!(json, serde_json::json!({"ok": true, "aborted": false}));
+
+    let mut send = Send::start(&world.home, &["send", "--stream", &id, "slow"]);
+    send.until("the turn to stream its first word", |out, _| out.contains("working"));
+    let aborted = lap(&world.home, ["--json", "sessions", "abort", &id]).success().json();
+    assert_eq!(aborted, serde_json::json!({"ok": true, "aborted": true}));
+    // The send sees its turn end as aborted (not by Ctrl-C: a failed turn, exit 1).
+    let code = send.exit_within(WAIT);
+    assert_eq!(code, 1, "{}", send.stderr());
+    assert!(send.stderr().contains("(aborted)"), "{}", send.stderr());
+
+    let missing = lap(
+        &world.home,
+        ["sessions", "abort", "00000000-0000-0000-0000-000000000000"],
+    );
+    assert_ne!(missing.code, 0, "{missing}");
+    assert!(missing.stderr.contains("lap sessions list"), "{missing}");
+}
