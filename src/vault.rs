@@ -6,10 +6,15 @@
 //! `lap serve` (mode 0600) and is never mounted into a sandbox; only its certificate is.
 
 pub mod audit;
+pub mod body;
 pub mod ca;
+pub mod encodings;
+pub mod frames;
 pub mod intercept;
+pub mod plan;
 pub mod policy;
 pub mod rewrite;
+pub mod upstream;
 pub mod websocket;
 
 use ring::rand::{SecureRandom, SystemRandom};
