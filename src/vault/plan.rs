@@ -12,6 +12,7 @@
 //! whose `Host`/`:authority` names that target; any other credential's stub in the head refuses the
 //! request before anything goes upstream.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use hyper::StatusCode;
@@ -19,6 +20,8 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 
 use super::audit::AuditLog;
+use super::body::{Guard, Trip};
+use super::limits::MAX_OPEN_CONNECTIONS;
 use super::policy::Policy;
 use super::rewrite::{Substitutions, host_matches};
 use crate::secret::Secret;
@@ -37,6 +40,8 @@ pub struct Binding {
     pub credentials: Vec<Credential>,
     pub policy: Policy,
     pub audit: AuditLog,
+    /// The sandbox's connections through the vault: [`MAX_OPEN_CONNECTIONS`] at most.
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Binding {
@@ -49,6 +54,7 @@ impl Binding {
             credentials,
             policy,
             audit,
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CONNECTIONS)),
         }
     }
 
@@ -65,11 +71,22 @@ impl Binding {
 
     /// [`Self::scrubber`] plus `extra` pairs, which come after the credentials' own.
     pub fn scrubber_with(&self, extra: Vec<(Vec<u8>, Vec<u8>)>) -> Substitutions {
-        let own = self
+        // Every routine encoding of each real value, and its masked echoes ([`Substitutions::scrubbing`]):
+        // hits are credential indices, the extras' following.
+        let values = self
             .credentials
             .iter()
-            .map(|c| (c.real.expose().as_bytes().to_vec(), c.stub.as_bytes().to_vec()));
-        Substitutions::new(own.chain(extra))
+            .map(|c| (c.real.expose().as_bytes(), c.stub.as_bytes()));
+        Substitutions::scrubbing(values, extra)
+    }
+
+    /// Every real value in lower case: what no response header's name may hold (names are lower
+    /// case on the wire to the sandbox).
+    pub fn real_names(&self) -> Vec<Vec<u8>> {
+        self.credentials
+            .iter()
+            .map(|c| c.real.expose().to_ascii_lowercase().into_bytes())
+            .collect()
     }
 
     /// Names of `credentials[indices[i]]` for each hit `i` (hits index `indices`).
@@ -102,6 +119,12 @@ impl Binding {
 pub enum Why {
     /// A stub headed somewhere it is not bound to: an alert.
     NotBound,
+    /// A bound stub somewhere its credential may not be swapped: an alert.
+    NotInjectable,
+    /// A bound stub in a request its credential's method/path rules do not allow: an alert.
+    Rule,
+    /// The sandbox has as many connections open through its vault as it may.
+    TunnelLimit,
     /// The destination fails the agent's egress policy.
     Egress,
     /// `Host`/`:authority` names another host than the CONNECT target (no stub aboard).
@@ -119,7 +142,10 @@ pub enum Why {
 impl Why {
     pub fn status(self) -> StatusCode {
         match self {
-            Self::NotBound | Self::Egress | Self::SniMismatch => StatusCode::FORBIDDEN,
+            Self::NotBound | Self::NotInjectable | Self::Rule | Self::Egress | Self::SniMismatch => {
+                StatusCode::FORBIDDEN
+            }
+            Self::TunnelLimit => StatusCode::TOO_MANY_REQUESTS,
             Self::HostMismatch => StatusCode::MISDIRECTED_REQUEST,
             Self::Compressed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::CompressedResponse => StatusCode::BAD_GATEWAY,
@@ -132,6 +158,9 @@ impl Why {
     pub fn kind(self) -> Option<&'static str> {
         match self {
             Self::NotBound => Some("credential-not-bound"),
+            Self::NotInjectable => Some("credential-not-injectable"),
+            Self::Rule => Some("credential-rule"),
+            Self::TunnelLimit => Some("tunnel-limit"),
             Self::Egress => Some("egress-policy"),
             Self::HostMismatch => Some("host-mismatch"),
             Self::SniMismatch => Some("sni-mismatch"),
@@ -143,7 +172,7 @@ impl Why {
 
     /// Whether a refusal of this kind is an alert (a credential was being moved).
     pub fn is_alert(self) -> bool {
-        self == Self::NotBound
+        matches!(self, Self::NotBound | Self::NotInjectable | Self::Rule)
     }
 }
 
@@ -163,6 +192,57 @@ impl Refusal {
     }
 }
 
+/// Where in a request a stub was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Method,
+    HeaderName,
+    /// A header's value (its name, lower-case).
+    Header(String),
+    Path,
+    /// A query parameter's name or value (the parameter's name).
+    Query(String),
+    Body,
+    /// A request trailer (its name).
+    Trailer(String),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Method => f.write_str("the request method"),
+            Self::HeaderName => f.write_str("a header name"),
+            Self::Header(name) if name == "authorization" => {
+                f.write_str("the Authorization header, other than as `Bearer`, `token` or `Basic` credentials")
+            }
+            Self::Header(name) => write!(f, "the `{name}` header"),
+            Self::Path => f.write_str("the request path"),
+            Self::Query(name) => write!(f, "the query parameter `{name}`"),
+            Self::Body => f.write_str("the request body"),
+            Self::Trailer(name) => write!(f, "the request trailer `{name}`"),
+        }
+    }
+}
+
+/// The refusal of `credential`'s stub found at `place`, which is not one of its injection points.
+pub fn not_injectable(credential: &Credential, place: &Place) -> Refusal {
+    Refusal::new(
+        Why::NotInjectable,
+        format!(
+            "the stub of {} is in {place}; it may not be sent there",
+            credential.name
+        ),
+    )
+}
+
+/// The refusal of `credential`'s stub in a request its rules do not allow.
+pub fn outside_rules(credential: &Credential, method: &str, path: &str) -> Refusal {
+    Refusal::new(
+        Why::Rule,
+        format!("{} may not be sent with `{method} {path}`", credential.name),
+    )
+}
+
 /// A request head, as the sandbox sent it.
 #[derive(Debug, Clone, Copy)]
 pub struct Head<'a> {
@@ -176,8 +256,7 @@ pub struct Head<'a> {
 
 /// What an allowed request does.
 pub struct Plan {
-    /// Indices in [`Binding::credentials`] of the credentials bound to the target; the pairs of
-    /// [`Plan::swap`] are in this order.
+    /// Indices in [`Binding::credentials`] of the credentials bound to the target.
     pub bound: Vec<usize>,
     /// The path and query as they go upstream.
     pub path: PathAndQuery,
@@ -185,28 +264,121 @@ pub struct Plan {
     /// upgrade keeps its hop-by-hop headers); otherwise hop-by-hop headers are gone and
     /// `Accept-Encoding` is `identity`, so the response can be scrubbed.
     pub headers: HeaderMap,
-    /// Bound stubs → real values, for the body or the frames; its hits so far are the head's.
+    /// Stubs → real values for the body or the frames, pairs in [`Tally::body_swap`]'s order.
     pub swap: Arc<Substitutions>,
-    /// Stubs of the credentials not bound to the target: none may pass in the body or frames.
-    pub stray: Arc<Substitutions>,
+    /// What the request swapped: its head's, and the body's as it streams.
+    pub tally: Tally,
+    /// The stubs the body or frames may not carry, by credential index, and why.
+    pub guard_body: Vec<(usize, Why)>,
     /// Encoded real values the head carries (Basic credentials) → their encoded stubs: a response
     /// reflecting them is scrubbed of these too.
     pub reflected: Vec<(Vec<u8>, Vec<u8>)>,
     /// Whether the request is a WebSocket upgrade.
     pub websocket: bool,
-    /// Names of the credentials not bound to the target (for a block in the body or frames).
-    pub unbound: Vec<String>,
+    method: String,
+    path_only: String,
+    host: String,
+}
+
+/// Which credentials one request swapped.
+#[derive(Clone)]
+pub struct Tally {
+    /// Credentials swapped in the head.
+    pub head: Vec<usize>,
+    /// Credentials [`Plan::swap`] swaps in the body, in its order.
+    pub body_swap: Vec<usize>,
+    swap: Arc<Substitutions>,
+}
+
+impl Tally {
+    /// The names and stubs of the credentials swapped so far (head, then body or frames as far as
+    /// they went).
+    pub fn swapped(&self, binding: &Binding) -> (Vec<String>, Vec<String>) {
+        let mut all: BTreeSet<usize> = self.head.iter().copied().collect();
+        all.extend(self.swap.hits().iter().filter_map(|&h| self.body_swap.get(h)));
+        all.iter()
+            .filter_map(|&i| binding.credentials.get(i))
+            .map(|c| (c.name.clone(), c.stub.clone()))
+            .unzip()
+    }
+}
+
+impl Plan {
+    /// What the request body may not carry: the stubs of [`Plan::guard_body`] in the body, any
+    /// credential's stub in a trailer (trailers are never an injection point).
+    pub fn guard(&self, binding: &Binding) -> Guard {
+        let stub = |i: usize| binding.credentials[i].stub.as_bytes().to_vec();
+        Guard::new(
+            self.guard_body.iter().map(|&(i, _)| stub(i)).collect(),
+            (0..binding.credentials.len()).map(stub).collect(),
+        )
+    }
+
+    /// The stubs the frames of a WebSocket may not carry (needle → itself).
+    pub fn frame_guard(&self, binding: &Binding) -> Substitutions {
+        Substitutions::new(self.guard_body.iter().map(|&(i, _)| {
+            let stub = binding.credentials[i].stub.as_bytes();
+            (stub, stub)
+        }))
+    }
+
+    /// The refusal for what tripped [`Plan::guard`].
+    pub fn refusal(&self, binding: &Binding, trip: &Trip) -> Refusal {
+        let (i, why, place) = match trip {
+            Trip::Body(n) => match self.guard_body.get(*n) {
+                Some(&(i, why)) => (i, why, Place::Body),
+                None => (usize::MAX, Why::NotBound, Place::Body),
+            },
+            Trip::Trailer(name, i) => {
+                let why = if self.bound.contains(i) {
+                    Why::NotInjectable
+                } else {
+                    Why::NotBound
+                };
+                (*i, why, Place::Trailer(name.clone()))
+            }
+        };
+        let Some(c) = binding.credentials.get(i) else {
+            return Refusal::new(Why::NotBound, format!("a stub was sent to `{}`", self.host));
+        };
+        match why {
+            Why::NotInjectable => not_injectable(c, &place),
+            Why::Rule => outside_rules(c, &self.method, &self.path_only),
+            _ => Refusal::new(Why::NotBound, stray_reason(&[c.name.as_str()], &self.host)),
+        }
+    }
+
+    /// The record of a WebSocket's frames carrying a stub they may not (which one is not known).
+    pub fn frame_refusal(&self, binding: &Binding) -> Refusal {
+        let names: Vec<&str> = self
+            .guard_body
+            .iter()
+            .filter_map(|&(i, _)| binding.credentials.get(i))
+            .map(|c| c.name.as_str())
+            .collect();
+        let why = if self.guard_body.iter().all(|&(_, why)| why == Why::NotBound) {
+            Why::NotBound
+        } else {
+            Why::NotInjectable
+        };
+        Refusal::new(
+            why,
+            format!(
+                "a WebSocket frame to `{}` carried a stub of one of {} (never sent in frames to it)",
+                self.host,
+                names.join(", ")
+            ),
+        )
+    }
 }
 
 /// Decides a request on a connection intercepted for `host:port` (already canonical).
 pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Result<Plan, Refusal> {
-    let carries = |c: &Credential| {
-        head.path.contains(&c.stub) || head.headers.values().any(|v| contains_stub(v.as_bytes(), &c.stub))
-    };
+    let creds = &binding.credentials;
     if !head.authority.is_some_and(|a| authority_is(a, host, port)) {
         let asked = head.authority.unwrap_or("(none)");
         // With a stub aboard, this is an attempt to move a credential elsewhere: an alert.
-        let why = if binding.credentials.iter().any(carries) {
+        let why = if creds.iter().any(|c| in_head(head, &c.stub)) {
             Why::NotBound
         } else {
             Why::HostMismatch
@@ -216,30 +388,27 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
             format!("Host `{asked}` does not match the CONNECT target `{host}`"),
         ));
     }
-
     let (bound, unbound) = binding.bound_to(host, port);
     let strays: Vec<&str> = unbound
         .iter()
-        .map(|&i| &binding.credentials[i])
-        .filter(|c| carries(c))
+        .map(|&i| &creds[i])
+        .filter(|c| in_head(head, &c.stub))
         .map(|c| c.name.as_str())
         .collect();
     if !strays.is_empty() {
         return Err(Refusal::new(Why::NotBound, stray_reason(&strays, host)));
     }
-    let swap = Substitutions::new(bound.iter().map(|&i| {
-        let c = &binding.credentials[i];
-        (c.stub.as_bytes(), c.real.expose().as_bytes())
-    }));
-    if !swap.is_empty() && is_compressed(head.headers) {
+    if !creds.is_empty() && is_compressed(head.headers) {
         return Err(Refusal::new(
             Why::Compressed,
             format!("a compressed request body to `{host}` cannot be checked for credentials; send it uncompressed"),
         ));
     }
-    let stray = Substitutions::new(unbound.iter().map(|&i| {
-        let stub = binding.credentials[i].stub.as_bytes();
-        (stub, stub)
+    let (path_only, _) = head.path.split_once('?').unwrap_or((head.path, ""));
+    // Until injection points are enforced: a bound stub is swapped anywhere in the head.
+    let swap = Substitutions::new(bound.iter().map(|&i| {
+        let c = &creds[i];
+        (c.stub.as_bytes(), c.real.expose().as_bytes())
     }));
     let path = PathAndQuery::try_from(swap.replace_all(head.path.as_bytes()).as_ref())
         .map_err(|_| Refusal::new(Why::BadRequest, "the rewritten request path is not a valid URL"))?;
@@ -247,24 +416,41 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
         mut headers,
         reflected,
         invalid,
-    } = rewrite_headers(head.headers, &swap);
+        ..
+    } = rewrite_headers(head.headers, &swap, &[]);
     if invalid {
         return Err(Refusal::new(Why::BadRequest, "a rewritten header is not valid"));
     }
+    let swapped = Vec::new();
     let websocket = is_websocket_upgrade(head.headers);
     if !websocket {
         strip_hop_by_hop(&mut headers);
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
+    if !creds.is_empty() {
+        // A range of a stored real value is a piece the scrubber cannot recognise: the whole
+        // response is asked for, and scrubbed.
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
+    }
+    let guard_body = unbound.iter().map(|&i| (i, Why::NotBound)).collect();
+    let swap = Arc::new(swap);
     Ok(Plan {
-        unbound: unbound.iter().map(|&i| binding.credentials[i].name.clone()).collect(),
+        tally: Tally {
+            head: swapped,
+            body_swap: bound.clone(),
+            swap: swap.clone(),
+        },
         bound,
         path,
         headers,
-        swap: Arc::new(swap),
-        stray: Arc::new(stray),
+        swap,
+        guard_body,
         reflected,
         websocket,
+        method: head.method.to_owned(),
+        path_only: path_only.to_owned(),
+        host: host.to_owned(),
     })
 }
 
@@ -272,31 +458,32 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
 pub struct PlainPlan {
     /// The headers as they go upstream: hop-by-hop headers gone, `Accept-Encoding: identity`.
     pub headers: HeaderMap,
-    /// Every credential's stub: none may pass in the body.
-    pub stray: Arc<Substitutions>,
+    /// Every credential's stub: none may pass in the body or a trailer.
+    pub guard: Guard,
 }
 
 /// The refusal of a stub in a plain `http://` request.
 pub const IN_CLEAR: &str = "credentials are only sent over HTTPS; a stub in a plain http:// request is refused";
 
-/// Decides an absolute-form `http://` request: no stub of any credential may be in it.
+/// Decides an absolute-form `http://` request: no stub of any credential may be anywhere in it
+/// (method, header names and values with Basic decoded, path and query also percent-decoded).
 pub fn decide_plain(binding: &Binding, head: &Head<'_>) -> Result<PlainPlan, Refusal> {
-    let all = Substitutions::new(
-        binding
-            .credentials
-            .iter()
-            .map(|c| (c.stub.as_bytes(), c.stub.as_bytes())),
-    );
-    let in_head = all.finds_any(head.path.as_bytes()) || head.headers.values().any(|v| all.finds_any(v.as_bytes()));
-    if in_head {
+    if binding.credentials.iter().any(|c| in_head(head, &c.stub)) {
         return Err(Refusal::new(Why::NotBound, IN_CLEAR));
+    }
+    if !binding.credentials.is_empty() && is_compressed(head.headers) {
+        return Err(Refusal::new(
+            Why::Compressed,
+            "a compressed request body cannot be checked for credentials; send it uncompressed",
+        ));
     }
     let mut headers = head.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    let stubs: Vec<Vec<u8>> = binding.credentials.iter().map(|c| c.stub.as_bytes().to_vec()).collect();
     Ok(PlainPlan {
         headers,
-        stray: Arc::new(all),
+        guard: Guard::new(stubs.clone(), stubs),
     })
 }
 
@@ -307,15 +494,24 @@ pub struct Rewritten {
     pub reflected: Vec<(Vec<u8>, Vec<u8>)>,
     /// Whether a rewritten value was not a valid header value (it is left out of `headers`).
     pub invalid: bool,
+    /// Whether a header was left out because its name carried a forbidden name part.
+    pub dropped_name: bool,
 }
 
-/// Rewrites every header value with `subs` (`Authorization: Basic` decoded and re-encoded): the one
-/// header-rewrite loop, used for request heads (stubs → real) and responses (real → stubs).
-pub fn rewrite_headers(headers: &HeaderMap, subs: &Substitutions) -> Rewritten {
+/// Rewrites every header value with `subs` (`Authorization: Basic` decoded and re-encoded), and
+/// leaves out every header whose name holds one of `forbidden_in_names` (lower case: names are):
+/// the one header-rewrite loop of responses and trailers (real → stubs), and of request heads
+/// while nothing else is enforced.
+pub fn rewrite_headers(headers: &HeaderMap, subs: &Substitutions, forbidden_in_names: &[Vec<u8>]) -> Rewritten {
     let mut out = HeaderMap::with_capacity(headers.len());
     let mut reflected = Vec::new();
     let mut invalid = false;
+    let mut dropped_name = false;
     for (name, value) in headers {
+        if forbidden_in_names.iter().any(|n| contains(name.as_str().as_bytes(), n)) {
+            dropped_name = true;
+            continue;
+        }
         let Some(new) = subs.header_value(value.as_bytes()) else {
             out.append(name.clone(), value.clone());
             continue;
@@ -334,6 +530,7 @@ pub fn rewrite_headers(headers: &HeaderMap, subs: &Substitutions) -> Rewritten {
         headers: out,
         reflected,
         invalid,
+        dropped_name,
     }
 }
 
@@ -352,6 +549,47 @@ pub fn stray_reason<S: AsRef<str>>(names: &[S], host: &str) -> String {
     )
 }
 
+/// Whether `stub` is anywhere in the head: the method, a header's name or value (Basic decoded),
+/// the path or query (also percent-decoded).
+fn in_head(head: &Head<'_>, stub: &str) -> bool {
+    let needle = stub.as_bytes();
+    contains(head.method.as_bytes(), needle)
+        || contains(head.path.as_bytes(), needle)
+        || contains(&percent_decode(head.path.as_bytes()), needle)
+        || head
+            .headers
+            .iter()
+            .any(|(n, v)| contains(n.as_str().as_bytes(), needle) || contains_stub(v.as_bytes(), stub))
+}
+
+/// Whether `needle` is in `haystack`, ignoring ASCII case (stubs and names are lower case; a stub
+/// in upper case is still one).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// `%XX` escapes decoded; anything else (a bad escape too) kept as it is.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                input.get(i + 1).and_then(|&b| hex(b)),
+                input.get(i + 2).and_then(|&b| hex(b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 fn contains_stub(value: &[u8], stub: &str) -> bool {
     let single = Substitutions::new([(stub, stub)]);
     single.finds_any(value) || single.header_value(value).is_some()
@@ -362,7 +600,11 @@ fn authority_is(authority: &str, host: &str, port: u16) -> bool {
     let Ok(parsed) = authority.parse::<hyper::http::uri::Authority>() else {
         return false;
     };
-    let name = parsed.host().trim_start_matches('[').trim_end_matches(']');
+    let name = parsed
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.');
     name.eq_ignore_ascii_case(host) && parsed.port_u16().unwrap_or(443) == port
 }
 
@@ -376,12 +618,19 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-/// Whether a message's body is compressed (`Content-Encoding` other than `identity`).
+/// Whether a message's body is compressed: a `Content-Encoding` other than `identity`, or a
+/// `Transfer-Encoding` coding other than `chunked` (`gzip, chunked`).
 pub fn is_compressed(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| v.to_str().map_or(true, |v| !v.trim().eq_ignore_ascii_case("identity")))
+    let codings = |name: HeaderName, plain: &'static [&'static str]| {
+        headers.get_all(name).iter().any(move |v| {
+            v.to_str().map_or(true, |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .any(|c| !c.is_empty() && !plain.iter().any(|p| c.eq_ignore_ascii_case(p)))
+            })
+        })
+    };
+    codings(header::CONTENT_ENCODING, &["identity"]) || codings(header::TRANSFER_ENCODING, &["chunked", "identity"])
 }
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -497,17 +746,25 @@ mod tests {
     }
 
     #[test]
-    fn a_compressed_body_to_a_host_with_bound_credentials_is_refused() {
-        let h = headers(&[("content-encoding", "gzip")]);
-        assert_eq!(
-            decide(&binding(), HOST, 443, &head("/", &h)).err().unwrap().why,
-            Why::Compressed
-        );
-        let unbound = Head {
-            authority: Some("example.com"),
-            ..head("/", &h)
-        };
-        assert!(decide(&binding(), "example.com", 443, &unbound).is_ok());
+    fn a_compressed_body_is_refused_whenever_the_sandbox_has_credentials() {
+        for coding in [("content-encoding", "gzip"), ("transfer-encoding", "gzip, chunked")] {
+            let h = headers(&[coding]);
+            assert_eq!(
+                decide(&binding(), HOST, 443, &head("/", &h)).err().unwrap().why,
+                Why::Compressed
+            );
+            // Toward a host nothing is bound to as well: a stub inside would go unseen.
+            let unbound = Head {
+                authority: Some("example.com"),
+                ..head("/", &h)
+            };
+            assert_eq!(
+                decide(&binding(), "example.com", 443, &unbound).err().unwrap().why,
+                Why::Compressed
+            );
+            let none = Binding::new(Vec::new(), Policy::new(&[], &[]));
+            assert!(decide(&none, "example.com", 443, &unbound).is_ok());
+        }
     }
 
     #[test]
