@@ -661,19 +661,19 @@ async fn body_injection_opted_in_reopens_read_back_in_transformed_forms_but_stil
     let mut reopened = Vec::new();
     for transform in TRANSFORMS {
         let url = format!("https://store.test:{}/serve/body/{transform}", w.store_h1);
-        let (status, output) = w.curl(&["--http1.1", &url]).await;
-        assert_eq!(status, 200, "{output}");
-        let reversed: String = GH_REAL.chars().rev().collect();
+        let (status, output) = w.curl_bytes(&["--http1.1", &url]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&output));
+        let text = String::from_utf8_lossy(&output).into_owned();
         let half = GH_REAL.len() / 2;
         let back = match *transform {
-            "reversed" => output.contains(&reversed),
-            _ => output.contains(&GH_REAL[..half]) && output.contains(&GH_REAL[half..]),
+            "split" => text.contains(&GH_REAL[..half]) && text.contains(&GH_REAL[half..]),
+            _ => String::from_utf8_lossy(&inflate_after_marker(&output)).contains(GH_REAL),
         };
-        reopened.push((transform, back));
+        reopened.push((*transform, back));
     }
     assert_eq!(
         reopened,
-        vec![(&"reversed", true), (&"split", true)],
+        vec![("split", true), ("zlib-binary", true)],
         "the README says body injection re-opens store-and-read-back in forms the vault cannot recognise"
     );
     // The routine encodings stay scrubbed. The body holds the JSON around the value; what comes
@@ -746,6 +746,22 @@ fn odd_requests(port: u16) -> Vec<(&'static str, Vec<u8>)> {
     cases
 }
 
+/// What a client makes of the zlib stream in a binary body (as a git client reads a pack): inflated
+/// by Python's `zlib`, from its first zlib header on.
+fn inflate_after_marker(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let script = "import sys, zlib\nd = sys.stdin.buffer.read()\ni = d.find(bytes([0x78, 0x9c]))\n\
+                  sys.stdout.buffer.write(zlib.decompressobj().decompress(d[i:]) if i >= 0 else b'')";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let _ = child.stdin.take().unwrap().write_all(data);
+    child.wait_with_output().map(|o| o.stdout).unwrap_or_default()
+}
+
 /// What `gzip -dc` makes of `data` (as much as it can: trailing bytes that are not gzip are ignored).
 fn gunzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
@@ -785,10 +801,10 @@ fn stub_bytes_in(tapped: &[u8]) -> Vec<String> {
             .into_iter()
             .filter(|l| !l.starts_with("fragment")),
     );
-    if tapped
-        .windows(10)
-        .any(|w| gzip(GH_STUB.as_bytes()).windows(10).any(|g| g == w))
-    {
+    let zipped = gzip(GH_STUB.as_bytes());
+    // The deflate stream only (gzip's 10-byte header is the same for any content).
+    let deflated = &zipped[10..zipped.len() - 8];
+    if tapped.windows(10).any(|w| deflated.windows(10).any(|g| g == w)) {
         found.push("gzip".to_owned());
     }
     found

@@ -188,9 +188,10 @@ pub const ENCODINGS: &[&str] = &[
     "reason",
 ];
 
-/// Encodings that are not routine: what injecting into a body re-opens (the vault cannot know
-/// them, the README says so).
-pub const TRANSFORMS: &[&str] = &["reversed", "split"];
+/// Transformations no matcher recognises: what injecting into a body re-opens (the README says
+/// so): the value split across two JSON fields, and zlib-compressed inside a binary body with no
+/// `Content-Encoding` (the shape of a git pack).
+pub const TRANSFORMS: &[&str] = &["split", "zlib-binary"];
 
 /// The value a store request carried in `what`: `auth` (the `Authorization` header, scheme word
 /// dropped), `body`, `query` (the whole query), or `header-NAME` (that header's value).
@@ -382,6 +383,13 @@ pub fn serve(encoding: &str, value: &[u8]) -> Served {
             wrap("see the trailers")
         }
         "reversed" => wrap(&text.chars().rev().collect::<String>()),
+        "zlib-binary" => {
+            served.headers[0] = ("content-type".into(), "application/octet-stream".into());
+            let mut body = format!("PACK{MARKER}").into_bytes();
+            body.extend_from_slice(&[0, 0, 0, 2]);
+            body.extend_from_slice(&zlib(&literal));
+            body
+        }
         "split" => {
             let half = text.len() / 2;
             format!(
