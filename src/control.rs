@@ -31,6 +31,7 @@ use crate::vault::audit::AuditLog;
 use crate::vault::intercept::{Binding, Vault};
 use crate::wire::api::{Agent, Interception, SessionStatus};
 
+mod git;
 pub mod messages;
 mod tools;
 
@@ -380,7 +381,8 @@ impl Control {
             .set_session_stubs(id, stubs.clone())
             .await
             .map_err(store_failed)?;
-        let env = sandbox_env(&agent.env, &stubs);
+        let bound: Vec<(String, Vec<String>)> = credentials.iter().map(|c| (c.name.clone(), c.hosts.clone())).collect();
+        let env = sandbox_env(&agent.env, &stubs, &bound);
         let claimed = match claim {
             Claim::Tried(claimed) => claimed.map(|row| *row),
             Claim::Untried => {
@@ -1118,8 +1120,14 @@ async fn serve_egress(vault: Arc<Vault>, listener: ProxyListener, binding: Arc<B
 }
 
 /// A sandbox's environment: the agent's plain variables, then the proxy and CA variables every
-/// tool needs to go through the vault, then one stub per credential (never a real value).
-pub fn sandbox_env(plain: &BTreeMap<String, String>, stubs: &[(String, String)]) -> Vec<(String, String)> {
+/// tool needs to go through the vault, the git configuration that sends every `bound` host's git
+/// remotes (SSH ones too) over HTTPS with the stub ([`git`]; `bound` is each credential's name and
+/// hosts), then one stub per credential (never a real value).
+pub fn sandbox_env(
+    plain: &BTreeMap<String, String>,
+    stubs: &[(String, String)],
+    bound: &[(String, Vec<String>)],
+) -> Vec<(String, String)> {
     let proxy = format!("http://{PROXY_ADDR}");
     let mut env = plain.clone();
     for name in [
@@ -1149,6 +1157,7 @@ pub fn sandbox_env(plain: &BTreeMap<String, String>, stubs: &[(String, String)])
     ] {
         env.insert(name.to_owned(), CA_BUNDLE_PATH.to_owned());
     }
+    env.extend(git::config_env(bound));
     for (name, stub) in stubs {
         env.insert(name.clone(), stub.clone());
     }
@@ -1250,7 +1259,8 @@ mod tests {
             "GITHUB_TOKEN".to_owned(),
             "stub_github_token_0011223344556677".to_owned(),
         )];
-        let env: BTreeMap<String, String> = sandbox_env(&plain, &stubs).into_iter().collect();
+        let bound = vec![("GITHUB_TOKEN".to_owned(), vec!["github.com".to_owned()])];
+        let env: BTreeMap<String, String> = sandbox_env(&plain, &stubs, &bound).into_iter().collect();
         assert_eq!(env["EDITOR"], "vim");
         assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
         assert_eq!(env["https_proxy"], "http://127.0.0.1:3128");
@@ -1258,6 +1268,8 @@ mod tests {
         assert_eq!(env["SSL_CERT_FILE"], CA_BUNDLE_PATH);
         assert_eq!(env["NODE_EXTRA_CA_CERTS"], CA_BUNDLE_PATH);
         assert_eq!(env["GITHUB_TOKEN"], "stub_github_token_0011223344556677");
+        assert_eq!(env["GIT_CONFIG_KEY_0"], "url.https://github.com/.insteadOf");
+        assert_eq!(env["GIT_CONFIG_VALUE_0"], "git@github.com:");
     }
 
     #[test]
