@@ -30,17 +30,7 @@ use crate::wire::vault::VaultBinding;
 /// vaults enforce the same thing.
 pub fn proxy_binding(bound: VaultBinding, audit: audit::AuditLog) -> intercept::Binding {
     let policy = policy::Policy::new(&bound.allow_out, &bound.deny_out).default_deny(bound.egress_default_deny);
-    let credentials = bound
-        .credentials
-        .into_iter()
-        .map(|c| intercept::Credential {
-            name: c.name,
-            stub: c.stub,
-            real: c.value,
-            hosts: c.hosts,
-        })
-        .collect();
-    intercept::Binding::with_audit(credentials, policy, audit)
+    intercept::Binding::with_audit(bound.credentials, policy, audit)
 }
 
 /// A fresh stub for a credential: `stub_<name lowercased>_<16 hex digits>`, random per session.
