@@ -111,13 +111,20 @@ impl Server {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// A ready session of an agent holding one credential bound to `api.github.test`.
+    /// A ready session of an agent holding one credential bound to `api.github.test`, swapped in
+    /// its `Authorization` header and its `token` query parameter.
     async fn ready_session(&self) -> (Value, String) {
+        self.ready_session_injected(json!(["authorization", "query:token"]))
+            .await
+    }
+
+    /// [`Self::ready_session`] with the credential's injection points `inject`.
+    async fn ready_session_injected(&self, inject: Value) -> (Value, String) {
         let agent = json!({
             "name": "coder",
             "harness_id": "shell",
             "env": {"EDITOR": "vi"},
-            "credentials": [{"name": "GITHUB_TOKEN", "value": REAL, "hosts": ["api.github.test"]}],
+            "credentials": [{"name": "GITHUB_TOKEN", "value": REAL, "hosts": ["api.github.test"], "inject": inject}],
         });
         self.json(Method::POST, &format!("{PREFIX}/agents"), Some(agent)).await;
         let session = self
@@ -299,6 +306,48 @@ async fn the_egress_log_redacts_query_values_and_names_the_swapped_stub() {
     assert_eq!(log[0]["path"], "/search?q=…&token=…");
     assert_eq!(log[0]["stubs_swapped"], json!([stub]));
     assert!(log[0]["duration_ms"].as_u64().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_injection_points_stored_for_a_credential_are_the_ones_its_session_vault_enforces() {
+    let server = Server::start().await;
+    let (_, sandbox) = server.ready_session_injected(json!(["header:x-token"])).await;
+    let env: BTreeMap<String, String> = server.fake.env(&sandbox).unwrap().into_iter().collect();
+    let stub = env["GITHUB_TOKEN"].clone();
+    let proxy = server.fake.proxy_addr(&sandbox).unwrap();
+
+    // Its declared point: swapped.
+    let declared = format!("X-Token: {stub}");
+    let (status, output) = curl(
+        proxy,
+        &server.vault_ca,
+        &["-H", &declared, &server.url("api.github.test", "/user")],
+    )
+    .await;
+    assert_eq!(status, 200, "{output}");
+    assert_eq!(server.seen.lock().unwrap()[0].header("x-token"), Some(REAL));
+
+    // `Authorization` is not one of this credential's points (the stored set replaced the preset's):
+    // refused before anything reaches the upstream.
+    let elsewhere = format!("Authorization: Bearer {stub}");
+    let (status, output) = curl(
+        proxy,
+        &server.vault_ca,
+        &["-H", &elsewhere, &server.url("api.github.test", "/user")],
+    )
+    .await;
+    assert_eq!(status, 403, "{output}");
+    assert!(
+        output
+            .to_ascii_lowercase()
+            .contains("x-lap-vault-blocked: credential-not-injectable"),
+        "{output}"
+    );
+    assert_eq!(
+        server.seen.lock().unwrap().len(),
+        1,
+        "the upstream received nothing more"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -314,13 +314,16 @@ async fn sign_out(
         .into_response()
 }
 
-/// What the UI needs to know about this server: the harnesses and the credential presets.
+/// What the UI needs to know about this server: the harnesses and the credential presets (hosts and
+/// injection points, and the points of a name no preset knows).
 #[derive(Serialize)]
 struct UiConfig {
     version: &'static str,
     backend: String,
     harnesses: Vec<UiHarness>,
     credential_presets: Vec<(&'static str, &'static [&'static str])>,
+    injection_presets: Vec<(&'static str, &'static [&'static str])>,
+    default_injection: &'static [&'static str],
 }
 
 #[derive(Serialize)]
@@ -355,7 +358,9 @@ async fn config(
                 install_hint: h.install_hint,
             })
             .collect(),
-        credential_presets: crate::wire::api::CREDENTIAL_PRESETS.to_vec(),
+        credential_presets: crate::wire::vault::CREDENTIAL_PRESETS.to_vec(),
+        injection_presets: crate::wire::vault::INJECTION_PRESETS.to_vec(),
+        default_injection: crate::wire::vault::FALLBACK_INJECTION,
     })
     .into_response())
 }

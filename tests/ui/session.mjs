@@ -48,6 +48,8 @@ try {
   await page.fill('#agent-env [data-field=key]', 'GREETING');
   await page.fill('#agent-env [data-field=value]', 'hello-from-env');
   await page.selectOption('#credential-preset', 'GITHUB_TOKEN');
+  const shownPoints = await page.inputValue('#agent-credentials [data-field=inject]');
+  expect(shownPoints === 'authorization', `the preset's injection points shown, got ${shownPoints}`);
   await page.fill('#agent-credentials [data-field=value]', 'ghp_not_a_real_token_0000');
   await page.click('#agent-save');
   await page.waitForURL(/\/agents\/web-demo$/);
@@ -58,7 +60,8 @@ try {
   expect(agent.env.GREETING === 'hello-from-env', `env GREETING, got ${JSON.stringify(agent.env)}`);
   const gh = agent.credentials.find((c) => c.name === 'GITHUB_TOKEN');
   expect(gh && gh.hosts.includes('api.github.com'), `GITHUB_TOKEN bound to its preset hosts, got ${JSON.stringify(agent.credentials)}`);
-  ok('created agent web-demo (shell, deny blocked.test, an env var, a preset credential) through the form');
+  expect(JSON.stringify(gh.inject) === '["authorization"]', `GITHUB_TOKEN at its preset's injection point, got ${JSON.stringify(gh.inject)}`);
+  ok('created agent web-demo (shell, deny blocked.test, an env var, a preset credential at its preset injection point) through the form');
 
   await page.click('nav >> text=Agents');
   await page.waitForSelector('tr[data-agent="web-demo"]');
@@ -80,8 +83,8 @@ try {
   const copied = await page.evaluate(() => navigator.clipboard.readText());
   expect(copied === `lap attach ${sessionId}`, `the copy button to copy the attach command, got ${copied}`);
   ok(`session ${sessionId} is ready and its terminal connected; Copy copies \`${copied}\``);
-  await page.waitForFunction(() => /GITHUB_TOKEN/.test(document.querySelector('#session-credentials')?.textContent || ''));
-  ok('the session page names the credentials its sandbox holds stubs for');
+  await page.waitForFunction(() => /GITHUB_TOKEN \(in authorization\)/.test(document.querySelector('#session-credentials')?.textContent || ''));
+  ok('the session page names the credentials its sandbox holds stubs for, with their injection points');
 
   const screen = () => page.evaluate(() => document.querySelector('#terminal .xterm-rows')?.innerText || '');
   const waitScreen = async (pattern, what) => {
@@ -159,6 +162,8 @@ try {
   await page.fill('#agent-prompt', 'be brief');
   await page.fill('#agent-allow', '*.example.org');
   await page.click('#agent-env >> text=Remove');
+  await page.fill('#agent-credentials [data-known="GITHUB_TOKEN"] [data-field=inject]', 'authorization header:X-GitHub-Token');
+  await page.fill('#agent-credentials [data-known="GITHUB_TOKEN"] [data-field=rules]', 'GET,POST /repos/acme/**');
   await page.click('#agent-save');
   await page.waitForFunction(() => /saved web-demo/.test(document.querySelector('#toast')?.textContent || ''));
   const edited = await page.evaluate(async (prefix) => (await fetch(`${prefix}/agents/web-demo`)).json(), PREFIX);
@@ -167,7 +172,12 @@ try {
   expect(JSON.stringify(edited.env) === '{}', `the env var removed, got ${JSON.stringify(edited.env)}`);
   const kept = edited.credentials.find((c) => c.name === 'GITHUB_TOKEN');
   expect(kept && kept.fingerprint === gh.fingerprint, `the credential kept as it was, got ${JSON.stringify(edited.credentials)}`);
-  ok('edited the agent: prompt and egress changed, an env var removed, the credential kept');
+  expect(
+    JSON.stringify(kept.inject) === '["authorization","header:x-github-token"]' && JSON.stringify(kept.rules) === '["GET,POST /repos/acme/**"]',
+    `the credential's new injection point and rule saved, got ${JSON.stringify(kept)}`,
+  );
+  await page.waitForFunction(() => document.querySelector('#agent-credentials [data-known="GITHUB_TOKEN"] [data-field=inject]')?.value === 'authorization header:x-github-token');
+  ok('edited the agent: prompt and egress changed, an env var removed, the credential kept with a new injection point and rule, shown again after saving');
 
   await page.click('nav >> text=Agents');
   await page.click('tr[data-agent="web-demo"] >> text=Delete');

@@ -92,6 +92,10 @@ export function agentsPage(main, _ctx) {
 export function agentFormPage(main, ctx, name) {
   const harnesses = ctx.config?.harnesses || [];
   const presets = ctx.config?.credential_presets || [];
+  // Where a credential's stub may be swapped when it is given nothing else: its preset's points.
+  const injectionPresets = ctx.config?.injection_presets || [];
+  const defaultInject = (credName) =>
+    (injectionPresets.find(([n]) => n === credName) || [null, ctx.config?.default_injection || ['authorization']])[1];
   const error = h('p', { class: 'error', id: 'agent-error' });
   const f = {
     name: h('input', { id: 'agent-name', required: true, pattern: '[a-z0-9][a-z0-9\\-]{0,62}', placeholder: 'my-agent' }),
@@ -135,19 +139,46 @@ export function agentFormPage(main, ctx, name) {
     envRows.appendChild(r);
   };
   // A credential row; `known` is set for a credential the agent already holds (value write-only).
+  // Under it: where its stub may be swapped (injection points, the preset's by default) and the
+  // requests it may go into (rules, one a line; none: any).
   const credRow = (cred = {}, known = false) => {
+    const nameInput = h('input', { placeholder: 'NAME', value: cred.name || '', 'data-field': 'name', readonly: known });
+    const inject = h('input', {
+      'data-field': 'inject',
+      value: (cred.inject || (cred.name ? defaultInject(cred.name) : [])).join(' '),
+      placeholder: `injection points: ${defaultInject(cred.name || '').join(' ')}`,
+      title: 'authorization, header:NAME, query:NAME or body, separated by spaces',
+    });
+    const rules = h('textarea', {
+      'data-field': 'rules',
+      rows: 1,
+      placeholder: 'rules, one a line: GET,POST /repos/acme/** (empty: any request)',
+    });
+    rules.value = (cred.rules || []).join('\n');
+    // A new row shows the points its name gets by default until they are edited.
+    nameInput.addEventListener('input', () => {
+      const points = defaultInject(nameInput.value.trim()).join(' ');
+      inject.placeholder = `injection points: ${points}`;
+      if (!inject.dataset.edited) inject.value = nameInput.value.trim() ? points : '';
+    });
+    inject.addEventListener('input', () => (inject.dataset.edited = '1'));
     const r = h(
       'div',
-      { class: 'kv cred', 'data-known': known ? cred.name : undefined },
-      h('input', { placeholder: 'NAME', value: cred.name || '', 'data-field': 'name', readonly: known }),
-      h('input', {
-        type: 'password',
-        placeholder: known ? `unchanged (fingerprint ${cred.fingerprint})` : 'real value',
-        'data-field': 'value',
-        autocomplete: 'off',
-      }),
-      h('input', { placeholder: 'bound hosts: api.example.com *.example.com', value: (cred.hosts || []).join(' '), 'data-field': 'hosts' }),
-      h('button', { type: 'button', onclick: () => r.remove() }, 'Remove'),
+      { class: 'cred-block', 'data-known': known ? cred.name : undefined, 'data-name': cred.name || undefined },
+      h(
+        'div',
+        { class: 'kv cred' },
+        nameInput,
+        h('input', {
+          type: 'password',
+          placeholder: known ? `unchanged (fingerprint ${cred.fingerprint})` : 'real value',
+          'data-field': 'value',
+          autocomplete: 'off',
+        }),
+        h('input', { placeholder: 'bound hosts: api.example.com *.example.com', value: (cred.hosts || []).join(' '), 'data-field': 'hosts' }),
+        h('button', { type: 'button', onclick: () => r.remove() }, 'Remove'),
+      ),
+      h('div', { class: 'kv cred-where' }, h('span', { class: 'muted' }, 'goes in'), inject, rules),
     );
     credRows.appendChild(r);
   };
@@ -175,12 +206,24 @@ export function agentFormPage(main, ctx, name) {
       const k = r.querySelector('[data-field=key]').value.trim();
       if (k) env[k] = r.querySelector('[data-field=value]').value;
     }
-    const creds = [...credRows.children].map((r) => ({
-      known: r.dataset.known,
-      name: r.querySelector('[data-field=name]').value.trim(),
-      value: r.querySelector('[data-field=value]').value,
-      hosts: lines(r.querySelector('[data-field=hosts]').value),
-    }));
+    const creds = [...credRows.children].map((r) => {
+      const name = r.querySelector('[data-field=name]').value.trim();
+      const inject = lines(r.querySelector('[data-field=inject]').value);
+      return {
+        known: r.dataset.known,
+        name,
+        value: r.querySelector('[data-field=value]').value,
+        hosts: lines(r.querySelector('[data-field=hosts]').value),
+        // Left empty: the name's default points.
+        inject: inject.length ? inject : defaultInject(name),
+        rules: r
+          .querySelector('[data-field=rules]')
+          .value.split('\n')
+          .map((x) => x.trim())
+          .filter(Boolean),
+      };
+    });
+    const entry = ({ name, value, hosts, inject, rules }) => ({ name, value, hosts, inject, rules });
     const limits = {};
     if (f.memory.value) limits.memory_mb = Number(f.memory.value);
     if (f.pids.value) limits.pids = Number(f.pids.value);
@@ -201,19 +244,26 @@ export function agentFormPage(main, ctx, name) {
       if (!existing) {
         const body = { name: f.name.value.trim(), ...common, limits };
         for (const k of ['command', 'repo_url', 'branch', 'prompt', 'model']) if (!body[k]) delete body[k];
-        body.credentials = creds.filter((c) => c.name).map(({ name, value, hosts }) => ({ name, value, hosts }));
+        body.credentials = creds.filter((c) => c.name).map(entry);
         saved = await api('POST', `${PREFIX}/agents`, body);
         toast(`created ${saved.name}`);
       } else {
         const body = { name: f.name.value.trim(), ...common, limits };
         if (!body.branch) delete body.branch;
-        body.credentials = creds.filter((c) => c.name && c.value).map(({ name, value, hosts }) => ({ name, value, hosts }));
+        body.credentials = creds.filter((c) => c.name && c.value).map(entry);
         const rebind = {};
+        const reinject = {};
+        const rerule = {};
         for (const c of creds.filter((c) => c.known && !c.value)) {
           const before = existing.credentials.find((x) => x.name === c.known);
-          if (before && before.hosts.join(' ') !== c.hosts.join(' ')) rebind[c.known] = c.hosts;
+          if (!before) continue;
+          if (before.hosts.join(' ') !== c.hosts.join(' ')) rebind[c.known] = c.hosts;
+          if ((before.inject || []).join(' ') !== c.inject.join(' ')) reinject[c.known] = c.inject;
+          if ((before.rules || []).join('\n') !== c.rules.join('\n')) rerule[c.known] = c.rules;
         }
         if (Object.keys(rebind).length) body.env_var_hosts = rebind;
+        if (Object.keys(reinject).length) body.env_var_inject = reinject;
+        if (Object.keys(rerule).length) body.env_var_rules = rerule;
         const kept = new Set(creds.map((c) => c.known).filter(Boolean));
         body.remove_credentials = existing.credentials.map((c) => c.name).filter((n) => !kept.has(n));
         saved = await api('PATCH', `${PREFIX}/agents/${existing.id}`, body);
@@ -236,7 +286,16 @@ export function agentFormPage(main, ctx, name) {
     h('label', {}, 'Environment', h('span', { class: 'muted' }, ' — plain, non-secret variables')),
     envRows,
     h('button', { type: 'button', onclick: () => envRow() }, 'Add variable'),
-    h('label', {}, 'Credentials', h('span', { class: 'muted' }, ' — the sandbox sees a stub; the vault swaps in the real value only toward the bound hosts')),
+    h(
+      'label',
+      {},
+      'Credentials',
+      h(
+        'span',
+        { class: 'muted' },
+        ' — the sandbox sees a stub; the vault swaps in the real value only toward the bound hosts, only at its injection points (authorization, header:NAME, query:NAME, body) and only in requests its rules allow',
+      ),
+    ),
     credRows,
     h('div', { class: 'row' }, h('button', { type: 'button', onclick: () => credRow() }, 'Add credential'), presetSelect),
     h('div', { class: 'grid2' }, h('div', {}, field('Allowed egress', f.allow, 'empty allows any public host')), h('div', {}, field('Denied egress', f.deny, 'wins over allowed'))),

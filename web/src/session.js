@@ -112,10 +112,20 @@ export function sessionPage(main, _ctx, id) {
       );
       if (s.status === 'ready' && !keysShown) {
         keysShown = true;
-        api('GET', `${PREFIX}/sessions/${id}/vault-keys`)
-          .then((keys) => {
+        Promise.all([
+          api('GET', `${PREFIX}/sessions/${id}/vault-keys`),
+          // Where each may go, as the agent says now (the session's binding was made from it).
+          api('GET', `${PREFIX}/agents/${encodeURIComponent(s.agent_name)}`).catch(() => null),
+        ])
+          .then(([keys, agent]) => {
+            const where = (key) => {
+              const c = agent?.credentials?.find((x) => x.name === key);
+              if (!c) return key;
+              const rules = c.rules?.length ? `; rules ${c.rules.join(', ')}` : '';
+              return `${key} (in ${(c.inject || []).join(', ')}${rules})`;
+            };
             credentials.textContent = keys.length
-              ? `Credentials in this sandbox (as stubs; the vault swaps in the real values toward their hosts): ${keys.join(', ')}`
+              ? `Credentials in this sandbox (as stubs; the vault swaps in the real values toward their hosts, only at their injection points): ${keys.map(where).join('; ')}`
               : 'No credentials in this sandbox.';
           })
           .catch(() => (keysShown = false));
