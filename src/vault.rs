@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod body;
 pub mod ca;
+pub mod decode;
 pub mod encodings;
 pub mod frames;
 pub mod intercept;
@@ -15,6 +16,8 @@ pub mod limits;
 pub mod plan;
 pub mod policy;
 pub mod rewrite;
+#[cfg(test)]
+mod scrub_props;
 pub mod upstream;
 pub mod websocket;
 

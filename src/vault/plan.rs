@@ -66,11 +66,13 @@ impl Binding {
 
     /// [`Self::scrubber`] plus `extra` pairs, which come after the credentials' own.
     pub fn scrubber_with(&self, extra: Vec<(Vec<u8>, Vec<u8>)>) -> Substitutions {
-        let own = self
+        // Every routine encoding of each real value, and its masked echoes ([`Substitutions::scrubbing`]):
+        // hits are credential indices, the extras' following.
+        let values = self
             .credentials
             .iter()
-            .map(|c| (c.value.expose().as_bytes().to_vec(), c.stub.as_bytes().to_vec()));
-        Substitutions::new(own.chain(extra))
+            .map(|c| (c.value.expose().as_bytes(), c.stub.as_bytes()));
+        Substitutions::scrubbing(values, extra)
     }
 
     /// Every real value in lower case: what no response header's name may hold (names are lower
