@@ -87,7 +87,10 @@ async fn main() {
         stub: STUB.into(),
         value: Secret::new(REAL),
         hosts: vec![format!("127.0.0.1:{}", upstream.port())],
-        inject: vec![lap::wire::vault::Injection::Authorization, lap::wire::vault::Injection::Body],
+        inject: vec![
+            lap::wire::vault::Injection::Authorization,
+            lap::wire::vault::Injection::Body,
+        ],
         rules: Vec::new(),
     };
     let mut credentials = vec![credential];

@@ -1340,6 +1340,21 @@ async fn vault_before(
     Arc<Binding>,
     tokio_util::sync::DropGuard,
 ) {
+    vault_idle_after(dir, public_ca, ports, lap::vault::intercept::IDLE_TIMEOUT).await
+}
+
+/// [`vault_before`], closing connections idle for `idle`.
+async fn vault_idle_after(
+    dir: &std::path::Path,
+    public_ca: &CertificateAuthority,
+    ports: &[u16],
+    idle: std::time::Duration,
+) -> (
+    SocketAddr,
+    std::path::PathBuf,
+    Arc<Binding>,
+    tokio_util::sync::DropGuard,
+) {
     let vault_ca = Arc::new(CertificateAuthority::load_or_create(&dir.join("vault")).unwrap());
     let loopback = "127.0.0.1".parse().unwrap();
     let resolve = ports
@@ -1351,7 +1366,11 @@ async fn vault_before(
         })
         .collect();
     let root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
-    let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![root]).unwrap());
+    let vault = Arc::new(
+        Vault::new(vault_ca.clone(), resolve, vec![root])
+            .unwrap()
+            .with_idle_timeout(idle),
+    );
     let github = credential(
         "GITHUB_TOKEN",
         GH_STUB,
@@ -1742,4 +1761,95 @@ async fn tunnel(
         .connect(name, tcp)
         .await
         .unwrap()
+}
+
+// ---- Idle tunnels and the per-sandbox connection limit ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_intercepted_tunnels_are_closed_over_http1_and_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = upstream(public_ca.clone(), seen.clone(), true).await;
+    let idle = std::time::Duration::from_millis(500);
+    let (proxy, ca_file, _binding, _stop) = vault_idle_after(dir.path(), &public_ca, &[port], idle).await;
+    // Well under the HTTP/1 head timeout: only the idle timeout can close these in time.
+    let limit = std::time::Duration::from_secs(5);
+
+    let mut h1 = tunnel(proxy, &ca_file, "api.github.test", port, b"http/1.1").await;
+    h1.write_all(format!("GET /one HTTP/1.1\r\nHost: api.github.test:{port}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    h1.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(closed_within(&mut h1, limit).await, "an idle HTTP/1 tunnel stayed open");
+
+    let h2 = tunnel(proxy, &ca_file, "api.github.test", port, b"h2").await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(h2))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .uri(format!("https://api.github.test:{port}/two"))
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    let ended = tokio::time::timeout(limit, conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 tunnel stayed open");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_over_its_connection_limit_is_refused_and_recorded() {
+    use lap::vault::intercept::MAX_OPEN_CONNECTIONS;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(&[]).await;
+    let connect = |n: usize| {
+        let proxy = w.proxy;
+        let target = format!("api.github.test:{}", w.upstream_port);
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                match tcp.read_u8().await {
+                    Ok(byte) => head.push(byte),
+                    Err(err) => panic!("connection {n}: {err}"),
+                }
+            }
+            (tcp, String::from_utf8_lossy(&head).into_owned())
+        }
+    };
+    // Each tunnel is held open (a TLS handshake never started): the sandbox's whole allowance.
+    let mut open = Vec::new();
+    for n in 0..MAX_OPEN_CONNECTIONS {
+        let (tcp, head) = connect(n).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "tunnel {n}: {head}");
+        open.push(tcp);
+    }
+    let (_, head) = connect(MAX_OPEN_CONNECTIONS).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(head.contains("x-lap-vault-blocked: tunnel-limit"), "{head}");
+    let record = w.binding.audit.recent().pop().unwrap();
+    assert_eq!(record.block_kind.as_deref(), Some("tunnel-limit"), "{record:?}");
+    // Closing one makes room again.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, head) = connect(MAX_OPEN_CONNECTIONS + 1).await;
+        if head.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after a tunnel closed: {head}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

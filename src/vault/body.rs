@@ -399,3 +399,136 @@ where
         SizeHint::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use super::*;
+
+    /// A body that yields the given frames, one per poll.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn frames(chunks: &[&str], trailers: Option<(&str, &str)>) -> Frames {
+        let mut out: VecDeque<Frame<Bytes>> = chunks.iter().map(|c| Frame::data(Bytes::from(c.to_string()))).collect();
+        if let Some((name, value)) = trailers {
+            let mut map = HeaderMap::new();
+            map.insert(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+            out.push_back(Frame::trailers(map));
+        }
+        Frames(out)
+    }
+
+    /// Polls `body` to its end: the data passed on before it ended, its trailers, and its error.
+    async fn run<B: Body<Data = Bytes, Error = BoxError> + Unpin>(
+        mut body: B,
+    ) -> (Vec<u8>, Option<HeaderMap>, Option<String>) {
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(chunk) => data.extend_from_slice(&chunk),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Err(err) => return (data, trailers, Some(err.to_string())),
+            }
+        }
+        (data, trailers, None)
+    }
+
+    fn no_subs() -> Arc<Substitutions> {
+        Arc::new(Substitutions::new(Vec::<(&[u8], &[u8])>::new()))
+    }
+
+    #[tokio::test]
+    async fn a_guarded_stub_split_across_chunks_never_has_its_first_bytes_passed_on() {
+        let guard = Guard::new(vec![b"stub_x_1234".to_vec()], Vec::new());
+        let body = RewriteBody::new(
+            frames(&["hello stub_", "x_1234 world"], None),
+            no_subs(),
+            Way::Up(guard.clone()),
+        );
+        let (data, _, err) = run(body).await;
+        assert!(err.is_some());
+        assert_eq!(data, b"hello ", "a prefix of the stub went on before the refusal");
+        assert_eq!(guard.tripped(), Some(Trip::Body(0)));
+    }
+
+    #[tokio::test]
+    async fn a_held_back_prefix_that_is_not_a_stub_goes_on_whole_and_swaps_still_happen() {
+        let subs = Arc::new(Substitutions::new([("stub_bound", "REAL")]));
+        let guard = Guard::new(vec![b"stub_other".to_vec()], Vec::new());
+        let body = RewriteBody::new(
+            frames(&["a stub_", "bound b stub_o", "x"], None),
+            subs,
+            Way::Up(guard.clone()),
+        );
+        let (data, _, err) = run(body).await;
+        assert_eq!(err, None);
+        assert_eq!(String::from_utf8(data).unwrap(), "a REAL b stub_ox");
+        assert_eq!(guard.tripped(), None);
+    }
+
+    #[tokio::test]
+    async fn a_stub_in_a_request_trailer_ends_the_body() {
+        let guard = Guard::new(Vec::new(), vec![b"stub_x_1234".to_vec()]);
+        let body = RewriteBody::new(
+            frames(&["ok"], Some(("x-t", "stub_x_1234"))),
+            no_subs(),
+            Way::Up(guard.clone()),
+        );
+        let (_, trailers, err) = run(body).await;
+        assert!(err.is_some() && trailers.is_none());
+        assert_eq!(guard.tripped(), Some(Trip::Trailer("x-t".into(), 0)));
+    }
+
+    #[tokio::test]
+    async fn response_trailers_are_scrubbed_and_the_end_is_reported_once_with_the_bytes_passed() {
+        let subs = Arc::new(Substitutions::new([("REAL", "stub_r")]));
+        let ended = Arc::new(Mutex::new(Vec::new()));
+        let on_end: OnEnd = {
+            let ended = ended.clone();
+            Box::new(move |bytes| ended.lock().unwrap().push(bytes))
+        };
+        let way = Way::Down {
+            on_end: Some(on_end),
+            names: vec![b"real".to_vec()],
+        };
+        let body = RewriteBody::new(frames(&["got RE", "AL"], Some(("grpc-message", "bad REAL"))), subs, way);
+        let (data, trailers, err) = run(body).await;
+        assert_eq!(err, None);
+        assert_eq!(data, b"got stub_r");
+        assert_eq!(trailers.unwrap()["grpc-message"], "bad stub_r");
+        assert_eq!(*ended.lock().unwrap(), vec![10]);
+    }
+
+    #[tokio::test]
+    async fn a_response_dropped_before_its_end_is_still_reported() {
+        let ended = Arc::new(Mutex::new(Vec::new()));
+        let on_end: OnEnd = {
+            let ended = ended.clone();
+            Box::new(move |bytes| ended.lock().unwrap().push(bytes))
+        };
+        let way = Way::Down {
+            on_end: Some(on_end),
+            names: Vec::new(),
+        };
+        let mut body = RewriteBody::new(frames(&["first", "second"], None), no_subs(), way);
+        let _ = body.frame().await;
+        drop(body);
+        assert_eq!(*ended.lock().unwrap(), vec![5]);
+    }
+}

@@ -11,12 +11,17 @@
 //!   is refused, since a credential must never cross the network in clear.
 //!
 //! Per request, the credentials whose host patterns cover the destination are *bound*: their stubs
-//! are swapped for real values in header values (`Authorization: Basic` decoded and re-encoded), the
-//! path and query, and the body. A stub of any other credential is *stray*: the request is refused
-//! with 403 (in the body, the upstream request is aborted) and recorded. Responses have every real
-//! value replaced by its stub, in headers and body. `Accept-Encoding` is forced to `identity` so
-//! bodies can be scrubbed, and a compressed request body toward a host with bound credentials is
-//! refused with 415 rather than passed through unread.
+//! are swapped for real values only at each credential's injection points (see
+//! [`crate::wire::vault::Injection`]), and only on requests its method/path rules allow; a bound stub
+//! anywhere else is refused (`credential-not-injectable`, `credential-rule`). A stub of any other
+//! credential is *stray*: refused with 403 (`credential-not-bound`). Both are recorded as alerts and
+//! reach nothing upstream: a streamed body is cut before a stub's first byte. Responses have every
+//! real value replaced by its stub, in headers, bodies and trailers; a header named after a real
+//! value is dropped and the upstream's reason phrase never passed on. `Accept-Encoding` is forced to
+//! `identity` so bodies can be scrubbed, `Range`/`If-Range` are removed when the sandbox has
+//! credentials (a slice of a stored value would pass the scrubber), and a compressed request body is
+//! refused with 415 whenever the sandbox has a credential. Connections are bounded per sandbox and
+//! closed when idle ([`super::limits`]).
 //!
 //! Each request is decided first, from its head alone, by [`super::plan::decide`] (a [`plan::Plan`] or a
 //! refusal, no I/O); this file is the I/O step around it: it reads the head, drains and answers a
@@ -36,11 +41,12 @@
 //!   explicit CONNECT whose SNI and `Host`/`:authority` must name the same host.
 //! - IP literal with a forged SNI: bindings are by CONNECT name, and an IP literal is refused as
 //!   internal or, if public, has no bound credential, so a stub sent there is stray.
-//! - Host canonicalisation: case and a trailing dot are normalised in `host_matches`; numeric forms go
-//!   through the resolver and then the post-resolution address check.
+//! - Host canonicalisation: the CONNECT host is made canonical once ([`canonical_host`]: lower case,
+//!   no trailing dot) and only that name is checked against bindings, SNI, `Host`, pins and policy;
+//!   numeric forms go through the resolver and then the post-resolution address check.
 //! - Redirects: the client follows them, not the vault, so each hop is a new request checked alone.
-//! - Stubs in header names, the request line's method or trailers: only header values, the path and
-//!   query, and bodies are ever swapped; a stub elsewhere is passed as the stub it is.
+//! - Stubs in header names, the request line's method or trailers: never swapped; a stub there is
+//!   refused, toward bound and unbound hosts alike.
 //! - Non-standard TLS ports, QUIC and raw TCP/UDP: a sandbox has no route but the proxy listener, so
 //!   only CONNECT/HTTP reach anything, on whatever port policy allows.
 //! - Sandbox privileges, `AF_UNIX` and io_uring escapes: properties of the sandbox (seccomp, no
@@ -54,9 +60,10 @@
 //! the connection (1008) and recorded as a block, no compression offered.
 //!
 //! Known limits, documented for users in the README ("what it does not protect against"): a stub
-//! encoded other than literally (percent, JSON `\u`, base64 outside Basic) is not recognised, so it
-//! reaches an unbound host as an encoded stub without an alert (never a real value); a bound host can
-//! be made to store a swapped value.
+//! encoded other than literally (JSON `\u`, base64 outside Basic; percent-encoding is decoded in the
+//! path and query) is not recognised, so it reaches an unbound host as an encoded stub without an
+//! alert (never a real value); a bound host can be made to store a swapped value only where a
+//! credential is opted into a point a server stores (`body`, a stored header or parameter).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
