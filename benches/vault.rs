@@ -85,8 +85,13 @@ async fn main() {
     let credential = Credential {
         name: "BENCH_TOKEN".into(),
         stub: STUB.into(),
-        real: Secret::new(REAL),
+        value: Secret::new(REAL),
         hosts: vec![format!("127.0.0.1:{}", upstream.port())],
+        inject: vec![
+            lap::wire::vault::Injection::Authorization,
+            lap::wire::vault::Injection::Body,
+        ],
+        rules: Vec::new(),
     };
     let mut credentials = vec![credential];
     credentials.extend(realistic_credentials());
@@ -216,8 +221,10 @@ fn realistic_credentials() -> Vec<Credential> {
         .map(|(name, real, host)| Credential {
             name: name.into(),
             stub: format!("stub_{}_{}", name.to_ascii_lowercase(), random(16)),
-            real: Secret::new(real),
+            value: Secret::new(real),
             hosts: vec![host.into()],
+            inject: lap::wire::vault::default_injection(name),
+            rules: Vec::new(),
         })
         .collect()
 }

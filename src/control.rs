@@ -28,8 +28,7 @@ use crate::sandbox::{
 use crate::store::warm::{WarmRow, WarmStatus};
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
 use crate::vault::audit::AuditLog;
-use crate::vault::intercept::{Binding, Credential, Vault};
-use crate::vault::policy::Policy;
+use crate::vault::intercept::{Binding, Vault};
 use crate::wire::api::{Agent, Interception, SessionStatus};
 
 pub mod messages;
@@ -72,7 +71,7 @@ const AUDIT_BATCH: usize = 256;
 /// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's.
 fn agent_command(agent: &Agent) -> Option<String> {
     let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
-    Some(agent.command.clone().unwrap_or_else(|| harness.command.to_owned()))
+    Some(harness.tui_command(agent.command.as_deref(), agent.model.as_deref()))
 }
 
 /// First wait before recovery is tried again when the backend did not answer at start; it doubles up
@@ -471,13 +470,19 @@ impl Control {
             .collect();
         let cwd = agent.repo_url.as_ref().map(|_| REPO_DIR.to_owned());
         let first_run = harness.map_or(FirstRun::None, |h| h.first_run);
-        let home_files = first_run::files(first_run, &env, cwd.as_deref().unwrap_or(AGENT_HOME), AGENT_HOME)
-            .into_iter()
-            .map(|f| HomeFile {
-                path: f.path.to_owned(),
-                contents: f.contents,
-            })
-            .collect();
+        let home_files = first_run::files(
+            first_run,
+            &env,
+            cwd.as_deref().unwrap_or(AGENT_HOME),
+            AGENT_HOME,
+            agent.model.as_deref(),
+        )
+        .into_iter()
+        .map(|f| HomeFile {
+            path: f.path.to_owned(),
+            contents: f.contents,
+        })
+        .collect();
         let start = AgentStart {
             env,
             command: agent_command(agent),
@@ -558,31 +563,13 @@ impl Control {
         credentials: Vec<NewCredential>,
         stubs: &[(String, String)],
     ) -> Result<(), SandboxError> {
+        let binding = vault_binding(agent, credentials, stubs, self.egress_default_deny);
         if self.placement == VaultPlacement::InSandbox {
-            return self
-                .bind_in_sandbox(key, audit, sandbox_id, agent, credentials, stubs)
-                .await;
+            return self.bind_in_sandbox(key, audit, sandbox_id, binding).await;
         }
         let listener = self.sandbox.proxy_listener(sandbox_id).await?;
-        let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
-        let credentials = credentials
-            .into_iter()
-            .filter_map(|c| {
-                let stub = (*stub_of.get(c.name.as_str())?).to_owned();
-                Some(Credential {
-                    name: c.name,
-                    stub,
-                    real: c.value,
-                    hosts: c.hosts,
-                })
-            })
-            .collect();
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-        let binding = Arc::new(Binding::with_audit(
-            credentials,
-            Policy::new(&agent.allow_out, &agent.deny_out).default_deny(self.egress_default_deny),
-            AuditLog::with_sink(sink),
-        ));
+        let binding = Arc::new(crate::vault::proxy_binding(binding, AuditLog::with_sink(sink)));
         tokio::spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
@@ -611,35 +598,15 @@ impl Control {
         stop
     }
 
-    /// [`Self::attach_vault`] for a sandbox that carries its vault: the binding (real values, each
-    /// with its stub and hosts, and the egress policy) through [`Sandbox::bind_vault`], then a task
-    /// pulling its records into `audit`'s egress log.
+    /// [`Self::attach_vault`] for a sandbox that carries its vault: the binding through
+    /// [`Sandbox::bind_vault`], then a task pulling its records into `audit`'s egress log.
     async fn bind_in_sandbox(
         &self,
         key: Uuid,
         audit: Option<Uuid>,
         sandbox_id: &str,
-        agent: &Agent,
-        credentials: Vec<NewCredential>,
-        stubs: &[(String, String)],
+        binding: VaultBinding,
     ) -> Result<(), SandboxError> {
-        let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
-        let binding = VaultBinding {
-            credentials: credentials
-                .into_iter()
-                .filter_map(|c| {
-                    Some(BoundCredential {
-                        stub: (*stub_of.get(c.name.as_str())?).to_owned(),
-                        value: c.value.expose().to_owned(),
-                        name: c.name,
-                        hosts: c.hosts,
-                    })
-                })
-                .collect(),
-            allow_out: agent.allow_out.clone(),
-            deny_out: agent.deny_out.clone(),
-            egress_default_deny: self.egress_default_deny,
-        };
         self.sandbox.bind_vault(sandbox_id, &binding).await?;
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
         tokio::spawn(keep_audit(
@@ -1194,9 +1161,83 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The one binding a session's vault is handed, in-process or in the sandbox: each stored credential
+/// that has a stub in `stubs`, with its value, hosts, injection points and rules, and the agent's
+/// egress policy.
+fn vault_binding(
+    agent: &Agent,
+    credentials: Vec<NewCredential>,
+    stubs: &[(String, String)],
+    egress_default_deny: bool,
+) -> VaultBinding {
+    let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    VaultBinding {
+        credentials: credentials
+            .into_iter()
+            .filter_map(|c| {
+                Some(BoundCredential {
+                    stub: (*stub_of.get(c.name.as_str())?).to_owned(),
+                    value: c.value,
+                    name: c.name,
+                    hosts: c.hosts,
+                    inject: c.inject,
+                    rules: c.rules,
+                })
+            })
+            .collect(),
+        allow_out: agent.allow_out.clone(),
+        deny_out: agent.deny_out.clone(),
+        egress_default_deny,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+    use crate::wire::vault::{Injection, RequestRule};
+
+    #[test]
+    fn the_vault_binding_carries_each_stubbed_credentials_points_rules_and_the_policy() {
+        let agent: Agent = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "name": "a", "harness_id": "shell", "supports_tui": true, "command": null,
+            "repo_url": null, "branch": "main", "prompt": null, "model": null, "env": {}, "credentials": [],
+            "env_var_hosts": {}, "allow_out": ["pypi.org"], "deny_out": ["evil.test"],
+            "created_at": "t", "updated_at": "t"
+        }))
+        .unwrap();
+        let rules: Vec<RequestRule> = vec!["GET /repos/**".parse().unwrap()];
+        let credential = |name: &str, inject: Vec<Injection>| NewCredential {
+            name: name.into(),
+            hosts: vec!["api.github.com".into()],
+            value: Secret::new(format!("real-{name}")),
+            inject,
+            rules: rules.clone(),
+        };
+        let stubs = vec![("GITHUB_TOKEN".to_owned(), "stub_gh".to_owned())];
+        let binding = vault_binding(
+            &agent,
+            vec![
+                credential("GITHUB_TOKEN", vec![Injection::Header("x-token".into())]),
+                credential("UNSTUBBED", vec![Injection::Authorization]),
+            ],
+            &stubs,
+            true,
+        );
+        assert_eq!(binding.credentials.len(), 1, "a credential without a stub is not bound");
+        let bound = &binding.credentials[0];
+        assert_eq!((bound.name.as_str(), bound.stub.as_str()), ("GITHUB_TOKEN", "stub_gh"));
+        assert_eq!(bound.value.expose(), "real-GITHUB_TOKEN");
+        assert_eq!(bound.inject, vec![Injection::Header("x-token".into())]);
+        assert_eq!(bound.rules, rules);
+        assert_eq!(binding.allow_out, ["pypi.org"]);
+        assert_eq!(binding.deny_out, ["evil.test"]);
+        assert!(binding.egress_default_deny);
+        // What the sidecar reads back is the same.
+        let read: VaultBinding = serde_json::from_slice(&serde_json::to_vec(&binding).unwrap()).unwrap();
+        assert_eq!(read.credentials[0].inject, bound.inject);
+        assert_eq!(read.credentials[0].rules, bound.rules);
+    }
 
     #[test]
     fn the_sandbox_environment_carries_stubs_proxy_and_ca_but_never_lets_the_agent_unset_them() {

@@ -61,7 +61,6 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,16 +78,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::audit::{Interception, blocked_record, record};
-use super::body::{BodyError, BoxError, ProxyBody, drain, rewrite_body, rewrite_stream};
+use super::body::{BodyError, BoxError, OnEnd, ProxyBody, Trip, Way, drain, rewrite_body};
 use super::ca::CertificateAuthority;
 use super::decode::{self, DecodedBody};
 use super::frames::Frames;
+use super::limits::{Activity, serve_until_idle};
 use super::plan::{self, Head, Refusal, Why};
 use super::rewrite::Substitutions;
 use super::upstream::{UPSTREAM_CONNECT_TIMEOUT, Upstream};
 use super::websocket;
 
 pub use super::body::MAX_BUFFERED_BODY;
+pub use super::limits::{IDLE_TIMEOUT, MAX_OPEN_CONNECTIONS};
 pub use super::plan::{Binding, Credential};
 
 /// How long a client has to finish its TLS handshake.
@@ -124,7 +125,7 @@ impl FromStr for ResolveOverride {
         };
         let addr = addr.trim_start_matches('[').trim_end_matches(']');
         Ok(Self {
-            host: host.to_ascii_lowercase(),
+            host: canonical_host(host),
             port: port.parse().map_err(|_| bad())?,
             addr: addr.parse().map_err(|_| bad())?,
         })
@@ -154,6 +155,7 @@ pub struct Vault {
     upstream_tls_h1: Arc<rustls::ClientConfig>,
     resolve: Vec<ResolveOverride>,
     resolver: Arc<dyn Resolve>,
+    idle_timeout: Duration,
 }
 
 impl Vault {
@@ -183,12 +185,19 @@ impl Vault {
             upstream_tls_h1: Arc::new(h1),
             resolve,
             resolver: Arc::new(SystemResolver),
+            idle_timeout: IDLE_TIMEOUT,
         })
     }
 
     /// The same vault resolving names with `resolver` (the operator's overrides still come first).
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
         self.resolver = resolver;
+        self
+    }
+
+    /// The same vault closing connections idle for `idle` instead of [`IDLE_TIMEOUT`].
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
         self
     }
 
@@ -215,29 +224,42 @@ impl Vault {
         }
     }
 
-    /// Serves one client connection of a sandbox (TCP, or a Unix socket the harness forwards).
+    /// Serves one client connection of a sandbox (TCP, or a Unix socket the harness forwards). Over
+    /// the sandbox's [`MAX_OPEN_CONNECTIONS`], every request on it is refused (429, recorded); idle
+    /// for the vault's idle timeout, it is closed.
     pub async fn serve_connection<I>(self: Arc<Self>, io: I, binding: Arc<Binding>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let service = service_fn(move |req| {
-            let vault = self.clone();
-            let binding = binding.clone();
-            async move { Ok::<_, Infallible>(vault.proxy(req, binding).await) }
-        });
+        let slot = binding.connections.clone().try_acquire_owned().ok().map(Arc::new);
+        let activity = Activity::new();
+        let idle = self.idle_timeout;
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                let (vault, binding, slot, flight) = (self.clone(), binding.clone(), slot.clone(), activity.start());
+                async move {
+                    let response = match slot {
+                        Some(slot) => vault.proxy(req, binding, slot).await,
+                        None => over_limit(&req, &binding),
+                    };
+                    Ok::<_, Infallible>(flight.hold(response))
+                }
+            })
+        };
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
-        if let Err(err) = conn.await {
+        if let Err(err) = serve_until_idle(conn, &activity, idle, |conn| conn.graceful_shutdown()).await {
             tracing::debug!(error = %err, "vault client connection ended");
         }
     }
 
-    async fn proxy(self: Arc<Self>, req: Request<Incoming>, binding: Arc<Binding>) -> Response<ProxyBody> {
+    async fn proxy(self: Arc<Self>, req: Request<Incoming>, binding: Arc<Binding>, slot: Slot) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
-            self.connect(req, binding).await
+            self.connect(req, binding, slot).await
         } else if req.uri().scheme_str() == Some("http") {
             self.plain_http(req, binding).await
         } else {
@@ -248,15 +270,19 @@ impl Vault {
         }
     }
 
-    async fn connect(self: Arc<Self>, req: Request<Incoming>, binding: Arc<Binding>) -> Response<ProxyBody> {
+    async fn connect(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        binding: Arc<Binding>,
+        slot: Slot,
+    ) -> Response<ProxyBody> {
         let Some(authority) = req.uri().authority().cloned() else {
             return reply(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
         };
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = canonical_host(authority.host());
+        if host.is_empty() {
+            return reply(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        }
         // RFC 9110 §9.3.6: `host:port`, nothing else. Userinfo, or a port missing, zero or out of
         // range (which `port_u16` would turn into a silent default), is refused before any lookup.
         let port = match authority.port_u16() {
@@ -279,7 +305,11 @@ impl Vault {
         };
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => self.intercept(TokioIo::new(upgraded), host, port, addr, binding).await,
+                Ok(upgraded) => {
+                    // The tunnel holds the connection's slot for as long as it is open.
+                    let _slot = slot;
+                    self.intercept(TokioIo::new(upgraded), host, port, addr, binding).await
+                }
                 Err(err) => tracing::debug!(error = %err, "CONNECT upgrade failed"),
             }
         });
@@ -351,16 +381,26 @@ impl Vault {
             addr,
         ));
         let vault = self.clone();
-        let service = service_fn(move |req| {
-            let (vault, binding, upstream, host) = (vault.clone(), binding.clone(), upstream.clone(), host.clone());
-            async move { Ok::<_, Infallible>(vault.forward(req, &host, port, &binding, &upstream).await) }
-        });
+        let activity = Activity::new();
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                let (vault, binding, upstream, host) = (vault.clone(), binding.clone(), upstream.clone(), host.clone());
+                let flight = activity.start();
+                async move {
+                    let response = vault.forward(req, &host, port, &binding, &upstream).await;
+                    Ok::<_, Infallible>(flight.hold(response))
+                }
+            })
+        };
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
-        if let Err(err) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        let idle = self.idle_timeout;
+        if let Err(err) = serve_until_idle(conn, &activity, idle, |conn| conn.graceful_shutdown()).await {
             tracing::debug!(error = %err, "intercepted connection ended");
         }
     }
@@ -408,31 +448,27 @@ impl Vault {
         };
         parts.headers = std::mem::take(&mut plan.headers);
         let new_path = plan.path.clone();
+        let scrub = Arc::new(binding.scrubber_with(plan.reflected.clone()));
         if plan.websocket {
             // The handshake's swaps go in its record; the frames' are counted afresh.
-            let handshake = plan.swap.take_hits();
+            let (swapped, stubs_swapped) = plan.tally.swapped(binding);
+            let _ = plan.swap.take_hits();
             let opened = |status: StatusCode| Interception {
                 status: Some(status.as_u16()),
-                swapped: binding.names_of(&plan.bound, &handshake),
-                stubs_swapped: binding.stubs_of(&plan.bound, &handshake),
+                swapped: swapped.clone(),
+                stubs_swapped: stubs_swapped.clone(),
                 duration_ms: Some(started.elapsed().as_millis() as u64),
                 ..record(&method, host, port, &path)
             };
+            let blocked = plan.frame_refusal(binding);
             let frames = Frames {
                 swap: plan.swap.clone(),
-                stray: plan.stray.clone(),
-                scrub: Arc::new(binding.scrubber_with(plan.reflected.clone())),
+                stray: Arc::new(plan.frame_guard(binding)),
+                scrub: scrub.clone(),
                 binding: binding.clone(),
-                bound: plan.bound.clone(),
+                bound: plan.tally.body_swap.clone(),
                 opened: opened(StatusCode::SWITCHING_PROTOCOLS),
-                blocked: blocked_record(
-                    &method,
-                    host,
-                    port,
-                    &path,
-                    Why::NotBound,
-                    &plan::stray_reason(&plan.unbound, host),
-                ),
+                blocked: blocked_record(&method, host, port, &path, blocked.why, &blocked.reason),
             };
             return match self.websocket(parts, new_path, upstream, frames).await {
                 Ok(response) => {
@@ -445,14 +481,13 @@ impl Vault {
                 }),
             };
         }
-        let not_bound = || Refusal {
-            why: Why::NotBound,
-            reason: plan::stray_reason(&plan.unbound, host),
-        };
-        let stray_hit = Arc::new(AtomicBool::new(false));
-        let body = match rewrite_body(body, &mut parts.headers, &plan.swap, Some(&plan.stray), &stray_hit).await {
+        let guard = plan.guard(binding);
+        let body = match rewrite_body(body, &mut parts.headers, &plan.swap, Way::Up(guard.clone())).await {
             Ok(body) => body,
-            Err(BodyError::Stray) => return refuse(not_bound()),
+            Err(BodyError::Refused) => {
+                let trip = guard.tripped().unwrap_or(Trip::Body(usize::MAX));
+                return refuse(plan.refusal(binding, &trip));
+            }
             Err(BodyError::Read(err)) => {
                 return refuse(Refusal {
                     why: Why::BadRequest,
@@ -461,9 +496,13 @@ impl Vault {
             }
         };
         let bytes_up = content_length(&parts.headers);
-        let response = match upstream.send(Request::from_parts(parts, body), new_path).await {
+        let response = upstream.send(Request::from_parts(parts, body), new_path).await;
+        // A streamed body cut by the guard fails the upstream request before the stub's first byte.
+        if let Some(trip) = guard.tripped() {
+            return refuse(plan.refusal(binding, &trip));
+        }
+        let response = match response {
             Ok(response) => response,
-            Err(_) if stray_hit.load(Ordering::SeqCst) => return refuse(not_bound()),
             Err(err) => {
                 return refuse(Refusal {
                     why: Why::Upstream,
@@ -471,56 +510,38 @@ impl Vault {
                 });
             }
         };
-        let scrub = Arc::new(binding.scrubber_with(std::mem::take(&mut plan.reflected)));
-        let answered = match self.answer(response, &method, host, &scrub).await {
+        let status = response.status();
+        // The record is written when the response body ends (streamed: what it scrubbed and how
+        // much it carried are known only then), or when the sandbox stops reading it.
+        let ended = {
+            let (binding, scrub, tally) = (binding.clone(), scrub.clone(), plan.tally.clone());
+            let base = record(&method, host, port, &path);
+            move |bytes: u64, alert: bool| {
+                let (swapped, stubs_swapped) = tally.swapped(&binding);
+                binding.audit.record(Interception {
+                    status: Some(status.as_u16()),
+                    swapped,
+                    stubs_swapped,
+                    scrubbed: binding.names(&scrub.hits()),
+                    bytes_up,
+                    bytes_down: Some(bytes),
+                    duration_ms: Some(started.elapsed().as_millis() as u64),
+                    alert,
+                    ..base
+                });
+            }
+        };
+        match answer(response, &method, host, binding, &scrub, ended).await {
             Ok(answered) => answered,
-            Err(refusal) => return refuse(refusal),
-        };
-        binding.audit.record(Interception {
-            status: Some(answered.status().as_u16()),
-            swapped: binding.names_of(&plan.bound, &plan.swap.hits()),
-            stubs_swapped: binding.stubs_of(&plan.bound, &plan.swap.hits()),
-            scrubbed: binding.names(&scrub.hits()),
-            bytes_up,
-            bytes_down: content_length(answered.headers()),
-            duration_ms: Some(started.elapsed().as_millis() as u64),
-            ..record(&method, host, port, &path)
-        });
-        answered
-    }
-
-    /// An upstream's response to `method`, made fit for the sandbox: decoded when compressed,
-    /// headers and body scrubbed with `scrub`, hop-by-hop headers gone.
-    async fn answer(
-        &self,
-        response: Response<Incoming>,
-        method: &str,
-        host: &str,
-        scrub: &Arc<Substitutions>,
-    ) -> Result<Response<ProxyBody>, Refusal> {
-        let (mut parts, body) = response.into_parts();
-        let codings = codings(&parts, method, host)?;
-        parts.headers = plan::rewrite_headers(&parts.headers, scrub).headers;
-        plan::strip_hop_by_hop(&mut parts.headers);
-        let body = if codings.is_empty() {
-            let unused = Arc::new(AtomicBool::new(false));
-            rewrite_body(body, &mut parts.headers, scrub, None, &unused)
-                .await
-                .map_err(|err| Refusal {
-                    why: Why::Upstream,
-                    reason: format!("cannot read the response of `{host}`: {err}"),
-                })?
-        } else {
-            decode::strip_codings(&mut parts.headers);
-            rewrite_stream(DecodedBody::new(body, codings), &mut parts.headers, scrub)
-        };
-        Ok(Response::from_parts(parts, body))
+            Err(refusal) => refuse(refusal),
+        }
     }
 
     /// A WebSocket upgrade whose head is already rewritten: sent on its own HTTP/1.1 upstream
     /// connection, offering no extension (so nothing is compressed); after `101` the two sides are
     /// relayed frame by frame ([`websocket`]): bound stubs swapped in the sandbox's frames, real
     /// values scrubbed from the upstream's, a stray stub ending the connection (recorded as a block).
+    /// Any other answer is scrubbed like every response.
     async fn websocket(
         &self,
         mut parts: hyper::http::request::Parts,
@@ -537,17 +558,23 @@ impl Vault {
         }
         websocket::strip_extensions(&mut parts.headers);
         let mut response = upstream.upgrade(Request::from_parts(parts, empty()), path).await?;
-        *response.headers_mut() = plan::rewrite_headers(response.headers(), &frames.scrub).headers;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let (parts, body) = response.into_parts();
-            return Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()));
+            let method = frames.opened.method.clone();
+            let host = frames.opened.host.clone();
+            return answer(response, &method, &host, &frames.binding, &frames.scrub, |_, _| {})
+                .await
+                .map_err(|refusal| refusal.reason.into());
         }
+        let names = frames.binding.real_names();
+        *response.headers_mut() = plan::rewrite_headers(response.headers(), &frames.scrub, &names).headers;
         if response.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
             return Err(
                 "the upstream agreed to a WebSocket extension nobody offered; its frames could not be read".into(),
             );
         }
         let server_side = hyper::upgrade::on(&mut response);
+        // Nothing else of the upstream's goes on, its reason phrase included (see [`answer`]).
+        response.extensions_mut().clear();
         tokio::spawn(async move {
             match tokio::try_join!(client_side, server_side) {
                 Ok((client, server)) => frames.relay(TokioIo::new(client), TokioIo::new(server)).await,
@@ -562,7 +589,7 @@ impl Vault {
     async fn plain_http(&self, req: Request<Incoming>, binding: Arc<Binding>) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
         let uri = req.uri().clone();
-        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let host = canonical_host(uri.host().unwrap_or_default());
         let port = uri.port_u16().unwrap_or(80);
         let path = uri.path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
         let method = req.method().to_string();
@@ -603,10 +630,10 @@ impl Vault {
         };
         parts.headers = plain.headers;
         let none = Arc::new(Substitutions::new(Vec::<(&[u8], &[u8])>::new()));
-        let stray_hit = Arc::new(AtomicBool::new(false));
-        let body = match rewrite_body(body, &mut parts.headers, &none, Some(&plain.stray), &stray_hit).await {
+        let guard = plain.guard;
+        let body = match rewrite_body(body, &mut parts.headers, &none, Way::Up(guard.clone())).await {
             Ok(body) => body,
-            Err(BodyError::Stray) => return refuse(in_clear()),
+            Err(BodyError::Refused) => return refuse(in_clear()),
             Err(err) => {
                 return refuse(Refusal {
                     why: Why::BadRequest,
@@ -623,9 +650,11 @@ impl Vault {
             Ok::<_, BoxError>(sender.send_request(Request::from_parts(parts, body)).await?)
         }
         .await;
+        if guard.tripped().is_some() {
+            return refuse(in_clear());
+        }
         let response = match result {
             Ok(response) => response,
-            Err(_) if stray_hit.load(Ordering::SeqCst) => return refuse(in_clear()),
             Err(err) => {
                 return refuse(Refusal {
                     why: Why::Upstream,
@@ -633,42 +662,85 @@ impl Vault {
                 });
             }
         };
-        let (mut parts, body) = response.into_parts();
-        plan::strip_hop_by_hop(&mut parts.headers);
+        let status = response.status();
         let scrub = Arc::new(binding.scrubber());
-        let status = parts.status;
-        let body = match rewrite_body(body, &mut parts.headers, &scrub, None, &stray_hit).await {
-            Ok(body) => body,
-            Err(err) => {
-                return refuse(Refusal {
-                    why: Why::Upstream,
-                    reason: format!("cannot read the response of `{host}`: {err}"),
+        let ended = {
+            let (binding, scrub) = (binding.clone(), scrub.clone());
+            let base = record(&method, &host, port, &path);
+            move |bytes: u64, alert: bool| {
+                binding.audit.record(Interception {
+                    status: Some(status.as_u16()),
+                    scrubbed: binding.names(&scrub.hits()),
+                    bytes_down: Some(bytes),
+                    duration_ms: Some(started.elapsed().as_millis() as u64),
+                    alert,
+                    ..base
                 });
             }
         };
-        binding.audit.record(Interception {
-            status: Some(status.as_u16()),
-            bytes_down: content_length(&parts.headers),
-            duration_ms: Some(started.elapsed().as_millis() as u64),
-            ..record(&method, &host, port, &path)
-        });
-        Response::from_parts(parts, body)
+        match answer(response, &method, &host, &binding, &scrub, ended).await {
+            Ok(answered) => answered,
+            Err(refusal) => refuse(refusal),
+        }
     }
 }
 
-/// The codings to undo before a response body can be scrubbed. `Accept-Encoding: identity` was asked
-/// for; a body an upstream compresses anyway (in `Content-Encoding` or `Transfer-Encoding`) is decoded
-/// as it streams ([`decode`]) and passed on decoded, so the scrubber reads it. A coding lap cannot
-/// decode is refused, never passed on compressed.
-fn codings(parts: &hyper::http::response::Parts, method: &str, host: &str) -> Result<Vec<decode::Coding>, Refusal> {
-    match decode::codings(&parts.headers) {
-        Ok(codings) if has_body(method, parts) => Ok(codings),
-        Ok(_) => Ok(Vec::new()),
-        Err(err) => Err(Refusal {
-            why: Why::CompressedResponse,
-            reason: format!("`{host}` answered with a body lap cannot decode to scrub it of credentials: {err}"),
-        }),
+/// An upstream's response to `method`, made fit for the sandbox: decoded when compressed; headers,
+/// body and trailers scrubbed with `scrub`; a header whose *name* holds a real value left out (an
+/// alert); hop-by-hop headers gone; the upstream's reason phrase dropped (the canonical one is
+/// sent). `ended(bytes, alert)` runs once, when the body has ended or the sandbox stopped reading.
+async fn answer(
+    response: Response<Incoming>,
+    method: &str,
+    host: &str,
+    binding: &Binding,
+    scrub: &Arc<Substitutions>,
+    ended: impl FnOnce(u64, bool) + Send + Sync + 'static,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let (mut parts, body) = response.into_parts();
+    // `Accept-Encoding: identity` was asked for; a body an upstream compresses anyway (in
+    // `Content-Encoding` or `Transfer-Encoding`) is decoded as it streams ([`decode`]) and passed on
+    // decoded, so the scrubber reads it. A coding lap cannot decode is refused, never passed on
+    // compressed.
+    let codings = match decode::codings(&parts.headers) {
+        Ok(codings) if has_body(method, &parts) => codings,
+        Ok(_) => Vec::new(),
+        Err(err) => {
+            return Err(Refusal {
+                why: Why::CompressedResponse,
+                reason: format!("`{host}` answered with a body lap cannot decode to scrub it of credentials: {err}"),
+            });
+        }
+    };
+    let rewritten = plan::rewrite_headers(&parts.headers, scrub, &binding.real_names());
+    let alert = rewritten.dropped_name;
+    if alert {
+        tracing::warn!(
+            host,
+            "a response header named after a real credential value was dropped"
+        );
     }
+    parts.headers = rewritten.headers;
+    plan::strip_hop_by_hop(&mut parts.headers);
+    // hyper keeps a non-canonical reason phrase in the extensions and would send it on: it is the
+    // upstream's text, unscrubbed (`HTTP/1.1 200 Bearer ghp_…`). Nothing of it goes on.
+    parts.extensions.clear();
+    let on_end: OnEnd = Box::new(move |bytes| ended(bytes, alert));
+    let way = Way::Down {
+        on_end: Some(on_end),
+        names: binding.real_names(),
+    };
+    let read = if codings.is_empty() {
+        rewrite_body(body, &mut parts.headers, scrub, way).await
+    } else {
+        decode::strip_codings(&mut parts.headers);
+        rewrite_body(DecodedBody::new(body, codings), &mut parts.headers, scrub, way).await
+    };
+    let body = read.map_err(|err| Refusal {
+        why: Why::Upstream,
+        reason: format!("cannot read the response of `{host}`: {err}"),
+    })?;
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Whether a response to `method` can carry a body at all (RFC 9110 §6.4.1).
@@ -703,6 +775,41 @@ impl ResolvesServerCert for SniCheck {
             }
         }
     }
+}
+
+/// A connection's place among the sandbox's [`MAX_OPEN_CONNECTIONS`]; a tunnel keeps it.
+type Slot = Arc<tokio::sync::OwnedSemaphorePermit>;
+
+/// The answer to every request on a connection over the sandbox's limit: 429, recorded.
+fn over_limit(req: &Request<Incoming>, binding: &Binding) -> Response<ProxyBody> {
+    let host = canonical_host(req.uri().host().unwrap_or_default());
+    let port = req.uri().port_u16().unwrap_or(0);
+    let reason = format!(
+        "the sandbox has {MAX_OPEN_CONNECTIONS} connections open through the vault, the most it may; close some and retry"
+    );
+    binding.audit.record(blocked_record(
+        req.method().as_str(),
+        &host,
+        port,
+        "",
+        Why::TunnelLimit,
+        &reason,
+    ));
+    let mut response = refusal_reply(Why::TunnelLimit, &format!("lap vault: {reason}"));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The one form of a host name every check sees (binding, SNI, `Host`/`:authority`,
+/// `--vault-resolve` pins, policy): lower case, without brackets or a trailing dot
+/// (`API.github.com.` is `api.github.com`).
+pub fn canonical_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
 }
 
 /// The header that marks a response the vault made to refuse a request.

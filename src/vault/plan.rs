@@ -12,6 +12,7 @@
 //! whose `Host`/`:authority` names that target; any other credential's stub in the head refuses the
 //! request before anything goes upstream.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use hyper::StatusCode;
@@ -19,24 +20,23 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 
 use super::audit::AuditLog;
+use super::body::{Guard, Trip};
+use super::limits::MAX_OPEN_CONNECTIONS;
 use super::policy::Policy;
 use super::rewrite::{Substitutions, host_matches};
-use crate::secret::Secret;
+use crate::wire::vault::Injection;
 
-/// One credential as a sandbox's vault holds it.
-pub struct Credential {
-    pub name: String,
-    pub stub: String,
-    pub real: Secret,
-    /// Host patterns: `host`, `*.suffix`, optionally `:port`.
-    pub hosts: Vec<String>,
-}
+/// One credential as a sandbox's vault holds it: the one binding type of [`crate::wire::vault`]
+/// (its real value a [`crate::secret::Secret`], its injection points and rules).
+pub type Credential = crate::wire::vault::BoundCredential;
 
 /// What one sandbox's listener enforces, and the record of what passed it.
 pub struct Binding {
     pub credentials: Vec<Credential>,
     pub policy: Policy,
     pub audit: AuditLog,
+    /// The sandbox's connections through the vault: [`MAX_OPEN_CONNECTIONS`] at most.
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Binding {
@@ -49,6 +49,7 @@ impl Binding {
             credentials,
             policy,
             audit,
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CONNECTIONS)),
         }
     }
 
@@ -70,8 +71,17 @@ impl Binding {
         let values = self
             .credentials
             .iter()
-            .map(|c| (c.real.expose().as_bytes(), c.stub.as_bytes()));
+            .map(|c| (c.value.expose().as_bytes(), c.stub.as_bytes()));
         Substitutions::scrubbing(values, extra)
+    }
+
+    /// Every real value in lower case: what no response header's name may hold (names are lower
+    /// case on the wire to the sandbox).
+    pub fn real_names(&self) -> Vec<Vec<u8>> {
+        self.credentials
+            .iter()
+            .map(|c| c.value.expose().to_ascii_lowercase().into_bytes())
+            .collect()
     }
 
     /// Names of `credentials[indices[i]]` for each hit `i` (hits index `indices`).
@@ -104,6 +114,12 @@ impl Binding {
 pub enum Why {
     /// A stub headed somewhere it is not bound to: an alert.
     NotBound,
+    /// A bound stub somewhere its credential may not be swapped: an alert.
+    NotInjectable,
+    /// A bound stub in a request its credential's method/path rules do not allow: an alert.
+    Rule,
+    /// The sandbox has as many connections open through its vault as it may.
+    TunnelLimit,
     /// The destination fails the agent's egress policy.
     Egress,
     /// `Host`/`:authority` names another host than the CONNECT target (no stub aboard).
@@ -121,7 +137,10 @@ pub enum Why {
 impl Why {
     pub fn status(self) -> StatusCode {
         match self {
-            Self::NotBound | Self::Egress | Self::SniMismatch => StatusCode::FORBIDDEN,
+            Self::NotBound | Self::NotInjectable | Self::Rule | Self::Egress | Self::SniMismatch => {
+                StatusCode::FORBIDDEN
+            }
+            Self::TunnelLimit => StatusCode::TOO_MANY_REQUESTS,
             Self::HostMismatch => StatusCode::MISDIRECTED_REQUEST,
             Self::Compressed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::CompressedResponse => StatusCode::BAD_GATEWAY,
@@ -134,6 +153,9 @@ impl Why {
     pub fn kind(self) -> Option<&'static str> {
         match self {
             Self::NotBound => Some("credential-not-bound"),
+            Self::NotInjectable => Some("credential-not-injectable"),
+            Self::Rule => Some("credential-rule"),
+            Self::TunnelLimit => Some("tunnel-limit"),
             Self::Egress => Some("egress-policy"),
             Self::HostMismatch => Some("host-mismatch"),
             Self::SniMismatch => Some("sni-mismatch"),
@@ -145,7 +167,7 @@ impl Why {
 
     /// Whether a refusal of this kind is an alert (a credential was being moved).
     pub fn is_alert(self) -> bool {
-        self == Self::NotBound
+        matches!(self, Self::NotBound | Self::NotInjectable | Self::Rule)
     }
 }
 
@@ -165,6 +187,68 @@ impl Refusal {
     }
 }
 
+/// Where in a request a stub was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Method,
+    HeaderName,
+    /// A header's value (its name, lower-case).
+    Header(String),
+    Path,
+    /// A query parameter's name or value (the parameter's name).
+    Query(String),
+    Body,
+    /// A request trailer (its name).
+    Trailer(String),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Method => f.write_str("the request method"),
+            Self::HeaderName => f.write_str("a header name"),
+            Self::Header(name) if name == "authorization" => {
+                f.write_str("the Authorization header, other than as `Bearer`, `token` or `Basic` credentials")
+            }
+            Self::Header(name) => write!(f, "the `{name}` header"),
+            Self::Path => f.write_str("the request path"),
+            Self::Query(name) => write!(f, "the query parameter `{name}`"),
+            Self::Body => f.write_str("the request body"),
+            Self::Trailer(name) => write!(f, "the request trailer `{name}`"),
+        }
+    }
+}
+
+/// The refusal of `credential`'s stub found at `place`, which is not one of its injection points.
+pub fn not_injectable(credential: &Credential, place: &Place) -> Refusal {
+    let points: Vec<String> = credential.inject.iter().map(ToString::to_string).collect();
+    let points = if points.is_empty() {
+        "nowhere".to_owned()
+    } else {
+        points.join(", ")
+    };
+    Refusal::new(
+        Why::NotInjectable,
+        format!(
+            "the stub of {} is in {place}; it may only be sent in: {points}",
+            credential.name
+        ),
+    )
+}
+
+/// The refusal of `credential`'s stub in a request its rules do not allow.
+pub fn outside_rules(credential: &Credential, method: &str, path: &str) -> Refusal {
+    let rules: Vec<String> = credential.rules.iter().map(ToString::to_string).collect();
+    Refusal::new(
+        Why::Rule,
+        format!(
+            "{} may not be sent with `{method} {path}`; its rules allow only: {}",
+            credential.name,
+            rules.join("; ")
+        ),
+    )
+}
+
 /// A request head, as the sandbox sent it.
 #[derive(Debug, Clone, Copy)]
 pub struct Head<'a> {
@@ -178,8 +262,7 @@ pub struct Head<'a> {
 
 /// What an allowed request does.
 pub struct Plan {
-    /// Indices in [`Binding::credentials`] of the credentials bound to the target; the pairs of
-    /// [`Plan::swap`] are in this order.
+    /// Indices in [`Binding::credentials`] of the credentials bound to the target.
     pub bound: Vec<usize>,
     /// The path and query as they go upstream.
     pub path: PathAndQuery,
@@ -187,28 +270,121 @@ pub struct Plan {
     /// upgrade keeps its hop-by-hop headers); otherwise hop-by-hop headers are gone and
     /// `Accept-Encoding` is `identity`, so the response can be scrubbed.
     pub headers: HeaderMap,
-    /// Bound stubs → real values, for the body or the frames; its hits so far are the head's.
+    /// Stubs → real values for the body or the frames, pairs in [`Tally::body_swap`]'s order.
     pub swap: Arc<Substitutions>,
-    /// Stubs of the credentials not bound to the target: none may pass in the body or frames.
-    pub stray: Arc<Substitutions>,
+    /// What the request swapped: its head's, and the body's as it streams.
+    pub tally: Tally,
+    /// The stubs the body or frames may not carry, by credential index, and why.
+    pub guard_body: Vec<(usize, Why)>,
     /// Encoded real values the head carries (Basic credentials) → their encoded stubs: a response
     /// reflecting them is scrubbed of these too.
     pub reflected: Vec<(Vec<u8>, Vec<u8>)>,
     /// Whether the request is a WebSocket upgrade.
     pub websocket: bool,
-    /// Names of the credentials not bound to the target (for a block in the body or frames).
-    pub unbound: Vec<String>,
+    method: String,
+    path_only: String,
+    host: String,
+}
+
+/// Which credentials one request swapped.
+#[derive(Clone)]
+pub struct Tally {
+    /// Credentials swapped in the head.
+    pub head: Vec<usize>,
+    /// Credentials [`Plan::swap`] swaps in the body, in its order.
+    pub body_swap: Vec<usize>,
+    swap: Arc<Substitutions>,
+}
+
+impl Tally {
+    /// The names and stubs of the credentials swapped so far (head, then body or frames as far as
+    /// they went).
+    pub fn swapped(&self, binding: &Binding) -> (Vec<String>, Vec<String>) {
+        let mut all: BTreeSet<usize> = self.head.iter().copied().collect();
+        all.extend(self.swap.hits().iter().filter_map(|&h| self.body_swap.get(h)));
+        all.iter()
+            .filter_map(|&i| binding.credentials.get(i))
+            .map(|c| (c.name.clone(), c.stub.clone()))
+            .unzip()
+    }
+}
+
+impl Plan {
+    /// What the request body may not carry: the stubs of [`Plan::guard_body`] in the body, any
+    /// credential's stub in a trailer (trailers are never an injection point).
+    pub fn guard(&self, binding: &Binding) -> Guard {
+        let stub = |i: usize| binding.credentials[i].stub.as_bytes().to_vec();
+        Guard::new(
+            self.guard_body.iter().map(|&(i, _)| stub(i)).collect(),
+            (0..binding.credentials.len()).map(stub).collect(),
+        )
+    }
+
+    /// The stubs the frames of a WebSocket may not carry (needle → itself).
+    pub fn frame_guard(&self, binding: &Binding) -> Substitutions {
+        Substitutions::new(self.guard_body.iter().map(|&(i, _)| {
+            let stub = binding.credentials[i].stub.as_bytes();
+            (stub, stub)
+        }))
+    }
+
+    /// The refusal for what tripped [`Plan::guard`].
+    pub fn refusal(&self, binding: &Binding, trip: &Trip) -> Refusal {
+        let (i, why, place) = match trip {
+            Trip::Body(n) => match self.guard_body.get(*n) {
+                Some(&(i, why)) => (i, why, Place::Body),
+                None => (usize::MAX, Why::NotBound, Place::Body),
+            },
+            Trip::Trailer(name, i) => {
+                let why = if self.bound.contains(i) {
+                    Why::NotInjectable
+                } else {
+                    Why::NotBound
+                };
+                (*i, why, Place::Trailer(name.clone()))
+            }
+        };
+        let Some(c) = binding.credentials.get(i) else {
+            return Refusal::new(Why::NotBound, format!("a stub was sent to `{}`", self.host));
+        };
+        match why {
+            Why::NotInjectable => not_injectable(c, &place),
+            Why::Rule => outside_rules(c, &self.method, &self.path_only),
+            _ => Refusal::new(Why::NotBound, stray_reason(&[c.name.as_str()], &self.host)),
+        }
+    }
+
+    /// The record of a WebSocket's frames carrying a stub they may not (which one is not known).
+    pub fn frame_refusal(&self, binding: &Binding) -> Refusal {
+        let names: Vec<&str> = self
+            .guard_body
+            .iter()
+            .filter_map(|&(i, _)| binding.credentials.get(i))
+            .map(|c| c.name.as_str())
+            .collect();
+        let why = if self.guard_body.iter().all(|&(_, why)| why == Why::NotBound) {
+            Why::NotBound
+        } else {
+            Why::NotInjectable
+        };
+        Refusal::new(
+            why,
+            format!(
+                "a WebSocket frame to `{}` carried a stub of one of {} (never sent in frames to it)",
+                self.host,
+                names.join(", ")
+            ),
+        )
+    }
 }
 
 /// Decides a request on a connection intercepted for `host:port` (already canonical).
 pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Result<Plan, Refusal> {
-    let carries = |c: &Credential| {
-        head.path.contains(&c.stub) || head.headers.values().any(|v| contains_stub(v.as_bytes(), &c.stub))
-    };
+    let creds = &binding.credentials;
     if !head.authority.is_some_and(|a| authority_is(a, host, port)) {
         let asked = head.authority.unwrap_or("(none)");
         // With a stub aboard, this is an attempt to move a credential elsewhere: an alert.
-        let why = if binding.credentials.iter().any(carries) {
+        let why = if creds.iter().any(|c| in_head(head, &c.stub)) {
             Why::NotBound
         } else {
             Why::HostMismatch
@@ -218,55 +394,125 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
             format!("Host `{asked}` does not match the CONNECT target `{host}`"),
         ));
     }
-
     let (bound, unbound) = binding.bound_to(host, port);
     let strays: Vec<&str> = unbound
         .iter()
-        .map(|&i| &binding.credentials[i])
-        .filter(|c| carries(c))
+        .map(|&i| &creds[i])
+        .filter(|c| in_head(head, &c.stub))
         .map(|c| c.name.as_str())
         .collect();
     if !strays.is_empty() {
         return Err(Refusal::new(Why::NotBound, stray_reason(&strays, host)));
     }
-    let swap = Substitutions::new(bound.iter().map(|&i| {
-        let c = &binding.credentials[i];
-        (c.stub.as_bytes(), c.real.expose().as_bytes())
-    }));
-    if !swap.is_empty() && is_compressed(head.headers) {
+    if !creds.is_empty() && is_compressed(head.headers) {
         return Err(Refusal::new(
             Why::Compressed,
             format!("a compressed request body to `{host}` cannot be checked for credentials; send it uncompressed"),
         ));
     }
-    let stray = Substitutions::new(unbound.iter().map(|&i| {
-        let stub = binding.credentials[i].stub.as_bytes();
-        (stub, stub)
-    }));
-    let path = PathAndQuery::try_from(swap.replace_all(head.path.as_bytes()).as_ref())
-        .map_err(|_| Refusal::new(Why::BadRequest, "the rewritten request path is not a valid URL"))?;
-    let Rewritten {
-        mut headers,
-        reflected,
-        invalid,
-    } = rewrite_headers(head.headers, &swap);
-    if invalid {
-        return Err(Refusal::new(Why::BadRequest, "a rewritten header is not valid"));
+    let (path_only, _) = head.path.split_once('?').unwrap_or((head.path, ""));
+    // A bound stub is swapped only at its credential's injection points, in the forms they allow;
+    // anywhere else it refuses the request.
+    let query = head.path.split_once('?').map(|(_, q)| q);
+    for &i in &bound {
+        let c = &creds[i];
+        let stub = c.stub.as_bytes();
+        if contains(head.method.as_bytes(), stub) {
+            return Err(not_injectable(c, &Place::Method));
+        }
+        if head.headers.keys().any(|n| contains(n.as_str().as_bytes(), stub)) {
+            return Err(not_injectable(c, &Place::HeaderName));
+        }
+        if contains(path_only.as_bytes(), stub) || contains(&percent_decode(path_only.as_bytes()), stub) {
+            return Err(not_injectable(c, &Place::Path));
+        }
     }
+    let mut swapped = BTreeSet::new();
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    let mut reflected = Vec::new();
+    for (name, value) in head.headers {
+        let place = || Place::Header(name.as_str().to_owned());
+        let carried: Vec<usize> = bound
+            .iter()
+            .copied()
+            .filter(|&i| contains_stub(value.as_bytes(), &creds[i].stub))
+            .collect();
+        let new = match carried.as_slice() {
+            [] => value.clone(),
+            [i] => {
+                let c = &creds[*i];
+                let Some((new, reflects)) = swap_in_header(name.as_str(), value.as_bytes(), c) else {
+                    return Err(not_injectable(c, &place()));
+                };
+                reflected.extend(reflects);
+                swapped.insert(*i);
+                HeaderValue::from_bytes(&new)
+                    .map_err(|_| Refusal::new(Why::BadRequest, "a rewritten header is not valid"))?
+            }
+            [_, second, ..] => return Err(not_injectable(&creds[*second], &place())),
+        };
+        headers.append(name.clone(), new);
+    }
+    let rewritten = match query {
+        Some(query) => format!("{path_only}?{}", swap_in_query(query, &bound, creds, &mut swapped)?),
+        None => path_only.to_owned(),
+    };
+    let path = PathAndQuery::try_from(rewritten.as_str())
+        .map_err(|_| Refusal::new(Why::BadRequest, "the rewritten request path is not a valid URL"))?;
+    if let Some(&i) = swapped
+        .iter()
+        .find(|&&i| !creds[i].allows_request(head.method, path_only))
+    {
+        return Err(outside_rules(&creds[i], head.method, path_only));
+    }
+
+    // The body (or a WebSocket's frames): swapped only for a credential that may go there, on a
+    // request its rules allow; every other stub may not be in it.
+    let mut body_swap = Vec::new();
+    let mut guard_body = Vec::new();
+    for &i in &bound {
+        let c = &creds[i];
+        if !c.inject.contains(&Injection::Body) {
+            guard_body.push((i, Why::NotInjectable));
+        } else if !c.allows_request(head.method, path_only) {
+            guard_body.push((i, Why::Rule));
+        } else {
+            body_swap.push(i);
+        }
+    }
+    guard_body.extend(unbound.iter().map(|&i| (i, Why::NotBound)));
+    let swap = Substitutions::new(body_swap.iter().map(|&i| {
+        let c = &creds[i];
+        (c.stub.as_bytes(), c.value.expose().as_bytes())
+    }));
     let websocket = is_websocket_upgrade(head.headers);
     if !websocket {
         strip_hop_by_hop(&mut headers);
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
+    if !creds.is_empty() {
+        // A range of a stored real value is a piece the scrubber cannot recognise: the whole
+        // response is asked for, and scrubbed.
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
+    }
+    let swap = Arc::new(swap);
     Ok(Plan {
-        unbound: unbound.iter().map(|&i| binding.credentials[i].name.clone()).collect(),
+        tally: Tally {
+            head: swapped.into_iter().collect(),
+            body_swap,
+            swap: swap.clone(),
+        },
         bound,
         path,
         headers,
-        swap: Arc::new(swap),
-        stray: Arc::new(stray),
+        swap,
+        guard_body,
         reflected,
         websocket,
+        method: head.method.to_owned(),
+        path_only: path_only.to_owned(),
+        host: host.to_owned(),
     })
 }
 
@@ -274,31 +520,32 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
 pub struct PlainPlan {
     /// The headers as they go upstream: hop-by-hop headers gone, `Accept-Encoding: identity`.
     pub headers: HeaderMap,
-    /// Every credential's stub: none may pass in the body.
-    pub stray: Arc<Substitutions>,
+    /// Every credential's stub: none may pass in the body or a trailer.
+    pub guard: Guard,
 }
 
 /// The refusal of a stub in a plain `http://` request.
 pub const IN_CLEAR: &str = "credentials are only sent over HTTPS; a stub in a plain http:// request is refused";
 
-/// Decides an absolute-form `http://` request: no stub of any credential may be in it.
+/// Decides an absolute-form `http://` request: no stub of any credential may be anywhere in it
+/// (method, header names and values with Basic decoded, path and query also percent-decoded).
 pub fn decide_plain(binding: &Binding, head: &Head<'_>) -> Result<PlainPlan, Refusal> {
-    let all = Substitutions::new(
-        binding
-            .credentials
-            .iter()
-            .map(|c| (c.stub.as_bytes(), c.stub.as_bytes())),
-    );
-    let in_head = all.finds_any(head.path.as_bytes()) || head.headers.values().any(|v| all.finds_any(v.as_bytes()));
-    if in_head {
+    if binding.credentials.iter().any(|c| in_head(head, &c.stub)) {
         return Err(Refusal::new(Why::NotBound, IN_CLEAR));
+    }
+    if !binding.credentials.is_empty() && is_compressed(head.headers) {
+        return Err(Refusal::new(
+            Why::Compressed,
+            "a compressed request body cannot be checked for credentials; send it uncompressed",
+        ));
     }
     let mut headers = head.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    let stubs: Vec<Vec<u8>> = binding.credentials.iter().map(|c| c.stub.as_bytes().to_vec()).collect();
     Ok(PlainPlan {
         headers,
-        stray: Arc::new(all),
+        guard: Guard::new(stubs.clone(), stubs),
     })
 }
 
@@ -309,15 +556,24 @@ pub struct Rewritten {
     pub reflected: Vec<(Vec<u8>, Vec<u8>)>,
     /// Whether a rewritten value was not a valid header value (it is left out of `headers`).
     pub invalid: bool,
+    /// Whether a header was left out because its name carried a forbidden name part.
+    pub dropped_name: bool,
 }
 
-/// Rewrites every header value with `subs` (`Authorization: Basic` decoded and re-encoded): the one
-/// header-rewrite loop, used for request heads (stubs → real) and responses (real → stubs).
-pub fn rewrite_headers(headers: &HeaderMap, subs: &Substitutions) -> Rewritten {
+/// Rewrites every header value with `subs` (`Authorization: Basic` decoded and re-encoded), and
+/// leaves out every header whose name holds one of `forbidden_in_names` (lower case: names are):
+/// the one header-rewrite loop of responses and trailers (real → stubs), and of request heads
+/// while nothing else is enforced.
+pub fn rewrite_headers(headers: &HeaderMap, subs: &Substitutions, forbidden_in_names: &[Vec<u8>]) -> Rewritten {
     let mut out = HeaderMap::with_capacity(headers.len());
     let mut reflected = Vec::new();
     let mut invalid = false;
+    let mut dropped_name = false;
     for (name, value) in headers {
+        if forbidden_in_names.iter().any(|n| contains(name.as_str().as_bytes(), n)) {
+            dropped_name = true;
+            continue;
+        }
         let Some(new) = subs.header_value(value.as_bytes()) else {
             out.append(name.clone(), value.clone());
             continue;
@@ -336,6 +592,7 @@ pub fn rewrite_headers(headers: &HeaderMap, subs: &Substitutions) -> Rewritten {
         headers: out,
         reflected,
         invalid,
+        dropped_name,
     }
 }
 
@@ -354,6 +611,147 @@ pub fn stray_reason<S: AsRef<str>>(names: &[S], host: &str) -> String {
     )
 }
 
+/// Whether `stub` is anywhere in the head: the method, a header's name or value (Basic decoded),
+/// the path or query (also percent-decoded).
+fn in_head(head: &Head<'_>, stub: &str) -> bool {
+    let needle = stub.as_bytes();
+    contains(head.method.as_bytes(), needle)
+        || contains(head.path.as_bytes(), needle)
+        || contains(&percent_decode(head.path.as_bytes()), needle)
+        || head
+            .headers
+            .iter()
+            .any(|(n, v)| contains(n.as_str().as_bytes(), needle) || contains_stub(v.as_bytes(), stub))
+}
+
+/// Whether `needle` is in `haystack`, ignoring ASCII case (stubs and names are lower case; a stub
+/// in upper case is still one).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// `%XX` escapes decoded; anything else (a bad escape too) kept as it is.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                input.get(i + 1).and_then(|&b| hex(b)),
+                input.get(i + 2).and_then(|&b| hex(b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `value` percent-encoded for a query: everything but RFC 3986 unreserved characters escaped.
+fn percent_encode(value: &[u8]) -> String {
+    value
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of header `name` with `c`'s stub swapped, if it is at one of `c`'s injection points
+/// in one of the forms the spec allows; and the (new, old) Basic tokens when it was Basic.
+#[allow(clippy::type_complexity)]
+fn swap_in_header(name: &str, value: &[u8], c: &Credential) -> Option<(Vec<u8>, Option<(Vec<u8>, Vec<u8>)>)> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let (stub, real) = (c.stub.as_str(), c.value.expose());
+    if name == header::AUTHORIZATION.as_str() {
+        if !c.inject.contains(&Injection::Authorization) {
+            return None;
+        }
+        let (scheme, rest) = text.split_once(|ch: char| ch.is_ascii_whitespace())?;
+        let rest = rest.trim();
+        return match scheme.to_ascii_lowercase().as_str() {
+            "bearer" | "token" => (rest == stub).then(|| (format!("{scheme} {real}").into_bytes(), None)),
+            "basic" => {
+                use base64::Engine;
+                let engine = base64::engine::general_purpose::STANDARD;
+                let decoded = engine.decode(rest).ok()?;
+                let decoded = std::str::from_utf8(&decoded).ok()?;
+                let (user, pass) = decoded.split_once(':')?;
+                let new = if pass == stub && !user.contains(stub) {
+                    format!("{user}:{real}")
+                } else if user == stub && !pass.contains(stub) {
+                    format!("{real}:{pass}")
+                } else {
+                    return None;
+                };
+                let token = engine.encode(new);
+                let reflects = (token.clone().into_bytes(), rest.as_bytes().to_vec());
+                Some((format!("{scheme} {token}").into_bytes(), Some(reflects)))
+            }
+            _ => None,
+        };
+    }
+    if !c.inject.contains(&Injection::Header(name.to_owned())) {
+        return None;
+    }
+    if text == stub {
+        return Some((real.as_bytes().to_vec(), None));
+    }
+    let (scheme, rest) = text.split_once(|ch: char| ch.is_ascii_whitespace())?;
+    (scheme.eq_ignore_ascii_case("bearer") && rest.trim() == stub)
+        .then(|| (format!("{scheme} {real}").into_bytes(), None))
+}
+
+/// The query with bound stubs swapped where a credential's `query:NAME` allows it (the whole value
+/// of that parameter); a stub anywhere else in it is refused.
+fn swap_in_query(
+    query: &str,
+    bound: &[usize],
+    creds: &[Credential],
+    swapped: &mut BTreeSet<usize>,
+) -> Result<String, Refusal> {
+    let mut pairs = Vec::new();
+    for pair in query.split('&') {
+        let (name, value) = match pair.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (pair, None),
+        };
+        let mut new_value = value.map(str::to_owned);
+        for &i in bound {
+            let c = &creds[i];
+            let stub = c.stub.as_bytes();
+            let place = || Place::Query(String::from_utf8_lossy(&percent_decode(name.as_bytes())).into_owned());
+            if contains(&percent_decode(name.as_bytes()), stub) {
+                return Err(not_injectable(c, &place()));
+            }
+            let Some(value) = value else { continue };
+            if !contains(&percent_decode(value.as_bytes()), stub) {
+                continue;
+            }
+            if value == c.stub && c.inject.contains(&Injection::Query(name.to_owned())) {
+                new_value = Some(percent_encode(c.value.expose().as_bytes()));
+                swapped.insert(i);
+            } else {
+                return Err(not_injectable(c, &place()));
+            }
+        }
+        pairs.push(match new_value {
+            Some(value) => format!("{name}={value}"),
+            None => name.to_owned(),
+        });
+    }
+    Ok(pairs.join("&"))
+}
+
 fn contains_stub(value: &[u8], stub: &str) -> bool {
     let single = Substitutions::new([(stub, stub)]);
     single.finds_any(value) || single.header_value(value).is_some()
@@ -364,7 +762,11 @@ fn authority_is(authority: &str, host: &str, port: u16) -> bool {
     let Ok(parsed) = authority.parse::<hyper::http::uri::Authority>() else {
         return false;
     };
-    let name = parsed.host().trim_start_matches('[').trim_end_matches(']');
+    let name = parsed
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.');
     name.eq_ignore_ascii_case(host) && parsed.port_u16().unwrap_or(443) == port
 }
 
@@ -378,12 +780,19 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-/// Whether a message's body is compressed (`Content-Encoding` other than `identity`).
+/// Whether a message's body is compressed: a `Content-Encoding` other than `identity`, or a
+/// `Transfer-Encoding` coding other than `chunked` (`gzip, chunked`).
 pub fn is_compressed(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| v.to_str().map_or(true, |v| !v.trim().eq_ignore_ascii_case("identity")))
+    let codings = |name: HeaderName, plain: &'static [&'static str]| {
+        headers.get_all(name).iter().any(move |v| {
+            v.to_str().map_or(true, |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .any(|c| !c.is_empty() && !plain.iter().any(|p| c.eq_ignore_ascii_case(p)))
+            })
+        })
+    };
+    codings(header::CONTENT_ENCODING, &["identity"]) || codings(header::TRANSFER_ENCODING, &["chunked", "identity"])
 }
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -404,23 +813,48 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+    use base64::Engine;
 
     const HOST: &str = "api.github.com";
 
-    fn binding() -> Binding {
-        let credential = |name: &str, stub: &str, real: &str, host: &str| Credential {
+    fn credential(name: &str, stub: &str, real: &str, host: &str, inject: &[&str], rules: &[&str]) -> Credential {
+        Credential {
             name: name.into(),
             stub: stub.into(),
-            real: Secret::new(real),
+            value: Secret::new(real),
             hosts: vec![host.into()],
-        };
+            inject: inject.iter().map(|p| p.parse().unwrap()).collect(),
+            rules: rules.iter().map(|r| r.parse().unwrap()).collect(),
+        }
+    }
+
+    fn binding_with(github: Credential) -> Binding {
         Binding::new(
             vec![
-                credential("GITHUB_TOKEN", "stub_gh_1", "ghp_real", HOST),
-                credential("OPENAI_API_KEY", "stub_oa_1", "sk-real", "api.openai.com"),
+                github,
+                credential(
+                    "OPENAI_API_KEY",
+                    "stub_oa_1",
+                    "sk-real",
+                    "api.openai.com",
+                    &["authorization"],
+                    &[],
+                ),
             ],
             Policy::new(&[], &[]),
         )
+    }
+
+    fn binding() -> Binding {
+        binding_with(credential(
+            "GITHUB_TOKEN",
+            "stub_gh_1",
+            "ghp_real",
+            HOST,
+            &["authorization", "header:x-api-key", "query:access_token"],
+            &[],
+        ))
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -444,43 +878,196 @@ mod tests {
         }
     }
 
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    /// The refusal of a request, which must be refused.
+    fn refused(binding: &Binding, head: &Head<'_>) -> Refusal {
+        match decide(binding, HOST, 443, head) {
+            Ok(plan) => panic!("allowed: {:?} {:?}", plan.path, plan.headers),
+            Err(refusal) => refusal,
+        }
+    }
+
+    fn allowed(binding: &Binding, head: &Head<'_>) -> Plan {
+        decide(binding, HOST, 443, head).map_err(|r| r.reason).unwrap()
+    }
+
     #[test]
     fn a_bound_stub_in_authorization_is_swapped_and_hop_by_hop_headers_go() {
-        let h = headers(&[("authorization", "Bearer stub_gh_1"), ("connection", "close")]);
-        let plan = decide(&binding(), HOST, 443, &head("/user", &h))
-            .map_err(|r| r.reason)
-            .unwrap();
-        assert_eq!(plan.headers["authorization"], "Bearer ghp_real");
-        assert!(!plan.headers.contains_key("connection"));
-        assert_eq!(plan.headers["accept-encoding"], "identity");
-        assert_eq!(plan.bound, vec![0]);
-        assert_eq!(plan.swap.hits(), vec![0]);
+        for (sent, upstream) in [
+            ("Bearer stub_gh_1", "Bearer ghp_real"),
+            ("token stub_gh_1", "token ghp_real"),
+            ("bearer   stub_gh_1", "bearer ghp_real"),
+        ] {
+            let h = headers(&[("authorization", sent), ("connection", "close")]);
+            let plan = allowed(&binding(), &head("/user", &h));
+            assert_eq!(plan.headers["authorization"], upstream);
+            assert!(!plan.headers.contains_key("connection"));
+            assert_eq!(plan.headers["accept-encoding"], "identity");
+            assert_eq!(plan.tally.swapped(&binding()).0, ["GITHUB_TOKEN"]);
+        }
     }
 
     #[test]
-    fn basic_credentials_are_swapped_and_their_encoded_form_is_scrubbed_back() {
-        use base64::Engine;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let h = headers(&[("authorization", &format!("Basic {}", b64("x:stub_gh_1")))]);
-        let plan = decide(&binding(), HOST, 443, &head("/", &h))
-            .map_err(|r| r.reason)
-            .unwrap();
-        assert_eq!(
-            plan.headers["authorization"],
-            format!("Basic {}", b64("x:ghp_real")).as_str()
-        );
-        assert_eq!(
-            plan.reflected,
-            vec![(b64("x:ghp_real").into_bytes(), b64("x:stub_gh_1").into_bytes())]
-        );
+    fn basic_credentials_are_swapped_as_user_or_password_and_their_encoded_form_is_scrubbed_back() {
+        for (sent, upstream) in [("x:stub_gh_1", "x:ghp_real"), ("stub_gh_1:x-oauth", "ghp_real:x-oauth")] {
+            let h = headers(&[("authorization", &format!("Basic {}", b64(sent)))]);
+            let plan = allowed(&binding(), &head("/", &h));
+            assert_eq!(
+                plan.headers["authorization"],
+                format!("Basic {}", b64(upstream)).as_str()
+            );
+            assert_eq!(
+                plan.reflected,
+                vec![(b64(upstream).into_bytes(), b64(sent).into_bytes())]
+            );
+        }
     }
 
     #[test]
-    fn a_stub_of_another_host_in_the_head_is_refused_as_not_bound() {
-        let h = headers(&[("x-key", "stub_oa_1")]);
-        let refusal = decide(&binding(), HOST, 443, &head("/", &h)).err().unwrap();
-        assert_eq!(refusal.why, Why::NotBound);
-        assert!(refusal.reason.contains("OPENAI_API_KEY"), "{}", refusal.reason);
+    fn a_declared_header_and_query_parameter_are_swapped_as_their_whole_value() {
+        let h = headers(&[("x-api-key", " stub_gh_1 ")]);
+        let plan = allowed(&binding(), &head("/x?a=1&access_token=stub_gh_1", &h));
+        assert_eq!(plan.headers["x-api-key"], "ghp_real");
+        assert_eq!(plan.path.as_str(), "/x?a=1&access_token=ghp_real");
+    }
+
+    #[test]
+    fn a_bound_stub_anywhere_but_its_injection_points_is_not_injectable() {
+        let b = binding();
+        let auth = |v: &str| headers(&[("authorization", v)]);
+        let cases: Vec<(HeaderMap, &str, &str, &str)> = vec![
+            (headers(&[("x-other", "stub_gh_1")]), "/", "GET", "the `x-other` header"),
+            (auth("Bearer stub_gh_1 extra"), "/", "GET", "the Authorization header"),
+            (auth("Digest stub_gh_1"), "/", "GET", "the Authorization header"),
+            (
+                auth(&format!("Basic {}", b64("stub_gh_1:stub_gh_1"))),
+                "/",
+                "GET",
+                "the Authorization header",
+            ),
+            (
+                headers(&[("x-api-key", "prefix-stub_gh_1")]),
+                "/",
+                "GET",
+                "the `x-api-key` header",
+            ),
+            (headers(&[("x-stub_gh_1", "1")]), "/", "GET", "a header name"),
+            (headers(&[]), "/repos/stub_gh_1", "GET", "the request path"),
+            (headers(&[]), "/repos/%73tub_gh_1", "GET", "the request path"),
+            (headers(&[]), "/x?q=stub_gh_1", "GET", "the query parameter `q`"),
+            (
+                headers(&[]),
+                "/x?access_token=a-stub_gh_1",
+                "GET",
+                "the query parameter `access_token`",
+            ),
+            (headers(&[]), "/x?stub_gh_1=1", "GET", "the query parameter `stub_gh_1`"),
+            (headers(&[]), "/", "STUB_GH_1", "the request method"),
+        ];
+        for (h, path, method, place) in &cases {
+            let refusal = refused(
+                &b,
+                &Head {
+                    method,
+                    ..head(path, h)
+                },
+            );
+            assert_eq!(refusal.why, Why::NotInjectable, "{path} {h:?}: {}", refusal.reason);
+            assert!(refusal.reason.contains(place), "{path} {h:?}: {}", refusal.reason);
+            assert!(refusal.reason.contains("GITHUB_TOKEN"), "{}", refusal.reason);
+            assert!(
+                refusal
+                    .reason
+                    .ends_with("it may only be sent in: authorization, header:x-api-key, query:access_token"),
+                "{}",
+                refusal.reason
+            );
+        }
+    }
+
+    #[test]
+    fn the_body_is_guarded_unless_the_credential_opts_in() {
+        let h = headers(&[]);
+        let plan = allowed(&binding(), &head("/", &h));
+        assert!(plan.swap.is_empty());
+        assert_eq!(plan.guard_body, vec![(0, Why::NotInjectable), (1, Why::NotBound)]);
+        let refusal = plan.refusal(&binding(), &Trip::Body(0));
+        assert_eq!(refusal.why, Why::NotInjectable);
+        assert!(refusal.reason.contains("in the request body"), "{}", refusal.reason);
+        let trailer = plan.refusal(&binding(), &Trip::Trailer("grpc-x".into(), 0));
+        assert!(
+            trailer.reason.contains("the request trailer `grpc-x`"),
+            "{}",
+            trailer.reason
+        );
+
+        let opted = binding_with(credential(
+            "GITHUB_TOKEN",
+            "stub_gh_1",
+            "ghp_real",
+            HOST,
+            &["body"],
+            &[],
+        ));
+        let plan = allowed(&opted, &head("/", &h));
+        assert_eq!(plan.swap.replace_all(b"x stub_gh_1 y").as_ref(), b"x ghp_real y");
+        assert_eq!(plan.guard_body, vec![(1, Why::NotBound)]);
+    }
+
+    #[test]
+    fn rules_refuse_a_request_outside_them_that_carries_the_stub() {
+        let ruled = binding_with(credential(
+            "GITHUB_TOKEN",
+            "stub_gh_1",
+            "ghp_real",
+            HOST,
+            &["authorization", "body"],
+            &["GET /repos/acme/**"],
+        ));
+        let h = headers(&[("authorization", "Bearer stub_gh_1")]);
+        assert!(decide(&ruled, HOST, 443, &head("/repos/acme/x/issues", &h)).is_ok());
+        let refusal = refused(&ruled, &head("/gists", &h));
+        assert_eq!(refusal.why, Why::Rule);
+        assert!(refusal.reason.contains("GET /repos/acme/**"), "{}", refusal.reason);
+        let post = Head {
+            method: "POST",
+            ..head("/repos/acme/x", &h)
+        };
+        assert_eq!(refused(&ruled, &post).why, Why::Rule);
+        // Without the stub aboard, the rules do not apply; in the body, the guard refuses it.
+        let none = headers(&[]);
+        let plan = allowed(&ruled, &head("/gists", &none));
+        assert_eq!(plan.guard_body[0], (0, Why::Rule));
+        assert_eq!(plan.refusal(&ruled, &Trip::Body(0)).why, Why::Rule);
+    }
+
+    #[test]
+    fn a_stub_of_another_host_anywhere_in_the_head_is_refused_as_not_bound() {
+        let b = binding();
+        for (h, path, method) in [
+            (headers(&[("x-key", "stub_oa_1")]), "/", "GET"),
+            (headers(&[("x-stub_oa_1", "1")]), "/", "GET"),
+            (headers(&[]), "/%73tub_oa_1", "GET"),
+            (headers(&[]), "/", "stub_oa_1"),
+            (
+                headers(&[("authorization", &format!("Basic {}", b64("x:stub_oa_1")))]),
+                "/",
+                "GET",
+            ),
+        ] {
+            let refusal = refused(
+                &b,
+                &Head {
+                    method,
+                    ..head(path, &h)
+                },
+            );
+            assert_eq!(refusal.why, Why::NotBound, "{path} {method} {h:?}");
+            assert!(refusal.reason.contains("OPENAI_API_KEY"), "{}", refusal.reason);
+        }
     }
 
     #[test]
@@ -488,48 +1075,87 @@ mod tests {
         let h = headers(&[]);
         let mut other = head("/", &h);
         other.authority = Some("evil.example");
-        assert_eq!(
-            decide(&binding(), HOST, 443, &other).err().unwrap().why,
-            Why::HostMismatch
-        );
+        assert_eq!(refused(&binding(), &other).why, Why::HostMismatch);
         let h = headers(&[("authorization", "Bearer stub_gh_1")]);
         let mut other = head("/", &h);
         other.authority = Some("evil.example");
-        assert_eq!(decide(&binding(), HOST, 443, &other).err().unwrap().why, Why::NotBound);
+        assert_eq!(refused(&binding(), &other).why, Why::NotBound);
+        // The CONNECT host is canonical; a trailing dot in Host names the same host.
+        let mut dotted = head("/", &h);
+        dotted.authority = Some("API.github.com.");
+        assert!(decide(&binding(), HOST, 443, &dotted).is_ok());
     }
 
     #[test]
-    fn a_compressed_body_to_a_host_with_bound_credentials_is_refused() {
-        let h = headers(&[("content-encoding", "gzip")]);
-        assert_eq!(
-            decide(&binding(), HOST, 443, &head("/", &h)).err().unwrap().why,
-            Why::Compressed
-        );
-        let unbound = Head {
-            authority: Some("example.com"),
-            ..head("/", &h)
-        };
-        assert!(decide(&binding(), "example.com", 443, &unbound).is_ok());
+    fn a_compressed_body_is_refused_whenever_the_sandbox_has_credentials() {
+        for coding in [("content-encoding", "gzip"), ("transfer-encoding", "gzip, chunked")] {
+            let h = headers(&[coding]);
+            assert_eq!(refused(&binding(), &head("/", &h)).why, Why::Compressed);
+            // Toward a host nothing is bound to as well: a stub inside would go unseen.
+            let unbound = Head {
+                authority: Some("example.com"),
+                ..head("/", &h)
+            };
+            assert_eq!(
+                decide(&binding(), "example.com", 443, &unbound).err().unwrap().why,
+                Why::Compressed
+            );
+            let none = Binding::new(Vec::new(), Policy::new(&[], &[]));
+            assert!(decide(&none, "example.com", 443, &unbound).is_ok());
+        }
+    }
+
+    #[test]
+    fn range_requests_are_made_whole_when_the_sandbox_has_credentials() {
+        let h = headers(&[("range", "bytes=3-9"), ("if-range", "\"etag\"")]);
+        let plan = allowed(&binding(), &head("/", &h));
+        assert!(!plan.headers.contains_key("range") && !plan.headers.contains_key("if-range"));
+        let none = Binding::new(Vec::new(), Policy::new(&[], &[]));
+        let plan = decide(&none, HOST, 443, &head("/", &h)).map_err(|r| r.reason).unwrap();
+        assert_eq!(plan.headers["range"], "bytes=3-9");
     }
 
     #[test]
     fn a_websocket_upgrade_keeps_its_upgrade_headers() {
         let h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        let plan = decide(&binding(), HOST, 443, &head("/ws", &h))
-            .map_err(|r| r.reason)
-            .unwrap();
+        let plan = allowed(&binding(), &head("/ws", &h));
         assert!(plan.websocket);
         assert!(plan.headers.contains_key("upgrade"));
     }
 
     #[test]
-    fn plain_http_refuses_any_stub_in_the_head() {
-        let h = headers(&[("authorization", "Bearer stub_gh_1")]);
-        assert_eq!(
-            decide_plain(&binding(), &head("/", &h)).err().unwrap().why,
-            Why::NotBound
-        );
+    fn plain_http_refuses_any_stub_anywhere_in_the_head() {
+        for h in [
+            headers(&[("authorization", "Bearer stub_gh_1")]),
+            headers(&[("authorization", &format!("Basic {}", b64("x:stub_gh_1")))]),
+            headers(&[("x-stub_gh_1", "1")]),
+        ] {
+            assert_eq!(
+                decide_plain(&binding(), &head("/", &h)).err().unwrap().why,
+                Why::NotBound
+            );
+        }
         let h = headers(&[]);
+        assert!(
+            decide_plain(
+                &binding(),
+                &Head {
+                    method: "stub_gh_1",
+                    ..head("/", &h)
+                }
+            )
+            .is_err()
+        );
         assert!(decide_plain(&binding(), &head("/", &h)).is_ok());
+    }
+
+    #[test]
+    fn response_headers_named_after_a_real_value_are_left_out() {
+        let h = headers(&[("x-ghp_real", "1"), ("x-echo", "ghp_real")]);
+        let b = binding();
+        let out = rewrite_headers(&h, &b.scrubber(), &b.real_names());
+        assert!(out.dropped_name);
+        assert_eq!(out.headers.len(), 1);
+        assert_eq!(out.headers["x-echo"], "stub_gh_1");
     }
 }
