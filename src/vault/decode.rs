@@ -46,8 +46,6 @@ pub const MAX_CODINGS: usize = 3;
 /// Bodies decoding at once, across the process.
 pub const MAX_CONCURRENT_DECODERS: usize = 64;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why a body cannot be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -389,9 +387,9 @@ impl Drop for DecodedBody {
 
 impl Body for DecodedBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = DecodeError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, DecodeError>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -400,7 +398,7 @@ impl Body for DecodedBody {
             Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
             Poll::Ready(Some(Err(err))) => {
                 self.done = true;
-                Poll::Ready(Some(Err(Box::new(err))))
+                Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
                 self.done = true;

@@ -692,12 +692,10 @@ impl Vault {
     }
 }
 
-/// An upstream's response to `method`, made fit for the sandbox: decoded when compressed (an
-/// upstream may compress despite `Accept-Encoding: identity`, and a real value inside compressed
-/// bytes would pass any scrubber), refused when its coding is unknown; headers, body and trailers
-/// scrubbed with `scrub`; a header whose *name* holds a real value left out (an alert); hop-by-hop
-/// headers gone; the upstream's reason phrase dropped (the canonical one is sent). `ended(bytes,
-/// alert)` runs once, when the body has ended or the sandbox stopped reading.
+/// An upstream's response to `method`, made fit for the sandbox: decoded when compressed; headers,
+/// body and trailers scrubbed with `scrub`; a header whose *name* holds a real value left out (an
+/// alert); hop-by-hop headers gone; the upstream's reason phrase dropped (the canonical one is
+/// sent). `ended(bytes, alert)` runs once, when the body has ended or the sandbox stopped reading.
 async fn answer(
     response: Response<Incoming>,
     method: &str,
@@ -707,10 +705,20 @@ async fn answer(
     ended: impl FnOnce(u64, bool) + Send + Sync + 'static,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (mut parts, body) = response.into_parts();
-    let codings = codings(&parts, method, host)?;
-    if !codings.is_empty() {
-        decode::strip_codings(&mut parts.headers);
-    }
+    // `Accept-Encoding: identity` was asked for; a body an upstream compresses anyway (in
+    // `Content-Encoding` or `Transfer-Encoding`) is decoded as it streams ([`decode`]) and passed on
+    // decoded, so the scrubber reads it. A coding lap cannot decode is refused, never passed on
+    // compressed.
+    let codings = match decode::codings(&parts.headers) {
+        Ok(codings) if has_body(method, &parts) => codings,
+        Ok(_) => Vec::new(),
+        Err(err) => {
+            return Err(Refusal {
+                why: Why::CompressedResponse,
+                reason: format!("`{host}` answered with a body lap cannot decode to scrub it of credentials: {err}"),
+            });
+        }
+    };
     let rewritten = plan::rewrite_headers(&parts.headers, scrub, &binding.real_names());
     let alert = rewritten.dropped_name;
     if alert {
@@ -729,29 +737,17 @@ async fn answer(
         on_end: Some(on_end),
         names: binding.real_names(),
     };
-    let body = if codings.is_empty() {
+    let read = if codings.is_empty() {
         rewrite_body(body, &mut parts.headers, scrub, way).await
     } else {
+        decode::strip_codings(&mut parts.headers);
         rewrite_body(DecodedBody::new(body, codings), &mut parts.headers, scrub, way).await
-    }
-    .map_err(|err| Refusal {
+    };
+    let body = read.map_err(|err| Refusal {
         why: Why::Upstream,
         reason: format!("cannot read the response of `{host}`: {err}"),
     })?;
     Ok(Response::from_parts(parts, body))
-}
-
-/// The codings to undo on a response to `method` before it can be scrubbed (none when it carries no
-/// body); a coding the vault cannot decode refuses the response (`compressed-response`).
-fn codings(parts: &hyper::http::response::Parts, method: &str, host: &str) -> Result<Vec<decode::Coding>, Refusal> {
-    match decode::codings(&parts.headers) {
-        Ok(codings) if has_body(method, parts) => Ok(codings),
-        Ok(_) => Ok(Vec::new()),
-        Err(err) => Err(Refusal {
-            why: Why::CompressedResponse,
-            reason: format!("`{host}` answered with a body lap cannot decode to scrub it of credentials: {err}"),
-        }),
-    }
 }
 
 /// Whether a response to `method` can carry a body at all (RFC 9110 §6.4.1).
