@@ -90,21 +90,6 @@ tool_version() {
   awk -v r="$1" -v n="$2" '$1 == r && $2 == n { print $3; exit }' "$(dirname "${BASH_SOURCE[0]}")/tool-versions"
 }
 
-# Installs the npm package $2 (version $3) globally unless `$1 --version` already prints that
-# version; quiet when it does.
-ensure_npm_tool() {
-  local program=$1 package=$2 version=$3
-  if "$program" --version 2>/dev/null | grep -qF "$version"; then
-    return 0
-  fi
-  ensure_apt npm:npm
-  say "installing $package@$version (npm)"
-  as_root npm install -g --no-fund --no-audit "$package@$version" >&2
-  "$program" --version 2>/dev/null | grep -qF "$version" ||
-    die "npm installed $package@$version but \`$program --version\` does not say $version" \
-      "put \"\$(npm prefix -g)/bin\" on PATH"
-}
-
 # Installs Hermes Agent (PyPI hermes-agent $2) into the venv $1 (under /usr/local, so sandboxes,
 # which see /usr and /usr/local only, can run it) with Debian's python3, linked as $3.
 ensure_hermes() {
@@ -120,4 +105,23 @@ ensure_hermes() {
   as_root ln -sf "$venv/bin/hermes" "$link"
   "$link" --version 2>/dev/null | grep -qF "v$version" ||
     die "pip installed hermes-agent==$version but \`$link --version\` does not say it" "see $venv"
+}
+
+# Installs every `npm` tool of scripts/tool-versions at its pinned version, globally, when it is
+# missing or another version; quiet when all are there. (Other managers' lines are read elsewhere.)
+ensure_pinned_npm_tools() {
+  local manager package version installed node_major listed
+  # One listing of the global packages, as `PACKAGE VERSION` lines.
+  listed=$(npm ls -g --depth=0 --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{
+    try{for(const[n,p]of Object.entries(JSON.parse(s).dependencies||{}))console.log(n+" "+(p.version||""))}catch{}})')
+  while read -r manager package version _; do
+    case $manager in npm) ;; *) continue ;; esac
+    installed=$(awk -v p="$package" '$1 == p {print $2}' <<<"$listed")
+    [ "$installed" = "$version" ] && continue
+    node_major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$node_major" -ge 18 ] || die "node $(node --version) is too old for $package" \
+      "install Node 18 or newer, then run: npm install -g $package@$version"
+    say "installing $package@$version (npm; was: ${installed:-missing})"
+    as_root npm install -g --no-fund --no-audit "$package@$version" >&2
+  done < <(grep -v '^[[:space:]]*#' scripts/tool-versions)
 }

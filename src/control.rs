@@ -69,23 +69,10 @@ const AUDIT_QUEUE: usize = 10_000;
 /// Most vault records written in one transaction.
 const AUDIT_BATCH: usize = 256;
 
-/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's,
-/// followed by the harness's model flag and the agent's `model` (shell-quoted) when it has one.
+/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's.
 fn agent_command(agent: &Agent) -> Option<String> {
     let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
-    if let Some(command) = &agent.command {
-        return Some(command.clone());
-    }
-    let model = agent.model.as_deref().filter(|m| !m.is_empty());
-    Some(match (harness.model_flag, model) {
-        (Some(flag), Some(model)) => format!("{} {flag} {}", harness.command, shell_quote(model)),
-        _ => harness.command.to_owned(),
-    })
-}
-
-/// `text` as one POSIX shell word: in single quotes, each `'` as `'\''`.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
+    Some(harness.tui_command(agent.command.as_deref(), agent.model.as_deref()))
 }
 
 /// First wait before recovery is tried again when the backend did not answer at start; it doubles up
@@ -484,13 +471,19 @@ impl Control {
             .collect();
         let cwd = agent.repo_url.as_ref().map(|_| REPO_DIR.to_owned());
         let first_run = harness.map_or(FirstRun::None, |h| h.first_run);
-        let home_files = first_run::files(first_run, &env, cwd.as_deref().unwrap_or(AGENT_HOME), AGENT_HOME)
-            .into_iter()
-            .map(|f| HomeFile {
-                path: f.path.to_owned(),
-                contents: f.contents,
-            })
-            .collect();
+        let home_files = first_run::files(
+            first_run,
+            &env,
+            cwd.as_deref().unwrap_or(AGENT_HOME),
+            AGENT_HOME,
+            agent.model.as_deref(),
+        )
+        .into_iter()
+        .map(|f| HomeFile {
+            path: f.path.to_owned(),
+            contents: f.contents,
+        })
+        .collect();
         let start = AgentStart {
             env,
             command: agent_command(agent),

@@ -39,9 +39,12 @@ pub struct Harness {
     pub env: &'static [(&'static str, &'static str)],
     /// The settings files that answer the tool's first-run questions ([`first_run`]).
     pub first_run: FirstRun,
-    /// The flag that hands the tool the agent's `--model` (`None`: the harness passes it another
-    /// way, or the tool has no model).
+    /// The flag that picks the model on the TUI's command line (`-m MODEL`); `None`: the agent's
+    /// `model` does not reach the command line (an API harness names it in its protocol).
     pub model_flag: Option<&'static str>,
+    /// What to check when the model's API answers 401 (after the credential's bound host and value,
+    /// which every harness shares: [`UNAUTHORIZED_HINT`]).
+    pub unauthorized_hint: Option<&'static str>,
     /// Where the tool is published (`None`: part of the system), for `lap doctor`'s version check
     /// against `scripts/tool-versions`.
     pub package: Option<Package>,
@@ -59,11 +62,46 @@ const fn npm(name: &'static str) -> Option<Package> {
     Some(Package { registry: "npm", name })
 }
 
+/// What to check first when a model API answers 401, whatever the harness.
+pub const UNAUTHORIZED_HINT: &str = "check the credential's value and the host it is bound to with \
+     `lap agents show AGENT` (the vault swaps the stub for the real value only toward that host)";
+
 impl Harness {
     pub fn supports_tui(&self) -> bool {
         self.mode == Mode::Tui
     }
+
+    /// The TUI's command line for `agent`: its own `command`, else the harness's, with the model
+    /// flag and the agent's `model` (shell-quoted) when the harness has one and the agent names one.
+    pub fn tui_command(&self, command: Option<&str>, model: Option<&str>) -> String {
+        if let Some(command) = command {
+            return command.to_owned();
+        }
+        match (self.model_flag, model.map(str::trim).filter(|m| !m.is_empty())) {
+            (Some(flag), Some(model)) => format!("{} {flag} {}", self.command, shell_quote(model)),
+            _ => self.command.to_owned(),
+        }
+    }
+
+    /// The hint for a 401 from the model API under this harness.
+    pub fn hint_for_unauthorized(&self) -> String {
+        match self.unauthorized_hint {
+            Some(own) => format!("{UNAUTHORIZED_HINT}; {own}"),
+            None => UNAUTHORIZED_HINT.to_owned(),
+        }
+    }
 }
+
+/// One shell word: single-quoted, with `'` written as `'\''`.
+fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Codex's own side of a 401: it signs in with `~/.codex/auth.json` (the harness writes it with the
+/// stub), not with `OPENAI_API_KEY` from the environment.
+const CODEX_UNAUTHORIZED: &str = "codex signs in with `$CODEX_HOME/auth.json` (lap writes it with the stub on the \
+     first run; an older sandbox may lack it) and its `openai` provider in `~/.codex/config.toml`: a custom \
+     `model_provider` needs an `env_key` naming the credential's variable";
 
 /// Every harness `lap` ships with, in the order help texts list them.
 pub const CATALOG: &[Harness] = &[
@@ -76,6 +114,7 @@ pub const CATALOG: &[Harness] = &[
         env: &[("IS_SANDBOX", "1"), ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")],
         first_run: FirstRun::ClaudeCode,
         model_flag: Some("--model"),
+        unauthorized_hint: None,
         package: npm("@anthropic-ai/claude-code"),
     },
     Harness {
@@ -86,7 +125,8 @@ pub const CATALOG: &[Harness] = &[
         install_hint: "npm install -g @openai/codex",
         env: &[],
         first_run: FirstRun::Codex,
-        model_flag: Some("--model"),
+        model_flag: Some("-m"),
+        unauthorized_hint: Some(CODEX_UNAUTHORIZED),
         package: npm("@openai/codex"),
     },
     Harness {
@@ -96,8 +136,9 @@ pub const CATALOG: &[Harness] = &[
         needs_env: &["OPENAI_API_KEY"],
         install_hint: "npm install -g @openai/codex",
         env: &[],
-        first_run: FirstRun::None,
+        first_run: FirstRun::Codex,
         model_flag: None,
+        unauthorized_hint: Some(CODEX_UNAUTHORIZED),
         package: npm("@openai/codex"),
     },
     Harness {
@@ -109,6 +150,7 @@ pub const CATALOG: &[Harness] = &[
         env: &[("GEMINI_CLI_TRUST_WORKSPACE", "true"), ("GEMINI_SANDBOX", "false")],
         first_run: FirstRun::Gemini,
         model_flag: Some("--model"),
+        unauthorized_hint: None,
         package: npm("@google/gemini-cli"),
     },
     Harness {
@@ -120,6 +162,7 @@ pub const CATALOG: &[Harness] = &[
         env: &[("HERMES_SKIP_NODE_BOOTSTRAP", "1")],
         first_run: FirstRun::Hermes,
         model_flag: Some("--model"),
+        unauthorized_hint: None,
         package: Some(Package {
             registry: "pypi",
             name: "hermes-agent",
@@ -134,6 +177,10 @@ pub const CATALOG: &[Harness] = &[
         env: &[],
         first_run: FirstRun::None,
         model_flag: None,
+        unauthorized_hint: Some(
+            "opencode's `openai` provider sends `OPENAI_API_KEY` (bound to api.openai.com); another provider \
+             (`--model PROVIDER/MODEL`) needs that provider's key variable as a credential",
+        ),
         package: npm("opencode-ai"),
     },
     Harness {
@@ -144,7 +191,8 @@ pub const CATALOG: &[Harness] = &[
         install_hint: "npm install -g @anthropic-ai/claude-code",
         env: &[],
         first_run: FirstRun::None,
-        model_flag: Some("--model"),
+        model_flag: None,
+        unauthorized_hint: None,
         package: npm("@anthropic-ai/claude-code"),
     },
     Harness {
@@ -156,6 +204,7 @@ pub const CATALOG: &[Harness] = &[
         env: &[],
         first_run: FirstRun::None,
         model_flag: None,
+        unauthorized_hint: None,
         package: None,
     },
 ];
@@ -231,6 +280,26 @@ mod tests {
         assert!(!find("opencode").unwrap().supports_tui());
         assert!(!find("claude-agent-sdk").unwrap().supports_tui());
         assert!(find("vim").is_none());
+    }
+
+    #[test]
+    fn the_codex_tui_gets_the_agents_model_on_its_command_line_and_its_own_command_wins() {
+        let codex = find("codex").unwrap();
+        assert_eq!(codex.tui_command(None, Some("gpt-5")), "codex -m 'gpt-5'");
+        assert_eq!(codex.tui_command(None, Some("it's")), r"codex -m 'it'\''s'");
+        assert_eq!(codex.tui_command(None, Some(" ")), "codex");
+        assert_eq!(codex.tui_command(None, None), "codex");
+        assert_eq!(codex.tui_command(Some("codex --foo"), Some("gpt-5")), "codex --foo");
+        assert_eq!(find("shell").unwrap().tui_command(None, Some("m")), "bash -l");
+        // codex-app-server gets codex's first-run files too (the key, the model, approvals off).
+        assert_eq!(find("codex-app-server").unwrap().first_run, FirstRun::Codex);
+        assert!(find("codex").unwrap().hint_for_unauthorized().contains("auth.json"));
+        assert!(
+            find("shell")
+                .unwrap()
+                .hint_for_unauthorized()
+                .contains("lap agents show")
+        );
     }
 
     #[test]

@@ -6,10 +6,19 @@
 //! `lap serve` (mode 0600) and is never mounted into a sandbox; only its certificate is.
 
 pub mod audit;
+pub mod body;
 pub mod ca;
+pub mod decode;
+pub mod encodings;
+pub mod frames;
 pub mod intercept;
+pub mod limits;
+pub mod plan;
 pub mod policy;
 pub mod rewrite;
+#[cfg(test)]
+mod scrub_props;
+pub mod upstream;
 pub mod websocket;
 
 use ring::rand::{SecureRandom, SystemRandom};

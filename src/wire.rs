@@ -2,10 +2,13 @@
 //!
 //! `api` is the REST JSON shapes (`admin` the admin stats) shared by `lap serve` and the CLI client; `messages` the message
 //! API's messages, events and stream frames; `tty` the terminal WebSocket's frames, control
-//! messages and limits. This module depends on
-//! nothing else of ours, so either side can change internals without touching the contract.
+//! messages and limits; `vault` the credential data model (injection points, request rules, presets)
+//! and the binding a vault is handed. This module depends on nothing else of ours but
+//! [`crate::secret::Secret`] (the binding's real values), so either side can change internals
+//! without touching the contract.
 
 pub mod admin;
 pub mod api;
 pub mod messages;
 pub mod tty;
+pub mod vault;

@@ -86,3 +86,20 @@ pub fn command_line(agent: &Agent, program: &str, args: Vec<String>) -> Vec<Stri
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..24])
 }
+
+/// A turn's error message with the harness's hint when the model's API answered 401 (the tool's own
+/// message names the status: `401 Unauthorized`, `status 401`, or a `statusCode` the driver found),
+/// and the status itself.
+pub fn unauthorized(harness_id: &str, message: String, status: Option<u16>) -> (String, Option<u16>) {
+    let said_401 = status == Some(401) || message.contains("401 Unauthorized") || message.contains("status 401");
+    if !said_401 {
+        return (message, status);
+    }
+    let hint = crate::harness::find(harness_id)
+        .map(|h| h.hint_for_unauthorized())
+        .unwrap_or_else(|| crate::harness::UNAUTHORIZED_HINT.to_owned());
+    (
+        format!("{message} (hint: the model's API refused the key: {hint})"),
+        Some(401),
+    )
+}

@@ -1,4 +1,4 @@
-//! First-run files: what each TUI tool finds under `HOME` so it starts straight into the agent.
+//! First-run files: what each tool finds under `HOME` so it starts straight into the agent.
 //!
 //! A coding CLI started for the first time stops on screens meant for a person setting it up on
 //! their own machine: onboarding, "do you trust this folder?", "use this API key?", a warning
@@ -23,7 +23,9 @@ pub enum FirstRun {
     None,
     /// Claude Code's TUI: `~/.claude.json` and `~/.claude/settings.json`.
     ClaudeCode,
-    /// Codex's TUI: `~/.codex/config.toml` and, with an API key, `~/.codex/auth.json`.
+    /// Codex (its TUI and `codex app-server`): `~/.codex/config.toml` (the model, approvals and its own
+    /// sandbox off, the folders trusted) and, with an API key, `~/.codex/auth.json` signing in with
+    /// it (codex's built-in `openai` provider does not read `OPENAI_API_KEY` from the environment).
     Codex,
     /// Gemini CLI: `~/.gemini/settings.json` and `~/.gemini/trustedFolders.json`.
     Gemini,
@@ -64,8 +66,9 @@ pub struct File {
 const CLAUDE_KEY_TAIL: usize = 20;
 
 /// The files `first_run` needs, for a session whose environment is `env` (stubs, never real
-/// values) and whose agent starts in `cwd`; `home` is the sandbox user's home, trusted too.
-pub fn files(first_run: FirstRun, env: &[(String, String)], cwd: &str, home: &str) -> Vec<File> {
+/// values) and whose agent starts in `cwd`; `home` is the sandbox user's home, trusted too; `model`
+/// is the agent's (Codex's default model when it names one).
+pub fn files(first_run: FirstRun, env: &[(String, String)], cwd: &str, home: &str, model: Option<&str>) -> Vec<File> {
     let var = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let mut folders = vec![cwd];
     if home != cwd {
@@ -115,6 +118,14 @@ pub fn files(first_run: FirstRun, env: &[(String, String)], cwd: &str, home: &st
                  [analytics]\n\
                  enabled = false\n",
             );
+            if let Some(model) = model.map(str::trim).filter(|m| !m.is_empty()) {
+                // Top-level keys go before the first table.
+                config = config.replacen(
+                    "approval_policy",
+                    &format!("model = {}\napproval_policy", toml_string(model)),
+                    1,
+                );
+            }
             for dir in &folders {
                 config.push_str(&format!(
                     "\n[projects.{}]\ntrust_level = \"trusted\"\n",
@@ -163,9 +174,14 @@ pub fn files(first_run: FirstRun, env: &[(String, String)], cwd: &str, home: &st
             let config = format!(
                 "# Written by lap: an OpenAI-compatible provider, its key read from OPENAI_API_KEY (a stub the\n\
                  # vault swaps on the wire); the model comes from the agent's --model (`hermes -m`).\n\
-                 model:\n  provider: {provider}\n\
+                 model:\n  provider: {provider}\n{default}\
                  custom_providers:\n  - name: {provider}\n    base_url: {base_url}\n    key_env: OPENAI_API_KEY\n    api_mode: chat_completions\n",
                 provider = quoted(HERMES_PROVIDER),
+                default = model
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(|m| format!("  default: {}\n", quoted(m)))
+                    .unwrap_or_default(),
                 base_url = quoted(base_url),
             );
             vec![File {
@@ -213,6 +229,7 @@ mod tests {
             &env(&[("ANTHROPIC_API_KEY", stub)]),
             "/work/repo",
             HOME,
+            None,
         );
         let state = json_of(&files, ".claude.json");
         assert_eq!(state["hasCompletedOnboarding"], true);
@@ -231,7 +248,7 @@ mod tests {
 
     #[test]
     fn claude_code_without_a_key_approves_nothing_and_a_short_key_whole() {
-        let none = files(FirstRun::ClaudeCode, &[], HOME, HOME);
+        let none = files(FirstRun::ClaudeCode, &[], HOME, HOME, None);
         assert_eq!(
             json_of(&none, ".claude.json")["customApiKeyResponses"]["approved"],
             json!([])
@@ -242,6 +259,7 @@ mod tests {
             &env(&[("ANTHROPIC_API_KEY", "short")]),
             HOME,
             HOME,
+            None,
         );
         assert_eq!(
             json_of(&short, ".claude.json")["customApiKeyResponses"]["approved"],
@@ -256,8 +274,10 @@ mod tests {
             &env(&[("OPENAI_API_KEY", "stub_openai_api_key_42")]),
             "/work/repo",
             HOME,
+            Some("gpt-x \"quoted\""),
         );
         let config: toml::Table = files[0].contents.parse().unwrap();
+        assert_eq!(config["model"].as_str(), Some("gpt-x \"quoted\""));
         assert_eq!(files[0].path, ".codex/config.toml");
         assert_eq!(config["sandbox_mode"].as_str(), Some("danger-full-access"));
         assert_eq!(config["approval_policy"].as_str(), Some("never"));
@@ -272,13 +292,16 @@ mod tests {
             auth,
             json!({"auth_mode": "apikey", "OPENAI_API_KEY": "stub_openai_api_key_42"})
         );
-        // Without a key there is nothing to sign in with: the chooser stays the tool's.
-        assert_eq!(super::files(FirstRun::Codex, &[], HOME, HOME).len(), 1);
+        // Without a key there is nothing to sign in with: the chooser stays the tool's; without a
+        // model, codex picks its own.
+        let bare = super::files(FirstRun::Codex, &[], HOME, HOME, None);
+        assert_eq!(bare.len(), 1);
+        assert!(!bare[0].contents.parse::<toml::Table>().unwrap().contains_key("model"));
     }
 
     #[test]
     fn gemini_uses_its_api_key_sends_no_usage_statistics_and_trusts_the_folders() {
-        let files = files(FirstRun::Gemini, &[], "/work/repo", HOME);
+        let files = files(FirstRun::Gemini, &[], "/work/repo", HOME, None);
         let settings = json_of(&files, ".gemini/settings.json");
         assert_eq!(settings["security"]["auth"]["selectedType"], "gemini-api-key");
         assert_eq!(settings["privacy"]["usageStatisticsEnabled"], false);
@@ -296,11 +319,15 @@ mod tests {
             ]),
             "/work/repo",
             HOME,
+            Some("gpt-x"),
         );
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].path, ".hermes/config.yaml");
         let text = &files[0].contents;
-        assert!(text.contains("model:\n  provider: \"lap\"\n"), "{text}");
+        assert!(
+            text.contains("model:\n  provider: \"lap\"\n  default: \"gpt-x\"\n"),
+            "{text}"
+        );
         assert!(
             text.contains("  - name: \"lap\"\n    base_url: \"https://api.openai.com:8443/v1\"\n"),
             "{text}"
@@ -310,10 +337,11 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("stub_1"), "the key stays in the environment: {text}");
-        let default = super::files(FirstRun::Hermes, &env(&[("OPENAI_API_KEY", "k")]), HOME, HOME);
+        let default = super::files(FirstRun::Hermes, &env(&[("OPENAI_API_KEY", "k")]), HOME, HOME, None);
         assert!(default[0].contents.contains("base_url: \"https://api.openai.com/v1\""));
+        assert!(!default[0].contents.contains("default:"), "{}", default[0].contents);
         // No key: nothing to configure; Hermes's own "no provider" message stays.
-        assert!(super::files(FirstRun::Hermes, &[], HOME, HOME).is_empty());
+        assert!(super::files(FirstRun::Hermes, &[], HOME, HOME, None).is_empty());
     }
 
     #[test]
@@ -326,13 +354,16 @@ mod tests {
             FirstRun::Gemini,
             FirstRun::Hermes,
         ] {
-            let written: Vec<&str> = files(first_run, &env, HOME, HOME).iter().map(|f| f.path).collect();
+            let written: Vec<&str> = files(first_run, &env, HOME, HOME, None)
+                .iter()
+                .map(|f| f.path)
+                .collect();
             assert_eq!(written, first_run.paths(), "{first_run:?}");
         }
     }
 
     #[test]
     fn a_shell_needs_nothing() {
-        assert!(files(FirstRun::None, &env(&[("ANTHROPIC_API_KEY", "k")]), HOME, HOME).is_empty());
+        assert!(files(FirstRun::None, &env(&[("ANTHROPIC_API_KEY", "k")]), HOME, HOME, None).is_empty());
     }
 }

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 pub use crate::wire::api::Interception;
 
+use super::plan::Why;
+
 /// How many records one log keeps.
 pub const AUDIT_CAPACITY: usize = 1000;
 
@@ -55,4 +57,52 @@ impl AuditLog {
             .cloned()
             .collect()
     }
+}
+
+/// The record of a request the vault refused for `why`.
+pub fn blocked_record(method: &str, host: &str, port: u16, path: &str, why: Why, reason: &str) -> Interception {
+    Interception {
+        status: (why != Why::SniMismatch).then(|| why.status().as_u16()),
+        blocked: Some(reason.to_owned()),
+        block_kind: why.kind().map(str::to_owned),
+        alert: why.is_alert(),
+        ..record(method, host, port, path)
+    }
+}
+
+/// A record of a request to `host:port`, stamped now, its query values redacted.
+pub fn record(method: &str, host: &str, port: u16, path: &str) -> Interception {
+    Interception {
+        id: 0,
+        timestamp: crate::store::now(),
+        method: method.to_owned(),
+        host: host.to_owned(),
+        port,
+        path: redact_query(path),
+        status: None,
+        swapped: Vec::new(),
+        stubs_swapped: Vec::new(),
+        scrubbed: Vec::new(),
+        bytes_up: None,
+        bytes_down: None,
+        duration_ms: None,
+        blocked: None,
+        block_kind: None,
+        alert: false,
+    }
+}
+
+/// `path?a=1&b` → `path?a=…&b`: parameter names stay, values go (they may be tokens or personal).
+fn redact_query(path: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}=…"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", redacted.join("&"))
 }

@@ -13,94 +13,472 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use base64::Engine;
 
-/// A set of needle → replacement pairs, matched leftmost-longest.
-pub struct Substitutions {
-    matcher: Option<AhoCorasick>,
+use super::encodings;
+
+/// Real characters a masked echo must show on at least one side of its mask run to be recognised.
+pub const MIN_MASK_SIDE: usize = 4;
+/// The longest mask run looked at, in characters: it bounds what a masked echo can hold back.
+pub const MAX_MASK_RUN: usize = 64;
+/// Mask characters and the shortest run of each that counts as a mask: three of the ASCII ones (one
+/// or two are punctuation), one of the typographic ones.
+const MASK_RUNS: [(&[u8], usize); 5] = [
+    (b"*", 3),
+    (b"x", 3),
+    (b".", 3),
+    ("\u{2022}".as_bytes(), 1),
+    ("\u{2026}".as_bytes(), 1),
+];
+/// How many compiled scrub sets are kept (one per distinct credential list in use).
+const SCRUB_CACHE_SLOTS: usize = 32;
+
+/// A masked echo of one real value: its head or tail around a run of mask characters.
+struct Mask {
+    real: Vec<u8>,
+    stub: Vec<u8>,
+    group: usize,
+}
+
+/// What a masked-echo check at one position concluded.
+enum Echo {
+    /// `len` bytes form an echo, to be replaced with `with`.
+    Found { len: usize, with: Vec<u8>, group: usize },
+    /// Nothing here.
+    No,
+    /// The text ends before it can be decided.
+    NeedMore,
+}
+
+impl Mask {
+    /// The longest echo in bytes: the whole value on both sides of the longest run.
+    fn longest(&self) -> usize {
+        2 * self.real.len() + MAX_MASK_RUN * 3
+    }
+
+    /// Whether `text` begins with an echo of this value: `head? run tail?`, where `head` is a prefix
+    /// of the value and `tail` a suffix, each of at least [`MIN_MASK_SIDE`] bytes, one of them present.
+    fn check(&self, text: &[u8], last: bool) -> Echo {
+        let real = &self.real;
+        let n = real.len();
+        let mut p = text.iter().zip(real).take_while(|(a, b)| a == b).count();
+        if p == text.len() && p < n && !last {
+            return Echo::NeedMore;
+        }
+        if p < MIN_MASK_SIDE {
+            p = 0;
+        }
+        let rest = &text[p..];
+        let Some(&(symbol, min_run)) = MASK_RUNS.iter().find(|(s, _)| rest.starts_with(s)) else {
+            let partial = MASK_RUNS
+                .iter()
+                .any(|(s, _)| rest.len() < s.len() && s.starts_with(rest));
+            return if partial && !last { Echo::NeedMore } else { Echo::No };
+        };
+        let mut u = p;
+        let mut run = 0;
+        while run < MAX_MASK_RUN && text[u..].starts_with(symbol) {
+            u += symbol.len();
+            run += 1;
+        }
+        let more = &text[u..];
+        if !last && run < MAX_MASK_RUN && more.len() < symbol.len() && symbol.starts_with(more) {
+            return Echo::NeedMore;
+        }
+        if run < min_run {
+            return Echo::No;
+        }
+        // The longest suffix of the value that follows the run; undecided while a longer one could.
+        let avail = more.len();
+        if !last && avail < n && (avail + 1..=n).any(|s| real[n - s..].starts_with(more)) {
+            return Echo::NeedMore;
+        }
+        let s = (MIN_MASK_SIDE..=n.min(avail))
+            .rev()
+            .find(|&s| more[..s] == real[n - s..])
+            .unwrap_or(0);
+        if p == 0 && s == 0 {
+            return Echo::No;
+        }
+        let stub = &self.stub;
+        let mut with = stub[..p.min(stub.len())].to_vec();
+        with.extend_from_slice(&text[p..u]);
+        with.extend_from_slice(&stub[stub.len() - s.min(stub.len())..]);
+        Echo::Found {
+            len: u + s,
+            with,
+            group: self.group,
+        }
+    }
+}
+
+/// Where to look for the next masked echo after none began at the start of `text`: past a mask run
+/// (a shorter tail of it ends the same way), except its last [`MAX_MASK_RUN`] characters when it is
+/// longer (those may still precede a real suffix). This keeps a body of mask characters linear.
+fn run_skip(text: &[u8]) -> usize {
+    let Some((symbol, _)) = MASK_RUNS.iter().find(|(s, _)| text.starts_with(s)) else {
+        return 1;
+    };
+    let run = text.chunks_exact(symbol.len()).take_while(|c| c == symbol).count() * symbol.len();
+    let capped = MAX_MASK_RUN * symbol.len();
+    if run > capped { run - capped } else { run }.max(1)
+}
+
+/// A compiled set of needle → replacement pairs (and masked echoes), shareable between requests.
+pub struct NeedleSet {
+    /// The pairs' needles, matched leftmost-longest.
+    pairs: Option<AhoCorasick>,
+    /// Where a masked echo may begin: each value's first [`MIN_MASK_SIDE`] bytes, each mask run.
+    triggers: Option<AhoCorasick>,
+    /// Every needle and trigger: whether a chunk can be passed on untouched.
+    any: Option<AhoCorasick>,
     needles: Vec<Vec<u8>>,
     replacements: Vec<Vec<u8>>,
+    /// The credential (or extra pair) each needle belongs to, reported by [`Substitutions::hits`].
+    groups: Vec<usize>,
+    masks: Vec<Mask>,
+    /// Needles and triggers sorted, for finding a tail that could begin one.
+    prefixes: Vec<Vec<u8>>,
+    /// Whether a byte begins some needle or trigger.
+    starts: [bool; 256],
+    longest_needle: usize,
     longest: usize,
-    /// Indices of the pairs that matched so far, for the audit log.
+}
+
+impl std::fmt::Debug for NeedleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NeedleSet")
+            .field("pairs", &self.needles.len())
+            .field("masks", &self.masks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NeedleSet {
+    fn build(pairs: Vec<(usize, Vec<u8>, Vec<u8>)>, masks: Vec<Mask>, kind: Option<AhoCorasickKind>) -> Self {
+        let mut needles = Vec::new();
+        let mut replacements = Vec::new();
+        let mut groups = Vec::new();
+        for (group, needle, with) in pairs {
+            if !needle.is_empty() {
+                needles.push(needle);
+                replacements.push(with);
+                groups.push(group);
+            }
+        }
+        let mut triggers: Vec<Vec<u8>> = Vec::new();
+        if !masks.is_empty() {
+            for (symbol, min_run) in MASK_RUNS {
+                triggers.push(symbol.repeat(min_run));
+            }
+            for mask in &masks {
+                let head = mask.real[..MIN_MASK_SIDE].to_vec();
+                if !triggers.contains(&head) {
+                    triggers.push(head);
+                }
+            }
+        }
+        let compile = |patterns: &[Vec<u8>]| {
+            (!patterns.is_empty()).then(|| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .kind(kind)
+                    .build(patterns)
+                    .expect("literal needles always build")
+            })
+        };
+        let mut prefixes: Vec<Vec<u8>> = needles.iter().chain(&triggers).cloned().collect();
+        prefixes.sort();
+        prefixes.dedup();
+        let mut starts = [false; 256];
+        for p in &prefixes {
+            starts[usize::from(p[0])] = true;
+        }
+        let longest_needle = prefixes.iter().map(Vec::len).max().unwrap_or(0);
+        let longest = masks.iter().map(Mask::longest).fold(longest_needle, usize::max);
+        Self {
+            pairs: compile(&needles),
+            triggers: compile(&triggers),
+            any: compile(&prefixes),
+            needles,
+            replacements,
+            groups,
+            masks,
+            prefixes,
+            starts,
+            longest_needle,
+            longest,
+        }
+    }
+
+    /// Literal pairs, each its own group (its index).
+    pub fn literal<N: AsRef<[u8]>, R: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (N, R)>) -> Self {
+        let pairs = pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (n, r))| (i, n.as_ref().to_vec(), r.as_ref().to_vec()))
+            .collect();
+        // A set is built per request and holds a few needles: the contiguous NFA builds in a
+        // fraction of a DFA's time, and the prefilter does the searching either way.
+        Self::build(pairs, Vec::new(), Some(AhoCorasickKind::ContiguousNFA))
+    }
+
+    /// The scrub set: each `(real, stub)` in every routine encoding ([`encodings::pairs`]) and as a
+    /// masked echo, group `i` for the `i`th value; then `extra` literal pairs, groups following.
+    pub fn scrubbing<R: AsRef<[u8]>, S: AsRef<[u8]>>(
+        values: impl IntoIterator<Item = (R, S)>,
+        extra: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Self {
+        let mut pairs = Vec::new();
+        let mut masks = Vec::new();
+        let mut group = 0;
+        for (real, stub) in values {
+            let (real, stub) = (real.as_ref(), stub.as_ref());
+            pairs.extend(encodings::pairs(real, stub).into_iter().map(|(n, r)| (group, n, r)));
+            if real.len() >= encodings::MIN_ENCODED_LEN {
+                masks.push(Mask {
+                    real: real.to_vec(),
+                    stub: stub.to_vec(),
+                    group,
+                });
+            }
+            group += 1;
+        }
+        for (needle, with) in extra {
+            pairs.push((group, needle, with));
+            group += 1;
+        }
+        Self::build(pairs, masks, None)
+    }
+
+    /// [`Self::scrubbing`] without extras, compiled once per distinct value list and kept: compiling
+    /// some thirty needles per credential takes longer than forwarding a request. Kept in a small
+    /// process-wide cache ([`SCRUB_CACHE_SLOTS`]) keyed by a SHA-256 of the pairs.
+    pub fn scrubbing_cached<R: AsRef<[u8]>, S: AsRef<[u8]>>(values: impl IntoIterator<Item = (R, S)>) -> Arc<Self> {
+        static CACHE: Mutex<Vec<([u8; 32], Arc<NeedleSet>)>> = Mutex::new(Vec::new());
+        let values: Vec<(R, S)> = values.into_iter().collect();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for (real, stub) in &values {
+            for part in [real.as_ref(), stub.as_ref()] {
+                digest.update(&(part.len() as u64).to_le_bytes());
+                digest.update(part);
+            }
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.finish().as_ref());
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
+            let entry = cache.remove(i);
+            let set = entry.1.clone();
+            cache.push(entry);
+            return set;
+        }
+        let set = Arc::new(Self::scrubbing(values, []));
+        if cache.len() >= SCRUB_CACHE_SLOTS {
+            cache.remove(0);
+        }
+        cache.push((key, set.clone()));
+        set
+    }
+
+    /// The length of the longest tail of `buf` that is a proper prefix of some needle or trigger.
+    fn pending_tail(&self, buf: &[u8]) -> usize {
+        let most = self.longest_needle.saturating_sub(1).min(buf.len());
+        (1..=most)
+            .rev()
+            .find(|&k| {
+                let tail = &buf[buf.len() - k..];
+                if !self.starts[usize::from(tail[0])] {
+                    return false;
+                }
+                // Needles starting with `tail` sort right at (or, after `tail` itself, next to) its
+                // insertion point.
+                let at = self.prefixes.partition_point(|p| p.as_slice() < tail);
+                self.prefixes[at..]
+                    .iter()
+                    .take(2)
+                    .any(|p| p.len() > k && p.starts_with(tail))
+            })
+            .unwrap_or(0)
+    }
+
+    /// Rewrites `buf` into `out` as far as it is final and returns how far that is: everything when
+    /// `last`, else up to a tail that could still begin a needle or an undecided masked echo.
+    fn rewrite(&self, buf: &[u8], last: bool, out: &mut Vec<u8>, hit: &mut dyn FnMut(usize)) -> usize {
+        let Some(pairs) = &self.pairs else {
+            out.extend_from_slice(buf);
+            return buf.len();
+        };
+        let safe = if last {
+            buf.len()
+        } else {
+            buf.len() - self.pending_tail(buf)
+        };
+        let mut emitted = 0;
+        let mut at = 0;
+        let mut trigger_from = 0;
+        // The next match of each kind at or after `at` (and `trigger_from`): a match found from an
+        // earlier position is still the next one as long as it starts at or after the current one.
+        let span = |from: usize| Input::new(buf).span(from..buf.len());
+        let mut next_pair = pairs.find(span(0));
+        let mut next_trigger = self.triggers.as_ref().and_then(|t| t.find(span(0)));
+        loop {
+            if next_pair.is_some_and(|m| m.start() < at) {
+                next_pair = pairs.find(span(at));
+            }
+            let from = trigger_from.max(at);
+            if let Some(triggers) = &self.triggers
+                && next_trigger.is_some_and(|t| t.start() < from)
+            {
+                next_trigger = triggers.find(span(from));
+            }
+            let (start, echo) = match (next_pair, next_trigger) {
+                (None, None) => break,
+                (Some(m), Some(t)) if t.start() < m.start() => (t.start(), true),
+                (None, Some(t)) => (t.start(), true),
+                (Some(m), _) => (m.start(), false),
+            };
+            if start >= safe {
+                break;
+            }
+            if !echo {
+                let Some(m) = next_pair else { break };
+                out.extend_from_slice(&buf[emitted..m.start()]);
+                let id = m.pattern().as_usize();
+                hit(self.groups[id]);
+                out.extend_from_slice(&self.replacements[id]);
+                emitted = m.end();
+                at = m.end();
+                continue;
+            }
+            match self.echo(&buf[start..], last) {
+                Echo::Found { len, with, group } => {
+                    out.extend_from_slice(&buf[emitted..start]);
+                    hit(group);
+                    out.extend_from_slice(&with);
+                    emitted = start + len;
+                    at = start + len;
+                }
+                Echo::No => trigger_from = start + run_skip(&buf[start..]),
+                Echo::NeedMore => {
+                    out.extend_from_slice(&buf[emitted..start]);
+                    return start;
+                }
+            }
+        }
+        let keep_from = emitted.max(safe);
+        out.extend_from_slice(&buf[emitted..keep_from]);
+        keep_from
+    }
+
+    /// The longest masked echo at the start of `text`, or whether it needs more text to tell.
+    fn echo(&self, text: &[u8], last: bool) -> Echo {
+        let mut best = Echo::No;
+        for mask in &self.masks {
+            match mask.check(text, last) {
+                Echo::NeedMore => return Echo::NeedMore,
+                Echo::Found { len, with, group } => {
+                    if !matches!(&best, Echo::Found { len: l, .. } if *l >= len) {
+                        best = Echo::Found { len, with, group };
+                    }
+                }
+                Echo::No => {}
+            }
+        }
+        best
+    }
+}
+
+/// A set of needle → replacement pairs, matched leftmost-longest, plus (for scrubbing) masked echoes;
+/// with the record of which matched, for the audit log.
+pub struct Substitutions {
+    set: Arc<NeedleSet>,
+    /// Groups of the pairs that matched so far.
     hits: Mutex<BTreeSet<usize>>,
 }
 
 impl std::fmt::Debug for Substitutions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Substitutions")
-            .field("pairs", &self.replacements.len())
+            .field("pairs", &self.set.needles.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Substitutions {
-    /// Builds the set; empty needles are ignored.
+    /// Builds a literal set; empty needles are ignored. Hits are pair indices.
     pub fn new<N: AsRef<[u8]>, R: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (N, R)>) -> Self {
-        let (needles, replacements): (Vec<Vec<u8>>, Vec<Vec<u8>>) = pairs
-            .into_iter()
-            .filter(|(n, _)| !n.as_ref().is_empty())
-            .map(|(n, r)| (n.as_ref().to_vec(), r.as_ref().to_vec()))
-            .unzip();
-        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
-        let matcher = (!needles.is_empty()).then(|| {
-            // A set is built per request and holds a few needles: the contiguous NFA builds in a
-            // fraction of a DFA's time, and the prefilter does the searching either way.
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .kind(Some(AhoCorasickKind::ContiguousNFA))
-                .build(&needles)
-                .expect("literal needles always build")
-        });
+        Self::from_set(Arc::new(NeedleSet::literal(pairs)))
+    }
+
+    /// Scrubs each `(real, stub)` in every routine encoding and as a masked echo, then `extra`
+    /// literal pairs. Hits are value indices, the extras' following.
+    pub fn scrubbing<R: AsRef<[u8]>, S: AsRef<[u8]>>(
+        values: impl IntoIterator<Item = (R, S)>,
+        extra: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Self {
+        if extra.is_empty() {
+            return Self::from_set(NeedleSet::scrubbing_cached(values));
+        }
+        Self::from_set(Arc::new(NeedleSet::scrubbing(values, extra)))
+    }
+
+    /// A fresh record of hits over a compiled set.
+    pub fn from_set(set: Arc<NeedleSet>) -> Self {
         Self {
-            matcher,
-            needles,
-            replacements,
-            longest,
+            set,
             hits: Mutex::new(BTreeSet::new()),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.matcher.is_none()
+        self.set.pairs.is_none()
     }
 
-    /// Whether `input` contains any needle.
+    /// Whether `input` contains any needle or masked echo.
     pub fn finds_any(&self, input: &[u8]) -> bool {
-        self.matcher.as_ref().is_some_and(|m| m.is_match(input))
-    }
-
-    /// Replaces every needle in `input`.
-    pub fn replace_all<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
-        let Some(matcher) = self.matcher.as_ref().filter(|m| m.is_match(input)) else {
-            return Cow::Borrowed(input);
-        };
-        let mut out = Vec::with_capacity(input.len());
-        let mut emitted = 0;
-        for m in matcher.find_iter(input) {
-            out.extend_from_slice(&input[emitted..m.start()]);
-            out.extend_from_slice(self.replacement(m.pattern().as_usize()));
-            emitted = m.end();
+        if self.set.masks.is_empty() {
+            return self.set.pairs.as_ref().is_some_and(|m| m.is_match(input));
         }
-        out.extend_from_slice(&input[emitted..]);
-        Cow::Owned(out)
+        let mut found = false;
+        self.set.rewrite(input, true, &mut Vec::new(), &mut |_| found = true);
+        found
     }
 
-    fn replacement(&self, index: usize) -> &[u8] {
-        self.hits.lock().unwrap_or_else(|p| p.into_inner()).insert(index);
-        &self.replacements[index]
+    /// Replaces every needle (and masked echo) in `input`.
+    pub fn replace_all<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
+        if !self.set.any.as_ref().is_some_and(|m| m.is_match(input)) {
+            return Cow::Borrowed(input);
+        }
+        let mut out = Vec::with_capacity(input.len());
+        let mut found = false;
+        let mut hits = Vec::new();
+        self.set.rewrite(input, true, &mut out, &mut |g| {
+            found = true;
+            hits.push(g);
+        });
+        self.record(hits);
+        if found { Cow::Owned(out) } else { Cow::Borrowed(input) }
     }
 
-    /// Indices (in construction order) of the pairs that have matched so far.
-    /// [`Self::hits`], forgetting them: what matches afterwards is counted afresh.
+    fn record(&self, groups: Vec<usize>) {
+        if !groups.is_empty() {
+            self.hits.lock().unwrap_or_else(|p| p.into_inner()).extend(groups);
+        }
+    }
+
+    /// Groups (in construction order) that have matched so far, forgetting them: what matches
+    /// afterwards is counted afresh.
     pub fn take_hits(&self) -> Vec<usize> {
         std::mem::take(&mut *self.hits.lock().unwrap_or_else(|p| p.into_inner()))
             .into_iter()
             .collect()
     }
 
+    /// Groups (in construction order) that have matched so far.
     pub fn hits(&self) -> Vec<usize> {
         self.hits
             .lock()
@@ -174,7 +552,8 @@ impl StreamRewriter<'_> {
         self.subs.finish(&mut self.carry, out);
     }
 
-    /// Bytes currently held back: a tail that could begin a needle, shorter than the longest one.
+    /// Bytes currently held back: a tail that could begin a needle or an undecided masked echo,
+    /// shorter than [`Substitutions::longest`].
     pub fn held(&self) -> usize {
         self.carry.len()
     }
@@ -182,47 +561,29 @@ impl StreamRewriter<'_> {
 
 impl Substitutions {
     /// The streaming step: rewrites `carry ‖ chunk` into `out` as far as it is final, and keeps the
-    /// rest (shorter than the longest needle) in `carry` for the next chunk.
+    /// rest (shorter than [`Self::longest`]) in `carry` for the next chunk. Only a tail that could
+    /// still begin a needle, or a masked echo not yet decided, waits for more data; everything before
+    /// it is final now (a streamed answer is never held up by more than that).
     pub fn push(&self, carry: &mut Vec<u8>, chunk: &[u8], out: &mut Vec<u8>) {
-        let Some(matcher) = &self.matcher else {
+        if self.is_empty() {
             out.extend_from_slice(chunk);
             return;
-        };
+        }
         carry.extend_from_slice(chunk);
         let buf = std::mem::take(carry);
-        // Only a tail that could still begin a needle waits for more data; everything before it is
-        // final now (a streamed answer is never held up by more than a possible needle).
-        let safe = buf.len() - self.pending_tail(&buf);
-        let mut emitted = 0;
-        for m in matcher.find_iter(&buf) {
-            if m.start() >= safe {
-                break;
-            }
-            out.extend_from_slice(&buf[emitted..m.start()]);
-            out.extend_from_slice(self.replacement(m.pattern().as_usize()));
-            emitted = m.end();
-        }
-        let keep_from = emitted.max(safe);
-        out.extend_from_slice(&buf[emitted..keep_from]);
-        *carry = buf[keep_from..].to_vec();
+        let mut hits = Vec::new();
+        let done = self.set.rewrite(&buf, false, out, &mut |g| hits.push(g));
+        self.record(hits);
+        *carry = buf[done..].to_vec();
     }
 
-    /// Whether `chunk`, streamed with nothing held back, comes out unchanged at once: no needle in it
-    /// and no tail that could begin one.
+    /// Whether `chunk`, streamed with nothing held back, comes out unchanged at once: no needle or
+    /// mask trigger in it and no tail that could begin one.
     pub fn passes_through(&self, chunk: &[u8]) -> bool {
-        self.is_empty() || (!self.finds_any(chunk) && self.pending_tail(chunk) == 0)
-    }
-
-    /// The length of the longest tail of `buf` that is a proper prefix of some needle.
-    fn pending_tail(&self, buf: &[u8]) -> usize {
-        let most = self.longest.saturating_sub(1).min(buf.len());
-        (1..=most)
-            .rev()
-            .find(|&k| {
-                let tail = &buf[buf.len() - k..];
-                self.needles.iter().any(|n| n.len() > k && n.starts_with(tail))
-            })
-            .unwrap_or(0)
+        match &self.set.any {
+            None => true,
+            Some(any) => !any.is_match(chunk) && self.set.pending_tail(chunk) == 0,
+        }
     }
 
     /// The last streaming step: rewrites what `carry` still holds into `out`.
@@ -231,9 +592,9 @@ impl Substitutions {
         out.extend_from_slice(&self.replace_all(&rest));
     }
 
-    /// The longest needle, in bytes.
+    /// The longest pattern, in bytes: a needle or a masked echo.
     pub fn longest(&self) -> usize {
-        self.longest
+        self.set.longest
     }
 }
 
@@ -274,7 +635,7 @@ mod tests {
         let mut out = Vec::new();
         for chunk in input.chunks(piece) {
             rewriter.push(chunk, &mut out);
-            assert!(rewriter.held() < subs.longest, "holds back no more than a needle");
+            assert!(rewriter.held() < subs.longest(), "holds back no more than a needle");
         }
         rewriter.finish(&mut out);
         out
@@ -315,7 +676,7 @@ mod tests {
             let mut out = Vec::new();
             rewriter.push(&chunk, &mut out);
             total += out.len();
-            assert!(rewriter.held() < subs.longest);
+            assert!(rewriter.held() < subs.longest());
         }
         let mut out = Vec::new();
         rewriter.finish(&mut out);
@@ -378,6 +739,113 @@ mod tests {
             &*scrub.replace_all(b"echo: ghp_REAL"),
             b"echo: stub_github_token_3fa91c0d"
         );
+    }
+
+    const REAL: &str = "sk-abcd1234efgh5678ijkl9012wxyz";
+    const STUB: &str = "stub_openai_api_key_11223344";
+
+    fn scrubber() -> Substitutions {
+        Substitutions::scrubbing(
+            [
+                (REAL, STUB),
+                ("ghp_0123456789abcdefABCDEF0123456789abcd", "stub_github_token_3fa91c0d"),
+            ],
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn encoded_real_values_are_scrubbed_across_every_chunk_boundary() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let subs = scrubber();
+        let hex: String = REAL.bytes().map(|b| format!("{b:02X}")).collect();
+        let json: String = REAL.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+        let inputs = [
+            format!("{{\"b64\":\"{}\"}}", STANDARD.encode(format!("xy{REAL}z"))),
+            format!("id={}&", URL_SAFE_NO_PAD.encode(format!("x{REAL}"))),
+            format!("hex {hex} end"),
+            format!("{{\"v\":\"{json}\"}}"),
+            format!("rev {}", REAL.chars().rev().collect::<String>()),
+            format!("pct {}", REAL.bytes().map(|b| format!("%{b:02x}")).collect::<String>()),
+        ];
+        for input in inputs {
+            let whole = subs.replace_all(input.as_bytes()).into_owned();
+            assert_ne!(whole, input.as_bytes(), "{input}");
+            for piece in [1, 2, 3, 7, 64] {
+                assert_eq!(
+                    stream_in_pieces(&subs, input.as_bytes(), piece),
+                    whole,
+                    "{input} in {piece}s"
+                );
+            }
+        }
+        assert_eq!(subs.hits(), vec![0]);
+    }
+
+    #[test]
+    fn masked_echoes_lose_their_real_characters() {
+        let subs = scrubber();
+        let cases = [
+            // OpenAI's 401: the first eight and last four characters around a run of stars.
+            (
+                "Incorrect API key provided: sk-abcd1****wxyz. You can find",
+                "Incorrect API key provided: stub_ope****3344. You can find",
+            ),
+            (
+                "key sk-abcd1234ef\u{2022}\u{2022}\u{2022}",
+                "key stub_openai_a\u{2022}\u{2022}\u{2022}",
+            ),
+            ("key ...........wxyz!", "key ...........3344!"),
+            ("key sk-abcd1234xxxxxxxx", "key stub_openaixxxxxxxx"),
+            ("key sk-abcd1234\u{2026}", "key stub_openai\u{2026}"),
+            // Not echoes: too few real characters, too short a run.
+            ("sk-****", "sk-****"),
+            ("sk-a****", "stub****"),
+            ("***xyz and ... and sk-abcd.", "***xyz and ... and sk-abcd."),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                String::from_utf8(subs.replace_all(input.as_bytes()).into_owned()).unwrap(),
+                expected,
+                "{input}"
+            );
+            for piece in 1..=input.len() {
+                let out = stream_in_pieces(&subs, input.as_bytes(), piece);
+                assert_eq!(String::from_utf8_lossy(&out), expected, "{input} in pieces of {piece}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_undecided_mask_waits_only_until_the_next_character_decides_it() {
+        let subs = scrubber();
+        let mut rewriter = subs.stream();
+        let mut out = Vec::new();
+        rewriter.push(b"data: {\"t\":\"wait...", &mut out);
+        assert_eq!(out, b"data: {\"t\":\"wait", "a run could still be a mask");
+        rewriter.push(b"\"}\n\n", &mut out);
+        assert_eq!(out, b"data: {\"t\":\"wait...\"}\n\n", "and goes out once it is not");
+        assert!(subs.passes_through(b"plain words, nothing else\n"));
+    }
+
+    #[test]
+    fn scrub_sets_are_compiled_once_per_value_list() {
+        let a = NeedleSet::scrubbing_cached([(REAL, STUB)]);
+        let b = NeedleSet::scrubbing_cached([(REAL, STUB)]);
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = NeedleSet::scrubbing_cached([(REAL, "stub_other_0000000000")]);
+        assert!(!Arc::ptr_eq(&a, &c));
+        // Hits are recorded per `Substitutions`, not per shared set.
+        let (one, two) = (Substitutions::from_set(a), Substitutions::from_set(b));
+        one.replace_all(REAL.as_bytes());
+        assert_eq!((one.hits(), two.hits()), (vec![0], vec![]));
+    }
+
+    #[test]
+    fn extra_pairs_follow_the_values_groups() {
+        let subs = Substitutions::scrubbing([(REAL, STUB)], vec![(b"dG9rZW4=".to_vec(), b"c3R1Yg==".to_vec())]);
+        assert_eq!(&*subs.replace_all(b"Basic dG9rZW4="), b"Basic c3R1Yg==");
+        assert_eq!(subs.hits(), vec![1]);
     }
 
     #[test]

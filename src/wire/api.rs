@@ -27,25 +27,7 @@ pub const AGENT_PAGE_MAX: u32 = 200;
 pub const SESSION_PAGE_DEFAULT: u32 = 50;
 pub const SESSION_PAGE_MAX: u32 = 200;
 
-/// Hosts a well-known credential is bound to when it is given none.
-pub const CREDENTIAL_PRESETS: &[(&str, &[&str])] = &[
-    (
-        "GITHUB_TOKEN",
-        &["github.com", "api.github.com", "*.githubusercontent.com"],
-    ),
-    ("GH_TOKEN", &["github.com", "api.github.com", "*.githubusercontent.com"]),
-    ("ANTHROPIC_API_KEY", &["api.anthropic.com"]),
-    ("OPENAI_API_KEY", &["api.openai.com"]),
-    ("GEMINI_API_KEY", &["generativelanguage.googleapis.com"]),
-];
-
-/// The preset hosts of a well-known credential name.
-pub fn preset_hosts(name: &str) -> Option<Vec<String>> {
-    CREDENTIAL_PRESETS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, hosts)| hosts.iter().map(|h| (*h).to_owned()).collect())
-}
+pub use super::vault::{CREDENTIAL_PRESETS, preset_hosts};
 
 /// The error envelope of every non-2xx response.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

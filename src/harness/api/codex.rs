@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Driver, Output, command_line};
+use super::{Driver, Output, command_line, unauthorized};
 use crate::wire::api::Agent;
 use crate::wire::messages::{
     CacheTokens, DeltaField, EventKind, Part, Tokens, ToolState, ToolStatus, TurnError, TurnOutcome,
@@ -20,6 +20,8 @@ use crate::wire::messages::{
 
 /// The tool's program.
 pub const PROGRAM: &str = "codex";
+/// The harness this driver runs.
+const HARNESS: &str = "codex-app-server";
 
 #[derive(Debug, Default)]
 pub struct Codex {
@@ -229,19 +231,28 @@ impl Codex {
                     Some("interrupted") => TurnOutcome::Interrupted,
                     _ => TurnOutcome::Failed,
                 };
-                let error = (status != TurnOutcome::Completed).then(|| TurnError {
-                    kind: if status == TurnOutcome::Interrupted {
-                        "aborted".to_owned()
-                    } else {
-                        "agent_error".to_owned()
-                    },
-                    message: turn
+                let error = (status != TurnOutcome::Completed).then(|| {
+                    let message = turn
                         .pointer("/error/message")
                         .and_then(Value::as_str)
                         .map(str::to_owned)
                         .or_else(|| self.last_error.take())
-                        .unwrap_or_else(|| format!("the turn ended {}", status.finish())),
-                    http_status: None,
+                        .unwrap_or_else(|| format!("the turn ended {}", status.finish()));
+                    let status_code = turn
+                        .pointer("/error/codexErrorInfo/responseStreamDisconnected/httpStatusCode")
+                        .or_else(|| turn.pointer("/error/codexErrorInfo/httpConnectionFailed/httpStatusCode"))
+                        .and_then(Value::as_u64)
+                        .and_then(|c| u16::try_from(c).ok());
+                    let (message, http_status) = unauthorized(HARNESS, message, status_code);
+                    TurnError {
+                        kind: if status == TurnOutcome::Interrupted {
+                            "aborted".to_owned()
+                        } else {
+                            "agent_error".to_owned()
+                        },
+                        message,
+                        http_status,
+                    }
                 });
                 self.turn = None;
                 out.events.push(EventKind::TurnCompleted {
@@ -500,6 +511,28 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_401_from_the_model_api_names_codexs_sign_in_and_the_credentials_binding() {
+        let mut codex = Codex::default();
+        codex.argv(&agent(), None);
+        let out = codex.line(
+            &json!({"method": "turn/completed", "params": {"turn": {"id": "t", "status": "failed", "error": {
+                "message": "unexpected status 401 Unauthorized: You didn't provide an API key."}}}})
+            .to_string(),
+        );
+        let [EventKind::TurnCompleted { error: Some(error), .. }] = out.events.as_slice() else {
+            panic!("{:?}", out.events)
+        };
+        assert_eq!(error.http_status, Some(401));
+        assert!(
+            error.message.starts_with("unexpected status 401 Unauthorized"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("auth.json"), "{}", error.message);
+        assert!(error.message.contains("lap agents show"), "{}", error.message);
     }
 
     #[test]

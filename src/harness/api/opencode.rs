@@ -2,7 +2,9 @@
 //!
 //! The sandbox's loopback is its own, so the relay runs in there too: a small bash bridge
 //! ([`BRIDGE`], host `bash`, `curl` and `base64`, which local sandboxes see) starts the server on
-//! 127.0.0.1:[`PORT`] and waits until it answers; reuses the kept opencode session when the server
+//! 127.0.0.1:[`PORT`] and waits until it answers (each probe with a deadline of its own, the wait
+//! as a whole `LAP_OPENCODE_READY_TIMEOUT` seconds, 120 unless the agent's `env` says otherwise;
+//! every request but the event stream has a deadline too); reuses the kept opencode session when the server
 //! still has it, else creates one (`POST /session`), and prints it as `S <base64 JSON>`; then prints
 //! the server's event stream (`GET /event`, SSE `data:` lines) and performs the requests it reads on
 //! its stdin (one per line: id, method, path, one-line JSON body, tab-separated), printing
@@ -18,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{Driver, Output, QUIET_ENV};
+use super::{Driver, Output, QUIET_ENV, unauthorized};
 use crate::wire::api::Agent;
 use crate::wire::messages::{
     CacheTokens, DeltaField, EventKind, Part, Tokens, ToolState, ToolStatus, TurnError, TurnOutcome,
@@ -28,35 +30,48 @@ use crate::wire::messages::{
 pub const PROGRAM: &str = "opencode";
 /// Where `opencode serve` listens, on the sandbox's own loopback.
 pub const PORT: u16 = 4096;
+/// How long one readiness probe of the server may take (a probe that lands as the port opens is
+/// never answered by opencode 1.18.33; the next one is, in about 0.3 s).
+const PROBE_TIMEOUT_SECS: u32 = 2;
+/// How long one request to the server (session, prompt, abort) may take; `prompt_async` and
+/// `abort` answer at once, the turn itself comes over the event stream.
+const REQUEST_TIMEOUT_SECS: u32 = 30;
 
 /// The bridge: `$@` is the server's command line.
 const BRIDGE: &str = r#"set -u
 base="http://127.0.0.1:$LAP_OPENCODE_PORT"
+ready_timeout=${LAP_OPENCODE_READY_TIMEOUT:-120}
 "$@" >/tmp/lap-opencode.log 2>&1 &
 server=$!
 trap 'kill $server $events 2>/dev/null' EXIT
 events=
-tries=0
-until curl -fsS -o /dev/null "$base/session" 2>/dev/null; do
+SECONDS=0
+# opencode serve 1.18.33 never answers a request that arrives as its port opens: each probe has a
+# deadline of its own, and the wait as a whole has one too.
+until curl -fsS --max-time "$LAP_OPENCODE_PROBE_TIMEOUT" -o /dev/null "$base/session" 2>/dev/null; do
   if ! kill -0 "$server" 2>/dev/null; then
     echo "opencode serve exited before it answered:" >&2; tail -c 2000 /tmp/lap-opencode.log >&2; exit 70
   fi
-  tries=$((tries + 1))
-  if [ "$tries" -gt 1200 ]; then echo "opencode serve did not answer within 120 s" >&2; exit 71; fi
+  if [ "$SECONDS" -ge "$ready_timeout" ]; then
+    echo "opencode serve did not answer on 127.0.0.1:$LAP_OPENCODE_PORT within $ready_timeout s; its log ends:" >&2
+    tail -c 1500 /tmp/lap-opencode.log >&2
+    echo "hint: run \`lap exec SESSION -- opencode serve --port 4097\` to see it start; a slow machine may need LAP_OPENCODE_READY_TIMEOUT=SECONDS in the agent's --env" >&2
+    exit 71
+  fi
   sleep 0.1
 done
 session=${LAP_OPENCODE_SESSION:-}
-if [ -n "$session" ] && curl -fsS -o /tmp/lap-opencode.body "$base/session/$session" 2>/dev/null; then
+if [ -n "$session" ] && curl -fsS --max-time "$LAP_OPENCODE_REQUEST_TIMEOUT" -o /tmp/lap-opencode.body "$base/session/$session" 2>/dev/null; then
   :
-elif ! curl -fsS -X POST -H 'content-type: application/json' --data-binary '{"title":"lap"}' \
+elif ! curl -fsS --max-time "$LAP_OPENCODE_REQUEST_TIMEOUT" -X POST -H 'content-type: application/json' --data-binary '{"title":"lap"}' \
     -o /tmp/lap-opencode.body "$base/session"; then
-  echo "opencode serve refused to create a session: $(cat /tmp/lap-opencode.body 2>/dev/null)" >&2; exit 72
+  echo "opencode serve did not create a session within $LAP_OPENCODE_REQUEST_TIMEOUT s: $(cat /tmp/lap-opencode.body 2>/dev/null)" >&2; exit 72
 fi
 printf 'S %s\n' "$(base64 -w0 /tmp/lap-opencode.body)"
 curl -sSN "$base/event" &
 events=$!
 while IFS=$'\t' read -r id method path body; do
-  out=$(curl -sS -X "$method" -H 'content-type: application/json' ${body:+--data-binary "$body"} \
+  out=$(curl -sS --max-time "$LAP_OPENCODE_REQUEST_TIMEOUT" -X "$method" -H 'content-type: application/json' ${body:+--data-binary "$body"} \
     -o /tmp/lap-opencode.body -w '%{http_code}' "$base$path") || out=000
   case $out in
     2??) ;;
@@ -86,7 +101,8 @@ pub struct OpenCode {
     parts: HashMap<String, &'static str>,
     usage: Option<Tokens>,
     cost: Option<f64>,
-    error: Option<(String, String)>,
+    /// The turn's error: name, message, the model API's HTTP status when it gave one.
+    error: Option<(String, String, Option<u16>)>,
 }
 
 impl OpenCode {
@@ -281,20 +297,23 @@ impl OpenCode {
                 self.busy = false;
                 let error = self.error.take();
                 let status = match &error {
-                    Some((name, _)) if name == "MessageAbortedError" => TurnOutcome::Interrupted,
+                    Some((name, _, _)) if name == "MessageAbortedError" => TurnOutcome::Interrupted,
                     Some(_) => TurnOutcome::Failed,
                     None => TurnOutcome::Completed,
                 };
                 out.events.push(EventKind::TurnCompleted {
                     status,
-                    error: error.map(|(name, message)| TurnError {
-                        kind: if status == TurnOutcome::Interrupted {
-                            "aborted".to_owned()
-                        } else {
-                            name
-                        },
-                        message,
-                        http_status: None,
+                    error: error.map(|(name, message, http_status)| {
+                        let (message, http_status) = unauthorized("opencode", message, http_status);
+                        TurnError {
+                            kind: if status == TurnOutcome::Interrupted {
+                                "aborted".to_owned()
+                            } else {
+                                name
+                            },
+                            message,
+                            http_status,
+                        }
                     }),
                     usage: self.usage.take(),
                     cost_usd: self.cost.take(),
@@ -318,6 +337,8 @@ impl Driver for OpenCode {
             "env".to_owned(),
             format!("LAP_OPENCODE_PORT={PORT}"),
             format!("LAP_OPENCODE_SESSION={}", self.resume.clone().unwrap_or_default()),
+            format!("LAP_OPENCODE_PROBE_TIMEOUT={PROBE_TIMEOUT_SECS}"),
+            format!("LAP_OPENCODE_REQUEST_TIMEOUT={REQUEST_TIMEOUT_SECS}"),
         ];
         argv.extend(QUIET_ENV.iter().map(|(k, v)| format!("{k}={v}")));
         argv.extend([
@@ -374,7 +395,8 @@ impl Driver for OpenCode {
     }
 }
 
-fn error_of(error: &Value) -> (String, String) {
+/// An opencode error's name, message and (for an `APIError`) the model API's HTTP status.
+fn error_of(error: &Value) -> (String, String, Option<u16>) {
     let name = error.get("name").and_then(Value::as_str).unwrap_or("Error").to_owned();
     let message = error
         .pointer("/data/message")
@@ -382,7 +404,11 @@ fn error_of(error: &Value) -> (String, String) {
         .and_then(Value::as_str)
         .unwrap_or(&name)
         .to_owned();
-    (name, message)
+    let status = error
+        .pointer("/data/statusCode")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok());
+    (name, message, status)
 }
 
 /// The part an opencode part becomes (`None`: `step-start`, `step-finish` and others not shown).

@@ -1,0 +1,401 @@
+//! Bodies through the vault: rewritten whole when small and sized, streamed otherwise.
+//!
+//! Owns [`rewrite_body`] and the streaming [`RewriteBody`]. A body is rewritten with one
+//! [`Substitutions`] set (stubs → real values going up, real values → stubs coming down). Going up
+//! it is also checked against a [`Guard`]: stubs that may not be in this body at all (a stub not
+//! bound to the host, or a bound one whose credential may not go in the body), and every stub in
+//! its trailers, which are never an injection point. Coming down, trailers are scrubbed like
+//! headers.
+//!
+//! Invariants: memory stays bounded by [`MAX_BUFFERED_BODY`] for sized bodies and by the longest
+//! needle for streamed ones. A guarded needle ends the body with an error before any byte of it is
+//! passed on — a tail that could begin one is held back until the next chunk decides it — and
+//! which needle it was is left in the guard ([`Guard::tripped`]) for the refusal. What a body
+//! rewrote is known when it ends: [`OnEnd`] is called once, at its end or when it is dropped before
+//! it, with the bytes passed on, so its record is written then.
+//!
+//! It does not decide what goes where ([`super::plan`] does) and does not touch sockets.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use aho_corasick::AhoCorasick;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderValue};
+
+use super::plan::rewrite_headers;
+use super::rewrite::Substitutions;
+
+/// Bodies up to this size with a known length are rewritten whole, keeping an exact length.
+pub const MAX_BUFFERED_BODY: usize = 8 * 1024 * 1024;
+/// How long the vault reads a refused request's body before answering anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Called once when a body ends (or is dropped before its end) with the bytes it passed on.
+pub type OnEnd = Box<dyn FnOnce(u64) + Send + Sync>;
+
+/// Where a guarded needle was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trip {
+    /// In the body: the index of the needle in the guard's body needles.
+    Body(usize),
+    /// In a trailer (named): the index of the needle in the guard's trailer needles.
+    Trailer(String, usize),
+}
+
+/// What a request body may not carry.
+#[derive(Clone)]
+pub struct Guard {
+    body: Option<Arc<Needles>>,
+    trailers: Option<Arc<Needles>>,
+    tripped: Arc<Mutex<Option<Trip>>>,
+}
+
+struct Needles {
+    matcher: AhoCorasick,
+    needles: Vec<Vec<u8>>,
+    longest: usize,
+}
+
+impl Needles {
+    fn new(needles: Vec<Vec<u8>>) -> Option<Arc<Self>> {
+        let needles: Vec<Vec<u8>> = needles.into_iter().filter(|n| !n.is_empty()).collect();
+        let matcher = AhoCorasick::new(&needles).ok().filter(|_| !needles.is_empty())?;
+        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
+        Some(Arc::new(Self {
+            matcher,
+            needles,
+            longest,
+        }))
+    }
+
+    fn find(&self, input: &[u8]) -> Option<usize> {
+        self.matcher.find(input).map(|m| m.pattern().as_usize())
+    }
+
+    /// The length of the longest tail of `buf` that could begin a needle.
+    fn pending_tail(&self, buf: &[u8]) -> usize {
+        let most = self.longest.saturating_sub(1).min(buf.len());
+        (1..=most)
+            .rev()
+            .find(|&k| {
+                let tail = &buf[buf.len() - k..];
+                self.needles.iter().any(|n| n.len() > k && n.starts_with(tail))
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Guard {
+    /// A guard refusing `body` needles in the body and `trailers` needles in trailers.
+    pub fn new(body: Vec<Vec<u8>>, trailers: Vec<Vec<u8>>) -> Self {
+        Self {
+            body: Needles::new(body),
+            trailers: Needles::new(trailers),
+            tripped: Arc::default(),
+        }
+    }
+
+    /// A guard that refuses nothing.
+    pub fn none() -> Self {
+        Self::new(Vec::new(), Vec::new())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.body.is_none() && self.trailers.is_none()
+    }
+
+    /// What tripped the guard, if anything did.
+    pub fn tripped(&self) -> Option<Trip> {
+        self.tripped.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn trip(&self, trip: Trip) -> BoxError {
+        *self.tripped.lock().unwrap_or_else(|p| p.into_inner()) = Some(trip);
+        "lap vault: a stub that may not be sent here".into()
+    }
+
+    fn in_body(&self, input: &[u8]) -> Option<usize> {
+        self.body.as_ref()?.find(input)
+    }
+
+    /// The first trailer carrying a needle, in its name or value.
+    fn in_trailers(&self, trailers: &HeaderMap) -> Option<Trip> {
+        let needles = self.trailers.as_ref()?;
+        trailers.iter().find_map(|(name, value)| {
+            needles
+                .find(name.as_str().as_bytes())
+                .or_else(|| needles.find(value.as_bytes()))
+                .map(|i| Trip::Trailer(name.as_str().to_owned(), i))
+        })
+    }
+}
+
+/// Which way a body goes.
+pub enum Way {
+    /// Sandbox → upstream: rewritten with the swaps, checked against the guard.
+    Up(Guard),
+    /// Upstream → sandbox: scrubbed, trailers too (a trailer whose name holds one of
+    /// `names` is left out); `on_end` runs when it ends.
+    Down { on_end: Option<OnEnd>, names: Vec<Vec<u8>> },
+}
+
+/// Rewrites a body with `subs`, going `way`. Sized bodies under the limit are rewritten whole with
+/// an exact `Content-Length` (a guarded needle is then an error here); others stream (a guarded
+/// needle then ends the stream with an error, and the guard says which).
+pub async fn rewrite_body<B>(
+    body: B,
+    headers: &mut HeaderMap,
+    subs: &Arc<Substitutions>,
+    way: Way,
+) -> Result<ProxyBody, BodyError>
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let known = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match known {
+        Some(len) if len <= MAX_BUFFERED_BODY => {
+            let collected = Limited::new(body, MAX_BUFFERED_BODY)
+                .collect()
+                .await
+                .map_err(BodyError::Read)?;
+            let trailers = collected.trailers().cloned();
+            let bytes = collected.to_bytes();
+            let out = match way {
+                Way::Up(guard) => {
+                    if let Some(i) = guard.in_body(&bytes) {
+                        let _ = guard.trip(Trip::Body(i));
+                        return Err(BodyError::Refused);
+                    }
+                    if let Some(trip) = trailers.as_ref().and_then(|t| guard.in_trailers(t)) {
+                        let _ = guard.trip(trip);
+                        return Err(BodyError::Refused);
+                    }
+                    Bytes::from(subs.replace_all(&bytes).into_owned())
+                }
+                Way::Down { on_end, .. } => {
+                    let out = Bytes::from(subs.replace_all(&bytes).into_owned());
+                    if let Some(on_end) = on_end {
+                        on_end(out.len() as u64);
+                    }
+                    out
+                }
+            };
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            Ok(Full::new(out).map_err(|never| match never {}).boxed())
+        }
+        Some(_) | None => {
+            if matches!(&way, Way::Up(guard) if guard.is_empty()) && subs.is_empty() {
+                return Ok(body.map_err(Into::into).boxed());
+            }
+            headers.remove(header::CONTENT_LENGTH);
+            Ok(RewriteBody::new(body, subs.clone(), way).boxed())
+        }
+    }
+}
+
+/// Why a body could not be passed on.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("a stub that may not be sent here")]
+    Refused,
+    #[error("{0}")]
+    Read(BoxError),
+}
+
+/// Reads and discards a request body the vault refuses, up to [`MAX_BUFFERED_BODY`] bytes and
+/// [`DRAIN_TIMEOUT`]; a longer one is cut off.
+pub async fn drain(mut body: Incoming) {
+    let mut left = MAX_BUFFERED_BODY;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let len = frame.data_ref().map_or(0, Bytes::len);
+            if len >= left {
+                return;
+            }
+            left -= len;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
+}
+
+/// A body rewritten as it streams, in memory bounded by the longest needle.
+pub struct RewriteBody<B> {
+    inner: B,
+    subs: Arc<Substitutions>,
+    /// The rewriter's held-back tail (a possible start of a needle of `subs`).
+    carry: Vec<u8>,
+    guard: Guard,
+    /// A held-back tail that could begin a guarded needle, not yet rewritten.
+    held: Vec<u8>,
+    /// Down: trailers are scrubbed, and left out when their name holds one of these.
+    scrub_trailers: Option<Vec<Vec<u8>>>,
+    on_end: Option<OnEnd>,
+    passed: u64,
+    trailers: Option<HeaderMap>,
+    done: bool,
+}
+
+impl<B> RewriteBody<B> {
+    pub fn new(inner: B, subs: Arc<Substitutions>, way: Way) -> Self {
+        let (guard, on_end, scrub_trailers) = match way {
+            Way::Up(guard) => (guard, None, None),
+            Way::Down { on_end, names } => (Guard::none(), on_end, Some(names)),
+        };
+        Self {
+            inner,
+            subs,
+            carry: Vec::new(),
+            guard,
+            held: Vec::new(),
+            scrub_trailers,
+            on_end,
+            passed: 0,
+            trailers: None,
+            done: false,
+        }
+    }
+
+    /// Rewrites a chunk that passed the guard into what can go on now.
+    fn rewrite(&mut self, data: Bytes) -> Option<Bytes> {
+        // Nothing held back and nothing in this chunk to rewrite or wait for: pass it on as it is,
+        // without a copy (the common case of a large body).
+        if self.carry.is_empty() && self.subs.passes_through(&data) {
+            return (!data.is_empty()).then_some(data);
+        }
+        let mut out = Vec::with_capacity(data.len());
+        self.subs.push(&mut self.carry, &data, &mut out);
+        (!out.is_empty()).then(|| out.into())
+    }
+
+    /// Checks a chunk against the guard; returns what may be rewritten and passed on now.
+    fn guarded(&mut self, data: Bytes) -> Result<Bytes, BoxError> {
+        let Some(needles) = self.guard.body.clone() else {
+            return Ok(data);
+        };
+        let buf = if self.held.is_empty() {
+            data
+        } else {
+            let mut joined = std::mem::take(&mut self.held);
+            joined.extend_from_slice(&data);
+            Bytes::from(joined)
+        };
+        if let Some(i) = needles.find(&buf) {
+            return Err(self.guard.trip(Trip::Body(i)));
+        }
+        let keep = needles.pending_tail(&buf);
+        self.held = buf[buf.len() - keep..].to_vec();
+        Ok(buf.slice(..buf.len() - keep))
+    }
+
+    /// The end of the body: what is still held back, rewritten.
+    fn flush(&mut self) -> Option<Bytes> {
+        let mut out = Vec::new();
+        let held = std::mem::take(&mut self.held);
+        self.subs.push(&mut self.carry, &held, &mut out);
+        self.subs.finish(&mut self.carry, &mut out);
+        (!out.is_empty()).then(|| out.into())
+    }
+
+    fn end(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.passed);
+        }
+    }
+
+    fn pass(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.passed += data.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+}
+
+impl<B> Drop for RewriteBody<B> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl<B> Body for RewriteBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            let this = &mut *self;
+            if let Some(trailers) = this.trailers.take() {
+                this.done = true;
+                this.end();
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            if this.done {
+                this.end();
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let data = match this.guarded(data) {
+                            Ok(data) => data,
+                            Err(err) => {
+                                this.done = true;
+                                return Poll::Ready(Some(Err(err)));
+                            }
+                        };
+                        if let Some(out) = this.rewrite(data) {
+                            return this.pass(out);
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            if let Some(trip) = this.guard.in_trailers(&trailers) {
+                                this.done = true;
+                                return Poll::Ready(Some(Err(this.guard.trip(trip))));
+                            }
+                            let trailers = match &this.scrub_trailers {
+                                Some(names) => rewrite_headers(&trailers, &this.subs, names).headers,
+                                None => trailers,
+                            };
+                            this.trailers = Some(trailers);
+                        }
+                        if let Some(out) = this.flush() {
+                            return this.pass(out);
+                        }
+                    }
+                },
+                Some(Err(err)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+                None => {
+                    this.done = true;
+                    if let Some(out) = this.flush() {
+                        return this.pass(out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

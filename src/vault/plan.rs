@@ -1,0 +1,790 @@
+//! The vault's decision step: what one request may do, decided from its head alone.
+//!
+//! [`decide`] takes a request head on an intercepted connection (method, authority, path, headers),
+//! the sandbox's [`Binding`] and the CONNECT target, and returns either a [`Plan`] — the head as it
+//! goes upstream (stubs swapped, hop-by-hop headers gone), and what the body, frames and response are
+//! rewritten with — or a [`Refusal`]: a [`Why`] and a reason for the sandbox and the record.
+//! [`decide_plain`] does the same for absolute-form `http://` requests, where nothing is ever
+//! swapped. Nothing here touches a socket, reads a body or writes a record; the I/O step
+//! ([`super::intercept`]) does, after the decision.
+//!
+//! Invariant: a stub is swapped only for a credential bound to the CONNECT target, on a request
+//! whose `Host`/`:authority` names that target; any other credential's stub in the head refuses the
+//! request before anything goes upstream.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
+
+use super::audit::AuditLog;
+use super::body::{Guard, Trip};
+use super::limits::MAX_OPEN_CONNECTIONS;
+use super::policy::Policy;
+use super::rewrite::{Substitutions, host_matches};
+use crate::secret::Secret;
+
+/// One credential as a sandbox's vault holds it.
+pub struct Credential {
+    pub name: String,
+    pub stub: String,
+    pub real: Secret,
+    /// Host patterns: `host`, `*.suffix`, optionally `:port`.
+    pub hosts: Vec<String>,
+}
+
+/// What one sandbox's listener enforces, and the record of what passed it.
+pub struct Binding {
+    pub credentials: Vec<Credential>,
+    pub policy: Policy,
+    pub audit: AuditLog,
+    /// The sandbox's connections through the vault: [`MAX_OPEN_CONNECTIONS`] at most.
+    pub connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl Binding {
+    pub fn new(credentials: Vec<Credential>, policy: Policy) -> Self {
+        Self::with_audit(credentials, policy, AuditLog::default())
+    }
+
+    pub fn with_audit(credentials: Vec<Credential>, policy: Policy, audit: AuditLog) -> Self {
+        Self {
+            credentials,
+            policy,
+            audit,
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CONNECTIONS)),
+        }
+    }
+
+    /// Indices of the credentials bound to `host:port`, and of the others.
+    fn bound_to(&self, host: &str, port: u16) -> (Vec<usize>, Vec<usize>) {
+        (0..self.credentials.len())
+            .partition(|&i| self.credentials[i].hosts.iter().any(|p| host_matches(p, host, port)))
+    }
+
+    /// Real value → stub, for every credential: what responses are scrubbed with.
+    pub fn scrubber(&self) -> Substitutions {
+        self.scrubber_with(Vec::new())
+    }
+
+    /// [`Self::scrubber`] plus `extra` pairs, which come after the credentials' own.
+    pub fn scrubber_with(&self, extra: Vec<(Vec<u8>, Vec<u8>)>) -> Substitutions {
+        // Every routine encoding of each real value, and its masked echoes ([`Substitutions::scrubbing`]):
+        // hits are credential indices, the extras' following.
+        let values = self
+            .credentials
+            .iter()
+            .map(|c| (c.real.expose().as_bytes(), c.stub.as_bytes()));
+        Substitutions::scrubbing(values, extra)
+    }
+
+    /// Every real value in lower case: what no response header's name may hold (names are lower
+    /// case on the wire to the sandbox).
+    pub fn real_names(&self) -> Vec<Vec<u8>> {
+        self.credentials
+            .iter()
+            .map(|c| c.real.expose().to_ascii_lowercase().into_bytes())
+            .collect()
+    }
+
+    /// Names of `credentials[indices[i]]` for each hit `i` (hits index `indices`).
+    pub fn names_of(&self, indices: &[usize], hits: &[usize]) -> Vec<String> {
+        self.pick(indices, hits).map(|c| c.name.clone()).collect()
+    }
+
+    /// Stubs of the same.
+    pub fn stubs_of(&self, indices: &[usize], hits: &[usize]) -> Vec<String> {
+        self.pick(indices, hits).map(|c| c.stub.clone()).collect()
+    }
+
+    /// Names of `credentials[i]` for each `i` of `hits` (hits of [`Self::scrubber`]).
+    pub fn names(&self, hits: &[usize]) -> Vec<String> {
+        hits.iter()
+            .filter_map(|&i| self.credentials.get(i))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    fn pick<'a>(&'a self, indices: &'a [usize], hits: &'a [usize]) -> impl Iterator<Item = &'a Credential> {
+        hits.iter()
+            .filter_map(|&h| indices.get(h))
+            .filter_map(|&i| self.credentials.get(i))
+    }
+}
+
+/// Why the vault answered a request itself. Blocks carry `X-Lap-Vault-Blocked: <kind>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// A stub headed somewhere it is not bound to: an alert.
+    NotBound,
+    /// A bound stub somewhere its credential may not be swapped: an alert.
+    NotInjectable,
+    /// A bound stub in a request its credential's method/path rules do not allow: an alert.
+    Rule,
+    /// The sandbox has as many connections open through its vault as it may.
+    TunnelLimit,
+    /// The destination fails the agent's egress policy.
+    Egress,
+    /// `Host`/`:authority` names another host than the CONNECT target (no stub aboard).
+    HostMismatch,
+    /// The TLS ClientHello named another host than the CONNECT target.
+    SniMismatch,
+    /// A compressed body toward a host with bound credentials.
+    Compressed,
+    /// A compressed response from an intercepted upstream (it could hide a real value).
+    CompressedResponse,
+    BadRequest,
+    Upstream,
+}
+
+impl Why {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NotBound | Self::NotInjectable | Self::Rule | Self::Egress | Self::SniMismatch => {
+                StatusCode::FORBIDDEN
+            }
+            Self::TunnelLimit => StatusCode::TOO_MANY_REQUESTS,
+            Self::HostMismatch => StatusCode::MISDIRECTED_REQUEST,
+            Self::Compressed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::CompressedResponse => StatusCode::BAD_GATEWAY,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Upstream => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `X-Lap-Vault-Blocked` value, for refusals that are policy (not errors).
+    pub fn kind(self) -> Option<&'static str> {
+        match self {
+            Self::NotBound => Some("credential-not-bound"),
+            Self::NotInjectable => Some("credential-not-injectable"),
+            Self::Rule => Some("credential-rule"),
+            Self::TunnelLimit => Some("tunnel-limit"),
+            Self::Egress => Some("egress-policy"),
+            Self::HostMismatch => Some("host-mismatch"),
+            Self::SniMismatch => Some("sni-mismatch"),
+            Self::Compressed => Some("compressed-body"),
+            Self::CompressedResponse => Some("compressed-response"),
+            Self::BadRequest | Self::Upstream => None,
+        }
+    }
+
+    /// Whether a refusal of this kind is an alert (a credential was being moved).
+    pub fn is_alert(self) -> bool {
+        matches!(self, Self::NotBound | Self::NotInjectable | Self::Rule)
+    }
+}
+
+/// A request the vault answers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub why: Why,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(why: Why, reason: impl Into<String>) -> Self {
+        Self {
+            why,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where in a request a stub was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Method,
+    HeaderName,
+    /// A header's value (its name, lower-case).
+    Header(String),
+    Path,
+    /// A query parameter's name or value (the parameter's name).
+    Query(String),
+    Body,
+    /// A request trailer (its name).
+    Trailer(String),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Method => f.write_str("the request method"),
+            Self::HeaderName => f.write_str("a header name"),
+            Self::Header(name) if name == "authorization" => {
+                f.write_str("the Authorization header, other than as `Bearer`, `token` or `Basic` credentials")
+            }
+            Self::Header(name) => write!(f, "the `{name}` header"),
+            Self::Path => f.write_str("the request path"),
+            Self::Query(name) => write!(f, "the query parameter `{name}`"),
+            Self::Body => f.write_str("the request body"),
+            Self::Trailer(name) => write!(f, "the request trailer `{name}`"),
+        }
+    }
+}
+
+/// The refusal of `credential`'s stub found at `place`, which is not one of its injection points.
+pub fn not_injectable(credential: &Credential, place: &Place) -> Refusal {
+    Refusal::new(
+        Why::NotInjectable,
+        format!(
+            "the stub of {} is in {place}; it may not be sent there",
+            credential.name
+        ),
+    )
+}
+
+/// The refusal of `credential`'s stub in a request its rules do not allow.
+pub fn outside_rules(credential: &Credential, method: &str, path: &str) -> Refusal {
+    Refusal::new(
+        Why::Rule,
+        format!("{} may not be sent with `{method} {path}`", credential.name),
+    )
+}
+
+/// A request head, as the sandbox sent it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    /// `:authority`, or else the `Host` header.
+    pub authority: Option<&'a str>,
+    /// Path and query.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+/// What an allowed request does.
+pub struct Plan {
+    /// Indices in [`Binding::credentials`] of the credentials bound to the target.
+    pub bound: Vec<usize>,
+    /// The path and query as they go upstream.
+    pub path: PathAndQuery,
+    /// The headers as they go upstream. For a WebSocket upgrade only the stubs are swapped (the
+    /// upgrade keeps its hop-by-hop headers); otherwise hop-by-hop headers are gone and
+    /// `Accept-Encoding` is `identity`, so the response can be scrubbed.
+    pub headers: HeaderMap,
+    /// Stubs → real values for the body or the frames, pairs in [`Tally::body_swap`]'s order.
+    pub swap: Arc<Substitutions>,
+    /// What the request swapped: its head's, and the body's as it streams.
+    pub tally: Tally,
+    /// The stubs the body or frames may not carry, by credential index, and why.
+    pub guard_body: Vec<(usize, Why)>,
+    /// Encoded real values the head carries (Basic credentials) → their encoded stubs: a response
+    /// reflecting them is scrubbed of these too.
+    pub reflected: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Whether the request is a WebSocket upgrade.
+    pub websocket: bool,
+    method: String,
+    path_only: String,
+    host: String,
+}
+
+/// Which credentials one request swapped.
+#[derive(Clone)]
+pub struct Tally {
+    /// Credentials swapped in the head.
+    pub head: Vec<usize>,
+    /// Credentials [`Plan::swap`] swaps in the body, in its order.
+    pub body_swap: Vec<usize>,
+    swap: Arc<Substitutions>,
+}
+
+impl Tally {
+    /// The names and stubs of the credentials swapped so far (head, then body or frames as far as
+    /// they went).
+    pub fn swapped(&self, binding: &Binding) -> (Vec<String>, Vec<String>) {
+        let mut all: BTreeSet<usize> = self.head.iter().copied().collect();
+        all.extend(self.swap.hits().iter().filter_map(|&h| self.body_swap.get(h)));
+        all.iter()
+            .filter_map(|&i| binding.credentials.get(i))
+            .map(|c| (c.name.clone(), c.stub.clone()))
+            .unzip()
+    }
+}
+
+impl Plan {
+    /// What the request body may not carry: the stubs of [`Plan::guard_body`] in the body, any
+    /// credential's stub in a trailer (trailers are never an injection point).
+    pub fn guard(&self, binding: &Binding) -> Guard {
+        let stub = |i: usize| binding.credentials[i].stub.as_bytes().to_vec();
+        Guard::new(
+            self.guard_body.iter().map(|&(i, _)| stub(i)).collect(),
+            (0..binding.credentials.len()).map(stub).collect(),
+        )
+    }
+
+    /// The stubs the frames of a WebSocket may not carry (needle → itself).
+    pub fn frame_guard(&self, binding: &Binding) -> Substitutions {
+        Substitutions::new(self.guard_body.iter().map(|&(i, _)| {
+            let stub = binding.credentials[i].stub.as_bytes();
+            (stub, stub)
+        }))
+    }
+
+    /// The refusal for what tripped [`Plan::guard`].
+    pub fn refusal(&self, binding: &Binding, trip: &Trip) -> Refusal {
+        let (i, why, place) = match trip {
+            Trip::Body(n) => match self.guard_body.get(*n) {
+                Some(&(i, why)) => (i, why, Place::Body),
+                None => (usize::MAX, Why::NotBound, Place::Body),
+            },
+            Trip::Trailer(name, i) => {
+                let why = if self.bound.contains(i) {
+                    Why::NotInjectable
+                } else {
+                    Why::NotBound
+                };
+                (*i, why, Place::Trailer(name.clone()))
+            }
+        };
+        let Some(c) = binding.credentials.get(i) else {
+            return Refusal::new(Why::NotBound, format!("a stub was sent to `{}`", self.host));
+        };
+        match why {
+            Why::NotInjectable => not_injectable(c, &place),
+            Why::Rule => outside_rules(c, &self.method, &self.path_only),
+            _ => Refusal::new(Why::NotBound, stray_reason(&[c.name.as_str()], &self.host)),
+        }
+    }
+
+    /// The record of a WebSocket's frames carrying a stub they may not (which one is not known).
+    pub fn frame_refusal(&self, binding: &Binding) -> Refusal {
+        let names: Vec<&str> = self
+            .guard_body
+            .iter()
+            .filter_map(|&(i, _)| binding.credentials.get(i))
+            .map(|c| c.name.as_str())
+            .collect();
+        let why = if self.guard_body.iter().all(|&(_, why)| why == Why::NotBound) {
+            Why::NotBound
+        } else {
+            Why::NotInjectable
+        };
+        Refusal::new(
+            why,
+            format!(
+                "a WebSocket frame to `{}` carried a stub of one of {} (never sent in frames to it)",
+                self.host,
+                names.join(", ")
+            ),
+        )
+    }
+}
+
+/// Decides a request on a connection intercepted for `host:port` (already canonical).
+pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Result<Plan, Refusal> {
+    let creds = &binding.credentials;
+    if !head.authority.is_some_and(|a| authority_is(a, host, port)) {
+        let asked = head.authority.unwrap_or("(none)");
+        // With a stub aboard, this is an attempt to move a credential elsewhere: an alert.
+        let why = if creds.iter().any(|c| in_head(head, &c.stub)) {
+            Why::NotBound
+        } else {
+            Why::HostMismatch
+        };
+        return Err(Refusal::new(
+            why,
+            format!("Host `{asked}` does not match the CONNECT target `{host}`"),
+        ));
+    }
+    let (bound, unbound) = binding.bound_to(host, port);
+    let strays: Vec<&str> = unbound
+        .iter()
+        .map(|&i| &creds[i])
+        .filter(|c| in_head(head, &c.stub))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !strays.is_empty() {
+        return Err(Refusal::new(Why::NotBound, stray_reason(&strays, host)));
+    }
+    if !creds.is_empty() && is_compressed(head.headers) {
+        return Err(Refusal::new(
+            Why::Compressed,
+            format!("a compressed request body to `{host}` cannot be checked for credentials; send it uncompressed"),
+        ));
+    }
+    let (path_only, _) = head.path.split_once('?').unwrap_or((head.path, ""));
+    // Until injection points are enforced: a bound stub is swapped anywhere in the head.
+    let swap = Substitutions::new(bound.iter().map(|&i| {
+        let c = &creds[i];
+        (c.stub.as_bytes(), c.real.expose().as_bytes())
+    }));
+    let path = PathAndQuery::try_from(swap.replace_all(head.path.as_bytes()).as_ref())
+        .map_err(|_| Refusal::new(Why::BadRequest, "the rewritten request path is not a valid URL"))?;
+    let Rewritten {
+        mut headers,
+        reflected,
+        invalid,
+        ..
+    } = rewrite_headers(head.headers, &swap, &[]);
+    if invalid {
+        return Err(Refusal::new(Why::BadRequest, "a rewritten header is not valid"));
+    }
+    let swapped = Vec::new();
+    let websocket = is_websocket_upgrade(head.headers);
+    if !websocket {
+        strip_hop_by_hop(&mut headers);
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    if !creds.is_empty() {
+        // A range of a stored real value is a piece the scrubber cannot recognise: the whole
+        // response is asked for, and scrubbed.
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
+    }
+    let guard_body = unbound.iter().map(|&i| (i, Why::NotBound)).collect();
+    let swap = Arc::new(swap);
+    Ok(Plan {
+        tally: Tally {
+            head: swapped,
+            body_swap: bound.clone(),
+            swap: swap.clone(),
+        },
+        bound,
+        path,
+        headers,
+        swap,
+        guard_body,
+        reflected,
+        websocket,
+        method: head.method.to_owned(),
+        path_only: path_only.to_owned(),
+        host: host.to_owned(),
+    })
+}
+
+/// What an allowed absolute-form `http://` request does: nothing is swapped.
+pub struct PlainPlan {
+    /// The headers as they go upstream: hop-by-hop headers gone, `Accept-Encoding: identity`.
+    pub headers: HeaderMap,
+    /// Every credential's stub: none may pass in the body or a trailer.
+    pub guard: Guard,
+}
+
+/// The refusal of a stub in a plain `http://` request.
+pub const IN_CLEAR: &str = "credentials are only sent over HTTPS; a stub in a plain http:// request is refused";
+
+/// Decides an absolute-form `http://` request: no stub of any credential may be anywhere in it
+/// (method, header names and values with Basic decoded, path and query also percent-decoded).
+pub fn decide_plain(binding: &Binding, head: &Head<'_>) -> Result<PlainPlan, Refusal> {
+    if binding.credentials.iter().any(|c| in_head(head, &c.stub)) {
+        return Err(Refusal::new(Why::NotBound, IN_CLEAR));
+    }
+    if !binding.credentials.is_empty() && is_compressed(head.headers) {
+        return Err(Refusal::new(
+            Why::Compressed,
+            "a compressed request body cannot be checked for credentials; send it uncompressed",
+        ));
+    }
+    let mut headers = head.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    let stubs: Vec<Vec<u8>> = binding.credentials.iter().map(|c| c.stub.as_bytes().to_vec()).collect();
+    Ok(PlainPlan {
+        headers,
+        guard: Guard::new(stubs.clone(), stubs),
+    })
+}
+
+/// Headers with every value rewritten.
+pub struct Rewritten {
+    pub headers: HeaderMap,
+    /// (encoded new, encoded old) Basic tokens of the values that changed.
+    pub reflected: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Whether a rewritten value was not a valid header value (it is left out of `headers`).
+    pub invalid: bool,
+    /// Whether a header was left out because its name carried a forbidden name part.
+    pub dropped_name: bool,
+}
+
+/// Rewrites every header value with `subs` (`Authorization: Basic` decoded and re-encoded), and
+/// leaves out every header whose name holds one of `forbidden_in_names` (lower case: names are):
+/// the one header-rewrite loop of responses and trailers (real → stubs), and of request heads
+/// while nothing else is enforced.
+pub fn rewrite_headers(headers: &HeaderMap, subs: &Substitutions, forbidden_in_names: &[Vec<u8>]) -> Rewritten {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    let mut reflected = Vec::new();
+    let mut invalid = false;
+    let mut dropped_name = false;
+    for (name, value) in headers {
+        if forbidden_in_names.iter().any(|n| contains(name.as_str().as_bytes(), n)) {
+            dropped_name = true;
+            continue;
+        }
+        let Some(new) = subs.header_value(value.as_bytes()) else {
+            out.append(name.clone(), value.clone());
+            continue;
+        };
+        if let (Some(old_token), Some(new_token)) = (basic_token(value.as_bytes()), basic_token(&new)) {
+            reflected.push((new_token.to_vec(), old_token.to_vec()));
+        }
+        match HeaderValue::from_bytes(&new) {
+            Ok(new) => {
+                out.append(name.clone(), new);
+            }
+            Err(_) => invalid = true,
+        }
+    }
+    Rewritten {
+        headers: out,
+        reflected,
+        invalid,
+        dropped_name,
+    }
+}
+
+/// The base64 part of an `Authorization: Basic …` value.
+fn basic_token(value: &[u8]) -> Option<&[u8]> {
+    let prefix = b"basic ";
+    (value.len() > prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| value[prefix.len()..].trim_ascii())
+}
+
+pub fn stray_reason<S: AsRef<str>>(names: &[S], host: &str) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    format!(
+        "a stub of {} was sent to `{host}`, which it is not bound to",
+        names.join(", ")
+    )
+}
+
+/// Whether `stub` is anywhere in the head: the method, a header's name or value (Basic decoded),
+/// the path or query (also percent-decoded).
+fn in_head(head: &Head<'_>, stub: &str) -> bool {
+    let needle = stub.as_bytes();
+    contains(head.method.as_bytes(), needle)
+        || contains(head.path.as_bytes(), needle)
+        || contains(&percent_decode(head.path.as_bytes()), needle)
+        || head
+            .headers
+            .iter()
+            .any(|(n, v)| contains(n.as_str().as_bytes(), needle) || contains_stub(v.as_bytes(), stub))
+}
+
+/// Whether `needle` is in `haystack`, ignoring ASCII case (stubs and names are lower case; a stub
+/// in upper case is still one).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// `%XX` escapes decoded; anything else (a bad escape too) kept as it is.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                input.get(i + 1).and_then(|&b| hex(b)),
+                input.get(i + 2).and_then(|&b| hex(b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn contains_stub(value: &[u8], stub: &str) -> bool {
+    let single = Substitutions::new([(stub, stub)]);
+    single.finds_any(value) || single.header_value(value).is_some()
+}
+
+/// Whether `authority` (`host` or `host:port`) names `host:port`.
+fn authority_is(authority: &str, host: &str, port: u16) -> bool {
+    let Ok(parsed) = authority.parse::<hyper::http::uri::Authority>() else {
+        return false;
+    };
+    let name = parsed
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.');
+    name.eq_ignore_ascii_case(host) && parsed.port_u16().unwrap_or(443) == port
+}
+
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has = |name: HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// Whether a message's body is compressed: a `Content-Encoding` other than `identity`, or a
+/// `Transfer-Encoding` coding other than `chunked` (`gzip, chunked`).
+pub fn is_compressed(headers: &HeaderMap) -> bool {
+    let codings = |name: HeaderName, plain: &'static [&'static str]| {
+        headers.get_all(name).iter().any(move |v| {
+            v.to_str().map_or(true, |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .any(|c| !c.is_empty() && !plain.iter().any(|p| c.eq_ignore_ascii_case(p)))
+            })
+        })
+    };
+    codings(header::CONTENT_ENCODING, &["identity"]) || codings(header::TRANSFER_ENCODING, &["chunked", "identity"])
+}
+
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: &str = "api.github.com";
+
+    fn binding() -> Binding {
+        let credential = |name: &str, stub: &str, real: &str, host: &str| Credential {
+            name: name.into(),
+            stub: stub.into(),
+            real: Secret::new(real),
+            hosts: vec![host.into()],
+        };
+        Binding::new(
+            vec![
+                credential("GITHUB_TOKEN", "stub_gh_1", "ghp_real", HOST),
+                credential("OPENAI_API_KEY", "stub_oa_1", "sk-real", "api.openai.com"),
+            ],
+            Policy::new(&[], &[]),
+        )
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn head<'a>(path: &'a str, headers: &'a HeaderMap) -> Head<'a> {
+        Head {
+            method: "GET",
+            authority: Some(HOST),
+            path,
+            headers,
+        }
+    }
+
+    #[test]
+    fn a_bound_stub_in_authorization_is_swapped_and_hop_by_hop_headers_go() {
+        let h = headers(&[("authorization", "Bearer stub_gh_1"), ("connection", "close")]);
+        let plan = decide(&binding(), HOST, 443, &head("/user", &h))
+            .map_err(|r| r.reason)
+            .unwrap();
+        assert_eq!(plan.headers["authorization"], "Bearer ghp_real");
+        assert!(!plan.headers.contains_key("connection"));
+        assert_eq!(plan.headers["accept-encoding"], "identity");
+        assert_eq!(plan.bound, vec![0]);
+        assert_eq!(plan.swap.hits(), vec![0]);
+    }
+
+    #[test]
+    fn basic_credentials_are_swapped_and_their_encoded_form_is_scrubbed_back() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let h = headers(&[("authorization", &format!("Basic {}", b64("x:stub_gh_1")))]);
+        let plan = decide(&binding(), HOST, 443, &head("/", &h))
+            .map_err(|r| r.reason)
+            .unwrap();
+        assert_eq!(
+            plan.headers["authorization"],
+            format!("Basic {}", b64("x:ghp_real")).as_str()
+        );
+        assert_eq!(
+            plan.reflected,
+            vec![(b64("x:ghp_real").into_bytes(), b64("x:stub_gh_1").into_bytes())]
+        );
+    }
+
+    #[test]
+    fn a_stub_of_another_host_in_the_head_is_refused_as_not_bound() {
+        let h = headers(&[("x-key", "stub_oa_1")]);
+        let refusal = decide(&binding(), HOST, 443, &head("/", &h)).err().unwrap();
+        assert_eq!(refusal.why, Why::NotBound);
+        assert!(refusal.reason.contains("OPENAI_API_KEY"), "{}", refusal.reason);
+    }
+
+    #[test]
+    fn another_host_in_host_is_a_mismatch_and_an_alert_with_a_stub_aboard() {
+        let h = headers(&[]);
+        let mut other = head("/", &h);
+        other.authority = Some("evil.example");
+        assert_eq!(
+            decide(&binding(), HOST, 443, &other).err().unwrap().why,
+            Why::HostMismatch
+        );
+        let h = headers(&[("authorization", "Bearer stub_gh_1")]);
+        let mut other = head("/", &h);
+        other.authority = Some("evil.example");
+        assert_eq!(decide(&binding(), HOST, 443, &other).err().unwrap().why, Why::NotBound);
+    }
+
+    #[test]
+    fn a_compressed_body_is_refused_whenever_the_sandbox_has_credentials() {
+        for coding in [("content-encoding", "gzip"), ("transfer-encoding", "gzip, chunked")] {
+            let h = headers(&[coding]);
+            assert_eq!(
+                decide(&binding(), HOST, 443, &head("/", &h)).err().unwrap().why,
+                Why::Compressed
+            );
+            // Toward a host nothing is bound to as well: a stub inside would go unseen.
+            let unbound = Head {
+                authority: Some("example.com"),
+                ..head("/", &h)
+            };
+            assert_eq!(
+                decide(&binding(), "example.com", 443, &unbound).err().unwrap().why,
+                Why::Compressed
+            );
+            let none = Binding::new(Vec::new(), Policy::new(&[], &[]));
+            assert!(decide(&none, "example.com", 443, &unbound).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_websocket_upgrade_keeps_its_upgrade_headers() {
+        let h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let plan = decide(&binding(), HOST, 443, &head("/ws", &h))
+            .map_err(|r| r.reason)
+            .unwrap();
+        assert!(plan.websocket);
+        assert!(plan.headers.contains_key("upgrade"));
+    }
+
+    #[test]
+    fn plain_http_refuses_any_stub_in_the_head() {
+        let h = headers(&[("authorization", "Bearer stub_gh_1")]);
+        assert_eq!(
+            decide_plain(&binding(), &head("/", &h)).err().unwrap().why,
+            Why::NotBound
+        );
+        let h = headers(&[]);
+        assert!(decide_plain(&binding(), &head("/", &h)).is_ok());
+    }
+}
