@@ -84,6 +84,25 @@ ensure_node() {
     "install Node.js 18 or newer"
 }
 
+# Installs every `npm` tool of scripts/tool-versions at its pinned version, globally, when it is
+# missing or another version; quiet when all are there. (Other managers' lines are read elsewhere.)
+ensure_pinned_npm_tools() {
+  local manager package version installed node_major listed
+  # One listing of the global packages, as `PACKAGE VERSION` lines.
+  listed=$(npm ls -g --depth=0 --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{
+    try{for(const[n,p]of Object.entries(JSON.parse(s).dependencies||{}))console.log(n+" "+(p.version||""))}catch{}})')
+  while read -r manager package version _; do
+    case $manager in npm) ;; *) continue ;; esac
+    installed=$(awk -v p="$package" '$1 == p {print $2}' <<<"$listed")
+    [ "$installed" = "$version" ] && continue
+    node_major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$node_major" -ge 18 ] || die "node $(node --version) is too old for $package" \
+      "install Node 18 or newer, then run: npm install -g $package@$version"
+    say "installing $package@$version (npm; was: ${installed:-missing})"
+    as_root npm install -g --no-fund --no-audit "$package@$version" >&2
+  done < <(grep -v '^[[:space:]]*#' scripts/tool-versions)
+}
+
 # The proven version of a harness tool: `tool_version npm @google/gemini-cli` prints what
 # scripts/tool-versions pins (the versions the suite proved; `lap doctor` compares against them).
 tool_version() {
@@ -105,23 +124,4 @@ ensure_hermes() {
   as_root ln -sf "$venv/bin/hermes" "$link"
   "$link" --version 2>/dev/null | grep -qF "v$version" ||
     die "pip installed hermes-agent==$version but \`$link --version\` does not say it" "see $venv"
-}
-
-# Installs every `npm` tool of scripts/tool-versions at its pinned version, globally, when it is
-# missing or another version; quiet when all are there. (Other managers' lines are read elsewhere.)
-ensure_pinned_npm_tools() {
-  local manager package version installed node_major listed
-  # One listing of the global packages, as `PACKAGE VERSION` lines.
-  listed=$(npm ls -g --depth=0 --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{
-    try{for(const[n,p]of Object.entries(JSON.parse(s).dependencies||{}))console.log(n+" "+(p.version||""))}catch{}})')
-  while read -r manager package version _; do
-    case $manager in npm) ;; *) continue ;; esac
-    installed=$(awk -v p="$package" '$1 == p {print $2}' <<<"$listed")
-    [ "$installed" = "$version" ] && continue
-    node_major=$(node -p 'process.versions.node.split(".")[0]')
-    [ "$node_major" -ge 18 ] || die "node $(node --version) is too old for $package" \
-      "install Node 18 or newer, then run: npm install -g $package@$version"
-    say "installing $package@$version (npm; was: ${installed:-missing})"
-    as_root npm install -g --no-fund --no-audit "$package@$version" >&2
-  done < <(grep -v '^[[:space:]]*#' scripts/tool-versions)
 }

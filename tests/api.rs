@@ -447,14 +447,23 @@ async fn creating_an_agent_returns_it_in_lap_shape() {
           "hosts": [
             "api.anthropic.com"
           ],
-          "name": "ANTHROPIC_API_KEY"
+          "inject": [
+            "authorization",
+            "header:x-api-key"
+          ],
+          "name": "ANTHROPIC_API_KEY",
+          "rules": []
         },
         {
           "fingerprint": "[fingerprint]",
           "hosts": [
             "api.github.com"
           ],
-          "name": "GITHUB_TOKEN"
+          "inject": [
+            "authorization"
+          ],
+          "name": "GITHUB_TOKEN",
+          "rules": []
         }
       ],
       "deny_out": [
@@ -896,6 +905,226 @@ async fn patch_env_var_hosts_rebinds_a_credential_and_keeps_its_value() {
         reply.body["env_var_hosts"],
         json!({"TOKEN": ["b.example.com", "*.c.example.com:8443"]})
     );
+}
+
+#[tokio::test]
+async fn credentials_get_their_presets_injection_points_unless_given_their_own() {
+    let app = App::new();
+    let agent = app
+        .create_agent(json!({"name": "demo",
+            "credentials": [
+                {"name": "GITHUB_TOKEN", "value": "ghp_x", "rules": ["get,post /repos/acme/**"]},
+                {"name": "GITLAB_TOKEN", "value": "glpat-x"},
+            ],
+            "env_vars": {"ANTHROPIC_API_KEY": "sk-ant-x", "SEARCH_KEY": "k"},
+            "env_var_hosts": {"SEARCH_KEY": ["search.example.com"]},
+            "env_var_inject": {"SEARCH_KEY": ["Query:key", "header:X-Search-Key", "query:key"]},
+            "env_var_rules": {"SEARCH_KEY": ["/v1/search", "GET /v1/%73uggest"]}}))
+        .await;
+    let by_name = |name: &str| {
+        agent["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {agent}"))
+            .clone()
+    };
+    assert_eq!(
+        by_name("ANTHROPIC_API_KEY")["inject"],
+        json!(["authorization", "header:x-api-key"])
+    );
+    assert_eq!(by_name("ANTHROPIC_API_KEY")["rules"], json!([]));
+    assert_eq!(
+        by_name("GITLAB_TOKEN")["inject"],
+        json!(["header:private-token", "authorization"])
+    );
+    assert_eq!(by_name("GITLAB_TOKEN")["hosts"], json!(["gitlab.com"]));
+    assert_eq!(by_name("GITHUB_TOKEN")["inject"], json!(["authorization"]));
+    assert_eq!(by_name("GITHUB_TOKEN")["rules"], json!(["GET,POST /repos/acme/**"]));
+    // Header names lower-cased, duplicates dropped, unreserved escapes decoded: the stored form.
+    assert_eq!(
+        by_name("SEARCH_KEY")["inject"],
+        json!(["query:key", "header:x-search-key"])
+    );
+    assert_eq!(by_name("SEARCH_KEY")["rules"], json!(["/v1/search", "GET /v1/suggest"]));
+    // Shown again as stored.
+    let shown = app.get(&agent_path("demo")).await;
+    assert_eq!(shown.body["credentials"], agent["credentials"]);
+}
+
+#[tokio::test]
+async fn patch_env_var_inject_and_rules_replace_a_credentials_sets_and_keep_its_value() {
+    let app = App::new();
+    let before = app
+        .create_agent(json!({"name": "demo",
+            "credentials": [{"name": "TOKEN", "value": "v", "hosts": ["a.example.com"]}]}))
+        .await;
+    assert_eq!(before["credentials"][0]["inject"], json!(["authorization"]));
+    let reply = app
+        .patch(
+            &agent_path("demo"),
+            json!({"env_var_inject": {"TOKEN": ["header:x-token", "body"]},
+                   "env_var_rules": {"TOKEN": ["POST /upload/*"]}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    let credential = &reply.body["credentials"][0];
+    assert_eq!(credential["inject"], json!(["header:x-token", "body"]));
+    assert_eq!(credential["rules"], json!(["POST /upload/*"]));
+    assert_eq!(credential["fingerprint"], before["credentials"][0]["fingerprint"]);
+    assert_eq!(credential["hosts"], json!(["a.example.com"]));
+
+    // A new value without points keeps the stored ones; `[]` rules means any request again.
+    let reply = app
+        .patch(
+            &agent_path("demo"),
+            json!({"credentials": [{"name": "TOKEN", "value": "w", "hosts": ["a.example.com"]}],
+                   "env_var_rules": {"TOKEN": []}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    let credential = &reply.body["credentials"][0];
+    assert_eq!(credential["inject"], json!(["header:x-token", "body"]));
+    assert_eq!(credential["rules"], json!([]));
+    assert_ne!(credential["fingerprint"], before["credentials"][0]["fingerprint"]);
+}
+
+#[tokio::test]
+async fn bad_injection_points_and_rules_are_400_naming_the_entry_with_a_hint() {
+    let app = App::new();
+    let create = |inject: Value, rules: Value| {
+        json!({"name": "demo", "env_vars": {"GITHUB_TOKEN": "v"},
+               "env_var_inject": {"GITHUB_TOKEN": inject}, "env_var_rules": {"GITHUB_TOKEN": rules}})
+    };
+    for (inject, rules, needle, hint) in [
+        (
+            json!(["header:Authorization"]),
+            json!([]),
+            "`header:Authorization` names the `Authorization` header",
+            "say `authorization`",
+        ),
+        (
+            json!(["cookie"]),
+            json!([]),
+            "unknown injection point `cookie`",
+            "header:NAME",
+        ),
+        (
+            json!(["header:host"]),
+            json!([]),
+            "header `host` cannot carry a credential",
+            "another header",
+        ),
+        (
+            json!(["query:a&b"]),
+            json!([]),
+            "`a&b` is not a query parameter name",
+            "letters, digits",
+        ),
+        (
+            json!([]),
+            json!([]),
+            "credential `GITHUB_TOKEN` has no injection point",
+            "authorization",
+        ),
+        (
+            json!(["authorization"]),
+            json!(["GET /repos/../admin"]),
+            "rule `GET /repos/../admin` has an empty, `.` or `..` segment",
+            "METHODS /glob",
+        ),
+        (
+            json!(["authorization"]),
+            json!(["repos/**"]),
+            "rule `repos/**` has no path starting with `/`",
+            "METHODS /glob",
+        ),
+        (
+            json!(["authorization"]),
+            json!(["/a?b"]),
+            "rule `/a?b` has `?` in its path",
+            "METHODS /glob",
+        ),
+    ] {
+        let reply = app.post(AGENTS, create(inject.clone(), rules.clone())).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+        assert!(str_of(&reply.body["error"]).contains("GITHUB_TOKEN"), "{}", reply.raw);
+        assert!(
+            reply.body["hint"].as_str().is_some_and(|h| h.contains(hint)),
+            "{inject} {rules}: {}",
+            reply.raw
+        );
+    }
+    // The same checks on patch, and a failed patch changes nothing.
+    app.create_agent(json!({"name": "demo", "env_vars": {"GITHUB_TOKEN": "v"}}))
+        .await;
+    let reply = app
+        .patch(
+            &agent_path("demo"),
+            json!({"env_var_inject": {"GITHUB_TOKEN": ["authorization", "header:content-length"]}}),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "header `content-length` cannot carry a credential",
+    );
+    let reply = app
+        .patch(
+            &agent_path("demo"),
+            json!({"env_var_rules": {"GITHUB_TOKEN": ["GET /a/%zz"]}}),
+        )
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "bad percent-escape");
+    let shown = app.get(&agent_path("demo")).await;
+    assert_eq!(shown.body["credentials"][0]["inject"], json!(["authorization"]));
+    assert_eq!(shown.body["credentials"][0]["rules"], json!([]));
+}
+
+#[tokio::test]
+async fn env_var_inject_or_rules_naming_a_non_credential_is_400() {
+    let app = App::new();
+    for field in ["env_var_inject", "env_var_rules"] {
+        let value = if field == "env_var_inject" {
+            json!(["body"])
+        } else {
+            json!(["/x"])
+        };
+        let reply = app
+            .post(AGENTS, json!({"name": "demo", field: {"NOT_THERE": value.clone()}}))
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, &format!("{field} names `NOT_THERE`"));
+        app.create_agent(json!({"name": "other"})).await;
+        let reply = app
+            .patch(&agent_path("other"), json!({field: {"NOT_THERE": value}}))
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, &format!("{field} names `NOT_THERE`"));
+        assert_eq!(app.delete(&agent_path("other")).await.status, StatusCode::NO_CONTENT);
+    }
+}
+
+#[test]
+fn openapi_documents_injection_points_and_rules_as_strings() {
+    let doc = serde_json::to_value(api::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for field in ["inject", "rules"] {
+        assert_eq!(
+            schemas["CredentialInfo"]["properties"][field]["items"]["type"], "string",
+            "{}",
+            schemas["CredentialInfo"]
+        );
+    }
+    for schema in ["CreateAgent", "UpdateAgent"] {
+        for field in ["env_var_inject", "env_var_rules"] {
+            assert_eq!(
+                schemas[schema]["properties"][field]["additionalProperties"]["items"]["type"], "string",
+                "{schema}.{field}: {}",
+                schemas[schema]
+            );
+        }
+    }
+    assert!(schemas["CredentialInput"]["properties"]["inject"].is_object());
 }
 
 #[tokio::test]
@@ -1461,7 +1690,7 @@ async fn credential_values_never_appear_in_any_response() {
     for credential in shown["credentials"].as_array().unwrap() {
         let mut keys: Vec<_> = credential.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort();
-        assert_eq!(keys, ["fingerprint", "hosts", "name"]);
+        assert_eq!(keys, ["fingerprint", "hosts", "inject", "name", "rules"]);
     }
 }
 

@@ -271,7 +271,7 @@ fn agents_edit_changes_env_name_and_credentials() {
         prompt       -
         model        -
         env          A=1, B=two
-        credentials  GITHUB_TOKEN → api.github.com, github.com (fingerprint [FP])
+        credentials  GITHUB_TOKEN → api.github.com, github.com; inject authorization (fingerprint [FP])
         allow_out    -
         deny_out     -
         limits       memory default, pids default, cpus default
@@ -297,7 +297,8 @@ fn agents_edit_changes_env_name_and_credentials() {
         prompt       -
         model        -
         env          A=1, B=two
-        credentials  GITHUB_TOKEN → api.github.com, github.com (fingerprint [FP]), OPENAI_API_KEY → api.openai.com (fingerprint [FP])
+        credentials  GITHUB_TOKEN → api.github.com, github.com; inject authorization (fingerprint [FP])
+                     OPENAI_API_KEY → api.openai.com; inject authorization (fingerprint [FP])
         allow_out    -
         deny_out     -
         limits       memory default, pids default, cpus default
@@ -318,7 +319,7 @@ fn agents_edit_changes_env_name_and_credentials() {
     prompt       -
     model        -
     env          A=1, B=two
-    credentials  OPENAI_API_KEY → api.openai.com (fingerprint [FP])
+    credentials  OPENAI_API_KEY → api.openai.com; inject authorization (fingerprint [FP])
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
@@ -935,7 +936,7 @@ fn kill_9_of_the_server_loses_nothing() {
     prompt       -
     model        -
     env          -
-    credentials  API_TOKEN → api.example.com (fingerprint [FP])
+    credentials  API_TOKEN → api.example.com; inject authorization (fingerprint [FP])
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
@@ -1147,6 +1148,154 @@ fn a_credential_without_hosts_is_bound_to_its_preset_or_refused() {
         serde_json::json!(["github.com", "api.github.com", "*.githubusercontent.com"])
     );
     assert!(!created.stdout.contains("ghp_preset_value"));
+}
+
+#[test]
+fn inject_and_rule_flags_say_where_a_credential_may_go_and_replace_its_set() {
+    let (home, _server) = home_with_demo();
+    let _r = home.redactions();
+    let created = home
+        .lap()
+        .env("GITHUB_TOKEN", "ghp_real_value")
+        .env("SEARCH_KEY", "k")
+        .run([
+            "agents",
+            "create",
+            "gh",
+            "--harness",
+            "shell",
+            "--credential",
+            "GITHUB_TOKEN",
+            "--credential",
+            "SEARCH_KEY@search.example.com",
+            "--inject",
+            "SEARCH_KEY=query:key",
+            "--inject",
+            "SEARCH_KEY=header:X-Search-Key",
+            "--rule",
+            "GITHUB_TOKEN=get,post /repos/acme/**",
+            "--rule",
+            "GITHUB_TOKEN=GET /user",
+        ]);
+    assert_snapshot!(created, @r"
+    exit: 0
+    --- stdout
+    name         gh
+    id           [UUID]
+    harness      shell
+    command      -
+    repo         -
+    branch       main
+    prompt       -
+    model        -
+    env          -
+    credentials  GITHUB_TOKEN → github.com, api.github.com, *.githubusercontent.com; inject authorization; rules GET,POST /repos/acme/**, GET /user (fingerprint [FP])
+                 SEARCH_KEY → search.example.com; inject query:key, header:x-search-key (fingerprint [FP])
+    allow_out    -
+    deny_out     -
+    limits       memory default, pids default, cpus default
+    created      [TIME]
+    --- stderr
+    binding `GITHUB_TOKEN` to its preset hosts: github.com, api.github.com, *.githubusercontent.com
+    created agent `gh`
+    ");
+    // On edit, no value is needed: the flags replace the named credential's set and nothing else.
+    lap(
+        &home,
+        [
+            "agents",
+            "edit",
+            "gh",
+            "--inject",
+            "GITHUB_TOKEN=body",
+            "--rule",
+            "GITHUB_TOKEN=",
+        ],
+    )
+    .success();
+    let shown = lap(&home, ["agents", "show", "gh", "--json"]).json();
+    let credentials = &shown["credentials"];
+    assert_eq!(credentials[0]["name"], "GITHUB_TOKEN");
+    assert_eq!(credentials[0]["inject"], serde_json::json!(["body"]));
+    assert_eq!(credentials[0]["rules"], serde_json::json!([]));
+    assert_eq!(
+        credentials[1]["inject"],
+        serde_json::json!(["query:key", "header:x-search-key"])
+    );
+    assert!(!shown.to_string().contains("ghp_real_value"));
+
+    // A bad point or rule is a usage error before anything is sent.
+    assert_snapshot!(lap(&home, ["agents", "edit", "gh", "--inject", "GITHUB_TOKEN=header:Authorization"]), @r"
+    exit: 2
+    --- stderr
+    error: invalid value 'GITHUB_TOKEN=header:Authorization' for '--inject <NAME=POINT>': `header:Authorization` names the `Authorization` header; say `authorization` (it covers Bearer, token and Basic)
+
+    For more information, try '--help'.
+    ");
+    assert_snapshot!(lap(&home, ["agents", "edit", "gh", "--rule", "GITHUB_TOKEN=GET /repos/../admin"]), @r"
+    exit: 2
+    --- stderr
+    error: invalid value 'GITHUB_TOKEN=GET /repos/../admin' for '--rule <NAME=RULE>': rule `GET /repos/../admin` has an empty, `.` or `..` segment in its path; write `METHODS /glob`, e.g. `GET,POST /repos/acme/**` or `/repos/**` (any method); `*` matches within one segment, `**` any number of segments
+
+    For more information, try '--help'.
+    ");
+    // A name the agent has no credential for is the server's 400.
+    let unknown = lap(&home, ["agents", "edit", "gh", "--inject", "NOPE=authorization"]);
+    assert_eq!(unknown.code, 1, "{unknown}");
+    assert!(unknown.stderr.contains("env_var_inject names `NOPE`"), "{unknown}");
+}
+
+#[test]
+fn serve_says_at_start_how_many_stored_credentials_it_migrated() {
+    let home = Home::new();
+    let _r = home.redactions();
+    let mut server = TestServer::start(&home);
+    home.lap()
+        .env("ANTHROPIC_API_KEY", "sk-ant-real")
+        .env("API_TOKEN", "real-token")
+        .run([
+            "agents",
+            "create",
+            "old",
+            "--credential",
+            "ANTHROPIC_API_KEY",
+            "--credential",
+            "API_TOKEN@api.example.com",
+        ])
+        .success();
+    let before = lap(&home, ["agents", "show", "old", "--json"]).json();
+    server.kill9();
+    // Back to the shape a build of before injection points left: no such columns, schema 8.
+    {
+        let db = rusqlite::Connection::open(home.server_data().join("lap.db")).unwrap();
+        db.execute_batch(
+            "ALTER TABLE credentials DROP COLUMN inject_json;
+             ALTER TABLE credentials DROP COLUMN rules_json;
+             PRAGMA user_version = 8;",
+        )
+        .unwrap();
+    }
+    server.restart();
+    assert!(
+        server
+            .startup
+            .contains("migrated 2 stored credentials to their presets' injection points"),
+        "{}",
+        server.startup
+    );
+    let after = lap(&home, ["agents", "show", "old", "--json"]).json();
+    assert_eq!(
+        after["credentials"][0]["inject"],
+        serde_json::json!(["authorization", "header:x-api-key"])
+    );
+    assert_eq!(after["credentials"][1]["inject"], serde_json::json!(["authorization"]));
+    assert_eq!(
+        after["credentials"][0]["fingerprint"],
+        before["credentials"][0]["fingerprint"]
+    );
+    server.kill9();
+    server.restart();
+    assert!(!server.startup.contains("migrated"), "{}", server.startup);
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::fake_openai::{REPLY, SLOW, SLOW_FIRST, World};
+use support::fake_openai::{REPLY, RUN_PWD, SLOW, SLOW_FIRST, World};
 use support::tmux::Tmux;
 
 const REAL_KEY: &str = "sk-proj-TheRealOpenAiKeyThatOnlyTheVaultHolds-0123456789";
@@ -68,6 +68,26 @@ fn codex_app_server_answers_through_the_vault_with_no_config_streams_resumes_and
     assert!(last.texts.iter().any(|t| t.contains("PINEAPPLE")), "{last:#?}");
     assert!(last.texts.iter().any(|t| t.contains("Once more.")), "{last:#?}");
 
+    // A turn with a tool call: the model asks to run `pwd`, codex runs it in the sandbox and the
+    // model gets its output back.
+    let ran = world.lap(["send", "--json", "cx", &format!("{RUN_PWD} now")]);
+    assert_eq!(ran.code, 0, "{ran}\n{}", world.context());
+    let ran = ran.json();
+    let parts = ran["parts"].as_array().unwrap();
+    let tool = parts
+        .iter()
+        .find(|p| p["type"] == "tool")
+        .unwrap_or_else(|| panic!("{ran:#}"));
+    assert_eq!(tool["tool"], "commandExecution", "{ran:#}");
+    assert_eq!(tool["state"]["status"], "completed", "{ran:#}");
+    let text = parts.last().unwrap()["text"].as_str().unwrap_or_default().to_owned();
+    let dir = text.strip_prefix("ran pwd: ").unwrap_or_else(|| panic!("{ran:#}"));
+    assert!(dir.starts_with('/'), "{ran:#}");
+    assert!(
+        tool["state"]["output"].as_str().unwrap_or_default().contains(dir),
+        "{ran:#}"
+    );
+
     // Abort a running turn: the reply is slow, POST …/abort stops it.
     let (child, reader) = world.send_until("cx", &format!("{SLOW} please"), SLOW_FIRST, CODEX_WAIT);
     let (status, body) = world.post(&format!("/api/v1/managed_agents/sessions/{session}/abort"));
@@ -106,6 +126,51 @@ fn codex_app_server_answers_through_the_vault_with_no_config_streams_resumes_and
     assert!(!swapped.is_empty(), "{egress:#}");
     for record in swapped {
         assert_eq!(record["swapped"], serde_json::json!(["OPENAI_API_KEY"]), "{record:#}");
+    }
+}
+
+/// A key the API refuses: the turn fails with OpenAI's 401 and a hint naming codex's sign-in file
+/// and the credential's binding.
+#[test]
+fn a_refused_key_fails_the_turn_with_codexs_own_hint() {
+    let Some(world) = world() else { return };
+    world
+        .home
+        .lap()
+        .env("OPENAI_API_KEY", "sk-proj-AnOldRevokedKey-0000000000000000")
+        .run([
+            "agents",
+            "create",
+            "old",
+            "--harness",
+            "codex-app-server",
+            "--credential",
+            "OPENAI_API_KEY",
+            "--allow-out",
+            "api.openai.com",
+        ])
+        .success();
+    let refused = world.lap(["send", "old", "hi"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("401 Unauthorized"), "{refused}");
+    // OpenAI shows the refused key masked; the vault scrubs even that form back to the stub's.
+    assert!(refused.stderr.contains("Incorrect API key provided: "), "{refused}");
+    assert!(!refused.stderr.contains("AnOldRevokedKey"), "{refused}");
+    assert!(
+        refused.stderr.contains("hint: the model's API refused the key"),
+        "{refused}"
+    );
+    assert!(refused.stderr.contains("auth.json"), "{refused}");
+    assert!(refused.stderr.contains("lap agents show"), "{refused}");
+    let seen = world.api.seen();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        assert_eq!(request.status, 401, "{request:#?}");
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some("Bearer sk-proj-AnOldRevokedKey-0000000000000000"),
+            "{request:#?}"
+        );
     }
 }
 

@@ -1,4 +1,6 @@
-# A fake `codex app-server`: JSON-RPC 2.0 over stdio, one message per line, as Codex speaks it.
+# A stand-in `codex app-server` for failure injection only (the real codex is proved in
+# tests/codex_e2e.rs): JSON-RPC 2.0 over stdio, one message per line, as Codex speaks it, and no
+# thread can be resumed.
 import json, sys, uuid
 
 args = sys.argv[1:]
@@ -43,27 +45,7 @@ while True:
         out({"id": rid, "result": {"turn": {"id": turn, "status": "inProgress", "items": []}}})
         note("turn/started", {"threadId": state["thread"], "turn": {"id": turn, "status": "inProgress", "items": []}})
         note("item/started", {"item": {"type": "userMessage", "id": "u%d" % state["turns"], "content": params["input"]}})
-        if text == "run":
-            cid = "cmd%d" % state["turns"]
-            item = {"type": "commandExecution", "id": cid, "command": "pwd", "cwd": "/work/home", "status": "inProgress"}
-            note("item/started", {"item": item})
-            out({"id": 900 + state["turns"], "method": "item/commandExecution/requestApproval",
-                 "params": {"threadId": state["thread"], "turnId": turn, "itemId": cid}})
-            answer = read()
-            assert answer["result"]["decision"] == "accept", answer
-            note("item/completed", {"item": dict(item, status="completed", aggregatedOutput="/work/home\n", exitCode=0)})
-            reply = "ran pwd"
-        elif text == "slow":
-            aid = "a%d" % state["turns"]
-            note("item/started", {"item": {"type": "agentMessage", "id": aid, "text": ""}})
-            note("item/agentMessage/delta", {"itemId": aid, "delta": "thinking"})
-            req = read()
-            assert req["method"] == "turn/interrupt" and req["params"] == {"threadId": state["thread"], "turnId": turn}, req
-            out({"id": req["id"], "result": {}})
-            note("turn/completed", {"turn": {"id": turn, "status": "interrupted", "items": [], "error": None}})
-            continue
-        else:
-            reply = "codex says: " + text
+        reply = "codex says: " + text
         aid = "a%d" % state["turns"]
         note("item/started", {"item": {"type": "agentMessage", "id": aid, "text": ""}})
         for piece in (reply[: len(reply) // 2], reply[len(reply) // 2 :]):

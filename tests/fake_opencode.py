@@ -1,4 +1,6 @@
-# A fake `opencode serve`: the HTTP API and event bus (SSE) that lap's opencode harness uses.
+# A stand-in `opencode serve` for failure injection only (the real opencode is proved in
+# tests/opencode_e2e.rs): the HTTP API and event bus (SSE) that lap's opencode harness uses, a
+# prompt `fail` refused, and another session's events on the bus.
 import json, os, queue, sys, threading, time, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,20 +27,7 @@ def reply_events(sid, text):
     publish("message.part.updated", {"part": {"id": "prt_s" + n, "messageID": assistant, "sessionID": sid, "type": "step-start"}})
     # Noise from another session.
     publish("message.part.updated", {"part": {"id": "prt_x" + n, "messageID": "msg_x", "sessionID": "ses_other", "type": "text", "text": "not yours"}})
-    if text == "slow":
-        publish("message.part.delta", {"sessionID": sid, "messageID": assistant, "partID": "prt_t" + n, "field": "text", "delta": "pondering"})
-        aborts[sid].wait(60)
-        publish("session.error", {"sessionID": sid, "error": {"name": "MessageAbortedError", "data": {"message": "The operation was aborted."}}})
-        publish("session.idle", {"sessionID": sid})
-        return
-    if text == "run":
-        tool = {"id": "prt_k" + n, "messageID": assistant, "sessionID": sid, "type": "tool", "tool": "bash", "callID": "call_" + n}
-        publish("message.part.updated", {"part": dict(tool, state={"status": "pending", "input": {}})})
-        publish("message.part.updated", {"part": dict(tool, state={"status": "running", "input": {"command": "pwd"}})})
-        publish("message.part.updated", {"part": dict(tool, state={"status": "completed", "input": {"command": "pwd"}, "output": os.getcwd() + "\n"})})
-        reply = "ran pwd"
-    else:
-        reply = "opencode says: " + text
+    reply = "opencode says: " + text
     half = len(reply) // 2
     for piece in (reply[:half], reply[half:]):
         publish("message.part.delta", {"sessionID": sid, "messageID": assistant, "partID": "prt_t" + n, "field": "text", "delta": piece})

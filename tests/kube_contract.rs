@@ -530,8 +530,10 @@ async fn bind_writes_the_secret_then_dials_the_vault_admin_port_through_port_for
         credentials: vec![lap::sandbox::kube::BoundCredential {
             name: "GITHUB_TOKEN".into(),
             stub: "stub_github_token_3fa91c0d".into(),
-            value: "ghp_real".into(),
+            value: lap::secret::Secret::new("ghp_real"),
             hosts: vec!["api.github.com".into()],
+            inject: lap::wire::vault::default_injection("GITHUB_TOKEN"),
+            rules: Vec::new(),
         }],
         ..VaultBinding::default()
     };

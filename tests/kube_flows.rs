@@ -252,8 +252,10 @@ async fn late_binding_reaches_the_real_sidecar_through_port_forward_with_the_sec
         credentials: vec![BoundCredential {
             name: "GITHUB_TOKEN".into(),
             stub: "stub_github_token_3fa91c0d".into(),
-            value: "ghp_real_value".into(),
+            value: lap::secret::Secret::new("ghp_real_value"),
             hosts: vec!["api.github.com".into()],
+            inject: lap::wire::vault::default_injection("GITHUB_TOKEN"),
+            rules: Vec::new(),
         }],
         allow_out: vec!["api.github.com".into()],
         ..VaultBinding::default()

@@ -13,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::fake_openai::{REPLY, SLOW, SLOW_FIRST, World};
+use support::fake_openai::{REPLY, RUN_PWD, SLOW, SLOW_FIRST, World};
 
 const REAL_KEY: &str = "sk-proj-TheRealOpenAiKeyOpencodeNeverSees-9876543210";
 /// How long the real CLI may take to answer (a large program, started cold).
@@ -65,6 +65,26 @@ fn opencode_answers_the_first_message_with_no_config_streams_aborts_and_resumes_
     assert!(last.texts.iter().any(|t| t.contains("PINEAPPLE")), "{last:#?}");
     assert!(last.texts.iter().any(|t| t.contains("Once more.")), "{last:#?}");
 
+    // A turn with a tool call: the model asks to run `pwd`, opencode runs it in the sandbox and the
+    // model gets its output back.
+    let ran = world.lap(["send", "--json", "oc", &format!("{RUN_PWD} now")]);
+    assert_eq!(ran.code, 0, "{ran}\n{}", world.context());
+    let ran = ran.json();
+    let parts = ran["parts"].as_array().unwrap();
+    let tool = parts
+        .iter()
+        .find(|p| p["type"] == "tool")
+        .unwrap_or_else(|| panic!("{ran:#}"));
+    assert_eq!(tool["tool"], "bash", "{ran:#}");
+    assert_eq!(tool["state"]["status"], "completed", "{ran:#}");
+    let text = parts.last().unwrap()["text"].as_str().unwrap_or_default().to_owned();
+    let dir = text.strip_prefix("ran pwd: ").unwrap_or_else(|| panic!("{ran:#}"));
+    assert!(dir.starts_with('/'), "{ran:#}");
+    assert!(
+        tool["state"]["output"].as_str().unwrap_or_default().contains(dir),
+        "{ran:#}"
+    );
+
     // Abort a running turn.
     let (child, reader) = world.send_until("oc", &format!("{SLOW} please"), SLOW_FIRST, OPENCODE_WAIT);
     let (status, body) = world.post(&format!("/api/v1/managed_agents/sessions/{session}/abort"));
@@ -95,6 +115,37 @@ fn opencode_answers_the_first_message_with_no_config_streams_aborts_and_resumes_
     assert!(last.texts.iter().any(|t| t.contains("Still there?")), "{last:#?}");
 
     world.assert_the_sandbox_holds_only_the_stub(&session, REAL_KEY, None);
+}
+
+/// A key the API refuses: the turn fails with OpenAI's 401 and a hint naming the credential's binding
+/// and opencode's provider.
+#[test]
+fn a_refused_key_fails_the_turn_with_opencodes_own_hint() {
+    let Some(world) = world() else { return };
+    world
+        .home
+        .lap()
+        .env("OPENAI_API_KEY", "sk-proj-AnOldRevokedKey-0000000000000000")
+        .run([
+            "agents",
+            "create",
+            "old",
+            "--credential",
+            "OPENAI_API_KEY",
+            "--allow-out",
+            "api.openai.com",
+        ])
+        .success();
+    let refused = world.lap(["send", "old", "hi"]);
+    assert_eq!(refused.code, 1, "{refused}\n{}", world.context());
+    assert!(refused.stderr.contains("Incorrect API key provided"), "{refused}");
+    assert!(!refused.stderr.contains("AnOldRevokedKey"), "{refused}");
+    assert!(
+        refused.stderr.contains("hint: the model's API refused the key"),
+        "{refused}"
+    );
+    assert!(refused.stderr.contains("lap agents show"), "{refused}");
+    assert!(refused.stderr.contains("opencode's `openai` provider"), "{refused}");
 }
 
 /// A stand-in `opencode serve` that takes connections and never answers (what 1.18.33 does to the

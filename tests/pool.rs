@@ -93,6 +93,8 @@ impl World {
                     name: "GITHUB_TOKEN".into(),
                     hosts: vec!["api.github.test".into()],
                     value: Secret::new("real-token-value-that-never-enters-a-sandbox"),
+                    inject: lap::wire::vault::default_injection("GITHUB_TOKEN"),
+                    rules: Vec::new(),
                 }],
                 allow_out: Vec::new(),
                 deny_out: Vec::new(),

@@ -15,6 +15,18 @@ use lap::vault::ca::CertificateAuthority;
 use lap::vault::intercept::{Binding, Credential, Resolve, ResolveOverride, Vault};
 use lap::vault::policy::Policy;
 use support::upstream::{Seen, upstream};
+
+/// A credential bound to `hosts`, swapped only at `inject` (no method/path rules).
+fn credential(name: &str, stub: &str, real: impl Into<String>, hosts: &[&str], inject: &[&str]) -> Credential {
+    Credential {
+        name: name.into(),
+        stub: stub.into(),
+        value: Secret::new(real),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        inject: inject.iter().map(|p| p.parse().unwrap()).collect(),
+        rules: Vec::new(),
+    }
+}
 use tokio_util::sync::CancellationToken;
 
 const GH_STUB: &str = "stub_github_token_3fa91c0d";
@@ -129,18 +141,20 @@ async fn world_with(allow_out: &[&str], resolver: Option<Arc<dyn Resolve>>, extr
     let vault = Arc::new(vault);
     let binding = Arc::new(Binding::new(
         vec![
-            Credential {
-                name: "GITHUB_TOKEN".into(),
-                stub: GH_STUB.into(),
-                real: Secret::new(GH_REAL),
-                hosts: vec!["api.github.test".into()],
-            },
-            Credential {
-                name: "OPENAI_API_KEY".into(),
-                stub: AI_STUB.into(),
-                real: Secret::new(AI_REAL),
-                hosts: vec!["*.openai.test".into()],
-            },
+            credential(
+                "GITHUB_TOKEN",
+                GH_STUB,
+                GH_REAL,
+                &["api.github.test"],
+                &["authorization", "query:token", "body"],
+            ),
+            credential(
+                "OPENAI_API_KEY",
+                AI_STUB,
+                AI_REAL,
+                &["*.openai.test"],
+                &["authorization"],
+            ),
         ]
         .into_iter()
         .chain(extra)
@@ -808,30 +822,37 @@ async fn a_credential_value_with_cr_lf_never_splits_a_header_upstream() {
     let w = world_with(
         &[],
         None,
-        vec![Credential {
-            name: "CRLF_TOKEN".into(),
-            stub: CRLF_STUB.into(),
-            real: Secret::new("innocent\r\nX-Injected: yes\r\n\r\nGET /split HTTP/1.1"),
-            hosts: vec!["api.github.test".into()],
-        }],
+        vec![credential(
+            "CRLF_TOKEN",
+            CRLF_STUB,
+            "innocent\r\nX-Injected: yes\r\n\r\nGET /split HTTP/1.1",
+            &["api.github.test"],
+            &["authorization", "query:t"],
+        )],
     )
     .await;
     let url = w.url("api.github.test", "/crlf");
     let query = w.url("api.github.test", &format!("/crlf?t={CRLF_STUB}"));
     let bearer = format!("Authorization: Bearer {CRLF_STUB}");
     let basic = format!("x-access-token:{CRLF_STUB}");
-    // In a header value or the path, the swapped value would be invalid: refused, nothing sent.
-    for args in [vec!["-H", bearer.as_str(), url.as_str()], vec![query.as_str()]] {
-        let (status, output) = w.curl(&[&["--http1.1"][..], &args].concat()).await;
-        assert_eq!(status, 400, "{args:?}: {output}");
-        assert!(w.seen().is_empty(), "{:?}", w.seen());
-    }
+    // In a header value the swapped value would be invalid: refused, nothing sent.
+    let (status, output) = w.curl(&["--http1.1", "-H", &bearer, &url]).await;
+    assert_eq!(status, 400, "{output}");
+    assert!(w.seen().is_empty(), "{:?}", w.seen());
+    // In a query parameter it goes percent-encoded: one request line, nothing split.
+    let (status, output) = w.curl(&["--http1.1", &query]).await;
+    assert_eq!(status, 200, "{output}");
+    assert!(
+        w.seen()[0].path.starts_with("/crlf?t=innocent%0D%0AX-Injected"),
+        "{:?}",
+        w.seen()
+    );
     // A Basic header re-encodes to base64, which holds no CR/LF: it passes, whole, in one header.
     let (status, output) = w.curl(&["--http1.1", "-u", &basic, &url]).await;
     assert_eq!(status, 200, "{output}");
     let seen = w.seen();
-    assert!(seen.len() <= 1, "{seen:?}");
-    for request in &seen {
+    assert!(seen.len() <= 2, "{seen:?}");
+    for request in &seen[1..] {
         assert!(request.header("x-injected").is_none(), "{request:?}");
         assert!(request.header("authorization").unwrap().starts_with("Basic "));
         assert_ne!(request.path, "/split");
@@ -1048,12 +1069,13 @@ async fn substitution_is_one_pass_and_never_crosses_credentials() {
     let w = world_with(
         &[],
         None,
-        vec![Credential {
-            name: "CHAIN_TOKEN".into(),
-            stub: CHAIN_STUB.into(),
-            real: Secret::new(chain_real.clone()),
-            hosts: vec!["api.github.test".into()],
-        }],
+        vec![credential(
+            "CHAIN_TOKEN",
+            CHAIN_STUB,
+            chain_real.clone(),
+            &["api.github.test"],
+            &["authorization"],
+        )],
     )
     .await;
     let url = w.url("api.github.test", "/chain");
@@ -1244,8 +1266,10 @@ async fn a_compressed_response_that_could_hide_a_real_value_is_not_passed_unscru
             !output.contains(GH_REAL),
             "a gzipped echo carried the real value out: {output}"
         );
-        assert_eq!(status, 502, "{output}");
-        assert!(output.contains("x-lap-vault-blocked"), "{output}");
+        // Decoded, scrubbed and passed on decoded: the echo holds the stub.
+        assert_eq!(status, 200, "{output}");
+        assert!(output.contains(GH_STUB), "{output}");
+        assert!(!output.to_ascii_lowercase().contains("content-encoding"), "{output}");
     }
 }
 
@@ -1328,13 +1352,14 @@ async fn vault_before(
         .collect();
     let root = rustls_pki_types::pem::PemObject::from_pem_slice(public_ca.cert_pem().as_bytes()).unwrap();
     let vault = Arc::new(Vault::new(vault_ca.clone(), resolve, vec![root]).unwrap());
-    let credential = Credential {
-        name: "GITHUB_TOKEN".into(),
-        stub: GH_STUB.into(),
-        real: Secret::new(GH_REAL),
-        hosts: vec!["api.github.test".into()],
-    };
-    let binding = Arc::new(Binding::new(vec![credential], Policy::new(&[], &[])));
+    let github = credential(
+        "GITHUB_TOKEN",
+        GH_STUB,
+        GH_REAL,
+        &["api.github.test"],
+        &["authorization"],
+    );
+    let binding = Arc::new(Binding::new(vec![github], Policy::new(&[], &[])));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -1342,4 +1367,379 @@ async fn vault_before(
     let ca_file = dir.join("vault-ca.pem");
     std::fs::write(&ca_file, vault_ca.cert_pem()).unwrap();
     (proxy, ca_file, binding, stop.drop_guard())
+}
+
+// ---- Injection points and rules (issue 14, points 1-2) ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bound_stub_outside_its_injection_points_is_refused_before_anything_goes_upstream() {
+    let w = world(&[]).await;
+    // OPENAI_API_KEY is bound to *.openai.test and may only go in `Authorization`.
+    let url = |path: &str| w.url("api.openai.test", path);
+    let other = format!("X-Other: {AI_STUB}");
+    let digest = format!("Authorization: Digest {AI_STUB}");
+    let (plain, stub_path, stub_query) = (
+        url("/v1"),
+        url(&format!("/v1/{AI_STUB}")),
+        url(&format!("/v1?q={AI_STUB}")),
+    );
+    let body = format!("{{\"key\":\"{AI_STUB}\"}}");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--data", &body, &plain], "the request body"),
+        (vec!["-H", &other, &plain], "the `x-other` header"),
+        (vec!["-H", &digest, &plain], "the Authorization header"),
+        (vec![&stub_path], "the request path"),
+        (vec![&stub_query], "the query parameter `q`"),
+    ];
+    for version in ["--http1.1", "--http2"] {
+        for (args, place) in &cases {
+            let (status, output) = w.curl(&[&[version][..], args].concat()).await;
+            assert_eq!(status, 403, "{args:?}: {output}");
+            assert!(
+                output.contains("x-lap-vault-blocked: credential-not-injectable"),
+                "{output}"
+            );
+            assert!(
+                output.contains(&format!("the stub of OPENAI_API_KEY is in {place}")),
+                "{output}"
+            );
+            assert!(output.contains("it may only be sent in: authorization"), "{output}");
+            let record = w.binding.audit.recent().pop().unwrap();
+            assert!(record.alert, "{record:?}");
+            assert_eq!(record.block_kind.as_deref(), Some("credential-not-injectable"));
+        }
+    }
+    assert!(w.seen().is_empty(), "the upstream was reached: {:?}", w.seen());
+    // At its injection point it is swapped as always.
+    let (status, output) = w
+        .curl(&["-H", &format!("Authorization: Bearer {AI_STUB}"), &plain])
+        .await;
+    assert_eq!(status, 200, "{output}");
+    assert_eq!(
+        w.seen()[0].header("authorization"),
+        Some(format!("Bearer {AI_REAL}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_outside_a_credentials_rules_is_refused() {
+    const RULED_STUB: &str = "stub_ruled_token_5e5e5e5e";
+    let ruled = Credential {
+        rules: vec!["GET /allowed/**".parse().unwrap()],
+        ..credential(
+            "RULED_TOKEN",
+            RULED_STUB,
+            "ruled-real-value-0000",
+            &["api.github.test"],
+            &["authorization"],
+        )
+    };
+    let w = world_with(&[], None, vec![ruled]).await;
+    let auth = format!("Authorization: Bearer {RULED_STUB}");
+    for (args, status_wanted) in [(vec!["-H", &auth, "-X", "DELETE"], 403), (vec!["-H", &auth], 200)] {
+        for path in ["/other/x", "/allowed/x"] {
+            let url = w.url("api.github.test", path);
+            let (status, output) = w.curl(&[&args[..], &[url.as_str()]].concat()).await;
+            let allowed = path == "/allowed/x" && status_wanted == 200;
+            assert_eq!(status, if allowed { 200 } else { 403 }, "{args:?} {path}: {output}");
+            if !allowed {
+                assert!(output.contains("x-lap-vault-blocked: credential-rule"), "{output}");
+                assert!(output.contains("GET /allowed/**"), "{output}");
+            }
+        }
+    }
+    let seen = w.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, "/allowed/x");
+}
+
+// ---- The proxy's own gaps (issue 14, hostile-agent sweep) ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stubs_reach_no_unbound_host_as_method_header_name_basic_over_http_or_inside_gzip() {
+    let w = world(&[]).await;
+    let openai = w.url("api.openai.test", "/x");
+    let named = format!("{GH_STUB}: 1");
+    let basic = format!("x:{GH_STUB}");
+    let plain = format!("http://plain.test:{}/x", w.plain_port);
+    let gz = w._dir.path().join("body.gz");
+    std::fs::write(&gz, gzip(format!("{{\"t\":\"{GH_STUB}\"}}").as_bytes())).unwrap();
+    let gz_arg = format!("@{}", gz.display());
+    let evil = w.url("evil.test", "/x");
+    for (args, kind) in [
+        (vec!["-X", GH_STUB, openai.as_str()], "credential-not-bound"),
+        (vec!["-H", named.as_str(), openai.as_str()], "credential-not-bound"),
+        (vec!["-u", basic.as_str(), plain.as_str()], "credential-not-bound"),
+        (
+            vec![
+                "-H",
+                "Content-Encoding: gzip",
+                "--data-binary",
+                gz_arg.as_str(),
+                evil.as_str(),
+            ],
+            "compressed-body",
+        ),
+    ] {
+        let (status, output) = w.curl(&args).await;
+        assert!(status == 403 || status == 415, "{args:?}: {output}");
+        assert!(
+            output.contains(&format!("x-lap-vault-blocked: {kind}")),
+            "{args:?}: {output}"
+        );
+    }
+    assert!(w.seen().is_empty(), "{:?}", w.seen());
+    let alerts = w.binding.audit.recent().iter().filter(|r| r.alert).count();
+    assert_eq!(alerts, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn range_requests_are_sent_whole_so_the_response_is_scrubbed() {
+    let w = world(&[]).await;
+    let url = w.url("api.github.test", "/stored");
+    let (status, output) = w
+        .curl(&[
+            "-r",
+            "3-9",
+            "-H",
+            "If-Range: \"v1\"",
+            "-H",
+            &format!("Authorization: Bearer {GH_STUB}"),
+            &url,
+        ])
+        .await;
+    assert_eq!(status, 200, "{output}");
+    let seen = w.seen();
+    assert!(seen[0].header("range").is_none(), "{seen:?}");
+    assert!(seen[0].header("if-range").is_none(), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trailing_dot_names_the_same_host_for_binding_pins_and_host() {
+    // Nothing is resolved by name here: a dotted name that missed the pin would fail, not leave.
+    let resolver = Arc::new(FixedResolver {
+        answers: Vec::new(),
+        asked: Mutex::new(Vec::new()),
+    });
+    let w = world_resolving(&[], Some(resolver.clone())).await;
+    let mut tls = raw_tunnel(&w, "api.github.test.", w.upstream_port).await;
+    let request = format!(
+        "GET /dot HTTP/1.1\r\nHost: API.github.test.:{}\r\nAuthorization: Bearer {GH_STUB}\r\nConnection: close\r\n\r\n",
+        w.upstream_port
+    );
+    let answer = exchange_on(&mut tls, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains(GH_REAL), "{answer}");
+    assert!(
+        resolver.asked.lock().unwrap().is_empty(),
+        "the dotted name was looked up"
+    );
+    assert_eq!(
+        w.seen()[0].header("authorization"),
+        Some(format!("Bearer {GH_REAL}").as_str())
+    );
+    assert_eq!(w.binding.audit.recent().pop().unwrap().host, "api.github.test");
+}
+
+/// Writes `request` on `tls` and reads until the vault closes it (or 10 s pass).
+async fn exchange_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &mut S, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(request).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A TLS upstream (http/1.1 only) that answers each request with the raw bytes `answer` makes of its
+/// path and `Authorization` value, then closes: a hostile server, free to break the rules hyper keeps.
+async fn raw_upstream(ca: Arc<CertificateAuthority>, answer: fn(&str, &str) -> Vec<u8>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (listener, port, acceptor) = support::upstream::tls_listener(ca, &[b"http/1.1"]).await;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read_u8().await {
+                        Ok(byte) => head.push(byte),
+                        Err(_) => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                let auth = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("authorization: ")
+                            .or_else(|| l.strip_prefix("Authorization: "))
+                    })
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tls.write_all(&answer(&path, &auth)).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// What the hostile upstream answers, by path; `auth` is the (real) `Authorization` it received.
+fn hostile_answer(path: &str, auth: &str) -> Vec<u8> {
+    let token = auth.strip_prefix("Bearer ").unwrap_or(auth);
+    match path {
+        "/reason" => format!("HTTP/1.1 200 {auth}\r\ncontent-length: 2\r\n\r\nok").into_bytes(),
+        "/header-name" => format!("HTTP/1.1 200 OK\r\nx-{token}: 1\r\ncontent-length: 2\r\n\r\nok").into_bytes(),
+        "/gzip-chunked" => {
+            let gz = gzip(auth.as_bytes());
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n{:x}\r\n",
+                gz.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(&gz);
+            out.extend_from_slice(b"\r\n0\r\n\r\n");
+            out
+        }
+        "/streamed" => {
+            let body = format!("you sent {auth}");
+            format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            )
+            .into_bytes()
+        }
+        "/ws" => format!(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\n\r\n{auth}",
+            auth.len()
+        )
+        .into_bytes(),
+        _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec(),
+    }
+}
+
+/// A vault in front of the hostile upstream; GITHUB_TOKEN is bound to api.github.test.
+async fn hostile() -> (
+    SocketAddr,
+    std::path::PathBuf,
+    Arc<Binding>,
+    u16,
+    tempfile::TempDir,
+    tokio_util::sync::DropGuard,
+) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
+    let port = raw_upstream(public_ca.clone(), hostile_answer).await;
+    let (proxy, ca_file, binding, stop) = vault_before(dir.path(), &public_ca, &[port]).await;
+    (proxy, ca_file, binding, port, dir, stop)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_upstreams_reason_phrase_header_names_and_compressed_transfer_never_carry_a_real_value() {
+    let (proxy, ca_file, binding, port, _dir, _stop) = hostile().await;
+    let auth = format!("Authorization: Bearer {GH_STUB}");
+    let url = |path: &str| format!("https://api.github.test:{port}{path}");
+    let (status, output) = support::upstream::curl(proxy, &ca_file, &["--http1.1", "-H", &auth, &url("/reason")]).await;
+    assert_eq!(status, 200, "{output}");
+    assert!(!output.contains(GH_REAL), "{output}");
+    assert!(output.starts_with("HTTP/1.1 200 OK\r\n"), "{output}");
+
+    let (status, output) =
+        support::upstream::curl(proxy, &ca_file, &["--http1.1", "-H", &auth, &url("/header-name")]).await;
+    assert_eq!(status, 200, "{output}");
+    assert!(!output.to_lowercase().contains(&GH_REAL.to_lowercase()), "{output}");
+    assert!(
+        binding
+            .audit
+            .recent()
+            .iter()
+            .any(|r| r.alert && r.path == "/header-name")
+    );
+
+    let (status, output) =
+        support::upstream::curl(proxy, &ca_file, &["--http1.1", "-H", &auth, &url("/gzip-chunked")]).await;
+    assert_eq!(status, 502, "{output}");
+    assert!(output.contains("x-lap-vault-blocked: compressed-response"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_websocket_upgrade_has_its_body_scrubbed() {
+    let (proxy, ca_file, _binding, port, _dir, _stop) = hostile().await;
+    let mut tls = tunnel(proxy, &ca_file, "api.github.test", port, b"http/1.1").await;
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: api.github.test:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {GH_STUB}\r\n\r\n"
+    );
+    let answer = exchange_on(&mut tls, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        !answer.contains(GH_REAL),
+        "the real value came back in the body: {answer}"
+    );
+    assert!(answer.contains(GH_STUB), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_response_is_recorded_when_its_body_ends_with_what_it_scrubbed() {
+    let (proxy, ca_file, binding, port, _dir, _stop) = hostile().await;
+    let auth = format!("Authorization: Bearer {GH_STUB}");
+    let url = format!("https://api.github.test:{port}/streamed");
+    let (status, output) = support::upstream::curl(proxy, &ca_file, &["-H", &auth, &url]).await;
+    assert_eq!(status, 200, "{output}");
+    assert!(!output.contains(GH_REAL), "{output}");
+    let expected = format!("you sent Bearer {GH_STUB}").len() as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let record = loop {
+        if let Some(record) = binding.audit.recent().into_iter().find(|r| r.path == "/streamed") {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record of the streamed response"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(record.scrubbed, ["GITHUB_TOKEN"], "{record:?}");
+    assert_eq!(record.swapped, ["GITHUB_TOKEN"], "{record:?}");
+    assert_eq!(record.bytes_down, Some(expected), "{record:?}");
+}
+
+/// A tunnel through the vault at `proxy` to `host:port`, TLS offering `alpn`.
+async fn tunnel(
+    proxy: SocketAddr,
+    ca_file: &std::path::Path,
+    host: &str,
+    port: u16,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    tcp.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca_file).unwrap();
+    roots
+        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
 }

@@ -59,8 +59,14 @@ fn sink(rt: &tokio::runtime::Runtime) -> (u16, Arc<AtomicUsize>) {
 
 /// An HTTPS git server: `git http-backend` run as CGI over a bare repository. It demands Basic
 /// credentials `x-access-token:<real>` (401 otherwise, as GitHub does), and records each request.
-async fn git_upstream(ca: Arc<CertificateAuthority>, root: PathBuf, real: String, seen: Arc<Mutex<Vec<Seen>>>) -> u16 {
-    let (listener, port, acceptor) = support::upstream::tls_listener(ca, &[]).await;
+async fn git_upstream(
+    ca: Arc<CertificateAuthority>,
+    root: PathBuf,
+    real: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    bind: &str,
+) -> u16 {
+    let (listener, port, acceptor) = support::upstream::tls_listener_at(ca, &[], bind).await;
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{real}"))
@@ -174,8 +180,10 @@ struct World {
     real: String,
     /// The echo upstream (records, echoes `Authorization` and the body).
     port: u16,
-    /// The git smart-HTTP upstream.
+    /// The git smart-HTTP upstream (also on port 443 of its own address, for port-less remotes).
     git_port: u16,
+    /// Its bare repositories (`repo.git`).
+    repos: PathBuf,
     seen: Arc<Mutex<Vec<Seen>>>,
     git_seen: Arc<Mutex<Vec<Seen>>>,
     child: std::process::Child,
@@ -239,7 +247,31 @@ impl World {
             ],
             &work,
         );
-        let git_port = rt.block_on(git_upstream(public_ca, repos, real.clone(), git_seen.clone()));
+        let git_port = rt.block_on(git_upstream(
+            public_ca.clone(),
+            repos.clone(),
+            real.clone(),
+            git_seen.clone(),
+            "127.0.0.1:0",
+        ));
+        // The same server on port 443 of an address of its own, where a remote without a port
+        // (`git@api.github.test:repo.git`, rewritten to `https://api.github.test/repo.git`) lands.
+        let git_443 = loop {
+            let mut octets = [0u8; 3];
+            getrandom(&mut octets);
+            let addr = format!("127.{}.{}.{}", octets[0], octets[1], octets[2].max(2));
+            let bind = format!("{addr}:443");
+            if std::net::TcpListener::bind(&bind).is_ok() {
+                rt.block_on(git_upstream(
+                    public_ca.clone(),
+                    repos.clone(),
+                    real.clone(),
+                    git_seen.clone(),
+                    &bind,
+                ));
+                break addr;
+            }
+        };
 
         let home = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
@@ -251,6 +283,7 @@ impl World {
                 cmd.args(["--vault-resolve", &format!("{host}:{p}:127.0.0.1")]);
             }
         }
+        cmd.args(["--vault-resolve", &format!("api.github.test:443:{git_443}")]);
         let mut child = cmd
             .arg("--vault-upstream-ca")
             .arg(&ca_file)
@@ -290,6 +323,7 @@ impl World {
             real,
             port,
             git_port,
+            repos,
             seen,
             git_seen,
             child,
@@ -503,6 +537,104 @@ fn git_clone_over_smart_http_with_the_stub_in_a_credential_helper_succeeds() {
         "every Basic header reached the upstream with the real value: {authorized:?}"
     );
     assert!(seen.iter().any(|s| s.path.starts_with("/repo.git/git-upload-pack")));
+}
+
+#[test]
+fn git_push_and_ssh_style_remotes_go_over_https_through_the_vault_with_only_the_sandboxs_git_config() {
+    let w = World::new();
+    let stub = w.stub();
+    // No `-c credential.helper`, no token in the URL: the sandbox's own git configuration rewrites
+    // the SSH remotes of the bound host to HTTPS and answers git's credential request with the stub.
+    let (code, out) = w.sh_clean(
+        "set -e; cd /tmp; ls ~/.ssh 2>/dev/null && echo HAS-SSH-KEYS; \
+         git clone -q git@api.github.test:repo.git scp && cat scp/README; \
+         cd scp && git -c user.name=agent -c user.email=agent@sandbox commit -q --allow-empty -m 'pushed over ssh-style' && \
+         git push -q origin HEAD:main && git config remote.origin.url && \
+         git ls-remote ssh://git@api.github.test/repo.git main",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("HAS-SSH-KEYS"), "the sandbox holds no SSH key: {out}");
+    assert!(out.contains("cloned through the vault"), "{out}");
+    assert!(
+        out.contains("git@api.github.test:repo.git"),
+        "the remote stays as the agent wrote it: {out}"
+    );
+    assert!(!out.contains(&stub), "the stub is never written into the remote: {out}");
+    let head = Command::new("git")
+        .args([
+            "--git-dir",
+            w.repos.join("repo.git").to_str().unwrap(),
+            "log",
+            "-1",
+            "--format=%s",
+            "main",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&head.stdout).trim(),
+        "pushed over ssh-style",
+        "{head:?}"
+    );
+    let real_basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", w.real))
+    );
+    let seen = w.git_seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s.path.starts_with("/repo.git/git-receive-pack")),
+        "the push reached the upstream: {seen:?}"
+    );
+    let authorized: Vec<_> = seen.iter().filter_map(|s| s.header("authorization")).collect();
+    assert!(
+        !authorized.is_empty() && authorized.iter().all(|a| *a == real_basic),
+        "{authorized:?}"
+    );
+}
+
+#[test]
+fn git_push_over_https_with_the_stub_reaches_the_upstream_with_the_real_value() {
+    let w = World::new();
+    let url = format!("https://api.github.test:{}/repo.git", w.git_port);
+    let (code, out) = w.sh_clean(&format!(
+        "set -e; cd /tmp && git clone -q {url} https && cd https && echo pushed > PUSHED && git add PUSHED && \
+         git -c user.name=agent -c user.email=agent@sandbox commit -q -m 'pushed over https' && \
+         git push -q origin HEAD:main && echo PUSH-OK"
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("PUSH-OK"), "{out}");
+    let head = Command::new("git")
+        .args([
+            "--git-dir",
+            w.repos.join("repo.git").to_str().unwrap(),
+            "log",
+            "-1",
+            "--format=%s",
+            "main",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&head.stdout).trim(),
+        "pushed over https",
+        "{head:?}"
+    );
+    let seen = w.git_seen.lock().unwrap().clone();
+    let pushes: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/repo.git/git-receive-pack"))
+        .collect();
+    assert!(!pushes.is_empty(), "{seen:?}");
+    let real_basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", w.real))
+    );
+    assert!(
+        pushes
+            .iter()
+            .all(|s| s.header("authorization") == Some(real_basic.as_str())),
+        "{pushes:?}"
+    );
 }
 
 #[test]

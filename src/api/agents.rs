@@ -2,7 +2,9 @@
 //!
 //! `{id}` accepts an agent's UUID or its name. Names match `^[a-z0-9][a-z0-9-]{0,62}$`, are unique
 //! (409) and are never UUIDs, so a name cannot be read as an id. Credential values are write-only:
-//! responses carry names, bound hosts and fingerprints.
+//! responses carry names, bound hosts, injection points, request rules and fingerprints. A new
+//! credential given no injection points gets its preset's ([`default_injection`]); an existing one
+//! keeps its own unless new ones are given.
 
 use std::collections::BTreeMap;
 
@@ -16,9 +18,10 @@ use crate::harness;
 use crate::secret::Secret;
 use crate::store::{AgentPatch, NewAgent, NewCredential};
 use crate::wire::api::{
-    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, CreateAgent, CredentialInput, ErrorBody,
-    UpdateAgent,
+    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, CreateAgent, CredentialInfo, CredentialInput,
+    ErrorBody, UpdateAgent,
 };
+use crate::wire::vault::{Injection, MAX_INJECTIONS, MAX_RULES, RequestRule, default_injection};
 
 use super::json::{ApiJson, ApiQuery};
 use super::{ApiError, AppState};
@@ -126,17 +129,30 @@ fn validate_create(body: CreateAgent) -> Result<NewAgent, ApiError> {
     validate_harness(&harness_id)?;
     let mut credentials = Vec::new();
     for input in body.credentials {
-        credentials.push(validate_credential(input)?);
+        let input = with_maps(input, &body.env_var_inject, &body.env_var_rules);
+        credentials.push(validate_credential(input, None)?);
     }
     for (name, value) in body.env_vars {
-        let hosts = body.env_var_hosts.get(&name).cloned().unwrap_or_default();
-        credentials.push(validate_credential(CredentialInput { name, value, hosts })?);
+        let input = CredentialInput {
+            hosts: body.env_var_hosts.get(&name).cloned().unwrap_or_default(),
+            name,
+            value,
+            ..CredentialInput::default()
+        };
+        credentials.push(validate_credential(
+            with_maps(input, &body.env_var_inject, &body.env_var_rules),
+            None,
+        )?);
     }
-    for name in body.env_var_hosts.keys() {
-        if !credentials.iter().any(|c| &c.name == name) {
+    for (field, names) in [
+        ("env_var_hosts", body.env_var_hosts.keys().collect::<Vec<_>>()),
+        ("env_var_inject", body.env_var_inject.keys().collect()),
+        ("env_var_rules", body.env_var_rules.keys().collect()),
+    ] {
+        if let Some(name) = names.into_iter().find(|n| !credentials.iter().any(|c| &c.name == *n)) {
             return Err(
-                ApiError::bad_request(format!("env_var_hosts names `{name}`, which is not a credential"))
-                    .hint("bind hosts only to credentials given in `credentials` or `env_vars`"),
+                ApiError::bad_request(format!("{field} names `{name}`, which is not a credential"))
+                    .hint("name only credentials given in `credentials` or `env_vars`"),
             );
         }
     }
@@ -168,13 +184,49 @@ fn validate_update(agent: &Agent, body: UpdateAgent) -> Result<AgentPatch, ApiEr
     if let Some(harness_id) = &body.harness_id {
         validate_harness(harness_id)?;
     }
+    let stored = |name: &str| agent.credentials.iter().find(|c| c.name == name);
     let mut upsert = Vec::new();
     for input in body.credentials {
-        upsert.push(validate_credential(input)?);
+        let input = with_maps(input, &body.env_var_inject, &body.env_var_rules);
+        let existing = stored(&input.name);
+        upsert.push(validate_credential(input, existing)?);
     }
     for (name, value) in body.env_vars {
-        let hosts = body.env_var_hosts.get(&name).cloned().unwrap_or_default();
-        upsert.push(validate_credential(CredentialInput { name, value, hosts })?);
+        let input = CredentialInput {
+            hosts: body.env_var_hosts.get(&name).cloned().unwrap_or_default(),
+            name,
+            value,
+            ..CredentialInput::default()
+        };
+        let input = with_maps(input, &body.env_var_inject, &body.env_var_rules);
+        let existing = stored(&input.name);
+        upsert.push(validate_credential(input, existing)?);
+    }
+    let mut reinject = BTreeMap::new();
+    for (name, points) in body.env_var_inject {
+        if upsert.iter().any(|c| c.name == name) {
+            continue;
+        }
+        if stored(&name).is_none() {
+            return Err(
+                ApiError::bad_request(format!("env_var_inject names `{name}`, which is not a credential"))
+                    .hint("add the credential first, with its value"),
+            );
+        }
+        reinject.insert(name.clone(), validate_inject(&name, points)?);
+    }
+    let mut rerule = BTreeMap::new();
+    for (name, rules) in body.env_var_rules {
+        if upsert.iter().any(|c| c.name == name) {
+            continue;
+        }
+        if stored(&name).is_none() {
+            return Err(
+                ApiError::bad_request(format!("env_var_rules names `{name}`, which is not a credential"))
+                    .hint("add the credential first, with its value"),
+            );
+        }
+        rerule.insert(name.clone(), validate_rules(&name, rules)?);
     }
     let mut rebind = BTreeMap::new();
     for (name, hosts) in body.env_var_hosts {
@@ -221,6 +273,8 @@ fn validate_update(agent: &Agent, body: UpdateAgent) -> Result<AgentPatch, ApiEr
         env: body.env,
         upsert_credentials: upsert,
         rebind,
+        reinject,
+        rerule,
         remove_credentials: body.remove_credentials,
         allow_out: body.allow_out.map(|v| validate_egress("allow_out", v)).transpose()?,
         deny_out: body.deny_out.map(|v| validate_egress("deny_out", v)).transpose()?,
@@ -340,7 +394,25 @@ fn check_credential_set(names: &[&str], env: &BTreeMap<String, String>) -> Resul
     Ok(())
 }
 
-fn validate_credential(input: CredentialInput) -> Result<NewCredential, ApiError> {
+/// `input` with its injection points and rules taken from the `env_var_inject`/`env_var_rules` maps
+/// where it gives none itself.
+fn with_maps(
+    mut input: CredentialInput,
+    inject: &BTreeMap<String, Vec<String>>,
+    rules: &BTreeMap<String, Vec<String>>,
+) -> CredentialInput {
+    if input.inject.is_none() {
+        input.inject = inject.get(&input.name).cloned();
+    }
+    if input.rules.is_none() {
+        input.rules = rules.get(&input.name).cloned();
+    }
+    input
+}
+
+/// A credential to store. `existing` is the stored credential of that name, if any: its injection
+/// points and rules stay unless new ones are given; a new one gets its preset's points and no rules.
+fn validate_credential(input: CredentialInput, existing: Option<&CredentialInfo>) -> Result<NewCredential, ApiError> {
     if !is_env_name(&input.name) {
         return Err(
             ApiError::bad_request(format!("invalid credential name `{}`", input.name))
@@ -382,11 +454,67 @@ fn validate_credential(input: CredentialInput) -> Result<NewCredential, ApiError
     } else {
         input.hosts
     };
+    let inject = match input.inject {
+        Some(points) => validate_inject(&input.name, points)?,
+        None => existing.map_or_else(|| default_injection(&input.name), |c| c.inject.clone()),
+    };
+    let rules = match input.rules {
+        Some(rules) => validate_rules(&input.name, rules)?,
+        None => existing.map(|c| c.rules.clone()).unwrap_or_default(),
+    };
     Ok(NewCredential {
         hosts: validate_hosts(hosts)?,
         name: input.name,
         value: Secret::new(input.value),
+        inject,
+        rules,
     })
+}
+
+/// A credential's injection points: each parsed, duplicates dropped, at least one.
+fn validate_inject(name: &str, points: Vec<String>) -> Result<Vec<Injection>, ApiError> {
+    if points.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "credential `{name}` has no injection point; it would never be sent"
+        ))
+        .hint("give at least one: `authorization`, `header:NAME`, `query:NAME` or `body`"));
+    }
+    if points.len() > MAX_INJECTIONS {
+        return Err(ApiError::bad_request(format!(
+            "credential `{name}` has {} injection points, at most {MAX_INJECTIONS}",
+            points.len()
+        )));
+    }
+    let mut out: Vec<Injection> = Vec::new();
+    for point in points {
+        let parsed: Injection = point.parse().map_err(|e: crate::wire::vault::InjectionError| {
+            ApiError::bad_request(format!("credential `{name}`: {e}")).hint(e.hint())
+        })?;
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
+    }
+    Ok(out)
+}
+
+/// A credential's request rules: each parsed, duplicates dropped (none: any request).
+fn validate_rules(name: &str, rules: Vec<String>) -> Result<Vec<RequestRule>, ApiError> {
+    if rules.len() > MAX_RULES {
+        return Err(ApiError::bad_request(format!(
+            "credential `{name}` has {} rules, at most {MAX_RULES}",
+            rules.len()
+        )));
+    }
+    let mut out: Vec<RequestRule> = Vec::new();
+    for rule in rules {
+        let parsed: RequestRule = rule.parse().map_err(|e: crate::wire::vault::RuleError| {
+            ApiError::bad_request(format!("credential `{name}`: {e}")).hint(e.hint())
+        })?;
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
+    }
+    Ok(out)
 }
 
 /// A host pattern: `host`, `*.suffix`, optionally `:port`.
@@ -464,15 +592,42 @@ mod tests {
                 name: "T".into(),
                 value: bad.into(),
                 hosts: vec!["h.test".into()],
+                ..CredentialInput::default()
             };
-            assert!(validate_credential(input).is_err(), "{bad:?}");
+            assert!(validate_credential(input, None).is_err(), "{bad:?}");
         }
         let ok = CredentialInput {
             name: "T".into(),
             value: "ghp_AbC123-_.~+/=".into(),
             hosts: vec!["h.test".into()],
+            ..CredentialInput::default()
         };
-        assert!(validate_credential(ok).is_ok());
+        assert!(validate_credential(ok, None).is_ok());
+    }
+
+    #[test]
+    fn a_credential_keeps_its_stored_points_and_rules_unless_new_ones_are_given() {
+        let input = |inject: Option<Vec<&str>>| CredentialInput {
+            name: "ANTHROPIC_API_KEY".into(),
+            value: "sk-ant-x".into(),
+            inject: inject.map(|v| v.into_iter().map(String::from).collect()),
+            ..CredentialInput::default()
+        };
+        let new = validate_credential(input(None), None).unwrap();
+        assert_eq!(new.inject, default_injection("ANTHROPIC_API_KEY"));
+        assert!(new.rules.is_empty());
+        let stored = CredentialInfo {
+            name: "ANTHROPIC_API_KEY".into(),
+            hosts: vec!["api.anthropic.com".into()],
+            fingerprint: "f".into(),
+            inject: vec![Injection::Header("x-api-key".into())],
+            rules: vec!["POST /v1/messages".parse().unwrap()],
+        };
+        let kept = validate_credential(input(None), Some(&stored)).unwrap();
+        assert_eq!(kept.inject, stored.inject);
+        assert_eq!(kept.rules, stored.rules);
+        let replaced = validate_credential(input(Some(vec!["authorization", "authorization"])), Some(&stored)).unwrap();
+        assert_eq!(replaced.inject, vec![Injection::Authorization]);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //!
 //! Credential values never travel in argv: `--credential NAME[@host,…]` reads the value from this
 //! process's environment variable `NAME`, `--credential-file NAME[@host,…]=PATH` from a file.
+//! Where a credential may go is said with `--inject NAME=POINT` and `--rule NAME='METHODS /glob'`
+//! (checked here, so a typo is a usage error before anything is sent); given for a name, they
+//! replace its set.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +14,8 @@ use super::Ctx;
 use crate::error::Error;
 use crate::harness;
 use crate::output::Printer;
-use crate::wire::api::{Agent, AgentLimits, CreateAgent, CredentialInput, UpdateAgent, preset_hosts};
+use crate::wire::api::{Agent, AgentLimits, CreateAgent, CredentialInfo, CredentialInput, UpdateAgent, preset_hosts};
+use crate::wire::vault::{Injection, RequestRule};
 
 /// An agent's limits as `show` prints them.
 fn limits(limits: &AgentLimits) -> String {
@@ -90,6 +94,12 @@ pub struct Fields {
     /// Credential whose real value is read from PATH (repeatable)
     #[arg(long, value_name = "NAME[@host,…]=PATH")]
     credential_file: Vec<String>,
+    /// Where credential NAME's stub is swapped: authorization, header:NAME, query:NAME or body (repeatable; replaces NAME's set) [default: its preset's]
+    #[arg(long, value_name = "NAME=POINT", value_parser = parse_inject)]
+    inject: Vec<(String, String)>,
+    /// Requests credential NAME may be swapped into, e.g. 'GET,POST /repos/acme/**' (repeatable; replaces NAME's set; NAME= clears) [default: any]
+    #[arg(long, value_name = "NAME=RULE", value_parser = parse_rule)]
+    rule: Vec<(String, String)>,
     /// Allow egress only to these hosts (repeatable; on edit, replaces the list)
     #[arg(long, value_name = "HOST")]
     allow_out: Vec<String>,
@@ -109,6 +119,44 @@ pub struct Fields {
 
 fn harness_ids() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(harness::CATALOG.iter().map(|h| h.id))
+}
+
+fn parse_inject(text: &str) -> Result<(String, String), String> {
+    let (name, point) = text
+        .split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| format!("expected NAME=POINT, got `{text}`"))?;
+    let point: Injection = point
+        .parse()
+        .map_err(|e: crate::wire::vault::InjectionError| format!("{e}; {}", e.hint()))?;
+    Ok((name.to_owned(), point.to_string()))
+}
+
+/// `NAME=RULE`; `NAME=` (no rule) clears NAME's rules.
+fn parse_rule(text: &str) -> Result<(String, String), String> {
+    let (name, rule) = text
+        .split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| format!("expected NAME='METHODS /glob', got `{text}`"))?;
+    if rule.trim().is_empty() {
+        return Ok((name.to_owned(), String::new()));
+    }
+    let rule: RequestRule = rule
+        .parse()
+        .map_err(|e: crate::wire::vault::RuleError| format!("{e}; {}", e.hint()))?;
+    Ok((name.to_owned(), rule.to_string()))
+}
+
+/// `NAME=VALUE` pairs grouped by name, in the order given; an empty value only makes the entry.
+fn by_name(pairs: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in pairs {
+        let entry = map.entry(name.clone()).or_default();
+        if !value.is_empty() && !entry.contains(value) {
+            entry.push(value.clone());
+        }
+    }
+    map
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -182,7 +230,12 @@ impl Fields {
                     text.trim_end_matches(['\n', '\r']).to_owned()
                 }
             };
-            result.push(CredentialInput { name, value, hosts });
+            result.push(CredentialInput {
+                name,
+                value,
+                hosts,
+                ..CredentialInput::default()
+            });
         }
         Ok(result)
     }
@@ -240,6 +293,8 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
                 env: fields.env.into_iter().collect(),
                 env_vars: BTreeMap::new(),
                 env_var_hosts: BTreeMap::new(),
+                env_var_inject: by_name(&fields.inject),
+                env_var_rules: by_name(&fields.rule),
                 allow_out: fields.allow_out,
                 deny_out: fields.deny_out,
             };
@@ -272,6 +327,8 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
                 env: (!fields.env.is_empty()).then(|| fields.env.into_iter().collect()),
                 env_vars: BTreeMap::new(),
                 env_var_hosts: BTreeMap::new(),
+                env_var_inject: by_name(&fields.inject),
+                env_var_rules: by_name(&fields.rule),
                 remove_credentials: remove_credential,
                 allow_out: (!fields.allow_out.is_empty()).then_some(fields.allow_out),
                 deny_out: (!fields.deny_out.is_empty()).then_some(fields.deny_out),
@@ -291,6 +348,30 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
     Ok(())
 }
 
+/// `NAME → hosts; inject POINTS[; rules RULES] (fingerprint FP)`.
+fn credential_line(c: &CredentialInfo) -> String {
+    let hosts = if c.hosts.is_empty() {
+        "no hosts bound".to_owned()
+    } else {
+        c.hosts.join(", ")
+    };
+    let join = |items: Vec<String>| items.join(", ");
+    let inject = if c.inject.is_empty() {
+        "nowhere".to_owned()
+    } else {
+        join(c.inject.iter().map(ToString::to_string).collect())
+    };
+    let rules = if c.rules.is_empty() {
+        String::new()
+    } else {
+        format!("; rules {}", join(c.rules.iter().map(ToString::to_string).collect()))
+    };
+    format!(
+        "{} → {hosts}; inject {inject}{rules} (fingerprint {})",
+        c.name, c.fingerprint
+    )
+}
+
 fn print_agent(ctx: &Ctx, agent: &Agent) {
     if ctx.out.json {
         ctx.out.json(agent);
@@ -299,18 +380,7 @@ fn print_agent(ctx: &Ctx, agent: &Agent) {
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
     let env: Vec<String> = agent.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let creds: Vec<String> = agent
-        .credentials
-        .iter()
-        .map(|c| {
-            let hosts = if c.hosts.is_empty() {
-                "no hosts bound".to_owned()
-            } else {
-                c.hosts.join(", ")
-            };
-            format!("{} → {hosts} (fingerprint {})", c.name, c.fingerprint)
-        })
-        .collect();
+    let creds: Vec<String> = agent.credentials.iter().map(credential_line).collect();
     let rows = [
         ("name", agent.name.clone()),
         ("id", agent.id.to_string()),
@@ -321,7 +391,15 @@ fn print_agent(ctx: &Ctx, agent: &Agent) {
         ("prompt", dash(&agent.prompt)),
         ("model", dash(&agent.model)),
         ("env", list(&env)),
-        ("credentials", list(&creds)),
+        // One credential a line, under each other.
+        (
+            "credentials",
+            if creds.is_empty() {
+                "-".to_owned()
+            } else {
+                creds.join(&format!("\n{:13}", ""))
+            },
+        ),
         ("allow_out", list(&agent.allow_out)),
         ("deny_out", list(&agent.deny_out)),
         ("limits", limits(&agent.limits)),

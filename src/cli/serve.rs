@@ -170,6 +170,13 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
             .to_owned(),
     };
     let store = Store::open(&data_dir)?;
+    match store.migrated_credentials() {
+        0 => {}
+        1 => out.status("migrated 1 stored credential to its preset's injection points"),
+        n => out.status(format!(
+            "migrated {n} stored credentials to their presets' injection points"
+        )),
+    }
     let master_key = master_key(env, &data_dir, out)?;
     let (vault, ca_bundle) = vault(&args, &data_dir)?;
     let mut k8s = None;

@@ -2,7 +2,8 @@
 //! sandbox pod's harness. A composition root, like `serve.rs`.
 //!
 //! It serves the egress proxy on `--listen` (127.0.0.1 in the pod) with the binding in `--binding`
-//! (a JSON file mounted from the session's Secret into this container only), under the CA in
+//! (a JSON file mounted from the session's Secret into this container only; its shape is
+//! [`VaultBinding`], declared once in the wire contract, unknown fields refused), under the CA in
 //! `--ca-dir` (likewise mounted only here). The admin endpoint on `--admin` takes a bearer token read
 //! from `--admin-token-file` (compared in constant time) and offers:
 //! - `PUT /binding`: replace the binding — late binding of a warm pod's session; connections opened
@@ -30,9 +31,9 @@ use crate::output::Printer;
 use crate::secret::Secret;
 use crate::vault::audit::AuditLog;
 use crate::vault::ca::CertificateAuthority;
-use crate::vault::intercept::{Binding, Credential, ResolveOverride, Vault};
-use crate::vault::policy::Policy;
+use crate::vault::intercept::{Binding, ResolveOverride, Vault};
 use crate::wire::api::Interception;
+use crate::wire::vault::VaultBinding;
 
 /// Records the sidecar keeps for the control plane to pull.
 const KEPT_RECORDS: usize = 10_000;
@@ -64,29 +65,6 @@ pub struct Args {
     pub vault_upstream_ca: Vec<PathBuf>,
 }
 
-/// The binding file and `PUT /binding` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BindingFile {
-    #[serde(default)]
-    pub credentials: Vec<BoundCredential>,
-    #[serde(default)]
-    pub allow_out: Vec<String>,
-    #[serde(default)]
-    pub deny_out: Vec<String>,
-    #[serde(default)]
-    pub egress_default_deny: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BoundCredential {
-    pub name: String,
-    pub stub: String,
-    pub value: String,
-    pub hosts: Vec<String>,
-}
-
 /// What the proxy and the admin endpoint share.
 struct Shared {
     binding: RwLock<Arc<Binding>>,
@@ -96,8 +74,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn bind(&self, file: BindingFile) {
-        *self.binding.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(binding(file, self.sink.clone()));
+    fn bind(&self, bound: VaultBinding) {
+        *self.binding.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(binding(bound, self.sink.clone()));
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -108,27 +86,16 @@ impl Shared {
     }
 }
 
-fn binding(file: BindingFile, sink: tokio::sync::mpsc::Sender<Interception>) -> Binding {
-    let credentials = file
-        .credentials
-        .into_iter()
-        .map(|c| Credential {
-            name: c.name,
-            stub: c.stub,
-            real: Secret::new(c.value),
-            hosts: c.hosts,
-        })
-        .collect();
-    let policy = Policy::new(&file.allow_out, &file.deny_out).default_deny(file.egress_default_deny);
-    Binding::with_audit(credentials, policy, AuditLog::with_sink(sink))
+fn binding(bound: VaultBinding, sink: tokio::sync::mpsc::Sender<Interception>) -> Binding {
+    crate::vault::proxy_binding(bound, AuditLog::with_sink(sink))
 }
 
-fn read_binding(path: &Path) -> Result<BindingFile, Error> {
+fn read_binding(path: &Path) -> Result<VaultBinding, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?;
     serde_json::from_str(&text).map_err(|e| {
         Error::failed_with_hint(
             format!("`{}` is not a vault binding: {e}", path.display()),
-            "expected {\"credentials\": [{\"name\", \"stub\", \"value\", \"hosts\"}], \"allow_out\", \"deny_out\"}",
+            "expected {\"credentials\": [{\"name\", \"stub\", \"value\", \"hosts\", \"inject\", \"rules\"}], \"allow_out\", \"deny_out\", \"egress_default_deny\"}",
         )
     })
 }
@@ -158,7 +125,7 @@ pub async fn run(args: Args, out: &Printer) -> Result<(), Error> {
     let (sink, mut records) = tokio::sync::mpsc::channel::<Interception>(KEPT_RECORDS);
     let initial = match &args.binding {
         Some(path) => read_binding(path)?,
-        None => BindingFile::default(),
+        None => VaultBinding::default(),
     };
     let shared = Arc::new(Shared {
         binding: RwLock::new(Arc::new(binding(initial, sink.clone()))),
@@ -223,7 +190,7 @@ async fn put_binding(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
     if !shared.authorized(&headers) {
         return StatusCode::UNAUTHORIZED;
     }
-    match serde_json::from_slice::<BindingFile>(&body) {
+    match serde_json::from_slice::<VaultBinding>(&body) {
         Ok(file) => {
             shared.bind(file);
             StatusCode::NO_CONTENT

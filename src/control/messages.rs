@@ -6,8 +6,12 @@
 //! event log. Events are numbered under one lock, folded into the turn's assistant message, kept
 //! in memory for late subscribers, written to the store in order by one writer task, and broadcast
 //! to live subscribers. A turn ends with exactly one `turn.completed`: the tool's own, or one
-//! synthesised when the process exits, is killed, or an abort is not honoured in time. Messages
-//! count as activity for the idle reaper.
+//! synthesised when the process exits, is killed, or an abort is not honoured in time. Every wait
+//! on the tool has a deadline: it must name its conversation within [`TOOL_START`] (handshake,
+//! server readiness, resume), a turn may not go [`TURN_SILENCE`] without a line from it, and an
+//! interrupted turn must end within [`ABORT_GRACE`]; past one, the tool is stopped and the turn
+//! fails with an error naming the tool, what it waited for, and a hint. Messages count as activity
+//! for the idle reaper.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,6 +36,15 @@ const BROADCAST: usize = 4096;
 const RECENT: usize = 2048;
 /// How long an interrupted tool has to end its turn before it is killed.
 const ABORT_GRACE: Duration = Duration::from_secs(10);
+/// How long a tool has, once started, to name its conversation (its handshake, its server coming
+/// up, a resume): beyond opencode's own 120 s readiness guard. `LAP_TOOL_START_TIMEOUT` (seconds)
+/// overrides it.
+const TOOL_START: Duration = Duration::from_secs(180);
+/// How long a turn may go without a line from its tool before the tool is stopped.
+/// `LAP_TOOL_SILENCE_TIMEOUT` (seconds) overrides it.
+const TURN_SILENCE: Duration = Duration::from_secs(30 * 60);
+/// How often a tool's deadlines are checked.
+const WATCH_TICK: Duration = Duration::from_secs(1);
 /// How much of the tool's stderr is kept for the error of a turn it ended by exiting.
 const STDERR_TAIL: usize = 2048;
 /// Longest line the tool may print.
@@ -259,6 +272,11 @@ struct Proc {
     resumed: bool,
     /// The tool named its conversation (so a resume worked).
     started: bool,
+    /// When it started, and when it last printed a line or was handed a turn.
+    since: tokio::time::Instant,
+    active: tokio::time::Instant,
+    /// Why it was stopped at a deadline (the open turn's error).
+    stalled: Option<String>,
 }
 
 struct OpenTurn {
@@ -370,7 +388,9 @@ impl Conversation {
 
     /// Writes a user turn to the running process; a process that is gone fails the turn.
     fn hand_over(&self, state: &mut State, text: &str) {
-        let Some(proc) = &state.proc else { return };
+        let Some(proc) = state.proc.as_mut() else { return };
+        proc.active = tokio::time::Instant::now();
+        let proc = &*proc;
         let lines = proc.driver.lock().unwrap_or_else(|p| p.into_inner()).user_turn(text);
         let bytes: Vec<u8> = lines.into_iter().flat_map(|line| (line + "\n").into_bytes()).collect();
         // Nothing to write yet: the driver hands the turn over once the tool is ready for it.
@@ -443,6 +463,7 @@ impl Conversation {
             };
             this.ended(generation, ended);
         });
+        let now = tokio::time::Instant::now();
         state.proc = Some(Proc {
             generation,
             stdin,
@@ -450,8 +471,55 @@ impl Conversation {
             driver,
             resumed: resume.is_some(),
             started: false,
+            since: now,
+            active: now,
+            stalled: None,
         });
+        tokio::spawn(self.clone().watch(generation));
         Ok(())
+    }
+
+    /// Stops tool process `generation` at a deadline: when it has not named its conversation
+    /// [`TOOL_START`] after it started, or a turn got no line from it for [`TURN_SILENCE`]. The open
+    /// turn then fails with an error naming the tool, what it waited for, and what to do.
+    async fn watch(self: Arc<Self>, generation: u64) {
+        let start_limit = deadline_from_env("LAP_TOOL_START_TIMEOUT", TOOL_START);
+        let silence_limit = deadline_from_env("LAP_TOOL_SILENCE_TIMEOUT", TURN_SILENCE);
+        let tool = crate::harness::find(&self.agent.harness_id)
+            .map(|h| h.command)
+            .unwrap_or("the agent's tool");
+        loop {
+            tokio::time::sleep(WATCH_TICK).await;
+            let mut state = self.lock();
+            let turn_open = state.turn.is_some();
+            let Some(proc) = state.proc.as_mut().filter(|p| p.generation == generation) else {
+                return;
+            };
+            let reason = if !proc.started && turn_open && proc.since.elapsed() >= start_limit {
+                let what = if proc.resumed {
+                    "resume its conversation"
+                } else {
+                    "start its conversation"
+                };
+                format!(
+                    "`{tool}` did not {what} within {} s; it was stopped (hint: run `lap exec SESSION -- {tool} --help` \
+                     to see that it runs in the sandbox, and `lap doctor` for its version; send again to start it anew)",
+                    start_limit.as_secs()
+                )
+            } else if turn_open && proc.active.elapsed() >= silence_limit {
+                format!(
+                    "`{tool}` printed nothing for {} s during the turn; it was stopped (hint: send again to start it \
+                     anew; a tool that works silently for longer needs LAP_TOOL_SILENCE_TIMEOUT=SECONDS on `lap serve`)",
+                    silence_limit.as_secs()
+                )
+            } else {
+                continue;
+            };
+            tracing::info!(session = %self.session, "{reason}");
+            proc.stalled = Some(reason);
+            proc.kill.cancel();
+            return;
+        }
     }
 
     /// Reads the tool's output until it closes; returns the tail of its stderr.
@@ -480,6 +548,9 @@ impl Conversation {
                                 let _ = replies.send(reply.into_bytes()).await;
                             }
                             let mut state = self.lock();
+                            if let Some(proc) = state.proc.as_mut().filter(|p| p.generation == generation) {
+                                proc.active = tokio::time::Instant::now();
+                            }
                             for kind in out.events {
                                 if let EventKind::SessionStarted { .. } = kind
                                     && let Some(proc) = state.proc.as_mut().filter(|p| p.generation == generation)
@@ -509,8 +580,13 @@ impl Conversation {
             return;
         };
         self.forget_if_ended();
+        let stalled = proc.stalled.clone();
         let (reason, exit_code, stderr_tail) = match &ended {
-            Ended::Killed => ("the agent was stopped".to_owned(), None, None),
+            Ended::Killed => (
+                stalled.clone().unwrap_or_else(|| "the agent was stopped".to_owned()),
+                None,
+                None,
+            ),
             Ended::Exited(Ok(code), tail) => (
                 format!("the agent exited with code {code}"),
                 Some(*code),
@@ -549,6 +625,8 @@ impl Conversation {
         let Some(turn) = &state.turn else { return };
         let (status, kind) = if turn.aborting {
             (TurnOutcome::Interrupted, "aborted")
+        } else if stalled.is_some() {
+            (TurnOutcome::Failed, "agent_timeout")
         } else {
             (TurnOutcome::Failed, "agent_exited")
         };
@@ -746,6 +824,15 @@ async fn flush(store: &Store, session: Uuid, events: &mut Vec<Event>) {
     if let Err(err) = store.insert_events(session, std::mem::take(events)).await {
         tracing::warn!(session = %session, error = %err, "cannot keep events");
     }
+}
+
+/// A deadline: `var` (whole seconds, more than 0) when set, else `default`.
+fn deadline_from_env(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|secs| *secs > 0)
+        .map_or(default, Duration::from_secs)
 }
 
 fn now_ms() -> i64 {

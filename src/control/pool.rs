@@ -439,7 +439,14 @@ impl Control {
         let spec = SandboxSpec {
             harness_id: key.harness_id().to_owned(),
             session_id: None,
-            env: sandbox_env(&plain, &stubs),
+            env: sandbox_env(
+                &plain,
+                &stubs,
+                &credentials
+                    .iter()
+                    .map(|c| (c.name.clone(), c.hosts.clone()))
+                    .collect::<Vec<_>>(),
+            ),
             ca_bundle: self.ca_bundle.clone(),
             command: None,
             limits: agent.map(|a| (&a.limits).into()).unwrap_or_default(),

@@ -728,19 +728,23 @@ mod tests {
             credentials: vec![BoundCredential {
                 name: "GITHUB_TOKEN".into(),
                 stub: "stub_github_token_3fa91c0d".into(),
-                value: "ghp_real".into(),
+                value: crate::secret::Secret::new("ghp_real"),
                 hosts: vec!["api.github.com".into()],
+                inject: vec![crate::wire::vault::Injection::Authorization],
+                rules: vec!["GET /repos/**".parse().unwrap()],
             }],
             allow_out: vec!["github.com".into()],
             deny_out: vec![],
             egress_default_deny: true,
         };
         let json = serde_json::to_vec(&binding).unwrap();
-        let parsed: crate::cli::sidecar::BindingFile = serde_json::from_slice(&json).unwrap();
+        let parsed: VaultBinding = serde_json::from_slice(&json).unwrap();
         assert_eq!(parsed.credentials.len(), 1);
-        assert_eq!(parsed.credentials[0].value, "ghp_real");
+        assert_eq!(parsed.credentials[0].value.expose(), "ghp_real");
+        assert_eq!(parsed.credentials[0].inject, binding.credentials[0].inject);
+        assert_eq!(parsed.credentials[0].rules, binding.credentials[0].rules);
         assert!(parsed.egress_default_deny);
-        let warm: crate::cli::sidecar::BindingFile =
+        let warm: VaultBinding =
             serde_json::from_slice(&serde_json::to_vec(&VaultBinding::default()).unwrap()).unwrap();
         assert!(warm.credentials.is_empty());
     }

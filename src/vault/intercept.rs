@@ -26,7 +26,8 @@
 //! Bodies up to [`MAX_BUFFERED_BODY`] with a known length are rewritten whole and keep an exact
 //! `Content-Length`; longer or unsized ones stream in constant memory. The upstream is verified against the system roots plus any `--vault-upstream-ca`, and one upstream
 //! connection (h2 or http/1.1, by its own ALPN) is kept per intercepted client connection.
-//! A response the upstream compresses despite `Accept-Encoding: identity` cannot be scrubbed and is
+//! A response the upstream compresses despite `Accept-Encoding: identity` (gzip, deflate, br, zstd) is
+//! decoded as it streams ([`super::decode`]) and passed on decoded and scrubbed; any other coding is
 //! refused (502, `compressed-response`). Request heads must arrive within [`HEADER_READ_TIMEOUT`].
 //!
 //! Attacks from the security catalogue (`reference/anchors.md`) that are tested elsewhere or do not
@@ -79,6 +80,7 @@ use tokio_util::sync::CancellationToken;
 use super::audit::{Interception, blocked_record, record};
 use super::body::{BodyError, BoxError, OnEnd, ProxyBody, Trip, Way, drain, rewrite_body};
 use super::ca::CertificateAuthority;
+use super::decode::{self, DecodedBody};
 use super::frames::Frames;
 use super::limits::{Activity, serve_until_idle};
 use super::plan::{self, Head, Refusal, Why};
@@ -683,10 +685,12 @@ impl Vault {
     }
 }
 
-/// An upstream's response to `method`, made fit for the sandbox: refused when compressed; headers,
-/// body and trailers scrubbed with `scrub`; a header whose *name* holds a real value left out (an
-/// alert); hop-by-hop headers gone; the upstream's reason phrase dropped (the canonical one is
-/// sent). `ended(bytes, alert)` runs once, when the body has ended or the sandbox stopped reading.
+/// An upstream's response to `method`, made fit for the sandbox: decoded when compressed (an
+/// upstream may compress despite `Accept-Encoding: identity`, and a real value inside compressed
+/// bytes would pass any scrubber), refused when its coding is unknown; headers, body and trailers
+/// scrubbed with `scrub`; a header whose *name* holds a real value left out (an alert); hop-by-hop
+/// headers gone; the upstream's reason phrase dropped (the canonical one is sent). `ended(bytes,
+/// alert)` runs once, when the body has ended or the sandbox stopped reading.
 async fn answer(
     response: Response<Incoming>,
     method: &str,
@@ -696,13 +700,9 @@ async fn answer(
     ended: impl FnOnce(u64, bool) + Send + Sync + 'static,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (mut parts, body) = response.into_parts();
-    // `Accept-Encoding: identity` was asked for; an upstream that compresses anyway would carry a
-    // reflected real value past the scrubber inside the compressed bytes. Fail closed.
-    if plan::is_compressed(&parts.headers) && has_body(method, &parts) {
-        return Err(Refusal {
-            why: Why::CompressedResponse,
-            reason: format!("`{host}` answered with a compressed body, which cannot be scrubbed of credentials"),
-        });
+    let codings = codings(&parts, method, host)?;
+    if !codings.is_empty() {
+        decode::strip_codings(&mut parts.headers);
     }
     let rewritten = plan::rewrite_headers(&parts.headers, scrub, &binding.real_names());
     let alert = rewritten.dropped_name;
@@ -722,13 +722,29 @@ async fn answer(
         on_end: Some(on_end),
         names: binding.real_names(),
     };
-    let body = rewrite_body(body, &mut parts.headers, scrub, way)
-        .await
-        .map_err(|err| Refusal {
-            why: Why::Upstream,
-            reason: format!("cannot read the response of `{host}`: {err}"),
-        })?;
+    let body = if codings.is_empty() {
+        rewrite_body(body, &mut parts.headers, scrub, way).await
+    } else {
+        rewrite_body(DecodedBody::new(body, codings), &mut parts.headers, scrub, way).await
+    }
+    .map_err(|err| Refusal {
+        why: Why::Upstream,
+        reason: format!("cannot read the response of `{host}`: {err}"),
+    })?;
     Ok(Response::from_parts(parts, body))
+}
+
+/// The codings to undo on a response to `method` before it can be scrubbed (none when it carries no
+/// body); a coding the vault cannot decode refuses the response (`compressed-response`).
+fn codings(parts: &hyper::http::response::Parts, method: &str, host: &str) -> Result<Vec<decode::Coding>, Refusal> {
+    match decode::codings(&parts.headers) {
+        Ok(codings) if has_body(method, parts) => Ok(codings),
+        Ok(_) => Ok(Vec::new()),
+        Err(err) => Err(Refusal {
+            why: Why::CompressedResponse,
+            reason: format!("`{host}` answered with a body lap cannot decode to scrub it of credentials: {err}"),
+        }),
+    }
 }
 
 /// Whether a response to `method` can carry a body at all (RFC 9110 §6.4.1).

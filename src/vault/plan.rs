@@ -24,16 +24,11 @@ use super::body::{Guard, Trip};
 use super::limits::MAX_OPEN_CONNECTIONS;
 use super::policy::Policy;
 use super::rewrite::{Substitutions, host_matches};
-use crate::secret::Secret;
+use crate::wire::vault::Injection;
 
-/// One credential as a sandbox's vault holds it.
-pub struct Credential {
-    pub name: String,
-    pub stub: String,
-    pub real: Secret,
-    /// Host patterns: `host`, `*.suffix`, optionally `:port`.
-    pub hosts: Vec<String>,
-}
+/// One credential as a sandbox's vault holds it: the one binding type of [`crate::wire::vault`]
+/// (its real value a [`crate::secret::Secret`], its injection points and rules).
+pub type Credential = crate::wire::vault::BoundCredential;
 
 /// What one sandbox's listener enforces, and the record of what passed it.
 pub struct Binding {
@@ -76,7 +71,7 @@ impl Binding {
         let values = self
             .credentials
             .iter()
-            .map(|c| (c.real.expose().as_bytes(), c.stub.as_bytes()));
+            .map(|c| (c.value.expose().as_bytes(), c.stub.as_bytes()));
         Substitutions::scrubbing(values, extra)
     }
 
@@ -85,7 +80,7 @@ impl Binding {
     pub fn real_names(&self) -> Vec<Vec<u8>> {
         self.credentials
             .iter()
-            .map(|c| c.real.expose().to_ascii_lowercase().into_bytes())
+            .map(|c| c.value.expose().to_ascii_lowercase().into_bytes())
             .collect()
     }
 
@@ -226,10 +221,16 @@ impl std::fmt::Display for Place {
 
 /// The refusal of `credential`'s stub found at `place`, which is not one of its injection points.
 pub fn not_injectable(credential: &Credential, place: &Place) -> Refusal {
+    let points: Vec<String> = credential.inject.iter().map(ToString::to_string).collect();
+    let points = if points.is_empty() {
+        "nowhere".to_owned()
+    } else {
+        points.join(", ")
+    };
     Refusal::new(
         Why::NotInjectable,
         format!(
-            "the stub of {} is in {place}; it may not be sent there",
+            "the stub of {} is in {place}; it may only be sent in: {points}",
             credential.name
         ),
     )
@@ -237,9 +238,14 @@ pub fn not_injectable(credential: &Credential, place: &Place) -> Refusal {
 
 /// The refusal of `credential`'s stub in a request its rules do not allow.
 pub fn outside_rules(credential: &Credential, method: &str, path: &str) -> Refusal {
+    let rules: Vec<String> = credential.rules.iter().map(ToString::to_string).collect();
     Refusal::new(
         Why::Rule,
-        format!("{} may not be sent with `{method} {path}`", credential.name),
+        format!(
+            "{} may not be sent with `{method} {path}`; its rules allow only: {}",
+            credential.name,
+            rules.join("; ")
+        ),
     )
 }
 
@@ -405,23 +411,80 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
         ));
     }
     let (path_only, _) = head.path.split_once('?').unwrap_or((head.path, ""));
-    // Until injection points are enforced: a bound stub is swapped anywhere in the head.
-    let swap = Substitutions::new(bound.iter().map(|&i| {
+    // A bound stub is swapped only at its credential's injection points, in the forms they allow;
+    // anywhere else it refuses the request.
+    let query = head.path.split_once('?').map(|(_, q)| q);
+    for &i in &bound {
         let c = &creds[i];
-        (c.stub.as_bytes(), c.real.expose().as_bytes())
-    }));
-    let path = PathAndQuery::try_from(swap.replace_all(head.path.as_bytes()).as_ref())
-        .map_err(|_| Refusal::new(Why::BadRequest, "the rewritten request path is not a valid URL"))?;
-    let Rewritten {
-        mut headers,
-        reflected,
-        invalid,
-        ..
-    } = rewrite_headers(head.headers, &swap, &[]);
-    if invalid {
-        return Err(Refusal::new(Why::BadRequest, "a rewritten header is not valid"));
+        let stub = c.stub.as_bytes();
+        if contains(head.method.as_bytes(), stub) {
+            return Err(not_injectable(c, &Place::Method));
+        }
+        if head.headers.keys().any(|n| contains(n.as_str().as_bytes(), stub)) {
+            return Err(not_injectable(c, &Place::HeaderName));
+        }
+        if contains(path_only.as_bytes(), stub) || contains(&percent_decode(path_only.as_bytes()), stub) {
+            return Err(not_injectable(c, &Place::Path));
+        }
     }
-    let swapped = Vec::new();
+    let mut swapped = BTreeSet::new();
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    let mut reflected = Vec::new();
+    for (name, value) in head.headers {
+        let place = || Place::Header(name.as_str().to_owned());
+        let carried: Vec<usize> = bound
+            .iter()
+            .copied()
+            .filter(|&i| contains_stub(value.as_bytes(), &creds[i].stub))
+            .collect();
+        let new = match carried.as_slice() {
+            [] => value.clone(),
+            [i] => {
+                let c = &creds[*i];
+                let Some((new, reflects)) = swap_in_header(name.as_str(), value.as_bytes(), c) else {
+                    return Err(not_injectable(c, &place()));
+                };
+                reflected.extend(reflects);
+                swapped.insert(*i);
+                HeaderValue::from_bytes(&new)
+                    .map_err(|_| Refusal::new(Why::BadRequest, "a rewritten header is not valid"))?
+            }
+            [_, second, ..] => return Err(not_injectable(&creds[*second], &place())),
+        };
+        headers.append(name.clone(), new);
+    }
+    let rewritten = match query {
+        Some(query) => format!("{path_only}?{}", swap_in_query(query, &bound, creds, &mut swapped)?),
+        None => path_only.to_owned(),
+    };
+    let path = PathAndQuery::try_from(rewritten.as_str())
+        .map_err(|_| Refusal::new(Why::BadRequest, "the rewritten request path is not a valid URL"))?;
+    if let Some(&i) = swapped
+        .iter()
+        .find(|&&i| !creds[i].allows_request(head.method, path_only))
+    {
+        return Err(outside_rules(&creds[i], head.method, path_only));
+    }
+
+    // The body (or a WebSocket's frames): swapped only for a credential that may go there, on a
+    // request its rules allow; every other stub may not be in it.
+    let mut body_swap = Vec::new();
+    let mut guard_body = Vec::new();
+    for &i in &bound {
+        let c = &creds[i];
+        if !c.inject.contains(&Injection::Body) {
+            guard_body.push((i, Why::NotInjectable));
+        } else if !c.allows_request(head.method, path_only) {
+            guard_body.push((i, Why::Rule));
+        } else {
+            body_swap.push(i);
+        }
+    }
+    guard_body.extend(unbound.iter().map(|&i| (i, Why::NotBound)));
+    let swap = Substitutions::new(body_swap.iter().map(|&i| {
+        let c = &creds[i];
+        (c.stub.as_bytes(), c.value.expose().as_bytes())
+    }));
     let websocket = is_websocket_upgrade(head.headers);
     if !websocket {
         strip_hop_by_hop(&mut headers);
@@ -433,12 +496,11 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
         headers.remove(header::RANGE);
         headers.remove(header::IF_RANGE);
     }
-    let guard_body = unbound.iter().map(|&i| (i, Why::NotBound)).collect();
     let swap = Arc::new(swap);
     Ok(Plan {
         tally: Tally {
-            head: swapped,
-            body_swap: bound.clone(),
+            head: swapped.into_iter().collect(),
+            body_swap,
             swap: swap.clone(),
         },
         bound,
@@ -590,6 +652,106 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `value` percent-encoded for a query: everything but RFC 3986 unreserved characters escaped.
+fn percent_encode(value: &[u8]) -> String {
+    value
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of header `name` with `c`'s stub swapped, if it is at one of `c`'s injection points
+/// in one of the forms the spec allows; and the (new, old) Basic tokens when it was Basic.
+#[allow(clippy::type_complexity)]
+fn swap_in_header(name: &str, value: &[u8], c: &Credential) -> Option<(Vec<u8>, Option<(Vec<u8>, Vec<u8>)>)> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let (stub, real) = (c.stub.as_str(), c.value.expose());
+    if name == header::AUTHORIZATION.as_str() {
+        if !c.inject.contains(&Injection::Authorization) {
+            return None;
+        }
+        let (scheme, rest) = text.split_once(|ch: char| ch.is_ascii_whitespace())?;
+        let rest = rest.trim();
+        return match scheme.to_ascii_lowercase().as_str() {
+            "bearer" | "token" => (rest == stub).then(|| (format!("{scheme} {real}").into_bytes(), None)),
+            "basic" => {
+                use base64::Engine;
+                let engine = base64::engine::general_purpose::STANDARD;
+                let decoded = engine.decode(rest).ok()?;
+                let decoded = std::str::from_utf8(&decoded).ok()?;
+                let (user, pass) = decoded.split_once(':')?;
+                let new = if pass == stub && !user.contains(stub) {
+                    format!("{user}:{real}")
+                } else if user == stub && !pass.contains(stub) {
+                    format!("{real}:{pass}")
+                } else {
+                    return None;
+                };
+                let token = engine.encode(new);
+                let reflects = (token.clone().into_bytes(), rest.as_bytes().to_vec());
+                Some((format!("{scheme} {token}").into_bytes(), Some(reflects)))
+            }
+            _ => None,
+        };
+    }
+    if !c.inject.contains(&Injection::Header(name.to_owned())) {
+        return None;
+    }
+    if text == stub {
+        return Some((real.as_bytes().to_vec(), None));
+    }
+    let (scheme, rest) = text.split_once(|ch: char| ch.is_ascii_whitespace())?;
+    (scheme.eq_ignore_ascii_case("bearer") && rest.trim() == stub)
+        .then(|| (format!("{scheme} {real}").into_bytes(), None))
+}
+
+/// The query with bound stubs swapped where a credential's `query:NAME` allows it (the whole value
+/// of that parameter); a stub anywhere else in it is refused.
+fn swap_in_query(
+    query: &str,
+    bound: &[usize],
+    creds: &[Credential],
+    swapped: &mut BTreeSet<usize>,
+) -> Result<String, Refusal> {
+    let mut pairs = Vec::new();
+    for pair in query.split('&') {
+        let (name, value) = match pair.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (pair, None),
+        };
+        let mut new_value = value.map(str::to_owned);
+        for &i in bound {
+            let c = &creds[i];
+            let stub = c.stub.as_bytes();
+            let place = || Place::Query(String::from_utf8_lossy(&percent_decode(name.as_bytes())).into_owned());
+            if contains(&percent_decode(name.as_bytes()), stub) {
+                return Err(not_injectable(c, &place()));
+            }
+            let Some(value) = value else { continue };
+            if !contains(&percent_decode(value.as_bytes()), stub) {
+                continue;
+            }
+            if value == c.stub && c.inject.contains(&Injection::Query(name.to_owned())) {
+                new_value = Some(percent_encode(c.value.expose().as_bytes()));
+                swapped.insert(i);
+            } else {
+                return Err(not_injectable(c, &place()));
+            }
+        }
+        pairs.push(match new_value {
+            Some(value) => format!("{name}={value}"),
+            None => name.to_owned(),
+        });
+    }
+    Ok(pairs.join("&"))
+}
+
 fn contains_stub(value: &[u8], stub: &str) -> bool {
     let single = Substitutions::new([(stub, stub)]);
     single.finds_any(value) || single.header_value(value).is_some()
@@ -651,23 +813,48 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+    use base64::Engine;
 
     const HOST: &str = "api.github.com";
 
-    fn binding() -> Binding {
-        let credential = |name: &str, stub: &str, real: &str, host: &str| Credential {
+    fn credential(name: &str, stub: &str, real: &str, host: &str, inject: &[&str], rules: &[&str]) -> Credential {
+        Credential {
             name: name.into(),
             stub: stub.into(),
-            real: Secret::new(real),
+            value: Secret::new(real),
             hosts: vec![host.into()],
-        };
+            inject: inject.iter().map(|p| p.parse().unwrap()).collect(),
+            rules: rules.iter().map(|r| r.parse().unwrap()).collect(),
+        }
+    }
+
+    fn binding_with(github: Credential) -> Binding {
         Binding::new(
             vec![
-                credential("GITHUB_TOKEN", "stub_gh_1", "ghp_real", HOST),
-                credential("OPENAI_API_KEY", "stub_oa_1", "sk-real", "api.openai.com"),
+                github,
+                credential(
+                    "OPENAI_API_KEY",
+                    "stub_oa_1",
+                    "sk-real",
+                    "api.openai.com",
+                    &["authorization"],
+                    &[],
+                ),
             ],
             Policy::new(&[], &[]),
         )
+    }
+
+    fn binding() -> Binding {
+        binding_with(credential(
+            "GITHUB_TOKEN",
+            "stub_gh_1",
+            "ghp_real",
+            HOST,
+            &["authorization", "header:x-api-key", "query:access_token"],
+            &[],
+        ))
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -691,43 +878,196 @@ mod tests {
         }
     }
 
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    /// The refusal of a request, which must be refused.
+    fn refused(binding: &Binding, head: &Head<'_>) -> Refusal {
+        match decide(binding, HOST, 443, head) {
+            Ok(plan) => panic!("allowed: {:?} {:?}", plan.path, plan.headers),
+            Err(refusal) => refusal,
+        }
+    }
+
+    fn allowed(binding: &Binding, head: &Head<'_>) -> Plan {
+        decide(binding, HOST, 443, head).map_err(|r| r.reason).unwrap()
+    }
+
     #[test]
     fn a_bound_stub_in_authorization_is_swapped_and_hop_by_hop_headers_go() {
-        let h = headers(&[("authorization", "Bearer stub_gh_1"), ("connection", "close")]);
-        let plan = decide(&binding(), HOST, 443, &head("/user", &h))
-            .map_err(|r| r.reason)
-            .unwrap();
-        assert_eq!(plan.headers["authorization"], "Bearer ghp_real");
-        assert!(!plan.headers.contains_key("connection"));
-        assert_eq!(plan.headers["accept-encoding"], "identity");
-        assert_eq!(plan.bound, vec![0]);
-        assert_eq!(plan.swap.hits(), vec![0]);
+        for (sent, upstream) in [
+            ("Bearer stub_gh_1", "Bearer ghp_real"),
+            ("token stub_gh_1", "token ghp_real"),
+            ("bearer   stub_gh_1", "bearer ghp_real"),
+        ] {
+            let h = headers(&[("authorization", sent), ("connection", "close")]);
+            let plan = allowed(&binding(), &head("/user", &h));
+            assert_eq!(plan.headers["authorization"], upstream);
+            assert!(!plan.headers.contains_key("connection"));
+            assert_eq!(plan.headers["accept-encoding"], "identity");
+            assert_eq!(plan.tally.swapped(&binding()).0, ["GITHUB_TOKEN"]);
+        }
     }
 
     #[test]
-    fn basic_credentials_are_swapped_and_their_encoded_form_is_scrubbed_back() {
-        use base64::Engine;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let h = headers(&[("authorization", &format!("Basic {}", b64("x:stub_gh_1")))]);
-        let plan = decide(&binding(), HOST, 443, &head("/", &h))
-            .map_err(|r| r.reason)
-            .unwrap();
-        assert_eq!(
-            plan.headers["authorization"],
-            format!("Basic {}", b64("x:ghp_real")).as_str()
-        );
-        assert_eq!(
-            plan.reflected,
-            vec![(b64("x:ghp_real").into_bytes(), b64("x:stub_gh_1").into_bytes())]
-        );
+    fn basic_credentials_are_swapped_as_user_or_password_and_their_encoded_form_is_scrubbed_back() {
+        for (sent, upstream) in [("x:stub_gh_1", "x:ghp_real"), ("stub_gh_1:x-oauth", "ghp_real:x-oauth")] {
+            let h = headers(&[("authorization", &format!("Basic {}", b64(sent)))]);
+            let plan = allowed(&binding(), &head("/", &h));
+            assert_eq!(
+                plan.headers["authorization"],
+                format!("Basic {}", b64(upstream)).as_str()
+            );
+            assert_eq!(
+                plan.reflected,
+                vec![(b64(upstream).into_bytes(), b64(sent).into_bytes())]
+            );
+        }
     }
 
     #[test]
-    fn a_stub_of_another_host_in_the_head_is_refused_as_not_bound() {
-        let h = headers(&[("x-key", "stub_oa_1")]);
-        let refusal = decide(&binding(), HOST, 443, &head("/", &h)).err().unwrap();
-        assert_eq!(refusal.why, Why::NotBound);
-        assert!(refusal.reason.contains("OPENAI_API_KEY"), "{}", refusal.reason);
+    fn a_declared_header_and_query_parameter_are_swapped_as_their_whole_value() {
+        let h = headers(&[("x-api-key", " stub_gh_1 ")]);
+        let plan = allowed(&binding(), &head("/x?a=1&access_token=stub_gh_1", &h));
+        assert_eq!(plan.headers["x-api-key"], "ghp_real");
+        assert_eq!(plan.path.as_str(), "/x?a=1&access_token=ghp_real");
+    }
+
+    #[test]
+    fn a_bound_stub_anywhere_but_its_injection_points_is_not_injectable() {
+        let b = binding();
+        let auth = |v: &str| headers(&[("authorization", v)]);
+        let cases: Vec<(HeaderMap, &str, &str, &str)> = vec![
+            (headers(&[("x-other", "stub_gh_1")]), "/", "GET", "the `x-other` header"),
+            (auth("Bearer stub_gh_1 extra"), "/", "GET", "the Authorization header"),
+            (auth("Digest stub_gh_1"), "/", "GET", "the Authorization header"),
+            (
+                auth(&format!("Basic {}", b64("stub_gh_1:stub_gh_1"))),
+                "/",
+                "GET",
+                "the Authorization header",
+            ),
+            (
+                headers(&[("x-api-key", "prefix-stub_gh_1")]),
+                "/",
+                "GET",
+                "the `x-api-key` header",
+            ),
+            (headers(&[("x-stub_gh_1", "1")]), "/", "GET", "a header name"),
+            (headers(&[]), "/repos/stub_gh_1", "GET", "the request path"),
+            (headers(&[]), "/repos/%73tub_gh_1", "GET", "the request path"),
+            (headers(&[]), "/x?q=stub_gh_1", "GET", "the query parameter `q`"),
+            (
+                headers(&[]),
+                "/x?access_token=a-stub_gh_1",
+                "GET",
+                "the query parameter `access_token`",
+            ),
+            (headers(&[]), "/x?stub_gh_1=1", "GET", "the query parameter `stub_gh_1`"),
+            (headers(&[]), "/", "STUB_GH_1", "the request method"),
+        ];
+        for (h, path, method, place) in &cases {
+            let refusal = refused(
+                &b,
+                &Head {
+                    method,
+                    ..head(path, h)
+                },
+            );
+            assert_eq!(refusal.why, Why::NotInjectable, "{path} {h:?}: {}", refusal.reason);
+            assert!(refusal.reason.contains(place), "{path} {h:?}: {}", refusal.reason);
+            assert!(refusal.reason.contains("GITHUB_TOKEN"), "{}", refusal.reason);
+            assert!(
+                refusal
+                    .reason
+                    .ends_with("it may only be sent in: authorization, header:x-api-key, query:access_token"),
+                "{}",
+                refusal.reason
+            );
+        }
+    }
+
+    #[test]
+    fn the_body_is_guarded_unless_the_credential_opts_in() {
+        let h = headers(&[]);
+        let plan = allowed(&binding(), &head("/", &h));
+        assert!(plan.swap.is_empty());
+        assert_eq!(plan.guard_body, vec![(0, Why::NotInjectable), (1, Why::NotBound)]);
+        let refusal = plan.refusal(&binding(), &Trip::Body(0));
+        assert_eq!(refusal.why, Why::NotInjectable);
+        assert!(refusal.reason.contains("in the request body"), "{}", refusal.reason);
+        let trailer = plan.refusal(&binding(), &Trip::Trailer("grpc-x".into(), 0));
+        assert!(
+            trailer.reason.contains("the request trailer `grpc-x`"),
+            "{}",
+            trailer.reason
+        );
+
+        let opted = binding_with(credential(
+            "GITHUB_TOKEN",
+            "stub_gh_1",
+            "ghp_real",
+            HOST,
+            &["body"],
+            &[],
+        ));
+        let plan = allowed(&opted, &head("/", &h));
+        assert_eq!(plan.swap.replace_all(b"x stub_gh_1 y").as_ref(), b"x ghp_real y");
+        assert_eq!(plan.guard_body, vec![(1, Why::NotBound)]);
+    }
+
+    #[test]
+    fn rules_refuse_a_request_outside_them_that_carries_the_stub() {
+        let ruled = binding_with(credential(
+            "GITHUB_TOKEN",
+            "stub_gh_1",
+            "ghp_real",
+            HOST,
+            &["authorization", "body"],
+            &["GET /repos/acme/**"],
+        ));
+        let h = headers(&[("authorization", "Bearer stub_gh_1")]);
+        assert!(decide(&ruled, HOST, 443, &head("/repos/acme/x/issues", &h)).is_ok());
+        let refusal = refused(&ruled, &head("/gists", &h));
+        assert_eq!(refusal.why, Why::Rule);
+        assert!(refusal.reason.contains("GET /repos/acme/**"), "{}", refusal.reason);
+        let post = Head {
+            method: "POST",
+            ..head("/repos/acme/x", &h)
+        };
+        assert_eq!(refused(&ruled, &post).why, Why::Rule);
+        // Without the stub aboard, the rules do not apply; in the body, the guard refuses it.
+        let none = headers(&[]);
+        let plan = allowed(&ruled, &head("/gists", &none));
+        assert_eq!(plan.guard_body[0], (0, Why::Rule));
+        assert_eq!(plan.refusal(&ruled, &Trip::Body(0)).why, Why::Rule);
+    }
+
+    #[test]
+    fn a_stub_of_another_host_anywhere_in_the_head_is_refused_as_not_bound() {
+        let b = binding();
+        for (h, path, method) in [
+            (headers(&[("x-key", "stub_oa_1")]), "/", "GET"),
+            (headers(&[("x-stub_oa_1", "1")]), "/", "GET"),
+            (headers(&[]), "/%73tub_oa_1", "GET"),
+            (headers(&[]), "/", "stub_oa_1"),
+            (
+                headers(&[("authorization", &format!("Basic {}", b64("x:stub_oa_1")))]),
+                "/",
+                "GET",
+            ),
+        ] {
+            let refusal = refused(
+                &b,
+                &Head {
+                    method,
+                    ..head(path, &h)
+                },
+            );
+            assert_eq!(refusal.why, Why::NotBound, "{path} {method} {h:?}");
+            assert!(refusal.reason.contains("OPENAI_API_KEY"), "{}", refusal.reason);
+        }
     }
 
     #[test]
@@ -735,24 +1075,22 @@ mod tests {
         let h = headers(&[]);
         let mut other = head("/", &h);
         other.authority = Some("evil.example");
-        assert_eq!(
-            decide(&binding(), HOST, 443, &other).err().unwrap().why,
-            Why::HostMismatch
-        );
+        assert_eq!(refused(&binding(), &other).why, Why::HostMismatch);
         let h = headers(&[("authorization", "Bearer stub_gh_1")]);
         let mut other = head("/", &h);
         other.authority = Some("evil.example");
-        assert_eq!(decide(&binding(), HOST, 443, &other).err().unwrap().why, Why::NotBound);
+        assert_eq!(refused(&binding(), &other).why, Why::NotBound);
+        // The CONNECT host is canonical; a trailing dot in Host names the same host.
+        let mut dotted = head("/", &h);
+        dotted.authority = Some("API.github.com.");
+        assert!(decide(&binding(), HOST, 443, &dotted).is_ok());
     }
 
     #[test]
     fn a_compressed_body_is_refused_whenever_the_sandbox_has_credentials() {
         for coding in [("content-encoding", "gzip"), ("transfer-encoding", "gzip, chunked")] {
             let h = headers(&[coding]);
-            assert_eq!(
-                decide(&binding(), HOST, 443, &head("/", &h)).err().unwrap().why,
-                Why::Compressed
-            );
+            assert_eq!(refused(&binding(), &head("/", &h)).why, Why::Compressed);
             // Toward a host nothing is bound to as well: a stub inside would go unseen.
             let unbound = Head {
                 authority: Some("example.com"),
@@ -768,23 +1106,56 @@ mod tests {
     }
 
     #[test]
+    fn range_requests_are_made_whole_when_the_sandbox_has_credentials() {
+        let h = headers(&[("range", "bytes=3-9"), ("if-range", "\"etag\"")]);
+        let plan = allowed(&binding(), &head("/", &h));
+        assert!(!plan.headers.contains_key("range") && !plan.headers.contains_key("if-range"));
+        let none = Binding::new(Vec::new(), Policy::new(&[], &[]));
+        let plan = decide(&none, HOST, 443, &head("/", &h)).map_err(|r| r.reason).unwrap();
+        assert_eq!(plan.headers["range"], "bytes=3-9");
+    }
+
+    #[test]
     fn a_websocket_upgrade_keeps_its_upgrade_headers() {
         let h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        let plan = decide(&binding(), HOST, 443, &head("/ws", &h))
-            .map_err(|r| r.reason)
-            .unwrap();
+        let plan = allowed(&binding(), &head("/ws", &h));
         assert!(plan.websocket);
         assert!(plan.headers.contains_key("upgrade"));
     }
 
     #[test]
-    fn plain_http_refuses_any_stub_in_the_head() {
-        let h = headers(&[("authorization", "Bearer stub_gh_1")]);
-        assert_eq!(
-            decide_plain(&binding(), &head("/", &h)).err().unwrap().why,
-            Why::NotBound
-        );
+    fn plain_http_refuses_any_stub_anywhere_in_the_head() {
+        for h in [
+            headers(&[("authorization", "Bearer stub_gh_1")]),
+            headers(&[("authorization", &format!("Basic {}", b64("x:stub_gh_1")))]),
+            headers(&[("x-stub_gh_1", "1")]),
+        ] {
+            assert_eq!(
+                decide_plain(&binding(), &head("/", &h)).err().unwrap().why,
+                Why::NotBound
+            );
+        }
         let h = headers(&[]);
+        assert!(
+            decide_plain(
+                &binding(),
+                &Head {
+                    method: "stub_gh_1",
+                    ..head("/", &h)
+                }
+            )
+            .is_err()
+        );
         assert!(decide_plain(&binding(), &head("/", &h)).is_ok());
+    }
+
+    #[test]
+    fn response_headers_named_after_a_real_value_are_left_out() {
+        let h = headers(&[("x-ghp_real", "1"), ("x-echo", "ghp_real")]);
+        let b = binding();
+        let out = rewrite_headers(&h, &b.scrubber(), &b.real_names());
+        assert!(out.dropped_name);
+        assert_eq!(out.headers.len(), 1);
+        assert_eq!(out.headers["x-echo"], "stub_gh_1");
     }
 }

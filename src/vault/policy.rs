@@ -8,6 +8,11 @@
 //!    CGNAT, unique-local, multicast and unspecified addresses are refused unless explicitly allowed —
 //!    by an `allow_out` IP/CIDR entry covering them, or by an operator's `--vault-resolve` override.
 //!    Checking the resolved address, not the name, is what stops DNS rebinding to internal services.
+//!
+//! An IPv6 address that carries an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
+//! `::a.b.c.d`, 6to4 `2002:aabb:ccdd::/48`, NAT64 `64:ff9b::/96`, Teredo `2001::/32`) reaches that IPv4
+//! address through a gateway or the host's own stack, so it is judged by the IPv4 address it embeds:
+//! by the internal-address check and by IPv4 `allow_out`/`deny_out` entries alike ([`embedded_v4`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -56,15 +61,18 @@ impl Rule {
 
     fn matches_addr(&self, ip: IpAddr) -> bool {
         let Self::Net { addr, prefix } = self else { return false };
+        let in_v4 = |net: &Ipv4Addr, ip: Ipv4Addr| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+            u32::from(*net) & mask == u32::from(ip) & mask
+        };
         match (addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
-                u32::from(*net) & mask == u32::from(ip) & mask
-            }
+            (IpAddr::V4(net), IpAddr::V4(ip)) => in_v4(net, ip),
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
                 u128::from(*net) & mask == u128::from(ip) & mask
             }
+            // An IPv4 entry covers the IPv6 forms that reach the same IPv4 address.
+            (IpAddr::V4(net), IpAddr::V6(ip)) => embedded_v4(ip).iter().any(|v4| in_v4(net, *v4)),
             _ => false,
         }
     }
@@ -146,14 +154,41 @@ impl Policy {
     }
 }
 
-/// Addresses that are never a public internet destination.
+/// Addresses that are never a public internet destination. An IPv6 address that embeds IPv4
+/// addresses is internal when any of them is.
 pub fn is_internal(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(ip) => internal_v4(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(v4) => internal_v4(v4),
-            None => internal_v6(ip),
-        },
+        IpAddr::V6(ip) => {
+            let embedded = embedded_v4(ip);
+            if embedded.is_empty() {
+                internal_v6(ip)
+            } else {
+                embedded.into_iter().any(internal_v4)
+            }
+        }
+    }
+}
+
+/// The IPv4 addresses an IPv6 address leads to, by the transition mechanism its prefix names:
+/// IPv4-mapped (`::ffff:0:0/96`) and IPv4-compatible (`::/96`, deprecated but still routed by some
+/// stacks): the low 32 bits; 6to4 (`2002::/16`): bits 16..48; NAT64 (`64:ff9b::/96`, RFC 6052): the
+/// low 32 bits; Teredo (`2001::/32`, RFC 4380): the server (bits 32..64) and the client (the low 32
+/// bits, inverted). Empty for every other address.
+pub fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) {
+        // `::` and `::1` land here as 0.0.0.0 and 0.0.0.1, both internal, as they should be.
+        vec![v4(s[6], s[7])]
+    } else if s[0] == 0x2002 {
+        vec![v4(s[1], s[2])]
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        vec![v4(s[6], s[7])]
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        vec![v4(s[2], s[3]), v4(!s[6], !s[7])]
+    } else {
+        Vec::new()
     }
 }
 
@@ -182,7 +217,10 @@ fn internal_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfe80 // link local
         || (first & 0xffc0) == 0xfec0 // site local (deprecated)
         || (first == 0x2001 && ip.segments()[1] == 0xdb8) // documentation
-        || (first == 0x64 && ip.segments()[1] == 0xff9b) // NAT64, can reach IPv4 internals
+        // NAT64 with a local-use prefix (64:ff9b:1::/48, RFC 8215): the operator's own translator,
+        // whose IPv4 side and embedding are not ours to know. The well-known /96 is judged by the
+        // IPv4 address it embeds (see `embedded_v4`).
+        || (first == 0x64 && ip.segments()[1] == 0xff9b)
 }
 
 #[cfg(test)]
@@ -251,6 +289,86 @@ mod tests {
         for addr in ["93.184.216.34", "2606:4700::1111", "1.1.1.1"] {
             assert!(policy.check_addr(ip(addr), false).is_ok(), "{addr}");
         }
+    }
+
+    #[test]
+    fn ipv6_forms_that_embed_an_internal_ipv4_address_are_internal() {
+        let policy = Policy::default();
+        for addr in [
+            "::7f00:1",                             // IPv4-compatible 127.0.0.1
+            "::127.0.0.1",                          // the same, dotted
+            "::a9fe:a9fe",                          // IPv4-compatible 169.254.169.254 (metadata)
+            "::ffff:7f00:1",                        // IPv4-mapped
+            "::ffff:10.1.2.3",                      // IPv4-mapped private
+            "2002:7f00:1::",                        // 6to4 of 127.0.0.1
+            "2002:a9fe:a9fe::1",                    // 6to4 of 169.254.169.254
+            "2002:c0a8:101:5::9",                   // 6to4 of 192.168.1.1, with a subnet and host
+            "64:ff9b::7f00:1",                      // NAT64 of 127.0.0.1
+            "64:ff9b::169.254.169.254",             // NAT64 of the metadata address
+            "64:ff9b:1::a00:1",                     // local-use NAT64: the operator's own
+            "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo, client 127.0.0.1 (inverted)
+            "2001:0:a00:1:8000:63bf:fefe:fefe",     // Teredo via a private server 10.0.0.1
+        ] {
+            assert!(
+                matches!(policy.check_addr(ip(addr), false), Err(Refusal::InternalAddress { .. })),
+                "{addr} embeds an internal IPv4 address"
+            );
+        }
+        for addr in [
+            "::ffff:1.1.1.1",
+            "::101:101",
+            "2002:101:101::1",
+            "64:ff9b::1.1.1.1",
+            "2001:0:4136:e378:8000:63bf:fefe:fefe", // Teredo, public server, client 1.1.1.1
+        ] {
+            assert!(
+                policy.check_addr(ip(addr), false).is_ok(),
+                "{addr} embeds a public IPv4 address"
+            );
+        }
+    }
+
+    #[test]
+    fn embedded_addresses_are_extracted_by_their_prefix() {
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(embedded_v4(v6("::7f00:1")), vec![v4("127.0.0.1")]);
+        assert_eq!(embedded_v4(v6("::ffff:7f00:1")), vec![v4("127.0.0.1")]);
+        assert_eq!(embedded_v4(v6("2002:7f00:1::")), vec![v4("127.0.0.1")]);
+        assert_eq!(embedded_v4(v6("64:ff9b::7f00:1")), vec![v4("127.0.0.1")]);
+        assert_eq!(
+            embedded_v4(v6("2001:0:4136:e378:8000:63bf:80ff:fffe")),
+            vec![v4("65.54.227.120"), v4("127.0.0.1")]
+        );
+        for plain in ["2606:4700::1111", "2001:db8::1", "fe80::1", "2002::"] {
+            let expected = if plain == "2002::" {
+                vec![v4("0.0.0.0")]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(embedded_v4(v6(plain)), expected, "{plain}");
+        }
+    }
+
+    #[test]
+    fn ipv4_entries_cover_the_ipv6_forms_of_their_addresses() {
+        // A deny entry cannot be walked around by writing its address as IPv6, even when pinned.
+        let deny = Policy::new(&[], &["203.0.113.0/24".into()]);
+        for addr in [
+            "::ffff:203.0.113.9",
+            "::cb00:7109",
+            "2002:cb00:7109::",
+            "64:ff9b::203.0.113.9",
+        ] {
+            assert!(
+                matches!(deny.check_addr(ip(addr), true), Err(Refusal::Denied { .. })),
+                "{addr}"
+            );
+        }
+        // An allow entry admits the same internal address in each form.
+        let allow = Policy::new(&["10.0.0.0/8".into()], &[]);
+        assert!(allow.check_addr(ip("2002:a01:203::"), false).is_ok());
+        assert!(allow.check_addr(ip("2002:c0a8:101::"), false).is_err());
     }
 
     #[test]

@@ -127,6 +127,59 @@ fn run_skip(text: &[u8]) -> usize {
     if run > capped { run - capped } else { run }.max(1)
 }
 
+/// A quick, conservative test of whether a tail of a chunk could be a proper prefix of some pattern:
+/// its first byte, first two bytes and (hashed) first three bytes must begin a pattern longer than
+/// the tail. Checking each of the up to [`NeedleSet::longest_needle`] tails of every chunk by search
+/// alone would cost more than the scan itself; this rules out nearly all of them with three lookups.
+struct TailFilter {
+    one: [bool; 256],
+    two: Box<[u64; 1024]>,
+    three: Box<[u64; 1024]>,
+}
+
+impl TailFilter {
+    fn new(patterns: &[Vec<u8>]) -> Self {
+        let mut filter = Self {
+            one: [false; 256],
+            two: Box::new([0; 1024]),
+            three: Box::new([0; 1024]),
+        };
+        for p in patterns {
+            if p.len() >= 2 {
+                filter.one[usize::from(p[0])] = true;
+            }
+            if p.len() >= 3 {
+                let i = Self::pair(p);
+                filter.two[i / 64] |= 1 << (i % 64);
+            }
+            if p.len() >= 4 {
+                let i = Self::triple(p);
+                filter.three[i / 64] |= 1 << (i % 64);
+            }
+        }
+        filter
+    }
+
+    fn pair(p: &[u8]) -> usize {
+        usize::from(p[0]) << 8 | usize::from(p[1])
+    }
+
+    fn triple(p: &[u8]) -> usize {
+        (usize::from(p[0]).wrapping_mul(0x9e37)
+            ^ usize::from(p[1]).wrapping_mul(0x85eb)
+            ^ usize::from(p[2]).wrapping_mul(0x2f))
+            & 0xffff
+    }
+
+    /// False only when `tail` (non-empty) certainly begins no pattern longer than itself.
+    fn may_begin(&self, tail: &[u8]) -> bool {
+        let bit = |set: &[u64; 1024], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
+        self.one[usize::from(tail[0])]
+            && (tail.len() < 2 || bit(&self.two, Self::pair(tail)))
+            && (tail.len() < 3 || bit(&self.three, Self::triple(tail)))
+    }
+}
+
 /// A compiled set of needle → replacement pairs (and masked echoes), shareable between requests.
 pub struct NeedleSet {
     /// The pairs' needles, matched leftmost-longest.
@@ -142,8 +195,8 @@ pub struct NeedleSet {
     masks: Vec<Mask>,
     /// Needles and triggers sorted, for finding a tail that could begin one.
     prefixes: Vec<Vec<u8>>,
-    /// Whether a byte begins some needle or trigger.
-    starts: [bool; 256],
+    /// Which tails could begin a needle or trigger, cheaply (see [`TailFilter`]).
+    tails: TailFilter,
     longest_needle: usize,
     longest: usize,
 }
@@ -193,10 +246,7 @@ impl NeedleSet {
         let mut prefixes: Vec<Vec<u8>> = needles.iter().chain(&triggers).cloned().collect();
         prefixes.sort();
         prefixes.dedup();
-        let mut starts = [false; 256];
-        for p in &prefixes {
-            starts[usize::from(p[0])] = true;
-        }
+        let tails = TailFilter::new(&prefixes);
         let longest_needle = prefixes.iter().map(Vec::len).max().unwrap_or(0);
         let longest = masks.iter().map(Mask::longest).fold(longest_needle, usize::max);
         Self {
@@ -208,7 +258,7 @@ impl NeedleSet {
             groups,
             masks,
             prefixes,
-            starts,
+            tails,
             longest_needle,
             longest,
         }
@@ -291,7 +341,7 @@ impl NeedleSet {
             .rev()
             .find(|&k| {
                 let tail = &buf[buf.len() - k..];
-                if !self.starts[usize::from(tail[0])] {
+                if !self.tails.may_begin(tail) {
                     return false;
                 }
                 // Needles starting with `tail` sort right at (or, after `tail` itself, next to) its

@@ -198,29 +198,36 @@ where
             unmask(&mut buf[..n], head.mask, offset);
             offset += n;
             left -= n as u64;
-            if let Some(stray) = direction.stray {
-                scratch.clear();
-                stray.push(&mut stray_carry, &buf[..n], &mut scratch);
-                if !stray.hits().is_empty() {
-                    return Err(RelayError::Stray);
+            // What the stray check has decided is free of stray stubs goes on to the rewrite; a
+            // tail that could begin a stray stub stays in `stray_carry` until the next bytes decide.
+            let decided: &[u8] = match direction.stray {
+                Some(stray) => {
+                    scratch.clear();
+                    stray.push(&mut stray_carry, &buf[..n], &mut scratch);
+                    if !stray.hits().is_empty() {
+                        return Err(RelayError::Stray);
+                    }
+                    &scratch
                 }
-            }
+                None => &buf[..n],
+            };
             out.clear();
-            direction.rewrite.push(&mut carry, &buf[..n], &mut out);
+            direction.rewrite.push(&mut carry, decided, &mut out);
             if !out.is_empty() {
                 let opcode = pending_opcode.take().unwrap_or(CONTINUATION);
                 write_frame(to, false, opcode, &out, direction.mask).await?;
             }
         }
         if head.fin {
+            out.clear();
             if let Some(stray) = direction.stray {
                 scratch.clear();
                 stray.finish(&mut stray_carry, &mut scratch);
                 if !stray.hits().is_empty() {
                     return Err(RelayError::Stray);
                 }
+                direction.rewrite.push(&mut carry, &scratch, &mut out);
             }
-            out.clear();
             direction.rewrite.finish(&mut carry, &mut out);
             let opcode = pending_opcode.take().unwrap_or(CONTINUATION);
             write_frame(to, true, opcode, &out, direction.mask).await?;
@@ -376,6 +383,62 @@ mod tests {
                 .iter()
                 .all(|(_, p)| !p.windows(12).any(|w| w == b"stub_other_2"))
         );
+    }
+
+    /// Relays `input` and returns every payload byte that went out, complete message or not.
+    fn sent_bytes(input: Vec<u8>, direction: &Direction<'_>) -> (Result<(), RelayError>, Vec<u8>) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let mut to = Vec::new();
+            let result = relay(&mut std::io::Cursor::new(input), &mut to, direction).await;
+            let mut sent = Vec::new();
+            let mut stream = std::io::Cursor::new(to);
+            while let Some(head) = read_head(&mut stream).await.unwrap() {
+                let mut payload = vec![0u8; head.len as usize];
+                stream.read_exact(&mut payload).await.unwrap();
+                unmask(&mut payload, head.mask, 0);
+                sent.extend(payload);
+            }
+            (result, sent)
+        })
+    }
+
+    #[test]
+    fn not_even_the_first_bytes_of_a_stray_stub_go_upstream_before_the_block() {
+        // The bound stub shares the stray one's prefix, so the rewrite alone would hold back `stub_`
+        // and nothing more; the fragment ends at `stub_other_` and must wait for the next one.
+        let swap = Substitutions::new([("stub_bound_1", "real-1")]);
+        // Hits are counted per set: a fresh stray set per message.
+        let stray = || Substitutions::new([("stub_other_2", "stub_other_2")]);
+        for fragments in [
+            &[&b"leak stub_other_"[..], b"2 tail"][..],
+            &[b"leak s", b"tub_o", b"ther", b"_2"],
+            &[b"stub_other", b"_2"],
+        ] {
+            let stray = stray();
+            let direction = Direction {
+                rewrite: &swap,
+                stray: Some(&stray),
+                mask: true,
+            };
+            let (result, sent) = sent_bytes(message(0x1, fragments, true), &direction);
+            assert!(matches!(result, Err(RelayError::Stray)), "{result:?}");
+            let sent = String::from_utf8_lossy(&sent);
+            assert!(!sent.contains("st"), "a stub prefix went on: {sent:?}");
+        }
+        // A prefix that turns out not to be a stub goes on whole, in order, when the message ends.
+        let stray = stray();
+        let direction = Direction {
+            rewrite: &swap,
+            stray: Some(&stray),
+            mask: true,
+        };
+        let (result, messages) = relayed(
+            message(0x1, &[b"a stub_oth", b"ello stub_bound_1 stub_ot"], true),
+            &direction,
+        );
+        result.unwrap();
+        assert_eq!(messages, vec![(0x1, b"a stub_othello real-1 stub_ot".to_vec())]);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Paths live under [`PREFIX`] (`/api/v1/managed_agents`) and keep LAP's field names, lowercase status
 //! strings and the `{"error": …}` envelope, so LAP's CLI and scripts keep working. Our additions are
-//! `hint` on errors, `env` (plain variables), `credentials` (names, bound hosts and fingerprints —
-//! values are write-only and never come back) and `command`.
+//! `hint` on errors, `env` (plain variables), `credentials` (names, bound hosts, injection points,
+//! request rules and fingerprints — values are write-only and never come back), `env_var_inject` and
+//! `env_var_rules` beside LAP's `env_var_hosts`, and `command`.
 //!
 //! Request bodies reject unknown fields, so a typo is a 400 that names the field instead of a silent
 //! no-op. Timestamps are RFC 3339 strings in UTC with millisecond precision.
@@ -28,6 +29,7 @@ pub const SESSION_PAGE_DEFAULT: u32 = 50;
 pub const SESSION_PAGE_MAX: u32 = 200;
 
 pub use super::vault::{CREDENTIAL_PRESETS, preset_hosts};
+use super::vault::{Injection, RequestRule};
 
 /// The error envelope of every non-2xx response.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -71,16 +73,33 @@ pub struct CredentialInfo {
     pub hosts: Vec<String>,
     /// A short keyed hash of the value, to tell two values apart without revealing either.
     pub fingerprint: String,
+    /// Where in a request to a bound host the vault swaps its stub: `authorization`, `header:NAME`,
+    /// `query:NAME`, `body`. A stub anywhere else is refused.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>, example = json!(["authorization", "header:x-api-key"]))]
+    pub inject: Vec<Injection>,
+    /// Requests it may be swapped into, `METHODS /glob` (empty: any).
+    #[serde(default)]
+    #[schema(value_type = Vec<String>, example = json!(["GET,POST /repos/acme/**"]))]
+    pub rules: Vec<RequestRule>,
 }
 
 /// A credential as a client sends it. The value is write-only.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialInput {
     pub name: String,
     pub value: String,
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Injection points (`authorization`, `header:NAME`, `query:NAME`, `body`); left out: the
+    /// preset's for a new credential, the stored ones for an existing one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject: Option<Vec<String>>,
+    /// Request rules (`METHODS /glob`); left out: none for a new credential, the stored ones for an
+    /// existing one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<String>>,
 }
 
 /// `ApiAgent`.
@@ -176,6 +195,13 @@ pub struct CreateAgent {
     /// LAP's form of bindings: credential name → hosts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_var_hosts: BTreeMap<String, Vec<String>>,
+    /// Credential name → injection points (`authorization`, `header:NAME`, `query:NAME`, `body`).
+    /// A credential left out gets its preset's (`authorization` for a name no preset knows).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_var_inject: BTreeMap<String, Vec<String>>,
+    /// Credential name → request rules (`METHODS /glob`, e.g. `GET,POST /repos/acme/**`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_var_rules: BTreeMap<String, Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_out: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -212,6 +238,12 @@ pub struct UpdateAgent {
     pub env_vars: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_var_hosts: BTreeMap<String, Vec<String>>,
+    /// Credential name → injection points; replaces that credential's set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_var_inject: BTreeMap<String, Vec<String>>,
+    /// Credential name → request rules; replaces that credential's set (`[]`: any request).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_var_rules: BTreeMap<String, Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove_credentials: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

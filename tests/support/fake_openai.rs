@@ -44,6 +44,10 @@ pub const SLOW_PIECES: usize = 600;
 pub const SLOW_PIECE: Duration = Duration::from_millis(100);
 /// The first piece of the slow reply (the tests wait for it before they abort).
 pub const SLOW_FIRST: &str = "Thinking slowly";
+/// A user message containing this gets a function call that runs `pwd` (codex's `exec_command`,
+/// opencode's `bash`, whichever the request offers); the call's output then gets the reply
+/// `ran pwd: OUTPUT`.
+pub const RUN_PWD: &str = "RUN-PWD";
 
 /// What the fake saw of one request.
 #[derive(Debug, Clone)]
@@ -57,6 +61,10 @@ pub struct Seen {
     /// Every text of the user's messages in the request's `input` (Responses) or `messages` (Chat
     /// Completions), in order.
     pub texts: Vec<String>,
+    /// The names of the function tools the request offered.
+    pub tools: Vec<String>,
+    /// The output of the function call the request's `input` ends with, if it does.
+    pub tool_output: Option<String>,
     pub status: u16,
 }
 
@@ -176,6 +184,31 @@ async fn answer(
     let path = parts.uri.path().to_owned();
     let mut texts = Vec::new();
     collect_texts(request.get("input").or_else(|| request.get("messages")), &mut texts);
+    let tools = request
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| {
+                    t.get("name")
+                        .or_else(|| t.pointer("/function/name"))
+                        .and_then(Value::as_str)
+                })
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let tool_output = request
+        .get("input")
+        .and_then(Value::as_array)
+        .and_then(|items| items.last())
+        .filter(|item| item.get("type").and_then(Value::as_str) == Some("function_call_output"))
+        .map(|item| match item.get("output") {
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        });
     let mut record = Seen {
         method: parts.method.to_string(),
         path: path.clone(),
@@ -184,6 +217,8 @@ async fn answer(
         model: request.get("model").and_then(Value::as_str).map(str::to_owned),
         stream: request.get("stream").and_then(Value::as_bool).unwrap_or(false),
         texts,
+        tools,
+        tool_output,
         status: 0,
     };
     let response = route(&parts.method, &path, authorization.as_deref(), websocket, &record, key);
@@ -223,6 +258,19 @@ fn route(
     }
     let model = seen.model.clone().unwrap_or_else(|| "gpt-fake".to_owned());
     let slow = seen.texts.last().is_some_and(|t| t.contains(SLOW));
+    let call = (seen.tool_output.is_none() && seen.texts.last().is_some_and(|t| t.contains(RUN_PWD)))
+        .then(|| pwd_call(&seen.tools))
+        .flatten();
+    if let (Some(call), ("POST", "/v1/responses")) = (call, (method.as_str(), path)) {
+        return sse(function_call_events(&model, call), false);
+    }
+    let reply = seen
+        .tool_output
+        .as_ref()
+        .map(|output| format!("ran pwd: {}", pwd_of(output)));
+    if let (Some(reply), ("POST", "/v1/responses")) = (reply, (method.as_str(), path)) {
+        return sse(text_events(&model, vec![(Duration::ZERO, reply)]), false);
+    }
     match (method.as_str(), path) {
         ("GET", "/v1/responses") if websocket => error(
             426,
@@ -321,7 +369,72 @@ type Piece = (Duration, String);
 
 /// The Responses API's events for the reply, each `event: TYPE` + `data: JSON`.
 fn responses_events(model: &str, slow: bool) -> Vec<Piece> {
-    let pieces = reply_pieces(slow);
+    text_events(model, reply_pieces(slow))
+}
+
+/// The function call that runs `pwd` with one of the offered tools: (name, arguments).
+fn pwd_call(tools: &[String]) -> Option<(&'static str, Value)> {
+    if tools.iter().any(|t| t == "exec_command") {
+        Some(("exec_command", json!({"cmd": "pwd"})))
+    } else if tools.iter().any(|t| t == "bash") {
+        Some((
+            "bash",
+            json!({"command": "pwd", "description": "Print the working directory"}),
+        ))
+    } else {
+        None
+    }
+}
+
+/// The directory a `pwd` call's output names (its first line that starts with `/`).
+fn pwd_of(output: &str) -> String {
+    let text = serde_json::from_str::<Value>(output)
+        .ok()
+        .and_then(|v| v.get("output").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| output.to_owned());
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with('/'))
+        .unwrap_or(text.trim())
+        .to_owned()
+}
+
+/// A streamed function call: `output_item.added` (arguments empty), the arguments' delta and done,
+/// `output_item.done`, `response.completed` with the call as the output.
+fn function_call_events(model: &str, (name, arguments): (&str, Value)) -> Vec<Piece> {
+    let arguments = arguments.to_string();
+    let mut seq = 0u64;
+    let mut out = Vec::new();
+    let mut event = |mut data: Value| {
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        let kind = data["type"].as_str().unwrap_or_default().to_owned();
+        out.push((Duration::ZERO, format!("event: {kind}\ndata: {data}\n\n")));
+    };
+    let item = |status: &str, args: &str| {
+        json!({"id": "fc_fake", "type": "function_call", "status": status, "call_id": "call_fake_pwd",
+            "name": name, "arguments": args})
+    };
+    event(json!({"type": "response.created", "response": response_object(model, "in_progress", "")}));
+    event(json!({"type": "response.in_progress", "response": response_object(model, "in_progress", "")}));
+    event(json!({"type": "response.output_item.added", "output_index": 0, "item": item("in_progress", "")}));
+    event(
+        json!({"type": "response.function_call_arguments.delta", "item_id": "fc_fake", "output_index": 0,
+        "delta": arguments}),
+    );
+    event(
+        json!({"type": "response.function_call_arguments.done", "item_id": "fc_fake", "output_index": 0,
+        "arguments": arguments}),
+    );
+    event(json!({"type": "response.output_item.done", "output_index": 0, "item": item("completed", &arguments)}));
+    let mut completed = response_object(model, "completed", "");
+    completed["output"] = json!([item("completed", &arguments)]);
+    event(json!({"type": "response.completed", "response": completed}));
+    out
+}
+
+/// The Responses API's events for a text reply streamed in `pieces`.
+fn text_events(model: &str, pieces: Vec<(Duration, String)>) -> Vec<Piece> {
     let text: String = pieces.iter().map(|(_, p)| p.as_str()).collect();
     let mut seq = 0u64;
     let mut out = Vec::new();

@@ -452,3 +452,66 @@ fn part_of(part: &Value) -> Option<(&'static str, Part)> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> Agent {
+        serde_json::from_value(json!({
+            "id": uuid::Uuid::nil(), "name": "o", "harness_id": "opencode", "supports_tui": false,
+            "command": null, "repo_url": null, "branch": "main", "prompt": null, "model": null,
+            "env": {}, "credentials": [], "env_var_hosts": {}, "allow_out": [], "deny_out": [],
+            "created_at": "", "updated_at": ""
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_request_of_the_bridge_but_the_event_stream_has_a_deadline() {
+        let argv = OpenCode::default().argv(&agent(), None);
+        assert!(argv.contains(&format!("LAP_OPENCODE_PROBE_TIMEOUT={PROBE_TIMEOUT_SECS}")));
+        assert!(argv.contains(&format!("LAP_OPENCODE_REQUEST_TIMEOUT={REQUEST_TIMEOUT_SECS}")));
+        let curls: Vec<&str> = BRIDGE.lines().filter(|l| l.contains("curl ")).collect();
+        assert_eq!(curls.len(), 5, "{curls:#?}");
+        for line in curls {
+            assert!(
+                line.contains("--max-time") || line.contains("/event\""),
+                "a request without a deadline: {line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_401_from_the_model_api_fails_the_turn_with_the_credentials_hint() {
+        let mut oc = OpenCode::default();
+        oc.argv(&agent(), None);
+        let created = base64::engine::general_purpose::STANDARD.encode(r#"{"id":"ses_1","directory":"/w"}"#);
+        oc.line(&format!("S {created}"));
+        oc.line(r#"data: {"type":"server.connected","properties":{}}"#);
+        assert_eq!(oc.user_turn("hi").len(), 1);
+        let error = json!({"type": "session.error", "properties": {"sessionID": "ses_1", "error": {
+            "name": "APIError", "data": {"message": "Incorrect API key provided: stub****", "statusCode": 401}}}});
+        oc.line(&format!("data: {error}"));
+        let out = oc.line(r#"data: {"type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+        let [
+            EventKind::TurnCompleted {
+                status,
+                error: Some(error),
+                ..
+            },
+        ] = out.events.as_slice()
+        else {
+            panic!("{:?}", out.events)
+        };
+        assert_eq!(*status, TurnOutcome::Failed);
+        assert_eq!(error.kind, "APIError");
+        assert_eq!(error.http_status, Some(401));
+        assert!(error.message.contains("lap agents show"), "{}", error.message);
+        assert!(
+            error.message.contains("opencode's `openai` provider"),
+            "{}",
+            error.message
+        );
+    }
+}
