@@ -69,8 +69,7 @@ const AUDIT_QUEUE: usize = 10_000;
 /// Most vault records written in one transaction.
 const AUDIT_BATCH: usize = 256;
 
-/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's,
-/// followed by the harness's model flag and the agent's `model` (shell-quoted) when it has one.
+/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's.
 fn agent_command(agent: &Agent) -> Option<String> {
     let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
     Some(harness.tui_command(agent.command.as_deref(), agent.model.as_deref()))

@@ -174,9 +174,14 @@ pub fn files(first_run: FirstRun, env: &[(String, String)], cwd: &str, home: &st
             let config = format!(
                 "# Written by lap: an OpenAI-compatible provider, its key read from OPENAI_API_KEY (a stub the\n\
                  # vault swaps on the wire); the model comes from the agent's --model (`hermes -m`).\n\
-                 model:\n  provider: {provider}\n\
+                 model:\n  provider: {provider}\n{default}\
                  custom_providers:\n  - name: {provider}\n    base_url: {base_url}\n    key_env: OPENAI_API_KEY\n    api_mode: chat_completions\n",
                 provider = quoted(HERMES_PROVIDER),
+                default = model
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(|m| format!("  default: {}\n", quoted(m)))
+                    .unwrap_or_default(),
                 base_url = quoted(base_url),
             );
             vec![File {
@@ -314,12 +319,15 @@ mod tests {
             ]),
             "/work/repo",
             HOME,
-            None,
+            Some("gpt-x"),
         );
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].path, ".hermes/config.yaml");
         let text = &files[0].contents;
-        assert!(text.contains("model:\n  provider: \"lap\"\n"), "{text}");
+        assert!(
+            text.contains("model:\n  provider: \"lap\"\n  default: \"gpt-x\"\n"),
+            "{text}"
+        );
         assert!(
             text.contains("  - name: \"lap\"\n    base_url: \"https://api.openai.com:8443/v1\"\n"),
             "{text}"
@@ -331,6 +339,7 @@ mod tests {
         assert!(!text.contains("stub_1"), "the key stays in the environment: {text}");
         let default = super::files(FirstRun::Hermes, &env(&[("OPENAI_API_KEY", "k")]), HOME, HOME, None);
         assert!(default[0].contents.contains("base_url: \"https://api.openai.com/v1\""));
+        assert!(!default[0].contents.contains("default:"), "{}", default[0].contents);
         // No key: nothing to configure; Hermes's own "no provider" message stays.
         assert!(super::files(FirstRun::Hermes, &[], HOME, HOME, None).is_empty());
     }
@@ -345,7 +354,10 @@ mod tests {
             FirstRun::Gemini,
             FirstRun::Hermes,
         ] {
-            let written: Vec<&str> = files(first_run, &env, HOME, HOME, None).iter().map(|f| f.path).collect();
+            let written: Vec<&str> = files(first_run, &env, HOME, HOME, None)
+                .iter()
+                .map(|f| f.path)
+                .collect();
             assert_eq!(written, first_run.paths(), "{first_run:?}");
         }
     }
