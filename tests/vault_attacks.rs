@@ -54,7 +54,10 @@ fn credential(name: &str, stub: &str, real: &str, hosts: &[&str], inject: &[&str
         stub: stub.into(),
         value: Secret::new(real),
         hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-        inject: inject.iter().map(|p| p.parse().expect("a valid injection point")).collect(),
+        inject: inject
+            .iter()
+            .map(|p| p.parse().expect("a valid injection point"))
+            .collect(),
         rules: Vec::new(),
     }
 }
