@@ -3,16 +3,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vault::rewrite::Substitutions;
+use rewrite::Substitutions;
 
-/// lap's scrubber, compiled in from its source (it needs nothing else of lap).
+// lap's scrubber, compiled in from its source (it needs nothing else of lap; `rewrite` finds
+// `encodings` as its sibling, as in lap).
 #[allow(dead_code)]
-mod vault {
-    #[path = "../../../src/vault/encodings.rs"]
-    pub mod encodings;
-    #[path = "../../../src/vault/rewrite.rs"]
-    pub mod rewrite;
-}
+#[path = "../../src/vault/encodings.rs"]
+mod encodings;
+#[allow(dead_code)]
+#[path = "../../src/vault/rewrite.rs"]
+mod rewrite;
 
 fuzz_target!(|data: &[u8]| {
     // Layout: [real length] [chunk sizes: 4 bytes] [real] [body].
