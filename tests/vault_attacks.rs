@@ -47,16 +47,15 @@ const EXCHANGE: Duration = Duration::from_secs(20);
 /// How long a connection must stay quiet after an answer began for the answer to count as whole.
 const QUIET: Duration = Duration::from_millis(500);
 
-/// A credential with its injection points, in the string form of `lap::wire::vault::Injection`.
-/// Until the proxy's credential carries injection points (issue 14 point 1), `inject` cannot be
-/// handed to it and every credential is swapped everywhere in a request to its hosts.
+/// A credential with its injection points, in their string form (`authorization`, `body`, ...).
 fn credential(name: &str, stub: &str, real: &str, hosts: &[&str], inject: &[&str]) -> Credential {
-    let _ = inject;
     Credential {
         name: name.into(),
         stub: stub.into(),
-        real: Secret::new(real),
+        value: Secret::new(real),
         hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        inject: inject.iter().map(|i| i.parse().expect("an injection point")).collect(),
+        rules: Vec::new(),
     }
 }
 
