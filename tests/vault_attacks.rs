@@ -47,17 +47,14 @@ const EXCHANGE: Duration = Duration::from_secs(20);
 /// How long a connection must stay quiet after an answer began for the answer to count as whole.
 const QUIET: Duration = Duration::from_millis(500);
 
-/// A credential with its injection points, in the string form of `lap::wire::vault::Injection`.
+/// A credential with its injection points, in their string form (`authorization`, `body`, ...).
 fn credential(name: &str, stub: &str, real: &str, hosts: &[&str], inject: &[&str]) -> Credential {
     Credential {
         name: name.into(),
         stub: stub.into(),
         value: Secret::new(real),
         hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-        inject: inject
-            .iter()
-            .map(|p| p.parse().expect("a valid injection point"))
-            .collect(),
+        inject: inject.iter().map(|i| i.parse().expect("an injection point")).collect(),
         rules: Vec::new(),
     }
 }
