@@ -113,15 +113,14 @@ tool_version() {
 # which see /usr and /usr/local only, can run it) with Debian's python3, linked as $3.
 ensure_hermes() {
   local venv=$1 version=$2 link=$3
-  if "$link" --version 2>/dev/null | grep -qF "v$version"; then
-    return 0
-  fi
+  # The output is read whole first: `grep -q` closing the pipe early would fail it under pipefail.
+  hermes_is() { local out; out=$("$link" --version 2>/dev/null) || return 1; [[ $out == *"v$version"* ]]; }
+  hermes_is && return 0
   /usr/bin/python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-pip
   say "installing hermes-agent==$version (PyPI) into $venv"
   as_root /usr/bin/python3 -m venv "$venv" >&2
   as_root "$venv/bin/pip" install --quiet --disable-pip-version-check "hermes-agent==$version" >&2
   as_root mkdir -p "$(dirname "$link")"
   as_root ln -sf "$venv/bin/hermes" "$link"
-  "$link" --version 2>/dev/null | grep -qF "v$version" ||
-    die "pip installed hermes-agent==$version but \`$link --version\` does not say it" "see $venv"
+  hermes_is || die "pip installed hermes-agent==$version but \`$link --version\` does not say it" "see $venv"
 }
