@@ -93,10 +93,14 @@ pub fn files(first_run: FirstRun, env: &[(String, String)], cwd: &str, home: &st
             let state = json!({
                 "hasCompletedOnboarding": true,
                 "bypassPermissionsModeAccepted": true,
+                // Claude Code 2.1.33x: "Auto mode is now Claude Code's default permission mode",
+                // a notice that waits for a key before the prompt.
+                "hasSeenAutoDefaultNotice": true,
+                "hasSeenAutoModeEntryWarning": true,
                 "customApiKeyResponses": {"approved": approved, "rejected": []},
                 "projects": projects,
             });
-            let settings = json!({"skipDangerousModePermissionPrompt": true});
+            let settings = json!({"skipDangerousModePermissionPrompt": true, "skipAutoPermissionPrompt": true});
             vec![
                 File {
                     path: ".claude.json",

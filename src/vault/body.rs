@@ -27,6 +27,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
 
+use super::encodings;
 use super::plan::rewrite_headers;
 use super::rewrite::Substitutions;
 
@@ -58,26 +59,36 @@ pub struct Guard {
     tripped: Arc<Mutex<Option<Trip>>>,
 }
 
+/// The stubs a guard looks for, each in every routine encoded form ([`encodings::forms`]): a stub
+/// sent percent-, JSON- or base64-encoded is the same stub.
 struct Needles {
     matcher: AhoCorasick,
     needles: Vec<Vec<u8>>,
+    /// For each needle, the index of the stub it is a form of.
+    owners: Vec<usize>,
     longest: usize,
 }
 
 impl Needles {
-    fn new(needles: Vec<Vec<u8>>) -> Option<Arc<Self>> {
-        let needles: Vec<Vec<u8>> = needles.into_iter().filter(|n| !n.is_empty()).collect();
+    fn new(stubs: Vec<Vec<u8>>) -> Option<Arc<Self>> {
+        let (needles, owners): (Vec<Vec<u8>>, Vec<usize>) = stubs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, stub)| encodings::forms(stub).into_iter().map(move |form| (form, i)))
+            .unzip();
         let matcher = AhoCorasick::new(&needles).ok().filter(|_| !needles.is_empty())?;
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
         Some(Arc::new(Self {
             matcher,
             needles,
+            owners,
             longest,
         }))
     }
 
+    /// The index of the stub found in `input`, in any of its forms.
     fn find(&self, input: &[u8]) -> Option<usize> {
-        self.matcher.find(input).map(|m| m.pattern().as_usize())
+        self.matcher.find(input).map(|m| self.owners[m.pattern().as_usize()])
     }
 
     /// The length of the longest tail of `buf` that could begin a needle.

@@ -73,7 +73,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -453,6 +453,8 @@ impl Vault {
                 return refuse(refusal);
             }
         };
+        // Read before the plan's headers (hop-by-hop ones gone) replace them: `Transfer-Encoding` too.
+        let codings = decode::codings(&parts.headers).unwrap_or_default();
         parts.headers = std::mem::take(&mut plan.headers);
         let new_path = plan.path.clone();
         let scrub = Arc::new(binding.scrubber_with(plan.reflected.clone()));
@@ -489,7 +491,7 @@ impl Vault {
             };
         }
         let guard = plan.guard(binding);
-        let body = match rewrite_body(body, &mut parts.headers, &plan.swap, Way::Up(guard.clone())).await {
+        let body = match rewrite_request(body, codings, &mut parts.headers, &plan.swap, Way::Up(guard.clone())).await {
             Ok(body) => body,
             Err(BodyError::Refused) => {
                 let trip = guard.tripped().unwrap_or(Trip::Body(usize::MAX));
@@ -635,10 +637,11 @@ impl Vault {
             Ok(plain) => plain,
             Err(refusal) => return refuse(refusal),
         };
+        let codings = decode::codings(&parts.headers).unwrap_or_default();
         parts.headers = plain.headers;
         let none = Arc::new(Substitutions::new(Vec::<(&[u8], &[u8])>::new()));
         let guard = plain.guard;
-        let body = match rewrite_body(body, &mut parts.headers, &none, Way::Up(guard.clone())).await {
+        let body = match rewrite_request(body, codings, &mut parts.headers, &none, Way::Up(guard.clone())).await {
             Ok(body) => body,
             Err(BodyError::Refused) => return refuse(in_clear()),
             Err(err) => {
@@ -696,6 +699,23 @@ impl Vault {
 /// body and trailers scrubbed with `scrub`; a header whose *name* holds a real value left out (an
 /// alert); hop-by-hop headers gone; the upstream's reason phrase dropped (the canonical one is
 /// sent). `ended(bytes, alert)` runs once, when the body has ended or the sandbox stopped reading.
+/// A request body made fit for its upstream: rewritten and checked against the guard in `way`, after
+/// `codings` (the sandbox compressed it) are undone; a decoded body goes upstream decoded, so a stub
+/// inside compressed bytes is seen like any other.
+async fn rewrite_request(
+    body: Incoming,
+    codings: Vec<decode::Coding>,
+    headers: &mut HeaderMap,
+    subs: &Arc<Substitutions>,
+    way: Way,
+) -> Result<ProxyBody, BodyError> {
+    if codings.is_empty() {
+        return rewrite_body(body, headers, subs, way).await;
+    }
+    decode::strip_codings(headers);
+    rewrite_body(DecodedBody::new(body, codings), headers, subs, way).await
+}
+
 async fn answer(
     response: Response<Incoming>,
     method: &str,
@@ -833,7 +853,7 @@ fn refusal_reply(why: Why, text: &str) -> Response<ProxyBody> {
     response
 }
 
-fn content_length(headers: &hyper::HeaderMap) -> Option<u64> {
+fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 

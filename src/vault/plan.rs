@@ -404,10 +404,14 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
     if !strays.is_empty() {
         return Err(Refusal::new(Why::NotBound, stray_reason(&strays, host)));
     }
-    if !creds.is_empty() && is_compressed(head.headers) {
+    // A compressed body is decoded before it is checked (and goes upstream decoded); one in a
+    // coding the vault cannot decode cannot be checked, so it is refused.
+    if !creds.is_empty() && super::decode::codings(head.headers).is_err() {
         return Err(Refusal::new(
             Why::Compressed,
-            format!("a compressed request body to `{host}` cannot be checked for credentials; send it uncompressed"),
+            format!(
+                "a request body to `{host}` in a coding lap cannot decode cannot be checked for credentials; send it uncompressed"
+            ),
         ));
     }
     let (path_only, _) = head.path.split_once('?').unwrap_or((head.path, ""));
@@ -533,10 +537,10 @@ pub fn decide_plain(binding: &Binding, head: &Head<'_>) -> Result<PlainPlan, Ref
     if binding.credentials.iter().any(|c| in_head(head, &c.stub)) {
         return Err(Refusal::new(Why::NotBound, IN_CLEAR));
     }
-    if !binding.credentials.is_empty() && is_compressed(head.headers) {
+    if !binding.credentials.is_empty() && super::decode::codings(head.headers).is_err() {
         return Err(Refusal::new(
             Why::Compressed,
-            "a compressed request body cannot be checked for credentials; send it uncompressed",
+            "a request body in a coding lap cannot decode cannot be checked for credentials; send it uncompressed",
         ));
     }
     let mut headers = head.headers.clone();
@@ -778,21 +782,6 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         })
     };
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
-}
-
-/// Whether a message's body is compressed: a `Content-Encoding` other than `identity`, or a
-/// `Transfer-Encoding` coding other than `chunked` (`gzip, chunked`).
-pub fn is_compressed(headers: &HeaderMap) -> bool {
-    let codings = |name: HeaderName, plain: &'static [&'static str]| {
-        headers.get_all(name).iter().any(move |v| {
-            v.to_str().map_or(true, |v| {
-                v.split(',')
-                    .map(str::trim)
-                    .any(|c| !c.is_empty() && !plain.iter().any(|p| c.eq_ignore_ascii_case(p)))
-            })
-        })
-    };
-    codings(header::CONTENT_ENCODING, &["identity"]) || codings(header::TRANSFER_ENCODING, &["chunked", "identity"])
 }
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -1087,8 +1076,18 @@ mod tests {
     }
 
     #[test]
-    fn a_compressed_body_is_refused_whenever_the_sandbox_has_credentials() {
+    fn a_compressed_body_is_decoded_and_one_lap_cannot_decode_is_refused_whenever_the_sandbox_has_credentials() {
         for coding in [("content-encoding", "gzip"), ("transfer-encoding", "gzip, chunked")] {
+            let h = headers(&[coding]);
+            assert!(
+                decide(&binding(), HOST, 443, &head("/", &h)).is_ok(),
+                "{coding:?} is decoded"
+            );
+        }
+        for coding in [
+            ("content-encoding", "x-unknown"),
+            ("transfer-encoding", "compress, chunked"),
+        ] {
             let h = headers(&[coding]);
             assert_eq!(refused(&binding(), &head("/", &h)).why, Why::Compressed);
             // Toward a host nothing is bound to as well: a stub inside would go unseen.
