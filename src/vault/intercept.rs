@@ -20,8 +20,9 @@
 //! value is dropped and the upstream's reason phrase never passed on. `Accept-Encoding` is forced to
 //! `identity` so bodies can be scrubbed, `Range`/`If-Range` are removed when the sandbox has
 //! credentials (a slice of a stored value would pass the scrubber), and a compressed request body is
-//! refused with 415 whenever the sandbox has a credential. Connections are bounded per sandbox and
-//! closed when idle ([`super::limits`]).
+//! decoded before it is checked and sent on decoded (one in a coding lap cannot decode is refused
+//! with 415 whenever the sandbox has a credential). Connections are bounded per sandbox and closed
+//! when idle ([`super::limits`]).
 //!
 //! Each request is decided first, from its head alone, by [`super::plan::decide`] (a [`plan::Plan`] or a
 //! refusal, no I/O); this file is the I/O step around it: it reads the head, drains and answers a
@@ -59,11 +60,13 @@
 //! swapped in the sandbox's frames, real values scrubbed from the upstream's, a stray stub closing
 //! the connection (1008) and recorded as a block, no compression offered.
 //!
-//! Known limits, documented for users in the README ("what it does not protect against"): a stub
-//! encoded other than literally (JSON `\u`, base64 outside Basic; percent-encoding is decoded in the
-//! path and query) is not recognised, so it reaches an unbound host as an encoded stub without an
-//! alert (never a real value); a bound host can be made to store a swapped value only where a
-//! credential is opted into a point a server stores (`body`, a stored header or parameter).
+//! Known limits, documented for users in the README ("what it does not protect against"): in a
+//! request *head*, a stub encoded other than literally (JSON `\u`, base64 outside Basic;
+//! percent-encoding is decoded in the path and query) is not recognised, so it reaches an unbound
+//! host as an encoded stub without an alert (never a real value) — bodies and trailers are checked
+//! for every routine encoding ([`super::encodings`]); a bound host can be made to store a swapped
+//! value only where a credential is opted into a point a server stores (`body`, a stored header or
+//! parameter).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
