@@ -331,8 +331,18 @@ fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_and_ans
         env!("CARGO_BIN_EXE_lap")
     ));
     // Straight to Claude Code's prompt: no onboarding, no folder trust, no "use this API key?".
-    let screen = tmux.until_within(CLAUDE_WAIT, "claude's prompt", |s| s.contains("for shortcuts"));
-    for question in ["trust", "API key", "Choose the text style", "Select login method"] {
+    // The prompt's footer: "? for shortcuts" before 2.1.33x, the permission mode's "(shift+tab to
+    // cycle)" since.
+    let screen = tmux.until_within(CLAUDE_WAIT, "claude's prompt", |s| {
+        s.contains("for shortcuts") || s.contains("shift+tab to cycle")
+    });
+    for question in [
+        "trust",
+        "API key",
+        "Choose the text style",
+        "Select login method",
+        "Auto mode is now",
+    ] {
         assert!(!screen.contains(question), "a first-run question: {question}\n{screen}");
     }
     tmux.keys("Say hello.");

@@ -539,11 +539,17 @@ fn doctor_lists_the_harness_tools_and_a_session_whose_tool_is_missing_is_refused
     assert_eq!(shell["program"], "bash");
     assert!(shell["path"].as_str().unwrap().ends_with("/bash"), "{shell}");
     let hermes = tools.iter().find(|t| t["harness"] == "hermes").unwrap();
-    assert_eq!(hermes["install_hint"], "pip install hermes-agent");
+    assert!(
+        hermes["install_hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("pip install hermes-agent"),
+        "{hermes}"
+    );
     let table = lap(&home, ["doctor"]).success();
     assert!(table.stdout.contains("HARNESS"), "{table}");
 
-    // hermes is not something the test set-up installs.
+    // Where the test set-up installed hermes (scripts/test.sh does), the refusal cannot be shown.
     if !hermes["path"].is_null() {
         eprintln!("skipped the refusal: hermes is installed here");
         return;

@@ -482,13 +482,12 @@ fn curl_in_the_sandbox_sends_the_real_value_upstream_and_sees_only_the_stub_echo
     let stub = w.stub();
     let url = w.url_for("api.github.test", "/user");
     let (code, out) = w.sh_clean(&format!(
-        "curl -sS -i -H \"Authorization: Bearer $GITHUB_TOKEN\" --data-binary \"{{\\\"t\\\":\\\"$GITHUB_TOKEN\\\"}}\" \
+        "curl -sS -i -H \"Authorization: Bearer $GITHUB_TOKEN\" --data-binary '{{\"t\":\"hello\"}}' \
          -H 'content-type: application/json' {url}"
     ));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("auth=Bearer {stub}")), "{out}");
     assert!(
-        out.contains(&format!("\"t\":\"{stub}\"")),
+        out.contains(&format!("auth=Bearer {stub}")),
         "the echoed body is scrubbed: {out}"
     );
     assert!(
@@ -496,9 +495,16 @@ fn curl_in_the_sandbox_sends_the_real_value_upstream_and_sees_only_the_stub_echo
             .contains(&format!("x-echo-auth: bearer {}", stub.to_ascii_lowercase())),
         "the echoed header is scrubbed: {out}"
     );
+    // The stub anywhere but its injection point (the auth header, by default) is refused, not swapped.
+    let (code, out) = w.sh_clean(&format!(
+        "curl -sS -i -H \"Authorization: Bearer $GITHUB_TOKEN\" --data-binary \"{{\\\"t\\\":\\\"$GITHUB_TOKEN\\\"}}\" \
+         -H 'content-type: application/json' {url}"
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("credential-not-injectable"), "{out}");
     let seen = w.seen();
     assert_all_real(&seen, &w.real, 1);
-    assert_eq!(seen[0].body, format!("{{\"t\":\"{}\"}}", w.real).as_bytes());
+    assert_eq!(seen[0].body, b"{\"t\":\"hello\"}");
     assert_eq!(seen[0].host, format!("api.github.test:{}", w.port));
     w.egress_until("the swap", |records| {
         records
