@@ -60,13 +60,10 @@
 //! swapped in the sandbox's frames, real values scrubbed from the upstream's, a stray stub closing
 //! the connection (1008) and recorded as a block, no compression offered.
 //!
-//! Known limits, documented for users in the README ("what it does not protect against"): in a
-//! request *head*, a stub encoded other than literally (JSON `\u`, base64 outside Basic;
-//! percent-encoding is decoded in the path and query) is not recognised, so it reaches an unbound
-//! host as an encoded stub without an alert (never a real value) — bodies and trailers are checked
-//! for every routine encoding ([`super::encodings`]); a bound host can be made to store a swapped
-//! value only where a credential is opted into a point a server stores (`body`, a stored header or
-//! parameter).
+//! Known limit, documented for users in the README ("what it does not protect against"): a bound
+//! host can be made to store a swapped value only where a credential is opted into a point a server
+//! stores (`body`, a stored header or parameter); a stub is recognised in every routine encoding
+//! ([`super::encodings`]) in the head, body and trailers, but not under an arbitrary transformation.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

@@ -13,7 +13,9 @@
 //! request before anything goes upstream.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use aho_corasick::AhoCorasick;
 
 use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -37,6 +39,9 @@ pub struct Binding {
     pub audit: AuditLog,
     /// The sandbox's connections through the vault: [`MAX_OPEN_CONNECTIONS`] at most.
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Per credential, a matcher of its stub's encoded forms ([`super::encodings::forms`]), made
+    /// on first use: what recognises a disguised stub in a request head.
+    disguises: OnceLock<Vec<Option<AhoCorasick>>>,
 }
 
 impl Binding {
@@ -50,7 +55,30 @@ impl Binding {
             policy,
             audit,
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CONNECTIONS)),
+            disguises: OnceLock::new(),
         }
+    }
+
+    /// Whether credential `i`'s stub is in `head` in an encoded form (percent, JSON escapes,
+    /// base64 at any alignment, hex, reversed): in the path or a header's value.
+    fn disguised_in(&self, i: usize, head: &Head<'_>) -> bool {
+        let matchers = self.disguises.get_or_init(|| {
+            self.credentials
+                .iter()
+                .map(|c| {
+                    let forms: Vec<Vec<u8>> = super::encodings::forms(c.stub.as_bytes()).into_iter().skip(1).collect();
+                    AhoCorasick::builder()
+                        .ascii_case_insensitive(true)
+                        .build(&forms)
+                        .ok()
+                        .filter(|_| !forms.is_empty())
+                })
+                .collect()
+        });
+        let Some(Some(matcher)) = matchers.get(i) else {
+            return false;
+        };
+        matcher.is_match(head.path.as_bytes()) || head.headers.values().any(|v| matcher.is_match(v.as_bytes()))
     }
 
     /// Indices of the credentials bound to `host:port`, and of the others.
@@ -397,9 +425,8 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
     let (bound, unbound) = binding.bound_to(host, port);
     let strays: Vec<&str> = unbound
         .iter()
-        .map(|&i| &creds[i])
-        .filter(|c| in_head(head, &c.stub))
-        .map(|c| c.name.as_str())
+        .filter(|&&i| in_head(head, &creds[i].stub) || binding.disguised_in(i, head))
+        .map(|&i| creds[i].name.as_str())
         .collect();
     if !strays.is_empty() {
         return Err(Refusal::new(Why::NotBound, stray_reason(&strays, host)));
@@ -1073,6 +1100,26 @@ mod tests {
         let mut dotted = head("/", &h);
         dotted.authority = Some("API.github.com.");
         assert!(decide(&binding(), HOST, 443, &dotted).is_ok());
+    }
+
+    #[test]
+    fn a_disguised_stub_of_another_credential_in_the_head_is_stray() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode("stub_oa_1");
+        let json: String = "stub_oa_1".chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+        let hex: String = "stub_oa_1".bytes().map(|b| format!("{b:02x}")).collect();
+        for (name, value) in [
+            ("x-data", b64.as_str()),
+            ("x-data", json.as_str()),
+            ("x-data", "1_ao_buts"),
+        ] {
+            let h = headers(&[(name, value)]);
+            assert_eq!(refused(&binding(), &head("/", &h)).why, Why::NotBound, "{value}");
+        }
+        let path = format!("/x?q={hex}");
+        assert_eq!(refused(&binding(), &head(&path, &headers(&[]))).why, Why::NotBound);
+        // Its own host takes no disguise for a stray either: nothing else is in the head.
+        assert!(decide(&binding(), HOST, 443, &head("/", &headers(&[("x-data", "plain")]))).is_ok());
     }
 
     #[test]
