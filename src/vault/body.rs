@@ -16,12 +16,13 @@
 //!
 //! It does not decide what goes where ([`super::plan`] does) and does not touch sockets.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -61,7 +62,7 @@ pub struct Guard {
 
 /// The stubs a guard looks for, each in every routine encoded form ([`encodings::forms`]): a stub
 /// sent percent-, JSON- or base64-encoded is the same stub.
-struct Needles {
+pub struct Needles {
     matcher: AhoCorasick,
     needles: Vec<Vec<u8>>,
     /// For each needle, the index of the stub it is a form of.
@@ -76,7 +77,12 @@ impl Needles {
             .enumerate()
             .flat_map(|(i, stub)| encodings::forms(stub).into_iter().map(move |form| (form, i)))
             .unzip();
-        let matcher = AhoCorasick::new(&needles).ok().filter(|_| !needles.is_empty())?;
+        // A few hundred needles (every form of every stub): a DFA would take milliseconds to build.
+        let matcher = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(&needles)
+            .ok()
+            .filter(|_| !needles.is_empty())?;
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
         Some(Arc::new(Self {
             matcher,
@@ -101,6 +107,35 @@ impl Needles {
                 self.needles.iter().any(|n| n.len() > k && n.starts_with(tail))
             })
             .unwrap_or(0)
+    }
+}
+
+/// The needles of each set of stubs a sandbox's guards have used, built once per set: a sandbox
+/// sees a handful of sets (one per host it talks to), and building one is far dearer than a request.
+#[derive(Default)]
+pub struct GuardCache(Mutex<HashMap<Stubs, Option<Arc<Needles>>>>);
+
+/// A set of stubs, the key of [`GuardCache`].
+type Stubs = Vec<Vec<u8>>;
+
+impl GuardCache {
+    /// [`Guard::new`], with needles built at most once per set of stubs.
+    pub fn guard(&self, body: Vec<Vec<u8>>, trailers: Vec<Vec<u8>>) -> Guard {
+        Guard {
+            body: self.needles(body),
+            trailers: self.needles(trailers),
+            tripped: Arc::default(),
+        }
+    }
+
+    fn needles(&self, stubs: Vec<Vec<u8>>) -> Option<Arc<Needles>> {
+        let mut sets = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(needles) = sets.get(&stubs) {
+            return needles.clone();
+        }
+        let needles = Needles::new(stubs.clone());
+        sets.insert(stubs, needles.clone());
+        needles
     }
 }
 

@@ -22,7 +22,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 
 use super::audit::AuditLog;
-use super::body::{Guard, Trip};
+use super::body::{Guard, GuardCache, Trip};
 use super::limits::MAX_OPEN_CONNECTIONS;
 use super::policy::Policy;
 use super::rewrite::{Substitutions, host_matches};
@@ -42,6 +42,8 @@ pub struct Binding {
     /// Per credential, a matcher of its stub's encoded forms ([`super::encodings::forms`]), made
     /// on first use: what recognises a disguised stub in a request head.
     disguises: OnceLock<Vec<Option<AhoCorasick>>>,
+    /// The guards' needles, built once per set of stubs.
+    guards: GuardCache,
 }
 
 impl Binding {
@@ -56,6 +58,7 @@ impl Binding {
             audit,
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CONNECTIONS)),
             disguises: OnceLock::new(),
+            guards: GuardCache::default(),
         }
     }
 
@@ -342,7 +345,7 @@ impl Plan {
     /// credential's stub in a trailer (trailers are never an injection point).
     pub fn guard(&self, binding: &Binding) -> Guard {
         let stub = |i: usize| binding.credentials[i].stub.as_bytes().to_vec();
-        Guard::new(
+        binding.guards.guard(
             self.guard_body.iter().map(|&(i, _)| stub(i)).collect(),
             (0..binding.credentials.len()).map(stub).collect(),
         )
@@ -576,7 +579,7 @@ pub fn decide_plain(binding: &Binding, head: &Head<'_>) -> Result<PlainPlan, Ref
     let stubs: Vec<Vec<u8>> = binding.credentials.iter().map(|c| c.stub.as_bytes().to_vec()).collect();
     Ok(PlainPlan {
         headers,
-        guard: Guard::new(stubs.clone(), stubs),
+        guard: binding.guards.guard(stubs.clone(), stubs),
     })
 }
 
