@@ -21,7 +21,8 @@
 # LAP_CHECK_BUILD_TIMEOUT (3600, building the test binaries), LAP_CHECK_TEST_TIMEOUT (1500, each
 # test binary; nextest also ends a single test after 5 minutes). LAP_CHECK_TEST_THREADS (1): tests
 # run at once within a binary; binaries always run one at a time. LAP_CHECK_KEEP=1 keeps the prefix.
-# Full logs go to a directory under /tmp, named at the end.
+# Full logs go to a directory under /tmp, named at the end. Interrupted or not, it stops what it
+# started (a killed test leaves its `lap serve` and sandboxes behind) and removes the prefix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -90,7 +91,7 @@ test_of() {
 # `VERSION` printed by `PROGRAM --version` (first N.N.N), `?` when it does not run in 30 s.
 version_of() {
   local out re='([0-9]+[.][0-9]+[.][0-9]+[-.0-9A-Za-z]*)'
-  out=$(timeout -k 5 30 "$@" --version </dev/null 2>/dev/null) || { echo '?'; return; }
+  out=$(timeout -k 5 30 "$@" --version </dev/null 2>/dev/null 9>&-) || { echo '?'; return; }
   if [[ $out =~ $re ]]; then echo "${BASH_REMATCH[1]}"; else echo '?'; fi
 }
 
@@ -139,10 +140,73 @@ for name in "${!requested[@]}"; do
     "name a package or its program: claude, codex, opencode, gemini, hermes"
 done
 
+# `PID PROGRAM` of each process run from the prefix (a program under it, or a script under it:
+# `node $prefix/bin/codex`), but a `--version`.
+from_prefix() {
+  local dir exe args
+  {
+    find /proc/[0-9]*/exe -maxdepth 0 -lname "$prefix/*" -printf '%h %l\n' 2>/dev/null |
+      while read -r dir exe; do
+        args=$(tr '\0' ' ' 2>/dev/null <"$dir/cmdline") || continue
+        [[ $args == *--version* ]] || echo "${dir#/proc/} $exe"
+      done
+    ps -eo pid=,comm=,args= | awk -v p="$prefix/" '$2 !~ /^(grep|awk|mawk|gawk|find|sort|ps|sed)$/ && !/--version/ {
+      for (i = 3; i <= NF; i++) if (index($i, p) == 1) { print $1, $i; break } }' || true
+  } | sort -u -k1,1n
+}
+
+# Runs a command under a deadline of $1 seconds (TERM, KILL 30 s later). In the background and
+# waited for, so that Ctrl-C or a TERM to this script stops it at once: `timeout` puts it in a
+# process group of its own, which the terminal's Ctrl-C does not reach. It does not inherit the
+# lock (fd 9): a process it leaves behind must not keep the next run out.
+running=
+limit() {
+  local secs=$1 rc=0
+  shift
+  timeout -k 30 "$secs" "$@" 9>&- &
+  running=$!
+  wait "$running" || rc=$?
+  running=
+  return $rc
+}
+
 logs=$(mktemp -d /tmp/lap-check-tools.XXXXXX)
+# Every process this run starts inherits fd 8, open on this file (unless it closes it): how the
+# clean-up finds what a killed test left behind (its `lap serve`, its sandboxes).
+exec 8>"$logs/run"
+# `PID` lines of the processes started by this run that still run (but this script's own shells
+# and its helpers).
+leftovers() {
+  local mine dir pid
+  mine=$(tr '\0' ' ' </proc/$$/cmdline)
+  find /proc/[0-9]*/fd -maxdepth 1 -lname "$logs/run" -printf '%h\n' 2>/dev/null |
+    while read -r dir; do
+      pid=${dir#/proc/}; pid=${pid%/fd}
+      [ "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" = "$mine" ] && continue
+      case $(cat 2>/dev/null "/proc/$pid/comm") in find|awk|sort|ps|sed|tr|cat|sleep|'') continue ;; esac
+      echo "$pid"
+    done
+  from_prefix | awk '{ print $1 }'
+}
 poller=
 cleanup() {
-  [ -n "$poller" ] && kill "$poller" 2>/dev/null
+  set +e
+  [ -n "$poller" ] && kill "$poller" 2>/dev/null && wait "$poller" 2>/dev/null
+  # Interrupted: stop what runs (timeout passes the TERM on to it) and wait until it has.
+  if [ -n "$running" ]; then kill -TERM "$running" 2>/dev/null; wait "$running" 2>/dev/null; fi
+  # What a killed test left running (its `lap serve`, its sandboxes and their agents): TERM, then
+  # KILL what is still there 10 s later.
+  local pids
+  pids=$(leftovers | sort -un)
+  if [ -n "$pids" ]; then
+    say "stopping what this run left running: $(ps -o pid=,comm= -p "${pids//$'\n'/,}" | tr -s ' \n' ' ')"
+    kill -TERM $pids 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      pids=$(leftovers | sort -un); [ -z "$pids" ] && break
+      sleep 1
+    done
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+  fi
   if [ "${LAP_CHECK_KEEP:-}" = 1 ]; then
     say "kept the scratch prefix $prefix (LAP_CHECK_KEEP=1); remove it with: rm -rf $prefix"
   elif [ -e "$prefix/$marker" ]; then
@@ -150,7 +214,8 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 pinned_before=$(pinned_installs)
 printf '%s\n' "$pinned_before" >"$logs/pinned-before"
@@ -168,14 +233,13 @@ for i in "${!packages[@]}"; do
     npm)
       # The exact version first, so the table names what was installed.
       if [ "$want" = latest ]; then
-        want=$(timeout -k 5 120 npm view "$package@latest" version 2>>"$log") || want=
+        want=$(limit 120 npm view "$package@latest" version 2>>"$log") || want=
       fi
       if [ -z "$want" ]; then
         status[$package]="cannot ask npm for the newest release (see $log)"; continue
       fi
       say "installing $package@$want (npm) into $prefix"
-      if ! timeout -k 10 "$install_timeout" \
-        npm install -g --prefix "$prefix" --no-fund --no-audit --no-update-notifier "$package@$want" >>"$log" 2>&1; then
+      if ! limit "$install_timeout" npm install -g --prefix "$prefix" --no-fund --no-audit --no-update-notifier "$package@$want" >>"$log" 2>&1; then
         status[$package]="npm install failed or took over ${install_timeout}s (see $log)"; continue
       fi
       newest[$package]=$(node -p "require('$prefix/lib/node_modules/$package/package.json').version" 2>>"$log" || echo '?')
@@ -184,14 +248,14 @@ for i in "${!packages[@]}"; do
       if [ "$(version_of "$prefix/bin/$program")" = '?' ]; then
         for script in install.cjs postinstall.mjs; do
           [ -f "$prefix/lib/node_modules/$package/$script" ] || continue
-          (cd "$prefix/lib/node_modules/$package" && timeout -k 10 "$install_timeout" node "$script") >>"$log" 2>&1 || true
+          (cd "$prefix/lib/node_modules/$package" && limit "$install_timeout" node "$script") >>"$log" 2>&1 || true
         done
       fi ;;
     pypi)
       [ "$want" = latest ] && spec=$package || spec="$package==$want"
       say "installing $spec (PyPI) into $prefix/$package"
-      if ! { timeout -k 10 120 /usr/bin/python3 -m venv "$prefix/$package" &&
-        timeout -k 10 "$install_timeout" "$prefix/$package/bin/pip" install --quiet --disable-pip-version-check \
+      if ! { limit 120 /usr/bin/python3 -m venv "$prefix/$package" &&
+        limit "$install_timeout" "$prefix/$package/bin/pip" install --quiet --disable-pip-version-check \
           --no-input "$spec"; } >>"$log" 2>&1; then
         status[$package]="pip install failed or took over ${install_timeout}s (see $log)"; continue
       fi
@@ -217,20 +281,16 @@ for package in "${packages[@]}"; do
 done
 if [ ${#tests[@]} -gt 0 ]; then
   say "building the harness tests (${build_timeout}s deadline)"
-  timeout -k 30 "$build_timeout" cargo nextest run --locked --no-run "${tests[@]}" >"$logs/build.log" 2>&1 ||
+  limit "$build_timeout" cargo nextest run --locked --no-run "${tests[@]}" >"$logs/build.log" 2>&1 ||
     die "the harness tests do not build (or took over ${build_timeout}s); see $logs/build.log" \
       "build them yourself: cargo nextest run --no-run --test codex_e2e"
 fi
 
-# Watches for processes run from the prefix (by path, or a script under it) other than a
-# `--version`, and notes their programs in $1 until killed.
+# Watches for processes run from the prefix other than a `--version`, and notes their programs in
+# $1 until killed.
 watch_prefix() {
   while :; do
-    {
-      find /proc/[0-9]*/exe -maxdepth 0 -lname "$prefix/*" -printf '%l\n' 2>/dev/null || true
-      ps -eo comm=,args= | awk -v p="$prefix/" '$1 !~ /^(grep|awk|mawk|gawk|find|sort|ps)$/ && !/--version/ {
-        for (i = 2; i <= NF; i++) if (index($i, p) == 1) print $i }' || true
-    } | sort -u >>"$1"
+    from_prefix | awk '{ print $2 }' | sort -u >>"$1" || true
     sleep 2
   done
 }
@@ -248,7 +308,7 @@ for package in "${packages[@]}"; do
   poller=$!
   rc=0
   PATH="$prefix/bin:$PATH" LAP_TEST_TOOL_PATH="$prefix/bin" LAP_TEST_STRICT=1 \
-    timeout -k 60 "$test_timeout" cargo nextest run --locked --no-fail-fast --color never \
+    limit "$test_timeout" cargo nextest run --locked --no-fail-fast --color never \
       --test-threads "$test_threads" --test "$t" >"$log" 2>&1 || rc=$?
   kill "$poller" 2>/dev/null; wait "$poller" 2>/dev/null || true; poller=
   # nextest's status lines: `    PASS [  12.345s] (1/3) lap::codex_e2e NAME` (the last one of a test wins).
@@ -297,6 +357,6 @@ echo "logs: $logs"
 if [ $failed = 0 ]; then
   echo "every tool tried passed its tests; to adopt a newer version, run scripts/test.sh with it and change scripts/tool-versions"
 else
-  echo "some tests failed against the versions tried (see RESULT and the logs); the pins in scripts/tool-versions stay"
+  echo "not every test passed with the versions tried (see RESULT and the logs); the pins in scripts/tool-versions stay"
 fi
 exit $failed
