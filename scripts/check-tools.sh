@@ -335,7 +335,10 @@ printf '%s\n' "$pinned_after" >"$logs/pinned-after"
 
 # The summary, on stdout.
 echo
-printf '%-26s %-10s %-10s %-8s %s\n' TOOL PINNED NEWEST RESULT TEST
+# NEWEST, or TRIED when a version was asked for.
+version_header=NEWEST
+for want in "${wanted[@]}"; do [ "$want" = latest ] || version_header=TRIED; done
+printf '%-26s %-10s %-10s %-8s %s\n' TOOL PINNED "$version_header" RESULT TEST
 for i in "${!packages[@]}"; do
   package=${packages[$i]}
   if [ -n "${status[$package]:-}" ]; then
