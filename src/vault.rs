@@ -13,6 +13,7 @@ pub mod encodings;
 pub mod frames;
 pub mod intercept;
 pub mod limits;
+pub mod needles;
 pub mod plan;
 pub mod policy;
 pub mod rewrite;

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -30,7 +29,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 
 use super::encodings;
 use super::plan::rewrite_headers;
-use super::rewrite::Substitutions;
+use super::rewrite::{NeedleSet, Substitutions};
 
 /// Bodies up to this size with a known length are rewritten whole, keeping an exact length.
 pub const MAX_BUFFERED_BODY: usize = 8 * 1024 * 1024;
@@ -61,52 +60,29 @@ pub struct Guard {
 }
 
 /// The stubs a guard looks for, each in every routine encoded form ([`encodings::forms`]): a stub
-/// sent percent-, JSON- or base64-encoded is the same stub.
-pub struct Needles {
-    matcher: AhoCorasick,
-    needles: Vec<Vec<u8>>,
-    /// For each needle, the index of the stub it is a form of.
-    owners: Vec<usize>,
-    longest: usize,
-}
+/// sent percent-, JSON- or base64-encoded is the same stub. Each form's group is the index of the
+/// stub it is a form of.
+pub struct Needles(NeedleSet);
 
 impl Needles {
     fn new(stubs: Vec<Vec<u8>>) -> Option<Arc<Self>> {
-        let (needles, owners): (Vec<Vec<u8>>, Vec<usize>) = stubs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, stub)| encodings::forms(stub).into_iter().map(move |form| (form, i)))
-            .unzip();
-        // A few hundred needles (every form of every stub): a DFA would take milliseconds to build.
-        let matcher = AhoCorasick::builder()
-            .kind(Some(AhoCorasickKind::ContiguousNFA))
-            .build(&needles)
-            .ok()
-            .filter(|_| !needles.is_empty())?;
-        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
-        Some(Arc::new(Self {
-            matcher,
-            needles,
-            owners,
-            longest,
-        }))
+        let forms = stubs.iter().enumerate().flat_map(|(i, stub)| {
+            encodings::forms(stub)
+                .into_iter()
+                .map(move |form| (i, form, Vec::new()))
+        });
+        let set = NeedleSet::grouped(forms);
+        (!set.is_empty()).then(|| Arc::new(Self(set)))
     }
 
     /// The index of the stub found in `input`, in any of its forms.
     fn find(&self, input: &[u8]) -> Option<usize> {
-        self.matcher.find(input).map(|m| self.owners[m.pattern().as_usize()])
+        self.0.find_group(input)
     }
 
     /// The length of the longest tail of `buf` that could begin a needle.
     fn pending_tail(&self, buf: &[u8]) -> usize {
-        let most = self.longest.saturating_sub(1).min(buf.len());
-        (1..=most)
-            .rev()
-            .find(|&k| {
-                let tail = &buf[buf.len() - k..];
-                self.needles.iter().any(|n| n.len() > k && n.starts_with(tail))
-            })
-            .unwrap_or(0)
+        self.0.pending_tail(buf)
     }
 }
 
@@ -285,6 +261,8 @@ pub struct RewriteBody<B> {
     guard: Guard,
     /// A held-back tail that could begin a guarded needle, not yet rewritten.
     held: Vec<u8>,
+    /// Rewritten data that goes on at the next poll (the second part of a chunk).
+    queued: Option<Bytes>,
     /// Down: trailers are scrubbed, and left out when their name holds one of these.
     scrub_trailers: Option<Vec<Vec<u8>>>,
     on_end: Option<OnEnd>,
@@ -305,6 +283,7 @@ impl<B> RewriteBody<B> {
             carry: Vec::new(),
             guard,
             held: Vec::new(),
+            queued: None,
             scrub_trailers,
             on_end,
             passed: 0,
@@ -313,16 +292,20 @@ impl<B> RewriteBody<B> {
         }
     }
 
-    /// Rewrites a chunk that passed the guard into what can go on now.
+    /// Rewrites a chunk that passed the guard into what can go on now (the chunk itself, or a
+    /// slice of it, when nothing in it changes: the common case of a large body); a second part,
+    /// if any, waits in `queued` for the next poll.
     fn rewrite(&mut self, data: Bytes) -> Option<Bytes> {
-        // Nothing held back and nothing in this chunk to rewrite or wait for: pass it on as it is,
-        // without a copy (the common case of a large body).
-        if self.carry.is_empty() && self.subs.passes_through(&data) {
-            return (!data.is_empty()).then_some(data);
+        let [first, second] = self.subs.push_bytes(&mut self.carry, data);
+        match (first.is_empty(), second.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(second),
+            (false, true) => Some(first),
+            (false, false) => {
+                self.queued = Some(second);
+                Some(first)
+            }
         }
-        let mut out = Vec::with_capacity(data.len());
-        self.subs.push(&mut self.carry, &data, &mut out);
-        (!out.is_empty()).then(|| out.into())
     }
 
     /// Checks a chunk against the guard; returns what may be rewritten and passed on now.
@@ -383,6 +366,9 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             let this = &mut *self;
+            if let Some(data) = this.queued.take() {
+                return this.pass(data);
+            }
             if let Some(trailers) = this.trailers.take() {
                 this.done = true;
                 this.end();
@@ -438,7 +424,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.trailers.is_none()
+        self.done && self.trailers.is_none() && self.queued.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -15,10 +15,12 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 use base64::Engine;
+use hyper::body::Bytes;
 
 use super::encodings;
+use super::needles::{Found, Matcher};
 
 /// Real characters a masked echo must show on at least one side of its mask run to be recognised.
 pub const MIN_MASK_SIDE: usize = 4;
@@ -98,7 +100,7 @@ impl Mask {
         }
         let s = (MIN_MASK_SIDE..=n.min(avail))
             .rev()
-            .find(|&s| more[..s] == real[n - s..])
+            .find(|&s| real[n - s] == more[0] && more[..s] == real[n - s..])
             .unwrap_or(0);
         if p == 0 && s == 0 {
             return Echo::No;
@@ -122,9 +124,20 @@ fn run_skip(text: &[u8]) -> usize {
     let Some((symbol, _)) = MASK_RUNS.iter().find(|(s, _)| text.starts_with(s)) else {
         return 1;
     };
-    let run = text.chunks_exact(symbol.len()).take_while(|c| c == symbol).count() * symbol.len();
+    let run = match symbol {
+        [byte] => run_of(text, *byte),
+        _ => text.chunks_exact(symbol.len()).take_while(|c| c == symbol).count() * symbol.len(),
+    };
     let capped = MAX_MASK_RUN * symbol.len();
     if run > capped { run - capped } else { run }.max(1)
+}
+
+/// How many bytes `text` begins with that are `byte`: eight at a time (a body of mask characters
+/// is one long run).
+fn run_of(text: &[u8], byte: u8) -> usize {
+    let word = [byte; 8];
+    let whole = text.chunks_exact(8).take_while(|c| *c == word).count() * 8;
+    whole + text[whole..].iter().take_while(|b| **b == byte).count()
 }
 
 /// A quick, conservative test of whether a tail of a chunk could be a proper prefix of some pattern:
@@ -183,11 +196,9 @@ impl TailFilter {
 /// A compiled set of needle → replacement pairs (and masked echoes), shareable between requests.
 pub struct NeedleSet {
     /// The pairs' needles, matched leftmost-longest.
-    pairs: Option<AhoCorasick>,
+    pairs: Matcher,
     /// Where a masked echo may begin: each value's first [`MIN_MASK_SIDE`] bytes, each mask run.
     triggers: Option<AhoCorasick>,
-    /// Every needle and trigger: whether a chunk can be passed on untouched.
-    any: Option<AhoCorasick>,
     needles: Vec<Vec<u8>>,
     replacements: Vec<Vec<u8>>,
     /// The credential (or extra pair) each needle belongs to, reported by [`Substitutions::hits`].
@@ -211,7 +222,7 @@ impl std::fmt::Debug for NeedleSet {
 }
 
 impl NeedleSet {
-    fn build(pairs: Vec<(usize, Vec<u8>, Vec<u8>)>, masks: Vec<Mask>, kind: Option<AhoCorasickKind>) -> Self {
+    fn build(pairs: Vec<(usize, Vec<u8>, Vec<u8>)>, masks: Vec<Mask>) -> Self {
         let mut needles = Vec::new();
         let mut replacements = Vec::new();
         let mut groups = Vec::new();
@@ -234,15 +245,13 @@ impl NeedleSet {
                 }
             }
         }
-        let compile = |patterns: &[Vec<u8>]| {
-            (!patterns.is_empty()).then(|| {
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .kind(kind)
-                    .build(patterns)
-                    .expect("literal needles always build")
-            })
-        };
+        // A handful of short patterns: the automaton's own prefilter finds them fast.
+        let triggers_matcher = (!triggers.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&triggers)
+                .expect("literal triggers always build")
+        });
         let mut prefixes: Vec<Vec<u8>> = needles.iter().chain(&triggers).cloned().collect();
         prefixes.sort();
         prefixes.dedup();
@@ -250,9 +259,8 @@ impl NeedleSet {
         let longest_needle = prefixes.iter().map(Vec::len).max().unwrap_or(0);
         let longest = masks.iter().map(Mask::longest).fold(longest_needle, usize::max);
         Self {
-            pairs: compile(&needles),
-            triggers: compile(&triggers),
-            any: compile(&prefixes),
+            pairs: Matcher::new(&needles),
+            triggers: triggers_matcher,
             needles,
             replacements,
             groups,
@@ -266,14 +274,32 @@ impl NeedleSet {
 
     /// Literal pairs, each its own group (its index).
     pub fn literal<N: AsRef<[u8]>, R: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (N, R)>) -> Self {
-        let pairs = pairs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (n, r))| (i, n.as_ref().to_vec(), r.as_ref().to_vec()))
-            .collect();
-        // A set is built per request and holds a few needles: the contiguous NFA builds in a
-        // fraction of a DFA's time, and the prefilter does the searching either way.
-        Self::build(pairs, Vec::new(), Some(AhoCorasickKind::ContiguousNFA))
+        Self::grouped(
+            pairs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (n, r))| (i, n.as_ref().to_vec(), r.as_ref().to_vec())),
+        )
+    }
+
+    /// Literal `(group, needle, replacement)` triples.
+    pub fn grouped(pairs: impl IntoIterator<Item = (usize, Vec<u8>, Vec<u8>)>) -> Self {
+        Self::build(pairs.into_iter().collect(), Vec::new())
+    }
+
+    /// The group of the leftmost-longest needle in `input`.
+    pub fn find_group(&self, input: &[u8]) -> Option<usize> {
+        self.pairs.find(input, 0).map(|found| self.groups[found.id])
+    }
+
+    /// Whether it has no needle.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Whether `input` holds a needle or a place a masked echo may begin.
+    fn has_any(&self, input: &[u8]) -> bool {
+        self.pairs.is_match(input) || self.triggers.as_ref().is_some_and(|t| t.is_match(input))
     }
 
     /// The scrub set: each `(real, stub)` in every routine encoding ([`encodings::pairs`]) and as a
@@ -301,7 +327,7 @@ impl NeedleSet {
             pairs.push((group, needle, with));
             group += 1;
         }
-        Self::build(pairs, masks, None)
+        Self::build(pairs, masks)
     }
 
     /// [`Self::scrubbing`] without extras, compiled once per distinct value list and kept: compiling
@@ -335,7 +361,7 @@ impl NeedleSet {
     }
 
     /// The length of the longest tail of `buf` that is a proper prefix of some needle or trigger.
-    fn pending_tail(&self, buf: &[u8]) -> usize {
+    pub fn pending_tail(&self, buf: &[u8]) -> usize {
         let most = self.longest_needle.saturating_sub(1).min(buf.len());
         (1..=most)
             .rev()
@@ -358,10 +384,20 @@ impl NeedleSet {
     /// Rewrites `buf` into `out` as far as it is final and returns how far that is: everything when
     /// `last`, else up to a tail that could still begin a needle or an undecided masked echo.
     fn rewrite(&self, buf: &[u8], last: bool, out: &mut Vec<u8>, hit: &mut dyn FnMut(usize)) -> usize {
-        let Some(pairs) = &self.pairs else {
-            out.extend_from_slice(buf);
-            return buf.len();
-        };
+        let (done, unchanged) = self.rewrite_until(buf, last, out, hit);
+        out.extend_from_slice(&buf[unchanged..done]);
+        done
+    }
+
+    /// [`Self::rewrite`], leaving the copy of the unchanged stretch before the end to the caller:
+    /// returns `(done, unchanged)`, where `out` holds what `buf[..unchanged]` becomes and
+    /// `buf[unchanged..done]` goes on as it is. A chunk with nothing to replace is then passed on
+    /// without a copy.
+    fn rewrite_until(&self, buf: &[u8], last: bool, out: &mut Vec<u8>, hit: &mut dyn FnMut(usize)) -> (usize, usize) {
+        let pairs = &self.pairs;
+        if pairs.is_empty() {
+            return (buf.len(), 0);
+        }
         let safe = if last {
             buf.len()
         } else {
@@ -373,11 +409,11 @@ impl NeedleSet {
         // The next match of each kind at or after `at` (and `trigger_from`): a match found from an
         // earlier position is still the next one as long as it starts at or after the current one.
         let span = |from: usize| Input::new(buf).span(from..buf.len());
-        let mut next_pair = pairs.find(span(0));
+        let mut next_pair = pairs.find(buf, 0);
         let mut next_trigger = self.triggers.as_ref().and_then(|t| t.find(span(0)));
         loop {
-            if next_pair.is_some_and(|m| m.start() < at) {
-                next_pair = pairs.find(span(at));
+            if next_pair.is_some_and(|m| m.start < at) {
+                next_pair = pairs.find(buf, at);
             }
             let from = trigger_from.max(at);
             if let Some(triggers) = &self.triggers
@@ -387,21 +423,22 @@ impl NeedleSet {
             }
             let (start, echo) = match (next_pair, next_trigger) {
                 (None, None) => break,
-                (Some(m), Some(t)) if t.start() < m.start() => (t.start(), true),
+                (Some(m), Some(t)) if t.start() < m.start => (t.start(), true),
                 (None, Some(t)) => (t.start(), true),
-                (Some(m), _) => (m.start(), false),
+                (Some(m), _) => (m.start, false),
             };
             if start >= safe {
                 break;
             }
             if !echo {
-                let Some(m) = next_pair else { break };
-                out.extend_from_slice(&buf[emitted..m.start()]);
-                let id = m.pattern().as_usize();
+                let Some(Found { start, end, id }) = next_pair else {
+                    break;
+                };
+                out.extend_from_slice(&buf[emitted..start]);
                 hit(self.groups[id]);
                 out.extend_from_slice(&self.replacements[id]);
-                emitted = m.end();
-                at = m.end();
+                emitted = end;
+                at = end;
                 continue;
             }
             match self.echo(&buf[start..], last) {
@@ -413,15 +450,10 @@ impl NeedleSet {
                     at = start + len;
                 }
                 Echo::No => trigger_from = start + run_skip(&buf[start..]),
-                Echo::NeedMore => {
-                    out.extend_from_slice(&buf[emitted..start]);
-                    return start;
-                }
+                Echo::NeedMore => return (start, emitted),
             }
         }
-        let keep_from = emitted.max(safe);
-        out.extend_from_slice(&buf[emitted..keep_from]);
-        keep_from
+        (emitted.max(safe), emitted)
     }
 
     /// The longest masked echo at the start of `text`, or whether it needs more text to tell.
@@ -485,13 +517,13 @@ impl Substitutions {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.set.pairs.is_none()
+        self.set.pairs.is_empty()
     }
 
     /// Whether `input` contains any needle or masked echo.
     pub fn finds_any(&self, input: &[u8]) -> bool {
         if self.set.masks.is_empty() {
-            return self.set.pairs.as_ref().is_some_and(|m| m.is_match(input));
+            return self.set.pairs.is_match(input);
         }
         let mut found = false;
         self.set.rewrite(input, true, &mut Vec::new(), &mut |_| found = true);
@@ -500,7 +532,7 @@ impl Substitutions {
 
     /// Replaces every needle (and masked echo) in `input`.
     pub fn replace_all<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
-        if !self.set.any.as_ref().is_some_and(|m| m.is_match(input)) {
+        if !self.set.has_any(input) {
             return Cow::Borrowed(input);
         }
         let mut out = Vec::with_capacity(input.len());
@@ -627,13 +659,42 @@ impl Substitutions {
         *carry = buf[done..].to_vec();
     }
 
-    /// Whether `chunk`, streamed with nothing held back, comes out unchanged at once: no needle or
-    /// mask trigger in it and no tail that could begin one.
-    pub fn passes_through(&self, chunk: &[u8]) -> bool {
-        match &self.set.any {
-            None => true,
-            Some(any) => !any.is_match(chunk) && self.set.pending_tail(chunk) == 0,
+    /// [`Self::push`] for a chunk that is shared bytes: what can go on now, in two parts (either
+    /// may be empty). Whatever is held back is resolved with at most [`Self::longest`] bytes of the
+    /// chunk joined to it, which is the first part; the rest of the chunk is scanned where it lies
+    /// and, up to its first replacement, goes on as a slice of `chunk` (no copy).
+    pub fn push_bytes(&self, carry: &mut Vec<u8>, chunk: Bytes) -> [Bytes; 2] {
+        if self.is_empty() {
+            return [chunk, Bytes::new()];
         }
+        let mut hits = Vec::new();
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        let mut resolved = Bytes::new();
+        if !carry.is_empty() {
+            let held = carry.len();
+            let joined_len = rest.len().min(self.longest());
+            carry.extend_from_slice(&rest[..joined_len]);
+            let joined = std::mem::take(carry);
+            let done = self.set.rewrite(&joined, false, &mut out, &mut |g| hits.push(g));
+            if done < held {
+                // Still undecided inside what was held, which happens only when the whole chunk
+                // was joined (it is shorter than the longest pattern): hold the undecided rest.
+                carry.extend_from_slice(&joined[done..]);
+                self.record(hits);
+                return [Bytes::from(out), Bytes::new()];
+            }
+            rest = rest.slice(done - held..);
+            resolved = Bytes::from(std::mem::take(&mut out));
+        }
+        let (done, unchanged) = self.set.rewrite_until(&rest, false, &mut out, &mut |g| hits.push(g));
+        self.record(hits);
+        carry.extend_from_slice(&rest[done..]);
+        if out.is_empty() {
+            return [resolved, rest.slice(unchanged..done)];
+        }
+        out.extend_from_slice(&rest[unchanged..done]);
+        [resolved, Bytes::from(out)]
     }
 
     /// The last streaming step: rewrites what `carry` still holds into `out`.
@@ -765,13 +826,45 @@ mod tests {
         assert_eq!(out, b"data: ghp_REAL!");
     }
 
+    /// Whether `chunk`, streamed with nothing held back, goes on at once as the same bytes (not a copy).
+    fn passes_through(subs: &Substitutions, chunk: &'static [u8]) -> bool {
+        let chunk = Bytes::from_static(chunk);
+        let mut carry = Vec::new();
+        let [first, out] = subs.push_bytes(&mut carry, chunk.clone());
+        let out = if first.is_empty() { out } else { first };
+        carry.is_empty() && out.as_ptr() == chunk.as_ptr() && out.len() == chunk.len()
+    }
+
     #[test]
     fn an_empty_set_passes_everything_through() {
         let none = Substitutions::new(Vec::<(&[u8], &[u8])>::new());
-        assert!(none.passes_through(b"anything at all"));
-        assert!(subs().passes_through(b"plain text"));
-        assert!(!subs().passes_through(b"ends with stub_git"));
-        assert!(!subs().passes_through(b"has stub_github_token_3fa91c0d inside"));
+        assert!(passes_through(&none, b"anything at all"));
+        assert!(passes_through(&subs(), b"plain text"));
+        assert!(!passes_through(&subs(), b"ends with stub_git"));
+        assert!(!passes_through(&subs(), b"has stub_github_token_3fa91c0d inside"));
+    }
+
+    #[test]
+    fn shared_chunks_stream_like_copied_ones() {
+        let subs = scrubber();
+        let input = format!("a {REAL} b sk-abcd1****wxyz c ...... d {REAL}").into_bytes();
+        let expected = subs.replace_all(&input).into_owned();
+        for piece in 1..=input.len() {
+            let mut carry = Vec::new();
+            let mut out = Vec::new();
+            for chunk in input.chunks(piece) {
+                for part in subs.push_bytes(&mut carry, Bytes::copy_from_slice(chunk)) {
+                    out.extend_from_slice(&part);
+                }
+                assert!(carry.len() < subs.longest() + piece, "holds back a bounded tail");
+            }
+            subs.finish(&mut carry, &mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&expected),
+                "pieces of {piece}"
+            );
+        }
     }
 
     #[test]
@@ -875,7 +968,7 @@ mod tests {
         assert_eq!(out, b"data: {\"t\":\"wait", "a run could still be a mask");
         rewriter.push(b"\"}\n\n", &mut out);
         assert_eq!(out, b"data: {\"t\":\"wait...\"}\n\n", "and goes out once it is not");
-        assert!(subs.passes_through(b"plain words, nothing else\n"));
+        assert!(passes_through(&subs, b"plain words, nothing else\n"));
     }
 
     #[test]

@@ -9,18 +9,26 @@ use proptest::prelude::*;
 use super::encodings::{self, Alphabet, Encoding, End};
 use super::rewrite::Substitutions;
 
-/// Streams `input` through `subs` in chunks of the given sizes (cycled), checking the bound on what
-/// is held back after every chunk.
+/// Streams `input` through `subs` in chunks of the given sizes (cycled), alternately copied and
+/// shared ([`Substitutions::push`], [`Substitutions::push_bytes`]), checking the bound on what is
+/// held back after every chunk.
 fn stream(subs: &Substitutions, input: &[u8], sizes: &[usize]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut carry = Vec::new();
     let mut at = 0;
-    for &size in sizes.iter().cycle() {
+    for (i, &size) in sizes.iter().cycle().enumerate() {
         if at >= input.len() {
             break;
         }
         let end = (at + size).min(input.len());
-        subs.push(&mut carry, &input[at..end], &mut out);
+        if i % 2 == 0 {
+            subs.push(&mut carry, &input[at..end], &mut out);
+        } else {
+            let chunk = hyper::body::Bytes::copy_from_slice(&input[at..end]);
+            for part in subs.push_bytes(&mut carry, chunk) {
+                out.extend_from_slice(&part);
+            }
+        }
         assert!(carry.len() < subs.longest().max(1), "held {} bytes", carry.len());
         at = end;
     }
