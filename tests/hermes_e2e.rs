@@ -284,7 +284,7 @@ fn a_hermes_conversation_goes_on_after_a_restart_of_lap_serve() {
         "the session's screen, repainted",
         &format!("{HEARD}Remember the word PINEAPPLE."),
     );
-    let screen = say(&world, &tmux, "Still there?");
+    let screen = say(&world, &tmux, "Still there.");
     assert!(!screen.contains(REAL_KEY), "{screen}");
     assert_eq!(session(&world), id);
     let seen = world.seen();
@@ -292,7 +292,7 @@ fn a_hermes_conversation_goes_on_after_a_restart_of_lap_serve() {
         .iter()
         .filter(|s| s.path == "/v1/chat/completions")
         .map(Seen::json)
-        .filter(|body| last_user_text(body) == "Still there?")
+        .filter(|body| last_user_text(body) == "Still there.")
         .collect();
     assert!(!after.is_empty(), "{seen:#?}");
     for body in &after {
