@@ -35,6 +35,8 @@ const REPLY: &[&str] = &["Hello from the ", "fake Anthropic API", ", through the
 const HANG: &str = "HOLD-THE-LINE";
 /// The part of the held reply that is sent (the test waits for it before it aborts).
 const HANG_FIRST: &str = "Thinking slowly";
+/// How soon a refused key fails the turn.
+const REFUSED_WITHIN: Duration = Duration::from_secs(30);
 /// A user message containing this gets a `Bash` tool call printing the SHA-256 of the agent's
 /// `ANTHROPIC_API_KEY` (a digest: the stub itself would be refused by the vault on its way back to
 /// the model, outside its injection point); the call's result then gets the reply `ran: OUTPUT`.
@@ -350,8 +352,8 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
     assert_eq!(digest, sha256(&stub), "the agent's key is not the stub: {ran:#}");
     assert_ne!(digest, sha256(REAL_KEY));
 
-    // Abort: the model stalls mid-reply; `lap sessions abort` ends the turn promptly, the held
-    // request is given up, and the session takes the next turn.
+    // Abort: the model stalls mid-reply; `lap sessions abort` ends the turn promptly and the held
+    // request is given up; so does Ctrl-C in `lap send`; the session takes the next turn.
     let (child, reader) = send_until(
         &world.home,
         "claude",
@@ -372,6 +374,23 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
     until(CLAUDE_WAIT, "the CLI giving up the held response", || {
         *world.hangs_ended.lock().unwrap() >= 1
     });
+    // Ctrl-C in `lap send` aborts the turn the same way (exit 130).
+    let (child, reader) = send_until(
+        &world.home,
+        "claude",
+        &format!("{HANG} once more."),
+        HANG_FIRST,
+        CLAUDE_WAIT,
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = wait_within(child, ABORT_PROMPTLY, "`lap send` after Ctrl-C");
+    let printed = reader.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{printed}\n{stderr}\n{}", context(&world));
+    until(CLAUDE_WAIT, "the CLI giving up the second held response", || {
+        *world.hangs_ended.lock().unwrap() >= 2
+    });
     let after_abort = lap(&world.home, ["send", "claude", "After the abort."]);
     assert_eq!(after_abort.code, 0, "{after_abort}\n{}", context(&world));
     assert_eq!(after_abort.out(), REPLY.concat(), "{after_abort}");
@@ -388,7 +407,7 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
 
     // The upstream saw the real key on every request, put there by the vault.
     let seen = world.seen();
-    assert!(turns(&world).len() >= 5, "{}", context(&world));
+    assert!(turns(&world).len() >= 7, "{}", context(&world));
     for request in &seen {
         assert_eq!(request.header("x-api-key"), Some(REAL_KEY), "{}", context(&world));
         assert!(
@@ -403,7 +422,7 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
         .iter()
         .filter(|r| r["host"] == HOST && r["path"].as_str().unwrap_or("").starts_with("/v1/messages"))
         .collect();
-    assert!(swapped.len() >= 5, "{egress:#}");
+    assert!(swapped.len() >= 7, "{egress:#}");
     for record in &swapped {
         assert_eq!(record["swapped"], json!(["ANTHROPIC_API_KEY"]), "{record:#}");
     }
@@ -486,6 +505,8 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
         ("assistant", "stop", &format!("ran: {digest}  -")),
         ("user", "", &format!("{HANG} and answer slowly.")),
         ("assistant", "interrupted", HANG_FIRST),
+        ("user", "", &format!("{HANG} once more.")),
+        ("assistant", "interrupted", HANG_FIRST),
         ("user", "", "After the abort."),
         ("assistant", "stop", reply.as_str()),
         ("user", "", "Still there?"),
@@ -541,4 +562,65 @@ fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_and_ans
     let sessions = lap(home, ["--json", "sessions", "list"]).success().json();
     assert_eq!(sessions[0]["status"], "ready", "{sessions:#}");
     assert!(!world.server.log().contains(REAL_KEY));
+}
+
+/// A key the API refuses: the turn fails with Anthropic's 401 and a hint naming the credential's
+/// binding and how Claude sends its key.
+#[test]
+fn a_refused_key_fails_the_claude_agent_sdk_turn_with_claudes_own_hint() {
+    let Some(world) = start() else { return };
+    world
+        .home
+        .lap()
+        .env("ANTHROPIC_API_KEY", "sk-ant-api03-AnOldRevokedKey-000000000000")
+        .run([
+            "agents",
+            "create",
+            "old",
+            "--harness",
+            "claude-agent-sdk",
+            "--model",
+            MODEL,
+            "--credential",
+            "ANTHROPIC_API_KEY",
+            "--allow-out",
+            HOST,
+        ])
+        .success();
+    let started = Instant::now();
+    let refused = lap(&world.home, ["send", "old", "hi"]);
+    assert_eq!(refused.code, 1, "{refused}\n{}", context(&world));
+    // Not after Claude's ten retries of the 401 (some three minutes): the first one ends the turn.
+    assert!(
+        started.elapsed() < REFUSED_WITHIN,
+        "{:?}\n{refused}\n{}",
+        started.elapsed(),
+        context(&world)
+    );
+    assert!(refused.stderr.contains("401 Unauthorized"), "{refused}");
+    assert!(!refused.stderr.contains("AnOldRevokedKey"), "{refused}");
+    assert!(
+        refused.stderr.contains("hint: the model's API refused the key"),
+        "{refused}"
+    );
+    assert!(refused.stderr.contains("lap agents show"), "{refused}");
+    assert!(refused.stderr.contains("x-api-key"), "{refused}");
+    let seen = world.seen();
+    let asked = turns(&world).len();
+    assert!((1..=3).contains(&asked), "{}", context(&world));
+    for request in &seen {
+        assert_eq!(
+            request.header("x-api-key"),
+            Some("sk-ant-api03-AnOldRevokedKey-000000000000"),
+            "{request:#?}"
+        );
+    }
+    // The session is free for the next message (no `409 a turn is already running`).
+    let again = lap(&world.home, ["send", "old", "hi again"]);
+    assert_eq!(again.code, 1, "{again}");
+    assert!(!again.stderr.contains("already running"), "{again}");
+    assert!(
+        again.stderr.contains("hint: the model's API refused the key"),
+        "{again}"
+    );
 }
