@@ -143,10 +143,9 @@ fn start() -> Option<World> {
     Some(World::start(HOST, gemini_api))
 }
 
-/// Creates agent `name` of the `gemini` harness with `key` as its `GEMINI_API_KEY`, pointed at the
-/// fake API, allowed out to it only.
+/// Creates agent `name` of the `gemini` harness with `key` as its `GEMINI_API_KEY`, allowed out to
+/// the vendor's host only. No base URL: the tool's built-in `https://HOST` reaches the fake.
 fn agent(world: &World, name: &str, key: &str) {
-    let base_url = format!("GOOGLE_GEMINI_BASE_URL=https://{HOST}:{}", world.port);
     let mut args = vec![
         "agents",
         "create",
@@ -157,8 +156,6 @@ fn agent(world: &World, name: &str, key: &str) {
         MODEL,
         "--credential",
         "GEMINI_API_KEY",
-        "--env",
-        &base_url,
         "--allow-out",
         HOST,
     ];

@@ -149,10 +149,9 @@ fn installed() -> bool {
     )
 }
 
-/// Creates agent `herm` of the `hermes` harness with the real `OPENAI_API_KEY`, pointed at the
-/// fake API, allowed out to it only.
+/// Creates agent `herm` of the `hermes` harness with the real `OPENAI_API_KEY`, allowed out to
+/// the vendor's host only. No base URL: the tool's built-in `https://HOST` reaches the fake.
 fn agent(world: &World) {
-    let base_url = format!("OPENAI_BASE_URL=https://{HOST}:{}/v1", world.port);
     let mut args = vec![
         "agents",
         "create",
@@ -163,8 +162,6 @@ fn agent(world: &World) {
         MODEL,
         "--credential",
         "OPENAI_API_KEY",
-        "--env",
-        &base_url,
         "--allow-out",
         HOST,
     ];
