@@ -517,8 +517,8 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
 }
 
 #[test]
-fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_and_answers_through_the_vault() {
-    let Some(world) = start() else { return };
+fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_answers_and_goes_on_after_a_restart() {
+    let Some(mut world) = start() else { return };
     agent(&world, "cc", "claude-code");
     let home = &world.home;
     let tmux = Tmux::shell("claude-tui", (120, 40), "");
@@ -550,9 +550,9 @@ fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_and_ans
     assert!(!screen.contains(REAL_KEY), "{screen}");
 
     // The request went out with the real key, put there by the vault.
-    let turns = turns(&world);
-    assert!(!turns.is_empty(), "{}", context(&world));
-    for (request, _) in &turns {
+    let first = turns(&world);
+    assert!(!first.is_empty(), "{}", context(&world));
+    for (request, _) in &first {
         assert_eq!(request.header("x-api-key"), Some(REAL_KEY), "{}", context(&world));
     }
 
@@ -561,6 +561,33 @@ fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_and_ans
     tmux.until("lap to exit", |s| s.contains("LAP-EXIT=0"));
     let sessions = lap(home, ["--json", "sessions", "list"]).success().json();
     assert_eq!(sessions[0]["status"], "ready", "{sessions:#}");
+    drop(tmux);
+
+    // Also after a restart of `lap serve`: the screen as it was, and the conversation goes on.
+    world.server.restart();
+    let tmux = Tmux::shell("claude-tui-again", (120, 40), "");
+    tmux.keys(&format!(
+        "env -i {} {} cc; echo LAP-EXIT=$?\n",
+        world.home.env_words(),
+        env!("CARGO_BIN_EXE_lap")
+    ));
+    tmux.until_within(CLAUDE_WAIT, "the session's screen, repainted", |s| {
+        s.contains("fake Anthropic API")
+    });
+    tmux.keys("Once more.");
+    tmux.key("Enter");
+    tmux.until_within(CLAUDE_WAIT, "the second reply", |s| {
+        s.matches("fake Anthropic API").count() >= 2
+    });
+    let said = conversation(&turn_of(&world, "Once more."));
+    assert!(said.iter().any(|t| t.contains("Say hello.")), "{said:#?}");
+    assert!(said.iter().any(|t| t == &REPLY.concat()), "{said:#?}");
+    for (request, _) in &turns(&world) {
+        assert_eq!(request.header("x-api-key"), Some(REAL_KEY), "{}", context(&world));
+    }
+    assert_eq!(session(&world), sessions[0]["id"].as_str().unwrap());
+    tmux.key("C-d");
+    tmux.until("lap to exit", |s| s.contains("LAP-EXIT=0"));
     assert!(!world.server.log().contains(REAL_KEY));
 }
 
