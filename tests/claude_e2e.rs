@@ -217,6 +217,11 @@ fn start() -> Option<World> {
 /// (bound to api.anthropic.com by the preset), allowed out to that host only. Nothing else: the
 /// CLI finds the API at its built-in address.
 fn agent(world: &World, name: &str, harness: &str) {
+    agent_with_key(world, name, harness, REAL_KEY);
+}
+
+/// [`agent`] with `key` as its `ANTHROPIC_API_KEY`.
+fn agent_with_key(world: &World, name: &str, harness: &str, key: &str) {
     let path = tool_path_env();
     let mut args = vec![
         "agents",
@@ -234,7 +239,7 @@ fn agent(world: &World, name: &str, harness: &str) {
     if let Some(path) = &path {
         args.extend(["--env", path]);
     }
-    world.home.lap().env("ANTHROPIC_API_KEY", REAL_KEY).run(args).success();
+    world.home.lap().env("ANTHROPIC_API_KEY", key).run(args).success();
 }
 
 fn session(world: &World) -> String {
@@ -596,24 +601,12 @@ fn a_claude_code_session_opens_at_the_prompt_with_no_first_run_questions_answers
 #[test]
 fn a_refused_key_fails_the_claude_agent_sdk_turn_with_claudes_own_hint() {
     let Some(world) = start() else { return };
-    world
-        .home
-        .lap()
-        .env("ANTHROPIC_API_KEY", "sk-ant-api03-AnOldRevokedKey-000000000000")
-        .run([
-            "agents",
-            "create",
-            "old",
-            "--harness",
-            "claude-agent-sdk",
-            "--model",
-            MODEL,
-            "--credential",
-            "ANTHROPIC_API_KEY",
-            "--allow-out",
-            HOST,
-        ])
-        .success();
+    agent_with_key(
+        &world,
+        "old",
+        "claude-agent-sdk",
+        "sk-ant-api03-AnOldRevokedKey-000000000000",
+    );
     let started = Instant::now();
     let refused = lap(&world.home, ["send", "old", "hi"]);
     assert_eq!(refused.code, 1, "{refused}\n{}", context(&world));
