@@ -35,6 +35,9 @@ const REPLY: &[&str] = &["Hello from the ", "fake Anthropic API", ", through the
 const HANG: &str = "HOLD-THE-LINE";
 /// The part of the held reply that is sent (the test waits for it before it aborts).
 const HANG_FIRST: &str = "Thinking slowly";
+/// A user message containing this gets no answer at all, not even a status line, until the
+/// client goes away.
+const SILENT: &str = "HOLD-SILENTLY";
 /// How soon a refused key fails the turn.
 const REFUSED_WITHIN: Duration = Duration::from_secs(30);
 /// A user message containing this gets a `Bash` tool call printing the SHA-256 of the agent's
@@ -126,6 +129,12 @@ fn anthropic_api(request: &Seen) -> Reply {
             json!({"command": KEY_DIGEST, "description": "Digest the key"}),
         );
     }
+    if said.contains(SILENT) {
+        return Reply {
+            silent: true,
+            ..streamed(Vec::new())
+        };
+    }
     if said.contains(HANG) {
         let events = [
             message_start(&model),
@@ -157,6 +166,7 @@ fn streamed(events: Vec<Value>) -> Reply {
             .map(|e| (Duration::ZERO, sse(std::slice::from_ref(e))))
             .collect(),
         hang: false,
+        silent: false,
     }
 }
 
@@ -396,6 +406,34 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
     until(CLAUDE_WAIT, "the CLI giving up the second held response", || {
         *world.hangs_ended.lock().unwrap() >= 2
     });
+    // A model that never starts answering (no status line even): the abort ends that turn too.
+    let child = std::process::Command::new(support::LAP)
+        .args(["send", "claude", &format!("{SILENT} now")])
+        .env_clear()
+        .envs(world.home.env())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    until(CLAUDE_WAIT, "the silent turn reaching the fake", || {
+        turns(&world)
+            .iter()
+            .any(|(_, body)| last_user_text(body).contains(SILENT))
+    });
+    let aborted = lap(&world.home, ["sessions", "abort", &id]);
+    assert_eq!(aborted.code, 0, "{aborted}\n{}", context(&world));
+    let out = wait_within(child, ABORT_PROMPTLY, "the aborted silent `lap send`");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        context(&world)
+    );
+    until(CLAUDE_WAIT, "the CLI giving up the silent request", || {
+        *world.hangs_ended.lock().unwrap() >= 3
+    });
     let after_abort = lap(&world.home, ["send", "claude", "After the abort."]);
     assert_eq!(after_abort.code, 0, "{after_abort}\n{}", context(&world));
     assert_eq!(after_abort.out(), REPLY.concat(), "{after_abort}");
@@ -512,6 +550,8 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
         ("assistant", "interrupted", HANG_FIRST),
         ("user", "", &format!("{HANG} once more.")),
         ("assistant", "interrupted", HANG_FIRST),
+        ("user", "", &format!("{SILENT} now")),
+        ("assistant", "interrupted", ""),
         ("user", "", "After the abort."),
         ("assistant", "stop", reply.as_str()),
         ("user", "", "Still there?"),

@@ -56,6 +56,18 @@ pub struct Reply {
     /// After the last piece the response stays open, sending nothing, until the client goes away
     /// (a model that stalls mid-turn).
     pub hang: bool,
+    /// Nothing is sent at all, not even the status line, until the client goes away (a model
+    /// that never starts answering); the rest is ignored.
+    pub silent: bool,
+}
+
+/// Counts, when dropped, one held response the client went away from.
+struct HangEnded(Arc<Mutex<usize>>);
+
+impl Drop for HangEnded {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() += 1;
+    }
 }
 
 impl From<Answer> for Reply {
@@ -65,6 +77,7 @@ impl From<Answer> for Reply {
             content_type,
             pieces: vec![(Duration::ZERO, body)],
             hang: false,
+            silent: false,
         }
     }
 }
@@ -114,7 +127,8 @@ pub struct World {
     pub port: u16,
     /// The loopback address it listens on.
     pub addr: Ipv4Addr,
-    /// How many held-open responses ([`Reply::hang`]) the client has gone away from.
+    /// How many held-open responses ([`Reply::hang`], [`Reply::silent`]) the client has gone away
+    /// from.
     pub hangs_ended: Arc<Mutex<usize>>,
     pub server: TestServer,
 }
@@ -225,6 +239,11 @@ async fn serve(
                         };
                         let reply = handler(&request);
                         seen.lock().unwrap().push(request);
+                        if reply.silent {
+                            // Dropped (and counted) when the client goes away.
+                            let _ended = HangEnded(hangs_ended.clone());
+                            std::future::pending::<()>().await;
+                        }
                         Ok::<_, Infallible>(respond(reply, hangs_ended))
                     }
                 });
@@ -254,8 +273,8 @@ fn respond(
             }
         }
         if reply.hang {
+            let _ended = HangEnded(hangs_ended);
             tx.closed().await;
-            *hangs_ended.lock().unwrap() += 1;
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
