@@ -438,19 +438,24 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
     assert_eq!(after_abort.code, 0, "{after_abort}\n{}", context(&world));
     assert_eq!(after_abort.out(), REPLY.concat(), "{after_abort}");
 
-    // After a restart of `lap serve`, the same session goes on with the conversation.
-    world.server.restart();
-    let after = lap(&world.home, ["send", "claude", "Still there?"]);
-    assert_eq!(after.code, 0, "{after}\n{}", context(&world));
-    assert_eq!(after.out(), REPLY.concat(), "{after}");
-    assert_eq!(session(&world), id);
-    let said = conversation(&turn_of(&world, "Still there?"));
-    assert!(said.iter().any(|t| t.contains("PINEAPPLE")), "{said:#?}");
-    assert!(said.iter().any(|t| t.contains("After the abort.")), "{said:#?}");
+    // After a restart of `lap serve`, the same session goes on with the conversation; and after
+    // another (the resumed conversation is resumed in turn).
+    for text in ["Still there?", "And now?"] {
+        world.server.restart();
+        let after = lap(&world.home, ["send", "claude", text]);
+        assert_eq!(after.code, 0, "{after}\n{}", context(&world));
+        assert_eq!(after.out(), REPLY.concat(), "{after}");
+        assert_eq!(session(&world), id);
+        let said = conversation(&turn_of(&world, text));
+        assert!(said.iter().any(|t| t.contains("PINEAPPLE")), "{said:#?}");
+        assert!(said.iter().any(|t| t.contains("After the abort.")), "{said:#?}");
+    }
+    let said = conversation(&turn_of(&world, "And now?"));
+    assert!(said.iter().any(|t| t.contains("Still there?")), "{said:#?}");
 
     // The upstream saw the real key on every request, put there by the vault.
     let seen = world.seen();
-    assert!(turns(&world).len() >= 7, "{}", context(&world));
+    assert!(turns(&world).len() >= 9, "{}", context(&world));
     for request in &seen {
         assert_eq!(request.header("x-api-key"), Some(REAL_KEY), "{}", context(&world));
         assert!(
@@ -465,7 +470,7 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
         .iter()
         .filter(|r| r["host"] == HOST && r["path"].as_str().unwrap_or("").starts_with("/v1/messages"))
         .collect();
-    assert!(swapped.len() >= 7, "{egress:#}");
+    assert!(swapped.len() >= 9, "{egress:#}");
     for record in &swapped {
         assert_eq!(record["swapped"], json!(["ANTHROPIC_API_KEY"]), "{record:#}");
     }
@@ -555,6 +560,8 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
         ("user", "", "After the abort."),
         ("assistant", "stop", reply.as_str()),
         ("user", "", "Still there?"),
+        ("assistant", "stop", reply.as_str()),
+        ("user", "", "And now?"),
         ("assistant", "stop", reply.as_str()),
     ]
     .map(|(role, finish, text)| (role.to_owned(), finish.to_owned(), text.to_owned()));
