@@ -126,8 +126,7 @@ impl Claude {
             if self.refused.is_none() {
                 let said = str_at(value, "error").unwrap_or("authentication_failed");
                 self.refused = Some(format!(
-                    "401 Unauthorized: the model's API refused the key (claude: `{said}`); \
-                     lap stopped claude's retries, which cannot help"
+                    "401 Unauthorized (claude: `{said}`); lap stopped claude's retries, which cannot help"
                 ));
                 out.replies.push(interrupt_request());
             }
