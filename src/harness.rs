@@ -192,7 +192,11 @@ pub const CATALOG: &[Harness] = &[
         env: &[],
         first_run: FirstRun::None,
         model_flag: Some("--model"),
-        unauthorized_hint: None,
+        unauthorized_hint: Some(
+            "claude sends `ANTHROPIC_API_KEY` as `x-api-key` (`ANTHROPIC_AUTH_TOKEN`, when set, as \
+             `Authorization: Bearer`) to `ANTHROPIC_BASE_URL`, api.anthropic.com unless set: the one it sends must \
+             be a credential bound to that host",
+        ),
         package: npm("@anthropic-ai/claude-code"),
     },
     Harness {

@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -141,13 +140,12 @@ fn start() -> Option<World> {
     if !require("gemini", "npm install -g @google/gemini-cli") {
         return None;
     }
-    Some(World::start(HOST, Arc::new(gemini_api)))
+    Some(World::start(HOST, gemini_api))
 }
 
-/// Creates agent `name` of the `gemini` harness with `key` as its `GEMINI_API_KEY`, pointed at the
-/// fake API, allowed out to it only.
+/// Creates agent `name` of the `gemini` harness with `key` as its `GEMINI_API_KEY`, allowed out to
+/// the vendor's host only. No base URL: the tool's built-in `https://HOST` reaches the fake.
 fn agent(world: &World, name: &str, key: &str) {
-    let base_url = format!("GOOGLE_GEMINI_BASE_URL=https://{HOST}:{}", world.port);
     let mut args = vec![
         "agents",
         "create",
@@ -158,8 +156,6 @@ fn agent(world: &World, name: &str, key: &str) {
         MODEL,
         "--credential",
         "GEMINI_API_KEY",
-        "--env",
-        &base_url,
         "--allow-out",
         HOST,
     ];
@@ -171,7 +167,12 @@ fn agent(world: &World, name: &str, key: &str) {
 }
 
 fn open(world: &World, name: &str) -> Tmux {
-    let tmux = Tmux::shell(&format!("gemini-{name}"), (120, 40), "");
+    open_in(world, &format!("gemini-{name}"), name)
+}
+
+/// `lap NAME` in a terminal (a tmux server) of its own called `terminal`.
+fn open_in(world: &World, terminal: &str, name: &str) -> Tmux {
+    let tmux = Tmux::shell(terminal, (120, 40), "");
     tmux.keys(&format!(
         "env -i {} {} {name}; echo LAP-EXIT=$?\n",
         world.home.env_words(),
@@ -311,6 +312,69 @@ fn a_gemini_session_opens_at_the_prompt_and_answers_two_turns_with_the_key_swapp
     assert!(!world.server.log().contains(REAL_KEY));
 
     // Ctrl-D detaches; the session stays.
+    tmux.key("C-d");
+    tmux.until("lap to exit", |s| s.contains("LAP-EXIT=0"));
+}
+
+/// The streamed model requests whose last user text is `text`.
+fn requests_for(world: &World, text: &str) -> Vec<Value> {
+    world
+        .seen()
+        .iter()
+        .filter(|s| s.path.contains(":streamGenerateContent"))
+        .map(Seen::json)
+        .filter(|body| last_user_text(body) == text)
+        .collect()
+}
+
+#[test]
+fn a_gemini_conversation_goes_on_after_a_restart_of_lap_serve() {
+    let Some(mut world) = start() else { return };
+    agent(&world, "gem", REAL_KEY);
+    let tmux = open(&world, "gem");
+    tmux.until_within(GEMINI_WAIT, "gemini's prompt", |s| s.contains("Type your message"));
+    say(&world, &tmux, "Remember the word PINEAPPLE.");
+    let id = session(&world);
+    tmux.key("C-d");
+    tmux.until("lap to exit", |s| s.contains("LAP-EXIT=0"));
+    drop(tmux);
+
+    // Stop `lap serve` and start it again on the same store; `lap gem` comes back to the session,
+    // its screen as it was, and the conversation goes on through the vault.
+    world.server.restart();
+    let tmux = open_in(&world, "gemini-gem-again", "gem");
+    until_shown(
+        &world,
+        &tmux,
+        "the session's screen, repainted",
+        &format!("{HEARD}Remember the word PINEAPPLE."),
+    );
+    // (No `?` in it: typed into gemini's input box, it opens the shortcuts panel.)
+    let screen = say(&world, &tmux, "Still there.");
+    assert!(!screen.contains(REAL_KEY), "{screen}");
+    assert_eq!(session(&world), id);
+    let after = requests_for(&world, "Still there.");
+    assert!(!after.is_empty(), "{:#?}", world.seen());
+    for body in &after {
+        let said = body.to_string();
+        assert!(said.contains("PINEAPPLE"), "the conversation did not go on: {body:#}");
+        assert!(
+            said.contains(&format!("{HEARD}Remember the word PINEAPPLE.")),
+            "{body:#}"
+        );
+    }
+    for request in world.seen() {
+        assert_eq!(request.header("x-goog-api-key"), Some(REAL_KEY), "{request:#?}");
+    }
+    let egress = lap(&world.home, ["--json", "sessions", "egress", &id]).success().json();
+    let calls = egress
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["host"] == HOST && r["path"].as_str().unwrap_or("").contains(":streamGenerateContent"))
+        .count();
+    assert!(calls >= 2, "{egress:#}");
+    assert!(!world.server.log().contains(REAL_KEY));
     tmux.key("C-d");
     tmux.until("lap to exit", |s| s.contains("LAP-EXIT=0"));
 }

@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -143,16 +142,16 @@ fn say(world: &World, tmux: &Tmux, text: &str) -> String {
     )
 }
 
-#[test]
-fn a_hermes_session_opens_at_its_prompt_and_answers_two_turns_with_the_key_swapped_by_the_vault() {
-    if !require(
+fn installed() -> bool {
+    require(
         "hermes",
         "a venv under /usr/local with PyPI hermes-agent; see scripts/test.sh",
-    ) {
-        return;
-    }
-    let world = World::start(HOST, Arc::new(openai_api));
-    let base_url = format!("OPENAI_BASE_URL=https://{HOST}:{}/v1", world.port);
+    )
+}
+
+/// Creates agent `herm` of the `hermes` harness with the real `OPENAI_API_KEY`, allowed out to
+/// the vendor's host only. No base URL: the tool's built-in `https://HOST` reaches the fake.
+fn agent(world: &World) {
     let mut args = vec![
         "agents",
         "create",
@@ -163,8 +162,6 @@ fn a_hermes_session_opens_at_its_prompt_and_answers_two_turns_with_the_key_swapp
         MODEL,
         "--credential",
         "OPENAI_API_KEY",
-        "--env",
-        &base_url,
         "--allow-out",
         HOST,
     ];
@@ -173,13 +170,34 @@ fn a_hermes_session_opens_at_its_prompt_and_answers_two_turns_with_the_key_swapp
         args.extend(["--env", path]);
     }
     world.home.lap().env("OPENAI_API_KEY", REAL_KEY).run(args).success();
+}
 
-    let tmux = Tmux::shell("hermes", (120, 40), "");
+/// `lap herm` in a terminal (a tmux server) of its own called `terminal`.
+fn open(world: &World, terminal: &str) -> Tmux {
+    let tmux = Tmux::shell(terminal, (120, 40), "");
     tmux.keys(&format!(
         "env -i {} {} herm; echo LAP-EXIT=$?\n",
         world.home.env_words(),
         env!("CARGO_BIN_EXE_lap")
     ));
+    tmux
+}
+
+fn session(world: &World) -> String {
+    lap(&world.home, ["--json", "sessions", "list"]).success().json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_hermes_session_opens_at_its_prompt_and_answers_two_turns_with_the_key_swapped_by_the_vault() {
+    if !installed() {
+        return;
+    }
+    let world = World::start(HOST, openai_api);
+    agent(&world);
+    let tmux = open(&world, "hermes");
     let screen = until_shown(&world, &tmux, "hermes's prompt", "ready │");
     assert!(!screen.contains("No inference provider"), "{screen}");
     say(&world, &tmux, "Say hello.");
@@ -236,4 +254,59 @@ fn a_hermes_session_opens_at_its_prompt_and_answers_two_turns_with_the_key_swapp
         assert_eq!(record["swapped"], json!(["OPENAI_API_KEY"]), "{record:#}");
     }
     assert!(!world.server.log().contains(REAL_KEY));
+}
+
+#[test]
+fn a_hermes_conversation_goes_on_after_a_restart_of_lap_serve() {
+    if !installed() {
+        return;
+    }
+    let mut world = World::start(HOST, openai_api);
+    agent(&world);
+    let tmux = open(&world, "hermes");
+    until_shown(&world, &tmux, "hermes's prompt", "ready │");
+    say(&world, &tmux, "Remember the word PINEAPPLE.");
+    let id = session(&world);
+    tmux.key("C-d");
+    until_shown(&world, &tmux, "lap to exit", "LAP-EXIT=0");
+    drop(tmux);
+
+    // Stop `lap serve` and start it again on the same store; `lap herm` comes back to the session,
+    // its screen as it was, and the conversation goes on through the vault.
+    world.server.restart();
+    let tmux = open(&world, "hermes-again");
+    until_shown(
+        &world,
+        &tmux,
+        "the session's screen, repainted",
+        &format!("{HEARD}Remember the word PINEAPPLE."),
+    );
+    let screen = say(&world, &tmux, "Still there.");
+    assert!(!screen.contains(REAL_KEY), "{screen}");
+    assert_eq!(session(&world), id);
+    let seen = world.seen();
+    let after: Vec<Value> = seen
+        .iter()
+        .filter(|s| s.path == "/v1/chat/completions")
+        .map(Seen::json)
+        .filter(|body| last_user_text(body) == "Still there.")
+        .collect();
+    assert!(!after.is_empty(), "{seen:#?}");
+    for body in &after {
+        let said = body.to_string();
+        assert!(said.contains("PINEAPPLE"), "the conversation did not go on: {body:#}");
+        assert!(
+            said.contains(&format!("{HEARD}Remember the word PINEAPPLE.")),
+            "{body:#}"
+        );
+    }
+    for request in seen.iter().filter(|s| s.path == "/v1/chat/completions") {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {REAL_KEY}").as_str())
+        );
+    }
+    assert!(!world.server.log().contains(REAL_KEY));
+    tmux.key("C-d");
+    until_shown(&world, &tmux, "lap to exit", "LAP-EXIT=0");
 }

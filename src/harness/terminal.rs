@@ -251,15 +251,17 @@ impl Terminal {
         self.lock().parser.screen().contents()
     }
 
-    /// Attaches a viewer of this size. It becomes the most recently active one, so the PTY takes
-    /// its size; its first event is a repaint.
+    /// Attaches a viewer of this size; its first event is a repaint. Attaching leaves the PTY's
+    /// size alone: the viewer's size reaches the PTY when it first types or resizes (every client
+    /// sends its size at once). The size given here is often a placeholder (the API's, before the
+    /// client has said its own), and resizing to it would make a full-screen agent redraw at a
+    /// size nobody has — a TUI that draws its history once (hermes) loses it from the screen.
     pub fn attach(&self, size: Size) -> Viewer {
         let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.viewers.insert(id, Slot { tx, size, behind: true });
-        self.apply_size(&mut inner, size);
         let count = inner.viewer_count();
         inner.broadcast(&count);
         drop(inner);
@@ -484,6 +486,43 @@ mod tests {
         b.resize(Size::clamped(90, 20));
         b.input(b"stty size\r").await.unwrap();
         until(&terminal, &mut a, |s| s.contains("20 90")).await;
+    }
+
+    #[tokio::test]
+    async fn attaching_does_not_resize_the_pty_until_the_viewer_says_its_size() {
+        // The agent prints each SIGWINCH it gets, with the size it then sees.
+        let terminal = Terminal::spawn(Command {
+            command: "sh -c 'trap \"echo WINCH \\$(stty size)\" WINCH; echo ready; while :; do sleep 0.05; done'"
+                .into(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/".into(),
+            pre_exec: Box::new(|| Ok(())),
+        })
+        .unwrap();
+        let mut first = terminal.attach(Size::clamped(80, 24));
+        until(&terminal, &mut first, |s| s.contains("ready")).await;
+        first.resize(Size::clamped(120, 40));
+        until(&terminal, &mut first, |s| s.contains("WINCH 40 120")).await;
+        drop(first);
+        // A viewer comes back through the API, which attaches at the placeholder size before the
+        // client sends its own (the same as before), then resizes its window.
+        let mut again = terminal.attach(Size::clamped(100, 30));
+        assert_eq!(
+            terminal.lock().size,
+            Size::clamped(120, 40),
+            "attaching resized the PTY"
+        );
+        assert!(matches!(again.recv().await, Event::Repaint(_)));
+        again.resize(Size::clamped(120, 40));
+        again.resize(Size::clamped(90, 20));
+        until(&terminal, &mut again, |s| s.contains("WINCH 20 90")).await;
+        let winches: Vec<String> = terminal
+            .screen_text()
+            .lines()
+            .filter(|l| l.starts_with("WINCH"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(winches, ["WINCH 40 120", "WINCH 20 90"]);
     }
 
     #[tokio::test]

@@ -9,17 +9,24 @@
 //! `control_request` `interrupt`; Claude answers it with a `result` whose `terminal_reason` is
 //! `aborted_streaming`. Permission requests (`can_use_tool`) are allowed: the sandbox is the
 //! boundary, and the tool runs with `bypassPermissions` anyway.
+//!
+//! A refused key ends the turn at once: Claude Code retries a 401 like a transient error (ten
+//! times, backing off, some three minutes, printing `system/api_retry` lines), but through the
+//! vault the key it sends cannot change between attempts. On the first 401 retry the driver
+//! interrupts the turn and closes it failed, with the 401 and the harness's hint.
 
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::{Driver, Output, command_line, new_id};
+use super::{Driver, Output, command_line, new_id, unauthorized};
 use crate::wire::api::Agent;
 use crate::wire::messages::{DeltaField, EventKind, Part, Tokens, ToolState, ToolStatus, TurnError, TurnOutcome};
 
 /// The tool's program.
 pub const PROGRAM: &str = "claude";
+/// The harness this driver serves (its catalog row holds the hint for a refused key).
+const HARNESS: &str = "claude-agent-sdk";
 
 #[derive(Debug, Default)]
 pub struct Claude {
@@ -35,6 +42,9 @@ pub struct Claude {
     tools: HashMap<String, (String, String, Value)>,
     /// `total_cost_usd` of the last `result`: Claude reports it cumulative per process.
     total_cost: f64,
+    /// The model's API refused the key in this turn (Claude's own words for it): the turn was
+    /// interrupted and its `result` closes it as failed with a 401.
+    refused: Option<String>,
 }
 
 impl Driver for Claude {
@@ -81,14 +91,7 @@ impl Driver for Claude {
     }
 
     fn interrupt(&mut self) -> Option<String> {
-        Some(
-            json!({
-                "type": "control_request",
-                "request_id": new_id("req_"),
-                "request": {"subtype": "interrupt"},
-            })
-            .to_string(),
-        )
+        Some(interrupt_request())
     }
 
     fn line(&mut self, line: &str) -> Output {
@@ -98,12 +101,7 @@ impl Driver for Claude {
         let mut out = Output::default();
         match (str_at(&value, "type"), str_at(&value, "subtype")) {
             (Some("system"), Some("init")) => self.init(&value, &mut out),
-            (Some("system"), Some("api_retry")) => out.events.push(EventKind::TurnStatus {
-                status: "retrying".to_owned(),
-                attempt: value.get("attempt").and_then(Value::as_u64),
-                delay_ms: value.get("retry_delay_ms").and_then(Value::as_u64),
-                http_status: value.get("error_status").and_then(Value::as_u64).map(|s| s as u16),
-            }),
+            (Some("system"), Some("api_retry")) => self.api_retry(&value, &mut out),
             (Some("stream_event"), _) => {
                 if let Some(event) = value.get("event") {
                     self.stream_event(event, &mut out);
@@ -120,6 +118,28 @@ impl Driver for Claude {
 }
 
 impl Claude {
+    /// Claude is about to retry a failed request: reported as the turn's status; a 401 instead
+    /// interrupts the turn (retrying cannot help), which its `result` then closes as refused.
+    fn api_retry(&mut self, value: &Value, out: &mut Output) {
+        let http_status = value.get("error_status").and_then(Value::as_u64).map(|s| s as u16);
+        if http_status == Some(UNAUTHORIZED) {
+            if self.refused.is_none() {
+                let said = str_at(value, "error").unwrap_or("authentication_failed");
+                self.refused = Some(format!(
+                    "401 Unauthorized (claude: `{said}`); lap stopped claude's retries, which cannot help"
+                ));
+                out.replies.push(interrupt_request());
+            }
+            return;
+        }
+        out.events.push(EventKind::TurnStatus {
+            status: "retrying".to_owned(),
+            attempt: value.get("attempt").and_then(Value::as_u64),
+            delay_ms: value.get("retry_delay_ms").and_then(Value::as_u64),
+            http_status,
+        });
+    }
+
     fn init(&mut self, value: &Value, out: &mut Output) {
         let Some(id) = str_at(value, "session_id") else {
             return;
@@ -334,7 +354,10 @@ impl Claude {
         let subtype = str_at(value, "subtype").unwrap_or_default();
         let is_error = value.get("is_error").and_then(Value::as_bool).unwrap_or(false);
         let aborted = str_at(value, "terminal_reason") == Some("aborted_streaming");
-        let status = if aborted {
+        let refused = self.refused.take();
+        let status = if refused.is_some() {
+            TurnOutcome::Failed
+        } else if aborted {
             TurnOutcome::Interrupted
         } else if subtype == "error_max_turns" {
             TurnOutcome::MaxTurns
@@ -354,16 +377,26 @@ impl Claude {
                 .map(str::to_owned)
                 .or_else(|| (!errors.is_empty()).then(|| errors.join("; ")))
                 .unwrap_or_else(|| format!("the turn ended with `{subtype}`"));
+            let http_status = value.get("api_error_status").and_then(Value::as_u64).map(|s| s as u16);
+            if let Some(refused) = refused {
+                let (message, http_status) = unauthorized(HARNESS, refused, Some(UNAUTHORIZED));
+                return TurnError {
+                    kind: "api_error".to_owned(),
+                    message,
+                    http_status,
+                };
+            }
             let kind = match status {
                 TurnOutcome::Interrupted => "aborted",
                 TurnOutcome::MaxTurns => "max_turns",
-                _ if value.get("api_error_status").is_some_and(|s| !s.is_null()) => "api_error",
+                _ if http_status.is_some() => "api_error",
                 _ => "agent_error",
             };
+            let (message, http_status) = unauthorized(HARNESS, message, http_status);
             TurnError {
                 kind: kind.to_owned(),
                 message,
-                http_status: value.get("api_error_status").and_then(Value::as_u64).map(|s| s as u16),
+                http_status,
             }
         });
         let usage = value.get("usage").map(|u| {
@@ -422,6 +455,19 @@ impl Claude {
         };
         out.replies.push(reply.to_string());
     }
+}
+
+/// The HTTP status of a refused key.
+const UNAUTHORIZED: u16 = 401;
+
+/// The `control_request` that interrupts the running turn.
+fn interrupt_request() -> String {
+    json!({
+        "type": "control_request",
+        "request_id": new_id("req_"),
+        "request": {"subtype": "interrupt"},
+    })
+    .to_string()
 }
 
 fn str_at<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
@@ -562,10 +608,79 @@ mod tests {
                 assert_eq!(*status, TurnOutcome::Failed);
                 assert_eq!(error.http_status, Some(401));
                 assert_eq!(error.kind, "api_error");
+                assert!(
+                    error
+                        .message
+                        .starts_with("Invalid API key (hint: the model's API refused the key")
+                );
                 assert_eq!(*cost_usd, Some(0.0));
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refused_key_interrupts_claudes_retries_and_fails_the_turn_with_the_hint() {
+        let mut claude = Claude::default();
+        run(&mut claude, TURN);
+        let retry = r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":500,"error_status":401,"error":"authentication_failed"}"#;
+        let out = claude.line(retry);
+        assert!(out.events.is_empty(), "{out:?}");
+        let interrupt: Value = serde_json::from_str(&out.replies[0]).unwrap();
+        assert_eq!(interrupt["request"]["subtype"], "interrupt");
+        // Asked once: the retries that still come before the interrupt lands ask nothing more.
+        assert!(claude.line(retry).replies.is_empty());
+        let events = run(
+            &mut claude,
+            &[
+                r#"{"type":"result","subtype":"error_during_execution","is_error":true,"terminal_reason":"aborted_streaming","result":""}"#,
+            ],
+        );
+        match events.as_slice() {
+            [
+                EventKind::TurnCompleted {
+                    status: TurnOutcome::Failed,
+                    error: Some(error),
+                    ..
+                },
+            ] => {
+                assert_eq!(error.http_status, Some(401));
+                assert_eq!(error.kind, "api_error");
+                assert!(error.message.contains("authentication_failed"), "{}", error.message);
+                assert!(
+                    error.message.contains("hint: the model's API refused the key"),
+                    "{}",
+                    error.message
+                );
+                assert!(error.message.contains("x-api-key"), "{}", error.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The next turn is on its own again: another status is a retry like any.
+        let out = claude.line(
+            r#"{"type":"system","subtype":"api_retry","attempt":1,"retry_delay_ms":500,"error_status":529,"error":"overloaded"}"#,
+        );
+        assert!(out.replies.is_empty());
+        assert!(matches!(
+            out.events.as_slice(),
+            [EventKind::TurnStatus {
+                http_status: Some(529),
+                ..
+            }]
+        ));
+        let events = run(
+            &mut claude,
+            &[
+                r#"{"type":"result","subtype":"error_during_execution","is_error":true,"terminal_reason":"aborted_streaming"}"#,
+            ],
+        );
+        assert!(matches!(
+            events.as_slice(),
+            [EventKind::TurnCompleted {
+                status: TurnOutcome::Interrupted,
+                ..
+            }]
+        ));
     }
 
     #[test]
