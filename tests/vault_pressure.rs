@@ -291,7 +291,8 @@ impl World {
             }
             assert!(
                 !agent.is_finished(),
-                "the agent in {session} ended before reporting `{name}`"
+                "the agent in {session} ended before reporting `{name}`\nserver log:\n{}",
+                self.log()
             );
             assert!(
                 Instant::now() < deadline,
@@ -461,10 +462,6 @@ fn two_sandboxes_at_their_tunnel_limit_under_a_low_descriptor_limit_leave_lap_se
     // While they hold them, lap serve answers: health, listings, a message to a session, and a new
     // session's whole bring-up (a sandbox, its harness, its vault listener) and its tunnels.
     let held = w.open_descriptors();
-    assert!(
-        held as u64 + 64 <= HARD_DESCRIPTORS,
-        "lap serve holds {held} descriptors of {HARD_DESCRIPTORS} (it held {baseline} before the attack)"
-    );
     for _ in 0..3 {
         let (status, body) = w.api("GET", "/api/v1/health", None);
         assert_eq!(status, 200, "{body}");
@@ -500,6 +497,11 @@ fn two_sandboxes_at_their_tunnel_limit_under_a_low_descriptor_limit_leave_lap_se
     );
     let (status, _) = w.api("GET", "/api/v1/health", None);
     assert_eq!(status, 200);
+    // And it kept room: the vault stayed within its budget.
+    assert!(
+        held as u64 + 64 <= HARD_DESCRIPTORS,
+        "lap serve held {held} descriptors of {HARD_DESCRIPTORS} (it held {baseline} before the attack)"
+    );
 
     // The refusals are recorded; the upstream got the real value, and only it, from each tunnel.
     assert!(w.tunnel_limit_records(&first) > 0, "no tunnel-limit record for {first}");

@@ -12,9 +12,9 @@
 //!   at most the vault's descriptors ([`DESCRIPTORS_PER_CONNECTION`] each).
 //! - A connection over either limit is answered `429` with `X-Lap-Vault-Blocked: tunnel-limit` and
 //!   recorded; at most [`MAX_REFUSING_CONNECTIONS`] per sandbox are being answered at once, each
-//!   within [`REFUSAL_TIMEOUT`]. Beyond that a sandbox's listener accepts nothing until a place
-//!   frees ([`Tunnels::admit`]): further connections wait in the kernel's backlog, which costs
-//!   `lap serve` no descriptor.
+//!   within [`REFUSAL_TIMEOUT`] and holding one of the vault's descriptors. Beyond that a sandbox's
+//!   listener accepts nothing until a place frees ([`Tunnels::admit`]): further connections wait in
+//!   the kernel's backlog, which costs `lap serve` no descriptor.
 //! - A connection — plain, or an intercepted tunnel over HTTP/1 or HTTP/2 — with no request in
 //!   flight for the vault's idle timeout ([`IDLE_TIMEOUT`] unless `LAP_VAULT_IDLE_TIMEOUT` says
 //!   otherwise) is closed (gracefully: an HTTP/2 client gets GOAWAY). A request is in flight from
@@ -46,8 +46,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a connection being closed for idleness has to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Descriptors below `RLIMIT_NOFILE` the vault never takes: `lap serve`'s listener, SQLite's
-/// files, API and TTY connections, each sandbox's harness connections and proxy listener, the
-/// connections being refused.
+/// files, API and TTY connections, each sandbox's harness connections and proxy listener.
 pub const RESERVED_DESCRIPTORS: u64 = 256;
 /// Descriptors one vault connection may hold: the sandbox's side, its upstream, and the upstream of
 /// a WebSocket upgrade (a connection of its own).
@@ -245,7 +244,7 @@ impl Tunnels {
     pub fn admit_now(&self) -> Admission {
         match self.try_open() {
             Some(slot) => Admission::Open(slot),
-            None => Admission::Refused(self.refusal(self.refusing.clone().try_acquire_owned().ok())),
+            None => Admission::Refused(self.refusal(self.try_refusing())),
         }
     }
 
@@ -256,12 +255,34 @@ impl Tunnels {
         if let Some(slot) = self.try_open() {
             return Admission::Open(slot);
         }
-        if let Ok(permit) = self.refusing.clone().try_acquire_owned() {
-            return Admission::Refused(self.refusal(Some(permit)));
+        if let Some(place) = self.try_refusing() {
+            return Admission::Refused(self.refusal(Some(place)));
         }
         tokio::select! {
             slot = self.open() => Admission::Open(slot),
-            permit = self.refusing.clone().acquire_owned() => Admission::Refused(self.refusal(permit.ok())),
+            place = self.refusing() => Admission::Refused(self.refusal(Some(place))),
+        }
+    }
+
+    fn try_refusing(&self) -> Option<RefusingPlace> {
+        let refusing = self.refusing.clone().try_acquire_owned().ok()?;
+        let descriptor = self.descriptors.clone().try_acquire_owned().ok()?;
+        Some(RefusingPlace {
+            _refusing: refusing,
+            _descriptor: descriptor,
+        })
+    }
+
+    async fn refusing(&self) -> RefusingPlace {
+        // Neither semaphore is ever closed.
+        let refusing = self.refusing.clone().acquire_owned().await;
+        let descriptor = self.descriptors.clone().acquire_owned().await;
+        match (refusing, descriptor) {
+            (Ok(refusing), Ok(descriptor)) => RefusingPlace {
+                _refusing: refusing,
+                _descriptor: descriptor,
+            },
+            _ => std::future::pending().await,
         }
     }
 
@@ -295,7 +316,7 @@ impl Tunnels {
         }
     }
 
-    fn refusal(&self, permit: Option<OwnedSemaphorePermit>) -> Refused {
+    fn refusal(&self, place: Option<RefusingPlace>) -> Refused {
         let reason = if self.open.available_permits() == 0 {
             format!(
                 "the sandbox has {} connections open through the vault, the most it may; close some and retry",
@@ -306,10 +327,7 @@ impl Tunnels {
              close some and retry, or raise lap serve's descriptor limit (ulimit -n)"
                 .to_owned()
         };
-        Refused {
-            reason,
-            _permit: permit,
-        }
+        Refused { reason, _place: place }
     }
 }
 
@@ -331,7 +349,13 @@ pub struct Slot {
 /// Why a connection has no place, and its place among the connections being refused.
 pub struct Refused {
     pub reason: String,
-    _permit: Option<OwnedSemaphorePermit>,
+    _place: Option<RefusingPlace>,
+}
+
+/// A place among the sandbox's connections being refused, and its descriptor in the vault's budget.
+struct RefusingPlace {
+    _refusing: OwnedSemaphorePermit,
+    _descriptor: OwnedSemaphorePermit,
 }
 
 /// The requests in flight on one connection, and when the last one ended.
@@ -499,17 +523,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_vaults_descriptors_bound_every_sandbox_together() {
-        let descriptors = Arc::new(Semaphore::new(3 * DESCRIPTORS_PER_CONNECTION as usize));
+    async fn the_vaults_descriptors_bound_every_sandbox_together_refusals_included() {
+        // Three connections' descriptors and one more: room for one refusal.
+        let descriptors = Arc::new(Semaphore::new(3 * DESCRIPTORS_PER_CONNECTION as usize + 1));
         let one = Tunnels::within(2, descriptors.clone());
         let other = Tunnels::within(2, descriptors.clone());
         let held = [one.admit().await, one.admit().await, other.admit().await];
         assert!(held.iter().all(is_open));
-        match other.admit().await {
-            Admission::Refused(r) => assert!(r.reason.contains("descriptor limit"), "{}", r.reason),
+        let refused = match other.admit().await {
+            Admission::Refused(r) => r,
             Admission::Open(_) => panic!("past the vault's descriptors"),
-        }
-        drop(held);
+        };
+        assert!(refused.reason.contains("descriptor limit"), "{}", refused.reason);
+        // The last descriptor is the refusal's: the next connection waits, in either sandbox.
+        let waiting = tokio::time::timeout(Duration::from_millis(100), other.admit()).await;
+        assert!(waiting.is_err(), "a connection past every descriptor was admitted");
+        drop(refused);
+        let next = tokio::time::timeout(Duration::from_secs(5), one.admit())
+            .await
+            .expect("a freed descriptor lets the next connection be refused");
+        assert!(!is_open(&next));
+        drop((held, next));
         assert!(is_open(&other.admit().await));
     }
 }
