@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::fake_openai::{REPLY, RUN_PWD, SLOW, SLOW_FIRST, World};
+use support::fake_openai::{REPLY, RUN_PWD, SLOW, SLOW_FIRST, World, with_tool_path};
 use support::tmux::Tmux;
 
 const REAL_KEY: &str = "sk-proj-TheRealOpenAiKeyThatOnlyTheVaultHolds-0123456789";
@@ -30,7 +30,7 @@ fn agent(world: &World, name: &str, harness: &str, model: &str) {
         .home
         .lap()
         .env("OPENAI_API_KEY", REAL_KEY)
-        .run([
+        .run(with_tool_path(&[
             "agents",
             "create",
             name,
@@ -42,7 +42,7 @@ fn agent(world: &World, name: &str, harness: &str, model: &str) {
             "OPENAI_API_KEY",
             "--allow-out",
             "api.openai.com",
-        ])
+        ]))
         .success();
 }
 
@@ -138,7 +138,7 @@ fn a_refused_key_fails_the_turn_with_codexs_own_hint() {
         .home
         .lap()
         .env("OPENAI_API_KEY", "sk-proj-AnOldRevokedKey-0000000000000000")
-        .run([
+        .run(with_tool_path(&[
             "agents",
             "create",
             "old",
@@ -148,7 +148,7 @@ fn a_refused_key_fails_the_turn_with_codexs_own_hint() {
             "OPENAI_API_KEY",
             "--allow-out",
             "api.openai.com",
-        ])
+        ]))
         .success();
     let refused = world.lap(["send", "old", "hi"]);
     assert_eq!(refused.code, 1, "{refused}");

@@ -13,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::fake_openai::{REPLY, RUN_PWD, SLOW, SLOW_FIRST, World};
+use support::fake_openai::{REPLY, RUN_PWD, SLOW, SLOW_FIRST, World, with_tool_path};
 
 const REAL_KEY: &str = "sk-proj-TheRealOpenAiKeyOpencodeNeverSees-9876543210";
 /// How long the real CLI may take to answer (a large program, started cold).
@@ -37,7 +37,12 @@ fn agent(world: &World, name: &str, extra: &[&str]) {
         "api.openai.com",
     ];
     args.extend_from_slice(extra);
-    world.home.lap().env("OPENAI_API_KEY", REAL_KEY).run(args).success();
+    world
+        .home
+        .lap()
+        .env("OPENAI_API_KEY", REAL_KEY)
+        .run(with_tool_path(&args))
+        .success();
 }
 
 #[test]
@@ -126,7 +131,7 @@ fn a_refused_key_fails_the_turn_with_opencodes_own_hint() {
         .home
         .lap()
         .env("OPENAI_API_KEY", "sk-proj-AnOldRevokedKey-0000000000000000")
-        .run([
+        .run(with_tool_path(&[
             "agents",
             "create",
             "old",
@@ -134,7 +139,7 @@ fn a_refused_key_fails_the_turn_with_opencodes_own_hint() {
             "OPENAI_API_KEY",
             "--allow-out",
             "api.openai.com",
-        ])
+        ]))
         .success();
     let refused = world.lap(["send", "old", "hi"]);
     assert_eq!(refused.code, 1, "{refused}\n{}", world.context());

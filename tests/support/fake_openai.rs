@@ -553,6 +553,18 @@ fn sse(pieces: Vec<Piece>, _chat: bool) -> hyper::Response<Body> {
         .unwrap()
 }
 
+/// `lap agents create` arguments `args`, plus `--env PATH=…` when `LAP_TEST_TOOL_PATH` names a
+/// directory of tool versions to try (scripts/check-tools.sh), so the agent runs those.
+pub fn with_tool_path(args: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    args.extend(
+        super::vendor::tool_path_env()
+            .into_iter()
+            .flat_map(|path| ["--env".to_owned(), path]),
+    );
+    args
+}
+
 /// A `lap serve` (local backend) whose vault resolves `api.openai.com:443` to a [`FakeOpenAi`] and
 /// trusts its CA; egress defaults to deny. Its sandboxes are deleted on drop.
 pub struct World {
