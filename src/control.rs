@@ -1099,16 +1099,22 @@ async fn pull_records(
     }
 }
 
-/// Accepts a sandbox's egress connections and hands each to the vault, until `stop`.
+/// Accepts a sandbox's egress connections and hands each to the vault, until `stop`. A connection
+/// is accepted only once the vault has a place for it, or for its refusal
+/// ([`crate::vault::limits::Tunnels::admit`]): a sandbox at its limit cannot make `lap serve` hold
+/// more descriptors, what it opens beyond waits in the listener's backlog.
 async fn serve_egress(vault: Arc<Vault>, listener: ProxyListener, binding: Arc<Binding>, stop: CancellationToken) {
     loop {
-        let accepted = tokio::select! {
+        let (accepted, admission) = tokio::select! {
             _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                let admission = binding.tunnels.admit().await;
+                (listener.accept().await, admission)
+            } => accepted,
         };
         match accepted {
             Ok(stream) => {
-                tokio::spawn(vault.clone().serve_connection(stream, binding.clone()));
+                tokio::spawn(vault.clone().serve_admitted(stream, binding.clone(), admission));
             }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot accept a sandbox's egress connection");

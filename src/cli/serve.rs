@@ -43,6 +43,8 @@ fn reconcile_every(idle_ttl: Duration) -> Duration {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Shortest master key accepted (LAP's rule).
 const MIN_MASTER_KEY: usize = 8;
+/// How long the API listener rests after a failed accept (`EMFILE`).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -90,6 +92,10 @@ pub struct Args {
     /// Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`
     #[arg(long, env = "LAP_SESSION_IDLE_TTL", default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub idle_ttl: Duration,
+    /// Close a vault connection (a sandbox's tunnel) with no request in flight for this long
+    /// (documented with the vault's limits in the README; hidden: the default suits every use but tests)
+    #[arg(long, env = "LAP_VAULT_IDLE_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration, value_name = "DURATION", hide = true)]
+    pub vault_idle_timeout: Duration,
     /// What the vault does with a destination an agent's allow_out does not list, when it has none
     #[arg(long, env = "LAP_EGRESS_DEFAULT", value_enum, default_value = "allow")]
     pub egress_default: EgressDefault,
@@ -169,6 +175,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
             .data_dir()
             .to_owned(),
     };
+    descriptor_budget(out);
     let store = Store::open(&data_dir)?;
     match store.migrated_credentials() {
         0 => {}
@@ -319,9 +326,36 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
         ca.cert_pem()
     );
     std::fs::write(&bundle, text).map_err(|e| Error::io(format!("cannot write `{}`", bundle.display()), e))?;
-    let vault =
-        Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots).map_err(|e| Error::failed(e.to_string()))?;
+    let vault = Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots)
+        .map_err(|e| Error::failed(e.to_string()))?
+        .with_idle_timeout(args.vault_idle_timeout);
     Ok((Arc::new(vault), bundle))
+}
+
+/// Raises the descriptor limit to the hard limit and derives the vault's budget from it
+/// ([`crate::vault::limits`]); says so when the limit, not the default, bounds each sandbox.
+fn descriptor_budget(out: &Printer) {
+    let (limit, budget) = crate::vault::limits::init();
+    let Some(limit) = limit else { return };
+    tracing::info!(
+        was = limit.was,
+        now = limit.now,
+        per_sandbox = budget.per_sandbox,
+        vault_descriptors = budget.vault_descriptors,
+        "descriptor limit"
+    );
+    if budget.is_lowered() {
+        out.status(format!(
+            "warning: the descriptor limit ({}) allows each sandbox only {} connections through the vault \
+             (default {}), {} descriptors for the vault in all\nhint: raise the hard limit (`ulimit -Hn`, \
+             systemd `LimitNOFILE=`) to at least {}",
+            limit.now,
+            budget.per_sandbox,
+            crate::vault::limits::MAX_OPEN_CONNECTIONS,
+            budget.vault_descriptors,
+            crate::vault::limits::full_budget_descriptors(),
+        ));
+    }
 }
 
 /// The Kubernetes backend: the user's kubeconfig (or the in-cluster configuration), the vault CA
@@ -474,7 +508,9 @@ async fn serve_tls(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(err) => {
+                    // `EMFILE` stays until a descriptor frees: rest instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },

@@ -89,7 +89,7 @@ use super::body::{BodyError, BoxError, OnEnd, ProxyBody, Trip, Way, drain, rewri
 use super::ca::CertificateAuthority;
 use super::decode::{self, DecodedBody};
 use super::frames::Frames;
-use super::limits::{Activity, serve_until_idle};
+use super::limits::{Activity, Admission, REFUSAL_TIMEOUT, serve_until_idle};
 use super::plan::{self, Head, Refusal, Why};
 use super::rewrite::Substitutions;
 use super::upstream::{UPSTREAM_CONNECT_TIMEOUT, Upstream};
@@ -213,42 +213,63 @@ impl Vault {
         self.ca.cert_pem()
     }
 
-    /// Serves a TCP proxy listener until `shutdown`.
+    /// Serves a TCP proxy listener until `shutdown`. A connection is accepted only once it has a
+    /// place, or a place among the refused ([`super::limits::Tunnels::admit`]).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, binding: Arc<Binding>, shutdown: CancellationToken) {
         loop {
-            let tcp = tokio::select! {
+            let (tcp, admission) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(err) => {
+                accepted = async {
+                    let admission = binding.tunnels.admit().await;
+                    (listener.accept().await, admission)
+                } => match accepted {
+                    (Ok((tcp, _)), admission) => (tcp, admission),
+                    (Err(err), _) => {
                         tracing::warn!(error = %err, "vault accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
             };
             let _ = tcp.set_nodelay(true);
-            tokio::spawn(self.clone().serve_connection(tcp, binding.clone()));
+            tokio::spawn(self.clone().serve_admitted(tcp, binding.clone(), admission));
         }
     }
 
-    /// Serves one client connection of a sandbox (TCP, or a Unix socket the harness forwards). Over
-    /// the sandbox's [`MAX_OPEN_CONNECTIONS`], every request on it is refused (429, recorded); idle
-    /// for the vault's idle timeout, it is closed.
+    /// Serves one client connection of a sandbox (TCP, or a Unix socket the harness forwards),
+    /// admitted now ([`Self::serve_admitted`]).
     pub async fn serve_connection<I>(self: Arc<Self>, io: I, binding: Arc<Binding>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let slot = binding.connections.clone().try_acquire_owned().ok().map(Arc::new);
+        let admission = binding.tunnels.admit_now();
+        self.serve_admitted(io, binding, admission).await
+    }
+
+    /// Serves one client connection of a sandbox with the place it was given. Refused (over the
+    /// sandbox's limit or the vault's descriptors), every request on it is answered 429 and
+    /// recorded, and it is closed within [`REFUSAL_TIMEOUT`]; idle for the vault's idle timeout,
+    /// it is closed.
+    pub async fn serve_admitted<I>(self: Arc<Self>, io: I, binding: Arc<Binding>, admission: Admission)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (slot, refused, idle) = match admission {
+            Admission::Open(slot) => (Some(Arc::new(slot)), None, self.idle_timeout),
+            Admission::Refused(refused) => (None, Some(Arc::new(refused)), REFUSAL_TIMEOUT),
+        };
         let activity = Activity::new();
-        let idle = self.idle_timeout;
         let service = {
             let activity = activity.clone();
             service_fn(move |req| {
                 let (vault, binding, slot, flight) = (self.clone(), binding.clone(), slot.clone(), activity.start());
+                let refused = refused.clone();
                 async move {
-                    let response = match slot {
-                        Some(slot) => vault.proxy(req, binding, slot).await,
-                        None => over_limit(&req, &binding),
+                    let response = match (slot, refused) {
+                        (Some(slot), _) => vault.proxy(req, binding, slot).await,
+                        (None, refused) => {
+                            over_limit(&req, &binding, refused.as_ref().map_or("", |r| r.reason.as_str()))
+                        }
                     };
                     Ok::<_, Infallible>(flight.hold(response))
                 }
@@ -804,23 +825,23 @@ impl ResolvesServerCert for SniCheck {
     }
 }
 
-/// A connection's place among the sandbox's [`MAX_OPEN_CONNECTIONS`]; a tunnel keeps it.
-type Slot = Arc<tokio::sync::OwnedSemaphorePermit>;
+/// A connection's place among the sandbox's ([`super::limits::Slot`]); a tunnel keeps it.
+type Slot = Arc<super::limits::Slot>;
+
+/// How long a proxy listener rests after a failed accept (`EMFILE`): a tight loop would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The answer to every request on a connection over the sandbox's limit: 429, recorded.
-fn over_limit(req: &Request<Incoming>, binding: &Binding) -> Response<ProxyBody> {
+fn over_limit(req: &Request<Incoming>, binding: &Binding, reason: &str) -> Response<ProxyBody> {
     let host = canonical_host(req.uri().host().unwrap_or_default());
     let port = req.uri().port_u16().unwrap_or(0);
-    let reason = format!(
-        "the sandbox has {MAX_OPEN_CONNECTIONS} connections open through the vault, the most it may; close some and retry"
-    );
     binding.audit.record(blocked_record(
         req.method().as_str(),
         &host,
         port,
         "",
         Why::TunnelLimit,
-        &reason,
+        reason,
     ));
     let mut response = refusal_reply(Why::TunnelLimit, &format!("lap vault: {reason}"));
     response

@@ -1,34 +1,362 @@
-//! How long, and how many, connections a sandbox may keep open through its vault.
+//! How long, and how many, connections a sandbox may keep open through its vault, and how many
+//! descriptors the vault may hold in all.
 //!
 //! Each connection a sandbox opens to its proxy listener holds a file descriptor in `lap serve`
-//! (two, once a tunnel has its upstream), so both are bounded: at most [`MAX_OPEN_CONNECTIONS`] per
-//! sandbox at once (the one over it is answered `429` with `X-Lap-Vault-Blocked: tunnel-limit` and
-//! recorded), and a connection — plain, or an intercepted tunnel over HTTP/1 or HTTP/2 — with no
-//! request in flight for [`IDLE_TIMEOUT`] is closed (gracefully: an HTTP/2 client gets GOAWAY).
-//! A request is in flight from its head until its response body has ended or been dropped, so a
-//! long stream is never cut for being quiet.
+//! (two, once a tunnel has its upstream; three with a WebSocket upgrade's own upstream), so a
+//! hostile sandbox could starve the server of descriptors: its API listener, SQLite and the other
+//! sandboxes would fail with `EMFILE`. Invariant: the vault never holds more descriptors than its
+//! [`Budget`] gives it, and the [`RESERVED_DESCRIPTORS`] below `RLIMIT_NOFILE` stay `lap serve`'s.
+//! - At start ([`init`]), `lap serve` raises its soft `RLIMIT_NOFILE` to the hard limit and derives
+//!   the [`Budget`] from the result: one sandbox may have at most [`MAX_OPEN_CONNECTIONS`] open, or
+//!   a [`SANDBOX_SHARE`]th of the vault's descriptors when that is fewer, and every sandbox together
+//!   at most the vault's descriptors ([`DESCRIPTORS_PER_CONNECTION`] each).
+//! - A connection over either limit is answered `429` with `X-Lap-Vault-Blocked: tunnel-limit` and
+//!   recorded; at most [`MAX_REFUSING_CONNECTIONS`] per sandbox are being answered at once, each
+//!   within [`REFUSAL_TIMEOUT`] and holding one of the vault's descriptors. Beyond that a sandbox's
+//!   listener accepts nothing until a place frees ([`Tunnels::admit`]): further connections wait in
+//!   the kernel's backlog, which costs `lap serve` no descriptor.
+//! - A connection — plain, or an intercepted tunnel over HTTP/1 or HTTP/2 — with no request in
+//!   flight for the vault's idle timeout ([`IDLE_TIMEOUT`] unless `LAP_VAULT_IDLE_TIMEOUT` says
+//!   otherwise) is closed (gracefully: an HTTP/2 client gets GOAWAY). A request is in flight from
+//!   its head until its response body has ended or been dropped, so a long stream is never cut for
+//!   being quiet.
 //!
-//! Owns [`Activity`] (the in-flight count of one connection), the body wrapper that holds a
-//! request in flight, and [`serve_until_idle`]; the vault ([`super::intercept`]) wires them in.
+//! Owns [`Budget`], [`Tunnels`] (one sandbox's places), [`Activity`] (the in-flight count of one
+//! connection), the body wrapper that holds a request in flight, and [`serve_until_idle`]; the
+//! vault ([`super::intercept`]) and the egress listeners of `lap serve` wire them in.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::Response;
 use hyper::body::{Body, Bytes, Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::{BoxError, ProxyBody};
 
-/// Connections one sandbox may have open through its vault at once (tunnels included).
+/// Connections one sandbox may have open through its vault at once (tunnels included), when the
+/// descriptor limit allows that many ([`Budget`]).
 pub const MAX_OPEN_CONNECTIONS: usize = 128;
-/// A connection with no request in flight for this long is closed.
+/// A connection with no request in flight for this long is closed (`LAP_VAULT_IDLE_TIMEOUT`).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a connection being closed for idleness has to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Descriptors below `RLIMIT_NOFILE` the vault never takes: `lap serve`'s listener, SQLite's
+/// files, API and TTY connections, each sandbox's harness connections and proxy listener.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+/// Descriptors one vault connection may hold: the sandbox's side, its upstream, and the upstream of
+/// a WebSocket upgrade (a connection of its own).
+pub const DESCRIPTORS_PER_CONNECTION: u64 = 3;
+/// When the descriptors and not [`MAX_OPEN_CONNECTIONS`] bind, one sandbox may take this fraction
+/// (1/N) of the vault's: a sandbox at its limit leaves room for others.
+pub const SANDBOX_SHARE: u64 = 4;
+/// Connections over the limit one sandbox may have being answered `429` at once.
+pub const MAX_REFUSING_CONNECTIONS: usize = 8;
+/// How long a connection over the limit has to send its request and read the refusal.
+pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The soft limit set when the hard one is unlimited (Linux's default `fs.nr_open`).
+const UNLIMITED_DESCRIPTORS: u64 = 1 << 20;
+
+/// What the vault may hold open: per sandbox, and in descriptors across every sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The soft `RLIMIT_NOFILE` it was derived from; `None`: no limit known, none derived.
+    pub descriptor_limit: Option<u64>,
+    /// Connections one sandbox may have open at once.
+    pub per_sandbox: usize,
+    /// Descriptors every vault connection together may hold.
+    pub vault_descriptors: usize,
+}
+
+impl Budget {
+    /// [`MAX_OPEN_CONNECTIONS`] per sandbox, no bound across sandboxes: a process whose descriptor
+    /// limit nobody derived a budget from (the sidecar, tests of the vault alone).
+    pub const fn unbounded() -> Self {
+        Self {
+            descriptor_limit: None,
+            per_sandbox: MAX_OPEN_CONNECTIONS,
+            vault_descriptors: Semaphore::MAX_PERMITS,
+        }
+    }
+
+    /// The budget under a soft `RLIMIT_NOFILE` of `limit`: everything above
+    /// [`RESERVED_DESCRIPTORS`] is the vault's; a sandbox gets [`MAX_OPEN_CONNECTIONS`], or a
+    /// [`SANDBOX_SHARE`]th of that when fewer (at least one connection).
+    pub fn from_descriptor_limit(limit: u64) -> Self {
+        let vault = limit.saturating_sub(RESERVED_DESCRIPTORS);
+        let share = vault / SANDBOX_SHARE / DESCRIPTORS_PER_CONNECTION;
+        let per_sandbox = usize::try_from(share)
+            .unwrap_or(usize::MAX)
+            .clamp(1, MAX_OPEN_CONNECTIONS);
+        let least = per_sandbox as u64 * DESCRIPTORS_PER_CONNECTION;
+        let vault_descriptors = usize::try_from(vault.max(least))
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            descriptor_limit: Some(limit),
+            per_sandbox,
+            vault_descriptors,
+        }
+    }
+
+    /// Whether the descriptor limit, not [`MAX_OPEN_CONNECTIONS`], bounds a sandbox.
+    pub fn is_lowered(&self) -> bool {
+        self.per_sandbox < MAX_OPEN_CONNECTIONS
+    }
+}
+
+/// The descriptor limit under which every sandbox gets [`MAX_OPEN_CONNECTIONS`].
+pub const fn full_budget_descriptors() -> u64 {
+    RESERVED_DESCRIPTORS + MAX_OPEN_CONNECTIONS as u64 * DESCRIPTORS_PER_CONNECTION * SANDBOX_SHARE
+}
+
+/// The process's budget and the descriptors its vault connections hold now.
+struct Shared {
+    budget: Budget,
+    descriptors: Arc<Semaphore>,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| Shared::new(Budget::unbounded()))
+}
+
+impl Shared {
+    fn new(budget: Budget) -> Self {
+        Self {
+            budget,
+            descriptors: Arc::new(Semaphore::new(budget.vault_descriptors)),
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` before and after [`raise_descriptor_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorLimit {
+    pub was: u64,
+    pub now: u64,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (what the kernel lets an unprivileged process
+/// do), so `lap serve` is not held to a shell's default 1024 when the system allows more. Agent
+/// processes do not inherit it beyond the sandbox's own ceiling (`sandbox::local::rlimit`).
+#[cfg(target_os = "linux")]
+pub fn raise_descriptor_limit() -> std::io::Result<DescriptorLimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let was = limit.rlim_cur;
+    let hard = if limit.rlim_max == libc::RLIM_INFINITY {
+        UNLIMITED_DESCRIPTORS
+    } else {
+        limit.rlim_max
+    };
+    if was != libc::RLIM_INFINITY && was < hard {
+        limit.rlim_cur = hard;
+        // SAFETY: `setrlimit` reads one `rlimit`; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(DescriptorLimit { was, now: hard });
+    }
+    let now = if was == libc::RLIM_INFINITY {
+        UNLIMITED_DESCRIPTORS
+    } else {
+        was
+    };
+    Ok(DescriptorLimit { was: now, now })
+}
+
+/// Raises the descriptor limit ([`raise_descriptor_limit`]) and makes the [`Budget`] derived from
+/// it the process's, for every [`Tunnels`] made after. Call once, before the first sandbox is
+/// bound; returns the limit and the budget (unbounded where no limit could be read).
+pub fn init() -> (Option<DescriptorLimit>, Budget) {
+    #[cfg(target_os = "linux")]
+    let limit = match raise_descriptor_limit() {
+        Ok(limit) => Some(limit),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read or raise RLIMIT_NOFILE; the vault's limits are not derived from it");
+            None
+        }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let limit = None;
+    let budget = limit.map_or_else(Budget::unbounded, |l| Budget::from_descriptor_limit(l.now));
+    let set = SHARED.set(Shared::new(budget)).is_ok();
+    (limit, if set { budget } else { shared().budget })
+}
+
+/// The process's budget ([`init`], or [`Budget::unbounded`]).
+pub fn budget() -> Budget {
+    shared().budget
+}
+
+/// One sandbox's places for connections through the vault.
+pub struct Tunnels {
+    open: Arc<Semaphore>,
+    refusing: Arc<Semaphore>,
+    descriptors: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tunnels {
+    /// Places as the process's [`budget`] allows.
+    pub fn new() -> Self {
+        let shared = shared();
+        Self::within(shared.budget.per_sandbox, shared.descriptors.clone())
+    }
+
+    /// `limit` places, each taking [`DESCRIPTORS_PER_CONNECTION`] of `descriptors`.
+    fn within(limit: usize, descriptors: Arc<Semaphore>) -> Self {
+        Self {
+            open: Arc::new(Semaphore::new(limit)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING_CONNECTIONS)),
+            descriptors,
+            limit,
+        }
+    }
+
+    /// The connections this sandbox may have open at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A place for the next connection if there is one now, else its refusal (with a place among
+    /// the refusing ones if there is one: a caller that has accepted the connection already answers
+    /// it either way).
+    pub fn admit_now(&self) -> Admission {
+        match self.try_open() {
+            Some(slot) => Admission::Open(slot),
+            None => Admission::Refused(self.refusal(self.try_refusing())),
+        }
+    }
+
+    /// Waits until the next connection has a place or a place among the refusing ones, and takes
+    /// it. Call it before accepting: while neither is free, connections wait in the listener's
+    /// backlog, where they hold none of `lap serve`'s descriptors.
+    pub async fn admit(&self) -> Admission {
+        if let Some(slot) = self.try_open() {
+            return Admission::Open(slot);
+        }
+        if let Some(place) = self.try_refusing() {
+            return Admission::Refused(self.refusal(Some(place)));
+        }
+        tokio::select! {
+            slot = self.open() => Admission::Open(slot),
+            place = self.refusing() => Admission::Refused(self.refusal(Some(place))),
+        }
+    }
+
+    fn try_refusing(&self) -> Option<RefusingPlace> {
+        let refusing = self.refusing.clone().try_acquire_owned().ok()?;
+        let descriptor = self.descriptors.clone().try_acquire_owned().ok()?;
+        Some(RefusingPlace {
+            _refusing: refusing,
+            _descriptor: descriptor,
+        })
+    }
+
+    async fn refusing(&self) -> RefusingPlace {
+        // Neither semaphore is ever closed.
+        let refusing = self.refusing.clone().acquire_owned().await;
+        let descriptor = self.descriptors.clone().acquire_owned().await;
+        match (refusing, descriptor) {
+            (Ok(refusing), Ok(descriptor)) => RefusingPlace {
+                _refusing: refusing,
+                _descriptor: descriptor,
+            },
+            _ => std::future::pending().await,
+        }
+    }
+
+    fn try_open(&self) -> Option<Slot> {
+        let open = self.open.clone().try_acquire_owned().ok()?;
+        let descriptors = self
+            .descriptors
+            .clone()
+            .try_acquire_many_owned(DESCRIPTORS_PER_CONNECTION as u32)
+            .ok()?;
+        Some(Slot {
+            _open: open,
+            _descriptors: descriptors,
+        })
+    }
+
+    async fn open(&self) -> Slot {
+        // Neither semaphore is ever closed.
+        let open = self.open.clone().acquire_owned().await;
+        let descriptors = self
+            .descriptors
+            .clone()
+            .acquire_many_owned(DESCRIPTORS_PER_CONNECTION as u32)
+            .await;
+        match (open, descriptors) {
+            (Ok(open), Ok(descriptors)) => Slot {
+                _open: open,
+                _descriptors: descriptors,
+            },
+            _ => std::future::pending().await,
+        }
+    }
+
+    fn refusal(&self, place: Option<RefusingPlace>) -> Refused {
+        let reason = if self.open.available_permits() == 0 {
+            format!(
+                "the sandbox has {} connections open through the vault, the most it may; close some and retry",
+                self.limit
+            )
+        } else {
+            "lap serve's vault holds all the descriptors it may (every sandbox's connections together); \
+             close some and retry, or raise lap serve's descriptor limit (ulimit -n)"
+                .to_owned()
+        };
+        Refused { reason, _place: place }
+    }
+}
+
+/// What the sandbox's next connection gets.
+pub enum Admission {
+    /// A place among the sandbox's connections, with its descriptors.
+    Open(Slot),
+    /// No place: every request on it is answered `429` and it is closed.
+    Refused(Refused),
+}
+
+/// A connection's place among its sandbox's, and its descriptors in the vault's budget; a tunnel
+/// keeps it while it is open.
+pub struct Slot {
+    _open: OwnedSemaphorePermit,
+    _descriptors: OwnedSemaphorePermit,
+}
+
+/// Why a connection has no place, and its place among the connections being refused.
+pub struct Refused {
+    pub reason: String,
+    _place: Option<RefusingPlace>,
+}
+
+/// A place among the sandbox's connections being refused, and its descriptor in the vault's budget.
+struct RefusingPlace {
+    _refusing: OwnedSemaphorePermit,
+    _descriptor: OwnedSemaphorePermit,
+}
 
 /// The requests in flight on one connection, and when the last one ended.
 pub struct Activity {
@@ -121,4 +449,101 @@ where
     tracing::debug!("closing a vault connection idle for {idle:?}");
     shutdown(conn.as_mut());
     tokio::time::timeout(SHUTDOWN_GRACE, conn).await.unwrap_or(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_low_descriptor_limit_lowers_each_sandboxs_share_and_never_touches_the_reserve() {
+        let low = Budget::from_descriptor_limit(512);
+        assert_eq!(low.per_sandbox, 21, "(512 - 256) / 4 / 3");
+        assert_eq!(low.vault_descriptors, 256);
+        assert!(low.is_lowered());
+        let full = Budget::from_descriptor_limit(full_budget_descriptors());
+        assert_eq!(full.per_sandbox, MAX_OPEN_CONNECTIONS);
+        assert!(!full.is_lowered());
+        assert!(Budget::from_descriptor_limit(full_budget_descriptors() - 1).is_lowered());
+        // Below the reserve the vault still lets a sandbox have one connection.
+        let tiny = Budget::from_descriptor_limit(100);
+        assert_eq!((tiny.per_sandbox, tiny.vault_descriptors), (1, 3));
+        // From the first limit that gives one sandbox a connection of its own share.
+        for limit in [268, 300, 1024, 4096, 65_536, 1 << 20] {
+            let budget = Budget::from_descriptor_limit(limit);
+            assert!(
+                budget.vault_descriptors as u64 + RESERVED_DESCRIPTORS <= limit,
+                "{limit}: {budget:?}"
+            );
+            assert!(
+                budget.per_sandbox as u64 * DESCRIPTORS_PER_CONNECTION * SANDBOX_SHARE
+                    <= budget.vault_descriptors as u64,
+                "{limit}: {budget:?}"
+            );
+        }
+        assert_eq!(Budget::unbounded().per_sandbox, MAX_OPEN_CONNECTIONS);
+    }
+
+    fn is_open(admission: &Admission) -> bool {
+        matches!(admission, Admission::Open(_))
+    }
+
+    #[tokio::test]
+    async fn past_its_places_a_sandbox_is_refused_then_waits_until_a_place_frees() {
+        let tunnels = Tunnels::within(2, Arc::new(Semaphore::new(100)));
+        let first = tunnels.admit().await;
+        let second = tunnels.admit().await;
+        assert!(is_open(&first) && is_open(&second));
+        let mut refused = Vec::new();
+        for _ in 0..MAX_REFUSING_CONNECTIONS {
+            match tunnels.admit().await {
+                Admission::Refused(r) => {
+                    assert!(r.reason.contains("the sandbox has 2 connections open"), "{}", r.reason);
+                    refused.push(r);
+                }
+                Admission::Open(_) => panic!("a third place"),
+            }
+        }
+        // Every place and every refusal is taken: the next waits (in the listener's backlog).
+        let waiting = tokio::time::timeout(Duration::from_millis(100), tunnels.admit()).await;
+        assert!(waiting.is_err(), "admitted with no place free");
+        // Checked at once, it is refused with no place among the refusing.
+        assert!(!is_open(&tunnels.admit_now()));
+        drop(first);
+        let next = tokio::time::timeout(Duration::from_secs(5), tunnels.admit())
+            .await
+            .expect("a freed place admits the next connection");
+        assert!(is_open(&next));
+        // A refusal that ends frees its place among the refusing.
+        drop(refused.pop());
+        let next = tokio::time::timeout(Duration::from_secs(5), tunnels.admit())
+            .await
+            .expect("a freed refusal lets the next connection be refused");
+        assert!(!is_open(&next));
+    }
+
+    #[tokio::test]
+    async fn the_vaults_descriptors_bound_every_sandbox_together_refusals_included() {
+        // Three connections' descriptors and one more: room for one refusal.
+        let descriptors = Arc::new(Semaphore::new(3 * DESCRIPTORS_PER_CONNECTION as usize + 1));
+        let one = Tunnels::within(2, descriptors.clone());
+        let other = Tunnels::within(2, descriptors.clone());
+        let held = [one.admit().await, one.admit().await, other.admit().await];
+        assert!(held.iter().all(is_open));
+        let refused = match other.admit().await {
+            Admission::Refused(r) => r,
+            Admission::Open(_) => panic!("past the vault's descriptors"),
+        };
+        assert!(refused.reason.contains("descriptor limit"), "{}", refused.reason);
+        // The last descriptor is the refusal's: the next connection waits, in either sandbox.
+        let waiting = tokio::time::timeout(Duration::from_millis(100), other.admit()).await;
+        assert!(waiting.is_err(), "a connection past every descriptor was admitted");
+        drop(refused);
+        let next = tokio::time::timeout(Duration::from_secs(5), one.admit())
+            .await
+            .expect("a freed descriptor lets the next connection be refused");
+        assert!(!is_open(&next));
+        drop((held, next));
+        assert!(is_open(&other.admit().await));
+    }
 }

@@ -23,7 +23,7 @@ use hyper::http::uri::PathAndQuery;
 
 use super::audit::AuditLog;
 use super::body::{Guard, GuardCache, Trip};
-use super::limits::MAX_OPEN_CONNECTIONS;
+use super::limits::Tunnels;
 use super::policy::Policy;
 use super::rewrite::{Substitutions, host_matches};
 use crate::wire::vault::Injection;
@@ -37,8 +37,8 @@ pub struct Binding {
     pub credentials: Vec<Credential>,
     pub policy: Policy,
     pub audit: AuditLog,
-    /// The sandbox's connections through the vault: [`MAX_OPEN_CONNECTIONS`] at most.
-    pub connections: Arc<tokio::sync::Semaphore>,
+    /// The sandbox's places for connections through the vault ([`super::limits`]).
+    pub tunnels: Tunnels,
     /// Per credential, a matcher of its stub's encoded forms ([`super::encodings::forms`]), made
     /// on first use: what recognises a disguised stub in a request head.
     disguises: OnceLock<Vec<Option<AhoCorasick>>>,
@@ -56,7 +56,7 @@ impl Binding {
             credentials,
             policy,
             audit,
-            connections: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CONNECTIONS)),
+            tunnels: Tunnels::new(),
             disguises: OnceLock::new(),
             guards: GuardCache::default(),
         }
