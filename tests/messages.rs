@@ -708,7 +708,12 @@ fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
         s.contains("Ctrl-D to end") && s.lines().any(|l| l.trim_end() == ">")
     });
     tmux.keys("hello there\n");
-    tmux.until_within(FRAME_WAIT, "the reply", |s| s.lines().any(|l| l == "echo: hello there"));
+    // The reply, and the prompt back after it (a key typed before that is the terminal's, not
+    // the line editor's).
+    tmux.until_within(FRAME_WAIT, "the reply and the prompt", |s| {
+        s.lines().any(|l| l == "echo: hello there")
+            && s.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim_end) == Some(">")
+    });
     // The up arrow brings the line back.
     tmux.key("Up");
     tmux.until_within(FRAME_WAIT, "the recalled line", |s| {

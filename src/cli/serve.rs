@@ -337,7 +337,7 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
 fn descriptor_budget(out: &Printer) {
     let (limit, budget) = crate::vault::limits::init();
     let Some(limit) = limit else { return };
-    tracing::info!(
+    tracing::debug!(
         was = limit.was,
         now = limit.now,
         per_sandbox = budget.per_sandbox,
