@@ -13,7 +13,8 @@
 //! request before anything goes upstream.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use aho_corasick::AhoCorasick;
 
@@ -25,7 +26,7 @@ use super::audit::AuditLog;
 use super::body::{Guard, GuardCache, Trip};
 use super::limits::Tunnels;
 use super::policy::Policy;
-use super::rewrite::{Substitutions, host_matches};
+use super::rewrite::{NeedleSet, Substitutions, host_matches};
 use crate::wire::vault::Injection;
 
 /// One credential as a sandbox's vault holds it: the one binding type of [`crate::wire::vault`]
@@ -44,6 +45,9 @@ pub struct Binding {
     disguises: OnceLock<Vec<Option<AhoCorasick>>>,
     /// The guards' needles, built once per set of stubs.
     guards: GuardCache,
+    /// The body swaps (stub → real value) of each set of credentials that may go in a body, built
+    /// once per set, like the guards.
+    swaps: Mutex<HashMap<Vec<usize>, Arc<NeedleSet>>>,
 }
 
 impl Binding {
@@ -59,6 +63,7 @@ impl Binding {
             tunnels: Tunnels::new(),
             disguises: OnceLock::new(),
             guards: GuardCache::default(),
+            swaps: Mutex::default(),
         }
     }
 
@@ -82,6 +87,20 @@ impl Binding {
             return false;
         };
         matcher.is_match(head.path.as_bytes()) || head.headers.values().any(|v| matcher.is_match(v.as_bytes()))
+    }
+
+    /// The stub → real value set of credentials `indices` (hits are positions in `indices`).
+    fn body_swap(&self, indices: &[usize]) -> Arc<NeedleSet> {
+        let mut swaps = self.swaps.lock().unwrap_or_else(|p| p.into_inner());
+        swaps
+            .entry(indices.to_vec())
+            .or_insert_with(|| {
+                Arc::new(NeedleSet::literal(indices.iter().map(|&i| {
+                    let c = &self.credentials[i];
+                    (c.stub.as_bytes(), c.value.expose().as_bytes())
+                })))
+            })
+            .clone()
     }
 
     /// Indices of the credentials bound to `host:port`, and of the others.
@@ -515,10 +534,7 @@ pub fn decide(binding: &Binding, host: &str, port: u16, head: &Head<'_>) -> Resu
         }
     }
     guard_body.extend(unbound.iter().map(|&i| (i, Why::NotBound)));
-    let swap = Substitutions::new(body_swap.iter().map(|&i| {
-        let c = &creds[i];
-        (c.stub.as_bytes(), c.value.expose().as_bytes())
-    }));
+    let swap = Substitutions::from_set(binding.body_swap(&body_swap));
     let websocket = is_websocket_upgrade(head.headers);
     if !websocket {
         strip_hop_by_hop(&mut headers);
