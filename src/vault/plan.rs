@@ -48,6 +48,8 @@ pub struct Binding {
     /// The body swaps (stub → real value) of each set of credentials that may go in a body, built
     /// once per set, like the guards.
     swaps: Mutex<HashMap<Vec<usize>, Arc<NeedleSet>>>,
+    /// The scrub set of every credential, looked up on first use.
+    scrub: OnceLock<Arc<NeedleSet>>,
 }
 
 impl Binding {
@@ -64,6 +66,7 @@ impl Binding {
             disguises: OnceLock::new(),
             guards: GuardCache::default(),
             swaps: Mutex::default(),
+            scrub: OnceLock::new(),
         }
     }
 
@@ -122,6 +125,9 @@ impl Binding {
             .credentials
             .iter()
             .map(|c| (c.value.expose().as_bytes(), c.stub.as_bytes()));
+        if extra.is_empty() {
+            return Substitutions::from_set(self.scrub.get_or_init(|| NeedleSet::scrubbing_cached(values)).clone());
+        }
         Substitutions::scrubbing(values, extra)
     }
 
