@@ -18,6 +18,9 @@ const REAL_KEY: &str = "sk-proj-TheRealOpenAiKeyThatOnlyTheVaultHolds-0123456789
 /// How long the real CLI may take to draw or answer (started cold, it also falls back from the
 /// Responses WebSocket to HTTPS first).
 const CODEX_WAIT: Duration = Duration::from_secs(90);
+/// How long codex's composer must be quiet after the typed text shows before Enter: keys that come
+/// in a burst are taken as a paste, and an Enter in it as a new line, not a submit.
+const PASTE_BURST: Duration = Duration::from_millis(300);
 const INSTALL: &str = "npm install -g @openai/codex";
 
 fn world() -> Option<World> {
@@ -175,15 +178,10 @@ fn a_refused_key_fails_the_turn_with_codexs_own_hint() {
 }
 
 #[test]
-fn a_codex_session_opens_at_the_prompt_uses_the_agents_model_and_answers_through_the_vault() {
-    let Some(world) = world() else { return };
+fn a_codex_session_opens_at_the_prompt_uses_the_agents_model_answers_through_the_vault_and_goes_on_after_a_restart() {
+    let Some(mut world) = world() else { return };
     agent(&world, "cxt", "codex", "gpt-fake-2");
-    let tmux = Tmux::shell("codex-tui", (120, 40), "");
-    tmux.keys(&format!(
-        "env -i {} {} cxt; echo LAP-EXIT=$?\n",
-        world.home.env_words(),
-        support::LAP
-    ));
+    let tmux = open(&world, "codex-tui", "cxt");
     // Straight to codex's composer: no sign-in chooser, no trust question.
     let screen = tmux.until_within(CODEX_WAIT, "codex's prompt", |s| {
         s.contains("gpt-fake-2") && s.contains('›')
@@ -191,8 +189,7 @@ fn a_codex_session_opens_at_the_prompt_uses_the_agents_model_and_answers_through
     for question in ["Sign in with ChatGPT", "Do you trust", "API key"] {
         assert!(!screen.contains(question), "a first-run question: {question}\n{screen}");
     }
-    tmux.keys("Say hello.");
-    tmux.key("Enter");
+    submit(&tmux, "Remember the word PINEAPPLE.");
     let screen = tmux.until_within(CODEX_WAIT, "the fake API's reply", |s| s.contains("fake OpenAI API"));
     assert!(!screen.contains(REAL_KEY), "{screen}");
     let turns = world.api.turns();
@@ -204,5 +201,68 @@ fn a_codex_session_opens_at_the_prompt_uses_the_agents_model_and_answers_through
             Some(format!("Bearer {REAL_KEY}").as_str())
         );
     }
+
+    // Ctrl-D detaches; the session stays for `lap cxt` to come back to.
+    tmux.key("C-d");
+    tmux.until("lap to exit", |s| s.contains("LAP-EXIT=0"));
+    let id = world.session();
+    drop(tmux);
+
+    // Stop `lap serve` and start it again on the same store: `lap cxt` comes back to the session,
+    // its screen as it was, and the conversation goes on in codex's own thread, through the vault.
+    world.server.restart();
+    let tmux = open(&world, "codex-tui-again", "cxt");
+    tmux.until_within(CODEX_WAIT, "the session's screen, repainted", |s| {
+        s.contains("Remember the word PINEAPPLE.") && s.contains("fake OpenAI API")
+    });
+    submit(&tmux, "Still there.");
+    tmux.until_within(CODEX_WAIT, "the second reply", |s| {
+        s.matches("fake OpenAI API").count() >= 2
+    });
+    let after: Vec<_> = world
+        .api
+        .turns()
+        .into_iter()
+        .filter(|t| t.texts.iter().any(|text| text.contains("Still there.")))
+        .collect();
+    assert!(!after.is_empty(), "{:#?}", world.api.seen());
+    for turn in &after {
+        assert!(
+            turn.texts.iter().any(|t| t.contains("PINEAPPLE")),
+            "the conversation did not go on: {turn:#?}"
+        );
+        assert_eq!(turn.model.as_deref(), Some("gpt-fake-2"), "{turn:#?}");
+    }
+    assert_eq!(world.session(), id, "{}", world.context());
+    for turn in &world.api.turns() {
+        assert_eq!(
+            turn.authorization.as_deref(),
+            Some(format!("Bearer {REAL_KEY}").as_str())
+        );
+    }
+    tmux.key("C-d");
+    tmux.until("lap to exit", |s| s.contains("LAP-EXIT=0"));
     assert!(!world.server.log().contains(REAL_KEY));
+}
+
+/// `lap AGENT` in a new tmux session `name`, in the world's home and nothing else of this
+/// environment; it echoes `LAP-EXIT=<code>` when `lap` exits.
+fn open(world: &World, name: &str, agent: &str) -> Tmux {
+    let tmux = Tmux::shell(name, (120, 40), "");
+    tmux.keys(&format!(
+        "env -i {} {} {agent}; echo LAP-EXIT=$?\n",
+        world.home.env_words(),
+        support::LAP
+    ));
+    tmux
+}
+
+/// Types `text` into codex's composer and submits it once it shows there.
+fn submit(tmux: &Tmux, text: &str) {
+    tmux.keys(text);
+    tmux.until_within(CODEX_WAIT, &format!("{text:?} in codex's composer"), |s| {
+        s.contains(&format!("› {text}"))
+    });
+    std::thread::sleep(PASTE_BURST);
+    tmux.key("Enter");
 }
