@@ -504,22 +504,7 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
     let cmdlines: Vec<&str> = agents.stdout.lines().filter(|l| l.starts_with("CMDLINE ")).collect();
     assert_eq!(cmdlines.len(), 1, "{agents}");
     assert!(cmdlines[0].contains("--resume"), "{agents}");
-    let files = lap(
-        &world.home,
-        [
-            "exec",
-            &id,
-            "--",
-            "sh",
-            "-c",
-            "grep -rl -- \"$0\" \"$HOME\" /tmp; echo found=$?",
-            REAL_KEY,
-        ],
-    );
-    assert!(
-        files.stdout.contains("found=1"),
-        "the real key is in the sandbox: {files}"
-    );
+    support::assert_no_file_in_the_sandbox_holds(&world.home, &id, REAL_KEY);
     assert!(!world.server.log().contains(REAL_KEY));
 
     // The conversation is kept like any other: each user message and Claude's reply.

@@ -275,21 +275,7 @@ fn a_gemini_session_opens_at_the_prompt_and_answers_two_turns_with_the_key_swapp
     let id = session(&world);
     let stub = lap(&world.home, ["exec", &id, "--", "printenv", "GEMINI_API_KEY"]).success();
     assert!(!stub.out().is_empty() && stub.out() != REAL_KEY, "{stub}");
-    let grep = lap(
-        &world.home,
-        [
-            "exec",
-            &id,
-            "--",
-            "sh",
-            "-c",
-            &format!("grep -rl '{REAL_KEY}' \"$HOME\" /tmp; echo found=$?"),
-        ],
-    );
-    assert!(
-        grep.stdout.contains("found=1"),
-        "the real key is in the sandbox: {grep}"
-    );
+    support::assert_no_file_in_the_sandbox_holds(&world.home, &id, REAL_KEY);
 
     // The vault's log shows the swap on each model call, and nothing else got out.
     let egress = lap(&world.home, ["--json", "sessions", "egress", &id]).success().json();

@@ -235,8 +235,9 @@ impl Local {
         .await;
         let reason = match output {
             Ok(Ok(output)) if output.status.success() => {
-                match rlimit::raise_open_files() {
-                    Ok(limit) => tracing::debug!(limit, "open files limit raised to the hard limit"),
+                // `lap serve` raised it at start already; a backend used on its own raises it here.
+                match crate::vault::limits::raise_descriptor_limit() {
+                    Ok(limit) => tracing::debug!(limit = limit.now, "open files limit raised to the hard limit"),
                     Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
                 }
                 tracing::info!(

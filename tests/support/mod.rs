@@ -237,6 +237,28 @@ where
     home.lap().run(args)
 }
 
+/// Asserts that no file under the sandbox's `$HOME` or `/tmp` holds `real` (searched from inside
+/// session `session`, the value passed as an argument so it is not in the command line's text).
+#[track_caller]
+pub fn assert_no_file_in_the_sandbox_holds(home: &Home, session: &str, real: &str) {
+    let found = lap(
+        home,
+        [
+            "exec",
+            session,
+            "--",
+            "sh",
+            "-c",
+            "grep -rl -- \"$0\" \"$HOME\" /tmp; echo found=$?",
+            real,
+        ],
+    );
+    assert!(
+        found.stdout.contains("found=1"),
+        "the real key is in the sandbox: {found}"
+    );
+}
+
 /// What a finished `lap` printed, and how it exited.
 #[derive(Debug, Clone)]
 pub struct Run {

@@ -74,31 +74,6 @@ impl Rlimits {
     }
 }
 
-/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit: `lap serve` holds descriptors for
-/// every sandbox (its proxy listener, harness connections), and the usual soft limit of 1024 would
-/// stop it at a few hundred sandboxes. Returns the new soft limit.
-pub fn raise_open_files() -> io::Result<u64> {
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `current` is a valid, writable rlimit struct that outlives the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if current.rlim_cur < current.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: current.rlim_max,
-            rlim_max: current.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit struct that outlives the call; the kernel only reads it.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(current.rlim_max)
-}
-
 /// Lowers both the soft and the hard limit of `resource` to at most `max` (never raises them).
 fn lower(resource: libc::__rlimit_resource_t, max: u64) -> io::Result<()> {
     let mut current = libc::rlimit {
