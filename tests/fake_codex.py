@@ -1,12 +1,11 @@
 # A stand-in `codex app-server` for failure injection only (the real codex is proved in
 # tests/codex_e2e.rs): JSON-RPC 2.0 over stdio, one message per line, as Codex speaks it, and no
-# thread can be resumed.
+# thread can be resumed (tests/messages.rs, codex_app_server_replaces_a_thread_it_cannot_resume).
 import json, sys, uuid
 
 args = sys.argv[1:]
 assert args == ["app-server"], args
-threads = set()
-state = {"initialized": False, "thread": None, "turns": 0, "pending_interrupt": None}
+state = {"initialized": False, "thread": None, "turns": 0}
 
 def out(obj):
     sys.stdout.write(json.dumps(obj) + "\n")

@@ -1,6 +1,7 @@
 # A stand-in `opencode serve` for failure injection only (the real opencode is proved in
-# tests/opencode_e2e.rs): the HTTP API and event bus (SSE) that lap's opencode harness uses, a
-# prompt `fail` refused, and another session's events on the bus.
+# tests/opencode_e2e.rs): the part of the HTTP API and event bus (SSE) that lap's opencode harness
+# uses for a turn, a prompt `fail` refused with 400, and another session's events on the bus
+# (tests/messages.rs, opencode_refusals_fail_the_turn_and_other_sessions_events_stay_out).
 import json, os, queue, sys, threading, time, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -10,7 +11,6 @@ port = int(args[args.index("--port") + 1])
 sessions = {}
 subscribers = []
 lock = threading.Lock()
-aborts = {}
 
 def publish(kind, props):
     event = {"type": kind, "properties": props}
@@ -54,12 +54,10 @@ class Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(n) or b"{}")
 
     def do_GET(self):
-        parts = self.path.strip("/").split("/")
-        if parts == ["session"]:
+        if self.path == "/session":
+            # The harness's readiness probe.
             return self.send(200, list(sessions.values()))
-        if len(parts) == 2 and parts[0] == "session":
-            return self.send(200, sessions[parts[1]]) if parts[1] in sessions else self.send(404, {"error": "not found"})
-        if parts == ["event"]:
+        if self.path == "/event":
             q = queue.Queue()
             with lock:
                 subscribers.append(q)
@@ -80,7 +78,6 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["session"]:
             sid = "ses_" + uuid.uuid4().hex[:12]
             sessions[sid] = {"id": sid, "title": body.get("title"), "directory": os.getcwd()}
-            aborts[sid] = threading.Event()
             return self.send(200, sessions[sid])
         if len(parts) == 3 and parts[0] == "session" and parts[1] in sessions:
             sid = parts[1]
@@ -88,14 +85,10 @@ class Handler(BaseHTTPRequestHandler):
                 text = body["parts"][0]["text"]
                 if text == "fail":
                     return self.send(400, {"error": "this prompt is refused"})
-                aborts[sid].clear()
                 threading.Thread(target=reply_events, args=(sid, text), daemon=True).start()
                 self.send_response(204)
                 self.end_headers()
                 return
-            if parts[2] == "abort":
-                aborts[sid].set()
-                return self.send(200, True)
         self.send(404, {"error": "not found"})
 
 ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

@@ -1,8 +1,10 @@
 //! Aborting a turn from the CLI: `lap sessions abort ID`, and `lap send` turning Ctrl-C (a real
-//! SIGINT to a real `lap send` process) into an abort of its turn. The agent is the fake Claude
-//! Agent SDK tool (`tests/fake_claude.py`, failure injection): `slow` streams a word, then waits
-//! for the interrupt and ends the turn as aborted; `hang` ignores the interrupt, so only lap
-//! serve's grace kill ends the turn. Real local sandboxes, real `lap serve`.
+//! SIGINT to a real `lap send` process) into an abort of its turn. The agent is the real `claude`
+//! (claude-agent-sdk harness) against the echoing fake Anthropic API of
+//! `tests/support/anthropic.rs`, whose model stalls after a first word on [`HANG`]: claude honours
+//! the interrupt and ends the turn as aborted. Only the tool that ignores the interrupt is a
+//! stand-in (`tests/fake_claude.py`, `hang`), so that lap serve's grace kill is what ends the turn.
+//! Real local sandboxes, real `lap serve`.
 
 mod support;
 
@@ -13,17 +15,39 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::anthropic::{self, HANG, HANG_FIRST};
 use support::{Home, LAP, TestServer, delete_local_sandboxes, lap, python_command};
 
 /// Longest wait for a `lap send` to show a turn is running, or to exit.
 const WAIT: Duration = Duration::from_secs(60);
 
-struct World {
+/// The real `claude` as agent `sdk`; `None` when the test is skipped (no `claude` outside a strict
+/// run).
+fn claude() -> Option<support::vendor::World> {
+    let world = anthropic::start()?;
+    anthropic::agent(&world, "sdk");
+    Some(world)
+}
+
+/// A ready session of `sdk` in `home`, by a first message.
+fn session(home: &Home) -> String {
+    let first = lap(home, ["send", "sdk", "hi"]);
+    assert_eq!(first.code, 0, "{first}");
+    assert_eq!(first.out(), "echo: hi", "{first}");
+    lap(home, ["--json", "sessions", "list"]).success().json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A server whose agent `sdk` is the stand-in `claude` (`tests/fake_claude.py`); sandboxes deleted
+/// on drop.
+struct StandIn {
     home: Home,
     server: TestServer,
 }
 
-impl World {
+impl StandIn {
     fn new() -> Self {
         let home = Home::new();
         let server = TestServer::start_local(&home);
@@ -43,19 +67,9 @@ impl World {
         .success();
         Self { home, server }
     }
-
-    /// A ready session of `sdk`, by a first message.
-    fn session(&self) -> String {
-        let first = lap(&self.home, ["send", "sdk", "hi"]).success();
-        assert_eq!(first.out(), "echo: hi", "{first}");
-        lap(&self.home, ["--json", "sessions", "list"]).success().json()[0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
 }
 
-impl Drop for World {
+impl Drop for StandIn {
     fn drop(&mut self) {
         delete_local_sandboxes(self.server.data_dir());
     }
@@ -145,10 +159,10 @@ impl Send {
 
 #[test]
 fn ctrl_c_in_lap_send_aborts_its_turn_waits_for_the_end_and_leaves_the_session_usable() {
-    let world = World::new();
-    let id = world.session();
-    let mut send = Send::start(&world.home, &["send", "--stream", &id, "slow"]);
-    send.until("the turn to stream its first word", |out, _| out.contains("working"));
+    let Some(world) = claude() else { return };
+    let id = session(&world.home);
+    let mut send = Send::start(&world.home, &["send", "--stream", &id, &format!("{HANG} slowly")]);
+    send.until("the turn to stream its first word", |out, _| out.contains(HANG_FIRST));
     send.interrupt();
     let code = send.exit_within(WAIT);
     let stderr = send.stderr();
@@ -175,10 +189,13 @@ fn ctrl_c_in_lap_send_aborts_its_turn_waits_for_the_end_and_leaves_the_session_u
     assert_eq!(next.out(), "echo: again", "{next}");
 }
 
+/// Failure injection: the stand-in `claude` (`tests/fake_claude.py`) answers `hang` with a word and
+/// then ignores the interrupt, so the turn goes on ending (until lap serve's grace kill) while the
+/// person presses Ctrl-C again.
 #[test]
 fn a_second_ctrl_c_exits_at_once_while_the_turn_is_still_ending() {
-    let world = World::new();
-    let id = world.session();
+    let world = StandIn::new();
+    let id = session(&world.home);
     // Not streamed: `lap send` prints nothing until the reply, so the server is asked.
     let mut send = Send::start(&world.home, &["send", &id, "hang"]);
     let busy = Instant::now() + WAIT;
@@ -208,15 +225,15 @@ fn a_second_ctrl_c_exits_at_once_while_the_turn_is_still_ending() {
 
 #[test]
 fn lap_sessions_abort_says_whether_a_turn_was_running() {
-    let world = World::new();
-    let id = world.session();
+    let Some(world) = claude() else { return };
+    let id = session(&world.home);
     let idle = lap(&world.home, ["sessions", "abort", &id]).success();
     assert_eq!(idle.out(), format!("session {id} had no turn running"), "{idle}");
     let json = lap(&world.home, ["--json", "sessions", "abort", &id]).success().json();
     assert_eq!(json, serde_json::json!({"ok": true, "aborted": false}));
 
-    let mut send = Send::start(&world.home, &["send", "--stream", &id, "slow"]);
-    send.until("the turn to stream its first word", |out, _| out.contains("working"));
+    let mut send = Send::start(&world.home, &["send", "--stream", &id, &format!("{HANG} slowly")]);
+    send.until("the turn to stream its first word", |out, _| out.contains(HANG_FIRST));
     let aborted = lap(&world.home, ["--json", "sessions", "abort", &id]).success().json();
     assert_eq!(aborted, serde_json::json!({"ok": true, "aborted": true}));
     // The send sees its turn end as aborted (not by Ctrl-C: a failed turn, exit 1).

@@ -12,7 +12,7 @@ use clap::Args as ClapArgs;
 use rustyline::error::ReadlineError;
 
 use super::Ctx;
-use super::send::{stream, target_session, turn_result};
+use super::send::{Print, stream, target_session, turn_result};
 use crate::error::Error;
 use crate::wire::messages::SendMessage;
 
@@ -71,7 +71,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
         let started = Instant::now();
         let body = SendMessage::text(text);
         let reply = tokio::select! {
-            reply = stream(ctx, &client, &id, &body, false) => reply,
+            reply = stream(ctx, &client, &id, &body, Print::Text) => reply,
             _ = tokio::signal::ctrl_c() => {
                 let _ = client.abort(&id).await;
                 ctx.out.status("[aborted]");
