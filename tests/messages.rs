@@ -797,8 +797,9 @@ fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
     tmux.key("C-c");
     tmux.until_within(FRAME_WAIT, "the abort", |s| s.contains("[aborted]"));
     tmux.keys("after\n");
-    tmux.until_within(CLAUDE_WAIT, "the reply after the abort", |s| {
+    tmux.until_within(CLAUDE_WAIT, "the reply after the abort, and the prompt", |s| {
         s.lines().any(|l| l == "echo: after")
+            && s.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim_end) == Some(">")
     });
     tmux.key("C-d");
     tmux.until_within(FRAME_WAIT, "the end of the chat", |s| {
@@ -855,6 +856,8 @@ fn a_tools_retries_show_on_a_terminal_and_not_when_piped_or_quiet() {
     let exited = |s: &str| s.lines().any(|l| l.starts_with("SEND-EXIT="));
     let screen = tmux.until_within(CLAUDE_WAIT, "the reply after the retries", exited);
     assert!(screen.contains("SEND-EXIT=0"), "{screen}");
+    // The spinner took down only its own line: the command line above it is still there.
+    assert!(screen.contains("; echo SEND-EXIT=$?"), "{screen}");
     assert!(
         screen.contains(&echo(&format!("{OVERLOADED} on a terminal"))),
         "{screen}"

@@ -57,7 +57,7 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
         (true, false) => Print::Text,
         (false, _) => Print::Nothing,
     };
-    let (message, aborted) = abort_on_ctrl_c(ctx, &client, &id, stream(ctx, &client, &id, &body, print)).await?;
+    let (message, aborted) = abort_on_ctrl_c(ctx, &client, &id, stream(ctx, &client, &id, &body, print, true)).await?;
     if print == Print::Nothing {
         if ctx.out.json {
             ctx.out.json(&message);
@@ -200,11 +200,18 @@ pub enum Print {
     Nothing,
 }
 
-/// Sends `body` with `message_stream`, printing as `print` says while a spinner on stderr (a
-/// terminal only) tells what the tool is doing; returns the reply.
-pub async fn stream(ctx: &Ctx, client: &Client, id: &str, body: &SendMessage, print: Print) -> Result<Message, Error> {
+/// Sends `body` with `message_stream`, printing as `print` says while stderr (a terminal only)
+/// tells what the tool is doing: retry lines, and with `spinner` a spinner; returns the reply.
+pub async fn stream(
+    ctx: &Ctx,
+    client: &Client,
+    id: &str,
+    body: &SendMessage,
+    print: Print,
+    spinner: bool,
+) -> Result<Message, Error> {
     let mut frames = client.message_stream(id, body).await?;
-    let mut progress = Progress::new(ctx);
+    let mut progress = Progress::new(ctx, spinner);
     let mut stdout = std::io::stdout();
     let mut printed_any = false;
     let mut at_line_start = true;
@@ -268,21 +275,23 @@ pub async fn stream(ctx: &Ctx, client: &Client, id: &str, body: &SendMessage, pr
 /// What the person at the terminal sees of a turn on stderr: a spinner while the reply is awaited,
 /// saying what the tool does (retrying a model request, running a tool), and one line per retry
 /// that stays. Taken down while reply text is printed, and back (on a line of its own) at the next
-/// retry or tool call. Nothing at all when stderr is no terminal or with `--quiet`.
+/// retry or tool call. Nothing at all when stderr is no terminal or with `--quiet`. Without
+/// `spinner` (`lap chat`, whose line editor owns the terminal) only the retry lines.
 struct Progress<'a> {
     ctx: &'a Ctx,
     bar: Option<ProgressBar>,
+    spinner: bool,
 }
 
 /// The spinner's message while nothing else is known.
 const WAITING: &str = "waiting for the reply";
 
 impl<'a> Progress<'a> {
-    fn new(ctx: &'a Ctx) -> Self {
-        let bar = ctx.out.spinner(WAITING);
+    fn new(ctx: &'a Ctx, spinner: bool) -> Self {
         Self {
             ctx,
-            bar: Some(bar).filter(|b| !b.is_hidden()),
+            bar: spinner.then(|| ctx.out.spinner(WAITING)),
+            spinner,
         }
     }
 
@@ -297,7 +306,12 @@ impl<'a> Progress<'a> {
                 http_status,
             } => {
                 let line = status_line(status, *attempt, *delay_ms, *http_status);
-                self.show(&line, at_line_start).println(format!("[{line}]"));
+                if self.spinner {
+                    self.show(&line, at_line_start).println(format!("[{line}]"));
+                } else if self.ctx.out.on_terminal() {
+                    let open = if at_line_start { "" } else { "\n" };
+                    eprintln!("{open}[{line}]");
+                }
                 return;
             }
             EventKind::ItemStarted {
@@ -308,7 +322,9 @@ impl<'a> Progress<'a> {
             } => WAITING.to_owned(),
             _ => return,
         };
-        self.show(&message, at_line_start);
+        if self.spinner {
+            self.show(&message, at_line_start);
+        }
     }
 
     /// The spinner, with `message`; started again if reply text took it down.

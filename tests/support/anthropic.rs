@@ -9,13 +9,14 @@
 //! error object, another path 404, an overloaded model 529 `overloaded_error`.
 //!
 //! What it says is a function of what the user said last (the CLI's own `<system-reminder>` texts
-//! aside), so a test can read lap's replies as the tool's:
+//! aside), so a test can read lap's replies as the tool's. A marker counts only at the start, so a
+//! conversation replayed into a fresh sandbox (which quotes earlier messages) is simply echoed:
 //! - anything else: `echo: TEXT`, streamed in two pieces;
-//! - text containing [`HANG`]: the start of a reply, [`HANG_FIRST`], and then nothing, the response
+//! - text starting with [`HANG`]: the start of a reply, [`HANG_FIRST`], and then nothing, the response
 //!   held open (a model that stalls), until the CLI gives up the request (an abort);
-//! - text containing [`RUN_PWD`]: a `Bash` tool call of `pwd`; the request that carries its result
+//! - text starting with [`RUN_PWD`]: a `Bash` tool call of `pwd`; the request that carries its result
 //!   gets `ran: OUTPUT`;
-//! - text containing [`OVERLOADED`]: 529 to the first [`OVERLOADS`] requests of that text (the CLI
+//! - text starting with [`OVERLOADED`]: 529 to the first [`OVERLOADS`] requests of that text (the CLI
 //!   retries them, backing off), then the echo.
 
 use std::collections::HashMap;
@@ -29,13 +30,13 @@ use super::vendor::{Answer, Reply, Seen, World, require, tool_path_env};
 pub const HOST: &str = "api.anthropic.com";
 pub const REAL_KEY: &str = "sk-ant-api03-TheRealKeyThatOnlyTheVaultHolds-echo-0123456789";
 pub const MODEL: &str = "claude-fake-1";
-/// A user message containing this gets [`HANG_FIRST`], then a response held open.
+/// A user message starting with this gets [`HANG_FIRST`], then a response held open.
 pub const HANG: &str = "HOLD-THE-LINE";
 /// The part of a held reply that is sent.
 pub const HANG_FIRST: &str = "working";
-/// A user message containing this gets a `Bash` call of `pwd`, and then `ran: OUTPUT`.
+/// A user message starting with this gets a `Bash` call of `pwd`, and then `ran: OUTPUT`.
 pub const RUN_PWD: &str = "RUN-PWD";
-/// A user message containing this is refused with 529 [`OVERLOADS`] times (each text on its own),
+/// A user message starting with this is refused with 529 [`OVERLOADS`] times (each text on its own),
 /// then answered.
 pub const OVERLOADED: &str = "OVERLOADED-AT-FIRST";
 pub const OVERLOADS: usize = 2;
@@ -142,7 +143,7 @@ fn api(request: &Seen, overloaded: &Overloads) -> Reply {
         return text_reply(&model, &format!("ran: {}", output.trim()));
     }
     let said = last_user_text(&body);
-    if said.contains(RUN_PWD) {
+    if said.starts_with(RUN_PWD) {
         return streamed(vec![
             message_start(&model),
             json!({"type": "content_block_start", "index": 0,
@@ -155,7 +156,7 @@ fn api(request: &Seen, overloaded: &Overloads) -> Reply {
             json!({"type": "message_stop"}),
         ]);
     }
-    if said.contains(HANG) {
+    if said.starts_with(HANG) {
         let events = vec![
             message_start(&model),
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
@@ -166,7 +167,7 @@ fn api(request: &Seen, overloaded: &Overloads) -> Reply {
             ..streamed(events)
         };
     }
-    if said.contains(OVERLOADED) {
+    if said.starts_with(OVERLOADED) {
         let mut overloaded = overloaded.lock().unwrap();
         let refused = overloaded.entry(said.clone()).or_insert(0);
         if *refused < OVERLOADS {
