@@ -827,8 +827,9 @@ fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
 }
 
 /// A tool that retries a failed model request (the real `claude`, the model overloaded: 529 twice)
-/// is shown retrying by `lap send` on a terminal — a line per retry on stderr, so the wait does not
-/// look like a hang — and `lap send` stays silent about it when stderr is piped or with `--quiet`.
+/// is shown retrying by `lap send` on a terminal, with `--stream` or without — a line per retry on
+/// stderr, so the wait does not look like a hang — and `lap send` stays silent about it when stderr
+/// is piped or with `--quiet`.
 #[test]
 fn a_tools_retries_show_on_a_terminal_and_not_when_piped_or_quiet() {
     let Some(world) = claude() else { return };
@@ -858,16 +859,29 @@ fn a_tools_retries_show_on_a_terminal_and_not_when_piped_or_quiet() {
     assert!(screen.contains("SEND-EXIT=0"), "{screen}");
     // The spinner took down only its own line: the command line above it is still there.
     assert!(screen.contains("; echo SEND-EXIT=$?"), "{screen}");
-    assert!(
-        screen.contains(&echo(&format!("{OVERLOADED} on a terminal"))),
-        "{screen}"
-    );
-    for attempt in 1..=anthropic::OVERLOADS {
-        assert!(
-            screen.contains(&format!("[retrying the model request (attempt {attempt}, HTTP 529)")),
-            "no line for retry {attempt}:\n{screen}"
-        );
-    }
+    let reply = echo(&format!("{OVERLOADED} on a terminal"));
+    assert!(screen.lines().any(|l| l == reply), "{screen}");
+    let retried = |screen: &str| {
+        for attempt in 1..=anthropic::OVERLOADS {
+            assert!(
+                screen.contains(&format!("[retrying the model request (attempt {attempt}, HTTP 529)")),
+                "no line for retry {attempt}:\n{screen}"
+            );
+        }
+    };
+    retried(&screen);
+
+    // Streamed, the same lines, and the reply on a line of its own.
+    tmux.keys("clear\n");
+    tmux.until("a clear screen", |s| !exited(s));
+    tmux.keys(&format!(
+        "{lap} send --stream sdk '{OVERLOADED} streamed'; echo SEND-EXIT=$?\n"
+    ));
+    let screen = tmux.until_within(CLAUDE_WAIT, "the streamed reply after the retries", exited);
+    assert!(screen.contains("SEND-EXIT=0"), "{screen}");
+    let reply = echo(&format!("{OVERLOADED} streamed"));
+    assert!(screen.lines().any(|l| l == reply), "{screen}");
+    retried(&screen);
 
     // With --quiet, on a terminal too: the reply only.
     tmux.keys("clear\n");
