@@ -8,10 +8,11 @@
 //! time, a fresh sandbox given the conversation so far, `lap chat` in a terminal, and a tool's
 //! retries shown by `lap send` on a terminal only. And the 4xx answers, on the fake backend.
 //!
-//! Stand-in tools remain only to inject failures the real ones will not produce on cue, each
-//! named at its test: a tool that crashes mid-turn (`tests/fake_claude.py`), a `codex app-server`
-//! that cannot resume its thread (`tests/fake_codex.py`), an `opencode serve` that refuses a prompt
-//! and carries another session's events (`tests/fake_opencode.py`), a tool that never answers.
+//! A `codex app-server` that cannot resume its thread is the real codex too (its saved thread
+//! deleted). Stand-in tools remain only to inject failures the real ones will not produce on cue,
+//! each named at its test: a tool that crashes mid-turn (`tests/fake_claude.py`), an `opencode
+//! serve` that refuses a prompt and carries another session's events (`tests/fake_opencode.py`), a
+//! tool that never answers.
 
 mod support;
 
@@ -20,13 +21,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::anthropic::{self, CLAUDE_WAIT, HANG, HANG_FIRST, MODEL, OVERLOADED, RUN_PWD, echo};
 use support::tmux::Tmux;
-use support::{Home, TestServer, delete_local_sandboxes, lap, python_command};
+use support::{Home, TestServer, delete_local_sandboxes, fake_openai, lap, python_command};
 
 const PREFIX: &str = "/api/v1/managed_agents";
 /// The stand-in `claude` that crashes (`tests/fake_claude.py`), as a shell word list.
 const FAKE_CLAUDE: &str = include_str!("fake_claude.py");
-/// The stand-in `codex app-server` that cannot resume (`tests/fake_codex.py`).
-const FAKE_CODEX: &str = include_str!("fake_codex.py");
 /// The stand-in `opencode serve` that refuses a prompt (`tests/fake_opencode.py`).
 const FAKE_OPENCODE: &str = include_str!("fake_opencode.py");
 /// Longest wait for a stream frame.
@@ -667,25 +666,51 @@ fn doctor_lists_the_harness_tools_and_a_session_whose_tool_is_missing_is_refused
     delete_local_sandboxes(&home.server_data());
 }
 
-/// Failure injection with a stand-in `codex app-server` (tests/fake_codex.py) that cannot resume any
-/// thread (the real codex resumes, so the failure is injected): after a kill -9 of `lap serve`, the
-/// new app-server refuses `thread/resume` and a new thread takes the turn. Replies, tool calls,
-/// streaming, abort and a resume that works are proved with the real codex (tests/codex_e2e.rs).
+/// The real `codex app-server` (against the fake OpenAI API of tests/support/fake_openai.rs) whose
+/// saved thread is gone — the failure injected by deleting its rollouts (`~/.codex/sessions`) in
+/// the sandbox: after a kill -9 of `lap serve`, the new app-server cannot resume the session's
+/// thread, and a new thread takes the turn instead of the turn failing. The resume that works is
+/// proved in tests/codex_e2e.rs.
 #[test]
 fn codex_app_server_replaces_a_thread_it_cannot_resume() {
-    let mut world = StandIn::new("codex-app-server", "gpt-fake", &python_command(FAKE_CODEX));
+    const KEY: &str = "sk-proj-TheRealOpenAiKeyThatOnlyTheVaultHolds-resume-0123456789";
+    let Some(mut world) = fake_openai::World::start("codex", "npm install -g @openai/codex", KEY) else {
+        return;
+    };
+    world
+        .home
+        .lap()
+        .env("OPENAI_API_KEY", KEY)
+        .run(fake_openai::with_tool_path(&[
+            "agents",
+            "create",
+            "cx",
+            "--harness",
+            "codex-app-server",
+            "--model",
+            "gpt-fake-1",
+            "--credential",
+            "OPENAI_API_KEY",
+            "--allow-out",
+            "api.openai.com",
+        ]))
+        .success();
     let mut api = Api::new();
-    assert_eq!(
-        lap(&world.home, ["send", "sdk", "hello"]).success().out(),
-        "codex says: hello"
-    );
-    let session = session_of(&world.home);
+    let reply = fake_openai::REPLY.concat();
+    let first = world.lap(["send", "cx", "hello"]);
+    assert_eq!(first.code, 0, "{first}\n{}", world.context());
+    assert_eq!(first.out(), reply);
+    let session = world.session();
+    let rollouts = world.lap(["exec", &session, "--", "sh", "-c", "ls -R \"$HOME/.codex/sessions\""]);
+    assert!(rollouts.stdout.contains(".jsonl"), "no rollout to delete: {rollouts}");
+    world
+        .lap(["exec", &session, "--", "sh", "-c", "rm -r \"$HOME/.codex/sessions\""])
+        .success();
     world.server.restart();
     api.reconnect();
-    assert_eq!(
-        lap(&world.home, ["send", "sdk", "still there?"]).success().out(),
-        "codex says: still there?"
-    );
+    let again = world.lap(["send", "cx", "still there?"]);
+    assert_eq!(again.code, 0, "{again}\n{}", world.context());
+    assert_eq!(again.out(), reply);
     let events = api.all_events(&world.server, &session, 2);
     assert_invariants(&events);
     let threads: Vec<&str> = events
@@ -695,6 +720,8 @@ fn codex_app_server_replaces_a_thread_it_cannot_resume() {
         .collect();
     assert_eq!(threads.len(), 2, "{events:#?}");
     assert_ne!(threads[0], threads[1]);
+    let shown = world.lap(["--json", "sessions", "show", &session]).success().json();
+    assert_eq!(shown["harness_session_id"], threads[1]);
 }
 
 #[test]
