@@ -1,8 +1,8 @@
-# A stand-in `claude` (stream-json over stdio, as Claude Code speaks it) for failure injection only;
-# everything else is proved with the real claude (tests/claude_e2e.rs, tests/messages.rs):
-# `crash` streams a word, then exits 3 (tests/messages.rs); `hang` streams a word, then ignores the
-# interrupt until stdin closes (tests/send_abort.rs). Any other text is echoed, `tool` gets a tool
-# call and its result: what tests/kube_e2e.rs needs of a tool in its pod, where no real one runs.
+# A stand-in `claude` (stream-json over stdio, as Claude Code speaks it) for tests/kube_e2e.rs only:
+# its pods' harness runs on the host, without the pod's network (no vault at the proxy address the
+# session's environment names), so no real tool could reach a model there. Everything else is
+# proved with the real claude (tests/claude_e2e.rs, tests/messages.rs, tests/send_abort.rs). Any
+# text is echoed; `tool` gets a tool call and its result.
 import json, os, sys, uuid
 
 args = sys.argv[1:]
@@ -14,10 +14,6 @@ def out(obj):
 
 def stream(event):
     out({"type": "stream_event", "event": event, "session_id": session})
-
-def first_word(word):
-    stream({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-    stream({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}})
 
 def result(text):
     out({"type": "result", "subtype": "success", "is_error": False, "result": text, "session_id": session,
@@ -31,24 +27,16 @@ for turn, line in enumerate(sys.stdin):
     mid = "m%d" % turn
     out({"type": "system", "subtype": "init", "session_id": session, "model": "stand-in", "cwd": os.getcwd()})
     stream({"type": "message_start", "message": {"id": mid, "role": "assistant", "content": []}})
-    if text == "crash":
-        first_word("partial")
-        sys.stderr.write("fake claude crashed\n")
-        sys.exit(3)
-    elif text == "hang":
-        first_word("stuck")
-        for _ in sys.stdin:
-            pass
-        sys.exit(0)
-    elif text == "tool":
+    if text == "tool":
         stream({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "tu1", "name": "Bash", "input": {}}})
         out({"type": "assistant", "message": {"id": mid, "content": [{"type": "tool_use", "id": "tu1", "name": "Bash", "input": {"command": "pwd"}}]}, "session_id": session})
         out({"type": "user", "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": os.getcwd(), "is_error": False}]}, "session_id": session})
         result("ran it")
     else:
         reply = "echo: " + text
-        first_word(reply[: len(reply) // 2])
-        stream({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": reply[len(reply) // 2 :]}})
+        stream({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        for piece in (reply[: len(reply) // 2], reply[len(reply) // 2 :]):
+            stream({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
         out({"type": "assistant", "message": {"id": mid, "content": [{"type": "text", "text": reply}]}, "session_id": session})
         stream({"type": "content_block_stop", "index": 0})
         result(reply)

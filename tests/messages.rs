@@ -8,11 +8,10 @@
 //! time, a fresh sandbox given the conversation so far, `lap chat` in a terminal, and a tool's
 //! retries shown by `lap send` on a terminal only. And the 4xx answers, on the fake backend.
 //!
-//! A `codex app-server` that cannot resume its thread is the real codex too (its saved thread
-//! deleted). Stand-in tools remain only to inject failures the real ones will not produce on cue,
-//! each named at its test: a tool that crashes mid-turn (`tests/fake_claude.py`), an `opencode
-//! serve` that refuses a prompt and carries another session's events (`tests/fake_opencode.py`), a
-//! tool that never answers.
+//! Failures are injected into the real tools where that can be done from outside: a `claude`
+//! killed mid-turn, a `codex app-server` whose saved thread is deleted. Stand-in tools remain only
+//! for what cannot, each named at its test: an `opencode serve` that refuses a prompt and carries
+//! another session's events (`tests/fake_opencode.py`), a tool that never answers its handshake.
 
 mod support;
 
@@ -21,11 +20,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::anthropic::{self, CLAUDE_WAIT, HANG, HANG_FIRST, MODEL, OVERLOADED, RUN_PWD, echo};
 use support::tmux::Tmux;
+use support::vendor::{send_until, wait_within};
 use support::{Home, TestServer, delete_local_sandboxes, fake_openai, lap, python_command};
 
 const PREFIX: &str = "/api/v1/managed_agents";
-/// The stand-in `claude` that crashes (`tests/fake_claude.py`), as a shell word list.
-const FAKE_CLAUDE: &str = include_str!("fake_claude.py");
 /// The stand-in `opencode serve` that refuses a prompt (`tests/fake_opencode.py`).
 const FAKE_OPENCODE: &str = include_str!("fake_opencode.py");
 /// Longest wait for a stream frame.
@@ -417,27 +415,35 @@ fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_
     );
 }
 
-/// Failure injection with a stand-in `claude` (tests/fake_claude.py) that crashes mid-turn (exit
-/// 3, after a first word): the turn closes once, as failed, with the tool's last words, and the
-/// next message starts the tool again.
+/// A tool that dies mid-turn — the real `claude`, killed (SIGKILL) in its sandbox while the model
+/// is answering — fails that turn once, with its exit, and the next message starts it again,
+/// resuming the conversation.
 #[test]
-fn a_tool_that_crashes_mid_turn_fails_that_turn_once_and_the_next_message_starts_it_again() {
-    let world = StandIn::new("claude-agent-sdk", MODEL, &python_command(FAKE_CLAUDE));
-    let mut api = Api::new();
+fn a_tool_that_dies_mid_turn_fails_that_turn_once_and_the_next_message_starts_it_again() {
+    let Some(world) = claude() else { return };
+    let api = Api::new();
     let home = &world.home;
-    assert_eq!(lap(home, ["send", "sdk", "warm up"]).success().out(), "echo: warm up");
+    let warm = lap(home, ["send", "sdk", "warm up"]);
+    assert_eq!(warm.code, 0, "{warm}\n{}", anthropic::context(&world));
     let session = session_of(home);
-    let crashed = lap(home, ["send", "sdk", "crash"]);
-    assert_eq!(crashed.code, 1, "{crashed}");
-    assert_eq!(crashed.out(), "partial");
-    assert!(
-        crashed
-            .stderr
-            .contains("the agent exited with code 3: fake claude crashed"),
-        "{crashed}"
-    );
-    assert_eq!(lap(home, ["send", "sdk", "again"]).success().out(), "echo: again");
-    api.reconnect();
+    let (child, reader) = send_until(home, "sdk", &format!("{HANG} and die"), HANG_FIRST, CLAUDE_WAIT);
+    assert!(anthropic::signal_claude(home, &session, "KILL") >= 1);
+    let out = wait_within(child, CLAUDE_WAIT, "the `lap send` whose tool died");
+    let printed = reader.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{printed}\n{stderr}");
+    assert_eq!(printed, format!("{HANG_FIRST}\n"), "{stderr}");
+    assert!(stderr.contains("the agent exited with code"), "{stderr}");
+
+    let again = lap(home, ["send", "sdk", "again"]);
+    assert_eq!(again.code, 0, "{again}\n{}", anthropic::context(&world));
+    assert_eq!(again.out(), "echo: again");
+    let resumed = anthropic::model_requests(&world)
+        .into_iter()
+        .rev()
+        .find(|r| anthropic::last_user_text(r) == "again")
+        .unwrap_or_else(|| panic!("{}", anthropic::context(&world)));
+    assert!(resumed.to_string().contains("echo: warm up"), "{resumed:#}");
     let events = api.all_events(&world.server, &session, 3);
     assert_invariants(&events);
     let statuses: Vec<&str> = events

@@ -2,9 +2,8 @@
 //! SIGINT to a real `lap send` process) into an abort of its turn. The agent is the real `claude`
 //! (claude-agent-sdk harness) against the echoing fake Anthropic API of
 //! `tests/support/anthropic.rs`, whose model stalls after a first word on [`HANG`]: claude honours
-//! the interrupt and ends the turn as aborted. Only the tool that ignores the interrupt is a
-//! stand-in (`tests/fake_claude.py`, `hang`), so that lap serve's grace kill is what ends the turn.
-//! Real local sandboxes, real `lap serve`.
+//! the interrupt and ends the turn as aborted; stopped (SIGSTOP) it cannot, and lap serve's grace
+//! kill is what ends the turn. Real local sandboxes, real `lap serve`.
 
 mod support;
 
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::anthropic::{self, HANG, HANG_FIRST};
-use support::{Home, LAP, TestServer, delete_local_sandboxes, lap, python_command};
+use support::{Home, LAP, lap};
 
 /// Longest wait for a `lap send` to show a turn is running, or to exit.
 const WAIT: Duration = Duration::from_secs(60);
@@ -38,41 +37,6 @@ fn session(home: &Home) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// A server whose agent `sdk` is the stand-in `claude` (`tests/fake_claude.py`); sandboxes deleted
-/// on drop.
-struct StandIn {
-    home: Home,
-    server: TestServer,
-}
-
-impl StandIn {
-    fn new() -> Self {
-        let home = Home::new();
-        let server = TestServer::start_local(&home);
-        let command = python_command(include_str!("fake_claude.py"));
-        lap(
-            &home,
-            [
-                "agents",
-                "create",
-                "sdk",
-                "--harness",
-                "claude-agent-sdk",
-                "--command",
-                &command,
-            ],
-        )
-        .success();
-        Self { home, server }
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        delete_local_sandboxes(self.server.data_dir());
-    }
 }
 
 /// A running `lap send --stream`, its stdout and stderr collected as they come.
@@ -189,25 +153,19 @@ fn ctrl_c_in_lap_send_aborts_its_turn_waits_for_the_end_and_leaves_the_session_u
     assert_eq!(next.out(), "echo: again", "{next}");
 }
 
-/// Failure injection: the stand-in `claude` (`tests/fake_claude.py`) answers `hang` with a word and
-/// then ignores the interrupt, so the turn goes on ending (until lap serve's grace kill) while the
-/// person presses Ctrl-C again.
+/// The tool hangs — the real `claude`, stopped (SIGSTOP) in its sandbox mid-turn, so it cannot
+/// honour the interrupt and the turn goes on ending until lap serve's grace kill — while the person
+/// presses Ctrl-C again: `lap send` exits at once, saying the abort may still be under way.
 #[test]
 fn a_second_ctrl_c_exits_at_once_while_the_turn_is_still_ending() {
-    let world = StandIn::new();
+    let Some(world) = claude() else { return };
     let id = session(&world.home);
-    // Not streamed: `lap send` prints nothing until the reply, so the server is asked.
-    let mut send = Send::start(&world.home, &["send", &id, "hang"]);
-    let busy = Instant::now() + WAIT;
-    loop {
-        let probe = lap(&world.home, ["send", &id, "probe"]);
-        if probe.code != 0 && probe.stderr.contains("already running") {
-            assert!(probe.stderr.contains(&format!("lap sessions abort {id}")), "{probe}");
-            break;
-        }
-        assert!(Instant::now() < busy, "the turn never started: {probe}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut send = Send::start(&world.home, &["send", "--stream", &id, &format!("{HANG} and hang")]);
+    send.until("the turn to stream its first word", |out, _| out.contains(HANG_FIRST));
+    let probe = lap(&world.home, ["send", &id, "probe"]);
+    assert!(probe.code != 0 && probe.stderr.contains("already running"), "{probe}");
+    assert!(probe.stderr.contains(&format!("lap sessions abort {id}")), "{probe}");
+    assert!(anthropic::signal_claude(&world.home, &id, "STOP") >= 1);
     send.interrupt();
     send.until("the abort to be asked for", |_, err| err.contains("aborting the turn"));
     let asked = Instant::now();

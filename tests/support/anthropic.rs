@@ -83,6 +83,25 @@ pub fn agent(world: &World, name: &str) {
     world.home.lap().env("ANTHROPIC_API_KEY", REAL_KEY).run(args).success();
 }
 
+/// Sends `signal` (`KILL`, `STOP`…) to the `claude` processes in session `id`'s sandbox (the
+/// harness starts them with `--input-format stream-json`): a crash or a hang of the real tool, on
+/// cue. Returns how many it signalled.
+pub fn signal_claude(home: &super::Home, id: &str, signal: &str) -> usize {
+    let script = format!(
+        "n=0; for d in /proc/[0-9]*; do \
+           if tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q -- '--input-forma[t] stream-json'; then \
+             kill -{signal} ${{d#/proc/}} && n=$((n+1)); \
+           fi; \
+         done; echo SIGNALLED=$n"
+    );
+    let out = super::lap(home, ["exec", id, "--", "sh", "-c", &script]).success();
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SIGNALLED="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
 /// The streamed model requests (`POST /v1/messages`, `stream: true`) the fake saw, as JSON.
 pub fn model_requests(world: &World) -> Vec<Value> {
     world
