@@ -799,7 +799,7 @@ fn opencode_refusals_fail_the_turn_and_other_sessions_events_stay_out() {
 }
 
 #[test]
-fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
+fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_sees_retries_and_leaves() {
     let Some(world) = claude() else { return };
     let api = Api::new();
     let tmux = Tmux::shell("chat", (120, 40), "");
@@ -834,6 +834,16 @@ fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
         s.lines().any(|l| l == "echo: after")
             && s.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim_end) == Some(">")
     });
+    // A tool's retries show as lines of their own, then the reply.
+    tmux.keys(&format!("{OVERLOADED} in the chat\n"));
+    let reply = echo(&format!("{OVERLOADED} in the chat"));
+    let screen = tmux.until_within(CLAUDE_WAIT, "the reply after the retries, and the prompt", |s| {
+        s.lines().any(|l| l == reply) && s.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim_end) == Some(">")
+    });
+    assert!(
+        screen.contains("[retrying the model request (attempt 1, HTTP 529)"),
+        "{screen}"
+    );
     tmux.key("C-d");
     tmux.until_within(FRAME_WAIT, "the end of the chat", |s| {
         s.contains("[chat ended]") && s.contains("CHAT-EXIT=0")
@@ -856,7 +866,7 @@ fn a_person_chats_in_a_terminal_recalls_a_line_stops_a_reply_and_leaves() {
         .iter()
         .filter_map(|m| m["info"]["finish"].as_str())
         .collect();
-    assert_eq!(finishes, ["stop", "stop", "interrupted", "stop"]);
+    assert_eq!(finishes, ["stop", "stop", "interrupted", "stop", "stop"]);
 }
 
 /// A tool that retries a failed model request (the real `claude`, the model overloaded: 529 twice)
