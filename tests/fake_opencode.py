@@ -1,8 +1,8 @@
 # A stand-in `opencode serve` for failure injection only (the real opencode is proved in
-# tests/opencode_e2e.rs): the part of the HTTP API and event bus (SSE) that lap's opencode harness
-# uses for a turn, a prompt `fail` refused with 400, and another session's events on the bus
-# (tests/messages.rs, opencode_refusals_fail_the_turn_and_other_sessions_events_stay_out).
-import json, os, queue, sys, threading, time, uuid
+# tests/opencode_e2e.rs and tests/messages.rs): the part of the HTTP API and event bus (SSE) that
+# lap's opencode harness uses for a turn, and a prompt `fail` refused with 400
+# (tests/messages.rs, an_opencode_prompt_refusal_fails_the_turn_with_its_answer).
+import json, os, queue, sys, threading, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 args = sys.argv[1:]
@@ -25,8 +25,6 @@ def reply_events(sid, text):
     publish("message.part.updated", {"part": {"id": "prt_u" + n, "messageID": user, "sessionID": sid, "type": "text", "text": text}})
     publish("message.updated", {"info": {"id": assistant, "sessionID": sid, "role": "assistant", "time": {"created": 1}}})
     publish("message.part.updated", {"part": {"id": "prt_s" + n, "messageID": assistant, "sessionID": sid, "type": "step-start"}})
-    # Noise from another session.
-    publish("message.part.updated", {"part": {"id": "prt_x" + n, "messageID": "msg_x", "sessionID": "ses_other", "type": "text", "text": "not yours"}})
     reply = "opencode says: " + text
     half = len(reply) // 2
     for piece in (reply[:half], reply[half:]):
