@@ -18,6 +18,9 @@
 //!   gets `ran: OUTPUT`;
 //! - text starting with [`OVERLOADED`]: 529 to the first [`OVERLOADS`] requests of that text (the CLI
 //!   retries them, backing off), then the echo.
+//!
+//! Its pieces (the error object, the SSE events, the readers of a request) are public for
+//! tests/claude_e2e.rs, whose own fake answers with fixed words.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -132,7 +135,8 @@ pub fn context(world: &World) -> String {
     )
 }
 
-fn error(status: u16, kind: &str, message: &str) -> Answer {
+/// Anthropic's error object, with `status`.
+pub fn error(status: u16, kind: &str, message: &str) -> Answer {
     let error = json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"});
     (status, "application/json", error.to_string())
 }
@@ -159,21 +163,11 @@ fn api(request: &Seen, overloaded: &Overloads) -> Reply {
         return (200, "application/json", message.to_string()).into();
     }
     if let Some(output) = tool_result(&body) {
-        return text_reply(&model, &format!("ran: {}", output.trim()));
+        return streamed_text(&model, &[&format!("ran: {}", output.trim())]);
     }
     let said = last_user_text(&body);
     if said.starts_with(RUN_PWD) {
-        return streamed(vec![
-            message_start(&model),
-            json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": "toolu_fake_pwd", "name": "Bash", "input": {}}}),
-            json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": "{\"command\":\"pwd\"}"}}),
-            json!({"type": "content_block_stop", "index": 0}),
-            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
-                "usage": {"output_tokens": OUTPUT_TOKENS}}),
-            json!({"type": "message_stop"}),
-        ]);
+        return streamed_tool_call(&model, "toolu_fake_pwd", "Bash", json!({"command": "pwd"}));
     }
     if said.starts_with(HANG) {
         let events = vec![
@@ -194,11 +188,16 @@ fn api(request: &Seen, overloaded: &Overloads) -> Reply {
             return error(529, "overloaded_error", "Overloaded").into();
         }
     }
-    text_reply(&model, &echo(&said))
+    let reply = echo(&said);
+    let half = reply
+        .char_indices()
+        .nth(reply.chars().count() / 2)
+        .map_or(0, |(i, _)| i);
+    streamed_text(&model, &[&reply[..half], &reply[half..]])
 }
 
 /// The texts of a message's `content` (a string, or blocks with `text`).
-fn texts_of(content: &Value) -> Vec<String> {
+pub fn texts_of(content: &Value) -> Vec<String> {
     match content {
         Value::String(text) => vec![text.clone()],
         Value::Array(blocks) => blocks
@@ -208,6 +207,16 @@ fn texts_of(content: &Value) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Every text of the request's messages, user's and assistant's, in order.
+pub fn conversation(request: &Value) -> Vec<String> {
+    request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| texts_of(&m["content"]))
+        .collect()
 }
 
 /// What the user said last: the last text of the last user message that is not one of the CLI's
@@ -226,7 +235,7 @@ pub fn last_user_text(request: &Value) -> String {
 
 /// The output of the tool call the request answers, if its last block (the CLI's
 /// `<system-reminder>` texts aside) is a `tool_result`.
-fn tool_result(request: &Value) -> Option<String> {
+pub fn tool_result(request: &Value) -> Option<String> {
     let last = request["messages"].as_array()?.last()?;
     let block = last["content"].as_array()?.iter().rev().find(|b| {
         b["text"]
@@ -236,7 +245,8 @@ fn tool_result(request: &Value) -> Option<String> {
     (block["type"] == "tool_result").then(|| texts_of(&block["content"]).join("\n"))
 }
 
-fn message_start(model: &str) -> Value {
+/// The `message_start` event of a streamed reply.
+pub fn message_start(model: &str) -> Value {
     json!({"type": "message_start", "message": {
         "id": "msg_fake_stream", "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": null, "stop_sequence": null,
@@ -244,7 +254,7 @@ fn message_start(model: &str) -> Value {
 }
 
 /// The events of a streamed reply, one event a piece as the API flushes them.
-fn streamed(events: Vec<Value>) -> Reply {
+pub fn streamed(events: Vec<Value>) -> Reply {
     Reply {
         status: 200,
         content_type: "text/event-stream; charset=utf-8",
@@ -260,15 +270,14 @@ fn streamed(events: Vec<Value>) -> Reply {
     }
 }
 
-/// `text` streamed in two pieces.
-fn text_reply(model: &str, text: &str) -> Reply {
-    let half = text.char_indices().nth(text.chars().count() / 2).map_or(0, |(i, _)| i);
+/// A text reply streamed in `pieces`.
+pub fn streamed_text(model: &str, pieces: &[&str]) -> Reply {
     let mut events = vec![
         message_start(model),
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
         json!({"type": "ping"}),
     ];
-    for piece in [&text[..half], &text[half..]] {
+    for piece in pieces {
         events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}));
     }
     events.push(json!({"type": "content_block_stop", "index": 0}));
@@ -278,4 +287,19 @@ fn text_reply(model: &str, text: &str) -> Reply {
     );
     events.push(json!({"type": "message_stop"}));
     streamed(events)
+}
+
+/// A streamed `tool_use` `id` of `name` with `input` (its JSON in one `input_json_delta`).
+pub fn streamed_tool_call(model: &str, id: &str, name: &str, input: Value) -> Reply {
+    streamed(vec![
+        message_start(model),
+        json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+            "usage": {"output_tokens": OUTPUT_TOKENS}}),
+        json!({"type": "message_stop"}),
+    ])
 }
