@@ -1,0 +1,145 @@
+//! The client's dependency tree on macOS and Windows, checked from this Linux machine.
+//!
+//! These machines have only the Linux standard library, so a macOS or Windows build cannot be
+//! compiled here. What can be checked is what Cargo would build: `cargo tree --locked --target T
+//! -e normal` resolves the target-specific dependencies of `lap` for each target. The invariant
+//! kept: no Linux-only crate (the sandbox's `landlock` and `seccompiler`, the D-Bus Secret Service
+//! keyring store, `lap`'s own `nix`) is in a macOS or Windows tree, and each platform's OS keyring
+//! store is. The Linux tree is checked too, the other way round, so a check that never matches
+//! cannot pass by accident. The code side (the portable set compiled with `--cfg lap_portable`) is
+//! a step of `scripts/test.sh`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one `cargo tree` may take (it may have to fetch a crate's manifest from crates.io).
+const CARGO_TREE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a running `cargo tree` is polled for its exit.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Crates that only the Linux sandbox, `lap harness` or the Linux keyring need.
+const LINUX_ONLY: &[&str] = &["landlock", "seccompiler", "zbus-secret-service-keyring-store", "zbus"];
+/// `lap`'s own direct dependencies that only Linux code uses (a dependency of a portable crate,
+/// e.g. rustyline's `nix` on Unix, is that crate's business).
+const LINUX_ONLY_DIRECT: &[&str] = &["nix", "landlock", "seccompiler", "zbus-secret-service-keyring-store"];
+
+const MACOS_KEYRING: &str = "apple-native-keyring-store";
+const WINDOWS_KEYRING: &str = "windows-native-keyring-store";
+const LINUX_KEYRING: &str = "zbus-secret-service-keyring-store";
+
+/// The package names in `lap`'s normal dependency tree for `target`, down to `depth` when given.
+fn tree(target: &str, depth: Option<u32>) -> BTreeSet<String> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .current_dir(manifest_dir)
+        .args([
+            "tree", "--locked", "--target", target, "-e", "normal", "--prefix", "none",
+        ])
+        .args(["--format", "{p}", "--package", "lap"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(depth) = depth {
+        command.args(["--depth", &depth.to_string()]);
+    }
+    let mut child = command.spawn().expect("spawn `cargo tree` (is cargo on PATH?)");
+    let started = Instant::now();
+    loop {
+        match child.try_wait().expect("wait for `cargo tree`") {
+            Some(_) => break,
+            None if started.elapsed() > CARGO_TREE_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "`cargo tree --target {target}` did not finish within {CARGO_TREE_TIMEOUT:?}\n\
+                     hint: it may be fetching from crates.io; run it by hand to see where it waits"
+                );
+            }
+            None => std::thread::sleep(POLL),
+        }
+    }
+    let output = child.wait_with_output().expect("read `cargo tree` output");
+    assert!(
+        output.status.success(),
+        "`cargo tree --locked --target {target} -e normal` failed: {}\n\
+         hint: a changed Cargo.toml needs `cargo update -w` (Cargo.lock must stay in step)",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn present<'a>(tree: &BTreeSet<String>, crates: &[&'a str]) -> Vec<&'a str> {
+    crates.iter().copied().filter(|name| tree.contains(*name)).collect()
+}
+
+/// The tree of a non-Linux target: no Linux-only crate anywhere, no Linux-only direct dependency,
+/// and the platform's keyring store.
+fn assert_portable_tree(target: &str, keyring_store: &str) {
+    let full = tree(target, None);
+    let direct = tree(target, Some(1));
+    assert!(
+        full.contains("lap"),
+        "`cargo tree` for {target} did not list `lap` itself: {full:?}"
+    );
+    let linux_only = present(&full, LINUX_ONLY);
+    assert!(
+        linux_only.is_empty(),
+        "Linux-only crates in the {target} tree: {linux_only:?}\n\
+         hint: move them to [target.'cfg(target_os = \"linux\")'.dependencies] in Cargo.toml; \
+         `cargo tree --target {target} -i CRATE` shows who pulls them in"
+    );
+    let linux_direct = present(&direct, LINUX_ONLY_DIRECT);
+    assert!(
+        linux_direct.is_empty(),
+        "`lap` depends directly on Linux-only crates for {target}: {linux_direct:?}\n\
+         hint: move them to [target.'cfg(target_os = \"linux\")'.dependencies] in Cargo.toml"
+    );
+    assert!(
+        direct.contains(keyring_store),
+        "the {target} tree has no OS keyring store `{keyring_store}`\n\
+         hint: add it under its [target.'cfg(…)'.dependencies] in Cargo.toml"
+    );
+}
+
+#[test]
+fn macos_x86_64_tree_has_no_linux_only_crate_and_has_the_keychain_store() {
+    assert_portable_tree("x86_64-apple-darwin", MACOS_KEYRING);
+}
+
+#[test]
+fn macos_aarch64_tree_has_no_linux_only_crate_and_has_the_keychain_store() {
+    assert_portable_tree("aarch64-apple-darwin", MACOS_KEYRING);
+}
+
+#[test]
+fn windows_tree_has_no_linux_only_crate_and_has_the_credential_manager_store() {
+    assert_portable_tree("x86_64-pc-windows-msvc", WINDOWS_KEYRING);
+}
+
+/// The other way round: the Linux tree has what the sandbox and the Secret Service need and none
+/// of the other platforms' stores. This proves the names checked above are the names Cargo prints.
+#[test]
+fn linux_tree_has_the_sandbox_crates_and_only_the_secret_service_store() {
+    let target = "x86_64-unknown-linux-gnu";
+    let full = tree(target, None);
+    let direct = tree(target, Some(1));
+    for name in LINUX_ONLY_DIRECT {
+        assert!(
+            direct.contains(*name),
+            "the Linux tree lacks `{name}` as a direct dependency: {direct:?}"
+        );
+    }
+    assert!(direct.contains(LINUX_KEYRING), "the Linux tree lacks `{LINUX_KEYRING}`");
+    let foreign = present(&full, &[MACOS_KEYRING, WINDOWS_KEYRING]);
+    assert!(
+        foreign.is_empty(),
+        "other platforms' keyring stores in the Linux tree: {foreign:?}"
+    );
+}
