@@ -11,6 +11,10 @@ mod chat;
 pub mod completions;
 mod config;
 mod doctor;
+#[cfg_attr(
+    not(all(target_os = "linux", not(lap_portable))),
+    path = "cli/harness_unsupported.rs"
+)]
 mod harness;
 mod login;
 mod logout;

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod first_run;
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 pub mod terminal;
 pub mod tools;
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod harness;
 pub mod metrics;
 pub mod output;
+pub mod platform;
 pub mod sandbox;
 pub mod secret;
 pub mod settings;

@@ -9,7 +9,13 @@
 
 pub mod fake;
 pub mod kube;
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 pub mod local;
+/// Off Linux, only the harness protocol of the local backend: the Kubernetes backend speaks it too.
+#[cfg(not(all(target_os = "linux", not(lap_portable))))]
+pub mod local {
+    pub mod proto;
+}
 
 use async_trait::async_trait;
 

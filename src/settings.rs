@@ -389,8 +389,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn keyring_entry() -> Result<keyring_core::Entry, SettingsError> {
-    let store: std::sync::Arc<keyring_core::CredentialStore> =
-        zbus_secret_service_keyring_store::Store::new().map_err(|e| SettingsError::Keyring(e.to_string()))?;
+    let store = crate::platform::keyring_store().map_err(|e| SettingsError::Keyring(e.to_string()))?;
     keyring_core::Entry::new_in_store(&store, KEYRING_SERVICE, "master-key")
         .map_err(|e| SettingsError::Keyring(e.to_string()))
 }

@@ -26,7 +26,7 @@ use crate::control::{Control, Services, pool};
 use crate::error::Error;
 use crate::output::Printer;
 use crate::sandbox::kube::{self, Kube};
-use crate::sandbox::{Sandbox, fake::Fake, local::Local};
+use crate::sandbox::{Sandbox, fake::Fake};
 use crate::secret::Secret;
 use crate::settings::{self, Env, Paths};
 use crate::store::Store;
@@ -189,7 +189,8 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     let mut k8s = None;
     let sandbox: Arc<dyn Sandbox> = match args.backend {
         Backend::Fake => Arc::new(Fake::default()),
-        Backend::Local => Arc::new(Local::new(&data_dir).with_cgroups(args.sandbox_cgroups == SandboxCgroups::Auto)),
+        Backend::Local => crate::platform::local_sandbox(&data_dir, args.sandbox_cgroups == SandboxCgroups::Auto)
+            .map_err(|e| Error::failed_with_hint(e.to_string(), e.hint()))?,
         Backend::Kube => {
             let backend = Arc::new(kube_backend(&args, &data_dir, &ca_bundle, out).await?);
             k8s = Some(backend.clone());

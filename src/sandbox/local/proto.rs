@@ -42,12 +42,15 @@
 //! first sends one more line, `{"auth":"TOKEN"}`, with the pod's harness token; a wrong or missing
 //! token gets one [`ERROR`] frame and the connection is closed before any request is read.
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 use tokio::net::UnixStream;
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 use super::layout::HARNESS_SOCKET;
 
 /// The egress proxy's port on the sandbox's loopback (each sandbox has its own loopback).
@@ -122,6 +125,7 @@ pub struct StartReply {
     pub error: Option<String>,
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Binds the session's environment and starts the agent (late binding).
 pub async fn start_agent(run_dir: &Path, request: StartRequest) -> Result<(), ProtoError> {
     let stream = connect(run_dir).await?;
@@ -154,6 +158,7 @@ pub fn parse_resize(payload: &[u8]) -> Option<(u16, u16)> {
     Some((u16::from_be_bytes([c0, c1]), u16::from_be_bytes([r0, r1])))
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Waits until the sandbox's agent exits; returns its exit code.
 pub async fn wait_agent(run_dir: &Path) -> Result<i32, ProtoError> {
     let mut stream = connect(run_dir).await?;
@@ -173,6 +178,7 @@ pub async fn wait_agent(run_dir: &Path) -> Result<i32, ProtoError> {
     }
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Attaches to the agent's terminal: returns the connection and its first frame, a [`REPAINT`].
 pub async fn attach(run_dir: &Path, request: AttachRequest) -> Result<(UnixStream, Vec<u8>), ProtoError> {
     let mut stream = connect(run_dir).await?;
@@ -214,6 +220,7 @@ pub enum ProtoError {
     Start(String),
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Dials `harness.sock` in a sandbox's `run/` directory. The directory is opened first and the socket
 /// reached through `/proc/self/fd/N/`, so a long data dir cannot overflow `sun_path` (108 bytes).
 pub async fn connect(run_dir: &Path) -> Result<UnixStream, ProtoError> {
@@ -349,6 +356,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(u8, V
     Ok(Some((header[0], payload)))
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Asks the harness whether it is up.
 pub async fn ping(run_dir: &Path) -> Result<(), ProtoError> {
     let stream = connect(run_dir).await?;
@@ -361,6 +369,7 @@ pub async fn ping(run_dir: &Path) -> Result<(), ProtoError> {
     Ok(())
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Takes the sandbox's proxy listener from its harness (a duplicate: the harness keeps its own, to
 /// hand over again after a restart of `lap serve`).
 pub async fn proxy_listener(run_dir: &Path) -> Result<std::net::TcpListener, ProtoError> {
@@ -431,6 +440,7 @@ where
     }
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Runs a command in the sandbox: copies `stdin` to it (until EOF), its stdout and stderr to `stdout`
 /// and `stderr`, and returns its exit code.
 pub async fn exec<I, O, E>(
@@ -448,6 +458,7 @@ where
     exec_to(run_dir, request, stdin, &mut (stdout, stderr)).await
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Runs a command in the sandbox, copying `stdin` to it and its output to `sink`; returns its exit
 /// code.
 pub async fn exec_to<I, S>(run_dir: &Path, request: ExecRequest, mut stdin: I, sink: &mut S) -> Result<i32, ProtoError>
@@ -512,6 +523,7 @@ impl ExecOutput {
     }
 }
 
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 /// Runs a command with empty stdin and collects its output.
 pub async fn exec_output(run_dir: &Path, request: ExecRequest) -> Result<ExecOutput, ProtoError> {
     let mut stdout = Vec::new();

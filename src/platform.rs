@@ -1,0 +1,84 @@
+//! The one place where `lap` behaves differently per operating system.
+//!
+//! `lap` is a Linux program at heart (the local sandbox backend and `lap harness` use namespaces,
+//! seccomp, Landlock and `/proc`), but its client — `lap <agent>`, `lap attach`, `lap login`, … — and
+//! `lap serve --backend kube` are portable, and run on macOS and Windows too. Everything that differs
+//! is chosen here, once, and the rest of the code calls these functions without a `cfg` of its own:
+//!
+//! - [`keyring_store`]: the OS keyring behind `keyring-core` (Secret Service on Linux, the Keychain
+//!   on macOS, Credential Manager on Windows); `settings` falls back to its 0600 file when none answers;
+//! - [`local_sandbox`]: the local sandbox backend, or a [`Unsupported`] error that names the ways
+//!   forward (`--backend kube`, or a Linux host) on any other system, and [`harness_unsupported`]
+//!   for `lap harness` there (`cli.rs` compiles `cli/harness_unsupported.rs` in its place).
+//!
+//! Linux-only modules are declared under `cfg(all(target_os = "linux", not(lap_portable)))`. The
+//! `lap_portable` cfg (`RUSTFLAGS="--cfg lap_portable"`) compiles on Linux exactly the set a macOS
+//! build compiles, so a non-Linux compile error cannot hide in code this machine never compiles
+//! (`scripts/test.sh` runs that check; tests/portable.rs checks each target's dependency tree).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::sandbox::Sandbox;
+
+/// What this build of `lap` cannot do on this operating system.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsupported {
+    #[error("the local sandbox backend runs only on Linux (this `lap` is built for {os})")]
+    LocalBackend { os: &'static str },
+    #[error("`lap harness` runs only on Linux, inside a sandbox (this `lap` is built for {os})")]
+    Harness { os: &'static str },
+}
+
+impl Unsupported {
+    /// The ways forward, for the `hint:` line.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::LocalBackend { .. } => {
+                "run `lap serve --backend kube` against a Kubernetes cluster (`scripts/kind-up.sh` makes a kind \
+                 cluster on Docker Desktop), or run `lap serve` on a Linux host and point this `lap` at it with \
+                 `lap login`"
+            }
+            Self::Harness { .. } => {
+                "`lap serve` starts it inside each sandbox; on this system use `lap serve --backend kube`, or a \
+                 Linux host"
+            }
+        }
+    }
+}
+
+/// The local sandbox backend keeping its sandboxes under `data_dir`.
+#[cfg(all(target_os = "linux", not(lap_portable)))]
+pub fn local_sandbox(data_dir: &Path, cgroups: bool) -> Result<Arc<dyn Sandbox>, Unsupported> {
+    Ok(Arc::new(
+        crate::sandbox::local::Local::new(data_dir).with_cgroups(cgroups),
+    ))
+}
+
+/// The local sandbox backend: not on this system.
+#[cfg(not(all(target_os = "linux", not(lap_portable))))]
+pub fn local_sandbox(_data_dir: &Path, _cgroups: bool) -> Result<Arc<dyn Sandbox>, Unsupported> {
+    Err(Unsupported::LocalBackend {
+        os: std::env::consts::OS,
+    })
+}
+
+/// `lap harness` on a system without it.
+pub fn harness_unsupported() -> Unsupported {
+    Unsupported::Harness {
+        os: std::env::consts::OS,
+    }
+}
+
+/// The OS keyring store of this system, or why there is none.
+pub fn keyring_store() -> Result<Arc<keyring_core::CredentialStore>, keyring_core::Error> {
+    #[cfg(target_os = "linux")]
+    let store: Arc<keyring_core::CredentialStore> = zbus_secret_service_keyring_store::Store::new()?;
+    #[cfg(target_os = "macos")]
+    let store: Arc<keyring_core::CredentialStore> = apple_native_keyring_store::keychain::Store::new()?;
+    #[cfg(target_os = "windows")]
+    let store: Arc<keyring_core::CredentialStore> = windows_native_keyring_store::Store::new()?;
+    #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
+    let store: Arc<keyring_core::CredentialStore> = return Err(keyring_core::Error::NoDefaultStore);
+    Ok(store)
+}
