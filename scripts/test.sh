@@ -46,6 +46,14 @@ cargo fmt --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
+# The portable set: what a macOS (or Windows) build compiles, compiled here with the Linux-only
+# modules and dependencies switched off by `--cfg lap_portable` (see src/platform.rs and Cargo.toml),
+# in a target dir of its own (RUSTFLAGS change every crate's build; the main one stays as it is).
+# tests/portable.rs checks each target's dependency tree.
+say "RUSTFLAGS=\"--cfg lap_portable\" cargo clippy --lib --bin lap (the macOS/Windows set)"
+RUSTFLAGS="--cfg lap_portable" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/portable" \
+  cargo clippy --locked --lib --bin lap -- -D warnings
+
 say "checking that no OpenSSL or second crypto backend is in the dependency tree"
 for crate in openssl-sys openssl native-tls aws-lc-sys aws-lc-rs; do
   if cargo tree --locked -e normal,build -i "$crate" >/dev/null 2>&1; then

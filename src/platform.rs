@@ -6,7 +6,8 @@
 //! is chosen here, once, and the rest of the code calls these functions without a `cfg` of its own:
 //!
 //! - [`keyring_store`]: the OS keyring behind `keyring-core` (Secret Service on Linux, the Keychain
-//!   on macOS, Credential Manager on Windows); `settings` falls back to its 0600 file when none answers;
+//!   on macOS, Credential Manager on Windows), and [`keyring_expected`]: whether `auto` tries it
+//!   (`settings` falls back to its 0600 file when none answers);
 //! - [`local_sandbox`]: the local sandbox backend, or a [`Unsupported`] error that names the ways
 //!   forward (`--backend kube`, or a Linux host) on any other system, and [`harness_unsupported`]
 //!   for `lap harness` there (`cli.rs` compiles `cli/harness_unsupported.rs` in its place).
@@ -72,13 +73,40 @@ pub fn harness_unsupported() -> Unsupported {
 
 /// The OS keyring store of this system, or why there is none.
 pub fn keyring_store() -> Result<Arc<keyring_core::CredentialStore>, keyring_core::Error> {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(lap_portable)))]
     let store: Arc<keyring_core::CredentialStore> = zbus_secret_service_keyring_store::Store::new()?;
     #[cfg(target_os = "macos")]
     let store: Arc<keyring_core::CredentialStore> = apple_native_keyring_store::keychain::Store::new()?;
     #[cfg(target_os = "windows")]
     let store: Arc<keyring_core::CredentialStore> = windows_native_keyring_store::Store::new()?;
-    #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
+    #[cfg(not(any(
+        all(target_os = "linux", not(lap_portable)),
+        target_os = "macos",
+        target_os = "windows"
+    )))]
     let store: Arc<keyring_core::CredentialStore> = return Err(keyring_core::Error::NoDefaultStore);
     Ok(store)
+}
+
+/// Whether `LAP_CREDENTIAL_STORE=auto` should try the OS keyring before the credentials file: on
+/// Linux only with a D-Bus session bus (`DBUS_SESSION_BUS_ADDRESS` set, or the user's bus socket),
+/// where the Secret Service lives; the Keychain and Credential Manager are always there.
+pub fn keyring_expected(session_bus_address_set: bool) -> bool {
+    #[cfg(all(target_os = "linux", not(lap_portable)))]
+    let expected = session_bus_address_set || Path::new(&format!("/run/user/{}/bus", nix::unistd::getuid())).exists();
+    #[cfg(any(target_os = "macos", target_os = "windows"))]
+    let expected = {
+        let _ = session_bus_address_set;
+        true
+    };
+    #[cfg(not(any(
+        all(target_os = "linux", not(lap_portable)),
+        target_os = "macos",
+        target_os = "windows"
+    )))]
+    let expected = {
+        let _ = session_bus_address_set;
+        false
+    };
+    expected
 }

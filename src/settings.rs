@@ -61,7 +61,6 @@ pub struct Env {
 impl Env {
     pub fn capture() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let uid_bus = Path::new(&format!("/run/user/{}/bus", current_uid())).exists();
         Self {
             lap_url: var("LAP_URL"),
             master_key: var("LAP_MASTER_KEY"),
@@ -69,14 +68,9 @@ impl Env {
             tty_token: var("LAP_TTY_TOKEN"),
             tty_fallback: var("LAP_TTY_FALLBACK"),
             no_color: var("NO_COLOR").is_some(),
-            session_bus: var("DBUS_SESSION_BUS_ADDRESS").is_some() || uid_bus,
+            session_bus: crate::platform::keyring_expected(var("DBUS_SESSION_BUS_ADDRESS").is_some()),
         }
     }
-}
-
-fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
 }
 
 /// Where a value came from, for `lap config`.
