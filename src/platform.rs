@@ -8,6 +8,8 @@
 //! - [`keyring_store`]: the OS keyring behind `keyring-core` (Secret Service on Linux, the Keychain
 //!   on macOS, Credential Manager on Windows), and [`keyring_expected`]: whether `auto` tries it
 //!   (`settings` falls back to its 0600 file when none answers);
+//! - [`TerminalSignals`] and [`shutdown_signal`]: window changes and the signals that end `lap
+//!   attach` or `lap serve` (Unix signals; a Windows build needs console events here);
 //! - [`local_sandbox`]: the local sandbox backend, or a [`Unsupported`] error that names the ways
 //!   forward (`--backend kube`, or a Linux host) on any other system, and [`harness_unsupported`]
 //!   for `lap harness` there (`cli.rs` compiles `cli/harness_unsupported.rs` in its place).
@@ -109,4 +111,56 @@ pub fn keyring_expected(session_bus_address_set: bool) -> bool {
         false
     };
     expected
+}
+
+/// What the terminal of `lap attach` reports besides its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalSignal {
+    /// The window changed size: read the new size and send it.
+    Resize,
+    /// A signal that ends the attachment; the process exits with 128 + this number.
+    End(i32),
+}
+
+/// The window-change and ending signals of the local terminal, watched from creation on.
+#[cfg(unix)]
+pub struct TerminalSignals {
+    winch: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl TerminalSignals {
+    pub fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            winch: signal(SignalKind::window_change())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal (cancel-safe, for `select!`).
+    pub async fn recv(&mut self) -> TerminalSignal {
+        tokio::select! {
+            _ = self.winch.recv() => TerminalSignal::Resize,
+            _ = self.term.recv() => TerminalSignal::End(libc::SIGTERM),
+            _ = self.hup.recv() => TerminalSignal::End(libc::SIGHUP),
+            _ = self.int.recv() => TerminalSignal::End(libc::SIGINT),
+        }
+    }
+}
+
+/// Resolves when `lap serve` is asked to stop (SIGTERM or SIGINT); returns the signal's name.
+#[cfg(unix)]
+pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }

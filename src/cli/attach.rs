@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::Ctx;
 use crate::client::{Client, NoTerminal, TtyLocation, locate_tty, session_target};
 use crate::error::Error;
+use crate::platform::{TerminalSignal, TerminalSignals};
 use crate::term::{DEFAULT_DETACH_KEYS, DetachKeys, DetachMatcher, Keys, RawMode};
 use crate::wire::api::{Session, SessionStatus};
 use crate::wire::tty::{Control, KEEPALIVE, ServerMessage};
@@ -265,14 +266,7 @@ async fn session_pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> 
 
 /// Relays stdin, stdout, window changes and keepalives until the attachment ends.
 async fn pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<End, Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let sig = |kind| signal(kind).map_err(|e| Error::io("cannot watch signals", e));
-    let (mut winch, mut term, mut hup, mut int) = (
-        sig(SignalKind::window_change())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::interrupt())?,
-    );
+    let mut signals = TerminalSignals::new().map_err(|e| Error::io("cannot watch signals", e))?;
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
     let mut eof_check = tokio::time::interval(EOF_REPEAT / 4);
@@ -327,16 +321,16 @@ async fn pump(tty: &mut crate::client::TtySocket, input: &mut Input) -> Result<E
                 Some(Err(err)) => return Ok(End::Closed(err.to_string())),
                 None => return Ok(End::Closed(String::new())),
             },
-            _ = winch.recv() => {
-                let (cols, rows) = crate::term::size();
-                let resize = Message::Text(Control::resize(cols, rows).to_text().into());
-                if let Err(err) = tty.socket.send(resize).await {
-                    return Ok(End::Closed(err.to_string()));
+            signal = signals.recv() => match signal {
+                TerminalSignal::Resize => {
+                    let (cols, rows) = crate::term::size();
+                    let resize = Message::Text(Control::resize(cols, rows).to_text().into());
+                    if let Err(err) = tty.socket.send(resize).await {
+                        return Ok(End::Closed(err.to_string()));
+                    }
                 }
-            }
-            _ = term.recv() => return Ok(End::Signal(libc::SIGTERM)),
-            _ = hup.recv() => return Ok(End::Signal(libc::SIGHUP)),
-            _ = int.recv() => return Ok(End::Signal(libc::SIGINT)),
+                TerminalSignal::End(signal) => return Ok(End::Signal(signal)),
+            },
             _ = keepalive.tick() => {
                 if let Err(err) = tty.socket.send(Message::Ping(Vec::new().into())).await {
                     return Ok(End::Closed(err.to_string()));

@@ -540,14 +540,12 @@ async fn serve_tls(
 }
 
 async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    match crate::platform::shutdown_signal().await {
+        Ok(name) => tracing::info!("{name}: shutting down"),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot install signal handlers");
+            return;
+        }
     }
     shutdown.cancel();
 }
