@@ -1,4 +1,4 @@
-//! `lap sessions list|show|create|egress|abort|delete|pause|resume|hibernate|fork`.
+//! `lap sessions list|show|create|egress|abort|delete|pause|resume|hibernate|restart|fork`.
 //!
 //! `create` waits until the session is `ready` (or `failed`), narrating the bring-up phases on a
 //! spinner, and prints the session id (`--json`: the whole session). `abort` interrupts the running
@@ -57,6 +57,11 @@ pub enum Command {
     },
     /// Bring a paused or hibernated session back (a hibernated one on a new sandbox over its workspace)
     Resume {
+        /// Session id
+        id: String,
+    },
+    /// Give a session a fresh sandbox on its workspace (from ready, dead, failed or hibernated)
+    Restart {
         /// Session id
         id: String,
     },
@@ -157,6 +162,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
         Command::Pause { id } => lifecycle(ctx, &client, &id, "pause", "paused").await?,
         Command::Resume { id } => lifecycle(ctx, &client, &id, "resume", "resumed").await?,
         Command::Hibernate { id } => lifecycle(ctx, &client, &id, "hibernate", "hibernated").await?,
+        Command::Restart { id } => lifecycle(ctx, &client, &id, "restart", "restarted").await?,
         Command::Fork {
             id,
             title,

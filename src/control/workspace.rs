@@ -332,7 +332,7 @@ impl Control {
     pub async fn pause_session(&self, id: Uuid) -> Result<SessionRow, ControlError> {
         let row = self.session(id).await?;
         match (row.status, row.sandbox_id.clone()) {
-            (SessionStatus::Paused, _) => return Ok(row),
+            (SessionStatus::Paused, _) => Ok(row),
             (SessionStatus::Ready, Some(sandbox)) => {
                 self.sandbox.pause(&sandbox).await?;
                 match self.store.update_session(id, SessionUpdate::Paused).await? {

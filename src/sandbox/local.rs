@@ -458,9 +458,12 @@ impl Sandbox for Local {
         if let (Some(workspace), Some(uid)) = (&spec.workspace, uid) {
             // The workspace was another sandbox's (another uid): it becomes this agent's.
             let tree = workspace.clone();
-            let chowned = tokio::task::spawn_blocking(move || layout::chown_tree(&tree, uid))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let chowned = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&tree)?;
+                layout::chown_tree(&tree, uid)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             if let Err(err) = chowned {
                 let _ = remove_dir(layout.dir().to_owned()).await;
                 if let Ok(holder) = std::path::absolute(layout.dir()) {
