@@ -181,7 +181,7 @@ ALTER TABLE credentials ADD COLUMN rules_json TEXT NOT NULL DEFAULT '[]';
     // Schema 10: snapshots of session workspaces (store/snapshots.rs). No foreign key to the
     // session: a snapshot outlives the session it was taken from.
     r#"
-CREATE TABLE snapshots (
+CREATE TABLE IF NOT EXISTS snapshots (
     id         TEXT PRIMARY KEY,
     name       TEXT NOT NULL UNIQUE,
     session_id TEXT NOT NULL,
