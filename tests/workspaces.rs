@@ -382,3 +382,70 @@ fn bad_requests_are_refused_with_a_hint_and_lose_nothing() {
     assert_eq!(f.status(&id), "ready");
     assert_eq!(f.sh(&id, "cat /work/mine"), "mine\n");
 }
+
+/// Unmounts a test's small tmpfs (lazily: a sandbox may still hold it for a moment).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_copy_onto_a_full_disk_is_refused_with_a_hint_and_loses_nothing() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: mounting a small tmpfs as the data dir needs root");
+        return;
+    }
+    let home = Home::new();
+    let data = home.server_data();
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a 48 MiB tmpfs on {}", data.display());
+    let _unmount = Unmount(data.clone());
+    let server = TestServer::start_local(&home);
+    let f = Fixture { home, server };
+    f.lap(["agents", "create", "ws", "--harness", "shell"]).success();
+    let id = f.session();
+    f.sh(&id, "head -c 30000000 /dev/urandom > /work/blob");
+    let sum = f.sh(&id, "cksum /work/blob");
+
+    // 30 MB more does not fit in the 48 MiB the data dir has.
+    let fork = f.lap(["sessions", "fork", &id]);
+    refused(&fork, "the disk of the data dir is full");
+    let snapshot = f.lap(["snapshots", "create", &id, "--name", "full"]);
+    refused(&snapshot, "the disk of the data dir is full");
+
+    // Nothing lost, nothing half-made.
+    assert_eq!(f.status(&id), "ready", "the source was thawed after the failed copy");
+    assert_eq!(f.sh(&id, "cksum /work/blob"), sum);
+    let workspaces: Vec<String> = std::fs::read_dir(data.join("workspaces"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(workspaces, std::slice::from_ref(&id), "no partial copy is left");
+    let leftovers = std::fs::read_dir(data.join("snapshots"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "no partial snapshot is left");
+    assert_eq!(
+        f.lap(["snapshots", "list", "--json"]).success().json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        f.lap(["sessions", "list", "--json"])
+            .success()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no session was made for the failed fork"
+    );
+}
