@@ -252,10 +252,10 @@ fn an_attach_wakes_a_hibernated_session() {
 
 #[test]
 fn the_reaper_pauses_then_hibernates_then_deletes_an_idle_session_with_its_workspace() {
-    let f = Fixture::new(&["--pause-after", "1s", "--hibernate-after", "3s", "--idle-ttl", "6s"]);
+    let f = Fixture::new(&["--pause-after", "2s", "--hibernate-after", "4s", "--idle-ttl", "8s"]);
     let id = f.session();
-    f.sh(&id, "echo x > /work/x");
     let workspace = f.workspace(&id);
+    f.sh(&id, "echo x > /work/x");
     f.wait_status(&id, "paused");
     f.wait_status(&id, "hibernated");
     assert!(workspace.join("x").exists(), "hibernation keeps the workspace");

@@ -132,8 +132,14 @@ pub fn tree_size(root: &Path) -> io::Result<u64> {
             Err(err) => return Err(err),
         };
         if meta.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                stack.push(entry?.path());
+            // A directory deleted while it is measured (its agent runs) counts for nothing.
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            };
+            for entry in entries.flatten() {
+                stack.push(entry.path());
             }
         } else if meta.is_file() {
             total = total.saturating_add(meta.len());
@@ -401,11 +407,10 @@ impl Control {
                     .ok_or_else(|| ControlError::Conflict(format!("the agent of session {id} is gone")))?;
                 self.check_recovered()?;
                 self.sandbox.check().await?;
-                let restarted =
-                    self.store.restart_session(id).await?.ok_or_else(|| {
-                        ControlError::Conflict(format!("session {id} changed while resuming; try again"))
-                    })?;
-                if restarted.status == SessionStatus::Creating {
+                // `None`: another wake took it first; this one waits for the same bring-up.
+                if let Some(restarted) = self.store.restart_session(id).await?
+                    && restarted.status == SessionStatus::Creating
+                {
                     self.tasks.spawn(
                         self.this()?
                             .bring_up(id, agent, Claim::Untried, std::time::Instant::now()),
@@ -476,10 +481,7 @@ impl Control {
             ));
         }
         let agent = self.agent_of(&row).await?;
-        let frozen = match (&row.status, &row.sandbox_id) {
-            (SessionStatus::Ready, Some(sandbox)) => self.sandbox.pause(sandbox).await.is_ok().then(|| sandbox.clone()),
-            _ => None,
-        };
+        let frozen = self.freeze_for_copy(&row).await?;
         let made = self
             .create_session_from(&agent, title, source, format!("the workspace of session {id}"))
             .await;
@@ -487,6 +489,29 @@ impl Control {
             let _ = self.sandbox.resume(&sandbox).await;
         }
         made
+    }
+
+    /// Freezes a running session for a copy of its workspace and returns its sandbox (to thaw
+    /// after); `None` when nothing runs in the workspace. Copying a workspace while its agent runs
+    /// would let the agent swap a directory for a symlink between two steps of the walk and have a
+    /// host file copied, so a running session that cannot be frozen is refused.
+    async fn freeze_for_copy(&self, row: &SessionRow) -> Result<Option<String>, ControlError> {
+        match (row.status, &row.sandbox_id) {
+            (SessionStatus::Ready, Some(sandbox)) => match self.sandbox.pause(sandbox).await {
+                Ok(()) => Ok(Some(sandbox.clone())),
+                Err(err) => Err(refused(
+                    Refusal::Conflict,
+                    format!("cannot freeze session {} for a consistent copy: {err}", row.id),
+                    format!("`lap sessions hibernate {}` first, then copy it", row.id),
+                )),
+            },
+            (SessionStatus::Creating, _) => Err(refused(
+                Refusal::Conflict,
+                format!("session {} is creating; its workspace is not settled", row.id),
+                "wait until `lap sessions show` says ready",
+            )),
+            _ => Ok(None),
+        }
     }
 
     async fn agent_of(&self, row: &SessionRow) -> Result<Agent, ControlError> {
@@ -584,10 +609,7 @@ impl Control {
         if self.store.find_snapshot(&name).await?.is_some() {
             return Err(crate::store::StoreError::SnapshotNameTaken(name).into());
         }
-        let frozen = match (&row.status, &row.sandbox_id) {
-            (SessionStatus::Ready, Some(sandbox)) => self.sandbox.pause(sandbox).await.is_ok().then(|| sandbox.clone()),
-            _ => None,
-        };
+        let frozen = self.freeze_for_copy(&row).await?;
         let dest = workspaces.snapshot_path(snapshot_id);
         let copied = blocking({
             let dest = dest.clone();
