@@ -301,6 +301,12 @@ impl SessionStatus {
         }
     }
 
+    /// `creating`, `ready`, `paused` or `hibernated`: a session an attach, a message or an exec can
+    /// use (a paused or hibernated one is woken by the server first).
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Creating | Self::Ready | Self::Paused | Self::Hibernated)
+    }
+
     /// `failed` and `dead` never change again (until a restart gives the session a new sandbox).
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Failed | Self::Dead)
