@@ -103,6 +103,17 @@ fn refused(run: &Run, message: &str) {
     assert!(run.stderr.contains("hint:"), "no hint: {run}");
 }
 
+/// Whether process `pid` runs (a zombie waiting for its reaper does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
 fn read_counter(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -286,7 +297,11 @@ fn delete_frees_the_disk_of_the_workspace_and_of_a_snapshot() {
     assert!(snapshot["size_bytes"].as_u64().unwrap() >= 5_000_000);
     assert!(snapshot_dir.join("blob").exists());
 
+    // Deleted while paused: a frozen sandbox dies too (thawed for its SIGKILL).
+    let pid = f.sandbox_pid(&id);
+    f.lap(["sessions", "pause", &id]).success();
     f.lap(["sessions", "delete", &id]).success();
+    assert!(!alive(pid), "the paused sandbox's PID 1 is gone");
     assert!(!workspace.exists(), "the workspace is deleted with the session");
     assert!(snapshot_dir.exists(), "a snapshot outlives its session");
     f.lap(["snapshots", "delete", "big"]).success();
