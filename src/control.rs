@@ -5,7 +5,9 @@
 //! goes through [`Store::update_session`], whose conditional updates make the transitions race-free:
 //! a bring-up that finishes after the session was deleted finds it no longer `creating`, and deletes
 //! the sandbox it just made instead of resurrecting the session. Background work is spawned on the
-//! server's [`TaskTracker`] so shutdown can wait for it. The warm pool lives in [`pool`].
+//! server's [`TaskTracker`] so shutdown can wait for it. The warm pool lives in [`pool`]; workspaces
+//! that outlive their sandbox, pause, hibernate, snapshots, forks and the reaper's policy steps in
+//! [`workspace`].
 
 pub mod pool;
 
