@@ -293,7 +293,8 @@ pub enum SessionUpdate {
     },
     /// `paused`, only from `ready`: its sandbox's processes were frozen.
     Paused,
-    /// `ready` again, only from `paused`: its sandbox's processes were thawed.
+    /// `ready` again, only from `paused`: its sandbox's processes were thawed; a resume is activity
+    /// (`last_seen_at` is now, in the same write).
     Thawed,
     /// `hibernated`, from `ready` or `paused`: its sandbox goes, its workspace stays.
     Hibernated,
@@ -704,8 +705,8 @@ impl Store {
                     [&key],
                 )?,
                 SessionUpdate::Thawed => tx.execute(
-                    "UPDATE sessions SET status = 'ready' WHERE id = ?1 AND status = 'paused'",
-                    [&key],
+                    "UPDATE sessions SET status = 'ready', last_seen_at = ?1 WHERE id = ?2 AND status = 'paused'",
+                    params![now, key],
                 )?,
                 SessionUpdate::Hibernated => tx.execute(
                     "UPDATE sessions SET status = 'hibernated', sandbox_id = NULL, sandbox_url = NULL

@@ -389,7 +389,6 @@ impl Control {
             (SessionStatus::Ready, _) => Ok(row),
             (SessionStatus::Paused, Some(sandbox)) => {
                 self.sandbox.resume(&sandbox).await?;
-                self.store.touch_session(id).await?;
                 match self.store.update_session(id, SessionUpdate::Thawed).await? {
                     Some(after) => Ok(after),
                     None => Err(refused(
