@@ -8,7 +8,8 @@
 //! written to the first byte of the first frame read — which is what wakes it. The fork samples fill
 //! the session's workspace with N MB and time `POST …/fork` (the copy; the new session's bring-up
 //! runs after the answer). It prints p50 and p99 of each, beside E2B's published resume of about
-//! 1 s; targets: from pause under 20 ms p50, from hibernation under 150 ms p50.
+//! 1 s, and the same attach to a running session as the baseline; targets: from pause under 20 ms
+//! p50, from hibernation under 150 ms p50.
 //! `LAP_BENCH_RESUMES` sets the samples per resume kind (default 20), `LAP_BENCH_FORK_MB` the
 //! workspace sizes (default `10,1024`; add `10240` for 10 GB where the disk has room).
 
@@ -91,15 +92,19 @@ fn main() {
         .expect("the server's port in tty_url");
     let runs = env_number("LAP_BENCH_RESUMES", 20);
 
+    let mut ready = Vec::new();
     let mut paused = Vec::new();
     let mut hibernated = Vec::new();
     for _ in 0..runs {
+        // The baseline: the same attach to a session that is already running.
+        ready.push(attach(port, &id, &token));
         server.lap(&["sessions", "pause", &id]);
         paused.push(attach(port, &id, &token));
         server.lap(&["sessions", "hibernate", &id]);
         hibernated.push(attach(port, &id, &token));
     }
     println!("workspace benchmark (local backend, shell harness, first terminal byte of an attach)");
+    report("ready (no resume, baseline)", &mut ready, TARGET_PAUSED);
     report("pause → resume", &mut paused, TARGET_PAUSED);
     report("hibernate → resume", &mut hibernated, TARGET_HIBERNATED);
 
