@@ -10,6 +10,9 @@
 #                            beside LAP's published warm start (real sandboxes: run as root)
 #   scripts/bench.sh tty     keystroke echo and `cat` throughput through `lap attach`, beside
 #                            `ssh localhost` to an sshd of its own (openssh from apt; run as root)
+#   scripts/bench.sh workspace  pause -> resume and hibernate -> resume to the first terminal byte
+#                            (p50/p99, beside E2B's ~1 s) and fork time by workspace size
+#                            (real sandboxes: run as root; LAP_BENCH_FORK_MB=10,1024,10240)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -36,5 +39,8 @@ case "${1:-vault}" in
     ensure_apt sshd:openssh-server ssh:openssh-client
     cargo bench --locked --bench tty
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\` or \`tty\`" ;;
+  workspace)
+    cargo bench --locked --bench workspace
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\` or \`workspace\`" ;;
 esac

@@ -17,6 +17,7 @@ mod health;
 mod json;
 mod messages;
 mod sessions;
+mod snapshots;
 mod tty;
 mod ui;
 
@@ -65,6 +66,16 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::vault_keys))
         .routes(routes!(sessions::interceptions))
         .routes(routes!(sessions::exec))
+        // Workspaces (issue 16).
+        .routes(routes!(sessions::pause))
+        .routes(routes!(sessions::resume))
+        .routes(routes!(sessions::hibernate))
+        .routes(routes!(sessions::fork))
+        .routes(routes!(sessions::workspace))
+        .routes(routes!(snapshots::create))
+        .routes(routes!(snapshots::list))
+        .routes(routes!(snapshots::delete))
+        .routes(routes!(snapshots::session))
         .routes(routes!(admin::stats))
         .routes(routes!(messages::send))
         .routes(routes!(messages::stream))

@@ -25,6 +25,7 @@ mod send;
 mod serve;
 mod sessions;
 pub(crate) mod sidecar;
+mod snapshots;
 mod vault;
 
 use clap::{Args, Parser, Subcommand};
@@ -116,6 +117,9 @@ pub enum Command {
     /// Create, list, show and delete sessions
     #[command(subcommand)]
     Sessions(sessions::Command),
+    /// Create, list and delete snapshots of session workspaces
+    #[command(subcommand)]
+    Snapshots(snapshots::Command),
     /// The credential vault: its CA certificate
     #[command(subcommand)]
     Vault(vault::Command),
@@ -240,6 +244,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Config => config::run(&ctx),
                     Command::Agents(command) => agents::run(command, &ctx).await,
                     Command::Sessions(command) => sessions::run(command, &ctx).await,
+                    Command::Snapshots(command) => snapshots::run(command, &ctx).await,
                     Command::Vault(command) => vault::run(command, &ctx).await,
                     Command::Admin(command) => admin::run(command, &ctx).await,
                     Command::Attach(args) => attach::run(args, &ctx).await,

@@ -6,6 +6,7 @@
 
 pub mod messages;
 mod tty;
+mod workspaces;
 
 pub use tty::{NoTerminal, SessionTarget, TtyLocation, TtySocket, locate_tty, session_target, tty_url};
 

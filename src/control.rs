@@ -5,7 +5,9 @@
 //! goes through [`Store::update_session`], whose conditional updates make the transitions race-free:
 //! a bring-up that finishes after the session was deleted finds it no longer `creating`, and deletes
 //! the sandbox it just made instead of resurrecting the session. Background work is spawned on the
-//! server's [`TaskTracker`] so shutdown can wait for it. The warm pool lives in [`pool`].
+//! server's [`TaskTracker`] so shutdown can wait for it. The warm pool lives in [`pool`]; workspaces
+//! that outlive their sandbox, pause, hibernate, snapshots, forks and the reaper's policy steps in
+//! [`workspace`].
 
 pub mod pool;
 
@@ -34,6 +36,9 @@ use crate::wire::api::{Agent, Interception, SessionStatus};
 mod git;
 pub mod messages;
 mod tools;
+pub mod workspace;
+
+pub use workspace::{Lifecycle, Refusal, Workspaces};
 
 /// Phases of bring-up, as `GET /sessions/{id}` shows them.
 pub mod phase {
@@ -42,6 +47,7 @@ pub mod phase {
     pub const BINDING_CREDENTIALS: &str = "binding_credentials";
     pub const CLONING_REPO: &str = "cloning_repo";
     pub const STARTING_HARNESS: &str = "starting_harness";
+    pub const COPYING_WORKSPACE: &str = "copying_workspace";
 }
 
 /// How a bring-up gets its sandbox.
@@ -100,6 +106,13 @@ pub enum ControlError {
     /// `lap serve` has not yet recovered the sessions of before its start: the backend does not answer.
     #[error("lap serve has not recovered its sessions yet: {0}")]
     NotRecovered(String),
+    /// A request about a workspace, a pause or a snapshot that cannot be done as asked.
+    #[error("{message}")]
+    Refused {
+        kind: Refusal,
+        message: String,
+        hint: String,
+    },
 }
 
 /// How [`Control::start`] went.
@@ -119,6 +132,12 @@ pub struct Reconciled {
     pub reaped: usize,
     /// Ready sessions whose sandbox had stopped by itself.
     pub died: usize,
+    /// Idle sessions paused (`--pause-after`).
+    pub paused: usize,
+    /// Idle sessions hibernated (`--hibernate-after`).
+    pub hibernated: usize,
+    /// Workspaces deleted because nobody will resume them.
+    pub workspaces_removed: usize,
 }
 
 /// What the session service is built from, in the composition root.
@@ -162,10 +181,19 @@ pub struct Control {
     messages: messages::Messages,
     /// Why the sessions of before this start are not recovered yet (`None`: they are).
     unrecovered: Mutex<Option<String>>,
+    /// Workspaces and the reaper's pause and hibernate steps (`control/workspace.rs`).
+    lifecycle: Lifecycle,
+    /// This service itself, for work a `&self` method spawns (a wake's bring-up).
+    me: std::sync::Weak<Control>,
 }
 
 impl Control {
     pub fn new(services: Services) -> Arc<Self> {
+        Self::with_lifecycle(services, Lifecycle::default())
+    }
+
+    /// [`Self::new`] with workspaces kept and the reaper's pause and hibernate steps.
+    pub fn with_lifecycle(services: Services, lifecycle: Lifecycle) -> Arc<Self> {
         let Services {
             store,
             sandbox,
@@ -177,7 +205,8 @@ impl Control {
             tasks,
             shutdown,
         } = services;
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             store,
             placement: sandbox.vault_placement(),
             pulled: Arc::default(),
@@ -194,6 +223,7 @@ impl Control {
             messages: messages::Messages::default(),
             // The router exists only after `start`, which sets it when recovery has to wait.
             unrecovered: Mutex::new(None),
+            lifecycle,
         })
     }
 
@@ -279,24 +309,7 @@ impl Control {
             phase::CREATING_SANDBOX
         };
         self.check_tool(agent)?;
-        let row = SessionRow {
-            id: Uuid::new_v4(),
-            agent_id: agent.id,
-            agent_name: agent.name.clone(),
-            harness_id: agent.harness_id.clone(),
-            status: SessionStatus::Creating,
-            phase: Some(first.to_owned()),
-            phase_detail: None,
-            sandbox_id: None,
-            sandbox_url: None,
-            tty_token: new_token(),
-            harness_session_id: None,
-            failure_reason: None,
-            title,
-            created_at: self.store.timestamp(),
-            last_seen_at: String::new(),
-            stopped_at: None,
-        };
+        let row = self.new_row(agent, title, first);
         self.store.insert_session(row.clone()).await?;
         let (id, agent) = (row.id, agent.clone());
         // A store that cannot claim falls back to creating a sandbox; the session is not stranded.
@@ -316,6 +329,28 @@ impl Control {
             self.tasks.spawn(bring_up);
         }
         Ok(self.store.get_session(row.id).await?.unwrap_or(row))
+    }
+
+    /// A new `creating` session row of `agent` in phase `phase`.
+    fn new_row(&self, agent: &Agent, title: Option<String>, phase: &str) -> SessionRow {
+        SessionRow {
+            id: Uuid::new_v4(),
+            agent_id: agent.id,
+            agent_name: agent.name.clone(),
+            harness_id: agent.harness_id.clone(),
+            status: SessionStatus::Creating,
+            phase: Some(phase.to_owned()),
+            phase_detail: None,
+            sandbox_id: None,
+            sandbox_url: None,
+            tty_token: new_token(),
+            harness_session_id: None,
+            failure_reason: None,
+            title,
+            created_at: self.store.timestamp(),
+            last_seen_at: String::new(),
+            stopped_at: None,
+        }
     }
 
     async fn bring_up(self: Arc<Self>, id: Uuid, agent: Agent, claim: Claim, started: std::time::Instant) {
@@ -346,7 +381,13 @@ impl Control {
                 _ = this.shutdown.cancelled() => return,
                 code = this.sandbox.wait_agent(&sandbox) => code,
             };
+            // A sandbox that went for a hibernation (or a restart) is not an agent that exited.
+            let still_there = matches!(
+                this.store.get_session(id).await,
+                Ok(Some(row)) if row.sandbox_id.as_deref() == Some(sandbox.as_str())
+            );
             match code {
+                Ok(_) if !still_there => {}
                 Ok(code) => {
                     let reason = format!("the agent exited with code {code}");
                     if let Err(err) = this.end_session(id, reason).await {
@@ -382,8 +423,22 @@ impl Control {
             .map_err(store_failed)?;
         let bound: Vec<(String, Vec<String>)> = credentials.iter().map(|c| (c.name.clone(), c.hosts.clone())).collect();
         let env = sandbox_env(&agent.env, &stubs, &bound);
+        // A workspace that exists already (a restart, a resume from hibernation, a fork) is mounted
+        // into a new sandbox; a warm sandbox has a `/work` of its own, which becomes the workspace.
+        let workspace = self.workspace_of(id);
+        let resumed = workspace.as_ref().is_some_and(|w| w.exists());
+        let native = match resumed {
+            true => self
+                .store
+                .get_session(id)
+                .await
+                .map_err(store_failed)?
+                .and_then(|row| row.harness_session_id),
+            false => None,
+        };
         let claimed = match claim {
             Claim::Tried(claimed) => claimed.map(|row| *row),
+            Claim::Untried if resumed => None,
             Claim::Untried => {
                 if self.pool.enabled() {
                     phase(phase::CLAIMING_SANDBOX).await.map_err(store_failed)?;
@@ -391,7 +446,7 @@ impl Control {
                 self.claim_warm(id, agent).await.map_err(store_failed)?
             }
         };
-        let (sandbox_id, sandbox_url, cloned) = match &claimed {
+        let (sandbox_id, sandbox_url, cloned, warm) = match &claimed {
             Some(WarmRow {
                 sandbox_id: Some(sandbox_id),
                 sandbox_url,
@@ -401,6 +456,7 @@ impl Control {
                 sandbox_id.clone(),
                 sandbox_url.clone().unwrap_or_default(),
                 agent_id.is_some(),
+                true,
             ),
             _ => {
                 if self.pool.enabled() {
@@ -413,12 +469,20 @@ impl Control {
                     ca_bundle: self.ca_bundle.clone(),
                     command: None,
                     limits: (&agent.limits).into(),
+                    workspace: workspace.clone(),
                 };
                 let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
-                (info.id, info.url, false)
+                (info.id, info.url, false, false)
             }
         };
         let bound = async {
+            if warm && let Some(workspace) = &workspace {
+                self.sandbox
+                    .keep_workspace(&sandbox_id, workspace)
+                    .await
+                    .map_err(|e| format!("cannot keep the sandbox's workspace: {e}"))?;
+            }
+            let cloned = cloned || (resumed && workspace.as_ref().is_some_and(|w| w.join("repo").exists()));
             phase(phase::BINDING_CREDENTIALS).await.map_err(store_failed)?;
             self.attach_vault(id, Some(id), &sandbox_id, agent, credentials, &stubs)
                 .await
@@ -434,7 +498,8 @@ impl Control {
             let ready = SessionUpdate::Ready {
                 sandbox_id: sandbox_id.clone(),
                 sandbox_url: sandbox_url.clone(),
-                harness_session_id: None,
+                // The tool's transcripts are in the workspace: its conversation resumes.
+                harness_session_id: native.clone(),
             };
             self.store.update_session(id, ready).await.map_err(store_failed)
         };
@@ -669,7 +734,12 @@ impl Control {
     /// Stops a session's sandbox and marks it `dead`. Returns the row before the call, or `None`
     /// when there is no such session.
     pub async fn delete_session(&self, id: Uuid) -> Result<Option<SessionRow>, ControlError> {
-        self.end_session(id, "deleted".to_owned()).await
+        let before = self.end_session(id, "deleted".to_owned()).await?;
+        // Deleted with the session: its workspace goes too.
+        if before.is_some() {
+            self.remove_workspace(id).await;
+        }
+        Ok(before)
     }
 
     /// Makes a live session `dead` with `reason` (e.g. its agent exited) and deletes its sandbox;
@@ -730,7 +800,10 @@ impl Control {
     pub async fn reconcile(&self) -> Result<Reconciled, ControlError> {
         // Sessions first, then sandboxes: a session that became ready before the query had its
         // sandbox created before the listing, so it cannot be mistaken for one whose sandbox died.
-        let ready = self.store.sessions_with_status(&[SessionStatus::Ready]).await?;
+        let ready = self
+            .store
+            .sessions_with_status(&[SessionStatus::Ready, SessionStatus::Paused])
+            .await?;
         // Held over the listing and the reads after it: no warm sandbox is being made meanwhile, so
         // every one listed is named by its row. `None`: the pool is making one; sweep next time.
         let sweep = self.pool.sweep();
@@ -738,7 +811,7 @@ impl Control {
         // Live sessions after the listing: a session inserted meanwhile already owns its sandbox.
         let live = self
             .store
-            .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready])
+            .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready, SessionStatus::Paused])
             .await?;
         let warm = match &sweep {
             Some(_) => Some(self.warm_sandboxes().await?),
@@ -771,21 +844,32 @@ impl Control {
                 if self.sandbox_died(row.id, sandbox, reason).await? {
                     done.died += 1;
                 }
-            } else if idle_for(&row.last_seen_at, now).is_some_and(|idle| idle > self.idle_ttl) {
-                let ttl = humantime::format_duration(self.idle_ttl);
-                let reason = format!("reaped after {ttl} without activity");
-                tracing::info!(session = %row.id, %reason, "reconciler");
-                // Dead first, then the sandbox goes: its deletion is then no news to anyone.
-                self.detach_vault(row.id);
-                self.store
-                    .update_session(row.id, SessionUpdate::Dead { reason })
-                    .await?;
-                self.delete_sandbox(sandbox).await;
-                done.reaped += 1;
+                continue;
             }
+            self.count_step(&row, now, &mut done).await?;
         }
+        for row in self.store.sessions_with_status(&[SessionStatus::Hibernated]).await? {
+            self.count_step(&row, now, &mut done).await?;
+        }
+        done.workspaces_removed = self.sweep_workspaces(now).await?;
         self.metrics.reaped.inc_by(done.reaped as u64);
         Ok(done)
+    }
+
+    /// The reaper's step for one idle session ([`Self::apply_policy`]), counted in `done`.
+    async fn count_step(
+        &self,
+        row: &SessionRow,
+        now: time::OffsetDateTime,
+        done: &mut Reconciled,
+    ) -> Result<(), ControlError> {
+        match self.apply_policy(row, now).await? {
+            workspace::Step::Reaped => done.reaped += 1,
+            workspace::Step::Hibernated => done.hibernated += 1,
+            workspace::Step::Paused => done.paused += 1,
+            workspace::Step::None => {}
+        }
+        Ok(())
     }
 
     /// Makes session `session` dead because its sandbox `sandbox` failed or went away by itself, if
@@ -923,7 +1007,7 @@ impl Control {
         let warm = self.recover_pool(&sandboxes).await?;
         let live = self
             .store
-            .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready])
+            .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready, SessionStatus::Paused])
             .await?;
         for row in &live {
             let present = row
@@ -937,7 +1021,7 @@ impl Control {
                 _ if !present => SessionUpdate::Dead {
                     reason: "the sandbox vanished while lap serve was down".to_owned(),
                 },
-                _ => match self.reattach_vault(row).await {
+                _ => match self.reattach_paused(row).await {
                     Ok(()) => {
                         if let Some(sandbox) = &row.sandbox_id {
                             self.watch_agent(row.id, sandbox.clone());
@@ -960,7 +1044,8 @@ impl Control {
         for sandbox in &sandboxes {
             let owned = warm.contains(&sandbox.id)
                 || live.iter().any(|row| {
-                    row.status == SessionStatus::Ready && row.sandbox_id.as_deref() == Some(sandbox.id.as_str())
+                    matches!(row.status, SessionStatus::Ready | SessionStatus::Paused)
+                        && row.sandbox_id.as_deref() == Some(sandbox.id.as_str())
                 });
             if !owned {
                 tracing::info!(sandbox = %sandbox.id, "deleting a sandbox no session owns");
@@ -968,6 +1053,20 @@ impl Control {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::reattach_vault`], thawing a paused session's sandbox for it (its harness hands over
+    /// the egress listener) and freezing it again after.
+    async fn reattach_paused(&self, row: &SessionRow) -> Result<(), String> {
+        let paused = row.status == SessionStatus::Paused;
+        if paused && let Some(sandbox) = &row.sandbox_id {
+            self.sandbox.resume(sandbox).await.map_err(|e| e.to_string())?;
+        }
+        let attached = self.reattach_vault(row).await;
+        if paused && let Some(sandbox) = &row.sandbox_id {
+            self.sandbox.pause(sandbox).await.map_err(|e| e.to_string())?;
+        }
+        attached
     }
 
     async fn reattach_vault(&self, row: &SessionRow) -> Result<(), String> {

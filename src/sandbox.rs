@@ -42,6 +42,9 @@ pub struct SandboxSpec {
     pub command: Option<String>,
     /// Resource limits over the backend's defaults (the agent's `limits`).
     pub limits: LimitOverrides,
+    /// Host directory of the session's workspace, which becomes the sandbox's `/work` and outlives
+    /// it (`None`: the sandbox's own, deleted with it). Only backends that keep workspaces use it.
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 /// Resource limits asked for one sandbox; a `None` field takes the backend's default.
@@ -303,6 +306,34 @@ pub trait Sandbox: Send + Sync + 'static {
         Err(SandboxError::Unavailable {
             backend: self.name(),
             reason: format!("it cannot watch the agent of sandbox `{id}`"),
+        })
+    }
+
+    // --- workspaces (issue 16) ---
+
+    /// Freezes every process of a sandbox (memory intact) until [`Self::resume`].
+    async fn pause(&self, id: &str) -> Result<(), SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot pause sandbox `{id}`"),
+        })
+    }
+
+    /// Thaws a sandbox frozen by [`Self::pause`]; a sandbox that is not frozen is left as it is.
+    async fn resume(&self, id: &str) -> Result<(), SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot resume sandbox `{id}`"),
+        })
+    }
+
+    /// Makes the `/work` of running sandbox `id` (a warm one just claimed) the workspace at host
+    /// path `dest`, which must not exist yet, so it outlives the sandbox.
+    async fn keep_workspace(&self, id: &str, dest: &std::path::Path) -> Result<(), SandboxError> {
+        let _ = dest;
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it keeps no workspace for sandbox `{id}`"),
         })
     }
 

@@ -8,6 +8,7 @@
 
 mod messages;
 pub mod seal;
+pub mod snapshots;
 mod ui;
 pub mod warm;
 
@@ -46,6 +47,8 @@ pub enum StoreError {
     Crypto(&'static str),
     #[error("an agent named `{0}` already exists")]
     NameTaken(String),
+    #[error("a snapshot named `{0}` already exists")]
+    SnapshotNameTaken(String),
     #[error("the database was written by a newer lap (schema {found}, this build knows {known})")]
     TooNew { found: i64, known: i64 },
     #[error("a store task panicked")]
@@ -175,6 +178,18 @@ CREATE TABLE ui_sessions (
 ALTER TABLE credentials ADD COLUMN inject_json TEXT;
 ALTER TABLE credentials ADD COLUMN rules_json TEXT NOT NULL DEFAULT '[]';
 "#,
+    // Schema 10: snapshots of session workspaces (store/snapshots.rs). No foreign key to the
+    // session: a snapshot outlives the session it was taken from.
+    r#"
+CREATE TABLE IF NOT EXISTS snapshots (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
+    agent_name TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version that added `inject_json`; bringing a database to it gives every credential
@@ -276,6 +291,13 @@ pub enum SessionUpdate {
         sandbox_id: String,
         reason: String,
     },
+    /// `paused`, only from `ready`: its sandbox's processes were frozen.
+    Paused,
+    /// `ready` again, only from `paused`: its sandbox's processes were thawed; a resume is activity
+    /// (`last_seen_at` is now, in the same write).
+    Thawed,
+    /// `hibernated`, from `ready` or `paused`: its sandbox goes, its workspace stays.
+    Hibernated,
 }
 
 /// Handle to the database; cheap to clone.
@@ -644,7 +666,7 @@ impl Store {
         self.call(move |conn, _| {
             let tx = conn.transaction()?;
             let key = id.to_string();
-            let live = "status IN ('creating', 'ready')";
+            let live = "status IN ('creating', 'ready', 'paused', 'hibernated')";
             match &update {
                 SessionUpdate::Phase(phase) => tx.execute(
                     &format!("UPDATE sessions SET phase = ?1 WHERE id = ?2 AND {live}"),
@@ -675,8 +697,21 @@ impl Store {
                 )?,
                 SessionUpdate::SandboxDied { sandbox_id, reason } => tx.execute(
                     "UPDATE sessions SET status = 'dead', failure_reason = ?1, stopped_at = ?2
-                     WHERE id = ?3 AND status = 'ready' AND sandbox_id = ?4",
+                     WHERE id = ?3 AND status IN ('ready', 'paused') AND sandbox_id = ?4",
                     params![reason, now, key, sandbox_id],
+                )?,
+                SessionUpdate::Paused => tx.execute(
+                    "UPDATE sessions SET status = 'paused' WHERE id = ?1 AND status = 'ready'",
+                    [&key],
+                )?,
+                SessionUpdate::Thawed => tx.execute(
+                    "UPDATE sessions SET status = 'ready', last_seen_at = ?1 WHERE id = ?2 AND status = 'paused'",
+                    params![now, key],
+                )?,
+                SessionUpdate::Hibernated => tx.execute(
+                    "UPDATE sessions SET status = 'hibernated', sandbox_id = NULL, sandbox_url = NULL
+                     WHERE id = ?1 AND status IN ('ready', 'paused')",
+                    [&key],
                 )?,
             };
             let out = tx
@@ -726,7 +761,7 @@ impl Store {
             let changed = tx.execute(
                 "UPDATE sessions SET status = 'creating', phase = 'creating_sandbox', failure_reason = NULL,
                     stopped_at = NULL, sandbox_id = NULL, sandbox_url = NULL, last_seen_at = ?1
-                 WHERE id = ?2 AND status IN ('ready', 'dead', 'failed')",
+                 WHERE id = ?2 AND status IN ('ready', 'dead', 'failed', 'hibernated')",
                 params![now, key],
             )?;
             let out = if changed == 1 {

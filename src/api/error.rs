@@ -8,7 +8,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::control::ControlError;
+use crate::control::{ControlError, Refusal};
 use crate::sandbox::SandboxError;
 use crate::store::StoreError;
 use crate::wire::api::ErrorBody;
@@ -64,6 +64,8 @@ impl From<StoreError> for ApiError {
             StoreError::NameTaken(_) => {
                 Self::new(StatusCode::CONFLICT, err.to_string()).hint("pick another name, or edit the existing agent")
             }
+            StoreError::SnapshotNameTaken(_) => Self::new(StatusCode::CONFLICT, err.to_string())
+                .hint("pick another `--name`, or `lap snapshots delete NAME` first"),
             other => {
                 tracing::error!(error = ?other, "store failure");
                 Self::internal()
@@ -82,6 +84,16 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Sandbox(err) => Self::new(StatusCode::BAD_GATEWAY, err.to_string()),
             ControlError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
+            ControlError::Refused { kind, message, hint } => {
+                let status = match kind {
+                    Refusal::BadRequest => StatusCode::BAD_REQUEST,
+                    Refusal::NotFound => StatusCode::NOT_FOUND,
+                    Refusal::Conflict => StatusCode::CONFLICT,
+                    Refusal::Gone => StatusCode::GONE,
+                    Refusal::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+                };
+                Self::new(status, message).hint(hint)
+            }
             ControlError::ToolMissing { message, hint } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, message).hint(hint)
             }

@@ -55,6 +55,7 @@ impl From<MessageError> for ApiError {
             MessageError::Tui(_) => ApiError::new(StatusCode::CONFLICT, err.to_string())
                 .hint("open its terminal with `lap <agent>` or `lap attach`"),
             MessageError::Store(err) => err.into(),
+            MessageError::Wake(err) => (*err).into(),
         }
     }
 }

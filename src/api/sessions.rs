@@ -1,4 +1,5 @@
-//! Session routes: create (under an agent), list, show, delete, exec.
+//! Session routes: create (under an agent), list, show, delete, exec; and the workspace's: pause,
+//! resume, hibernate, fork and the workspace's path and size (`control/workspace.rs`).
 //!
 //! `tty_token` is minted per session and opens that session's terminal only; `tty_url` is the
 //! absolute `ws://`/`wss://` URL of the terminal WebSocket on this server (built from the request's
@@ -18,7 +19,7 @@ use crate::sandbox::{ExecChunk, ExecSpec};
 use crate::store::SessionRow;
 use crate::wire::api::{
     CreateSession, DeletedSession, ErrorBody, ExecCommand, ExecEvent, Interception, MAX_EXEC_STDIN, PREFIX,
-    SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session, SessionStatus,
+    SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session, SessionStatus, Workspace,
 };
 
 use super::json::{ApiJson, ApiQuery, bytes_rejection, parse_optional};
@@ -211,6 +212,8 @@ pub async fn exec(
         return Err(ApiError::bad_request(format!("`stdin` is over {MAX_EXEC_STDIN} bytes")));
     }
     let row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
+    // A paused or hibernated session wakes by itself for an exec.
+    let row = state.control.wake(row).await?;
     let sandbox = match (&row.status, row.sandbox_id) {
         (SessionStatus::Ready, Some(sandbox)) => sandbox,
         (status, _) => {
@@ -267,13 +270,92 @@ pub async fn exec(
         .map_err(|_| ApiError::internal())
 }
 
+/// Freeze a `ready` session's processes (cgroup freezer; memory intact). An attach, a message or an
+/// exec resumes it by itself.
+#[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/pause", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn pause(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let row = state.control.pause_session(uuid).await?;
+    Ok(Json(to_api(row, &origin)))
+}
+
+/// Bring a `paused` or `hibernated` session back to `ready` (a hibernated one on a new sandbox over
+/// its workspace); answers once it is ready.
+#[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/resume", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let row = state.control.resume_session(uuid).await?;
+    Ok(Json(to_api(row, &origin)))
+}
+
+/// Stop a `ready` or `paused` session's sandbox and keep only its workspace.
+#[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/hibernate", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn hibernate(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let row = state.control.hibernate_session(uuid).await?;
+    Ok(Json(to_api(row, &origin)))
+}
+
+/// Start a new session of the same agent on a copy of this session's workspace (it is paused for
+/// the copy). Returns at once with status `creating`; poll until `ready`.
+#[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/fork", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")),
+    request_body(content = CreateSession, description = "optional; an empty body means `{}`"),
+    security(("master_key" = [])),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 410, body = ErrorBody), (status = 507, body = ErrorBody)))]
+pub async fn fork(
+    State(state): State<AppState>,
+    origin: Origin,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Session>, ApiError> {
+    let body: CreateSession = parse_optional(&body.map_err(bytes_rejection)?)?;
+    let uuid = parse_id(&id)?;
+    let row = state.control.fork_session(uuid, body.title).await?;
+    Ok(Json(to_api(row, &origin)))
+}
+
+/// Where a session's workspace (its `/work`) lives on the server and how much it holds.
+#[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}/workspace", tag = "sessions",
+    params(("id" = String, Path, description = "session UUID")), security(("master_key" = [])),
+    responses((status = 200, body = Workspace), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn workspace(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Workspace>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let (path, size_bytes, exists) = state.control.workspace(uuid).await?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(Workspace {
+        session_id: uuid,
+        path: path.display().to_string(),
+        size_bytes,
+        exists,
+    }))
+}
+
 fn event_line(event: &ExecEvent) -> Bytes {
     let mut line = serde_json::to_vec(event).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| not_found(id))
 }
 
@@ -297,12 +379,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
     }
 }
 
-fn to_api(row: SessionRow, origin: &Origin) -> Session {
+pub(super) fn to_api(row: SessionRow, origin: &Origin) -> Session {
     let supports_tui = harness::find(&row.harness_id).is_none_or(|h| h.supports_tui());
     let ready = row.status == SessionStatus::Ready;
+    // A paused or hibernated session's terminal is there to attach to: the attach wakes it.
+    let live = matches!(
+        row.status,
+        SessionStatus::Ready | SessionStatus::Paused | SessionStatus::Hibernated
+    );
     let origin = origin.0.as_deref().unwrap_or_default();
     Session {
-        tty_url: (ready && supports_tui).then(|| format!("{origin}{PREFIX}/sessions/{}/tty", row.id)),
+        tty_url: (live && supports_tui).then(|| format!("{origin}{PREFIX}/sessions/{}/tty", row.id)),
         tty_token: Some(row.tty_token),
         id: row.id,
         agent_id: row.agent_id,

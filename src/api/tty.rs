@@ -77,6 +77,8 @@ pub async fn tty(
     if row.tty_token.is_empty() || !bool::from(row.tty_token.as_bytes().ct_eq(presented.as_bytes())) {
         return Err(unauthorized());
     }
+    // A paused or hibernated session wakes by itself for an attach (control/workspace.rs).
+    let row = state.control.wake(row).await?;
     let sandbox = match (&row.status, &row.sandbox_id) {
         (SessionStatus::Ready, Some(sandbox)) => sandbox.clone(),
         (status, _) => {

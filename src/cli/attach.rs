@@ -127,7 +127,11 @@ struct Input {
 /// connection is retried, visibly, with backoff while the session stays ready.
 pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachKeys) -> Result<(), Error> {
     let id = session.id;
-    if session.status != SessionStatus::Ready {
+    // A paused or hibernated session is woken by the server on attach.
+    if !matches!(
+        session.status,
+        SessionStatus::Ready | SessionStatus::Paused | SessionStatus::Hibernated
+    ) {
         return Err(not_ready(session));
     }
     if !session.supports_tui {
@@ -204,7 +208,11 @@ pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachK
         ));
         tokio::time::sleep(delay).await;
         match client.get_session(&id.to_string()).await {
-            Ok(now) if now.status == SessionStatus::Ready => {}
+            Ok(now)
+                if matches!(
+                    now.status,
+                    SessionStatus::Ready | SessionStatus::Paused | SessionStatus::Hibernated
+                ) => {}
             Ok(now) => return Err(not_ready(&now)),
             // The server itself may be what is down: keep trying.
             Err(_) => {}

@@ -19,7 +19,7 @@ use super::Ctx;
 use crate::error::Error;
 use crate::output::Printer;
 use crate::settings::{Env, Paths, Settings};
-use crate::wire::api::{SESSION_PAGE_MAX, SessionStatus};
+use crate::wire::api::SESSION_PAGE_MAX;
 
 /// The variable that turns a `lap` run into a completion request.
 const VAR: &str = "COMPLETE";
@@ -85,7 +85,7 @@ fn live_sessions() -> Vec<CompletionCandidate> {
         let sessions = ctx.client()?.list_sessions(None, SESSION_PAGE_MAX).await?;
         Ok(sessions
             .into_iter()
-            .filter(|s| matches!(s.status, SessionStatus::Ready | SessionStatus::Creating))
+            .filter(|s| s.status.is_live())
             .map(|s| {
                 let help = format!("{} ({})", s.agent_name, s.status.as_str());
                 CompletionCandidate::new(s.id.to_string()).help(Some(help.into()))

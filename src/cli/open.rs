@@ -57,7 +57,12 @@ pub async fn run(words: Vec<String>, ctx: &Ctx) -> Result<(), Error> {
             .list_sessions(Some(&id), SESSION_PAGE_MAX)
             .await?
             .into_iter()
-            .find(|s| matches!(s.status, SessionStatus::Ready | SessionStatus::Creating))
+            .find(|s| {
+                matches!(
+                    s.status,
+                    SessionStatus::Ready | SessionStatus::Creating | SessionStatus::Paused | SessionStatus::Hibernated
+                )
+            })
     };
     let session = match live {
         Some(session) => {

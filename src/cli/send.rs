@@ -158,7 +158,7 @@ pub async fn target_session(ctx: &Ctx, client: &Client, target: &str, new: bool)
             .list_sessions(Some(&agent.id.to_string()), SESSION_PAGE_MAX)
             .await?
             .into_iter()
-            .find(|s| matches!(s.status, SessionStatus::Ready | SessionStatus::Creating))
+            .find(|s| s.status.is_live())
     };
     let session = match live {
         Some(session) => session,
@@ -172,7 +172,11 @@ pub async fn target_session(ctx: &Ctx, client: &Client, target: &str, new: bool)
         }
     };
     let session = wait_until_ready(ctx, client, session, &agent.name).await?;
-    if session.status != SessionStatus::Ready {
+    // A paused or hibernated session is woken by the server for the message.
+    if !matches!(
+        session.status,
+        SessionStatus::Ready | SessionStatus::Paused | SessionStatus::Hibernated
+    ) {
         return Err(Error::failed_with_hint(
             format!(
                 "session {} is {}: {}",

@@ -39,6 +39,19 @@ fn reconcile_every(idle_ttl: Duration) -> Duration {
     (idle_ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
 }
 
+/// A duration of the reaper's policy, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyDuration(pub Option<Duration>);
+
+fn parse_policy_duration(text: &str) -> Result<PolicyDuration, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(PolicyDuration(None));
+    }
+    humantime::parse_duration(text)
+        .map(|d| PolicyDuration(Some(d)))
+        .map_err(|e| format!("{e} (give a duration such as `15m`, or `off`)"))
+}
+
 /// How long shutdown waits for open connections and background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Shortest master key accepted (LAP's rule).
@@ -89,9 +102,18 @@ pub struct Args {
     /// addresses count as explicitly allowed, internal ones included
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub vault_resolve: Vec<ResolveOverride>,
-    /// Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`
+    /// Reap sessions with no activity (message, terminal input, attach) for this long: `90s`, `15m`, `24h`.
+    /// The reaper's last step: the session is deleted with its workspace
     #[arg(long, env = "LAP_SESSION_IDLE_TTL", default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub idle_ttl: Duration,
+    /// Pause (freeze, memory kept) a session with no activity for this long; `off` never does.
+    /// An attach, a message or an exec resumes it
+    #[arg(long, env = "LAP_SESSION_PAUSE_AFTER", default_value = "off", value_parser = parse_policy_duration, value_name = "DURATION")]
+    pub pause_after: PolicyDuration,
+    /// Hibernate (stop its sandbox, keep only its workspace) a session with no activity for this
+    /// long; `off` never does. An attach, a message or an exec brings it back on a new sandbox
+    #[arg(long, env = "LAP_SESSION_HIBERNATE_AFTER", default_value = "off", value_parser = parse_policy_duration, value_name = "DURATION")]
+    pub hibernate_after: PolicyDuration,
     /// Close a vault connection (a sandbox's tunnel) with no request in flight for this long
     /// (documented with the vault's limits in the README; hidden: the default suits every use but tests)
     #[arg(long, env = "LAP_VAULT_IDLE_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration, value_name = "DURATION", hide = true)]
@@ -203,23 +225,37 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     }
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
-    let control = Control::new(Services {
-        store: store.clone(),
-        sandbox,
-        vault,
-        ca_bundle: Some(ca_bundle),
-        egress_default_deny: args.egress_default == EgressDefault::Deny,
-        idle_ttl: args.idle_ttl,
-        pool: pool::PoolConfig {
-            size: args.warm_pool_size,
-            recent_agents: Duration::from_secs(args.warm_pool_recent_agent_hours.saturating_mul(3600)),
-            max_age: args.warm_pool_max_age,
+    let lifecycle = crate::control::Lifecycle {
+        // Workspaces that outlive their sandbox are kept by the local backend (its `/work` is a host
+        // directory); the Kubernetes backend's are its pods' for now.
+        workspaces: (args.backend == Backend::Local).then(|| crate::control::Workspaces::new(&data_dir)),
+        pause_after: args.pause_after.0,
+        hibernate_after: args.hibernate_after.0,
+    };
+    let every = [args.pause_after.0, args.hibernate_after.0]
+        .into_iter()
+        .flatten()
+        .fold(args.idle_ttl, Duration::min);
+    let control = Control::with_lifecycle(
+        Services {
+            store: store.clone(),
+            sandbox,
+            vault,
+            ca_bundle: Some(ca_bundle),
+            egress_default_deny: args.egress_default == EgressDefault::Deny,
+            idle_ttl: args.idle_ttl,
+            pool: pool::PoolConfig {
+                size: args.warm_pool_size,
+                recent_agents: Duration::from_secs(args.warm_pool_recent_agent_hours.saturating_mul(3600)),
+                max_age: args.warm_pool_max_age,
+            },
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
         },
-        tasks: tasks.clone(),
-        shutdown: shutdown.clone(),
-    });
+        lifecycle,
+    );
     let started = control
-        .start(reconcile_every(args.idle_ttl))
+        .start(reconcile_every(every))
         .await
         .map_err(|e| Error::failed(format!("cannot recover sessions at start: {e}")))?;
     if let crate::control::Started::Deferred(err) = started {

@@ -1,8 +1,10 @@
-//! `lap sessions list|show|create|egress|abort|delete`.
+//! `lap sessions list|show|create|egress|abort|delete|pause|resume|hibernate|restart|fork`.
 //!
 //! `create` waits until the session is `ready` (or `failed`), narrating the bring-up phases on a
 //! spinner, and prints the session id (`--json`: the whole session). `abort` interrupts the running
-//! turn of an API session and says whether there was one.
+//! turn of an API session and says whether there was one. `show` adds the session's workspace (its
+//! path on the server and size); `pause`, `resume`, `hibernate` and `fork` drive its lifecycle
+//! (`control/workspace.rs`); `create --from SNAPSHOT` starts on a copy of a snapshot.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use clap::Subcommand;
 
 use super::Ctx;
 use crate::error::Error;
-use crate::wire::api::{CreateSession, Session, SessionStatus};
+use crate::wire::api::{CreateSession, Session, SessionFromSnapshot, SessionStatus};
 
 /// How often `create` polls while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(150);
@@ -39,6 +41,43 @@ pub enum Command {
         #[arg(long)]
         title: Option<String>,
         /// Return at once, while the session is still `creating`
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        timeout: u64,
+        /// Start on a copy of this snapshot's workspace (name or id; `lap snapshots list`)
+        #[arg(long, value_name = "SNAPSHOT")]
+        from: Option<String>,
+    },
+    /// Freeze a session's processes, memory intact (an attach, a message or an exec resumes it)
+    Pause {
+        /// Session id
+        id: String,
+    },
+    /// Bring a paused or hibernated session back (a hibernated one on a new sandbox over its workspace)
+    Resume {
+        /// Session id
+        id: String,
+    },
+    /// Give a session a fresh sandbox on its workspace (from ready, dead, failed or hibernated)
+    Restart {
+        /// Session id
+        id: String,
+    },
+    /// Stop a session's sandbox and keep only its workspace (an attach, a message or an exec brings it back)
+    Hibernate {
+        /// Session id
+        id: String,
+    },
+    /// Start a new session of the same agent on a copy of this session's workspace
+    Fork {
+        /// Session id
+        id: String,
+        /// A title for the new session
+        #[arg(long)]
+        title: Option<String>,
+        /// Return at once, while the new session is still `creating`
         #[arg(long)]
         no_wait: bool,
         /// Give up waiting after this many seconds
@@ -95,49 +134,64 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
                     .table(&["ID", "AGENT", "STATUS", "PHASE/REASON", "CREATED"], &rows);
             }
         }
-        Command::Show { id } => print_session(ctx, &client.get_session(&id).await?),
+        Command::Show { id } => {
+            let session = client.get_session(&id).await?;
+            // Backends without workspaces of their own answer 409: the session is shown without.
+            let workspace = client.workspace(&id).await.ok();
+            if ctx.out.json {
+                let mut value = serde_json::to_value(&session).expect("plain data serialises");
+                if let (Some(map), Some(workspace)) = (value.as_object_mut(), &workspace) {
+                    map.insert(
+                        "workspace".into(),
+                        serde_json::to_value(workspace).expect("plain data serialises"),
+                    );
+                }
+                ctx.out.json(&value);
+            } else {
+                print_session(ctx, &session);
+                if let Some(w) = workspace {
+                    let size = if w.exists {
+                        super::snapshots::human_bytes(w.size_bytes)
+                    } else {
+                        "deleted".to_owned()
+                    };
+                    ctx.out.line(format!("{:<10} {} ({size})", "workspace", w.path));
+                }
+            }
+        }
+        Command::Pause { id } => lifecycle(ctx, &client, &id, "pause", "paused").await?,
+        Command::Resume { id } => lifecycle(ctx, &client, &id, "resume", "resumed").await?,
+        Command::Hibernate { id } => lifecycle(ctx, &client, &id, "hibernate", "hibernated").await?,
+        Command::Restart { id } => lifecycle(ctx, &client, &id, "restart", "restarted").await?,
+        Command::Fork {
+            id,
+            title,
+            no_wait,
+            timeout,
+        } => {
+            let session = client.fork_session(&id, &CreateSession { title }).await?;
+            let label = format!("a fork of session {id}");
+            finish_create(ctx, &client, session, &label, no_wait, timeout).await?;
+        }
         Command::Create {
             agent,
             title,
             no_wait,
             timeout,
+            from,
         } => {
-            let mut session = client.create_session(&agent, &CreateSession { title }).await?;
-            if !no_wait {
-                let spinner = ctx.out.spinner(format!("starting a session of `{agent}`"));
-                let deadline = Instant::now() + Duration::from_secs(timeout);
-                while session.status == SessionStatus::Creating {
-                    if Instant::now() > deadline {
-                        spinner.finish_and_clear();
-                        return Err(Error::failed_with_hint(
-                            format!("session {} was not ready after {timeout}s", session.id),
-                            format!("check it with `lap sessions show {}`", session.id),
-                        ));
-                    }
-                    if let Some(phase) = &session.phase {
-                        spinner.set_message(format!("starting a session of `{agent}`: {phase}"));
-                    }
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                    session = client.get_session(&session.id.to_string()).await?;
+            let session = match &from {
+                Some(snapshot) => {
+                    let body = SessionFromSnapshot {
+                        agent: agent.clone(),
+                        title,
+                    };
+                    client.session_from_snapshot(snapshot, &body).await?
                 }
-                spinner.finish_and_clear();
-                if session.status != SessionStatus::Ready {
-                    return Err(Error::failed_with_hint(
-                        format!(
-                            "session {} {}: {}",
-                            session.id,
-                            session.status.as_str(),
-                            session.failure_reason.as_deref().unwrap_or("no reason recorded")
-                        ),
-                        format!("`lap sessions show {}` has the details", session.id),
-                    ));
-                }
-            }
-            if ctx.out.json {
-                ctx.out.json(&session);
-            } else {
-                ctx.out.line(session.id.to_string());
-            }
+                None => client.create_session(&agent, &CreateSession { title }).await?,
+            };
+            let label = format!("a session of `{agent}`");
+            finish_create(ctx, &client, session, &label, no_wait, timeout).await?;
         }
         Command::Egress { id, follow } => egress(&client, ctx, &id, follow).await?,
         Command::Abort { id } => {
@@ -160,6 +214,66 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
                 ctx.out.status(format!("session {id} was already {}", deleted.status));
             }
         }
+    }
+    Ok(())
+}
+
+/// Waits until a just-created session is `ready` (unless `no_wait`), narrating its phases, then
+/// prints its id (`--json`: the whole session).
+async fn finish_create(
+    ctx: &Ctx,
+    client: &crate::client::Client,
+    mut session: Session,
+    label: &str,
+    no_wait: bool,
+    timeout: u64,
+) -> Result<(), Error> {
+    if !no_wait {
+        let spinner = ctx.out.spinner(format!("starting {label}"));
+        let deadline = Instant::now() + Duration::from_secs(timeout);
+        while session.status == SessionStatus::Creating {
+            if Instant::now() > deadline {
+                spinner.finish_and_clear();
+                return Err(Error::failed_with_hint(
+                    format!("session {} was not ready after {timeout}s", session.id),
+                    format!("check it with `lap sessions show {}`", session.id),
+                ));
+            }
+            if let Some(phase) = &session.phase {
+                spinner.set_message(format!("starting {label}: {phase}"));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+            session = client.get_session(&session.id.to_string()).await?;
+        }
+        spinner.finish_and_clear();
+        if session.status != SessionStatus::Ready {
+            return Err(Error::failed_with_hint(
+                format!(
+                    "session {} {}: {}",
+                    session.id,
+                    session.status.as_str(),
+                    session.failure_reason.as_deref().unwrap_or("no reason recorded")
+                ),
+                format!("`lap sessions show {}` has the details", session.id),
+            ));
+        }
+    }
+    if ctx.out.json {
+        ctx.out.json(&session);
+    } else {
+        ctx.out.line(session.id.to_string());
+    }
+    Ok(())
+}
+
+/// `pause`, `resume` or `hibernate`: the call, then one line saying what the session is now.
+async fn lifecycle(ctx: &Ctx, client: &crate::client::Client, id: &str, action: &str, done: &str) -> Result<(), Error> {
+    let session = client.session_action(id, action).await?;
+    if ctx.out.json {
+        ctx.out.json(&session);
+    } else {
+        ctx.out
+            .status(format!("{done} session {id}: it is {}", session.status.as_str()));
     }
     Ok(())
 }

@@ -79,6 +79,9 @@ pub enum MessageError {
     Busy(Uuid),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The session was paused or hibernated and could not be woken.
+    #[error(transparent)]
+    Wake(Box<super::ControlError>),
 }
 
 /// A turn just started.
@@ -173,6 +176,8 @@ impl Control {
 
     /// Hands a user message to the session's agent and starts a turn.
     pub async fn send_message(&self, id: &str, text: String) -> Result<Turn, MessageError> {
+        // A paused or hibernated session wakes by itself for a message (control/workspace.rs).
+        self.wake_id(id).await.map_err(|e| MessageError::Wake(Box::new(e)))?;
         let conversation = self.conversation(id).await?;
         let turn = conversation.send(text)?;
         self.store.touch_session(conversation.session).await?;

@@ -450,6 +450,7 @@ impl Control {
             ca_bundle: self.ca_bundle.clone(),
             command: None,
             limits: agent.map(|a| (&a.limits).into()).unwrap_or_default(),
+            workspace: None,
         };
         let info: SandboxInfo = match self.sandbox.create(&spec).await {
             Ok(info) => info,

@@ -322,6 +322,23 @@ impl Local {
         }
     }
 
+    /// Freezes or thaws every process of sandbox `id` ([`cgroup::freeze`]).
+    async fn freeze(&self, id: &str, frozen: bool) -> Result<(), SandboxError> {
+        self.layout(id)?;
+        let state = self.state(id).ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        let dirs = state.cgroups.clone();
+        tokio::task::spawn_blocking(move || cgroup::freeze(&dirs, frozen))
+            .await
+            .map_err(|e| SandboxError::Backend(e.to_string()))?
+            .map_err(|err| match err {
+                cgroup::FreezeError::NoFreezer => SandboxError::Unavailable {
+                    backend: NAME,
+                    reason: format!("sandbox `{id}` cannot be paused: {err} (hint: `lap serve --sandbox-cgroups on`, on a host with the v1 freezer or cgroup v2)"),
+                },
+                other => SandboxError::Backend(format!("cannot pause or resume sandbox `{id}`: {other}")),
+            })
+    }
+
     fn info(&self, state: &State) -> SandboxInfo {
         let layout = Layout::new(&self.data_dir, &state.id);
         SandboxInfo {
@@ -438,8 +455,32 @@ impl Sandbox for Local {
             uid,
             no_cgroups: !self.cgroups,
         };
+        if let (Some(workspace), Some(uid)) = (&spec.workspace, uid) {
+            // The workspace was another sandbox's (another uid): it becomes this agent's.
+            let tree = workspace.clone();
+            let chowned = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&tree)?;
+                layout::chown_tree(&tree, uid)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(err) = chowned {
+                let _ = remove_dir(layout.dir().to_owned()).await;
+                if let Ok(holder) = std::path::absolute(layout.dir()) {
+                    self.leases.release(uid, &holder);
+                }
+                return Err(io_err("hand over the workspace", workspace)(err).into());
+            }
+        }
         let prepared = (|| {
-            create_dir(&layout.work(), 0o700)?;
+            match &spec.workspace {
+                Some(workspace) => {
+                    create_dir(workspace, 0o700)?;
+                    let target = std::path::absolute(workspace).map_err(io_err("resolve", workspace))?;
+                    std::os::unix::fs::symlink(&target, layout.work()).map_err(io_err("link", &layout.work()))?;
+                }
+                None => create_dir(&layout.work(), 0o700)?,
+            }
             create_dir(&layout.run(), 0o700)?;
             create_dir(&layout.root(), 0o755)?;
             if let Some(bundle) = &spec.ca_bundle {
@@ -472,6 +513,16 @@ impl Sandbox for Local {
             return Ok(());
         };
         let state = layout::read_json::<State>(&layout.state()).ok();
+        if let Some(state) = &state {
+            // A frozen process dies of SIGKILL only once thawed (cgroup v1).
+            let dirs = state.cgroups.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if cgroup::is_frozen(&dirs) {
+                    let _ = cgroup::freeze(&dirs, false);
+                }
+            })
+            .await;
+        }
         if let Some(state) = &state
             && !kill_and_wait(state).await
         {
@@ -627,6 +678,30 @@ impl Sandbox for Local {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
         Ok(proto::wait_agent(&layout.run()).await.map_err(LocalError::from)?)
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), SandboxError> {
+        self.freeze(id, true).await
+    }
+
+    async fn resume(&self, id: &str) -> Result<(), SandboxError> {
+        self.freeze(id, false).await
+    }
+
+    async fn keep_workspace(&self, id: &str, dest: &Path) -> Result<(), SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        let work = layout.work();
+        let dest = std::path::absolute(dest).map_err(io_err("resolve", dest))?;
+        if let Some(parent) = dest.parent() {
+            create_dir(parent, 0o700)?;
+        }
+        // The sandbox's `/work` mount holds the directory, not its name: it moves under it.
+        std::fs::rename(&work, &dest).map_err(io_err("move the workspace", &work))?;
+        std::os::unix::fs::symlink(&dest, &work).map_err(io_err("link", &work))?;
+        Ok(())
     }
 
     async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {

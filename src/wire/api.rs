@@ -263,7 +263,9 @@ pub struct CreateSession {
     pub title: Option<String>,
 }
 
-/// Lifecycle of a session: `creating → ready → dead`, or `creating → failed`.
+/// Lifecycle of a session: `creating → ready → dead`, or `creating → failed`; a ready session may be
+/// `paused` (its processes frozen, memory kept) or `hibernated` (no sandbox, only its workspace) and
+/// comes back to `ready` on a resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
@@ -271,6 +273,8 @@ pub enum SessionStatus {
     Ready,
     Failed,
     Dead,
+    Paused,
+    Hibernated,
 }
 
 impl SessionStatus {
@@ -280,6 +284,8 @@ impl SessionStatus {
             Self::Ready => "ready",
             Self::Failed => "failed",
             Self::Dead => "dead",
+            Self::Paused => "paused",
+            Self::Hibernated => "hibernated",
         }
     }
 
@@ -289,14 +295,69 @@ impl SessionStatus {
             "ready" => Some(Self::Ready),
             "failed" => Some(Self::Failed),
             "dead" | "stopped" => Some(Self::Dead),
+            "paused" => Some(Self::Paused),
+            "hibernated" => Some(Self::Hibernated),
             _ => None,
         }
+    }
+
+    /// `creating`, `ready`, `paused` or `hibernated`: a session an attach, a message or an exec can
+    /// use (a paused or hibernated one is woken by the server first).
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Creating | Self::Ready | Self::Paused | Self::Hibernated)
     }
 
     /// `failed` and `dead` never change again (until a restart gives the session a new sandbox).
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Failed | Self::Dead)
     }
+}
+
+/// `GET /sessions/{id}/workspace`: where a session's workspace (its `/work`: the repo, the agent's
+/// home, the tool's transcripts) lives on the server, and how much it holds. It outlives the
+/// session's sandbox and is deleted with the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    pub session_id: Uuid,
+    /// Host path of the workspace directory.
+    pub path: String,
+    /// Bytes of its files (apparent sizes; shared reflinked extents are counted in full).
+    pub size_bytes: u64,
+    /// Whether it exists (`false` once deleted with its session).
+    pub exists: bool,
+}
+
+/// A named copy of a session's workspace (`lap snapshots …`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub id: Uuid,
+    pub name: String,
+    /// The session it was taken from.
+    pub session_id: Uuid,
+    pub agent_name: String,
+    /// Host path of the copy.
+    pub path: String,
+    pub size_bytes: u64,
+    pub created_at: String,
+}
+
+/// `POST /sessions/{id}/snapshots` body; an empty body means `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    /// Unique name, `[A-Za-z0-9._-]`, at most 64 characters (default: generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `POST /snapshots/{name}/session` body: a new session of `agent` on a copy of the snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFromSnapshot {
+    /// Agent name or id.
+    pub agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// `ApiSession`.

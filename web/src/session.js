@@ -47,6 +47,46 @@ export function sessionPage(main, _ctx, id) {
       },
       'Restart',
     ),
+    // Workspaces (issue 16): pause, resume, hibernate, fork.
+    ...[
+      ['pause', 'Pause', 'paused'],
+      ['resume', 'Resume', 'resumed'],
+      ['hibernate', 'Hibernate', 'hibernated'],
+    ].map(([action, label, done]) =>
+      h(
+        'button',
+        {
+          type: 'button',
+          id: `${action}-session`,
+          onclick: async () => {
+            try {
+              await api('POST', `${PREFIX}/sessions/${id}/${action}`);
+              toast(done);
+            } catch (err) {
+              toast(String(err));
+            }
+          },
+        },
+        label,
+      ),
+    ),
+    h(
+      'button',
+      {
+        type: 'button',
+        id: 'fork-session',
+        onclick: async () => {
+          toast('forking…');
+          try {
+            const fork = await api('POST', `${PREFIX}/sessions/${id}/fork`, {});
+            navigate(`/sessions/${fork.id}`);
+          } catch (err) {
+            toast(String(err));
+          }
+        },
+      },
+      'Fork',
+    ),
     h(
       'button',
       {
@@ -54,7 +94,7 @@ export function sessionPage(main, _ctx, id) {
         class: 'danger',
         id: 'stop-session',
         onclick: async () => {
-          if (!(await confirmAction('Stop this session? Its sandbox is deleted.', 'Stop'))) return;
+          if (!(await confirmAction('Stop this session? Its sandbox and its workspace are deleted.', 'Stop'))) return;
           await api('DELETE', `${PREFIX}/sessions/${id}`);
           toast('stopped');
         },

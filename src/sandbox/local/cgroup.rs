@@ -10,6 +10,10 @@
 //! from the unified v2 hierarchy (most laptops: `memory.max`, `pids.max`, `cpu.max`), enabling it in
 //! the parent's `cgroup.subtree_control` when it must. Where neither is writable, the sandbox's agent gets
 //! an rlimit instead ([`super::rlimit`]) and the launcher says so in `harness.log`.
+//!
+//! The sandbox is also put in a `freezer` cgroup (v1), or uses its v2 cgroup's `cgroup.freeze`, so
+//! [`freeze`] can stop every process of it at once with its memory intact (a pause) and thaw it
+//! later. The freezer limits nothing, so it never counts as a limit in [`Entered::limited`].
 
 use std::fs;
 use std::io;
@@ -17,8 +21,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The controllers lap limits.
-const CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
+/// The controllers lap limits, and the freezer (which limits nothing; it pauses).
+const CONTROLLERS: &[&str] = &["memory", "pids", "cpu", FREEZER];
+/// The v1 freezer controller.
+const FREEZER: &str = "freezer";
+/// How long [`freeze`] waits for the kernel to report the sandbox frozen or thawed.
+pub const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Interval between reads of the freezer's state while waiting.
+const FREEZE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 /// The CFS period the CPU quota is a share of.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -68,7 +78,9 @@ pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Entered {
         match create(&dir, controller, limits) {
             Ok(()) => {
                 made.dirs.push(dir);
-                made.limited.push(controller);
+                if *controller != FREEZER {
+                    made.limited.push(controller);
+                }
             }
             Err(err) => {
                 let _ = writeln!(
@@ -80,6 +92,8 @@ pub fn enter(name: &str, limits: &Limits, log: &mut impl io::Write) -> Entered {
             }
         }
     }
+    // v2 has no freezer controller: every non-root v2 cgroup has `cgroup.freeze`.
+    v2_missing.retain(|c| *c != FREEZER);
     if v2_missing.is_empty() {
         return made;
     }
@@ -181,6 +195,7 @@ fn create(dir: &Path, controller: &str, limits: &Limits) -> io::Result<()> {
     match controller {
         "memory" => fs::write(dir.join("memory.limit_in_bytes"), limits.memory_bytes.to_string())?,
         "pids" => fs::write(dir.join("pids.max"), limits.pids.to_string())?,
+        "freezer" => {}
         "cpu" => {
             fs::write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
             let quota = (limits.cpu_millis * CPU_PERIOD_US / 1000).max(1000);
@@ -225,6 +240,81 @@ pub fn leave(dirs: &[PathBuf]) {
         if let Some(parent) = dir.parent() {
             let _ = fs::write(parent.join("cgroup.procs"), std::process::id().to_string());
         }
+    }
+}
+
+/// Errors of [`freeze`].
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    #[error("the sandbox has no freezer cgroup (it runs without cgroups, or was made before lap could pause)")]
+    NoFreezer,
+    #[error("cannot write `{}`: {err}", path.display())]
+    Write { path: PathBuf, err: io::Error },
+    #[error("the kernel did not report the sandbox {want} within {FREEZE_TIMEOUT:?}")]
+    Timeout { want: &'static str },
+}
+
+/// How a sandbox's cgroups freeze.
+enum Freezer {
+    /// v1: `freezer.state` takes `FROZEN` / `THAWED` and reads `FREEZING` until done.
+    V1(PathBuf),
+    /// v2: `cgroup.freeze` takes 1 / 0; `cgroup.events` says `frozen 1` once done.
+    V2(PathBuf),
+}
+
+fn freezer(dirs: &[PathBuf]) -> Option<Freezer> {
+    dirs.iter().find_map(|dir| {
+        if dir.join("freezer.state").exists() {
+            Some(Freezer::V1(dir.clone()))
+        } else if dir.join("cgroup.freeze").exists() {
+            Some(Freezer::V2(dir.clone()))
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether a sandbox with cgroups `dirs` is frozen now.
+pub fn is_frozen(dirs: &[PathBuf]) -> bool {
+    match freezer(dirs) {
+        Some(Freezer::V1(dir)) => fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN"),
+        Some(Freezer::V2(dir)) => v2_frozen(&dir) == Some(true),
+        None => false,
+    }
+}
+
+fn v2_frozen(dir: &Path) -> Option<bool> {
+    let events = fs::read_to_string(dir.join("cgroup.events")).ok()?;
+    events
+        .lines()
+        .find_map(|line| line.strip_prefix("frozen "))
+        .map(|v| v.trim() == "1")
+}
+
+/// Freezes (`frozen`) or thaws every process of the sandbox whose cgroups are `dirs`, and waits
+/// until the kernel says it is done. Blocking (short polls); call it off the async runtime.
+pub fn freeze(dirs: &[PathBuf], frozen: bool) -> Result<(), FreezeError> {
+    let freezer = freezer(dirs).ok_or(FreezeError::NoFreezer)?;
+    let want = if frozen { "frozen" } else { "thawed" };
+    let (path, value) = match &freezer {
+        Freezer::V1(dir) => (dir.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
+        Freezer::V2(dir) => (dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+    };
+    fs::write(&path, value).map_err(|err| FreezeError::Write { path, err })?;
+    let deadline = std::time::Instant::now() + FREEZE_TIMEOUT;
+    loop {
+        let done = match &freezer {
+            Freezer::V1(dir) => fs::read_to_string(dir.join("freezer.state"))
+                .is_ok_and(|s| s.trim() == if frozen { "FROZEN" } else { "THAWED" }),
+            Freezer::V2(dir) => v2_frozen(dir) == Some(frozen),
+        };
+        if done {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(FreezeError::Timeout { want });
+        }
+        std::thread::sleep(FREEZE_POLL);
     }
 }
 

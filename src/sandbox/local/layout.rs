@@ -6,6 +6,10 @@
 //! is up, atomically, so a `lap serve` that restarts (or was killed mid-create) can find every
 //! sandbox that is running and nothing that is not. Neither file is visible inside the sandbox: the
 //! sandbox sees only `work/` (as `/work`) and `run/` (as `/run/lap`).
+//!
+//! `work/` is either the sandbox's own directory (deleted with it) or a symlink to its session's
+//! workspace (`<data-dir>/workspaces/<session>`, owned by `control/workspace.rs`), which outlives
+//! it: deleting the sandbox directory removes the link, never what it points to.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -116,6 +120,26 @@ pub struct State {
     /// The sandbox's cgroup directories, removed with it.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+}
+
+/// Gives every file of the tree at `root` to `uid` (and gid `uid`), without following symlinks (a
+/// link is re-owned itself, never its target): a workspace that another sandbox's agent wrote is
+/// handed to the agent of the next one. Entries already owned by `uid` are left alone.
+pub fn chown_tree(root: &Path, uid: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![root.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.uid() != uid || meta.gid() != uid {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(uid))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads and parses a JSON file.

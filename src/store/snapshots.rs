@@ -1,0 +1,127 @@
+//! Snapshots of session workspaces: one row per named copy kept under the data dir
+//! (`control/workspace.rs` owns the files; this owns only the rows).
+//!
+//! Invariant: a name is unique (the table's `UNIQUE` constraint, so two concurrent creates with one
+//! name cannot both succeed: the second gets [`StoreError::SnapshotNameTaken`]).
+
+use rusqlite::{OptionalExtension, params};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+/// One stored snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub id: Uuid,
+    pub name: String,
+    pub session_id: Uuid,
+    pub agent_name: String,
+    pub size_bytes: u64,
+    pub created_at: String,
+}
+
+const SELECT: &str = "SELECT id, name, session_id, agent_name, size_bytes, created_at FROM snapshots";
+
+fn snapshot_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
+    let id: String = row.get(0)?;
+    let session: String = row.get(2)?;
+    Ok(SnapshotRow {
+        id: Uuid::parse_str(&id).unwrap_or_default(),
+        name: row.get(1)?,
+        session_id: Uuid::parse_str(&session).unwrap_or_default(),
+        agent_name: row.get(3)?,
+        size_bytes: row.get::<_, i64>(4)?.max(0) as u64,
+        created_at: row.get(5)?,
+    })
+}
+
+impl Store {
+    /// Records a snapshot whose files are in place; a name that exists is refused.
+    pub async fn insert_snapshot(&self, row: SnapshotRow) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            let inserted = conn.execute(
+                "INSERT INTO snapshots (id, name, session_id, agent_name, size_bytes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    row.id.to_string(),
+                    row.name,
+                    row.session_id.to_string(),
+                    row.agent_name,
+                    row.size_bytes as i64,
+                    row.created_at
+                ],
+            );
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    Err(StoreError::SnapshotNameTaken(row.name))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Every snapshot, newest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotRow>, StoreError> {
+        self.call(|conn, _| {
+            conn.prepare(&format!("{SELECT} ORDER BY created_at DESC, name"))?
+                .query_map([], snapshot_row)?
+                .collect::<Result<_, _>>()
+                .map_err(Into::into)
+        })
+        .await
+    }
+
+    /// The snapshot named `key`, or whose id is `key`.
+    pub async fn find_snapshot(&self, key: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        let key = key.to_owned();
+        self.call(move |conn, _| {
+            conn.query_row(&format!("{SELECT} WHERE name = ?1 OR id = ?1"), [&key], snapshot_row)
+                .optional()
+                .map_err(Into::into)
+        })
+        .await
+    }
+
+    /// Deletes the row of snapshot `id`; whether there was one.
+    pub async fn delete_snapshot(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.call(move |conn, _| Ok(conn.execute("DELETE FROM snapshots WHERE id = ?1", [id.to_string()])? == 1))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_snapshot_name_is_taken_once_and_found_by_name_or_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let row = SnapshotRow {
+            id: Uuid::new_v4(),
+            name: "before-refactor".into(),
+            session_id: Uuid::new_v4(),
+            agent_name: "a".into(),
+            size_bytes: 42,
+            created_at: store.timestamp(),
+        };
+        store.insert_snapshot(row.clone()).await.unwrap();
+        let again = SnapshotRow {
+            id: Uuid::new_v4(),
+            ..row.clone()
+        };
+        assert!(matches!(
+            store.insert_snapshot(again).await,
+            Err(StoreError::SnapshotNameTaken(name)) if name == "before-refactor"
+        ));
+        assert_eq!(store.find_snapshot("before-refactor").await.unwrap(), Some(row.clone()));
+        assert_eq!(
+            store.find_snapshot(&row.id.to_string()).await.unwrap(),
+            Some(row.clone())
+        );
+        assert!(store.delete_snapshot(row.id).await.unwrap());
+        assert_eq!(store.list_snapshots().await.unwrap(), Vec::new());
+    }
+}
