@@ -73,21 +73,32 @@ pub fn harness_unsupported() -> Unsupported {
     }
 }
 
-/// The OS keyring store of this system, or why there is none.
+/// The OS keyring store of this system: the Secret Service (D-Bus) on Linux.
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 pub fn keyring_store() -> Result<Arc<keyring_core::CredentialStore>, keyring_core::Error> {
-    #[cfg(all(target_os = "linux", not(lap_portable)))]
-    let store: Arc<keyring_core::CredentialStore> = zbus_secret_service_keyring_store::Store::new()?;
-    #[cfg(target_os = "macos")]
-    let store: Arc<keyring_core::CredentialStore> = apple_native_keyring_store::keychain::Store::new()?;
-    #[cfg(target_os = "windows")]
-    let store: Arc<keyring_core::CredentialStore> = windows_native_keyring_store::Store::new()?;
-    #[cfg(not(any(
-        all(target_os = "linux", not(lap_portable)),
-        target_os = "macos",
-        target_os = "windows"
-    )))]
-    let store: Arc<keyring_core::CredentialStore> = return Err(keyring_core::Error::NoDefaultStore);
-    Ok(store)
+    zbus_secret_service_keyring_store::Store::new().map(|store| store as Arc<keyring_core::CredentialStore>)
+}
+
+/// The OS keyring store of this system: the login Keychain on macOS.
+#[cfg(target_os = "macos")]
+pub fn keyring_store() -> Result<Arc<keyring_core::CredentialStore>, keyring_core::Error> {
+    apple_native_keyring_store::keychain::Store::new().map(|store| store as Arc<keyring_core::CredentialStore>)
+}
+
+/// The OS keyring store of this system: Credential Manager on Windows.
+#[cfg(target_os = "windows")]
+pub fn keyring_store() -> Result<Arc<keyring_core::CredentialStore>, keyring_core::Error> {
+    windows_native_keyring_store::Store::new().map(|store| store as Arc<keyring_core::CredentialStore>)
+}
+
+/// No OS keyring store is built in for this system (the credentials file is used).
+#[cfg(not(any(
+    all(target_os = "linux", not(lap_portable)),
+    target_os = "macos",
+    target_os = "windows"
+)))]
+pub fn keyring_store() -> Result<Arc<keyring_core::CredentialStore>, keyring_core::Error> {
+    Err(keyring_core::Error::NoDefaultStore)
 }
 
 /// Whether `LAP_CREDENTIAL_STORE=auto` should try the OS keyring before the credentials file: on

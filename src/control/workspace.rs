@@ -224,13 +224,12 @@ fn copy_into(src: &Path, dst: &Path, copied: &mut Copied) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 nix::ioctl_write_int_bad!(ficlone, libc::FICLONE);
 
 /// Shares the extents of `src` with a new file `dst` (`FICLONE`, btrfs, XFS, bcachefs…), else copies
 /// its bytes. Returns whether the extents are shared.
 fn reflink_or_copy(src: &Path, dst: &Path) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let from = std::fs::File::open(src)?;
     let to = std::fs::OpenOptions::new()
@@ -238,8 +237,9 @@ fn reflink_or_copy(src: &Path, dst: &Path) -> io::Result<bool> {
         .create_new(true)
         .mode(0o600)
         .open(dst)?;
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(lap_portable)))]
     {
+        use std::os::fd::AsRawFd;
         // SAFETY: both descriptors are open files owned by this function for the whole call, and
         // FICLONE takes the source descriptor by value; the kernel checks everything else.
         let cloned = unsafe { ficlone(to.as_raw_fd(), from.as_raw_fd()) };
