@@ -8,6 +8,8 @@
 //! server's [`TaskTracker`] so shutdown can wait for it. The warm pool lives in [`pool`].
 
 pub mod pool;
+// Issue 17 part 1: ports, port connections and preview URLs.
+pub mod ports;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -162,6 +164,8 @@ pub struct Control {
     messages: messages::Messages,
     /// Why the sessions of before this start are not recovered yet (`None`: they are).
     unrecovered: Mutex<Option<String>>,
+    /// Open connections to each session's ports (`control/ports.rs`).
+    tunnels: Arc<ports::Tunnels>,
 }
 
 impl Control {
@@ -194,6 +198,7 @@ impl Control {
             messages: messages::Messages::default(),
             // The router exists only after `start`, which sets it when recovery has to wait.
             unrecovered: Mutex::new(None),
+            tunnels: Arc::default(),
         })
     }
 

@@ -8,6 +8,8 @@
 
 mod messages;
 pub mod seal;
+// Issue 17 part 1 (ports).
+mod preview;
 mod ui;
 pub mod warm;
 
@@ -174,6 +176,16 @@ CREATE TABLE ui_sessions (
     r#"
 ALTER TABLE credentials ADD COLUMN inject_json TEXT;
 ALTER TABLE credentials ADD COLUMN rules_json TEXT NOT NULL DEFAULT '[]';
+"#,
+    // Issue 17 part 1, schema 11 (the lead renumbers on merge): preview URLs revoked per session
+    // and port (port 0: every port), by the time they were issued (store/preview.rs).
+    r#"
+CREATE TABLE preview_revocations (
+    session_id     TEXT NOT NULL,
+    port           INTEGER NOT NULL,
+    revoked_before INTEGER NOT NULL,
+    PRIMARY KEY (session_id, port)
+);
 "#,
 ];
 
