@@ -639,10 +639,7 @@ fn a_page_from_a_preview_url_cannot_read_or_call_the_web_uis_api() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chromium = std::env::var("LAP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
     let ui_dir = root.join("tests/ui");
-    if !Path::new(&chromium).is_file() || !ui_dir.join("node_modules/playwright-core/package.json").is_file() {
-        let why = format!(
-            "no Chromium at {chromium} or no playwright-core in tests/ui/node_modules (run `cargo nextest run --test ui` once, or `npm ci` in tests/ui)"
-        );
+    if let Err(why) = browser_prerequisites(&chromium, &ui_dir) {
         assert!(std::env::var("LAP_TEST_STRICT").is_err(), "{why}");
         eprintln!("SKIPPED: {why}");
         return;
@@ -712,4 +709,37 @@ fn a_page_from_a_preview_url_cannot_read_or_call_the_web_uis_api() {
         agents_before, agents_after,
         "the page from the sandbox created an agent"
     );
+}
+
+/// Chromium, node, and playwright-core in `tests/ui/node_modules` (`npm ci` there once, under the
+/// same lock as tests/ui.rs, so parallel browser tests do not race), or why they are missing.
+fn browser_prerequisites(chromium: &str, ui_dir: &Path) -> Result<(), String> {
+    if !Path::new(chromium).is_file() {
+        return Err(format!("no Chromium at {chromium} (apt-get install chromium)"));
+    }
+    if !Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Err("no `node` on PATH (apt-get install nodejs npm)".to_owned());
+    }
+    let lock = std::fs::File::create(std::env::temp_dir().join("lap-tests-ui-npm-ci.lock"))
+        .map_err(|e| format!("cannot create the npm lock file: {e}"))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock the npm lock file: {e}"))?;
+    if !ui_dir.join("node_modules/playwright-core/package.json").is_file() {
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+            .current_dir(ui_dir)
+            .output()
+            .map_err(|e| format!("cannot run `npm ci` in tests/ui ({e}); apt-get install npm"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`npm ci` in tests/ui failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
 }
