@@ -632,8 +632,9 @@ fn a_websocket_server_in_the_sandbox_works_through_the_proxy_path_and_a_preview(
     });
 }
 
-/// Runs `tests/ui/preview_origin.mjs` in headless Chromium: signed in to the web UI, it opens a page
-/// served from the sandbox through a preview URL; that page tries to read and call the UI's API.
+/// Runs `tests/ui/preview_origin.mjs` in headless Chromium: signed in to the web UI, it opens the
+/// sandbox's port from the session page (a preview URL, in a new tab); the page served there tries to
+/// read and call the UI's API.
 #[test]
 fn a_page_from_a_preview_url_cannot_read_or_call_the_web_uis_api() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -671,7 +672,6 @@ fn a_page_from_a_preview_url_cannot_read_or_call_the_web_uis_api() {
         "/tmp/http.log",
     );
     wait_listening(&home, &session, &[8000]);
-    let url = preview_url(&home, &session, 8000, &[]);
     let agents_before = lap(&home, ["--json", "agents", "list"]).success().json();
 
     let script = ui_dir.join("preview_origin.mjs");
@@ -681,7 +681,7 @@ fn a_page_from_a_preview_url_cannot_read_or_call_the_web_uis_api() {
         .env("LAP_URL", &server.url)
         .env("LAP_MASTER_KEY", server.master_key())
         .env("LAP_CHROMIUM", &chromium)
-        .env("LAP_PREVIEW", &url)
+        .env("LAP_SESSION", &session)
         .env("HOME", home.path())
         .output()
         .expect("run node");
@@ -696,7 +696,7 @@ fn a_page_from_a_preview_url_cannot_read_or_call_the_web_uis_api() {
     println!("{stdout}");
     for step in [
         "ok: signed in to the web UI",
-        "ok: the preview is served from its own origin",
+        "ok: the web UI lists the port and opens it on the preview origin",
         "ok: the page cannot read the API",
         "ok: the page cannot call the API",
         "ok: the page sees no cookie of the UI",

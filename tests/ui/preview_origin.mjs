@@ -1,14 +1,15 @@
-// tests/ports.rs: a page served from a sandbox through a preview URL, in a browser signed in to the
-// web UI, can neither read nor call the UI's API (the preview has an origin of its own).
+// tests/ports.rs: the web UI lists a sandbox's ports and opens one on the preview origin; a page
+// served from the sandbox there, in a browser signed in to the UI, can neither read nor call the
+// UI's API (the preview has an origin of its own).
 //
-// Env (besides common.mjs's): LAP_PREVIEW, a preview URL of a sandbox port serving attack.html.
+// Env (besides common.mjs's): LAP_SESSION, a ready session whose port 8000 serves attack.html.
 
 import { open, signIn, ok, expect, url, WAIT, PREFIX } from './common.mjs';
 
-const preview = process.env.LAP_PREVIEW;
-if (!preview) throw new Error('LAP_PREVIEW must be set');
+const session = process.env.LAP_SESSION;
+if (!session) throw new Error('LAP_SESSION must be set');
 
-const { browser, page } = await open();
+const { browser, context, page } = await open();
 try {
   await signIn(page);
   // The control: on the UI's own origin, the cookie does read the API.
@@ -19,14 +20,20 @@ try {
   expect(status === 200, `the UI's page reads the API with its cookie (got ${status})`);
   ok('signed in to the web UI');
 
-  await page.goto(preview);
-  const origin = new URL(page.url()).origin;
+  await page.goto(`${url}/sessions/${session}`);
+  const button = page.locator('#session-ports tr[data-port="8000"] button.open-port');
+  await button.waitFor({ timeout: WAIT });
+  const [preview] = await Promise.all([context.waitForEvent('page', { timeout: WAIT }), button.click()]);
+  await preview.waitForLoadState();
+  const origin = new URL(preview.url()).origin;
   expect(origin !== new URL(url).origin, `the preview has an origin of its own (got ${origin})`);
-  ok('the preview is served from its own origin');
+  expect((await preview.textContent('body')).includes('attack.html'), 'the sandbox\'s directory listing is shown');
+  expect(await preview.evaluate(() => window.opener === null), 'the preview has no handle on the UI window');
+  ok('the web UI lists the port and opens it on the preview origin');
 
-  await page.goto(`${origin}/attack.html#ui=${encodeURIComponent(url)}`);
-  await page.waitForFunction(() => document.title === 'done', null, { timeout: WAIT });
-  const r = JSON.parse(await page.textContent('#out'));
+  await preview.goto(`${origin}/attack.html#ui=${encodeURIComponent(url)}`);
+  await preview.waitForFunction(() => document.title === 'done', null, { timeout: WAIT });
+  const r = JSON.parse(await preview.textContent('#out'));
   console.log(`attack page: ${JSON.stringify(r)}`);
   expect(r.origin === origin, `the attack page runs on the preview origin (got ${r.origin})`);
   expect(r.read.startsWith('blocked'), `reading the API is blocked (got ${r.read})`);
