@@ -465,6 +465,8 @@ async fn proxy(
     }
     let (mut parts, body) = response.into_parts();
     parts.headers = response_headers(&parts.headers, switching, served);
+    // The sandbox's server may speak HTTP/1.0; the client's connection is this server's.
+    parts.version = axum::http::Version::default();
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
