@@ -271,9 +271,6 @@ pub async fn forward(
     })?;
     // Connected before the upgrade, so a port nobody listens on is an HTTP error the client shows.
     let conn = connect(&state, uuid, &sandbox, port).await?;
-    if let Err(err) = state.store.touch_session(uuid).await {
-        tracing::warn!(session = %uuid, error = %err, "cannot record port-forward activity");
-    }
     Ok(upgrade
         .max_frame_size(MAX_FORWARD_MESSAGE)
         .max_message_size(MAX_FORWARD_MESSAGE)

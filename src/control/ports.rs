@@ -36,9 +36,12 @@ const KEY_LEN: usize = 32;
 /// The version tag every token starts with.
 const TOKEN_VERSION: &str = "v1";
 
-/// Open connections per session.
+/// Least time between two `last_seen_at` writes for one session's port connections.
+pub const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Open connections per session, and when each session's activity was last recorded.
 #[derive(Default)]
-pub struct Tunnels(Mutex<HashMap<Uuid, usize>>);
+pub struct Tunnels(Mutex<HashMap<Uuid, usize>>, Mutex<HashMap<Uuid, std::time::Instant>>);
 
 /// One open connection's place, given back when dropped.
 pub struct Tunnel {
@@ -74,6 +77,18 @@ impl Tunnels {
             session,
         })
     }
+
+    /// Whether `session`'s activity is due to be recorded (at most once per [`TOUCH_INTERVAL`]).
+    fn touch_due(&self, session: Uuid) -> bool {
+        let mut touched = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        touched.retain(|_, at| now.duration_since(*at) < TOUCH_INTERVAL);
+        if touched.contains_key(&session) {
+            return false;
+        }
+        touched.insert(session, now);
+        true
+    }
 }
 
 /// A connection to a sandbox port, with its place among the session's tunnels.
@@ -92,6 +107,16 @@ impl Control {
     ) -> Result<PortConnection, ControlError> {
         let tunnel = self.tunnels.take(session)?;
         let stream = self.sandbox.connect_port(sandbox_id, port).await?;
+        // A connection to a port is activity (idle reaping); recorded off the connection's path,
+        // as the store's writes wait for the disk.
+        if self.tunnels.touch_due(session) {
+            let store = self.store.clone();
+            self.tasks.spawn(async move {
+                if let Err(err) = store.touch_session(session).await {
+                    tracing::warn!(session = %session, error = %err, "cannot record port activity");
+                }
+            });
+        }
         Ok(PortConnection { stream, tunnel })
     }
 
