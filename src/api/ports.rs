@@ -32,7 +32,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, Request, State};
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -669,9 +669,6 @@ async fn serve_preview(State(state): State<PreviewState>, req: Request) -> Respo
     }
 }
 
-/// The header name of `Content-Security-Policy`, for tests.
-pub const CSP: HeaderName = header::CONTENT_SECURITY_POLICY;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,10 +703,10 @@ mod tests {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         let api = response_headers(&headers, false, Served::Api);
         assert_eq!(api.get_all(header::SET_COOKIE).iter().count(), 0);
-        assert_eq!(api.get(CSP).unwrap(), API_ORIGIN_CSP);
+        assert_eq!(api.get(header::CONTENT_SECURITY_POLICY).unwrap(), API_ORIGIN_CSP);
         let preview = response_headers(&headers, false, Served::Preview);
         let cookies: Vec<_> = preview.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(cookies, vec!["app=1; Path=/"]);
-        assert_eq!(preview.get(CSP), None);
+        assert_eq!(preview.get(header::CONTENT_SECURITY_POLICY), None);
     }
 }
