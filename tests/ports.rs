@@ -141,9 +141,14 @@ impl Reply {
 
 /// `GET path` on `addr` with `headers`, `Connection: close`.
 fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    get_on(addr, &addr.to_string(), path, headers)
+}
+
+/// [`get`] with `Host: host`.
+fn get_on(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -567,6 +572,44 @@ fn preview_urls_that_expired_were_tampered_with_revoked_or_belong_elsewhere_are_
         .status,
         409
     );
+}
+
+#[test]
+fn with_a_preview_domain_each_sessions_port_is_an_origin_of_its_own() {
+    let home = Home::new();
+    let server = TestServer::start_local_with(&home, ["--preview-domain", "localhost"]);
+    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let (session, page, _) = web_session(&home);
+    let url = preview_url(&home, &session, 8000, &[]);
+    let own = format!("p8000-{session}.localhost");
+    let rest = url
+        .strip_prefix(&format!("http://{own}:"))
+        .unwrap_or_else(|| panic!("{url} is not on the port's own host name"));
+    let (port, path) = rest.split_once('/').unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().unwrap()));
+    let path = format!("/{path}");
+    let own_host = format!("{own}:{port}");
+    let other_port = format!("p8001-{session}.localhost:{port}");
+
+    // Opened anywhere but on its own host name, the URL is refused.
+    assert_eq!(get(addr, &path, &[]).status, 403);
+    assert_eq!(get_on(addr, &other_port, &path, &[]).status, 403);
+    let opened = get_on(addr, &own_host, &path, &[]);
+    assert_eq!(opened.status, 303, "{opened:?}");
+    let cookie = opened
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let served = get_on(addr, &own_host, "/index.html", &[("Cookie", &cookie)]);
+    assert_eq!((served.status, served.text()), (200, page));
+    // Its cookie, carried to another session's or port's host name, opens nothing there.
+    assert_eq!(get_on(addr, &other_port, "/", &[("Cookie", &cookie)]).status, 403);
+    let other_session = format!("p8000-00000000-0000-4000-8000-000000000000.localhost:{port}");
+    assert_eq!(get_on(addr, &other_session, "/", &[("Cookie", &cookie)]).status, 403);
+    assert_eq!(get(addr, "/", &[("Cookie", &cookie)]).status, 403);
 }
 
 #[test]

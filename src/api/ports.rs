@@ -204,7 +204,7 @@ pub async fn create_preview(
     Ok((
         StatusCode::CREATED,
         axum::Json(PreviewUrl {
-            url: format!("{}{PREVIEW_OPEN_PATH}/{token}", previews.base()),
+            url: format!("{}{PREVIEW_OPEN_PATH}/{token}", previews.origin_of(uuid, body.port)),
             session_id: uuid.to_string(),
             port: body.port,
             expires_at: rfc3339(expires),
@@ -592,7 +592,21 @@ fn preview_refused() -> Response {
         .into_response()
 }
 
-async fn open_preview(State(state): State<PreviewState>, Path(token): Path<String>) -> Response {
+/// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()))
+}
+
+async fn open_preview(
+    State(state): State<PreviewState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let grant = match state.previews.check(&token).await {
         Ok(grant) => grant,
         Err(err) => {
@@ -600,12 +614,15 @@ async fn open_preview(State(state): State<PreviewState>, Path(token): Path<Strin
             return preview_refused();
         }
     };
+    if !state
+        .previews
+        .host_allowed(request_host(&headers, &uri).as_deref(), &grant)
+    {
+        tracing::debug!("preview link opened on another session's or port's host name");
+        return preview_refused();
+    }
     let max_age = (grant.expires - time::OffsetDateTime::now_utc().unix_timestamp()).max(0);
-    let secure = if state.previews.base().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if state.previews.is_https() { "; Secure" } else { "" };
     let cookie = format!("{PREVIEW_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
     let Ok(cookie) = HeaderValue::from_str(&cookie) else {
         return preview_refused();
@@ -645,6 +662,12 @@ async fn serve_preview(State(state): State<PreviewState>, req: Request) -> Respo
             return preview_refused();
         }
     };
+    if !state
+        .previews
+        .host_allowed(request_host(req.headers(), req.uri()).as_deref(), &grant)
+    {
+        return preview_refused();
+    }
     let target = req
         .uri()
         .path_and_query()

@@ -146,6 +146,11 @@ pub struct Args {
     /// (e.g. `https://preview.example.com`) [default: the preview listener's own address]
     #[arg(long, env = "LAP_PREVIEW_URL", value_name = "URL")]
     pub preview_url: Option<String>,
+    /// Serve each session's port on a host name of its own, `p{PORT}-{SESSION}.DOMAIN` on the
+    /// preview listener's port (an origin per session and port; `localhost` works in browsers without
+    /// DNS; elsewhere a wildcard DNS record to the preview listener) [default: one origin for all]
+    #[arg(long, env = "LAP_PREVIEW_DOMAIN", value_name = "DOMAIN")]
+    pub preview_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -270,11 +275,10 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     let preview = preview_listener(&args, local, &url, &data_dir, out).await?;
     let router = match &preview {
         Some((_, base, key)) => {
-            let previews = Arc::new(crate::control::ports::Previews::new(
-                key,
-                app_state.store.clone(),
-                base.clone(),
-            ));
+            let previews = Arc::new(
+                crate::control::ports::Previews::new(key, app_state.store.clone(), base.clone())
+                    .with_domain(args.preview_domain.clone()),
+            );
             let preview_router = api::ports::preview_router(api::ports::PreviewState {
                 app: app_state.clone(),
                 previews: previews.clone(),

@@ -157,6 +157,14 @@ pub struct Previews {
     store: Store,
     /// The preview origin's base URL, e.g. `http://127.0.0.1:3001`.
     base: String,
+    /// With a preview domain, each session's port is served on a host name of its own under it
+    /// ([`host_label`]): an origin per session and port.
+    domain: Option<String>,
+}
+
+/// The host label of one session's port under the preview domain: `p{port}-{session}`.
+pub fn host_label(session: Uuid, port: u16) -> String {
+    format!("p{port}-{session}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,12 +220,60 @@ impl Previews {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
             store,
             base: base.trim_end_matches('/').to_owned(),
+            domain: None,
         }
     }
 
-    /// The preview origin's base URL.
+    /// Serves each session's port on a host name of its own under `domain` (`lap serve
+    /// --preview-domain`).
+    pub fn with_domain(mut self, domain: Option<String>) -> Self {
+        self.domain = domain.map(|d| d.trim_matches('.').to_ascii_lowercase());
+        self
+    }
+
+    /// The preview origin's base URL (without a preview domain, the origin of every preview).
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Whether the preview origin is served over TLS (its cookie is then `Secure`).
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
+    }
+
+    /// The base URL of `session`'s `port` previews: the base, or with a preview domain the base
+    /// with its host replaced by `p{port}-{session}.{domain}`.
+    pub fn origin_of(&self, session: Uuid, port: u16) -> String {
+        let Some(domain) = &self.domain else {
+            return self.base.clone();
+        };
+        let (scheme, rest) = self.base.split_once("://").unwrap_or(("http", &self.base));
+        let authority = rest.split('/').next().unwrap_or_default();
+        // The port after the host, an IPv6 literal's brackets included.
+        let port_part = match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => &authority[i..],
+            _ => "",
+        };
+        format!("{scheme}://{}.{domain}{port_part}", host_label(session, port))
+    }
+
+    /// Whether a request's `Host` may be served for `grant`: any host without a preview domain,
+    /// else only that session's port's own host name.
+    pub fn host_allowed(&self, host: Option<&str>, grant: &Grant) -> bool {
+        let Some(domain) = &self.domain else {
+            return true;
+        };
+        let Some(host) = host else {
+            return false;
+        };
+        let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        });
+        name.eq_ignore_ascii_case(&format!("{}.{domain}", host_label(grant.session, grant.port)))
     }
 
     /// A token for `session`'s `port`, valid for `ttl_secs`; also its expiry (Unix seconds).
@@ -334,6 +390,24 @@ mod tests {
         previews.revoke(session, None).await.unwrap();
         assert_eq!(previews.check(&other_port).await, Err(TokenError::Revoked));
         assert_eq!(previews.check(&fresh).await, Err(TokenError::Revoked));
+    }
+
+    #[tokio::test]
+    async fn with_a_preview_domain_each_sessions_port_has_a_host_of_its_own() {
+        let (previews, _dir) = previews().await;
+        let previews = previews.with_domain(Some("preview.localhost".into()));
+        let session = Uuid::new_v4();
+        let origin = previews.origin_of(session, 8000);
+        assert_eq!(origin, format!("http://p8000-{session}.preview.localhost:3001"));
+        let (token, _) = previews.mint(session, 8000, 60);
+        let grant = previews.check(&token).await.unwrap();
+        let own = format!("p8000-{session}.preview.localhost:3001");
+        assert!(previews.host_allowed(Some(&own), &grant));
+        assert!(!previews.host_allowed(Some("127.0.0.1:3001"), &grant));
+        let other = format!("p8000-{}.preview.localhost:3001", Uuid::new_v4());
+        assert!(!previews.host_allowed(Some(&other), &grant));
+        assert!(!previews.host_allowed(Some(&format!("p8001-{session}.preview.localhost")), &grant));
+        assert!(!previews.host_allowed(None, &grant));
     }
 
     #[test]
