@@ -180,7 +180,7 @@ ALTER TABLE credentials ADD COLUMN rules_json TEXT NOT NULL DEFAULT '[]';
     // Issue 17 part 1, schema 11 (the lead renumbers on merge): preview URLs revoked per session
     // and port (port 0: every port), by the time they were issued (store/preview.rs).
     r#"
-CREATE TABLE preview_revocations (
+CREATE TABLE IF NOT EXISTS preview_revocations (
     session_id     TEXT NOT NULL,
     port           INTEGER NOT NULL,
     revoked_before INTEGER NOT NULL,
