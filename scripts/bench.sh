@@ -13,6 +13,8 @@
 #   scripts/bench.sh workspace  pause -> resume and hibernate -> resume to the first terminal byte
 #                            (p50/p99, beside E2B's ~1 s) and fork time by workspace size
 #                            (real sandboxes: run as root; LAP_BENCH_FORK_MB=10,1024,10240)
+#   scripts/bench.sh ports   `lap port-forward` connection latency, round trip and throughput,
+#                            beside `ssh -L` to an sshd of its own (openssh from apt; run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -42,5 +44,9 @@ case "${1:-vault}" in
   workspace)
     cargo bench --locked --bench workspace
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\` or \`workspace\`" ;;
+  ports)
+    ensure_apt sshd:openssh-server ssh:openssh-client
+    cargo bench --locked --bench ports
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\`, \`workspace\` or \`ports\`" ;;
 esac

@@ -16,6 +16,8 @@ mod login;
 mod logout;
 mod man;
 mod open;
+// Issue 17 part 1 (ports).
+mod port_forward;
 mod reserved;
 mod send;
 mod serve;
@@ -137,6 +139,8 @@ pub enum Command {
     Completions(completions::Args),
     /// Write man pages
     Man(man::Args),
+    /// Forward local ports to a session's sandbox, like `kubectl port-forward`
+    PortForward(port_forward::Args),
     /// Run a sandbox's harness (started by `lap serve`)
     #[command(hide = true)]
     Harness(harness::Args),
@@ -248,6 +252,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Send(args) => send::run(args, &ctx).await,
                     Command::Chat(args) => chat::run(args, &ctx).await,
                     Command::Open(words) => open::run(words, &ctx).await,
+                    Command::PortForward(args) => port_forward::run(args, &ctx).await,
                     Command::Serve(_)
                     | Command::Completions(_)
                     | Command::Man(_)

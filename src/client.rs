@@ -5,9 +5,12 @@
 //! WebSocket is in [`tty`].
 
 pub mod messages;
+// Issue 17 part 1 (ports).
+mod ports;
 mod tty;
 mod workspaces;
 
+pub use ports::ForwardSocket;
 pub use tty::{NoTerminal, SessionTarget, TtyLocation, TtySocket, locate_tty, session_target, tty_url};
 
 use std::path::Path;

@@ -10,6 +10,8 @@
 //! [`workspace`].
 
 pub mod pool;
+// Issue 17 part 1: ports, port connections and preview URLs.
+pub mod ports;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -185,6 +187,8 @@ pub struct Control {
     lifecycle: Lifecycle,
     /// This service itself, for work a `&self` method spawns (a wake's bring-up).
     me: std::sync::Weak<Control>,
+    /// Open connections to each session's ports (`control/ports.rs`).
+    tunnels: Arc<ports::Tunnels>,
 }
 
 impl Control {
@@ -224,6 +228,7 @@ impl Control {
             // The router exists only after `start`, which sets it when recovery has to wait.
             unrecovered: Mutex::new(None),
             lifecycle,
+            tunnels: Arc::default(),
         })
     }
 

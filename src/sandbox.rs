@@ -362,6 +362,26 @@ pub trait Sandbox: Send + Sync + 'static {
             reason: format!("it cannot run commands in sandbox `{id}`"),
         })
     }
+
+    // ---- Issue 17 part 1 (ports) ----
+
+    /// Opens one connection to the sandbox's own `127.0.0.1:port` through its harness (the sandbox
+    /// keeps having no network of its own): the bytes of the returned stream are that connection's.
+    async fn connect_port(&self, id: &str, port: u16) -> Result<Box<dyn local::ports::PortStream>, SandboxError> {
+        let _ = port;
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot reach the ports of sandbox `{id}`"),
+        })
+    }
+
+    /// The TCP ports the sandbox listens on (those a connection to its loopback reaches).
+    async fn listening_ports(&self, id: &str) -> Result<Vec<crate::wire::ports::ListeningPort>, SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot list the ports of sandbox `{id}`"),
+        })
+    }
 }
 
 /// A backend this build cannot run (yet): every call fails with the reason.

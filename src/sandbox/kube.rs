@@ -710,6 +710,26 @@ impl Sandbox for Kube {
         self.interceptions(id, after).await
     }
 
+    // ---- Issue 17 part 1 (ports): through the harness connection, not a Service per port ----
+
+    async fn connect_port(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> Result<Box<dyn crate::sandbox::local::ports::PortStream>, SandboxError> {
+        let stream = self.harness_stream(id).await?;
+        crate::sandbox::local::ports::open(stream, port)
+            .await
+            .map_err(crate::sandbox::local::port_error)
+    }
+
+    async fn listening_ports(&self, id: &str) -> Result<Vec<crate::wire::ports::ListeningPort>, SandboxError> {
+        let stream = self.harness_stream(id).await?;
+        crate::sandbox::local::ports::list(stream)
+            .await
+            .map_err(crate::sandbox::local::port_error)
+    }
+
     async fn proxy_listener(&self, id: &str) -> Result<super::ProxyListener, SandboxError> {
         Err(SandboxError::Unavailable {
             backend: "kube",

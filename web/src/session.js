@@ -126,6 +126,11 @@ export function sessionPage(main, _ctx, id) {
     h('div', { class: 'session-grid' }, h('div', {}, work, execPanel(id)), egress),
   );
 
+  // Issue 17 part 1: the ports the sandbox listens on, each with an Open link (a preview URL).
+  const ports = portsPanel(id);
+  work.parentNode.append(ports.el);
+  stops.push(ports.stop);
+
   // The credentials the sandbox holds stubs for: what the egress log can show being swapped.
   const credentials = h('p', { class: 'muted', id: 'session-credentials' });
   egress.insertBefore(credentials, egress.children[1]);
@@ -505,4 +510,57 @@ function mountChat(work, session) {
       error.textContent = `the session is ${s.status}`;
     },
   };
+}
+
+/// How often the ports the sandbox listens on are polled.
+const PORTS_POLL_MS = 3000;
+
+// The ports the sandbox listens on. "Open" mints a signed preview URL and opens it in a new tab
+// with no opener: what the sandbox serves is hostile, so it is shown on the preview origin, never
+// this one, and gets no handle on this window.
+function portsPanel(id) {
+  const body = h('tbody');
+  const el = h(
+    'section',
+    { id: 'session-ports', style: 'margin-top:1rem' },
+    h('h2', {}, 'Ports ', h('span', { class: 'muted' }, '— what the sandbox listens on; opened on a preview origin of their own')),
+    h('table', { class: 'card' }, h('thead', {}, h('tr', {}, ['Port', 'Address', ''].map((t) => h('th', {}, t)))), body),
+  );
+  const open = async (port) => {
+    try {
+      const preview = await api('POST', `${PREFIX}/sessions/${id}/preview_urls`, { port });
+      window.open(preview.url, '_blank', 'noopener,noreferrer');
+    } catch (err) {
+      toast(String(err));
+    }
+  };
+  let shown = '';
+  const stop = every(PORTS_POLL_MS, async () => {
+    let listed;
+    try {
+      listed = (await api('GET', `${PREFIX}/sessions/${id}/ports`)).ports;
+    } catch {
+      listed = null;
+    }
+    const key = JSON.stringify(listed);
+    if (key === shown) return;
+    shown = key;
+    if (!listed || !listed.length) {
+      clear(body, h('tr', { class: 'empty' }, h('td', { colspan: 3, class: 'muted' }, listed ? 'no port open' : 'the sandbox is not running')));
+      return;
+    }
+    clear(
+      body,
+      ...listed.map((p) =>
+        h(
+          'tr',
+          { 'data-port': String(p.port) },
+          h('td', { class: 'mono' }, String(p.port)),
+          h('td', { class: 'mono muted' }, p.address),
+          h('td', {}, h('button', { type: 'button', class: 'open-port', onclick: () => open(p.port) }, 'Open')),
+        ),
+      ),
+    );
+  });
+  return { el, stop };
 }

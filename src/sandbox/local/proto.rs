@@ -35,6 +35,10 @@
 //!   else `HOME`). The harness answers one JSON line, `{}` or `{"error":"…"}`, and closes. An agent
 //!   starts at most once per sandbox: a second `start` with a command is an error and changes nothing.
 //!
+//! - `{"op":"connect","port":N}` and `{"op":"ports"}`: a loopback connection to the sandbox's own
+//!   `127.0.0.1:N`, spliced with this connection after a one-line answer, and the ports the sandbox
+//!   listens on; specified in [`super::ports`].
+//!
 //! An `exec` request may carry `"env":[[k,v],…]`: variables set over the session's for that command
 //! only (e.g. a clone before the agent starts).
 //!
@@ -96,6 +100,9 @@ pub enum Request {
     Attach(AttachRequest),
     Wait,
     Start(StartRequest),
+    // Issue 17 part 1 (ports): see `super::ports`.
+    Connect(super::ports::ConnectRequest),
+    Ports,
 }
 
 /// Binds the session to a (possibly warm) sandbox and starts its agent: see the module doc.
