@@ -21,6 +21,7 @@ pub mod rewrite;
 mod scrub_props;
 pub mod upstream;
 pub mod websocket;
+pub mod wrapped;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
