@@ -562,7 +562,8 @@ where
 /// connection is accepted only once `tunnels` has a place for it, or for its refusal
 /// ([`Tunnels::admit`]), so what a sandbox opens beyond waits in the listener's backlog. A failed
 /// `accept` (`EMFILE` and the like) ends nothing: the loop keeps the admission it took, rests
-/// [`ACCEPT_BACKOFF`] and accepts again.
+/// [`ACCEPT_BACKOFF`] and accepts again. `stop` comes first: once cancelled, nothing more is
+/// accepted.
 pub async fn accept_admitted<S, F>(
     tunnels: &Tunnels,
     mut accept: impl FnMut() -> F,
@@ -576,11 +577,13 @@ pub async fn accept_admitted<S, F>(
         let admission = match kept.take() {
             Some(admission) => admission,
             None => tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 admission = tunnels.admit() => admission,
             },
         };
         let accepted = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             accepted = accept() => accepted,
         };
@@ -590,6 +593,7 @@ pub async fn accept_admitted<S, F>(
                 tracing::warn!(error = %err, "cannot accept a vault connection; trying again in {ACCEPT_BACKOFF:?}");
                 kept = Some(admission);
                 tokio::select! {
+                    biased;
                     _ = stop.cancelled() => return,
                     () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                 }
