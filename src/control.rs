@@ -91,9 +91,6 @@ const RECOVER_RETRY_CAP: Duration = Duration::from_secs(30);
 /// How often the records of a vault that runs in its sandbox are pulled.
 const RECORD_PULL: Duration = Duration::from_secs(1);
 
-/// How long the vault's accept loop pauses after an accept error (e.g. out of descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(transparent)]
@@ -641,7 +638,14 @@ impl Control {
         }
         let listener = self.sandbox.proxy_listener(sandbox_id).await?;
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-        let binding = Arc::new(crate::vault::proxy_binding(binding, AuditLog::with_sink(sink)));
+        let mut binding = crate::vault::proxy_binding(binding, AuditLog::with_sink(sink));
+        // The sandbox's own descriptors in `lap serve` count in the vault's budget.
+        binding.tunnels =
+            crate::vault::limits::Tunnels::for_served_sandbox().map_err(|e| SandboxError::Unavailable {
+                backend: self.sandbox.name(),
+                reason: e.to_string(),
+            })?;
+        let binding = Arc::new(binding);
         tokio::spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
@@ -1206,26 +1210,13 @@ async fn pull_records(
 /// Accepts a sandbox's egress connections and hands each to the vault, until `stop`. A connection
 /// is accepted only once the vault has a place for it, or for its refusal
 /// ([`crate::vault::limits::Tunnels::admit`]): a sandbox at its limit cannot make `lap serve` hold
-/// more descriptors, what it opens beyond waits in the listener's backlog.
+/// more descriptors, what it opens beyond waits in the listener's backlog; a failed accept rests
+/// and tries again ([`crate::vault::limits::accept_admitted`]).
 async fn serve_egress(vault: Arc<Vault>, listener: ProxyListener, binding: Arc<Binding>, stop: CancellationToken) {
-    loop {
-        let (accepted, admission) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = async {
-                let admission = binding.tunnels.admit().await;
-                (listener.accept().await, admission)
-            } => accepted,
-        };
-        match accepted {
-            Ok(stream) => {
-                tokio::spawn(vault.clone().serve_admitted(stream, binding.clone(), admission));
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot accept a sandbox's egress connection");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-        }
-    }
+    let serve = |stream, admission| {
+        tokio::spawn(vault.clone().serve_admitted(stream, binding.clone(), admission));
+    };
+    crate::vault::limits::accept_admitted(&binding.tunnels, || listener.accept(), serve, &stop).await;
 }
 
 /// A sandbox's environment: the agent's plain variables, then the proxy and CA variables every

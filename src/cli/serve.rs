@@ -56,8 +56,8 @@ fn parse_policy_duration(text: &str) -> Result<PolicyDuration, String> {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Shortest master key accepted (LAP's rule).
 const MIN_MASTER_KEY: usize = 8;
-/// How long the API listener rests after a failed accept (`EMFILE`).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long the API listener rests after a failed accept (`EMFILE`): the vault's.
+use crate::vault::limits::ACCEPT_BACKOFF;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -424,7 +424,7 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
 /// Raises the descriptor limit to the hard limit and derives the vault's budget from it
 /// ([`crate::vault::limits`]); says so when the limit, not the default, bounds each sandbox.
 fn descriptor_budget(out: &Printer) {
-    let (limit, budget) = crate::vault::limits::init();
+    let (limit, budget) = crate::vault::limits::init(crate::vault::limits::Holder::Serve);
     let Some(limit) = limit else { return };
     tracing::debug!(
         was = limit.was,
