@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod files;
 pub mod messages;
 pub mod tty;
 pub mod vault;

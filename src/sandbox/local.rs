@@ -20,6 +20,7 @@
 //! sandbox (invariants 1 and 5).
 
 mod cgroup;
+pub mod files;
 mod init;
 pub mod landlock;
 pub mod layout;
@@ -627,6 +628,15 @@ impl Sandbox for Local {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
         Ok(proto::wait_agent(&layout.run()).await.map_err(LocalError::from)?)
+    }
+
+    // Files in and out (issue 17).
+    async fn files_connection(&self, id: &str) -> Result<super::files::Conn, SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        Ok(Box::new(proto::connect(&layout.run()).await.map_err(LocalError::from)?))
     }
 
     async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {
