@@ -137,6 +137,9 @@ pub struct Args {
     /// the cluster), or `auto`: `pod-ip` with the in-cluster configuration, else `port-forward`
     #[arg(long, env = "LAP_KUBE_REACH", value_enum, default_value = "auto")]
     pub kube_reach: KubeReach,
+    /// Largest file (or tar stream) one upload into a sandbox may be, in bytes
+    #[arg(long, env = "LAP_MAX_UPLOAD_BYTES", default_value_t = crate::wire::files::DEFAULT_MAX_UPLOAD_BYTES, value_name = "BYTES")]
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -237,6 +240,9 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         None => router,
     };
     let router = if tls.is_some() { api::over_tls(router) } else { router };
+    let router = router.layer(axum::Extension(api::FileLimits {
+        max_upload_bytes: args.max_upload_bytes,
+    }));
 
     let listener = TcpListener::bind(args.listen)
         .await
