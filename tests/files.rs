@@ -645,3 +645,43 @@ fn a_symlink_swapped_in_during_downloads_never_leaks_what_it_points_at() {
     });
     assert!(racer.stdout.contains("flips="), "{racer}");
 }
+
+#[test]
+fn the_openapi_document_describes_the_file_routes_and_their_shapes() {
+    let doc = serde_json::to_value(lap::api::openapi()).unwrap();
+    let files = "/api/v1/managed_agents/sessions/{id}/files";
+    for (path, method) in [
+        (files.to_owned(), "get"),
+        (files.to_owned(), "delete"),
+        (format!("{files}/stat"), "get"),
+        (format!("{files}/content"), "get"),
+        (format!("{files}/content"), "put"),
+    ] {
+        let operation = &doc["paths"][&path][method];
+        assert_eq!(
+            operation["security"],
+            serde_json::json!([{"master_key": []}]),
+            "{method} {path}"
+        );
+        let params: Vec<&str> = operation["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{method} {path} has parameters"))
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(params.contains(&"path"), "{method} {path}: {params:?}");
+    }
+    let download = &doc["paths"][format!("{files}/content")]["get"];
+    assert!(download["responses"]["206"].is_object() && download["responses"]["416"].is_object());
+    assert!(
+        download["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Range")
+    );
+    assert!(doc["paths"][format!("{files}/content")]["put"]["responses"]["413"].is_object());
+    for schema in ["FileList", "FileEntry", "FileKind", "Uploaded", "Deleted"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "no schema {schema}");
+    }
+}
