@@ -10,6 +10,8 @@
 #                            beside LAP's published warm start (real sandboxes: run as root)
 #   scripts/bench.sh tty     keystroke echo and `cat` throughput through `lap attach`, beside
 #                            `ssh localhost` to an sshd of its own (openssh from apt; run as root)
+#   scripts/bench.sh files   `lap cp` upload and download MB/s beside `scp` to an sshd of its own
+#                            (openssh from apt; run as root; LAP_BENCH_FILES_MB=N changes the 512)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -36,5 +38,9 @@ case "${1:-vault}" in
     ensure_apt sshd:openssh-server ssh:openssh-client
     cargo bench --locked --bench tty
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\` or \`tty\`" ;;
+  files)
+    ensure_apt sshd:openssh-server ssh:openssh-client
+    cargo bench --locked --bench files
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\` or \`files\`" ;;
 esac
