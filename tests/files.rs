@@ -685,3 +685,108 @@ fn the_openapi_document_describes_the_file_routes_and_their_shapes() {
         assert!(doc["components"]["schemas"][schema].is_object(), "no schema {schema}");
     }
 }
+
+/// A pod's harness (`lap harness --listen`, as the Kubernetes backend reaches it) serves the same
+/// file operations over TCP behind its token, confined the same way. It runs here as `nobody`, as a
+/// pod's harness container runs as the unprivileged sandbox user, in a fresh directory under /tmp.
+#[test]
+fn a_pod_harness_serves_the_same_file_operations_over_tcp() {
+    use lap::sandbox::files::{self as ops, Conn};
+    use lap::sandbox::local::files::{ReadRequest, WriteRequest};
+    use std::os::unix::process::CommandExt;
+
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::Builder::new()
+        .prefix("lap-files-tcp-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "pod-token-1234").unwrap();
+    let home = dir.path().join("home");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lap"));
+    command
+        .args(["harness", "--listen", "127.0.0.1:0", "--home"])
+        .arg(&home)
+        .arg("--token-file")
+        .arg(&token_file)
+        .env_clear()
+        .uid(NOBODY)
+        .gid(NOBODY);
+    let (mut child, line) = support::spawn_first_line(command);
+    let addr = support::addr_after(&line, "listening on ");
+    let base = dir.path().display().to_string();
+    std::os::unix::fs::symlink("/etc", dir.path().join("etc-link")).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let connect = || async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            lap::sandbox::local::proto::write_auth(&mut stream, "pod-token-1234")
+                .await
+                .unwrap();
+            Box::new(stream) as Conn
+        };
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let path = format!("{base}/home/data.bin");
+        let written = ops::write(
+            connect().await,
+            WriteRequest {
+                path: path.clone(),
+                mode: Some(0o640),
+                archive: false,
+                max_bytes: 1 << 20,
+            },
+            futures_util::stream::iter(data.chunks(70_000).map(|c| Ok::<_, ops::FilesError>(c.to_vec()))),
+        )
+        .await
+        .expect("upload over TCP");
+        assert_eq!(written.bytes, data.len() as u64);
+        let entry = ops::stat(connect().await, &path).await.unwrap();
+        assert_eq!((entry.size, entry.mode.as_str()), (data.len() as u64, "0640"));
+        let mut reading = ops::read(
+            connect().await,
+            ReadRequest {
+                path: path.clone(),
+                range: None,
+                archive: false,
+            },
+        )
+        .await
+        .unwrap_or_else(|_| panic!("download over TCP"));
+        let mut back = Vec::new();
+        while let Some(chunk) = reading.next_chunk().await.unwrap() {
+            back.extend(chunk);
+        }
+        assert!(back == data, "the bytes came back changed");
+        // Relative paths start in the pod's home.
+        assert_eq!(
+            ops::list(connect().await, ".").await.unwrap().entries[0].name,
+            "data.bin"
+        );
+        for outside in [
+            "/etc/passwd".to_owned(),
+            format!("{base}/etc-link/passwd"),
+            format!("{base}/../x"),
+        ] {
+            let err = ops::stat(connect().await, &outside).await.unwrap_err();
+            assert!(
+                matches!(&err, ops::FilesError::File(e) if e.code == lap::wire::files::FileErrorCode::Forbidden),
+                "{outside}: {err}"
+            );
+        }
+        // Without the pod's token, nothing.
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        lap::sandbox::local::proto::write_auth(&mut stream, "wrong")
+            .await
+            .unwrap();
+        assert!(ops::stat(Box::new(stream), &path).await.is_err());
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path().join("home/data.bin")).unwrap()),
+        NOBODY,
+        "written as the pod's user"
+    );
+}
