@@ -605,20 +605,23 @@ fn traversal_and_symlink_escapes_are_refused() {
 }
 
 #[test]
-fn a_symlink_swapped_in_during_downloads_never_leaks_what_it_points_at() {
+fn a_symlink_swapped_in_while_files_move_never_leads_out_of_work() {
     let fx = Fixture::new(&[]);
     let http = Http::new(fx.key());
-    // The agent flips /work/race/d between a directory holding `passwd` and a link to /etc, as fast
-    // as it can, until the marker file goes.
-    fx.sh("mkdir -p /work/race && touch /work/race/running");
+    // The agent flips /work/race/d and /work/race/u between directories and links to /tmp/outside
+    // (inside what the sandbox user may touch, so only the confinement to /work stands in the way),
+    // as fast as it can, until the marker file goes.
+    fx.sh("mkdir -p /work/race /tmp/outside && echo outside-secret > /tmp/outside/passwd && touch /work/race/running");
     let script = "cd /work/race; n=0; while [ -e running ]; do \
-                  mkdir -p d.new && echo harmless > d.new/passwd && rm -rf d && mv d.new d; \
-                  ln -s /etc d.link && rm -rf d && mv d.link d; n=$((n+1)); done; echo flips=$n";
+                  mkdir -p d.new u.new && echo harmless > d.new/passwd && rm -rf d u && mv -T d.new d && mv -T u.new u; \
+                  ln -sfn /tmp/outside d.link && ln -sfn /tmp/outside u.link && rm -rf d u && mv -T d.link d && mv -T u.link u; \
+                  n=$((n+1)); done; echo flips=$n";
     let home = &fx.home;
     let session = fx.session.clone();
+    let planted = tar_of(&[("u/planted-by-tar", tar::EntryType::Regular, b"x", None)]);
     let racer = std::thread::scope(|scope| {
         let racer = scope.spawn(move || lap(home, ["exec", &session, "--", "sh", "-c", script]));
-        let (mut harmless, mut refused) = (0, 0);
+        let (mut harmless, mut refused, mut uploads) = (0, 0, 0);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline || harmless == 0 || refused == 0 {
             assert!(
@@ -627,8 +630,8 @@ fn a_symlink_swapped_in_during_downloads_never_leaks_what_it_points_at() {
             );
             let answer = http.get(&fx.url("/content"), &[("path", "/work/race/d/passwd")], &[]);
             assert!(
-                !answer.text().contains("root:"),
-                "/etc/passwd leaked through the swapped link"
+                !answer.text().contains("outside-secret"),
+                "a file outside /work leaked through the swapped link"
             );
             match answer.status {
                 200 => {
@@ -638,12 +641,28 @@ fn a_symlink_swapped_in_during_downloads_never_leaks_what_it_points_at() {
                 403 | 404 => refused += 1,
                 other => panic!("unexpected {other}: {}", answer.text()),
             }
+            let put = http.put(
+                &fx.url("/content"),
+                &[("path", "/work/race/u/planted-by-put")],
+                b"x".to_vec(),
+            );
+            let tar = http.put(
+                &fx.url("/content"),
+                &[("path", "/work/race"), ("archive", "true")],
+                planted.clone(),
+            );
+            uploads += u32::from(put.status == 200) + u32::from(tar.status == 200);
         }
         fx.sh("rm /work/race/running");
-        eprintln!("{harmless} harmless reads, {refused} refused");
+        eprintln!("{harmless} harmless reads, {refused} refused, {uploads} uploads landed inside");
         racer.join().unwrap()
     });
     assert!(racer.stdout.contains("flips="), "{racer}");
+    let outside = fx.sh("find /tmp/outside -name 'planted*' | wc -l; cat /tmp/outside/passwd");
+    assert_eq!(
+        outside, "0\noutside-secret\n",
+        "an upload went out through the swapped link"
+    );
 }
 
 #[test]

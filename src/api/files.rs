@@ -31,6 +31,23 @@ use crate::wire::files::{
 use super::json::ApiQuery;
 use super::{ApiError, AppState};
 
+/// How long a listing, a stat, a delete or the start of a download may take in the sandbox.
+const FILE_OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs a file operation (not a transfer's body) under [`FILE_OP_TIMEOUT`].
+async fn bounded<T>(what: &str, op: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+    tokio::time::timeout(FILE_OP_TIMEOUT, op).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the sandbox did not finish the {what} within {}s",
+                FILE_OP_TIMEOUT.as_secs()
+            ),
+        )
+        .hint("the sandbox may be overloaded or frozen; `lap sessions show` says whether it is ready")
+    })
+}
+
 /// How `lap serve` limits uploads (an extension of the router; absent: the defaults).
 #[derive(Debug, Clone, Copy)]
 pub struct FileLimits {
@@ -175,7 +192,11 @@ pub async fn list(
 ) -> Result<Json<FileList>, ApiError> {
     let sandbox = sandbox_of(&state, &id).await?;
     let conn = connect(&state, &sandbox).await?;
-    Ok(Json(ops::list(conn, &query.path).await.map_err(failed)?))
+    Ok(Json(
+        bounded("listing", ops::list(conn, &query.path))
+            .await?
+            .map_err(failed)?,
+    ))
 }
 
 /// What is at a path in a session's sandbox (symlinks that stay inside followed).
@@ -190,7 +211,9 @@ pub async fn stat(
 ) -> Result<Json<FileEntry>, ApiError> {
     let sandbox = sandbox_of(&state, &id).await?;
     let conn = connect(&state, &sandbox).await?;
-    Ok(Json(ops::stat(conn, &query.path).await.map_err(failed)?))
+    Ok(Json(
+        bounded("stat", ops::stat(conn, &query.path)).await?.map_err(failed)?,
+    ))
 }
 
 /// Delete a file, a link or an empty directory (a whole tree with `recursive=true`) in a session's
@@ -211,7 +234,7 @@ pub async fn delete(
         recursive: query.recursive,
     };
     let path = request.path.clone();
-    let summary = ops::delete(conn, request).await.map_err(failed)?;
+    let summary = bounded("delete", ops::delete(conn, request)).await?.map_err(failed)?;
     Ok(Json(Deleted {
         path,
         entries: summary.entries,
@@ -299,7 +322,7 @@ pub async fn download(
         range,
         archive: query.archive,
     };
-    let reading = match ops::read(conn, request).await {
+    let reading = match bounded("download's start", ops::read(conn, request)).await? {
         Ok(reading) => reading,
         Err(Ok(err)) => return Err(failed(err)),
         Err(Err(Unsatisfiable { error, size })) => {
