@@ -772,7 +772,7 @@ fn a_pod_harness_serves_the_same_file_operations_over_tcp() {
             },
         )
         .await
-        .unwrap_or_else(|_| panic!("download over TCP"));
+        .expect("download over TCP");
         let mut back = Vec::new();
         while let Some(chunk) = reading.next_chunk().await.unwrap() {
             back.extend(chunk);

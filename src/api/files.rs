@@ -21,7 +21,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::sandbox::SandboxError;
-use crate::sandbox::files::{self as ops, FilesError, Unsatisfiable};
+use crate::sandbox::files::{self as ops, FilesError};
 use crate::sandbox::local::files::{ByteRange, DeleteRequest, ReadRequest, WriteRequest};
 use crate::wire::api::{ErrorBody, SessionStatus};
 use crate::wire::files::{
@@ -129,7 +129,7 @@ async fn connect(state: &AppState, sandbox: &str) -> Result<ops::Conn, ApiError>
 /// The HTTP answer to a failed file operation.
 fn failed(err: FilesError) -> ApiError {
     match err {
-        FilesError::File(error) => file_error(error),
+        FilesError::File(error) | FilesError::Unsatisfiable { error, .. } => file_error(error),
         FilesError::Sandbox(SandboxError::NotFound(_)) => {
             ApiError::new(StatusCode::CONFLICT, "the session's sandbox is gone")
                 .hint("`lap sessions show` says what happened to the session")
@@ -324,14 +324,14 @@ pub async fn download(
     };
     let reading = match bounded("download's start", ops::read(conn, request)).await? {
         Ok(reading) => reading,
-        Err(Ok(err)) => return Err(failed(err)),
-        Err(Err(Unsatisfiable { error, size })) => {
+        Err(FilesError::Unsatisfiable { error, size }) => {
             let mut response = file_error(error).into_response();
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
             return Ok(response);
         }
+        Err(err) => return Err(failed(err)),
     };
     let entry = reading.reply.entry.clone().ok_or_else(ApiError::internal)?;
     let (offset, length) = (reading.reply.offset, reading.reply.length);

@@ -36,6 +36,9 @@ pub enum FilesError {
     /// The connection to the harness failed or carried something unexpected.
     #[error("the sandbox's harness: {0}")]
     Harness(#[from] ProtoError),
+    /// A read's range lies past the end of the file, which is `size` bytes long.
+    #[error("{error}")]
+    Unsatisfiable { error: FileError, size: u64 },
 }
 
 fn unexpected(what: &str) -> FilesError {
@@ -55,12 +58,6 @@ async fn begin(
         Some(error) => Err(error.into()),
         None => Ok((reply, rd, wr)),
     }
-}
-
-/// A failed read whose [`Reply`] says how large the file is (for `416`'s `Content-Range`).
-pub struct Unsatisfiable {
-    pub error: FileError,
-    pub size: u64,
 }
 
 /// Reads the frame that ends an operation.
@@ -164,20 +161,18 @@ impl Reading {
 }
 
 /// `fs_read`: starts reading a file (a range of it), or a directory as a tar stream. A range past
-/// the end fails with [`Unsatisfiable`] in `Err(Err(…))`.
-pub async fn read(conn: Conn, request: ReadRequest) -> Result<Reading, Result<FilesError, Unsatisfiable>> {
+/// the end fails with [`FilesError::Unsatisfiable`], which carries the file's size.
+pub async fn read(conn: Conn, request: ReadRequest) -> Result<Reading, FilesError> {
     let (rd, mut wr) = tokio::io::split(conn);
-    proto::write_request(&mut wr, &Request::FsRead(request))
-        .await
-        .map_err(|e| Ok(e.into()))?;
+    proto::write_request(&mut wr, &Request::FsRead(request)).await?;
     let mut rd = BufReader::new(rd);
-    let reply: Reply = proto::read_line_json(&mut rd).await.map_err(|e| Ok(e.into()))?;
+    let reply: Reply = proto::read_line_json(&mut rd).await?;
     match reply.error {
-        Some(error) if error.code == FileErrorCode::RangeNotSatisfiable => Err(Err(Unsatisfiable {
+        Some(error) if error.code == FileErrorCode::RangeNotSatisfiable => Err(FilesError::Unsatisfiable {
             error,
             size: reply.entry.map_or(0, |e| e.size),
-        })),
-        Some(error) => Err(Ok(error.into())),
+        }),
+        Some(error) => Err(error.into()),
         None => Ok(Reading { reply, rd, _wr: wr }),
     }
 }
