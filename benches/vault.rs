@@ -12,6 +12,10 @@
 //! - bulk: one streamed upload and one streamed download of `LAP_BENCH_BULK_MB` MiB (default 1024),
 //!   in MB/s (the vault rewrites the upload as it streams).
 //!
+//! `LAP_BENCH_ROUNDS` rounds (default 3) each measure every path in turn; the summary gives each
+//! figure's median over the rounds, and each ratio as the median of the rounds' own ratios, so a
+//! neighbour's burst on a shared machine moves one round, not the result.
+//!
 //! Targets: added latency under 100 µs p50 and bulk at least 0.5× direct with scrubbing on (issue 14);
 //! throughput at least 5× mitmproxy's (DESIGN §6).
 
@@ -124,61 +128,68 @@ async fn main() {
         eprintln!("mitmproxy not measured: run `scripts/bench.sh vault`, or set LAP_BENCH_MITMDUMP=/path/to/mitmdump");
     }
 
-    let bulk_mb: usize = std::env::var("LAP_BENCH_BULK_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
+    let bulk_mb: usize = env_number("LAP_BENCH_BULK_MB", 1024);
+    let rounds = env_number("LAP_BENCH_ROUNDS", 3).max(1);
     println!("vault benchmark, all on 127.0.0.1: {LATENCY_REQUESTS} sequential GETs on one kept-alive HTTPS");
     println!(
-        "connection, {THROUGHPUT_REQUESTS} GETs over {THROUGHPUT_CONNECTIONS} connections, {bulk_mb} MiB up and down\n"
+        "connection, {THROUGHPUT_REQUESTS} GETs over {THROUGHPUT_CONNECTIONS} connections, {bulk_mb} MiB up and down;"
     );
-    println!(
-        "{:<10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
-        "path", "p50", "p99", "added p50", "req/s", "up MB/s", "down MB/s"
-    );
-    let mut results = Vec::new();
-    for route in &routes {
-        let (p50, p99) = latency(upstream, route).await;
-        let measured = Measured {
-            name: route.name,
-            p50,
-            p99,
-            requests_per_second: throughput(upstream, route).await,
-            upload_mb_s: bulk(upstream, route, bulk_mb, Direction::Up).await,
-            download_mb_s: bulk(upstream, route, bulk_mb, Direction::Down).await,
-        };
-        println!(
-            "{:<10} {:>10} {:>10} {:>12} {:>10.0} {:>10.0} {:>10.0}",
-            measured.name,
-            us(measured.p50),
-            us(measured.p99),
-            us(measured
-                .p50
-                .saturating_sub(results.first().map_or(measured.p50, |d: &Measured| d.p50))),
-            measured.requests_per_second,
-            measured.upload_mb_s,
-            measured.download_mb_s,
-        );
-        results.push(measured);
+    println!("{rounds} rounds, each measuring every path in turn; the summary is the median of the rounds\n");
+    print_header();
+    let mut rounds_measured: Vec<Vec<Measured>> = Vec::new();
+    for round in 1..=rounds {
+        let mut measured = Vec::new();
+        for route in &routes {
+            let (p50, p99) = latency(upstream, route).await;
+            let this = Measured {
+                name: route.name,
+                p50,
+                p99,
+                requests_per_second: throughput(upstream, route).await,
+                upload_mb_s: bulk(upstream, route, bulk_mb, Direction::Up).await,
+                download_mb_s: bulk(upstream, route, bulk_mb, Direction::Down).await,
+            };
+            print_row(&format!("{} #{round}", this.name), &this, measured.first());
+            measured.push(this);
+        }
+        rounds_measured.push(measured);
     }
-    let (direct, vault) = (&results[0], &results[1]);
+    // Each figure is the median over the rounds; each ratio the median of the rounds' own ratios
+    // (two paths measured minutes apart on a shared machine compare badly; within a round they don't).
+    let median_of = |f: &dyn Fn(&[Measured]) -> f64| median(rounds_measured.iter().map(|r| f(r)).collect());
+    let summary: Vec<Measured> = (0..routes.len())
+        .map(|i| Measured {
+            name: routes[i].name,
+            p50: Duration::from_secs_f64(median_of(&|r| r[i].p50.as_secs_f64())),
+            p99: Duration::from_secs_f64(median_of(&|r| r[i].p99.as_secs_f64())),
+            requests_per_second: median_of(&|r| r[i].requests_per_second),
+            upload_mb_s: median_of(&|r| r[i].upload_mb_s),
+            download_mb_s: median_of(&|r| r[i].download_mb_s),
+        })
+        .collect();
+    println!("\nmedian of {rounds} rounds:");
+    print_header();
+    for measured in &summary {
+        print_row(measured.name, measured, summary.first());
+    }
+    let added = median_of(&|r| r[1].p50.as_secs_f64() - r[0].p50.as_secs_f64()).max(0.0);
     println!();
     println!(
         "vault added latency p50: {} (target < 100 µs)",
-        us(vault.p50.saturating_sub(direct.p50))
+        us(Duration::from_secs_f64(added))
     );
     println!(
         "vault vs direct: {:.2}× requests/s, {:.2}× upload, {:.2}× download (bulk target ≥ 0.5×)",
-        vault.requests_per_second / direct.requests_per_second,
-        vault.upload_mb_s / direct.upload_mb_s,
-        vault.download_mb_s / direct.download_mb_s
+        median_of(&|r| r[1].requests_per_second / r[0].requests_per_second),
+        median_of(&|r| r[1].upload_mb_s / r[0].upload_mb_s),
+        median_of(&|r| r[1].download_mb_s / r[0].download_mb_s),
     );
-    if let Some(mitm) = results.get(2) {
+    if routes.len() > 2 {
         println!(
             "vault vs mitmproxy: {:.1}× requests/s, {:.1}× upload, {:.1}× download (target ≥ 5×)",
-            vault.requests_per_second / mitm.requests_per_second,
-            vault.upload_mb_s / mitm.upload_mb_s,
-            vault.download_mb_s / mitm.download_mb_s
+            median_of(&|r| r[1].requests_per_second / r[2].requests_per_second),
+            median_of(&|r| r[1].upload_mb_s / r[2].upload_mb_s),
+            median_of(&|r| r[1].download_mb_s / r[2].download_mb_s),
         );
     }
     stop.cancel();
@@ -227,6 +238,43 @@ fn realistic_credentials() -> Vec<Credential> {
             rules: Vec::new(),
         })
         .collect()
+}
+
+/// A positive whole number from the environment, or `default`.
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn print_header() {
+    println!(
+        "{:<14} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "path", "p50", "p99", "added p50", "req/s", "up MB/s", "down MB/s"
+    );
+}
+
+/// One row; `direct` (the round's first path) gives the added latency.
+fn print_row(label: &str, measured: &Measured, direct: Option<&Measured>) {
+    println!(
+        "{:<14} {:>10} {:>10} {:>12} {:>10.0} {:>10.0} {:>10.0}",
+        label,
+        us(measured.p50),
+        us(measured.p99),
+        us(measured.p50.saturating_sub(direct.map_or(measured.p50, |d| d.p50))),
+        measured.requests_per_second,
+        measured.upload_mb_s,
+        measured.download_mb_s,
+    );
 }
 
 fn us(d: Duration) -> String {

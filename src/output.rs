@@ -47,6 +47,12 @@ impl Printer {
         }
     }
 
+    /// Whether status meant for a person at a terminal is shown: stderr is a terminal and no
+    /// `--quiet`.
+    pub fn on_terminal(&self) -> bool {
+        self.stderr_tty && !self.quiet
+    }
+
     /// A warning on stderr; shown even with `--quiet`.
     pub fn warn(&self, text: impl AsRef<str>) {
         let label = if self.color {

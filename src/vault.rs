@@ -19,6 +19,7 @@ pub mod policy;
 pub mod rewrite;
 #[cfg(test)]
 mod scrub_props;
+pub mod tls_io;
 pub mod upstream;
 pub mod websocket;
 

@@ -21,9 +21,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::anthropic::{
+    conversation, error, last_user_text, message_start, streamed, streamed_text, streamed_tool_call, tool_result,
+};
 use support::lap;
 use support::tmux::Tmux;
-use support::vendor::{Answer, Reply, Seen, World, require, send_until, tool_path_env, until, wait_within};
+use support::vendor::{Reply, Seen, World, require, send_until, tool_path_env, until, wait_within};
 
 const HOST: &str = "api.anthropic.com";
 const REAL_KEY: &str = "sk-ant-api03-TheRealKeyThatOnlyTheVaultHolds-0123456789";
@@ -49,64 +52,15 @@ const KEY_DIGEST: &str = "printf %s \"$ANTHROPIC_API_KEY\" | sha256sum";
 /// interrupted tool, so it is the CLI honouring the interrupt, not the tool being killed.
 const ABORT_PROMPTLY: Duration = Duration::from_secs(6);
 
-fn anthropic_error(status: u16, kind: &str, message: &str) -> Answer {
-    let error = json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"});
-    (status, "application/json", error.to_string())
-}
-
-/// The texts of a message's `content` (a string, or blocks with `text`).
-fn texts_of(content: &Value) -> Vec<String> {
-    match content {
-        Value::String(text) => vec![text.clone()],
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// Every text of the request's messages, user's and assistant's, in order.
-fn conversation(request: &Value) -> Vec<String> {
-    request["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|m| texts_of(&m["content"]))
-        .collect()
-}
-
-/// What the user said last: the last text of the last user message that is not one of the CLI's
-/// own `<system-reminder>`s.
-fn last_user_text(request: &Value) -> String {
-    request["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .rev()
-        .filter(|m| m["role"] == "user")
-        .flat_map(|m| texts_of(&m["content"]).into_iter().rev())
-        .find(|t| !t.trim_start().starts_with("<system-reminder>"))
-        .unwrap_or_default()
-}
-
-fn sse(events: &[Value]) -> String {
-    events
-        .iter()
-        .map(|data| format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap_or_default()))
-        .collect()
-}
-
 /// The Anthropic Messages API as far as the CLI needs it, answering `REAL_KEY` only.
 fn anthropic_api(request: &Seen) -> Reply {
     let path = request.path.split('?').next().unwrap_or("");
     if request.method != "POST" || path != "/v1/messages" {
-        return anthropic_error(404, "not_found_error", &format!("{} {path} not found", request.method)).into();
+        return error(404, "not_found_error", &format!("{} {path} not found", request.method)).into();
     }
     match request.header("x-api-key") {
         Some(REAL_KEY) => {}
-        _ => return anthropic_error(401, "authentication_error", "invalid x-api-key").into(),
+        _ => return error(401, "authentication_error", "invalid x-api-key").into(),
     }
     let body = request.json();
     let model = body["model"].as_str().unwrap_or(MODEL).to_owned();
@@ -125,6 +79,7 @@ fn anthropic_api(request: &Seen) -> Reply {
     if said.contains(RUN_ENV) {
         return streamed_tool_call(
             &model,
+            "toolu_fake_env",
             "Bash",
             json!({"command": KEY_DIGEST, "description": "Digest the key"}),
         );
@@ -147,73 +102,6 @@ fn anthropic_api(request: &Seen) -> Reply {
         };
     }
     streamed_text(&model, REPLY)
-}
-
-fn message_start(model: &str) -> Value {
-    json!({"type": "message_start", "message": {
-        "id": "msg_fake_stream", "type": "message", "role": "assistant", "model": model,
-        "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": 12, "output_tokens": 1}}})
-}
-
-/// The events of a streamed reply, one event a piece as the API flushes them.
-fn streamed(events: Vec<Value>) -> Reply {
-    Reply {
-        status: 200,
-        content_type: "text/event-stream; charset=utf-8",
-        pieces: events
-            .iter()
-            .map(|e| (Duration::ZERO, sse(std::slice::from_ref(e))))
-            .collect(),
-        hang: false,
-        silent: false,
-    }
-}
-
-/// A text reply streamed in `pieces`.
-fn streamed_text(model: &str, pieces: &[&str]) -> Reply {
-    let mut events = vec![
-        message_start(model),
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        json!({"type": "ping"}),
-    ];
-    events.extend(pieces.iter().map(
-        |piece| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
-    ));
-    events.push(json!({"type": "content_block_stop", "index": 0}));
-    events.push(
-        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-        "usage": {"output_tokens": 9}}),
-    );
-    events.push(json!({"type": "message_stop"}));
-    streamed(events)
-}
-
-/// A streamed `tool_use` of `name` with `input` (its JSON in one `input_json_delta`).
-fn streamed_tool_call(model: &str, name: &str, input: Value) -> Reply {
-    streamed(vec![
-        message_start(model),
-        json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "tool_use", "id": "toolu_fake_env", "name": name, "input": {}}}),
-        json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
-        json!({"type": "content_block_stop", "index": 0}),
-        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
-            "usage": {"output_tokens": 20}}),
-        json!({"type": "message_stop"}),
-    ])
-}
-
-/// The output of the tool call the request answers, if that is what it ends with (the last block of
-/// its last message, the CLI's `<system-reminder>` texts aside, is a `tool_result`).
-fn tool_result(request: &Value) -> Option<String> {
-    let last = request["messages"].as_array()?.last()?;
-    let block = last["content"].as_array()?.iter().rev().find(|b| {
-        b["text"]
-            .as_str()
-            .is_none_or(|t| !t.trim_start().starts_with("<system-reminder>"))
-    })?;
-    (block["type"] == "tool_result").then(|| texts_of(&block["content"]).join("\n"))
 }
 
 fn start() -> Option<World> {

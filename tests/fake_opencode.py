@@ -1,7 +1,8 @@
 # A stand-in `opencode serve` for failure injection only (the real opencode is proved in
-# tests/opencode_e2e.rs): the HTTP API and event bus (SSE) that lap's opencode harness uses, a
-# prompt `fail` refused, and another session's events on the bus.
-import json, os, queue, sys, threading, time, uuid
+# tests/opencode_e2e.rs and tests/messages.rs): the part of the HTTP API and event bus (SSE) that
+# lap's opencode harness uses for a turn, and a prompt `fail` refused with 400
+# (tests/messages.rs, an_opencode_prompt_refusal_fails_the_turn_with_its_answer).
+import json, os, queue, sys, threading, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 args = sys.argv[1:]
@@ -10,7 +11,6 @@ port = int(args[args.index("--port") + 1])
 sessions = {}
 subscribers = []
 lock = threading.Lock()
-aborts = {}
 
 def publish(kind, props):
     event = {"type": kind, "properties": props}
@@ -25,8 +25,6 @@ def reply_events(sid, text):
     publish("message.part.updated", {"part": {"id": "prt_u" + n, "messageID": user, "sessionID": sid, "type": "text", "text": text}})
     publish("message.updated", {"info": {"id": assistant, "sessionID": sid, "role": "assistant", "time": {"created": 1}}})
     publish("message.part.updated", {"part": {"id": "prt_s" + n, "messageID": assistant, "sessionID": sid, "type": "step-start"}})
-    # Noise from another session.
-    publish("message.part.updated", {"part": {"id": "prt_x" + n, "messageID": "msg_x", "sessionID": "ses_other", "type": "text", "text": "not yours"}})
     reply = "opencode says: " + text
     half = len(reply) // 2
     for piece in (reply[:half], reply[half:]):
@@ -54,12 +52,10 @@ class Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(n) or b"{}")
 
     def do_GET(self):
-        parts = self.path.strip("/").split("/")
-        if parts == ["session"]:
+        if self.path == "/session":
+            # The harness's readiness probe.
             return self.send(200, list(sessions.values()))
-        if len(parts) == 2 and parts[0] == "session":
-            return self.send(200, sessions[parts[1]]) if parts[1] in sessions else self.send(404, {"error": "not found"})
-        if parts == ["event"]:
+        if self.path == "/event":
             q = queue.Queue()
             with lock:
                 subscribers.append(q)
@@ -80,7 +76,6 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["session"]:
             sid = "ses_" + uuid.uuid4().hex[:12]
             sessions[sid] = {"id": sid, "title": body.get("title"), "directory": os.getcwd()}
-            aborts[sid] = threading.Event()
             return self.send(200, sessions[sid])
         if len(parts) == 3 and parts[0] == "session" and parts[1] in sessions:
             sid = parts[1]
@@ -88,14 +83,10 @@ class Handler(BaseHTTPRequestHandler):
                 text = body["parts"][0]["text"]
                 if text == "fail":
                     return self.send(400, {"error": "this prompt is refused"})
-                aborts[sid].clear()
                 threading.Thread(target=reply_events, args=(sid, text), daemon=True).start()
                 self.send_response(204)
                 self.end_headers()
                 return
-            if parts[2] == "abort":
-                aborts[sid].set()
-                return self.send(200, True)
         self.send(404, {"error": "not found"})
 
 ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

@@ -1,8 +1,9 @@
 //! Aborting a turn from the CLI: `lap sessions abort ID`, and `lap send` turning Ctrl-C (a real
-//! SIGINT to a real `lap send` process) into an abort of its turn. The agent is the fake Claude
-//! Agent SDK tool (`tests/fake_claude.py`, failure injection): `slow` streams a word, then waits
-//! for the interrupt and ends the turn as aborted; `hang` ignores the interrupt, so only lap
-//! serve's grace kill ends the turn. Real local sandboxes, real `lap serve`.
+//! SIGINT to a real `lap send` process) into an abort of its turn. The agent is the real `claude`
+//! (claude-agent-sdk harness) against the echoing fake Anthropic API of
+//! `tests/support/anthropic.rs`, whose model stalls after a first word on [`HANG`]: claude honours
+//! the interrupt and ends the turn as aborted; stopped (SIGSTOP) it cannot, and lap serve's grace
+//! kill is what ends the turn. Real local sandboxes, real `lap serve`.
 
 mod support;
 
@@ -13,52 +14,29 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{Home, LAP, TestServer, delete_local_sandboxes, lap, python_command};
+use support::anthropic::{self, HANG, HANG_FIRST};
+use support::{Home, LAP, lap};
 
 /// Longest wait for a `lap send` to show a turn is running, or to exit.
 const WAIT: Duration = Duration::from_secs(60);
 
-struct World {
-    home: Home,
-    server: TestServer,
+/// The real `claude` as agent `sdk`; `None` when the test is skipped (no `claude` outside a strict
+/// run).
+fn claude() -> Option<support::vendor::World> {
+    let world = anthropic::start()?;
+    anthropic::agent(&world, "sdk");
+    Some(world)
 }
 
-impl World {
-    fn new() -> Self {
-        let home = Home::new();
-        let server = TestServer::start_local(&home);
-        let command = python_command(include_str!("fake_claude.py"));
-        lap(
-            &home,
-            [
-                "agents",
-                "create",
-                "sdk",
-                "--harness",
-                "claude-agent-sdk",
-                "--command",
-                &command,
-            ],
-        )
-        .success();
-        Self { home, server }
-    }
-
-    /// A ready session of `sdk`, by a first message.
-    fn session(&self) -> String {
-        let first = lap(&self.home, ["send", "sdk", "hi"]).success();
-        assert_eq!(first.out(), "echo: hi", "{first}");
-        lap(&self.home, ["--json", "sessions", "list"]).success().json()[0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        delete_local_sandboxes(self.server.data_dir());
-    }
+/// A ready session of `sdk` in `home`, by a first message.
+fn session(home: &Home) -> String {
+    let first = lap(home, ["send", "sdk", "hi"]);
+    assert_eq!(first.code, 0, "{first}");
+    assert_eq!(first.out(), "echo: hi", "{first}");
+    lap(home, ["--json", "sessions", "list"]).success().json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A running `lap send --stream`, its stdout and stderr collected as they come.
@@ -145,10 +123,10 @@ impl Send {
 
 #[test]
 fn ctrl_c_in_lap_send_aborts_its_turn_waits_for_the_end_and_leaves_the_session_usable() {
-    let world = World::new();
-    let id = world.session();
-    let mut send = Send::start(&world.home, &["send", "--stream", &id, "slow"]);
-    send.until("the turn to stream its first word", |out, _| out.contains("working"));
+    let Some(world) = claude() else { return };
+    let id = session(&world.home);
+    let mut send = Send::start(&world.home, &["send", "--stream", &id, &format!("{HANG} slowly")]);
+    send.until("the turn to stream its first word", |out, _| out.contains(HANG_FIRST));
     send.interrupt();
     let code = send.exit_within(WAIT);
     let stderr = send.stderr();
@@ -175,22 +153,19 @@ fn ctrl_c_in_lap_send_aborts_its_turn_waits_for_the_end_and_leaves_the_session_u
     assert_eq!(next.out(), "echo: again", "{next}");
 }
 
+/// The tool hangs — the real `claude`, stopped (SIGSTOP) in its sandbox mid-turn, so it cannot
+/// honour the interrupt and the turn goes on ending until lap serve's grace kill — while the person
+/// presses Ctrl-C again: `lap send` exits at once, saying the abort may still be under way.
 #[test]
 fn a_second_ctrl_c_exits_at_once_while_the_turn_is_still_ending() {
-    let world = World::new();
-    let id = world.session();
-    // Not streamed: `lap send` prints nothing until the reply, so the server is asked.
-    let mut send = Send::start(&world.home, &["send", &id, "hang"]);
-    let busy = Instant::now() + WAIT;
-    loop {
-        let probe = lap(&world.home, ["send", &id, "probe"]);
-        if probe.code != 0 && probe.stderr.contains("already running") {
-            assert!(probe.stderr.contains(&format!("lap sessions abort {id}")), "{probe}");
-            break;
-        }
-        assert!(Instant::now() < busy, "the turn never started: {probe}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let Some(world) = claude() else { return };
+    let id = session(&world.home);
+    let mut send = Send::start(&world.home, &["send", "--stream", &id, &format!("{HANG} and hang")]);
+    send.until("the turn to stream its first word", |out, _| out.contains(HANG_FIRST));
+    let probe = lap(&world.home, ["send", &id, "probe"]);
+    assert!(probe.code != 0 && probe.stderr.contains("already running"), "{probe}");
+    assert!(probe.stderr.contains(&format!("lap sessions abort {id}")), "{probe}");
+    assert!(anthropic::signal_claude(&world.home, &id, "STOP") >= 1);
     send.interrupt();
     send.until("the abort to be asked for", |_, err| err.contains("aborting the turn"));
     let asked = Instant::now();
@@ -208,15 +183,15 @@ fn a_second_ctrl_c_exits_at_once_while_the_turn_is_still_ending() {
 
 #[test]
 fn lap_sessions_abort_says_whether_a_turn_was_running() {
-    let world = World::new();
-    let id = world.session();
+    let Some(world) = claude() else { return };
+    let id = session(&world.home);
     let idle = lap(&world.home, ["sessions", "abort", &id]).success();
     assert_eq!(idle.out(), format!("session {id} had no turn running"), "{idle}");
     let json = lap(&world.home, ["--json", "sessions", "abort", &id]).success().json();
     assert_eq!(json, serde_json::json!({"ok": true, "aborted": false}));
 
-    let mut send = Send::start(&world.home, &["send", "--stream", &id, "slow"]);
-    send.until("the turn to stream its first word", |out, _| out.contains("working"));
+    let mut send = Send::start(&world.home, &["send", "--stream", &id, &format!("{HANG} slowly")]);
+    send.until("the turn to stream its first word", |out, _| out.contains(HANG_FIRST));
     let aborted = lap(&world.home, ["--json", "sessions", "abort", &id]).success().json();
     assert_eq!(aborted, serde_json::json!({"ok": true, "aborted": true}));
     // The send sees its turn end as aborted (not by Ctrl-C: a failed turn, exit 1).

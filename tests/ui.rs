@@ -7,8 +7,8 @@
 //! `lap serve --backend local` with real sandboxes: sign in, create an agent, open a session, type
 //! in the terminal, resize, see a blocked request in the egress log, sign out. Without Chromium or
 //! Node it is skipped with a banner, or fails under `LAP_TEST_STRICT=1` (as `scripts/test.sh`
-//! sets). A second browser test sends messages to an API-harness agent (the fake `claude` of
-//! tests/messages.rs) and watches the reply stream in. The first one's screenshot of the session page goes to `LAP_UI_SCREENSHOT` when set (the README's
+//! sets). A second browser test sends messages to an API-harness agent (the real `claude`, against
+//! the echoing fake Anthropic API of tests/support/anthropic.rs) and watches the reply stream in. The first one's screenshot of the session page goes to `LAP_UI_SCREENSHOT` when set (the README's
 //! `docs/ui-session.png` is made that way).
 
 mod support;
@@ -373,35 +373,17 @@ fn a_person_signs_in_creates_an_agent_uses_its_terminal_sees_a_blocked_request_a
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
 }
 
-/// The fake `claude` of the message API tests, as an agent's command.
-fn fake_claude_command() -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(include_str!("fake_claude.py"));
-    format!("python3 -c \"import base64;exec(base64.b64decode('{b64}'))\"")
-}
-
 #[test]
 fn a_person_messages_an_api_agent_and_sees_the_reply_stream_in() {
-    let home = Home::new();
-    let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(&server);
-    support::lap(
-        &home,
-        [
-            "agents",
-            "create",
-            "sdk",
-            "--harness",
-            "claude-agent-sdk",
-            "--command",
-            &fake_claude_command(),
-        ],
-    )
-    .success();
+    let Some(world) = support::anthropic::start() else {
+        return;
+    };
+    support::anthropic::agent(&world, "sdk");
+    let (home, server) = (&world.home, &world.server);
     let screenshot = std::env::var_os("LAP_UI_CHAT_SCREENSHOT")
         .map(|p| std::path::absolute(p).expect("an absolute screenshot path"))
         .unwrap_or_else(|| home.path().join("ui-chat.png"));
-    let Some(stdout) = run_browser("chat.mjs", &server, &home, &screenshot) else {
+    let Some(stdout) = run_browser("chat.mjs", server, home, &screenshot) else {
         return;
     };
     for step in [

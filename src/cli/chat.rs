@@ -3,7 +3,9 @@
 //! Each line is one message, streamed back as it arrives, followed by a dim line with the turn's
 //! time, output tokens and cost. Lines are edited with rustyline (Emacs keys, history search) and
 //! kept in `chat_history` under lap's data dir, so earlier messages come back with the up arrow in
-//! the next chat. Ctrl-C during a reply aborts the turn; Ctrl-C at the prompt clears the line;
+//! the next chat. Ctrl-C during a reply aborts the turn and waits (at most [`ABORT_WAIT`], a second
+//! Ctrl-C stops waiting) for it to end, so the next line is not refused as busy; Ctrl-C at the
+//! prompt clears the line;
 //! Ctrl-D on an empty line ends the chat (the session stays, as in LAP).
 
 use std::time::Instant;
@@ -12,7 +14,7 @@ use clap::Args as ClapArgs;
 use rustyline::error::ReadlineError;
 
 use super::Ctx;
-use super::send::{stream, target_session, turn_result};
+use super::send::{ABORT_WAIT, Print, stream, target_session, turn_result};
 use crate::error::Error;
 use crate::wire::messages::SendMessage;
 
@@ -70,10 +72,19 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
         }
         let started = Instant::now();
         let body = SendMessage::text(text);
+        let turn = stream(ctx, &client, &id, &body, Print::Text, false);
+        tokio::pin!(turn);
         let reply = tokio::select! {
-            reply = stream(ctx, &client, &id, &body, false) => reply,
+            reply = &mut turn => reply,
             _ = tokio::signal::ctrl_c() => {
                 let _ = client.abort(&id).await;
+                // The tool takes a moment to honour the abort (lap serve stops it after a grace).
+                tokio::select! {
+                    ended = tokio::time::timeout(ABORT_WAIT, &mut turn) => if ended.is_err() {
+                        ctx.out.warn(format!("the aborted turn has not ended within {}s", ABORT_WAIT.as_secs()));
+                    },
+                    _ = tokio::signal::ctrl_c() => {}
+                }
                 ctx.out.status("[aborted]");
                 continue;
             }

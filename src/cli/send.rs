@@ -8,20 +8,26 @@
 //! Ctrl-C while the turn runs aborts that turn (`POST …/abort`) and waits, at most [`ABORT_WAIT`],
 //! for it to end, so the session is free for the next message; a second Ctrl-C exits at once.
 //! Either way the exit code is 130.
+//!
+//! Every turn is read as the SSE stream of `message_stream`, also without `--stream` (then only the
+//! whole reply is printed), so that while the reply is awaited a spinner on stderr says what the
+//! tool is doing — above all that it is retrying a failed model request, which otherwise looks like
+//! a hang. Each retry also leaves a line on stderr. Both appear only when stderr is a terminal and
+//! `--quiet` is not given: piped, `lap send` prints the reply and nothing else.
 
 use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
+use indicatif::ProgressBar;
 
 use super::Ctx;
 use super::open::{SESSION_TITLE, no_such_agent, wait_until_ready};
-use crate::client::messages::Reply;
 use crate::client::{Client, ClientError};
 use crate::error::Error;
 use crate::wire::api::{CreateSession, SESSION_PAGE_MAX, Session, SessionStatus};
-use crate::wire::messages::{DeltaField, EventKind, Message, SendMessage, StreamFrame};
+use crate::wire::messages::{DeltaField, EventKind, Message, Part, SendMessage, StreamFrame};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -46,30 +52,23 @@ pub async fn run(args: Args, ctx: &Ctx) -> Result<(), Error> {
     let session = target_session(ctx, &client, &args.target, args.new).await?;
     let body = SendMessage::text(args.text);
     let id = session.id.to_string();
-    if args.stream {
-        let (message, aborted) =
-            abort_on_ctrl_c(ctx, &client, &id, stream(ctx, &client, &id, &body, ctx.out.json)).await?;
-        return if aborted {
-            Err(aborted_turn(&id))
+    let print = match (args.stream, ctx.out.json) {
+        (true, true) => Print::Frames,
+        (true, false) => Print::Text,
+        (false, _) => Print::Nothing,
+    };
+    let (message, aborted) = abort_on_ctrl_c(ctx, &client, &id, stream(ctx, &client, &id, &body, print, true)).await?;
+    if print == Print::Nothing {
+        if ctx.out.json {
+            ctx.out.json(&message);
         } else {
-            turn_result(&message)
-        };
-    }
-    let send = async { client.send_message(&id, &body).await.map_err(Error::from) };
-    match abort_on_ctrl_c(ctx, &client, &id, send).await? {
-        (Reply::Message(message), aborted) => {
-            if ctx.out.json {
-                ctx.out.json(&message);
-            } else {
-                ctx.out.line(message.text());
-            }
-            if aborted {
-                Err(aborted_turn(&id))
-            } else {
-                turn_result(&message)
-            }
+            ctx.out.line(message.text());
         }
-        (Reply::Text(text), _) => Err(tui_session(&id, &text)),
+    }
+    if aborted {
+        Err(aborted_turn(&id))
+    } else {
+        turn_result(&message)
     }
 }
 
@@ -190,19 +189,38 @@ pub async fn target_session(ctx: &Ctx, client: &Client, target: &str, new: bool)
     Ok(session)
 }
 
-/// Sends `body` with `message_stream`, printing text as it arrives (or each frame as JSON with
-/// `json`); returns the reply.
-pub async fn stream(ctx: &Ctx, client: &Client, id: &str, body: &SendMessage, json: bool) -> Result<Message, Error> {
+/// What [`stream`] prints on stdout as the turn goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Print {
+    /// The reply's text as it arrives.
+    Text,
+    /// Every frame, as one JSON object a line.
+    Frames,
+    /// Nothing: the caller prints the reply.
+    Nothing,
+}
+
+/// Sends `body` with `message_stream`, printing as `print` says while stderr (a terminal only)
+/// tells what the tool is doing: retry lines, and with `spinner` a spinner; returns the reply.
+pub async fn stream(
+    ctx: &Ctx,
+    client: &Client,
+    id: &str,
+    body: &SendMessage,
+    print: Print,
+    spinner: bool,
+) -> Result<Message, Error> {
     let mut frames = client.message_stream(id, body).await?;
+    let mut progress = Progress::new(ctx, spinner);
     let mut stdout = std::io::stdout();
     let mut printed_any = false;
     let mut at_line_start = true;
     while let Some(frame) = frames.next().await? {
-        if json {
+        if print == Print::Frames {
             ctx.out.line(serde_json::to_string(&frame).unwrap_or_default());
         }
         match frame {
-            StreamFrame::HarnessEvent { event } if !json => {
+            StreamFrame::HarnessEvent { event } => {
                 let text = match &event.kind {
                     EventKind::ItemDelta {
                         field: DeltaField::Text,
@@ -212,15 +230,18 @@ pub async fn stream(ctx: &Ctx, client: &Client, id: &str, body: &SendMessage, js
                     EventKind::ItemStarted { .. } if printed_any && !at_line_start => Some("\n".to_owned()),
                     _ => None,
                 };
-                if let Some(text) = text {
+                if let Some(text) = text.filter(|_| print == Print::Text) {
+                    progress.clear();
                     printed_any = true;
                     at_line_start = text.ends_with('\n');
                     let _ = stdout.write_all(text.as_bytes());
                     let _ = stdout.flush();
                 }
+                progress.event(&event.kind, at_line_start);
             }
             StreamFrame::Done { message: Some(message) } => {
-                if !json {
+                progress.clear();
+                if print == Print::Text {
                     if !printed_any {
                         // No deltas came (a tool that sends only whole parts): print the reply.
                         let _ = write!(stdout, "{}", message.text());
@@ -233,6 +254,7 @@ pub async fn stream(ctx: &Ctx, client: &Client, id: &str, body: &SendMessage, js
                 return Ok(message);
             }
             StreamFrame::Error { message } => {
+                progress.clear();
                 if message.contains("TUI harness") {
                     return Err(tui_session(id, &message));
                 }
@@ -248,6 +270,111 @@ pub async fn stream(ctx: &Ctx, client: &Client, id: &str, body: &SendMessage, js
         "the stream ended before the reply",
         format!("see the conversation with GET …/sessions/{id}/messages"),
     ))
+}
+
+/// What the person at the terminal sees of a turn on stderr: a spinner while the reply is awaited,
+/// saying what the tool does (retrying a model request, running a tool), and one line per retry
+/// that stays. Taken down while reply text is printed, and back (on a line of its own) at the next
+/// retry or tool call. Nothing at all when stderr is no terminal or with `--quiet`. Without
+/// `spinner` (`lap chat`, whose line editor owns the terminal) only the retry lines.
+struct Progress<'a> {
+    ctx: &'a Ctx,
+    bar: Option<ProgressBar>,
+    spinner: bool,
+}
+
+/// The spinner's message while nothing else is known.
+const WAITING: &str = "waiting for the reply";
+
+impl<'a> Progress<'a> {
+    fn new(ctx: &'a Ctx, spinner: bool) -> Self {
+        Self {
+            ctx,
+            bar: spinner.then(|| ctx.out.spinner(WAITING)),
+            spinner,
+        }
+    }
+
+    /// Shows what `kind` says the tool is doing; `at_line_start` is whether the reply printed so
+    /// far ends a line (else the spinner opens a line of its own).
+    fn event(&mut self, kind: &EventKind, at_line_start: bool) {
+        let message = match kind {
+            EventKind::TurnStatus {
+                status,
+                attempt,
+                delay_ms,
+                http_status,
+            } => {
+                let line = status_line(status, *attempt, *delay_ms, *http_status);
+                if self.spinner {
+                    self.show(&line, at_line_start).println(format!("[{line}]"));
+                } else if self.ctx.out.on_terminal() {
+                    let open = if at_line_start { "" } else { "\n" };
+                    eprintln!("{open}[{line}]");
+                }
+                return;
+            }
+            EventKind::ItemStarted {
+                item: Part::Tool { tool, .. },
+            } => format!("running `{tool}`"),
+            EventKind::ItemCompleted {
+                item: Part::Tool { .. },
+            } => WAITING.to_owned(),
+            _ => return,
+        };
+        if self.spinner {
+            self.show(&message, at_line_start);
+        }
+    }
+
+    /// The spinner, with `message`; started again if reply text took it down.
+    fn show(&mut self, message: &str, at_line_start: bool) -> &ProgressBar {
+        let ctx = self.ctx;
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ctx.out.spinner("");
+            if !bar.is_hidden() && !at_line_start {
+                eprintln!();
+            }
+            bar
+        });
+        bar.set_message(message.to_owned());
+        bar
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress<'_> {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// A `turn.status` event in words: `retrying the model request (attempt 2, HTTP 529) in 1.5 s`.
+fn status_line(status: &str, attempt: Option<u64>, delay_ms: Option<u64>, http_status: Option<u16>) -> String {
+    let what = match status {
+        "retrying" => "retrying the model request".to_owned(),
+        other => format!("the agent is {other}"),
+    };
+    let details: Vec<String> = [
+        attempt.map(|a| format!("attempt {a}")),
+        http_status.map(|s| format!("HTTP {s}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut line = what;
+    if !details.is_empty() {
+        line.push_str(&format!(" ({})", details.join(", ")));
+    }
+    if let Some(ms) = delay_ms {
+        line.push_str(&format!(" in {:.1} s", ms as f64 / 1000.0));
+    }
+    line
 }
 
 /// A reply whose turn failed is an error (after its text was printed).
@@ -266,4 +393,19 @@ fn tui_session(id: &str, text: &str) -> Error {
         format!("session {id} answered: {text}"),
         format!("attach its terminal with `lap attach {id}`"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_line;
+
+    #[test]
+    fn a_retry_reads_with_its_attempt_status_and_delay() {
+        assert_eq!(
+            status_line("retrying", Some(2), Some(1500), Some(529)),
+            "retrying the model request (attempt 2, HTTP 529) in 1.5 s"
+        );
+        assert_eq!(status_line("retrying", None, None, None), "retrying the model request");
+        assert_eq!(status_line("compacting", None, None, None), "the agent is compacting");
+    }
 }

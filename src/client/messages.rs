@@ -1,5 +1,6 @@
-//! The message API from the client side: send a message and wait for the reply, or read its SSE
-//! stream frame by frame; abort the running turn.
+//! The message API from the client side: send a message and read the turn's SSE stream frame by
+//! frame (the CLI reads every turn so, to show a tool's progress; the reply is its last frame); the
+//! conversation; abort the running turn.
 
 use std::time::Duration;
 
@@ -14,33 +15,7 @@ const MESSAGE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
 /// Longest SSE line read.
 const MAX_SSE_LINE: usize = 64 * 1024 * 1024;
 
-/// What `POST /message` answered.
-#[derive(Debug, Clone)]
-pub enum Reply {
-    Message(Box<Message>),
-    /// A TUI session's pointer to its terminal (LAP's `{text}`).
-    Text(String),
-}
-
 impl Client {
-    /// Sends a message to a session and waits for the agent's reply.
-    pub async fn send_message(&self, id: &str, body: &SendMessage) -> Result<Reply, ClientError> {
-        let path = format!("{PREFIX}/sessions/{}/message", encode(id));
-        let resp = self
-            .send_within(Method::POST, &path, Some(body), true, MESSAGE_TIMEOUT)
-            .await?;
-        let value: serde_json::Value = self.decode(resp).await?;
-        if let Some(text) = value.get("text").and_then(|t| t.as_str()) {
-            return Ok(Reply::Text(text.to_owned()));
-        }
-        serde_json::from_value(value)
-            .map(|m| Reply::Message(Box::new(m)))
-            .map_err(|err| ClientError::Protocol {
-                url: self.base.clone(),
-                detail: format!("bad message: {err}"),
-            })
-    }
-
     /// Sends a message and returns its SSE stream.
     pub async fn message_stream(&self, id: &str, body: &SendMessage) -> Result<FrameStream, ClientError> {
         let path = format!("{PREFIX}/sessions/{}/message_stream", encode(id));

@@ -92,6 +92,7 @@ use super::frames::Frames;
 use super::limits::{Activity, Admission, REFUSAL_TIMEOUT, serve_until_idle};
 use super::plan::{self, Head, Refusal, Why};
 use super::rewrite::Substitutions;
+use super::tls_io::{Coalesce, TLS_WRITE_BUFFER, transport};
 use super::upstream::{UPSTREAM_CONNECT_TIMEOUT, Upstream};
 use super::websocket;
 
@@ -388,8 +389,8 @@ impl Vault {
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let accept = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(io);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        let accept = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(transport(io));
+        let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
             Ok(Ok(tls)) => tls,
             _ => {
                 if let Some(sni) = resolver.mismatch.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -401,6 +402,7 @@ impl Vault {
                 return;
             }
         };
+        tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_BUFFER));
         let upstream = Arc::new(Upstream::new(
             self.upstream_tls.clone(),
             self.upstream_tls_h1.clone(),
@@ -426,7 +428,7 @@ impl Vault {
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(Coalesce::new(tls)), service);
         let idle = self.idle_timeout;
         if let Err(err) = serve_until_idle(conn, &activity, idle, |conn| conn.graceful_shutdown()).await {
             tracing::debug!(error = %err, "intercepted connection ended");

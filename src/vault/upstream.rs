@@ -14,9 +14,11 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
 use super::body::{BoxError, ProxyBody};
+use super::tls_io::{Coalesce, TLS_WRITE_BUFFER, transport};
 
 /// How long connecting to an upstream may take.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,7 +103,7 @@ impl Upstream {
         mut req: Request<ProxyBody>,
         path: PathAndQuery,
     ) -> Result<Response<Incoming>, BoxError> {
-        let io = TokioIo::new(self.tls_stream(&self.tls_h1).await?);
+        let io = TokioIo::new(Coalesce::new(self.tls_stream(&self.tls_h1).await?));
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(conn.with_upgrades());
         *req.uri_mut() = Uri::from(path);
@@ -122,19 +124,21 @@ impl Upstream {
     async fn tls_stream(
         &self,
         config: &Arc<rustls::ClientConfig>,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, BoxError> {
+    ) -> Result<tokio_rustls::client::TlsStream<BufReader<TcpStream>>, BoxError> {
         let tcp = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await??;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.host.clone())?;
-        Ok(tokio_rustls::TlsConnector::from(config.clone())
-            .connect(name, tcp)
-            .await?)
+        let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, transport(tcp))
+            .await?;
+        tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_BUFFER));
+        Ok(tls)
     }
 
     async fn connect(&self) -> Result<Sender, BoxError> {
         let tls = self.tls_stream(&self.tls).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = TokioIo::new(tls);
+        let io = TokioIo::new(Coalesce::new(tls));
         if h2 {
             let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
             tokio::spawn(conn);

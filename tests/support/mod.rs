@@ -9,6 +9,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod anthropic;
 pub mod fake_openai;
 pub mod tmux;
 pub mod upstream;

@@ -1,7 +1,7 @@
 // A person talks to an API-harness agent from the web UI: the session page shows a message
 // composer instead of a terminal, a reply streams into the thread, and the conversation is still
-// there after a reload. Run by tests/ui.rs, whose agent `sdk` runs a fake `claude` (stream-json)
-// in a real local sandbox.
+// there after a reload. Run by tests/ui.rs, whose agent `sdk` runs the real `claude` in a real
+// local sandbox, against the echoing fake Anthropic API of tests/support/anthropic.rs.
 //
 // Env: see common.mjs. Prints one `ok: …` line per step; any failed expectation throws.
 
@@ -20,9 +20,9 @@ try {
   await page.waitForFunction((want) => document.querySelector('#attach-command')?.textContent === want, `lap chat ${id}`);
   ok('the session of an API harness shows a message composer, and `lap chat` as its command');
 
-  // The fake tool answers `slow` with a first piece, then waits to be interrupted: the piece in the
-  // thread while the turn still runs is the stream at work.
-  await page.fill('#message-input', 'slow');
+  // The fake model answers HOLD-THE-LINE with a first piece, `working`, then stalls until the turn
+  // is interrupted: the piece in the thread while the turn still runs is the stream at work.
+  await page.fill('#message-input', 'HOLD-THE-LINE');
   await page.click('#message-send');
   await page.waitForFunction(() => /working/.test([...document.querySelectorAll('#thread .msg.assistant')].pop()?.textContent || ''));
   expect(await page.isEnabled('#message-abort'), 'the turn still running (Stop reply enabled) while its first piece shows');
@@ -35,7 +35,7 @@ try {
   await page.click('#message-send');
   await page.waitForFunction(() => /echo: hello there/.test([...document.querySelectorAll('#thread .msg.assistant')].pop()?.textContent || ''));
   const users = await page.$$eval('#thread .msg.user', (els) => els.map((e) => e.textContent));
-  expect(JSON.stringify(users) === '["slow","hello there"]', `the user's messages in the thread, got ${JSON.stringify(users)}`);
+  expect(JSON.stringify(users) === '["HOLD-THE-LINE","hello there"]', `the user's messages in the thread, got ${JSON.stringify(users)}`);
   ok('the next message gets its whole reply');
 
   await page.reload();
