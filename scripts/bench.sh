@@ -15,6 +15,8 @@
 #                            (real sandboxes: run as root; LAP_BENCH_FORK_MB=10,1024,10240)
 #   scripts/bench.sh ports   `lap port-forward` connection latency, round trip and throughput,
 #                            beside `ssh -L` to an sshd of its own (openssh from apt; run as root)
+#   scripts/bench.sh files   `lap cp` upload and download MB/s beside `scp` to an sshd of its own
+#                            (openssh from apt; run as root; LAP_BENCH_FILES_MB=N changes the 512)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -48,5 +50,9 @@ case "${1:-vault}" in
     ensure_apt sshd:openssh-server ssh:openssh-client
     cargo bench --locked --bench ports
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\`, \`workspace\` or \`ports\`" ;;
+  files)
+    ensure_apt sshd:openssh-server ssh:openssh-client
+    cargo bench --locked --bench files
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\`, \`workspace\`, \`ports\` or \`files\`" ;;
 esac

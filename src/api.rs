@@ -13,6 +13,7 @@ mod admin;
 mod agents;
 mod auth;
 mod error;
+mod files;
 mod health;
 mod json;
 mod messages;
@@ -39,6 +40,7 @@ use crate::wire::api::MAX_BODY_BYTES;
 
 use auth::SecurityAddon;
 pub use error::ApiError;
+pub use files::FileLimits;
 pub use health::K8sProbe;
 
 /// What handlers share.
@@ -86,6 +88,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::abort))
         .routes(routes!(messages::opencode_send, messages::opencode_history))
         .routes(routes!(messages::opencode_abort))
+        // Files in and out (issue 17).
+        .routes(routes!(files::list, files::delete))
+        .routes(routes!(files::stat))
+        .routes(routes!(files::download, files::upload))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))

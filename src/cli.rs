@@ -10,10 +10,12 @@ mod attach;
 mod chat;
 pub mod completions;
 mod config;
+mod cp;
 mod doctor;
 mod harness;
 mod login;
 mod logout;
+mod ls;
 mod man;
 mod open;
 // Issue 17 part 1 (ports).
@@ -129,6 +131,11 @@ pub enum Command {
     Attach(attach::Args),
     /// Run a command inside a session's sandbox
     Exec(reserved::ExecArgs),
+    // Files in and out (issue 17).
+    /// Copy files and directories into or out of a session's sandbox (`SESSION:PATH`)
+    Cp(cp::Args),
+    /// List a directory in a session's sandbox (`SESSION:PATH`)
+    Ls(ls::Args),
     /// Send one message to an API agent (or session) and print the reply
     Send(send::Args),
     /// Chat with an API agent: a line-editing REPL over the message API
@@ -249,6 +256,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Admin(command) => admin::run(command, &ctx).await,
                     Command::Attach(args) => attach::run(args, &ctx).await,
                     Command::Exec(args) => reserved::exec(args, &ctx).await,
+                    Command::Cp(args) => cp::run(args, &ctx).await,
+                    Command::Ls(args) => ls::run(args, &ctx).await,
                     Command::Send(args) => send::run(args, &ctx).await,
                     Command::Chat(args) => chat::run(args, &ctx).await,
                     Command::Open(words) => open::run(words, &ctx).await,

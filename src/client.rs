@@ -4,6 +4,7 @@
 //! API error envelope each become their own [`ClientError`] variant with a hint. The terminal's
 //! WebSocket is in [`tty`].
 
+mod files;
 pub mod messages;
 // Issue 17 part 1 (ports).
 mod ports;

@@ -994,6 +994,11 @@ impl Control {
         Ok(self.sandbox.exec(sandbox_id, spec, output).await?)
     }
 
+    /// A connection to a session's sandbox for one file operation (issue 17).
+    pub async fn files_connection(&self, sandbox_id: &str) -> Result<crate::sandbox::files::Conn, ControlError> {
+        Ok(self.sandbox.files_connection(sandbox_id).await?)
+    }
+
     /// Attaches a viewer to the agent's terminal in a session's sandbox.
     pub async fn attach(
         &self,

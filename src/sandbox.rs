@@ -8,6 +8,7 @@
 //! instead of hanging.
 
 pub mod fake;
+pub mod files;
 pub mod kube;
 pub mod local;
 
@@ -380,6 +381,16 @@ pub trait Sandbox: Send + Sync + 'static {
         Err(SandboxError::Unavailable {
             backend: self.name(),
             reason: format!("it cannot list the ports of sandbox `{id}`"),
+        })
+    }
+
+    // Files in and out (issue 17).
+    /// A connection to the harness of sandbox `id` for one file operation ([`files`]): the harness
+    /// does it as the sandbox user, confined to `/work` and `/tmp`.
+    async fn files_connection(&self, id: &str) -> Result<files::Conn, SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot reach the files of sandbox `{id}`"),
         })
     }
 }

@@ -173,6 +173,9 @@ pub struct Args {
     /// DNS; elsewhere a wildcard DNS record to the preview listener) [default: one origin for all]
     #[arg(long, env = "LAP_PREVIEW_DOMAIN", value_name = "DOMAIN")]
     pub preview_domain: Option<String>,
+    /// Largest file (or tar stream) one upload into a sandbox may be, in bytes
+    #[arg(long, env = "LAP_MAX_UPLOAD_BYTES", default_value_t = crate::wire::files::DEFAULT_MAX_UPLOAD_BYTES, value_name = "BYTES")]
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -288,6 +291,9 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         None => router,
     };
     let router = if tls.is_some() { api::over_tls(router) } else { router };
+    let router = router.layer(axum::Extension(api::FileLimits {
+        max_upload_bytes: args.max_upload_bytes,
+    }));
 
     let listener = TcpListener::bind(args.listen)
         .await

@@ -680,6 +680,11 @@ impl Sandbox for Kube {
         harness::exec(self.harness_stream(id).await?, request, stdin, output).await
     }
 
+    // Files in and out (issue 17): the pod's harness speaks the same file operations.
+    async fn files_connection(&self, id: &str) -> Result<crate::sandbox::files::Conn, SandboxError> {
+        Ok(Box::new(self.harness_stream(id).await?))
+    }
+
     fn vault_placement(&self) -> VaultPlacement {
         VaultPlacement::InSandbox
     }

@@ -20,6 +20,7 @@
 //! sandbox (invariants 1 and 5).
 
 mod cgroup;
+pub mod files;
 mod init;
 pub mod landlock;
 pub mod layout;
@@ -721,6 +722,14 @@ impl Sandbox for Local {
         }
         let stream = proto::connect(&layout.run()).await.map_err(LocalError::from)?;
         ports::list(stream).await.map_err(port_error)
+    }
+
+    async fn files_connection(&self, id: &str) -> Result<super::files::Conn, SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        Ok(Box::new(proto::connect(&layout.run()).await.map_err(LocalError::from)?))
     }
 
     async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {

@@ -5,6 +5,7 @@
 import { Terminal } from './vendor/xterm.mjs';
 import { FitAddon } from './vendor/addon-fit.mjs';
 import { PREFIX, api, clear, h, link, every, badge, ago, copyText, confirmAction, toast, navigate } from './lib.js';
+import { filesPanel } from './files.js';
 
 /// How often the session and its egress log are polled.
 const SESSION_POLL_MS = 1500;
@@ -119,11 +120,14 @@ export function sessionPage(main, _ctx, id) {
       ),
     ),
   );
+  // Files in and out (issue 17): shown once the session is ready.
+  const files = filesPanel(id);
+  files.panel.hidden = true;
   clear(
     main,
     h('div', { class: 'row spread' }, title, actions),
     h('div', { class: 'row spread', style: 'margin-bottom:1rem' }, state, attach),
-    h('div', { class: 'session-grid' }, h('div', {}, work, execPanel(id)), egress),
+    h('div', { class: 'session-grid' }, h('div', {}, work, execPanel(id), files.panel), egress),
   );
 
   // Issue 17 part 1: the ports the sandbox listens on, each with an Open link (a preview URL).
@@ -174,6 +178,10 @@ export function sessionPage(main, _ctx, id) {
               : 'No credentials in this sandbox.';
           })
           .catch(() => (keysShown = false));
+      }
+      if (s.status === 'ready' && files.panel.hidden) {
+        files.panel.hidden = false;
+        files.show();
       }
       if (s.status === 'ready' && !mounted) {
         mounted = s.supports_tui ? mountTerminal(work, s) : mountChat(work, s);

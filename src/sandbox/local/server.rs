@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
 
+use super::files;
 use super::init::READY;
 use super::privs;
 use super::proto::{
@@ -355,7 +356,30 @@ where
         // Issue 17 part 1 (ports).
         Request::Connect(request) => super::ports::serve_connect(rd, wr, request, &server.reserved_ports).await,
         Request::Ports => super::ports::serve_ports(wr, &server.reserved_ports).await,
+        // File operations (issue 17).
+        Request::FsStat(request) => files(files::Op::Stat(request), rd, wr, server).await,
+        Request::FsList(request) => files(files::Op::List(request), rd, wr, server).await,
+        Request::FsRead(request) => files(files::Op::Read(request), rd, wr, server).await,
+        Request::FsWrite(request) => files(files::Op::Write(request), rd, wr, server).await,
+        Request::FsDelete(request) => files(files::Op::Delete(request), rd, wr, server).await,
     }
+}
+
+/// A file operation ([`files`]), as the sandbox user.
+async fn files<R, W>(op: files::Op, rd: BufReader<R>, wr: W, server: &Server) -> Result<(), ProtoError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let uid = match &server.become_user {
+        Become::Drop(drop_privs) => Some(drop_privs.uid()),
+        Become::Already => None,
+    };
+    let who = files::Who {
+        uid,
+        home: server.home.clone(),
+    };
+    files::serve(op, rd, wr, who).await
 }
 
 /// The `start` op: binds the session's environment, then starts the agent when a command is given.
