@@ -13,6 +13,10 @@
 #   scripts/bench.sh workspace  pause -> resume and hibernate -> resume to the first terminal byte
 #                            (p50/p99, beside E2B's ~1 s) and fork time by workspace size
 #                            (real sandboxes: run as root; LAP_BENCH_FORK_MB=10,1024,10240)
+#   scripts/bench.sh ports   `lap port-forward` connection latency, round trip and throughput,
+#                            beside `ssh -L` to an sshd of its own (openssh from apt; run as root)
+#   scripts/bench.sh files   `lap cp` upload and download MB/s beside `scp` to an sshd of its own
+#                            (openssh from apt; run as root; LAP_BENCH_FILES_MB=N changes the 512)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -42,5 +46,13 @@ case "${1:-vault}" in
   workspace)
     cargo bench --locked --bench workspace
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\` or \`workspace\`" ;;
+  ports)
+    ensure_apt sshd:openssh-server ssh:openssh-client
+    cargo bench --locked --bench ports
+    ;;
+  files)
+    ensure_apt sshd:openssh-server ssh:openssh-client
+    cargo bench --locked --bench files
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\`, \`workspace\`, \`ports\` or \`files\`" ;;
 esac

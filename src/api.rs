@@ -13,9 +13,12 @@ mod admin;
 mod agents;
 mod auth;
 mod error;
+mod files;
 mod health;
 mod json;
 mod messages;
+// Issue 17 part 1 (ports).
+pub mod ports;
 mod sessions;
 mod snapshots;
 mod tty;
@@ -37,6 +40,7 @@ use crate::wire::api::MAX_BODY_BYTES;
 
 use auth::SecurityAddon;
 pub use error::ApiError;
+pub use files::FileLimits;
 pub use health::K8sProbe;
 
 /// What handlers share.
@@ -84,6 +88,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::abort))
         .routes(routes!(messages::opencode_send, messages::opencode_history))
         .routes(routes!(messages::opencode_abort))
+        // Files in and out (issue 17).
+        .routes(routes!(files::list, files::delete))
+        .routes(routes!(files::stat))
+        .routes(routes!(files::download, files::upload))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))
@@ -96,6 +104,28 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(protected)
         .merge(public)
+        .merge(port_routes())
+}
+
+/// Issue 17 part 1: a session's ports (`api/ports.rs`). The list and the preview URLs take the
+/// master key or the UI's cookie; the port-forward and the proxy path the master key only.
+fn port_routes() -> OpenApiRouter<AppState> {
+    use axum::routing::any;
+    #[derive(OpenApi)]
+    #[openapi(paths(ports::proxy_doc))]
+    struct ProxyDoc;
+    const PROXY: &str = "/api/v1/managed_agents/sessions/{id}/ports/{port}";
+    let cookie_or_key = OpenApiRouter::new()
+        .routes(routes!(ports::list))
+        .routes(routes!(ports::create_preview, ports::revoke_previews))
+        .route_layer(axum::middleware::from_fn(auth::require_master_key));
+    let key_only = OpenApiRouter::with_openapi(ProxyDoc::openapi())
+        .routes(routes!(ports::forward))
+        .route(PROXY, any(ports::proxy_path))
+        .route(&format!("{PROXY}/"), any(ports::proxy_path))
+        .route(&format!("{PROXY}/{{*path}}"), any(ports::proxy_path))
+        .route_layer(axum::middleware::from_fn(ports::require_bearer));
+    cookie_or_key.merge(key_only)
 }
 
 /// The whole application.

@@ -10,6 +10,7 @@ mod attach;
 mod chat;
 pub mod completions;
 mod config;
+mod cp;
 mod doctor;
 #[cfg_attr(
     not(all(target_os = "linux", not(lap_portable))),
@@ -18,8 +19,11 @@ mod doctor;
 mod harness;
 mod login;
 mod logout;
+mod ls;
 mod man;
 mod open;
+// Issue 17 part 1 (ports).
+mod port_forward;
 mod reserved;
 mod send;
 mod serve;
@@ -131,6 +135,11 @@ pub enum Command {
     Attach(attach::Args),
     /// Run a command inside a session's sandbox
     Exec(reserved::ExecArgs),
+    // Files in and out (issue 17).
+    /// Copy files and directories into or out of a session's sandbox (`SESSION:PATH`)
+    Cp(cp::Args),
+    /// List a directory in a session's sandbox (`SESSION:PATH`)
+    Ls(ls::Args),
     /// Send one message to an API agent (or session) and print the reply
     Send(send::Args),
     /// Chat with an API agent: a line-editing REPL over the message API
@@ -141,6 +150,8 @@ pub enum Command {
     Completions(completions::Args),
     /// Write man pages
     Man(man::Args),
+    /// Forward local ports to a session's sandbox, like `kubectl port-forward`
+    PortForward(port_forward::Args),
     /// Run a sandbox's harness (started by `lap serve`)
     #[command(hide = true)]
     Harness(harness::Args),
@@ -249,9 +260,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Admin(command) => admin::run(command, &ctx).await,
                     Command::Attach(args) => attach::run(args, &ctx).await,
                     Command::Exec(args) => reserved::exec(args, &ctx).await,
+                    Command::Cp(args) => cp::run(args, &ctx).await,
+                    Command::Ls(args) => ls::run(args, &ctx).await,
                     Command::Send(args) => send::run(args, &ctx).await,
                     Command::Chat(args) => chat::run(args, &ctx).await,
                     Command::Open(words) => open::run(words, &ctx).await,
+                    Command::PortForward(args) => port_forward::run(args, &ctx).await,
                     Command::Serve(_)
                     | Command::Completions(_)
                     | Command::Man(_)

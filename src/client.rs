@@ -4,10 +4,14 @@
 //! API error envelope each become their own [`ClientError`] variant with a hint. The terminal's
 //! WebSocket is in [`tty`].
 
+mod files;
 pub mod messages;
+// Issue 17 part 1 (ports).
+mod ports;
 mod tty;
 mod workspaces;
 
+pub use ports::ForwardSocket;
 pub use tty::{NoTerminal, SessionTarget, TtyLocation, TtySocket, locate_tty, session_target, tty_url};
 
 use std::path::Path;

@@ -10,6 +10,8 @@
 //! [`workspace`].
 
 pub mod pool;
+// Issue 17 part 1: ports, port connections and preview URLs.
+pub mod ports;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -88,9 +90,6 @@ const RECOVER_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// How often the records of a vault that runs in its sandbox are pulled.
 const RECORD_PULL: Duration = Duration::from_secs(1);
-
-/// How long the vault's accept loop pauses after an accept error (e.g. out of descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -185,6 +184,8 @@ pub struct Control {
     lifecycle: Lifecycle,
     /// This service itself, for work a `&self` method spawns (a wake's bring-up).
     me: std::sync::Weak<Control>,
+    /// Open connections to each session's ports (`control/ports.rs`).
+    tunnels: Arc<ports::Tunnels>,
 }
 
 impl Control {
@@ -224,6 +225,7 @@ impl Control {
             // The router exists only after `start`, which sets it when recovery has to wait.
             unrecovered: Mutex::new(None),
             lifecycle,
+            tunnels: Arc::default(),
         })
     }
 
@@ -636,7 +638,14 @@ impl Control {
         }
         let listener = self.sandbox.proxy_listener(sandbox_id).await?;
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-        let binding = Arc::new(crate::vault::proxy_binding(binding, AuditLog::with_sink(sink)));
+        let mut binding = crate::vault::proxy_binding(binding, AuditLog::with_sink(sink));
+        // The sandbox's own descriptors in `lap serve` count in the vault's budget.
+        binding.tunnels =
+            crate::vault::limits::Tunnels::for_served_sandbox().map_err(|e| SandboxError::Unavailable {
+                backend: self.sandbox.name(),
+                reason: e.to_string(),
+            })?;
+        let binding = Arc::new(binding);
         tokio::spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
@@ -985,6 +994,11 @@ impl Control {
         Ok(self.sandbox.exec(sandbox_id, spec, output).await?)
     }
 
+    /// A connection to a session's sandbox for one file operation (issue 17).
+    pub async fn files_connection(&self, sandbox_id: &str) -> Result<crate::sandbox::files::Conn, ControlError> {
+        Ok(self.sandbox.files_connection(sandbox_id).await?)
+    }
+
     /// Attaches a viewer to the agent's terminal in a session's sandbox.
     pub async fn attach(
         &self,
@@ -1201,26 +1215,13 @@ async fn pull_records(
 /// Accepts a sandbox's egress connections and hands each to the vault, until `stop`. A connection
 /// is accepted only once the vault has a place for it, or for its refusal
 /// ([`crate::vault::limits::Tunnels::admit`]): a sandbox at its limit cannot make `lap serve` hold
-/// more descriptors, what it opens beyond waits in the listener's backlog.
+/// more descriptors, what it opens beyond waits in the listener's backlog; a failed accept rests
+/// and tries again ([`crate::vault::limits::accept_admitted`]).
 async fn serve_egress(vault: Arc<Vault>, listener: ProxyListener, binding: Arc<Binding>, stop: CancellationToken) {
-    loop {
-        let (accepted, admission) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = async {
-                let admission = binding.tunnels.admit().await;
-                (listener.accept().await, admission)
-            } => accepted,
-        };
-        match accepted {
-            Ok(stream) => {
-                tokio::spawn(vault.clone().serve_admitted(stream, binding.clone(), admission));
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot accept a sandbox's egress connection");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-        }
-    }
+    let serve = |stream, admission| {
+        tokio::spawn(vault.clone().serve_admitted(stream, binding.clone(), admission));
+    };
+    crate::vault::limits::accept_admitted(&binding.tunnels, || listener.accept(), serve, &stop).await;
 }
 
 /// A sandbox's environment: the agent's plain variables, then the proxy and CA variables every

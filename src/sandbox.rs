@@ -8,6 +8,7 @@
 //! instead of hanging.
 
 pub mod fake;
+pub mod files;
 pub mod kube;
 #[cfg(all(target_os = "linux", not(lap_portable)))]
 pub mod local;
@@ -366,6 +367,36 @@ pub trait Sandbox: Send + Sync + 'static {
         Err(SandboxError::Unavailable {
             backend: self.name(),
             reason: format!("it cannot run commands in sandbox `{id}`"),
+        })
+    }
+
+    // ---- Issue 17 part 1 (ports) ----
+
+    /// Opens one connection to the sandbox's own `127.0.0.1:port` through its harness (the sandbox
+    /// keeps having no network of its own): the bytes of the returned stream are that connection's.
+    async fn connect_port(&self, id: &str, port: u16) -> Result<Box<dyn local::ports::PortStream>, SandboxError> {
+        let _ = port;
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot reach the ports of sandbox `{id}`"),
+        })
+    }
+
+    /// The TCP ports the sandbox listens on (those a connection to its loopback reaches).
+    async fn listening_ports(&self, id: &str) -> Result<Vec<crate::wire::ports::ListeningPort>, SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot list the ports of sandbox `{id}`"),
+        })
+    }
+
+    // Files in and out (issue 17).
+    /// A connection to the harness of sandbox `id` for one file operation ([`files`]): the harness
+    /// does it as the sandbox user, confined to `/work` and `/tmp`.
+    async fn files_connection(&self, id: &str) -> Result<files::Conn, SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it cannot reach the files of sandbox `{id}`"),
         })
     }
 }

@@ -8,6 +8,7 @@
 
 mod messages;
 pub mod seal;
+mod preview;
 pub mod snapshots;
 mod ui;
 pub mod warm;
@@ -188,6 +189,16 @@ CREATE TABLE IF NOT EXISTS snapshots (
     agent_name TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
     created_at TEXT NOT NULL
+);
+"#,
+    // Schema 11: preview URLs revoked per session and port (port 0: every port), by the time they
+    // were issued (store/preview.rs).
+    r#"
+CREATE TABLE IF NOT EXISTS preview_revocations (
+    session_id     TEXT NOT NULL,
+    port           INTEGER NOT NULL,
+    revoked_before INTEGER NOT NULL,
+    PRIMARY KEY (session_id, port)
 );
 "#,
 ];

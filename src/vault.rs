@@ -22,6 +22,7 @@ mod scrub_props;
 pub mod tls_io;
 pub mod upstream;
 pub mod websocket;
+pub mod wrapped;
 
 use ring::rand::{SecureRandom, SystemRandom};
 

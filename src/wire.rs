@@ -9,6 +9,9 @@
 
 pub mod admin;
 pub mod api;
+pub mod files;
 pub mod messages;
+// Issue 17 part 1 (ports): listening ports and preview URLs.
+pub mod ports;
 pub mod tty;
 pub mod vault;

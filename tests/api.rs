@@ -88,11 +88,13 @@ impl App {
             tasks: tasks.clone(),
             shutdown: CancellationToken::new(),
         });
+        let previews = lap::control::ports::Previews::new(&[7; 32], store.clone(), "http://127.0.0.1:9".into());
         let router = api::router(AppState {
             store,
             control,
             master_key: Arc::new(Secret::new(MASTER_KEY)),
         });
+        let router = api::ports::with_previews(router, Arc::new(previews));
         Self {
             router,
             fake,
@@ -2128,6 +2130,11 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "POST /api/v1/managed_agents/sessions/{id}/exec",
             "POST /api/v1/managed_agents/sessions/{id}/fork",
             "POST /api/v1/managed_agents/sessions/{id}/hibernate",
+            "DELETE /api/v1/managed_agents/sessions/{id}/files",
+            "GET /api/v1/managed_agents/sessions/{id}/files",
+            "GET /api/v1/managed_agents/sessions/{id}/files/content",
+            "PUT /api/v1/managed_agents/sessions/{id}/files/content",
+            "GET /api/v1/managed_agents/sessions/{id}/files/stat",
             "GET /api/v1/managed_agents/sessions/{id}/interceptions",
             "POST /api/v1/managed_agents/sessions/{id}/message",
             "POST /api/v1/managed_agents/sessions/{id}/message_stream",
@@ -2136,6 +2143,11 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "GET /api/v1/managed_agents/sessions/{id}/opencode/session/{hsid}/message",
             "POST /api/v1/managed_agents/sessions/{id}/opencode/session/{hsid}/message",
             "POST /api/v1/managed_agents/sessions/{id}/pause",
+            "GET /api/v1/managed_agents/sessions/{id}/portforward/{port}",
+            "GET /api/v1/managed_agents/sessions/{id}/ports",
+            "GET /api/v1/managed_agents/sessions/{id}/ports/{port}/{path}",
+            "DELETE /api/v1/managed_agents/sessions/{id}/preview_urls",
+            "POST /api/v1/managed_agents/sessions/{id}/preview_urls",
             "POST /api/v1/managed_agents/sessions/{id}/restart",
             "POST /api/v1/managed_agents/sessions/{id}/resume",
             "POST /api/v1/managed_agents/sessions/{id}/snapshots",

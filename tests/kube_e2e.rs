@@ -1022,3 +1022,114 @@ async fn a_pod_harness_with_a_token_refuses_connections_without_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---- Issue 17 part 1 (ports): a pod's port, reached through its harness connection ----
+
+/// Kills a process a test started inside a pod (the fake kubelet's pods share the host's loopback).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// `GET path` on `addr` (`Connection: close`), with the master key when given: the whole answer.
+fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let auth = bearer
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pods_port_is_reached_through_its_harness_connection_by_port_forward_and_the_proxy_path() {
+    use std::io::BufRead;
+    let cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("web");
+    let (id, _pod) = cluster.ready_session("web").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = format!(
+        "mkdir -p www && echo pod-page-{id} > www/index.html && nohup python3 -m http.server {port} \
+         --bind 127.0.0.1 --directory www >/dev/null 2>&1 </dev/null & echo $!"
+    );
+    let out = cluster.home.lap().run(["exec", &id, "--", "sh", "-c", &start]);
+    assert_eq!(out.code, 0, "{out}");
+    let _server = KillOnDrop(out.stdout.trim().parse().expect("the server's pid"));
+
+    // Listed by the pod's harness; the pod's own ports (its harness's, the sidecar's) are not.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listed = cluster.lap_json(&["--json", "sessions", "ports", &id]);
+        let ports: Vec<u64> = listed["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_u64().unwrap())
+            .collect();
+        assert!(!ports.contains(&u64::from(manifest::HARNESS_PORT)), "{ports:?}");
+        if ports.contains(&u64::from(port)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "port {port} never listed: {ports:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = format!("pod-page-{id}");
+
+    // The proxy path, through the harness connection (the API server's port-forward to the pod's
+    // harness port): no Service, no port of the pod's own forwarded.
+    let api: SocketAddr = ([127, 0, 0, 1], cluster.server.port).into();
+    let key = cluster.server.master_key();
+    let proxied = http_get(
+        api,
+        &format!("/api/v1/managed_agents/sessions/{id}/ports/{port}/"),
+        Some(&key),
+    );
+    assert!(
+        proxied.starts_with("HTTP/1.1 200") && proxied.contains(&page),
+        "{proxied}"
+    );
+
+    // `lap port-forward`.
+    let mut forward = Command::new(LAP);
+    forward
+        .args(["port-forward", &id, &format!("0:{port}")])
+        .env_clear()
+        .envs(cluster.home.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = forward.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _forward = KillOnDrop(child.id() as i32);
+    let local: SocketAddr = line
+        .strip_prefix("Forwarding from ")
+        .and_then(|rest| rest.split(" -> ").next())
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    let fetched = http_get(local, "/index.html", None);
+    assert!(fetched.contains(&page), "{fetched}");
+    // Through the API server's port-forward to the pod — whose fake forwards only the pod's
+    // harness and admin ports, so the page came through the harness connection.
+    let seen = cluster.api.seen();
+    assert!(seen.iter().any(|l| l.ends_with("/portforward")), "{seen:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

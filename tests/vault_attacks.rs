@@ -13,8 +13,9 @@
 //!   value is the auth header itself, and what comes back of it is scrubbed in every encoding;
 //! - a stub anywhere else in a request to a bound host is refused (403, `X-Lap-Vault-Blocked:
 //!   credential-not-injectable`), alerted, and the upstream never holds the real value;
-//! - with `body` injection opted in, the hole the README names exists (a reversed or split value
-//!   comes back real) while the recognised encodings are still scrubbed;
+//! - with `body` injection opted in, the hole the README names exists (a split or compressed value
+//!   comes back real) while the recognised encodings are still scrubbed — base64 wrapped across
+//!   lines too, as GitHub's contents API, PEM and MIME hand a stored file back;
 //! - a stub toward an unbound host, in any odd place or encoding, is blocked and alerted and the
 //!   host receives none of its bytes.
 //!
@@ -32,7 +33,7 @@ use lap::secret::Secret;
 use lap::vault::ca::CertificateAuthority;
 use lap::vault::intercept::{Binding, Credential, ResolveOverride, Vault};
 use lap::vault::policy::Policy;
-use support::upstream::{ENCODINGS, MARKER, Seen, TRANSFORMS, store_upstream, tap_upstream};
+use support::upstream::{ENCODINGS, MARKER, Seen, TRANSFORMS, WRAPPED, store_upstream, tap_upstream};
 use tokio_util::sync::CancellationToken;
 
 /// A GitHub-shaped token (token characters only, so it can be a header name).
@@ -223,9 +224,12 @@ impl World {
 /// (standard and URL-safe, padded or not, at each of the three alignments: the characters that
 /// depend on `real` alone), hex in both cases, percent-encoding of every byte in both cases, JSON
 /// `\u` escapes, and the masked form's real characters (any 8 in a row, or the last 4 after a mask).
+/// Base64 is looked for in the text as it is and with its line breaks (raw or JSON-escaped) removed,
+/// as a client reading a wrapped blob does.
 fn leaks(output: &[u8], real: &str) -> Vec<String> {
     let text = String::from_utf8_lossy(output);
     let lower = text.to_ascii_lowercase();
+    let unwrapped = text.replace("\r\n", "").replace("\\n", "").replace('\n', "");
     let mut found = Vec::new();
     if lower.contains(&real.to_ascii_lowercase()) {
         found.push("literal".to_owned());
@@ -244,6 +248,8 @@ fn leaks(output: &[u8], real: &str) -> Vec<String> {
             let core = &encoded[4..encoded.len().saturating_sub(4)];
             if text.contains(core) {
                 found.push(format!("{name}-{offset}"));
+            } else if unwrapped.contains(core) {
+                found.push(format!("{name}-{offset} wrapped across lines"));
             }
         }
     }
@@ -634,6 +640,54 @@ async fn an_http2_request_trailer_with_a_stub_to_a_bound_host_is_refused_and_nev
     }
     assert!(!w.alerts("store.test").is_empty(), "the trailer's stub is alerted");
     assert!(!w.log_holds(GH_REAL), "the upstream's log holds the real value");
+}
+
+/// The stub's base64 cores (as [`leaks`] cuts the real value's) in `output` read without its line
+/// breaks: where the vault put the stub in place of the real value.
+fn stub_core_in(output: &[u8], stub: &str) -> bool {
+    let text = String::from_utf8_lossy(output);
+    let unwrapped = text.replace("\r\n", "").replace("\\n", "").replace('\n', "");
+    (0..3).any(|offset| {
+        let mut blob = vec![0u8; offset];
+        blob.extend_from_slice(stub.as_bytes());
+        let encoded = STANDARD.encode(&blob);
+        unwrapped.contains(&encoded[4..encoded.len() - 4])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_injection_a_stored_file_served_back_in_wrapped_base64_never_comes_back_real() {
+    // The agent writes its stub into a file on the bound host (body injection opted in), then
+    // reads the file back the way GitHub's contents API, a PEM file or a MIME message hands it:
+    // base64 in lines of 60, 64 or 76 characters, with the value split by a line break.
+    let w = world(&["authorization", "body"]).await;
+    let url = format!("https://store.test:{}/repos/acme/notes/contents/notes.txt", w.store_h1);
+    let (status, output) = w
+        .curl(&["--http1.1", "-X", "PUT", "--data-binary", GH_STUB, &url])
+        .await;
+    assert_eq!(status, 201, "body injection is opted in: {output}");
+    assert!(
+        w.log_holds(GH_REAL),
+        "the stub in the body is swapped at the bound host"
+    );
+    let mut failures = Vec::new();
+    for (version, port) in [("--http1.1", w.store_h1), ("--http2", w.store_h2)] {
+        for encoding in WRAPPED {
+            let url = format!("https://store.test:{port}/serve/body/{encoding}");
+            let (status, output) = w.curl_bytes(&[version, &url]).await;
+            let found = leaks(&output, GH_REAL);
+            if !found.is_empty() {
+                failures.push(format!("{version} {encoding} (status {status}): leaked as {found:?}"));
+            } else if !String::from_utf8_lossy(&output).contains(MARKER) {
+                failures.push(format!(
+                    "{version} {encoding}: the answer did not arrive (status {status})"
+                ));
+            } else if !stub_core_in(&output, GH_STUB) {
+                failures.push(format!("{version} {encoding}: the stub is not in the value's place"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,12 @@
 //! session's bring-up, another session's exec and message), never runs out of descriptors, and never
 //! logs `EMFILE`; idle tunnels (HTTP/2 and HTTP/1.1) are closed after `LAP_VAULT_IDLE_TIMEOUT`,
 //! which frees their places. Only loopback traffic; every wait has a deadline.
+//!
+//! And the same for `lap vault sidecar` (the vault beside a Kubernetes pod), as a plain process
+//! under a low `RLIMIT_NOFILE`: a hostile agent in the pod floods both of its ports (the proxy with
+//! tunnels, the admin endpoint with idle connections, both reachable from the pod's network); the
+//! sidecar keeps its budget ([`Budget::for_holder`]), refuses the tunnels past it with `429`, never
+//! runs out of descriptors and never ends, and serves the next well-behaved request.
 
 #![cfg(target_os = "linux")]
 
@@ -23,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lap::vault::ca::CertificateAuthority;
-use lap::vault::limits::Budget;
+use lap::vault::limits::{Budget, Holder};
 use serde_json::Value;
 use support::upstream::{Seen, upstream};
 
@@ -579,4 +585,210 @@ fn idle_tunnels_are_closed_after_the_idle_timeout_and_their_places_freed() {
         std::thread::sleep(Duration::from_millis(100));
     }
     w.assert_no_emfile();
+}
+
+/// The sidecar's descriptor limit (soft and hard, so it cannot raise it).
+const SIDECAR_DESCRIPTORS: u64 = 128;
+/// Connections the hostile agent opens to each of the sidecar's ports: well past its descriptor
+/// limit, within its listeners' backlog (128), where the kernel keeps what is not yet accepted.
+const SIDECAR_ATTEMPTS: usize = 120;
+const SIDECAR_STUB: &str = "stub_github_token_5eed5eed5eed5eed";
+
+/// Reads the status line and headers of a response on `stream`, within its read timeout.
+fn response_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[test]
+fn a_sidecar_under_a_low_descriptor_limit_outlasts_a_flood_of_tunnels_and_serves_the_next_request() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
+    let upstream_ca = dir.path().join("upstream-ca.pem");
+    std::fs::write(&upstream_ca, public_ca.cert_pem()).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = rt.block_on(upstream(public_ca, seen.clone(), true));
+    let ca_dir = dir.path().join("vault");
+    let vault_ca = dir.path().join("vault-ca.pem");
+    std::fs::write(
+        &vault_ca,
+        CertificateAuthority::load_or_create(&ca_dir).unwrap().cert_pem(),
+    )
+    .unwrap();
+    let real = real_token();
+    let binding = dir.path().join("binding.json");
+    let file = serde_json::json!({"credentials": [
+        {"name": "GITHUB_TOKEN", "stub": SIDECAR_STUB, "value": real, "hosts": ["api.github.test"]}
+    ]});
+    std::fs::write(&binding, file.to_string()).unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "sidecar-pressure-admin-token\n").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lap"));
+    cmd.args(["vault", "sidecar", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--ca-dir")
+        .arg(&ca_dir)
+        .arg("--binding")
+        .arg(&binding)
+        .arg("--admin-token-file")
+        .arg(&token)
+        .arg("--vault-upstream-ca")
+        .arg(&upstream_ca)
+        .args(["--vault-resolve", &format!("api.github.test:{port}:127.0.0.1")])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only `setrlimit`, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: SIDECAR_DESCRIPTORS,
+                rlim_max: SIDECAR_DESCRIPTORS,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let mut child = Kill(child);
+    let log = Arc::new(Mutex::new(String::new()));
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = lines_tx.send(line);
+            }
+        });
+    }
+    let line = loop {
+        match lines_rx.recv_timeout(WAIT) {
+            Ok(line) if line.contains("proxy on ") => break line,
+            Ok(_) => {}
+            Err(err) => panic!(
+                "the sidecar did not report its addresses within {WAIT:?} ({err}):\n{}",
+                log.lock().unwrap()
+            ),
+        }
+    };
+    let proxy = support::addr_after(&line, "proxy on ");
+    let admin = support::addr_after(&line, "admin on ");
+    let budget = Budget::for_holder(Holder::Sidecar, SIDECAR_DESCRIPTORS);
+
+    // The flood: idle connections to the admin endpoint, then tunnels, all held open.
+    let mut held = Vec::new();
+    for _ in 0..SIDECAR_ATTEMPTS {
+        held.push(TcpStream::connect(admin).expect("the admin endpoint's backlog takes the connection"));
+    }
+    let mut tunnels = Vec::new();
+    for _ in 0..SIDECAR_ATTEMPTS {
+        let sent = TcpStream::connect(proxy).and_then(|mut stream| {
+            write!(
+                stream,
+                "CONNECT api.github.test:{port} HTTP/1.1\r\nHost: api.github.test:{port}\r\n\r\n"
+            )?;
+            Ok(stream)
+        });
+        match sent {
+            Ok(stream) => tunnels.push(stream),
+            Err(err) => panic!(
+                "tunnel {} of the flood: {err}; the sidecar ended? (exit {:?}):\n{}",
+                tunnels.len() + 1,
+                child.0.try_wait(),
+                log.lock().unwrap()
+            ),
+        }
+    }
+    let (mut open, mut refused, mut other) = (0, 0, Vec::new());
+    for stream in &mut tunnels {
+        stream.set_read_timeout(Some(API_DEADLINE)).unwrap();
+        let head = response_head(stream);
+        if head.starts_with("HTTP/1.1 200") {
+            open += 1;
+        } else if head.starts_with("HTTP/1.1 429")
+            && head.to_ascii_lowercase().contains("x-lap-vault-blocked: tunnel-limit")
+        {
+            refused += 1;
+        } else {
+            other.push(head);
+        }
+    }
+    let alive = child.0.try_wait().unwrap().is_none();
+    assert!(
+        alive,
+        "the sidecar ended under the flood (exit {:?}):\n{}",
+        child.0.try_wait(),
+        log.lock().unwrap()
+    );
+    assert_eq!(
+        open, budget.per_sandbox,
+        "tunnels opened: the sidecar's budget {budget:?}"
+    );
+    assert_eq!(
+        (refused, other.len()),
+        (SIDECAR_ATTEMPTS - budget.per_sandbox, 0),
+        "every tunnel past the budget is refused 429 tunnel-limit; others: {other:?}"
+    );
+
+    // The agent lets go; the next well-behaved request is served and swapped.
+    drop((tunnels, held));
+    let deadline = Instant::now() + WAIT;
+    let (status, output) = loop {
+        let (status, output) = rt.block_on(support::upstream::curl(
+            proxy,
+            &vault_ca,
+            &[
+                "--max-time",
+                "10",
+                "-H",
+                &format!("Authorization: Bearer {SIDECAR_STUB}"),
+                &format!("https://api.github.test:{port}/"),
+            ],
+        ));
+        // A tunnel let go may hold its place until the sidecar sees it closed.
+        if status == 200 || Instant::now() > deadline {
+            break (status, output);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 200, "{output}\nsidecar:\n{}", log.lock().unwrap());
+    assert!(!output.contains(&real), "{output}");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.header("authorization") == Some(format!("Bearer {real}").as_str())),
+        "the upstream got the swapped credential"
+    );
+    let log = log.lock().unwrap();
+    assert!(
+        !log.contains("Too many open files") && !log.contains("cannot accept"),
+        "the sidecar ran out of descriptors:\n{log}"
+    );
+    assert!(child.0.try_wait().unwrap().is_none(), "the sidecar ended:\n{log}");
 }

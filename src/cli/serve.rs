@@ -56,8 +56,8 @@ fn parse_policy_duration(text: &str) -> Result<PolicyDuration, String> {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Shortest master key accepted (LAP's rule).
 const MIN_MASTER_KEY: usize = 8;
-/// How long the API listener rests after a failed accept (`EMFILE`).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long the API listener rests after a failed accept (`EMFILE`): the vault's.
+use crate::vault::limits::ACCEPT_BACKOFF;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -159,6 +159,23 @@ pub struct Args {
     /// the cluster), or `auto`: `pod-ip` with the in-cluster configuration, else `port-forward`
     #[arg(long, env = "LAP_KUBE_REACH", value_enum, default_value = "auto")]
     pub kube_reach: KubeReach,
+    /// Where sandbox previews are served (signed preview URLs): an origin of their own, never the
+    /// API's or the web UI's; `off` for none [default: the --listen IP, its port + 1 (3001 beside
+    /// 3000), or a free port when that one is taken or --listen's port is 0]
+    #[arg(long, env = "LAP_PREVIEW_LISTEN", value_name = "ADDR|off")]
+    pub preview_listen: Option<String>,
+    /// The preview origin's public base URL, when a proxy or a DNS name fronts --preview-listen
+    /// (e.g. `https://preview.example.com`) [default: the preview listener's own address]
+    #[arg(long, env = "LAP_PREVIEW_URL", value_name = "URL")]
+    pub preview_url: Option<String>,
+    /// Serve each session's port on a host name of its own, `p{PORT}-{SESSION}.DOMAIN` on the
+    /// preview listener's port (an origin per session and port; `localhost` works in browsers without
+    /// DNS; elsewhere a wildcard DNS record to the preview listener) [default: one origin for all]
+    #[arg(long, env = "LAP_PREVIEW_DOMAIN", value_name = "DOMAIN")]
+    pub preview_domain: Option<String>,
+    /// Largest file (or tar stream) one upload into a sandbox may be, in bytes
+    #[arg(long, env = "LAP_MAX_UPLOAD_BYTES", default_value_t = crate::wire::files::DEFAULT_MAX_UPLOAD_BYTES, value_name = "BYTES")]
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -264,16 +281,20 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
              the sessions of before this start and takes new ones once it does"
         ));
     }
-    let router = api::router(AppState {
+    let app_state = AppState {
         store,
         control,
         master_key: Arc::new(master_key.clone()),
-    });
+    };
+    let router = api::router(app_state.clone());
     let router = match k8s {
         Some(kube) => router.layer(axum::Extension(api::K8sProbe(kube))),
         None => router,
     };
     let router = if tls.is_some() { api::over_tls(router) } else { router };
+    let router = router.layer(axum::Extension(api::FileLimits {
+        max_upload_bytes: args.max_upload_bytes,
+    }));
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -293,6 +314,44 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         host
     };
     let url = format!("{scheme}://{host}:{}", local.port());
+    // Issue 17 part 1: the preview origin, on a listener of its own.
+    let preview = preview_listener(&args, local, &url, &data_dir, out).await?;
+    let router = match &preview {
+        Some((_, base, key)) => {
+            let previews = Arc::new(
+                crate::control::ports::Previews::new(key, app_state.store.clone(), base.clone())
+                    .with_domain(args.preview_domain.clone()),
+            );
+            let preview_router = api::ports::preview_router(api::ports::PreviewState {
+                app: app_state.clone(),
+                previews: previews.clone(),
+            });
+            let preview_router = if tls.is_some() {
+                api::over_tls(preview_router)
+            } else {
+                preview_router
+            };
+            if let Some((listener, _, _)) = preview {
+                let shutdown = shutdown.clone();
+                let acceptor = tls.clone();
+                tasks.spawn(async move {
+                    match acceptor {
+                        None => {
+                            let served = axum::serve(listener, preview_router.into_make_service())
+                                .with_graceful_shutdown(shutdown.cancelled_owned())
+                                .await;
+                            if let Err(err) = served {
+                                tracing::error!(error = %err, "the preview listener failed");
+                            }
+                        }
+                        Some(acceptor) => serve_tls(listener, acceptor, preview_router, shutdown).await,
+                    }
+                });
+            }
+            api::ports::with_previews(router, previews)
+        }
+        None => router,
+    };
     write_client_config(env, &url, &master_key, args.tls_cert.as_deref(), out);
     out.status(format!(
         "lap serve listening on {url} (backend: {}, data: {})",
@@ -372,7 +431,7 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
 /// Raises the descriptor limit to the hard limit and derives the vault's budget from it
 /// ([`crate::vault::limits`]); says so when the limit, not the default, bounds each sandbox.
 fn descriptor_budget(out: &Printer) {
-    let (limit, budget) = crate::vault::limits::init();
+    let (limit, budget) = crate::vault::limits::init(crate::vault::limits::Holder::Serve);
     let Some(limit) = limit else { return };
     tracing::debug!(
         was = limit.was,
@@ -573,6 +632,79 @@ async fn serve_tls(
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}");
     }
+}
+
+/// Binds the preview listener (`--preview-listen`, see its help for the default) and says where
+/// previews are served; returns it with the preview origin's base URL and the preview key, or `None`
+/// for `--preview-listen off`. Refuses a preview origin that is the API's.
+async fn preview_listener(
+    args: &Args,
+    api: SocketAddr,
+    api_url: &str,
+    data_dir: &Path,
+    out: &Printer,
+) -> Result<Option<(TcpListener, String, [u8; 32])>, Error> {
+    let listener = match args.preview_listen.as_deref() {
+        Some("off") => return Ok(None),
+        Some(addr) => {
+            let addr: SocketAddr = addr.parse().map_err(|_| {
+                Error::usage(
+                    format!("`--preview-listen {addr}` is not an address"),
+                    "e.g. `127.0.0.1:3001`, or `off`",
+                )
+            })?;
+            if addr == api {
+                return Err(Error::usage(
+                    "the preview listener must not be the API's",
+                    "previews are hostile content: give them their own port with `--preview-listen`",
+                ));
+            }
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("cannot listen for previews on {addr}"), e))?
+        }
+        None => {
+            let next = SocketAddr::new(api.ip(), if api.port() == 0 { 0 } else { api.port().wrapping_add(1) });
+            match TcpListener::bind(next).await {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::info!(error = %err, "the default preview port is taken; previews take a free port");
+                    TcpListener::bind(SocketAddr::new(api.ip(), 0))
+                        .await
+                        .map_err(|e| Error::io("cannot listen for previews", e))?
+                }
+            }
+        }
+    };
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the preview listener's address", e))?;
+    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    let host = match local.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let base = match &args.preview_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("{scheme}://{host}:{}", local.port()),
+    };
+    let origin = |url: &str| reqwest::Url::parse(url).ok().map(|u| u.origin().ascii_serialization());
+    if origin(&base).is_none() {
+        return Err(Error::usage(
+            format!("`--preview-url {base}` is not a URL"),
+            "e.g. `https://preview.example.com`",
+        ));
+    }
+    if origin(&base) == origin(api_url) {
+        return Err(Error::usage(
+            format!("the preview origin `{base}` is the API's"),
+            "previews are hostile content and need an origin of their own: another host name or port",
+        ));
+    }
+    let key = crate::control::ports::load_or_create_key(data_dir).map_err(|e| Error::failed(e.to_string()))?;
+    out.status(format!("lap serve previews on {base} (listening on {local})"));
+    Ok(Some((listener, base, key)))
 }
 
 async fn watch_signals(shutdown: CancellationToken) {

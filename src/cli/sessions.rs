@@ -102,6 +102,11 @@ pub enum Command {
         /// Session id
         id: String,
     },
+    // Issue 17 part 1 (ports): both live in `cli/port_forward.rs`.
+    /// List the ports a session's sandbox listens on
+    Ports(super::port_forward::PortsArgs),
+    /// Print a signed, expiring preview URL of one sandbox port, or revoke them
+    Url(super::port_forward::UrlArgs),
 }
 
 pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
@@ -194,6 +199,8 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
             finish_create(ctx, &client, session, &label, no_wait, timeout).await?;
         }
         Command::Egress { id, follow } => egress(&client, ctx, &id, follow).await?,
+        Command::Ports(args) => super::port_forward::ports(args, ctx).await?,
+        Command::Url(args) => super::port_forward::url(args, ctx).await?,
         Command::Abort { id } => {
             let reply = client.abort(&id).await?;
             if ctx.out.json {

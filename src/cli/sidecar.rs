@@ -13,11 +13,21 @@
 //!
 //! The binding file holds real credential values: it is read, never logged, and the admin endpoint
 //! never returns it.
+//!
+//! Descriptors: the sidecar raises its `RLIMIT_NOFILE` to the hard limit and takes its budget from
+//! it as `lap serve` does ([`limits::init`], [`Holder::Sidecar`]), one sandbox's places for the
+//! whole pod (kept across a `PUT /binding`); connections idle for `--vault-idle-timeout` are
+//! closed. Both listeners accept only what they have room for (the proxy's through
+//! [`limits::accept_admitted`], the admin endpoint at most [`MAX_ADMIN_CONNECTIONS`], each within
+//! [`ADMIN_CONNECTION_TIMEOUT`]) and rest on a failed accept instead of ending: the agent shares the
+//! pod's network and can reach both, and the sidecar must outlast whatever it opens.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
@@ -25,6 +35,8 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::output::Printer;
@@ -32,6 +44,7 @@ use crate::secret::Secret;
 use crate::vault::audit::AuditLog;
 use crate::vault::ca::CertificateAuthority;
 use crate::vault::intercept::{Binding, ResolveOverride, Vault};
+use crate::vault::limits::{self, ACCEPT_BACKOFF, Holder, MAX_ADMIN_CONNECTIONS, Tunnels};
 use crate::wire::api::Interception;
 use crate::wire::vault::VaultBinding;
 
@@ -39,6 +52,10 @@ use crate::wire::vault::VaultBinding;
 const KEPT_RECORDS: usize = 10_000;
 /// Largest binding the admin endpoint accepts.
 const MAX_BINDING_BYTES: usize = 1024 * 1024;
+/// How long one admin connection may last (the control plane's pulls open new ones as needed).
+const ADMIN_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an admin connection has to send a request head.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -63,6 +80,9 @@ pub struct Args {
     /// Also trust this CA certificate (PEM) for upstream servers (repeatable)
     #[arg(long, value_name = "PEM")]
     pub vault_upstream_ca: Vec<PathBuf>,
+    /// Close a proxy connection with no request in flight for this long, as `lap serve`'s vault
+    #[arg(long, env = "LAP_VAULT_IDLE_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration, value_name = "DURATION", hide = true)]
+    pub vault_idle_timeout: Duration,
 }
 
 /// What the proxy and the admin endpoint share.
@@ -103,6 +123,20 @@ fn read_binding(path: &Path) -> Result<VaultBinding, Error> {
 pub async fn run(args: Args, out: &Printer) -> Result<(), Error> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
+    // Before anything opens a descriptor the budget should count.
+    let (limit, budget) = limits::init(Holder::Sidecar);
+    if let Some(limit) = limit
+        && budget.is_lowered()
+    {
+        out.warn(format!(
+            "the descriptor limit ({}) allows the sandbox only {} connections through the vault (default {})\n\
+             hint: raise the container's hard limit (`ulimit -Hn`) to at least {}",
+            limit.now,
+            budget.per_sandbox,
+            limits::MAX_OPEN_CONNECTIONS,
+            limits::full_budget_descriptors_of(Holder::Sidecar),
+        ));
+    }
     let ca = CertificateAuthority::load_or_create(&args.ca_dir).map_err(|e| Error::failed(crate::error::chain(&e)))?;
     let mut roots = Vec::new();
     for path in &args.vault_upstream_ca {
@@ -112,7 +146,9 @@ pub async fn run(args: Args, out: &Printer) -> Result<(), Error> {
         roots.extend(certs);
     }
     let vault = Arc::new(
-        Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots).map_err(|e| Error::failed(e.to_string()))?,
+        Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots)
+            .map_err(|e| Error::failed(e.to_string()))?
+            .with_idle_timeout(args.vault_idle_timeout),
     );
     let token = match &args.admin_token_file {
         Some(path) => {
@@ -170,19 +206,51 @@ pub async fn run(args: Args, out: &Printer) -> Result<(), Error> {
             .route("/interceptions", get(get_interceptions))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BINDING_BYTES))
             .with_state(shared.clone());
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(admin_listener, router).await {
-                tracing::error!(error = %err, "the admin endpoint failed");
-            }
-        });
+        tokio::spawn(serve_admin(admin_listener, router));
     }
     out.status(line);
 
-    loop {
-        let (stream, _) = listener.accept().await.map_err(|e| Error::io("cannot accept", e))?;
+    // The pod's one sandbox: its places outlive any one binding.
+    let tunnels = Tunnels::new();
+    let serve = |(stream, _): (tokio::net::TcpStream, SocketAddr), admission| {
         let _ = stream.set_nodelay(true);
         let binding = shared.binding.read().unwrap_or_else(|p| p.into_inner()).clone();
-        tokio::spawn(vault.clone().serve_connection(stream, binding));
+        tokio::spawn(vault.clone().serve_admitted(stream, binding, admission));
+    };
+    limits::accept_admitted(&tunnels, || listener.accept(), serve, &CancellationToken::new()).await;
+    Ok(())
+}
+
+/// Serves the admin endpoint: at most [`MAX_ADMIN_CONNECTIONS`] at once (more wait in the
+/// listener's backlog, costing no descriptor), each closed after [`ADMIN_CONNECTION_TIMEOUT`]; a
+/// failed accept rests [`ACCEPT_BACKOFF`] and tries again.
+async fn serve_admin(listener: TcpListener, router: Router) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let places = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    loop {
+        // Never closed.
+        let Ok(place) = places.clone().acquire_owned().await else {
+            return;
+        };
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot accept an admin connection; trying again in {ACCEPT_BACKOFF:?}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service);
+            if let Ok(Err(err)) = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, conn).await {
+                tracing::debug!(error = %err, "an admin connection ended");
+            }
+            drop(place);
+        });
     }
 }
 

@@ -194,7 +194,7 @@ impl Client {
         Ok(TtySocket { socket, typed })
     }
 
-    fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
+    pub(super) fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);

@@ -119,6 +119,14 @@ impl Sandbox for Fake {
         sandbox.proxy = Some(addr);
         Ok(ProxyListener::Tcp(listener))
     }
+
+    // Issue 17 part 1 (ports): a fake sandbox runs no program, so it listens on nothing.
+    async fn listening_ports(&self, id: &str) -> Result<Vec<crate::wire::ports::ListeningPort>, SandboxError> {
+        if !self.sandboxes.lock().unwrap().contains_key(id) {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

@@ -680,6 +680,11 @@ impl Sandbox for Kube {
         harness::exec(self.harness_stream(id).await?, request, stdin, output).await
     }
 
+    // Files in and out (issue 17): the pod's harness speaks the same file operations.
+    async fn files_connection(&self, id: &str) -> Result<crate::sandbox::files::Conn, SandboxError> {
+        Ok(Box::new(self.harness_stream(id).await?))
+    }
+
     fn vault_placement(&self) -> VaultPlacement {
         VaultPlacement::InSandbox
     }
@@ -708,6 +713,26 @@ impl Sandbox for Kube {
 
     async fn vault_records(&self, id: &str, after: u64) -> Result<Vec<crate::wire::api::Interception>, SandboxError> {
         self.interceptions(id, after).await
+    }
+
+    // ---- Issue 17 part 1 (ports): through the harness connection, not a Service per port ----
+
+    async fn connect_port(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> Result<Box<dyn crate::sandbox::local::ports::PortStream>, SandboxError> {
+        let stream = self.harness_stream(id).await?;
+        crate::sandbox::local::ports::open(stream, port)
+            .await
+            .map_err(crate::sandbox::local::port_error)
+    }
+
+    async fn listening_ports(&self, id: &str) -> Result<Vec<crate::wire::ports::ListeningPort>, SandboxError> {
+        let stream = self.harness_stream(id).await?;
+        crate::sandbox::local::ports::list(stream)
+            .await
+            .map_err(crate::sandbox::local::port_error)
     }
 
     async fn proxy_listener(&self, id: &str) -> Result<super::ProxyListener, SandboxError> {

@@ -20,9 +20,11 @@
 //! sandbox (invariants 1 and 5).
 
 mod cgroup;
+pub mod files;
 mod init;
 pub mod landlock;
 pub mod layout;
+pub mod ports;
 mod privs;
 pub mod proto;
 mod rlimit;
@@ -704,6 +706,32 @@ impl Sandbox for Local {
         Ok(())
     }
 
+    async fn connect_port(&self, id: &str, port: u16) -> Result<Box<dyn ports::PortStream>, SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        let stream = proto::connect(&layout.run()).await.map_err(LocalError::from)?;
+        ports::open(stream, port).await.map_err(port_error)
+    }
+
+    async fn listening_ports(&self, id: &str) -> Result<Vec<crate::wire::ports::ListeningPort>, SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        let stream = proto::connect(&layout.run()).await.map_err(LocalError::from)?;
+        ports::list(stream).await.map_err(port_error)
+    }
+
+    async fn files_connection(&self, id: &str) -> Result<super::files::Conn, SandboxError> {
+        let layout = self.layout(id)?;
+        if self.state(id).is_none() {
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
+        Ok(Box::new(proto::connect(&layout.run()).await.map_err(LocalError::from)?))
+    }
+
     async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {
         let listener = self.take_proxy_listener(id).await?;
         let backend = |e: std::io::Error| SandboxError::Backend(format!("the proxy listener of `{id}`: {e}"));
@@ -712,6 +740,11 @@ impl Sandbox for Local {
             tokio::net::TcpListener::from_std(listener).map_err(backend)?,
         ))
     }
+}
+
+/// A port the harness could not reach, as the backend's error.
+pub fn port_error(err: ports::PortError) -> SandboxError {
+    SandboxError::Backend(format!("the sandbox's port: {err}"))
 }
 
 /// The sysctls that decide whether unprivileged user namespaces work (`None`: absent).

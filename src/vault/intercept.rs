@@ -89,7 +89,7 @@ use super::body::{BodyError, BoxError, OnEnd, ProxyBody, Trip, Way, drain, rewri
 use super::ca::CertificateAuthority;
 use super::decode::{self, DecodedBody};
 use super::frames::Frames;
-use super::limits::{Activity, Admission, REFUSAL_TIMEOUT, serve_until_idle};
+use super::limits::{Activity, Admission, REFUSAL_TIMEOUT, accept_admitted, serve_until_idle};
 use super::plan::{self, Head, Refusal, Why};
 use super::rewrite::Substitutions;
 use super::tls_io::{Coalesce, TLS_WRITE_BUFFER, transport};
@@ -217,24 +217,11 @@ impl Vault {
     /// Serves a TCP proxy listener until `shutdown`. A connection is accepted only once it has a
     /// place, or a place among the refused ([`super::limits::Tunnels::admit`]).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, binding: Arc<Binding>, shutdown: CancellationToken) {
-        loop {
-            let (tcp, admission) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = async {
-                    let admission = binding.tunnels.admit().await;
-                    (listener.accept().await, admission)
-                } => match accepted {
-                    (Ok((tcp, _)), admission) => (tcp, admission),
-                    (Err(err), _) => {
-                        tracing::warn!(error = %err, "vault accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
+        let serve = |(tcp, _): (TcpStream, SocketAddr), admission| {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(self.clone().serve_admitted(tcp, binding.clone(), admission));
-        }
+        };
+        accept_admitted(&binding.tunnels, || listener.accept(), serve, &shutdown).await;
     }
 
     /// Serves one client connection of a sandbox (TCP, or a Unix socket the harness forwards),
@@ -837,9 +824,6 @@ impl ResolvesServerCert for SniCheck {
 
 /// A connection's place among the sandbox's ([`super::limits::Slot`]); a tunnel keeps it.
 type Slot = Arc<super::limits::Slot>;
-
-/// How long a proxy listener rests after a failed accept (`EMFILE`): a tight loop would spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The answer to every request on a connection over the sandbox's limit: 429, recorded.
 fn over_limit(req: &Request<Incoming>, binding: &Binding, reason: &str) -> Response<ProxyBody> {

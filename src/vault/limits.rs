@@ -21,9 +21,21 @@
 //!   its head until its response body has ended or been dropped, so a long stream is never cut for
 //!   being quiet.
 //!
+//! - A sandbox whose vault `lap serve` runs costs `lap serve` descriptors of its own besides its
+//!   connections (its proxy listener, the harness connections of its terminal and exec, the
+//!   viewer's connection): [`SERVE_DESCRIPTORS_PER_SANDBOX`] of the same budget, held from the
+//!   binding of its vault until it ends ([`Tunnels::for_served_sandbox`]). A sandbox for which the
+//!   budget has no room is refused at binding, so many sandboxes cannot eat into the reserve.
+//! - `lap vault sidecar` holds the vault of one pod: its budget ([`Holder::Sidecar`]) keeps
+//!   [`SIDECAR_RESERVED_DESCRIPTORS`] for itself and gives the rest to that one sandbox.
+//! - Every accept loop of the vault ([`accept_admitted`]) takes a place before it accepts and, when
+//!   `accept` fails (`EMFILE`, `ENFILE`, `ENOBUFS`), rests [`ACCEPT_BACKOFF`] and tries again: a
+//!   failed accept never ends a listener.
+//!
 //! Owns [`Budget`], [`Tunnels`] (one sandbox's places), [`Activity`] (the in-flight count of one
-//! connection), the body wrapper that holds a request in flight, and [`serve_until_idle`]; the
-//! vault ([`super::intercept`]) and the egress listeners of `lap serve` wire them in.
+//! connection), the body wrapper that holds a request in flight, [`serve_until_idle`] and
+//! [`accept_admitted`]; the vault ([`super::intercept`]), the egress listeners of `lap serve` and
+//! `lap vault sidecar` wire them in.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +47,7 @@ use std::time::{Duration, Instant};
 use hyper::Response;
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::body::{BoxError, ProxyBody};
 
@@ -60,6 +73,45 @@ pub const MAX_REFUSING_CONNECTIONS: usize = 8;
 pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The soft limit set when the hard one is unlimited (Linux's default `fs.nr_open`).
 const UNLIMITED_DESCRIPTORS: u64 = 1 << 20;
+/// Descriptors `lap serve` holds for one sandbox whose vault it serves, besides the vault's
+/// connections: the sandbox's proxy listener, a harness connection for its terminal and one for an
+/// exec or message, and the viewer's API connection.
+pub const SERVE_DESCRIPTORS_PER_SANDBOX: u64 = 4;
+/// Descriptors below `RLIMIT_NOFILE` `lap vault sidecar` keeps for itself: standard streams, the
+/// runtime's poller and wakers, its two listeners, [`MAX_ADMIN_CONNECTIONS`], files it reads.
+pub const SIDECAR_RESERVED_DESCRIPTORS: u64 = 32;
+/// Connections the sidecar's admin endpoint serves at once; more wait in its listener's backlog.
+pub const MAX_ADMIN_CONNECTIONS: usize = 8;
+/// How long an accept loop rests after a failed accept: `EMFILE` stays until a descriptor frees,
+/// so trying again at once would spin.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The process a [`Budget`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// `lap serve`: the control plane, and the vault of every sandbox it serves.
+    Serve,
+    /// `lap vault sidecar`: the vault of one pod's sandbox, and its admin endpoint.
+    Sidecar,
+}
+
+impl Holder {
+    /// Descriptors below the limit the vault never takes.
+    pub const fn reserved(self) -> u64 {
+        match self {
+            Holder::Serve => RESERVED_DESCRIPTORS,
+            Holder::Sidecar => SIDECAR_RESERVED_DESCRIPTORS,
+        }
+    }
+
+    /// The fraction (1/N) of the vault's descriptors one sandbox may take.
+    const fn share(self) -> u64 {
+        match self {
+            Holder::Serve => SANDBOX_SHARE,
+            Holder::Sidecar => 1,
+        }
+    }
+}
 
 /// What the vault may hold open: per sandbox, and in descriptors across every sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,12 +135,26 @@ impl Budget {
         }
     }
 
-    /// The budget under a soft `RLIMIT_NOFILE` of `limit`: everything above
-    /// [`RESERVED_DESCRIPTORS`] is the vault's; a sandbox gets [`MAX_OPEN_CONNECTIONS`], or a
+    /// `lap serve`'s budget under a soft `RLIMIT_NOFILE` of `limit`: everything above
+    /// [`RESERVED_DESCRIPTORS`] is the vault's (its sandboxes' own descriptors included,
+    /// [`SERVE_DESCRIPTORS_PER_SANDBOX`] each); a sandbox gets [`MAX_OPEN_CONNECTIONS`], or a
     /// [`SANDBOX_SHARE`]th of that when fewer (at least one connection).
     pub fn from_descriptor_limit(limit: u64) -> Self {
-        let vault = limit.saturating_sub(RESERVED_DESCRIPTORS);
-        let share = vault / SANDBOX_SHARE / DESCRIPTORS_PER_CONNECTION;
+        Self::for_holder(Holder::Serve, limit)
+    }
+
+    /// The budget of `holder` under a soft `RLIMIT_NOFILE` of `limit`: everything above its
+    /// [`Holder::reserved`] descriptors is the vault's; a sandbox gets [`MAX_OPEN_CONNECTIONS`], or
+    /// its share of the vault's when fewer (at least one connection).
+    pub fn for_holder(holder: Holder, limit: u64) -> Self {
+        let vault = limit.saturating_sub(holder.reserved());
+        // A sandbox with every descriptor to itself leaves its refusals theirs.
+        let refusals = if holder.share() == 1 {
+            MAX_REFUSING_CONNECTIONS as u64
+        } else {
+            0
+        };
+        let share = (vault / holder.share()).saturating_sub(refusals) / DESCRIPTORS_PER_CONNECTION;
         let per_sandbox = usize::try_from(share)
             .unwrap_or(usize::MAX)
             .clamp(1, MAX_OPEN_CONNECTIONS);
@@ -109,9 +175,19 @@ impl Budget {
     }
 }
 
-/// The descriptor limit under which every sandbox gets [`MAX_OPEN_CONNECTIONS`].
+/// The descriptor limit under which every sandbox of `lap serve` gets [`MAX_OPEN_CONNECTIONS`].
 pub const fn full_budget_descriptors() -> u64 {
-    RESERVED_DESCRIPTORS + MAX_OPEN_CONNECTIONS as u64 * DESCRIPTORS_PER_CONNECTION * SANDBOX_SHARE
+    full_budget_descriptors_of(Holder::Serve)
+}
+
+/// The descriptor limit under which `holder`'s sandboxes get [`MAX_OPEN_CONNECTIONS`].
+pub const fn full_budget_descriptors_of(holder: Holder) -> u64 {
+    let refusals = if holder.share() == 1 {
+        MAX_REFUSING_CONNECTIONS as u64
+    } else {
+        0
+    };
+    holder.reserved() + MAX_OPEN_CONNECTIONS as u64 * DESCRIPTORS_PER_CONNECTION * holder.share() + refusals
 }
 
 /// The process's budget and the descriptors its vault connections hold now.
@@ -179,9 +255,9 @@ pub fn raise_descriptor_limit() -> std::io::Result<DescriptorLimit> {
 }
 
 /// Raises the descriptor limit ([`raise_descriptor_limit`]) and makes the [`Budget`] derived from
-/// it the process's, for every [`Tunnels`] made after. Call once, before the first sandbox is
-/// bound; returns the limit and the budget (unbounded where no limit could be read).
-pub fn init() -> (Option<DescriptorLimit>, Budget) {
+/// it for `holder` the process's, for every [`Tunnels`] made after. Call once, before the first
+/// sandbox is bound; returns the limit and the budget (unbounded where no limit could be read).
+pub fn init(holder: Holder) -> (Option<DescriptorLimit>, Budget) {
     #[cfg(target_os = "linux")]
     let limit = match raise_descriptor_limit() {
         Ok(limit) => Some(limit),
@@ -192,7 +268,7 @@ pub fn init() -> (Option<DescriptorLimit>, Budget) {
     };
     #[cfg(not(target_os = "linux"))]
     let limit = None;
-    let budget = limit.map_or_else(Budget::unbounded, |l| Budget::from_descriptor_limit(l.now));
+    let budget = limit.map_or_else(Budget::unbounded, |l| Budget::for_holder(holder, l.now));
     let set = SHARED.set(Shared::new(budget)).is_ok();
     (limit, if set { budget } else { shared().budget })
 }
@@ -208,7 +284,19 @@ pub struct Tunnels {
     refusing: Arc<Semaphore>,
     descriptors: Arc<Semaphore>,
     limit: usize,
+    /// The sandbox's own descriptors in the budget, when `lap serve` holds them
+    /// ([`Tunnels::for_served_sandbox`]).
+    _sandbox: Option<OwnedSemaphorePermit>,
 }
+
+/// The budget has no room for one more sandbox's own descriptors.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "lap serve holds the descriptors of as many sandboxes as its descriptor limit allows \
+     ({SERVE_DESCRIPTORS_PER_SANDBOX} each, beside their vault connections); end a session, or raise \
+     lap serve's descriptor limit (`ulimit -Hn`, systemd `LimitNOFILE=`)"
+)]
+pub struct NoRoomForSandbox;
 
 impl Default for Tunnels {
     fn default() -> Self {
@@ -223,6 +311,24 @@ impl Tunnels {
         Self::within(shared.budget.per_sandbox, shared.descriptors.clone())
     }
 
+    /// Places for a sandbox whose own descriptors `lap serve` holds besides its connections: takes
+    /// [`SERVE_DESCRIPTORS_PER_SANDBOX`] of the process's budget for as long as the places live, or
+    /// fails when the budget has no room for them (nothing is taken then).
+    pub fn for_served_sandbox() -> Result<Self, NoRoomForSandbox> {
+        let shared = shared();
+        Self::served_within(shared.budget.per_sandbox, shared.descriptors.clone())
+    }
+
+    fn served_within(limit: usize, descriptors: Arc<Semaphore>) -> Result<Self, NoRoomForSandbox> {
+        let own = descriptors
+            .clone()
+            .try_acquire_many_owned(SERVE_DESCRIPTORS_PER_SANDBOX as u32)
+            .map_err(|_| NoRoomForSandbox)?;
+        let mut tunnels = Self::within(limit, descriptors);
+        tunnels._sandbox = Some(own);
+        Ok(tunnels)
+    }
+
     /// `limit` places, each taking [`DESCRIPTORS_PER_CONNECTION`] of `descriptors`.
     fn within(limit: usize, descriptors: Arc<Semaphore>) -> Self {
         Self {
@@ -230,6 +336,7 @@ impl Tunnels {
             refusing: Arc::new(Semaphore::new(MAX_REFUSING_CONNECTIONS)),
             descriptors,
             limit,
+            _sandbox: None,
         }
     }
 
@@ -451,6 +558,50 @@ where
     tokio::time::timeout(SHUTDOWN_GRACE, conn).await.unwrap_or(Ok(()))
 }
 
+/// Accepts a sandbox's connections until `stop` and hands each to `serve` with its admission: a
+/// connection is accepted only once `tunnels` has a place for it, or for its refusal
+/// ([`Tunnels::admit`]), so what a sandbox opens beyond waits in the listener's backlog. A failed
+/// `accept` (`EMFILE` and the like) ends nothing: the loop keeps the admission it took, rests
+/// [`ACCEPT_BACKOFF`] and accepts again. `stop` comes first: once cancelled, nothing more is
+/// accepted.
+pub async fn accept_admitted<S, F>(
+    tunnels: &Tunnels,
+    mut accept: impl FnMut() -> F,
+    mut serve: impl FnMut(S, Admission),
+    stop: &CancellationToken,
+) where
+    F: Future<Output = std::io::Result<S>>,
+{
+    let mut kept = None;
+    loop {
+        let admission = match kept.take() {
+            Some(admission) => admission,
+            None => tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                admission = tunnels.admit() => admission,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            accepted = accept() => accepted,
+        };
+        match accepted {
+            Ok(stream) => serve(stream, admission),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot accept a vault connection; trying again in {ACCEPT_BACKOFF:?}");
+                kept = Some(admission);
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,5 +696,102 @@ mod tests {
         assert!(!is_open(&next));
         drop((held, next));
         assert!(is_open(&other.admit().await));
+    }
+
+    #[test]
+    fn the_sidecar_keeps_a_small_reserve_and_gives_its_one_sandbox_the_rest() {
+        let budget = Budget::for_holder(Holder::Sidecar, 128);
+        assert_eq!(budget.vault_descriptors, 96, "128 - 32");
+        assert_eq!(
+            budget.per_sandbox, 29,
+            "(96 - 8 refusals) / 3: one sandbox, no share for others"
+        );
+        let full = Budget::for_holder(Holder::Sidecar, full_budget_descriptors_of(Holder::Sidecar));
+        assert_eq!(full.per_sandbox, MAX_OPEN_CONNECTIONS);
+        assert!(!full.is_lowered());
+    }
+
+    #[tokio::test]
+    async fn each_served_sandbox_holds_its_own_descriptors_so_many_sandboxes_never_reach_the_reserve() {
+        const LIMIT: u64 = 512;
+        let budget = Budget::from_descriptor_limit(LIMIT);
+        let descriptors = Arc::new(Semaphore::new(budget.vault_descriptors));
+        // Sandboxes, each opening connections until it is refused: what `lap serve` then holds
+        // (their own descriptors, their connections') stays within the limit less the reserve.
+        let mut sandboxes = Vec::new();
+        let mut held = Vec::new();
+        let mut connections = 0u64;
+        // More sandboxes than `LIMIT` descriptors could hold, were their own not counted.
+        for _ in 0..LIMIT {
+            let Ok(tunnels) = Tunnels::served_within(budget.per_sandbox, descriptors.clone()) else {
+                break;
+            };
+            while let Admission::Open(slot) = tunnels.admit_now() {
+                held.push(slot);
+                connections += 1;
+            }
+            sandboxes.push(tunnels);
+        }
+        let own = sandboxes.len() as u64 * SERVE_DESCRIPTORS_PER_SANDBOX;
+        assert!(!sandboxes.is_empty());
+        assert!(
+            own + connections * DESCRIPTORS_PER_CONNECTION + RESERVED_DESCRIPTORS <= LIMIT,
+            "{} sandboxes ({own} descriptors) and {connections} connections under {LIMIT}",
+            sandboxes.len()
+        );
+        // Connections end: their descriptors go to sandboxes, never past the budget.
+        drop(held);
+        for _ in 0..LIMIT {
+            let Ok(tunnels) = Tunnels::served_within(budget.per_sandbox, descriptors.clone()) else {
+                break;
+            };
+            sandboxes.push(tunnels);
+        }
+        assert_eq!(
+            sandboxes.len() as u64 * SERVE_DESCRIPTORS_PER_SANDBOX,
+            budget.vault_descriptors as u64,
+            "sandboxes alone fill the vault's descriptors and no more"
+        );
+        // One more is refused, with what to do; one ending makes room.
+        let refused = Tunnels::served_within(budget.per_sandbox, descriptors.clone())
+            .err()
+            .unwrap();
+        assert!(refused.to_string().contains("ulimit -Hn"), "{refused}");
+        sandboxes.pop();
+        assert!(Tunnels::served_within(budget.per_sandbox, descriptors.clone()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_accept_rests_and_tries_again_instead_of_ending_the_listener() {
+        let tunnels = Tunnels::within(4, Arc::new(Semaphore::new(100)));
+        let stop = CancellationToken::new();
+        // Three accepts fail with `EMFILE`, then connections 1, 2 and 3 arrive.
+        let mut calls = 0;
+        let accept = || {
+            calls += 1;
+            let result = if calls <= 3 {
+                Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+            } else {
+                Ok(calls - 3)
+            };
+            async move { result }
+        };
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let serve = {
+            let (served, stop) = (served.clone(), stop.clone());
+            move |n: i32, admission: Admission| {
+                let mut served = served.lock().unwrap();
+                served.push((n, is_open(&admission)));
+                if served.len() == 3 {
+                    stop.cancel();
+                }
+            }
+        };
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), accept_admitted(&tunnels, accept, serve, &stop))
+            .await
+            .expect("the loop serves the connections that follow the failures");
+        assert_eq!(*served.lock().unwrap(), vec![(1, true), (2, true), (3, true)]);
+        assert!(started.elapsed() >= 3 * ACCEPT_BACKOFF, "it rested after each failure");
     }
 }

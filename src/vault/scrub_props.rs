@@ -1,6 +1,7 @@
 //! Property tests of the streaming scrubber: for random real values, random splits into chunks and
-//! every routine encoding (and masked echoes), what comes out never holds the encoded real value and
-//! holds the same encoding of the stub in its place.
+//! every routine encoding (and masked echoes, and base64 wrapped across lines at MIME's, PEM's and
+//! GitHub's widths with raw and JSON-escaped line breaks), what comes out never holds the encoded
+//! real value and holds the same encoding of the stub in its place.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -33,6 +34,21 @@ fn stream(subs: &Substitutions, input: &[u8], sizes: &[usize]) -> Vec<u8> {
         at = end;
     }
     subs.finish(&mut carry, &mut out);
+    out
+}
+
+/// `text` without the line breaks `eol`.
+fn unwrap_lines(text: &[u8], eol: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i..].starts_with(eol) {
+            i += eol.len();
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
     out
 }
 
@@ -154,5 +170,48 @@ proptest! {
         let expected =
             [before, stub[..p.min(m)].to_vec(), run, stub[m - s.min(m)..].to_vec(), after].concat();
         prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+    }
+
+    #[test]
+    fn base64_wrapped_across_lines_loses_the_real_value_and_keeps_its_lines(
+        real in real().prop_filter("long enough to encode", |r| r.len() >= encodings::MIN_ENCODED_LEN),
+        stub in stub(),
+        before in proptest::collection::vec(any::<u8>(), 0..160),
+        after in proptest::collection::vec(any::<u8>(), 0..160),
+        engine in 0usize..4,
+        width in 0usize..3,
+        eol in 0usize..4,
+        sizes in sizes(),
+    ) {
+        let (engine, alphabet) = [
+            (&STANDARD, Alphabet::Standard),
+            (&STANDARD_NO_PAD, Alphabet::Standard),
+            (&URL_SAFE, Alphabet::UrlSafe),
+            (&URL_SAFE_NO_PAD, Alphabet::UrlSafe),
+        ][engine];
+        // MIME, PEM, GitHub's contents API.
+        let width = [76, 64, 60][width];
+        // Raw CRLF and LF; JSON-escaped (GitHub's `"content"` field) CRLF and LF.
+        let eol: &[u8] = [&b"\r\n"[..], b"\n", b"\\r\\n", b"\\n"][eol];
+        let blob = engine.encode([before.clone(), real.clone(), after].concat()).into_bytes();
+        let lines: Vec<&[u8]> = blob.chunks(width).collect();
+        let (head, tail) = (b"{\"content\":\"".to_vec(), b"\"}".to_vec());
+        let input = [head.clone(), lines.join(eol), eol.to_vec(), tail].concat();
+        let subs = Substitutions::scrubbing([(&real, &stub)], Vec::new());
+        let out = stream(&subs, &input, &sizes);
+        let breaks = |text: &[u8]| text.windows(eol.len()).filter(|w| *w == eol).count();
+        prop_assert_eq!(breaks(&out), breaks(&input), "every line break is kept");
+        let unwrapped = unwrap_lines(&out, eol);
+        for offset in 0..3 {
+            for alphabet in [Alphabet::Standard, Alphabet::UrlSafe] {
+                let middle = Encoding::Base64 { alphabet, offset, end: End::Middle }.encode(&real).unwrap();
+                prop_assert!(!contains(&unwrapped, &middle), "offset {}: {}", offset, String::from_utf8_lossy(&out));
+            }
+        }
+        // In place: the characters before the value's stable middle are untouched, the stub's follow.
+        let first = head.len() + (8 * before.len()).div_ceil(6);
+        let offset = (before.len() % 3) as u8;
+        let stub_middle = Encoding::Base64 { alphabet, offset, end: End::Middle }.encode(&stub).unwrap();
+        prop_assert!(unwrapped[first..].starts_with(&stub_middle), "{}", String::from_utf8_lossy(&out));
     }
 }

@@ -405,6 +405,11 @@ impl TestServer {
         server
     }
 
+    /// The process id of the running server (files tests read its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
     /// The server's data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

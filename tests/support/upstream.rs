@@ -186,7 +186,48 @@ pub const ENCODINGS: &[&str] = &[
     "header-b64",
     "header-name",
     "reason",
+    "b64-github-0",
+    "b64-github-1",
+    "b64-github-2",
+    "b64-pem-0",
+    "b64-pem-1",
+    "b64-pem-2",
+    "b64-mime-0",
+    "b64-mime-1",
+    "b64-mime-2",
 ];
+
+/// The encodings of [`ENCODINGS`] that wrap base64 across lines, as GitHub's contents API (60
+/// columns, `\n` escaped in a JSON string), PEM (64, LF) and MIME (76, CRLF) do.
+pub const WRAPPED: &[&str] = &[
+    "b64-github-0",
+    "b64-github-1",
+    "b64-github-2",
+    "b64-pem-0",
+    "b64-pem-1",
+    "b64-pem-2",
+    "b64-mime-0",
+    "b64-mime-1",
+    "b64-mime-2",
+];
+
+/// `value` in standard base64 wrapped at `width` columns with `eol` between lines, behind filler
+/// that puts it a dozen characters before the end of the first line (at `offset` in its 3-byte
+/// group), so a line break splits it.
+fn wrapped_b64(value: &[u8], width: usize, eol: &str, offset: usize) -> String {
+    use base64::Engine;
+    let mut blob = b"file: notes.txt; ".repeat(8);
+    blob.truncate((width - 12) / 4 * 3 + offset);
+    blob.extend_from_slice(value);
+    blob.extend_from_slice(b"\nand the rest of the file after it\n");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(blob);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(width)
+        .map(|line| std::str::from_utf8(line).unwrap_or_default())
+        .collect();
+    lines.join(eol)
+}
 
 /// Transformations no matcher recognises: what injecting into a body re-opens (the README says
 /// so): the value split across two JSON fields, and zlib-compressed inside a binary body with no
@@ -383,6 +424,28 @@ pub fn serve(encoding: &str, value: &[u8]) -> Served {
             wrap("see the trailers")
         }
         "reversed" => wrap(&text.chars().rev().collect::<String>()),
+        e if e.starts_with("b64-github-") => {
+            // GET /repos/{owner}/{repo}/contents/{path}: the file in base64, 60 columns, each line
+            // ending in `\n` inside the JSON string.
+            let content = wrapped_b64(value, 60, "\\n", offset(e));
+            format!(
+                "{{\"name\":\"notes.txt\",\"path\":\"notes.txt\",\"note\":\"{MARKER}\",\"type\":\"file\",\"encoding\":\"base64\",\"content\":\"{content}\\n\"}}\n"
+            )
+            .into_bytes()
+        }
+        e if e.starts_with("b64-pem-") => {
+            served.headers[0] = ("content-type".into(), "application/x-pem-file".into());
+            let lines = wrapped_b64(value, 64, "\n", offset(e));
+            format!("# {MARKER}\n-----BEGIN LAP NOTE-----\n{lines}\n-----END LAP NOTE-----\n").into_bytes()
+        }
+        e if e.starts_with("b64-mime-") => {
+            served.headers[0] = ("content-type".into(), "message/rfc822".into());
+            let lines = wrapped_b64(value, 76, "\r\n", offset(e));
+            format!(
+                "MIME-Version: 1.0\r\nX-Note: {MARKER}\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n{lines}\r\n"
+            )
+            .into_bytes()
+        }
         "zlib-binary" => {
             served.headers[0] = ("content-type".into(), "application/octet-stream".into());
             let mut body = format!("PACK{MARKER}").into_bytes();

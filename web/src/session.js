@@ -5,6 +5,7 @@
 import { Terminal } from './vendor/xterm.mjs';
 import { FitAddon } from './vendor/addon-fit.mjs';
 import { PREFIX, api, clear, h, link, every, badge, ago, copyText, confirmAction, toast, navigate } from './lib.js';
+import { filesPanel } from './files.js';
 
 /// How often the session and its egress log are polled.
 const SESSION_POLL_MS = 1500;
@@ -119,12 +120,20 @@ export function sessionPage(main, _ctx, id) {
       ),
     ),
   );
+  // Files in and out (issue 17): shown once the session is ready.
+  const files = filesPanel(id);
+  files.panel.hidden = true;
   clear(
     main,
     h('div', { class: 'row spread' }, title, actions),
     h('div', { class: 'row spread', style: 'margin-bottom:1rem' }, state, attach),
-    h('div', { class: 'session-grid' }, h('div', {}, work, execPanel(id)), egress),
+    h('div', { class: 'session-grid' }, h('div', {}, work, execPanel(id), files.panel), egress),
   );
+
+  // Issue 17 part 1: the ports the sandbox listens on, each with an Open link (a preview URL).
+  const ports = portsPanel(id);
+  work.parentNode.append(ports.el);
+  stops.push(ports.stop);
 
   // The credentials the sandbox holds stubs for: what the egress log can show being swapped.
   const credentials = h('p', { class: 'muted', id: 'session-credentials' });
@@ -169,6 +178,10 @@ export function sessionPage(main, _ctx, id) {
               : 'No credentials in this sandbox.';
           })
           .catch(() => (keysShown = false));
+      }
+      if (s.status === 'ready' && files.panel.hidden) {
+        files.panel.hidden = false;
+        files.show();
       }
       if (s.status === 'ready' && !mounted) {
         mounted = s.supports_tui ? mountTerminal(work, s) : mountChat(work, s);
@@ -505,4 +518,57 @@ function mountChat(work, session) {
       error.textContent = `the session is ${s.status}`;
     },
   };
+}
+
+/// How often the ports the sandbox listens on are polled.
+const PORTS_POLL_MS = 3000;
+
+// The ports the sandbox listens on. "Open" mints a signed preview URL and opens it in a new tab
+// with no opener: what the sandbox serves is hostile, so it is shown on the preview origin, never
+// this one, and gets no handle on this window.
+function portsPanel(id) {
+  const body = h('tbody');
+  const el = h(
+    'section',
+    { id: 'session-ports', style: 'margin-top:1rem' },
+    h('h2', {}, 'Ports ', h('span', { class: 'muted' }, '— what the sandbox listens on; opened on a preview origin of their own')),
+    h('table', { class: 'card' }, h('thead', {}, h('tr', {}, ['Port', 'Address', ''].map((t) => h('th', {}, t)))), body),
+  );
+  const open = async (port) => {
+    try {
+      const preview = await api('POST', `${PREFIX}/sessions/${id}/preview_urls`, { port });
+      window.open(preview.url, '_blank', 'noopener,noreferrer');
+    } catch (err) {
+      toast(String(err));
+    }
+  };
+  let shown = '';
+  const stop = every(PORTS_POLL_MS, async () => {
+    let listed;
+    try {
+      listed = (await api('GET', `${PREFIX}/sessions/${id}/ports`)).ports;
+    } catch {
+      listed = null;
+    }
+    const key = JSON.stringify(listed);
+    if (key === shown) return;
+    shown = key;
+    if (!listed || !listed.length) {
+      clear(body, h('tr', { class: 'empty' }, h('td', { colspan: 3, class: 'muted' }, listed ? 'no port open' : 'the sandbox is not running')));
+      return;
+    }
+    clear(
+      body,
+      ...listed.map((p) =>
+        h(
+          'tr',
+          { 'data-port': String(p.port) },
+          h('td', { class: 'mono' }, String(p.port)),
+          h('td', { class: 'mono muted' }, p.address),
+          h('td', {}, h('button', { type: 'button', class: 'open-port', onclick: () => open(p.port) }, 'Open')),
+        ),
+      ),
+    );
+  });
+  return { el, stop };
 }

@@ -35,8 +35,16 @@
 //!   else `HOME`). The harness answers one JSON line, `{}` or `{"error":"…"}`, and closes. An agent
 //!   starts at most once per sandbox: a second `start` with a command is an error and changes nothing.
 //!
+//! - `{"op":"connect","port":N}` and `{"op":"ports"}`: a loopback connection to the sandbox's own
+//!   `127.0.0.1:N`, spliced with this connection after a one-line answer, and the ports the sandbox
+//!   listens on; specified in [`super::ports`].
+//!
 //! An `exec` request may carry `"env":[[k,v],…]`: variables set over the session's for that command
 //! only (e.g. a clone before the agent starts).
+//!
+//! - `{"op":"fs_stat"|"fs_list"|"fs_read"|"fs_write"|"fs_delete","path":…}`: a file operation as
+//!   the sandbox user, confined to `/work` and `/tmp`; its reply, frames and limits are specified in
+//!   [`super::files`].
 //!
 //! On TCP (`lap harness --listen ADDR --token-file FILE`, a Kubernetes pod's harness), a connection
 //! first sends one more line, `{"auth":"TOKEN"}`, with the pod's harness token; a wrong or missing
@@ -99,6 +107,20 @@ pub enum Request {
     Attach(AttachRequest),
     Wait,
     Start(StartRequest),
+    // Issue 17 part 1 (ports): see `super::ports`.
+    Connect(super::ports::ConnectRequest),
+    Ports,
+    // File operations (issue 17): see `super::files`.
+    #[serde(rename = "fs_stat")]
+    FsStat(super::files::PathRequest),
+    #[serde(rename = "fs_list")]
+    FsList(super::files::PathRequest),
+    #[serde(rename = "fs_read")]
+    FsRead(super::files::ReadRequest),
+    #[serde(rename = "fs_write")]
+    FsWrite(super::files::WriteRequest),
+    #[serde(rename = "fs_delete")]
+    FsDelete(super::files::DeleteRequest),
 }
 
 /// Binds the session to a (possibly warm) sandbox and starts its agent: see the module doc.

@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
 
+use super::files;
 use super::init::READY;
 use super::privs;
 use super::proto::{
@@ -129,6 +130,8 @@ struct Server {
     agent: Agent,
     /// The sandbox user's home: where commands start, and where the agent starts without a repo.
     home: String,
+    /// Ports of lap's own in the sandbox, which the `connect` and `ports` ops never reach.
+    reserved_ports: super::ports::Reserved,
 }
 
 impl Server {
@@ -201,6 +204,7 @@ pub fn run(
             proxy: Some(proxy),
             agent: Agent::new(),
             home: HOME.to_owned(),
+            reserved_ports: super::ports::Reserved(vec![PROXY_PORT]),
         });
         if let Some(command) = command {
             let _ = server
@@ -243,11 +247,18 @@ pub fn run(
 /// it. Commands start in `home` (which must exist), also their `HOME`. Returns only when accepting
 /// fails.
 pub async fn serve_tcp(listener: tokio::net::TcpListener, home: String, token: Option<String>) -> std::io::Result<()> {
+    // The pod's own ports: this harness's, and its vault sidecar's proxy and admin ports.
+    let mut reserved = vec![
+        crate::sandbox::kube::manifest::PROXY_PORT,
+        crate::sandbox::kube::manifest::ADMIN_PORT,
+    ];
+    reserved.extend(listener.local_addr().map(|a| a.port()));
     let server = std::sync::Arc::new(Server {
         become_user: Become::Already,
         proxy: None,
         agent: Agent::new(),
         home,
+        reserved_ports: super::ports::Reserved(reserved),
     });
     let token = std::sync::Arc::new(token);
     loop {
@@ -342,7 +353,33 @@ where
             Ok(())
         }
         Request::Exec(request) => exec(rd, wr, request, server).await,
+        // Issue 17 part 1 (ports).
+        Request::Connect(request) => super::ports::serve_connect(rd, wr, request, &server.reserved_ports).await,
+        Request::Ports => super::ports::serve_ports(wr, &server.reserved_ports).await,
+        // File operations (issue 17).
+        Request::FsStat(request) => files(files::Op::Stat(request), rd, wr, server).await,
+        Request::FsList(request) => files(files::Op::List(request), rd, wr, server).await,
+        Request::FsRead(request) => files(files::Op::Read(request), rd, wr, server).await,
+        Request::FsWrite(request) => files(files::Op::Write(request), rd, wr, server).await,
+        Request::FsDelete(request) => files(files::Op::Delete(request), rd, wr, server).await,
     }
+}
+
+/// A file operation ([`files`]), as the sandbox user.
+async fn files<R, W>(op: files::Op, rd: BufReader<R>, wr: W, server: &Server) -> Result<(), ProtoError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let uid = match &server.become_user {
+        Become::Drop(drop_privs) => Some(drop_privs.uid()),
+        Become::Already => None,
+    };
+    let who = files::Who {
+        uid,
+        home: server.home.clone(),
+    };
+    files::serve(op, rd, wr, who).await
 }
 
 /// The `start` op: binds the session's environment, then starts the agent when a command is given.
