@@ -175,3 +175,39 @@ pub async fn shutdown_signal() -> std::io::Result<&'static str> {
         _ = int.recv() => "SIGINT",
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_backend_off_linux_names_both_ways_forward() {
+        let err = Unsupported::LocalBackend { os: "macos" };
+        assert_eq!(
+            err.to_string(),
+            "the local sandbox backend runs only on Linux (this `lap` is built for macos)"
+        );
+        assert!(err.hint().contains("`lap serve --backend kube`"), "{}", err.hint());
+        assert!(err.hint().contains("on a Linux host"), "{}", err.hint());
+    }
+
+    #[test]
+    fn harness_off_linux_says_it_is_linux_only() {
+        let err = Unsupported::Harness { os: "windows" };
+        assert!(err.to_string().contains("runs only on Linux"), "{err}");
+        assert!(err.hint().contains("--backend kube"), "{}", err.hint());
+    }
+
+    /// The backend this build picks for `--backend local`: the namespace sandbox on Linux, the
+    /// error everywhere else (and under `--cfg lap_portable`).
+    #[test]
+    fn local_sandbox_exists_exactly_where_linux_modules_are_built() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let picked = local_sandbox(dir.path(), false);
+        if cfg!(all(target_os = "linux", not(lap_portable))) {
+            assert!(picked.is_ok(), "the local backend is missing on Linux");
+        } else {
+            assert!(matches!(picked, Err(Unsupported::LocalBackend { .. })));
+        }
+    }
+}

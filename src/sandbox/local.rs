@@ -25,6 +25,7 @@ mod init;
 pub mod landlock;
 pub mod layout;
 pub mod ports;
+pub use ports::port_error;
 mod privs;
 pub mod proto;
 mod rlimit;
@@ -740,11 +741,6 @@ impl Sandbox for Local {
             tokio::net::TcpListener::from_std(listener).map_err(backend)?,
         ))
     }
-}
-
-/// A port the harness could not reach, as the backend's error.
-pub fn port_error(err: ports::PortError) -> SandboxError {
-    SandboxError::Backend(format!("the sandbox's port: {err}"))
 }
 
 /// The sysctls that decide whether unprivileged user namespaces work (`None`: absent).

@@ -240,6 +240,11 @@ pub enum PortError {
     Timeout(Duration),
 }
 
+/// A port the harness could not reach, as the backend's error.
+pub fn port_error(err: PortError) -> crate::sandbox::SandboxError {
+    crate::sandbox::SandboxError::Backend(format!("the sandbox's port: {err}"))
+}
+
 /// Sends `connect` on a fresh harness connection and waits for the answer: on success the returned
 /// stream is the TCP connection to the sandbox's `127.0.0.1:port`.
 pub async fn open<S: PortStream>(stream: S, port: u16) -> Result<Box<dyn PortStream>, PortError> {
