@@ -7,8 +7,8 @@
 //! the async runtime never waits on disk.
 
 mod messages;
-pub mod seal;
 mod preview;
+pub mod seal;
 pub mod snapshots;
 mod ui;
 pub mod warm;
