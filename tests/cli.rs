@@ -26,7 +26,7 @@ fn first_start_of_serve_writes_a_client_config_so_create_needs_no_login() {
     assert_snapshot!(server.startup, @r"
     generated a master key: [MASTER_KEY]
       it is kept in `[HOME]/server-data/master.key` (mode 0600) and not printed again
-    lap serve previews on http://127.0.0.1:[PORT] (listening on 127.0.0.1:[PORT])
+    lap serve previews on http://127.0.0.1:[PORT] (bound to 127.0.0.1:[PORT])
     wrote a client config pointing at http://127.0.0.1:[PORT] to `[HOME]/.config/lap/config.toml`
       saved the master key in `[HOME]/.config/lap/credentials` (mode 0600), as `LAP_CREDENTIAL_STORE=file` asks
     lap serve listening on http://127.0.0.1:[PORT] (backend: fake, data: [HOME]/server-data)
@@ -62,7 +62,7 @@ fn a_second_start_keeps_the_key_and_an_existing_client_config() {
     let config = std::fs::read_to_string(home.config_file()).unwrap();
     server.restart();
     assert_snapshot!(server.startup, @r"
-    lap serve previews on http://127.0.0.1:[PORT] (listening on 127.0.0.1:[PORT])
+    lap serve previews on http://127.0.0.1:[PORT] (bound to 127.0.0.1:[PORT])
     lap serve listening on http://127.0.0.1:[PORT] (backend: fake, data: [HOME]/server-data)
     ");
     assert_eq!(server.master_key(), key);

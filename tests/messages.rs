@@ -534,25 +534,46 @@ fn an_abort_closes_the_turn_once_turns_run_one_at_a_time_and_a_fresh_sandbox_get
         .collect();
     assert_eq!(statuses, ["completed", "interrupted", "completed"]);
 
-    // A restart gives the session a fresh sandbox, where the tool cannot resume its conversation:
-    // the first turn there carries the conversation so far (LAP's replay).
-    let (status, restarted) = api.call(
-        &world.server,
-        reqwest::Method::POST,
-        &format!("{PREFIX}/sessions/{session}/restart"),
-        None,
-    );
-    assert_eq!((status, &restarted["status"]), (200, &json!("ready")), "{restarted}");
+    // A restart gives the session a fresh sandbox on the same workspace, where the tool's
+    // transcripts are: it resumes its own conversation, the earlier turns in its request.
+    let restart = || {
+        let (status, restarted) = api.call(
+            &world.server,
+            reqwest::Method::POST,
+            &format!("{PREFIX}/sessions/{session}/restart"),
+            None,
+        );
+        assert_eq!((status, &restarted["status"]), (200, &json!("ready")), "{restarted}");
+    };
+    restart();
     let reply = lap(home, ["send", "sdk", "remember?"]);
+    assert_eq!(reply.code, 0, "{reply}\n{}", anthropic::context(&world));
+    assert_eq!(reply.out(), "echo: remember?");
+    let asked = anthropic::model_requests(&world);
+    let said = anthropic::conversation(asked.last().unwrap());
+    for earlier in ["warm up", "echo: after"] {
+        assert!(said.iter().any(|t| t == earlier), "{said:#?}");
+    }
+
+    // Without its transcripts the tool cannot resume: its new conversation's first turn carries
+    // the conversation so far (LAP's replay).
+    let transcripts = "/work/home/.claude/projects";
+    lap(home, ["exec", &session, "--", "rm", "-rf", transcripts]).success();
+    restart();
+    let reply = lap(home, ["send", "sdk", "again?"]);
     assert_eq!(reply.code, 0, "{reply}\n{}", anthropic::context(&world));
     let out = reply.out();
     assert!(out.starts_with("echo: <previous_session_history><msgs>["), "{reply}");
     assert!(out.contains(r#"{"role":"user","text":"warm up"}"#), "{reply}");
-    assert!(out.contains(r#"{"role":"assistant","text":"echo: after"}"#), "{reply}");
     assert!(
-        out.ends_with("</msgs></previous_session_history>\n\nremember?"),
+        out.contains(r#"{"role":"assistant","text":"echo: remember?"}"#),
         "{reply}"
     );
+    assert!(
+        !out.contains(r#""text":"again?""#),
+        "the turn itself is not history: {reply}"
+    );
+    assert!(out.ends_with("</msgs></previous_session_history>\n\nagain?"), "{reply}");
     let (_, history) = api.call(
         &world.server,
         reqwest::Method::GET,
@@ -560,7 +581,7 @@ fn an_abort_closes_the_turn_once_turns_run_one_at_a_time_and_a_fresh_sandbox_get
         None,
     );
     let history = history.as_array().unwrap();
-    assert_eq!(history[history.len() - 2]["parts"][0]["text"], "remember?");
+    assert_eq!(history[history.len() - 2]["parts"][0]["text"], "again?");
 }
 
 #[test]

@@ -703,7 +703,7 @@ async fn preview_listener(
         ));
     }
     let key = crate::control::ports::load_or_create_key(data_dir).map_err(|e| Error::failed(e.to_string()))?;
-    out.status(format!("lap serve previews on {base} (listening on {local})"));
+    out.status(format!("lap serve previews on {base} (bound to {local})"));
     Ok(Some((listener, base, key)))
 }
 

@@ -277,6 +277,9 @@ struct Proc {
     resumed: bool,
     /// The tool named its conversation (so a resume worked).
     started: bool,
+    /// Resuming failed with an error of the tool's before it named a conversation; the process is
+    /// being stopped to start a new one.
+    resume_failed: bool,
     /// When it started, and when it last printed a line or was handed a turn.
     since: tokio::time::Instant,
     active: tokio::time::Instant,
@@ -286,6 +289,8 @@ struct Proc {
 
 struct OpenTurn {
     id: String,
+    /// The user's message that opened the turn, and what it said.
+    user_id: String,
     input: String,
     builder: MessageBuilder,
     done: Option<oneshot::Sender<Message>>,
@@ -299,6 +304,8 @@ enum Write {
     Event(Event),
     Message(Message, Option<oneshot::Sender<Message>>),
     Native(String),
+    /// Every stored message, once everything sent before is stored.
+    History(oneshot::Sender<Vec<Message>>),
 }
 
 /// How a tool process ended.
@@ -368,6 +375,7 @@ impl Conversation {
         info.model_id = self.agent.model.clone();
         state.turn = Some(OpenTurn {
             id: id.clone(),
+            user_id: user_id.clone(),
             input: text.clone(),
             builder: MessageBuilder::new(info),
             done: Some(done_tx),
@@ -389,6 +397,31 @@ impl Conversation {
         };
         self.hand_over(&mut state, &handed);
         Ok(Turn { id, events, done })
+    }
+
+    /// Hands the open turn to the tool process `generation` (just started, its conversation new)
+    /// with every stored message before it, once the writer has stored what it holds.
+    fn replay_into(self: &Arc<Self>, generation: u64, user_id: String, input: String) {
+        let (history, stored) = oneshot::channel();
+        let _ = self.writer.send(Write::History(history));
+        let this = self.clone();
+        tokio::spawn(async move {
+            let prior: Vec<Message> = stored
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m.info.id != user_id)
+                .collect();
+            let handed = match prior.is_empty() {
+                true => input,
+                false => replay(&prior, &input),
+            };
+            let mut state = this.lock();
+            let current = state.proc.as_ref().is_some_and(|p| p.generation == generation);
+            if current && state.turn.as_ref().is_some_and(|t| t.user_id == user_id && !t.aborting) {
+                this.hand_over(&mut state, &handed);
+            }
+        });
     }
 
     /// Writes a user turn to the running process; a process that is gone fails the turn.
@@ -476,6 +509,7 @@ impl Conversation {
             driver,
             resumed: resume.is_some(),
             started: false,
+            resume_failed: false,
             since: now,
             active: now,
             stalled: None,
@@ -556,11 +590,33 @@ impl Conversation {
                             if let Some(proc) = state.proc.as_mut().filter(|p| p.generation == generation) {
                                 proc.active = tokio::time::Instant::now();
                             }
+                            let retriable = state.turn.as_ref().is_some_and(|t| !t.retried && !t.aborting);
                             for kind in out.events {
-                                if let EventKind::SessionStarted { .. } = kind
-                                    && let Some(proc) = state.proc.as_mut().filter(|p| p.generation == generation)
+                                let proc = state.proc.as_mut().filter(|p| p.generation == generation);
+                                match (&kind, proc) {
+                                    (EventKind::SessionStarted { .. }, Some(proc)) => proc.started = true,
+                                    // A tool that answers a resume with an error instead of exiting
+                                    // (claude: "No conversation found"): stopped, and the turn is
+                                    // handed to a new conversation (`ended`).
+                                    (
+                                        EventKind::TurnCompleted {
+                                            status: TurnOutcome::Failed,
+                                            ..
+                                        },
+                                        Some(proc),
+                                    ) if proc.resumed && !proc.started && retriable => {
+                                        proc.resume_failed = true;
+                                        proc.kill.cancel();
+                                        continue;
+                                    }
+                                    _ => {}
+                                }
+                                if state
+                                    .proc
+                                    .as_ref()
+                                    .is_some_and(|p| p.generation == generation && p.resume_failed)
                                 {
-                                    proc.started = true;
+                                    continue;
                                 }
                                 self.emit(&mut state, kind);
                             }
@@ -587,6 +643,9 @@ impl Conversation {
         self.forget_if_ended();
         let stalled = proc.stalled.clone();
         let (reason, exit_code, stderr_tail) = match &ended {
+            Ended::Killed if proc.resume_failed => {
+                ("the agent could not resume its conversation".to_owned(), None, None)
+            }
             Ended::Killed => (
                 stalled.clone().unwrap_or_else(|| "the agent was stopped".to_owned()),
                 None,
@@ -601,7 +660,7 @@ impl Conversation {
         };
         let retry = proc.resumed
             && !proc.started
-            && matches!(ended, Ended::Exited(Ok(_), _))
+            && (proc.resume_failed || matches!(ended, Ended::Exited(Ok(_), _)))
             && state.turn.as_ref().is_some_and(|t| !t.retried && !t.aborting);
         self.emit(
             &mut state,
@@ -613,17 +672,18 @@ impl Conversation {
         );
         if retry {
             // The tool's conversation could not be resumed (e.g. its transcript is gone): start a
-            // new one and hand it the turn again.
+            // new one and hand it the turn again, with the conversation so far (as after a restart
+            // into a fresh sandbox).
             tracing::info!(session = %self.session, "resuming the agent's conversation failed; starting a new one");
             state.native = None;
-            let input = state.turn.as_mut().map(|turn| {
+            let turn = state.turn.as_mut().map(|turn| {
                 turn.retried = true;
-                turn.input.clone()
+                (turn.user_id.clone(), turn.input.clone())
             });
             if self.start(&mut state).is_ok()
-                && let Some(input) = input
+                && let Some((user_id, input)) = turn
             {
-                self.hand_over(&mut state, &input);
+                self.replay_into(state.generation, user_id, input);
                 return;
             }
         }
@@ -812,6 +872,13 @@ async fn write_loop(store: Store, session: Uuid, mut writes: mpsc::UnboundedRece
                             if let Err(err) = store.set_harness_session_id(session, native).await {
                                 tracing::warn!(session = %session, error = %err, "cannot keep the agent's session id");
                             }
+                        }
+                        Write::History(reply) => {
+                            let messages = store.messages(session).await.unwrap_or_else(|err| {
+                                tracing::warn!(session = %session, error = %err, "cannot read the conversation to replay");
+                                Vec::new()
+                            });
+                            let _ = reply.send(messages);
                         }
                         Write::Event(_) => unreachable!("matched above"),
                     }
