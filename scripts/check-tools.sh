@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Version drift, by hand (not in CI): installs the NEWEST release of each harness tool of
-# scripts/tool-versions into a scratch prefix, runs that tool's end-to-end test (tests/*_e2e.rs)
+# scripts/tool-versions into a scratch prefix, runs the tests that drive that tool (its
+# tests/*_e2e.rs; tests/messages.rs for claude, codex and opencode; tests/send_abort.rs for claude)
 # against it, prints a table (tool, pinned, newest, each test's result) and exits 1 when a test
 # fails against a newer version (0 when all pass; 2 when the check itself cannot run).
 #
@@ -81,10 +82,13 @@ program_of() {
     *) echo "" ;;
   esac
 }
-test_of() {
+# The test binaries that drive a program for real: its end-to-end test, and the message-API tests
+# (tests/messages.rs drives claude, codex app-server and opencode; tests/send_abort.rs claude).
+tests_of() {
   case $1 in
-    claude) echo claude_e2e ;; codex) echo codex_e2e ;; opencode) echo opencode_e2e ;;
-    gemini) echo gemini_e2e ;; hermes) echo hermes_e2e ;; *) echo "" ;;
+    claude) echo claude_e2e messages send_abort ;; codex) echo codex_e2e messages ;;
+    opencode) echo opencode_e2e messages ;; gemini) echo gemini_e2e ;; hermes) echo hermes_e2e ;;
+    *) echo "" ;;
   esac
 }
 
@@ -276,8 +280,9 @@ done
 # Every test binary first (not under a test's deadline), then each one against its tool.
 tests=()
 for package in "${packages[@]}"; do
-  t=$(test_of "$(program_of "$package")")
-  [ -f "tests/$t.rs" ] && tests+=("--test" "$t")
+  for t in $(tests_of "$(program_of "$package")"); do
+    [ -f "tests/$t.rs" ] && [[ " ${tests[*]} " != *" $t "* ]] && tests+=("--test" "$t")
+  done
 done
 if [ ${#tests[@]} -gt 0 ]; then
   say "building the harness tests (${build_timeout}s deadline)"
@@ -298,36 +303,38 @@ watch_prefix() {
 declare -A results=()  # package -> "STATUS TEST" lines
 failed=0
 for package in "${packages[@]}"; do
-  program=$(program_of "$package"); t=$(test_of "$program")
+  program=$(program_of "$package")
   if [ -n "${status[$package]:-}" ]; then failed=1; continue; fi
-  if [ ! -f "tests/$t.rs" ]; then status[$package]="no tests/$t.rs in this checkout"; failed=1; continue; fi
-  log="$logs/$t.log"
-  say "running tests/$t.rs against $program ${newest[$package]} (${test_timeout}s deadline; log: $log)"
-  : >"$logs/$t.used"
-  watch_prefix "$logs/$t.used" &
-  poller=$!
-  rc=0
-  PATH="$prefix/bin:$PATH" LAP_TEST_TOOL_PATH="$prefix/bin" LAP_TEST_STRICT=1 \
-    limit "$test_timeout" cargo nextest run --locked --no-fail-fast --color never \
-      --test-threads "$test_threads" --test "$t" >"$log" 2>&1 || rc=$?
-  kill "$poller" 2>/dev/null; wait "$poller" 2>/dev/null || true; poller=
-  # nextest's status lines: `    PASS [  12.345s] (1/3) lap::codex_e2e NAME` (the last one of a test wins).
-  lines=$(awk -v bin="lap::$t" '
-    $1 ~ /^(PASS|FAIL|TIMEOUT|ABORT|LEAK|LEAK-FAIL|SIGKILL|SIGTERM|SIGSEGV|SIGABRT|SIGBUS|SIGILL)$/ &&
-    $2 ~ /^\[/ && $(NF-1) == bin { seen[$NF] = $1 }
-    END { for (name in seen) print seen[name], name }' "$log" | sort -k2)
-  if [ $rc = 124 ] || [ $rc = 137 ]; then
-    lines+=${lines:+$'\n'}"DEADLINE (the binary ran over ${test_timeout}s)"
-  elif [ -z "$lines" ]; then
-    lines="ERROR (no test ran: exit $rc; see $log)"
-  fi
-  # A test proves the newer tool only if the tool ran.
-  if ! grep -qF "$prefix/" "$logs/$t.used"; then
-    lines=$(sed 's/^PASS /UNUSED /' <<<"$lines")
-  fi
-  grep -qvE '^(PASS|LEAK) ' <<<"$lines" && failed=1
-  [ $rc = 0 ] || failed=1
-  results[$package]=$lines
+  for t in $(tests_of "$program"); do
+    if [ ! -f "tests/$t.rs" ]; then status[$package]="no tests/$t.rs in this checkout"; failed=1; continue 2; fi
+    log="$logs/$program-$t.log"
+    say "running tests/$t.rs against $program ${newest[$package]} (${test_timeout}s deadline; log: $log)"
+    : >"$logs/$program-$t.used"
+    watch_prefix "$logs/$program-$t.used" &
+    poller=$!
+    rc=0
+    PATH="$prefix/bin:$PATH" LAP_TEST_TOOL_PATH="$prefix/bin" LAP_TEST_STRICT=1 \
+      limit "$test_timeout" cargo nextest run --locked --no-fail-fast --color never \
+        --test-threads "$test_threads" --test "$t" >"$log" 2>&1 || rc=$?
+    kill "$poller" 2>/dev/null; wait "$poller" 2>/dev/null || true; poller=
+    # nextest's status lines: `    PASS [  12.345s] (1/3) lap::codex_e2e NAME` (the last one of a test wins).
+    lines=$(awk -v bin="lap::$t" -v t="$t" '
+      $1 ~ /^(PASS|FAIL|TIMEOUT|ABORT|LEAK|LEAK-FAIL|SIGKILL|SIGTERM|SIGSEGV|SIGABRT|SIGBUS|SIGILL)$/ &&
+      $2 ~ /^\[/ && $(NF-1) == bin { seen[$NF] = $1 }
+      END { for (name in seen) print seen[name], t "::" name }' "$log" | sort -k2)
+    if [ $rc = 124 ] || [ $rc = 137 ]; then
+      lines+=${lines:+$'\n'}"DEADLINE (the binary ran over ${test_timeout}s)"
+    elif [ -z "$lines" ]; then
+      lines="ERROR (no test ran: exit $rc; see $log)"
+    fi
+    # A test proves the newer tool only if the tool ran.
+    if ! grep -qF "$prefix/" "$logs/$program-$t.used"; then
+      lines=$(sed 's/^PASS /UNUSED /' <<<"$lines")
+    fi
+    grep -qvE '^(PASS|LEAK) ' <<<"$lines" && failed=1
+    [ $rc = 0 ] || failed=1
+    results[$package]+=${results[$package]:+$'\n'}$lines
+  done
 done
 
 pinned_after=$(pinned_installs)
