@@ -188,19 +188,20 @@ where
     let (_reply, mut rd, mut wr) = begin(conn, Request::FsWrite(request)).await?;
     let ending = finish(&mut rd);
     tokio::pin!(ending);
+    // `Err(Ok(e))`: the client's body broke; `Err(Err(e))`: writing to the harness failed.
     let sending = async {
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Into::into)?;
+            let chunk = chunk.map_err(|e| Ok(e.into()))?;
             for part in chunk.as_ref().chunks(MAX_FRAME) {
-                proto::write_frame(&mut wr, FILE_DATA, part).await?;
+                proto::write_frame(&mut wr, FILE_DATA, part).await.map_err(Err)?;
             }
         }
-        proto::write_frame(&mut wr, FILE_DATA, &[]).await?;
+        proto::write_frame(&mut wr, FILE_DATA, &[]).await.map_err(Err)?;
         tokio::io::AsyncWriteExt::flush(&mut wr)
             .await
-            .map_err(ProtoError::from)?;
-        Ok::<_, FilesError>(())
+            .map_err(|e| Err(ProtoError::from(e)))?;
+        Ok::<_, Result<FilesError, ProtoError>>(())
     };
     tokio::select! {
         // The harness answered first: a failure (or, oddly, success) before all was sent.
@@ -208,10 +209,19 @@ where
         sent = sending => match sent {
             Ok(()) => ending.await,
             // Our side failed (the client's body broke): the harness discards the upload.
-            Err(err) => Err(err),
+            Err(Ok(err)) => Err(err),
+            // The harness stopped reading: it refused the upload (and closed) while we were still
+            // sending, so its answer is waiting to be read; a harness that died has none.
+            Err(Err(err)) => match tokio::time::timeout(REFUSAL_WAIT, ending).await {
+                Ok(Err(FilesError::File(refused))) => Err(FilesError::File(refused)),
+                _ => Err(err.into()),
+            },
         },
     }
 }
+
+/// How long an upload the harness stopped reading waits for the harness's reason.
+const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `fs_delete`.
 pub async fn delete(conn: Conn, request: DeleteRequest) -> Result<Summary, FilesError> {
