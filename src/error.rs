@@ -112,11 +112,8 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 /// The text [`report`] prints.
 pub fn render(err: &Error) -> String {
     let mut out = format!("error: {err}");
+    // A `transparent` variant's `source()` is already its inner error's cause, not the inner error.
     let mut source = err.source();
-    // `transparent` variants share their inner error's message; skip the echo.
-    if matches!(err, Error::Client(_) | Error::Settings(_) | Error::Store(_)) {
-        source = source.and_then(|s| s.source());
-    }
     while let Some(cause) = source {
         out.push_str(&format!("\n  caused by: {cause}"));
         source = cause.source();
@@ -138,5 +135,18 @@ mod tests {
         let err = Error::usage("bad flag", "try --help");
         assert_eq!(render(&err), "error: bad flag\nhint: try --help");
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn a_wrapped_module_error_keeps_its_cause() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err = Error::from(SettingsError::Write {
+            path: "/home/u/.config/lap/config.toml".into(),
+            source: denied,
+        });
+        assert_eq!(
+            render(&err),
+            "error: cannot write `/home/u/.config/lap/config.toml`\n  caused by: permission denied"
+        );
     }
 }

@@ -541,6 +541,7 @@ fn server_down_says_how_to_start_one() {
     exit: 1
     --- stderr
     error: cannot reach lap serve at `http://127.0.0.1:1`
+      caused by: error sending request for url (http://127.0.0.1:1/api/v1/managed_agents/agents?limit=200&offset=0)
       caused by: client error (Connect)
       caused by: tcp connect error
       caused by: Connection refused (os error 111)
@@ -1106,6 +1107,7 @@ fn tls_serves_https_to_a_client_that_trusts_the_certificate() {
     exit: 1
     --- stderr
     error: cannot reach lap serve at `https://127.0.0.1:[PORT]`
+      caused by: error sending request for url (https://127.0.0.1:[PORT]/api/v1/managed_agents/agents?limit=200&offset=0)
       caused by: client error (Connect)
       caused by: invalid peer certificate: UnknownIssuer
     hint: the server's TLS certificate is not trusted here: set `ca_cert` in the config file to the PEM of its CA; `lap config` shows which file
