@@ -1,6 +1,7 @@
 //! The committed completions (`completions/`), man pages (`man/`) and the README's harness table
-//! (rendered from the harness catalog by `lap doctor --harnesses`) match what the CLI generates.
-//! When this fails, run `scripts/regen-docs.sh` and commit the result.
+//! (rendered from the harness catalog by `lap doctor --harnesses`) match what the CLI generates
+//! (when they do not, run `scripts/regen-docs.sh` and commit the result); DEVELOPMENT.md's layout
+//! tree lists exactly the files of `src/`.
 
 use std::path::Path;
 use std::process::Command;
@@ -81,4 +82,66 @@ fn the_readme_harness_table_is_the_catalogs() {
         committed == generated,
         "the README's harness table is stale; {HINT}\ncommitted:\n{committed}\ngenerated:\n{generated}"
     );
+}
+
+/// The files of `src/`, as paths under it (`vault/intercept.rs`).
+fn source_files(dir: &Path, under: &str, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let path = format!("{under}{name}");
+        if entry.file_type().unwrap().is_dir() {
+            source_files(&entry.path(), &format!("{path}/"), out);
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The files DEVELOPMENT.md's layout tree names: an indented line per file or directory (two
+/// spaces a level, directories ending in `/`), under `src/`.
+fn layout_files(development: &str) -> Vec<String> {
+    let begin = development
+        .find("<!-- layout:begin -->")
+        .expect("DEVELOPMENT.md has no layout:begin marker");
+    let end = development
+        .find("<!-- layout:end -->")
+        .expect("DEVELOPMENT.md has no layout:end marker");
+    let mut dirs: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for line in development[begin..end].lines() {
+        let indent = line.len() - line.trim_start().len();
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if indent == 0 || name.starts_with("```") || name.starts_with("<!--") {
+            continue;
+        }
+        let depth = indent / 2;
+        dirs.truncate(depth - 1);
+        match name.strip_suffix('/') {
+            Some(dir) => dirs.push(format!("{dir}/")),
+            None => out.push(format!("{}{name}", dirs.concat())),
+        }
+    }
+    out
+}
+
+#[test]
+fn development_md_layout_lists_exactly_the_modules_in_src() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut actual = Vec::new();
+    source_files(&root.join("src"), "", &mut actual);
+    actual.sort();
+    let development = std::fs::read_to_string(root.join("DEVELOPMENT.md")).expect("read DEVELOPMENT.md");
+    let mut listed = layout_files(&development);
+    listed.sort();
+    let missing: Vec<&String> = actual.iter().filter(|f| !listed.contains(f)).collect();
+    let gone: Vec<&String> = listed.iter().filter(|f| !actual.contains(f)).collect();
+    assert!(
+        missing.is_empty() && gone.is_empty(),
+        "DEVELOPMENT.md's layout and src/ differ: not in the layout {missing:?}; in the layout but not in src/ {gone:?}\n\
+         hint: add (or remove) the file's line in DEVELOPMENT.md's tree, with the first line of its module doc"
+    );
+    assert_eq!(listed.len(), actual.len(), "a file is listed twice in DEVELOPMENT.md");
 }
