@@ -8,6 +8,10 @@
 //! httpx, from PyPI). The worktree's `sdk/python/src` comes first on `PYTHONPATH`, so the source
 //! under test is this checkout's. Without the venv the test skips, loudly — unless
 //! `LAP_TEST_STRICT=1` (scripts/test.sh), where a missing venv fails it.
+//!
+//! Two runs: everything but messages on a plain local server with a shell agent, and the message
+//! tests (pytest marker `claude`) through the real `claude` CLI against the echoing fake Anthropic
+//! API of `support::anthropic` (skipped like the other claude tests when `claude` is missing).
 
 mod support;
 
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Home, TestServer};
+use support::{Home, TestServer, anthropic};
 
 /// How long the whole pytest suite may take.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -40,21 +44,35 @@ fn sdk_python() -> Option<PathBuf> {
     usable.then_some(python)
 }
 
-#[test]
-fn the_python_sdk_suite_passes_against_a_real_server() {
-    let Some(python) = sdk_python() else {
+/// The venv's python, or `None` when the test is to skip (outside a strict run).
+fn python_or_skip() -> Option<PathBuf> {
+    let python = sdk_python();
+    if python.is_none() {
         let message =
             "no Python SDK venv (pytest, httpx): run scripts/test.sh, or `. scripts/lib.sh; ensure_sdk_python`";
         assert!(std::env::var_os("LAP_TEST_STRICT").is_none(), "{message}");
         eprintln!("SKIPPED: {message}");
-        return;
-    };
+    }
+    python
+}
+
+/// Runs the SDK's pytest suite, marker expression `markers`, against `server` with the
+/// environment of `home` and `extra_env`; panics with its output unless every selected test ran
+/// and passed.
+fn run_pytest(python: &Path, home: &Home, server: &TestServer, markers: &str, extra_env: &[(&str, &str)]) {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/python");
-    let home = Home::new();
-    let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
-    let mut child = Command::new(&python)
-        .args(["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests"])
+    let mut child = Command::new(python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            markers,
+            "tests",
+        ])
         .current_dir(&sdk)
         .env_clear()
         .envs(home.env())
@@ -62,6 +80,7 @@ fn the_python_sdk_suite_passes_against_a_real_server() {
         .env("LAP_MASTER_KEY", server.master_key())
         .env("PYTHONPATH", sdk.join("src"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        .envs(extra_env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -107,6 +126,31 @@ fn the_python_sdk_suite_passes_against_a_real_server() {
         "every test must run: {summary}\n{stdout}"
     );
     eprintln!("{stdout}");
+}
+
+#[test]
+fn the_python_sdk_suite_passes_against_a_real_server() {
+    let Some(python) = python_or_skip() else { return };
+    let home = Home::new();
+    let server = TestServer::start_local(&home);
+    let _cleanup = Cleanup(server.data_dir().to_owned());
+    run_pytest(&python, &home, &server, "not claude", &[]);
+}
+
+/// Messages need an API harness: the real `claude` on `claude-agent-sdk`, its model the echoing
+/// fake Anthropic API (`support::anthropic`, reached through the vault on loopback).
+#[test]
+fn the_python_sdk_sends_messages_and_streams_typed_events_through_the_real_claude() {
+    let Some(python) = python_or_skip() else { return };
+    let Some(world) = anthropic::start() else { return };
+    anthropic::agent(&world, "sdk-claude");
+    run_pytest(
+        &python,
+        &world.home,
+        &world.server,
+        "claude",
+        &[("LAP_SDK_CLAUDE_AGENT", "sdk-claude")],
+    );
 }
 
 /// Deletes the server's sandboxes when the test ends, passed or not.
