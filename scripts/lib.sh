@@ -125,7 +125,7 @@ ensure_hermes() {
   hermes_is || die "pip installed hermes-agent==$version but \`$link --version\` does not say it" "see $venv"
 }
 
-# Puts a venv with pytest and the Python SDK (sdk/python, with its pinned httpx) at
+# Puts a venv with pytest, mypy and the Python SDK (sdk/python, with its pinned httpx) at
 # "$LAP_SDK_PYTHON" (exported: that venv's python), under ${LAP_TOOLS_DIR:-~/.cache/lap-tools}/
 # sdk-python, for tests/sdk_python.rs. `pip install ./sdk/python` runs every time, so a clean
 # checkout's install is what the tests prove; the test puts the worktree's source first on the path.
@@ -139,7 +139,7 @@ ensure_sdk_python() {
     say "creating the Python SDK's test venv in $venv"
     /usr/bin/python3 -m venv "$venv" >&2
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest==9.2.0" "$root/sdk/python" >&2 ||
-    die "pip could not install pytest and sdk/python into $venv" "see pip's message above; delete $venv to start over"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest==9.2.0" "mypy==2.4.1" "$root/sdk/python" >&2 ||
+    die "pip could not install pytest, mypy and sdk/python into $venv" "see pip's message above; delete $venv to start over"
   export LAP_SDK_PYTHON="$venv/bin/python"
 }

@@ -36,7 +36,7 @@ fn sdk_python() -> Option<PathBuf> {
         }
     };
     let usable = Command::new(&python)
-        .args(["-c", "import httpx, pytest"])
+        .args(["-c", "import httpx, pytest, mypy"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -49,7 +49,7 @@ fn python_or_skip() -> Option<PathBuf> {
     let python = sdk_python();
     if python.is_none() {
         let message =
-            "no Python SDK venv (pytest, httpx): run scripts/test.sh, or `. scripts/lib.sh; ensure_sdk_python`";
+            "no Python SDK venv (pytest, mypy, httpx): run scripts/test.sh, or `. scripts/lib.sh; ensure_sdk_python`";
         assert!(std::env::var_os("LAP_TEST_STRICT").is_none(), "{message}");
         eprintln!("SKIPPED: {message}");
     }

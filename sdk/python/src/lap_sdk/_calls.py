@@ -11,7 +11,7 @@ import base64
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from . import models as m
@@ -76,11 +76,18 @@ PARAMS: dict[tuple[str, str], set[str]] = {
 }
 
 
+T = TypeVar("T")
+
+
+def _raw(body: Any) -> Any:
+    return body
+
+
 @dataclass
-class Call:
+class Call(Generic[T]):
     method: str
     path: str
-    parse: Callable[[Any], Any] = lambda body: body
+    parse: Callable[[Any], T] = _raw
     params: dict[str, Any] | None = None
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -106,63 +113,63 @@ def _body(value: Any) -> Any:
 # Agents.
 
 
-def list_agents(limit: int | None, offset: int | None, search: str | None) -> Call:
+def list_agents(limit: int | None, offset: int | None, search: str | None) -> Call[m.AgentList]:
     params = _drop_none({"limit": limit, "offset": offset, "search": search})
     return Call("GET", f"{PREFIX}/agents", m.AgentList.from_json, params=params)
 
 
-def create_agent(fields: Mapping[str, Any]) -> Call:
+def create_agent(fields: Mapping[str, Any]) -> Call[m.Agent]:
     return Call("POST", f"{PREFIX}/agents", m.Agent.from_json, json=_drop_none({k: _body(v) for k, v in fields.items()}))
 
 
-def get_agent(agent: str) -> Call:
+def get_agent(agent: str) -> Call[m.Agent]:
     return Call("GET", f"{PREFIX}/agents/{seg(agent)}", m.Agent.from_json)
 
 
-def update_agent(agent: str, fields: Mapping[str, Any]) -> Call:
+def update_agent(agent: str, fields: Mapping[str, Any]) -> Call[m.Agent]:
     body = _drop_none({k: _body(v) for k, v in fields.items()})
     return Call("PATCH", f"{PREFIX}/agents/{seg(agent)}", m.Agent.from_json, json=body)
 
 
-def delete_agent(agent: str) -> Call:
+def delete_agent(agent: str) -> Call[None]:
     return Call("DELETE", f"{PREFIX}/agents/{seg(agent)}", lambda _: None)
 
 
 # Sessions.
 
 
-def create_session(agent: str, title: str | None) -> Call:
+def create_session(agent: str, title: str | None) -> Call[m.Session]:
     body = _drop_none({"title": title})
     return Call("POST", f"{PREFIX}/agents/{seg(agent)}/session", m.Session.from_json, json=body)
 
 
-def list_sessions(agent: str | None, limit: int | None) -> Call:
+def list_sessions(agent: str | None, limit: int | None) -> Call[list[m.Session]]:
     params = _drop_none({"agent_id": agent, "limit": limit})
     return Call("GET", f"{PREFIX}/sessions", lambda body: [m.Session.from_json(s) for s in body], params=params)
 
 
-def get_session(session: str) -> Call:
+def get_session(session: str) -> Call[m.Session]:
     return Call("GET", f"{PREFIX}/sessions/{seg(session)}", m.Session.from_json)
 
 
-def delete_session(session: str) -> Call:
+def delete_session(session: str) -> Call[m.DeletedSession]:
     return Call("DELETE", f"{PREFIX}/sessions/{seg(session)}", m.DeletedSession.from_json)
 
 
-def session_action(session: str, action: str, body: Any = None) -> Call:
+def session_action(session: str, action: str, body: Any = None) -> Call[m.Session]:
     """`restart`, `pause`, `resume`, `hibernate` or `fork`: each answers the session."""
     return Call("POST", f"{PREFIX}/sessions/{seg(session)}/{action}", m.Session.from_json, json=body)
 
 
-def workspace(session: str) -> Call:
+def workspace(session: str) -> Call[m.Workspace]:
     return Call("GET", f"{PREFIX}/sessions/{seg(session)}/workspace", m.Workspace.from_json)
 
 
-def vault_keys(session: str) -> Call:
+def vault_keys(session: str) -> Call[list[str]]:
     return Call("GET", f"{PREFIX}/sessions/{seg(session)}/vault-keys", lambda body: list(body))
 
 
-def interceptions(session: str, after: int | None, limit: int | None) -> Call:
+def interceptions(session: str, after: int | None, limit: int | None) -> Call[list[m.Interception]]:
     params = _drop_none({"after": after, "limit": limit})
     return Call(
         "GET",
@@ -172,7 +179,7 @@ def interceptions(session: str, after: int | None, limit: int | None) -> Call:
     )
 
 
-def exec_command(session: str, command: list[str], stdin: bytes | None, cwd: str | None) -> Call:
+def exec_command(session: str, command: list[str], stdin: bytes | None, cwd: str | None) -> Call[Any]:
     if isinstance(command, str):
         raise TypeError("`command` is a list of words: use [\"sh\", \"-c\", script] for a shell line")
     body: dict[str, Any] = {"command": list(command)}
@@ -202,20 +209,20 @@ def exec_event(line: bytes) -> m.ExecOutput | m.ExecExit | m.ExecError | None:
 # Snapshots.
 
 
-def create_snapshot(session: str, name: str | None) -> Call:
+def create_snapshot(session: str, name: str | None) -> Call[m.Snapshot]:
     body = _drop_none({"name": name})
     return Call("POST", f"{PREFIX}/sessions/{seg(session)}/snapshots", m.Snapshot.from_json, json=body)
 
 
-def list_snapshots() -> Call:
+def list_snapshots() -> Call[list[m.Snapshot]]:
     return Call("GET", f"{PREFIX}/snapshots", lambda body: [m.Snapshot.from_json(s) for s in body])
 
 
-def delete_snapshot(name: str) -> Call:
+def delete_snapshot(name: str) -> Call[m.Snapshot]:
     return Call("DELETE", f"{PREFIX}/snapshots/{seg(name)}", m.Snapshot.from_json)
 
 
-def session_from_snapshot(name: str, agent: str, title: str | None) -> Call:
+def session_from_snapshot(name: str, agent: str, title: str | None) -> Call[m.Session]:
     body = _drop_none({"agent": agent, "title": title})
     return Call("POST", f"{PREFIX}/snapshots/{seg(name)}/session", m.Session.from_json, json=body)
 
@@ -223,15 +230,15 @@ def session_from_snapshot(name: str, agent: str, title: str | None) -> Call:
 # Files.
 
 
-def list_files(session: str, path: str) -> Call:
+def list_files(session: str, path: str) -> Call[m.FileList]:
     return Call("GET", f"{PREFIX}/sessions/{seg(session)}/files", m.FileList.from_json, params={"path": path})
 
 
-def stat_file(session: str, path: str) -> Call:
+def stat_file(session: str, path: str) -> Call[m.FileEntry]:
     return Call("GET", f"{PREFIX}/sessions/{seg(session)}/files/stat", m.FileEntry.from_json, params={"path": path})
 
 
-def delete_file(session: str, path: str, recursive: bool) -> Call:
+def delete_file(session: str, path: str, recursive: bool) -> Call[m.Deleted]:
     params = {"path": path, "recursive": "true" if recursive else "false"}
     return Call("DELETE", f"{PREFIX}/sessions/{seg(session)}/files", m.Deleted.from_json, params=params)
 
@@ -253,7 +260,7 @@ def range_header(offset: int | None, length: int | None) -> dict[str, str]:
     return {"Range": f"bytes={start}-{start + length - 1}"}
 
 
-def read_file(session: str, path: str, offset: int | None, length: int | None, archive: bool) -> Call:
+def read_file(session: str, path: str, offset: int | None, length: int | None, archive: bool) -> Call[Any]:
     params: dict[str, Any] = {"path": path}
     if archive:
         params["archive"] = "true"
@@ -265,7 +272,7 @@ def read_file(session: str, path: str, offset: int | None, length: int | None, a
     )
 
 
-def write_file(session: str, path: str, mode: int | str | None, archive: bool) -> Call:
+def write_file(session: str, path: str, mode: int | str | None, archive: bool) -> Call[m.Uploaded]:
     params: dict[str, Any] = {"path": path}
     if archive:
         params["archive"] = "true"
@@ -283,11 +290,11 @@ def write_file(session: str, path: str, mode: int | str | None, archive: bool) -
 # Messages.
 
 
-def send_message(session: str, text: str) -> Call:
+def send_message(session: str, text: str) -> Call[m.Message | m.TuiReply]:
     return Call("POST", f"{PREFIX}/sessions/{seg(session)}/message", m.message_or_tui, json={"text": text})
 
 
-def message_stream(session: str, text: str, fmt: str | None) -> Call:
+def message_stream(session: str, text: str, fmt: str | None) -> Call[Any]:
     return Call(
         "POST",
         f"{PREFIX}/sessions/{seg(session)}/message_stream",
@@ -297,11 +304,11 @@ def message_stream(session: str, text: str, fmt: str | None) -> Call:
     )
 
 
-def history(session: str) -> Call:
+def history(session: str) -> Call[list[m.Message]]:
     return Call("GET", f"{PREFIX}/sessions/{seg(session)}/messages", lambda body: [m.Message.from_json(x) for x in body])
 
 
-def events(session: str, after: int | None, fmt: str | None) -> Call:
+def events(session: str, after: int | None, fmt: str | None) -> Call[Any]:
     return Call(
         "GET",
         f"{PREFIX}/sessions/{seg(session)}/events",
@@ -310,7 +317,7 @@ def events(session: str, after: int | None, fmt: str | None) -> Call:
     )
 
 
-def abort(session: str) -> Call:
+def abort(session: str) -> Call[m.AbortReply]:
     return Call("POST", f"{PREFIX}/sessions/{seg(session)}/abort", m.AbortReply.from_json)
 
 
@@ -349,16 +356,16 @@ def frames_of(lines: Iterable[str]) -> Iterable[m.StreamFrame]:
 # Ports.
 
 
-def list_ports(session: str) -> Call:
+def list_ports(session: str) -> Call[m.ListeningPorts]:
     return Call("GET", f"{PREFIX}/sessions/{seg(session)}/ports", m.ListeningPorts.from_json)
 
 
-def create_preview(session: str, port: int, ttl_seconds: int | None) -> Call:
+def create_preview(session: str, port: int, ttl_seconds: int | None) -> Call[m.PreviewUrl]:
     body = _drop_none({"port": port, "ttl_seconds": ttl_seconds})
     return Call("POST", f"{PREFIX}/sessions/{seg(session)}/preview_urls", m.PreviewUrl.from_json, json=body)
 
 
-def revoke_previews(session: str, port: int | None) -> Call:
+def revoke_previews(session: str, port: int | None) -> Call[m.RevokedPreviewUrls]:
     return Call(
         "DELETE",
         f"{PREFIX}/sessions/{seg(session)}/preview_urls",
@@ -371,5 +378,5 @@ def port_path(session: str, port: int, path: str) -> str:
     return f"{PREFIX}/sessions/{seg(session)}/ports/{int(port)}/{path.lstrip('/')}"
 
 
-def health() -> Call:
+def health() -> Call[m.Health]:
     return Call("GET", "/api/v1/health", m.Health.from_json)

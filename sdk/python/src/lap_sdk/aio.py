@@ -8,11 +8,12 @@ streams their own, named where they are taken.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 
@@ -39,6 +40,8 @@ from .errors import (
     SessionFailedError,
     from_response,
 )
+
+T = TypeVar("T")
 
 __all__ = ["AsyncClient"]
 
@@ -86,7 +89,7 @@ class AsyncClient:
         """`GET /api/v1/health` (needs no key)."""
         return await self._call(c.health())
 
-    async def _call(self, call: c.Call, *, content: Any = None, timeout: float | None = None) -> Any:
+    async def _call(self, call: c.Call[T], *, content: Any = None, timeout: float | None = None) -> T:
         try:
             response = await self._http.request(
                 call.method,
@@ -107,7 +110,7 @@ class AsyncClient:
         return call.parse(response.content)
 
     @contextlib.asynccontextmanager
-    async def _stream(self, call: c.Call, *, read_timeout: float | None, content: Any = None) -> AsyncIterator[httpx.Response]:
+    async def _stream(self, call: c.Call[Any], *, read_timeout: float | None, content: Any = None) -> AsyncIterator[httpx.Response]:
         timeout = httpx.Timeout(self.timeout, read=read_timeout)
         try:
             async with self._http.stream(
@@ -146,13 +149,13 @@ class Agents:
         prompt: str | None = None,
         model: str | None = None,
         env: dict[str, str] | None = None,
-        credentials: list[m.CredentialInput] | None = None,
+        credentials: builtins.list[m.CredentialInput] | None = None,
         env_vars: dict[str, str] | None = None,
-        env_var_hosts: dict[str, list[str]] | None = None,
-        env_var_inject: dict[str, list[str]] | None = None,
-        env_var_rules: dict[str, list[str]] | None = None,
-        allow_out: list[str] | None = None,
-        deny_out: list[str] | None = None,
+        env_var_hosts: dict[str, builtins.list[str]] | None = None,
+        env_var_inject: dict[str, builtins.list[str]] | None = None,
+        env_var_rules: dict[str, builtins.list[str]] | None = None,
+        allow_out: builtins.list[str] | None = None,
+        deny_out: builtins.list[str] | None = None,
         limits: m.AgentLimits | None = None,
     ) -> m.Agent:
         """Creates an agent (`harness_id` defaults to `opencode` on the server, as in LAP)."""
@@ -176,14 +179,14 @@ class Agents:
         prompt: str | None = None,
         model: str | None = None,
         env: dict[str, str] | None = None,
-        credentials: list[m.CredentialInput] | None = None,
+        credentials: builtins.list[m.CredentialInput] | None = None,
         env_vars: dict[str, str] | None = None,
-        env_var_hosts: dict[str, list[str]] | None = None,
-        env_var_inject: dict[str, list[str]] | None = None,
-        env_var_rules: dict[str, list[str]] | None = None,
-        remove_credentials: list[str] | None = None,
-        allow_out: list[str] | None = None,
-        deny_out: list[str] | None = None,
+        env_var_hosts: dict[str, builtins.list[str]] | None = None,
+        env_var_inject: dict[str, builtins.list[str]] | None = None,
+        env_var_rules: dict[str, builtins.list[str]] | None = None,
+        remove_credentials: builtins.list[str] | None = None,
+        allow_out: builtins.list[str] | None = None,
+        deny_out: builtins.list[str] | None = None,
         limits: m.AgentLimits | None = None,
     ) -> m.Agent:
         """Changes an agent; a field left `None` stays as it is (`""` clears a text field)."""
@@ -208,7 +211,7 @@ class Sessions:
     async def get(self, session: str) -> m.Session:
         return await self._c._call(c.get_session(session))
 
-    async def list(self, *, agent: str | None = None, limit: int | None = None) -> list[m.Session]:
+    async def list(self, *, agent: str | None = None, limit: int | None = None) -> builtins.list[m.Session]:
         """Sessions, newest first; only `agent`'s when given (UUID or name)."""
         return await self._c._call(c.list_sessions(agent, limit))
 
@@ -261,11 +264,11 @@ class Sessions:
     async def workspace(self, session: str) -> m.Workspace:
         return await self._c._call(c.workspace(session))
 
-    async def vault_keys(self, session: str) -> list[str]:
+    async def vault_keys(self, session: str) -> builtins.list[str]:
         """Names of the credentials the sandbox holds stubs for."""
         return await self._c._call(c.vault_keys(session))
 
-    async def egress(self, session: str, *, after: int | None = None, limit: int | None = None) -> list[m.Interception]:
+    async def egress(self, session: str, *, after: int | None = None, limit: int | None = None) -> builtins.list[m.Interception]:
         """The vault's log of the session's requests, oldest first (after record `after`)."""
         return await self._c._call(c.interceptions(session, after, limit))
 
@@ -290,7 +293,7 @@ class Sessions:
     async def exec_stream(
         self,
         session: str,
-        command: list[str],
+        command: builtins.list[str],
         *,
         stdin: bytes | None = None,
         cwd: str | None = None,
@@ -308,7 +311,7 @@ class Sessions:
     async def exec(
         self,
         session: str,
-        command: list[str],
+        command: builtins.list[str],
         *,
         stdin: bytes | None = None,
         cwd: str | None = None,
@@ -339,7 +342,7 @@ class Snapshots:
     async def create(self, session: str, *, name: str | None = None) -> m.Snapshot:
         return await self._c._call(c.create_snapshot(session, name), timeout=max(self._c.timeout, 300.0))
 
-    async def list(self) -> list[m.Snapshot]:
+    async def list(self) -> builtins.list[m.Snapshot]:
         return await self._c._call(c.list_snapshots())
 
     async def delete(self, name: str) -> m.Snapshot:
@@ -437,7 +440,7 @@ class Messages:
                 if isinstance(frame, (m.DoneFrame, m.ErrorFrame)):
                     return
 
-    async def history(self, session: str) -> list[m.Message]:
+    async def history(self, session: str) -> builtins.list[m.Message]:
         return await self._c._call(c.history(session))
 
     async def events(

@@ -8,11 +8,12 @@ streams their own, named where they are taken.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ssl
 import time
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 
@@ -27,6 +28,8 @@ from .errors import (
     SessionFailedError,
     from_response,
 )
+
+T = TypeVar("T")
 
 __all__ = ["Client"]
 
@@ -121,7 +124,7 @@ class Client:
         """`GET /api/v1/health` (needs no key)."""
         return self._call(c.health())
 
-    def _call(self, call: c.Call, *, content: Any = None, timeout: float | None = None) -> Any:
+    def _call(self, call: c.Call[T], *, content: Any = None, timeout: float | None = None) -> T:
         try:
             response = self._http.request(
                 call.method,
@@ -142,7 +145,7 @@ class Client:
         return call.parse(response.content)
 
     @contextlib.contextmanager
-    def _stream(self, call: c.Call, *, read_timeout: float | None, content: Any = None) -> Iterator[httpx.Response]:
+    def _stream(self, call: c.Call[Any], *, read_timeout: float | None, content: Any = None) -> Iterator[httpx.Response]:
         timeout = httpx.Timeout(self.timeout, read=read_timeout)
         try:
             with self._http.stream(
@@ -181,13 +184,13 @@ class Agents:
         prompt: str | None = None,
         model: str | None = None,
         env: dict[str, str] | None = None,
-        credentials: list[m.CredentialInput] | None = None,
+        credentials: builtins.list[m.CredentialInput] | None = None,
         env_vars: dict[str, str] | None = None,
-        env_var_hosts: dict[str, list[str]] | None = None,
-        env_var_inject: dict[str, list[str]] | None = None,
-        env_var_rules: dict[str, list[str]] | None = None,
-        allow_out: list[str] | None = None,
-        deny_out: list[str] | None = None,
+        env_var_hosts: dict[str, builtins.list[str]] | None = None,
+        env_var_inject: dict[str, builtins.list[str]] | None = None,
+        env_var_rules: dict[str, builtins.list[str]] | None = None,
+        allow_out: builtins.list[str] | None = None,
+        deny_out: builtins.list[str] | None = None,
         limits: m.AgentLimits | None = None,
     ) -> m.Agent:
         """Creates an agent (`harness_id` defaults to `opencode` on the server, as in LAP)."""
@@ -211,14 +214,14 @@ class Agents:
         prompt: str | None = None,
         model: str | None = None,
         env: dict[str, str] | None = None,
-        credentials: list[m.CredentialInput] | None = None,
+        credentials: builtins.list[m.CredentialInput] | None = None,
         env_vars: dict[str, str] | None = None,
-        env_var_hosts: dict[str, list[str]] | None = None,
-        env_var_inject: dict[str, list[str]] | None = None,
-        env_var_rules: dict[str, list[str]] | None = None,
-        remove_credentials: list[str] | None = None,
-        allow_out: list[str] | None = None,
-        deny_out: list[str] | None = None,
+        env_var_hosts: dict[str, builtins.list[str]] | None = None,
+        env_var_inject: dict[str, builtins.list[str]] | None = None,
+        env_var_rules: dict[str, builtins.list[str]] | None = None,
+        remove_credentials: builtins.list[str] | None = None,
+        allow_out: builtins.list[str] | None = None,
+        deny_out: builtins.list[str] | None = None,
         limits: m.AgentLimits | None = None,
     ) -> m.Agent:
         """Changes an agent; a field left `None` stays as it is (`""` clears a text field)."""
@@ -243,7 +246,7 @@ class Sessions:
     def get(self, session: str) -> m.Session:
         return self._c._call(c.get_session(session))
 
-    def list(self, *, agent: str | None = None, limit: int | None = None) -> list[m.Session]:
+    def list(self, *, agent: str | None = None, limit: int | None = None) -> builtins.list[m.Session]:
         """Sessions, newest first; only `agent`'s when given (UUID or name)."""
         return self._c._call(c.list_sessions(agent, limit))
 
@@ -296,11 +299,11 @@ class Sessions:
     def workspace(self, session: str) -> m.Workspace:
         return self._c._call(c.workspace(session))
 
-    def vault_keys(self, session: str) -> list[str]:
+    def vault_keys(self, session: str) -> builtins.list[str]:
         """Names of the credentials the sandbox holds stubs for."""
         return self._c._call(c.vault_keys(session))
 
-    def egress(self, session: str, *, after: int | None = None, limit: int | None = None) -> list[m.Interception]:
+    def egress(self, session: str, *, after: int | None = None, limit: int | None = None) -> builtins.list[m.Interception]:
         """The vault's log of the session's requests, oldest first (after record `after`)."""
         return self._c._call(c.interceptions(session, after, limit))
 
@@ -324,7 +327,7 @@ class Sessions:
     def exec_stream(
         self,
         session: str,
-        command: list[str],
+        command: builtins.list[str],
         *,
         stdin: bytes | None = None,
         cwd: str | None = None,
@@ -342,7 +345,7 @@ class Sessions:
     def exec(
         self,
         session: str,
-        command: list[str],
+        command: builtins.list[str],
         *,
         stdin: bytes | None = None,
         cwd: str | None = None,
@@ -373,7 +376,7 @@ class Snapshots:
     def create(self, session: str, *, name: str | None = None) -> m.Snapshot:
         return self._c._call(c.create_snapshot(session, name), timeout=max(self._c.timeout, 300.0))
 
-    def list(self) -> list[m.Snapshot]:
+    def list(self) -> builtins.list[m.Snapshot]:
         return self._c._call(c.list_snapshots())
 
     def delete(self, name: str) -> m.Snapshot:
@@ -468,7 +471,7 @@ class Messages:
                 if isinstance(frame, (m.DoneFrame, m.ErrorFrame)):
                     return
 
-    def history(self, session: str) -> list[m.Message]:
+    def history(self, session: str) -> builtins.list[m.Message]:
         return self._c._call(c.history(session))
 
     def events(

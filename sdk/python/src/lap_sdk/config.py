@@ -95,6 +95,7 @@ def resolve(
     resolved_url = resolved_url.rstrip("/")
 
     key: str | None
+    key_source: str | None
     if master_key:
         key, key_source = master_key, "argument"
     elif env.get("LAP_MASTER_KEY"):

@@ -14,7 +14,7 @@ import enum
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 __all__ = [
     "AbortReply",
@@ -59,7 +59,7 @@ __all__ = [
 
 
 def _json_name(f: dataclasses.Field[Any]) -> str:
-    return f.metadata.get("json", f.name)
+    return str(f.metadata.get("json", f.name))
 
 
 def _convert(tp: Any, value: Any) -> Any:
@@ -92,7 +92,7 @@ class _Model:
     SCHEMA: ClassVar[str]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Any:
+    def from_json(cls, data: dict[str, Any]) -> Self:
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
