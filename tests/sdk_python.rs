@@ -24,7 +24,7 @@ use support::{Home, TestServer, anthropic};
 /// How long the whole pytest suite may take.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The venv's python when it has pytest and httpx; `None` when there is none.
+/// The venv's python when it has pytest, mypy and httpx; `None` when there is none.
 fn sdk_python() -> Option<PathBuf> {
     let python = match std::env::var_os("LAP_SDK_PYTHON") {
         Some(path) => PathBuf::from(path),
@@ -67,6 +67,7 @@ fn run_pytest(python: &Path, home: &Home, server: &TestServer, markers: &str, ex
             "pytest",
             "-q",
             "-rs",
+            "--durations=5",
             "-p",
             "no:cacheprovider",
             "-m",

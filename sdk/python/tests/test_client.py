@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import pytest
@@ -18,9 +19,11 @@ from lap_sdk import (
     ExecExit,
     ExecOutput,
     FileKind,
+    LapConnectionError,
     LapError,
     NotFoundError,
     ReadyFrame,
+    SessionFailedError,
     SessionStatus,
     TuiReply,
 )
@@ -194,3 +197,27 @@ def test_a_session_pauses_hibernates_resumes_and_restarts(lap: Client, agent) ->
     assert lap.sessions.exec(s.id, ["cat", "survives.txt"]).stdout == b"yes"
     assert lap.sessions.restart(s.id).status is SessionStatus.READY
     lap.sessions.delete(s.id)
+
+
+def test_a_server_that_is_not_there_raises_a_connection_error_with_a_hint() -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Client(f"http://127.0.0.1:{port}", "lapk_any") as nowhere, pytest.raises(LapConnectionError) as err:
+        nowhere.health()
+    assert f"127.0.0.1:{port}" in err.value.message and "LAP_URL" in err.value.hint
+
+
+def test_waiting_for_a_session_that_fails_raises_with_its_reason(lap: Client) -> None:
+    # Its repo is on a host the agent may not reach: the clone fails, and so does the session.
+    lap.agents.create(
+        "sdk-unclonable", harness_id="shell", repo_url=f"https://{BLOCKED_HOST}/repo.git", deny_out=[BLOCKED_HOST]
+    )
+    try:
+        created = lap.sessions.create("sdk-unclonable")
+        with pytest.raises(SessionFailedError) as err:
+            lap.sessions.wait_ready(created.id)
+        assert err.value.session.status is SessionStatus.FAILED
+        assert err.value.session.failure_reason and err.value.hint
+    finally:
+        lap.agents.delete("sdk-unclonable")

@@ -1,16 +1,18 @@
-"""The asynchronous client: `AsyncClient` (asyncio), the same surface as `Client`, with `agents`, `sessions`, `files`, `messages`, `ports` and
-`snapshots` beside each other, as the API groups them.
+"""The asynchronous client: `AsyncClient` (asyncio), the same surface as `Client` (client.py),
+each method awaited and each stream an async iterator.
 
 Every call either answers the typed value or raises a `LapError` carrying the API's message,
 status and hint. Every wait has a deadline: plain calls `timeout` (30 s by default), waits and
-streams their own, named where they are taken.
+streams their own, named where they are taken. An async stream left before its end is closed (and
+an exec's command killed) when the iterator is; wrap it in `contextlib.aclosing` to make that
+immediate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
-import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import IO, Any, TypeVar
@@ -32,18 +34,12 @@ from .client import (
     _verify,
 )
 from .config import Settings, resolve
-from .errors import (
-    AuthenticationError,
-    LapConnectionError,
-    LapError,
-    LapTimeoutError,
-    SessionFailedError,
-    from_response,
-)
+from .errors import LapError, LapTimeoutError, SessionFailedError
 
 T = TypeVar("T")
 
 __all__ = ["AsyncClient"]
+
 
 class AsyncClient:
     """A client of `lap serve`. Settings come from the arguments, else `LAP_URL` and
