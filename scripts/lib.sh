@@ -124,3 +124,22 @@ ensure_hermes() {
   as_root ln -sf "$venv/bin/hermes" "$link"
   hermes_is || die "pip installed hermes-agent==$version but \`$link --version\` does not say it" "see $venv"
 }
+
+# Puts a venv with pytest, mypy and the Python SDK (sdk/python, with its pinned httpx) at
+# "$LAP_SDK_PYTHON" (exported: that venv's python), under ${LAP_TOOLS_DIR:-~/.cache/lap-tools}/
+# sdk-python, for tests/sdk_python.rs. `pip install ./sdk/python` runs every time, so a clean
+# checkout's install is what the tests prove; the test puts the worktree's source first on the path.
+ensure_sdk_python() {
+  local venv="${LAP_TOOLS_DIR:-$HOME/.cache/lap-tools}/sdk-python" root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  /usr/bin/python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null ||
+    die "the Python SDK needs Python 3.11 or newer as /usr/bin/python3" "install Debian's python3 (bookworm or newer)"
+  if [ ! -x "$venv/bin/python" ]; then
+    /usr/bin/python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-pip
+    say "creating the Python SDK's test venv in $venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest==9.2.0" "mypy==2.4.1" "$root/sdk/python" >&2 ||
+    die "pip could not install pytest, mypy and sdk/python into $venv" "see pip's message above; delete $venv to start over"
+  export LAP_SDK_PYTHON="$venv/bin/python"
+}
