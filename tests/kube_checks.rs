@@ -660,8 +660,7 @@ async fn every_flow() -> Vec<(String, http::Uri)> {
     kube.delete(&warm.id).await.unwrap();
     kube.delete(&session.id).await.unwrap();
     drop(states);
-    let requests = log.lock().unwrap().clone();
-    requests
+    log.lock().unwrap().clone()
 }
 
 #[tokio::test]
