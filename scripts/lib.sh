@@ -143,3 +143,35 @@ ensure_sdk_python() {
     die "pip could not install pytest, mypy and sdk/python into $venv" "see pip's message above; delete $venv to start over"
   export LAP_SDK_PYTHON="$venv/bin/python"
 }
+
+# The outside checkers of the Kubernetes manifests (tests/kube_checks.rs), pinned: PyPI's
+# `kubernetes-validate` (the upstream OpenAPI schemas, strict) and `checkov` (policy scan).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECKOV_VERSION=3.3.30
+
+# ensure_pypi_tool PACKAGE VERSION COMMAND VAR: puts PyPI's PACKAGE==VERSION in a venv of its own under
+# ${LAP_TOOLS_DIR:-~/.cache/lap-tools}/PACKAGE-VERSION (installed when missing) and exports VAR as the
+# path of its COMMAND; an existing $VAR that runs is kept.
+ensure_pypi_tool() {
+  local package=$1 version=$2 command=$3 var=$4
+  if [ -n "${!var:-}" ] && "${!var}" --version >/dev/null 2>&1; then
+    export "${var?}"
+    return 0
+  fi
+  local venv="${LAP_TOOLS_DIR:-$HOME/.cache/lap-tools}/$package-$version"
+  if ! "$venv/bin/$command" --version >/dev/null 2>&1; then
+    /usr/bin/python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-pip
+    say "installing $package==$version (PyPI) into $venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$package==$version" >&2
+    "$venv/bin/$command" --version >/dev/null 2>&1 ||
+      die "pip installed $package==$version but \`$venv/bin/$command --version\` fails" "see $venv, or set $var"
+  fi
+  export "$var=$venv/bin/$command"
+}
+
+# Puts the pinned kubernetes-validate at "$LAP_KUBERNETES_VALIDATE" and checkov at "$LAP_CHECKOV".
+ensure_kube_checkers() {
+  ensure_pypi_tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" kubernetes-validate LAP_KUBERNETES_VALIDATE
+  ensure_pypi_tool checkov "$CHECKOV_VERSION" checkov LAP_CHECKOV
+}

@@ -40,6 +40,9 @@ ensure_kubectl
 # The Python SDK's test venv (pytest, and sdk/python with its pinned httpx, from PyPI) under
 # ${LAP_TOOLS_DIR:-~/.cache/lap-tools}/sdk-python, for tests/sdk_python.rs.
 ensure_sdk_python
+# The outside checkers of the Kubernetes manifests (tests/kube_checks.rs), pinned, each in a venv of
+# its own: kubernetes-validate (the upstream schemas, strict) and checkov (policy scan).
+ensure_kube_checkers
 # Everything a test needs is installed now: a missing prerequisite is a failure, not a skip.
 export LAP_TEST_STRICT=1
 
