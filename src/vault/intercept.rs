@@ -93,7 +93,7 @@ use super::limits::{Activity, Admission, REFUSAL_TIMEOUT, accept_admitted, serve
 use super::plan::{self, Head, Refusal, Why};
 use super::rewrite::Substitutions;
 use super::tls_io::{Coalesce, TLS_WRITE_BUFFER, transport};
-use super::upstream::{self, UPSTREAM_CONNECT_TIMEOUT, Upstream};
+use super::upstream::{UPSTREAM_CONNECT_TIMEOUT, Upstream};
 use super::websocket;
 
 pub use super::body::MAX_BUFFERED_BODY;
@@ -390,14 +390,12 @@ impl Vault {
             }
         };
         tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_BUFFER));
-        let (driver, upstreams) = upstream::driven();
         let upstream = Arc::new(Upstream::new(
             self.upstream_tls.clone(),
             self.upstream_tls_h1.clone(),
             host.clone(),
             port,
             addr,
-            driver,
         ));
         let vault = self.clone();
         let activity = Activity::new();
@@ -419,14 +417,8 @@ impl Vault {
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(Coalesce::new(tls)), service);
         let idle = self.idle_timeout;
-        // The upstream connections are driven here too ([`upstream::Driven`]), and end with it.
-        tokio::select! {
-            served = serve_until_idle(conn, &activity, idle, |conn| conn.graceful_shutdown()) => {
-                if let Err(err) = served {
-                    tracing::debug!(error = %err, "intercepted connection ended");
-                }
-            }
-            () = upstreams.run() => {}
+        if let Err(err) = serve_until_idle(conn, &activity, idle, |conn| conn.graceful_shutdown()).await {
+            tracing::debug!(error = %err, "intercepted connection ended");
         }
     }
 

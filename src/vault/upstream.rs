@@ -3,19 +3,10 @@
 //! http/1.1 by the upstream's own ALPN and reused for every request of the client connection;
 //! WebSocket upgrades get an http/1.1 connection of their own. It sends what the I/O step of
 //! [`super::intercept`] hands it and decides nothing.
-//!
-//! An upstream connection is driven by the task of the client connection it serves ([`Driven`]),
-//! not a task of its own: a request and its response, and every chunk of a relayed body, then pass
-//! between the two connections without waking another task (often on another thread).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -41,54 +32,6 @@ pub struct Upstream {
     port: u16,
     addr: SocketAddr,
     sender: tokio::sync::Mutex<Option<Sender>>,
-    driver: Driver,
-}
-
-/// A connection's future, until the connection ends.
-type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Hands upstream connections to the [`Driven`] of their client connection.
-#[derive(Clone)]
-pub struct Driver(tokio::sync::mpsc::UnboundedSender<Connection>);
-
-/// The upstream connections of one client connection, driven by [`Driven::run`] in that client
-/// connection's task; they end when it does (as they did when their senders were dropped).
-pub struct Driven {
-    new: tokio::sync::mpsc::UnboundedReceiver<Connection>,
-    running: FuturesUnordered<Connection>,
-}
-
-/// A [`Driver`] and the [`Driven`] it feeds.
-pub fn driven() -> (Driver, Driven) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    (
-        Driver(tx),
-        Driven {
-            new: rx,
-            running: FuturesUnordered::new(),
-        },
-    )
-}
-
-impl Driver {
-    fn drive(&self, connection: impl Future<Output = ()> + Send + 'static) {
-        // The client connection has ended: so has this one's use.
-        let _ = self.0.send(Box::pin(connection));
-    }
-}
-
-impl Driven {
-    /// Drives every connection handed over, forever (the caller stops polling when its client
-    /// connection ends).
-    pub async fn run(mut self) {
-        loop {
-            tokio::select! {
-                Some(connection) = self.new.recv() => self.running.push(connection),
-                Some(()) = self.running.next(), if !self.running.is_empty() => {}
-                else => std::future::pending::<()>().await,
-            }
-        }
-    }
 }
 
 enum Sender {
@@ -113,7 +56,6 @@ impl Upstream {
         host: String,
         port: u16,
         addr: SocketAddr,
-        driver: Driver,
     ) -> Self {
         Self {
             tls,
@@ -122,7 +64,6 @@ impl Upstream {
             port,
             addr,
             sender: tokio::sync::Mutex::new(None),
-            driver,
         }
     }
 
@@ -200,15 +141,11 @@ impl Upstream {
         let io = TokioIo::new(Coalesce::new(tls));
         if h2 {
             let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            self.driver.drive(async move {
-                let _ = conn.await;
-            });
+            tokio::spawn(conn);
             Ok(Sender::H2(sender))
         } else {
             let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-            self.driver.drive(async move {
-                let _ = conn.with_upgrades().await;
-            });
+            tokio::spawn(conn.with_upgrades());
             Ok(Sender::H1(sender))
         }
     }
