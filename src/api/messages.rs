@@ -186,6 +186,7 @@ pub async fn history(State(state): State<AppState>, Path(id): Path<String>) -> R
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Replay the events after this sequence number first (default: only new events).
     after: Option<u64>,
@@ -194,6 +195,7 @@ pub struct EventsQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FormatQuery {
     /// `lap` (default): our events; `opencode`: the opencode bus events LAP's clients read.
     format: Option<Format>,

@@ -49,10 +49,12 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only sessions of this agent (UUID or name).
     agent_id: Option<String>,
-    /// At most this many, 1..=200 (default 50).
+    /// At most this many (default 50); values outside 1..=200 are clamped into it, as LAP does.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
@@ -119,10 +121,12 @@ pub async fn vault_keys(State(state): State<AppState>, Path(id): Path<String>) -
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InterceptionQuery {
     /// Only records after this position (`id` of the last record seen), to follow the log.
     after: Option<u64>,
-    /// At most this many, 1..=5000 (default 500).
+    /// At most this many (default 500); values outside 1..=5000 are clamped into it.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
