@@ -8,7 +8,8 @@
 //! - an operation on a session reaches the sandbox backend, which answers 503 when it cannot do
 //!   that (`--backend fake` keeps no files, a backend that is down).
 //!
-//! It also lists the harness ids (from the catalog in `harness.rs`) as the enum of `harness_id`.
+//! Operation ids are the handler's name prefixed with its tag (`agents_list`, `sessions_list`), so
+//! that each is unique, as OpenAPI requires and SDK generators rely on. It also lists the harness ids (from the catalog in `harness.rs`) as the enum of `harness_id`.
 //!
 //! Each is added only where the handler's own annotation does not already name that status, so a
 //! handler can still describe its own 400s. `tests/openapi_schemathesis.rs` holds the document to
@@ -35,6 +36,7 @@ pub fn complete(doc: &mut OpenApi) {
         ];
         for operation in operations.into_iter().flatten() {
             complete_operation(operation, &master_key);
+            prefix_operation_id(operation);
             if on_a_session {
                 add_error(operation, "503", "the sandbox backend cannot do this now");
             }
@@ -42,6 +44,16 @@ pub fn complete(doc: &mut OpenApi) {
     }
     for body in ["CreateAgent", "UpdateAgent"] {
         list_harnesses(doc, body);
+    }
+}
+
+/// `list` of the `agents` tag becomes `agents_list`.
+fn prefix_operation_id(operation: &mut Operation) {
+    let tag = operation.tags.as_ref().and_then(|tags| tags.first());
+    if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut())
+        && !id.starts_with(&format!("{tag}_"))
+    {
+        *id = format!("{tag}_{id}");
     }
 }
 
