@@ -16,9 +16,12 @@
 //! what the server does.
 
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::Schema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+
+/// What `env` and credential names match (`is_env_name` in `api/agents.rs`).
+const ENV_NAME: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 
 /// Adds the shared error answers to every operation of `doc`.
 pub fn complete(doc: &mut OpenApi) {
@@ -44,6 +47,9 @@ pub fn complete(doc: &mut OpenApi) {
     }
     for body in ["CreateAgent", "UpdateAgent"] {
         list_harnesses(doc, body);
+        for map in ["env", "env_vars"] {
+            name_keys(doc, body, map);
+        }
     }
 }
 
@@ -54,6 +60,20 @@ fn prefix_operation_id(operation: &mut Operation) {
         && !id.starts_with(&format!("{tag}_"))
     {
         *id = format!("{tag}_{id}");
+    }
+}
+
+/// The keys of the map `field` of the schema `name` are environment variable names.
+fn name_keys(doc: &mut OpenApi, name: &str, field: &str) {
+    let Some(RefOr::T(Schema::Object(body))) = doc.components.as_mut().and_then(|c| c.schemas.get_mut(name)) else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(map))) = body.properties.get_mut(field) {
+        let names = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(ENV_NAME))
+            .build();
+        map.property_names = Some(Box::new(Schema::Object(names)));
     }
 }
 

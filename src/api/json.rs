@@ -132,6 +132,18 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
         .hint("see GET /api/v1/openapi.json for the parameters this route takes")
 }
 
+/// A `?after=` position as documented (`int64`, at least 0): positions are SQLite integers.
+pub fn position(after: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match after {
+        Some(after) if i64::try_from(after).is_err() => Err(ApiError::bad_request(format!(
+            "invalid query string: `after` {after} is larger than {}",
+            i64::MAX
+        ))
+        .hint("pass the `id` (or sequence number) of the last record seen")),
+        after => Ok(after),
+    }
+}
+
 pub fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -139,12 +151,17 @@ pub fn too_large() -> ApiError {
     )
 }
 
-/// Parses an optional JSON body: empty means `T::default()` (LAP's session create takes no body).
+/// Parses an optional JSON body: empty or `null` means `T::default()` (LAP's session create takes no
+/// body).
 pub fn parse_optional<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|err| ApiError::bad_request(format!("malformed JSON: {err}")))?;
+    if value.is_null() {
+        // The document's optional body reads as `oneOf: [object, null]`.
+        return Ok(T::default());
+    }
     from_object(value)
 }

@@ -29,7 +29,7 @@ fn to_api_snapshot(row: SnapshotRow, path: Option<std::path::PathBuf>) -> Snapsh
 /// Copy a session's workspace into a new snapshot (a running session is paused for the copy).
 #[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/snapshots", tag = "snapshots",
     params(("id" = String, Path, description = "session UUID")),
-    request_body(content = CreateSnapshot, description = "optional; an empty body means `{}`"),
+    request_body(content = Option<CreateSnapshot>, description = "optional; an empty body means `{}`"),
     security(("master_key" = [])),
     responses((status = 200, body = Snapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 410, body = ErrorBody), (status = 507, body = ErrorBody)))]

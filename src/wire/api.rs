@@ -88,7 +88,11 @@ pub struct CredentialInfo {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialInput {
+    /// An environment variable name.
+    #[schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")]
     pub name: String,
+    /// The real value: at most 16384 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 16384, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub value: String,
     #[serde(default)]
     pub hosts: Vec<String>,

@@ -414,6 +414,15 @@ pub enum StreamFrame {
     },
 }
 
+/// What `POST /message` answers, for the OpenAPI document: the agent's reply, or a TUI session's
+/// [`TuiReply`].
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MessageReply {
+    Message(Message),
+    Tui(TuiReply),
+}
+
 /// What a TUI session answers on `POST /message`, as LAP's TUI harnesses do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TuiReply {
