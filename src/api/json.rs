@@ -58,9 +58,9 @@ fn whole_floats_as_integers(value: &mut serde_json::Value) {
         serde_json::Value::Number(number) => {
             if let Some(float) = number.as_f64().filter(|f| number.is_f64() && f.fract() == 0.0) {
                 // Exact for |f| < 2^63 (and 2^64 unsigned); beyond, the value stays a float.
-                if float >= 0.0 && float < 18_446_744_073_709_551_616.0 {
+                if (0.0..18_446_744_073_709_551_616.0).contains(&float) {
                     *number = serde_json::Number::from(float as u64);
-                } else if float < 0.0 && float >= -9_223_372_036_854_775_808.0 {
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&float) {
                     *number = serde_json::Number::from(float as i64);
                 }
             }

@@ -108,14 +108,16 @@ impl SendMessage {
         let mut pieces: Vec<String> = Vec::new();
         if let Some(text) = &self.text {
             if text.trim().is_empty() {
-                return Err("`text` is blank".to_owned());
+                return Err("the message is empty: `text` is blank".to_owned());
             }
             pieces.push(text.clone());
         }
         for (index, part) in self.parts.iter().flatten().enumerate() {
             match part.get("type").and_then(|t| t.as_str()) {
                 Some("text") => match part.get("text").and_then(|t| t.as_str()) {
-                    Some(text) if text.trim().is_empty() => return Err(format!("`parts[{index}]` has a blank `text`")),
+                    Some(text) if text.trim().is_empty() => {
+                        return Err(format!("`parts[{index}]` is empty: its `text` is blank"));
+                    }
                     Some(text) => pieces.push(text.to_owned()),
                     None => return Err(format!("`parts[{index}]` has no string `text`")),
                 },
@@ -419,7 +421,7 @@ pub enum StreamFrame {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageReply {
-    Message(Message),
+    Message(Box<Message>),
     Tui(TuiReply),
 }
 
