@@ -73,6 +73,33 @@ ensure_kubectl() {
   export LAP_KUBECTL="$venv/bin/kubectl"
 }
 
+# The schemathesis (PyPI) that tests/openapi_schemathesis.rs runs against `lap serve`'s OpenAPI
+# document. Pinned: a new release adds checks, so a bump goes with a green run of that test.
+SCHEMATHESIS_VERSION=4.32.5
+
+# Puts schemathesis $SCHEMATHESIS_VERSION's `st` at "$LAP_SCHEMATHESIS" (exported): an existing
+# $LAP_SCHEMATHESIS, else a venv under ${LAP_TOOLS_DIR:-~/.cache/lap-tools}, installed when missing
+# or another version.
+ensure_schemathesis() {
+  if [ -n "${LAP_SCHEMATHESIS:-}" ] && "$LAP_SCHEMATHESIS" --version >/dev/null 2>&1; then
+    export LAP_SCHEMATHESIS
+    return 0
+  fi
+  local venv="${LAP_TOOLS_DIR:-$HOME/.cache/lap-tools}/schemathesis" out
+  out=$("$venv/bin/st" --version 2>/dev/null) || out=
+  if [[ $out != *"version $SCHEMATHESIS_VERSION" ]]; then
+    /usr/bin/python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-pip
+    say "installing schemathesis==$SCHEMATHESIS_VERSION (PyPI) into $venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
+    out=$("$venv/bin/st" --version 2>/dev/null) || out=
+    [[ $out == *"version $SCHEMATHESIS_VERSION" ]] ||
+      die "pip installed schemathesis==$SCHEMATHESIS_VERSION but \`$venv/bin/st --version\` does not say it" \
+        "see $venv, or set LAP_SCHEMATHESIS to a schemathesis $SCHEMATHESIS_VERSION \`st\`"
+  fi
+  export LAP_SCHEMATHESIS="$venv/bin/st"
+}
+
 # Puts Node.js and npm on PATH (Debian's, with apt, when missing): the web UI's build (build.rs runs
 # `npm ci` in web/) and its browser tests need them. A build without them still works, but embeds
 # a page that says the UI was not built.

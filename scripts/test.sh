@@ -43,6 +43,9 @@ ensure_sdk_python
 # The outside checkers of the Kubernetes manifests (tests/kube_checks.rs), pinned, each in a venv of
 # its own: kubernetes-validate (the upstream schemas, strict) and checkov (policy scan).
 ensure_kube_checkers
+# Schemathesis at its pinned version (scripts/lib.sh), in a venv of its own, for the run against
+# `lap serve`'s OpenAPI document (tests/openapi_schemathesis.rs).
+ensure_schemathesis
 # Everything a test needs is installed now: a missing prerequisite is a failure, not a skip.
 export LAP_TEST_STRICT=1
 

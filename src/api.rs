@@ -12,6 +12,7 @@
 mod admin;
 mod agents;
 mod auth;
+mod doc;
 mod error;
 mod files;
 mod health;
@@ -130,7 +131,7 @@ fn port_routes() -> OpenApiRouter<AppState> {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let (router, doc) = documented_routes().split_for_parts();
+    let (router, doc) = split();
     if !ui::BUILT {
         tracing::warn!("the web UI was not built into this binary; / says how to build it");
     }
@@ -156,7 +157,14 @@ pub fn over_tls(router: Router) -> Router {
 
 /// The OpenAPI document of [`router`].
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().split_for_parts().1
+    split().1
+}
+
+/// The documented routes and their document, completed with the errors shared by kinds of routes.
+fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = documented_routes().split_for_parts();
+    doc::complete(&mut doc);
+    (router, doc)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -2243,6 +2243,77 @@ async fn every_documented_operation_reaches_a_handler() {
 }
 
 #[test]
+fn openapi_operation_ids_are_unique() {
+    let doc = serde_json::to_value(api::openapi()).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no id"));
+            assert!(
+                seen.insert(id.to_owned()),
+                "operationId `{id}` is used twice ({method} {path})"
+            );
+        }
+    }
+}
+
+#[test]
+fn openapi_documents_401_on_every_master_key_route_and_the_body_errors_on_every_json_body() {
+    let doc = serde_json::to_value(api::openapi()).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let keyed = operation["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("master_key").is_some()));
+            if keyed {
+                assert!(responses.contains_key("401"), "{method} {path} lacks 401");
+            }
+            if operation["requestBody"]["content"].get("application/json").is_some() {
+                for status in ["400", "413", "415"] {
+                    assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+                }
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                if parameter["in"] == "path" {
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: `{name}` is not in the path"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_400() {
+    let app = App::new();
+    for body in ["[\"demo\", \"shell\"]", "\"demo\"", "3", "null"] {
+        let reply = app.send_raw(Method::POST, AGENTS, Some("application/json"), body).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "expected a JSON object");
+    }
+    let limits_as_a_list = app.post(AGENTS, json!({"name": "demo", "limits": [null, null]})).await;
+    assert_error(&limits_as_a_list, StatusCode::BAD_REQUEST, "invalid request body");
+}
+
+#[tokio::test]
+async fn a_whole_number_written_with_a_fraction_is_an_integer() {
+    let app = App::new();
+    let agent = app
+        .create_agent(json!({"name": "demo", "harness_id": "shell", "limits": {"memory_mb": 512.0, "cpus": 2.0}}))
+        .await;
+    assert_eq!(agent["limits"]["memory_mb"], 512);
+    let half = app
+        .post(AGENTS, json!({"name": "half", "limits": {"memory_mb": 512.5}}))
+        .await;
+    assert_error(&half, StatusCode::BAD_REQUEST, "limits");
+}
+
+#[test]
 fn openapi_declares_the_master_key_bearer_scheme() {
     let doc = serde_json::to_value(api::openapi()).unwrap();
     let scheme = &doc["components"]["securitySchemes"]["master_key"];

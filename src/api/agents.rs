@@ -34,9 +34,13 @@ const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
 const MAX_ENV: usize = 100;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Page size, 1..=200 (default 50).
+    /// Page size (default 50); values outside 1..=200 are clamped into it, as LAP does.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
+    /// How many agents to skip (default 0).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     offset: Option<u32>,
     /// Case-insensitive substring of name, id or harness.
     search: Option<String>,

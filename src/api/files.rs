@@ -64,12 +64,14 @@ impl Default for FileLimits {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PathQuery {
     /// A path in the sandbox: absolute under `/work` or `/tmp`, or relative to `/work/home`.
     path: String,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// A path in the sandbox: absolute under `/work` or `/tmp`, or relative to `/work/home`.
     path: String,
@@ -79,6 +81,7 @@ pub struct DeleteQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ContentQuery {
     /// A path in the sandbox: absolute under `/work` or `/tmp`, or relative to `/work/home`.
     path: String,
@@ -86,7 +89,9 @@ pub struct ContentQuery {
     /// (created when missing). Modes and times are kept; links stay links.
     #[serde(default)]
     archive: bool,
-    /// Upload only: the file's permission bits in octal (default: those of the file replaced, else 0644).
+    /// Upload only: the file's permission bits in octal, `0644`, `755` or `0o600` (default: those of
+    /// the file replaced, else 0644).
+    #[param(pattern = r"^(0o)?[0-7]{1,4}$")]
     mode: Option<String>,
 }
 

@@ -2,8 +2,9 @@
 //! envelope.
 //!
 //! Malformed JSON and wrong types are 400 with serde's message (which names an unknown field),
-//! a missing or wrong `Content-Type` is 415, and a body over [`MAX_BODY_BYTES`] is 413. A query
-//! string that does not parse (`?limit=many`) is 400 naming the parameter.
+//! a missing or wrong `Content-Type` is 415, and a body over [`MAX_BODY_BYTES`] is 413. A body must
+//! be a JSON object (serde alone would read a struct from an array too). A query string that does
+//! not parse (`?limit=many`) is 400 naming the parameter.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -25,11 +26,62 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => from_object(value).map(Self),
             Err(rejection) => Err(reject(rejection)),
         }
     }
+}
+
+/// `T` from a body that must be a JSON object: serde would also read a struct from an array.
+fn from_object<T: DeserializeOwned>(mut value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(not_an_object(&value));
+    }
+    whole_floats_as_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let err = err.into_inner();
+        let message = if path == "." {
+            format!("invalid request body: {err}")
+        } else {
+            format!("invalid request body: {path}: {err}")
+        };
+        ApiError::bad_request(message).hint("see GET /api/v1/openapi.json for the fields this route takes")
+    })
+}
+
+/// Rewrites `2.0` as `2` throughout: JSON Schema counts a number with a zero fraction as an integer,
+/// and so does the OpenAPI document, but serde's integer types would refuse it.
+fn whole_floats_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|f| number.is_f64() && f.fract() == 0.0) {
+                // Exact for |f| < 2^63 (and 2^64 unsigned); beyond, the value stays a float.
+                if (0.0..18_446_744_073_709_551_616.0).contains(&float) {
+                    *number = serde_json::Number::from(float as u64);
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&float) {
+                    *number = serde_json::Number::from(float as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
+}
+
+fn not_an_object(value: &serde_json::Value) -> ApiError {
+    let kind = match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    };
+    ApiError::bad_request(format!("invalid request body: expected a JSON object, got {kind}"))
+        .hint("see GET /api/v1/openapi.json for the fields this route takes")
 }
 
 fn reject(rejection: JsonRejection) -> ApiError {
@@ -80,6 +132,18 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
         .hint("see GET /api/v1/openapi.json for the parameters this route takes")
 }
 
+/// A `?after=` position as documented (`int64`, at least 0): positions are SQLite integers.
+pub fn position(after: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match after {
+        Some(after) if i64::try_from(after).is_err() => Err(ApiError::bad_request(format!(
+            "invalid query string: `after` {after} is larger than {}",
+            i64::MAX
+        ))
+        .hint("pass the `id` (or sequence number) of the last record seen")),
+        after => Ok(after),
+    }
+}
+
 pub fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -87,13 +151,17 @@ pub fn too_large() -> ApiError {
     )
 }
 
-/// Parses an optional JSON body: empty means `T::default()` (LAP's session create takes no body).
+/// Parses an optional JSON body: empty or `null` means `T::default()` (LAP's session create takes no
+/// body).
 pub fn parse_optional<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => ApiError::bad_request(format!("invalid request body: {err}")),
-        _ => ApiError::bad_request(format!("malformed JSON: {err}")),
-    })
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|err| ApiError::bad_request(format!("malformed JSON: {err}")))?;
+    if value.is_null() {
+        // The document's optional body reads as `oneOf: [object, null]`.
+        return Ok(T::default());
+    }
+    from_object(value)
 }

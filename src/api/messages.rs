@@ -25,7 +25,7 @@ use utoipa::IntoParams;
 use crate::control::messages::{MessageError, Turn};
 use crate::wire::api::ErrorBody;
 use crate::wire::messages::{
-    AbortReply, Event, EventKind, Message, SendMessage, StreamFrame, TuiReply, opencode_events,
+    AbortReply, Event, EventKind, Message, MessageReply, SendMessage, StreamFrame, TuiReply, opencode_events,
 };
 
 use super::json::{ApiQuery, bytes_rejection, parse_optional};
@@ -73,9 +73,10 @@ fn input(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
     params(("id" = String, Path, description = "session UUID")),
     request_body = SendMessage,
     security(("master_key" = [])),
-    responses((status = 200, body = Message, description = "the reply; `{text}` for a TUI session"),
+    responses((status = 200, body = MessageReply, description = "the reply; `{text}` for a TUI session"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 501, body = ErrorBody), (status = 504, body = ErrorBody)))]
+        (status = 501, body = ErrorBody), (status = 502, body = ErrorBody, description = "the turn ended without a reply"),
+        (status = 504, body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -186,14 +187,17 @@ pub async fn history(State(state): State<AppState>, Path(id): Path<String>) -> R
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Replay the events after this sequence number first (default: only new events).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<u64>,
     /// `lap` (default): our events; `opencode`: the opencode bus events LAP's clients read.
     format: Option<Format>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FormatQuery {
     /// `lap` (default): our events; `opencode`: the opencode bus events LAP's clients read.
     format: Option<Format>,
@@ -222,7 +226,8 @@ pub async fn events(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let subscription = state.control.subscribe_events(&id, query.after).await?;
+    let after = super::json::position(query.after)?;
+    let subscription = state.control.subscribe_events(&id, after).await?;
     let backlog = subscription.backlog;
     let live = subscription.live;
     Ok(sse(async_stream(
@@ -281,8 +286,10 @@ pub async fn abort(State(state): State<AppState>, Path(id): Path<String>) -> Res
         ("hsid" = String, Path, description = "the session's harness_session_id")),
     request_body = SendMessage,
     security(("master_key" = [])),
-    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 501, body = ErrorBody)))]
+    responses((status = 200, body = MessageReply, description = "the reply; `{text}` for a TUI session"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 501, body = ErrorBody), (status = 502, body = ErrorBody, description = "the turn ended without a reply"),
+        (status = 504, body = ErrorBody)))]
 pub async fn opencode_send(
     state: State<AppState>,
     Path((id, _hsid)): Path<(String, String)>,

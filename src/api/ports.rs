@@ -213,8 +213,10 @@ pub async fn create_preview(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RevokeQuery {
     /// Revoke this port's URLs only (default: every port's).
+    #[param(minimum = 0, maximum = 65535)]
     port: Option<u16>,
 }
 
@@ -251,7 +253,7 @@ pub async fn revoke_previews(
 /// Open one TCP connection to the sandbox's `127.0.0.1:{port}`, carried by this WebSocket: binary
 /// messages are its bytes, an empty one ends a direction. Master key as bearer only.
 #[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}/portforward/{port}", tag = "ports",
-    params(("id" = String, Path, description = "session UUID"), ("port" = u16, Path, description = "sandbox port")),
+    params(("id" = String, Path, description = "session UUID"), ("port" = u16, Path, maximum = 65535, description = "sandbox port")),
     security(("master_key" = [])),
     responses(
         (status = 101, description = "switching to the WebSocket that carries the connection"),
@@ -344,7 +346,7 @@ enum Served {
 /// sandbox's server unchanged but for `Set-Cookie` (dropped) and `Content-Security-Policy: sandbox`
 /// (added): for a browser, use a preview URL. Every method is proxied; `GET` is shown.
 #[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}/ports/{port}/{path}", tag = "ports",
-    params(("id" = String, Path, description = "session UUID"), ("port" = u16, Path, description = "sandbox port"),
+    params(("id" = String, Path, description = "session UUID"), ("port" = u16, Path, maximum = 65535, description = "sandbox port"),
         ("path" = String, Path, description = "path on the sandbox's server (may be empty, and contain `/`)")),
     security(("master_key" = [])),
     responses(

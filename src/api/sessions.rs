@@ -33,7 +33,7 @@ const EXEC_QUEUE: usize = 16;
 /// Start a session of an agent. Returns at once with status `creating`; poll until `ready`.
 #[utoipa::path(post, path = "/api/v1/managed_agents/agents/{id}/session", tag = "sessions",
     params(("id" = String, Path, description = "agent UUID or name")),
-    request_body(content = CreateSession, description = "optional; an empty body means `{}`"),
+    request_body(content = Option<CreateSession>, description = "optional; an empty body means `{}`"),
     security(("master_key" = [])),
     responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create(
@@ -49,10 +49,12 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only sessions of this agent (UUID or name).
     agent_id: Option<String>,
-    /// At most this many, 1..=200 (default 50).
+    /// At most this many (default 50); values outside 1..=200 are clamped into it, as LAP does.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
@@ -119,10 +121,13 @@ pub async fn vault_keys(State(state): State<AppState>, Path(id): Path<String>) -
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InterceptionQuery {
     /// Only records after this position (`id` of the last record seen), to follow the log.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<u64>,
-    /// At most this many, 1..=5000 (default 500).
+    /// At most this many (default 500); values outside 1..=5000 are clamped into it.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
@@ -136,13 +141,11 @@ pub async fn interceptions(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<InterceptionQuery>,
 ) -> Result<Json<Vec<Interception>>, ApiError> {
+    let after = super::json::position(query.after)?;
     let uuid = existing(&state, &id).await?;
     let limit = query.limit.unwrap_or(500).clamp(1, 5000);
     Ok(Json(
-        state
-            .control
-            .interceptions(uuid, query.after.unwrap_or(0), limit)
-            .await?,
+        state.control.interceptions(uuid, after.unwrap_or(0), limit).await?,
     ))
 }
 
@@ -318,7 +321,7 @@ pub async fn hibernate(
 /// the copy). Returns at once with status `creating`; poll until `ready`.
 #[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/fork", tag = "sessions",
     params(("id" = String, Path, description = "session UUID")),
-    request_body(content = CreateSession, description = "optional; an empty body means `{}`"),
+    request_body(content = Option<CreateSession>, description = "optional; an empty body means `{}`"),
     security(("master_key" = [])),
     responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 410, body = ErrorBody), (status = 507, body = ErrorBody)))]

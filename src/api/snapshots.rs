@@ -29,7 +29,7 @@ fn to_api_snapshot(row: SnapshotRow, path: Option<std::path::PathBuf>) -> Snapsh
 /// Copy a session's workspace into a new snapshot (a running session is paused for the copy).
 #[utoipa::path(post, path = "/api/v1/managed_agents/sessions/{id}/snapshots", tag = "snapshots",
     params(("id" = String, Path, description = "session UUID")),
-    request_body(content = CreateSnapshot, description = "optional; an empty body means `{}`"),
+    request_body(content = Option<CreateSnapshot>, description = "optional; an empty body means `{}`"),
     security(("master_key" = [])),
     responses((status = 200, body = Snapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 410, body = ErrorBody), (status = 507, body = ErrorBody)))]
@@ -60,7 +60,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Snapshot>>, 
 /// Delete a snapshot (by name or id) and its copy.
 #[utoipa::path(delete, path = "/api/v1/managed_agents/snapshots/{name}", tag = "snapshots",
     params(("name" = String, Path, description = "snapshot name or id")), security(("master_key" = [])),
-    responses((status = 200, body = Snapshot), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Snapshot), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the backend keeps no workspaces")))]
 pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Snapshot>, ApiError> {
     let row = state.control.delete_snapshot(&name).await?;
     let path = state.control.snapshot_path(row.id);
@@ -73,7 +74,8 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> 
     params(("name" = String, Path, description = "snapshot name or id")),
     request_body = SessionFromSnapshot,
     security(("master_key" = [])),
-    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 507, body = ErrorBody)))]
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the backend keeps no workspaces"), (status = 507, body = ErrorBody)))]
 pub async fn session(
     State(state): State<AppState>,
     origin: Origin,

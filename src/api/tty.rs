@@ -38,6 +38,7 @@ const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_TOO_BIG: u16 = 1009;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TtyQuery {
     /// The session's `tty_token`, for proxies that strip `Authorization` on upgrades.
     token: Option<String>,

@@ -88,7 +88,11 @@ pub struct CredentialInfo {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialInput {
+    /// An environment variable name.
+    #[schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")]
     pub name: String,
+    /// The real value: at most 16384 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 16384, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub value: String,
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -123,7 +127,7 @@ pub struct Agent {
     pub allow_out: Vec<String>,
     pub deny_out: Vec<String>,
     /// Resource limits of the agent's sandboxes over the server's defaults (absent: none set).
-    #[serde(default, skip_serializing_if = "AgentLimits::is_empty")]
+    #[serde(default, skip_serializing_if = "AgentLimits::is_empty", deserialize_with = "object")]
     pub limits: AgentLimits,
     pub created_at: String,
     pub updated_at: String,
@@ -142,12 +146,15 @@ pub struct Agent {
 pub struct AgentLimits {
     /// Memory, in MiB (16 to 1048576).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 1048576)]
     pub memory_mb: Option<u64>,
     /// Processes and threads (16 to 1000000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 1000000)]
     pub pids: Option<u64>,
     /// CPUs, fractions allowed (0.01 to 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.01, maximum = 1024.0)]
     pub cpus: Option<f64>,
 }
 
@@ -170,6 +177,8 @@ pub struct AgentList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
+    /// 1-63 characters of a-z, 0-9 and `-`, starting with a letter or digit; unique, and not a UUID.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: String,
     /// Defaults to `opencode`, as in LAP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,7 +196,7 @@ pub struct CreateAgent {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "objects")]
     pub credentials: Vec<CredentialInput>,
     /// LAP's form of credentials: name → real value (vaulted, never returned).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -206,7 +215,7 @@ pub struct CreateAgent {
     pub allow_out: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_out: Vec<String>,
-    #[serde(default, skip_serializing_if = "AgentLimits::is_empty")]
+    #[serde(default, skip_serializing_if = "AgentLimits::is_empty", deserialize_with = "object")]
     pub limits: AgentLimits,
 }
 
@@ -216,7 +225,10 @@ pub struct CreateAgent {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
+    /// A new name: 1-63 characters of a-z, 0-9 and `-`, starting with a letter or digit; unique, and
+    /// not a UUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness_id: Option<String>,
@@ -232,7 +244,7 @@ pub struct UpdateAgent {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "objects")]
     pub credentials: Vec<CredentialInput>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_vars: BTreeMap<String, String>,
@@ -251,7 +263,11 @@ pub struct UpdateAgent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_out: Option<Vec<String>>,
     /// Replaces the agent's limits (`{}` clears them); applies to sessions created afterwards.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_object"
+    )]
     pub limits: Option<AgentLimits>,
 }
 
@@ -345,8 +361,9 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshot {
-    /// Unique name, `[A-Za-z0-9._-]`, at most 64 characters (default: generated).
+    /// Unique name, `[A-Za-z0-9._-]`, at most 64 characters, not starting with `.` (default: generated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     pub name: Option<String>,
 }
 
@@ -445,6 +462,7 @@ pub const MAX_EXEC_LINE: usize = 256 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct ExecCommand {
     /// The program and its arguments.
+    #[schema(min_items = 1)]
     pub command: Vec<String>,
     /// All of the command's stdin, base64 (standard alphabet, padded); none means empty stdin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -465,4 +483,38 @@ pub enum ExecEvent {
     Stderr(String),
     ExitCode(i32),
     Error(String),
+}
+
+/// Reads a struct only from a JSON object: serde's derive would read one from an array too, which
+/// the OpenAPI document forbids.
+fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let map = serde_json::Map::deserialize(deserializer)?;
+    T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
+}
+
+/// [`object`] for an optional field (`null` is none).
+fn optional_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?
+        .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// [`object`] for each item of a list.
+fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Vec::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?
+        .into_iter()
+        .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
+        .collect()
 }

@@ -141,7 +141,7 @@ pub fn format_mode(mode: u32) -> String {
 /// Parses permission bits written in octal (`"644"`, `"0644"`, `"0o644"`).
 pub fn parse_mode(text: &str) -> Option<u32> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
-    if digits.is_empty() || digits.len() > 4 {
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return None;
     }
     u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)

@@ -17,16 +17,83 @@ use uuid::Uuid;
 pub const MAX_MESSAGE_CHARS: usize = 256 * 1024;
 
 /// `POST /sessions/{id}/message` and `…/message_stream`: the user's turn. Either `text`, or
-/// `parts` of type `text` (LAP's body); both may be given and are joined.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+/// `parts` of type `text` (LAP's body); both may be given and are joined. A given text must not be
+/// blank (only [`char::is_whitespace`] characters). Its schema is written by hand
+/// ([`SendMessage::schema`]): "text or parts" is an `anyOf` the derive cannot state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SendMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// `[{"type":"text","text":…}]`; other part types are refused with a 400.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
     pub parts: Option<Vec<serde_json::Value>>,
 }
+
+/// A string that is not blank: it holds a character outside [`char::is_whitespace`], spelled out so
+/// that every regex dialect reads it alike.
+const NOT_BLANK: &str =
+    "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]";
+
+impl utoipa::PartialSchema for SendMessage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, SchemaType, Type};
+        let text = |nullable: bool| {
+            let kind = if nullable {
+                SchemaType::from_iter([Type::String, Type::Null])
+            } else {
+                SchemaType::new(Type::String)
+            };
+            ObjectBuilder::new()
+                .schema_type(kind)
+                .pattern(Some(NOT_BLANK))
+                .max_length(Some(MAX_MESSAGE_CHARS))
+        };
+        let part = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["text"])),
+                )
+                .required("type")
+                .property("text", text(false))
+                .required("text")
+        };
+        let parts = |required: bool| {
+            let kind = if required {
+                SchemaType::new(Type::Array)
+            } else {
+                SchemaType::from_iter([Type::Array, Type::Null])
+            };
+            ArrayBuilder::new()
+                .schema_type(kind)
+                .items(part())
+                .min_items(required.then_some(1))
+        };
+        let with_text = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("text", text(false))
+            .required("text")
+            .property("parts", parts(false));
+        let with_parts = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("text", text(true))
+            .property("parts", parts(true))
+            .required("parts");
+        AnyOfBuilder::new()
+            .item(with_text)
+            .item(with_parts)
+            .description(Some(
+                "The user's turn: a non-blank `text`, or `parts` of type `text` (each non-blank), or both \
+                 (joined by a blank line); at most 262144 characters in all.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for SendMessage {}
 
 impl SendMessage {
     pub fn text(text: impl Into<String>) -> Self {
@@ -40,11 +107,17 @@ impl SendMessage {
     pub fn input(&self) -> Result<String, String> {
         let mut pieces: Vec<String> = Vec::new();
         if let Some(text) = &self.text {
+            if text.trim().is_empty() {
+                return Err("the message is empty: `text` is blank".to_owned());
+            }
             pieces.push(text.clone());
         }
         for (index, part) in self.parts.iter().flatten().enumerate() {
             match part.get("type").and_then(|t| t.as_str()) {
                 Some("text") => match part.get("text").and_then(|t| t.as_str()) {
+                    Some(text) if text.trim().is_empty() => {
+                        return Err(format!("`parts[{index}]` is empty: its `text` is blank"));
+                    }
                     Some(text) => pieces.push(text.to_owned()),
                     None => return Err(format!("`parts[{index}]` has no string `text`")),
                 },
@@ -341,6 +414,15 @@ pub enum StreamFrame {
     Error {
         message: String,
     },
+}
+
+/// What `POST /message` answers, for the OpenAPI document: the agent's reply, or a TUI session's
+/// [`TuiReply`].
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MessageReply {
+    Message(Box<Message>),
+    Tui(TuiReply),
 }
 
 /// What a TUI session answers on `POST /message`, as LAP's TUI harnesses do.

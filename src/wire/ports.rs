@@ -37,9 +37,11 @@ pub struct ListeningPorts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreatePreviewUrl {
     /// The sandbox port the URL opens (its `127.0.0.1:PORT`).
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: u16,
     /// Seconds until the URL stops working (default 3600, at most 604800).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_seconds: Option<u64>,
 }
 
