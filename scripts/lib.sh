@@ -100,6 +100,23 @@ ensure_schemathesis() {
   export LAP_SCHEMATHESIS="$venv/bin/st"
 }
 
+# The official MCP Python SDK (PyPI `mcp`, pinned), in a venv of its own, for the MCP client of
+# tests/mcp.rs (tests/mcp_client.py); exports LAP_MCP_PYTHON, its python.
+MCP_SDK_VERSION=2.3.0
+ensure_mcp_sdk() {
+  local venv="${LAP_TOOLS_DIR:-$HOME/.cache/lap-tools}/mcp-sdk" installed
+  installed=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null || true)
+  if [ "$installed" != "$MCP_SDK_VERSION" ]; then
+    /usr/bin/python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-pip
+    say "installing mcp $MCP_SDK_VERSION (PyPI) into $venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_SDK_VERSION" >&2
+    "$venv/bin/python" -c 'import mcp.client.stdio, mcp.client.streamable_http' ||
+      die "mcp $MCP_SDK_VERSION installed no working MCP client in $venv" "remove $venv and run scripts/test.sh again"
+  fi
+  export LAP_MCP_PYTHON="$venv/bin/python"
+}
+
 # Puts Node.js and npm on PATH (Debian's, with apt, when missing): the web UI's build (build.rs runs
 # `npm ci` in web/) and its browser tests need them. A build without them still works, but embeds
 # a page that says the UI was not built.

@@ -46,6 +46,8 @@ ensure_kube_checkers
 # Schemathesis at its pinned version (scripts/lib.sh), in a venv of its own, for the run against
 # `lap serve`'s OpenAPI document (tests/openapi_schemathesis.rs).
 ensure_schemathesis
+# The official MCP Python SDK (pinned, in a venv of its own), the real MCP client of tests/mcp.rs.
+ensure_mcp_sdk
 # Everything a test needs is installed now: a missing prerequisite is a failure, not a skip.
 export LAP_TEST_STRICT=1
 

@@ -21,6 +21,7 @@ mod login;
 mod logout;
 mod ls;
 mod man;
+mod mcp;
 mod open;
 // Issue 17 part 1 (ports).
 mod port_forward;
@@ -152,6 +153,8 @@ pub enum Command {
     Man(man::Args),
     /// Forward local ports to a session's sandbox, like `kubectl port-forward`
     PortForward(port_forward::Args),
+    /// Serve lap's sessions as tools to an MCP client over stdio: `claude mcp add lap -- lap mcp`
+    Mcp(mcp::Args),
     /// Run a sandbox's harness (started by `lap serve`)
     #[command(hide = true)]
     Harness(harness::Args),
@@ -266,6 +269,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Chat(args) => chat::run(args, &ctx).await,
                     Command::Open(words) => open::run(words, &ctx).await,
                     Command::PortForward(args) => port_forward::run(args, &ctx).await,
+                    Command::Mcp(args) => mcp::run(args, &ctx).await,
                     Command::Serve(_)
                     | Command::Completions(_)
                     | Command::Man(_)

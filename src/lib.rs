@@ -11,6 +11,7 @@ pub mod client;
 pub mod control;
 pub mod error;
 pub mod harness;
+pub mod mcp;
 pub mod metrics;
 pub mod output;
 pub mod platform;

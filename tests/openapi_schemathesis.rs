@@ -1,4 +1,4 @@
-//! The OpenAPI document holds for the server: Schemathesis (PyPI, pinned in scripts/tool-versions)
+//! The OpenAPI document holds for the server: Schemathesis (PyPI, pinned in scripts/lib.sh)
 //! generates requests from `lap serve`'s own `/api/v1/openapi.json` and sends them, with the master
 //! key, to a real `lap serve --backend fake` on 127.0.0.1. Every check runs (status codes, content
 //! types, response schemas, schema-valid requests accepted and schema-invalid ones refused,

@@ -352,6 +352,14 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         }
         None => router,
     };
+    // Issue 18: MCP at `/mcp`, its tools calling this server's own API (loopback, the master key),
+    // as `lap mcp` does with the client config written below.
+    let loopback = crate::client::Client::new(&url, Some(master_key.clone()), args.tls_cert.as_deref())?;
+    let router = router.merge(crate::mcp::http::router(
+        loopback,
+        Arc::new(master_key.clone()),
+        shutdown.child_token(),
+    ));
     write_client_config(env, &url, &master_key, args.tls_cert.as_deref(), out);
     out.status(format!(
         "lap serve listening on {url} (backend: {}, data: {})",

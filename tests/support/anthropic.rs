@@ -16,6 +16,9 @@
 //!   held open (a model that stalls), until the CLI gives up the request (an abort);
 //! - text starting with [`RUN_PWD`]: a `Bash` tool call of `pwd`; the request that carries its result
 //!   gets `ran: OUTPUT`;
+//! - text starting with [`RUN_LAP_MCP`] `SESSION COMMAND`: a call of lap's MCP tool `run_command`
+//!   ([`LAP_MCP_TOOL`]) with that session and shell command; the request that carries its result
+//!   gets `ran: OUTPUT` (tests/mcp.rs);
 //! - text starting with [`OVERLOADED`]: 529 to the first [`OVERLOADS`] requests of that text (the CLI
 //!   retries them, backing off), then the echo.
 //!
@@ -39,6 +42,10 @@ pub const HANG: &str = "HOLD-THE-LINE";
 pub const HANG_FIRST: &str = "working";
 /// A user message starting with this gets a `Bash` call of `pwd`, and then `ran: OUTPUT`.
 pub const RUN_PWD: &str = "RUN-PWD";
+/// A user message `RUN-LAP-MCP SESSION COMMAND` gets a call of [`LAP_MCP_TOOL`], and then `ran: OUTPUT`.
+pub const RUN_LAP_MCP: &str = "RUN-LAP-MCP";
+/// lap's `run_command` tool as Claude Code names it when the MCP server is called `lap`.
+pub const LAP_MCP_TOOL: &str = "mcp__lap__run_command";
 /// A user message starting with this is refused with 529 [`OVERLOADS`] times (each text on its own),
 /// then answered.
 pub const OVERLOADED: &str = "OVERLOADED-AT-FIRST";
@@ -61,6 +68,12 @@ pub fn start() -> Option<World> {
     }
     let overloaded = Arc::new(Mutex::new(HashMap::new()));
     Some(World::start(HOST, move |seen: &Seen| api(seen, &overloaded)))
+}
+
+/// The fake's answers as a handler of [`super::vendor::serve_plain`].
+pub fn handler() -> super::vendor::Handler {
+    let overloaded = Arc::new(Mutex::new(HashMap::new()));
+    Arc::new(move |seen: &Seen| api(seen, &overloaded))
 }
 
 /// Creates agent `name` on the `claude-agent-sdk` harness with [`MODEL`], its `ANTHROPIC_API_KEY`
@@ -168,6 +181,11 @@ fn api(request: &Seen, overloaded: &Overloads) -> Reply {
     let said = last_user_text(&body);
     if said.starts_with(RUN_PWD) {
         return streamed_tool_call(&model, "toolu_fake_pwd", "Bash", json!({"command": "pwd"}));
+    }
+    if let Some(rest) = said.strip_prefix(RUN_LAP_MCP) {
+        let (session, command) = rest.trim().split_once(' ').unwrap_or((rest.trim(), "true"));
+        let input = json!({"session_id": session, "command": command});
+        return streamed_tool_call(&model, "toolu_fake_lap_mcp", LAP_MCP_TOOL, input);
     }
     if said.starts_with(HANG) {
         let events = vec![

@@ -257,6 +257,46 @@ async fn serve(
     addr
 }
 
+/// The same fake over plain HTTP on `127.0.0.1:0`, for a tool run on this machine outside any
+/// sandbox (tests/mcp.rs runs `claude` with `ANTHROPIC_BASE_URL` set to it); returns the address.
+pub async fn serve_plain(seen: Arc<Mutex<Vec<Seen>>>, handler: Handler) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hangs_ended = Arc::new(Mutex::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (seen, hangs_ended, handler) = (seen.clone(), hangs_ended.clone(), handler.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (seen, hangs_ended, handler) = (seen.clone(), hangs_ended.clone(), handler.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                        let request = Seen {
+                            method: parts.method.to_string(),
+                            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                            headers: parts
+                                .headers
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .collect(),
+                            body,
+                        };
+                        let reply = handler(&request);
+                        seen.lock().unwrap().push(request);
+                        Ok::<_, Infallible>(respond(reply, hangs_ended))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// The response of `reply`: its pieces written as they come due (a client that goes away ends it).
 fn respond(
     reply: Reply,
