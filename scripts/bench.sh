@@ -12,7 +12,7 @@
 #                            `ssh localhost` to an sshd of its own (openssh from apt; run as root)
 #   scripts/bench.sh workspace  pause -> resume and hibernate -> resume to the first terminal byte
 #                            (p50/p99, beside E2B's ~1 s) and fork time by workspace size
-#                            (real sandboxes: run as root; LAP_BENCH_FORK_MB=10,1024,10240)
+#                            (real sandboxes: run as root; LAP_BENCH_FORK_MB=10,1024 by default, add 10240 for 10 GB)
 #   scripts/bench.sh ports   `lap port-forward` connection latency, round trip and throughput,
 #                            beside `ssh -L` to an sshd of its own (openssh from apt; run as root)
 #   scripts/bench.sh files   `lap cp` upload and download MB/s beside `scp` to an sshd of its own
