@@ -475,9 +475,9 @@ class Message(_Model):
 
 @dataclass
 class TuiReply(_Model):
-    """What a terminal (TUI) session answers to a message: connect to its terminal instead.
-    (Not a schema of the OpenAPI document, which names it in `POST /message`'s description only.)"""
+    """What a terminal (TUI) session answers to a message: connect to its terminal instead."""
 
+    SCHEMA: ClassVar[str] = "TuiReply"
     text: str
 
 
