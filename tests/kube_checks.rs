@@ -563,39 +563,6 @@ fn recording_backend(url: &str, reach: Reach, log: &Log) -> Kube {
     )
 }
 
-/// A real `lap vault sidecar`, as the pod's vault container, for the flows through its admin port.
-struct Sidecar(std::process::Child, std::net::SocketAddr);
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sidecar(dir: &Path, token: &str) -> Sidecar {
-    lap::vault::ca::CertificateAuthority::load_or_create(&dir.join("ca")).unwrap();
-    std::fs::write(dir.join("admin-token"), token).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lap"));
-    command
-        .args([
-            "vault",
-            "sidecar",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--ca-dir",
-        ])
-        .arg(dir.join("ca"))
-        .arg("--admin-token-file")
-        .arg(dir.join("admin-token"))
-        .env_clear()
-        .env("HOME", dir);
-    let (child, line) = support::spawn_first_line(command);
-    Sidecar(child, support::addr_after(&line, "admin on "))
-}
-
 /// Every flow of the backend that talks to the API server, once: create (warm and for a session),
 /// the watcher, claim, late binding and the vault's records through port-forward, a restarted
 /// server's adoption (list) and its reading of tokens from the Secret, reaching a pod by its IP,
@@ -642,8 +609,8 @@ async fn every_flow() -> Vec<(String, http::Uri)> {
     let token = base64::engine::general_purpose::STANDARD
         .decode(secret["data"][manifest::keys::ADMIN_TOKEN].as_str().unwrap())
         .unwrap();
-    let sidecar = sidecar(dir.path(), std::str::from_utf8(&token).unwrap());
-    api.forward(manifest::ADMIN_PORT, sidecar.1);
+    let sidecar = support::sidecar(dir.path(), std::str::from_utf8(&token).unwrap());
+    api.forward(manifest::ADMIN_PORT, sidecar.admin);
     assert!(kube.claim(&warm.id, "s-1").await.unwrap());
     kube.bind_vault(&warm.id, &VaultBinding::default()).await.unwrap();
     // A restarted server: adopts by listing, reads the tokens from the Secret.

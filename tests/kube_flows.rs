@@ -6,7 +6,6 @@
 mod kube_fake;
 mod support;
 
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -199,43 +198,6 @@ async fn the_watcher_reports_oom_kills_evictions_and_deletions_by_sandbox_id() {
     assert_eq!(states.next().await.unwrap().unwrap(), (a.id.clone(), PodState::Gone));
 }
 
-/// A real `lap vault sidecar` with its admin endpoint, as the pod's vault container.
-struct Sidecar {
-    child: Child,
-    admin: std::net::SocketAddr,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sidecar(dir: &std::path::Path, token: &str) -> Sidecar {
-    lap::vault::ca::CertificateAuthority::load_or_create(&dir.join("ca")).unwrap();
-    std::fs::write(dir.join("admin-token"), token).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lap"));
-    command
-        .args([
-            "vault",
-            "sidecar",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--ca-dir",
-        ])
-        .arg(dir.join("ca"))
-        .arg("--admin-token-file")
-        .arg(dir.join("admin-token"))
-        .env_clear()
-        .env("HOME", dir);
-    let (child, line) = support::spawn_first_line(command);
-    let admin = support::addr_after(&line, "admin on ");
-    Sidecar { child, admin }
-}
-
 #[tokio::test]
 async fn late_binding_reaches_the_real_sidecar_through_port_forward_with_the_secret_token() {
     use base64::Engine;
@@ -246,7 +208,7 @@ async fn late_binding_reaches_the_real_sidecar_through_port_forward_with_the_sec
         .decode(secret["data"][manifest::keys::ADMIN_TOKEN].as_str().unwrap())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sidecar = sidecar(dir.path(), std::str::from_utf8(&token).unwrap());
+    let sidecar = support::sidecar(dir.path(), std::str::from_utf8(&token).unwrap());
     api.forward(manifest::ADMIN_PORT, sidecar.admin);
     let binding = VaultBinding {
         credentials: vec![BoundCredential {
@@ -281,7 +243,7 @@ async fn late_binding_with_a_token_the_sidecar_does_not_know_is_refused() {
     let (api, _url, kube) = backend().await;
     let warm = kube.create(&spec(None)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sidecar = sidecar(dir.path(), "a-different-token");
+    let sidecar = support::sidecar(dir.path(), "a-different-token");
     api.forward(manifest::ADMIN_PORT, sidecar.admin);
     let err = kube.bind(&warm.id, &VaultBinding::default()).await.unwrap_err();
     assert_eq!(

@@ -584,6 +584,45 @@ pub fn addr_after(line: &str, after: &str) -> std::net::SocketAddr {
         .unwrap()
 }
 
+/// A real `lap vault sidecar` with its admin endpoint, as a sandbox pod's vault container, for the
+/// Kubernetes flows through its admin port; killed when dropped.
+pub struct Sidecar {
+    child: Child,
+    pub admin: std::net::SocketAddr,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a sidecar whose CA is made in `dir` and whose admin endpoint wants `token`.
+pub fn sidecar(dir: &std::path::Path, token: &str) -> Sidecar {
+    lap::vault::ca::CertificateAuthority::load_or_create(&dir.join("ca")).unwrap();
+    std::fs::write(dir.join("admin-token"), token).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lap"));
+    command
+        .args([
+            "vault",
+            "sidecar",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--ca-dir",
+        ])
+        .arg(dir.join("ca"))
+        .arg("--admin-token-file")
+        .arg(dir.join("admin-token"))
+        .env_clear()
+        .env("HOME", dir);
+    let (child, line) = spawn_first_line(command);
+    let admin = addr_after(&line, "admin on ");
+    Sidecar { child, admin }
+}
+
 /// `program` (Python source) as one command line an agent can run: `python3 -c …` decoding it from
 /// base64, so no quoting of the source is needed.
 pub fn python_command(program: &str) -> String {

@@ -223,29 +223,7 @@ async fn serve(
                 (acceptor.clone(), seen.clone(), hangs_ended.clone(), handler.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (seen, hangs_ended, handler) = (seen.clone(), hangs_ended.clone(), handler.clone());
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-                        let request = Seen {
-                            method: parts.method.to_string(),
-                            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
-                            headers: parts
-                                .headers
-                                .iter()
-                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                                .collect(),
-                            body,
-                        };
-                        let reply = handler(&request);
-                        seen.lock().unwrap().push(request);
-                        if reply.silent {
-                            // Dropped (and counted) when the client goes away.
-                            let _ended = HangEnded(hangs_ended.clone());
-                            std::future::pending::<()>().await;
-                        }
-                        Ok::<_, Infallible>(respond(reply, hangs_ended))
-                    }
+                    answer(req, seen.clone(), hangs_ended.clone(), handler.clone())
                 });
                 let Ok(stream) = acceptor.accept(tcp).await else { return };
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -269,24 +247,7 @@ pub async fn serve_plain(seen: Arc<Mutex<Vec<Seen>>>, handler: Handler) -> std::
             let (seen, hangs_ended, handler) = (seen.clone(), hangs_ended.clone(), handler.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (seen, hangs_ended, handler) = (seen.clone(), hangs_ended.clone(), handler.clone());
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-                        let request = Seen {
-                            method: parts.method.to_string(),
-                            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
-                            headers: parts
-                                .headers
-                                .iter()
-                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                                .collect(),
-                            body,
-                        };
-                        let reply = handler(&request);
-                        seen.lock().unwrap().push(request);
-                        Ok::<_, Infallible>(respond(reply, hangs_ended))
-                    }
+                    answer(req, seen.clone(), hangs_ended.clone(), handler.clone())
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service)
@@ -295,6 +256,36 @@ pub async fn serve_plain(seen: Arc<Mutex<Vec<Seen>>>, handler: Handler) -> std::
         }
     });
     addr
+}
+
+/// One request to the fake: recorded in `seen`, answered as `handler` says (a silent reply holds
+/// the response open until the client goes away).
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    hangs_ended: Arc<Mutex<usize>>,
+    handler: Handler,
+) -> Result<hyper::Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let request = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body,
+    };
+    let reply = handler(&request);
+    seen.lock().unwrap().push(request);
+    if reply.silent {
+        // Dropped (and counted) when the client goes away.
+        let _ended = HangEnded(hangs_ended.clone());
+        std::future::pending::<()>().await;
+    }
+    Ok(respond(reply, hangs_ended))
 }
 
 /// The response of `reply`: its pieces written as they come due (a client that goes away ends it).
