@@ -24,12 +24,15 @@ use serde::de::DeserializeOwned;
 use crate::secret::Secret;
 use crate::wire::api::{
     Agent, AgentList, CreateAgent, CreateSession, DeletedSession, ErrorBody, ExecCommand, ExecEvent, Health,
-    Interception, MAX_EXEC_LINE, PREFIX, Session, UpdateAgent,
+    Interception, MAX_EXEC_LINE, PREFIX, Session, SessionStatus, UpdateAgent,
 };
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How soon, and at most how long apart, [`Client::wait_while_creating`] polls.
+const POLL_FIRST: Duration = Duration::from_millis(10);
+const POLL_LONGEST: Duration = Duration::from_millis(250);
 /// How long `lap exec` may run: commands are long-lived, like `kubectl exec`.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
@@ -322,6 +325,29 @@ impl Client {
     pub async fn get_session(&self, id: &str) -> Result<Session, ClientError> {
         self.call::<_, ()>(Method::GET, &format!("{PREFIX}/sessions/{}", encode(id)), None)
             .await
+    }
+
+    /// Polls a session until it leaves `creating`: `Ok(Some)` with it then, `Ok(None)` when `wait`
+    /// passed first. Polls soon (a bring-up often takes tens of milliseconds), then less often, up
+    /// to [`POLL_LONGEST`]; `progress` sees each state read.
+    pub async fn wait_while_creating(
+        &self,
+        mut session: Session,
+        wait: Duration,
+        mut progress: impl FnMut(&Session),
+    ) -> Result<Option<Session>, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut poll = POLL_FIRST;
+        while session.status == SessionStatus::Creating {
+            progress(&session);
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL_LONGEST);
+            session = self.get_session(&session.id.to_string()).await?;
+        }
+        Ok(Some(session))
     }
 
     pub async fn list_sessions(&self, agent: Option<&str>, limit: u32) -> Result<Vec<Session>, ClientError> {

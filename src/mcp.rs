@@ -17,7 +17,7 @@
 
 pub mod http;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use rmcp::handler::server::wrapper::Parameters;
@@ -42,8 +42,6 @@ const READY_WAIT: u64 = 90;
 const COMMAND_WAIT: u64 = 120;
 /// The longest wait a caller may ask for, of either.
 const MAX_WAIT: u64 = 3600;
-/// How often a starting session is polled.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// The title of the sessions this server creates.
 const SESSION_TITLE: &str = "lap-mcp";
 
@@ -434,18 +432,18 @@ impl rmcp::ServerHandler for LapTools {}
 
 impl LapTools {
     /// Polls a starting session until it leaves `creating`, at most `wait`; an error unless `ready`.
-    async fn wait_until_ready(&self, mut session: Session, wait: Duration) -> Result<Session, ToolError> {
-        let started = Instant::now();
-        while session.status == SessionStatus::Creating {
-            if started.elapsed() > wait {
-                return Err(ToolError::failed(
-                    format!("session {} was not ready after {}s", session.id, wait.as_secs()),
+    async fn wait_until_ready(&self, session: Session, wait: Duration) -> Result<Session, ToolError> {
+        let id = session.id;
+        let session = self
+            .client
+            .wait_while_creating(session, wait, |_| {})
+            .await?
+            .ok_or_else(|| {
+                ToolError::failed(
+                    format!("session {id} was not ready after {}s", wait.as_secs()),
                     "give a larger `wait_seconds`, or look again with `list_sessions`",
-                ));
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-            session = self.client.get_session(&session.id.to_string()).await?;
-        }
+                )
+            })?;
         if session.status != SessionStatus::Ready {
             return Err(ToolError::failed(
                 format!(

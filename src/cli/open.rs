@@ -14,10 +14,6 @@ use crate::client::{Client, ClientError};
 use crate::error::Error;
 use crate::wire::api::{CreateSession, SESSION_PAGE_MAX, Session, SessionStatus};
 
-/// How often a starting session is polled: first after [`POLL_FIRST`], then twice as long each
-/// time, up to [`POLL_INTERVAL`] (a bring-up often takes a few tens of milliseconds).
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
-const POLL_FIRST: Duration = Duration::from_millis(10);
 /// How long a session may take to become ready (LAP's CLI gives up after 90 s).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Agent names listed when the wanted one does not exist.
@@ -103,35 +99,29 @@ pub(super) async fn no_such_agent(client: &Client, name: &str) -> Error {
 pub(super) async fn wait_until_ready(
     ctx: &Ctx,
     client: &Client,
-    mut session: Session,
+    session: Session,
     agent: &str,
 ) -> Result<Session, Error> {
-    if session.status == SessionStatus::Creating {
-        let started = Instant::now();
-        let mut poll = POLL_FIRST;
-        let spinner = ctx.out.spinner(format!("starting `{agent}`"));
-        while session.status == SessionStatus::Creating {
-            if started.elapsed() > READY_TIMEOUT {
-                spinner.finish_and_clear();
-                return Err(Error::failed_with_hint(
-                    format!(
-                        "session {} did not reach ready in {}s",
-                        session.id,
-                        READY_TIMEOUT.as_secs()
-                    ),
-                    format!("check it with `lap sessions show {}`", session.id),
-                ));
-            }
+    if session.status != SessionStatus::Creating {
+        return Ok(session);
+    }
+    let id = session.id;
+    let started = Instant::now();
+    let spinner = ctx.out.spinner(format!("starting `{agent}`"));
+    let waited = client
+        .wait_while_creating(session, READY_TIMEOUT, |s| {
             spinner.set_message(format!(
                 "starting `{agent}`: {} ({:.1}s)",
-                session.phase.as_deref().unwrap_or("creating"),
+                s.phase.as_deref().unwrap_or("creating"),
                 started.elapsed().as_secs_f32()
             ));
-            tokio::time::sleep(poll).await;
-            poll = (poll * 2).min(POLL_INTERVAL);
-            session = client.get_session(&session.id.to_string()).await?;
-        }
-        spinner.finish_and_clear();
-    }
-    Ok(session)
+        })
+        .await;
+    spinner.finish_and_clear();
+    waited?.ok_or_else(|| {
+        Error::failed_with_hint(
+            format!("session {id} did not reach ready in {}s", READY_TIMEOUT.as_secs()),
+            format!("check it with `lap sessions show {id}`"),
+        )
+    })
 }

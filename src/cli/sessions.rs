@@ -6,7 +6,7 @@
 //! path on the server and size); `pause`, `resume`, `hibernate` and `fork` drive its lifecycle
 //! (`control/workspace.rs`); `create --from SNAPSHOT` starts on a copy of a snapshot.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Subcommand;
 
@@ -15,7 +15,6 @@ use crate::error::Error;
 use crate::wire::api::{CreateSession, Session, SessionFromSnapshot, SessionStatus};
 
 /// How often `create` polls while waiting.
-const POLL_INTERVAL: Duration = Duration::from_millis(150);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -237,22 +236,21 @@ async fn finish_create(
 ) -> Result<(), Error> {
     if !no_wait {
         let spinner = ctx.out.spinner(format!("starting {label}"));
-        let deadline = Instant::now() + Duration::from_secs(timeout);
-        while session.status == SessionStatus::Creating {
-            if Instant::now() > deadline {
-                spinner.finish_and_clear();
-                return Err(Error::failed_with_hint(
-                    format!("session {} was not ready after {timeout}s", session.id),
-                    format!("check it with `lap sessions show {}`", session.id),
-                ));
-            }
-            if let Some(phase) = &session.phase {
-                spinner.set_message(format!("starting {label}: {phase}"));
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-            session = client.get_session(&session.id.to_string()).await?;
-        }
+        let id = session.id;
+        let waited = client
+            .wait_while_creating(session, Duration::from_secs(timeout), |s| {
+                if let Some(phase) = &s.phase {
+                    spinner.set_message(format!("starting {label}: {phase}"));
+                }
+            })
+            .await;
         spinner.finish_and_clear();
+        session = waited?.ok_or_else(|| {
+            Error::failed_with_hint(
+                format!("session {id} was not ready after {timeout}s"),
+                format!("check it with `lap sessions show {id}`"),
+            )
+        })?;
         if session.status != SessionStatus::Ready {
             return Err(Error::failed_with_hint(
                 format!(
