@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 ensure_cargo
 ensure_rust_tools
 # tmux: terminal tests; dbus + gnome-keyring: the OS-keyring test; curl, git, python3 and node:
-# the real TLS clients that must accept the vault CA.
+# the real TLS clients that must accept the vault CA; ip: the loopback of tests/kube_e2e.rs's
+# isolated pod.
 ensure_apt tmux:tmux dbus-run-session:dbus gnome-keyring-daemon:gnome-keyring \
-  curl:curl git:git python3:python3 node:nodejs
+  curl:curl git:git python3:python3 node:nodejs ip:iproute2
 # Node.js and npm: the web UI's build (build.rs) and its browser tests (tests/ui.rs, which run
 # playwright-core from tests/ui/ against Debian's Chromium; no browser is downloaded).
 ensure_node

@@ -8,8 +8,9 @@
 //! sidecar toward its host only (a loopback HTTPS upstream; nothing leaves 127.0.0.1) and the
 //! sidecar's records reach the egress log, exactly once across a restart of `lap serve`; a person
 //! attaches with `lap <agent>` in tmux, types, resizes, and the agent's exit ends the session; the
-//! warm pool's pod is claimed by a label patch and replaced; an API harness answers `lap send`
-//! through the pod's harness; pods that fail (OOM kill, a crash, an image that cannot be pulled,
+//! warm pool's pod is claimed by a label patch and replaced; the real `claude` answers `lap send`
+//! through the pod's harness, in a pod with a network and mounts of its own whose only way out is
+//! its vault; pods that fail (OOM kill, a crash, an image that cannot be pulled,
 //! deletion behind lap's back, a warm pod evicted) end their sessions, or leave the pool, with the
 //! reason; a `kill -9` of `lap serve` mid bring-up leaves no pod behind; idle sessions are reaped;
 //! a server started while the API server is down takes no session until it answers, then recovers;
@@ -75,6 +76,11 @@ struct Upstream {
     port: u16,
     ca_pem: PathBuf,
     pod_ips: Option<PodIps>,
+    /// A fake vendor API (a host and the loopback address its port 443 is on, TLS from the same CA)
+    /// that the pods' vaults send that host to. With one, each pod is isolated as a real pod is
+    /// ([`isolated_harness`]), so that a real agent CLI in it reaches the vendor only through its
+    /// vault.
+    vendor: Option<(&'static str, std::net::Ipv4Addr)>,
 }
 
 /// Pod IPs on the host's loopback (all of 127.0.0.0/8 is loopback on Linux): `127.A.B.n`, with `A.B`
@@ -159,6 +165,9 @@ fn run_pod(
         ])
         .env_clear()
         .env("PATH", &path);
+    if let Some((host, addr)) = upstream.vendor {
+        vault.args(["--vault-resolve", &format!("{host}:443:{addr}")]);
+    }
     let (vault, line) = spawn_first_line(vault);
     let (proxy, admin) = (addr_after(&line, "proxy on "), addr_after(&line, "admin on "));
 
@@ -167,17 +176,21 @@ fn run_pod(
     let command = pod["spec"]["containers"][0]["command"].as_array().unwrap();
     assert_eq!(command[..3], ["lap", "harness", "--listen"], "{command:?}");
     assert_eq!(command[4], "--token-file", "{command:?}");
-    let mut harness = Command::new(LAP);
-    harness
-        .args(["harness", "--listen", &harness_listen, "--token-file"])
-        .arg(&harness_token)
-        .arg("--home")
-        .arg(dir.path().join("home"))
-        .env_clear()
-        .env("PATH", &path)
-        .env("TERM", "screen");
-    let (harness, line) = spawn_first_line(harness);
-    let harness_addr = addr_after(&line, "listening on ");
+    let (harness, harness_addr) = if upstream.vendor.is_some() {
+        isolated_harness(dir.path(), &harness_token, &ca_dir.join(manifest::keys::CA_CERT), proxy)
+    } else {
+        let mut harness = Command::new(LAP);
+        harness
+            .args(["harness", "--listen", &harness_listen, "--token-file"])
+            .arg(&harness_token)
+            .arg("--home")
+            .arg(dir.path().join("home"))
+            .env_clear()
+            .env("PATH", &path)
+            .env("TERM", "screen");
+        let (harness, line) = spawn_first_line(harness);
+        (harness, addr_after(&line, "listening on "))
+    };
 
     let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
     let pid = harness.id();
@@ -198,6 +211,92 @@ fn run_pod(
     }
     report_exit(api.clone(), Arc::downgrade(&containers), name, pid);
     vec![(manifest::HARNESS_PORT, harness_addr), (manifest::ADMIN_PORT, admin)]
+}
+
+/// The harness container of a pod that has its network and mounts to itself, as a real pod has:
+/// `lap harness` in network and mount namespaces of its own (`unshare`, root only), its loopback up
+/// and the pod's CA bundle (the host's roots and the pod's vault CA, `vault_ca`) mounted over the
+/// system one, as the pod's Secret volume is. The pod's `127.0.0.1:PROXY_PORT` leads to its vault
+/// container (`proxy`, on the host's loopback), which is the only way out of it; its harness port
+/// is relayed to the host's loopback for the port-forward. Returns the process and that address.
+fn isolated_harness(dir: &Path, token: &Path, vault_ca: &Path, proxy: SocketAddr) -> (Child, SocketAddr) {
+    let mut bundle = std::fs::read(SYSTEM_CA_BUNDLE).unwrap_or_else(|e| panic!("{SYSTEM_CA_BUNDLE}: {e}"));
+    bundle.extend(std::fs::read(vault_ca).unwrap());
+    let bundle_path = dir.join("ca-bundle.pem");
+    std::fs::write(&bundle_path, bundle).unwrap();
+    let mut harness = Command::new("unshare");
+    harness
+        .args(["--net", "--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(format!(
+            "ip link set lo up && mount --bind \"$BUNDLE\" {SYSTEM_CA_BUNDLE} && exec \"$@\""
+        ))
+        .args(["sh", LAP, "harness", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(token)
+        .arg("--home")
+        .arg(dir.join("home"))
+        .env_clear()
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/sbin", std::env::var("PATH").unwrap_or_default()),
+        )
+        .env("TERM", "screen")
+        .env("BUNDLE", &bundle_path);
+    let (harness, line) = spawn_first_line(harness);
+    let inside = addr_after(&line, "listening on ");
+    // `unshare` and `sh` exec: the harness's process is the one started, in the pod's namespace.
+    let netns = PathBuf::from(format!("/proc/{}/ns/net", harness.id()));
+    let egress = in_netns(&netns, || {
+        std::net::TcpListener::bind(("127.0.0.1", manifest::PROXY_PORT))
+    })
+    .expect("the pod's proxy port");
+    relay(egress, move || std::net::TcpStream::connect(proxy));
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = outside.local_addr().unwrap();
+    relay(outside, move || {
+        in_netns(&netns, move || std::net::TcpStream::connect(inside))
+    });
+    (harness, addr)
+}
+
+/// The system's CA bundle, where the sandbox environment points every tool
+/// ([`lap::sandbox::CA_BUNDLE_PATH`]).
+const SYSTEM_CA_BUNDLE: &str = lap::sandbox::CA_BUNDLE_PATH;
+
+/// `make` run in the network namespace `netns` (a socket stays in the namespace it was made in).
+fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let ns = std::fs::File::open(netns)?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        make()
+    })
+    .join()
+    .expect("the namespace thread")
+}
+
+/// Accepts on `listener` until the test ends; each connection is spliced to one from `dial`.
+fn relay(
+    listener: std::net::TcpListener,
+    dial: impl Fn() -> std::io::Result<std::net::TcpStream> + Send + Sync + 'static,
+) {
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let dial = Arc::new(dial);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let dial = dial.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(outbound)) = tokio::task::spawn_blocking(move || dial()).await else {
+                    return;
+                };
+                outbound.set_nonblocking(true).unwrap();
+                let mut outbound = tokio::net::TcpStream::from_std(outbound).unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
 }
 
 /// The kubelet's part after start: when a pod's harness process exits, the pod's status says so
@@ -248,6 +347,13 @@ fn kubeconfig(dir: &Path, api_url: &str) -> PathBuf {
     path
 }
 
+/// A fake vendor API for [`Cluster::start_full`]: its host, its answers, and where what it saw goes.
+type Vendor = (
+    &'static str,
+    support::vendor::Handler,
+    Arc<Mutex<Vec<support::vendor::Seen>>>,
+);
+
 /// A fake cluster with a playing kubelet, a loopback HTTPS upstream (`api.github.test`,
 /// `api.other.test`), and a real `lap serve --backend kube` on it.
 struct Cluster {
@@ -271,17 +377,45 @@ impl Cluster {
     /// A cluster with `by_pod_ip`: each pod gets an IP of its own (on the host's loopback) and
     /// serves its harness and admin ports there.
     async fn start_with(serve_args: &[&str], by_pod_ip: bool) -> Self {
+        Self::start_full(serve_args, by_pod_ip, None).await
+    }
+
+    /// A cluster whose pods are isolated as real ones ([`isolated_harness`]) and whose vaults send
+    /// `host` to a fake vendor API answering with `handler` (TLS on a loopback address's port 443);
+    /// returns what that API saw, too.
+    async fn start_isolated(
+        serve_args: &[&str],
+        host: &'static str,
+        handler: support::vendor::Handler,
+    ) -> (Self, Arc<Mutex<Vec<support::vendor::Seen>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let cluster = Self::start_full(serve_args, false, Some((host, handler, seen.clone()))).await;
+        (cluster, seen)
+    }
+
+    async fn start_full(serve_args: &[&str], by_pod_ip: bool, vendor: Option<Vendor>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
         let ca_pem = dir.path().join("upstream-ca.pem");
         std::fs::write(&ca_pem, public_ca.cert_pem()).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let upstream_port = upstream(public_ca, seen.clone(), true).await;
+        let upstream_port = upstream(public_ca.clone(), seen.clone(), true).await;
+        let vendor = match vendor {
+            Some((host, handler, seen)) => {
+                let hangs_ended = Arc::new(Mutex::new(0));
+                Some((
+                    host,
+                    support::vendor::serve(public_ca, seen, hangs_ended, handler).await,
+                ))
+            }
+            None => None,
+        };
         let upstream = Upstream {
             port: upstream_port,
             ca_pem,
             pod_ips: by_pod_ip.then(PodIps::new),
+            vendor,
         };
         let (api, api_url) = FakeApi::start().await;
         let containers = Arc::new(Mutex::new(Containers::default()));
@@ -801,26 +935,45 @@ async fn a_warm_pod_that_is_evicted_leaves_the_pool_and_is_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_api_harness_on_the_kube_backend_answers_messages_through_the_pods_harness() {
-    // The fake Claude Agent SDK tool (`tests/fake_claude.py`), spoken to over its stdin and stdout
-    // by `exec_stream` through the port-forward, as the local backend's message tests do.
-    let cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
-    let command = support::python_command(include_str!("fake_claude.py"));
-    cluster.lap_json(&[
-        "--json",
-        "agents",
-        "create",
-        "sdk",
-        "--harness",
-        "claude-agent-sdk",
-        "--model",
-        "fake-model-1",
-        "--command",
-        &command,
-    ]);
+async fn the_real_claude_answers_messages_in_an_isolated_pod_and_its_key_is_swapped_only_in_the_pods_vault() {
+    // The real `claude` (npm), driven by the `claude-agent-sdk` harness through the pod's harness
+    // (`exec_stream` over the port-forward), in a pod whose network and mounts are its own: its only
+    // way out is its vault container, which sends api.anthropic.com to the fake Anthropic API.
+    use support::anthropic::{self, HOST, MODEL, REAL_KEY, RUN_PWD, echo};
+    if !support::vendor::require("claude", "npm install -g @anthropic-ai/claude-code") {
+        return;
+    }
+    let (cluster, seen) = Cluster::start_isolated(&["--warm-pool-size", "0"], HOST, anthropic::handler()).await;
+    cluster
+        .home
+        .lap()
+        .env("ANTHROPIC_API_KEY", REAL_KEY)
+        .run([
+            "agents",
+            "create",
+            "sdk",
+            "--harness",
+            "claude-agent-sdk",
+            "--model",
+            MODEL,
+            "--credential",
+            "ANTHROPIC_API_KEY",
+            "--allow-out",
+            HOST,
+        ])
+        .success();
+    let context = || {
+        let paths: Vec<(String, Option<String>)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| (s.path.clone(), s.header("x-api-key").map(str::to_owned)))
+            .collect();
+        format!("the fake API saw {paths:?}\n{}", cluster.server.log())
+    };
     let reply = cluster.home.lap().run(["send", "sdk", "hello there"]);
-    assert_eq!(reply.code, 0, "{reply}\n{}", cluster.server.log());
-    assert_eq!(reply.stdout.trim_end(), "echo: hello there", "{reply}");
+    assert_eq!(reply.code, 0, "{reply}\n{}", context());
+    assert_eq!(reply.stdout.trim_end(), echo("hello there"), "{reply}");
     let sessions = cluster.lap_json(&["--json", "sessions", "list"]);
     let id = sessions[0]["id"].as_str().unwrap().to_owned();
     assert!(
@@ -830,11 +983,48 @@ async fn an_api_harness_on_the_kube_backend_answers_messages_through_the_pods_ha
             .starts_with("kube://lap/")
     );
     let streamed = cluster.home.lap().run(["send", "--stream", &id, "streamed words"]);
-    assert_eq!(streamed.code, 0, "{streamed}");
-    assert_eq!(streamed.stdout, "echo: streamed words\n");
-    let message = cluster.lap_json(&["send", "--json", "sdk", "tool"]);
+    assert_eq!(streamed.code, 0, "{streamed}\n{}", context());
+    assert_eq!(streamed.stdout, format!("{}\n", echo("streamed words")));
+    // A tool call: claude runs `pwd` in the pod and the model gets its output.
+    let message = cluster.lap_json(&["send", "--json", "sdk", &format!("{RUN_PWD} now")]);
     assert_eq!(message["info"]["harness"], "claude-agent-sdk");
+    assert_eq!(message["parts"][0]["tool"], "Bash", "{message:#}");
     assert_eq!(message["parts"][0]["state"]["status"], "completed", "{message:#}");
+    let cwd = message["parts"][0]["state"]["output"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(message["parts"][1]["text"], format!("ran: {cwd}"), "{message:#}");
+
+    // The agent holds the stub; the real key went only to the vendor, put there by the pod's vault.
+    let env = cluster
+        .home
+        .lap()
+        .run(["exec", &id, "--", "printenv", "ANTHROPIC_API_KEY"]);
+    assert_eq!(env.code, 0, "{env}");
+    assert!(env.stdout.trim().starts_with("stub_"), "{env}");
+    let models: Vec<Option<String>> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.starts_with("/v1/messages"))
+        .map(|s| s.header("x-api-key").map(str::to_owned))
+        .collect();
+    assert!(models.len() >= 4, "{}", context());
+    assert!(
+        models.iter().all(|key| key.as_deref() == Some(REAL_KEY)),
+        "{}",
+        context()
+    );
+    let records = cluster
+        .egress_until(&id, |records| {
+            records
+                .iter()
+                .any(|r| r["host"] == HOST && r["swapped"] == json!(["ANTHROPIC_API_KEY"]))
+        })
+        .await;
+    assert!(records.iter().all(|r| r["host"] == HOST), "{records:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

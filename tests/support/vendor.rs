@@ -187,8 +187,8 @@ impl Drop for World {
 }
 
 /// Listens on the first free 127.0.0.x:443 (x from 40) with TLS for any name from `ca`; returns
-/// the address.
-async fn serve(
+/// the address. [`World::start`] puts a `lap serve` in front of it; tests/kube_e2e.rs a pod's vault.
+pub async fn serve(
     ca: Arc<CertificateAuthority>,
     seen: Arc<Mutex<Vec<Seen>>>,
     hangs_ended: Arc<Mutex<usize>>,
