@@ -2,7 +2,7 @@
 //! method, path, query, the body fields that matter — for create, claim, delete, adoption after a
 //! restart and each failure path, and what it makes of the answers.
 //!
-//! No cluster is involved: these tests pin the API contract only (see README, "Kubernetes backend").
+//! No cluster is involved: these tests pin the API contract only (see docs/operating/kubernetes.md).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -115,7 +115,8 @@ pub struct Args {
     #[arg(long, env = "LAP_SESSION_HIBERNATE_AFTER", default_value = "off", value_parser = parse_policy_duration, value_name = "DURATION")]
     pub hibernate_after: PolicyDuration,
     /// Close a vault connection (a sandbox's tunnel) with no request in flight for this long
-    /// (documented with the vault's limits in the README; hidden: the default suits every use but tests)
+    // Hidden: the default suits every use but tests. Documented with the vault's limits in
+    // docs/security.md, and in docs/reference/configuration.md by its environment variable.
     #[arg(long, env = "LAP_VAULT_IDLE_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration, value_name = "DURATION", hide = true)]
     pub vault_idle_timeout: Duration,
     /// What the vault does with a destination an agent's allow_out does not list, when it has none
