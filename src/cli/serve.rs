@@ -114,7 +114,8 @@ pub struct Args {
     /// long; `off` never does. An attach, a message or an exec brings it back on a new sandbox
     #[arg(long, env = "LAP_SESSION_HIBERNATE_AFTER", default_value = "off", value_parser = parse_policy_duration, value_name = "DURATION")]
     pub hibernate_after: PolicyDuration,
-    /// Close a vault connection (a sandbox's tunnel) with no request in flight for this long
+    /// Close a vault connection (a sandbox's tunnel) with no request in flight (a long stream is one)
+    /// for this long: `180s`, `2s`
     // Hidden: the default suits every use but tests. Documented with the vault's limits in
     // docs/security.md, and in docs/reference/configuration.md by its environment variable.
     #[arg(long, env = "LAP_VAULT_IDLE_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration, value_name = "DURATION", hide = true)]
