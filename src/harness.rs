@@ -65,7 +65,8 @@ const fn npm(name: &'static str) -> Option<Package> {
 
 /// What to check first when a model API answers 401, whatever the harness.
 pub const UNAUTHORIZED_HINT: &str = "check the credential's value and the host it is bound to with \
-     `lap agents show AGENT` (the vault swaps the stub for the real value only toward that host)";
+     `lap agents show AGENT` (the vault swaps the stub for the real value only toward that host); see \
+     docs/troubleshooting.md#upstream-401";
 
 impl Harness {
     pub fn supports_tui(&self) -> bool {

@@ -3,7 +3,8 @@
 //! harness table of `docs/guide/harnesses.md` (rendered from the harness catalog by
 //! `lap doctor --harnesses`) match what the CLI generates (when they do not, run
 //! `scripts/regen-docs.sh` and commit the result); every environment variable named in `src/` is in
-//! the configuration page; the documentation's relative links lead to files and anchors that exist; DEVELOPMENT.md's layout tree lists exactly the
+//! the configuration page; the documentation's relative links lead to files that exist, and the
+//! troubleshooting rows that hints link to exist; DEVELOPMENT.md's layout tree lists exactly the
 //! files of `src/`.
 
 use std::path::Path;
@@ -125,7 +126,9 @@ fn env_var_literals(text: &str, out: &mut Vec<String>) {
         let name = &rest[..end];
         let is_name = (name.starts_with("LAP_") || name.starts_with("WARM_POOL_"))
             && name.len() > 4
-            && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
         if is_name && !out.iter().any(|n| n == name) {
             out.push(name.to_owned());
         }
@@ -202,7 +205,11 @@ fn the_documentations_relative_links_lead_to_files_and_anchors_that_exist() {
                 continue;
             }
             let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
-            let linked = if path.is_empty() { file.clone() } else { dir.join(path).to_string_lossy().into_owned() };
+            let linked = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path).to_string_lossy().into_owned()
+            };
             let full = root.join(&linked);
             if !full.exists() {
                 broken.push(format!("{file}: {target} (no file)"));
@@ -245,6 +252,35 @@ fn anchors(text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+#[test]
+fn every_troubleshooting_link_in_src_has_its_row() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    source_files(&root.join("src"), "", &mut files);
+    let rows = anchors(&read("docs/troubleshooting.md"));
+    let needle = "docs/troubleshooting.md#";
+    let mut links = 0;
+    let mut missing = Vec::new();
+    for file in files {
+        let text = read(&format!("src/{file}"));
+        for (i, _) in text.match_indices(needle) {
+            let anchor: String = text[i + needle.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            links += 1;
+            if !rows.contains(&anchor) {
+                missing.push(format!("src/{file}: #{anchor}"));
+            }
+        }
+    }
+    assert!(links > 0, "no hint links to docs/troubleshooting.md");
+    assert!(
+        missing.is_empty(),
+        "hints link to troubleshooting rows that do not exist: {missing:?}"
+    );
 }
 
 /// The files of `src/`, as paths under it (`vault/intercept.rs`).

@@ -641,7 +641,9 @@ async fn a_pod_ip_nothing_answers_on_is_an_error_that_says_to_use_port_forward_f
         "{err}"
     );
     assert!(
-        err.ends_with("from outside it, run `lap serve --kube-reach port-forward`)"),
+        err.ends_with(
+            "from outside it, run `lap serve --kube-reach port-forward`; see docs/troubleshooting.md#kube-pod-ip)"
+        ),
         "{err}"
     );
 }

@@ -202,7 +202,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     if !args.listen.ip().is_loopback() && args.tls_cert.is_none() && !args.insecure_http {
         return Err(Error::usage(
             format!("refusing to serve plain HTTP on non-loopback address {}", args.listen),
-            "give --tls-cert and --tls-key, or --insecure-http if the network is trusted",
+            "give --tls-cert and --tls-key, or --insecure-http if the network is trusted; see docs/troubleshooting.md#plain-http",
         ));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
