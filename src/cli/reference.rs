@@ -73,10 +73,10 @@ fn command_section(out: &mut String, cmd: &clap::Command, level: usize) {
     let name = cmd.get_bin_name().unwrap_or(cmd.get_name());
     let _ = write!(out, "{} `{name}`\n\n", "#".repeat(level.min(4)));
     if let Some(about) = cmd.get_long_about().or(cmd.get_about()) {
-        let _ = write!(out, "{}\n\n", prose(&about.to_string()));
+        out.push_str(&paragraphs(&about.to_string()));
     }
     if let Some(after) = cmd.get_after_long_help().or(cmd.get_after_help()) {
-        let _ = write!(out, "{}\n\n", prose(&after.to_string()));
+        out.push_str(&paragraphs(&after.to_string()));
     }
     let usage = cmd.clone().render_usage().to_string();
     let _ = write!(out, "```text\n{}\n```\n\n", usage.trim_end());
@@ -213,6 +213,20 @@ fn possible_values(arg: &clap::Arg) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A help text's paragraphs, each followed by a blank line: prose as one Markdown line, and a
+/// paragraph with indented lines (examples) as a text block, line by line.
+fn paragraphs(text: &str) -> String {
+    let mut out = String::new();
+    for paragraph in text.split("\n\n").map(str::trim_end).filter(|p| !p.trim().is_empty()) {
+        if paragraph.lines().any(|line| line.starts_with(' ')) {
+            let _ = write!(out, "```text\n{paragraph}\n```\n\n");
+        } else {
+            let _ = write!(out, "{}\n\n", prose(paragraph));
+        }
+    }
+    out
 }
 
 /// Help text as one Markdown line.
