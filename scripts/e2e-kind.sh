@@ -10,7 +10,7 @@
 # made-up value bound to a host nothing here talks to: no request leaves the cluster.
 #
 # Without Docker or kind it says loudly that it skipped, and exits 0: this project's CI machines have
-# neither (see README, "Kubernetes backend").
+# neither (see docs/operating/kubernetes.md).
 #
 # Environment: LAP_KIND_CLUSTER (default `lap`), LAP_E2E_KEEP=1 to keep the cluster afterwards.
 set -euo pipefail

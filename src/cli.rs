@@ -25,6 +25,7 @@ mod mcp;
 mod open;
 // Issue 17 part 1 (ports).
 mod port_forward;
+mod reference;
 mod reserved;
 mod send;
 mod serve;
@@ -158,6 +159,9 @@ pub enum Command {
     /// Run a sandbox's harness (started by `lap serve`)
     #[command(hide = true)]
     Harness(harness::Args),
+    /// Print a Markdown reference page of `docs/reference/` (scripts/regen-docs.sh)
+    #[command(hide = true)]
+    Reference(reference::Args),
     /// Open an agent's terminal: `lap <agent-name>`
     #[command(external_subcommand)]
     Open(Vec<String>),
@@ -246,6 +250,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Completions(args) => completions::run(args),
         Command::Doctor(args) => doctor::run(args, &out),
         Command::Man(args) => man::run(args, &out),
+        Command::Reference(args) => reference::run(args),
         command => {
             let ctx = Ctx {
                 out,
@@ -273,6 +278,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Serve(_)
                     | Command::Completions(_)
                     | Command::Man(_)
+                    | Command::Reference(_)
                     | Command::Harness(_)
                     | Command::Doctor(_) => {
                         unreachable!("dispatched above")

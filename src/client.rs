@@ -74,13 +74,16 @@ impl ClientError {
                     .into(),
             ),
             Self::Unreachable { .. } => Some(
-                "start the server with `lap serve`, or point `--server`/`LAP_URL` at a running one".into(),
-            ),
-            Self::NoKey { .. } => Some(
-                "run `lap login`, set `LAP_MASTER_KEY`, or start `lap serve` once on this machine so it writes the client config"
+                "start the server with `lap serve`, or point `--server`/`LAP_URL` at a running one; see docs/troubleshooting.md#cannot-reach-lap-serve"
                     .into(),
             ),
-            Self::Unauthorized { .. } => Some("run `lap login` with the server's master key".into()),
+            Self::NoKey { .. } => Some(
+                "run `lap login`, set `LAP_MASTER_KEY`, or start `lap serve` once on this machine so it writes the client config; see docs/troubleshooting.md#no-master-key"
+                    .into(),
+            ),
+            Self::Unauthorized { .. } => {
+                Some("run `lap login` with the server's master key; see docs/troubleshooting.md#master-key-rejected".into())
+            }
             Self::Api { hint, .. } => hint.clone(),
             Self::BadUrl(_) => Some("URLs look like `http://127.0.0.1:3000` or `https://lap.example.com`".into()),
             Self::Protocol { .. } => Some("is that URL really a lap server? `lap config` shows which one is used".into()),

@@ -69,7 +69,7 @@ impl Error {
         match self {
             Self::Client(err) => err.hint(),
             Self::Settings(SettingsError::Keyring(_)) => {
-                Some("set `LAP_CREDENTIAL_STORE=file` to keep the key in a 0600 file instead".into())
+                Some("set `LAP_CREDENTIAL_STORE=file` to keep the key in a 0600 file instead; see docs/troubleshooting.md#keyring".into())
             }
             Self::Settings(SettingsError::Parse { path, .. }) => {
                 Some(format!("fix or delete `{}`, then run `lap login`", path.display()))

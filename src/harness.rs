@@ -6,7 +6,7 @@
 //! a harness id; it looks the row up here. The in-sandbox side (`lap harness`, PTY and viewers) is
 //! built on top of this table: [`terminal`] runs the agent under a PTY and serves its viewers.
 //!
-//! The README's harness table (first-run files, environment, model flag) is rendered from this
+//! The harness table of `docs/guide/harnesses.md` (first-run files, environment, model flag) is rendered from this
 //! catalog by [`markdown_table`] (`lap doctor --harnesses`), and `tests/generated_docs.rs` fails
 //! when the committed copy differs, so the documentation cannot drift from the code.
 
@@ -65,7 +65,8 @@ const fn npm(name: &'static str) -> Option<Package> {
 
 /// What to check first when a model API answers 401, whatever the harness.
 pub const UNAUTHORIZED_HINT: &str = "check the credential's value and the host it is bound to with \
-     `lap agents show AGENT` (the vault swaps the stub for the real value only toward that host)";
+     `lap agents show AGENT` (the vault swaps the stub for the real value only toward that host); see \
+     docs/troubleshooting.md#upstream-401";
 
 impl Harness {
     pub fn supports_tui(&self) -> bool {
@@ -219,7 +220,7 @@ pub fn find(id: &str) -> Option<&'static Harness> {
     CATALOG.iter().find(|h| h.id == id)
 }
 
-/// The catalog as the README's Markdown table: per harness, what it runs, the credentials the
+/// The catalog as the Markdown table of `docs/guide/harnesses.md`: per harness, what it runs, the credentials the
 /// tool reads, the environment and first-run files lap gives it, and the flag that carries the
 /// agent's `--model`. API harnesses also get [`api::QUIET_ENV`], listed once under the table.
 pub fn markdown_table() -> String {

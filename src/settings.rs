@@ -73,6 +73,123 @@ impl Env {
     }
 }
 
+/// Who reads an environment variable of [`ENVIRONMENT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvScope {
+    /// Every client command (`lap <agent>`, `lap agents …`, …).
+    Client,
+    /// `lap serve`.
+    Server,
+    /// A sandbox, from an agent's `--env`.
+    Agent,
+}
+
+/// An environment variable lap reads that is not a flag's clap `env =`; those are documented with
+/// their flags. `lap reference configuration` renders this list into
+/// `docs/reference/configuration.md`, so a variable read here belongs in it.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvVar {
+    pub name: &'static str,
+    pub scope: EnvScope,
+    /// The flag that does the same, if any.
+    pub flag: Option<&'static str>,
+    /// What it sets (Markdown).
+    pub meaning: &'static str,
+    /// What applies when it is not set (Markdown).
+    pub default: &'static str,
+}
+
+/// Every environment variable lap reads outside clap's `env =`.
+pub const ENVIRONMENT: &[EnvVar] = &[
+    EnvVar {
+        name: "LAP_URL",
+        scope: EnvScope::Client,
+        flag: Some("--server"),
+        meaning: "Server URL",
+        default: "`url` in the config file, else `http://127.0.0.1:3000`",
+    },
+    EnvVar {
+        name: "LAP_MASTER_KEY",
+        scope: EnvScope::Client,
+        flag: None,
+        meaning: "Master key",
+        default: "the saved key (keyring or credentials file)",
+    },
+    EnvVar {
+        name: "LAP_CREDENTIAL_STORE",
+        scope: EnvScope::Client,
+        flag: None,
+        meaning: "Where the client keeps the key: `auto`, `keyring` or `file`",
+        default: "`auto`: the OS keyring (Linux: Secret Service, when a D-Bus session bus is there; macOS: \
+                  Keychain; Windows: Credential Manager), else the credentials file",
+    },
+    EnvVar {
+        name: "DBUS_SESSION_BUS_ADDRESS",
+        scope: EnvScope::Client,
+        flag: None,
+        meaning: "Whether a D-Bus session bus is there (Linux), so `auto` tries the Secret Service",
+        default: "set by the desktop session; unset: the credentials file",
+    },
+    EnvVar {
+        name: "LAP_TTY_TOKEN",
+        scope: EnvScope::Client,
+        flag: None,
+        meaning: "Terminal token for a session whose server returned none (LAP's)",
+        default: "the session's `tty_token`",
+    },
+    EnvVar {
+        name: "LAP_TTY_FALLBACK",
+        scope: EnvScope::Client,
+        flag: None,
+        meaning: "Terminal URL (`ws://host:port/tty`) for a session whose sandbox is in-cluster and that has \
+                  no `tty_url` (LAP's)",
+        default: "none: such a session fails with `session is in-cluster … — no LAP_TTY_FALLBACK set`",
+    },
+    EnvVar {
+        name: "NO_COLOR",
+        scope: EnvScope::Client,
+        flag: Some("--no-color"),
+        meaning: "No colour (any value)",
+        default: "colour only on a terminal",
+    },
+    EnvVar {
+        name: "RUST_LOG",
+        scope: EnvScope::Client,
+        flag: Some("--verbose"),
+        meaning: "Logging: a tracing filter, for full control",
+        default: "warnings (`lap serve`: info)",
+    },
+    EnvVar {
+        name: "LAP_MASTER_KEY",
+        scope: EnvScope::Server,
+        flag: None,
+        meaning: "The server's master key (at least 8 characters)",
+        default: "generated on first start, kept in `<data dir>/master.key`",
+    },
+    EnvVar {
+        name: "LAP_TOOL_START_TIMEOUT",
+        scope: EnvScope::Server,
+        flag: None,
+        meaning: "How long an API harness's tool has to start its conversation (handshake, readiness, \
+                  resume), in seconds",
+        default: "`180`",
+    },
+    EnvVar {
+        name: "LAP_TOOL_SILENCE_TIMEOUT",
+        scope: EnvScope::Server,
+        flag: None,
+        meaning: "How long a turn may go without a line from its tool, in seconds",
+        default: "`1800`",
+    },
+    EnvVar {
+        name: "LAP_OPENCODE_READY_TIMEOUT",
+        scope: EnvScope::Agent,
+        flag: None,
+        meaning: "How long `opencode serve` has to answer, in seconds",
+        default: "`120`",
+    },
+];
+
 /// Where a value came from, for `lap config`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "detail")]

@@ -545,7 +545,7 @@ fn server_down_says_how_to_start_one() {
       caused by: client error (Connect)
       caused by: tcp connect error
       caused by: Connection refused (os error 111)
-    hint: start the server with `lap serve`, or point `--server`/`LAP_URL` at a running one
+    hint: start the server with `lap serve`, or point `--server`/`LAP_URL` at a running one; see docs/troubleshooting.md#cannot-reach-lap-serve
     ");
 }
 
@@ -557,7 +557,7 @@ fn no_key_configured_says_how_to_get_one() {
     exit: 1
     --- stderr
     error: no master key is configured for `http://127.0.0.1:3000`
-    hint: run `lap login`, set `LAP_MASTER_KEY`, or start `lap serve` once on this machine so it writes the client config
+    hint: run `lap login`, set `LAP_MASTER_KEY`, or start `lap serve` once on this machine so it writes the client config; see docs/troubleshooting.md#no-master-key
     ");
 }
 
@@ -861,7 +861,7 @@ fn logout_forgets_the_key_so_commands_say_how_to_log_in() {
     exit: 1
     --- stderr
     error: no master key is configured for `http://127.0.0.1:3000`
-    hint: run `lap login`, set `LAP_MASTER_KEY`, or start `lap serve` once on this machine so it writes the client config
+    hint: run `lap login`, set `LAP_MASTER_KEY`, or start `lap serve` once on this machine so it writes the client config; see docs/troubleshooting.md#no-master-key
     ");
     assert_snapshot!(lap(&home, ["logout"]), @r"
     exit: 0
@@ -1044,7 +1044,7 @@ fn serve_refuses_plain_http_on_a_non_loopback_address() {
     exit: 2
     --- stderr
     error: refusing to serve plain HTTP on non-loopback address 0.0.0.0:0
-    hint: give --tls-cert and --tls-key, or --insecure-http if the network is trusted
+    hint: give --tls-cert and --tls-key, or --insecure-http if the network is trusted; see docs/troubleshooting.md#plain-http
     ");
     assert!(!data.exists(), "it refused before touching the data dir");
 }

@@ -2,7 +2,7 @@
 //! method, path, query, the body fields that matter — for create, claim, delete, adoption after a
 //! restart and each failure path, and what it makes of the answers.
 //!
-//! No cluster is involved: these tests pin the API contract only (see README, "Kubernetes backend").
+//! No cluster is involved: these tests pin the API contract only (see docs/operating/kubernetes.md).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -641,7 +641,9 @@ async fn a_pod_ip_nothing_answers_on_is_an_error_that_says_to_use_port_forward_f
         "{err}"
     );
     assert!(
-        err.ends_with("from outside it, run `lap serve --kube-reach port-forward`)"),
+        err.ends_with(
+            "from outside it, run `lap serve --kube-reach port-forward`; see docs/troubleshooting.md#kube-pod-ip)"
+        ),
         "{err}"
     );
 }

@@ -13,7 +13,7 @@
 //!   value is the auth header itself, and what comes back of it is scrubbed in every encoding;
 //! - a stub anywhere else in a request to a bound host is refused (403, `X-Lap-Vault-Blocked:
 //!   credential-not-injectable`), alerted, and the upstream never holds the real value;
-//! - with `body` injection opted in, the hole the README names exists (a split or compressed value
+//! - with `body` injection opted in, the hole docs/security.md names exists (a split or compressed value
 //!   comes back real) while the recognised encodings are still scrubbed — base64 wrapped across
 //!   lines too, as GitHub's contents API, PEM and MIME hand a stored file back;
 //! - a stub toward an unbound host, in any odd place or encoding, is blocked and alerted and the
@@ -710,7 +710,7 @@ async fn body_injection_opted_in_reopens_read_back_in_transformed_forms_but_stil
         w.log_holds(GH_REAL),
         "the stub in the body is swapped at the bound host"
     );
-    // The hole the README names: a transformation the vault cannot know brings the value back.
+    // The hole docs/security.md names: a transformation the vault cannot know brings the value back.
     let mut reopened = Vec::new();
     for transform in TRANSFORMS {
         let url = format!("https://store.test:{}/serve/body/{transform}", w.store_h1);
@@ -727,7 +727,7 @@ async fn body_injection_opted_in_reopens_read_back_in_transformed_forms_but_stil
     assert_eq!(
         reopened,
         vec![("split", true), ("zlib-binary", true)],
-        "the README says body injection re-opens store-and-read-back in forms the vault cannot recognise"
+        "docs/security.md says body injection re-opens store-and-read-back in forms the vault cannot recognise"
     );
     // The routine encodings stay scrubbed. The body holds the JSON around the value; what comes
     // back is that JSON, encoded.

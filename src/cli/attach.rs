@@ -150,7 +150,8 @@ pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachK
         Err(err @ NoTerminal::InCluster(_)) => {
             return Err(Error::failed_with_hint(
                 err.to_string(),
-                "export LAP_TTY_FALLBACK=ws://host:port/tty (your platform operator has it), or upgrade the server",
+                "export LAP_TTY_FALLBACK=ws://host:port/tty (your platform operator has it), or upgrade the server; \
+                 see docs/troubleshooting.md#tty-fallback",
             ));
         }
         Err(err) => {

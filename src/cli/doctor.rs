@@ -1,7 +1,7 @@
 //! `lap doctor`: which harness tools this machine has where local sandboxes see them, which
 //! version each is and whether the test suite proved that version (`scripts/tool-versions`,
 //! compiled in), and how to install the missing ones. `--harnesses` prints how lap runs each
-//! harness (the README's table, rendered from the catalog).
+//! harness (the table of `docs/guide/harnesses.md`, rendered from the catalog).
 
 use std::collections::BTreeMap;
 

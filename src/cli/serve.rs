@@ -114,8 +114,10 @@ pub struct Args {
     /// long; `off` never does. An attach, a message or an exec brings it back on a new sandbox
     #[arg(long, env = "LAP_SESSION_HIBERNATE_AFTER", default_value = "off", value_parser = parse_policy_duration, value_name = "DURATION")]
     pub hibernate_after: PolicyDuration,
-    /// Close a vault connection (a sandbox's tunnel) with no request in flight for this long
-    /// (documented with the vault's limits in the README; hidden: the default suits every use but tests)
+    /// Close a vault connection (a sandbox's tunnel) with no request in flight (a long stream is one)
+    /// for this long: `180s`, `2s`
+    // Hidden: the default suits every use but tests. Documented with the vault's limits in
+    // docs/security.md, and in docs/reference/configuration.md by its environment variable.
     #[arg(long, env = "LAP_VAULT_IDLE_TIMEOUT", default_value = "180s", value_parser = humantime::parse_duration, value_name = "DURATION", hide = true)]
     pub vault_idle_timeout: Duration,
     /// What the vault does with a destination an agent's allow_out does not list, when it has none
@@ -200,7 +202,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     if !args.listen.ip().is_loopback() && args.tls_cert.is_none() && !args.insecure_http {
         return Err(Error::usage(
             format!("refusing to serve plain HTTP on non-loopback address {}", args.listen),
-            "give --tls-cert and --tls-key, or --insecure-http if the network is trusted",
+            "give --tls-cert and --tls-key, or --insecure-http if the network is trusted; see docs/troubleshooting.md#plain-http",
         ));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {

@@ -703,7 +703,9 @@ impl Conversation {
             let hint = crate::harness::find(&self.agent.harness_id)
                 .map(|h| h.install_hint)
                 .unwrap_or_default();
-            message = format!("{message} (hint: the tool is not installed where the sandbox sees it: {hint})");
+            message = format!(
+                "{message} (hint: the tool is not installed where the sandbox sees it: {hint}; see docs/troubleshooting.md#tool-missing)"
+            );
         }
         self.emit(
             &mut state,

@@ -143,7 +143,7 @@ pub fn missing(harness: &Harness) -> Option<(String, String)> {
                 harness.id
             ),
             format!(
-                "install it with `{}`, or give the agent its own --command",
+                "install it with `{}`, or give the agent its own --command; see docs/troubleshooting.md#tool-missing",
                 harness.install_hint
             ),
         )

@@ -439,7 +439,7 @@ impl Kube {
                 let unreachable = |cause: &dyn std::fmt::Display| {
                     SandboxError::Backend(format!(
                         "cannot reach the sandbox pod `{id}` at {ip}:{port}: {cause} (pod IPs are reachable from \
-                         inside the cluster; from outside it, run `lap serve --kube-reach port-forward`)"
+                         inside the cluster; from outside it, run `lap serve --kube-reach port-forward`; see docs/troubleshooting.md#kube-pod-ip)"
                     ))
                 };
                 let stream = tokio::time::timeout(POD_CONNECT_TIMEOUT, tokio::net::TcpStream::connect((ip, port)))

@@ -266,7 +266,7 @@ impl Local {
         Err(SandboxError::Unavailable {
             backend: NAME,
             reason: format!(
-                "cannot create Linux namespaces ({reason}); {}",
+                "cannot create Linux namespaces ({reason}); {}; see docs/troubleshooting.md#user-namespaces",
                 namespace_hint(nix::unistd::Uid::effective().is_root(), &Sysctls::read())
             ),
         })

@@ -60,7 +60,7 @@
 //! swapped in the sandbox's frames, real values scrubbed from the upstream's, a stray stub closing
 //! the connection (1008) and recorded as a block, no compression offered.
 //!
-//! Known limit, documented for users in the README ("what it does not protect against"): a bound
+//! Known limit, documented for users in docs/security.md ("what it does not protect against"): a bound
 //! host can be made to store a swapped value only where a credential is opted into a point a server
 //! stores (`body`, a stored header or parameter); a stub is recognised in every routine encoding
 //! ([`super::encodings`]) in the head, body and trailers, but not under an arbitrary transformation.

@@ -229,8 +229,8 @@ fn wrapped_b64(value: &[u8], width: usize, eol: &str, offset: usize) -> String {
     lines.join(eol)
 }
 
-/// Transformations no matcher recognises: what injecting into a body re-opens (the README says
-/// so): the value split across two JSON fields, and zlib-compressed inside a binary body with no
+/// Transformations no matcher recognises: what injecting into a body re-opens (docs/security.md
+/// says so): the value split across two JSON fields, and zlib-compressed inside a binary body with no
 /// `Content-Encoding` (the shape of a git pack).
 pub const TRANSFORMS: &[&str] = &["split", "zlib-binary"];
 

@@ -17,8 +17,8 @@ pub enum PodState {
 }
 
 /// What to do about an image the nodes cannot pull.
-pub const PULL_ADVICE: &str =
-    "check `lap serve --kube-image` and that the nodes can pull it (on kind, `scripts/kind-up.sh` loads it)";
+pub const PULL_ADVICE: &str = "check `lap serve --kube-image` and that the nodes can pull it (on kind, `scripts/kind-up.sh` loads it); \
+     see docs/troubleshooting.md#kube-image-pull";
 
 /// Waiting reasons that will not resolve by themselves.
 const FATAL_WAITING: &[&str] = &[
