@@ -9,7 +9,7 @@
  * `for await` early closes the connection (for an exec, the command is killed).
  */
 import type { Writable } from "node:stream";
-import { Settings } from "./config.js";
+import { type Settings } from "./config.js";
 import { Transport, type Body, type Query, type Response } from "./http.js";
 import type * as m from "./models.js";
 import { type Route } from "./routes.js";
@@ -312,4 +312,3 @@ export declare class Ports {
         timeoutMs?: number;
     }): Promise<PortAnswer>;
 }
-export { Settings };

@@ -8,9 +8,10 @@
  * streams their own, named where they are taken. Streams are async iterables: leaving the
  * `for await` early closes the connection (for an exec, the command is killed).
  */
+import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import { finished } from "node:stream/promises";
-import { Settings, resolve } from "./config.js";
+import { resolve } from "./config.js";
 import { LapError, LapTimeoutError, SessionFailedError } from "./errors.js";
 import { Transport } from "./http.js";
 import { ROUTES, checkedQuery, fill } from "./routes.js";
@@ -405,8 +406,9 @@ export class Files {
         try {
             for await (const chunk of this.readStream(session, path, options)) {
                 total += chunk.length;
+                // `once` rejects when the stream fails instead of draining.
                 if (!out.write(chunk))
-                    await new Promise((resolve) => out.once("drain", resolve));
+                    await once(out, "drain");
             }
         }
         finally {
@@ -556,4 +558,3 @@ export class Ports {
         };
     }
 }
-export { Settings };

@@ -3,6 +3,7 @@
  * `error` message and its `hint`; the subclasses name the common statuses and the client's own
  * failures (no server, a wait past its deadline, a session that failed, unreadable settings).
  */
+import type { Session } from "./models.js";
 /** An error of lap or of this SDK. */
 export declare class LapError extends Error {
     /** The HTTP status of the answer; 0 when there was none (the client's own failure). */
@@ -43,8 +44,8 @@ export declare class LapTimeoutError extends LapError {
 /** A session being waited for ended `failed` or `dead` instead of becoming ready. */
 export declare class SessionFailedError extends LapError {
     /** The session as it was last seen. */
-    readonly session: unknown;
-    constructor(message: string, session: unknown, hint?: string);
+    readonly session: Session;
+    constructor(message: string, session: Session, hint?: string);
 }
 /** The client settings cannot be resolved (an unreadable config file, a key in the keyring). */
 export declare class ConfigError extends LapError {

@@ -9,11 +9,12 @@
  * `for await` early closes the connection (for an exec, the command is killed).
  */
 
+import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import type { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 
-import { Settings, resolve } from "./config.js";
+import { resolve, type Settings } from "./config.js";
 import { LapError, LapTimeoutError, SessionFailedError } from "./errors.js";
 import { Transport, type Body, type Query, type Request, type Response } from "./http.js";
 import type * as m from "./models.js";
@@ -498,7 +499,8 @@ export class Files {
     try {
       for await (const chunk of this.readStream(session, path, options)) {
         total += chunk.length;
-        if (!out.write(chunk)) await new Promise<void>((resolve) => out.once("drain", resolve));
+        // `once` rejects when the stream fails instead of draining.
+        if (!out.write(chunk)) await once(out, "drain");
       }
     } finally {
       if (typeof dest === "string") {
@@ -675,4 +677,3 @@ export class Ports {
   }
 }
 
-export { Settings };

@@ -4,6 +4,8 @@
  * failures (no server, a wait past its deadline, a session that failed, unreadable settings).
  */
 
+import type { Session } from "./models.js";
+
 /** An error of lap or of this SDK. */
 export class LapError extends Error {
   /** The HTTP status of the answer; 0 when there was none (the client's own failure). */
@@ -56,9 +58,9 @@ export class LapTimeoutError extends LapError {}
 /** A session being waited for ended `failed` or `dead` instead of becoming ready. */
 export class SessionFailedError extends LapError {
   /** The session as it was last seen. */
-  readonly session: unknown;
+  readonly session: Session;
 
-  constructor(message: string, session: unknown, hint?: string) {
+  constructor(message: string, session: Session, hint?: string) {
     super(message, { hint });
     this.session = session;
   }

@@ -315,7 +315,7 @@ test("waiting for a session that fails rejects with its reason", async () => {
     const created = await lap.sessions.create(name);
     await assert.rejects(lap.sessions.waitReady(created.id), (err: unknown) => {
       assert.ok(err instanceof SessionFailedError, String(err));
-      const failed = err.session as Session;
+      const failed: Session = err.session;
       assert.equal(failed.status, "failed");
       assert.ok(failed.failure_reason);
       assert.ok(err.hint);
