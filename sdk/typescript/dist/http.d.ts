@@ -12,7 +12,6 @@
  */
 import * as http from "node:http";
 import type { Settings } from "./config.js";
-import { LapError } from "./errors.js";
 /** The SDK's version, sent as its `User-Agent`. */
 export declare const VERSION = "0.1.0";
 /** What may be uploaded: text (UTF-8), bytes, or chunks of bytes, sync or async. */
@@ -40,11 +39,11 @@ export declare class Response {
     private readonly message;
     private readonly request;
     private readonly origin;
-    /** Why the request was ended by the client (its deadline), if it was. */
+    /** Why the client ended the request (its deadline, or the caller's abort), if it did. */
     private readonly ended;
     constructor(status: number, headers: http.IncomingHttpHeaders, message: http.IncomingMessage, request: http.ClientRequest, origin: string, 
-    /** Why the request was ended by the client (its deadline), if it was. */
-    ended: () => LapError | undefined);
+    /** Why the client ended the request (its deadline, or the caller's abort), if it did. */
+    ended: () => unknown);
     /** The body's chunks as they arrive; a broken connection or a silence past the deadline throws. */
     chunks(): AsyncGenerator<Buffer, void, undefined>;
     /** The body's lines (without their `\n` or `\r\n`), as they arrive. */

@@ -27,7 +27,7 @@ export class Response {
     origin;
     ended;
     constructor(status, headers, message, request, origin, 
-    /** Why the request was ended by the client (its deadline), if it was. */
+    /** Why the client ended the request (its deadline, or the caller's abort), if it did. */
     ended) {
         this.status = status;
         this.headers = headers;
@@ -91,6 +91,14 @@ function asLapError(err, url) {
         hint: "start it with `lap serve`, or point `LAP_URL` (or the `url` option) at it",
         cause: err,
     });
+}
+/** What an aborted `signal` rejects with: its reason, else an `AbortError`. */
+function abortReason(signal) {
+    if (signal.reason !== undefined)
+        return signal.reason;
+    const err = new Error("the operation was aborted");
+    err.name = "AbortError";
+    return err;
 }
 /** The CA roots to trust: the system's, plus the CLI's `ca_cert` when set. */
 function certificateAuthorities(settings) {
@@ -197,7 +205,9 @@ export class Transport {
             // A body source that failed is the caller's error, as it is.
             throw upload.failed ?? ended ?? asLapError(err, this.base.origin);
         }
-        return new Response(message.statusCode ?? 0, message.headers, message, req, this.base.origin, () => ended);
+        const signal = request.signal;
+        const why = () => ended ?? (signal?.aborted ? abortReason(signal) : undefined);
+        return new Response(message.statusCode ?? 0, message.headers, message, req, this.base.origin, why);
     }
     /** Sends `request` and decodes its JSON answer (`undefined` for an empty one). */
     async call(request) {

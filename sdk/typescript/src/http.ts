@@ -52,8 +52,8 @@ export class Response {
     private readonly message: http.IncomingMessage,
     private readonly request: http.ClientRequest,
     private readonly origin: string,
-    /** Why the request was ended by the client (its deadline), if it was. */
-    private readonly ended: () => LapError | undefined,
+    /** Why the client ended the request (its deadline, or the caller's abort), if it did. */
+    private readonly ended: () => unknown,
   ) {}
 
   /** The body's chunks as they arrive; a broken connection or a silence past the deadline throws. */
@@ -108,6 +108,14 @@ function asLapError(err: unknown, url: string): unknown {
     hint: "start it with `lap serve`, or point `LAP_URL` (or the `url` option) at it",
     cause: err,
   });
+}
+
+/** What an aborted `signal` rejects with: its reason, else an `AbortError`. */
+function abortReason(signal: AbortSignal): unknown {
+  if (signal.reason !== undefined) return signal.reason;
+  const err = new Error("the operation was aborted");
+  err.name = "AbortError";
+  return err;
 }
 
 /** The CA roots to trust: the system's, plus the CLI's `ca_cert` when set. */
@@ -211,7 +219,9 @@ export class Transport {
       // A body source that failed is the caller's error, as it is.
       throw upload.failed ?? ended ?? asLapError(err, this.base.origin);
     }
-    return new Response(message.statusCode ?? 0, message.headers, message, req, this.base.origin, () => ended);
+    const signal = request.signal;
+    const why = () => ended ?? (signal?.aborted ? abortReason(signal) : undefined);
+    return new Response(message.statusCode ?? 0, message.headers, message, req, this.base.origin, why);
   }
 
   /** Sends `request` and decodes its JSON answer (`undefined` for an empty one). */

@@ -150,3 +150,22 @@ test("HTTPS with the CLI's ca_cert is trusted, and without it refused", async ()
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("an aborted signal ends an open stream with the caller's AbortError", async () => {
+  handler = (_req, res) => {
+    res.writeHead(200, { "Content-Type": "text/event-stream" });
+    res.write(`data: ${JSON.stringify({ type: "ready" })}\n\n`);
+  };
+  const controller = new AbortController();
+  const seen: string[] = [];
+  await assert.rejects(
+    (async () => {
+      for await (const frame of lap.messages.events("s", { signal: controller.signal, idleTimeoutMs: 10_000 })) {
+        seen.push(frame.type);
+        controller.abort();
+      }
+    })(),
+    (err: unknown) => err instanceof Error && err.name === "AbortError",
+  );
+  assert.deepEqual(seen, ["ready"]);
+});
