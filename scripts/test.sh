@@ -13,7 +13,8 @@ ensure_rust_tools
 ensure_apt tmux:tmux dbus-run-session:dbus gnome-keyring-daemon:gnome-keyring \
   curl:curl git:git python3:python3 node:nodejs ip:iproute2
 # Node.js and npm: the web UI's build (build.rs) and its browser tests (tests/ui.rs, which run
-# playwright-core from tests/ui/ against Debian's Chromium; no browser is downloaded).
+# playwright-core from tests/ui/ against Debian's Chromium; no browser is downloaded), and the
+# TypeScript SDK's tests (tests/sdk_typescript.rs, which runs `npm ci` in sdk/typescript).
 ensure_node
 ensure_apt chromium:chromium
 # Python's `requests`, for the vault test that drives it inside a sandbox (Debian's python3).

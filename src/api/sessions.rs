@@ -235,8 +235,8 @@ pub async fn exec(
     };
     let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<ExecChunk>(EXEC_QUEUE);
     let (line_tx, line_rx) = tokio::sync::mpsc::channel::<Bytes>(EXEC_QUEUE);
-    // Owned by the response: when the client goes, sends fail, the command's output channel
-    // closes, and the backend stops (and kills) the command.
+    // Owned by the response: when the client goes, the response's receiver is dropped; the task
+    // then drops `run` (which kills the command) at once, even while the command writes nothing.
     tokio::spawn(async move {
         let run = state.control.exec(&sandbox, spec, chunk_tx);
         let forward = async {
@@ -255,7 +255,11 @@ pub async fn exec(
             }
             drop(chunk_rx);
         };
-        let (result, ()) = tokio::join!(run, forward);
+        let both = async { tokio::join!(run, forward) };
+        let (result, ()) = tokio::select! {
+            done = both => done,
+            () = line_tx.closed() => return,
+        };
         let last = match result {
             Ok(code) => ExecEvent::ExitCode(code),
             Err(err) => ExecEvent::Error(err.to_string()),
