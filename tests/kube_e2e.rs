@@ -820,11 +820,37 @@ async fn an_idle_kube_session_is_reaped_with_its_pod() {
     let cluster = Cluster::start(&["--warm-pool-size", "0", "--idle-ttl", "1s"]).await;
     cluster.create_agent("coder");
     let (id, pod) = cluster.ready_session("coder").await;
+    assert_eq!(cluster.claims_of(&id).len(), 1);
+    // A claim of a session this server does not know (left by a crash, or deleted behind its
+    // back): swept too.
+    let stray = "0b5a1c2e-9999-4999-8999-000000000009";
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(FakeApi::client(&cluster.api_url), "lap");
+    let orphan = manifest::workspace_claim(
+        "lap",
+        &manifest::session_claim_name(stray),
+        manifest::claim_labels(Some(stray), None),
+        None,
+        "1Gi",
+        manifest::ClaimSource::Empty,
+        None,
+    );
+    claims.create(&Default::default(), &orphan).await.unwrap();
     let shown = cluster.session_until(&id, "reaped", |s| s["status"] == "dead").await;
     assert_eq!(shown["failure_reason"], "reaped after 1s without activity");
     cluster
         .pods_until("the reaped pod deleted", |pods| !pods.contains(&pod))
         .await;
+    // The reaper's last step deletes the workspace claim with the session.
+    let deadline = Instant::now() + WAIT;
+    while !(cluster.claims_of(&id).is_empty() && cluster.claims_of(stray).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "claims left: {:?}",
+            cluster.api.names("persistentvolumeclaims")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
