@@ -1247,7 +1247,7 @@ async fn a_kube_sessions_claim_keeps_its_files_over_hibernation_and_forks_and_sn
     cluster.create_agent("coder");
     let (id, pod) = cluster.ready_session("coder").await;
     let claim = format!("lap-work-{id}");
-    assert_eq!(cluster.claims_of(&id), [claim.clone()]);
+    assert_eq!(cluster.claims_of(&id), std::slice::from_ref(&claim));
     // `lap sessions show` says where the workspace lives and its size (the claim's capacity).
     let shown = cluster.show(&id);
     assert_eq!(
@@ -1263,14 +1263,14 @@ async fn a_kube_sessions_claim_keeps_its_files_over_hibernation_and_forks_and_sn
     cluster.home.lap().run(["sessions", "hibernate", &id]).success();
     assert_eq!(cluster.show(&id)["status"], "hibernated");
     cluster.pods_until("the pod gone", |pods| !pods.contains(&pod)).await;
-    assert_eq!(cluster.claims_of(&id), [claim.clone()]);
+    assert_eq!(cluster.claims_of(&id), std::slice::from_ref(&claim));
     cluster.home.lap().run(["sessions", "resume", &id]).success();
     let shown = cluster.show(&id);
     assert_eq!(shown["status"], "ready", "{shown}");
     let resumed = pod_of(&shown);
     assert_ne!(resumed, pod);
     assert_eq!(cluster.sh(&id, "cat note"), "before\n");
-    assert_eq!(cluster.claims_of(&id), [claim.clone()]);
+    assert_eq!(cluster.claims_of(&id), std::slice::from_ref(&claim));
 
     // Pause cannot freeze a pod: a clear refusal that points at hibernate; nothing changes.
     let paused = cluster.home.lap().run(["sessions", "pause", &id]);
