@@ -3,8 +3,10 @@
 //! - **schemas**: PyPI's `kubernetes-validate` (`$LAP_KUBERNETES_VALIDATE`, else on PATH) validates
 //!   every manifest in `kind/` and `deploy/`, the rendered kustomize overlays (`$LAP_KUBECTL
 //!   kustomize`) and every object the backend generates (`manifest::pod`, `secret`,
-//!   `network_policy`, for both ways of reaching a pod, warm and claimed) against the Kubernetes
-//!   1.37 OpenAPI schemas, strictly: an unknown field is an error;
+//!   `network_policy`, for both ways of reaching a pod, warm and claimed, a pod with its workspace
+//!   claim, and `workspace_claim` empty, warm, cloned and restored) against the Kubernetes 1.37
+//!   OpenAPI schemas, strictly: an unknown field is an error (the VolumeSnapshot is a CRD, which
+//!   `kubernetes-validate` has no schema of: its golden file is checked by hand and by kubectl);
 //! - **policy**: PyPI's `checkov` (`$LAP_CHECKOV`, else on PATH) scans the same set; every finding
 //!   must be waived, with its reason, in `deploy/checkov-waivers.toml`, and every waiver must still
 //!   match a finding;
