@@ -1369,3 +1369,34 @@ async fn with_kube_workspace_size_none_pods_keep_an_empty_dir_and_hibernate_is_r
     assert_ne!(refused.code, 0, "{refused}");
     assert!(refused.stderr.contains("keeps no workspaces"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reaper_hibernates_an_idle_kube_session_keeping_its_claim_and_skips_the_pause_it_cannot_do() {
+    let cluster = Cluster::start(&[
+        "--warm-pool-size",
+        "0",
+        "--pause-after",
+        "1s",
+        "--hibernate-after",
+        "3s",
+    ])
+    .await;
+    cluster.create_agent("coder");
+    let (id, pod) = cluster.ready_session("coder").await;
+    cluster.sh(&id, "echo idle > note");
+    // Past `--pause-after` nothing can be frozen on Kubernetes: the session stays ready, quietly.
+    let shown = cluster
+        .session_until(&id, "hibernated", |s| s["status"] != "ready")
+        .await;
+    assert_eq!(shown["status"], "hibernated", "{shown}\n{}", cluster.server.log());
+    assert!(
+        !cluster.server.log().contains("cannot pause an idle session"),
+        "{}",
+        cluster.server.log()
+    );
+    cluster.pods_until("the pod gone", |pods| !pods.contains(&pod)).await;
+    assert_eq!(cluster.claims_of(&id).len(), 1);
+    // An exec wakes it on a new pod over the same claim.
+    assert_eq!(cluster.sh(&id, "cat note"), "idle\n");
+    assert_eq!(cluster.show(&id)["status"], "ready");
+}
