@@ -335,7 +335,8 @@ impl Control {
             refused(
                 Refusal::Conflict,
                 format!("the `{}` backend keeps no workspaces of its own", self.sandbox.name()),
-                "run `lap serve --backend local` for workspaces, pause, hibernate, snapshots and forks",
+                "run `lap serve --backend local` (or `--backend kube` without `--kube-workspace-size none`) for \
+                 workspaces, hibernate, snapshots and forks",
             )
         })
     }
