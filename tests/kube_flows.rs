@@ -747,3 +747,19 @@ async fn without_workspaces_pods_keep_an_empty_dir_and_make_no_claim() {
     assert!(api.names("persistentvolumeclaims").is_empty());
     assert!(kube.workspace_sessions().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_claim_deleted_while_its_pod_runs_is_gone_for_lap_at_once_and_from_the_cluster_with_the_pod() {
+    let (api, _url, kube) = workspace_backend().await;
+    let pod = kube.create(&spec(Some(S1))).await.unwrap();
+    let claim = format!("lap-work-{S1}");
+    kube.delete_workspace(S1).await.unwrap();
+    // The pvc-protection finalizer keeps it while the pod mounts it; lap no longer counts it.
+    let marked = api.get("persistentvolumeclaims", &claim).unwrap();
+    assert!(!marked["metadata"]["deletionTimestamp"].is_null(), "{marked}");
+    assert_eq!(kube.workspace(S1).await.unwrap(), None);
+    assert!(kube.workspace_sessions().await.unwrap().is_empty());
+    kube.delete_workspace(S1).await.unwrap();
+    kube.delete(&pod.id).await.unwrap();
+    assert!(api.names("persistentvolumeclaims").is_empty());
+}

@@ -9,7 +9,8 @@
 //! persistentvolumeclaims and (`snapshot.storage.k8s.io/v1`, with its discovery document, unless
 //! [`FakeApi::without_snapshot_api`]) volumesnapshots; equality label selectors; JSON merge patch.
 //! Pods come up ready at once unless [`FakeApi::new_pods_get`] or [`FakeApi::set_pod_status`] say
-//! otherwise; a claim is bound at once with the capacity it asks for; a snapshot of a claim that
+//! otherwise; a claim is bound at once with the capacity it asks for, and one deleted while a pod
+//! mounts it is only marked for deletion until that pod is gone (the `pvc-protection` finalizer); a snapshot of a claim that
 //! exists is ready to use at once with the claim's capacity as its restore size, one of a claim that
 //! does not is failed with the snapshot controller's error, unless [`FakeApi::new_snapshots_get`]
 //! says otherwise. It is a model of the API's contract, not of a kubelet:
@@ -567,6 +568,26 @@ async fn object(
             api.changed.notify_waiters();
             axum::Json(object).into_response()
         }
+        // The `kubernetes.io/pvc-protection` finalizer: a claim a pod still mounts is only marked
+        // for deletion, and goes once no pod mounts it.
+        Method::DELETE if resource == "persistentvolumeclaims" && mounted(&inner, &name) => {
+            let version = inner.version + 1;
+            let Some(object) = inner.objects.get_mut(&key) else {
+                return not_found();
+            };
+            if object["metadata"]["deletionTimestamp"].is_null() {
+                object["metadata"]["deletionTimestamp"] = json!("2026-12-03T07:00:00Z");
+                object["metadata"]["finalizers"] = json!(["kubernetes.io/pvc-protection"]);
+                object["metadata"]["resourceVersion"] = json!(version.to_string());
+                let object = object.clone();
+                inner.version = version;
+                inner.events.push((version, resource, "MODIFIED", object));
+            }
+            let object = inner.objects[&key].clone();
+            drop(inner);
+            api.changed.notify_waiters();
+            axum::Json(object).into_response()
+        }
         Method::DELETE => {
             let Some(object) = inner.objects.remove(&key) else {
                 return not_found();
@@ -594,12 +615,41 @@ async fn object(
                 let version = inner.version;
                 inner.events.push((version, key.0, "DELETED", gone));
             }
+            // Claims marked for deletion that no pod mounts any more go now.
+            let released: Vec<(String, String)> = inner
+                .objects
+                .iter()
+                .filter(|((r, n), o)| {
+                    r == "persistentvolumeclaims"
+                        && !o["metadata"]["deletionTimestamp"].is_null()
+                        && !mounted(&inner, n)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in released {
+                let gone = inner.objects.remove(&key).unwrap();
+                inner.version += 1;
+                let version = inner.version;
+                inner.events.push((version, key.0, "DELETED", gone));
+            }
             drop(inner);
             api.changed.notify_waiters();
             axum::Json(object).into_response()
         }
         _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not here"),
     }
+}
+
+/// Whether a pod mounts claim `claim`.
+fn mounted(inner: &Inner, claim: &str) -> bool {
+    inner.objects.iter().any(|((r, _), pod)| {
+        r == "pods"
+            && pod["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| v["persistentVolumeClaim"]["claimName"].as_str() == Some(claim))
+    })
 }
 
 async fn portforward(

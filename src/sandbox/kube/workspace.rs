@@ -311,7 +311,7 @@ impl Kube {
         result
     }
 
-    /// The sessions that have a workspace claim.
+    /// The sessions that have a workspace claim (not one being deleted).
     pub async fn claim_sessions(&self) -> Result<Vec<String>, SandboxError> {
         if self.workspace_storage().is_none() {
             return Ok(Vec::new());
@@ -324,6 +324,7 @@ impl Kube {
         let mut sessions: Vec<String> = list
             .items
             .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
             .filter_map(|c| c.metadata.labels.as_ref()?.get(manifest::SESSION).cloned())
             .collect();
         sessions.sort();
