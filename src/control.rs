@@ -427,8 +427,7 @@ impl Control {
         let env = sandbox_env(&agent.env, &stubs, &bound);
         // A workspace that exists already (a restart, a resume from hibernation, a fork) is mounted
         // into a new sandbox; a warm sandbox has a `/work` of its own, which becomes the workspace.
-        let workspace = self.workspace_of(id);
-        let resumed = workspace.as_ref().is_some_and(|w| w.exists());
+        let (workspace, resumed) = self.workspace_at_bring_up(id).await?;
         let native = match resumed {
             true => self
                 .store
@@ -478,13 +477,10 @@ impl Control {
             }
         };
         let bound = async {
-            if warm && let Some(workspace) = &workspace {
-                self.sandbox
-                    .keep_workspace(&sandbox_id, workspace)
-                    .await
-                    .map_err(|e| format!("cannot keep the sandbox's workspace: {e}"))?;
+            if warm {
+                self.keep_warm_workspace(id, &sandbox_id, workspace.as_deref()).await?;
             }
-            let cloned = cloned || (resumed && workspace.as_ref().is_some_and(|w| w.join("repo").exists()));
+            let cloned = cloned || (resumed && self.repo_in_workspace(&sandbox_id, workspace.as_deref()).await);
             phase(phase::BINDING_CREDENTIALS).await.map_err(store_failed)?;
             self.attach_vault(id, Some(id), &sandbox_id, agent, credentials, &stubs)
                 .await

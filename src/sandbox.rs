@@ -225,6 +225,28 @@ pub enum SandboxError {
     NotFound(String),
     #[error("the sandbox backend failed: {0}")]
     Backend(String),
+    /// The backend cannot do this at all, or not on this cluster; `hint` says what to do instead.
+    #[error("{what}")]
+    Unsupported { what: String, hint: String },
+}
+
+/// A session's workspace as a backend that keeps workspaces itself holds it
+/// ([`Sandbox::keeps_workspaces`]), or one of its snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptWorkspace {
+    /// Where it lives, e.g. `kube://lap/persistentvolumeclaims/lap-work-…`.
+    pub location: String,
+    /// Its size in bytes (for a Kubernetes claim, its capacity).
+    pub size_bytes: u64,
+}
+
+/// What a new workspace of a backend that keeps them starts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceSource<'a> {
+    /// A copy of this session's workspace.
+    Session(&'a str),
+    /// A copy of this snapshot (lap's snapshot id).
+    Snapshot(&'a str),
 }
 
 /// A place agents run in.
@@ -344,6 +366,71 @@ pub trait Sandbox: Send + Sync + 'static {
             backend: self.name(),
             reason: format!("it keeps no workspace for sandbox `{id}`"),
         })
+    }
+
+    // Workspaces a backend keeps itself (the Kubernetes backend: one PersistentVolumeClaim per
+    // session). A backend that answers `false` to `keeps_workspaces` has the control plane keep them
+    // as host directories ([`SandboxSpec::workspace`]), or keeps none.
+
+    /// Whether this backend keeps each session's workspace itself: then every sandbox it makes for a
+    /// session mounts that session's workspace at `/work`, making it when there is none, and it
+    /// outlives the sandbox until [`Self::delete_workspace`].
+    fn keeps_workspaces(&self) -> bool {
+        false
+    }
+
+    /// Session `session`'s workspace, `None` when it has none.
+    async fn workspace(&self, session: &str) -> Result<Option<KeptWorkspace>, SandboxError> {
+        Err(self.no_workspaces(session))
+    }
+
+    /// Makes the workspace of warm sandbox `id`, just claimed for `session`, that session's, so it
+    /// outlives the sandbox.
+    async fn adopt_workspace(&self, id: &str, session: &str) -> Result<(), SandboxError> {
+        let _ = id;
+        Err(self.no_workspaces(session))
+    }
+
+    /// Makes session `session`'s workspace as a copy of `from` (a fork, a session from a snapshot).
+    async fn copy_workspace(&self, from: WorkspaceSource<'_>, session: &str) -> Result<KeptWorkspace, SandboxError> {
+        let _ = from;
+        Err(self.no_workspaces(session))
+    }
+
+    /// Deletes session `session`'s workspace; one that is gone already is not an error.
+    async fn delete_workspace(&self, session: &str) -> Result<(), SandboxError> {
+        Err(self.no_workspaces(session))
+    }
+
+    /// The sessions this backend keeps a workspace of (for the sweep of those nobody will resume).
+    async fn workspace_sessions(&self) -> Result<Vec<String>, SandboxError> {
+        Ok(Vec::new())
+    }
+
+    /// Takes snapshot `snapshot` (lap's snapshot id) of session `session`'s workspace.
+    async fn snapshot_workspace(&self, session: &str, snapshot: &str) -> Result<KeptWorkspace, SandboxError> {
+        let _ = snapshot;
+        Err(self.no_workspaces(session))
+    }
+
+    /// Deletes snapshot `snapshot`; one that is gone already is not an error.
+    async fn delete_workspace_snapshot(&self, snapshot: &str) -> Result<(), SandboxError> {
+        let _ = snapshot;
+        Ok(())
+    }
+
+    /// Where snapshot `snapshot` lives (`None`: this backend keeps no snapshots).
+    fn snapshot_location(&self, snapshot: &str) -> Option<String> {
+        let _ = snapshot;
+        None
+    }
+
+    /// The refusal of the workspace calls of a backend that keeps no workspaces itself.
+    fn no_workspaces(&self, session: &str) -> SandboxError {
+        SandboxError::Unavailable {
+            backend: self.name(),
+            reason: format!("it keeps no workspace of its own for session `{session}`"),
+        }
     }
 
     /// Runs a command in a sandbox, sending its output to `output`, and returns its exit code.

@@ -3,8 +3,10 @@
 //! - **schemas**: PyPI's `kubernetes-validate` (`$LAP_KUBERNETES_VALIDATE`, else on PATH) validates
 //!   every manifest in `kind/` and `deploy/`, the rendered kustomize overlays (`$LAP_KUBECTL
 //!   kustomize`) and every object the backend generates (`manifest::pod`, `secret`,
-//!   `network_policy`, for both ways of reaching a pod, warm and claimed) against the Kubernetes
-//!   1.37 OpenAPI schemas, strictly: an unknown field is an error;
+//!   `network_policy`, for both ways of reaching a pod, warm and claimed, a pod with its workspace
+//!   claim, and `workspace_claim` empty, warm, cloned and restored) against the Kubernetes 1.37
+//!   OpenAPI schemas, strictly: an unknown field is an error (the VolumeSnapshot is a CRD, which
+//!   `kubernetes-validate` has no schema of: its golden file is checked by hand and by kubectl);
 //! - **policy**: PyPI's `checkov` (`$LAP_CHECKOV`, else on PATH) scans the same set; every finding
 //!   must be waived, with its reason, in `deploy/checkov-waivers.toml`, and every waiver must still
 //!   match a finding;
@@ -166,6 +168,7 @@ fn plan(session: Option<&str>, reach: Reach) -> PodPlan {
         },
         defaults: Resources::harness_default(),
         reach,
+        workspace_claim: None,
     }
 }
 
@@ -209,6 +212,48 @@ fn generated_objects(dir: &Path) -> Vec<PathBuf> {
             format!("networkpolicy-{name}"),
             serde_json::to_value(manifest::network_policy(&plan, Some(&owner))).unwrap(),
         ));
+        // The session pod with its workspace claim mounted at `/work`.
+        let mut with_claim = self::plan(Some("4b1f7e9c-session"), reach);
+        with_claim.workspace_claim = Some(manifest::session_claim_name("4b1f7e9c-session"));
+        objects.push((
+            format!("pod-session-claim-{name}"),
+            serde_json::to_value(manifest::pod(&with_claim)).unwrap(),
+        ));
+    }
+    // The workspace claims: a session's (empty), a warm pod's (owned by it), a fork's (a clone) and
+    // one restored from a snapshot.
+    let session = "4b1f7e9c-session";
+    let snapshot = manifest::snapshot_name("9e3b7a10-snapshot");
+    let source_claim = manifest::session_claim_name(session);
+    for (name, session, source, owned) in [
+        ("pvc-session", Some(session), manifest::ClaimSource::Empty, false),
+        ("pvc-warm", None, manifest::ClaimSource::Empty, true),
+        (
+            "pvc-fork",
+            Some("5c2a8f0d-fork"),
+            manifest::ClaimSource::Claim(&source_claim),
+            false,
+        ),
+        (
+            "pvc-from-snapshot",
+            Some("5c2a8f0d-fork"),
+            manifest::ClaimSource::Snapshot(&snapshot),
+            false,
+        ),
+    ] {
+        let claim = manifest::workspace_claim(
+            "lap",
+            &session.map_or_else(
+                || manifest::warm_claim_name("lap-0123456789abcdef"),
+                manifest::session_claim_name,
+            ),
+            manifest::claim_labels(session, session.is_none().then_some("lap-0123456789abcdef")),
+            Some("standard"),
+            "10Gi",
+            source,
+            owned.then_some(&owner),
+        );
+        objects.push((name.to_owned(), serde_json::to_value(claim).unwrap()));
     }
     objects
         .into_iter()
@@ -449,8 +494,10 @@ fn grants_of(method: &str, uri: &http::Uri) -> Vec<Grant> {
     let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     let (group, rest) = match segments.as_slice() {
         ["api", "v1", rest @ ..] => (String::new(), rest),
+        // A group's discovery document (`/apis/snapshot.storage.k8s.io/v1`): a non-resource path
+        // every authenticated user may read (`system:discovery`), like `/version`.
+        ["apis", _, _] | ["version"] => return Vec::new(),
         ["apis", group, _version, rest @ ..] => (format!("{group}/"), rest),
-        ["version"] => return Vec::new(),
         other => panic!("a request the Role cannot be checked for: {method} {other:?}"),
     };
     let ["namespaces", _ns, resource, object @ ..] = rest else {
@@ -535,6 +582,11 @@ type Log = Arc<Mutex<Vec<(String, http::Uri)>>>;
 
 /// A backend on the fake API server whose client records every request it sends.
 fn recording_backend(url: &str, reach: Reach, log: &Log) -> Kube {
+    recording_backend_with(url, reach, log, None)
+}
+
+/// [`recording_backend`] keeping workspaces of `storage`.
+fn recording_backend_with(url: &str, reach: Reach, log: &Log, workspace: Option<manifest::WorkspaceStorage>) -> Kube {
     let mut config = kube::Config::new(url.parse().unwrap());
     config.default_namespace = "lap".into();
     let log = log.clone();
@@ -559,6 +611,7 @@ fn recording_backend(url: &str, reach: Reach, log: &Log) -> Kube {
             ca_bundle_pem: "ROOTS + CA CERT".into(),
             ready_timeout: Duration::from_secs(10),
             reach,
+            workspace,
         },
     )
 }
@@ -627,7 +680,58 @@ async fn every_flow() -> Vec<(String, http::Uri)> {
     kube.delete(&warm.id).await.unwrap();
     kube.delete(&session.id).await.unwrap();
     drop(states);
+    workspace_flows(&url, &log).await;
     log.lock().unwrap().clone()
+}
+
+/// Every flow of workspaces kept as claims: a warm pod's claim made and adopted by the session
+/// that claimed it, kept over a hibernation and mounted again; the workspace shown; a snapshot
+/// (discovery, then the VolumeSnapshot, read until ready); a session restored from it and a fork
+/// (claims with a data source); the sweep's listing; deletes of the snapshot and the claims.
+async fn workspace_flows(url: &str, log: &Log) {
+    use lap::sandbox::WorkspaceSource;
+    let (s1, s2, s3) = (
+        "0b5a1c2e-1111-4111-8111-000000000001",
+        "0b5a1c2e-2222-4222-8222-000000000002",
+        "0b5a1c2e-3333-4333-8333-000000000003",
+    );
+    let snapshot = "7c0ffee0-aaaa-4aaa-8aaa-00000000000a";
+    let storage = manifest::WorkspaceStorage {
+        class: Some("fast".into()),
+        size: "1Gi".into(),
+        snapshot_class: None,
+    };
+    let kube = recording_backend_with(url, Reach::PortForward, log, Some(storage));
+    let warm = kube
+        .create(&SandboxSpec {
+            harness_id: "shell".into(),
+            ..SandboxSpec::default()
+        })
+        .await
+        .unwrap();
+    assert!(kube.claim(&warm.id, s1).await.unwrap());
+    kube.adopt_workspace(&warm.id, s1).await.unwrap();
+    kube.delete(&warm.id).await.unwrap();
+    let resumed = kube
+        .create(&SandboxSpec {
+            harness_id: "shell".into(),
+            session_id: Some(s1.into()),
+            ..SandboxSpec::default()
+        })
+        .await
+        .unwrap();
+    assert!(kube.workspace(s1).await.unwrap().is_some());
+    kube.snapshot_workspace(s1, snapshot).await.unwrap();
+    kube.copy_workspace(WorkspaceSource::Snapshot(snapshot), s2)
+        .await
+        .unwrap();
+    kube.copy_workspace(WorkspaceSource::Session(s1), s3).await.unwrap();
+    assert_eq!(kube.workspace_sessions().await.unwrap().len(), 3);
+    kube.delete_workspace_snapshot(snapshot).await.unwrap();
+    kube.delete(&resumed.id).await.unwrap();
+    for session in [s1, s2, s3] {
+        kube.delete_workspace(session).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -676,4 +780,19 @@ fn requests_map_to_the_grants_the_api_server_checks() {
         [g("pods/portforward", "get"), g("pods/portforward", "create")]
     );
     assert!(grants("GET", "/version").is_empty());
+    assert!(grants("GET", "/apis/snapshot.storage.k8s.io/v1").is_empty());
+    assert_eq!(
+        grants(
+            "POST",
+            "/apis/snapshot.storage.k8s.io/v1/namespaces/lap/volumesnapshots"
+        ),
+        [g("snapshot.storage.k8s.io/volumesnapshots", "create")]
+    );
+    assert_eq!(
+        grants(
+            "GET",
+            "/api/v1/namespaces/lap/persistentvolumeclaims?labelSelector=a%3Db"
+        ),
+        [g("persistentvolumeclaims", "list")]
+    );
 }

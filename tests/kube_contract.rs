@@ -114,6 +114,7 @@ fn config() -> KubeConfig {
         ca_bundle_pem: "ROOTS + CA CERT".into(),
         ready_timeout: Duration::from_secs(30),
         reach: lap::sandbox::kube::Reach::PortForward,
+        workspace: None,
     }
 }
 
@@ -657,5 +658,277 @@ async fn a_namespace_that_does_not_exist_is_an_error_that_says_how_to_make_it() 
         err.to_string(),
         "the sandbox backend failed: the Kubernetes API refused: namespaces \"lap\" not found (NotFound, HTTP 404); \
          create the namespace (`kubectl apply -f kind/namespace.yaml` makes `lap`) or pass `--kube-namespace`"
+    );
+}
+
+// --- workspaces: claims and snapshots ---
+
+const CLAIMS: &str = "/api/v1/namespaces/lap/persistentvolumeclaims";
+const SNAPSHOTS: &str = "/apis/snapshot.storage.k8s.io/v1/namespaces/lap/volumesnapshots";
+const CLAIM_SELECTOR: &str = "&labelSelector=app.kubernetes.io/managed-by=lap,app.kubernetes.io/name=lap-workspace";
+
+fn workspace_config() -> KubeConfig {
+    KubeConfig {
+        workspace: Some(manifest::WorkspaceStorage {
+            class: None,
+            size: "5Gi".into(),
+            snapshot_class: None,
+        }),
+        ..config()
+    }
+}
+
+fn claim_list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {"resourceVersion": "9"}, "items": items})
+}
+
+fn claim(name: &str, session: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": name, "namespace": NS, "labels": {manifest::SESSION: session}},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "gold", "resources": {"requests": {"storage": "8Gi"}}},
+           "status": {"phase": "Bound", "capacity": {"storage": "8Gi"}}})
+}
+
+#[tokio::test]
+async fn a_session_pod_looks_for_the_sessions_claim_by_label_makes_one_when_there_is_none_then_the_pod() {
+    let (client, mock) = Mock::start(|seen| match (seen.method.clone(), seen.path.as_str()) {
+        (Method::GET, CLAIMS) => (StatusCode::OK, claim_list(vec![])),
+        (Method::POST, _) => created(seen),
+        (Method::GET, path) if path.starts_with(PODS) => (
+            StatusCode::OK,
+            pod("lap-test", labels("lap-test", Some("s-1")), ready_status()),
+        ),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    Kube::new(client, workspace_config())
+        .create_with_id("lap-test", &spec())
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.lines(),
+        [
+            format!("GET {CLAIMS}?{CLAIM_SELECTOR},lap.dev/session=s-1"),
+            format!("POST {CLAIMS}"),
+            format!("POST {PODS}"),
+            format!("POST {SECRETS}"),
+            format!("POST {POLICIES}"),
+            format!("GET {PODS}/lap-test"),
+        ]
+    );
+    let made = mock.request(1).body;
+    assert_eq!(made["metadata"]["name"], "lap-work-s-1");
+    assert_eq!(made["spec"]["resources"]["requests"]["storage"], "5Gi");
+    assert!(
+        made["spec"].get("storageClassName").is_none(),
+        "the cluster's default class: {made}"
+    );
+    assert!(made["metadata"].get("ownerReferences").is_none(), "{made}");
+    let pod = mock.request(2).body;
+    assert_eq!(
+        pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "lap-work-s-1"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_session_pod_mounts_the_claim_it_finds_and_makes_none() {
+    let (client, mock) = Mock::start(|seen| match (seen.method.clone(), seen.path.as_str()) {
+        (Method::GET, CLAIMS) => (StatusCode::OK, claim_list(vec![claim("lap-old-work", "s-1")])),
+        (Method::POST, _) => created(seen),
+        (Method::GET, _) => (
+            StatusCode::OK,
+            pod("lap-test", labels("lap-test", Some("s-1")), ready_status()),
+        ),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    Kube::new(client, workspace_config())
+        .create_with_id("lap-test", &spec())
+        .await
+        .unwrap();
+    let lines = mock.lines();
+    assert_eq!(lines[1], format!("POST {PODS}"), "{lines:?}");
+    assert!(!lines.iter().any(|l| l == &format!("POST {CLAIMS}")), "{lines:?}");
+    assert_eq!(
+        mock.request(1).body["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "lap-old-work"
+    );
+}
+
+#[tokio::test]
+async fn a_warm_pod_gets_a_claim_owned_by_it_after_the_pod_and_before_its_secret() {
+    let (client, mock) = Mock::start(|seen| match (seen.method.clone(), seen.path.as_str()) {
+        (Method::POST, _) => created(seen),
+        (Method::GET, _) => (
+            StatusCode::OK,
+            pod("lap-warm", labels("lap-warm", None), ready_status()),
+        ),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    let warm = SandboxSpec {
+        session_id: None,
+        ..spec()
+    };
+    Kube::new(client, workspace_config())
+        .create_with_id("lap-warm", &warm)
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.lines(),
+        [
+            format!("POST {PODS}"),
+            format!("POST {CLAIMS}"),
+            format!("POST {SECRETS}"),
+            format!("POST {POLICIES}"),
+            format!("GET {PODS}/lap-warm"),
+        ]
+    );
+    let claim = mock.request(1).body;
+    assert_eq!(claim["metadata"]["name"], "lap-warm-work");
+    assert_eq!(claim["metadata"]["ownerReferences"][0]["uid"], "uid-of-the-pod");
+    assert_eq!(
+        mock.request(0).body["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "lap-warm-work"
+    );
+}
+
+#[tokio::test]
+async fn adopting_a_warm_claim_is_one_merge_patch_that_drops_its_owner() {
+    let (client, mock) = Mock::start(|seen| match seen.method.clone() {
+        Method::PATCH => (StatusCode::OK, claim("lap-warm-work", "s-1")),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    Kube::new(client, workspace_config())
+        .adopt_workspace("lap-warm", "s-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.lines(),
+        [format!("PATCH {CLAIMS}/lap-warm-work?")].map(|l| l.trim_end_matches('?').to_owned())
+    );
+    let patch = mock.request(0);
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.body, manifest::adopt_claim_patch("s-1"));
+}
+
+#[tokio::test]
+async fn a_snapshot_asks_discovery_once_then_posts_the_volume_snapshot_and_reads_it_until_ready() {
+    let gets = Arc::new(Mutex::new(0));
+    let counter = gets.clone();
+    let (client, mock) = Mock::start(move |seen| match (seen.method.clone(), seen.path.as_str()) {
+        (Method::GET, "/apis/snapshot.storage.k8s.io/v1") => (
+            StatusCode::OK,
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "snapshot.storage.k8s.io/v1",
+                   "resources": [{"name": "volumesnapshots", "singularName": "volumesnapshot", "namespaced": true,
+                                  "kind": "VolumeSnapshot", "verbs": ["create", "get", "delete"]}]}),
+        ),
+        (Method::GET, CLAIMS) => (StatusCode::OK, claim_list(vec![claim("lap-work-s-1", "s-1")])),
+        (Method::POST, SNAPSHOTS) => created(seen),
+        (Method::GET, _) => {
+            let mut n = counter.lock().unwrap();
+            *n += 1;
+            let mut snapshot = seen.body.clone();
+            snapshot = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                "metadata": {"name": "lap-snap-x", "namespace": NS}, "spec": snapshot["spec"].take()});
+            snapshot["status"] = if *n < 2 {
+                json!({"readyToUse": false})
+            } else {
+                json!({"readyToUse": true, "restoreSize": "8Gi"})
+            };
+            (StatusCode::OK, snapshot)
+        }
+        (Method::DELETE, _) => (
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+        ),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    let kube = Kube::new(client, workspace_config());
+    let taken = kube.snapshot_workspace("s-1", "x").await.unwrap();
+    assert_eq!(taken.size_bytes, 8 << 30);
+    assert_eq!(taken.location, "kube://lap/volumesnapshots/lap-snap-x");
+    kube.delete_workspace_snapshot("x").await.unwrap();
+    assert_eq!(
+        mock.lines(),
+        [
+            "GET /apis/snapshot.storage.k8s.io/v1".to_owned(),
+            format!("GET {CLAIMS}?{CLAIM_SELECTOR},lap.dev/session=s-1"),
+            format!("POST {SNAPSHOTS}"),
+            format!("GET {SNAPSHOTS}/lap-snap-x"),
+            format!("GET {SNAPSHOTS}/lap-snap-x"),
+            format!("DELETE {SNAPSHOTS}/lap-snap-x"),
+        ]
+    );
+    let posted = mock.request(2).body;
+    assert_eq!(
+        posted["spec"],
+        json!({"source": {"persistentVolumeClaimName": "lap-work-s-1"}})
+    );
+    assert_eq!(posted["metadata"]["labels"][manifest::SESSION], "s-1");
+}
+
+#[tokio::test]
+async fn a_snapshot_on_a_cluster_without_the_api_sends_nothing_but_discovery() {
+    let (client, mock) = Mock::start(|seen| match seen.path.as_str() {
+        "/apis/snapshot.storage.k8s.io/v1" => status_reply(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    let kube = Kube::new(client, workspace_config());
+    let err = kube.snapshot_workspace("s-1", "x").await.unwrap_err();
+    assert!(matches!(err, SandboxError::Unsupported { .. }), "{err}");
+    // Remembered: a second try asks nothing.
+    assert!(kube.snapshot_workspace("s-1", "y").await.is_err());
+    kube.delete_workspace_snapshot("x").await.unwrap();
+    assert_eq!(mock.lines(), ["GET /apis/snapshot.storage.k8s.io/v1"]);
+}
+
+#[tokio::test]
+async fn a_fork_clones_the_source_claim_at_its_class_and_the_larger_size() {
+    let (client, mock) = Mock::start(|seen| match (seen.method.clone(), seen.path.as_str()) {
+        (Method::GET, CLAIMS) => (StatusCode::OK, claim_list(vec![claim("lap-work-s-1", "s-1")])),
+        (Method::POST, CLAIMS) => created(seen),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    let kept = Kube::new(client, workspace_config())
+        .copy_workspace(lap::sandbox::WorkspaceSource::Session("s-1"), "s-2")
+        .await
+        .unwrap();
+    assert_eq!(kept.location, "kube://lap/persistentvolumeclaims/lap-work-s-2");
+    let clone = mock.request(1).body;
+    assert_eq!(
+        clone["spec"]["dataSource"],
+        json!({"kind": "PersistentVolumeClaim", "name": "lap-work-s-1"})
+    );
+    assert_eq!(clone["spec"]["storageClassName"], "gold");
+    assert_eq!(
+        clone["spec"]["resources"]["requests"]["storage"], "8Gi",
+        "the source is larger than --kube-workspace-size"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_workspace_deletes_every_claim_of_the_session_and_gone_is_fine() {
+    let (client, mock) = Mock::start(|seen| match (seen.method.clone(), seen.path.as_str()) {
+        (Method::GET, CLAIMS) => (StatusCode::OK, claim_list(vec![claim("lap-work-s-1", "s-1")])),
+        (Method::DELETE, _) => status_reply(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "persistentvolumeclaims \"lap-work-s-1\" not found",
+        ),
+        _ => panic!("unexpected {}", seen.line()),
+    });
+    Kube::new(client, workspace_config())
+        .delete_workspace("s-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.lines(),
+        [
+            format!("GET {CLAIMS}?{CLAIM_SELECTOR},lap.dev/session=s-1"),
+            format!("DELETE {CLAIMS}/lap-work-s-1"),
+        ]
     );
 }

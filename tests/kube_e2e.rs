@@ -70,8 +70,9 @@ fn secret_file(secret: &Value, key: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(data).unwrap()
 }
 
-/// What the fake kubelet needs to run a pod: where upstream HTTPS is and whom it trusts, and, for
-/// a cluster whose pods are reached by IP, the addresses it hands out.
+/// What the fake kubelet needs to run a pod: where upstream HTTPS is and whom it trusts, for a
+/// cluster whose pods are reached by IP, the addresses it hands out, and where the fake CSI driver
+/// keeps its volumes ([`csi_driver`]).
 struct Upstream {
     port: u16,
     ca_pem: PathBuf,
@@ -81,6 +82,48 @@ struct Upstream {
     /// ([`isolated_harness`]), so that a real agent CLI in it reaches the vendor only through its
     /// vault.
     vendor: Option<(&'static str, std::net::Ipv4Addr)>,
+    csi: PathBuf,
+}
+
+/// The test's CSI driver and snapshot controller: a claim is a directory `claims/<name>` (a clone
+/// starts as a copy of its source claim's, a restore as a copy of the snapshot's), a VolumeSnapshot a
+/// copy `snapshots/<name>` of its claim's directory at the time it is taken.
+fn csi_driver(api: &FakeApi, root: &Path) {
+    let copy = |from: &Path, to: &Path| {
+        let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+        assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+    };
+    let claims = root.join("claims");
+    let snapshots = root.join("snapshots");
+    std::fs::create_dir_all(&claims).unwrap();
+    std::fs::create_dir_all(&snapshots).unwrap();
+    let (c, s) = (claims.clone(), snapshots.clone());
+    api.on_create("persistentvolumeclaims", move |claim| {
+        let name = claim["metadata"]["name"].as_str().unwrap();
+        let source = &claim["spec"]["dataSource"];
+        match (source["kind"].as_str(), source["name"].as_str()) {
+            (Some("PersistentVolumeClaim"), Some(from)) => copy(&c.join(from), &c.join(name)),
+            (Some("VolumeSnapshot"), Some(from)) => copy(&s.join(from), &c.join(name)),
+            _ => std::fs::create_dir_all(c.join(name).join("home")).unwrap(),
+        }
+    });
+    api.on_create("volumesnapshots", move |snapshot| {
+        let name = snapshot["metadata"]["name"].as_str().unwrap();
+        let claim = snapshot["spec"]["source"]["persistentVolumeClaimName"]
+            .as_str()
+            .unwrap();
+        if claims.join(claim).exists() {
+            copy(&claims.join(claim), &snapshots.join(name));
+        }
+    });
+}
+
+/// The directory of the claim pod `pod` mounts at `/work`, if it mounts one.
+fn claim_dir(pod: &Value, csi: &Path) -> Option<PathBuf> {
+    let volumes = pod["spec"]["volumes"].as_array()?;
+    let work = volumes.iter().find(|v| v["name"] == "work")?;
+    let claim = work["persistentVolumeClaim"]["claimName"].as_str()?;
+    Some(csi.join("claims").join(claim))
 }
 
 /// Pod IPs on the host's loopback (all of 127.0.0.0/8 is loopback on Linux): `127.A.B.n`, with `A.B`
@@ -176,15 +219,23 @@ fn run_pod(
     let command = pod["spec"]["containers"][0]["command"].as_array().unwrap();
     assert_eq!(command[..3], ["lap", "harness", "--listen"], "{command:?}");
     assert_eq!(command[4], "--token-file", "{command:?}");
+    // With a workspace claim, the home is on the claim's volume (`/work/home`), else the pod's own.
+    let home = claim_dir(pod, &upstream.csi).map_or_else(|| dir.path().join("home"), |claim| claim.join("home"));
     let (harness, harness_addr) = if upstream.vendor.is_some() {
-        isolated_harness(dir.path(), &harness_token, &ca_dir.join(manifest::keys::CA_CERT), proxy)
+        isolated_harness(
+            dir.path(),
+            &home,
+            &harness_token,
+            &ca_dir.join(manifest::keys::CA_CERT),
+            proxy,
+        )
     } else {
         let mut harness = Command::new(LAP);
         harness
             .args(["harness", "--listen", &harness_listen, "--token-file"])
             .arg(&harness_token)
             .arg("--home")
-            .arg(dir.path().join("home"))
+            .arg(&home)
             .env_clear()
             .env("PATH", &path)
             .env("TERM", "screen");
@@ -219,7 +270,7 @@ fn run_pod(
 /// system one, as the pod's Secret volume is. The pod's `127.0.0.1:PROXY_PORT` leads to its vault
 /// container (`proxy`, on the host's loopback), which is the only way out of it; its harness port
 /// is relayed to the host's loopback for the port-forward. Returns the process and that address.
-fn isolated_harness(dir: &Path, token: &Path, vault_ca: &Path, proxy: SocketAddr) -> (Child, SocketAddr) {
+fn isolated_harness(dir: &Path, home: &Path, token: &Path, vault_ca: &Path, proxy: SocketAddr) -> (Child, SocketAddr) {
     let mut bundle = std::fs::read(SYSTEM_CA_BUNDLE).unwrap_or_else(|e| panic!("{SYSTEM_CA_BUNDLE}: {e}"));
     bundle.extend(std::fs::read(vault_ca).unwrap());
     let bundle_path = dir.join("ca-bundle.pem");
@@ -411,13 +462,16 @@ impl Cluster {
             }
             None => None,
         };
+        let csi = dir.path().join("csi");
         let upstream = Upstream {
             port: upstream_port,
             ca_pem,
             pod_ips: by_pod_ip.then(PodIps::new),
             vendor,
+            csi: csi.clone(),
         };
         let (api, api_url) = FakeApi::start().await;
+        csi_driver(&api, &csi);
         let containers = Arc::new(Mutex::new(Containers::default()));
         let (kubelet, kubelet_api) = (Arc::downgrade(&containers), api.clone());
         api.run_pods_with(move |pod, secret| run_pod(pod, secret, &upstream, &kubelet_api, &kubelet));
@@ -729,6 +783,14 @@ async fn a_warm_pod_is_claimed_by_label_patch_and_the_pool_makes_the_next() {
         "the claim is a patch of the pod"
     );
 
+    // The warm pod's workspace claim is the session's now: owned by nothing, labelled with it.
+    let claim = cluster
+        .api
+        .get("persistentvolumeclaims", &format!("{warm}-work"))
+        .unwrap();
+    assert!(claim["metadata"]["ownerReferences"].is_null(), "{claim}");
+    assert_eq!(claim["metadata"]["labels"][manifest::SESSION], id);
+
     // The session has its stub bound late, and works.
     assert_eq!(cluster.curl(id, &warm, "api.github.test"), "200");
     let auth = cluster.seen.lock().unwrap()[0]
@@ -898,11 +960,37 @@ async fn an_idle_kube_session_is_reaped_with_its_pod() {
     let cluster = Cluster::start(&["--warm-pool-size", "0", "--idle-ttl", "1s"]).await;
     cluster.create_agent("coder");
     let (id, pod) = cluster.ready_session("coder").await;
+    assert_eq!(cluster.claims_of(&id).len(), 1);
+    // A claim of a session this server does not know (left by a crash, or deleted behind its
+    // back): swept too.
+    let stray = "0b5a1c2e-9999-4999-8999-000000000009";
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(FakeApi::client(&cluster.api_url), "lap");
+    let orphan = manifest::workspace_claim(
+        "lap",
+        &manifest::session_claim_name(stray),
+        manifest::claim_labels(Some(stray), None),
+        None,
+        "1Gi",
+        manifest::ClaimSource::Empty,
+        None,
+    );
+    claims.create(&Default::default(), &orphan).await.unwrap();
     let shown = cluster.session_until(&id, "reaped", |s| s["status"] == "dead").await;
     assert_eq!(shown["failure_reason"], "reaped after 1s without activity");
     cluster
         .pods_until("the reaped pod deleted", |pods| !pods.contains(&pod))
         .await;
+    // The reaper's last step deletes the workspace claim with the session.
+    let deadline = Instant::now() + WAIT;
+    while !(cluster.claims_of(&id).is_empty() && cluster.claims_of(stray).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "claims left: {:?}",
+            cluster.api.names("persistentvolumeclaims")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1322,4 +1410,189 @@ async fn a_pods_port_is_reached_through_its_harness_connection_by_port_forward_a
     assert!(seen.iter().any(|l| l.ends_with("/portforward")), "{seen:?}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+impl Cluster {
+    /// `lap exec ID -- sh -c SCRIPT` in the session's home: its stdout, after a zero exit.
+    fn sh(&self, id: &str, script: &str) -> String {
+        let out = self.home.lap().run(["exec", id, "--", "sh", "-c", script]);
+        assert_eq!(out.code, 0, "{out}\n{}", self.server.log());
+        out.stdout
+    }
+
+    /// Session `id`'s workspace claims, by name.
+    fn claims_of(&self, id: &str) -> Vec<String> {
+        self.api
+            .names("persistentvolumeclaims")
+            .into_iter()
+            .filter(|name| {
+                self.api.get("persistentvolumeclaims", name).unwrap()["metadata"]["labels"][manifest::SESSION] == id
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kube_sessions_claim_keeps_its_files_over_hibernation_and_forks_and_snapshots_copy_them() {
+    let cluster = Cluster::start(&["--warm-pool-size", "0", "--kube-workspace-size", "3Gi"]).await;
+    assert!(
+        cluster.server.startup.contains("workspaces on claims of 3Gi"),
+        "{}",
+        cluster.server.startup
+    );
+    cluster.create_agent("coder");
+    let (id, pod) = cluster.ready_session("coder").await;
+    let claim = format!("lap-work-{id}");
+    assert_eq!(cluster.claims_of(&id), std::slice::from_ref(&claim));
+    // `lap sessions show` says where the workspace lives and its size (the claim's capacity).
+    let shown = cluster.show(&id);
+    assert_eq!(
+        shown["workspace"]["path"],
+        format!("kube://lap/persistentvolumeclaims/{claim}"),
+        "{shown}"
+    );
+    assert_eq!(shown["workspace"]["size_bytes"], 3u64 << 30);
+    assert_eq!(shown["workspace"]["exists"], true);
+    cluster.sh(&id, "echo before > note");
+
+    // Hibernate: the pod goes, the claim stays; resume: a new pod on it, the file there.
+    cluster.home.lap().run(["sessions", "hibernate", &id]).success();
+    assert_eq!(cluster.show(&id)["status"], "hibernated");
+    cluster.pods_until("the pod gone", |pods| !pods.contains(&pod)).await;
+    assert_eq!(cluster.claims_of(&id), std::slice::from_ref(&claim));
+    cluster.home.lap().run(["sessions", "resume", &id]).success();
+    let shown = cluster.show(&id);
+    assert_eq!(shown["status"], "ready", "{shown}");
+    let resumed = pod_of(&shown);
+    assert_ne!(resumed, pod);
+    assert_eq!(cluster.sh(&id, "cat note"), "before\n");
+    assert_eq!(cluster.claims_of(&id), std::slice::from_ref(&claim));
+
+    // Pause cannot freeze a pod: a clear refusal that points at hibernate; nothing changes.
+    let paused = cluster.home.lap().run(["sessions", "pause", &id]);
+    assert_ne!(paused.code, 0, "{paused}");
+    assert!(
+        paused.stderr.contains("cannot pause") && paused.stderr.contains("hibernate"),
+        "{paused}"
+    );
+    assert_eq!(cluster.show(&id)["status"], "ready");
+
+    // A snapshot is a VolumeSnapshot of the claim; later writes do not reach it.
+    let snapshot = cluster.lap_json(&["--json", "snapshots", "create", &id, "--name", "before"]);
+    let taken = cluster.api.names("volumesnapshots");
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(snapshot["path"], format!("kube://lap/volumesnapshots/{}", taken[0]));
+    assert_eq!(snapshot["size_bytes"], 3u64 << 30);
+    cluster.sh(&id, "echo after > note");
+
+    // A fork clones the claim: it sees the parent's files, and its writes stay its own.
+    let fork = cluster.lap_json(&["--json", "sessions", "fork", &id]);
+    let fork_id = fork["id"].as_str().unwrap().to_owned();
+    let fork_shown = cluster
+        .session_until(&fork_id, "settled", |s| s["status"] != "creating")
+        .await;
+    assert_eq!(fork_shown["status"], "ready", "{fork_shown}\n{}", cluster.server.log());
+    let fork_claim = cluster
+        .api
+        .get("persistentvolumeclaims", &format!("lap-work-{fork_id}"))
+        .unwrap();
+    assert_eq!(fork_claim["spec"]["dataSource"]["name"], claim.as_str());
+    assert_eq!(cluster.sh(&fork_id, "cat note"), "after\n");
+    cluster.sh(&fork_id, "echo fork > note; echo mine > fork-only");
+    assert_eq!(
+        cluster.sh(&id, "cat note; test -e fork-only || echo absent"),
+        "after\nabsent\n"
+    );
+
+    // A session from the snapshot has the file as it was when the snapshot was taken.
+    let restored = cluster.lap_json(&["--json", "sessions", "create", "coder", "--from", "before"]);
+    let restored_id = restored["id"].as_str().unwrap().to_owned();
+    let shown = cluster
+        .session_until(&restored_id, "settled", |s| s["status"] != "creating")
+        .await;
+    assert_eq!(shown["status"], "ready", "{shown}\n{}", cluster.server.log());
+    assert_eq!(cluster.sh(&restored_id, "cat note"), "before\n");
+
+    // A snapshot name that exists is refused; the snapshot is deleted with `snapshots delete`.
+    let again = cluster.home.lap().run(["snapshots", "create", &id, "--name", "before"]);
+    assert_ne!(again.code, 0, "{again}");
+    assert_eq!(cluster.api.names("volumesnapshots").len(), 1);
+    cluster.home.lap().run(["snapshots", "delete", "before"]).success();
+    assert!(cluster.api.names("volumesnapshots").is_empty());
+
+    // Deleting the session deletes its claim; the fork's and the restored one's stay theirs.
+    cluster.home.lap().run(["sessions", "delete", &id]).success();
+    assert!(cluster.claims_of(&id).is_empty());
+    assert_eq!(cluster.claims_of(&fork_id).len(), 1);
+    assert_eq!(cluster.claims_of(&restored_id).len(), 1);
+    // A deleted session has no workspace to fork.
+    let gone = cluster.home.lap().run(["sessions", "fork", &id]);
+    assert_ne!(gone.code, 0, "{gone}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_without_the_snapshot_api_a_snapshot_is_refused_with_a_hint_and_a_fork_still_works() {
+    let cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.api.without_snapshot_api();
+    cluster.create_agent("coder");
+    let (id, _pod) = cluster.ready_session("coder").await;
+    cluster.sh(&id, "echo kept > note");
+    let refused = cluster.home.lap().run(["snapshots", "create", &id, "--name", "nope"]);
+    assert_ne!(refused.code, 0, "{refused}");
+    assert!(refused.stderr.contains("serves no CSI snapshot API"), "{refused}");
+    assert!(
+        refused.stderr.contains("hint:") && refused.stderr.contains("external-snapshotter"),
+        "{refused}"
+    );
+    let listed = cluster.lap_json(&["--json", "snapshots", "list"]);
+    assert_eq!(listed, json!([]));
+    let fork = cluster.lap_json(&["--json", "sessions", "fork", &id]);
+    let fork_id = fork["id"].as_str().unwrap().to_owned();
+    let shown = cluster
+        .session_until(&fork_id, "settled", |s| s["status"] != "creating")
+        .await;
+    assert_eq!(shown["status"], "ready", "{shown}");
+    assert_eq!(cluster.sh(&fork_id, "cat note"), "kept\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_kube_workspace_size_none_pods_keep_an_empty_dir_and_hibernate_is_refused() {
+    let cluster = Cluster::start(&["--warm-pool-size", "0", "--kube-workspace-size", "none"]).await;
+    cluster.create_agent("coder");
+    let (id, _pod) = cluster.ready_session("coder").await;
+    assert!(cluster.api.names("persistentvolumeclaims").is_empty());
+    let refused = cluster.home.lap().run(["sessions", "hibernate", &id]);
+    assert_ne!(refused.code, 0, "{refused}");
+    assert!(refused.stderr.contains("keeps no workspaces"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reaper_hibernates_an_idle_kube_session_keeping_its_claim_and_skips_the_pause_it_cannot_do() {
+    let cluster = Cluster::start(&[
+        "--warm-pool-size",
+        "0",
+        "--pause-after",
+        "1s",
+        "--hibernate-after",
+        "3s",
+    ])
+    .await;
+    cluster.create_agent("coder");
+    let (id, pod) = cluster.ready_session("coder").await;
+    cluster.sh(&id, "echo idle > note");
+    // Past `--pause-after` nothing can be frozen on Kubernetes: the session stays ready, quietly.
+    let shown = cluster
+        .session_until(&id, "hibernated", |s| s["status"] != "ready")
+        .await;
+    assert_eq!(shown["status"], "hibernated", "{shown}\n{}", cluster.server.log());
+    assert!(
+        !cluster.server.log().contains("cannot pause an idle session"),
+        "{}",
+        cluster.server.log()
+    );
+    cluster.pods_until("the pod gone", |pods| !pods.contains(&pod)).await;
+    assert_eq!(cluster.claims_of(&id).len(), 1);
+    // An exec wakes it on a new pod over the same claim.
+    assert_eq!(cluster.sh(&id, "cat note"), "idle\n");
+    assert_eq!(cluster.show(&id)["status"], "ready");
 }

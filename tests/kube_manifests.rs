@@ -28,6 +28,7 @@ fn plan(session: Option<&str>) -> PodPlan {
         },
         defaults: Resources::harness_default(),
         reach: manifest::Reach::PortForward,
+        workspace_claim: None,
     }
 }
 
@@ -278,5 +279,146 @@ fn the_harness_asks_for_its_token_and_listens_on_the_pod_network_only_when_reach
         assert!(vault.iter().any(|a| a == "--admin-token-file"));
         // The proxy never leaves the pod's loopback.
         assert_eq!(after(&vault, "--listen"), format!("127.0.0.1:{}", manifest::PROXY_PORT));
+    }
+}
+
+// --- workspaces: claims and snapshots ---
+
+const SESSION: &str = "4b1f7e9c-0000-4000-8000-00000000cafe";
+
+fn claim_json(name: &str, session: Option<&str>, source: manifest::ClaimSource<'_>, owned: bool) -> Value {
+    let sandbox = session.is_none().then_some("lap-0123456789abcdef");
+    let owner = owner();
+    let claim = manifest::workspace_claim(
+        "lap",
+        name,
+        manifest::claim_labels(session, sandbox),
+        Some("fast-ssd"),
+        "10Gi",
+        source,
+        owned.then_some(&owner),
+    );
+    serde_json::to_value(claim).unwrap()
+}
+
+#[test]
+fn the_workspace_claims_match_their_golden_files() {
+    let session_claim = manifest::session_claim_name(SESSION);
+    golden(
+        "pvc-session",
+        &claim_json(&session_claim, Some(SESSION), manifest::ClaimSource::Empty, false),
+    );
+    golden(
+        "pvc-warm",
+        &claim_json(
+            &manifest::warm_claim_name("lap-0123456789abcdef"),
+            None,
+            manifest::ClaimSource::Empty,
+            true,
+        ),
+    );
+    golden(
+        "pvc-fork",
+        &claim_json(
+            &manifest::session_claim_name("5c2a8f0d-0000-4000-8000-00000000f0c5"),
+            Some("5c2a8f0d-0000-4000-8000-00000000f0c5"),
+            manifest::ClaimSource::Claim(&session_claim),
+            false,
+        ),
+    );
+    let snapshot = manifest::snapshot_name("9e3b7a10-0000-4000-8000-00000000beef");
+    golden(
+        "pvc-from-snapshot",
+        &claim_json(
+            &manifest::session_claim_name("5c2a8f0d-0000-4000-8000-00000000f0c5"),
+            Some("5c2a8f0d-0000-4000-8000-00000000f0c5"),
+            manifest::ClaimSource::Snapshot(&snapshot),
+            false,
+        ),
+    );
+}
+
+#[test]
+fn the_volume_snapshot_matches_its_golden_file() {
+    let snapshot = manifest::volume_snapshot(
+        "lap",
+        "9e3b7a10-0000-4000-8000-00000000beef",
+        SESSION,
+        &manifest::session_claim_name(SESSION),
+        Some("csi-snapclass"),
+    );
+    golden("volumesnapshot", &snapshot);
+    // Without a class, the cluster's default snapshot class is used: the field is absent.
+    let default = manifest::volume_snapshot("lap", "x", SESSION, "c", None);
+    assert!(default["spec"].get("volumeSnapshotClassName").is_none(), "{default}");
+}
+
+#[test]
+fn a_sessions_claim_is_owned_by_nothing_so_deleting_its_pod_keeps_it() {
+    let claim = claim_json("c", Some(SESSION), manifest::ClaimSource::Empty, false);
+    assert!(claim["metadata"].get("ownerReferences").is_none(), "{claim}");
+    assert_eq!(claim["metadata"]["labels"][manifest::SESSION], SESSION);
+    assert_eq!(claim["metadata"]["labels"][manifest::NAME], manifest::WORKSPACE_APP);
+    // Not a sandbox: the pod watcher and adoption (which select `lap-sandbox`) never see it.
+    assert_ne!(manifest::WORKSPACE_APP, manifest::SANDBOX_APP);
+    // The adoption patch takes a warm claim's owner and warm labels away, and labels the session.
+    let patch = manifest::adopt_claim_patch(SESSION);
+    assert!(patch["metadata"]["ownerReferences"].is_null());
+    assert_eq!(patch["metadata"]["labels"][manifest::SESSION], SESSION);
+    assert_eq!(patch["metadata"]["labels"][manifest::WARM], "false");
+    assert!(patch["metadata"]["labels"][manifest::SANDBOX].is_null());
+}
+
+#[test]
+fn with_a_claim_the_harness_work_is_the_claim_and_only_the_harness_mounts_it() {
+    let mut with_claim = plan(Some(SESSION));
+    with_claim.workspace_claim = Some(manifest::session_claim_name(SESSION));
+    let pod = serde_json::to_value(manifest::pod(&with_claim)).unwrap();
+    let work = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "work")
+        .unwrap();
+    assert_eq!(
+        *work,
+        serde_json::json!({"name": "work", "persistentVolumeClaim": {"claimName": manifest::session_claim_name(SESSION)}})
+    );
+    let mounts = |name: &str| -> Vec<Value> {
+        container(&pod, "containers", name)["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["name"] == "work")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        mounts("harness"),
+        [serde_json::json!({"name": "work", "mountPath": "/work"})]
+    );
+    assert!(mounts("vault").is_empty());
+    // Everything else is the pod without a claim.
+    let mut without = pod.clone();
+    let mut plain = pod_json(Some(SESSION));
+    for p in [&mut without, &mut plain] {
+        p["spec"]["volumes"][0] = Value::Null;
+    }
+    assert_eq!(without, plain);
+}
+
+#[test]
+fn claim_and_snapshot_names_are_dns_names_whatever_the_ids() {
+    for name in [
+        manifest::session_claim_name(SESSION),
+        manifest::warm_claim_name("lap-0123456789abcdef"),
+        manifest::snapshot_name("9e3b7a10-0000-4000-8000-00000000beef"),
+    ] {
+        assert!(name.len() <= 63, "{name}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{name}"
+        );
     }
 }

@@ -82,6 +82,9 @@ impl From<ControlError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
                     .hint("run `lap serve --backend local` on Linux, or see `lap serve --help`")
             }
+            ControlError::Sandbox(SandboxError::Unsupported { what, hint }) => {
+                Self::new(StatusCode::CONFLICT, what).hint(hint)
+            }
             ControlError::Sandbox(err) => Self::new(StatusCode::BAD_GATEWAY, err.to_string()),
             ControlError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
             ControlError::Refused { kind, message, hint } => {

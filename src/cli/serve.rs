@@ -161,6 +161,21 @@ pub struct Args {
     /// the cluster), or `auto`: `pod-ip` with the in-cluster configuration, else `port-forward`
     #[arg(long, env = "LAP_KUBE_REACH", value_enum, default_value = "auto")]
     pub kube_reach: KubeReach,
+    /// Kubernetes backend: the StorageClass of each session's workspace claim (its `/work`, kept
+    /// while the session lives: across hibernation, restarts and crashes) [default: the cluster's
+    /// default class]
+    #[arg(long, env = "LAP_KUBE_WORKSPACE_CLASS", value_name = "CLASS")]
+    pub kube_workspace_class: Option<String>,
+    /// Kubernetes backend: the storage each session's workspace claim asks for, a Kubernetes
+    /// quantity; `none` for no claims (each pod's `/work` is then an `emptyDir`, gone with the pod,
+    /// and hibernate, snapshots and forks are refused)
+    #[arg(long, env = "LAP_KUBE_WORKSPACE_SIZE", default_value = "10Gi", value_name = "QUANTITY|none",
+          value_parser = parse_workspace_size)]
+    pub kube_workspace_size: String,
+    /// Kubernetes backend: the VolumeSnapshotClass of workspace snapshots (`lap snapshots create`)
+    /// [default: the cluster's default snapshot class]
+    #[arg(long, env = "LAP_KUBE_SNAPSHOT_CLASS", value_name = "CLASS")]
+    pub kube_snapshot_class: Option<String>,
     /// Where sandbox previews are served (signed preview URLs): an origin of their own, never the
     /// API's or the web UI's; `off` for none [default: the --listen IP, its port + 1 (3001 beside
     /// 3000), or a free port when that one is taken or --listen's port is 0]
@@ -245,9 +260,15 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let lifecycle = crate::control::Lifecycle {
-        // Workspaces that outlive their sandbox are kept by the local backend (its `/work` is a host
-        // directory); the Kubernetes backend's are its pods' for now.
-        workspaces: (args.backend == Backend::Local).then(|| crate::control::Workspaces::new(&data_dir)),
+        // Workspaces that outlive their sandbox: host directories the local backend mounts, or the
+        // Kubernetes backend's own claims.
+        workspaces: if args.backend == Backend::Local {
+            Some(crate::control::Workspaces::new(&data_dir))
+        } else if sandbox.keeps_workspaces() {
+            Some(crate::control::Workspaces::Backend)
+        } else {
+            None
+        },
         pause_after: args.pause_after.0,
         hibernate_after: args.hibernate_after.0,
     };
@@ -495,17 +516,41 @@ async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path, out: &Prin
             KubeReach::Auto if in_cluster => kube::Reach::PodIp,
             KubeReach::Auto => kube::Reach::PortForward,
         },
+        workspace: (args.kube_workspace_size != "none").then(|| kube::manifest::WorkspaceStorage {
+            class: args.kube_workspace_class.clone(),
+            size: args.kube_workspace_size.clone(),
+            snapshot_class: args.kube_snapshot_class.clone(),
+        }),
     };
     out.status(format!(
-        "kube backend: namespace `{}`, image `{}`, pods reached {}",
+        "kube backend: namespace `{}`, image `{}`, pods reached {}, workspaces {}",
         config.namespace,
         config.image,
         match config.reach {
             kube::Reach::PortForward => "through the API server's port-forward",
             kube::Reach::PodIp => "on their pod IPs",
+        },
+        match &config.workspace {
+            Some(storage) => format!(
+                "on claims of {} (storage class `{}`)",
+                storage.size,
+                storage.class.as_deref().unwrap_or("the cluster's default")
+            ),
+            None => "gone with their pods (`--kube-workspace-size none`)".to_owned(),
         }
     ));
     Ok(Kube::new(client, config))
+}
+
+/// `--kube-workspace-size`: a Kubernetes quantity of storage, or `none`.
+fn parse_workspace_size(value: &str) -> Result<String, String> {
+    match value {
+        "none" => Ok(value.to_owned()),
+        _ if kube::workspace::quantity_bytes(value).is_some_and(|b| b > 0) => Ok(value.to_owned()),
+        _ => Err(format!(
+            "`{value}` is not a size: give a Kubernetes quantity such as `10Gi` or `500M`, or `none`"
+        )),
+    }
 }
 
 /// The host's CA bundle (Debian's path), the base of the sandboxes' bundle.

@@ -13,7 +13,13 @@
 //! Invariants: a copy never follows a symlink (an agent's `ln -s /etc/shadow x` is copied as a
 //! link, never as the file), skips what is not a file, directory or link, and appears under its
 //! final name only once complete (a temporary sibling, then a rename), so a failed copy (a full
-//! disk) leaves nothing half-made and loses nothing of the source. Nothing here reads a real
+//! disk) leaves nothing half-made and loses nothing of the source.
+//!
+//! A backend that keeps workspaces itself ([`crate::sandbox::Sandbox::keeps_workspaces`]: the
+//! Kubernetes backend's PersistentVolumeClaims and CSI VolumeSnapshots) is asked instead of the data
+//! dir ([`Workspaces::Backend`]): the same states, refusals and sweep, with the copying done by the
+//! storage. Its sandboxes are not frozen for a copy: the storage copies a volume, crash-consistent,
+//! and no walk of `lap serve`'s can be led astray by a symlink. Nothing here reads a real
 //! credential: a workspace only ever held what the sandbox could write, stubs included, never a
 //! real value (DESIGN invariant 1). A session's state changes go through the store's conditional
 //! updates, like every other transition (`control.rs`).
@@ -43,30 +49,68 @@ const WAKE_POLL: Duration = Duration::from_millis(5);
 /// Longest snapshot name.
 pub const MAX_SNAPSHOT_NAME: usize = 64;
 
-/// Where workspaces and snapshots live, for a backend that keeps them (the local one).
+/// Where workspaces and snapshots live, when they are kept.
 #[derive(Debug, Clone)]
-pub struct Workspaces {
-    workspaces: PathBuf,
-    snapshots: PathBuf,
+pub enum Workspaces {
+    /// Directories under the data dir, mounted by the local backend.
+    Host { workspaces: PathBuf, snapshots: PathBuf },
+    /// Kept by the sandbox backend itself (Kubernetes: claims and VolumeSnapshots).
+    Backend,
 }
 
 impl Workspaces {
     pub fn new(data_dir: &Path) -> Self {
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
-        Self {
+        Self::Host {
             workspaces: data_dir.join(WORKSPACES_DIR),
             snapshots: data_dir.join(SNAPSHOTS_DIR),
         }
     }
 
-    /// The workspace of session `session`.
-    pub fn path(&self, session: Uuid) -> PathBuf {
-        self.workspaces.join(session.to_string())
+    /// The workspace of session `session`, when it is a host directory.
+    pub fn path(&self, session: Uuid) -> Option<PathBuf> {
+        match self {
+            Self::Host { workspaces, .. } => Some(workspaces.join(session.to_string())),
+            Self::Backend => None,
+        }
     }
 
-    /// The copy of snapshot `id`.
-    pub fn snapshot_path(&self, id: Uuid) -> PathBuf {
-        self.snapshots.join(id.to_string())
+    /// The copy of snapshot `id`, when it is a host directory.
+    pub fn snapshot_path(&self, id: Uuid) -> Option<PathBuf> {
+        match self {
+            Self::Host { snapshots, .. } => Some(snapshots.join(id.to_string())),
+            Self::Backend => None,
+        }
+    }
+}
+
+/// What a new session's workspace is copied from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Source {
+    Session(Uuid),
+    Snapshot(Uuid),
+}
+
+impl Source {
+    fn id(self) -> Uuid {
+        match self {
+            Self::Session(id) | Self::Snapshot(id) => id,
+        }
+    }
+}
+
+/// A refusal of the backend that keeps workspaces, as the control plane's: an operation it cannot
+/// do is a conflict with its hint, something it cannot find is not found.
+fn backend_refused(err: crate::sandbox::SandboxError) -> ControlError {
+    use crate::sandbox::SandboxError;
+    match err {
+        SandboxError::Unsupported { what, hint } => refused(Refusal::Conflict, what, hint),
+        SandboxError::NotFound(what) => refused(
+            Refusal::NotFound,
+            format!("{what} does not exist"),
+            "`lap sessions show ID` and `lap snapshots list` show what exists",
+        ),
+        other => other.into(),
     }
 }
 
@@ -291,23 +335,82 @@ impl Control {
             refused(
                 Refusal::Conflict,
                 format!("the `{}` backend keeps no workspaces of its own", self.sandbox.name()),
-                "run `lap serve --backend local` for workspaces, pause, hibernate, snapshots and forks",
+                "run `lap serve --backend local` (or `--backend kube` without `--kube-workspace-size none`) for \
+                 workspaces, hibernate, snapshots and forks",
             )
         })
     }
 
-    /// The workspace of a session, when this backend keeps them.
+    /// The workspace of a session, when it is a host directory.
     pub(super) fn workspace_of(&self, session: Uuid) -> Option<PathBuf> {
-        self.lifecycle.workspaces.as_ref().map(|w| w.path(session))
+        self.lifecycle.workspaces.as_ref().and_then(|w| w.path(session))
     }
 
-    /// A session's workspace: its host path, size in bytes, and whether it exists. `None`: no such
-    /// session.
+    /// Whether the backend keeps the workspaces.
+    fn kept_by_backend(&self) -> bool {
+        matches!(self.lifecycle.workspaces, Some(Workspaces::Backend))
+    }
+
+    /// For a bring-up of session `id`: the host directory to mount as its `/work` (`None`: none, or
+    /// the backend's own), and whether the session has a workspace already (a restart, a resume
+    /// from hibernation, a fork), which a new sandbox then starts on instead of a warm one.
+    pub(super) async fn workspace_at_bring_up(&self, id: Uuid) -> Result<(Option<PathBuf>, bool), String> {
+        if self.kept_by_backend() {
+            let kept = self.sandbox.workspace(&id.to_string()).await;
+            let kept = kept.map_err(|e| format!("cannot find the session's workspace: {e}"))?;
+            return Ok((None, kept.is_some()));
+        }
+        let workspace = self.workspace_of(id);
+        let resumed = workspace.as_ref().is_some_and(|w| w.exists());
+        Ok((workspace, resumed))
+    }
+
+    /// Makes the `/work` of warm sandbox `sandbox`, just claimed for session `id`, the session's
+    /// workspace (`workspace`: the host directory it becomes), when workspaces are kept.
+    pub(super) async fn keep_warm_workspace(
+        &self,
+        id: Uuid,
+        sandbox: &str,
+        workspace: Option<&Path>,
+    ) -> Result<(), String> {
+        let kept = match workspace {
+            Some(dest) => self.sandbox.keep_workspace(sandbox, dest).await,
+            None if self.kept_by_backend() => self.sandbox.adopt_workspace(sandbox, &id.to_string()).await,
+            None => return Ok(()),
+        };
+        kept.map_err(|e| format!("cannot keep the sandbox's workspace: {e}"))
+    }
+
+    /// Whether a resumed workspace holds the agent's repository already (then it is not cloned
+    /// again): a look at the host directory, or, for a backend's own, a `test -d` in the sandbox.
+    pub(super) async fn repo_in_workspace(&self, sandbox: &str, workspace: Option<&Path>) -> bool {
+        if let Some(workspace) = workspace {
+            return workspace.join("repo").exists();
+        }
+        if !self.kept_by_backend() {
+            return false;
+        }
+        let spec = crate::sandbox::ExecSpec {
+            argv: vec!["test".into(), "-d".into(), super::REPO_DIR.into()],
+            ..Default::default()
+        };
+        let (output, _ignored) = tokio::sync::mpsc::channel(16);
+        matches!(self.sandbox.exec(sandbox, spec, output).await, Ok(0))
+    }
+
+    /// A session's workspace: where it lives (a host path, or the backend's location), size in
+    /// bytes, and whether it exists. `None`: no such session.
     pub async fn workspace(&self, id: Uuid) -> Result<Option<(PathBuf, u64, bool)>, ControlError> {
         if self.store.get_session(id).await?.is_none() {
             return Ok(None);
         }
-        let path = self.workspaces()?.path(id);
+        let Some(path) = self.workspaces()?.path(id) else {
+            let kept = self.sandbox.workspace(&id.to_string()).await.map_err(backend_refused)?;
+            return Ok(Some(match kept {
+                Some(kept) => (PathBuf::from(kept.location), kept.size_bytes, true),
+                None => (PathBuf::new(), 0, false),
+            }));
+        };
         let probe = path.clone();
         let (size, exists) = blocking(move || Ok((tree_size(&probe)?, probe.exists())))
             .await
@@ -317,6 +420,12 @@ impl Control {
 
     /// Deletes a session's workspace (with the session, or by the reaper's last step).
     pub(super) async fn remove_workspace(&self, id: Uuid) {
+        if self.kept_by_backend() {
+            if let Err(err) = self.sandbox.delete_workspace(&id.to_string()).await {
+                tracing::warn!(session = %id, error = %err, "cannot delete a workspace");
+            }
+            return;
+        }
         let Some(path) = self.workspace_of(id) else { return };
         let shown = path.clone();
         if let Err(err) = blocking(move || remove_tree(&path)).await {
@@ -470,9 +579,8 @@ impl Control {
     /// copy (so it is consistent) and thawed after.
     pub async fn fork_session(&self, id: Uuid, title: Option<String>) -> Result<SessionRow, ControlError> {
         let row = self.session(id).await?;
-        let workspaces = self.workspaces()?.clone();
-        let source = workspaces.path(id);
-        if !source.exists() {
+        self.workspaces()?;
+        if !self.has_workspace(id).await? {
             return Err(refused(
                 Refusal::Gone,
                 format!("session {id} has no workspace to fork: it was deleted with the session"),
@@ -482,7 +590,12 @@ impl Control {
         let agent = self.agent_of(&row).await?;
         let frozen = self.freeze_for_copy(&row).await?;
         let made = self
-            .create_session_from(&agent, title, source, format!("the workspace of session {id}"))
+            .create_session_from(
+                &agent,
+                title,
+                Source::Session(id),
+                format!("the workspace of session {id}"),
+            )
             .await;
         if let Some(sandbox) = frozen {
             let _ = self.sandbox.resume(&sandbox).await;
@@ -496,6 +609,8 @@ impl Control {
     /// host file copied, so a running session that cannot be frozen is refused.
     async fn freeze_for_copy(&self, row: &SessionRow) -> Result<Option<String>, ControlError> {
         match (row.status, &row.sandbox_id) {
+            // The storage copies a volume: nothing to freeze, and nothing to lead astray.
+            (SessionStatus::Ready, Some(_)) if self.kept_by_backend() => Ok(None),
             (SessionStatus::Ready, Some(sandbox)) => match self.sandbox.pause(sandbox).await {
                 Ok(()) => Ok(Some(sandbox.clone())),
                 Err(err) => Err(refused(
@@ -526,7 +641,7 @@ impl Control {
         &self,
         agent: &Agent,
         title: Option<String>,
-        source: PathBuf,
+        source: Source,
         what: String,
     ) -> Result<SessionRow, ControlError> {
         let workspaces = self.workspaces()?.clone();
@@ -534,11 +649,31 @@ impl Control {
         self.sandbox.check().await?;
         self.check_tool(agent)?;
         let row = self.new_row(agent, title, super::phase::COPYING_WORKSPACE);
-        let dest = workspaces.path(row.id);
-        let copied = blocking(move || copy_tree(&source, &dest))
-            .await
-            .map_err(|e| copy_failed(&what, e))?;
-        tracing::info!(session = %row.id, bytes = copied.bytes, reflinked = copied.reflinked, copied = copied.copied, "workspace copied");
+        let host = match source {
+            Source::Session(id) => workspaces.path(id),
+            Source::Snapshot(id) => workspaces.snapshot_path(id),
+        };
+        match (host, workspaces.path(row.id)) {
+            (Some(source), Some(dest)) => {
+                let copied = blocking(move || copy_tree(&source, &dest))
+                    .await
+                    .map_err(|e| copy_failed(&what, e))?;
+                tracing::info!(session = %row.id, bytes = copied.bytes, reflinked = copied.reflinked, copied = copied.copied, "workspace copied");
+            }
+            _ => {
+                let (session, source_id) = (row.id.to_string(), source.id().to_string());
+                let from = match source {
+                    Source::Session(_) => crate::sandbox::WorkspaceSource::Session(&source_id),
+                    Source::Snapshot(_) => crate::sandbox::WorkspaceSource::Snapshot(&source_id),
+                };
+                let kept = self
+                    .sandbox
+                    .copy_workspace(from, &session)
+                    .await
+                    .map_err(backend_refused)?;
+                tracing::info!(session = %row.id, location = %kept.location, "workspace copied by the backend");
+            }
+        }
         if let Err(err) = self.store.insert_session(row.clone()).await {
             self.remove_workspace(row.id).await;
             return Err(err.into());
@@ -558,9 +693,9 @@ impl Control {
         key: &str,
         title: Option<String>,
     ) -> Result<SessionRow, ControlError> {
-        let workspaces = self.workspaces()?.clone();
+        self.workspaces()?;
         let snapshot = self.find_snapshot(key).await?;
-        let source = workspaces.snapshot_path(snapshot.id);
+        let source = Source::Snapshot(snapshot.id);
         self.create_session_from(agent, title, source, format!("snapshot `{}`", snapshot.name))
             .await
     }
@@ -576,7 +711,8 @@ impl Control {
     }
 
     /// Copies session `id`'s workspace into a new snapshot named `name` (default: generated). A
-    /// running session is paused for the copy and thawed after.
+    /// running session is paused for the copy and thawed after (but on a backend that keeps the
+    /// workspaces: its storage snapshots the volume).
     pub async fn create_snapshot(&self, id: Uuid, name: Option<String>) -> Result<SnapshotRow, ControlError> {
         if let Some(name) = &name
             && !valid_snapshot_name(name)
@@ -589,8 +725,7 @@ impl Control {
         }
         let row = self.session(id).await?;
         let workspaces = self.workspaces()?.clone();
-        let source = workspaces.path(id);
-        if !source.exists() {
+        if !self.has_workspace(id).await? {
             return Err(refused(
                 Refusal::Gone,
                 format!("session {id} has no workspace to snapshot: it was deleted with the session"),
@@ -608,8 +743,10 @@ impl Control {
         if self.store.find_snapshot(&name).await?.is_some() {
             return Err(crate::store::StoreError::SnapshotNameTaken(name).into());
         }
+        let (Some(source), Some(dest)) = (workspaces.path(id), workspaces.snapshot_path(snapshot_id)) else {
+            return self.snapshot_by_backend(row, snapshot_id, name).await;
+        };
         let frozen = self.freeze_for_copy(&row).await?;
-        let dest = workspaces.snapshot_path(snapshot_id);
         let copied = blocking({
             let dest = dest.clone();
             move || copy_tree(&source, &dest)
@@ -635,32 +772,81 @@ impl Control {
         Ok(snapshot)
     }
 
+    /// [`Self::create_snapshot`] by the backend that keeps the workspaces (a CSI VolumeSnapshot).
+    async fn snapshot_by_backend(&self, row: SessionRow, id: Uuid, name: String) -> Result<SnapshotRow, ControlError> {
+        let kept = self
+            .sandbox
+            .snapshot_workspace(&row.id.to_string(), &id.to_string())
+            .await
+            .map_err(backend_refused)?;
+        let snapshot = SnapshotRow {
+            id,
+            name,
+            session_id: row.id,
+            agent_name: row.agent_name,
+            size_bytes: kept.size_bytes,
+            created_at: self.store.timestamp(),
+        };
+        if let Err(err) = self.store.insert_snapshot(snapshot.clone()).await {
+            if let Err(cleanup) = self.sandbox.delete_workspace_snapshot(&id.to_string()).await {
+                tracing::warn!(snapshot = %id, error = %cleanup, "cannot delete a snapshot the store did not keep");
+            }
+            return Err(err.into());
+        }
+        tracing::info!(snapshot = %snapshot.name, location = %kept.location, "snapshot taken by the backend");
+        Ok(snapshot)
+    }
+
+    /// Whether session `id` has a workspace (it is deleted with the session).
+    async fn has_workspace(&self, id: Uuid) -> Result<bool, ControlError> {
+        match self.workspaces()?.path(id) {
+            Some(path) => Ok(path.exists()),
+            None => Ok(self
+                .sandbox
+                .workspace(&id.to_string())
+                .await
+                .map_err(backend_refused)?
+                .is_some()),
+        }
+    }
+
     /// Every snapshot, newest first, with where its copy is.
     pub async fn snapshots(&self) -> Result<Vec<(SnapshotRow, PathBuf)>, ControlError> {
-        let workspaces = self.workspaces()?.clone();
+        self.workspaces()?;
         Ok(self
             .store
             .list_snapshots()
             .await?
             .into_iter()
             .map(|row| {
-                let path = workspaces.snapshot_path(row.id);
+                let path = self.snapshot_path(row.id).unwrap_or_default();
                 (row, path)
             })
             .collect())
     }
 
-    /// Where snapshot `id`'s copy is.
+    /// Where snapshot `id`'s copy is: a host path, or the backend's location.
     pub fn snapshot_path(&self, id: Uuid) -> Option<PathBuf> {
-        self.lifecycle.workspaces.as_ref().map(|w| w.snapshot_path(id))
+        match self.lifecycle.workspaces.as_ref()? {
+            Workspaces::Host { .. } => self.lifecycle.workspaces.as_ref()?.snapshot_path(id),
+            Workspaces::Backend => self.sandbox.snapshot_location(&id.to_string()).map(PathBuf::from),
+        }
     }
 
     /// Deletes snapshot `key` (name or id) and its copy.
     pub async fn delete_snapshot(&self, key: &str) -> Result<SnapshotRow, ControlError> {
         let workspaces = self.workspaces()?.clone();
         let snapshot = self.find_snapshot(key).await?;
+        let Some(path) = workspaces.snapshot_path(snapshot.id) else {
+            // The backend's copy first: one it refuses to delete keeps its row, to try again.
+            self.sandbox
+                .delete_workspace_snapshot(&snapshot.id.to_string())
+                .await
+                .map_err(backend_refused)?;
+            self.store.delete_snapshot(snapshot.id).await?;
+            return Ok(snapshot);
+        };
         self.store.delete_snapshot(snapshot.id).await?;
-        let path = workspaces.snapshot_path(snapshot.id);
         blocking(move || remove_tree(&path))
             .await
             .map_err(|e| ControlError::Conflict(format!("cannot delete the copy of snapshot `{key}`: {e}")))?;
@@ -701,6 +887,8 @@ impl Control {
         if pause && row.status == SessionStatus::Ready {
             return match self.pause_session(row.id).await {
                 Ok(_) => Ok(Step::Paused),
+                // A backend that cannot pause at all (Kubernetes): the step does not apply.
+                Err(ControlError::Sandbox(crate::sandbox::SandboxError::Unsupported { .. })) => Ok(Step::None),
                 Err(err) => {
                     tracing::warn!(session = %row.id, error = %err, "cannot pause an idle session");
                     Ok(Step::None)
@@ -716,17 +904,25 @@ impl Control {
         let Some(workspaces) = self.lifecycle.workspaces.clone() else {
             return Ok(0);
         };
-        let root = workspaces.workspaces.clone();
-        let names = blocking(move || match std::fs::read_dir(&root) {
-            Ok(entries) => Ok(entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()))
-                .collect::<Vec<_>>()),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(err) => Err(err),
-        })
-        .await
-        .map_err(|e| ControlError::Conflict(format!("cannot list the workspaces: {e}")))?;
+        let names = match workspaces {
+            Workspaces::Host { workspaces: root, .. } => blocking(move || match std::fs::read_dir(&root) {
+                Ok(entries) => Ok(entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()))
+                    .collect::<Vec<_>>()),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(err) => Err(err),
+            })
+            .await
+            .map_err(|e| ControlError::Conflict(format!("cannot list the workspaces: {e}")))?,
+            Workspaces::Backend => self
+                .sandbox
+                .workspace_sessions()
+                .await?
+                .iter()
+                .filter_map(|s| Uuid::parse_str(s).ok())
+                .collect(),
+        };
         let mut removed = 0;
         for id in names {
             let stale = match self.store.get_session(id).await? {

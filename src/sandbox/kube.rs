@@ -12,7 +12,8 @@
 //! straight to the pod IP from inside the cluster); over such a stream, after the pod's harness
 //! token, the harness protocol's `start`, `wait`, `exec` and `attach` ([`harness`]); and a pod
 //! watcher ([`Kube::pod_states`]) whose failures and deletions feed the reconciler
-//! ([`Sandbox::events`]).
+//! ([`Sandbox::events`]). Each session's workspace is a PersistentVolumeClaim that outlives its Pod,
+//! snapshotted as a CSI VolumeSnapshot ([`workspace`]).
 //!
 //! What it deliberately does not own: session state (the reconciler writes that, from
 //! [`status::pod_state`]), and the vault itself, which runs in the Pod (`lap vault sidecar`). So
@@ -30,6 +31,7 @@
 pub mod harness;
 pub mod manifest;
 pub mod status;
+pub mod workspace;
 
 use std::time::Duration;
 
@@ -43,8 +45,8 @@ pub use self::manifest::Reach;
 use self::manifest::{PodPlan, Resources, SecretData};
 use self::status::PodState;
 use super::{
-    AgentStart, ExecChunk, ExecSpec, Sandbox, SandboxChange, SandboxError, SandboxEvent, SandboxInfo, SandboxSpec,
-    TtyChannel, VaultPlacement,
+    AgentStart, ExecChunk, ExecSpec, KeptWorkspace, Sandbox, SandboxChange, SandboxError, SandboxEvent, SandboxInfo,
+    SandboxSpec, TtyChannel, VaultPlacement, WorkspaceSource,
 };
 pub use super::{BoundCredential, VaultBinding};
 
@@ -74,6 +76,9 @@ pub struct KubeConfig {
     pub ready_timeout: Duration,
     /// How the pods' ports are reached.
     pub reach: Reach,
+    /// Each session's workspace as a PersistentVolumeClaim of this storage (`None`: an `emptyDir`
+    /// per Pod, gone with it).
+    pub workspace: Option<manifest::WorkspaceStorage>,
 }
 
 /// Reads the user's kubeconfig (`context`: `--kube-context`, else its current one) or, when there
@@ -147,6 +152,8 @@ pub struct Kube {
     config: KubeConfig,
     /// Each sandbox's tokens, once read from its Secret.
     tokens: std::sync::Mutex<std::collections::HashMap<String, Tokens>>,
+    /// Whether the API server serves VolumeSnapshots, once asked.
+    snapshot_api: std::sync::Mutex<Option<workspace::SnapshotApi>>,
 }
 
 impl Kube {
@@ -155,6 +162,7 @@ impl Kube {
             client,
             config,
             tokens: Default::default(),
+            snapshot_api: Default::default(),
         }
     }
 
@@ -193,13 +201,23 @@ impl Kube {
             limits: spec.limits,
             defaults: self.config.defaults.clone(),
             reach: self.config.reach,
+            workspace_claim: None,
         }
     }
 
     /// Creates sandbox `id`'s objects and waits until its Pod is ready. On failure every object made
-    /// is deleted again.
+    /// is deleted again, but for a session's workspace claim, which is the session's.
+    ///
+    /// With workspaces kept, a session's Pod mounts the session's claim (made now when it has none);
+    /// a warm Pod gets a claim of its own, owned by it until a session adopts it.
     pub async fn create_with_id(&self, id: &str, spec: &SandboxSpec) -> Result<SandboxInfo, SandboxError> {
-        let plan = self.plan(id, spec);
+        let mut plan = self.plan(id, spec);
+        let warm_claim = self.workspace_storage().is_some() && spec.session_id.is_none();
+        plan.workspace_claim = match &spec.session_id {
+            Some(session) => self.claim_for_session(session).await?,
+            None if warm_claim => Some(manifest::warm_claim_name(id)),
+            None => None,
+        };
         let created = self
             .pods()
             .create(&PostParams::default(), &manifest::pod(&plan))
@@ -207,6 +225,9 @@ impl Kube {
             .map_err(api_error)?;
         let made = async {
             let owner = manifest::owner(&created);
+            if warm_claim {
+                self.create_warm_claim(id, owner.as_ref()).await?;
+            }
             let (token, harness_token) = (new_token()?, new_token()?);
             let binding =
                 serde_json::to_vec(&VaultBinding::default()).map_err(|e| SandboxError::Backend(e.to_string()))?;
@@ -687,6 +708,54 @@ impl Sandbox for Kube {
 
     fn vault_placement(&self) -> VaultPlacement {
         VaultPlacement::InSandbox
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), SandboxError> {
+        Err(SandboxError::Unsupported {
+            what: format!(
+                "the kube backend cannot pause sandbox `{id}`: the Kubernetes API has no way to freeze a \
+                 pod's processes"
+            ),
+            hint: "`lap sessions hibernate ID` deletes its pod and keeps its workspace claim; `lap sessions \
+                   resume ID` (or an attach, a message, an exec) makes a new pod on it"
+                .to_owned(),
+        })
+    }
+
+    fn keeps_workspaces(&self) -> bool {
+        self.workspace_storage().is_some()
+    }
+
+    async fn workspace(&self, session: &str) -> Result<Option<KeptWorkspace>, SandboxError> {
+        self.session_workspace(session).await
+    }
+
+    async fn adopt_workspace(&self, id: &str, session: &str) -> Result<(), SandboxError> {
+        self.adopt_claim(id, session).await
+    }
+
+    async fn copy_workspace(&self, from: WorkspaceSource<'_>, session: &str) -> Result<KeptWorkspace, SandboxError> {
+        self.copy_claim(from, session).await
+    }
+
+    async fn delete_workspace(&self, session: &str) -> Result<(), SandboxError> {
+        self.delete_claims(session).await
+    }
+
+    async fn workspace_sessions(&self) -> Result<Vec<String>, SandboxError> {
+        self.claim_sessions().await
+    }
+
+    async fn snapshot_workspace(&self, session: &str, snapshot: &str) -> Result<KeptWorkspace, SandboxError> {
+        self.snapshot_claim(session, snapshot).await
+    }
+
+    async fn delete_workspace_snapshot(&self, snapshot: &str) -> Result<(), SandboxError> {
+        self.delete_snapshot(snapshot).await
+    }
+
+    fn snapshot_location(&self, snapshot: &str) -> Option<String> {
+        self.workspace_storage().map(|_| self.snapshot_place(snapshot))
     }
 
     fn events(&self) -> Option<futures_util::stream::BoxStream<'static, Result<SandboxEvent, SandboxError>>> {

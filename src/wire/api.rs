@@ -335,9 +335,11 @@ impl SessionStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Workspace {
     pub session_id: Uuid,
-    /// Host path of the workspace directory.
+    /// Where it lives: the host path of the workspace directory, or, on the Kubernetes backend,
+    /// `kube://NAMESPACE/persistentvolumeclaims/NAME` (empty once deleted there).
     pub path: String,
-    /// Bytes of its files (apparent sizes; shared reflinked extents are counted in full).
+    /// Bytes of its files (apparent sizes; shared reflinked extents are counted in full); on the
+    /// Kubernetes backend, the claim's capacity.
     pub size_bytes: u64,
     /// Whether it exists (`false` once deleted with its session).
     pub exists: bool,
@@ -351,7 +353,8 @@ pub struct Snapshot {
     /// The session it was taken from.
     pub session_id: Uuid,
     pub agent_name: String,
-    /// Host path of the copy.
+    /// Where the copy is: a host path, or, on the Kubernetes backend,
+    /// `kube://NAMESPACE/volumesnapshots/NAME`.
     pub path: String,
     pub size_bytes: u64,
     pub created_at: String,

@@ -5,9 +5,15 @@
 //! port. kube-rs talks to it over real HTTP, so its request building, decoding, watcher and
 //! WebSocket code run as against a cluster.
 //!
-//! It implements only what lap uses: namespaced pods, secrets and networkpolicies; equality label
-//! selectors; JSON merge patch. Pods come up ready at once unless [`FakeApi::new_pods_get`] or
-//! [`FakeApi::set_pod_status`] say otherwise. It is a model of the API's contract, not of a kubelet:
+//! It implements only what lap uses: namespaced pods, secrets, networkpolicies,
+//! persistentvolumeclaims and (`snapshot.storage.k8s.io/v1`, with its discovery document, unless
+//! [`FakeApi::without_snapshot_api`]) volumesnapshots; equality label selectors; JSON merge patch.
+//! Pods come up ready at once unless [`FakeApi::new_pods_get`] or [`FakeApi::set_pod_status`] say
+//! otherwise; a claim is bound at once with the capacity it asks for, and one deleted while a pod
+//! mounts it is only marked for deletion until that pod is gone (the `pvc-protection` finalizer); a snapshot of a claim that
+//! exists is ready to use at once with the claim's capacity as its restore size, one of a claim that
+//! does not is failed with the snapshot controller's error, unless [`FakeApi::new_snapshots_get`]
+//! says otherwise. It is a model of the API's contract, not of a kubelet:
 //! nothing runs, unless a test plays the kubelet with [`FakeApi::run_pods_with`].
 
 #![allow(dead_code)]
@@ -46,10 +52,20 @@ struct Inner {
     kubelet: Option<Kubelet>,
     /// (pod, port) → where a port-forward to that pod's port connects, over [`Inner::forwards`].
     pod_forwards: HashMap<(String, u16), SocketAddr>,
+    /// What a test runs when an object of a resource is created ([`FakeApi::on_create`]).
+    on_create: Vec<(String, OnCreate)>,
+    /// Whether `snapshot.storage.k8s.io/v1` is missing (a cluster without the CSI snapshot CRDs).
+    no_snapshot_api: bool,
+    /// The status new VolumeSnapshots get (`None`: ready, or failed when their claim is missing).
+    new_snapshot_status: Option<Value>,
     /// Where it listens, and the task accepting there (`None` while it is down).
     addr: Option<SocketAddr>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// A test's part when an object is created (a CSI driver provisioning a claim, a snapshot
+/// controller taking a snapshot): given the object as stored.
+pub type OnCreate = Arc<dyn Fn(&Value) + Send + Sync>;
 
 /// A test's kubelet: given a pod and its Secret (base64 `data`, as the API returns it), starts what
 /// the pod runs and returns where each of its ports is served.
@@ -74,6 +90,8 @@ fn kind_of(resource: &str) -> Option<(&'static str, &'static str)> {
         "pods" => Some(("v1", "Pod")),
         "secrets" => Some(("v1", "Secret")),
         "networkpolicies" => Some(("networking.k8s.io/v1", "NetworkPolicy")),
+        "persistentvolumeclaims" => Some(("v1", "PersistentVolumeClaim")),
+        "volumesnapshots" => Some(("snapshot.storage.k8s.io/v1", "VolumeSnapshot")),
         _ => None,
     }
 }
@@ -142,6 +160,9 @@ impl FakeApi {
             .route("/api/v1/namespaces/{ns}/{resource}/{name}", any(object))
             .route("/apis/networking.k8s.io/v1/namespaces/{ns}/{resource}", any(collection))
             .route("/apis/networking.k8s.io/v1/namespaces/{ns}/{resource}/{name}", any(object))
+            .route("/apis/snapshot.storage.k8s.io/v1", get(snapshot_discovery))
+            .route("/apis/snapshot.storage.k8s.io/v1/namespaces/{ns}/{resource}", any(snapshot_collection))
+            .route("/apis/snapshot.storage.k8s.io/v1/namespaces/{ns}/{resource}/{name}", any(snapshot_object))
             .fallback(|| async { status(StatusCode::NOT_FOUND, "NotFound", "the fake serves no such path") })
             .layer(axum::middleware::from_fn_with_state(self.clone(), record))
             .with_state(self.clone());
@@ -208,6 +229,27 @@ impl FakeApi {
     /// port-forwards to that pod's ports with what it returns.
     pub fn run_pods_with(&self, kubelet: impl Fn(&Value, &Value) -> Vec<(u16, SocketAddr)> + Send + Sync + 'static) {
         self.inner.lock().unwrap().kubelet = Some(Arc::new(kubelet));
+    }
+
+    /// Runs `hook` with each `resource` object created from now on, before the create is answered
+    /// (as a CSI driver or the snapshot controller would act on it).
+    pub fn on_create(&self, resource: &str, hook: impl Fn(&Value) + Send + Sync + 'static) {
+        self.inner
+            .lock()
+            .unwrap()
+            .on_create
+            .push((resource.to_owned(), Arc::new(hook)));
+    }
+
+    /// The cluster serves no `snapshot.storage.k8s.io/v1` (no CSI snapshot CRDs): its paths answer
+    /// 404 as an API server's do for a group it does not serve.
+    pub fn without_snapshot_api(&self) {
+        self.inner.lock().unwrap().no_snapshot_api = true;
+    }
+
+    /// VolumeSnapshots created from now on get `status` (e.g. never ready).
+    pub fn new_snapshots_get(&self, status: Value) {
+        self.inner.lock().unwrap().new_snapshot_status = Some(status);
     }
 
     /// Pods created from now on get `status` instead of coming up ready.
@@ -293,6 +335,17 @@ async fn collection(
                     if resource == "pods" {
                         object["status"] = inner.new_pod_status.clone().unwrap_or_else(|| ready_status(&object));
                     }
+                    if resource == "persistentvolumeclaims" {
+                        object["status"] = json!({"phase": "Bound", "accessModes": object["spec"]["accessModes"],
+                            "capacity": {"storage": object["spec"]["resources"]["requests"]["storage"]}});
+                    }
+                    if resource == "volumesnapshots" {
+                        let status = inner
+                            .new_snapshot_status
+                            .clone()
+                            .unwrap_or_else(|| snapshot_status(&inner, &object));
+                        object["status"] = status;
+                    }
                     inner.objects.insert(key, object.clone());
                     inner.events.push((version, resource.clone(), "ADDED", object.clone()));
                     let owner = object["metadata"]["ownerReferences"][0]["name"]
@@ -314,6 +367,19 @@ async fn collection(
                 Ok(started) => started,
                 Err(reply) => return reply,
             };
+            let hooks: Vec<OnCreate> = {
+                let inner = api.inner.lock().unwrap();
+                inner
+                    .on_create
+                    .iter()
+                    .filter(|(r, _)| *r == resource)
+                    .map(|(_, h)| h.clone())
+                    .collect()
+            };
+            for hook in hooks {
+                let object = object.clone();
+                tokio::task::spawn_blocking(move || hook(&object)).await.unwrap();
+            }
             api.changed.notify_waiters();
             if let Some((kubelet, pod, secret)) = started {
                 let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
@@ -347,6 +413,75 @@ async fn collection(
         }
         _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not here"),
     }
+}
+
+/// A new VolumeSnapshot's status, as the snapshot controller writes it: ready with its claim's
+/// capacity, or failed when the claim does not exist.
+fn snapshot_status(inner: &Inner, snapshot: &Value) -> Value {
+    let claim = snapshot["spec"]["source"]["persistentVolumeClaimName"]
+        .as_str()
+        .unwrap_or_default();
+    match inner
+        .objects
+        .get(&("persistentvolumeclaims".to_owned(), claim.to_owned()))
+    {
+        Some(claim) => json!({"readyToUse": true, "restoreSize": claim["status"]["capacity"]["storage"],
+            "boundVolumeSnapshotContentName": format!("snapcontent-{}", snapshot["metadata"]["name"].as_str().unwrap_or_default()),
+            "creationTime": "2026-12-03T07:00:00Z"}),
+        None => json!({"readyToUse": false, "error": {"time": "2026-12-03T07:00:00Z",
+            "message": format!("failed to get input parameters to create snapshot: persistentvolumeclaim \"{claim}\" not found")}}),
+    }
+}
+
+/// What an API server answers for a path of a group it does not serve.
+fn no_such_group() -> Reply {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
+
+/// `GET /apis/snapshot.storage.k8s.io/v1`: the group's discovery document.
+async fn snapshot_discovery(State(api): State<FakeApi>) -> Reply {
+    if api.inner.lock().unwrap().no_snapshot_api {
+        return no_such_group();
+    }
+    axum::Json(json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "snapshot.storage.k8s.io/v1",
+        "resources": [
+            {"name": "volumesnapshots", "singularName": "volumesnapshot", "namespaced": true, "kind": "VolumeSnapshot",
+             "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"], "shortNames": ["vs"]},
+            {"name": "volumesnapshots/status", "singularName": "", "namespaced": true, "kind": "VolumeSnapshot",
+             "verbs": ["get", "patch", "update"]},
+        ],
+    }))
+    .into_response()
+}
+
+async fn snapshot_collection(
+    api: State<FakeApi>,
+    method: Method,
+    path: Path<(String, String)>,
+    query: Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Reply {
+    if api.inner.lock().unwrap().no_snapshot_api || path.1 != "volumesnapshots" {
+        return no_such_group();
+    }
+    collection(api, method, path, query, body).await
+}
+
+async fn snapshot_object(
+    api: State<FakeApi>,
+    method: Method,
+    path: Path<(String, String, String)>,
+    body: Bytes,
+) -> Reply {
+    if api.inner.lock().unwrap().no_snapshot_api || path.1 != "volumesnapshots" {
+        return no_such_group();
+    }
+    object(api, method, path, body).await
 }
 
 /// A watch: newline-delimited events after `since`, then as they happen.
@@ -433,6 +568,26 @@ async fn object(
             api.changed.notify_waiters();
             axum::Json(object).into_response()
         }
+        // The `kubernetes.io/pvc-protection` finalizer: a claim a pod still mounts is only marked
+        // for deletion, and goes once no pod mounts it.
+        Method::DELETE if resource == "persistentvolumeclaims" && mounted(&inner, &name) => {
+            let version = inner.version + 1;
+            let Some(object) = inner.objects.get_mut(&key) else {
+                return not_found();
+            };
+            if object["metadata"]["deletionTimestamp"].is_null() {
+                object["metadata"]["deletionTimestamp"] = json!("2026-12-03T07:00:00Z");
+                object["metadata"]["finalizers"] = json!(["kubernetes.io/pvc-protection"]);
+                object["metadata"]["resourceVersion"] = json!(version.to_string());
+                let object = object.clone();
+                inner.version = version;
+                inner.events.push((version, resource, "MODIFIED", object));
+            }
+            let object = inner.objects[&key].clone();
+            drop(inner);
+            api.changed.notify_waiters();
+            axum::Json(object).into_response()
+        }
         Method::DELETE => {
             let Some(object) = inner.objects.remove(&key) else {
                 return not_found();
@@ -460,12 +615,41 @@ async fn object(
                 let version = inner.version;
                 inner.events.push((version, key.0, "DELETED", gone));
             }
+            // Claims marked for deletion that no pod mounts any more go now.
+            let released: Vec<(String, String)> = inner
+                .objects
+                .iter()
+                .filter(|((r, n), o)| {
+                    r == "persistentvolumeclaims"
+                        && !o["metadata"]["deletionTimestamp"].is_null()
+                        && !mounted(&inner, n)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in released {
+                let gone = inner.objects.remove(&key).unwrap();
+                inner.version += 1;
+                let version = inner.version;
+                inner.events.push((version, key.0, "DELETED", gone));
+            }
             drop(inner);
             api.changed.notify_waiters();
             axum::Json(object).into_response()
         }
         _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not here"),
     }
+}
+
+/// Whether a pod mounts claim `claim`.
+fn mounted(inner: &Inner, claim: &str) -> bool {
+    inner.objects.iter().any(|((r, _), pod)| {
+        r == "pods"
+            && pod["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| v["persistentVolumeClaim"]["claimName"].as_str() == Some(claim))
+    })
 }
 
 async fn portforward(

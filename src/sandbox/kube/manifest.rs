@@ -1,8 +1,10 @@
 //! The objects one Kubernetes sandbox is made of, as pure functions of its [`PodPlan`].
 //!
 //! Per sandbox: a Pod (an init container that installs the egress fence, the harness container, the
-//! `lap vault sidecar` container), a Secret and a NetworkPolicy. Nothing here talks to a cluster; the
-//! golden tests (`tests/kube_manifests.rs`) pin the exact JSON and were reviewed by hand.
+//! `lap vault sidecar` container), a Secret and a NetworkPolicy; per session, when workspaces are
+//! kept, a PersistentVolumeClaim mounted at `/work` ([`workspace_claim`]) and its CSI
+//! VolumeSnapshots ([`volume_snapshot`]). Nothing here talks to a cluster; the golden tests
+//! (`tests/kube_manifests.rs`) pin the exact JSON and were reviewed by hand.
 //!
 //! Invariants this module keeps:
 //! - **Real values stay in the vault container.** The Secret holds the binding (real credential
@@ -19,10 +21,14 @@
 //! - **Everything is findable and collected**: each object carries [`MANAGED_BY`], [`SANDBOX`] (and
 //!   [`SESSION`] once bound, [`WARM`] while in the pool); the Secret and NetworkPolicy are owned by the
 //!   Pod, so deleting the Pod deletes them.
+//! - **A session's workspace claim is owned by nothing**, so deleting the Pod (a hibernation, a
+//!   restart) keeps it; it carries [`SESSION`] and `app.kubernetes.io/name: lap-workspace`, by which
+//!   the backend finds it and deletes it with the session. A warm Pod's claim is owned by the Pod
+//!   until a session adopts it ([`adopt_claim_patch`]), so a warm Pod the pool drops takes it along.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
@@ -45,6 +51,13 @@ pub const SESSION: &str = "lap.dev/session";
 pub const WARM: &str = "lap.dev/warm";
 /// The harness the sandbox runs.
 pub const HARNESS: &str = "lap.dev/harness";
+/// `app.kubernetes.io/name` of a session's workspace claim.
+pub const WORKSPACE_APP: &str = "lap-workspace";
+/// `app.kubernetes.io/name` of a snapshot of a workspace.
+pub const SNAPSHOT_APP: &str = "lap-snapshot";
+/// The CSI snapshot API: its group and version.
+pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
+pub const SNAPSHOT_VERSION: &str = "v1";
 /// Annotation: the harness-wide process limit asked for (Kubernetes sets pid limits per node).
 pub const PIDS_ANNOTATION: &str = "lap.dev/pids-limit";
 
@@ -165,6 +178,8 @@ pub struct PodPlan {
     pub limits: LimitOverrides,
     pub defaults: Resources,
     pub reach: Reach,
+    /// The PersistentVolumeClaim mounted at `/work` (`None`: an `emptyDir`, gone with the Pod).
+    pub workspace_claim: Option<String>,
 }
 
 impl PodPlan {
@@ -357,7 +372,7 @@ pub fn pod(plan: &PodPlan) -> Pod {
                 },
             ],
             "volumes": [
-                {"name": "work", "emptyDir": {}},
+                work_volume(plan.workspace_claim.as_deref()),
                 {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
                 {"name": "ca-bundle", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o444,
                     "items": [{"key": keys::CA_BUNDLE, "path": keys::CA_BUNDLE}]}},
@@ -373,6 +388,149 @@ pub fn pod(plan: &PodPlan) -> Pod {
         },
     });
     serde_json::from_value(value).expect("the Pod manifest has the Pod schema (pinned by the golden tests)")
+}
+
+/// The `/work` volume: the workspace claim, else an `emptyDir`.
+fn work_volume(claim: Option<&str>) -> Value {
+    match claim {
+        Some(claim) => json!({"name": "work", "persistentVolumeClaim": {"claimName": claim}}),
+        None => json!({"name": "work", "emptyDir": {}}),
+    }
+}
+
+/// Where workspace claims are provisioned and how big they are (`lap serve --kube-workspace-class`,
+/// `--kube-workspace-size`, `--kube-snapshot-class`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceStorage {
+    /// The StorageClass of new claims (`None`: the cluster's default class).
+    pub class: Option<String>,
+    /// The storage each claim asks for, a Kubernetes quantity (`10Gi`).
+    pub size: String,
+    /// The VolumeSnapshotClass of snapshots (`None`: the cluster's default snapshot class).
+    pub snapshot_class: Option<String>,
+}
+
+/// What a new workspace claim starts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimSource<'a> {
+    /// An empty volume.
+    Empty,
+    /// A clone of the claim of this name (CSI volume cloning).
+    Claim(&'a str),
+    /// The content of the VolumeSnapshot of this name.
+    Snapshot(&'a str),
+}
+
+/// The name of the workspace claim made for session `session` (one made with a warm Pod is named
+/// after the Pod: [`warm_claim_name`]; the backend finds either by its labels).
+pub fn session_claim_name(session: &str) -> String {
+    format!("lap-work-{}", label_value(session).to_ascii_lowercase())
+}
+
+/// The name of the workspace claim made with warm Pod `id`.
+pub fn warm_claim_name(id: &str) -> String {
+    format!("{id}-work")
+}
+
+/// The name of the VolumeSnapshot of lap's snapshot `snapshot` (its id).
+pub fn snapshot_name(snapshot: &str) -> String {
+    format!("lap-snap-{}", label_value(snapshot).to_ascii_lowercase())
+}
+
+/// The labels of a workspace claim: of session `session`, or, while warm, of Pod `sandbox`.
+pub fn claim_labels(session: Option<&str>, sandbox: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+        (NAME.to_owned(), WORKSPACE_APP.to_owned()),
+    ]);
+    if let Some(session) = session {
+        labels.insert(SESSION.to_owned(), session.to_owned());
+    }
+    if let Some(sandbox) = sandbox {
+        labels.insert(SANDBOX.to_owned(), sandbox.to_owned());
+        labels.insert(WARM.to_owned(), session.is_none().to_string());
+    }
+    labels
+}
+
+/// The label selector of session `session`'s workspace claims.
+pub fn session_claim_selector(session: &str) -> String {
+    format!("{MANAGED_BY}={MANAGER},{NAME}={WORKSPACE_APP},{SESSION}={session}")
+}
+
+/// The label selector of every workspace claim lap manages.
+pub fn claim_selector() -> String {
+    format!("{MANAGED_BY}={MANAGER},{NAME}={WORKSPACE_APP}")
+}
+
+/// A workspace claim `name` of `size` (a quantity) in `namespace`, labelled `labels`, owned by
+/// `owner` (a warm Pod) or by nothing, starting as `source`. `class`: its StorageClass (a clone must
+/// be of its source's).
+pub fn workspace_claim(
+    namespace: &str,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    class: Option<&str>,
+    size: &str,
+    source: ClaimSource<'_>,
+    owner: Option<&OwnerReference>,
+) -> PersistentVolumeClaim {
+    let mut spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": size}},
+    });
+    if let Some(class) = class {
+        spec["storageClassName"] = json!(class);
+    }
+    match source {
+        ClaimSource::Empty => {}
+        ClaimSource::Claim(claim) => spec["dataSource"] = json!({"kind": "PersistentVolumeClaim", "name": claim}),
+        ClaimSource::Snapshot(snapshot) => {
+            spec["dataSource"] = json!({"apiGroup": SNAPSHOT_GROUP, "kind": "VolumeSnapshot", "name": snapshot});
+        }
+    }
+    let mut value = json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    });
+    if let Some(owner) = owner {
+        value["metadata"]["ownerReferences"] = json!([owner]);
+    }
+    serde_json::from_value(value)
+        .expect("the claim manifest has the PersistentVolumeClaim schema (pinned by the golden tests)")
+}
+
+/// The merge patch by which session `session` adopts the claim of the warm Pod it claimed: no owner
+/// any more (deleting the Pod keeps it), the session's labels.
+pub fn adopt_claim_patch(session: &str) -> Value {
+    json!({
+        "metadata": {
+            "ownerReferences": null,
+            "labels": {SESSION: session, WARM: "false", SANDBOX: null},
+        }
+    })
+}
+
+/// The CSI VolumeSnapshot `lap-snap-<snapshot>` of session `session`'s claim `claim`
+/// (`snapshot.storage.k8s.io/v1`; `class`: its VolumeSnapshotClass, `None` for the default).
+pub fn volume_snapshot(namespace: &str, snapshot: &str, session: &str, claim: &str, class: Option<&str>) -> Value {
+    let mut spec = json!({"source": {"persistentVolumeClaimName": claim}});
+    if let Some(class) = class {
+        spec["volumeSnapshotClassName"] = json!(class);
+    }
+    json!({
+        "apiVersion": format!("{SNAPSHOT_GROUP}/{SNAPSHOT_VERSION}"),
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": snapshot_name(snapshot),
+            "namespace": namespace,
+            "labels": {MANAGED_BY: MANAGER, NAME: SNAPSHOT_APP, SESSION: session},
+        },
+        "spec": spec,
+    })
 }
 
 /// What the Secret holds. `binding` carries real values: it is written into the Secret only.
