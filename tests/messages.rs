@@ -5,8 +5,9 @@
 //! survives a kill -9 of `lap serve` with the conversation resumed (`--resume` with the tool's own
 //! id), the event invariants (sequence numbers without gaps, items started before their deltas,
 //! exactly one `turn.completed` per `turn.started`, also when a turn is aborted), one turn at a
-//! time, a fresh sandbox given the conversation so far, `lap chat` in a terminal, and a tool's
-//! retries shown by `lap send` on a terminal only. And the 4xx answers, on the fake backend.
+//! time, a fresh sandbox given the conversation so far, a message waking a paused or hibernated
+//! session with the conversation going on, `lap chat` in a terminal, and a tool's retries shown by
+//! `lap send` on a terminal only. And the 4xx answers, on the fake backend.
 //!
 //! Failures are injected into the real tools where that can be done from outside: a `claude`
 //! killed mid-turn, a `codex app-server` whose saved thread is deleted. Stand-in tools remain only
@@ -412,6 +413,73 @@ fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_
             .iter()
             .all(|e| e["data"]["native_session_id"] == native.as_str()),
         "{started:#?}"
+    );
+}
+
+/// A message wakes a session by itself: a paused one goes on in the same `claude` process (its
+/// memory kept), a hibernated one in a new sandbox on the same workspace, where the tool resumes its
+/// conversation from its own transcripts. Each reply's model request carries the earlier turns.
+#[test]
+fn a_message_wakes_a_paused_and_a_hibernated_session_and_the_conversation_goes_on() {
+    let Some(world) = claude() else { return };
+    let home = &world.home;
+    let first = lap(home, ["send", "sdk", "first words"]);
+    assert_eq!(first.code, 0, "{first}\n{}", anthropic::context(&world));
+    let session = session_of(home);
+    let status = || lap(home, ["--json", "sessions", "show", &session]).success().json()["status"].clone();
+    let pids = || {
+        lap(
+            home,
+            [
+                "exec",
+                &session,
+                "--",
+                "sh",
+                "-c",
+                "for d in /proc/[0-9]*; do \
+                   if tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q -- '--input-forma[t] stream-json'; then \
+                     echo \"PID ${d#/proc/}\"; \
+                   fi; \
+                 done",
+            ],
+        )
+        .success()
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PID "))
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    let asked = |said: &str| {
+        anthropic::model_requests(&world)
+            .into_iter()
+            .rev()
+            .find(|r| anthropic::last_user_text(r) == said)
+            .map(|r| anthropic::conversation(&r).join("\n"))
+            .unwrap_or_else(|| panic!("no model request for {said:?}\n{}", anthropic::context(&world)))
+    };
+    let before = pids();
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    lap(home, ["sessions", "pause", &session]).success();
+    assert_eq!(status(), "paused");
+    let paused = lap(home, ["send", "sdk", "after a pause"]);
+    assert_eq!(paused.code, 0, "{paused}\n{}", anthropic::context(&world));
+    assert_eq!(paused.out(), "echo: after a pause");
+    assert_eq!(status(), "ready");
+    assert_eq!(pids(), before, "a pause keeps the tool's process");
+    assert!(asked("after a pause").contains("echo: first words"));
+
+    lap(home, ["sessions", "hibernate", &session]).success();
+    assert_eq!(status(), "hibernated");
+    let woken = lap(home, ["send", "sdk", "after hibernation"]);
+    assert_eq!(woken.code, 0, "{woken}\n{}", anthropic::context(&world));
+    assert_eq!(woken.out(), "echo: after hibernation");
+    assert_eq!(status(), "ready");
+    let conversation = asked("after hibernation");
+    assert!(
+        conversation.contains("echo: first words") && conversation.contains("echo: after a pause"),
+        "the resumed conversation reached the model: {conversation}"
     );
 }
 
