@@ -265,9 +265,9 @@ fn run_pod(
 }
 
 /// The harness container of a pod that has its network and mounts to itself, as a real pod has:
-/// `lap harness` in network and mount namespaces of its own (`unshare`, root only), its loopback up
-/// and the pod's CA bundle (the host's roots and the pod's vault CA, `vault_ca`) mounted over the
-/// system one, as the pod's Secret volume is. The pod's `127.0.0.1:PROXY_PORT` leads to its vault
+/// `lap harness` (its home `home`) in network and mount namespaces of its own (`unshare`, root
+/// only), its loopback up and the pod's CA bundle (the host's roots and the pod's vault CA,
+/// `vault_ca`) mounted over the system one, as the pod's Secret volume is. The pod's `127.0.0.1:PROXY_PORT` leads to its vault
 /// container (`proxy`, on the host's loopback), which is the only way out of it; its harness port
 /// is relayed to the host's loopback for the port-forward. Returns the process and that address.
 fn isolated_harness(dir: &Path, home: &Path, token: &Path, vault_ca: &Path, proxy: SocketAddr) -> (Child, SocketAddr) {
@@ -284,7 +284,7 @@ fn isolated_harness(dir: &Path, home: &Path, token: &Path, vault_ca: &Path, prox
         .args(["sh", LAP, "harness", "--listen", "127.0.0.1:0", "--token-file"])
         .arg(token)
         .arg("--home")
-        .arg(dir.join("home"))
+        .arg(home)
         .env_clear()
         .env(
             "PATH",

@@ -74,11 +74,7 @@ fn ready_or_skip() -> bool {
     match prerequisites() {
         Ok(()) => true,
         Err(why) => {
-            assert!(
-                std::env::var_os("LAP_TEST_STRICT").is_none(),
-                "{why} (LAP_TEST_STRICT=1 makes the TypeScript SDK tests mandatory)"
-            );
-            eprintln!("SKIPPED: {why}");
+            support::skip(&why);
             false
         }
     }

@@ -284,7 +284,7 @@ fn run_browser(script: &str, server: &TestServer, home: &Home, screenshot: &Path
     let (chromium, dir) = match browser_prerequisites(root) {
         Ok(found) => found,
         Err(why) => {
-            skip_or_fail(&why);
+            support::skip(&why);
             return None;
         }
     };
@@ -332,19 +332,10 @@ fn ui_built(server: &TestServer) -> bool {
     if !page.body.contains("web UI was not built") {
         return true;
     }
-    skip_or_fail(
+    support::skip(
         "this lap was built without its web UI (see the build's warnings): install Node.js and npm, then rebuild",
     );
     false
-}
-
-/// Skips the calling test with a banner, or fails it under `LAP_TEST_STRICT=1`.
-fn skip_or_fail(why: &str) {
-    if std::env::var("LAP_TEST_STRICT").as_deref() == Ok("1") {
-        panic!("{why} (LAP_TEST_STRICT=1 makes the web UI tests mandatory)");
-    }
-    let banner = "=".repeat(72);
-    eprintln!("\n{banner}\nSKIPPED web UI test: {why}\n(set LAP_TEST_STRICT=1 to make this a failure)\n{banner}\n");
 }
 
 #[test]

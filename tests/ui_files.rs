@@ -17,15 +17,6 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the session may take to become ready.
 const READY_WAIT: Duration = Duration::from_secs(30);
 
-/// Skips the calling test with a banner, or fails it under `LAP_TEST_STRICT=1`.
-fn skip_or_fail(why: &str) {
-    if std::env::var("LAP_TEST_STRICT").as_deref() == Ok("1") {
-        panic!("{why} (LAP_TEST_STRICT=1 makes the web UI tests mandatory)");
-    }
-    let banner = "=".repeat(72);
-    eprintln!("\n{banner}\nSKIPPED web UI test: {why}\n(set LAP_TEST_STRICT=1 to make this a failure)\n{banner}\n");
-}
-
 /// Chromium and `tests/ui`'s node modules, or why the browser test cannot run.
 fn browser_prerequisites(root: &Path) -> Result<(PathBuf, PathBuf), String> {
     let chromium = PathBuf::from(std::env::var("LAP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
@@ -77,13 +68,13 @@ fn a_person_uploads_and_downloads_a_file_through_the_session_page() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (chromium, dir) = match browser_prerequisites(root) {
         Ok(found) => found,
-        Err(why) => return skip_or_fail(&why),
+        Err(why) => return support::skip(&why),
     };
     let home = Home::new();
     let server = TestServer::start_local(&home);
     let _cleanup = Cleanup(&server);
     if server.http_get("/", None).1.contains("web UI was not built") {
-        return skip_or_fail("this lap was built without its web UI: install Node.js and npm, then rebuild");
+        return support::skip("this lap was built without its web UI: install Node.js and npm, then rebuild");
     }
     lap(&home, ["agents", "create", "files-ui", "--harness", "shell"]).success();
     let session = lap(&home, ["--json", "sessions", "create", "files-ui"])

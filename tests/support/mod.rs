@@ -28,6 +28,28 @@ use std::time::{Duration, Instant};
 /// The `lap` binary under test.
 pub const LAP: &str = env!("CARGO_BIN_EXE_lap");
 
+/// Whether every test prerequisite is installed: `LAP_TEST_STRICT=1`, which scripts/test.sh (and so
+/// CI) sets once it has installed them. A test missing one then fails instead of skipping ([`skip`]).
+pub fn strict() -> bool {
+    std::env::var("LAP_TEST_STRICT").as_deref() == Ok("1")
+}
+
+/// The calling test cannot run here, because of `why` (a missing prerequisite, and how to install
+/// it): under [`strict`] that fails the test; else a banner on stderr says it was skipped, and the
+/// caller returns.
+pub fn skip(why: &str) {
+    assert!(
+        !strict(),
+        "{why}\n(LAP_TEST_STRICT=1: every prerequisite must be installed; scripts/test.sh installs them)"
+    );
+    let banner = "=".repeat(72);
+    // Straight to the stderr handle: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{banner}\nSKIPPED: {why}\n(set LAP_TEST_STRICT=1 to make this a failure)\n{banner}\n"
+    );
+}
+
 /// How long `lap serve` may take to say it is listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
