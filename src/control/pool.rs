@@ -210,7 +210,8 @@ impl Control {
         }
         // A harness's warm sandbox was made before its agent was known, with the backend's default
         // limits: an agent with limits of its own takes only a sandbox made for it.
-        let harness_wide = LimitOverrides::from(&agent.limits) == LimitOverrides::default();
+        // The same for an agent with volumes, which only its own warm sandboxes mount.
+        let harness_wide = LimitOverrides::from(&agent.limits) == LimitOverrides::default() && agent.volumes.is_empty();
         let claimed = loop {
             let Some(row) = self
                 .store
@@ -416,6 +417,10 @@ impl Control {
         let _creating = self.pool.creating.read().await;
         let id = Uuid::new_v4();
         let failed = |err: StoreError| format!("the store failed: {err}");
+        let volumes = match agent {
+            Some(agent) => self.volume_mounts(agent).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
         self.store
             .insert_warm(
                 id,
@@ -451,6 +456,7 @@ impl Control {
             command: None,
             limits: agent.map(|a| (&a.limits).into()).unwrap_or_default(),
             workspace: None,
+            volumes,
         };
         let info: SandboxInfo = match self.sandbox.create(&spec).await {
             Ok(info) => info,

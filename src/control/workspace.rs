@@ -48,6 +48,7 @@ pub const MAX_SNAPSHOT_NAME: usize = 64;
 pub struct Workspaces {
     workspaces: PathBuf,
     snapshots: PathBuf,
+    volumes: PathBuf,
 }
 
 impl Workspaces {
@@ -56,12 +57,18 @@ impl Workspaces {
         Self {
             workspaces: data_dir.join(WORKSPACES_DIR),
             snapshots: data_dir.join(SNAPSHOTS_DIR),
+            volumes: data_dir.join(super::volumes::VOLUMES_DIR),
         }
     }
 
     /// The workspace of session `session`.
     pub fn path(&self, session: Uuid) -> PathBuf {
         self.workspaces.join(session.to_string())
+    }
+
+    /// The directory of agent `agent`'s volumes (`control/volumes.rs`).
+    pub fn volumes_of(&self, agent: Uuid) -> PathBuf {
+        self.volumes.join(agent.to_string())
     }
 
     /// The copy of snapshot `id`.
