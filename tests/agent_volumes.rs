@@ -1,7 +1,8 @@
 //! Agent volumes with real sandboxes on the local backend: what one session writes into a volume the
 //! next session of the same agent finds, sessions at once share it, another agent never sees it, an
 //! edit that drops a volume and the agent's deletion free its directory, and bad volumes are refused
-//! with a hint before anything is stored.
+//! with a hint before anything is stored. The server runs its default warm pool, so a session that
+//! took a warm sandbox (which mounts no volume) would be seen here.
 
 mod support;
 

@@ -205,13 +205,14 @@ impl Control {
     /// Claims a warm sandbox for session `id` of `agent`, or `None` (the pool is off or has none).
     /// Wakes the pool to replace it either way.
     pub(super) async fn claim_warm(&self, id: Uuid, agent: &Agent) -> Result<Option<WarmRow>, StoreError> {
-        if !self.pool.enabled() {
+        // A warm sandbox mounts no volume (handing a volume to a warm sandbox's user would take it
+        // from a running session's): an agent with volumes gets a sandbox of its own.
+        if !self.pool.enabled() || !agent.volumes.is_empty() {
             return Ok(None);
         }
         // A harness's warm sandbox was made before its agent was known, with the backend's default
         // limits: an agent with limits of its own takes only a sandbox made for it.
-        // The same for an agent with volumes, which only its own warm sandboxes mount.
-        let harness_wide = LimitOverrides::from(&agent.limits) == LimitOverrides::default() && agent.volumes.is_empty();
+        let harness_wide = LimitOverrides::from(&agent.limits) == LimitOverrides::default();
         let claimed = loop {
             let Some(row) = self
                 .store
@@ -302,7 +303,8 @@ impl Control {
         let mut with_repo = Vec::new();
         for id in recent {
             if let Some(agent) = self.store.find_agent(&id.to_string()).await? {
-                if agent.repo_url.is_some() {
+                // An agent with volumes never takes a warm sandbox (`claim_warm`).
+                if agent.repo_url.is_some() && agent.volumes.is_empty() {
                     with_repo.push((agent.id, agent.harness_id.clone()));
                 }
                 agents.insert(agent.id, agent);
@@ -417,10 +419,6 @@ impl Control {
         let _creating = self.pool.creating.read().await;
         let id = Uuid::new_v4();
         let failed = |err: StoreError| format!("the store failed: {err}");
-        let volumes = match agent {
-            Some(agent) => self.volume_mounts(agent).map_err(|e| e.to_string())?,
-            None => Vec::new(),
-        };
         self.store
             .insert_warm(
                 id,
@@ -456,7 +454,7 @@ impl Control {
             command: None,
             limits: agent.map(|a| (&a.limits).into()).unwrap_or_default(),
             workspace: None,
-            volumes,
+            volumes: Vec::new(),
         };
         let info: SandboxInfo = match self.sandbox.create(&spec).await {
             Ok(info) => info,
