@@ -33,7 +33,11 @@ impl Fixture {
     }
 
     fn session(&self, agent: &str) -> String {
-        self.lap(["sessions", "create", agent]).success().out().trim().to_owned()
+        self.lap(["sessions", "create", agent])
+            .success()
+            .out()
+            .trim()
+            .to_owned()
     }
 
     /// Runs `sh -c SCRIPT` in session `id` and returns its stdout.
@@ -73,7 +77,10 @@ fn a_volume_is_shared_by_the_sessions_of_its_agent_and_no_other_agent() {
     f.agent("other", "cache:/work/home/.cache");
 
     let first = f.session("npm");
-    f.sh(&first, "mkdir -p ~/.cache/pkg && echo installed > ~/.cache/pkg/index.js");
+    f.sh(
+        &first,
+        "mkdir -p ~/.cache/pkg && echo installed > ~/.cache/pkg/index.js",
+    );
     let dir = f.volume_dir("npm", "cache");
     assert_eq!(
         std::fs::read_to_string(dir.join("pkg/index.js")).unwrap(),
@@ -92,7 +99,10 @@ fn a_volume_is_shared_by_the_sessions_of_its_agent_and_no_other_agent() {
     f.lap(["sessions", "delete", &second]).success();
     let third = f.session("npm");
     assert_eq!(
-        f.sh(&third, "cat ~/.cache/pkg/index.js ~/.cache/second.txt && echo more > ~/.cache/third.txt && ls ~/.cache"),
+        f.sh(
+            &third,
+            "cat ~/.cache/pkg/index.js ~/.cache/second.txt && echo more > ~/.cache/third.txt && ls ~/.cache"
+        ),
         "installed\nfrom-second\npkg\nsecond.txt\nthird.txt\n"
     );
 
@@ -102,11 +112,17 @@ fn a_volume_is_shared_by_the_sessions_of_its_agent_and_no_other_agent() {
 
     // `agents show` lists the volume with its size.
     let shown = f.lap(["agents", "show", "npm"]).success().stdout;
-    let line = shown.lines().find(|l| l.starts_with("volumes")).expect("a volumes line");
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("volumes"))
+        .expect("a volumes line");
     assert!(line.contains("cache → /work/home/.cache ("), "{shown}");
     assert!(!line.contains("(0 B)") && !line.contains("unknown"), "{shown}");
     let size = f.show("npm")["volumes"][0]["size_bytes"].as_u64().expect("a size");
-    assert_eq!(size, ("installed\n".len() + "from-second\n".len() + "more\n".len()) as u64);
+    assert_eq!(
+        size,
+        ("installed\n".len() + "from-second\n".len() + "more\n".len()) as u64
+    );
 
     // Deleting the agent deletes its volumes, and only its own.
     let other_dir = f.volume_dir("other", "cache");
@@ -121,15 +137,24 @@ fn a_volume_is_shared_by_the_sessions_of_its_agent_and_no_other_agent() {
 fn an_edit_that_drops_a_volume_deletes_its_data_and_one_kept_by_name_moves_with_its_path() {
     let f = Fixture::new();
     f.agent("tools", "cache:/work/home/.cache");
-    f.lap(["agents", "edit", "tools", "--volume", "cache:/work/home/.cache", "--volume", "npm:/work/home/.npm"])
-        .success();
+    f.lap([
+        "agents",
+        "edit",
+        "tools",
+        "--volume",
+        "cache:/work/home/.cache",
+        "--volume",
+        "npm:/work/home/.npm",
+    ])
+    .success();
     let id = f.session("tools");
     f.sh(&id, "echo a > ~/.cache/a && echo b > ~/.npm/b");
     f.lap(["sessions", "delete", &id]).success();
     let (cache, npm) = (f.volume_dir("tools", "cache"), f.volume_dir("tools", "npm"));
     assert!(cache.join("a").is_file() && npm.join("b").is_file());
 
-    f.lap(["agents", "edit", "tools", "--volume", "cache:/work/cache"]).success();
+    f.lap(["agents", "edit", "tools", "--volume", "cache:/work/cache"])
+        .success();
     assert!(!npm.exists(), "the dropped volume's data is deleted");
     let id = f.session("tools");
     assert_eq!(f.sh(&id, "cat /work/cache/a; ls -A ~ | grep -c npm || true"), "a\n0\n");
@@ -156,11 +181,27 @@ fn bad_volumes_are_refused_with_a_hint_and_nothing_is_stored() {
         refused(&run, message);
     }
     let twice = f.lap([
-        "agents", "create", "bad", "--harness", "shell", "--volume", "v:/work/a", "--volume", "v:/work/b",
+        "agents",
+        "create",
+        "bad",
+        "--harness",
+        "shell",
+        "--volume",
+        "v:/work/a",
+        "--volume",
+        "v:/work/b",
     ]);
     refused(&twice, "volume `v` is given twice");
     let nested = f.lap([
-        "agents", "create", "bad", "--harness", "shell", "--volume", "a:/work/a", "--volume", "b:/work/a/b",
+        "agents",
+        "create",
+        "bad",
+        "--harness",
+        "shell",
+        "--volume",
+        "a:/work/a",
+        "--volume",
+        "b:/work/a/b",
     ]);
     refused(&nested, "overlaps");
     assert_ne!(f.lap(["agents", "show", "bad"]).code, 0, "no agent was stored");

@@ -791,10 +791,17 @@ async fn volumes_are_stored_and_replaced_but_a_backend_without_workspaces_refuse
     let created = app
         .create_agent(json!({"name": "demo", "volumes": [{"name": "cache", "path": "/work/home/.cache/"}]}))
         .await;
-    assert_eq!(created["volumes"], json!([{"name": "cache", "path": "/work/home/.cache"}]));
+    assert_eq!(
+        created["volumes"],
+        json!([{"name": "cache", "path": "/work/home/.cache"}])
+    );
     // The fake backend, like Kubernetes, keeps no workspaces: a session is refused, none is made.
     let reply = app.post(&session_of("demo"), json!({})).await;
-    assert_error(&reply, StatusCode::CONFLICT, "agent `demo` has volumes, which the `fake` backend cannot mount");
+    assert_error(
+        &reply,
+        StatusCode::CONFLICT,
+        "agent `demo` has volumes, which the `fake` backend cannot mount",
+    );
     assert!(str_of(&reply.body["hint"]).contains("--volume ''"), "{}", reply.raw);
     assert_eq!(app.sandboxes().await, 0);
     let shown = app.get(&agent_path("demo")).await;
@@ -806,8 +813,14 @@ async fn volumes_are_stored_and_replaced_but_a_backend_without_workspaces_refuse
     for (volumes, needle) in [
         (json!([{"name": "v", "path": "/etc"}]), "cannot be mounted at `/etc`"),
         (json!([{"name": "v", "path": "/work/a/../b"}]), "`.` or `..`"),
-        (json!([{"name": "v", "path": "/work/a"}, {"name": "v", "path": "/work/b"}]), "given twice"),
-        (json!([{"name": "v", "path": "/work/a", "mode": "ro"}]), "unknown field `mode`"),
+        (
+            json!([{"name": "v", "path": "/work/a"}, {"name": "v", "path": "/work/b"}]),
+            "given twice",
+        ),
+        (
+            json!([{"name": "v", "path": "/work/a", "mode": "ro"}]),
+            "unknown field `mode`",
+        ),
         (json!(["v:/work/a"]), "invalid type"),
     ] {
         let reply = app.patch(&agent_path("demo"), json!({ "volumes": volumes })).await;

@@ -18,8 +18,8 @@ use crate::harness;
 use crate::secret::Secret;
 use crate::store::{AgentPatch, NewAgent, NewCredential};
 use crate::wire::api::{
-    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, AgentVolume, CreateAgent, CredentialInfo, CredentialInput,
-    ErrorBody, UpdateAgent,
+    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, AgentVolume, CreateAgent, CredentialInfo,
+    CredentialInput, ErrorBody, UpdateAgent,
 };
 use crate::wire::vault::{Injection, MAX_INJECTIONS, MAX_RULES, RequestRule, default_injection};
 

@@ -14,7 +14,9 @@ use super::Ctx;
 use crate::error::Error;
 use crate::harness;
 use crate::output::Printer;
-use crate::wire::api::{Agent, AgentLimits, AgentVolume, CreateAgent, CredentialInfo, CredentialInput, UpdateAgent, preset_hosts};
+use crate::wire::api::{
+    Agent, AgentLimits, AgentVolume, CreateAgent, CredentialInfo, CredentialInput, UpdateAgent, preset_hosts,
+};
 use crate::wire::vault::{Injection, RequestRule};
 
 /// A volume as `show` prints it: `NAME → PATH (SIZE)`.
@@ -444,7 +446,12 @@ fn print_agent(ctx: &Ctx, agent: &Agent) {
             if agent.volumes.is_empty() {
                 "-".to_owned()
             } else {
-                agent.volumes.iter().map(volume_line).collect::<Vec<_>>().join(&format!("\n{:13}", ""))
+                agent
+                    .volumes
+                    .iter()
+                    .map(volume_line)
+                    .collect::<Vec<_>>()
+                    .join(&format!("\n{:13}", ""))
             },
         ),
         ("created", agent.created_at.clone()),

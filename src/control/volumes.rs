@@ -54,7 +54,10 @@ fn invalid(message: String, hint: &str) -> Invalid {
 pub fn validate(volumes: Vec<AgentVolume>) -> Result<Vec<AgentVolume>, Invalid> {
     if volumes.len() > MAX_VOLUMES {
         return Err(invalid(
-            format!("{} volumes given; an agent may have at most {MAX_VOLUMES}", volumes.len()),
+            format!(
+                "{} volumes given; an agent may have at most {MAX_VOLUMES}",
+                volumes.len()
+            ),
             "share one volume between tools, e.g. one at `/work/home/.cache`",
         ));
     }
@@ -77,7 +80,10 @@ pub fn validate(volumes: Vec<AgentVolume>) -> Result<Vec<AgentVolume>, Invalid> 
         }
         if let Some(other) = out.iter().find(|v| nested(&v.path, &path) || nested(&path, &v.path)) {
             return Err(invalid(
-                format!("volume `{name}` at `{path}` overlaps volume `{}` at `{}`", other.name, other.path),
+                format!(
+                    "volume `{name}` at `{path}` overlaps volume `{}` at `{}`",
+                    other.name, other.path
+                ),
                 "mount volumes at paths apart from each other",
             ));
         }
@@ -123,7 +129,9 @@ fn check_path(name: &str, path: &str) -> Result<(), Invalid> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'@'))
         {
-            return Err(bad("a component has a character other than a-z, A-Z, 0-9, `.`, `_`, `-`, `+`, `@`"));
+            return Err(bad(
+                "a component has a character other than a-z, A-Z, 0-9, `.`, `_`, `-`, `+`, `@`",
+            ));
         }
     }
     if !nested(ROOT, path) {
@@ -249,18 +257,21 @@ mod tests {
     #[test]
     fn volumes_under_work_are_kept_without_sizes_or_a_trailing_slash() {
         let out = validate(vec![volume("cache", "/work/home/.cache/"), volume("npm", "/work/pkgs")]).unwrap();
-        assert_eq!(out, vec![
-            AgentVolume {
-                name: "cache".into(),
-                path: "/work/home/.cache".into(),
-                size_bytes: None
-            },
-            AgentVolume {
-                name: "npm".into(),
-                path: "/work/pkgs".into(),
-                size_bytes: None
-            },
-        ]);
+        assert_eq!(
+            out,
+            vec![
+                AgentVolume {
+                    name: "cache".into(),
+                    path: "/work/home/.cache".into(),
+                    size_bytes: None
+                },
+                AgentVolume {
+                    name: "npm".into(),
+                    path: "/work/pkgs".into(),
+                    size_bytes: None
+                },
+            ]
+        );
     }
 
     #[test]
@@ -296,7 +307,9 @@ mod tests {
         for name in ["", "Cache", "-x", "a/b", ".", &"x".repeat(33)] {
             assert!(validate(vec![volume(name, "/work/a")]).is_err(), "{name}");
         }
-        let many: Vec<_> = (0..=MAX_VOLUMES).map(|i| volume(&format!("v{i}"), &format!("/work/v{i}"))).collect();
+        let many: Vec<_> = (0..=MAX_VOLUMES)
+            .map(|i| volume(&format!("v{i}"), &format!("/work/v{i}")))
+            .collect();
         assert!(validate(many).unwrap_err().message.contains("at most"));
     }
 }

@@ -336,7 +336,9 @@ fn mount_point(work: &Path, path: &str, plan: &Plan) -> Result<PathBuf, InitErro
     let mut inside = String::from("/work");
     for part in rest.split('/') {
         if part.is_empty() || part == "." || part == ".." {
-            return Err(InitError::Setup(format!("the volume path `{path}` is not a plain path under /work")));
+            return Err(InitError::Setup(format!(
+                "the volume path `{path}` is not a plain path under /work"
+            )));
         }
         dir.push(part);
         inside.push('/');
