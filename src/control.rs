@@ -38,6 +38,7 @@ use crate::wire::api::{Agent, Interception, SessionStatus};
 mod git;
 pub mod messages;
 mod tools;
+pub mod volumes;
 pub mod workspace;
 
 pub use workspace::{Lifecycle, Refusal, Workspaces};
@@ -311,6 +312,7 @@ impl Control {
             phase::CREATING_SANDBOX
         };
         self.check_tool(agent)?;
+        self.volume_mounts(agent)?;
         let row = self.new_row(agent, title, first);
         self.store.insert_session(row.clone()).await?;
         let (id, agent) = (row.id, agent.clone());
@@ -471,6 +473,7 @@ impl Control {
                     command: None,
                     limits: (&agent.limits).into(),
                     workspace: workspace.clone(),
+                    volumes: self.volume_mounts(agent).map_err(|e| e.to_string())?,
                 };
                 let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
                 (info.id, info.url, false, false)
@@ -977,7 +980,9 @@ impl Control {
         for row in live.iter().filter(|row| !row.status.is_terminal()) {
             self.delete_session(row.id).await?;
         }
-        Ok(self.store.delete_agent(agent_id).await?)
+        let deleted = self.store.delete_agent(agent_id).await?;
+        self.prune_volumes(agent_id, &[]).await?;
+        Ok(deleted)
     }
 
     /// Runs a command in a session's sandbox, sending its output to `output`; returns its exit code.

@@ -54,6 +54,17 @@ pub struct SandboxSpec {
     /// Host directory of the session's workspace, which becomes the sandbox's `/work` and outlives
     /// it (`None`: the sandbox's own, deleted with it). Only backends that keep workspaces use it.
     pub workspace: Option<std::path::PathBuf>,
+    /// The agent's volumes to mount (`control/volumes.rs`); only backends that keep workspaces get
+    /// any.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// One agent volume in a sandbox: the host directory (made when missing) and the absolute path
+/// under `/work` it is mounted at, checked already.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeMount {
+    pub host: std::path::PathBuf,
+    pub path: String,
 }
 
 /// Resource limits asked for one sandbox; a `None` field takes the backend's default.

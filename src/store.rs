@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::harness;
 use crate::secret::Secret;
-use crate::wire::api::{Agent, AgentLimits, CredentialInfo, Interception, SessionStatus};
+use crate::wire::api::{Agent, AgentLimits, AgentVolume, CredentialInfo, Interception, SessionStatus};
 use crate::wire::vault::{Injection, RequestRule, default_injection};
 
 use seal::Sealer;
@@ -201,6 +201,11 @@ CREATE TABLE IF NOT EXISTS preview_revocations (
     PRIMARY KEY (session_id, port)
 );
 "#,
+    // Schema 12: the agent's volumes (name and mount path each; their data lives under
+    // `<data-dir>/volumes/<agent id>/`, `control/volumes.rs`).
+    r#"
+ALTER TABLE agents ADD COLUMN volumes_json TEXT NOT NULL DEFAULT '[]';
+"#,
 ];
 
 /// The schema version that added `inject_json`; bringing a database to it gives every credential
@@ -222,6 +227,8 @@ pub struct NewAgent {
     pub allow_out: Vec<String>,
     pub deny_out: Vec<String>,
     pub limits: AgentLimits,
+    /// Validated, without sizes.
+    pub volumes: Vec<AgentVolume>,
 }
 
 /// A credential with its real value, on its way into the store (or out of it, into a binding).
@@ -258,6 +265,7 @@ pub struct AgentPatch {
     pub allow_out: Option<Vec<String>>,
     pub deny_out: Option<Vec<String>>,
     pub limits: Option<AgentLimits>,
+    pub volumes: Option<Vec<AgentVolume>>,
 }
 
 /// A session row.
@@ -390,8 +398,8 @@ impl Store {
             let id = Uuid::new_v4();
             let inserted = tx.execute(
                 "INSERT INTO agents (id, name, harness_id, command, repo_url, branch, prompt, model,
-                    env_json, allow_out_json, deny_out_json, created_at, updated_at, limits_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
+                    env_json, allow_out_json, deny_out_json, created_at, updated_at, limits_json, volumes_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
                 params![
                     id.to_string(),
                     agent.name,
@@ -406,6 +414,7 @@ impl Store {
                     json(&agent.deny_out),
                     now,
                     json(&agent.limits),
+                    json(&agent.volumes),
                 ],
             );
             map_unique(inserted, &agent.name)?;
@@ -532,6 +541,9 @@ impl Store {
             }
             if let Some(v) = &patch.deny_out {
                 set("deny_out_json", &json(v))?;
+            }
+            if let Some(v) = &patch.volumes {
+                set("volumes_json", &json(v))?;
             }
             if let Some(v) = &patch.limits {
                 set("limits_json", &json(v))?;
@@ -950,7 +962,8 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
     let row = conn
         .query_row(
             "SELECT name, harness_id, command, repo_url, branch, prompt, model, env_json,
-                allow_out_json, deny_out_json, created_at, updated_at, limits_json FROM agents WHERE id = ?1",
+                allow_out_json, deny_out_json, created_at, updated_at, limits_json, volumes_json
+             FROM agents WHERE id = ?1",
             [&key],
             |row| {
                 Ok((
@@ -967,12 +980,27 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
                     row.get::<_, String>(10)?,
                     row.get::<_, String>(11)?,
                     row.get::<_, String>(12)?,
+                    row.get::<_, String>(13)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, harness_id, command, repo_url, branch, prompt, model, env, allow, deny, created, updated, limits)) =
-        row
+    let Some((
+        name,
+        harness_id,
+        command,
+        repo_url,
+        branch,
+        prompt,
+        model,
+        env,
+        allow,
+        deny,
+        created,
+        updated,
+        limits,
+        volumes,
+    )) = row
     else {
         return Ok(None);
     };
@@ -1008,6 +1036,7 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
         allow_out: from_json(&allow),
         deny_out: from_json(&deny),
         limits: from_json(&limits),
+        volumes: from_json(&volumes),
         created_at: created,
         updated_at: updated,
         session_count: None,
@@ -1272,6 +1301,7 @@ mod tests {
                 allow_out: Vec::new(),
                 deny_out: Vec::new(),
                 limits: Default::default(),
+                volumes: Vec::new(),
             })
             .await
             .unwrap();
@@ -1307,6 +1337,7 @@ mod tests {
                 allow_out: Vec::new(),
                 deny_out: Vec::new(),
                 limits: Default::default(),
+                volumes: Vec::new(),
             })
             .await
             .unwrap();

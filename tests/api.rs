@@ -786,6 +786,51 @@ async fn limits_are_stored_replaced_by_patch_and_refused_out_of_range_with_400()
 }
 
 #[tokio::test]
+async fn volumes_are_stored_and_replaced_but_a_backend_without_workspaces_refuses_their_sessions_with_409() {
+    let app = App::new();
+    let created = app
+        .create_agent(json!({"name": "demo", "volumes": [{"name": "cache", "path": "/work/home/.cache/"}]}))
+        .await;
+    assert_eq!(
+        created["volumes"],
+        json!([{"name": "cache", "path": "/work/home/.cache"}])
+    );
+    // The fake backend, like Kubernetes, keeps no workspaces: a session is refused, none is made.
+    let reply = app.post(&session_of("demo"), json!({})).await;
+    assert_error(
+        &reply,
+        StatusCode::CONFLICT,
+        "agent `demo` has volumes, which the `fake` backend cannot mount",
+    );
+    assert!(str_of(&reply.body["hint"]).contains("--volume ''"), "{}", reply.raw);
+    assert_eq!(app.sandboxes().await, 0);
+    let shown = app.get(&agent_path("demo")).await;
+    assert_eq!(shown.body["volumes"][0]["name"], "cache", "{}", shown.raw);
+    // `[]` clears them, and then sessions start.
+    let cleared = app.patch(&agent_path("demo"), json!({"volumes": []})).await;
+    assert_eq!(cleared.body.get("volumes"), None, "{}", cleared.raw);
+    assert_eq!(app.post(&session_of("demo"), json!({})).await.status, StatusCode::OK);
+    for (volumes, needle) in [
+        (json!([{"name": "v", "path": "/etc"}]), "cannot be mounted at `/etc`"),
+        (json!([{"name": "v", "path": "/work/a/../b"}]), "`.` or `..`"),
+        (
+            json!([{"name": "v", "path": "/work/a"}, {"name": "v", "path": "/work/b"}]),
+            "given twice",
+        ),
+        (
+            json!([{"name": "v", "path": "/work/a", "mode": "ro"}]),
+            "unknown field `mode`",
+        ),
+        (json!(["v:/work/a"]), "invalid type"),
+    ] {
+        let reply = app.patch(&agent_path("demo"), json!({ "volumes": volumes })).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+        let reply = app.post(AGENTS, json!({"name": "other", "volumes": volumes})).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+    }
+}
+
+#[tokio::test]
 async fn patch_allow_out_and_deny_out_replace_the_lists() {
     let app = App::new();
     app.create_agent(json!({"name": "demo", "allow_out": ["a.example", "b.example"], "deny_out": ["c.example"]}))

@@ -47,6 +47,7 @@ fn first_start_of_serve_writes_a_client_config_so_create_needs_no_login() {
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
+    volumes      -
     created      [TIME]
     --- stderr
     created agent `demo`
@@ -198,6 +199,7 @@ fn agents_show_prints_every_field_by_name_or_id() {
     allow_out    api.openai.com
     deny_out     evil.example.com
     limits       memory default, pids default, cpus default
+    volumes      -
     created      [TIME]
     ");
     let id = lap(&home, ["agents", "show", "full", "--json"]).json()["id"]
@@ -255,6 +257,7 @@ fn agents_edit_changes_env_name_and_credentials() {
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
+    volumes      -
     created      [TIME]
     --- stderr
     updated agent `demo`
@@ -279,6 +282,7 @@ fn agents_edit_changes_env_name_and_credentials() {
         allow_out    -
         deny_out     -
         limits       memory default, pids default, cpus default
+        volumes      -
         created      [TIME]
         --- stderr
         updated agent `demo`
@@ -306,6 +310,7 @@ fn agents_edit_changes_env_name_and_credentials() {
         allow_out    -
         deny_out     -
         limits       memory default, pids default, cpus default
+        volumes      -
         created      [TIME]
         --- stderr
         updated agent `renamed`
@@ -327,6 +332,7 @@ fn agents_edit_changes_env_name_and_credentials() {
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
+    volumes      -
     created      [TIME]
     --- stderr
     updated agent `renamed`
@@ -740,6 +746,7 @@ fn quiet_silences_status_lines_but_not_data_or_errors() {
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
+    volumes      -
     created      [TIME]
     ");
     assert_snapshot!(lap(&home, ["--quiet", "agents", "edit", "demo", "--env", "A=1"]), @r"
@@ -758,6 +765,7 @@ fn quiet_silences_status_lines_but_not_data_or_errors() {
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
+    volumes      -
     created      [TIME]
     ");
     let id = lap(&home, ["-q", "sessions", "create", "demo"])
@@ -945,6 +953,7 @@ fn kill_9_of_the_server_loses_nothing() {
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
+    volumes      -
     created      [TIME]
     ");
     assert_snapshot!(lap(&home, ["sessions", "list"]), @r"
@@ -1200,6 +1209,7 @@ fn inject_and_rule_flags_say_where_a_credential_may_go_and_replace_its_set() {
     allow_out    -
     deny_out     -
     limits       memory default, pids default, cpus default
+    volumes      -
     created      [TIME]
     --- stderr
     binding `GITHUB_TOKEN` to its preset hosts: github.com, api.github.com, *.githubusercontent.com
@@ -1277,6 +1287,7 @@ fn serve_says_at_start_how_many_stored_credentials_it_migrated() {
         db.execute_batch(
             "ALTER TABLE credentials DROP COLUMN inject_json;
              ALTER TABLE credentials DROP COLUMN rules_json;
+             ALTER TABLE agents DROP COLUMN volumes_json;
              PRAGMA user_version = 8;",
         )
         .unwrap();

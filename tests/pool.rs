@@ -99,6 +99,7 @@ impl World {
                 allow_out: Vec::new(),
                 deny_out: Vec::new(),
                 limits: Default::default(),
+                volumes: Vec::new(),
             })
             .await
             .unwrap();

@@ -66,6 +66,7 @@ impl World {
                 allow_out: Vec::new(),
                 deny_out: Vec::new(),
                 limits: Default::default(),
+                volumes: Vec::new(),
             })
             .await
             .unwrap();

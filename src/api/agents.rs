@@ -18,8 +18,8 @@ use crate::harness;
 use crate::secret::Secret;
 use crate::store::{AgentPatch, NewAgent, NewCredential};
 use crate::wire::api::{
-    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, CreateAgent, CredentialInfo, CredentialInput,
-    ErrorBody, UpdateAgent,
+    AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, AgentVolume, CreateAgent, CredentialInfo,
+    CredentialInput, ErrorBody, UpdateAgent,
 };
 use crate::wire::vault::{Injection, MAX_INJECTIONS, MAX_RULES, RequestRule, default_injection};
 
@@ -75,7 +75,8 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> Result<Json<Agent>, ApiError> {
     let agent = validate_create(body)?;
-    Ok(Json(state.store.create_agent(agent).await?))
+    let created = state.store.create_agent(agent).await?;
+    Ok(Json(state.control.with_volume_sizes(created).await))
 }
 
 /// Show one agent, by id or name.
@@ -83,7 +84,8 @@ pub async fn create(
     params(("id" = String, Path, description = "agent UUID or name")), security(("master_key" = [])),
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Agent>, ApiError> {
-    Ok(Json(find(&state, &id).await?))
+    let agent = find(&state, &id).await?;
+    Ok(Json(state.control.with_volume_sizes(agent).await))
 }
 
 /// Change an agent. Fields left out stay as they are.
@@ -98,12 +100,17 @@ pub async fn update(
 ) -> Result<Json<Agent>, ApiError> {
     let agent = find(&state, &id).await?;
     let patch = validate_update(&agent, body)?;
+    let volumes_changed = patch.volumes.is_some();
     let updated = state
         .store
         .update_agent(agent.id, patch)
         .await?
         .ok_or_else(|| agent_not_found(&id))?;
-    Ok(Json(updated))
+    if volumes_changed {
+        // A volume dropped from the agent takes its data with it.
+        state.control.prune_volumes(updated.id, &updated.volumes).await?;
+    }
+    Ok(Json(state.control.with_volume_sizes(updated).await))
 }
 
 /// Delete an agent: its live sessions are stopped first, then it and its sessions are removed.
@@ -178,6 +185,7 @@ fn validate_create(body: CreateAgent) -> Result<NewAgent, ApiError> {
         allow_out: validate_egress("allow_out", body.allow_out)?,
         deny_out: validate_egress("deny_out", body.deny_out)?,
         limits: validate_limits(body.limits)?,
+        volumes: validate_volumes(body.volumes)?,
     })
 }
 
@@ -283,7 +291,12 @@ fn validate_update(agent: &Agent, body: UpdateAgent) -> Result<AgentPatch, ApiEr
         allow_out: body.allow_out.map(|v| validate_egress("allow_out", v)).transpose()?,
         deny_out: body.deny_out.map(|v| validate_egress("deny_out", v)).transpose()?,
         limits: body.limits.map(validate_limits).transpose()?,
+        volumes: body.volumes.map(validate_volumes).transpose()?,
     })
+}
+
+fn validate_volumes(volumes: Vec<AgentVolume>) -> Result<Vec<AgentVolume>, ApiError> {
+    crate::control::volumes::validate(volumes).map_err(|e| ApiError::bad_request(e.message).hint(e.hint))
 }
 
 /// Bounds of the agent's resource limits.

@@ -35,7 +35,8 @@ const EXEC_QUEUE: usize = 16;
     params(("id" = String, Path, description = "agent UUID or name")),
     request_body(content = Option<CreateSession>, description = "optional; an empty body means `{}`"),
     security(("master_key" = [])),
-    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     origin: Origin,

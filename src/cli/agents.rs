@@ -14,8 +14,18 @@ use super::Ctx;
 use crate::error::Error;
 use crate::harness;
 use crate::output::Printer;
-use crate::wire::api::{Agent, AgentLimits, CreateAgent, CredentialInfo, CredentialInput, UpdateAgent, preset_hosts};
+use crate::wire::api::{
+    Agent, AgentLimits, AgentVolume, CreateAgent, CredentialInfo, CredentialInput, UpdateAgent, preset_hosts,
+};
 use crate::wire::vault::{Injection, RequestRule};
+
+/// A volume as `show` prints it: `NAME → PATH (SIZE)`.
+fn volume_line(volume: &AgentVolume) -> String {
+    let size = volume
+        .size_bytes
+        .map_or("size unknown".to_owned(), super::snapshots::human_bytes);
+    format!("{} → {} ({size})", volume.name, volume.path)
+}
 
 /// An agent's limits as `show` prints them.
 fn limits(limits: &AgentLimits) -> String {
@@ -115,6 +125,9 @@ pub struct Fields {
     /// CPU limit of each sandbox, in CPUs, fractions allowed (0: the server's default, 2)
     #[arg(long, value_name = "N")]
     cpus: Option<f64>,
+    /// A directory of the agent mounted at PATH (under /work) in every session, kept between them, e.g. cache:/work/home/.cache (repeatable; on edit, replaces the set and deletes the data of a volume left out; '' removes them all)
+    #[arg(long, value_name = "NAME:PATH")]
+    volume: Vec<String>,
 }
 
 fn harness_ids() -> clap::builder::PossibleValuesParser {
@@ -167,6 +180,28 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 }
 
 impl Fields {
+    /// The `--volume` flags as the API takes them (`None`: none given; `''` alone: none at all).
+    fn volumes(&self) -> Result<Option<Vec<AgentVolume>>, Error> {
+        if self.volume.is_empty() {
+            return Ok(None);
+        }
+        if self.volume.iter().all(|v| v.is_empty()) {
+            return Ok(Some(Vec::new()));
+        }
+        let parse = |spec: &String| match spec.split_once(':') {
+            Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok(AgentVolume {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                size_bytes: None,
+            }),
+            _ => Err(Error::usage(
+                format!("expected `--volume NAME:PATH`, got `{spec}`"),
+                "write e.g. `--volume cache:/work/home/.cache`",
+            )),
+        };
+        self.volume.iter().map(parse).collect::<Result<_, _>>().map(Some)
+    }
+
     /// Whether any limit flag was given.
     fn has_limits(&self) -> bool {
         self.memory_mb.is_some() || self.pids.is_some() || self.cpus.is_some()
@@ -281,6 +316,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
         Command::Show { name } => print_agent(ctx, &client.get_agent(&name).await?),
         Command::Create { name, fields } => {
             let body = CreateAgent {
+                volumes: fields.volumes()?.unwrap_or_default(),
                 limits: fields.limits(AgentLimits::default()),
                 credentials: fields.credentials(&ctx.out)?,
                 name,
@@ -315,6 +351,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), Error> {
                 None
             };
             let body = UpdateAgent {
+                volumes: fields.volumes()?,
                 limits,
                 credentials: fields.credentials(&ctx.out)?,
                 name: rename,
@@ -403,6 +440,20 @@ fn print_agent(ctx: &Ctx, agent: &Agent) {
         ("allow_out", list(&agent.allow_out)),
         ("deny_out", list(&agent.deny_out)),
         ("limits", limits(&agent.limits)),
+        // One volume a line: NAME → PATH (size).
+        (
+            "volumes",
+            if agent.volumes.is_empty() {
+                "-".to_owned()
+            } else {
+                agent
+                    .volumes
+                    .iter()
+                    .map(volume_line)
+                    .collect::<Vec<_>>()
+                    .join(&format!("\n{:13}", ""))
+            },
+        ),
         ("created", agent.created_at.clone()),
     ];
     for (key, value) in rows {

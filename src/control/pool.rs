@@ -205,7 +205,9 @@ impl Control {
     /// Claims a warm sandbox for session `id` of `agent`, or `None` (the pool is off or has none).
     /// Wakes the pool to replace it either way.
     pub(super) async fn claim_warm(&self, id: Uuid, agent: &Agent) -> Result<Option<WarmRow>, StoreError> {
-        if !self.pool.enabled() {
+        // A warm sandbox mounts no volume (handing a volume to a warm sandbox's user would take it
+        // from a running session's): an agent with volumes gets a sandbox of its own.
+        if !self.pool.enabled() || !agent.volumes.is_empty() {
             return Ok(None);
         }
         // A harness's warm sandbox was made before its agent was known, with the backend's default
@@ -301,7 +303,8 @@ impl Control {
         let mut with_repo = Vec::new();
         for id in recent {
             if let Some(agent) = self.store.find_agent(&id.to_string()).await? {
-                if agent.repo_url.is_some() {
+                // An agent with volumes never takes a warm sandbox (`claim_warm`).
+                if agent.repo_url.is_some() && agent.volumes.is_empty() {
                     with_repo.push((agent.id, agent.harness_id.clone()));
                 }
                 agents.insert(agent.id, agent);
@@ -451,6 +454,7 @@ impl Control {
             command: None,
             limits: agent.map(|a| (&a.limits).into()).unwrap_or_default(),
             workspace: None,
+            volumes: Vec::new(),
         };
         let info: SandboxInfo = match self.sandbox.create(&spec).await {
             Ok(info) => info,

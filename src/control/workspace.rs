@@ -52,8 +52,13 @@ pub const MAX_SNAPSHOT_NAME: usize = 64;
 /// Where workspaces and snapshots live, when they are kept.
 #[derive(Debug, Clone)]
 pub enum Workspaces {
-    /// Directories under the data dir, mounted by the local backend.
-    Host { workspaces: PathBuf, snapshots: PathBuf },
+    /// Directories under the data dir, mounted by the local backend; agent volumes
+    /// (`control/volumes.rs`) beside them.
+    Host {
+        workspaces: PathBuf,
+        snapshots: PathBuf,
+        volumes: PathBuf,
+    },
     /// Kept by the sandbox backend itself (Kubernetes: claims and VolumeSnapshots).
     Backend,
 }
@@ -64,6 +69,7 @@ impl Workspaces {
         Self::Host {
             workspaces: data_dir.join(WORKSPACES_DIR),
             snapshots: data_dir.join(SNAPSHOTS_DIR),
+            volumes: data_dir.join(super::volumes::VOLUMES_DIR),
         }
     }
 
@@ -71,6 +77,14 @@ impl Workspaces {
     pub fn path(&self, session: Uuid) -> Option<PathBuf> {
         match self {
             Self::Host { workspaces, .. } => Some(workspaces.join(session.to_string())),
+            Self::Backend => None,
+        }
+    }
+
+    /// The directory of agent `agent`'s volumes (`control/volumes.rs`), when they are kept on the host.
+    pub fn volumes_of(&self, agent: Uuid) -> Option<PathBuf> {
+        match self {
+            Self::Host { volumes, .. } => Some(volumes.join(agent.to_string())),
             Self::Backend => None,
         }
     }

@@ -457,6 +457,7 @@ impl Sandbox for Local {
             command: spec.command.clone(),
             uid,
             no_cgroups: !self.cgroups,
+            volumes: spec.volumes.clone(),
         };
         if let (Some(workspace), Some(uid)) = (&spec.workspace, uid) {
             // The workspace was another sandbox's (another uid): it becomes this agent's.
@@ -473,6 +474,30 @@ impl Sandbox for Local {
                     self.leases.release(uid, &holder);
                 }
                 return Err(io_err("hand over the workspace", workspace)(err).into());
+            }
+        }
+        // The agent's volumes: made on first use, and handed to this sandbox's agent. A session of
+        // the same agent running already keeps reading them (0755 directories); it shares them.
+        for volume in &spec.volumes {
+            let tree = volume.host.clone();
+            let prepared = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&tree)?;
+                std::fs::set_permissions(&tree, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+                match uid {
+                    Some(uid) => layout::chown_tree(&tree, uid),
+                    None => Ok(()),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(err) = prepared {
+                let _ = remove_dir(layout.dir().to_owned()).await;
+                if let Some(uid) = uid
+                    && let Ok(holder) = std::path::absolute(layout.dir())
+                {
+                    self.leases.release(uid, &holder);
+                }
+                return Err(io_err("prepare the volume", &volume.host)(err).into());
             }
         }
         let prepared = (|| {

@@ -129,6 +129,10 @@ pub struct Agent {
     /// Resource limits of the agent's sandboxes over the server's defaults (absent: none set).
     #[serde(default, skip_serializing_if = "AgentLimits::is_empty", deserialize_with = "object")]
     pub limits: AgentLimits,
+    /// Named directories of the agent kept on the server and mounted into each of its sessions'
+    /// sandboxes (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<AgentVolume>,
     pub created_at: String,
     pub updated_at: String,
     /// Only in list responses.
@@ -156,6 +160,24 @@ pub struct AgentLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0.01, maximum = 1024.0)]
     pub cpus: Option<f64>,
+}
+
+/// A volume of an agent: a directory kept on the server under its name, mounted at `path` in every
+/// sandbox of the agent's sessions, so what one session writes there the next finds (a package
+/// cache, say). Sessions running at once share it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentVolume {
+    /// 1-32 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit; unique in the agent.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    pub name: String,
+    /// Where it is mounted: an absolute path under `/work`, such as `/work/home/.cache` — not
+    /// `/work` itself, `/work/home` itself, nor `/work/repo` or anything in it; no `.` or `..`.
+    #[schema(max_length = 256)]
+    pub path: String,
+    /// Bytes it holds on the server (only in `GET /agents/{id}`; ignored in a request body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 impl AgentLimits {
@@ -217,6 +239,9 @@ pub struct CreateAgent {
     pub deny_out: Vec<String>,
     #[serde(default, skip_serializing_if = "AgentLimits::is_empty", deserialize_with = "object")]
     pub limits: AgentLimits,
+    /// The agent's volumes (see `AgentVolume`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "objects")]
+    pub volumes: Vec<AgentVolume>,
 }
 
 /// `PATCH /agents/{id}` body. A field left out is left alone; an empty string clears an optional
@@ -269,6 +294,14 @@ pub struct UpdateAgent {
         deserialize_with = "optional_object"
     )]
     pub limits: Option<AgentLimits>,
+    /// Replaces the agent's volumes (`[]`: none); the data of a volume left out is deleted, that of
+    /// one kept (by name) stays, even when its path changes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_objects"
+    )]
+    pub volumes: Option<Vec<AgentVolume>>,
 }
 
 /// `POST /agents/{id}/session` body; an empty body means `{}`.
@@ -520,4 +553,19 @@ where
         .into_iter()
         .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// [`objects`] for an optional field (`null` is none).
+fn optional_objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Option::<Vec<serde_json::Map<String, serde_json::Value>>>::deserialize(deserializer)?
+        .map(|maps| {
+            maps.into_iter()
+                .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
+                .collect()
+        })
+        .transpose()
 }

@@ -236,6 +236,7 @@ fn pid1(layout: &Layout, config: &Config, settings: privs::Settings, log: File, 
             ca_bundle: config.ca_bundle.then(|| layout.ca_bundle()).as_deref(),
             user_namespace: settings.user_namespace,
             uid: settings.uid,
+            volumes: &config.volumes,
         })?;
         // The harness outlives its agent when the sandbox runs out of memory (only root may lower
         // it; in a user namespace the agent raises its own instead).

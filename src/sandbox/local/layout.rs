@@ -104,6 +104,9 @@ pub struct Config {
     /// Limits by rlimits only, no cgroups (`lap serve --sandbox-cgroups off`).
     #[serde(default)]
     pub no_cgroups: bool,
+    /// The agent's volumes, bind-mounted under `/work` (host paths absolute).
+    #[serde(default)]
+    pub volumes: Vec<crate::sandbox::VolumeMount>,
 }
 
 /// A running sandbox, written by the launcher into `state.json`.

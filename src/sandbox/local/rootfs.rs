@@ -79,6 +79,8 @@ pub struct Plan<'a> {
     pub user_namespace: bool,
     /// The sandbox user's uid and gid ([`USER_ID`] in a user namespace).
     pub uid: u32,
+    /// The agent's volumes, mounted over directories of `/work` (made when missing).
+    pub volumes: &'a [crate::sandbox::VolumeMount],
 }
 
 /// Builds the root under `plan.root`, brings up `lo`, sets the hostname and pivots into the root.
@@ -122,6 +124,11 @@ pub fn build(plan: &Plan) -> Result<(), InitError> {
         if !plan.user_namespace {
             chown(&home, Some(Uid::from_raw(plan.uid)), Some(Gid::from_raw(plan.uid))).ctx("chown the home dir")?;
         }
+    }
+
+    for volume in plan.volumes {
+        let target = mount_point(&work, &volume.path, plan)?;
+        bind(&volume.host, &target, false)?;
     }
 
     let tmp = root.join("tmp");
@@ -317,6 +324,44 @@ fn bind_with(source: &Path, target: &Path, read_only: bool, restrict: MsFlags) -
 fn mount_tmpfs(target: &Path, options: &str, flags: MsFlags) -> Result<(), InitError> {
     mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(options))
         .ctx(format!("mount a tmpfs on {}", target.display()))
+}
+
+/// The directory under `work` (the sandbox's `/work`, mounted) that a volume at `path` (`/work/…`,
+/// checked by the control plane) is mounted on, made as the sandbox user where missing. The
+/// workspace is the agent's to write, so a component that is a symlink (or not a directory) is
+/// refused, never followed: a volume lands only inside `/work`.
+fn mount_point(work: &Path, path: &str, plan: &Plan) -> Result<PathBuf, InitError> {
+    let rest = path.strip_prefix("/work/").unwrap_or(path);
+    let mut dir = work.to_owned();
+    let mut inside = String::from("/work");
+    for part in rest.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(InitError::Setup(format!(
+                "the volume path `{path}` is not a plain path under /work"
+            )));
+        }
+        dir.push(part);
+        inside.push('/');
+        inside.push_str(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(InitError::Setup(format!(
+                    "cannot mount a volume at `{path}`: `{inside}` is not a directory (a symlink or a file); \
+                     hint: remove it in the session's workspace, or mount the volume elsewhere"
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                mkdir(&dir)?;
+                if !plan.user_namespace {
+                    chown(&dir, Some(Uid::from_raw(plan.uid)), Some(Gid::from_raw(plan.uid)))
+                        .ctx(format!("chown {}", dir.display()))?;
+                }
+            }
+            Err(e) => return Err(e).ctx(format!("inspect {}", dir.display())),
+        }
+    }
+    Ok(dir)
 }
 
 fn mkdir(path: &Path) -> Result<(), InitError> {
