@@ -506,7 +506,7 @@ impl Control {
             self.store.update_session(id, ready).await.map_err(store_failed)
         };
         match bound.await {
-            Ok(Some(row)) if row.status == SessionStatus::Ready => {
+            Ok(Some(updated)) if updated.applied => {
                 if let Some(warm) = &claimed {
                     self.claimed_in(id, agent, warm, started.elapsed());
                 }
@@ -764,7 +764,7 @@ impl Control {
         // The row after the update, not `row`: a bring-up that recorded its sandbox since `row` was
         // read is seen here, and one that finishes later finds the session dead and deletes its own.
         self.detach_vault(id);
-        if let Some(sandbox) = after.as_ref().and_then(|after| after.sandbox_id.as_deref()) {
+        if let Some(sandbox) = after.as_ref().and_then(|after| after.row.sandbox_id.as_deref()) {
             self.delete_sandbox(sandbox).await;
         }
         Ok(Some(row))
@@ -889,10 +889,11 @@ impl Control {
             sandbox_id: sandbox.to_owned(),
             reason: reason.clone(),
         };
-        let after = self.store.update_session(session, update).await?;
-        let died = after.is_some_and(|row| {
-            row.status == SessionStatus::Dead && row.failure_reason.as_deref() == Some(reason.as_str())
-        });
+        let died = self
+            .store
+            .update_session(session, update)
+            .await?
+            .is_some_and(|u| u.applied);
         if died {
             tracing::info!(%session, %sandbox, %reason, "the sandbox of a session died");
             self.metrics.died.inc();

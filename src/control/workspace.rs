@@ -342,7 +342,7 @@ impl Control {
             (SessionStatus::Ready, Some(sandbox)) => {
                 self.sandbox.pause(&sandbox).await?;
                 match self.store.update_session(id, SessionUpdate::Paused).await? {
-                    Some(after) if after.status == SessionStatus::Paused => Ok(after),
+                    Some(after) if after.row.status == SessionStatus::Paused => Ok(after.row),
                     // It changed meanwhile (deleted, hibernated): do not leave its sandbox frozen.
                     _ => {
                         let _ = self.sandbox.resume(&sandbox).await;
@@ -368,7 +368,7 @@ impl Control {
         self.workspaces()?;
         // The state first: the sandbox's end is then no news to the reconciler or the agent watcher.
         let after = self.store.update_session(id, SessionUpdate::Hibernated).await?;
-        let Some(after) = after.filter(|a| a.status == SessionStatus::Hibernated) else {
+        let Some(after) = after.map(|a| a.row).filter(|a| a.status == SessionStatus::Hibernated) else {
             return Err(ControlError::Conflict(format!(
                 "session {id} changed while hibernating; try again"
             )));
@@ -390,7 +390,7 @@ impl Control {
             (SessionStatus::Paused, Some(sandbox)) => {
                 self.sandbox.resume(&sandbox).await?;
                 match self.store.update_session(id, SessionUpdate::Thawed).await? {
-                    Some(after) => Ok(after),
+                    Some(after) => Ok(after.row),
                     None => Err(refused(
                         Refusal::NotFound,
                         format!("session `{id}` not found"),
