@@ -1,45 +1,48 @@
-//! The services of `lap serve`: session bring-up, deletion, restart, the reconciler (idle reaping,
-//! sandboxes that died) and recovery after a restart of `lap serve`.
+//! The services of `lap serve`: one [`Control`] whose methods the API handlers call, in parts —
+//! bring-up ([`bringup`]), the one way a session leaves its sandbox ([`Control::end`]), the
+//! reconciler and recovery ([`reconcile`]), the warm pool ([`pool`]), workspaces, pause, hibernate,
+//! snapshots and forks ([`workspace`]), ports ([`ports`]) and the message API ([`messages`]). This
+//! file holds the service itself, its start, deletion and restart, and the attachment of each
+//! sandbox's vault.
 //!
 //! Handlers in `api` call these; this module never imports `api`. Every change of a session's state
-//! goes through [`Store::update_session`], whose conditional updates make the transitions race-free:
-//! a bring-up that finishes after the session was deleted finds it no longer `creating`, and deletes
-//! the sandbox it just made instead of resurrecting the session. Background work is spawned on the
-//! server's [`TaskTracker`] so shutdown can wait for it. The warm pool lives in [`pool`]; workspaces
-//! that outlive their sandbox, pause, hibernate, snapshots, forks and the reaper's policy steps in
-//! [`workspace`].
+//! goes through [`Store::update_session`], whose conditional updates say whether they applied and
+//! make the transitions race-free: a bring-up that finishes after the session was deleted finds it
+//! no longer `creating`, and deletes the sandbox it just made instead of resurrecting the session.
+//! Bring-ups are spawned on the server's [`TaskTracker`] so shutdown can wait for them.
 
 pub mod pool;
 // Issue 17 part 1: ports, port connections and preview URLs.
 pub mod ports;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::harness::first_run::{self, FirstRun};
 use crate::metrics::Metrics;
 use crate::sandbox::{
-    AGENT_HOME, AgentStart, BoundCredential, CA_BUNDLE_PATH, ExecChunk, ExecSpec, HomeFile, PROXY_ADDR, ProxyListener,
-    Sandbox, SandboxChange, SandboxError, SandboxEvent, SandboxSpec, VaultBinding, VaultPlacement,
+    BoundCredential, ExecChunk, ExecSpec, ProxyListener, Sandbox, SandboxError, VaultBinding, VaultPlacement,
 };
-use crate::store::warm::{WarmRow, WarmStatus};
 use crate::store::{NewCredential, SessionRow, SessionUpdate, Store, StoreError};
 use crate::vault::audit::AuditLog;
 use crate::vault::intercept::{Binding, Vault};
 use crate::wire::api::{Agent, Interception, SessionStatus};
 
+mod bringup;
 mod git;
 pub mod messages;
+mod reconcile;
 mod tools;
 pub mod workspace;
 
+use bringup::Claim;
+pub use bringup::{BringUpError, REPO_DIR, sandbox_env};
+pub use reconcile::Reconciled;
 pub use workspace::{Lifecycle, Refusal, Workspaces};
 
 /// Phases of bring-up, as `GET /sessions/{id}` shows them.
@@ -52,23 +55,6 @@ pub mod phase {
     pub const COPYING_WORKSPACE: &str = "copying_workspace";
 }
 
-/// How a bring-up gets its sandbox.
-enum Claim {
-    /// Ask the warm pool first (when it is on).
-    Untried,
-    /// The warm pool was asked already: this sandbox, or none.
-    Tried(Option<Box<WarmRow>>),
-}
-
-/// Where the agent's repository is cloned, inside the sandbox.
-pub const REPO_DIR: &str = "/work/repo";
-/// A git credential helper reading the token from the sandbox's environment — a stub, which the
-/// vault swaps for the real value on the way to the bound host.
-const GIT_CREDENTIAL_HELPER: &str = "credential.helper=!f() { token=${GITHUB_TOKEN:-${GH_TOKEN:-$GIT_TOKEN}}; \
-    test -n \"$token\" || exit 0; echo username=x-access-token; echo \"password=$token\"; }; f";
-/// How much of git's stderr a failed clone keeps for the failure reason.
-const CLONE_ERROR_BYTES: usize = 2048;
-
 /// Default of `--idle-ttl` / `LAP_SESSION_IDLE_TTL`: the documented 24 hours.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -76,12 +62,6 @@ pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 const AUDIT_QUEUE: usize = 10_000;
 /// Most vault records written in one transaction.
 const AUDIT_BATCH: usize = 256;
-
-/// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's.
-fn agent_command(agent: &Agent) -> Option<String> {
-    let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
-    Some(harness.tui_command(agent.command.as_deref(), agent.model.as_deref()))
-}
 
 /// First wait before recovery is tried again when the backend did not answer at start; it doubles up
 /// to [`RECOVER_RETRY_CAP`].
@@ -124,19 +104,37 @@ pub enum Started {
     Deferred(SandboxError),
 }
 
-/// What one reconciler pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Reconciled {
-    /// Sessions idle longer than the TTL, whose sandboxes were deleted.
-    pub reaped: usize,
-    /// Ready sessions whose sandbox had stopped by itself.
-    pub died: usize,
-    /// Idle sessions paused (`--pause-after`).
-    pub paused: usize,
-    /// Idle sessions hibernated (`--hibernate-after`).
-    pub hibernated: usize,
-    /// Workspaces deleted because nobody will resume them.
-    pub workspaces_removed: usize,
+/// How a session leaves its sandbox ([`Control::end`]): each is one conditional store update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    /// `dead` for this reason, from any live status: deleted, its agent exited, reaped, lost in a
+    /// restart of `lap serve`.
+    Dead(String),
+    /// `failed` for this reason: its bring-up failed or was interrupted (a `creating` session names
+    /// no sandbox; the bring-up discards the one it was making).
+    Failed(String),
+    /// `dead` for `reason`, only while it is `ready` or `paused` on `sandbox`, which failed or went
+    /// away by itself (a session restarted onto a new sandbox meanwhile is left alone).
+    SandboxDied { sandbox: String, reason: String },
+    /// `hibernated`, from `ready` or `paused`: the sandbox goes, the workspace stays.
+    Hibernated,
+    /// `creating` again, from `ready`, `dead`, `failed` or `hibernated`, for a fresh sandbox.
+    Restarted,
+}
+
+impl End {
+    fn update(self) -> SessionUpdate {
+        match self {
+            Self::Dead(reason) => SessionUpdate::Dead { reason },
+            Self::Failed(reason) => SessionUpdate::Failed { reason },
+            Self::SandboxDied { sandbox, reason } => SessionUpdate::SandboxDied {
+                sandbox_id: sandbox,
+                reason,
+            },
+            Self::Hibernated => SessionUpdate::Hibernated,
+            Self::Restarted => SessionUpdate::Restarted,
+        }
+    }
 }
 
 /// What the session service is built from, in the composition root.
@@ -294,330 +292,6 @@ impl Control {
         self.vault.ca_pem()
     }
 
-    /// Records a new `creating` session and starts its bring-up in the background. Fails at once,
-    /// writing nothing, when the backend cannot create sandboxes. A session that claims a warm
-    /// sandbox needing no clone is brought up before this returns, so it comes back `ready`.
-    pub async fn create_session(
-        self: &Arc<Self>,
-        agent: &Agent,
-        title: Option<String>,
-    ) -> Result<SessionRow, ControlError> {
-        let started = std::time::Instant::now();
-        self.check_recovered()?;
-        self.sandbox.check().await?;
-        let first = if self.pool.enabled() {
-            phase::CLAIMING_SANDBOX
-        } else {
-            phase::CREATING_SANDBOX
-        };
-        self.check_tool(agent)?;
-        let row = self.new_row(agent, title, first);
-        self.store.insert_session(row.clone()).await?;
-        let (id, agent) = (row.id, agent.clone());
-        // A store that cannot claim falls back to creating a sandbox; the session is not stranded.
-        let claimed = self.claim_warm(id, &agent).await.unwrap_or_else(|err| {
-            tracing::warn!(session = %id, error = %err, "cannot claim a warm sandbox");
-            None
-        });
-        let quick = claimed
-            .as_ref()
-            .is_some_and(|warm| agent.repo_url.is_none() || warm.agent_id.is_some());
-        let bring_up = self
-            .clone()
-            .bring_up(id, agent, Claim::Tried(claimed.map(Box::new)), started);
-        if quick {
-            bring_up.await;
-        } else {
-            self.tasks.spawn(bring_up);
-        }
-        Ok(self.store.get_session(row.id).await?.unwrap_or(row))
-    }
-
-    /// A new `creating` session row of `agent` in phase `phase`.
-    fn new_row(&self, agent: &Agent, title: Option<String>, phase: &str) -> SessionRow {
-        SessionRow {
-            id: Uuid::new_v4(),
-            agent_id: agent.id,
-            agent_name: agent.name.clone(),
-            harness_id: agent.harness_id.clone(),
-            status: SessionStatus::Creating,
-            phase: Some(phase.to_owned()),
-            phase_detail: None,
-            sandbox_id: None,
-            sandbox_url: None,
-            tty_token: new_token(),
-            harness_session_id: None,
-            failure_reason: None,
-            title,
-            created_at: self.store.timestamp(),
-            last_seen_at: String::new(),
-            stopped_at: None,
-        }
-    }
-
-    async fn bring_up(self: Arc<Self>, id: Uuid, agent: Agent, claim: Claim, started: std::time::Instant) {
-        match self.try_bring_up(id, &agent, claim, started).await {
-            Ok(()) => {
-                self.metrics.bring_up(started.elapsed());
-                if let Ok(Some(row)) = self.store.get_session(id).await
-                    && row.status == SessionStatus::Ready
-                    && let Some(sandbox) = row.sandbox_id
-                {
-                    self.watch_agent(id, sandbox);
-                }
-            }
-            Err(reason) => {
-                let update = SessionUpdate::Failed { reason };
-                if let Err(err) = self.store.update_session(id, update).await {
-                    tracing::error!(session = %id, error = %err, "cannot record a failed bring-up");
-                }
-            }
-        }
-    }
-
-    /// Ends the session when its agent exits, whether a viewer is attached or not.
-    fn watch_agent(self: &Arc<Self>, id: Uuid, sandbox: String) {
-        let this = self.clone();
-        self.tasks.spawn(async move {
-            let code = tokio::select! {
-                _ = this.shutdown.cancelled() => return,
-                code = this.sandbox.wait_agent(&sandbox) => code,
-            };
-            // A sandbox that went for a hibernation (or a restart) is not an agent that exited.
-            let still_there = matches!(
-                this.store.get_session(id).await,
-                Ok(Some(row)) if row.sandbox_id.as_deref() == Some(sandbox.as_str())
-            );
-            match code {
-                Ok(_) if !still_there => {}
-                Ok(code) => {
-                    let reason = format!("the agent exited with code {code}");
-                    if let Err(err) = this.end_session(id, reason).await {
-                        tracing::warn!(session = %id, error = %err, "cannot end the session of an exited agent");
-                    }
-                }
-                // No agent to watch (an API harness, a backend without terminals) or the sandbox
-                // went away: nothing to do.
-                Err(err) => tracing::debug!(session = %id, error = %err, "not watching the agent"),
-            }
-        });
-    }
-
-    /// Stubs, sandbox (warm or new), vault, repo, agent, `ready`. Returns the failure reason a person
-    /// can act on.
-    async fn try_bring_up(
-        &self,
-        id: Uuid,
-        agent: &Agent,
-        claim: Claim,
-        started: std::time::Instant,
-    ) -> Result<(), String> {
-        let store_failed = |err: StoreError| format!("the store failed: {err}");
-        let phase = |name: &str| self.store.update_session(id, SessionUpdate::Phase(name.to_owned()));
-        let credentials = self.store.agent_credentials(agent.id).await.map_err(store_failed)?;
-        let stubs: Vec<(String, String)> = credentials
-            .iter()
-            .map(|c| (c.name.clone(), crate::vault::new_stub(&c.name)))
-            .collect();
-        self.store
-            .set_session_stubs(id, stubs.clone())
-            .await
-            .map_err(store_failed)?;
-        let bound: Vec<(String, Vec<String>)> = credentials.iter().map(|c| (c.name.clone(), c.hosts.clone())).collect();
-        let env = sandbox_env(&agent.env, &stubs, &bound);
-        // A workspace that exists already (a restart, a resume from hibernation, a fork) is mounted
-        // into a new sandbox; a warm sandbox has a `/work` of its own, which becomes the workspace.
-        let workspace = self.workspace_of(id);
-        let resumed = workspace.as_ref().is_some_and(|w| w.exists());
-        let native = match resumed {
-            true => self
-                .store
-                .get_session(id)
-                .await
-                .map_err(store_failed)?
-                .and_then(|row| row.harness_session_id),
-            false => None,
-        };
-        let claimed = match claim {
-            Claim::Tried(claimed) => claimed.map(|row| *row),
-            Claim::Untried if resumed => None,
-            Claim::Untried => {
-                if self.pool.enabled() {
-                    phase(phase::CLAIMING_SANDBOX).await.map_err(store_failed)?;
-                }
-                self.claim_warm(id, agent).await.map_err(store_failed)?
-            }
-        };
-        let (sandbox_id, sandbox_url, cloned, warm) = match &claimed {
-            Some(WarmRow {
-                sandbox_id: Some(sandbox_id),
-                sandbox_url,
-                agent_id,
-                ..
-            }) => (
-                sandbox_id.clone(),
-                sandbox_url.clone().unwrap_or_default(),
-                agent_id.is_some(),
-                true,
-            ),
-            _ => {
-                if self.pool.enabled() {
-                    phase(phase::CREATING_SANDBOX).await.map_err(store_failed)?;
-                }
-                let spec = SandboxSpec {
-                    harness_id: agent.harness_id.clone(),
-                    session_id: Some(id.to_string()),
-                    env: env.clone(),
-                    ca_bundle: self.ca_bundle.clone(),
-                    command: None,
-                    limits: (&agent.limits).into(),
-                    workspace: workspace.clone(),
-                };
-                let info = self.sandbox.create(&spec).await.map_err(|e| e.to_string())?;
-                (info.id, info.url, false, false)
-            }
-        };
-        let bound = async {
-            if warm && let Some(workspace) = &workspace {
-                self.sandbox
-                    .keep_workspace(&sandbox_id, workspace)
-                    .await
-                    .map_err(|e| format!("cannot keep the sandbox's workspace: {e}"))?;
-            }
-            let cloned = cloned || (resumed && workspace.as_ref().is_some_and(|w| w.join("repo").exists()));
-            phase(phase::BINDING_CREDENTIALS).await.map_err(store_failed)?;
-            self.attach_vault(id, Some(id), &sandbox_id, agent, credentials, &stubs)
-                .await
-                .map_err(|e| format!("cannot start the vault for this sandbox: {e}"))?;
-            if let Some(url) = &agent.repo_url
-                && !cloned
-            {
-                phase(phase::CLONING_REPO).await.map_err(store_failed)?;
-                self.clone_repo(&sandbox_id, url, &agent.branch, env.clone()).await?;
-            }
-            phase(phase::STARTING_HARNESS).await.map_err(store_failed)?;
-            self.start_agent(&sandbox_id, agent, env.clone()).await?;
-            let ready = SessionUpdate::Ready {
-                sandbox_id: sandbox_id.clone(),
-                sandbox_url: sandbox_url.clone(),
-                // The tool's transcripts are in the workspace: its conversation resumes.
-                harness_session_id: native.clone(),
-            };
-            self.store.update_session(id, ready).await.map_err(store_failed)
-        };
-        match bound.await {
-            Ok(Some(updated)) if updated.applied => {
-                if let Some(warm) = &claimed {
-                    self.claimed_in(id, agent, warm, started.elapsed());
-                }
-                Ok(())
-            }
-            // Deleted (or failed) while the sandbox was being made: do not leak it.
-            Ok(_) => {
-                self.detach_vault(id);
-                self.delete_sandbox(&sandbox_id).await;
-                Ok(())
-            }
-            Err(reason) => {
-                self.detach_vault(id);
-                self.delete_sandbox(&sandbox_id).await;
-                Err(reason)
-            }
-        }
-    }
-
-    /// Starts the agent of a session in its sandbox (late binding): the session's environment, the
-    /// agent's command (none for an API harness: the environment only) in `/work/repo` when the
-    /// agent has a repository. The one place the control plane starts an agent.
-    async fn start_agent(&self, sandbox: &str, agent: &Agent, env: Vec<(String, String)>) -> Result<(), String> {
-        let harness = crate::harness::find(&agent.harness_id);
-        // The tool's own needs first, so the agent's `env` can override them.
-        let env: Vec<(String, String)> = harness
-            .into_iter()
-            .flat_map(|h| h.env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
-            .chain(env)
-            .collect();
-        let cwd = agent.repo_url.as_ref().map(|_| REPO_DIR.to_owned());
-        let first_run = harness.map_or(FirstRun::None, |h| h.first_run);
-        let home_files = first_run::files(
-            first_run,
-            &env,
-            cwd.as_deref().unwrap_or(AGENT_HOME),
-            AGENT_HOME,
-            agent.model.as_deref(),
-        )
-        .into_iter()
-        .map(|f| HomeFile {
-            path: f.path.to_owned(),
-            contents: f.contents,
-        })
-        .collect();
-        let start = AgentStart {
-            env,
-            command: agent_command(agent),
-            cwd,
-            home_files,
-        };
-        self.sandbox
-            .start_agent(sandbox, start)
-            .await
-            .map_err(|e| format!("cannot start the agent in its sandbox: {e}"))
-    }
-
-    /// Clones `url` (`branch`, depth 1) into [`REPO_DIR`] inside the sandbox, as its user, through its
-    /// vault, with `env` over the sandbox's environment. A failure is git's own message.
-    async fn clone_repo(
-        &self,
-        sandbox: &str,
-        url: &str,
-        branch: &str,
-        env: Vec<(String, String)>,
-    ) -> Result<(), String> {
-        let argv = [
-            "git",
-            "-c",
-            GIT_CREDENTIAL_HELPER,
-            "clone",
-            "--quiet",
-            "--depth",
-            "1",
-            "--branch",
-            branch,
-            "--",
-            url,
-            REPO_DIR,
-        ];
-        let spec = ExecSpec {
-            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
-            cwd: None,
-            stdin: Vec::new(),
-            env,
-        };
-        let (output, mut chunks) = tokio::sync::mpsc::channel(64);
-        let collect = async {
-            let mut stderr = Vec::new();
-            while let Some(chunk) = chunks.recv().await {
-                if let ExecChunk::Stderr(data) = chunk {
-                    stderr.extend_from_slice(&data);
-                    let excess = stderr.len().saturating_sub(CLONE_ERROR_BYTES);
-                    stderr.drain(..excess);
-                }
-            }
-            stderr
-        };
-        let (code, stderr) = tokio::join!(self.sandbox.exec(sandbox, spec, output), collect);
-        match code {
-            Ok(0) => Ok(()),
-            Ok(code) => {
-                let message = String::from_utf8_lossy(&stderr).trim().replace('\n', "; ");
-                Err(format!(
-                    "git clone of `{url}` (branch `{branch}`) failed with exit code {code}: {message}"
-                ))
-            }
-            Err(err) => Err(format!("cannot run git clone in the sandbox: {err}")),
-        }
-    }
-
     /// Starts serving a sandbox's egress listener with the session's binding, until
     /// [`Self::detach_vault`] with the same `key`. The vault's records are kept as `audit`'s egress
     /// log (`None`: a warm sandbox's clone, which belongs to no session, is counted only). For a
@@ -740,8 +414,8 @@ impl Control {
             .collect())
     }
 
-    /// Stops a session's sandbox and marks it `dead`. Returns the row before the call, or `None`
-    /// when there is no such session.
+    /// Stops a session's sandbox and marks it `dead`, then deletes its workspace. Returns the row
+    /// before the call, or `None` when there is no such session.
     pub async fn delete_session(&self, id: Uuid) -> Result<Option<SessionRow>, ControlError> {
         let before = self.end_session(id, "deleted".to_owned()).await?;
         // Deleted with the session: its workspace goes too.
@@ -751,28 +425,45 @@ impl Control {
         Ok(before)
     }
 
-    /// Makes a live session `dead` with `reason` (e.g. its agent exited) and deletes its sandbox;
-    /// returns the row as it was before.
+    /// Makes a live session `dead` with `reason` (e.g. its agent exited) and deletes its sandbox
+    /// ([`Self::end`]); returns the row as it was before, or `None` when there is no such session.
     pub async fn end_session(&self, id: Uuid, reason: String) -> Result<Option<SessionRow>, ControlError> {
-        let Some(row) = self.store.get_session(id).await? else {
-            return Ok(None);
-        };
-        if row.status.is_terminal() {
-            return Ok(Some(row));
+        let before = self.store.get_session(id).await?;
+        if before.as_ref().is_some_and(|row| !row.status.is_terminal()) {
+            self.end(id, End::Dead(reason)).await?;
         }
-        let after = self.store.update_session(id, SessionUpdate::Dead { reason }).await?;
-        // The row after the update, not `row`: a bring-up that recorded its sandbox since `row` was
-        // read is seen here, and one that finishes later finds the session dead and deletes its own.
-        self.detach_vault(id);
-        if let Some(sandbox) = after.as_ref().and_then(|after| after.row.sandbox_id.as_deref()) {
-            self.delete_sandbox(sandbox).await;
-        }
-        Ok(Some(row))
+        Ok(before)
     }
 
-    /// Gives a `ready`, `dead` or `failed` session a fresh sandbox: the old one (if any) is deleted and
-    /// bring-up runs again. Returns the session as it is now (`creating`), or `None` if it does not
-    /// exist.
+    /// The one way a session leaves its sandbox, always in this order:
+    ///
+    /// 1. the store's conditional update ([`End`]). The state is the truth, so whoever looks next —
+    ///    the agent watcher, the reconciler, the backend's events, a bring-up about to write
+    ///    `ready` — finds the session off this sandbox, and the sandbox's end is no news to them;
+    /// 2. the session's vault stops;
+    /// 3. the sandbox the session named just before the update is deleted.
+    ///
+    /// When the update does not apply (no such session, already ended, changed meanwhile) nothing
+    /// else is done: whoever changed it did the rest. Returns the row after the update when it
+    /// applied. The workspace stays (a restart or a resume mounts it again); deleting it with the
+    /// session is the caller's.
+    async fn end(&self, id: Uuid, end: End) -> Result<Option<SessionRow>, ControlError> {
+        let Some(updated) = self.store.update_session(id, end.update()).await? else {
+            return Ok(None);
+        };
+        if !updated.applied {
+            return Ok(None);
+        }
+        self.detach_vault(id);
+        if let Some(sandbox) = &updated.sandbox_before {
+            self.delete_sandbox(sandbox).await;
+        }
+        Ok(Some(updated.row))
+    }
+
+    /// Gives a `ready`, `dead`, `failed` or `hibernated` session a fresh sandbox: the old one (if
+    /// any) is deleted ([`End::Restarted`]) and bring-up runs again. Returns the session as it is
+    /// now (`creating`), or `None` if it does not exist.
     pub async fn restart_session(self: &Arc<Self>, id: Uuid) -> Result<Option<SessionRow>, ControlError> {
         let Some(row) = self.store.get_session(id).await? else {
             return Ok(None);
@@ -788,11 +479,7 @@ impl Control {
         };
         self.check_recovered()?;
         self.sandbox.check().await?;
-        self.detach_vault(id);
-        if let Some(sandbox) = &row.sandbox_id {
-            self.delete_sandbox(sandbox).await;
-        }
-        let Some(restarted) = self.store.restart_session(id).await? else {
+        let Some(restarted) = self.end(id, End::Restarted).await? else {
             return Err(ControlError::Conflict(format!(
                 "session {id} changed while restarting; try again"
             )));
@@ -801,179 +488,6 @@ impl Control {
         self.tasks
             .spawn(self.clone().bring_up(id, agent, Claim::Untried, started));
         Ok(Some(restarted))
-    }
-
-    /// One pass of the reconciler: reaps sessions idle longer than the TTL, marks `dead` the ready
-    /// sessions whose sandbox stopped by itself, and deletes sandboxes made for a session that is no
-    /// longer live (a launch that finished after `lap serve` was killed and restarted). Idempotent.
-    pub async fn reconcile(&self) -> Result<Reconciled, ControlError> {
-        // Sessions first, then sandboxes: a session that became ready before the query had its
-        // sandbox created before the listing, so it cannot be mistaken for one whose sandbox died.
-        let ready = self
-            .store
-            .sessions_with_status(&[SessionStatus::Ready, SessionStatus::Paused])
-            .await?;
-        // Held over the listing and the reads after it: no warm sandbox is being made meanwhile, so
-        // every one listed is named by its row. `None`: the pool is making one; sweep next time.
-        let sweep = self.pool.sweep();
-        let sandboxes = self.sandbox.list().await?;
-        // Live sessions after the listing: a session inserted meanwhile already owns its sandbox.
-        let live = self
-            .store
-            .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready, SessionStatus::Paused])
-            .await?;
-        let warm = match &sweep {
-            Some(_) => Some(self.warm_sandboxes().await?),
-            None => None,
-        };
-        drop(sweep);
-        let owned: HashSet<&str> = live.iter().filter_map(|row| row.sandbox_id.as_deref()).collect();
-        for sandbox in &sandboxes {
-            let orphan = match sandbox.session_id.as_deref() {
-                Some(session) => !live.iter().any(|row| row.id.to_string() == session),
-                // Made by the warm pool: its row or the session that claimed it owns it.
-                None => warm
-                    .as_ref()
-                    .is_some_and(|warm| !warm.contains(&sandbox.id) && !owned.contains(sandbox.id.as_str())),
-            };
-            if orphan {
-                tracing::info!(sandbox = %sandbox.id, "deleting a sandbox whose session is no longer live");
-                self.delete_sandbox(&sandbox.id).await;
-            }
-        }
-        self.store.forget_settled_claims().await?;
-        let now = self.store.now_utc();
-        let mut done = Reconciled::default();
-        for row in ready {
-            let Some(sandbox) = row.sandbox_id.as_deref() else {
-                continue;
-            };
-            if !sandboxes.iter().any(|s| s.id == sandbox) {
-                let reason = "the sandbox stopped: its harness exited".to_owned();
-                if self.sandbox_died(row.id, sandbox, reason).await? {
-                    done.died += 1;
-                }
-                continue;
-            }
-            self.count_step(&row, now, &mut done).await?;
-        }
-        for row in self.store.sessions_with_status(&[SessionStatus::Hibernated]).await? {
-            self.count_step(&row, now, &mut done).await?;
-        }
-        done.workspaces_removed = self.sweep_workspaces(now).await?;
-        self.metrics.reaped.inc_by(done.reaped as u64);
-        Ok(done)
-    }
-
-    /// The reaper's step for one idle session ([`Self::apply_policy`]), counted in `done`.
-    async fn count_step(
-        &self,
-        row: &SessionRow,
-        now: time::OffsetDateTime,
-        done: &mut Reconciled,
-    ) -> Result<(), ControlError> {
-        match self.apply_policy(row, now).await? {
-            workspace::Step::Reaped => done.reaped += 1,
-            workspace::Step::Hibernated => done.hibernated += 1,
-            workspace::Step::Paused => done.paused += 1,
-            workspace::Step::None => {}
-        }
-        Ok(())
-    }
-
-    /// Makes session `session` dead because its sandbox `sandbox` failed or went away by itself, if
-    /// it is still `ready` on that sandbox; then the sandbox is deleted (what is left of it). Returns
-    /// whether the session died here.
-    async fn sandbox_died(&self, session: Uuid, sandbox: &str, reason: String) -> Result<bool, ControlError> {
-        let update = SessionUpdate::SandboxDied {
-            sandbox_id: sandbox.to_owned(),
-            reason: reason.clone(),
-        };
-        let died = self
-            .store
-            .update_session(session, update)
-            .await?
-            .is_some_and(|u| u.applied);
-        if died {
-            tracing::info!(%session, %sandbox, %reason, "the sandbox of a session died");
-            self.metrics.died.inc();
-            self.detach_vault(session);
-            self.delete_sandbox(sandbox).await;
-        }
-        Ok(died)
-    }
-
-    /// Follows the backend's [`Sandbox::events`] (when it has them) until shutdown: a session whose
-    /// sandbox failed (an image that cannot be pulled, a crash, an eviction, an OOM kill) or was
-    /// deleted behind lap's back becomes `dead` with the reason at once, and a warm sandbox that
-    /// failed leaves the pool. Sessions still `creating` learn it from their bring-up.
-    pub fn spawn_sandbox_events(self: &Arc<Self>) {
-        use futures_util::StreamExt;
-        let Some(mut events) = self.sandbox.events() else {
-            return;
-        };
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = this.shutdown.cancelled() => return,
-                    event = events.next() => event,
-                };
-                match event {
-                    None => return,
-                    Some(Err(err)) => tracing::warn!(error = %err, "the backend's sandbox events failed; retrying"),
-                    Some(Ok(event)) => {
-                        if let Err(err) = this.sandbox_changed(event).await {
-                            tracing::warn!(error = %err, "cannot act on a sandbox event");
-                        }
-                    }
-                }
-            }
-        });
-    }
-
-    async fn sandbox_changed(&self, event: SandboxEvent) -> Result<(), ControlError> {
-        let reason = match event.change {
-            SandboxChange::Failed { reason } => format!("the sandbox failed: {reason}"),
-            SandboxChange::Gone => "the sandbox was deleted outside lap".to_owned(),
-        };
-        let ready = self.store.sessions_with_status(&[SessionStatus::Ready]).await?;
-        if let Some(row) = ready
-            .iter()
-            .find(|row| row.sandbox_id.as_deref() == Some(event.id.as_str()))
-        {
-            self.sandbox_died(row.id, &event.id, reason).await?;
-            return Ok(());
-        }
-        let warm = self.store.warm_rows().await?;
-        if let Some(row) = warm
-            .iter()
-            .find(|row| row.status == WarmStatus::Ready && row.sandbox_id.as_deref() == Some(event.id.as_str()))
-            && self.store.delete_warm(row.id, WarmStatus::Ready).await?
-        {
-            tracing::info!(sandbox = %event.id, %reason, "dropping a warm sandbox");
-            self.delete_sandbox(&event.id).await;
-        }
-        Ok(())
-    }
-
-    /// Runs [`Self::reconcile`] every `every` until shutdown.
-    pub fn spawn_reconciler(self: &Arc<Self>, every: Duration) {
-        let this = self.clone();
-        let stop = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                if let Err(err) = this.reconcile().await {
-                    tracing::warn!(error = %err, "reconciler pass failed");
-                }
-            }
-        });
     }
 
     /// Stops every live session of an agent, then deletes the agent with its sessions and credentials.
@@ -1008,99 +522,6 @@ impl Control {
         rows: u16,
     ) -> Result<crate::sandbox::TtyChannel, ControlError> {
         Ok(self.sandbox.attach(sandbox_id, cols, rows).await?)
-    }
-
-    /// Brings the store and the backend back in line after `lap serve` (re)starts: interrupted
-    /// bring-ups fail, ready sessions whose sandbox vanished die, sandboxes nobody owns are deleted.
-    pub async fn recover(self: &Arc<Self>) -> Result<(), ControlError> {
-        let sandboxes = self.sandbox.list().await?;
-        // Positions of a vault whose sandbox went (one whose last records came in after it was
-        // deleted): nothing will pull from them again.
-        self.store
-            .forget_pulled_except(sandboxes.iter().map(|s| s.id.clone()).collect())
-            .await?;
-        let warm = self.recover_pool(&sandboxes).await?;
-        let live = self
-            .store
-            .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready, SessionStatus::Paused])
-            .await?;
-        for row in &live {
-            let present = row
-                .sandbox_id
-                .as_ref()
-                .is_some_and(|id| sandboxes.iter().any(|s| &s.id == id));
-            let update = match row.status {
-                SessionStatus::Creating => SessionUpdate::Failed {
-                    reason: "bring-up was interrupted by a restart of lap serve".to_owned(),
-                },
-                _ if !present => SessionUpdate::Dead {
-                    reason: "the sandbox vanished while lap serve was down".to_owned(),
-                },
-                _ => match self.reattach_paused(row).await {
-                    Ok(()) => {
-                        if let Some(sandbox) = &row.sandbox_id {
-                            self.watch_agent(row.id, sandbox.clone());
-                        }
-                        continue;
-                    }
-                    Err(reason) => {
-                        if let Some(sandbox) = &row.sandbox_id {
-                            self.delete_sandbox(sandbox).await;
-                        }
-                        SessionUpdate::Dead {
-                            reason: format!("cannot re-attach the vault after a restart: {reason}"),
-                        }
-                    }
-                },
-            };
-            tracing::info!(session = %row.id, "recovering session after restart");
-            self.store.update_session(row.id, update).await?;
-        }
-        for sandbox in &sandboxes {
-            let owned = warm.contains(&sandbox.id)
-                || live.iter().any(|row| {
-                    matches!(row.status, SessionStatus::Ready | SessionStatus::Paused)
-                        && row.sandbox_id.as_deref() == Some(sandbox.id.as_str())
-                });
-            if !owned {
-                tracing::info!(sandbox = %sandbox.id, "deleting a sandbox no session owns");
-                self.delete_sandbox(&sandbox.id).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// [`Self::reattach_vault`], thawing a paused session's sandbox for it (its harness hands over
-    /// the egress listener) and freezing it again after.
-    async fn reattach_paused(&self, row: &SessionRow) -> Result<(), String> {
-        let paused = row.status == SessionStatus::Paused;
-        if paused && let Some(sandbox) = &row.sandbox_id {
-            self.sandbox.resume(sandbox).await.map_err(|e| e.to_string())?;
-        }
-        let attached = self.reattach_vault(row).await;
-        if paused && let Some(sandbox) = &row.sandbox_id {
-            self.sandbox.pause(sandbox).await.map_err(|e| e.to_string())?;
-        }
-        attached
-    }
-
-    async fn reattach_vault(&self, row: &SessionRow) -> Result<(), String> {
-        let sandbox = row.sandbox_id.as_deref().ok_or("the session has no sandbox")?;
-        let agent = self
-            .store
-            .find_agent(&row.agent_id.to_string())
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("its agent is gone")?;
-        let credentials = self
-            .store
-            .agent_credentials(agent.id)
-            .await
-            .map_err(|e| e.to_string())?;
-        let stubs = self.store.session_stubs(row.id).await.map_err(|e| e.to_string())?;
-        self.attach_vault(row.id, Some(row.id), sandbox, &agent, credentials, &stubs)
-            .await
-            .map_err(|e| e.to_string())
     }
 
     async fn delete_sandbox(&self, id: &str) {
@@ -1225,58 +646,6 @@ async fn serve_egress(vault: Arc<Vault>, listener: ProxyListener, binding: Arc<B
     crate::vault::limits::accept_admitted(&binding.tunnels, || listener.accept(), serve, &stop).await;
 }
 
-/// A sandbox's environment: the agent's plain variables, then the proxy and CA variables every
-/// tool needs to go through the vault, the git configuration that sends every `bound` host's git
-/// remotes (SSH ones too) over HTTPS with the stub ([`git`]; `bound` is each credential's name and
-/// hosts), then one stub per credential (never a real value).
-pub fn sandbox_env(
-    plain: &BTreeMap<String, String>,
-    stubs: &[(String, String)],
-    bound: &[(String, Vec<String>)],
-) -> Vec<(String, String)> {
-    let proxy = format!("http://{PROXY_ADDR}");
-    let mut env = plain.clone();
-    for name in [
-        "HTTPS_PROXY",
-        "HTTP_PROXY",
-        "ALL_PROXY",
-        "https_proxy",
-        "http_proxy",
-        "all_proxy",
-    ] {
-        env.insert(name.to_owned(), proxy.clone());
-    }
-    for name in ["NO_PROXY", "no_proxy"] {
-        env.insert(name.to_owned(), "localhost,127.0.0.1".to_owned());
-    }
-    env.insert("NODE_USE_ENV_PROXY".to_owned(), "1".to_owned());
-    for name in [
-        "SSL_CERT_FILE",
-        "NODE_EXTRA_CA_CERTS",
-        "CODEX_CA_CERTIFICATE",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "GIT_SSL_CAINFO",
-        "PIP_CERT",
-        "CARGO_HTTP_CAINFO",
-        "AWS_CA_BUNDLE",
-    ] {
-        env.insert(name.to_owned(), CA_BUNDLE_PATH.to_owned());
-    }
-    env.extend(git::config_env(bound));
-    for (name, stub) in stubs {
-        env.insert(name.clone(), stub.clone());
-    }
-    env.into_iter().collect()
-}
-
-/// A fresh per-session TTY token: 32 random bytes, hex.
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    SystemRandom::new().fill(&mut bytes).expect("system random generator");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The one binding a session's vault is handed, in-process or in the sandbox: each stored credential
 /// that has a stub in `stubs`, with its value, hosts, injection points and rules, and the agent's
 /// egress policy.
@@ -1353,59 +722,5 @@ mod tests {
         let read: VaultBinding = serde_json::from_slice(&serde_json::to_vec(&binding).unwrap()).unwrap();
         assert_eq!(read.credentials[0].inject, bound.inject);
         assert_eq!(read.credentials[0].rules, bound.rules);
-    }
-
-    #[test]
-    fn the_sandbox_environment_carries_stubs_proxy_and_ca_but_never_lets_the_agent_unset_them() {
-        let plain = BTreeMap::from([
-            ("EDITOR".to_owned(), "vim".to_owned()),
-            ("HTTPS_PROXY".to_owned(), "http://elsewhere:1".to_owned()),
-        ]);
-        let stubs = vec![(
-            "GITHUB_TOKEN".to_owned(),
-            "stub_github_token_0011223344556677".to_owned(),
-        )];
-        let bound = vec![("GITHUB_TOKEN".to_owned(), vec!["github.com".to_owned()])];
-        let env: BTreeMap<String, String> = sandbox_env(&plain, &stubs, &bound).into_iter().collect();
-        assert_eq!(env["EDITOR"], "vim");
-        assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
-        assert_eq!(env["https_proxy"], "http://127.0.0.1:3128");
-        assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1");
-        assert_eq!(env["SSL_CERT_FILE"], CA_BUNDLE_PATH);
-        assert_eq!(env["NODE_EXTRA_CA_CERTS"], CA_BUNDLE_PATH);
-        assert_eq!(env["GITHUB_TOKEN"], "stub_github_token_0011223344556677");
-        assert_eq!(env["GIT_CONFIG_KEY_0"], "url.https://github.com/.insteadOf");
-        assert_eq!(env["GIT_CONFIG_VALUE_0"], "git@github.com:");
-    }
-
-    #[test]
-    fn a_tui_agent_runs_its_harness_with_the_model_flag_and_its_own_command_as_given() {
-        let agent = |harness: &str, command: Option<&str>, model: Option<&str>| -> Agent {
-            serde_json::from_value(serde_json::json!({
-                "id": uuid::Uuid::nil(), "name": "a", "harness_id": harness, "supports_tui": true,
-                "command": command, "repo_url": null, "branch": "main", "prompt": null, "model": model,
-                "env": {}, "credentials": [], "env_var_hosts": {}, "allow_out": [], "deny_out": [],
-                "created_at": "", "updated_at": ""
-            }))
-            .unwrap()
-        };
-        assert_eq!(
-            agent_command(&agent("gemini", None, Some("gemini-2.5-pro"))).as_deref(),
-            Some("gemini --model 'gemini-2.5-pro'")
-        );
-        assert_eq!(
-            agent_command(&agent("hermes", None, Some("it's"))).as_deref(),
-            Some("hermes --tui --model 'it'\\''s'")
-        );
-        assert_eq!(agent_command(&agent("gemini", None, None)).as_deref(), Some("gemini"));
-        assert_eq!(
-            agent_command(&agent("shell", None, Some("m"))).as_deref(),
-            Some("bash -l")
-        );
-        assert_eq!(
-            agent_command(&agent("gemini", Some("my-gemini"), Some("m"))).as_deref(),
-            Some("my-gemini")
-        );
-        assert_eq!(agent_command(&agent("opencode", None, Some("m"))), None);
     }
 }
