@@ -9,7 +9,9 @@
 //! goes through [`Store::update_session`], whose conditional updates say whether they applied and
 //! make the transitions race-free: a bring-up that finishes after the session was deleted finds it
 //! no longer `creating`, and deletes the sandbox it just made instead of resurrecting the session.
-//! Bring-ups are spawned on the server's [`TaskTracker`] so shutdown can wait for them.
+//! Bring-ups are spawned on the server's [`TaskTracker`] so shutdown can wait for them. Which
+//! backend runs the sandboxes is decided in the composition root: code here asks the [`Sandbox`]
+//! trait for what it can do, never for its name.
 
 pub mod pool;
 // Issue 17 part 1: ports, port connections and preview URLs.
