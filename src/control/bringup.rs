@@ -451,6 +451,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bring_up_error_reads_as_the_failure_reason_a_person_acts_on() {
+        let gone = || SandboxError::NotFound("sb-1".into());
+        let clone = BringUpError::Clone {
+            url: "https://github.com/o/r.git".into(),
+            branch: "main".into(),
+            code: 128,
+            message: "fatal: repository not found".into(),
+        };
+        assert_eq!(
+            clone.to_string(),
+            "git clone of `https://github.com/o/r.git` (branch `main`) failed with exit code 128: fatal: repository not found"
+        );
+        assert_eq!(
+            BringUpError::Create(gone()).to_string(),
+            "sandbox `sb-1` does not exist"
+        );
+        assert_eq!(
+            BringUpError::Vault(gone()).to_string(),
+            "cannot start the vault for this sandbox: sandbox `sb-1` does not exist"
+        );
+        assert_eq!(
+            BringUpError::StartAgent(gone()).to_string(),
+            "cannot start the agent in its sandbox: sandbox `sb-1` does not exist"
+        );
+        assert_eq!(BringUpError::WarmRowGone.to_string(), "its row went away");
+    }
+
+    #[test]
     fn the_sandbox_environment_carries_stubs_proxy_and_ca_but_never_lets_the_agent_unset_them() {
         let plain = BTreeMap::from([
             ("EDITOR".to_owned(), "vim".to_owned()),
