@@ -286,6 +286,13 @@ pub trait Sandbox: Send + Sync + 'static {
         VaultPlacement::Served
     }
 
+    /// Whether sandboxes run the programs installed on `lap serve`'s host (the local backend mounts
+    /// its system directories), so a session of a harness whose tool is not installed there is
+    /// refused before a sandbox is made. `false`: the backend's images bring their own tools.
+    fn uses_host_tools(&self) -> bool {
+        false
+    }
+
     /// Binds a session's credentials and egress policy into the vault a sandbox carries
     /// ([`VaultPlacement::InSandbox`]); connections opened afterwards use them.
     async fn bind_vault(&self, id: &str, binding: &VaultBinding) -> Result<(), SandboxError> {

@@ -317,6 +317,20 @@ pub enum SessionUpdate {
     Thawed,
     /// `hibernated`, from `ready` or `paused`: its sandbox goes, its workspace stays.
     Hibernated,
+    /// `creating` again, from `ready`, `dead`, `failed` or `hibernated`, for a fresh sandbox: the
+    /// old sandbox is forgotten, the failure cleared, and a restart is activity.
+    Restarted,
+}
+
+/// What [`Store::update_session`] did.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    /// Whether the update's condition held and the row changed.
+    pub applied: bool,
+    /// The sandbox the session named just before the update (a hibernation or a restart forgets it).
+    pub sandbox_before: Option<String>,
+    /// The row after the call.
+    pub row: SessionRow,
 }
 
 /// Handle to the database; cheap to clone.
@@ -682,15 +696,24 @@ impl Store {
         .await
     }
 
-    /// Applies `update` unless the session is already terminal. Returns the row after the call, or
-    /// `None` when the session does not exist.
-    pub async fn update_session(&self, id: Uuid, update: SessionUpdate) -> Result<Option<SessionRow>, StoreError> {
+    /// Applies `update` when its condition holds (none applies to a terminal session, but a
+    /// restart). Returns whether it applied, with the row after the call, or `None` when the session
+    /// does not exist.
+    pub async fn update_session(&self, id: Uuid, update: SessionUpdate) -> Result<Option<Updated>, StoreError> {
         let now = self.timestamp();
         self.call(move |conn, _| {
             let tx = conn.transaction()?;
             let key = id.to_string();
+            let sandbox_before: Option<Option<String>> = tx
+                .query_row("SELECT sandbox_id FROM sessions WHERE id = ?1", [&key], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            let Some(sandbox_before) = sandbox_before else {
+                return Ok(None);
+            };
             let live = "status IN ('creating', 'ready', 'paused', 'hibernated')";
-            match &update {
+            let changed = match &update {
                 SessionUpdate::Phase(phase) => tx.execute(
                     &format!("UPDATE sessions SET phase = ?1 WHERE id = ?2 AND {live}"),
                     params![phase, key],
@@ -736,12 +759,20 @@ impl Store {
                      WHERE id = ?1 AND status IN ('ready', 'paused')",
                     [&key],
                 )?,
+                SessionUpdate::Restarted => tx.execute(
+                    "UPDATE sessions SET status = 'creating', phase = 'creating_sandbox', failure_reason = NULL,
+                        stopped_at = NULL, sandbox_id = NULL, sandbox_url = NULL, last_seen_at = ?1
+                     WHERE id = ?2 AND status IN ('ready', 'dead', 'failed', 'hibernated')",
+                    params![now, key],
+                )?,
             };
-            let out = tx
-                .query_row(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [&key], session_row)
-                .optional()?;
+            let row = tx.query_row(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [&key], session_row)?;
             tx.commit()?;
-            Ok(out)
+            Ok(Some(Updated {
+                applied: changed == 1,
+                sandbox_before,
+                row,
+            }))
         })
         .await
     }
@@ -774,29 +805,12 @@ impl Store {
         .await
     }
 
-    /// Puts a `ready`, `dead` or `failed` session back to `creating` for a fresh sandbox. Returns the
-    /// row after the call; `None` when there is no such session or it is `creating` already.
+    /// Puts a `ready`, `dead`, `failed` or `hibernated` session back to `creating` for a fresh
+    /// sandbox ([`SessionUpdate::Restarted`]). Returns the row after the call; `None` when there is
+    /// no such session or it could not be restarted (it is `creating` or `paused`).
     pub async fn restart_session(&self, id: Uuid) -> Result<Option<SessionRow>, StoreError> {
-        let now = self.timestamp();
-        self.call(move |conn, _| {
-            let tx = conn.transaction()?;
-            let key = id.to_string();
-            let changed = tx.execute(
-                "UPDATE sessions SET status = 'creating', phase = 'creating_sandbox', failure_reason = NULL,
-                    stopped_at = NULL, sandbox_id = NULL, sandbox_url = NULL, last_seen_at = ?1
-                 WHERE id = ?2 AND status IN ('ready', 'dead', 'failed', 'hibernated')",
-                params![now, key],
-            )?;
-            let out = if changed == 1 {
-                tx.query_row(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [&key], session_row)
-                    .optional()?
-            } else {
-                None
-            };
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+        let updated = self.update_session(id, SessionUpdate::Restarted).await?;
+        Ok(updated.filter(|u| u.applied).map(|u| u.row))
     }
 
     /// How many sessions are in each status.
@@ -1442,10 +1456,69 @@ mod tests {
             sandbox_id: sandbox.into(),
             reason: format!("{sandbox} failed"),
         };
-        let row = store.update_session(session, died("sb-old")).await.unwrap().unwrap();
-        assert_eq!(row.status, SessionStatus::Ready, "another sandbox's death is no news");
-        let row = store.update_session(session, died("sb-1")).await.unwrap().unwrap();
-        assert_eq!(row.status, SessionStatus::Dead);
-        assert_eq!(row.failure_reason.as_deref(), Some("sb-1 failed"));
+        let other = store.update_session(session, died("sb-old")).await.unwrap().unwrap();
+        assert!(!other.applied, "another sandbox's death is no news");
+        assert_eq!(other.row.status, SessionStatus::Ready);
+        let died_here = store.update_session(session, died("sb-1")).await.unwrap().unwrap();
+        assert!(died_here.applied);
+        assert_eq!(died_here.row.status, SessionStatus::Dead);
+        assert_eq!(died_here.row.failure_reason.as_deref(), Some("sb-1 failed"));
+        // The same news again changes nothing, and says so (its reason is the same).
+        let again = store.update_session(session, died("sb-1")).await.unwrap().unwrap();
+        assert!(!again.applied);
+        assert!(
+            store
+                .update_session(Uuid::new_v4(), died("sb-1"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_update_says_whether_it_applied_and_which_sandbox_the_session_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, session) = store_with_session(dir.path()).await;
+        let paused = store
+            .update_session(session, SessionUpdate::Paused)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(paused.applied);
+        let again = store
+            .update_session(session, SessionUpdate::Paused)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!again.applied, "paused already");
+        let hibernated = store
+            .update_session(session, SessionUpdate::Hibernated)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(hibernated.applied);
+        assert_eq!(hibernated.sandbox_before.as_deref(), Some("sb-1"));
+        assert_eq!(hibernated.row.sandbox_id, None, "a hibernated session names no sandbox");
+        let restarted = store.restart_session(session).await.unwrap().unwrap();
+        assert_eq!(restarted.status, SessionStatus::Creating);
+        assert!(
+            store.restart_session(session).await.unwrap().is_none(),
+            "creating already"
+        );
+        let dead = SessionUpdate::Dead {
+            reason: "deleted".into(),
+        };
+        assert!(
+            store
+                .update_session(session, dead.clone())
+                .await
+                .unwrap()
+                .unwrap()
+                .applied
+        );
+        assert!(
+            !store.update_session(session, dead).await.unwrap().unwrap().applied,
+            "dead already"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The reconciler and restarts, on the in-memory backend with a clock the test moves.
 //!
 //! Sessions idle longer than the TTL are reaped (their sandbox deleted), activity resets the clock, a
-//! sandbox that stops by itself makes its session `dead`, and a restart gives a session a fresh
-//! sandbox. Time is moved through the store's clock, which stamps every row, so "activity at a later
+//! sandbox that stops by itself makes its session `dead`, a restart gives a session a fresh
+//! sandbox (a refused one deletes nothing), and a sandbox nobody owns is deleted. Time is moved through the store's clock, which stamps every row, so "activity at a later
 //! time" is the same time the reaper compares against.
 
 use std::sync::{Arc, Mutex};
@@ -220,4 +220,48 @@ async fn a_creating_session_cannot_be_restarted() {
         Err(ControlError::Conflict(message)) => assert!(message.contains("creating"), "{message}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_paused_session_is_not_restarted_and_keeps_its_sandbox() {
+    let w = World::new().await;
+    let row = w.ready_session().await;
+    let sandbox = row.sandbox_id.clone().unwrap();
+    // The in-memory backend cannot freeze, so the row is made `paused` the way a pause records it.
+    let paused = w
+        .store
+        .update_session(row.id, lap::store::SessionUpdate::Paused)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(paused.applied);
+    match w.control.restart_session(row.id).await {
+        Err(ControlError::Conflict(message)) => assert!(message.contains("changed"), "{message}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(w.session(row.id).await.status, SessionStatus::Paused);
+    assert!(w.sandbox_exists(&sandbox).await, "a refused restart deletes nothing");
+}
+
+#[tokio::test]
+async fn a_sandbox_left_behind_by_a_session_now_on_another_is_deleted() {
+    let w = World::new().await;
+    let row = w.ready_session().await;
+    // What a restart whose delete failed leaves: a sandbox made for the session, which lives on.
+    let spec = lap::sandbox::SandboxSpec {
+        harness_id: "shell".into(),
+        session_id: Some(row.id.to_string()),
+        ..Default::default()
+    };
+    let left = w.fake.create(&spec).await.unwrap();
+    assert!(w.sandbox_exists(&left.id).await);
+    let pass = w.control.reconcile().await.unwrap();
+    assert_eq!((pass.reaped, pass.died), (0, 0));
+    assert!(!w.sandbox_exists(&left.id).await, "the sandbox nobody owns is deleted");
+    let still = w.session(row.id).await;
+    assert_eq!(still.status, SessionStatus::Ready);
+    assert!(
+        w.sandbox_exists(still.sandbox_id.as_deref().unwrap()).await,
+        "its own sandbox stays"
+    );
 }

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, RwLock};
 use uuid::Uuid;
 
-use super::{Control, ControlError, sandbox_env};
+use super::{BringUpError, Control, ControlError, sandbox_env};
 use crate::sandbox::{LimitOverrides, SandboxInfo, SandboxSpec};
 use crate::store::StoreError;
 use crate::store::warm::{WarmRow, WarmStatus};
@@ -415,10 +415,9 @@ impl Control {
 
     /// Makes one warm sandbox for `key`: row, sandbox, the agent's repo cloned through a vault bound
     /// to throw-away stubs, then `ready`.
-    async fn warm_one(&self, key: &WarmKey, agent: Option<&Agent>) -> Result<(), String> {
+    async fn warm_one(&self, key: &WarmKey, agent: Option<&Agent>) -> Result<(), BringUpError> {
         let _creating = self.pool.creating.read().await;
         let id = Uuid::new_v4();
-        let failed = |err: StoreError| format!("the store failed: {err}");
         self.store
             .insert_warm(
                 id,
@@ -426,11 +425,10 @@ impl Control {
                 agent.map(|a| a.id),
                 agent.map(fingerprint),
             )
-            .await
-            .map_err(failed)?;
+            .await?;
         let (credentials, stubs, plain) = match agent {
             Some(agent) => {
-                let credentials = self.store.agent_credentials(agent.id).await.map_err(failed)?;
+                let credentials = self.store.agent_credentials(agent.id).await?;
                 let stubs: Vec<(String, String)> = credentials
                     .iter()
                     .map(|c| (c.name.clone(), crate::vault::new_stub(&c.name)))
@@ -460,32 +458,31 @@ impl Control {
             Ok(info) => info,
             Err(err) => {
                 let _ = self.store.delete_warm(id, WarmStatus::Warming).await;
-                return Err(err.to_string());
+                return Err(BringUpError::Create(err));
             }
         };
         let made = async {
             if !self
                 .store
                 .set_warm_sandbox(id, info.id.clone(), info.url.clone())
-                .await
-                .map_err(failed)?
+                .await?
             {
-                return Err("its row went away".to_owned());
+                return Err(BringUpError::WarmRowGone);
             }
             if let Some(agent) = agent
                 && let Some(url) = &agent.repo_url
             {
                 self.attach_vault(id, None, &info.id, agent, credentials, &stubs)
                     .await
-                    .map_err(|e| format!("cannot start the vault for the clone: {e}"))?;
+                    .map_err(BringUpError::CloneVault)?;
                 let cloned = self.clone_repo(&info.id, url, &agent.branch, Vec::new()).await;
                 self.detach_vault(id);
                 cloned?;
             }
-            if self.store.mark_warm_ready(id).await.map_err(failed)? {
+            if self.store.mark_warm_ready(id).await? {
                 Ok(())
             } else {
-                Err("its row went away".to_owned())
+                Err(BringUpError::WarmRowGone)
             }
         };
         let result = made.await;

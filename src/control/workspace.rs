@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Claim, Control, ControlError, idle_for};
+use super::{BringUpError, Claim, Control, ControlError, End, idle_for};
 use crate::store::SessionRow;
 use crate::store::SessionUpdate;
 use crate::store::snapshots::SnapshotRow;
@@ -368,10 +368,10 @@ impl Control {
     /// For a bring-up of session `id`: the host directory to mount as its `/work` (`None`: none, or
     /// the backend's own), and whether the session has a workspace already (a restart, a resume
     /// from hibernation, a fork), which a new sandbox then starts on instead of a warm one.
-    pub(super) async fn workspace_at_bring_up(&self, id: Uuid) -> Result<(Option<PathBuf>, bool), String> {
+    pub(super) async fn workspace_at_bring_up(&self, id: Uuid) -> Result<(Option<PathBuf>, bool), BringUpError> {
         if self.kept_by_backend() {
             let kept = self.sandbox.workspace(&id.to_string()).await;
-            let kept = kept.map_err(|e| format!("cannot find the session's workspace: {e}"))?;
+            let kept = kept.map_err(BringUpError::FindWorkspace)?;
             return Ok((None, kept.is_some()));
         }
         let workspace = self.workspace_of(id);
@@ -386,13 +386,13 @@ impl Control {
         id: Uuid,
         sandbox: &str,
         workspace: Option<&Path>,
-    ) -> Result<(), String> {
+    ) -> Result<(), BringUpError> {
         let kept = match workspace {
             Some(dest) => self.sandbox.keep_workspace(sandbox, dest).await,
             None if self.kept_by_backend() => self.sandbox.adopt_workspace(sandbox, &id.to_string()).await,
             None => return Ok(()),
         };
-        kept.map_err(|e| format!("cannot keep the sandbox's workspace: {e}"))
+        kept.map_err(BringUpError::KeepWorkspace)
     }
 
     /// Whether a resumed workspace holds the agent's repository already (then it is not cloned
@@ -465,7 +465,7 @@ impl Control {
             (SessionStatus::Ready, Some(sandbox)) => {
                 self.sandbox.pause(&sandbox).await?;
                 match self.store.update_session(id, SessionUpdate::Paused).await? {
-                    Some(after) if after.status == SessionStatus::Paused => Ok(after),
+                    Some(after) if after.row.status == SessionStatus::Paused => Ok(after.row),
                     // It changed meanwhile (deleted, hibernated): do not leave its sandbox frozen.
                     _ => {
                         let _ = self.sandbox.resume(&sandbox).await;
@@ -489,18 +489,16 @@ impl Control {
             status => return Err(not_live(id, status, "hibernated")),
         }
         self.workspaces()?;
-        // The state first: the sandbox's end is then no news to the reconciler or the agent watcher.
-        let after = self.store.update_session(id, SessionUpdate::Hibernated).await?;
-        let Some(after) = after.filter(|a| a.status == SessionStatus::Hibernated) else {
-            return Err(ControlError::Conflict(format!(
-                "session {id} changed while hibernating; try again"
-            )));
-        };
-        self.detach_vault(id);
-        if let Some(sandbox) = &row.sandbox_id {
-            self.delete_sandbox(sandbox).await;
+        match self.end(id, End::Hibernated).await? {
+            Some(after) => Ok(after),
+            // Hibernated meanwhile by another caller: done as asked.
+            None => match self.store.get_session(id).await? {
+                Some(after) if after.status == SessionStatus::Hibernated => Ok(after),
+                _ => Err(ControlError::Conflict(format!(
+                    "session {id} changed while hibernating; try again"
+                ))),
+            },
         }
-        Ok(after)
     }
 
     /// Brings a `paused` or `hibernated` session back to `ready` and returns it then; a `ready` one is
@@ -513,7 +511,7 @@ impl Control {
             (SessionStatus::Paused, Some(sandbox)) => {
                 self.sandbox.resume(&sandbox).await?;
                 match self.store.update_session(id, SessionUpdate::Thawed).await? {
-                    Some(after) => Ok(after),
+                    Some(after) => Ok(after.row),
                     None => Err(refused(
                         Refusal::NotFound,
                         format!("session `{id}` not found"),
@@ -867,51 +865,6 @@ impl Control {
         Ok(snapshot)
     }
 
-    /// The reaper's policy for one idle live session (`ready`, `paused` or `hibernated`): past the
-    /// idle TTL it is deleted with its workspace (the last step), past `--hibernate-after` it
-    /// hibernates, past `--pause-after` it pauses. Returns what it did.
-    pub(super) async fn apply_policy(&self, row: &SessionRow, now: time::OffsetDateTime) -> Result<Step, ControlError> {
-        let Some(idle) = idle_for(&row.last_seen_at, now) else {
-            return Ok(Step::None);
-        };
-        if idle > self.idle_ttl {
-            let ttl = humantime::format_duration(self.idle_ttl);
-            let reason = format!("reaped after {ttl} without activity");
-            tracing::info!(session = %row.id, %reason, "reconciler");
-            // Dead first, then the sandbox goes: its deletion is then no news to anyone.
-            self.detach_vault(row.id);
-            self.store
-                .update_session(row.id, SessionUpdate::Dead { reason })
-                .await?;
-            if let Some(sandbox) = &row.sandbox_id {
-                self.delete_sandbox(sandbox).await;
-            }
-            self.remove_workspace(row.id).await;
-            return Ok(Step::Reaped);
-        }
-        let hibernate = self.lifecycle.hibernate_after.is_some_and(|after| idle > after);
-        if hibernate
-            && matches!(row.status, SessionStatus::Ready | SessionStatus::Paused)
-            && self.lifecycle.workspaces.is_some()
-        {
-            self.hibernate_session(row.id).await?;
-            return Ok(Step::Hibernated);
-        }
-        let pause = self.lifecycle.pause_after.is_some_and(|after| idle > after);
-        if pause && row.status == SessionStatus::Ready {
-            return match self.pause_session(row.id).await {
-                Ok(_) => Ok(Step::Paused),
-                // A backend that cannot pause at all (Kubernetes): the step does not apply.
-                Err(ControlError::Sandbox(crate::sandbox::SandboxError::Unsupported { .. })) => Ok(Step::None),
-                Err(err) => {
-                    tracing::warn!(session = %row.id, error = %err, "cannot pause an idle session");
-                    Ok(Step::None)
-                }
-            };
-        }
-        Ok(Step::None)
-    }
-
     /// Deletes the workspaces nobody will resume: of sessions that no longer exist, and of dead or
     /// failed sessions stopped longer than the idle TTL ago. Returns how many went.
     pub(super) async fn sweep_workspaces(&self, now: time::OffsetDateTime) -> Result<usize, ControlError> {
@@ -955,15 +908,6 @@ impl Control {
         }
         Ok(removed)
     }
-}
-
-/// What [`Control::apply_policy`] did to a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Step {
-    None,
-    Paused,
-    Hibernated,
-    Reaped,
 }
 
 fn not_live(id: Uuid, status: SessionStatus, wanted: &str) -> ControlError {

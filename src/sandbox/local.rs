@@ -425,6 +425,10 @@ impl Sandbox for Local {
         NAME
     }
 
+    fn uses_host_tools(&self) -> bool {
+        true
+    }
+
     async fn check(&self) -> Result<(), SandboxError> {
         self.probed.get_or_try_init(|| self.probe()).await.map(|_| ())
     }
