@@ -45,6 +45,11 @@ export interface Agent {
   session_count?: number | null;
   supports_tui: boolean;
   updated_at: string;
+  /**
+   * Named directories of the agent kept on the server and mounted into each of its sessions'
+   * sandboxes (absent: none).
+   */
+  volumes?: AgentVolume[];
 }
 
 /**
@@ -66,6 +71,23 @@ export interface AgentList {
   limit: number;
   offset: number;
   total: number;
+}
+
+/**
+ * A volume of an agent: a directory kept on the server under its name, mounted at `path` in every
+ * sandbox of the agent's sessions, so what one session writes there the next finds (a package
+ * cache, say). Sessions running at once share it.
+ */
+export interface AgentVolume {
+  /** 1-32 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit; unique in the agent. */
+  name: string;
+  /**
+   * Where it is mounted: an absolute path under `/work`, such as `/work/home/.cache` — not
+   * `/work` itself, `/work/home` itself, nor `/work/repo` or anything in it; no `.` or `..`.
+   */
+  path: string;
+  /** Bytes it holds on the server (only in `GET /agents/{id}`; ignored in a request body). */
+  size_bytes?: number | null;
 }
 
 export interface CacheTokens {
@@ -112,6 +134,8 @@ export interface CreateAgent {
   name: string;
   prompt?: string | null;
   repo_url?: string | null;
+  /** The agent's volumes (see `AgentVolume`). */
+  volumes?: AgentVolume[];
 }
 
 /** `POST …/sessions/{id}/preview_urls`. */
@@ -544,7 +568,10 @@ export interface Snapshot {
   created_at: string;
   id: string;
   name: string;
-  /** Host path of the copy. */
+  /**
+   * Where the copy is: a host path, or, on the Kubernetes backend,
+   * `kube://NAMESPACE/volumesnapshots/NAME`.
+   */
   path: string;
   /** The session it was taken from. */
   session_id: string;
@@ -624,6 +651,11 @@ export interface UpdateAgent {
   prompt?: string | null;
   remove_credentials?: string[];
   repo_url?: string | null;
+  /**
+   * Replaces the agent's volumes (`[]`: none); the data of a volume left out is deleted, that of
+   * one kept (by name) stays, even when its path changes.
+   */
+  volumes?: AgentVolume[] | null;
 }
 
 /** The answer to an upload. */
@@ -680,9 +712,15 @@ export interface WarmPoolStats {
 export interface Workspace {
   /** Whether it exists (`false` once deleted with its session). */
   exists: boolean;
-  /** Host path of the workspace directory. */
+  /**
+   * Where it lives: the host path of the workspace directory, or, on the Kubernetes backend,
+   * `kube://NAMESPACE/persistentvolumeclaims/NAME` (empty once deleted there).
+   */
   path: string;
   session_id: string;
-  /** Bytes of its files (apparent sizes; shared reflinked extents are counted in full). */
+  /**
+   * Bytes of its files (apparent sizes; shared reflinked extents are counted in full); on the
+   * Kubernetes backend, the claim's capacity.
+   */
   size_bytes: number;
 }

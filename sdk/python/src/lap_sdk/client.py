@@ -192,6 +192,7 @@ class Agents:
         allow_out: builtins.list[str] | None = None,
         deny_out: builtins.list[str] | None = None,
         limits: m.AgentLimits | None = None,
+        volumes: builtins.list[m.AgentVolume] | None = None,
     ) -> m.Agent:
         """Creates an agent (`harness_id` defaults to `opencode` on the server, as in LAP)."""
         fields = dict(locals())
@@ -223,6 +224,7 @@ class Agents:
         allow_out: builtins.list[str] | None = None,
         deny_out: builtins.list[str] | None = None,
         limits: m.AgentLimits | None = None,
+        volumes: builtins.list[m.AgentVolume] | None = None,
     ) -> m.Agent:
         """Changes an agent; a field left `None` stays as it is (`""` clears a text field)."""
         fields = dict(locals())

@@ -181,6 +181,20 @@ class CredentialInput(_Model):
 
 
 @dataclass
+class AgentVolume(_Model):
+    """A directory of an agent that every session of it mounts at `path` (under `/work`); `size_bytes`
+    only comes back from `GET /agents/{id}` and is ignored in a request."""
+
+    SCHEMA: ClassVar[str] = "AgentVolume"
+    name: str
+    path: str
+    size_bytes: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path}
+
+
+@dataclass
 class Agent(_Model):
     SCHEMA: ClassVar[str] = "Agent"
     id: str
@@ -200,6 +214,7 @@ class Agent(_Model):
     allow_out: list[str] = field(default_factory=list)
     deny_out: list[str] = field(default_factory=list)
     limits: AgentLimits | None = None
+    volumes: list[AgentVolume] = field(default_factory=list)
     session_count: int | None = None
     has_active_session: bool | None = None
 
