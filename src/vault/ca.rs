@@ -368,6 +368,40 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_made_for_one_holder_is_its_own_and_loads_as_the_sidecar_loads_it() {
+        let one = generate_pem("lap egress vault CA for lap-one").unwrap();
+        let two = generate_pem("lap egress vault CA for lap-two").unwrap();
+        assert_ne!(one.key_pem.expose(), two.key_pem.expose());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &one.cert_pem).unwrap();
+        std::fs::write(dir.path().join("ca.key"), one.key_pem.expose()).unwrap();
+        let ca = CertificateAuthority::load(dir.path()).unwrap();
+        let (_, cert) = X509Certificate::from_der(ca.cert_der.as_ref()).unwrap();
+        assert_eq!(cert.subject().to_string(), "O=lap, CN=lap egress vault CA for lap-one");
+        assert!(cert.basic_constraints().unwrap().unwrap().value.ca);
+        let leaf = leaf_der(&ca, "api.github.com");
+        let (_, leaf) = X509Certificate::from_der(&leaf).unwrap();
+        assert_eq!(leaf.issuer().as_raw(), cert.subject().as_raw());
+    }
+
+    #[test]
+    fn loading_never_makes_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = CertificateAuthority::load(dir.path()).unwrap_err();
+        assert!(matches!(err, CaError::File { .. }), "{err}");
+        assert!(!dir.path().join("ca.key").exists());
+    }
+
+    #[test]
+    fn a_trust_bundle_is_the_roots_then_the_ca_each_on_lines_of_their_own() {
+        let ca = "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n";
+        assert_eq!(trust_bundle("", ca), ca);
+        assert_eq!(trust_bundle("ROOTS\n", ca), format!("ROOTS\n{ca}"));
+        assert_eq!(trust_bundle("ROOTS", ca), format!("ROOTS\n{ca}"));
+        assert_eq!(trust_bundle("ROOTS", ca.trim_end()), format!("ROOTS\n{ca}"));
+    }
+
+    #[test]
     fn the_private_key_file_is_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let (dir, _ca) = ca();
