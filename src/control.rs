@@ -280,9 +280,25 @@ impl Control {
         self.sandbox.name()
     }
 
-    /// The vault CA certificate sandboxes trust, PEM.
-    pub fn vault_ca_pem(&self) -> String {
-        self.vault.ca_pem()
+    /// The vault CA certificate sandboxes trust, PEM. A backend whose sandboxes carry their own
+    /// vault (Kubernetes) gives each sandbox a CA of its own, so there is no one CA to give: refused.
+    pub fn vault_ca_pem(&self) -> Result<String, ControlError> {
+        match self.placement {
+            VaultPlacement::Served => Ok(self.vault.ca_pem()),
+            VaultPlacement::InSandbox => Err(ControlError::Refused {
+                kind: Refusal::Conflict,
+                message: format!(
+                    "the {} backend has no vault CA that every sandbox trusts: each sandbox's vault signs with a \
+                     CA made for that sandbox alone",
+                    self.sandbox.name()
+                ),
+                hint: format!(
+                    "a sandbox trusts the system roots and its own CA, in its `{}`; see \
+                     docs/operating/kubernetes.md",
+                    crate::sandbox::CA_BUNDLE_PATH
+                ),
+            }),
+        }
     }
 
     /// The metrics in Prometheus text format.

@@ -38,6 +38,9 @@ use serde_json::Value;
 
 /// The Kubernetes version whose schemas the manifests must meet: the newest `kubernetes-validate`
 /// 1.37.0 ships (scripts/lib.sh pins it).
+/// The system roots the backend is given: each pod's bundle is these, then its own CA.
+const ROOTS: &str = "-----BEGIN CERTIFICATE-----\nROOTS\n-----END CERTIFICATE-----\n";
+
 const SCHEMA_VERSION: &str = "1.37.0";
 
 /// Files in `kind/` and `deploy/` that are not Kubernetes API objects, so no schema applies: kind's
@@ -604,9 +607,7 @@ fn recording_backend_with(url: &str, reach: Reach, log: &Log, workspace: Option<
             namespace: "lap".into(),
             image: "lap-sandbox:dev".into(),
             defaults: Resources::harness_default(),
-            ca_cert_pem: "CA CERT".into(),
-            ca_key_pem: lap::secret::Secret::new("CA KEY"),
-            ca_bundle_pem: "ROOTS + CA CERT".into(),
+            system_roots_pem: ROOTS.into(),
             ready_timeout: Duration::from_secs(10),
             reach,
             workspace,

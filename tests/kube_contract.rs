@@ -14,6 +14,9 @@ use lap::sandbox::kube::{Kube, KubeConfig, VaultBinding};
 use lap::sandbox::{LimitOverrides, Sandbox, SandboxError, SandboxSpec};
 use serde_json::{Value, json};
 
+/// The system roots the backend is given: each pod's bundle is these, then its own CA.
+const ROOTS: &str = "-----BEGIN CERTIFICATE-----\nROOTS\n-----END CERTIFICATE-----\n";
+
 const NS: &str = "lap";
 const PODS: &str = "/api/v1/namespaces/lap/pods";
 const SECRETS: &str = "/api/v1/namespaces/lap/secrets";
@@ -109,9 +112,7 @@ fn config() -> KubeConfig {
         namespace: NS.into(),
         image: "lap-sandbox:dev".into(),
         defaults: manifest::Resources::harness_default(),
-        ca_cert_pem: "CA CERT".into(),
-        ca_key_pem: lap::secret::Secret::new("CA KEY"),
-        ca_bundle_pem: "ROOTS + CA CERT".into(),
+        system_roots_pem: ROOTS.into(),
         ready_timeout: Duration::from_secs(30),
         reach: lap::sandbox::kube::Reach::PortForward,
         workspace: None,
@@ -225,6 +226,18 @@ async fn create_posts_pod_then_owned_secret_and_policy_then_waits_until_ready() 
         base64::engine::general_purpose::STANDARD.decode(token).unwrap().len(),
         64
     );
+    // The pod's vault CA is made for it: named after it, and its harness trusts the roots and it.
+    let file = |key: &str| {
+        let data = secret["data"][key].as_str().unwrap();
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap()).unwrap()
+    };
+    let ca = file(manifest::keys::CA_CERT);
+    assert!(file(manifest::keys::CA_KEY).starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(file(manifest::keys::CA_BUNDLE), format!("{ROOTS}{ca}"));
+    let der: rustls_pki_types::CertificateDer<'_> =
+        rustls_pki_types::pem::PemObject::from_pem_slice(ca.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(cert.subject().to_string(), "O=lap, CN=lap egress vault CA for lap-test");
     let policy = mock.request(2).body;
     assert_eq!(
         policy["spec"]["podSelector"]["matchLabels"][manifest::SANDBOX],

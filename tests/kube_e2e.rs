@@ -48,7 +48,8 @@ fn has_line(screen: &str, line: &str) -> bool {
 struct Containers {
     children: Vec<Child>,
     dirs: Vec<tempfile::TempDir>,
-    /// Each pod's vault proxy address and the CA certificate its vault signs with, by pod name.
+    /// Each pod's vault proxy address and the CA bundle its harness is given (its Secret's
+    /// `ca-bundle.pem`: the system roots and the pod's own CA), by pod name.
     proxies: Vec<(String, SocketAddr, PathBuf)>,
     /// Each pod's harness process id, by pod name.
     harnesses: Vec<(String, u32)>,
@@ -169,6 +170,8 @@ fn run_pod(
     std::fs::write(&token, secret_file(secret, manifest::keys::ADMIN_TOKEN)).unwrap();
     let harness_token = dir.path().join(manifest::keys::HARNESS_TOKEN);
     std::fs::write(&harness_token, secret_file(secret, manifest::keys::HARNESS_TOKEN)).unwrap();
+    let bundle = dir.path().join(manifest::keys::CA_BUNDLE);
+    std::fs::write(&bundle, secret_file(secret, manifest::keys::CA_BUNDLE)).unwrap();
     let path = std::env::var_os("PATH").unwrap_or_default();
     // Reached by port-forward: any free port on 127.0.0.1. By pod IP: the pod's own ports on it.
     let pod_ip = upstream.pod_ips.as_ref().map(PodIps::next);
@@ -222,13 +225,7 @@ fn run_pod(
     // With a workspace claim, the home is on the claim's volume (`/work/home`), else the pod's own.
     let home = claim_dir(pod, &upstream.csi).map_or_else(|| dir.path().join("home"), |claim| claim.join("home"));
     let (harness, harness_addr) = if upstream.vendor.is_some() {
-        isolated_harness(
-            dir.path(),
-            &home,
-            &harness_token,
-            &ca_dir.join(manifest::keys::CA_CERT),
-            proxy,
-        )
+        isolated_harness(&home, &harness_token, &bundle, proxy)
     } else {
         let mut harness = Command::new(LAP);
         harness
@@ -251,9 +248,7 @@ fn run_pod(
     {
         let mut containers = containers.lock().unwrap();
         containers.children.extend([vault, harness]);
-        containers
-            .proxies
-            .push((name.clone(), proxy, ca_dir.join(manifest::keys::CA_CERT)));
+        containers.proxies.push((name.clone(), proxy, bundle));
         containers.dirs.push(dir);
         containers.harnesses.push((name.clone(), pid));
     }
@@ -266,15 +261,11 @@ fn run_pod(
 
 /// The harness container of a pod that has its network and mounts to itself, as a real pod has:
 /// `lap harness` (its home `home`) in network and mount namespaces of its own (`unshare`, root
-/// only), its loopback up and the pod's CA bundle (the host's roots and the pod's vault CA,
-/// `vault_ca`) mounted over the system one, as the pod's Secret volume is. The pod's `127.0.0.1:PROXY_PORT` leads to its vault
+/// only), its loopback up and the pod's CA bundle (`bundle`, from its Secret: the host's roots and
+/// the pod's own vault CA) mounted over the system one, as the pod's Secret volume is. The pod's `127.0.0.1:PROXY_PORT` leads to its vault
 /// container (`proxy`, on the host's loopback), which is the only way out of it; its harness port
 /// is relayed to the host's loopback for the port-forward. Returns the process and that address.
-fn isolated_harness(dir: &Path, home: &Path, token: &Path, vault_ca: &Path, proxy: SocketAddr) -> (Child, SocketAddr) {
-    let mut bundle = std::fs::read(SYSTEM_CA_BUNDLE).unwrap_or_else(|e| panic!("{SYSTEM_CA_BUNDLE}: {e}"));
-    bundle.extend(std::fs::read(vault_ca).unwrap());
-    let bundle_path = dir.join("ca-bundle.pem");
-    std::fs::write(&bundle_path, bundle).unwrap();
+fn isolated_harness(home: &Path, token: &Path, bundle: &Path, proxy: SocketAddr) -> (Child, SocketAddr) {
     let mut harness = Command::new("unshare");
     harness
         .args(["--net", "--mount", "--propagation", "private", "--", "sh", "-c"])
@@ -291,7 +282,7 @@ fn isolated_harness(dir: &Path, home: &Path, token: &Path, vault_ca: &Path, prox
             format!("{}:/usr/sbin:/sbin", std::env::var("PATH").unwrap_or_default()),
         )
         .env("TERM", "screen")
-        .env("BUNDLE", &bundle_path);
+        .env("BUNDLE", bundle);
     let (harness, line) = spawn_first_line(harness);
     let inside = addr_after(&line, "listening on ");
     // `unshare` and `sh` exec: the harness's process is the one started, in the pod's namespace.
@@ -551,7 +542,7 @@ impl Cluster {
         }
     }
 
-    /// The pod's vault proxy and the CA certificate it signs with.
+    /// The pod's vault proxy and the CA bundle its harness trusts.
     fn proxy_of(&self, pod: &str) -> (SocketAddr, PathBuf) {
         let containers = self.containers.lock().unwrap();
         let (_, proxy, ca) = containers.proxies.iter().find(|(name, ..)| name == pod).unwrap();
@@ -560,16 +551,22 @@ impl Cluster {
 
     /// `curl` in session `id` through its pod's vault to `host`: the HTTP status.
     fn curl(&self, id: &str, pod: &str, host: &str) -> String {
-        let (proxy, vault_ca) = self.proxy_of(pod);
+        let (_, bundle) = self.proxy_of(pod);
+        let out = self.curl_trusting(id, pod, &bundle, host);
+        assert_eq!(out.code, 0, "{out}");
+        out.stdout
+    }
+
+    /// `curl` in session `id` through its pod's vault to `host`, trusting only the CA bundle `bundle`.
+    fn curl_trusting(&self, id: &str, pod: &str, bundle: &Path, host: &str) -> support::Run {
+        let (proxy, _) = self.proxy_of(pod);
         let curl = format!(
             "curl -sS -o /dev/null -w '%{{http_code}}' --proxy http://{proxy} --cacert {} \
              -H \"Authorization: Bearer $GITHUB_TOKEN\" https://{host}:{}/user",
-            vault_ca.display(),
+            bundle.display(),
             self.upstream_port,
         );
-        let out = self.home.lap().run(["exec", id, "--", "sh", "-c", &curl]);
-        assert_eq!(out.code, 0, "{out}");
-        out.stdout
+        self.home.lap().run(["exec", id, "--", "sh", "-c", &curl])
     }
 
     /// Session `id`'s egress log once it holds at least `n` records.
@@ -671,6 +668,75 @@ async fn a_session_on_the_kube_backend_becomes_ready_runs_commands_and_swaps_its
         records[1]
     );
     assert!(!serde_json::to_string(&records).unwrap().contains(REAL));
+}
+
+/// Every value of every Secret in the fake cluster, decoded.
+fn secret_values(api: &FakeApi) -> Vec<(String, Vec<u8>)> {
+    let mut values = Vec::new();
+    for name in api.names("secrets") {
+        let secret = api.get("secrets", &name).unwrap();
+        for key in secret["data"].as_object().unwrap().keys() {
+            values.push((format!("{name}/{key}"), secret_file(&secret, key)));
+        }
+    }
+    values
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_pod_signs_with_a_ca_of_its_own_and_lap_serves_ca_key_is_in_no_pod() {
+    let mut cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("coder");
+    let (a, pod_a) = cluster.ready_session("coder").await;
+    let (_b, pod_b) = cluster.ready_session("coder").await;
+    let serve_ca = cluster.server.data_dir().join("vault");
+    let serve_key = std::fs::read(serve_ca.join("ca.key")).unwrap();
+    let serve_cert = std::fs::read(serve_ca.join("ca.pem")).unwrap();
+    let secret = |pod: &str| cluster.api.get("secrets", &format!("{pod}-vault")).unwrap();
+    let (secret_a, secret_b) = (secret(&pod_a), secret(&pod_b));
+    let key = |secret: &Value| secret_file(secret, manifest::keys::CA_KEY);
+    let cert = |secret: &Value| secret_file(secret, manifest::keys::CA_CERT);
+    let bundle = |secret: &Value| secret_file(secret, manifest::keys::CA_BUNDLE);
+
+    // Two pods, two CA keys, and lap serve's own is in neither, nor anywhere in any Secret.
+    assert!(key(&secret_a).starts_with(b"-----BEGIN PRIVATE KEY-----"));
+    assert_ne!(key(&secret_a), key(&secret_b));
+    assert_ne!(key(&secret_a), serve_key);
+    assert_ne!(key(&secret_b), serve_key);
+    for (place, value) in secret_values(&cluster.api) {
+        assert!(!contains(&value, &serve_key), "lap serve's CA key is in `{place}`");
+        assert!(!contains(&value, &serve_cert), "lap serve's CA is trusted in `{place}`");
+    }
+    // Each harness trusts its own pod's CA and not the other's.
+    assert!(contains(&bundle(&secret_a), &cert(&secret_a)));
+    assert!(!contains(&bundle(&secret_a), &cert(&secret_b)));
+    assert!(!contains(&bundle(&secret_b), &cert(&secret_a)));
+
+    // Pod A's sidecar's leaf is good under A's bundle and refused under B's: curl gives up on the
+    // certificate (60) and the upstream receives nothing.
+    let (_, bundle_b) = cluster.proxy_of(&pod_b);
+    let out = cluster.curl_trusting(&a, &pod_a, &bundle_b, "api.github.test");
+    assert_eq!(out.code, 60, "pod A's leaf verified under pod B's CA: {out}");
+    assert!(cluster.seen.lock().unwrap().is_empty());
+    assert_eq!(cluster.curl(&a, &pod_a, "api.github.test"), "200");
+
+    // There is no one CA of the sandboxes to print.
+    let out = cluster.home.lap().run(["vault", "ca"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("a CA made for that sandbox alone"), "{out}");
+    assert!(out.stderr.contains("hint: "), "{out}");
+
+    // Adoption needs no CA of lap serve's: with its CA gone (a new one is made at start), the
+    // restarted server adopts the session, whose pod keeps its own CA and works.
+    std::fs::remove_dir_all(&serve_ca).unwrap();
+    cluster.server.restart();
+    assert_ne!(std::fs::read(serve_ca.join("ca.key")).unwrap(), serve_key);
+    assert_eq!(cluster.show(&a)["status"], "ready");
+    assert_eq!(key(&secret(&pod_a)), key(&secret_a));
+    assert_eq!(cluster.curl(&a, &pod_a, "api.github.test"), "200");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

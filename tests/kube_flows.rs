@@ -19,14 +19,15 @@ use lap::sandbox::kube::{BoundCredential, Kube, KubeConfig, VaultBinding, manife
 use lap::sandbox::{Sandbox, SandboxError, SandboxSpec, WorkspaceSource};
 use serde_json::json;
 
+/// The system roots the backend is given: each pod's bundle is these, then its own CA.
+const ROOTS: &str = "-----BEGIN CERTIFICATE-----\nROOTS\n-----END CERTIFICATE-----\n";
+
 fn config() -> KubeConfig {
     KubeConfig {
         namespace: "lap".into(),
         image: "lap-sandbox:dev".into(),
         defaults: manifest::Resources::harness_default(),
-        ca_cert_pem: "CA CERT".into(),
-        ca_key_pem: lap::secret::Secret::new("CA KEY"),
-        ca_bundle_pem: "ROOTS + CA CERT".into(),
+        system_roots_pem: ROOTS.into(),
         ready_timeout: Duration::from_secs(10),
         reach: lap::sandbox::kube::Reach::PortForward,
         workspace: None,
@@ -239,6 +240,76 @@ async fn the_watcher_reports_oom_kills_evictions_and_deletions_by_sandbox_id() {
     );
     kube.delete(&a.id).await.unwrap();
     assert_eq!(states.next().await.unwrap().unwrap(), (a.id.clone(), PodState::Gone));
+}
+
+/// The key `key` of sandbox `id`'s Secret, decoded.
+fn secret_file(api: &FakeApi, id: &str, key: &str) -> Vec<u8> {
+    use base64::Engine;
+    let secret = api.get("secrets", &manifest::secret_name(id)).unwrap();
+    let data = secret["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("the secret of `{id}` has no `{key}`"));
+    base64::engine::general_purpose::STANDARD.decode(data).unwrap()
+}
+
+/// Whether the leaf that sandbox `signer`'s vault mints for `host` (its CA loaded from its Secret, as
+/// its sidecar loads it) verifies against the CA bundle sandbox `truster`'s harness is given.
+fn leaf_verifies(api: &FakeApi, signer: &str, truster: &str, host: &str) -> bool {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::pem::PemObject;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    for key in [manifest::keys::CA_CERT, manifest::keys::CA_KEY] {
+        std::fs::write(dir.path().join(key), secret_file(api, signer, key)).unwrap();
+    }
+    let ca = lap::vault::ca::CertificateAuthority::load(dir.path()).unwrap();
+    let leaf = ca.leaf(host).unwrap();
+    let bundle = secret_file(api, truster, manifest::keys::CA_BUNDLE);
+    let mut roots = rustls::RootCertStore::empty();
+    // The placeholder system roots are not certificates; the pod's CA is.
+    let (added, _) = roots
+        .add_parsable_certificates(rustls_pki_types::CertificateDer::pem_slice_iter(&bundle).filter_map(Result::ok));
+    assert_eq!(added, 1, "the bundle of `{truster}` holds its own CA");
+    let verifier = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    verifier
+        .verify_server_cert(
+            &leaf.cert[0],
+            &leaf.cert[1..],
+            &rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap(),
+            &[],
+            rustls_pki_types::UnixTime::now(),
+        )
+        .is_ok()
+}
+
+#[tokio::test]
+async fn each_pod_gets_a_vault_ca_of_its_own_whose_leaves_no_other_pod_trusts() {
+    let (api, _url, kube) = backend().await;
+    // A warm pod (claimed later, it keeps its CA) and a session's pod.
+    let warm = kube.create(&spec(None)).await.unwrap().id;
+    let session = kube.create(&spec(Some("s-1"))).await.unwrap().id;
+    let key = |id: &str| secret_file(&api, id, manifest::keys::CA_KEY);
+    let cert = |id: &str| String::from_utf8(secret_file(&api, id, manifest::keys::CA_CERT)).unwrap();
+    assert!(key(&warm).starts_with(b"-----BEGIN PRIVATE KEY-----"));
+    assert_ne!(key(&warm), key(&session), "two pods hold the same CA key");
+    assert_ne!(cert(&warm), cert(&session));
+    // Each harness trusts the system roots and its own pod's CA, nothing else lap made.
+    for (id, other) in [(&warm, &session), (&session, &warm)] {
+        let bundle = String::from_utf8(secret_file(&api, id, manifest::keys::CA_BUNDLE)).unwrap();
+        assert_eq!(bundle, format!("{ROOTS}{}", cert(id)));
+        assert!(!bundle.contains(&cert(other)));
+    }
+    // A leaf of one pod's vault verifies in that pod only.
+    assert!(leaf_verifies(&api, &warm, &warm, "api.github.com"));
+    assert!(leaf_verifies(&api, &session, &session, "api.github.com"));
+    assert!(!leaf_verifies(&api, &warm, &session, "api.github.com"));
+    assert!(!leaf_verifies(&api, &session, &warm, "api.github.com"));
+    // Claiming the warm pod keeps its CA: the claim is a label patch, the Secret is not touched.
+    let before = key(&warm);
+    assert!(kube.claim(&warm, "s-2").await.unwrap());
+    assert_eq!(key(&warm), before);
 }
 
 #[tokio::test]

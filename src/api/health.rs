@@ -79,14 +79,17 @@ pub async fn openapi_json(Extension(doc): Extension<Arc<utoipa::openapi::OpenApi
     Json((*doc).clone())
 }
 
-/// The vault's CA certificate (PEM): what a sandbox trusts for intercepted TLS. Public by nature.
+/// The vault's CA certificate (PEM): what every sandbox trusts for intercepted TLS. Public by
+/// nature. On the Kubernetes backend each sandbox pod's vault has a CA of its own and there is none
+/// to give: 409.
 #[utoipa::path(get, path = "/api/v1/vault/ca.pem", tag = "vault",
-    responses((status = 200, description = "PEM certificate", content_type = "application/x-pem-file")))]
-pub async fn vault_ca(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    (
+    responses((status = 200, description = "PEM certificate", content_type = "application/x-pem-file"),
+        (status = 409, description = "the backend gives each sandbox a CA of its own (Kubernetes)", body = crate::wire::api::ErrorBody)))]
+pub async fn vault_ca(State(state): State<AppState>) -> Result<impl axum::response::IntoResponse, super::ApiError> {
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
-        state.control.vault_ca_pem(),
-    )
+        state.control.vault_ca_pem()?,
+    ))
 }
 
 /// Prometheus metrics, text format: sessions by status, bring-up durations, reaped and died sessions,

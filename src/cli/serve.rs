@@ -248,7 +248,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         Backend::Local => crate::platform::local_sandbox(&data_dir, args.sandbox_cgroups == SandboxCgroups::Auto)
             .map_err(|e| Error::failed_with_hint(e.to_string(), e.hint()))?,
         Backend::Kube => {
-            let backend = Arc::new(kube_backend(&args, &data_dir, &ca_bundle, out).await?);
+            let backend = Arc::new(kube_backend(&args, out).await?);
             k8s = Some(backend.clone());
             backend
         }
@@ -440,18 +440,8 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
             }
         }
     }
-    let system = std::fs::read_to_string(CA_BUNDLE_HOST).unwrap_or_default();
     let bundle = dir.join("ca-bundle.pem");
-    let text = format!(
-        "{}{}{}",
-        system,
-        if system.ends_with('\n') || system.is_empty() {
-            ""
-        } else {
-            "\n"
-        },
-        ca.cert_pem()
-    );
+    let text = crate::vault::ca::trust_bundle(&system_roots(), &ca.cert_pem());
     std::fs::write(&bundle, text).map_err(|e| Error::io(format!("cannot write `{}`", bundle.display()), e))?;
     let vault = Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots)
         .map_err(|e| Error::failed(e.to_string()))?
@@ -485,10 +475,11 @@ fn descriptor_budget(out: &Printer) {
     }
 }
 
-/// The Kubernetes backend: the user's kubeconfig (or the in-cluster configuration), the vault CA
-/// made by [`vault`] and the sandboxes' CA bundle. A cluster that does not answer is not an error
-/// here (`GET /api/v1/health/k8s` tells), one that is not configured at all is.
-async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path, out: &Printer) -> Result<Kube, Error> {
+/// The Kubernetes backend: the user's kubeconfig (or the in-cluster configuration) and the system
+/// roots each pod's CA bundle starts with. The CA made by [`vault`] is not handed to it: each pod
+/// gets a CA of its own. A cluster that does not answer is not an error here
+/// (`GET /api/v1/health/k8s` tells), one that is not configured at all is.
+async fn kube_backend(args: &Args, out: &Printer) -> Result<Kube, Error> {
     let (client, namespace, in_cluster) = kube::client(args.kube_context.clone(), args.kube_namespace.clone())
         .await
         .map_err(|e| {
@@ -498,17 +489,11 @@ async fn kube_backend(args: &Args, data_dir: &Path, ca_bundle: &Path, out: &Prin
                  and prints the `lap serve --backend kube` line to run",
             )
         })?;
-    let read = |path: PathBuf| {
-        std::fs::read_to_string(&path).map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))
-    };
-    let ca_dir = data_dir.join("vault");
     let config = kube::KubeConfig {
         namespace,
         image: args.kube_image.clone(),
         defaults: kube::manifest::Resources::harness_default(),
-        ca_cert_pem: read(ca_dir.join("ca.pem"))?,
-        ca_key_pem: Secret::new(read(ca_dir.join("ca.key"))?),
-        ca_bundle_pem: read(ca_bundle.to_owned())?,
+        system_roots_pem: system_roots(),
         ready_timeout: kube::READY_TIMEOUT,
         reach: match args.kube_reach {
             KubeReach::PortForward => kube::Reach::PortForward,
@@ -555,6 +540,11 @@ fn parse_workspace_size(value: &str) -> Result<String, String> {
 
 /// The host's CA bundle (Debian's path), the base of the sandboxes' bundle.
 const CA_BUNDLE_HOST: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The host's system roots (PEM; empty where the host has no bundle at [`CA_BUNDLE_HOST`]).
+fn system_roots() -> String {
+    std::fs::read_to_string(CA_BUNDLE_HOST).unwrap_or_default()
+}
 
 /// `LAP_MASTER_KEY`, else the key kept in the data dir, else a new one (printed once, then kept).
 fn master_key(env: &Env, data_dir: &Path, out: &Printer) -> Result<Secret, Error> {

@@ -4,7 +4,8 @@
 //! It serves the egress proxy on `--listen` (127.0.0.1 in the pod) with the binding in `--binding`
 //! (a JSON file mounted from the session's Secret into this container only; its shape is
 //! [`VaultBinding`], declared once in the wire contract, unknown fields refused), under the CA in
-//! `--ca-dir` (likewise mounted only here). The admin endpoint on `--admin` takes a bearer token read
+//! `--ca-dir` (likewise mounted only here: the pod's own CA, made for it alone by `lap serve`; the
+//! sidecar loads it and never makes one). The admin endpoint on `--admin` takes a bearer token read
 //! from `--admin-token-file` (compared in constant time) and offers:
 //! - `PUT /binding`: replace the binding — late binding of a warm pod's session; connections opened
 //!   afterwards use the new one;
@@ -62,7 +63,7 @@ pub struct Args {
     /// Where the proxy listens (inside the pod)
     #[arg(long, default_value = "127.0.0.1:3128", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// Directory with the vault CA (`ca.pem`, `ca.key`)
+    /// Directory with the pod's vault CA (`ca.pem`, `ca.key`), made by `lap serve` for this pod alone
     #[arg(long, value_name = "DIR")]
     pub ca_dir: PathBuf,
     /// JSON file with the session's binding (credentials with stubs, values and hosts; egress policy)
@@ -137,7 +138,12 @@ pub async fn run(args: Args, out: &Printer) -> Result<(), Error> {
             limits::full_budget_descriptors_of(Holder::Sidecar),
         ));
     }
-    let ca = CertificateAuthority::load_or_create(&args.ca_dir).map_err(|e| Error::failed(crate::error::chain(&e)))?;
+    let ca = CertificateAuthority::load(&args.ca_dir).map_err(|e| {
+        Error::failed_with_hint(
+            crate::error::chain(&e),
+            "mount the pod's CA (`ca.pem`, `ca.key` of its Secret) there; the sidecar never makes a CA of its own",
+        )
+    })?;
     let mut roots = Vec::new();
     for path in &args.vault_upstream_ca {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)

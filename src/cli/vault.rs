@@ -1,4 +1,5 @@
-//! `lap vault ca`: the vault's CA certificate, for tools outside a sandbox that talk to one.
+//! `lap vault ca`: the vault's CA certificate, for tools outside a sandbox that talk to one. The kube
+//! backend has none to give (each pod's vault has a CA of its own): `lap serve` refuses, and so does this.
 //! `lap vault sidecar` (hidden) runs the vault standalone; it lives in `sidecar.rs`.
 
 use clap::Subcommand;
@@ -8,7 +9,8 @@ use crate::error::Error;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS
+    /// Print the vault CA certificate (PEM) that sandboxes trust for intercepted HTTPS (refused on
+    /// the kube backend: each pod trusts a CA of its own)
     Ca,
     /// Run the vault standalone, as a sandbox pod's sidecar (Kubernetes backend)
     #[command(hide = true)]

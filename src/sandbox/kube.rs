@@ -25,7 +25,11 @@
 //! Trust: the API credentials are the user's kubeconfig (or the in-cluster service account, which
 //! needs only the namespaced rights in `kind/rbac.yaml`). Real credential values leave this process
 //! only in the Secret's `binding.json` and in the body of `PUT /binding`, both bound for the vault
-//! container; neither is logged. Each pod's harness and admin endpoint want that pod's own random
+//! container; neither is logged. Each Pod's vault signs with a CA made for that Pod alone when its
+//! Secret is made ([`pod_ca`]; warm Pods too): its harness trusts the system roots and that CA, so a
+//! key taken from one Pod (a node or container escape) signs for no other sandbox, and `lap serve`'s
+//! own CA (the local backend's) never enters the cluster. Nothing after creation needs the Pod's CA:
+//! a claim, late binding, the records and adoption by a restarted `lap serve` use the Secret's tokens. Each pod's harness and admin endpoint want that pod's own random
 //! tokens (from its Secret), so reaching one pod's ports opens nothing of another's.
 
 pub mod harness;
@@ -68,11 +72,9 @@ pub struct KubeConfig {
     /// The sandbox image (see `kind/Dockerfile`).
     pub image: String,
     pub defaults: Resources,
-    /// The vault CA, PEM: certificate and key (the key goes only into each Pod's vault container).
-    pub ca_cert_pem: String,
-    pub ca_key_pem: crate::secret::Secret,
-    /// System roots plus the vault CA, PEM: what the harness trusts.
-    pub ca_bundle_pem: String,
+    /// The system roots, PEM: each Pod's harness trusts these plus that Pod's own vault CA, which is
+    /// made with the Pod and exists nowhere else (no key of `lap serve`'s goes into a Pod).
+    pub system_roots_pem: String,
     pub ready_timeout: Duration,
     /// How the pods' ports are reached.
     pub reach: Reach,
@@ -231,11 +233,13 @@ impl Kube {
             let (token, harness_token) = (new_token()?, new_token()?);
             let binding =
                 serde_json::to_vec(&VaultBinding::default()).map_err(|e| SandboxError::Backend(e.to_string()))?;
+            let ca = pod_ca(id)?;
+            let bundle = crate::vault::ca::trust_bundle(&self.config.system_roots_pem, &ca.cert_pem);
             let data = SecretData {
                 binding_json: &binding,
-                ca_cert_pem: self.config.ca_cert_pem.as_bytes(),
-                ca_key_pem: self.config.ca_key_pem.expose().as_bytes(),
-                ca_bundle_pem: self.config.ca_bundle_pem.as_bytes(),
+                ca_cert_pem: ca.cert_pem.as_bytes(),
+                ca_key_pem: ca.key_pem.expose().as_bytes(),
+                ca_bundle_pem: bundle.as_bytes(),
                 admin_token: token.as_bytes(),
                 harness_token: harness_token.as_bytes(),
             };
@@ -524,6 +528,13 @@ pub fn claim_patch(resource_version: &str, session_id: &str) -> serde_json::Valu
 pub fn new_id() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("lap-{}", &id[..16])
+}
+
+/// A vault CA for sandbox `id` alone: its vault signs with it, its harness trusts it, and it is in
+/// no other Pod's Secret, nor in `lap serve`'s data dir.
+pub fn pod_ca(id: &str) -> Result<crate::vault::ca::CaPem, SandboxError> {
+    crate::vault::ca::generate_pem(&format!("lap egress vault CA for {id}"))
+        .map_err(|e| SandboxError::Backend(crate::error::chain(&e)))
 }
 
 fn new_token() -> Result<String, SandboxError> {

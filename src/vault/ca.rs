@@ -5,6 +5,10 @@
 //! loaded back from its PEM, so a leaf's issuer field is the CA subject's exact DER bytes — GnuTLS
 //! (git and apt on Debian) compares them byte for byte.
 //!
+//! A CA can also be made for one holder alone ([`generate_pem`]): the Kubernetes backend gives each
+//! sandbox pod its own (`O=lap`, `CN=lap egress vault CA for <pod>`, the same constraints), so no pod
+//! holds a key that any other sandbox trusts.
+//!
 //! Leaves are minted on demand, one per host: SAN (DNS name, or IP address for a literal), KeyUsage
 //! digitalSignature, EKU serverAuth, an authority key identifier, a random serial (NSS rejects two
 //! leaves with the same issuer and serial), valid from an hour ago for [`LEAF_VALIDITY`]. They are
@@ -46,6 +50,8 @@ pub enum CaError {
     },
     #[error("the vault CA in `{}` is not usable: {message}", dir.display())]
     Invalid { dir: PathBuf, message: String },
+    #[error("cannot make the vault CA `{name}`: {message}")]
+    Generate { name: String, message: String },
     #[error("cannot mint a certificate for `{host}`: {message}")]
     Mint { host: String, message: String },
 }
@@ -75,17 +81,50 @@ impl std::fmt::Debug for CertificateAuthority {
     }
 }
 
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + use<> {
+    let path = path.to_owned();
+    move |source| CaError::File { path, source }
+}
+
+/// A CA's certificate and private key, PEM.
+pub struct CaPem {
+    pub cert_pem: String,
+    pub key_pem: crate::secret::Secret,
+}
+
+/// A new CA named `common_name`, held in memory only (the caller decides where its key goes).
+pub fn generate_pem(common_name: &str) -> Result<CaPem, CaError> {
+    let (cert_pem, key_pem) = generate(common_name).map_err(|message| CaError::Generate {
+        name: common_name.to_owned(),
+        message,
+    })?;
+    Ok(CaPem {
+        cert_pem,
+        key_pem: crate::secret::Secret::new(key_pem),
+    })
+}
+
+/// What a sandbox trusts: `system_roots` (PEM, possibly empty) followed by `ca_cert_pem`.
+pub fn trust_bundle(system_roots: &str, ca_cert_pem: &str) -> String {
+    let separator = if system_roots.is_empty() || system_roots.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    let mut bundle = format!("{system_roots}{separator}{ca_cert_pem}");
+    if !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle
+}
+
 impl CertificateAuthority {
     /// Loads the CA from `dir`, generating it (key mode 0600) on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
-        let file_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CaError::File { path, source }
-        };
         if !cert_path.exists() || !key_path.exists() {
-            let (cert_pem, key_pem) = generate().map_err(|message| CaError::Invalid {
+            let (cert_pem, key_pem) = generate(LOCAL_CA_NAME).map_err(|message| CaError::Invalid {
                 dir: dir.to_owned(),
                 message,
             })?;
@@ -93,6 +132,13 @@ impl CertificateAuthority {
             crate::settings::write_private_file(&key_path, key_pem.as_bytes()).map_err(file_error(&key_path))?;
             std::fs::write(&cert_path, cert_pem).map_err(file_error(&cert_path))?;
         }
+        Self::load(dir)
+    }
+
+    /// Loads the CA kept in `dir` (`ca.pem`, `ca.key`); never makes one.
+    pub fn load(dir: &Path) -> Result<Self, CaError> {
+        let cert_path = dir.join("ca.pem");
+        let key_path = dir.join("ca.key");
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(file_error(&cert_path))?;
         let key_pem = std::fs::read_to_string(&key_path).map_err(file_error(&key_path))?;
         Self::from_pem(&cert_pem, &key_pem).map_err(|message| CaError::Invalid {
@@ -181,12 +227,15 @@ impl CertificateAuthority {
     }
 }
 
-/// A new CA: (certificate PEM, private key PEM).
-fn generate() -> Result<(String, String), String> {
+/// The common name of the CA `lap serve` keeps in its data dir.
+const LOCAL_CA_NAME: &str = "lap egress vault CA";
+
+/// A new CA named `common_name`: (certificate PEM, private key PEM).
+fn generate(common_name: &str) -> Result<(String, String), String> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "lap");
-    dn.push(DnType::CommonName, "lap egress vault CA");
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -316,6 +365,40 @@ mod tests {
         }
         ca.leaf("fresh.test").unwrap();
         assert!(ca.leaves.lock().unwrap().len() <= MAX_CACHED_LEAVES);
+    }
+
+    #[test]
+    fn a_ca_made_for_one_holder_is_its_own_and_loads_as_the_sidecar_loads_it() {
+        let one = generate_pem("lap egress vault CA for lap-one").unwrap();
+        let two = generate_pem("lap egress vault CA for lap-two").unwrap();
+        assert_ne!(one.key_pem.expose(), two.key_pem.expose());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &one.cert_pem).unwrap();
+        std::fs::write(dir.path().join("ca.key"), one.key_pem.expose()).unwrap();
+        let ca = CertificateAuthority::load(dir.path()).unwrap();
+        let (_, cert) = X509Certificate::from_der(ca.cert_der.as_ref()).unwrap();
+        assert_eq!(cert.subject().to_string(), "O=lap, CN=lap egress vault CA for lap-one");
+        assert!(cert.basic_constraints().unwrap().unwrap().value.ca);
+        let leaf = leaf_der(&ca, "api.github.com");
+        let (_, leaf) = X509Certificate::from_der(&leaf).unwrap();
+        assert_eq!(leaf.issuer().as_raw(), cert.subject().as_raw());
+    }
+
+    #[test]
+    fn loading_never_makes_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = CertificateAuthority::load(dir.path()).unwrap_err();
+        assert!(matches!(err, CaError::File { .. }), "{err}");
+        assert!(!dir.path().join("ca.key").exists());
+    }
+
+    #[test]
+    fn a_trust_bundle_is_the_roots_then_the_ca_each_on_lines_of_their_own() {
+        let ca = "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n";
+        assert_eq!(trust_bundle("", ca), ca);
+        assert_eq!(trust_bundle("ROOTS\n", ca), format!("ROOTS\n{ca}"));
+        assert_eq!(trust_bundle("ROOTS", ca), format!("ROOTS\n{ca}"));
+        assert_eq!(trust_bundle("ROOTS", ca.trim_end()), format!("ROOTS\n{ca}"));
     }
 
     #[test]

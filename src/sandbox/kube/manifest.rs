@@ -8,9 +8,11 @@
 //!
 //! Invariants this module keeps:
 //! - **Real values stay in the vault container.** The Secret holds the binding (real credential
-//!   values), the CA key and the admin token; only the vault container mounts those keys. The harness
-//!   container's view of the Secret is two volumes projecting one key each, `ca-bundle.pem` and its
-//!   own `harness-token` (which opens only this sandbox's harness); its environment carries stubs.
+//!   values), the key of this sandbox's own vault CA (made for it alone: it signs for no other
+//!   sandbox) and the admin token; only the vault container mounts those keys. The harness
+//!   container's view of the Secret is two volumes projecting one key each, `ca-bundle.pem` (the
+//!   system roots and this sandbox's CA) and its own `harness-token` (which opens only this
+//!   sandbox's harness); its environment carries stubs.
 //! - **Only the vault's UID reaches the network.** The init container (the only one with any
 //!   capability: `NET_ADMIN` and `NET_RAW`, as root, because iptables needs both) lets loopback,
 //!   replies to inbound connections and the vault's UID out, and rejects the rest, for IPv4 and IPv6.
@@ -76,12 +78,12 @@ pub const PROXY_PORT: u16 = 3128;
 pub mod keys {
     /// The vault binding (JSON, real values): vault only.
     pub const BINDING: &str = "binding.json";
-    /// The vault CA's certificate and key: vault only.
+    /// This sandbox's own vault CA, certificate and key (made for it alone): vault only.
     pub const CA_CERT: &str = "ca.pem";
     pub const CA_KEY: &str = "ca.key";
     /// The admin endpoint's bearer token: vault only.
     pub const ADMIN_TOKEN: &str = "admin-token";
-    /// System roots plus the vault CA: the harness's.
+    /// System roots plus this sandbox's vault CA: the harness's.
     pub const CA_BUNDLE: &str = "ca-bundle.pem";
     /// The token the harness asks of every connection: the harness's (it opens this sandbox only).
     pub const HARNESS_TOKEN: &str = "harness-token";
