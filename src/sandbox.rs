@@ -9,15 +9,15 @@
 
 pub mod fake;
 pub mod files;
+pub mod harness;
 pub mod kube;
 #[cfg(all(target_os = "linux", not(lap_portable)))]
 pub mod local;
-/// Off Linux, only the harness protocol of the local backend (requests, ports, file messages): the
-/// Kubernetes backend speaks it too.
+/// Off Linux, only the parts of the harness protocol the local backend keeps (ports, file messages):
+/// the Kubernetes backend speaks them too.
 #[cfg(not(all(target_os = "linux", not(lap_portable))))]
 pub mod local {
     pub mod ports;
-    pub mod proto;
     pub use ports::port_error;
     /// Off Linux, only the file operations' protocol (the operations run in a Linux harness).
     pub mod files {

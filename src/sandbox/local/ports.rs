@@ -1,5 +1,5 @@
 //! A sandbox's own TCP ports, reached through its harness: the `connect` and `ports` ops of the
-//! harness protocol ([`super::proto`]), both ends.
+//! harness protocol ([`crate::wire::harness`]), both ends.
 //!
 //! `{"op":"connect","port":N}`: the harness opens one loopback connection to its sandbox's
 //! `127.0.0.1:N` (falling back to `[::1]:N` when nothing listens on the IPv4 loopback), answers one
@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use super::proto::{self, ProtoError, Request};
+use crate::wire::harness::{self as proto, ProtoError, Request};
 use crate::wire::ports::ListeningPort;
 
 /// How long the harness waits for the sandbox's loopback to accept a connection.
