@@ -185,13 +185,25 @@ where
     let feed = async move {
         let mut buf = vec![0u8; MAX_FRAME];
         loop {
-            let n = stdin.read(&mut buf).await?;
-            write_frame(&mut wr, STDIN, &buf[..n]).await?;
-            if n == 0 {
-                // The connection stays open: its closing would kill the command.
-                return std::future::pending::<Result<std::convert::Infallible, ProtoError>>().await;
+            let fed = async {
+                let n = stdin.read(&mut buf).await?;
+                write_frame(&mut wr, STDIN, &buf[..n]).await?;
+                Ok::<_, ProtoError>(n)
+            };
+            match fed.await {
+                Ok(0) => break,
+                Ok(_) => {}
+                // The command's end is for the harness to tell (its exit code may already be on the
+                // way: a command that exits without reading its stdin closes the connection under
+                // our feet). Closing our side is the client leaving: the harness kills the command.
+                Err(_) => {
+                    let _ = wr.shutdown().await;
+                    break;
+                }
             }
         }
+        // After stdin's end the connection stays open: its closing would kill the command.
+        std::future::pending::<std::convert::Infallible>().await
     };
     let run = async move {
         loop {
@@ -209,8 +221,7 @@ where
     tokio::pin!(run);
     tokio::select! {
         code = &mut run => code,
-        // The feed only ever ends in an error.
-        result = &mut feed => result.map(|never| match never {}),
+        never = &mut feed => match never {},
     }
 }
 
@@ -271,4 +282,54 @@ pub async fn exec_output(stream: impl HarnessStream, request: ExecRequest) -> Re
     let code = exec(stream, request, tokio::io::empty(), &mut output).await?;
     let (stdout, stderr) = output;
     Ok(ExecOutput { code, stdout, stderr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::harness::read_line_json;
+
+    /// A harness on the other end of an in-memory stream: reads the request line, then answers
+    /// `frames` and hangs up.
+    fn harness_answering(frames: Vec<(u8, Vec<u8>)>) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(MAX_FRAME);
+        tokio::spawn(async move {
+            let (rd, mut wr) = tokio::io::split(server);
+            let _: Request = read_line_json(&mut BufReader::new(rd)).await.unwrap();
+            for (kind, payload) in frames {
+                write_frame(&mut wr, kind, &payload).await.unwrap();
+            }
+        });
+        client
+    }
+
+    fn request() -> ExecRequest {
+        ExecRequest {
+            argv: vec!["true".into()],
+            cwd: None,
+            env: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_that_exits_without_reading_its_stdin_reports_its_exit_code() {
+        let stream = harness_answering(vec![(STDOUT, b"out".to_vec()), (EXIT, 3i32.to_be_bytes().to_vec())]);
+        // More stdin than the connection buffers: feeding it fails once the harness hangs up.
+        let stdin = vec![b'x'; 16 * MAX_FRAME];
+        let mut output = (Vec::new(), Vec::new());
+        let code = exec(stream, request(), &stdin[..], &mut output).await.unwrap();
+        assert_eq!((code, output.0), (3, b"out".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn refusals_and_broken_answers_are_told_apart() {
+        let refused = wait_agent(harness_answering(vec![(ERROR, b"this sandbox runs no agent".to_vec())])).await;
+        assert!(matches!(refused, Err(ProtoError::Refused(m)) if m == "this sandbox runs no agent"));
+        let failed = exec_output(harness_answering(vec![(ERROR, b"no such program".to_vec())]), request()).await;
+        assert!(matches!(failed, Err(ProtoError::Start(m)) if m == "no such program"));
+        let short = wait_agent(harness_answering(vec![(EXIT, vec![0])])).await;
+        assert!(matches!(short, Err(ProtoError::Protocol(_))));
+        let closed = attach(harness_answering(Vec::new()), 80, 24).await;
+        assert!(matches!(closed, Err(ProtoError::Protocol(_))));
+    }
 }
