@@ -5,9 +5,7 @@
 //! messages and limits; `harness` the protocol between `lap serve` and the harness in each sandbox;
 //! `vault` the credential data model (injection points, request rules, presets) and the binding a
 //! vault is handed. This module depends on nothing else of ours but [`crate::secret::Secret`] (the
-//! binding's real values) and, for `harness`, the message types of the requests it defines
-//! elsewhere (the ports' and file operations' requests, the home files of a `start`), so either side
-//! can change internals without touching the contract.
+//! binding's real values), so either side can change internals without touching the contract.
 
 pub mod admin;
 pub mod api;

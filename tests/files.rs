@@ -711,7 +711,7 @@ fn the_openapi_document_describes_the_file_routes_and_their_shapes() {
 #[test]
 fn a_pod_harness_serves_the_same_file_operations_over_tcp() {
     use lap::sandbox::files::{self as ops, Conn};
-    use lap::sandbox::local::files::{ReadRequest, WriteRequest};
+    use lap::wire::harness::files::{ReadRequest, WriteRequest};
     use std::os::unix::process::CommandExt;
 
     const NOBODY: u32 = 65534;

@@ -49,17 +49,19 @@
 //! only (e.g. a clone before the agent starts).
 //!
 //! - `{"op":"fs_stat"|"fs_list"|"fs_read"|"fs_write"|"fs_delete","path":…}`: a file operation as
-//!   the sandbox user, confined to `/work` and `/tmp`; its reply, frames and limits are specified in
-//!   `sandbox/local/files.rs`.
+//!   the sandbox user, confined to `/work` and `/tmp`; its messages are [`files`], its reply, frames and limits
+//!   are specified in `sandbox/local/files.rs`.
 //!
 //! On TCP (`lap harness --listen ADDR --token-file FILE`, a Kubernetes pod's harness), a connection
 //! first sends one more line, `{"auth":"TOKEN"}`, with the pod's harness token; a wrong or missing
 //! token gets one [`ERROR`] frame and the connection is closed before any request is read.
 
+pub mod files;
+
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::sandbox::local::{files, ports};
+use crate::wire::ports;
 
 /// The egress proxy's port on the sandbox's loopback (each sandbox has its own loopback).
 pub const PROXY_PORT: u16 = 3128;
@@ -137,7 +139,14 @@ pub struct StartRequest {
     pub cwd: Option<String>,
     /// Files for the sandbox user's home, written before the agent starts unless already there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub home_files: Vec<crate::sandbox::HomeFile>,
+    pub home_files: Vec<HomeFile>,
+}
+
+/// A file for the sandbox user's home: a path relative to it, and the contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeFile {
+    pub path: String,
+    pub contents: String,
 }
 
 /// The harness's answer to a [`Request::Start`].

@@ -46,13 +46,12 @@ use crate::wire::files::{FileEntry, FileError, FileErrorCode, FileKind, MAX_LIST
 use crate::wire::harness::{self as proto, MAX_FRAME, ProtoError};
 
 mod confine;
-mod protocol;
 
-use confine::open_root;
-pub use confine::{Target, become_user, beneath, resolve, walk};
-pub use protocol::{
+use crate::wire::harness::files::{
     ByteRange, DeleteRequest, FILE_DATA, FILE_END, FILE_FAIL, PathRequest, ReadRequest, Reply, Summary, WriteRequest,
 };
+use confine::open_root;
+pub use confine::{Target, become_user, beneath, resolve, walk};
 
 /// Chunks buffered each way between a connection and its operation's thread.
 const QUEUE: usize = 8;
