@@ -287,20 +287,42 @@ pub async fn exec_output(stream: impl HarnessStream, request: ExecRequest) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
+
     use crate::wire::harness::read_line_json;
 
     /// A harness on the other end of an in-memory stream: reads the request line, then answers
-    /// `frames` and hangs up.
-    fn harness_answering(frames: Vec<(u8, Vec<u8>)>) -> tokio::io::DuplexStream {
+    /// `frames` and hangs up; the receiver hears when it has.
+    fn harness_answering(frames: Vec<(u8, Vec<u8>)>) -> (tokio::io::DuplexStream, oneshot::Receiver<()>) {
         let (client, server) = tokio::io::duplex(MAX_FRAME);
+        let (hung_up, hears) = oneshot::channel();
         tokio::spawn(async move {
             let (rd, mut wr) = tokio::io::split(server);
             let _: Request = read_line_json(&mut BufReader::new(rd)).await.unwrap();
             for (kind, payload) in frames {
                 write_frame(&mut wr, kind, &payload).await.unwrap();
             }
+            drop(wr);
+            let _ = hung_up.send(());
         });
-        client
+        (client, hears)
+    }
+
+    /// Keeps stdout, taking its first chunk only once the harness has hung up.
+    struct AfterHangUp(Option<oneshot::Receiver<()>>, Vec<u8>);
+
+    impl OutputSink for AfterHangUp {
+        async fn output(&mut self, chunk: ExecChunk) -> Result<(), ProtoError> {
+            if let Some(hung_up) = self.0.take() {
+                let _ = hung_up.await;
+                // One more turn, for the feed to meet the closed connection first.
+                tokio::task::yield_now().await;
+            }
+            if let ExecChunk::Stdout(data) = chunk {
+                self.1.extend(data);
+            }
+            Ok(())
+        }
     }
 
     fn request() -> ExecRequest {
@@ -313,23 +335,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_that_exits_without_reading_its_stdin_reports_its_exit_code() {
-        let stream = harness_answering(vec![(STDOUT, b"out".to_vec()), (EXIT, 3i32.to_be_bytes().to_vec())]);
-        // More stdin than the connection buffers: feeding it fails once the harness hangs up.
+        let (stream, hung_up) = harness_answering(vec![(STDOUT, b"out".to_vec()), (EXIT, 3i32.to_be_bytes().to_vec())]);
+        // More stdin than the connection buffers: feeding it fails once the harness hangs up, which
+        // happens before the output is taken.
         let stdin = vec![b'x'; 16 * MAX_FRAME];
-        let mut output = (Vec::new(), Vec::new());
+        let mut output = AfterHangUp(Some(hung_up), Vec::new());
         let code = exec(stream, request(), &stdin[..], &mut output).await.unwrap();
-        assert_eq!((code, output.0), (3, b"out".to_vec()));
+        assert_eq!((code, output.1), (3, b"out".to_vec()));
     }
 
     #[tokio::test]
     async fn refusals_and_broken_answers_are_told_apart() {
-        let refused = wait_agent(harness_answering(vec![(ERROR, b"this sandbox runs no agent".to_vec())])).await;
+        let refused = wait_agent(harness_answering(vec![(ERROR, b"this sandbox runs no agent".to_vec())]).0).await;
         assert!(matches!(refused, Err(ProtoError::Refused(m)) if m == "this sandbox runs no agent"));
-        let failed = exec_output(harness_answering(vec![(ERROR, b"no such program".to_vec())]), request()).await;
+        let failed = exec_output(
+            harness_answering(vec![(ERROR, b"no such program".to_vec())]).0,
+            request(),
+        )
+        .await;
         assert!(matches!(failed, Err(ProtoError::Start(m)) if m == "no such program"));
-        let short = wait_agent(harness_answering(vec![(EXIT, vec![0])])).await;
+        let short = wait_agent(harness_answering(vec![(EXIT, vec![0])]).0).await;
         assert!(matches!(short, Err(ProtoError::Protocol(_))));
-        let closed = attach(harness_answering(Vec::new()), 80, 24).await;
+        let closed = attach(harness_answering(Vec::new()).0, 80, 24).await;
         assert!(matches!(closed, Err(ProtoError::Protocol(_))));
     }
 }
