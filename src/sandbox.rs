@@ -9,21 +9,16 @@
 
 pub mod fake;
 pub mod files;
+pub mod harness;
 pub mod kube;
 #[cfg(all(target_os = "linux", not(lap_portable)))]
 pub mod local;
-/// Off Linux, only the harness protocol of the local backend (requests, ports, file messages): the
-/// Kubernetes backend speaks it too.
+/// Off Linux, only the ports' client and server of the local backend: the Kubernetes backend uses
+/// the client too.
 #[cfg(not(all(target_os = "linux", not(lap_portable))))]
 pub mod local {
     pub mod ports;
-    pub mod proto;
     pub use ports::port_error;
-    /// Off Linux, only the file operations' protocol (the operations run in a Linux harness).
-    pub mod files {
-        mod protocol;
-        pub use protocol::*;
-    }
 }
 
 use async_trait::async_trait;
@@ -104,13 +99,6 @@ pub struct AgentStart {
     pub home_files: Vec<HomeFile>,
 }
 
-/// A file for the sandbox user's home: a path relative to it, and the contents.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HomeFile {
-    pub path: String,
-    pub contents: String,
-}
-
 /// What a viewer sends to a sandbox's terminal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TtyInput {
@@ -168,6 +156,7 @@ impl ProxyListener {
 
 /// A session's vault binding (the sidecar's `--binding` file and `PUT /binding` body), declared once
 /// in the wire contract.
+pub use crate::wire::harness::HomeFile;
 pub use crate::wire::vault::{BoundCredential, VaultBinding};
 
 /// Where the vault of a backend's sandboxes runs; each backend has one, fixed.

@@ -711,7 +711,7 @@ fn the_openapi_document_describes_the_file_routes_and_their_shapes() {
 #[test]
 fn a_pod_harness_serves_the_same_file_operations_over_tcp() {
     use lap::sandbox::files::{self as ops, Conn};
-    use lap::sandbox::local::files::{ReadRequest, WriteRequest};
+    use lap::wire::harness::files::{ReadRequest, WriteRequest};
     use std::os::unix::process::CommandExt;
 
     const NOBODY: u32 = 65534;
@@ -741,7 +741,7 @@ fn a_pod_harness_serves_the_same_file_operations_over_tcp() {
     runtime.block_on(async {
         let connect = || async {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            lap::sandbox::local::proto::write_auth(&mut stream, "pod-token-1234")
+            lap::wire::harness::write_auth(&mut stream, "pod-token-1234")
                 .await
                 .unwrap();
             Box::new(stream) as Conn
@@ -796,9 +796,7 @@ fn a_pod_harness_serves_the_same_file_operations_over_tcp() {
         }
         // Without the pod's token, nothing.
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        lap::sandbox::local::proto::write_auth(&mut stream, "wrong")
-            .await
-            .unwrap();
+        lap::wire::harness::write_auth(&mut stream, "wrong").await.unwrap();
         assert!(ops::stat(Box::new(stream), &path).await.is_err());
     });
     let _ = child.kill();

@@ -1235,7 +1235,7 @@ fn pod_harness(home: &Path) -> (Child, SocketAddr) {
 async fn exec(addr: SocketAddr, argv: &[&str]) -> (Result<i32, String>, String) {
     use lap::sandbox::ExecChunk;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = lap::sandbox::local::proto::ExecRequest {
+    let request = lap::wire::harness::ExecRequest {
         argv: argv.iter().map(|a| (*a).to_owned()).collect(),
         cwd: None,
         env: Vec::new(),
@@ -1261,7 +1261,7 @@ async fn exec(addr: SocketAddr, argv: &[&str]) -> (Result<i32, String>, String) 
 
 #[tokio::test]
 async fn the_pod_harness_serves_the_protocol_on_tcp_in_its_home_and_holds_no_proxy_port() {
-    use lap::sandbox::local::proto::{self, Request, StartRequest};
+    use lap::wire::harness::{self as proto, Request, StartRequest};
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let (child, addr) = pod_harness(&home);
@@ -1304,7 +1304,7 @@ async fn the_pod_harness_serves_the_protocol_on_tcp_in_its_home_and_holds_no_pro
 
 #[tokio::test]
 async fn a_pod_harness_with_a_token_refuses_connections_without_it() {
-    use lap::sandbox::local::proto::{self, Request};
+    use lap::wire::harness::{self as proto, Request};
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("harness-token");
     std::fs::write(&token_file, "the-right-token\n").unwrap();

@@ -374,7 +374,7 @@ async fn late_binding_with_a_token_the_sidecar_does_not_know_is_refused() {
 /// `fail`), `wait` says 7, `exec` echoes its argv and stdin on stdout, writes `warn` on stderr and
 /// exits 3, `attach` repaints, then echoes keystrokes and resizes.
 async fn fake_harness() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    use lap::sandbox::local::proto::{self, Request};
+    use lap::wire::harness::{self as proto, Request};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tokens = Arc::new(Mutex::new(Vec::new()));

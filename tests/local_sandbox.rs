@@ -10,8 +10,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lap::sandbox::harness::ExecOutput;
 use lap::sandbox::local::Local;
-use lap::sandbox::local::proto::ExecOutput;
 use lap::sandbox::{Sandbox, SandboxInfo, SandboxSpec};
 
 /// The uid and gid the unprivileged test runs as when the tests run as root.
@@ -387,7 +387,7 @@ async fn commands_get_their_stdin() {
     let fx = Fixture::new().await;
     let sandbox = fx.create().await;
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let request = lap::sandbox::local::proto::ExecRequest {
+    let request = lap::wire::harness::ExecRequest {
         argv: vec!["/bin/sh".into(), "-c".into(), "tr a-z A-Z; echo done >&2".into()],
         cwd: Some("/tmp".into()),
         env: Vec::new(),

@@ -22,11 +22,11 @@ use uuid::Uuid;
 
 use crate::sandbox::SandboxError;
 use crate::sandbox::files::{self as ops, FilesError};
-use crate::sandbox::local::files::{ByteRange, DeleteRequest, ReadRequest, WriteRequest};
 use crate::wire::api::{ErrorBody, SessionStatus};
 use crate::wire::files::{
     DEFAULT_MAX_UPLOAD_BYTES, Deleted, FileEntry, FileError, FileErrorCode, FileList, Uploaded, parse_mode,
 };
+use crate::wire::harness::files::{ByteRange, DeleteRequest, ReadRequest, WriteRequest};
 
 use super::json::ApiQuery;
 use super::{ApiError, AppState};

@@ -11,11 +11,11 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadHalf, WriteHalf};
 
 use super::SandboxError;
-use super::local::files::{
+use crate::wire::files::{FileEntry, FileError, FileErrorCode, FileList, MAX_LIST_ENTRIES};
+use crate::wire::harness::files::{
     DeleteRequest, FILE_DATA, FILE_END, FILE_FAIL, PathRequest, ReadRequest, Reply, Summary, WriteRequest,
 };
-use super::local::proto::{self, MAX_FRAME, ProtoError, Request};
-use crate::wire::files::{FileEntry, FileError, FileErrorCode, FileList, MAX_LIST_ENTRIES};
+use crate::wire::harness::{self as proto, MAX_FRAME, ProtoError, Request};
 
 /// A connection to a sandbox's harness, ready for one request.
 pub trait HarnessConn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}

@@ -481,7 +481,7 @@ impl Kube {
     pub async fn harness_stream(&self, id: &str) -> Result<PodStream, SandboxError> {
         let token = self.tokens(id).await?.harness;
         let mut stream = self.pod_stream(id, manifest::HARNESS_PORT).await?;
-        crate::sandbox::local::proto::write_auth(&mut stream, &token)
+        crate::wire::harness::write_auth(&mut stream, &token)
             .await
             .map_err(|e| SandboxError::Backend(format!("cannot talk to the harness of `{id}`: {e}")))?;
         Ok(stream)
@@ -664,7 +664,7 @@ impl Sandbox for Kube {
     }
 
     async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {
-        let request = crate::sandbox::local::proto::StartRequest {
+        let request = crate::wire::harness::StartRequest {
             env: start.env,
             command: start.command,
             cwd: start.cwd,
@@ -704,7 +704,7 @@ impl Sandbox for Kube {
         stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
         output: tokio::sync::mpsc::Sender<ExecChunk>,
     ) -> Result<i32, SandboxError> {
-        let request = crate::sandbox::local::proto::ExecRequest {
+        let request = crate::wire::harness::ExecRequest {
             argv: spec.argv,
             cwd: spec.cwd,
             env: spec.env,

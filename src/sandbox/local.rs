@@ -4,7 +4,7 @@
 //! `create` writes the sandbox's directory ([`layout`]) and runs `lap harness --config …` as a fresh
 //! process, which enters the sandbox's cgroups ([`cgroup`]), creates the namespaces, becomes the
 //! sandbox's PID 1 and builds its root ([`init`], [`rootfs`]); `create` returns once the harness
-//! answers a ping on `harness.sock` ([`proto`]). Namespaces are never created in this
+//! answers a ping on `harness.sock` ([`socket`], [`crate::wire::harness`]). Namespaces are never created in this
 //! (multi-threaded) process. Commands run through the harness ([`Local::exec`], [`Sandbox::exec`]) as
 //! an unprivileged user — as root, a host uid leased to this sandbox alone ([`uids`]) — under
 //! seccomp, Landlock and the limits no cgroup enforces ([`privs`], [`seccomp`], [`landlock`],
@@ -27,11 +27,11 @@ pub mod layout;
 pub mod ports;
 pub use ports::port_error;
 mod privs;
-pub mod proto;
 mod rlimit;
 mod rootfs;
 mod seccomp;
 mod server;
+pub mod socket;
 pub mod uids;
 
 pub use cgroup::Limits;
@@ -46,10 +46,11 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use self::layout::{Config, Layout, SANDBOXES_DIR, State};
-use self::proto::{ExecOutput, ExecRequest, ProtoError};
+use super::harness::{self, ExecOutput};
 use super::{
     AgentStart, ExecChunk, ExecSpec, ProxyListener, Sandbox, SandboxError, SandboxInfo, SandboxSpec, TtyChannel,
 };
+use crate::wire::harness::{ExecRequest, ProtoError, StartRequest};
 
 /// The backend's name.
 const NAME: &str = "local";
@@ -173,7 +174,7 @@ impl Local {
         layout::read_json::<State>(&layout.state()).ok().filter(State::is_alive)
     }
 
-    /// Runs a command in a sandbox through its harness, streaming as [`proto::exec`] does.
+    /// Runs a command in a sandbox through its harness, streaming as [`harness::exec`] does.
     pub async fn exec<I, O, E>(
         &self,
         id: &str,
@@ -191,7 +192,8 @@ impl Local {
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
-        Ok(proto::exec(&layout.run(), request, stdin, stdout, stderr)
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
+        Ok(harness::exec(stream, request, stdin, &mut (stdout, stderr))
             .await
             .map_err(LocalError::from)?)
     }
@@ -203,7 +205,7 @@ impl Local {
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
-        Ok(proto::proxy_listener(&layout.run()).await.map_err(LocalError::from)?)
+        Ok(socket::proxy_listener(&layout.run()).await.map_err(LocalError::from)?)
     }
 
     /// Runs `argv` in a sandbox with empty stdin and collects its output and exit code.
@@ -217,9 +219,8 @@ impl Local {
             cwd: None,
             env: Vec::new(),
         };
-        Ok(proto::exec_output(&layout.run(), request)
-            .await
-            .map_err(LocalError::from)?)
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
+        Ok(harness::exec_output(stream, request).await.map_err(LocalError::from)?)
     }
 
     async fn probe(&self) -> Result<(), SandboxError> {
@@ -314,7 +315,7 @@ impl Local {
         let state: State = layout::read_json(&layout.state()).map_err(io_err("read", &layout.state()))?;
         let deadline = Instant::now() + PING_TIMEOUT;
         loop {
-            match proto::ping(&layout.run()).await {
+            match ping(&layout.run()).await {
                 Ok(()) => return Ok(state),
                 Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL_INTERVAL).await,
                 Err(err) => {
@@ -353,16 +354,16 @@ impl Local {
     }
 }
 
-/// Sends output into the channel of [`Sandbox::exec`].
+/// Dials a sandbox's harness and pings it.
+async fn ping(run_dir: &Path) -> Result<(), ProtoError> {
+    harness::ping(socket::connect(run_dir).await?).await
+}
+
+/// Sends output into the channel of [`Sandbox::exec`]; a closed channel ends the command.
 struct ChannelSink(tokio::sync::mpsc::Sender<ExecChunk>);
 
-impl proto::OutputSink for ChannelSink {
-    async fn output(&mut self, kind: u8, data: Vec<u8>) -> Result<(), ProtoError> {
-        let chunk = if kind == proto::STDOUT {
-            ExecChunk::Stdout(data)
-        } else {
-            ExecChunk::Stderr(data)
-        };
+impl harness::OutputSink for ChannelSink {
+    async fn output(&mut self, chunk: ExecChunk) -> Result<(), ProtoError> {
         self.0
             .send(chunk)
             .await
@@ -631,7 +632,8 @@ impl Sandbox for Local {
             env: spec.env,
         };
         let stdin = std::io::Cursor::new(spec.stdin);
-        Ok(proto::exec_to(&layout.run(), request, stdin, &mut ChannelSink(output))
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
+        Ok(harness::exec(stream, request, stdin, &mut ChannelSink(output))
             .await
             .map_err(LocalError::from)?)
     }
@@ -640,10 +642,9 @@ impl Sandbox for Local {
         &self,
         id: &str,
         spec: ExecSpec,
-        mut stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
         output: tokio::sync::mpsc::Sender<ExecChunk>,
     ) -> Result<i32, SandboxError> {
-        use tokio::io::AsyncWriteExt;
         let layout = self.layout(id)?;
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
@@ -653,28 +654,10 @@ impl Sandbox for Local {
             cwd: spec.cwd,
             env: spec.env,
         };
-        // The channel becomes a byte stream; its end (sender dropped) is the stdin's EOF.
-        let (mut pipe_in, pipe_out) = tokio::io::duplex(proto::MAX_FRAME);
-        let feed = async move {
-            while let Some(chunk) = stdin.recv().await {
-                if pipe_in.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-            let _ = pipe_in.shutdown().await;
-        };
-        let run_dir = layout.run();
-        let mut sink = ChannelSink(output);
-        let run = proto::exec_to(&run_dir, request, pipe_out, &mut sink);
-        tokio::pin!(run);
-        tokio::pin!(feed);
-        let mut fed = false;
-        loop {
-            tokio::select! {
-                code = &mut run => return Ok(code.map_err(LocalError::from)?),
-                () = &mut feed, if !fed => fed = true,
-            }
-        }
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
+        Ok(harness::exec_channel(stream, request, stdin, &mut ChannelSink(output))
+            .await
+            .map_err(LocalError::from)?)
     }
 
     async fn attach(&self, id: &str, cols: u16, rows: u16) -> Result<TtyChannel, SandboxError> {
@@ -682,10 +665,8 @@ impl Sandbox for Local {
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
-        let request = proto::AttachRequest { cols, rows };
-        let (stream, repaint) = proto::attach(&layout.run(), request).await.map_err(LocalError::from)?;
-        let (rd, wr) = stream.into_split();
-        Ok(proto::viewer_channel(rd, wr, repaint))
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
+        Ok(harness::attach(stream, cols, rows).await.map_err(LocalError::from)?)
     }
 
     async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {
@@ -693,15 +674,14 @@ impl Sandbox for Local {
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
-        let request = proto::StartRequest {
+        let request = StartRequest {
             env: start.env,
             command: start.command,
             cwd: start.cwd,
             home_files: start.home_files,
         };
-        Ok(proto::start_agent(&layout.run(), request)
-            .await
-            .map_err(LocalError::from)?)
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
+        Ok(harness::start_agent(stream, request).await.map_err(LocalError::from)?)
     }
 
     async fn wait_agent(&self, id: &str) -> Result<i32, SandboxError> {
@@ -709,7 +689,8 @@ impl Sandbox for Local {
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
-        Ok(proto::wait_agent(&layout.run()).await.map_err(LocalError::from)?)
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
+        Ok(harness::wait_agent(stream).await.map_err(LocalError::from)?)
     }
 
     async fn pause(&self, id: &str) -> Result<(), SandboxError> {
@@ -741,7 +722,7 @@ impl Sandbox for Local {
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
-        let stream = proto::connect(&layout.run()).await.map_err(LocalError::from)?;
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
         ports::open(stream, port).await.map_err(port_error)
     }
 
@@ -750,7 +731,7 @@ impl Sandbox for Local {
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
-        let stream = proto::connect(&layout.run()).await.map_err(LocalError::from)?;
+        let stream = socket::connect(&layout.run()).await.map_err(LocalError::from)?;
         ports::list(stream).await.map_err(port_error)
     }
 
@@ -759,7 +740,9 @@ impl Sandbox for Local {
         if self.state(id).is_none() {
             return Err(SandboxError::NotFound(id.to_owned()));
         }
-        Ok(Box::new(proto::connect(&layout.run()).await.map_err(LocalError::from)?))
+        Ok(Box::new(
+            socket::connect(&layout.run()).await.map_err(LocalError::from)?,
+        ))
     }
 
     async fn proxy_listener(&self, id: &str) -> Result<ProxyListener, SandboxError> {

@@ -10,6 +10,29 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// `{"op":"connect","port":N}` of the harness protocol (specified in
+/// [`crate::sandbox::local::ports`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectRequest {
+    pub port: u16,
+}
+
+/// The one line answering `connect`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The one line answering `ports`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortsReply {
+    #[serde(default)]
+    pub ports: Vec<ListeningPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Where on the preview listener a signed preview URL points: `{PREVIEW_OPEN_PATH}/{token}`.
 pub const PREVIEW_OPEN_PATH: &str = "/_lap/preview";
 /// The cookie, on the preview origin only, that carries a preview token once it was opened.

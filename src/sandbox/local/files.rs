@@ -17,8 +17,8 @@
 //!    so file modes apply exactly as they do to the agent ([`become_user`]).
 //! 4. Where the kernel has Landlock, that thread is also restricted to `/work` and `/tmp`.
 //!
-//! Protocol (on `harness.sock`, or the pod harness's TCP port; framing of [`super::proto`]): the
-//! request line is one of the `fs_*` ops of [`super::proto::Request`]. The harness answers one JSON
+//! Protocol (on `harness.sock`, or the pod harness's TCP port; framing of [`crate::wire::harness`]): the
+//! request line is one of the `fs_*` ops of [`crate::wire::harness::Request`]. The harness answers one JSON
 //! line, a [`Reply`]: its `error` when the operation cannot start. Then, for `fs_list` and `fs_read`,
 //! [`FILE_DATA`] frames (`fs_list`: one JSON [`FileEntry`] per line; `fs_read`: the bytes, or the tar
 //! stream), and last one [`FILE_END`] (a JSON [`Summary`]) or one [`FILE_FAIL`] (a JSON
@@ -42,17 +42,16 @@ use nix::unistd::UnlinkatFlags;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::proto::{self, MAX_FRAME, ProtoError};
 use crate::wire::files::{FileEntry, FileError, FileErrorCode, FileKind, MAX_LIST_ENTRIES, format_mode};
+use crate::wire::harness::{self as proto, MAX_FRAME, ProtoError};
 
 mod confine;
-mod protocol;
 
-use confine::open_root;
-pub use confine::{Target, become_user, beneath, resolve, walk};
-pub use protocol::{
+use crate::wire::harness::files::{
     ByteRange, DeleteRequest, FILE_DATA, FILE_END, FILE_FAIL, PathRequest, ReadRequest, Reply, Summary, WriteRequest,
 };
+use confine::open_root;
+pub use confine::{Target, become_user, beneath, resolve, walk};
 
 /// Chunks buffered each way between a connection and its operation's thread.
 const QUEUE: usize = 8;

@@ -1,5 +1,5 @@
 //! A sandbox's own TCP ports, reached through its harness: the `connect` and `ports` ops of the
-//! harness protocol ([`super::proto`]), both ends.
+//! harness protocol ([`crate::wire::harness`]), both ends.
 //!
 //! `{"op":"connect","port":N}`: the harness opens one loopback connection to its sandbox's
 //! `127.0.0.1:N` (falling back to `[::1]:N` when nothing listens on the IPv4 loopback), answers one
@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use super::proto::{self, ProtoError, Request};
-use crate::wire::ports::ListeningPort;
+use crate::wire::harness::{self as proto, ProtoError, Request};
+use crate::wire::ports::{ConnectReply, ConnectRequest, ListeningPort, PortsReply};
 
 /// How long the harness waits for the sandbox's loopback to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,28 +34,6 @@ const SPLICE_BUFFER: usize = 64 * 1024;
 const PROC_NET_TCP: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
 /// `st` of a listening socket in `/proc/net/tcp`.
 const TCP_LISTEN: &str = "0A";
-
-/// `{"op":"connect","port":N}`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ConnectRequest {
-    pub port: u16,
-}
-
-/// The one line answering `connect`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ConnectReply {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The one line answering `ports`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PortsReply {
-    #[serde(default)]
-    pub ports: Vec<ListeningPort>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// Ports of the sandbox that belong to `lap` itself, never listed nor forwarded.
 #[derive(Debug, Clone, Default)]

@@ -1,4 +1,4 @@
-//! The harness server: PID 2 of a sandbox, serving `harness.sock` ([`super::proto`]).
+//! The harness server: PID 2 of a sandbox, serving `harness.sock` ([`crate::wire::harness`]).
 //!
 //! It listens on `/run/lap/harness.sock`, tells the launcher it is ready, and answers pings and
 //! exec requests, each connection on its own task of a single-threaded runtime. Commands run as the
@@ -30,11 +30,12 @@ use tokio::net::unix::OwnedWriteHalf;
 use super::files;
 use super::init::READY;
 use super::privs;
-use super::proto::{
-    self, AttachRequest, ExecRequest, MAX_FRAME, PROXY_PORT, Pong, ProtoError, Request, StartReply, StartRequest,
-};
 use super::rootfs::{HOME, USER};
 use crate::harness::terminal::{self, Event, Terminal};
+use crate::wire::harness::{
+    self as proto, AttachRequest, ExecRequest, MAX_FRAME, PROXY_PORT, Pong, ProtoError, Request, StartReply,
+    StartRequest,
+};
 
 /// Where the agent starts when the sandbox has a repository.
 pub const REPO_DIR: &str = "/work/repo";

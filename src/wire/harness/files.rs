@@ -1,7 +1,7 @@
-//! The file operations' messages and frame kinds, moved out of [`super`] so that they build on every
-//! system: the control plane (`sandbox/files.rs`, `api/files.rs`) and the Kubernetes backend speak
-//! this protocol to a harness wherever `lap serve` runs, while the operations themselves (`super`)
-//! are Linux-only. The protocol is specified in [`super`]'s module doc.
+//! The file operations' messages and frame kinds (the `fs_*` requests of [`super::Request`]): the
+//! control plane (`sandbox/files.rs`, `api/files.rs`) speaks them to a harness of either backend
+//! wherever `lap serve` runs, while the operations themselves (`sandbox/local/files.rs`, which
+//! specifies the protocol in its module doc) are Linux-only.
 
 use serde::{Deserialize, Serialize};
 
