@@ -209,9 +209,9 @@ fn claude() -> Option<support::vendor::World> {
     Some(world)
 }
 
-/// The command lines of the `claude` processes in session `id`'s sandbox (the harness starts it
-/// with `--input-format stream-json`).
-fn claude_processes(home: &Home, id: &str) -> Vec<String> {
+/// The `claude` processes in session `id`'s sandbox (the harness starts it with `--input-format
+/// stream-json`): each one's process id and command line.
+fn claude_processes(home: &Home, id: &str) -> Vec<(String, String)> {
     let found = lap(
         home,
         [
@@ -222,7 +222,7 @@ fn claude_processes(home: &Home, id: &str) -> Vec<String> {
             "-c",
             "for d in /proc/[0-9]*; do \
                if tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q -- '--input-forma[t] stream-json'; then \
-                 echo \"CMDLINE $(tr '\\0' ' ' < $d/cmdline)\"; \
+                 echo \"CLAUDE ${d#/proc/} $(tr '\\0' ' ' < $d/cmdline)\"; \
                fi; \
              done",
         ],
@@ -231,8 +231,8 @@ fn claude_processes(home: &Home, id: &str) -> Vec<String> {
     found
         .stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("CMDLINE "))
-        .map(str::to_owned)
+        .filter_map(|l| l.strip_prefix("CLAUDE ")?.split_once(' '))
+        .map(|(pid, cmdline)| (pid.to_owned(), cmdline.to_owned()))
         .collect()
 }
 
@@ -400,7 +400,10 @@ fn replies_come_back_plain_as_json_and_streamed_and_the_history_survives_a_kill_
         resumed.to_string().contains("echo: streamed words"),
         "the resumed conversation reached the model: {resumed:#}"
     );
-    let argv = claude_processes(&world.home, &session);
+    let argv: Vec<String> = claude_processes(&world.home, &session)
+        .into_iter()
+        .map(|(_, cmdline)| cmdline)
+        .collect();
     assert_eq!(argv.len(), 1, "{argv:#?}");
     assert!(argv[0].contains(&format!("--resume {native}")), "{argv:#?}");
     assert!(argv[0].contains(&format!("--model {MODEL}")), "{argv:#?}");
@@ -427,28 +430,11 @@ fn a_message_wakes_a_paused_and_a_hibernated_session_and_the_conversation_goes_o
     assert_eq!(first.code, 0, "{first}\n{}", anthropic::context(&world));
     let session = session_of(home);
     let status = || lap(home, ["--json", "sessions", "show", &session]).success().json()["status"].clone();
-    let pids = || {
-        lap(
-            home,
-            [
-                "exec",
-                &session,
-                "--",
-                "sh",
-                "-c",
-                "for d in /proc/[0-9]*; do \
-                   if tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q -- '--input-forma[t] stream-json'; then \
-                     echo \"PID ${d#/proc/}\"; \
-                   fi; \
-                 done",
-            ],
-        )
-        .success()
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("PID "))
-        .map(str::to_owned)
-        .collect::<Vec<_>>()
+    let pids = || -> Vec<String> {
+        claude_processes(home, &session)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
     };
     let asked = |said: &str| {
         anthropic::model_requests(&world)

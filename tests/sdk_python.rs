@@ -17,7 +17,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Home, TestServer, anthropic};
 
@@ -60,7 +60,7 @@ fn python_or_skip() -> Option<PathBuf> {
 /// and passed.
 fn run_pytest(python: &Path, home: &Home, server: &TestServer, markers: &str, extra_env: &[(&str, &str)]) {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/python");
-    let mut child = Command::new(python)
+    let child = Command::new(python)
         .args([
             "-m",
             "pytest",
@@ -86,35 +86,12 @@ fn run_pytest(python: &Path, home: &Home, server: &TestServer, markers: &str, ex
         .stderr(Stdio::piped())
         .spawn()
         .expect("run pytest");
-    // Drained on threads of their own, so the suite never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + SUITE_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for pytest") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the SDK's pytest suite ran past {SUITE_TIMEOUT:?}:\n{}\n{}",
-                stdout.join().unwrap(),
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let out = support::vendor::wait_within(child, SUITE_TIMEOUT, "the SDK's pytest suite");
+    let status = out.status;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     assert!(
         status.success(),
         "pytest failed ({status}):\n{stdout}\n{stderr}\nserver log:\n{}",

@@ -371,22 +371,43 @@ pub fn send_until(
     }
 }
 
-/// Waits, at most `wait`, for `child` to exit; its output. Fails the test (killing it) past that.
+/// Waits, at most `wait`, for `child` to exit; its output. Its piped stdout and stderr are drained
+/// on threads of their own meanwhile, so a child that prints more than a pipe holds never blocks on
+/// it. Fails the test (killing the child) past `wait`, with what it printed.
 pub fn wait_within(mut child: std::process::Child, wait: Duration, what: &str) -> std::process::Output {
+    use std::io::Read;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = std::time::Instant::now() + wait;
-    loop {
-        if child.try_wait().expect("wait for the child").is_some() {
-            return child.wait_with_output().expect("the child's output");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("wait for {what}: {e}")) {
+            break status;
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("the child's output");
+            let _ = child.wait();
+            let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
             panic!(
-                "{what} did not end within {wait:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                "{what} did not end within {wait:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
 
