@@ -34,6 +34,9 @@ try {
   await page.fill('#message-input', 'hello there');
   await page.click('#message-send');
   await page.waitForFunction(() => /echo: hello there/.test([...document.querySelectorAll('#thread .msg.assistant')].pop()?.textContent || ''));
+  // The reply shows piece by piece before it is stored; the turn is over (and its reply kept) when
+  // Send is enabled again, which the `done` frame does after the store has it.
+  await page.waitForFunction(() => !document.querySelector('#message-send').disabled);
   const users = await page.$$eval('#thread .msg.user', (els) => els.map((e) => e.textContent));
   expect(JSON.stringify(users) === '["HOLD-THE-LINE","hello there"]', `the user's messages in the thread, got ${JSON.stringify(users)}`);
   ok('the next message gets its whole reply');
