@@ -1,7 +1,7 @@
 //! `lap port-forward` beside `ssh -L`, in one run: the same small TCP server program
 //! ([`SERVER_PY`]) inside a real sandbox for lap (reached through `lap serve`, a WebSocket per
 //! connection, and the sandbox's harness) and on the host's loopback for ssh (reached through an
-//! `sshd` of the benchmark's own, as `tests/tty.rs`'s benchmark starts it, with `ssh -N -L`).
+//! `sshd` of the benchmark's own, as `tests/it/tty.rs`'s benchmark starts it, with `ssh -N -L`).
 //!
 //! Figures, each side:
 //! - connection latency: `connect()` to the first byte echoed on a fresh connection (a new

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Version drift, by hand (not in CI): installs the NEWEST release of each harness tool of
 # scripts/tool-versions into a scratch prefix, runs the tests that drive that tool (its
-# tests/*_e2e.rs; tests/messages.rs for claude, codex and opencode; tests/send_abort.rs for claude)
+# tests/it/*_e2e.rs; tests/it/messages.rs for claude, codex and opencode; tests/it/send_abort.rs for claude)
 # against it, prints a table (tool, pinned, newest, each test's result) and exits 1 when a test
 # fails against a newer version (0 when all pass; 2 when the check itself cannot run).
 #
@@ -14,14 +14,14 @@
 # and /usr/local only (read-only), so the scratch prefix lives under /usr/local: it is
 # /usr/local/lib/lap-check (LAP_CHECK_PREFIX changes it), made by this script and removed on exit.
 # Its bin/ goes first on PATH for the tests and, through LAP_TEST_TOOL_PATH, first on the PATH of
-# every agent the tests create. While a test binary runs, the script watches the process table for
+# every agent the tests create. While a test module runs, the script watches the process table for
 # programs from the prefix: a test that passes without ever running the scratch tool is reported
 # `UNUSED` (a failure), since it proved nothing about the newer version.
 #
 # Every step has a deadline (seconds; env overrides): LAP_CHECK_INSTALL_TIMEOUT (600, each install),
-# LAP_CHECK_BUILD_TIMEOUT (3600, building the test binaries), LAP_CHECK_TEST_TIMEOUT (1500, each
-# test binary; nextest also ends a single test after 5 minutes). LAP_CHECK_TEST_THREADS (1): tests
-# run at once within a binary; binaries always run one at a time. LAP_CHECK_KEEP=1 keeps the prefix.
+# LAP_CHECK_BUILD_TIMEOUT (3600, building the test binary), LAP_CHECK_TEST_TIMEOUT (1500, each
+# test module; nextest also ends a single test after 5 minutes). LAP_CHECK_TEST_THREADS (1): tests
+# run at once within a module; modules always run one at a time. LAP_CHECK_KEEP=1 keeps the prefix.
 # Full logs go to a directory under /tmp, named at the end. Interrupted or not, it stops what it
 # started (a killed test leaves its `lap serve` and sandboxes behind) and removes the prefix.
 set -euo pipefail
@@ -71,7 +71,7 @@ exec 9>"$lock"
 flock -n 9 || die "another scripts/check-tools.sh is running with $prefix (it holds $lock)" \
   "wait for it to end, or set LAP_CHECK_PREFIX to another directory"
 
-# The tools: what each package's program is called and which test binary proves it.
+# The tools: what each package's program is called and which test module proves it.
 program_of() {
   case $1 in
     @anthropic-ai/claude-code) echo claude ;;
@@ -82,8 +82,8 @@ program_of() {
     *) echo "" ;;
   esac
 }
-# The test binaries that drive a program for real: its end-to-end test, and the message-API tests
-# (tests/messages.rs drives claude, codex app-server and opencode; tests/send_abort.rs claude).
+# The test modules (of tests/it) that drive a program for real: its end-to-end test, and the message-API tests
+# (tests/it/messages.rs drives claude, codex app-server and opencode; tests/it/send_abort.rs claude).
 tests_of() {
   case $1 in
     claude) echo claude_e2e messages send_abort ;; codex) echo codex_e2e messages ;;
@@ -277,18 +277,18 @@ for i in "${!packages[@]}"; do
   printf '%-28s pinned %-10s newest %s\n' "$package" "${pinneds[$i]}" "${newest[$package]:-?}" >&2
 done
 
-# Every test binary first (not under a test's deadline), then each one against its tool.
+# The test binary first (not under a test's deadline), then each module against its tool.
 tests=()
 for package in "${packages[@]}"; do
   for t in $(tests_of "$(program_of "$package")"); do
-    [ -f "tests/$t.rs" ] && [[ " ${tests[*]} " != *" $t "* ]] && tests+=("--test" "$t")
+    [ -f "tests/it/$t.rs" ] && [[ " ${tests[*]} " != *" $t "* ]] && tests+=("$t")
   done
 done
 if [ ${#tests[@]} -gt 0 ]; then
-  say "building the harness tests (${build_timeout}s deadline)"
-  limit "$build_timeout" cargo nextest run --locked --no-run "${tests[@]}" >"$logs/build.log" 2>&1 ||
-    die "the harness tests do not build (or took over ${build_timeout}s); see $logs/build.log" \
-      "build them yourself: cargo nextest run --no-run --test codex_e2e"
+  say "building the tests (${build_timeout}s deadline)"
+  limit "$build_timeout" cargo nextest run --locked --no-run --test it >"$logs/build.log" 2>&1 ||
+    die "the tests do not build (or took over ${build_timeout}s); see $logs/build.log" \
+      "build them yourself: cargo nextest run --no-run --test it"
 fi
 
 # Watches for processes run from the prefix other than a `--version`, and notes their programs in
@@ -306,24 +306,24 @@ for package in "${packages[@]}"; do
   program=$(program_of "$package")
   if [ -n "${status[$package]:-}" ]; then failed=1; continue; fi
   for t in $(tests_of "$program"); do
-    if [ ! -f "tests/$t.rs" ]; then status[$package]="no tests/$t.rs in this checkout"; failed=1; continue 2; fi
+    if [ ! -f "tests/it/$t.rs" ]; then status[$package]="no tests/it/$t.rs in this checkout"; failed=1; continue 2; fi
     log="$logs/$program-$t.log"
-    say "running tests/$t.rs against $program ${newest[$package]} (${test_timeout}s deadline; log: $log)"
+    say "running tests/it/$t.rs against $program ${newest[$package]} (${test_timeout}s deadline; log: $log)"
     : >"$logs/$program-$t.used"
     watch_prefix "$logs/$program-$t.used" &
     poller=$!
     rc=0
     PATH="$prefix/bin:$PATH" LAP_TEST_TOOL_PATH="$prefix/bin" LAP_TEST_STRICT=1 \
       limit "$test_timeout" cargo nextest run --locked --no-fail-fast --color never \
-        --test-threads "$test_threads" --test "$t" >"$log" 2>&1 || rc=$?
+        --test-threads "$test_threads" --test it -E "test(/^$t::/)" >"$log" 2>&1 || rc=$?
     kill "$poller" 2>/dev/null; wait "$poller" 2>/dev/null || true; poller=
-    # nextest's status lines: `    PASS [  12.345s] (1/3) lap::codex_e2e NAME` (the last one of a test wins).
-    lines=$(awk -v bin="lap::$t" -v t="$t" '
+    # nextest's status lines: `    PASS [  12.345s] (1/3) lap::it codex_e2e::NAME` (the last one of a test wins).
+    lines=$(awk -v prefix="$t::" '
       $1 ~ /^(PASS|FAIL|TIMEOUT|ABORT|LEAK|LEAK-FAIL|SIGKILL|SIGTERM|SIGSEGV|SIGABRT|SIGBUS|SIGILL)$/ &&
-      $2 ~ /^\[/ && $(NF-1) == bin { seen[$NF] = $1 }
-      END { for (name in seen) print seen[name], t "::" name }' "$log" | sort -k2)
+      $2 ~ /^\[/ && $(NF-1) == "lap::it" && index($NF, prefix) == 1 { seen[$NF] = $1 }
+      END { for (name in seen) print seen[name], name }' "$log" | sort -k2)
     if [ $rc = 124 ] || [ $rc = 137 ]; then
-      lines+=${lines:+$'\n'}"DEADLINE (the binary ran over ${test_timeout}s)"
+      lines+=${lines:+$'\n'}"DEADLINE (the module's tests ran over ${test_timeout}s)"
     elif [ -z "$lines" ]; then
       lines="ERROR (no test ran: exit $rc; see $log)"
     fi

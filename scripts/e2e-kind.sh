@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end against a real kind cluster: brings the cluster up (scripts/kind-up.sh), runs
-# `lap serve --backend kube` against it and walks the scenarios tests/kube_e2e.rs runs against the
+# `lap serve --backend kube` against it and walks the scenarios tests/it/kube_e2e.rs runs against the
 # fake API server: the API server is reachable (`GET /api/v1/health/k8s`); an agent's session becomes
 # `ready` in a sandbox pod with its Secret and NetworkPolicy; a command runs in it as the sandbox
 # user, seeing a stub where the credential is and no Secret or service-account token; a restart of

@@ -73,7 +73,7 @@ ensure_kubectl() {
   export LAP_KUBECTL="$venv/bin/kubectl"
 }
 
-# The schemathesis (PyPI) that tests/openapi_schemathesis.rs runs against `lap serve`'s OpenAPI
+# The schemathesis (PyPI) that tests/it/openapi_schemathesis.rs runs against `lap serve`'s OpenAPI
 # document. Pinned: a new release adds checks, so a bump goes with a green run of that test.
 SCHEMATHESIS_VERSION=4.32.5
 
@@ -101,7 +101,7 @@ ensure_schemathesis() {
 }
 
 # The official MCP Python SDK (PyPI `mcp`, pinned), in a venv of its own, for the MCP client of
-# tests/mcp.rs (tests/mcp_client.py); exports LAP_MCP_PYTHON, its python.
+# tests/it/mcp.rs (tests/mcp_client.py); exports LAP_MCP_PYTHON, its python.
 MCP_SDK_VERSION=2.3.0
 ensure_mcp_sdk() {
   local venv="${LAP_TOOLS_DIR:-$HOME/.cache/lap-tools}/mcp-sdk" installed
@@ -171,7 +171,7 @@ ensure_hermes() {
 
 # Puts a venv with pytest, mypy and the Python SDK (sdk/python, with its pinned httpx) at
 # "$LAP_SDK_PYTHON" (exported: that venv's python), under ${LAP_TOOLS_DIR:-~/.cache/lap-tools}/
-# sdk-python, for tests/sdk_python.rs. `pip install ./sdk/python` runs every time, so a clean
+# sdk-python, for tests/it/sdk_python.rs. `pip install ./sdk/python` runs every time, so a clean
 # checkout's install is what the tests prove; the test puts the worktree's source first on the path.
 ensure_sdk_python() {
   local venv="${LAP_TOOLS_DIR:-$HOME/.cache/lap-tools}/sdk-python" root
@@ -188,7 +188,7 @@ ensure_sdk_python() {
   export LAP_SDK_PYTHON="$venv/bin/python"
 }
 
-# The outside checkers of the Kubernetes manifests (tests/kube_checks.rs), pinned: PyPI's
+# The outside checkers of the Kubernetes manifests (tests/it/kube_checks.rs), pinned: PyPI's
 # `kubernetes-validate` (the upstream OpenAPI schemas, strict) and `checkov` (policy scan).
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECKOV_VERSION=3.3.30

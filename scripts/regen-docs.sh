@@ -2,7 +2,7 @@
 # Regenerates the committed shell completions (completions/), man pages (man/), the reference pages
 # docs/reference/cli.md and the generated part of docs/reference/configuration.md (from the clap
 # command tree), and the harness table of docs/guide/harnesses.md (from the harness catalog).
-# tests/generated_docs.rs fails when they are stale.
+# tests/it/generated_docs.rs fails when they are stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked --quiet

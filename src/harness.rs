@@ -7,7 +7,7 @@
 //! built on top of this table: [`terminal`] runs the agent under a PTY and serves its viewers.
 //!
 //! The harness table of `docs/guide/harnesses.md` (first-run files, environment, model flag) is rendered from this
-//! catalog by [`markdown_table`] (`lap doctor --harnesses`), and `tests/generated_docs.rs` fails
+//! catalog by [`markdown_table`] (`lap doctor --harnesses`), and `tests/it/generated_docs.rs` fails
 //! when the committed copy differs, so the documentation cannot drift from the code.
 
 pub mod api;

@@ -17,7 +17,7 @@
 //! Linux-only modules are declared under `cfg(all(target_os = "linux", not(lap_portable)))`. The
 //! `lap_portable` cfg (`RUSTFLAGS="--cfg lap_portable"`) compiles on Linux exactly the set a macOS
 //! build compiles, so a non-Linux compile error cannot hide in code this machine never compiles
-//! (`scripts/test.sh` runs that check; tests/portable.rs checks each target's dependency tree).
+//! (`scripts/test.sh` runs that check; tests/it/portable.rs checks each target's dependency tree).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 # A stand-in `opencode serve` for failure injection only (the real opencode is proved in
-# tests/opencode_e2e.rs and tests/messages.rs): the part of the HTTP API and event bus (SSE) that
+# tests/it/opencode_e2e.rs and tests/it/messages.rs): the part of the HTTP API and event bus (SSE) that
 # lap's opencode harness uses for a turn, and a prompt `fail` refused with 400
-# (tests/messages.rs, an_opencode_prompt_refusal_fails_the_turn_with_its_answer).
+# (tests/it/messages.rs, an_opencode_prompt_refusal_fails_the_turn_with_its_answer).
 import json, os, queue, sys, threading, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

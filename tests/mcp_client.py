@@ -1,4 +1,4 @@
-"""A real MCP client (the official `mcp` Python SDK) driving lap's MCP server, for tests/mcp.rs.
+"""A real MCP client (the official `mcp` Python SDK) driving lap's MCP server, for tests/it/mcp.rs.
 
     mcp_client.py stdio LAP AGENT      -- runs `LAP mcp` (environment inherited) over stdio
     mcp_client.py http URL KEY AGENT   -- connects to URL (`…/mcp`) with `Authorization: Bearer KEY`

@@ -12,7 +12,7 @@
 //! that each is unique, as OpenAPI requires and SDK generators rely on. It also lists the harness ids (from the catalog in `harness.rs`) as the enum of `harness_id`.
 //!
 //! Each is added only where the handler's own annotation does not already name that status, so a
-//! handler can still describe its own 400s. `tests/openapi_schemathesis.rs` holds the document to
+//! handler can still describe its own 400s. `tests/it/openapi_schemathesis.rs` holds the document to
 //! what the server does.
 
 use utoipa::openapi::path::{Operation, ParameterIn};

@@ -6,7 +6,7 @@
 //! `docs/reference/configuration.md` (between its markers): the global flags and `lap serve`'s
 //! flags, each with its environment variable and default, and the variables of
 //! [`settings::ENVIRONMENT`], which no flag declares. Both print to stdout; nothing here reads the
-//! environment or a server. `scripts/regen-docs.sh` writes the pages and `tests/generated_docs.rs`
+//! environment or a server. `scripts/regen-docs.sh` writes the pages and `tests/it/generated_docs.rs`
 //! fails when they are stale.
 
 use std::fmt::Write as _;

@@ -2072,7 +2072,7 @@ async fn deleting_a_session_still_being_created_leaks_no_sandbox() {
 #[tokio::test]
 async fn an_unknown_path_is_404_in_the_envelope() {
     let app = App::new();
-    // `/` is the web UI's page (tests/ui.rs).
+    // `/` is the web UI's page (tests/it/ui.rs).
     for path in [
         "/nope",
         "/api/v1/nope",

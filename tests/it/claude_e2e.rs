@@ -3,7 +3,7 @@
 //! `lap send`, and the `claude-code` TUI in tmux. The agent's `ANTHROPIC_API_KEY` is bound to
 //! `api.anthropic.com` (the preset); the sandbox holds a stub, and the vault, resolving
 //! `api.anthropic.com:443` to a fake Anthropic Messages API on this machine's loopback
-//! (tests/support/vendor.rs, TLS from a test CA), swaps in the real key. No config is given to the
+//! (tests/it/support/vendor.rs, TLS from a test CA), swaps in the real key. No config is given to the
 //! CLI: it calls its built-in `https://api.anthropic.com` as a new user's would.
 //!
 //! The fake behaves as Anthropic documents `POST /v1/messages`: with `stream: true` an SSE stream

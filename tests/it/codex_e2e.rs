@@ -2,7 +2,7 @@
 //! installed by scripts/test.sh): the `codex-app-server` harness through `lap send`, and the `codex`
 //! TUI in tmux. The agent's `OPENAI_API_KEY` is bound to `api.openai.com` (the preset); the sandbox
 //! holds a stub, and the vault, resolving `api.openai.com:443` to the fake OpenAI API on this
-//! machine's loopback (tests/support/fake_openai.rs, TLS from a test CA), swaps in the real key.
+//! machine's loopback (tests/it/support/fake_openai.rs, TLS from a test CA), swaps in the real key.
 //! No config is given to codex but what the harness writes on its first run: it uses its built-in
 //! `openai` provider exactly as a new user's codex would. Nothing leaves the machine: egress
 //! defaults to deny and the agent may reach `api.openai.com` only, which resolves to loopback.

@@ -7,7 +7,7 @@
 //! resource kinds lap uses, and 404 for every object. kubectl's own OpenAPI validation is off
 //! (`--validate=false`: it would need the API server's OpenAPI documents, which no stub can honestly
 //! serve); the same files are validated strictly against the Kubernetes 1.37 schemas by
-//! `kubernetes-validate` in tests/kube_checks.rs. Without kubectl the test skips, loudly — unless `LAP_TEST_STRICT=1`
+//! `kubernetes-validate` in tests/it/kube_checks.rs. Without kubectl the test skips, loudly — unless `LAP_TEST_STRICT=1`
 //! (scripts/test.sh), where a missing kubectl fails it.
 
 use std::path::{Path, PathBuf};

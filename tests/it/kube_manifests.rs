@@ -1,8 +1,8 @@
 //! Golden tests of the Kubernetes sandbox's Pod, Secret and NetworkPolicy, plus the hardening rules
 //! they must keep, checked field by field so a golden update cannot quietly loosen them.
 //!
-//! The golden files are in `tests/golden/kube/`; `UPDATE_GOLDEN=1 cargo nextest run --test
-//! kube_manifests` rewrites them. Review every diff of them by hand.
+//! The golden files are in `tests/golden/kube/`; `UPDATE_GOLDEN=1 cargo nextest run --test it
+//! kube_manifests::` rewrites them. Review every diff of them by hand.
 
 use std::path::PathBuf;
 

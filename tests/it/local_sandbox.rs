@@ -463,7 +463,7 @@ fn an_unprivileged_user_gets_the_same_sandbox_in_a_user_namespace() {
     let nobody = Some(nix::unistd::Uid::from_raw(NOBODY));
     nix::unistd::chown(dir.path(), nobody, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "unprivileged_checks_as_nobody", "--ignored", "--nocapture"])
+        .args(["--exact", "local_sandbox::unprivileged_checks_as_nobody", "--ignored", "--nocapture"])
         .env(UNPRIVILEGED_DATA_DIR, dir.path())
         .uid(NOBODY)
         .gid(NOBODY)

@@ -7,7 +7,7 @@
 //!   writes and reads a file, and gets tool errors (with the API's error and hint) for an unknown
 //!   session and bad input; at `/mcp` without the master key it is refused with 401;
 //! - the real `claude` CLI loads `lap mcp` from `--mcp-config` and, asked by the fake Anthropic API
-//!   (tests/support/anthropic.rs, here over plain HTTP on loopback, `ANTHROPIC_BASE_URL`), calls
+//!   (tests/it/support/anthropic.rs, here over plain HTTP on loopback, `ANTHROPIC_BASE_URL`), calls
 //!   the `run_command` tool, whose command is then found to have run in the sandbox.
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! lap's message API, driven through the real `claude` CLI on the `claude-agent-sdk` harness, in
-//! real local sandboxes, against the echoing fake Anthropic API of `tests/support/anthropic.rs`
+//! real local sandboxes, against the echoing fake Anthropic API of `tests/it/support/anthropic.rs`
 //! (through the vault, as a new user's `claude` would reach `api.anthropic.com`): replies over
 //! `lap send` (plain, `--json`, `--stream`) and LAP's own CLI route, history in the store that
 //! survives a kill -9 of `lap serve` with the conversation resumed (`--resume` with the tool's own
@@ -747,11 +747,11 @@ fn doctor_lists_the_harness_tools_and_a_session_whose_tool_is_missing_is_refused
     delete_local_sandboxes(&home.server_data());
 }
 
-/// The real `codex app-server` (against the fake OpenAI API of tests/support/fake_openai.rs) whose
+/// The real `codex app-server` (against the fake OpenAI API of tests/it/support/fake_openai.rs) whose
 /// saved thread is gone — the failure injected by deleting its rollouts (`~/.codex/sessions`) in
 /// the sandbox: after a kill -9 of `lap serve`, the new app-server cannot resume the session's
 /// thread, and a new thread takes the turn instead of the turn failing. The resume that works is
-/// proved in tests/codex_e2e.rs.
+/// proved in tests/it/codex_e2e.rs.
 #[test]
 fn codex_app_server_replaces_a_thread_it_cannot_resume() {
     const KEY: &str = "sk-proj-TheRealOpenAiKeyThatOnlyTheVaultHolds-resume-0123456789";
@@ -841,7 +841,7 @@ fn laps_own_cli_chat_route_works_from_the_first_message() {
 /// Failure injection with a stand-in `opencode serve` (tests/fake_opencode.py) that refuses a prompt
 /// (400 to `prompt_async`, which the real one does not do on cue): the turn fails with its answer,
 /// and the next prompt is answered. Replies, tool calls, streaming, abort and resume are proved with
-/// the real opencode (tests/opencode_e2e.rs), and its bus below.
+/// the real opencode (tests/it/opencode_e2e.rs), and its bus below.
 #[test]
 fn an_opencode_prompt_refusal_fails_the_turn_with_its_answer() {
     let world = StandIn::new("opencode", "anthropic/claude-fake", &python_command(FAKE_OPENCODE));

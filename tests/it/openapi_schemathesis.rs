@@ -9,7 +9,7 @@
 //!
 //! Excluded: the WebSocket and SSE routes (`…/tty`, `…/portforward/{port}`, `…/events`,
 //! `…/message_stream`) and the port proxy (`…/ports/{port}/{path}`), whose bodies schemathesis
-//! cannot speak; tests/tty.rs, tests/ports.rs and tests/messages.rs cover them. The few statuses
+//! cannot speak; tests/it/tty.rs, tests/it/ports.rs and tests/it/messages.rs cover them. The few statuses
 //! that are the documented answer yet count as findings by default are listed, with why, in
 //! tests/schemathesis.toml.
 //!

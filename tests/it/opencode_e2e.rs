@@ -2,7 +2,7 @@
 //! installed by scripts/test.sh): the `opencode` harness (the default of `lap agents create`)
 //! through `lap send`, with no config at all — opencode's built-in `openai` provider reads
 //! `OPENAI_API_KEY` (a stub in the sandbox) and calls `https://api.openai.com/v1/responses`, which
-//! the vault resolves to the fake OpenAI API on this machine's loopback (tests/support/fake_openai.rs,
+//! the vault resolves to the fake OpenAI API on this machine's loopback (tests/it/support/fake_openai.rs,
 //! TLS from a test CA) and where it swaps in the real key. Nothing leaves the machine: egress
 //! defaults to deny, and the agent may reach `api.openai.com` only, which resolves to loopback.
 //!

@@ -4,7 +4,7 @@
 //! time), concurrent claims never share one, the pool refills after claims, recycles sandboxes that
 //! are too old or whose agent changed, survives a restart by adopting what still runs, never loses a
 //! warm sandbox to the reconciler's orphan sweep, and with size 0 everything works as without a
-//! pool. Cloning an agent's repo ahead of time needs real sandboxes; `tests/vault_sandbox.rs`
+//! pool. Cloning an agent's repo ahead of time needs real sandboxes; `tests/it/vault_sandbox.rs`
 //! covers it on the local backend.
 
 use std::collections::{BTreeMap, HashSet};

@@ -755,7 +755,7 @@ fn a_page_from_a_preview_url_cannot_read_or_call_the_web_uis_api() {
 }
 
 /// Chromium, node, and playwright-core in `tests/ui/node_modules` (`npm ci` there once, under the
-/// same lock as tests/ui.rs, so parallel browser tests do not race), or why they are missing.
+/// same lock as tests/it/ui.rs, so parallel browser tests do not race), or why they are missing.
 fn browser_prerequisites(chromium: &str, ui_dir: &Path) -> Result<(), String> {
     if !Path::new(chromium).is_file() {
         return Err(format!("no Chromium at {chromium} (apt-get install chromium)"));

@@ -1,7 +1,7 @@
 //! Aborting a turn from the CLI: `lap sessions abort ID`, and `lap send` turning Ctrl-C (a real
 //! SIGINT to a real `lap send` process) into an abort of its turn. The agent is the real `claude`
 //! (claude-agent-sdk harness) against the echoing fake Anthropic API of
-//! `tests/support/anthropic.rs`, whose model stalls after a first word on [`HANG`]: claude honours
+//! `tests/it/support/anthropic.rs`, whose model stalls after a first word on [`HANG`]: claude honours
 //! the interrupt and ends the turn as aborted; stopped (SIGSTOP) it cannot, and lap serve's grace
 //! kill is what ends the turn. Real local sandboxes, real `lap serve`.
 

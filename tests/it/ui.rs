@@ -8,7 +8,7 @@
 //! in the terminal, resize, see a blocked request in the egress log, sign out. Without Chromium or
 //! Node it is skipped with a banner, or fails under `LAP_TEST_STRICT=1` (as `scripts/test.sh`
 //! sets). A second browser test sends messages to an API-harness agent (the real `claude`, against
-//! the echoing fake Anthropic API of tests/support/anthropic.rs) and watches the reply stream in.
+//! the echoing fake Anthropic API of tests/it/support/anthropic.rs) and watches the reply stream in.
 //! The first one's screenshot of the session page goes to `LAP_UI_SCREENSHOT` when set
 //! (`docs/ui-session.png`, shown in `docs/guide/web-ui.md`, is made that way).
 

@@ -2,7 +2,7 @@
 //! uploaded through the session page lands in the sandbox byte for byte, and downloads back the
 //! same (`tests/ui/files.mjs`, playwright-core driving Debian's `/usr/bin/chromium`). Without
 //! Chromium, Node or a UI built into `lap`, the test is skipped with a banner, or fails under
-//! `LAP_TEST_STRICT=1` (as `scripts/test.sh` sets), like `tests/ui.rs`.
+//! `LAP_TEST_STRICT=1` (as `scripts/test.sh` sets), like `tests/it/ui.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +33,7 @@ fn browser_prerequisites(root: &Path) -> Result<(PathBuf, PathBuf), String> {
         return Err("no `node` on PATH (apt-get install nodejs npm)".to_owned());
     }
     let dir = root.join("tests/ui");
-    // The same lock as tests/ui.rs: one `npm ci` at a time.
+    // The same lock as tests/it/ui.rs: one `npm ci` at a time.
     let lock = std::fs::File::create(std::env::temp_dir().join("lap-tests-ui-npm-ci.lock"))
         .map_err(|e| format!("cannot create the npm lock file: {e}"))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)

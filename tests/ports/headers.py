@@ -1,5 +1,5 @@
 # An HTTP server that answers every GET with the request headers it received, one per line, and
-# sets a cookie of its own (tests/ports.rs runs it inside a sandbox to see what reaches it).
+# sets a cookie of its own (tests/it/ports.rs runs it inside a sandbox to see what reaches it).
 # Usage: python3 headers.py PORT
 import http.server
 import sys

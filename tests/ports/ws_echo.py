@@ -1,4 +1,4 @@
-# A WebSocket echo server from Python's standard library alone (tests/ports.rs runs it inside a
+# A WebSocket echo server from Python's standard library alone (tests/it/ports.rs runs it inside a
 # sandbox): a raw RFC 6455 handshake, then every text or binary message comes back prefixed with
 # `echo:`. Usage: python3 ws_echo.py PORT
 import asyncio

@@ -1,7 +1,7 @@
 // A person talks to an API-harness agent from the web UI: the session page shows a message
 // composer instead of a terminal, a reply streams into the thread, and the conversation is still
-// there after a reload. Run by tests/ui.rs, whose agent `sdk` runs the real `claude` in a real
-// local sandbox, against the echoing fake Anthropic API of tests/support/anthropic.rs.
+// there after a reload. Run by tests/it/ui.rs, whose agent `sdk` runs the real `claude` in a real
+// local sandbox, against the echoing fake Anthropic API of tests/it/support/anthropic.rs.
 //
 // Env: see common.mjs. Prints one `ok: …` line per step; any failed expectation throws.
 

@@ -1,4 +1,4 @@
-// Shared by the browser scripts: the environment tests/ui.rs sets, Chromium, and assertions.
+// Shared by the browser scripts: the environment tests/it/ui.rs sets, Chromium, and assertions.
 //
 // Env: LAP_URL, LAP_MASTER_KEY, LAP_SCREENSHOT (where to save a screenshot), LAP_CHROMIUM.
 

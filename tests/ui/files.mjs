@@ -1,7 +1,7 @@
 // A person moves files through the session page's file browser in headless Chromium: signs in,
-// opens a ready session (made by tests/ui_files.rs), uploads a file into /work, sees it listed with
+// opens a ready session (made by tests/it/ui_files.rs), uploads a file into /work, sees it listed with
 // its size, downloads it back (the browser saves it: an attachment, not a page), opens a directory,
-// and sees a path outside /work and /tmp refused with the server's hint. Run by tests/ui_files.rs
+// and sees a path outside /work and /tmp refused with the server's hint. Run by tests/it/ui_files.rs
 // against a real `lap serve --backend local`.
 //
 // Env: see common.mjs, plus LAP_SESSION (the session's id) and LAP_UPLOAD (bytes to upload, base64).

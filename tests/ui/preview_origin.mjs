@@ -1,4 +1,4 @@
-// tests/ports.rs: the web UI lists a sandbox's ports and opens one on the preview origin; a page
+// tests/it/ports.rs: the web UI lists a sandbox's ports and opens one on the preview origin; a page
 // served from the sandbox there, in a browser signed in to the UI, can neither read nor call the
 // UI's API (the preview has an origin of its own).
 //

@@ -1,7 +1,7 @@
 // A person uses lap's web UI in headless Chromium (Debian's, driven by playwright-core; no browser
 // download): signs in, creates a shell agent through the form, opens a session, types in the
 // browser terminal, resizes the window and sees `stty size` follow, sees a blocked request in the
-// egress log, edits and deletes the agent, signs out. Run by tests/ui.rs against a real `lap serve --backend local`.
+// egress log, edits and deletes the agent, signs out. Run by tests/it/ui.rs against a real `lap serve --backend local`.
 //
 // Env: see common.mjs. Prints one `ok: …` line per step; any failed expectation throws and exits non-zero.
 

@@ -1,4 +1,4 @@
-"""Fixtures: a client of the `lap serve` named by `LAP_URL` and `LAP_MASTER_KEY` (tests/sdk_python.rs
+"""Fixtures: a client of the `lap serve` named by `LAP_URL` and `LAP_MASTER_KEY` (tests/it/sdk_python.rs
 starts a real one, local backend, real sandboxes), a shell agent and a ready session of it."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get("LAP_URL") or not os.environ.get("LAP_MASTER_KEY"):
         raise pytest.UsageError(
             "these tests need a running `lap serve`: set LAP_URL and LAP_MASTER_KEY "
-            "(`cargo nextest run --test sdk_python` starts one and does)"
+            "(`cargo nextest run --test it sdk_python::` starts one and does)"
         )
 
 

@@ -1,6 +1,6 @@
 """Messages through a real API harness: the real `claude` on the `claude-agent-sdk` harness, its
-model the echoing fake Anthropic API of the Rust suite (tests/support/anthropic.rs), which answers
-`echo: TEXT`. tests/sdk_python.rs makes the agent and names it in `LAP_SDK_CLAUDE_AGENT`."""
+model the echoing fake Anthropic API of the Rust suite (tests/it/support/anthropic.rs), which answers
+`echo: TEXT`. tests/it/sdk_python.rs makes the agent and names it in `LAP_SDK_CLAUDE_AGENT`."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.claude
 def claude_session(lap: Client):
     agent = os.environ.get("LAP_SDK_CLAUDE_AGENT")
     if not agent:
-        pytest.skip("no LAP_SDK_CLAUDE_AGENT: run through `cargo nextest run --test sdk_python`")
+        pytest.skip("no LAP_SDK_CLAUDE_AGENT: run through `cargo nextest run --test it sdk_python::`")
     session = ready_session(lap, agent)
     yield session
     lap.sessions.delete(session.id)

@@ -1,5 +1,5 @@
 // What the test files share: a client of the `lap serve` named by `LAP_URL` and `LAP_MASTER_KEY`
-// (tests/sdk_typescript.rs starts a real one, local backend, real sandboxes), a shell agent, ready
+// (tests/it/sdk_typescript.rs starts a real one, local backend, real sandboxes), a shell agent, ready
 // sessions of it, and where the SDK's own files are.
 
 import { randomBytes } from "node:crypto";
@@ -15,7 +15,7 @@ export const BLOCKED_HOST = "blocked.test";
 
 if (!process.env.LAP_URL || !process.env.LAP_MASTER_KEY) {
   throw new Error(
-    "these tests need a running `lap serve`: set LAP_URL and LAP_MASTER_KEY (`cargo nextest run --test sdk_typescript` starts one and does)",
+    "these tests need a running `lap serve`: set LAP_URL and LAP_MASTER_KEY (`cargo nextest run --test it sdk_typescript::` starts one and does)",
   );
 }
 

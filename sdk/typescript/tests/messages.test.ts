@@ -1,6 +1,6 @@
 // Messages through a real API harness: the real `claude` on the `claude-agent-sdk` harness, its
-// model the echoing fake Anthropic API of the Rust suite (tests/support/anthropic.rs), which
-// answers `echo: TEXT`. tests/sdk_typescript.rs makes the agent and names it in
+// model the echoing fake Anthropic API of the Rust suite (tests/it/support/anthropic.rs), which
+// answers `echo: TEXT`. tests/it/sdk_typescript.rs makes the agent and names it in
 // `LAP_SDK_CLAUDE_AGENT`.
 
 import assert from "node:assert/strict";
@@ -10,8 +10,8 @@ import { Client, isTuiReply, messageText, type Event, type Session, type StreamF
 import { deleteQuietly, readySession } from "./helpers.js";
 
 const agent = process.env.LAP_SDK_CLAUDE_AGENT;
-// Without the agent every test here skips (tests/sdk_typescript.rs fails a run with a skip).
-const needs = { skip: agent ? false : "no LAP_SDK_CLAUDE_AGENT: run through `cargo nextest run --test sdk_typescript`" };
+// Without the agent every test here skips (tests/it/sdk_typescript.rs fails a run with a skip).
+const needs = { skip: agent ? false : "no LAP_SDK_CLAUDE_AGENT: run through `cargo nextest run --test it sdk_typescript::`" };
 
 const lap = new Client();
 let session: Session;

@@ -4,7 +4,7 @@
 //! `lap vault sidecar` container), a Secret and a NetworkPolicy; per session, when workspaces are
 //! kept, a PersistentVolumeClaim mounted at `/work` ([`workspace_claim`]) and its CSI
 //! VolumeSnapshots ([`volume_snapshot`]). Nothing here talks to a cluster; the golden tests
-//! (`tests/kube_manifests.rs`) pin the exact JSON and were reviewed by hand.
+//! (`tests/it/kube_manifests.rs`) pin the exact JSON and were reviewed by hand.
 //!
 //! Invariants this module keeps:
 //! - **Real values stay in the vault container.** The Secret holds the binding (real credential

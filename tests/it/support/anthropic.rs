@@ -18,12 +18,12 @@
 //!   gets `ran: OUTPUT`;
 //! - text starting with [`RUN_LAP_MCP`] `SESSION COMMAND`: a call of lap's MCP tool `run_command`
 //!   ([`LAP_MCP_TOOL`]) with that session and shell command; the request that carries its result
-//!   gets `ran: OUTPUT` (tests/mcp.rs);
+//!   gets `ran: OUTPUT` (tests/it/mcp.rs);
 //! - text starting with [`OVERLOADED`]: 529 to the first [`OVERLOADS`] requests of that text (the CLI
 //!   retries them, backing off), then the echo.
 //!
 //! Its pieces (the error object, the SSE events, the readers of a request) are public for
-//! tests/claude_e2e.rs, whose own fake answers with fixed words.
+//! tests/it/claude_e2e.rs, whose own fake answers with fixed words.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -177,7 +177,7 @@ impl Drop for World {
 }
 
 /// Listens on the first free 127.0.0.x:443 (x from 40) with TLS for any name from `ca`; returns
-/// the address. [`World::start`] puts a `lap serve` in front of it; tests/kube_e2e.rs a pod's vault.
+/// the address. [`World::start`] puts a `lap serve` in front of it; tests/it/kube_e2e.rs a pod's vault.
 pub async fn serve(
     ca: Arc<CertificateAuthority>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -226,7 +226,7 @@ pub async fn serve(
 }
 
 /// The same fake over plain HTTP on `127.0.0.1:0`, for a tool run on this machine outside any
-/// sandbox (tests/mcp.rs runs `claude` with `ANTHROPIC_BASE_URL` set to it); returns the address.
+/// sandbox (tests/it/mcp.rs runs `claude` with `ANTHROPIC_BASE_URL` set to it); returns the address.
 pub async fn serve_plain(seen: Arc<Mutex<Vec<Seen>>>, handler: Handler) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
