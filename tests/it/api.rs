@@ -10,7 +10,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -204,20 +204,16 @@ impl App {
     /// Polls a session until it has `status`, failing after [`BRING_UP_DEADLINE`].
     async fn wait_for_status(&self, session: &Value, status: &str) -> Value {
         let path = format!("{SESSIONS}/{}", str_of(&session["id"]));
-        let deadline = Instant::now() + BRING_UP_DEADLINE;
-        loop {
+        crate::support::wait_until_async(&format!("the session {status}"), BRING_UP_DEADLINE, || async {
             let reply = self.get(&path).await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
             if reply.body["status"] == status {
-                return reply.body;
+                Ok(reply.body)
+            } else {
+                Err(reply.raw)
             }
-            assert!(
-                Instant::now() < deadline,
-                "session never became {status}; last seen: {}",
-                reply.raw
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await
     }
 
     /// A session of `agent` that is `ready`.

@@ -26,7 +26,8 @@ use crate::support::anthropic::{
 };
 use crate::support::lap;
 use crate::support::tmux::Tmux;
-use crate::support::vendor::{Reply, Seen, World, require, send_until, tool_path_env, until, wait_within};
+use crate::support::vendor::{Reply, Seen, World, send_until, tool_path_env};
+use crate::support::{require, wait_until, wait_within};
 
 const HOST: &str = "api.anthropic.com";
 const REAL_KEY: &str = "sk-ant-api03-TheRealKeyThatOnlyTheVaultHolds-0123456789";
@@ -274,7 +275,7 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
     assert_eq!(out.status.code(), Some(1), "{printed}\n{stderr}\n{}", context(&world));
     assert!(stderr.contains("abort"), "{stderr}");
     assert!(took < ABORT_PROMPTLY, "{took:?}");
-    until(CLAUDE_WAIT, "the CLI giving up the held response", || {
+    wait_until("the CLI giving up the held response", CLAUDE_WAIT, || {
         *world.hangs_ended.lock().unwrap() >= 1
     });
     // Ctrl-C in `lap send` aborts the turn the same way (exit 130).
@@ -291,7 +292,7 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
     let printed = reader.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{printed}\n{stderr}\n{}", context(&world));
-    until(CLAUDE_WAIT, "the CLI giving up the second held response", || {
+    wait_until("the CLI giving up the second held response", CLAUDE_WAIT, || {
         *world.hangs_ended.lock().unwrap() >= 2
     });
     // A model that never starts answering (no status line even): the abort ends that turn too.
@@ -304,7 +305,7 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    until(CLAUDE_WAIT, "the silent turn reaching the fake", || {
+    wait_until("the silent turn reaching the fake", CLAUDE_WAIT, || {
         turns(&world)
             .iter()
             .any(|(_, body)| last_user_text(body).contains(SILENT))
@@ -319,7 +320,7 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
         String::from_utf8_lossy(&out.stderr),
         context(&world)
     );
-    until(CLAUDE_WAIT, "the CLI giving up the silent request", || {
+    wait_until("the CLI giving up the silent request", CLAUDE_WAIT, || {
         *world.hangs_ended.lock().unwrap() >= 3
     });
     let after_abort = lap(&world.home, ["send", "claude", "After the abort."]);

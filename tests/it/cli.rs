@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use insta::assert_snapshot;
 
+use crate::support;
 use crate::support::{Home, TestServer, lap};
 
 /// A home whose server has started once, so the client config exists, with agent `demo`.
@@ -1353,11 +1354,9 @@ fn metrics_are_open_to_a_loopback_peer() {
 #[test]
 fn admin_stats_show_the_warm_pool_filled_for_the_harness_in_use_and_claims() {
     let (home, _server) = home_with_demo();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while lap(&home, ["admin", "stats", "--json"]).success().json()["warm_pool"]["ready"] != 2 {
-        assert!(std::time::Instant::now() < deadline, "the pool never filled");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    support::wait_until("the pool filled", std::time::Duration::from_secs(10), || {
+        lap(&home, ["admin", "stats", "--json"]).success().json()["warm_pool"]["ready"] == 2
+    });
     let id = lap(&home, ["sessions", "create", "demo"]).success().out().to_owned();
     let stats = lap(&home, ["admin", "stats", "--json"]).success().json();
     let pool = &stats["warm_pool"];

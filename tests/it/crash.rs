@@ -9,8 +9,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support;
 use crate::support::{Home, TestServer, lap};
 
 const ROUNDS: usize = 3;
@@ -80,19 +81,20 @@ fn kill_9_during_create_and_delete_churn_loses_nothing_and_leaves_no_orphan() {
             lap(&home, ["sessions", "delete", session["id"].as_str().unwrap()]).success();
         }
     }
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let (ready, warm) = warm_pool(&home);
-        let dirs = sandbox_dirs(&server);
-        if dirs == warm && harness_processes(&server).is_subset(&warm) && ready == POOL_SIZE {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sandboxes other than the warm pool's {warm:?} left after deleting every session: {dirs:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_until(
+        "only the warm pool's sandboxes left after deleting every session",
+        SETTLE,
+        || {
+            let (ready, warm) = warm_pool(&home);
+            let dirs = sandbox_dirs(&server);
+            let settled = dirs == warm && harness_processes(&server).is_subset(&warm) && ready == POOL_SIZE;
+            if settled {
+                Ok(())
+            } else {
+                Err(format!("warm pool {warm:?}, sandboxes {dirs:?}"))
+            }
+        },
+    );
 }
 
 /// The warm pool: how many are ready, and the ids of its sandboxes (warming too).
@@ -184,8 +186,7 @@ fn harness_processes(server: &TestServer) -> BTreeSet<String> {
 
 /// Waits until the sessions and sandboxes agree, and returns the ready sessions' ids.
 fn settled(home: &Home, server: &TestServer, round: usize) -> Vec<String> {
-    let deadline = Instant::now() + SETTLE;
-    loop {
+    support::wait_until(&format!("round {round} settled"), SETTLE, || {
         let sessions = sessions(home);
         let ready: Vec<&serde_json::Value> = sessions.iter().filter(|s| s["status"] == "ready").collect();
         let (warm_ready, warm) = warm_pool(home);
@@ -203,13 +204,11 @@ fn settled(home: &Home, server: &TestServer, round: usize) -> Vec<String> {
                     );
                 }
             }
-            return ready.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
+            return Ok(ready.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect());
         }
-        assert!(
-            Instant::now() < deadline,
-            "round {round}: not settled: {creating} creating, orphan dirs {orphan_dirs:?}, orphan processes \
-             {orphan_processes:?}, {warm_ready} of {POOL_SIZE} warm sandboxes ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Err(format!(
+            "{creating} creating, orphan dirs {orphan_dirs:?}, orphan processes {orphan_processes:?}, \
+             {warm_ready} of {POOL_SIZE} warm sandboxes ready"
+        ))
+    })
 }

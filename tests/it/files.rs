@@ -67,15 +67,15 @@ impl Drop for Fixture {
 fn ready_session(home: &Home, agent: &str) -> String {
     let session = lap(home, ["--json", "sessions", "create", agent]).success().json();
     let id = session["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + READY_WAIT;
-    loop {
+    support::wait_until(&format!("session {id} ready"), READY_WAIT, || {
         let shown = lap(home, ["--json", "sessions", "show", &id]).success().json();
         match shown["status"].as_str() {
-            Some("ready") => return id,
-            Some("creating") if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            other => panic!("session {id} is {other:?} (waited {READY_WAIT:?}): {shown}"),
+            Some("ready") => Ok(()),
+            Some("creating") => Err(shown),
+            other => panic!("session {id} is {other:?}: {shown}"),
         }
-    }
+    });
+    id
 }
 
 /// A blocking HTTP client for the routes' status codes and headers.

@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 
 use crate::support;
 use crate::support::lap;
+use crate::support::require;
 use crate::support::tmux::Tmux;
-use crate::support::vendor::{Answer, Seen, World, require, tool_path_env};
+use crate::support::vendor::{Answer, Seen, World, tool_path_env};
 
 const HOST: &str = "generativelanguage.googleapis.com";
 const REAL_KEY: &str = "AIzaSyTheRealGeminiKeyOnlyTheVaultHolds0123";
@@ -184,22 +185,22 @@ fn open_in(world: &World, terminal: &str, name: &str) -> Tmux {
 /// Waits until the pane shows `expected`; on timeout, fails with the pane, what the fake API saw
 /// and the session's egress log.
 fn until_shown(world: &World, tmux: &Tmux, what: &str, expected: &str) -> String {
-    let deadline = std::time::Instant::now() + GEMINI_WAIT;
-    loop {
+    let shown = support::try_wait_until(GEMINI_WAIT, || {
         let screen = tmux.screen();
         if screen.contains(expected) {
-            return screen;
+            Ok(screen)
+        } else {
+            Err(screen)
         }
-        if std::time::Instant::now() > deadline {
-            let egress = lap(&world.home, ["--json", "sessions", "egress", &session(world)]);
-            panic!(
-                "timed out waiting for {what}; pane:\n{screen}\nthe fake API saw: {:#?}\negress: {egress}\nserver log:\n{}",
-                world.seen(),
-                world.server.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
+    shown.unwrap_or_else(|screen| {
+        let egress = lap(&world.home, ["--json", "sessions", "egress", &session(world)]);
+        panic!(
+            "timed out waiting for {what}; pane:\n{screen}\nthe fake API saw: {:#?}\negress: {egress}\nserver log:\n{}",
+            world.seen(),
+            world.server.log()
+        );
+    })
 }
 
 /// Types `text` and presses Enter once the input box shows it: Ink reads keys that arrive together

@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 
 use crate::support;
 use crate::support::lap;
+use crate::support::require;
 use crate::support::tmux::Tmux;
-use crate::support::vendor::{Answer, Seen, World, require, tool_path_env};
+use crate::support::vendor::{Answer, Seen, World, tool_path_env};
 
 const HOST: &str = "api.openai.com";
 const REAL_KEY: &str = "sk-proj-TheRealOpenAiKeyOnlyTheVaultHolds0123456789";
@@ -108,25 +109,25 @@ fn openai_api(request: &Seen) -> Answer {
 }
 
 fn until_shown(world: &World, tmux: &Tmux, what: &str, expected: &str) -> String {
-    let deadline = std::time::Instant::now() + HERMES_WAIT;
-    loop {
+    let shown = support::try_wait_until(HERMES_WAIT, || {
         let screen = tmux.screen();
         if screen.contains(expected) {
-            return screen;
+            Ok(screen)
+        } else {
+            Err(screen)
         }
-        if std::time::Instant::now() > deadline {
-            let id = lap(&world.home, ["--json", "sessions", "list"]).success().json()[0]["id"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            let egress = lap(&world.home, ["--json", "sessions", "egress", &id]);
-            panic!(
-                "timed out waiting for {what}; pane:\n{screen}\nthe fake API saw: {:#?}\negress: {egress}",
-                world.seen()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
+    shown.unwrap_or_else(|screen| {
+        let id = lap(&world.home, ["--json", "sessions", "list"]).success().json()[0]["id"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let egress = lap(&world.home, ["--json", "sessions", "egress", &id]);
+        panic!(
+            "timed out waiting for {what}; pane:\n{screen}\nthe fake API saw: {:#?}\negress: {egress}",
+            world.seen()
+        );
+    })
 }
 
 fn say(world: &World, tmux: &Tmux, text: &str) -> String {

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use insta::assert_snapshot;
 
@@ -72,7 +72,7 @@ fn login_keeps_the_master_key_in_the_os_keyring_when_a_session_bus_is_there() {
     let home = Home::new();
     let _r = home.redactions();
 
-    let mut child = Command::new("dbus-run-session")
+    let child = Command::new("dbus-run-session")
         .args(["--", "sh", "-c", SCRIPT])
         .env_clear()
         // No `LAP_CREDENTIAL_STORE`: the CLI picks the store itself; dbus-run-session provides
@@ -87,15 +87,7 @@ fn login_keeps_the_master_key_in_the_os_keyring_when_a_session_bus_is_there() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn dbus-run-session");
-    let deadline = Instant::now() + SESSION_TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the keyring session did not finish within {SESSION_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let session = child.wait_with_output().unwrap();
+    let session = support::wait_within(child, SESSION_TIMEOUT, "the keyring session");
     assert!(
         session.status.success(),
         "dbus-run-session failed: {}\n{}",

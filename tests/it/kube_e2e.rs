@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use lap::sandbox::kube::manifest;
@@ -505,19 +505,11 @@ impl Cluster {
 
     /// Polls session `id` until `done` holds; returns it.
     async fn session_until(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        support::wait_until_async(&format!("session {id} {what}"), WAIT, || async {
             let shown = self.show(id);
-            if done(&shown) {
-                return shown;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "session {id} never got {what}: {shown}\n{}",
-                self.server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            if done(&shown) { Ok(shown) } else { Err(shown) }
+        })
+        .await
     }
 
     /// Creates a session of `agent` and waits until it is `ready`; returns its id and pod.
@@ -531,15 +523,15 @@ impl Cluster {
 
     /// Polls the fake API until `done` holds of the pods' names.
     async fn pods_until(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        support::wait_until_async(&format!("the pods {what}"), WAIT, || async {
             let pods = self.api.names("pods");
             if done(&pods) {
-                return pods;
+                Ok(pods)
+            } else {
+                Err(format!("{pods:?}"))
             }
-            assert!(Instant::now() < deadline, "the pods never got {what}: {pods:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// The pod's vault proxy and the CA bundle its harness trusts.
@@ -576,16 +568,16 @@ impl Cluster {
 
     /// Session `id`'s egress log once `done` holds of it.
     async fn egress_until(&self, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        support::wait_until_async("the egress log", WAIT, || async {
             let records = self.lap_json(&["--json", "sessions", "egress", id]);
             let records = records.as_array().unwrap().clone();
             if done(&records) {
-                return records;
+                Ok(records)
+            } else {
+                Err(format!("{records:?}"))
             }
-            assert!(Instant::now() < deadline, "the egress log never got there: {records:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
     }
 
     /// The kube API as `kubectl` would use it, namespace `lap`.
@@ -789,8 +781,7 @@ async fn a_person_attaches_to_a_kube_session_in_tmux_types_resizes_and_the_agent
 
     // SIGWINCH reaches `lap`, which resizes the pod's PTY through the port-forward.
     tmux.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"]);
-    let deadline = Instant::now() + WAIT;
-    loop {
+    support::wait_until("the PTY to take 40x120", WAIT, || {
         tmux.keys("clear; stty size\n");
         let screen = tmux.until("stty's answer after a clear", |s| {
             !s.contains("clear; stty size")
@@ -798,10 +789,11 @@ async fn a_person_attaches_to_a_kube_session_in_tmux_types_resizes_and_the_agent
                     .any(|l| l.trim().split(' ').count() == 2 && l.trim().split(' ').all(|n| n.parse::<u16>().is_ok()))
         });
         if has_line(&screen, "40 120") {
-            break;
+            Ok(())
+        } else {
+            Err(screen)
         }
-        assert!(Instant::now() < deadline, "the PTY never took 40x120:\n{screen}");
-    }
+    });
 
     // The agent's exit is `lap`'s exit code, and it ends the session and its pod.
     tmux.keys("exit 5\n");
@@ -823,11 +815,7 @@ async fn a_warm_pod_is_claimed_by_label_patch_and_the_pool_makes_the_next() {
         let warm = cluster.lap_json(&["--json", "admin", "stats"]);
         warm["warm_pool"]["ready"] == 1
     };
-    let deadline = Instant::now() + WAIT;
-    while !warm_ready() {
-        assert!(Instant::now() < deadline, "the warm pod never got ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_until_async("the warm pod ready", WAIT, || async { warm_ready() }).await;
     let labels = cluster.api.get("pods", &warm).unwrap()["metadata"]["labels"].clone();
     assert_eq!(labels[manifest::WARM], "true");
     assert!(labels.get(manifest::SESSION).is_none(), "{labels}");
@@ -1000,20 +988,19 @@ async fn a_server_started_while_the_api_is_down_takes_no_session_until_it_answer
     assert!(out.stderr.contains("hint: lap serve keeps trying"), "{out}");
     // The API answers again: recovery runs, the old session is adopted, new ones are taken.
     cluster.api.set_down(false).await;
-    let deadline = Instant::now() + WAIT;
-    let created = loop {
+    let created = support::wait_until_async("lap serve recovered", WAIT, || async {
         let out = cluster
             .home
             .lap()
             .env("GITHUB_TOKEN", REAL)
             .run(["sessions", "create", "coder"]);
         if out.code == 0 {
-            break out.stdout.trim().to_owned();
+            return Ok(out.stdout.trim().to_owned());
         }
         assert!(out.stderr.contains("not recovered"), "{out}");
-        assert!(Instant::now() < deadline, "lap serve never recovered: {out}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        Err(out)
+    })
+    .await;
     assert_eq!(cluster.show(&created)["status"], "ready");
     assert_eq!(cluster.show(&id)["status"], "ready");
     let out = cluster.home.lap().run(["exec", &id, "--", "echo", "adopted"]);
@@ -1048,15 +1035,14 @@ async fn an_idle_kube_session_is_reaped_with_its_pod() {
         .pods_until("the reaped pod deleted", |pods| !pods.contains(&pod))
         .await;
     // The reaper's last step deletes the workspace claim with the session.
-    let deadline = Instant::now() + WAIT;
-    while !(cluster.claims_of(&id).is_empty() && cluster.claims_of(stray).is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "claims left: {:?}",
-            cluster.api.names("persistentvolumeclaims")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_until_async("no claims left", WAIT, || async {
+        if cluster.claims_of(&id).is_empty() && cluster.claims_of(stray).is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{:?}", cluster.api.names("persistentvolumeclaims")))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1065,11 +1051,10 @@ async fn a_warm_pod_that_is_evicted_leaves_the_pool_and_is_replaced() {
     cluster.create_agent("coder");
     let warm = cluster.pods_until("a warm pod", |pods| pods.len() == 1).await[0].clone();
     let stats = || cluster.lap_json(&["--json", "admin", "stats"]);
-    let deadline = Instant::now() + WAIT;
-    while stats()["warm_pool"]["ready"] != 1 {
-        assert!(Instant::now() < deadline, "the warm pod never got ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_until_async("the warm pod ready", WAIT, || async {
+        stats()["warm_pool"]["ready"] == 1
+    })
+    .await;
     cluster.api.set_pod_status(
         &warm,
         json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
@@ -1078,11 +1063,10 @@ async fn a_warm_pod_that_is_evicted_leaves_the_pool_and_is_replaced() {
         .pods_until("the evicted pod replaced", |pods| pods.len() == 1 && pods[0] != warm)
         .await;
     // The new one is what a session gets.
-    let deadline = Instant::now() + WAIT;
-    while stats()["warm_pool"]["ready"] != 1 {
-        assert!(Instant::now() < deadline, "the new warm pod never got ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_until_async("the new warm pod ready", WAIT, || async {
+        stats()["warm_pool"]["ready"] == 1
+    })
+    .await;
     let session = cluster.lap_json(&["--json", "sessions", "create", "coder"]);
     assert_eq!(session["status"], "ready", "{session}");
     assert_eq!(pod_of(&session), pods[0]);
@@ -1094,7 +1078,7 @@ async fn the_real_claude_answers_messages_in_an_isolated_pod_and_its_key_is_swap
     // (`exec_stream` over the port-forward), in a pod whose network and mounts are its own: its only
     // way out is its vault container, which sends api.anthropic.com to the fake Anthropic API.
     use support::anthropic::{self, HOST, MODEL, REAL_KEY, RUN_PWD, echo};
-    if !support::vendor::require("claude", "npm install -g @anthropic-ai/claude-code") {
+    if !support::require("claude", "npm install -g @anthropic-ai/claude-code") {
         return;
     }
     let (cluster, seen) = Cluster::start_isolated(&["--warm-pool-size", "0"], HOST, anthropic::handler()).await;
@@ -1416,8 +1400,7 @@ async fn a_pods_port_is_reached_through_its_harness_connection_by_port_forward_a
     let _server = KillOnDrop(out.stdout.trim().parse().expect("the server's pid"));
 
     // Listed by the pod's harness; the pod's own ports (its harness's, the sidecar's) are not.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    support::wait_until_async(&format!("port {port} listed"), WAIT, || async {
         let listed = cluster.lap_json(&["--json", "sessions", "ports", &id]);
         let ports: Vec<u64> = listed["ports"]
             .as_array()
@@ -1427,11 +1410,12 @@ async fn a_pods_port_is_reached_through_its_harness_connection_by_port_forward_a
             .collect();
         assert!(!ports.contains(&u64::from(manifest::HARNESS_PORT)), "{ports:?}");
         if ports.contains(&u64::from(port)) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{ports:?}"))
         }
-        assert!(Instant::now() < deadline, "port {port} never listed: {ports:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let page = format!("pod-page-{id}");
 
     // The proxy path, through the harness connection (the API server's port-forward to the pod's

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lap::sandbox::harness::ExecOutput;
 use lap::sandbox::local::Local;
@@ -373,11 +373,7 @@ async fn a_fresh_backend_adopts_running_sandboxes_and_sweeps_dead_ones() {
 
     let pid = restarted.state(&killed.id).unwrap().pid;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let deadline = Instant::now() + WAIT;
-    while still_running(pid) {
-        assert!(Instant::now() < deadline, "PID 1 did not die");
-        tokio::task::yield_now().await;
-    }
+    crate::support::wait_until_async("PID 1 dead", WAIT, || async { !still_running(pid) }).await;
     assert_eq!(restarted.list().await.unwrap(), vec![kept]);
     assert!(!fx.dir.path().join("sandboxes").join(&killed.id).exists());
 }
@@ -463,7 +459,12 @@ fn an_unprivileged_user_gets_the_same_sandbox_in_a_user_namespace() {
     let nobody = Some(nix::unistd::Uid::from_raw(NOBODY));
     nix::unistd::chown(dir.path(), nobody, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "local_sandbox::unprivileged_checks_as_nobody", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "local_sandbox::unprivileged_checks_as_nobody",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(UNPRIVILEGED_DATA_DIR, dir.path())
         .uid(NOBODY)
         .gid(NOBODY)
@@ -586,11 +587,9 @@ fn lap_exec_runs_a_command_in_a_session_and_survives_a_killed_server() {
     server.json(&["--json", "agents", "create", "demo", "--harness", "shell"]);
     let session = server.json(&["--json", "sessions", "create", "demo"]);
     let id = session["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + WAIT;
-    while server.json(&["--json", "sessions", "show", &id])["status"] != "ready" {
-        assert!(Instant::now() < deadline, "the session did not become ready");
-        std::thread::yield_now();
-    }
+    crate::support::wait_until("the session ready", WAIT, || {
+        server.json(&["--json", "sessions", "show", &id])["status"] == "ready"
+    });
 
     let out = server.lap(
         &[
@@ -793,29 +792,21 @@ async fn pid_1_reaps_orphans_and_sigterm_stops_the_sandbox() {
     // The background sleep outlives its shell, is re-parented to PID 1, and exits there.
     let orphan = fx.sh(&sandbox.id, "sleep 0.01 >/dev/null 2>&1 & echo $!").await;
     let orphan_pid = orphan.stdout_str().trim().to_owned();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    crate::support::wait_until_async("the orphan reaped", WAIT, || async {
         let stat = fx
             .sh(&sandbox.id, &format!("cat /proc/{orphan_pid}/stat 2>/dev/null; true"))
             .await;
         if stat.stdout_str().is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(stat.stdout_str().to_owned())
         }
-        assert!(
-            Instant::now() < deadline,
-            "the orphan was never reaped: {}",
-            stat.stdout_str()
-        );
-        tokio::task::yield_now().await;
-    }
+    })
+    .await;
 
     let pid = fx.local.state(&sandbox.id).unwrap().pid;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + WAIT;
-    while still_running(pid) {
-        assert!(Instant::now() < deadline, "SIGTERM did not stop the sandbox");
-        tokio::task::yield_now().await;
-    }
+    crate::support::wait_until_async("the sandbox stopped by SIGTERM", WAIT, || async { !still_running(pid) }).await;
     assert!(fx.local.list().await.unwrap().is_empty());
 }
 
@@ -909,7 +900,7 @@ fn agent_processes(pid1: i32) -> Vec<(i32, u32)> {
 #[tokio::test]
 async fn as_root_each_sandbox_agent_has_its_own_host_uid_and_cannot_reach_the_others_work() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED: one host uid per sandbox needs `lap serve` as root (CI runs as root)");
+        crate::support::skip("one host uid per sandbox needs `lap serve` as root (CI runs as root)");
         return;
     }
     let fx = Fixture::new().await;
@@ -926,14 +917,9 @@ async fn as_root_each_sandbox_agent_has_its_own_host_uid_and_cannot_reach_the_ot
     // The agents, seen from the host: each runs as its own uid.
     let find = |id: &str| {
         let pid1 = fx.local.state(id).unwrap().pid;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(found) = agent_processes(pid1).first() {
-                return *found;
-            }
-            assert!(Instant::now() < deadline, "no agent process in sandbox {id}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::support::wait_until(&format!("an agent process in sandbox {id}"), WAIT, || {
+            agent_processes(pid1).first().copied()
+        })
     };
     let (pid_a, uid_a) = find(&a.id);
     let (pid_b, uid_b) = find(&b.id);
@@ -985,8 +971,8 @@ async fn landlock_confines_the_agents_writes_and_the_agent_dies_first_on_oom() {
     assert!(harness_adj == -500 || harness_adj == 0, "{harness_adj}; {log}");
 
     let Some(abi) = lap::sandbox::local::landlock::kernel_abi() else {
-        eprintln!("SKIPPED: THIS KERNEL HAS NO LANDLOCK; the Landlock part of this test did not run");
         assert!(log.contains("Landlock is not available"), "{log}");
+        crate::support::skip("this kernel has no Landlock: the Landlock part of this test did not run");
         return;
     };
     assert!(log.contains(&format!("Landlock ABI {abi}")), "{log}");

@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 
 use crate::support;
 use crate::support::anthropic::{self, CLAUDE_WAIT, LAP_MCP_TOOL, RUN_LAP_MCP};
-use crate::support::vendor::{require, serve_plain, wait_within};
-use crate::support::{Home, LAP, TestServer, delete_local_sandboxes, lap};
+use crate::support::require;
+use crate::support::vendor::serve_plain;
+use crate::support::{Home, LAP, TestServer, delete_local_sandboxes, lap, wait_within};
 
 /// How long one run of the Python client may take (it has its own deadline inside).
 const CLIENT_WAIT: Duration = Duration::from_secs(300);

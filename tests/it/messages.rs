@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use crate::support;
 use crate::support::anthropic::{self, CLAUDE_WAIT, HANG, HANG_FIRST, MODEL, OVERLOADED, RUN_PWD, echo};
 use crate::support::tmux::Tmux;
-use crate::support::vendor::{send_until, wait_within};
-use crate::support::{Home, TestServer, delete_local_sandboxes, fake_openai, lap, python_command};
+use crate::support::vendor::send_until;
+use crate::support::{Home, TestServer, delete_local_sandboxes, fake_openai, lap, python_command, wait_within};
 
 const PREFIX: &str = "/api/v1/managed_agents";
 /// The stand-in `opencode serve` that refuses a prompt (`tests/fake_opencode.py`).

@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::support::wait_until_async;
+
 const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -133,15 +135,11 @@ impl World {
     }
 
     async fn settled(&self, id: Uuid) -> SessionRow {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        wait_until_async(&format!("session {id} settled"), DEADLINE, || async {
             let row = self.store.get_session(id).await.unwrap().unwrap();
-            if row.status != SessionStatus::Creating {
-                return row;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "session {id} never settled");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            (row.status != SessionStatus::Creating).then_some(row)
+        })
+        .await
     }
 
     /// Sandbox ids of the warm sandboxes ready to be claimed.
@@ -241,13 +239,7 @@ async fn a_claim_hands_out_a_warm_sandbox_bound_to_the_sessions_own_stubs_and_th
 async fn the_pool_refills_on_its_own_after_claims() {
     let w = World::new(2).await;
     w.control.spawn_pool();
-    let wait_full = || async {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while w.ready().await.len() < 2 {
-            assert!(tokio::time::Instant::now() < deadline, "the pool never filled");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
+    let wait_full = || wait_until_async("the pool filled", DEADLINE, || async { w.ready().await.len() >= 2 });
     wait_full().await;
     for _ in 0..3 {
         let row = w.control.create_session(&w.agent, None).await.unwrap();
@@ -371,21 +363,17 @@ async fn warm_sandboxes_older_than_the_maximum_age_are_recycled() {
 
 /// Waits (in paused time) until the ready warm sandboxes satisfy `done`.
 async fn until_ready(w: &World, what: &str, done: impl Fn(&HashSet<String>) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !done(&w.ready().await) {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_async(what, Duration::from_secs(120), || async { done(&w.ready().await) }).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_pool_loop_recycles_by_age_on_its_own_tick() {
     let w = World::new(1).await;
     w.control.spawn_pool();
-    until_ready(&w, "the pool never filled", |ready| ready.len() == 1).await;
+    until_ready(&w, "the pool filled", |ready| ready.len() == 1).await;
     let first = w.ready().await;
     w.advance(MAX_AGE + Duration::from_secs(1));
-    until_ready(&w, "the old sandbox was never replaced", |ready| {
+    until_ready(&w, "the old sandbox replaced", |ready| {
         ready.len() == 1 && ready.is_disjoint(&first)
     })
     .await;

@@ -12,12 +12,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::try_wait_until;
 
 /// How long one `cargo tree` may take (it may have to fetch a crate's manifest from crates.io).
 const CARGO_TREE_TIMEOUT: Duration = Duration::from_secs(300);
-/// How often a running `cargo tree` is polled for its exit.
-const POLL: Duration = Duration::from_millis(50);
 
 /// Crates that only the Linux sandbox, `lap harness` or the Linux keyring need.
 const LINUX_ONLY: &[&str] = &["landlock", "seccompiler", "zbus-secret-service-keyring-store", "zbus"];
@@ -46,20 +46,14 @@ fn tree(target: &str, depth: Option<u32>) -> BTreeSet<String> {
         command.args(["--depth", &depth.to_string()]);
     }
     let mut child = command.spawn().expect("spawn `cargo tree` (is cargo on PATH?)");
-    let started = Instant::now();
-    loop {
-        match child.try_wait().expect("wait for `cargo tree`") {
-            Some(_) => break,
-            None if started.elapsed() > CARGO_TREE_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "`cargo tree --target {target}` did not finish within {CARGO_TREE_TIMEOUT:?}\n\
-                     hint: it may be fetching from crates.io; run it by hand to see where it waits"
-                );
-            }
-            None => std::thread::sleep(POLL),
-        }
+    let exited = try_wait_until(CARGO_TREE_TIMEOUT, || child.try_wait().expect("wait for `cargo tree`"));
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "`cargo tree --target {target}` did not finish within {CARGO_TREE_TIMEOUT:?}\n\
+             hint: it may be fetching from crates.io; run it by hand to see where it waits"
+        );
     }
     let output = child.wait_with_output().expect("read `cargo tree` output");
     assert!(

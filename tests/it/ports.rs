@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -49,15 +49,15 @@ impl Drop for Killed {
 fn ready_session(home: &Home, agent: &str) -> String {
     let session = lap(home, ["--json", "sessions", "create", agent]).success().json();
     let id = session["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    support::wait_until(&format!("session {id} ready"), WAIT, || {
         let shown = lap(home, ["--json", "sessions", "show", &id]).success().json();
         match shown["status"].as_str() {
-            Some("ready") => return id,
-            Some("creating") if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Some("ready") => Ok(()),
+            Some("creating") => Err(shown),
             other => panic!("session {id} is {other:?}: {shown}"),
         }
-    }
+    });
+    id
 }
 
 /// Writes `contents` to `path` inside the sandbox.
@@ -93,8 +93,7 @@ fn start_background(home: &Home, session: &str, command: &str, log: &str) {
 
 /// Waits until `lap sessions ports` lists every one of `ports`; returns the listed ports.
 fn wait_listening(home: &Home, session: &str, ports: &[u16]) -> Vec<u16> {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    support::wait_until(&format!("the sandbox listening on {ports:?}"), WAIT, || {
         let listed = lap(home, ["--json", "sessions", "ports", session]).success().json();
         let listed: Vec<u16> = listed["ports"]
             .as_array()
@@ -103,14 +102,11 @@ fn wait_listening(home: &Home, session: &str, ports: &[u16]) -> Vec<u16> {
             .map(|p| p["port"].as_u64().expect("a port") as u16)
             .collect();
         if ports.iter().all(|p| listed.contains(p)) {
-            return listed;
+            Ok(listed)
+        } else {
+            Err(format!("it listens on {listed:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the sandbox did not listen on {ports:?} within {WAIT:?}; it listens on {listed:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// One HTTP/1.1 exchange.
@@ -530,14 +526,7 @@ fn preview_urls_that_expired_were_tampered_with_revoked_or_belong_elsewhere_are_
     let short = preview_url(&home, &session, 8000, &["--ttl", "3s"]);
     let short_cookie = open_preview(&short).expect("a URL within its TTL works");
     assert!(works(&short_cookie));
-    let deadline = Instant::now() + WAIT;
-    while works(&short_cookie) {
-        assert!(
-            Instant::now() < deadline,
-            "a 3 s preview URL still works after {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    support::wait_until("the 3 s preview URL expired", WAIT, || !works(&short_cookie));
     refused(&short);
     assert_eq!(get(preview_addr, "/", &[("Cookie", &short_cookie)]).status, 403);
 

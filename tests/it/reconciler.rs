@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::support::wait_until_async;
+
 const TTL: Duration = Duration::from_secs(3600);
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -90,15 +92,11 @@ impl World {
 
     /// Waits (bounded) until the session leaves `creating`.
     async fn settled(&self, id: Uuid) -> SessionRow {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        wait_until_async(&format!("session {id} settled"), DEADLINE, || async {
             let row = self.session(id).await;
-            if row.status != SessionStatus::Creating {
-                return row;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "session {id} never settled");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            (row.status != SessionStatus::Creating).then_some(row)
+        })
+        .await
     }
 
     async fn ready_session(&self) -> SessionRow {
@@ -178,11 +176,10 @@ async fn the_reconciler_runs_on_its_own_tick() {
     w.control.spawn_reconciler(Duration::from_secs(2));
     w.fake.delete(row.sandbox_id.as_deref().unwrap()).await.unwrap();
     // Paused time jumps ahead whenever the runtime is idle, so this waits for ticks, not seconds.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while w.session(row.id).await.status != SessionStatus::Dead {
-        assert!(tokio::time::Instant::now() < deadline, "the reconciler never noticed");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_until_async("the reconciler noticing", Duration::from_secs(60), || async {
+        w.session(row.id).await.status == SessionStatus::Dead
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! `lap agents create/edit`, and enforced in the agent's sandboxes — by cgroups where they are
 //! writable, and by rlimits when `lap serve --sandbox-cgroups off` (or the machine) leaves none.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support;
 use crate::support::{Home, TestServer, lap};
@@ -13,15 +13,15 @@ const WAIT: Duration = Duration::from_secs(20);
 fn ready_session(home: &Home, agent: &str) -> String {
     let session = lap(home, ["--json", "sessions", "create", agent]).success().json();
     let id = session["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    support::wait_until(&format!("session {id} ready"), WAIT, || {
         let shown = lap(home, ["--json", "sessions", "show", &id]).success().json();
         match shown["status"].as_str() {
-            Some("ready") => return id,
-            Some("creating") if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Some("ready") => Ok(()),
+            Some("creating") => Err(shown),
             other => panic!("session {id} is {other:?}: {shown}"),
         }
-    }
+    });
+    id
 }
 
 /// The sandbox of a session: its directory under the server's data dir.
@@ -121,7 +121,7 @@ fn an_agents_limits_reach_its_sandboxes_cgroups() {
             .unwrap();
     let cgroups: Vec<std::path::PathBuf> = serde_json::from_value(state["cgroups"].clone()).unwrap();
     if cgroups.is_empty() {
-        eprintln!("SKIPPED: no cgroup hierarchy is writable here; the rlimit test covers this machine");
+        support::skip("no cgroup hierarchy is writable here (the rlimit test covers this machine)");
         return;
     }
     let read = |file: &str| {

@@ -85,7 +85,7 @@ fn run_pytest(python: &Path, home: &Home, server: &TestServer, markers: &str, ex
         .stderr(Stdio::piped())
         .spawn()
         .expect("run pytest");
-    let out = support::vendor::wait_within(child, SUITE_TIMEOUT, "the SDK's pytest suite");
+    let out = support::wait_within(child, SUITE_TIMEOUT, "the SDK's pytest suite");
     let status = out.status;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),

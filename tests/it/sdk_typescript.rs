@@ -87,7 +87,7 @@ fn run(mut command: Command, timeout: Duration, what: &str) -> (std::process::Ex
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let out = support::vendor::wait_within(child, timeout, what);
+    let out = support::wait_within(child, timeout, what);
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     (out.status, text(out.stdout), text(out.stderr))
 }

@@ -77,18 +77,14 @@ impl Send {
     }
 
     fn until(&self, what: &str, done: impl Fn(&str, &str) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        support::wait_until(what, WAIT, || {
             let (out, err) = (self.stdout.lock().unwrap().clone(), self.stderr.lock().unwrap().clone());
             if done(&out, &err) {
-                return;
+                Ok(())
+            } else {
+                Err(format!("stdout:\n{out}\nstderr:\n{err}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\nstdout:\n{out}\nstderr:\n{err}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        });
     }
 
     fn interrupt(&self) {
@@ -97,23 +93,17 @@ impl Send {
 
     /// Waits (at most `within`) for the process to exit; its code.
     fn exit_within(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the readers take the last bytes.
-                std::thread::sleep(Duration::from_millis(100));
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "lap send did not exit within {within:?}\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout.lock().unwrap(),
-                    self.stderr.lock().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let Ok(status) = support::try_wait_until(within, || self.child.try_wait().unwrap()) else {
+            let _ = self.child.kill();
+            panic!(
+                "lap send did not exit within {within:?}\nstdout:\n{}\nstderr:\n{}",
+                self.stdout.lock().unwrap(),
+                self.stderr.lock().unwrap()
+            );
+        };
+        // Let the readers take the last bytes.
+        std::thread::sleep(Duration::from_millis(100));
+        status.code().unwrap_or(-1)
     }
 
     fn stderr(&self) -> String {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -131,8 +131,7 @@ impl Server {
             .json(Method::POST, &format!("{PREFIX}/agents/coder/session"), None)
             .await;
         let id = session["id"].as_str().unwrap().to_owned();
-        let deadline = Instant::now() + DEADLINE;
-        loop {
+        support::wait_until_async(&format!("session {id} ready"), DEADLINE, || async {
             let session = self.json(Method::GET, &format!("{PREFIX}/sessions/{id}"), None).await;
             match session["status"].as_str().unwrap() {
                 "ready" => {
@@ -141,33 +140,30 @@ impl Server {
                         .unwrap()
                         .trim_start_matches("fake://")
                         .to_owned();
-                    return (session, sandbox);
+                    Ok((session, sandbox))
                 }
-                "creating" if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
+                "creating" => Err(session),
                 other => panic!("session ended up {other}: {session}"),
             }
-        }
+        })
+        .await
     }
 
     /// The session's egress log once it holds at least `count` records (they are stored
     /// asynchronously, off the request path).
     async fn egress_log(&self, id: &str, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
+        support::wait_until_async(&format!("{count} egress records"), DEADLINE, || async {
             let log = self
                 .json(Method::GET, &format!("{PREFIX}/sessions/{id}/interceptions"), None)
                 .await;
             let log = log.as_array().unwrap().clone();
             if log.len() >= count {
-                return log;
+                Ok(log)
+            } else {
+                Err(format!("{} records", log.len()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "the egress log has {} records, not {count}",
-                log.len()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await
     }
 
     fn url(&self, host: &str, path: &str) -> String {
@@ -202,21 +198,19 @@ async fn the_sandbox_gets_a_stub_and_the_proxy_setup_never_the_real_value() {
         .json(Method::POST, &format!("{PREFIX}/agents/coder/session"), None)
         .await;
     let other_id = other["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + DEADLINE;
-    let other_sandbox = loop {
+    let other_sandbox = support::wait_until_async("the second session ready", DEADLINE, || async {
         let s = server
             .json(Method::GET, &format!("{PREFIX}/sessions/{other_id}"), None)
             .await;
-        if s["status"] == "ready" {
-            break s["sandbox_url"]
+        (s["status"] == "ready").then(|| {
+            s["sandbox_url"]
                 .as_str()
                 .unwrap()
                 .trim_start_matches("fake://")
-                .to_owned();
-        }
-        assert!(Instant::now() < deadline, "second session never became ready");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+                .to_owned()
+        })
+    })
+    .await;
     let other_env: BTreeMap<String, String> = server.fake.env(&other_sandbox).unwrap().into_iter().collect();
     assert_ne!(&other_env["GITHUB_TOKEN"], stub);
 }
@@ -360,14 +354,10 @@ async fn deleting_the_session_closes_its_egress() {
     server
         .json(Method::DELETE, &format!("{PREFIX}/sessions/{id}"), None)
         .await;
-    let deadline = Instant::now() + DEADLINE;
-    while tokio::net::TcpStream::connect(proxy).await.is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the egress listener is still open after delete"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::wait_until_async("the egress listener closed after delete", DEADLINE, || async {
+        tokio::net::TcpStream::connect(proxy).await.is_err()
+    })
+    .await;
     let log = server
         .json(Method::GET, &format!("{PREFIX}/sessions/{id}/interceptions"), None)
         .await;

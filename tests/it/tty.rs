@@ -4,7 +4,7 @@
 //! Conditions are polled (screen contents, `capture-pane`) with a deadline, never slept for.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use lap::client::{Client, tty_url};
@@ -17,8 +17,6 @@ use crate::support::tmux::Tmux;
 
 /// How long a test waits for a condition it polls.
 const WAIT: Duration = Duration::from_secs(15);
-/// Interval between polls.
-const POLL: Duration = Duration::from_millis(20);
 
 /// `lap serve` with the local backend on a temporary data dir and home; killed on drop, with its
 /// sandboxes.
@@ -224,19 +222,11 @@ fn the_end_of_piped_input_ends_the_shell_even_when_its_first_ctrl_d_is_swallowed
             .unwrap()
             .write_all(format!("echo round-''{round}\n").as_bytes())
             .unwrap();
-        let deadline = Instant::now() + WAIT;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "round {round}: the shell outlived its input:\n{}",
-                    String::from_utf8_lossy(&out.stdout)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = support::wait_within(
+            child,
+            WAIT,
+            &format!("round {round}'s shell (it should end with its input)"),
+        );
         assert_eq!(out.status.code(), Some(0), "round {round}");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -313,16 +303,15 @@ fn an_agent_that_exits_with_nobody_attached_ends_its_session() {
     ]);
     let session = server.json(&["sessions", "create", "brief", "--no-wait"]);
     let id = session["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let session = support::wait_until("the session dead", WAIT, || {
         let session = server.json(&["sessions", "show", &id]);
         if session["status"] == "dead" {
-            assert_eq!(session["failure_reason"], "the agent exited with code 4");
-            break;
+            Ok(session)
+        } else {
+            Err(session)
         }
-        assert!(Instant::now() < deadline, "still {}", session["status"]);
-        std::thread::sleep(POLL);
-    }
+    });
+    assert_eq!(session["failure_reason"], "the agent exited with code 4");
 }
 
 #[test]
@@ -410,17 +399,17 @@ fn a_person_in_tmux_types_resizes_detaches_and_comes_back() {
             == "120x40"
     });
     // SIGWINCH reaches `lap`, which resizes the PTY; asynchronously, so ask until it has.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    support::wait_until("the PTY to take 40x120", WAIT, || {
         tmux.keys("clear; stty size\n");
         let screen = tmux.until("stty's answer after a clear", |s| {
             !s.contains("clear; stty size") && s.lines().any(is_size)
         });
         if has_line(&screen, "40 120") {
-            break;
+            Ok(())
+        } else {
+            Err(screen)
         }
-        assert!(Instant::now() < deadline, "the PTY never took 40x120:\n{screen}");
-    }
+    });
     tmux.keys("echo still-''here\n");
     tmux.until("the marker", |s| has_line(s, "still-here"));
     // Ctrl-D detaches: the outer shell is back, in cooked mode with echo.
@@ -494,15 +483,10 @@ fn collect(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<std:
 }
 
 fn wait_for(what: &str, buf: &std::sync::Mutex<Vec<u8>>, needle: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !String::from_utf8_lossy(&buf.lock().unwrap()).contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {}",
-            String::from_utf8_lossy(&buf.lock().unwrap())
-        );
-        std::thread::sleep(POLL);
-    }
+    support::wait_until(what, WAIT, || {
+        let seen = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+        if seen.contains(needle) { Ok(()) } else { Err(seen) }
+    });
 }
 
 #[test]

@@ -302,13 +302,8 @@ fn run_browser(script: &str, server: &TestServer, home: &Home, screenshot: &Path
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run node");
-    let deadline = std::time::Instant::now() + BROWSER_TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if support::try_wait_until(BROWSER_TIMEOUT, || child.try_wait().unwrap()).is_err() {
+        let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support;
 use crate::support::{Home, TestServer, lap};
@@ -82,14 +82,9 @@ fn a_person_uploads_and_downloads_a_file_through_the_session_page() {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = Instant::now() + READY_WAIT;
-    while lap(&home, ["--json", "sessions", "show", &session]).json()["status"] != "ready" {
-        assert!(
-            Instant::now() < deadline,
-            "session {session} not ready within {READY_WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_until(&format!("session {session} ready"), READY_WAIT, || {
+        lap(&home, ["--json", "sessions", "show", &session]).json()["status"] == "ready"
+    });
     // Bytes no text encoding would keep: every value, twice, and then some.
     let upload: Vec<u8> = (0..70_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -111,13 +106,8 @@ fn a_person_uploads_and_downloads_a_file_through_the_session_page() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run node");
-    let deadline = Instant::now() + BROWSER_TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if support::try_wait_until(BROWSER_TIMEOUT, || child.try_wait().unwrap()).is_err() {
+        let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -970,15 +970,16 @@ async fn the_first_bytes_of_a_stub_in_a_streamed_body_never_reach_an_unbound_hos
         .await
         .unwrap();
     // Wait until the filler has reached the tap: everything before the possible stub went on.
-    let deadline = tokio::time::Instant::now() + EXCHANGE;
-    while w.tapped().iter().filter(|b| **b == b'x').count() < 70_000 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the body's first 70000 bytes never reached the tap ({} did)",
-            w.tapped().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_until_async("the body's first 70000 bytes at the tap", EXCHANGE, || async {
+        let tapped = w.tapped();
+        let filler = tapped.iter().filter(|b| **b == b'x').count();
+        if filler >= 70_000 {
+            Ok(())
+        } else {
+            Err(format!("{} bytes did", tapped.len()))
+        }
+    })
+    .await;
     // Give the vault every chance to send the held-back prefix before the rest arrives.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let early = w.tapped();
@@ -1009,14 +1010,10 @@ async fn the_first_bytes_of_a_stub_in_a_fragmented_websocket_message_never_reach
     websocket::send_frame(&mut ws, false, 0x1, format!("hello {head}").as_bytes()).await;
     // The tap records each frame's unmasked payload; wait for the greeting to arrive (it must:
     // everything before a possible stub goes on), then a little longer.
-    let deadline = tokio::time::Instant::now() + EXCHANGE;
-    while !String::from_utf8_lossy(&w.tapped()).contains("hello") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first fragment's text never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_until_async("the first fragment's text at the tap", EXCHANGE, || async {
+        String::from_utf8_lossy(&w.tapped()).contains("hello")
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let early = w.tapped();
     websocket::send_frame(&mut ws, true, 0x0, tail.as_bytes()).await;

@@ -232,19 +232,21 @@ impl World {
             .unwrap()
             .to_owned();
         self.sessions.push(id.clone());
-        let deadline = Instant::now() + WAIT;
-        loop {
+        let ready = support::try_wait_until(WAIT, || {
             let status = self.json(&["--json", "sessions", "show", &id])["status"].clone();
-            if status == "ready" {
-                return id;
+            match status.as_str() {
+                Some("ready") => Ok(()),
+                Some("creating") => Err(status),
+                _ => panic!("session {id} is {status}, not ready\nserver log:\n{}", self.log()),
             }
-            assert!(
-                status == "creating" && Instant::now() < deadline,
+        });
+        if let Err(status) = ready {
+            panic!(
                 "session {id} is {status}, not ready within {WAIT:?}\nserver log:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(50));
         }
+        id
     }
 
     /// Runs a shell script in a session's sandbox; returns (exit code, stdout + stderr).
@@ -289,24 +291,24 @@ impl World {
 
     /// The agent's report `name` in `session`'s sandbox, once written (within [`WAIT`]).
     fn report(&self, session: &str, name: &str, agent: &std::thread::JoinHandle<(i32, String)>) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        let report = support::try_wait_until(WAIT, || {
             let (code, out) = self.sh(session, &format!("cat \"$HOME/pressure.{name}\" 2>/dev/null"));
             if code == 0 && !out.trim().is_empty() {
-                return serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+                return Some(serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}")));
             }
             assert!(
                 !agent.is_finished(),
                 "the agent in {session} ended before reporting `{name}`\nserver log:\n{}",
                 self.log()
             );
-            assert!(
-                Instant::now() < deadline,
+            None
+        });
+        report.unwrap_or_else(|_| {
+            panic!(
                 "the agent in {session} did not report `{name}` within {WAIT:?}\nserver log:\n{}",
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            )
+        })
     }
 
     /// A plain HTTP/1.1 request to the REST API that must be answered within [`API_DEADLINE`];
@@ -388,8 +390,7 @@ impl World {
 
     /// The session's egress records that refused a tunnel for the limit, within [`WAIT`].
     fn tunnel_limit_records(&self, session: &str) -> usize {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        let refused = support::try_wait_until(WAIT, || {
             let records = self.json(&["--json", "sessions", "egress", session]);
             let text = records.to_string();
             assert!(!text.contains(&self.real), "the egress log holds the real value");
@@ -399,11 +400,9 @@ impl World {
                 .iter()
                 .filter(|r| r.to_string().contains("tunnel-limit"))
                 .count();
-            if refused > 0 || Instant::now() > deadline {
-                return refused;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (refused > 0).then_some(refused)
+        });
+        refused.unwrap_or(0)
     }
 }
 
@@ -575,15 +574,14 @@ fn idle_tunnels_are_closed_after_the_idle_timeout_and_their_places_freed() {
     let (code, out) = agent.join().unwrap();
     assert_eq!(code, 0, "{out}");
     // Closed on both sides: lap serve is back near where it was.
-    let deadline = Instant::now() + WAIT;
-    while w.open_descriptors() > before + 8 {
-        assert!(
-            Instant::now() < deadline,
-            "lap serve still holds {} descriptors ({before} before the tunnels)",
-            w.open_descriptors()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_until(&format!("lap serve back near its {before} descriptors"), WAIT, || {
+        let open = w.open_descriptors();
+        if open <= before + 8 {
+            Ok(())
+        } else {
+            Err(format!("it holds {open}"))
+        }
+    });
     w.assert_no_emfile();
 }
 
@@ -757,8 +755,7 @@ fn a_sidecar_under_a_low_descriptor_limit_outlasts_a_flood_of_tunnels_and_serves
 
     // The agent lets go; the next well-behaved request is served and swapped.
     drop((tunnels, held));
-    let deadline = Instant::now() + WAIT;
-    let (status, output) = loop {
+    let answered = support::try_wait_until(WAIT, || {
         let (status, output) = rt.block_on(support::upstream::curl(
             proxy,
             &vault_ca,
@@ -771,12 +768,13 @@ fn a_sidecar_under_a_low_descriptor_limit_outlasts_a_flood_of_tunnels_and_serves
             ],
         ));
         // A tunnel let go may hold its place until the sidecar sees it closed.
-        if status == 200 || Instant::now() > deadline {
-            break (status, output);
+        if status == 200 {
+            Ok(output)
+        } else {
+            Err(format!("{status}: {output}"))
         }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status, 200, "{output}\nsidecar:\n{}", log.lock().unwrap());
+    });
+    let output = answered.unwrap_or_else(|last| panic!("{last}\nsidecar:\n{}", log.lock().unwrap()));
     assert!(!output.contains(&real), "{output}");
     assert!(
         seen.lock()

@@ -575,18 +575,12 @@ async fn websocket_messages_get_the_bound_stub_swapped_and_real_values_scrubbed_
     ws.close(None).await.unwrap();
     while ws.next().await.is_some() {}
     drop(ws);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let frames = loop {
-        if let Some(record) = w.binding.audit.recent().into_iter().find(|r| r.method == "WS") {
-            break record;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no record of the frames: {:?}",
-            w.binding.audit.recent()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let frames = support::wait_until_async("a record of the frames", std::time::Duration::from_secs(10), || async {
+        let recent = w.binding.audit.recent();
+        let seen = format!("{recent:?}");
+        recent.into_iter().find(|r| r.method == "WS").ok_or(seen)
+    })
+    .await;
     assert_eq!(frames.swapped, ["GITHUB_TOKEN"]);
     assert_eq!(frames.stubs_swapped, [GH_STUB]);
     assert_eq!(frames.scrubbed, ["GITHUB_TOKEN"]);
@@ -1733,17 +1727,12 @@ async fn a_streamed_response_is_recorded_when_its_body_ends_with_what_it_scrubbe
     assert_eq!(status, 200, "{output}");
     assert!(!output.contains(GH_REAL), "{output}");
     let expected = format!("you sent Bearer {GH_STUB}").len() as u64;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let record = loop {
-        if let Some(record) = binding.audit.recent().into_iter().find(|r| r.path == "/streamed") {
-            break record;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no record of the streamed response"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let record = support::wait_until_async(
+        "a record of the streamed response",
+        std::time::Duration::from_secs(10),
+        || async { binding.audit.recent().into_iter().find(|r| r.path == "/streamed") },
+    )
+    .await;
     assert_eq!(record.scrubbed, ["GITHUB_TOKEN"], "{record:?}");
     assert_eq!(record.swapped, ["GITHUB_TOKEN"], "{record:?}");
     assert_eq!(record.bytes_down, Some(expected), "{record:?}");
@@ -1860,16 +1849,17 @@ async fn a_sandbox_over_its_connection_limit_is_refused_and_recorded() {
     assert_eq!(record.block_kind.as_deref(), Some("tunnel-limit"), "{record:?}");
     // Closing one makes room again.
     drop(open.pop());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (_, head) = connect(MAX_OPEN_CONNECTIONS + 1).await;
-        if head.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no room after a tunnel closed: {head}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    support::wait_until_async(
+        "room after a tunnel closed",
+        std::time::Duration::from_secs(5),
+        || async {
+            let (_, head) = connect(MAX_OPEN_CONNECTIONS + 1).await;
+            if head.starts_with("HTTP/1.1 200") {
+                Ok(())
+            } else {
+                Err(head)
+            }
+        },
+    )
+    .await;
 }

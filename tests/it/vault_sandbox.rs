@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
@@ -350,15 +350,10 @@ impl World {
         assert!(agent.status.success(), "{agent:?}");
         let session = world.json(&["--json", "sessions", "create", "coder"]);
         world.session = session["id"].as_str().unwrap().to_owned();
-        let deadline = Instant::now() + WAIT;
-        loop {
+        support::wait_until("the session ready", WAIT, || {
             let status = world.json(&["--json", "sessions", "show", &world.session.clone()])["status"].clone();
-            if status == "ready" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the session did not become ready: {status}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            if status == "ready" { Ok(()) } else { Err(status) }
+        });
         world
     }
 
@@ -415,8 +410,7 @@ impl World {
     /// Polls `lap sessions egress ID --json` until `done` holds for its records (they are stored
     /// in batches, off the request path); asserts no record holds the real value.
     fn egress_until(&self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        support::wait_until(&format!("the egress log showing {what}"), WAIT, || {
             let out = self.lap(&["--json", "sessions", "egress", &self.session], &[]);
             assert!(out.status.success(), "{out:?}");
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -425,12 +419,8 @@ impl World {
                 "the egress log holds the real value: {text}"
             );
             let records: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-            if done(&records) {
-                return records;
-            }
-            assert!(Instant::now() < deadline, "egress log never showed {what}: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            if done(&records) { Ok(records) } else { Err(text) }
+        })
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -668,10 +658,9 @@ else:
     assert!(out.contains(&format!("urllib 200 auth=Bearer {stub}")), "{out}");
     let requests = !out.contains("no requests");
     // scripts/test.sh installs python3-requests, and CI runs it: there, `requests` must be tested.
-    assert!(
-        requests || !support::strict(),
-        "python3-requests is missing (apt-get install python3-requests): {out}"
-    );
+    if !requests {
+        support::skip("python3-requests is missing (apt-get install python3-requests): its part did not run");
+    }
     if requests {
         assert!(out.contains(&format!("requests 200 auth=Bearer {stub}")), "{out}");
     }
@@ -897,17 +886,15 @@ fn a_direct_connection_that_skips_the_proxy_reaches_nothing_on_the_host() {
     // The datagrams went to the sandbox's own loopback. A UDP round trip on the host proves the sink
     // was listening all along, so that every datagram it counted is one of the host's own probes.
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let deadline = Instant::now() + WAIT;
     let mut sent = 0;
-    while datagrams.load(Ordering::SeqCst) == 0 {
+    support::wait_until("the host's own datagram at the UDP sink", WAIT, || {
+        if datagrams.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
         probe.send_to(b"host", ("127.0.0.1", udp_port)).unwrap();
         sent += 1;
-        assert!(
-            Instant::now() < deadline,
-            "the UDP sink never received the host's own datagram"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        false
+    });
     assert!(
         datagrams.load(Ordering::SeqCst) <= sent,
         "a datagram from the sandbox reached the host"
@@ -1029,16 +1016,15 @@ fn a_recent_agent_gets_a_warm_sandbox_with_its_repo_cloned_and_a_claim_binds_the
     );
 
     // Now a recent agent with a repo: the pool makes it a sandbox of its own, repo cloned.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    support::wait_until("a warm sandbox for the agent", Duration::from_secs(60), || {
         let stats = w.json(&["--json", "admin", "stats"]);
         let groups = stats["warm_pool"]["groups"].as_array().unwrap().clone();
         if groups.iter().any(|g| g["agent_name"] == "pooled" && g["ready"] == 1) {
-            break;
+            Ok(())
+        } else {
+            Err(stats)
         }
-        assert!(Instant::now() < deadline, "no warm sandbox for the agent: {stats}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let upload_packs = || {
         w.git_seen
             .lock()

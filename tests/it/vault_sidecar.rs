@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lap::vault::ca::CertificateAuthority;
 use serde_json::json;
@@ -173,16 +173,13 @@ async fn the_sidecar_swaps_with_its_mounted_binding_and_takes_late_binding_only_
     );
 
     assert_eq!(sidecar.admin("GET", "/interceptions", None, "").0, 401);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let records = loop {
+    let records = support::wait_until_async("three interception records", Duration::from_secs(10), || async {
         let (status, body) = sidecar.admin("GET", "/interceptions", Some(TOKEN), "");
         assert_eq!(status, 200, "{body}");
         let records: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-        if records.len() >= 3 || Instant::now() > deadline {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+        if records.len() >= 3 { Ok(records) } else { Err(body) }
+    })
+    .await;
     assert_eq!(records.len(), 3);
     assert_eq!(records[0]["swapped"], json!(["GITHUB_TOKEN"]));
     assert_eq!(records[1]["swapped"], json!(["OPENAI_API_KEY"]));

@@ -13,8 +13,6 @@ use crate::support::{Home, Run, TestServer, lap};
 
 /// How long a test waits for a session to reach a state.
 const SETTLE: Duration = Duration::from_secs(60);
-/// Interval between polls.
-const POLL: Duration = Duration::from_millis(20);
 
 /// A local server; its sandboxes are deleted on drop, even after a failure half-way.
 struct Fixture {
@@ -57,18 +55,15 @@ impl Fixture {
 
     #[track_caller]
     fn wait_status(&self, id: &str, want: &str) {
-        let deadline = Instant::now() + SETTLE;
-        loop {
+        let waited = support::try_wait_until(SETTLE, || {
             let now = self.status(id);
-            if now == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
+            if now == want { Ok(()) } else { Err(now) }
+        });
+        if let Err(now) = waited {
+            panic!(
                 "session {id} is {now}, not {want}, after {SETTLE:?}; server log:\n{}",
                 self.server.log()
             );
-            std::thread::sleep(POLL);
         }
     }
 
@@ -181,11 +176,9 @@ fn a_paused_process_keeps_its_memory_and_counts_on_from_where_it_stopped() {
          >/dev/null 2>&1 &",
     );
     let count = f.workspace(&id).join("count");
-    let deadline = Instant::now() + SETTLE;
-    while read_counter(&count).is_none_or(|n| n < 5) {
-        assert!(Instant::now() < deadline, "the counter never reached 5");
-        std::thread::sleep(POLL);
-    }
+    support::wait_until("the counter at 5", SETTLE, || {
+        read_counter(&count).is_some_and(|n| n >= 5)
+    });
     f.lap(["sessions", "pause", &id]).success();
     let paused = read_counter(&count).expect("a count");
     std::thread::sleep(Duration::from_millis(500));
@@ -270,14 +263,7 @@ fn the_reaper_pauses_then_hibernates_then_deletes_an_idle_session_with_its_works
     f.wait_status(&id, "hibernated");
     assert!(workspace.join("x").exists(), "hibernation keeps the workspace");
     f.wait_status(&id, "dead");
-    let deadline = Instant::now() + SETTLE;
-    while workspace.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the reaped session's workspace is still there"
-        );
-        std::thread::sleep(POLL);
-    }
+    support::wait_until("the reaped session's workspace gone", SETTLE, || !workspace.exists());
 }
 
 #[test]
@@ -409,7 +395,7 @@ impl Drop for Unmount {
 #[test]
 fn a_copy_onto_a_full_disk_is_refused_with_a_hint_and_loses_nothing() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: mounting a small tmpfs as the data dir needs root");
+        support::skip("mounting a small tmpfs as the data dir needs root");
         return;
     }
     let home = Home::new();

@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::vendor::{Answer, Reply, Seen, World, require, tool_path_env};
+use super::require;
+use super::vendor::{Answer, Reply, Seen, World, tool_path_env};
 
 pub const HOST: &str = "api.anthropic.com";
 pub const REAL_KEY: &str = "sk-ant-api03-TheRealKeyThatOnlyTheVaultHolds-echo-0123456789";

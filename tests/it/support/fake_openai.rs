@@ -577,13 +577,7 @@ pub struct World {
 impl World {
     /// `None` (after saying so) when `program` is missing and the run is not strict.
     pub fn start(program: &str, install: &str, key: &'static str) -> Option<Self> {
-        let installed = std::process::Command::new(program)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .is_ok_and(|out| out.status.success());
-        if !installed {
-            super::skip(&format!("`{program}` is not installed ({install})"));
+        if !super::require(program, install) {
             return None;
         }
         let _ = rustls::crypto::ring::default_provider().install_default();

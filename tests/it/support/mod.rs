@@ -6,6 +6,10 @@
 //! on a free loopback port and keeps draining its stderr; [`Lap`] runs the CLI and returns exit code,
 //! stdout and stderr as one [`Run`] whose `Display` is what the snapshots show. [`Home::redactions`]
 //! binds insta filters that replace everything that differs between runs.
+//!
+//! Two rules every test keeps live here once: [`skip`] (and [`require`]) skips a test whose
+//! prerequisite is missing, or fails it under `LAP_TEST_STRICT=1`; [`wait_until`] (and its async
+//! twin) is the one way to poll a condition to a deadline.
 
 pub mod anthropic;
 pub mod fake_openai;
@@ -46,6 +50,155 @@ pub fn skip(why: &str) {
         std::io::stderr(),
         "\n{banner}\nSKIPPED: {why}\n(set LAP_TEST_STRICT=1 to make this a failure)\n{banner}\n"
     );
+}
+
+/// Whether `program` runs (`program --version` exits 0) with the test's `PATH`.
+fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// `true` when `program` is there; else says so and returns `false`, or fails a strict run
+/// (scripts/test.sh sets `LAP_TEST_STRICT=1` once it has installed everything).
+pub fn require(program: &str, install: &str) -> bool {
+    if installed(program) {
+        return true;
+    }
+    skip(&format!("`{program}` is not installed ({install})"));
+    false
+}
+
+/// What a probe of [`wait_until`] says: ready, with what the wait gives back, or not yet.
+pub trait Ready {
+    type Value;
+    /// `Ok` once ready; else `Err` with what the probe saw (empty when it has nothing to add), for
+    /// the failure message.
+    fn ready(self) -> Result<Self::Value, String>;
+}
+
+impl Ready for bool {
+    type Value = ();
+    fn ready(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err(String::new()) }
+    }
+}
+
+impl<T> Ready for Option<T> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: fmt::Display> Ready for Result<T, E> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.map_err(|seen| seen.to_string())
+    }
+}
+
+/// The pause after the first probe of a wait; it doubles up to [`POLL_MAX`], so a quick condition
+/// is seen at once and a slow one (a probe that runs `lap`) is not asked too often.
+const POLL_FIRST: Duration = Duration::from_millis(10);
+const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// Probes until `probe` is ready ([`Ready`]: `true`, `Some(value)` or `Ok(value)`) and returns its
+/// value. Past `deadline` fails the test: it names `what` it waited for, how long, and what the
+/// last probe saw (an `Err`'s text).
+#[track_caller]
+pub fn wait_until<R: Ready>(what: &str, deadline: Duration, probe: impl FnMut() -> R) -> R::Value {
+    match try_wait_until(deadline, probe) {
+        Ok(value) => value,
+        Err(seen) => panic!("{}", waited_in_vain(what, deadline, &seen)),
+    }
+}
+
+/// [`wait_until`] for a caller that has something to do before it fails (a child to kill): past
+/// `deadline`, `Err` with what the last probe saw.
+pub fn try_wait_until<R: Ready>(deadline: Duration, mut probe: impl FnMut() -> R) -> Result<R::Value, String> {
+    let end = Instant::now() + deadline;
+    let mut pause = POLL_FIRST;
+    loop {
+        match probe().ready() {
+            Ok(value) => return Ok(value),
+            Err(seen) if Instant::now() >= end => return Err(seen),
+            Err(_) => {}
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+/// Waits, at most `wait`, for `child` to exit; its output. Its piped stdout and stderr are drained
+/// on threads of their own meanwhile, so a child that prints more than a pipe holds never blocks on
+/// it. Fails the test (killing the child) past `wait`, with what it printed.
+pub fn wait_within(mut child: Child, wait: Duration, what: &str) -> std::process::Output {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let exited = try_wait_until(wait, || {
+        child.try_wait().unwrap_or_else(|e| panic!("wait for {what}: {e}"))
+    });
+    let Ok(status) = exited else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+        panic!(
+            "{what} did not end within {wait:?}; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// [`wait_until`] inside a test's async runtime: its probe is a future, the pauses between probes
+/// let the runtime's other tasks (in-process servers) run, and the deadline is on the runtime's
+/// clock (so under `start_paused` it counts the time the test moves, not seconds).
+pub async fn wait_until_async<R: Ready, F: Future<Output = R>>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> F,
+) -> R::Value {
+    let end = tokio::time::Instant::now() + deadline;
+    let mut pause = POLL_FIRST;
+    loop {
+        match probe().await.ready() {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < end,
+                "{}",
+                waited_in_vain(what, deadline, &seen)
+            ),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+fn waited_in_vain(what: &str, deadline: Duration, seen: &str) -> String {
+    if seen.is_empty() {
+        format!("waited {deadline:?} for {what}, in vain")
+    } else {
+        format!("waited {deadline:?} for {what}, in vain; last seen:\n{seen}")
+    }
 }
 
 /// How long `lap serve` may take to say it is listening.

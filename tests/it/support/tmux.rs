@@ -2,12 +2,10 @@
 //! types, `capture-pane` reads, `resize-window` sends SIGWINCH. Killed, socket removed, on drop.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a test waits for the pane to show what it expects.
 const WAIT: Duration = Duration::from_secs(20);
-/// How often the pane is read while waiting.
-const POLL: Duration = Duration::from_millis(20);
 
 pub struct Tmux(String);
 
@@ -60,18 +58,14 @@ impl Tmux {
 
     /// [`Tmux::until`] with a deadline of its own.
     pub fn until_within(&self, wait: Duration, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + wait;
-        loop {
+        super::wait_until(what, wait, || {
             let screen = self.screen();
             if done(&screen) {
-                return screen;
+                Ok(screen)
+            } else {
+                Err(format!("pane:\n{screen}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; pane:\n{screen}"
-            );
-            std::thread::sleep(POLL);
-        }
+        })
     }
 }
 

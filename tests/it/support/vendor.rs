@@ -84,27 +84,6 @@ impl From<Answer> for Reply {
 
 pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 
-/// Whether `program` runs (`program --version` exits 0) with the test's `PATH`.
-pub fn installed(program: &str) -> bool {
-    std::process::Command::new(program)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// `true` when `program` is there; else says so and returns `false`, or fails a strict run
-/// (scripts/test.sh sets `LAP_TEST_STRICT=1` once it has installed everything).
-pub fn require(program: &str, install: &str) -> bool {
-    if installed(program) {
-        return true;
-    }
-    super::skip(&format!("`{program}` is not installed ({install})"));
-    false
-}
-
 /// `PATH=DIR:…` for an agent's `--env` when `LAP_TEST_TOOL_PATH` names a directory of tools to try.
 pub fn tool_path_env() -> Option<String> {
     let dir = std::env::var("LAP_TEST_TOOL_PATH").ok().filter(|d| !d.is_empty())?;
@@ -363,57 +342,5 @@ pub fn send_until(
                 );
             }
         }
-    }
-}
-
-/// Waits, at most `wait`, for `child` to exit; its output. Its piped stdout and stderr are drained
-/// on threads of their own meanwhile, so a child that prints more than a pipe holds never blocks on
-/// it. Fails the test (killing the child) past `wait`, with what it printed.
-pub fn wait_within(mut child: std::process::Child, wait: Duration, what: &str) -> std::process::Output {
-    use std::io::Read;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = std::time::Instant::now() + wait;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("wait for {what}: {e}")) {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
-            panic!(
-                "{what} did not end within {wait:?}; stdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&stdout),
-                String::from_utf8_lossy(&stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::process::Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-/// Waits, at most `wait`, until `done` holds; fails the test naming `what` past that.
-pub fn until(wait: Duration, what: &str, done: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + wait;
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not happen within {wait:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
