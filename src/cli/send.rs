@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::task::Poll;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
@@ -86,6 +87,12 @@ async fn abort_on_ctrl_c<T>(
         reply = &mut turn => return reply.map(|r| (r, false)),
         _ = tokio::signal::ctrl_c() => {}
     }
+    // A Ctrl-C counts from the listener's first poll: listen before saying a second one exits, so
+    // one pressed right after the message is not lost.
+    let mut again = std::pin::pin!(tokio::signal::ctrl_c());
+    if std::future::poll_fn(|cx| Poll::Ready(again.as_mut().poll(cx).is_ready())).await {
+        return Err(left_running(id));
+    }
     ctx.out.status(format!(
         "aborting the turn of session {id} (Ctrl-C again exits at once)"
     ));
@@ -93,7 +100,7 @@ async fn abort_on_ctrl_c<T>(
     tokio::pin!(abort);
     let aborted = tokio::select! {
         aborted = &mut abort => aborted?,
-        _ = tokio::signal::ctrl_c() => return Err(left_running(id)),
+        _ = &mut again => return Err(left_running(id)),
     };
     if !aborted.aborted {
         // The turn had ended just before the abort arrived: its reply is on its way.
@@ -101,7 +108,7 @@ async fn abort_on_ctrl_c<T>(
     }
     tokio::select! {
         reply = &mut turn => reply.map(|r| (r, aborted.aborted)),
-        _ = tokio::signal::ctrl_c() => Err(left_running(id)),
+        _ = &mut again => Err(left_running(id)),
         _ = tokio::time::sleep(ABORT_WAIT) => Err(Error::failed_with_hint(
             format!("the aborted turn of session {id} did not end within {}s", ABORT_WAIT.as_secs()),
             format!("see `lap sessions show {id}`; `lap sessions abort {id}` asks again, `lap sessions delete {id}` stops the session"),
