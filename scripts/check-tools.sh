@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Version drift, by hand (not in CI): installs the NEWEST release of each harness tool of
 # scripts/tool-versions into a scratch prefix, runs the tests that drive that tool (its
-# tests/it/*_e2e.rs; tests/it/messages.rs for claude, codex and opencode; tests/it/send_abort.rs for claude)
-# against it, prints a table (tool, pinned, newest, each test's result) and exits 1 when a test
-# fails against a newer version (0 when all pass; 2 when the check itself cannot run).
+# tests/it/*_e2e.rs; tests/it/messages.rs for claude, codex and opencode; tests/it/send_abort.rs for
+# claude) against it, prints a table (tool, pinned, newest, each test's result) and exits 1 when a
+# test fails against a newer version (0 when all pass; 2 when the check itself cannot run).
 #
 #   scripts/check-tools.sh                      every tool, at its newest release
 #   scripts/check-tools.sh codex opencode-ai    only these (a package name or its program)
@@ -82,8 +82,9 @@ program_of() {
     *) echo "" ;;
   esac
 }
-# The test modules (of tests/it) that drive a program for real: its end-to-end test, and the message-API tests
-# (tests/it/messages.rs drives claude, codex app-server and opencode; tests/it/send_abort.rs claude).
+# The test modules (tests/it) that drive a program for real: its end-to-end test, and the
+# message-API tests (messages.rs drives claude, codex app-server and opencode; send_abort.rs
+# claude).
 tests_of() {
   case $1 in
     claude) echo claude_e2e messages send_abort ;; codex) echo codex_e2e messages ;;
