@@ -161,6 +161,26 @@ pub struct Args {
     /// the cluster), or `auto`: `pod-ip` with the in-cluster configuration, else `port-forward`
     #[arg(long, env = "LAP_KUBE_REACH", value_enum, default_value = "auto")]
     pub kube_reach: KubeReach,
+    /// Kubernetes backend: where the pods' vault runs — a `lap vault sidecar` in each pod behind an
+    /// iptables egress fence (`sidecar`: the namespace must admit Pod Security `privileged`; works
+    /// whatever the CNI), or `lap serve` itself (`gateway`: pods hold only the harness and meet
+    /// `restricted`, but must reach `lap serve`, and only the CNI's NetworkPolicy fences them)
+    #[arg(long, env = "LAP_KUBE_VAULT", value_enum, default_value = "sidecar")]
+    pub kube_vault: KubeVaultMode,
+    /// Kubernetes backend, `--kube-vault gateway`: where `lap serve` takes the pods' proxy
+    /// connections
+    #[arg(
+        long,
+        env = "LAP_KUBE_GATEWAY_LISTEN",
+        default_value = "0.0.0.0:3128",
+        value_name = "ADDR"
+    )]
+    pub kube_gateway_listen: SocketAddr,
+    /// Kubernetes backend, `--kube-vault gateway`: the address pods dial for the gateway
+    /// [default: `lap-serve.NAMESPACE.svc:PORT`, the Service of `deploy/`, PORT that of
+    /// --kube-gateway-listen]
+    #[arg(long, env = "LAP_KUBE_GATEWAY_ADDR", value_name = "HOST:PORT")]
+    pub kube_gateway_addr: Option<String>,
     /// Kubernetes backend: the StorageClass of each session's workspace claim (its `/work`, kept
     /// while the session lives: across hibernation, restarts and crashes) [default: the cluster's
     /// default class]
@@ -206,6 +226,14 @@ pub enum KubeReach {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeVaultMode {
+    /// A `lap vault sidecar` container in each pod, behind an iptables egress fence
+    Sidecar,
+    /// `lap serve`'s own vault, which pods reach through the cluster network
+    Gateway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SandboxCgroups {
     /// cgroup v1 or v2 where writable, rlimits for the rest
     Auto,
@@ -243,13 +271,16 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     let master_key = master_key(env, &data_dir, out)?;
     let (vault, ca_bundle) = vault(&args, &data_dir)?;
     let mut k8s = None;
+    let mut gateway = None;
     let sandbox: Arc<dyn Sandbox> = match args.backend {
         Backend::Fake => Arc::new(Fake::default()),
         Backend::Local => crate::platform::local_sandbox(&data_dir, args.sandbox_cgroups == SandboxCgroups::Auto)
             .map_err(|e| Error::failed_with_hint(e.to_string(), e.hint()))?,
         Backend::Kube => {
-            let backend = Arc::new(kube_backend(&args, out).await?);
+            let (backend, listener) = kube_backend(&args, &vault, out).await?;
+            let backend = Arc::new(backend);
             k8s = Some(backend.clone());
+            gateway = listener;
             backend
         }
     };
@@ -259,6 +290,9 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     }
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
+    if let Some((gateway, listener)) = gateway {
+        tasks.spawn(gateway.serve(listener, shutdown.child_token()));
+    }
     let lifecycle = crate::control::Lifecycle {
         // Workspaces that outlive their sandbox: host directories the local backend mounts, or the
         // Kubernetes backend's own claims.
@@ -476,10 +510,16 @@ fn descriptor_budget(out: &Printer) {
 }
 
 /// The Kubernetes backend: the user's kubeconfig (or the in-cluster configuration) and the system
-/// roots each pod's CA bundle starts with. The CA made by [`vault`] is not handed to it: each pod
-/// gets a CA of its own. A cluster that does not answer is not an error here
-/// (`GET /api/v1/health/k8s` tells), one that is not configured at all is.
-async fn kube_backend(args: &Args, out: &Printer) -> Result<Kube, Error> {
+/// roots each pod's CA bundle starts with. In sidecar mode the CA made by [`vault`] is not handed to
+/// it (each pod gets a CA of its own); in gateway mode its certificate is (every pod trusts
+/// `vault`, which runs here), and the gateway's listener is bound and returned, to be served. A
+/// cluster that does not answer is not an error here (`GET /api/v1/health/k8s` tells), one that is
+/// not configured at all is.
+async fn kube_backend(
+    args: &Args,
+    vault: &Vault,
+    out: &Printer,
+) -> Result<(Kube, Option<(Arc<crate::vault::gateway::Gateway>, TcpListener)>), Error> {
     let (client, namespace, in_cluster) = kube::client(args.kube_context.clone(), args.kube_namespace.clone())
         .await
         .map_err(|e| {
@@ -506,6 +546,20 @@ async fn kube_backend(args: &Args, out: &Printer) -> Result<Kube, Error> {
             size: args.kube_workspace_size.clone(),
             snapshot_class: args.kube_snapshot_class.clone(),
         }),
+        vault: kube::KubeVault::Sidecar,
+    };
+    let (config, listener) = match args.kube_vault {
+        KubeVaultMode::Sidecar => (config, None),
+        KubeVaultMode::Gateway => {
+            let (gateway, listener) = kube_gateway(args, vault, &config.namespace, out).await?;
+            (
+                kube::KubeConfig {
+                    vault: kube::KubeVault::Gateway(gateway.clone()),
+                    ..config
+                },
+                Some((gateway.gateway, listener)),
+            )
+        }
     };
     out.status(format!(
         "kube backend: namespace `{}`, image `{}`, pods reached {}, workspaces {}",
@@ -524,7 +578,39 @@ async fn kube_backend(args: &Args, out: &Printer) -> Result<Kube, Error> {
             None => "gone with their pods (`--kube-workspace-size none`)".to_owned(),
         }
     ));
-    Ok(Kube::new(client, config))
+    Ok((Kube::new(client, config), listener))
+}
+
+/// Binds the vault gateway's listener (`--kube-gateway-listen`) and says where pods dial it.
+async fn kube_gateway(
+    args: &Args,
+    vault: &Vault,
+    namespace: &str,
+    out: &Printer,
+) -> Result<(kube::GatewayConfig, TcpListener), Error> {
+    let listen = args.kube_gateway_listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {listen} for the vault gateway (`--kube-gateway-listen`)"), e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the vault gateway's address", e))?
+        .port();
+    let addr = args
+        .kube_gateway_addr
+        .clone()
+        .unwrap_or_else(|| format!("lap-serve.{namespace}.svc:{port}"));
+    out.status(format!(
+        "kube vault gateway: listening on {}:{port}; pods dial `{addr}` with their proxy credential",
+        listen.ip()
+    ));
+    let config = kube::GatewayConfig {
+        gateway: crate::vault::gateway::Gateway::new(),
+        addr,
+        port,
+        ca_cert_pem: vault.ca_pem(),
+    };
+    Ok((config, listener))
 }
 
 /// `--kube-workspace-size`: a Kubernetes quantity of storage, or `none`.

@@ -59,6 +59,7 @@ impl Control {
                 reason: e.to_string(),
             })?;
         let binding = Arc::new(binding);
+        listener.record_refusals_to(&binding);
         tokio::spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
