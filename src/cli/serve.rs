@@ -601,8 +601,8 @@ async fn kube_gateway(
         .clone()
         .unwrap_or_else(|| format!("lap-serve.{namespace}.svc:{port}"));
     out.status(format!(
-        "kube vault gateway: listening on {}:{port}; pods dial `{addr}` with their proxy credential",
-        listen.ip()
+        "kube vault gateway on {}, pods dial `{addr}` with their proxy credential",
+        SocketAddr::new(listen.ip(), port)
     ));
     let config = kube::GatewayConfig {
         gateway: crate::vault::gateway::Gateway::new(),
