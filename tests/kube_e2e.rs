@@ -230,7 +230,9 @@ fn run_pod(
     // With a workspace claim, the home is on the claim's volume (`/work/home`), else the pod's own.
     let home = claim_dir(pod, &upstream.csi).map_or_else(|| dir.path().join("home"), |claim| claim.join("home"));
     let (harness, harness_addr) = if upstream.vendor.is_some() {
-        isolated_harness(&home, &harness_token, &bundle, move || std::net::TcpStream::connect(proxy))
+        isolated_harness(&home, &harness_token, &bundle, move || {
+            std::net::TcpStream::connect(proxy)
+        })
     } else {
         let mut harness = Command::new(LAP);
         harness
@@ -279,7 +281,11 @@ fn run_gateway_pod(
     containers: &Weak<Mutex<Containers>>,
 ) -> Vec<(u16, SocketAddr)> {
     let containers_of_pod = pod["spec"]["containers"].as_array().unwrap();
-    assert_eq!(containers_of_pod.len(), 1, "a gateway pod holds only the harness: {pod}");
+    assert_eq!(
+        containers_of_pod.len(),
+        1,
+        "a gateway pod holds only the harness: {pod}"
+    );
     assert!(pod["spec"].get("initContainers").is_none(), "{pod}");
     let dir = tempfile::tempdir().unwrap();
     let harness_token = dir.path().join(manifest::keys::HARNESS_TOKEN);
@@ -316,7 +322,9 @@ fn run_gateway_pod(
 fn dial_from(source: std::net::IpAddr, to: SocketAddr) -> std::io::Result<std::net::TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
-    tokio::runtime::Handle::current().block_on(socket.connect(to))?.into_std()
+    tokio::runtime::Handle::current()
+        .block_on(socket.connect(to))?
+        .into_std()
 }
 
 /// The harness container of a pod that has its network and mounts to itself, as a real pod has:
@@ -1319,10 +1327,7 @@ async fn the_real_claude_in_a_gateway_mode_pod_gets_its_key_swapped_by_lap_serve
     let pod = pod_of(&cluster.show(&id));
     let secret = cluster.api.get("secrets", &manifest::secret_name(&pod)).unwrap();
     assert!(secret["data"].get(manifest::keys::CA_KEY).is_none(), "{secret}");
-    let proxy = cluster
-        .home
-        .lap()
-        .run(["exec", &id, "--", "printenv", "HTTPS_PROXY"]);
+    let proxy = cluster.home.lap().run(["exec", &id, "--", "printenv", "HTTPS_PROXY"]);
     assert_eq!(
         proxy.stdout.trim(),
         format!("http://lap:{pod}@127.0.0.1:{}", manifest::PROXY_PORT),
@@ -1369,7 +1374,10 @@ impl Cluster {
             .arg(format!("https://api.github.test:{}/user", self.upstream_port))
             .output()
             .unwrap();
-        (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code().unwrap_or(-1))
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.code().unwrap_or(-1),
+        )
     }
 
     /// The pod IP of `pod`, from its status.
@@ -1385,11 +1393,20 @@ async fn a_gateway_mode_session_swaps_its_credential_in_lap_serve_and_its_pod_ho
         return;
     }
     let (cluster, _) = Cluster::start_gateway(&["--warm-pool-size", "0"], None).await;
-    assert!(cluster.server.startup.contains("kube vault gateway on 127.0.0.1:"), "{}", cluster.server.startup);
+    assert!(
+        cluster.server.startup.contains("kube vault gateway on 127.0.0.1:"),
+        "{}",
+        cluster.server.startup
+    );
     cluster.create_agent("gh");
     let (id, pod) = cluster.ready_session("gh").await;
     let object = cluster.api.get("pods", &pod).unwrap();
-    let names: Vec<&Value> = object["spec"]["containers"].as_array().unwrap().iter().map(|c| &c["name"]).collect();
+    let names: Vec<&Value> = object["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["name"])
+        .collect();
     assert_eq!(names, ["harness"], "{object}");
     // The harness holds the stub; through its proxy the bound host gets the real value.
     assert_eq!(cluster.curl_in_pod(&id, "api.github.test"), "200");
@@ -1414,6 +1431,32 @@ async fn a_gateway_mode_session_swaps_its_credential_in_lap_serve_and_its_pod_ho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_gateway_pod_made_before_its_session_is_claimed_and_its_sessions_credential_swapped() {
+    // A warm pod's proxy credential is in its environment from the start (it names the pod); the
+    // session that claims it has its binding routed to that pod's IP late, at the claim.
+    if !gateway_pods_possible() {
+        return;
+    }
+    let (cluster, _) = Cluster::start_gateway(&["--warm-pool-size", "1"], None).await;
+    cluster.create_agent("gh");
+    let warm = cluster.pods_until("a warm pod", |pods| pods.len() == 1).await[0].clone();
+    let deadline = Instant::now() + WAIT;
+    while cluster.lap_json(&["--json", "admin", "stats"])["warm_pool"]["ready"] != 1 {
+        assert!(Instant::now() < deadline, "the warm pod never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let session = cluster.lap_json(&["--json", "sessions", "create", "gh"]);
+    assert_eq!(session["status"], "ready", "{session}");
+    assert_eq!(pod_of(&session), warm);
+    let id = session["id"].as_str().unwrap();
+    assert_eq!(cluster.curl_in_pod(id, "api.github.test"), "200");
+    let auth = cluster.seen.lock().unwrap()[0]
+        .header("authorization")
+        .map(str::to_owned);
+    assert_eq!(auth, Some(format!("Bearer {REAL}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateway_refuses_a_wrong_missing_or_other_sessions_credential_and_a_right_one_from_another_address() {
     if !gateway_pods_possible() {
         return;
@@ -1429,25 +1472,44 @@ async fn the_gateway_refuses_a_wrong_missing_or_other_sessions_credential_and_a_
     assert!(stub.starts_with("stub_"), "{stub}");
     let own = format!("lap:{pod_a}");
     // From A's address with A's credential: served, the stub swapped (the test can pass).
-    assert_eq!(cluster.curl_via_gateway(&pod_a, &ip_a, Some(&own), &stub), ("200".to_owned(), 0));
+    assert_eq!(
+        cluster.curl_via_gateway(&pod_a, &ip_a, Some(&own), &stub),
+        ("200".to_owned(), 0)
+    );
     assert_eq!(cluster.seen.lock().unwrap().len(), 1);
     // Everything else is refused with 407 before any upstream is dialled.
     let elsewhere = format!("{}.250", ip_a.rsplit_once('.').unwrap().0);
     let other = format!("lap:{pod_b}");
     for (from, credential, what) in [
         (ip_a.as_str(), None, "no credential"),
-        (ip_a.as_str(), Some("lap:lap-0000000000000000"), "a credential naming no sandbox"),
+        (
+            ip_a.as_str(),
+            Some("lap:lap-0000000000000000"),
+            "a credential naming no sandbox",
+        ),
         (ip_a.as_str(), Some(&*format!("root:{pod_a}")), "another user"),
         (ip_a.as_str(), Some(&*other), "another session's credential"),
-        (elsewhere.as_str(), Some(&*own), "the right credential from another address"),
-        (ip_b.as_str(), Some(&*own), "the right credential from another pod's address"),
+        (
+            elsewhere.as_str(),
+            Some(&*own),
+            "the right credential from another address",
+        ),
+        (
+            ip_b.as_str(),
+            Some(&*own),
+            "the right credential from another pod's address",
+        ),
         ("127.0.0.1", Some(&*own), "the right credential from the host"),
     ] {
         let (status, code) = cluster.curl_via_gateway(&pod_a, from, credential, &stub);
         assert_eq!(status, "407", "{what}: curl exit {code}\n{}", cluster.server.log());
         assert_ne!(code, 0, "{what}");
     }
-    assert_eq!(cluster.seen.lock().unwrap().len(), 1, "a refused connection reached the upstream");
+    assert_eq!(
+        cluster.seen.lock().unwrap().len(),
+        1,
+        "a refused connection reached the upstream"
+    );
     // A known credential used from elsewhere is an alert in that session's egress log; every
     // refusal is in lap serve's log.
     let refused = |records: &[Value]| {
@@ -1459,7 +1521,11 @@ async fn the_gateway_refuses_a_wrong_missing_or_other_sessions_credential_and_a_
     cluster.egress_until(&a, |records| refused(records) == 3).await;
     cluster.egress_until(&b, |records| refused(records) == 1).await;
     let log = cluster.server.log();
-    assert_eq!(log.matches("the vault gateway refused a connection").count(), 7, "{log}");
+    assert_eq!(
+        log.matches("the vault gateway refused a connection").count(),
+        7,
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -478,11 +478,22 @@ fn restricted_violations(pod: &Value) -> Vec<String> {
         .flat_map(|list| spec[*list].as_array().cloned().unwrap_or_default());
     for c in containers {
         let (name, sc) = (&c["name"], &c["securityContext"]);
-        let or_pod = |field: &str| if sc[field].is_null() { pod_sc[field].clone() } else { sc[field].clone() };
+        let or_pod = |field: &str| {
+            if sc[field].is_null() {
+                pod_sc[field].clone()
+            } else {
+                sc[field].clone()
+            }
+        };
         if sc["privileged"] == true {
             found.push(format!("{name} is privileged"));
         }
-        if c["ports"].as_array().into_iter().flatten().any(|p| !p["hostPort"].is_null()) {
+        if c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| !p["hostPort"].is_null())
+        {
             found.push(format!("{name} has a host port"));
         }
         if sc["allowPrivilegeEscalation"] != false {
@@ -549,7 +560,12 @@ fn a_gateway_pod_meets_pod_security_restricted_and_a_sidecar_pod_does_not() {
 fn a_gateway_pod_holds_only_the_harness_and_no_ca_key_binding_or_admin_token() {
     let pod = gateway_pod_json(Some("s"));
     assert!(pod["spec"].get("initContainers").is_none(), "{pod}");
-    let names: Vec<&Value> = pod["spec"]["containers"].as_array().unwrap().iter().map(|c| &c["name"]).collect();
+    let names: Vec<&Value> = pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["name"])
+        .collect();
     assert_eq!(names, ["harness"]);
     let harness = container(&pod, "containers", "harness");
     assert_eq!(harness["ports"].as_array().unwrap().len(), 1, "the harness port only");
@@ -583,9 +599,15 @@ fn a_gateway_pods_policy_lets_it_reach_only_the_gateway_port_of_lap_serve_and_th
             "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
         })
     );
-    assert!(!policy.to_string().contains("ipBlock"), "no address range is open: {policy}");
+    assert!(
+        !policy.to_string().contains("ipBlock"),
+        "no address range is open: {policy}"
+    );
     let ports = &policy["spec"]["ingress"][0]["ports"];
-    assert_eq!(ports, &serde_json::json!([{"protocol": "TCP", "port": manifest::HARNESS_PORT}]));
+    assert_eq!(
+        ports,
+        &serde_json::json!([{"protocol": "TCP", "port": manifest::HARNESS_PORT}])
+    );
 }
 
 #[test]

@@ -589,9 +589,12 @@ async fn kube_gateway(
     out: &Printer,
 ) -> Result<(kube::GatewayConfig, TcpListener), Error> {
     let listen = args.kube_gateway_listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {listen} for the vault gateway (`--kube-gateway-listen`)"), e))?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        Error::io(
+            format!("cannot listen on {listen} for the vault gateway (`--kube-gateway-listen`)"),
+            e,
+        )
+    })?;
     let port = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the vault gateway's address", e))?

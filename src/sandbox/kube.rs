@@ -16,16 +16,22 @@
 //! snapshotted as a CSI VolumeSnapshot ([`workspace`]).
 //!
 //! What it deliberately does not own: session state (the reconciler writes that, from
-//! [`status::pod_state`]), and the vault itself, which runs in the Pod (`lap vault sidecar`). So
-//! [`Sandbox::proxy_listener`] is refused: no egress of a Kubernetes sandbox passes `lap serve`. The
-//! backend says so once ([`VaultPlacement::InSandbox`]); the control plane then binds a session
-//! through [`Sandbox::bind_vault`] and pulls the sidecar's records (`GET /interceptions`) through
-//! [`Sandbox::vault_records`].
+//! [`status::pod_state`]), and the vault itself. In sidecar mode ([`KubeVault::Sidecar`], the
+//! default) the vault runs in the Pod (`lap vault sidecar`), so [`Sandbox::proxy_listener`] is
+//! refused: no egress of the sandbox passes `lap serve`. The backend says so once
+//! ([`VaultPlacement::InSandbox`]); the control plane then binds a session through
+//! [`Sandbox::bind_vault`] and pulls the sidecar's records (`GET /interceptions`) through
+//! [`Sandbox::vault_records`]. In gateway mode ([`KubeVault::Gateway`]) the Pod holds only the
+//! harness and `lap serve`'s vault serves it ([`VaultPlacement::Served`]): the sandbox's proxy
+//! listener is its route through `lap serve`'s gateway ([`crate::vault::gateway`]), honouring its
+//! proxy credential from its pod IP only, and the proxy variables of its environment name the
+//! gateway with that credential ([`Kube::pod_env`]).
 //!
 //! Trust: the API credentials are the user's kubeconfig (or the in-cluster service account, which
 //! needs only the namespaced rights in `kind/rbac.yaml`). Real credential values leave this process
 //! only in the Secret's `binding.json` and in the body of `PUT /binding`, both bound for the vault
-//! container; neither is logged. Each Pod's vault signs with a CA made for that Pod alone when its
+//! container; neither is logged (gateway mode: neither exists, the values stay in `lap serve`). In
+//! sidecar mode each Pod's vault signs with a CA made for that Pod alone when its
 //! Secret is made ([`pod_ca`]; warm Pods too): its harness trusts the system roots and that CA, so a
 //! key taken from one Pod (a node or container escape) signs for no other sandbox, and `lap serve`'s
 //! own CA (the local backend's) never enters the cluster. Nothing after creation needs the Pod's CA:
@@ -45,8 +51,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-pub use self::manifest::{Reach, VaultMode};
 use self::manifest::{PodPlan, Resources, SecretData};
+pub use self::manifest::{Reach, VaultMode};
 use self::status::PodState;
 use super::{
     AgentStart, ExecChunk, ExecSpec, KeptWorkspace, Sandbox, SandboxChange, SandboxError, SandboxEvent, SandboxInfo,
@@ -269,11 +275,15 @@ impl Kube {
         let harness_token = new_token()?;
         if let KubeVault::Gateway(gateway) = &self.config.vault {
             let bundle = crate::vault::ca::trust_bundle(&self.config.system_roots_pem, &gateway.ca_cert_pem);
-            return Ok(manifest::gateway_secret(plan, owner, bundle.as_bytes(), harness_token.as_bytes()));
+            return Ok(manifest::gateway_secret(
+                plan,
+                owner,
+                bundle.as_bytes(),
+                harness_token.as_bytes(),
+            ));
         }
         let token = new_token()?;
-        let binding =
-            serde_json::to_vec(&VaultBinding::default()).map_err(|e| SandboxError::Backend(e.to_string()))?;
+        let binding = serde_json::to_vec(&VaultBinding::default()).map_err(|e| SandboxError::Backend(e.to_string()))?;
         let ca = pod_ca(&plan.id)?;
         let bundle = crate::vault::ca::trust_bundle(&self.config.system_roots_pem, &ca.cert_pem);
         let data = SecretData {

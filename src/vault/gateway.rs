@@ -51,6 +51,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_PENDING: usize = 256;
 /// Routed connections waiting for their sandbox's vault to take them, per sandbox.
 const ROUTED_QUEUE: usize = 64;
+/// What a refused client is told (the reason itself goes to the log).
+const REFUSED: &str = "no valid lap proxy credential for this pod: use the proxy URL lap set in the environment";
 /// The `X-Lap-Vault-Blocked` kind of a refused proxy credential.
 pub const BLOCK_KIND: &str = "proxy-credential";
 
@@ -156,7 +158,11 @@ impl Gateway {
         let (method, target) = request_line(&head[..end]);
         match self.decide(&head[..end], peer.ip()) {
             Decision::Route(name) => {
-                let routed = RoutedStream { head, at: 0, inner: stream };
+                let routed = RoutedStream {
+                    head,
+                    at: 0,
+                    inner: stream,
+                };
                 // The route may have ended since it was decided: its vault is gone.
                 let sent = match self.routes_of(&name) {
                     Some(route) => route.connections.send(routed).await.map_err(|e| e.0),
@@ -171,7 +177,8 @@ impl Gateway {
                 if let Some(name) = sandbox {
                     self.record_refusal(&name, &method, &target, &reason);
                 }
-                refuse(&mut stream, &reason).await;
+                // The same answer whatever the reason: which sandboxes exist is not the client's to learn.
+                refuse(&mut stream, REFUSED).await;
             }
         }
     }
@@ -192,10 +199,16 @@ impl Gateway {
             sandbox,
         };
         let Some(name) = credential(head) else {
-            return refuse("no lap proxy credential (`Proxy-Authorization: Basic`, user `lap`)", None);
+            return refuse(
+                "no lap proxy credential (`Proxy-Authorization: Basic`, user `lap`)",
+                None,
+            );
         };
         match self.routes_of(&name) {
-            None => refuse(&format!("the proxy credential names no sandbox served here (`{name}`)"), None),
+            None => refuse(
+                &format!("the proxy credential names no sandbox served here (`{name}`)"),
+                None,
+            ),
             Some(route) if !same_address(route.source, source) => refuse(
                 &format!("the proxy credential of `{name}` was used from {source}, not from its pod"),
                 Some(name),
@@ -206,7 +219,10 @@ impl Gateway {
 
     /// A refusal in sandbox `name`'s egress log, when its vault is being served.
     fn record_refusal(&self, name: &str, method: &str, target: &str, reason: &str) {
-        let Some(binding) = self.routes_of(name).and_then(|r| r.binding.get().and_then(Weak::upgrade)) else {
+        let Some(binding) = self
+            .routes_of(name)
+            .and_then(|r| r.binding.get().and_then(Weak::upgrade))
+        else {
             return;
         };
         let (host, port) = target_host(method, target);
@@ -311,7 +327,10 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     while head_end(&head).is_none() && head.len() < MAX_HEAD {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a request head"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before a request head",
+            ));
         }
         head.extend_from_slice(&chunk[..n]);
     }
@@ -354,7 +373,9 @@ fn credential(head: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(head).ok()?;
     let value = text.split("\r\n").skip(1).find_map(|line| {
         let (name, value) = line.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("proxy-authorization").then(|| value.trim())
+        name.trim()
+            .eq_ignore_ascii_case("proxy-authorization")
+            .then(|| value.trim())
     })?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -400,9 +421,15 @@ mod tests {
         let pod: IpAddr = "10.1.2.3".parse().unwrap();
         let _a = gateway.route("lap-a", pod);
         let _b = gateway.route("lap-b", "10.1.2.4".parse().unwrap());
-        assert_eq!(gateway.decide(&head(Some("lap:lap-a")), pod), Decision::Route("lap-a".into()));
+        assert_eq!(
+            gateway.decide(&head(Some("lap:lap-a")), pod),
+            Decision::Route("lap-a".into())
+        );
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
-        assert_eq!(gateway.decide(&head(Some("lap:lap-a")), mapped), Decision::Route("lap-a".into()));
+        assert_eq!(
+            gateway.decide(&head(Some("lap:lap-a")), mapped),
+            Decision::Route("lap-a".into())
+        );
         let refused = |d: Decision| matches!(d, Decision::Refuse { .. });
         assert!(refused(gateway.decide(&head(Some("lap:lap-b")), pod)), "another pod's");
         assert!(matches!(
@@ -421,14 +448,23 @@ mod tests {
         let old = gateway.route("lap-a", pod);
         let new = gateway.route("lap-a", pod);
         drop(old);
-        assert_eq!(gateway.decide(&head(Some("lap:lap-a")), pod), Decision::Route("lap-a".into()));
+        assert_eq!(
+            gateway.decide(&head(Some("lap:lap-a")), pod),
+            Decision::Route("lap-a".into())
+        );
         drop(new);
-        assert!(matches!(gateway.decide(&head(Some("lap:lap-a")), pod), Decision::Refuse { .. }));
+        assert!(matches!(
+            gateway.decide(&head(Some("lap:lap-a")), pod),
+            Decision::Refuse { .. }
+        ));
     }
 
     #[test]
     fn records_name_the_target_of_either_request_form() {
-        assert_eq!(target_host("CONNECT", "api.github.com:443"), ("api.github.com".into(), 443));
+        assert_eq!(
+            target_host("CONNECT", "api.github.com:443"),
+            ("api.github.com".into(), 443)
+        );
         assert_eq!(target_host("GET", "http://example.com/x"), ("example.com".into(), 80));
         assert_eq!(
             proxy_url("lap-0123", "lap-serve.lap.svc:3128"),

@@ -631,7 +631,12 @@ pub fn secret(plan: &PodPlan, owner: Option<&OwnerReference>, data: &SecretData<
 /// A gateway-mode Pod's Secret: the CA bundle (the system roots and the certificate, never the
 /// key, of `lap serve`'s vault CA: public) and the harness token. No binding, no key, no admin token:
 /// the Pod has no vault.
-pub fn gateway_secret(plan: &PodPlan, owner: Option<&OwnerReference>, ca_bundle_pem: &[u8], harness_token: &[u8]) -> Secret {
+pub fn gateway_secret(
+    plan: &PodPlan,
+    owner: Option<&OwnerReference>,
+    ca_bundle_pem: &[u8],
+    harness_token: &[u8],
+) -> Secret {
     secret_of(
         plan,
         owner,
@@ -642,7 +647,10 @@ pub fn gateway_secret(plan: &PodPlan, owner: Option<&OwnerReference>, ca_bundle_
 fn secret_of(plan: &PodPlan, owner: Option<&OwnerReference>, data: &[(&str, &[u8])]) -> Secret {
     use base64::Engine;
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    let data: serde_json::Map<String, Value> = data.iter().map(|(key, bytes)| ((*key).to_owned(), json!(b64(bytes)))).collect();
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(key, bytes)| ((*key).to_owned(), json!(b64(bytes))))
+        .collect();
     let value = json!({
         "apiVersion": "v1",
         "kind": "Secret",
