@@ -21,8 +21,12 @@
 //! Later requests on a kept-alive connection belong to the same sandbox (the connection is its
 //! pod's); the vault drops `Proxy-Authorization` before anything goes upstream.
 //!
-//! Bounds: at most [`MAX_PENDING`] connections are being read before they are routed (the rest wait
-//! in the kernel's backlog, costing no descriptor), each for at most [`HEAD_TIMEOUT`].
+//! Bounds, so that one sandbox cannot starve the others or `lap serve`: at most [`MAX_PENDING`]
+//! connections are being read before they are routed (the rest wait in the kernel's backlog,
+//! costing no descriptor), at most [`MAX_PENDING_PER_SOURCE`] of them from one address (beyond, a
+//! connection is closed at once), each for at most [`HEAD_TIMEOUT`]; a routed connection never
+//! waits for its sandbox's vault to take it: when [`ROUTED_QUEUE`] of them wait already, it is
+//! answered `429` (`tunnel-limit`), as the vault answers a sandbox over its connection limit.
 
 use std::collections::HashMap;
 use std::io;
@@ -49,8 +53,10 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections being read before they are routed, at most.
 pub const MAX_PENDING: usize = 256;
+/// Connections from one address being read before they are routed, at most.
+pub const MAX_PENDING_PER_SOURCE: usize = 16;
 /// Routed connections waiting for their sandbox's vault to take them, per sandbox.
-const ROUTED_QUEUE: usize = 64;
+pub const ROUTED_QUEUE: usize = 64;
 /// What a refused client is told (the reason itself goes to the log).
 const REFUSED: &str = "no valid lap proxy credential for this pod: use the proxy URL lap set in the environment";
 /// The `X-Lap-Vault-Blocked` kind of a refused proxy credential.
@@ -66,6 +72,8 @@ pub fn proxy_url(name: &str, addr: &str) -> String {
 pub struct Gateway {
     routes: Mutex<HashMap<String, Route>>,
     generation: AtomicU64,
+    /// Connections being read, per source address.
+    pending: Mutex<HashMap<IpAddr, usize>>,
 }
 
 struct Route {
@@ -129,10 +137,14 @@ impl Gateway {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let Some(source) = self.clone().pending_from(peer.ip()) else {
+                        tracing::debug!(%peer, "the vault gateway closed a connection over its address's limit");
+                        continue;
+                    };
                     let gateway = self.clone();
                     tokio::spawn(async move {
                         gateway.admit(stream, peer).await;
-                        drop(permit);
+                        drop((source, permit));
                     });
                 }
                 Err(err) => {
@@ -141,6 +153,18 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// A place among the connections being read from `source`, if it has one left.
+    fn pending_from(self: Arc<Self>, source: IpAddr) -> Option<PendingFrom> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let count = pending.entry(source).or_default();
+        if *count >= MAX_PENDING_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        drop(pending);
+        Some(PendingFrom { gateway: self, source })
     }
 
     /// Reads the first request head of `stream` from `peer` and routes or refuses it.
@@ -165,11 +189,18 @@ impl Gateway {
                 };
                 // The route may have ended since it was decided: its vault is gone.
                 let sent = match self.routes_of(&name) {
-                    Some(route) => route.connections.send(routed).await.map_err(|e| e.0),
-                    None => Err(routed),
+                    Some(route) => route.connections.try_send(routed),
+                    None => Err(mpsc::error::TrySendError::Closed(routed)),
                 };
-                if let Err(mut routed) = sent {
-                    refuse(&mut routed.inner, "the sandbox's vault is gone").await;
+                match sent {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(mut routed)) => {
+                        tracing::info!(sandbox = name, "the vault gateway refused a connection: too many wait");
+                        too_many(&mut routed.inner).await;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(mut routed)) => {
+                        refuse(&mut routed.inner, "the sandbox's vault is gone").await;
+                    }
                 }
             }
             Decision::Refuse { reason, sandbox } => {
@@ -238,6 +269,24 @@ impl Gateway {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         if routes.get(name).is_some_and(|route| route.generation == generation) {
             routes.remove(name);
+        }
+    }
+}
+
+/// One place among the connections being read from `source`; given back when dropped.
+struct PendingFrom {
+    gateway: Arc<Gateway>,
+    source: IpAddr,
+}
+
+impl Drop for PendingFrom {
+    fn drop(&mut self) {
+        let mut pending = self.gateway.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = pending.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(&self.source);
+            }
         }
     }
 }
@@ -389,11 +438,30 @@ fn credential(head: &[u8]) -> Option<String> {
 
 /// Answers 407 with `reason` and closes.
 async fn refuse(stream: &mut TcpStream, reason: &str) {
-    let body = format!("lap vault gateway: {reason}\n");
+    let head = format!(
+        "407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"lap vault\"\r\n\
+         X-Lap-Vault-Blocked: {BLOCK_KIND}"
+    );
+    answer(stream, &head, reason).await;
+}
+
+/// Answers 429 (`tunnel-limit`) and closes: [`ROUTED_QUEUE`] connections wait for this sandbox's
+/// vault already.
+async fn too_many(stream: &mut TcpStream) {
+    let head = "429 Too Many Requests\r\nX-Lap-Vault-Blocked: tunnel-limit";
+    answer(
+        stream,
+        head,
+        "too many connections wait for this sandbox's vault; retry later",
+    )
+    .await;
+}
+
+/// Sends `HTTP/1.1 <head>` (a status line and headers) with `text` as its body, and closes.
+async fn answer(stream: &mut TcpStream, head: &str, text: &str) {
+    let body = format!("lap vault gateway: {text}\n");
     let response = format!(
-        "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"lap vault\"\r\n\
-         X-Lap-Vault-Blocked: {BLOCK_KIND}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {head}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(response.as_bytes()).await;
@@ -457,6 +525,23 @@ mod tests {
             gateway.decide(&head(Some("lap:lap-a")), pod),
             Decision::Refuse { .. }
         ));
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_the_connections_being_read() {
+        let gateway = Gateway::new();
+        let (a, b): (IpAddr, IpAddr) = ("10.1.2.3".parse().unwrap(), "10.1.2.4".parse().unwrap());
+        let held: Vec<PendingFrom> = (0..MAX_PENDING_PER_SOURCE)
+            .map(|_| gateway.clone().pending_from(a).unwrap())
+            .collect();
+        assert!(gateway.clone().pending_from(a).is_none());
+        assert!(
+            gateway.clone().pending_from(b).is_some(),
+            "another address is not held up"
+        );
+        drop(held);
+        assert!(gateway.clone().pending_from(a).is_some());
+        assert!(gateway.pending.lock().unwrap().is_empty(), "every place was given back");
     }
 
     #[test]
