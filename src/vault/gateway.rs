@@ -204,7 +204,7 @@ impl Gateway {
                 }
             }
             Decision::Refuse { reason, sandbox } => {
-                tracing::warn!(%peer, method, target, reason, "the vault gateway refused a connection");
+                tracing::info!(%peer, method, target, reason, "the vault gateway refused a connection");
                 if let Some(name) = sandbox {
                     self.record_refusal(&name, &method, &target, &reason);
                 }

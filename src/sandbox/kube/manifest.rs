@@ -347,19 +347,7 @@ pub fn pod(plan: &PodPlan) -> Pod {
     }
     let spec = match plan.vault {
         VaultMode::Sidecar => sidecar_pod_spec(plan),
-        VaultMode::Gateway { .. } => {
-            let mut volumes = harness_volumes(plan);
-            volumes.push(harness_token_volume(plan));
-            json!({
-            "securityContext": {
-                "runAsNonRoot": true,
-                "fsGroup": HARNESS_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [harness_container(plan)],
-            "volumes": volumes,
-            })
-        }
+        VaultMode::Gateway { .. } => gateway_pod_spec(plan),
     };
     let mut value = json!({
         "apiVersion": "v1",
@@ -384,6 +372,21 @@ pub fn pod(plan: &PodPlan) -> Pod {
         base.extend(extra);
     }
     serde_json::from_value(value).expect("the Pod manifest has the Pod schema (pinned by the golden tests)")
+}
+
+/// A gateway-mode Pod's security context, container (the harness alone) and volumes.
+fn gateway_pod_spec(plan: &PodPlan) -> Value {
+    let mut volumes = harness_volumes(plan);
+    volumes.push(harness_token_volume(plan));
+    json!({
+        "securityContext": {
+            "runAsNonRoot": true,
+            "fsGroup": HARNESS_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [harness_container(plan)],
+        "volumes": volumes,
+    })
 }
 
 /// A sidecar-mode Pod's security context, init container (the egress fence), containers (the
