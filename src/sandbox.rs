@@ -178,9 +178,9 @@ pub enum VaultPlacement {
     /// In `lap serve`: it serves every connection of [`Sandbox::proxy_listener`] (local, fake, and
     /// Kubernetes in gateway mode).
     Served,
-    /// In the sandbox itself (the Kubernetes pod's `lap vault sidecar`, sidecar mode): the control plane binds a
-    /// session's credentials with [`Sandbox::bind_vault`] and pulls the vault's records with
-    /// [`Sandbox::vault_records`]; no egress passes `lap serve`.
+    /// In the sandbox itself (the Kubernetes pod's `lap vault sidecar`, sidecar mode): the control
+    /// plane binds a session's credentials with [`Sandbox::bind_vault`] and pulls the vault's
+    /// records with [`Sandbox::vault_records`]; no egress passes `lap serve`.
     InSandbox,
 }
 

@@ -16,6 +16,12 @@
 //! a server started while the API server is down takes no session until it answers, then recovers;
 //! and with `--kube-reach pod-ip` (each pod on an address of its own in 127.0.0.0/8) all of
 //! it works without a port-forward. The pod's harness wants its token from the Secret.
+//!
+//! With `--kube-vault gateway` the pods hold only their harness, isolated, each with an IP of its
+//! own on the loopback, and the kubelet here relays a pod's `127.0.0.1:3128` to `lap serve`'s vault
+//! gateway from that IP: the real `claude` answers with its key swapped by the gateway, a warm pod
+//! is claimed and swapped, and every wrong, missing or other session's proxy credential, and the
+//! right one from another address, is refused with nothing reaching the upstream.
 
 mod kube_fake;
 mod support;

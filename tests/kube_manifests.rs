@@ -1,5 +1,6 @@
-//! Golden tests of the Kubernetes sandbox's Pod, Secret and NetworkPolicy, plus the hardening rules
-//! they must keep, checked field by field so a golden update cannot quietly loosen them.
+//! Golden tests of the Kubernetes sandbox's Pod, Secret and NetworkPolicy (both vault modes), plus
+//! the hardening rules they must keep, checked field by field so a golden update cannot quietly
+//! loosen them; a gateway-mode pod is checked against every control of Pod Security `restricted`.
 //!
 //! The golden files are in `tests/golden/kube/`; `UPDATE_GOLDEN=1 cargo nextest run --test
 //! kube_manifests` rewrites them. Review every diff of them by hand.
