@@ -220,6 +220,12 @@ impl Control {
         })
     }
 
+    /// Resolves when `lap serve` starts shutting down: what a stream that would never end on its
+    /// own (an SSE follower) ends on.
+    pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.shutdown.clone().cancelled_owned()
+    }
+
     /// Recovers the sessions of before this start ([`Self::recover`]), then starts the reconciler
     /// (every `reconcile_every`), the backend's events and the warm pool. A backend that does not
     /// answer (a Kubernetes API that is down) does not stop `lap serve`: recovery is tried again in

@@ -95,7 +95,7 @@ pub struct AgentStart {
     /// Where the agent starts (`None`: `/work/repo` when it exists, else the user's home).
     pub cwd: Option<String>,
     /// Files written under the sandbox user's home before the agent starts, each only when it is
-    /// not there yet (the tool's first-run answers, [`crate::harness::first_run`]).
+    /// not there yet (the tool's first-run answers, [`crate::tools::first_run`]).
     pub home_files: Vec<HomeFile>,
 }
 

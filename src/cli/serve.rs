@@ -54,6 +54,8 @@ fn parse_policy_duration(text: &str) -> Result<PolicyDuration, String> {
 
 /// How long shutdown waits for open connections and background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client has for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest master key accepted (LAP's rule).
 const MIN_MASTER_KEY: usize = 8;
 /// How long the API listener rests after a failed accept (`EMFILE`): the vault's.
@@ -391,19 +393,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
             if let Some((listener, _, _)) = preview {
                 let shutdown = shutdown.clone();
                 let acceptor = tls.clone();
-                tasks.spawn(async move {
-                    match acceptor {
-                        None => {
-                            let served = axum::serve(listener, preview_router.into_make_service())
-                                .with_graceful_shutdown(shutdown.cancelled_owned())
-                                .await;
-                            if let Err(err) = served {
-                                tracing::error!(error = %err, "the preview listener failed");
-                            }
-                        }
-                        Some(acceptor) => serve_tls(listener, acceptor, preview_router, shutdown).await,
-                    }
-                });
+                tasks.spawn(serve_connections(listener, acceptor, preview_router, shutdown));
             }
             api::ports::with_previews(router, previews)
         }
@@ -425,15 +415,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     ));
 
     tokio::spawn(watch_signals(shutdown.clone()));
-    match tls {
-        None => {
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await
-                .map_err(|e| Error::io("the HTTP server failed", e))?;
-        }
-        Some(acceptor) => serve_tls(listener, acceptor, router, shutdown.clone()).await,
-    }
+    serve_connections(listener, tls, router, shutdown.clone()).await;
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
         tracing::warn!("background tasks did not finish within {SHUTDOWN_GRACE:?}");
@@ -722,14 +704,16 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Er
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-async fn serve_tls(
+/// Serves `router` on `listener` — over TLS when there is an `acceptor` — until `shutdown`: then it
+/// stops accepting and waits for the requests in flight, at most [`SHUTDOWN_GRACE`] (a stream that
+/// would not end does not keep `lap serve` running). Each request carries its peer's address
+/// (`ConnectInfo`: `/metrics` is open to loopback peers only).
+async fn serve_connections(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     shutdown: CancellationToken,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
     let graceful = GracefulShutdown::new();
     loop {
@@ -745,26 +729,38 @@ async fn serve_tls(
                 }
             },
         };
-        let acceptor = acceptor.clone();
-        // The peer, as the plain-HTTP path records it: `/metrics` is open to loopback peers only.
         let with_peer = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let service = hyper_util::service::TowerToHyperService::new(with_peer);
         let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => return tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            let Some(acceptor) = acceptor else {
+                return serve_connection(tcp, service, watcher, peer).await;
             };
-            let builder = Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve_connection(tls, service, watcher, peer).await,
+                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}");
+    }
+}
+
+/// One HTTP/1 or HTTP/2 connection (with upgrades: the terminal's WebSocket), watched for shutdown.
+async fn serve_connection(
+    io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    service: hyper_util::service::TowerToHyperService<axum::Router>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(err) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }
 
