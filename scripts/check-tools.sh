@@ -35,7 +35,7 @@ install_timeout=${LAP_CHECK_INSTALL_TIMEOUT:-600}
 build_timeout=${LAP_CHECK_BUILD_TIMEOUT:-3600}
 test_timeout=${LAP_CHECK_TEST_TIMEOUT:-1500}
 test_threads=${LAP_CHECK_TEST_THREADS:-1}
-# What a local sandbox's commands get as PATH (src/harness/tools.rs SANDBOX_PATH): where the
+# What a local sandbox's commands get as PATH (src/tools/installed.rs SANDBOX_PATH): where the
 # pinned tools are found.
 sandbox_path=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin
 # The file that marks a directory as this script's prefix: only such a directory is ever removed.

@@ -9,7 +9,14 @@
 //! goes through [`Store::update_session`], whose conditional updates say whether they applied and
 //! make the transitions race-free: a bring-up that finishes after the session was deleted finds it
 //! no longer `creating`, and deletes the sandbox it just made instead of resurrecting the session.
-//! Bring-ups are spawned on the server's [`TaskTracker`] so shutdown can wait for them. Which
+//! Background work that ends on shutdown is spawned on the server's [`TaskTracker`], which `lap
+//! serve` drains (within its grace) before it exits: bring-ups, recovery, the reconciler and the
+//! sandbox-event follower, the warm pool, the reaper's steps, and the pulling of a sandbox's egress
+//! records with their writer (the last pull runs at shutdown, so no record is lost). Not on it:
+//! what lives as long as a session or a conversation and has nothing to flush — a served vault's
+//! listener (it ends on shutdown by itself), its egress log writer (it ends with the session's last
+//! tunnel), a conversation's tool and writer (the tool runs in the sandbox, which outlives `lap
+//! serve`) — and connections with their streams. Which
 //! backend runs the sandboxes is decided in the composition root: code here asks the [`Sandbox`]
 //! trait for what it can do, never for its name.
 
@@ -220,6 +227,12 @@ impl Control {
         })
     }
 
+    /// Resolves when `lap serve` starts shutting down: what a stream that would never end on its
+    /// own (an SSE follower) ends on.
+    pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.shutdown.clone().cancelled_owned()
+    }
+
     /// Recovers the sessions of before this start ([`Self::recover`]), then starts the reconciler
     /// (every `reconcile_every`), the backend's events and the warm pool. A backend that does not
     /// answer (a Kubernetes API that is down) does not stop `lap serve`: recovery is tried again in
@@ -234,7 +247,7 @@ impl Control {
             Err(ControlError::Sandbox(err)) => {
                 *self.unrecovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
                 let this = self.clone();
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let mut wait = RECOVER_RETRY;
                     loop {
                         tokio::select! {

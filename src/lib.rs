@@ -9,7 +9,9 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod drivers;
 pub mod error;
+#[cfg(all(target_os = "linux", not(lap_portable)))]
 pub mod harness;
 pub mod mcp;
 pub mod metrics;
@@ -20,5 +22,6 @@ pub mod secret;
 pub mod settings;
 pub mod store;
 pub mod term;
+pub mod tools;
 pub mod vault;
 pub mod wire;

@@ -95,7 +95,7 @@ pub struct AgentStart {
     /// Where the agent starts (`None`: `/work/repo` when it exists, else the user's home).
     pub cwd: Option<String>,
     /// Files written under the sandbox user's home before the agent starts, each only when it is
-    /// not there yet (the tool's first-run answers, [`crate::harness::first_run`]).
+    /// not there yet (the tool's first-run answers, [`crate::tools::first_run`]).
     pub home_files: Vec<HomeFile>,
 }
 
@@ -129,12 +129,16 @@ pub struct TtyChannel {
 }
 
 /// The listening end of a sandbox's egress: the vault serves every connection accepted here, and
-/// knows which sandbox it belongs to by the listener alone.
+/// knows which sandbox it belongs to by the listener alone (for the gateway, by the route the
+/// connection was handed to).
 pub enum ProxyListener {
     /// A TCP listener (the fake backend's, on the host's loopback).
     Tcp(tokio::net::TcpListener),
     /// A Unix socket the sandbox's harness forwards its proxy port to.
     Unix(tokio::net::UnixListener),
+    /// The sandbox's route through the vault gateway of `lap serve` (the Kubernetes backend's
+    /// gateway mode): the connections that carried its proxy credential from its pod's IP.
+    Gateway(crate::vault::gateway::GatewayListener),
 }
 
 /// A connection accepted from a [`ProxyListener`].
@@ -150,6 +154,15 @@ impl ProxyListener {
                 Ok(Box::new(stream))
             }
             Self::Unix(listener) => Ok(Box::new(listener.accept().await?.0)),
+            Self::Gateway(listener) => Ok(Box::new(listener.accept().await?)),
+        }
+    }
+
+    /// Where refusals that only this listener sees (a gateway route's credential used from another
+    /// address) are recorded: the binding it is served with.
+    pub fn record_refusals_to(&self, binding: &std::sync::Arc<crate::vault::intercept::Binding>) {
+        if let Self::Gateway(listener) = self {
+            listener.record_refusals_to(binding);
         }
     }
 }
@@ -162,11 +175,12 @@ pub use crate::wire::vault::{BoundCredential, VaultBinding};
 /// Where the vault of a backend's sandboxes runs; each backend has one, fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VaultPlacement {
-    /// In `lap serve`: it serves every connection of [`Sandbox::proxy_listener`] (local, fake).
+    /// In `lap serve`: it serves every connection of [`Sandbox::proxy_listener`] (local, fake, and
+    /// Kubernetes in gateway mode).
     Served,
-    /// In the sandbox itself (the Kubernetes pod's `lap vault sidecar`): the control plane binds a
-    /// session's credentials with [`Sandbox::bind_vault`] and pulls the vault's records with
-    /// [`Sandbox::vault_records`]; no egress passes `lap serve`.
+    /// In the sandbox itself (the Kubernetes pod's `lap vault sidecar`, sidecar mode): the control
+    /// plane binds a session's credentials with [`Sandbox::bind_vault`] and pulls the vault's
+    /// records with [`Sandbox::vault_records`]; no egress passes `lap serve`.
     InSandbox,
 }
 

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use crate::harness;
 use crate::secret::Secret;
+use crate::tools;
 use crate::wire::api::{Agent, AgentLimits, AgentVolume, CredentialInfo, Interception, SessionStatus};
 use crate::wire::vault::{Injection, RequestRule, default_injection};
 
@@ -1036,7 +1036,7 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
         .collect::<Result<_, _>>()?;
     Ok(Some(Agent {
         id,
-        supports_tui: harness::find(&harness_id).is_none_or(|h| h.supports_tui()),
+        supports_tui: tools::find(&harness_id).is_none_or(|h| h.supports_tui()),
         name,
         harness_id,
         command,

@@ -2,8 +2,11 @@
 //!
 //! Its parts: the certificate authority ([`ca`]) intercepted TLS is served under, with its per-host
 //! leaf certificates; the stub↔real substitution ([`rewrite`]) with host binding; and the egress
-//! policy ([`policy`]) with its guard against internal addresses. The CA's private key lives only in the data dir of
-//! `lap serve` (mode 0600) and is never mounted into a sandbox; only its certificate is.
+//! policy ([`policy`]) with its guard against internal addresses; and the gateway ([`gateway`]) that
+//! lets many Kubernetes pods share the vault of `lap serve`, each connection routed to its session's
+//! binding by a proxy credential honoured only from that session's pod IP. The CA's private key
+//! lives only in the data dir of `lap serve` (mode 0600) and is never mounted into a sandbox; only
+//! its certificate is.
 
 pub mod audit;
 pub mod body;
@@ -11,6 +14,7 @@ pub mod ca;
 pub mod decode;
 pub mod encodings;
 pub mod frames;
+pub mod gateway;
 pub mod intercept;
 pub mod limits;
 pub mod needles;

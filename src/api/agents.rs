@@ -14,9 +14,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::harness;
 use crate::secret::Secret;
 use crate::store::{AgentPatch, NewAgent, NewCredential};
+use crate::tools;
 use crate::wire::api::{
     AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, AgentVolume, CreateAgent, CredentialInfo,
     CredentialInput, ErrorBody, UpdateAgent,
@@ -357,11 +357,11 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 }
 
 fn validate_harness(id: &str) -> Result<(), ApiError> {
-    match harness::find(id) {
+    match tools::find(id) {
         Some(_) => Ok(()),
         None => Err(ApiError::bad_request(format!(
             "unknown harness_id \"{id}\". Valid: {}",
-            harness::ids()
+            tools::ids()
         ))),
     }
 }

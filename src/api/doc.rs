@@ -9,7 +9,7 @@
 //!   that (`--backend fake` keeps no files, a backend that is down).
 //!
 //! Operation ids are the handler's name prefixed with its tag (`agents_list`, `sessions_list`), so
-//! that each is unique, as OpenAPI requires and SDK generators rely on. It also lists the harness ids (from the catalog in `harness.rs`) as the enum of `harness_id`.
+//! that each is unique, as OpenAPI requires and SDK generators rely on. It also lists the harness ids (from the catalog in `tools.rs`) as the enum of `harness_id`.
 //!
 //! Each is added only where the handler's own annotation does not already name that status, so a
 //! handler can still describe its own 400s. `tests/it/openapi_schemathesis.rs` holds the document to
@@ -83,7 +83,7 @@ fn list_harnesses(doc: &mut OpenApi, name: &str) {
         return;
     };
     if let Some(RefOr::T(Schema::Object(field))) = body.properties.get_mut("harness_id") {
-        let mut ids: Vec<serde_json::Value> = crate::harness::CATALOG.iter().map(|h| h.id.into()).collect();
+        let mut ids: Vec<serde_json::Value> = crate::tools::CATALOG.iter().map(|h| h.id.into()).collect();
         ids.push(serde_json::Value::Null);
         field.enum_values = Some(ids);
     }

@@ -134,11 +134,11 @@ pub async fn stream(
             let frames = frames
                 .into_iter()
                 .map(|f| serde_json::to_string(&f).unwrap_or_default());
-            return Ok(sse(futures_util::stream::iter(frames.map(frame))));
+            return Ok(sse(&state, futures_util::stream::iter(frames.map(frame))));
         }
         Err(err) => return Err(err.into()),
     };
-    Ok(sse(turn_frames(turn, query.format.unwrap_or_default())))
+    Ok(sse(&state, turn_frames(turn, query.format.unwrap_or_default())))
 }
 
 fn turn_frames(turn: Turn, format: Format) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -230,9 +230,9 @@ pub async fn events(
     let subscription = state.control.subscribe_events(&id, after).await?;
     let backlog = subscription.backlog;
     let live = subscription.live;
-    Ok(sse(async_stream(
-        query.format.unwrap_or_default(),
-        move |tx| async move {
+    Ok(sse(
+        &state,
+        async_stream(query.format.unwrap_or_default(), move |tx| async move {
             if !tx.send(StreamFrame::Ready).await {
                 return;
             }
@@ -265,8 +265,8 @@ pub async fn events(
                     Err(RecvError::Closed) => return,
                 }
             }
-        },
-    )))
+        }),
+    ))
 }
 
 /// Interrupt the running turn. Its stream ends with `turn.completed` `interrupted`.
@@ -364,8 +364,11 @@ impl Frames {
     }
 }
 
-fn sse<S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static>(stream: S) -> Response {
-    Sse::new(stream)
+/// `stream` as an SSE response that ends when `lap serve` shuts down (a follower would otherwise
+/// hold its shutdown for the whole grace period).
+fn sse<S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static>(state: &AppState, stream: S) -> Response {
+    use futures_util::StreamExt;
+    Sse::new(stream.take_until(state.control.stopping()))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
 }

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::harness;
 use crate::sandbox::{ExecChunk, ExecSpec};
 use crate::store::SessionRow;
+use crate::tools;
 use crate::wire::api::{
     CreateSession, DeletedSession, ErrorBody, ExecCommand, ExecEvent, Interception, MAX_EXEC_STDIN, PREFIX,
     SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session, SessionStatus, Workspace,
@@ -388,7 +388,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
 }
 
 pub(super) fn to_api(row: SessionRow, origin: &Origin) -> Session {
-    let supports_tui = harness::find(&row.harness_id).is_none_or(|h| h.supports_tui());
+    let supports_tui = tools::find(&row.harness_id).is_none_or(|h| h.supports_tui());
     let ready = row.status == SessionStatus::Ready;
     // A paused or hibernated session's terminal is there to attach to: the attach wakes it.
     let live = matches!(

@@ -349,7 +349,7 @@ async fn config(
     Ok(Json(UiConfig {
         version: env!("CARGO_PKG_VERSION"),
         backend: state.control.backend().to_owned(),
-        harnesses: crate::harness::CATALOG
+        harnesses: crate::tools::CATALOG
             .iter()
             .map(|h| UiHarness {
                 id: h.id,

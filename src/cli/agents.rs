@@ -12,8 +12,8 @@ use clap::{Args, Subcommand};
 
 use super::Ctx;
 use crate::error::Error;
-use crate::harness;
 use crate::output::Printer;
+use crate::tools;
 use crate::wire::api::{
     Agent, AgentLimits, AgentVolume, CreateAgent, CredentialInfo, CredentialInput, UpdateAgent, preset_hosts,
 };
@@ -131,7 +131,7 @@ pub struct Fields {
 }
 
 fn harness_ids() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(harness::CATALOG.iter().map(|h| h.id))
+    clap::builder::PossibleValuesParser::new(tools::CATALOG.iter().map(|h| h.id))
 }
 
 fn parse_inject(text: &str) -> Result<(String, String), String> {

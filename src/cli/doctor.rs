@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::harness::{CATALOG, tools};
 use crate::output::Printer;
+use crate::tools::{CATALOG, installed};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,13 +36,13 @@ struct Tool {
 
 pub fn run(args: Args, out: &Printer) -> Result<(), Error> {
     if args.harnesses {
-        out.line(crate::harness::markdown_table().trim_end());
+        out.line(crate::tools::markdown_table().trim_end());
         return Ok(());
     }
     // Each program once, all at the same time: a slow `--version` holds up no other.
     let paths: BTreeMap<&'static str, Option<std::path::PathBuf>> = CATALOG
         .iter()
-        .map(|h| (tools::program(h), tools::find(tools::program(h))))
+        .map(|h| (installed::program(h), installed::find(installed::program(h))))
         .collect();
     let versions: BTreeMap<&'static str, Result<String, String>> = std::thread::scope(|scope| {
         let running: Vec<_> = paths
@@ -51,7 +51,7 @@ pub fn run(args: Args, out: &Printer) -> Result<(), Error> {
                 let path = path.as_ref()?;
                 Some((
                     *program,
-                    scope.spawn(move || tools::installed_version(path, tools::VERSION_DEADLINE)),
+                    scope.spawn(move || installed::version(path, installed::VERSION_DEADLINE)),
                 ))
             })
             .collect();
@@ -61,7 +61,7 @@ pub fn run(args: Args, out: &Printer) -> Result<(), Error> {
                 let version = thread
                     .join()
                     .unwrap_or_else(|_| {
-                        Err(tools::VersionError::Unreadable {
+                        Err(installed::VersionError::Unreadable {
                             program: program.to_owned(),
                             output: "the check panicked".to_owned(),
                         })
@@ -74,9 +74,9 @@ pub fn run(args: Args, out: &Printer) -> Result<(), Error> {
     let tools: Vec<Tool> = CATALOG
         .iter()
         .map(|harness| {
-            let program = tools::program(harness);
+            let program = installed::program(harness);
             let version = versions.get(program);
-            let proven_version = harness.package.as_ref().and_then(tools::proven);
+            let proven_version = harness.package.as_ref().and_then(installed::proven);
             let installed = version.and_then(|v| v.as_ref().ok()).cloned();
             Tool {
                 harness: harness.id,
@@ -124,7 +124,7 @@ pub fn run(args: Args, out: &Printer) -> Result<(), Error> {
     }
     out.status(format!(
         "local sandboxes run the host's tools from PATH={}; a session of a harness whose tool is missing is refused",
-        tools::SANDBOX_PATH
+        installed::SANDBOX_PATH
     ));
     if tools.iter().any(|t| t.proven == Some(false)) {
         out.status("an untested version may speak a changed protocol: install the proven one (scripts/test.sh does), or try the newest with scripts/check-tools.sh");

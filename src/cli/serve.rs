@@ -54,6 +54,8 @@ fn parse_policy_duration(text: &str) -> Result<PolicyDuration, String> {
 
 /// How long shutdown waits for open connections and background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client has for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest master key accepted (LAP's rule).
 const MIN_MASTER_KEY: usize = 8;
 /// How long the API listener rests after a failed accept (`EMFILE`): the vault's.
@@ -161,6 +163,26 @@ pub struct Args {
     /// the cluster), or `auto`: `pod-ip` with the in-cluster configuration, else `port-forward`
     #[arg(long, env = "LAP_KUBE_REACH", value_enum, default_value = "auto")]
     pub kube_reach: KubeReach,
+    /// Kubernetes backend: where the pods' vault runs — a `lap vault sidecar` in each pod behind an
+    /// iptables egress fence (`sidecar`: the namespace must admit Pod Security `privileged`; works
+    /// whatever the CNI), or `lap serve` itself (`gateway`: pods hold only the harness and meet
+    /// `restricted`, but must reach `lap serve`, and only the CNI's NetworkPolicy fences them)
+    #[arg(long, env = "LAP_KUBE_VAULT", value_enum, default_value = "sidecar")]
+    pub kube_vault: KubeVaultMode,
+    /// Kubernetes backend, `--kube-vault gateway`: where `lap serve` takes the pods' proxy
+    /// connections
+    #[arg(
+        long,
+        env = "LAP_KUBE_GATEWAY_LISTEN",
+        default_value = "0.0.0.0:3128",
+        value_name = "ADDR"
+    )]
+    pub kube_gateway_listen: SocketAddr,
+    /// Kubernetes backend, `--kube-vault gateway`: the address pods dial for the gateway
+    /// [default: `lap-serve.NAMESPACE.svc:PORT`, the Service of `deploy/`, PORT that of
+    /// --kube-gateway-listen]
+    #[arg(long, env = "LAP_KUBE_GATEWAY_ADDR", value_name = "HOST:PORT")]
+    pub kube_gateway_addr: Option<String>,
     /// Kubernetes backend: the StorageClass of each session's workspace claim (its `/work`, kept
     /// while the session lives: across hibernation, restarts and crashes) [default: the cluster's
     /// default class]
@@ -206,6 +228,14 @@ pub enum KubeReach {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeVaultMode {
+    /// A `lap vault sidecar` container in each pod, behind an iptables egress fence
+    Sidecar,
+    /// `lap serve`'s own vault, which pods reach through the cluster network
+    Gateway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SandboxCgroups {
     /// cgroup v1 or v2 where writable, rlimits for the rest
     Auto,
@@ -243,13 +273,16 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     let master_key = master_key(env, &data_dir, out)?;
     let (vault, ca_bundle) = vault(&args, &data_dir)?;
     let mut k8s = None;
+    let mut gateway = None;
     let sandbox: Arc<dyn Sandbox> = match args.backend {
         Backend::Fake => Arc::new(Fake::default()),
         Backend::Local => crate::platform::local_sandbox(&data_dir, args.sandbox_cgroups == SandboxCgroups::Auto)
             .map_err(|e| Error::failed_with_hint(e.to_string(), e.hint()))?,
         Backend::Kube => {
-            let backend = Arc::new(kube_backend(&args, out).await?);
+            let (backend, listener) = kube_backend(&args, &vault, out).await?;
+            let backend = Arc::new(backend);
             k8s = Some(backend.clone());
+            gateway = listener;
             backend
         }
     };
@@ -259,6 +292,9 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     }
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
+    if let Some((gateway, listener)) = gateway {
+        tasks.spawn(gateway.serve(listener, shutdown.child_token()));
+    }
     let lifecycle = crate::control::Lifecycle {
         // Workspaces that outlive their sandbox: host directories the local backend mounts, or the
         // Kubernetes backend's own claims.
@@ -357,19 +393,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
             if let Some((listener, _, _)) = preview {
                 let shutdown = shutdown.clone();
                 let acceptor = tls.clone();
-                tasks.spawn(async move {
-                    match acceptor {
-                        None => {
-                            let served = axum::serve(listener, preview_router.into_make_service())
-                                .with_graceful_shutdown(shutdown.cancelled_owned())
-                                .await;
-                            if let Err(err) = served {
-                                tracing::error!(error = %err, "the preview listener failed");
-                            }
-                        }
-                        Some(acceptor) => serve_tls(listener, acceptor, preview_router, shutdown).await,
-                    }
-                });
+                tasks.spawn(serve_connections(listener, acceptor, preview_router, shutdown));
             }
             api::ports::with_previews(router, previews)
         }
@@ -391,15 +415,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     ));
 
     tokio::spawn(watch_signals(shutdown.clone()));
-    match tls {
-        None => {
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await
-                .map_err(|e| Error::io("the HTTP server failed", e))?;
-        }
-        Some(acceptor) => serve_tls(listener, acceptor, router, shutdown.clone()).await,
-    }
+    serve_connections(listener, tls, router, shutdown.clone()).await;
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
         tracing::warn!("background tasks did not finish within {SHUTDOWN_GRACE:?}");
@@ -476,10 +492,16 @@ fn descriptor_budget(out: &Printer) {
 }
 
 /// The Kubernetes backend: the user's kubeconfig (or the in-cluster configuration) and the system
-/// roots each pod's CA bundle starts with. The CA made by [`vault`] is not handed to it: each pod
-/// gets a CA of its own. A cluster that does not answer is not an error here
-/// (`GET /api/v1/health/k8s` tells), one that is not configured at all is.
-async fn kube_backend(args: &Args, out: &Printer) -> Result<Kube, Error> {
+/// roots each pod's CA bundle starts with. In sidecar mode the CA made by [`vault`] is not handed to
+/// it (each pod gets a CA of its own); in gateway mode its certificate is (every pod trusts
+/// `vault`, which runs here), and the gateway's listener is bound and returned, to be served. A
+/// cluster that does not answer is not an error here (`GET /api/v1/health/k8s` tells), one that is
+/// not configured at all is.
+async fn kube_backend(
+    args: &Args,
+    vault: &Vault,
+    out: &Printer,
+) -> Result<(Kube, Option<(Arc<crate::vault::gateway::Gateway>, TcpListener)>), Error> {
     let (client, namespace, in_cluster) = kube::client(args.kube_context.clone(), args.kube_namespace.clone())
         .await
         .map_err(|e| {
@@ -506,6 +528,20 @@ async fn kube_backend(args: &Args, out: &Printer) -> Result<Kube, Error> {
             size: args.kube_workspace_size.clone(),
             snapshot_class: args.kube_snapshot_class.clone(),
         }),
+        vault: kube::KubeVault::Sidecar,
+    };
+    let (config, listener) = match args.kube_vault {
+        KubeVaultMode::Sidecar => (config, None),
+        KubeVaultMode::Gateway => {
+            let (gateway, listener) = kube_gateway(args, vault, &config.namespace, out).await?;
+            (
+                kube::KubeConfig {
+                    vault: kube::KubeVault::Gateway(gateway.clone()),
+                    ..config
+                },
+                Some((gateway.gateway, listener)),
+            )
+        }
     };
     out.status(format!(
         "kube backend: namespace `{}`, image `{}`, pods reached {}, workspaces {}",
@@ -524,7 +560,42 @@ async fn kube_backend(args: &Args, out: &Printer) -> Result<Kube, Error> {
             None => "gone with their pods (`--kube-workspace-size none`)".to_owned(),
         }
     ));
-    Ok(Kube::new(client, config))
+    Ok((Kube::new(client, config), listener))
+}
+
+/// Binds the vault gateway's listener (`--kube-gateway-listen`) and says where pods dial it.
+async fn kube_gateway(
+    args: &Args,
+    vault: &Vault,
+    namespace: &str,
+    out: &Printer,
+) -> Result<(kube::GatewayConfig, TcpListener), Error> {
+    let listen = args.kube_gateway_listen;
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        Error::io(
+            format!("cannot listen on {listen} for the vault gateway (`--kube-gateway-listen`)"),
+            e,
+        )
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the vault gateway's address", e))?
+        .port();
+    let addr = args
+        .kube_gateway_addr
+        .clone()
+        .unwrap_or_else(|| format!("lap-serve.{namespace}.svc:{port}"));
+    out.status(format!(
+        "kube vault gateway on {}, pods dial `{addr}` with their proxy credential",
+        SocketAddr::new(listen.ip(), port)
+    ));
+    let config = kube::GatewayConfig {
+        gateway: crate::vault::gateway::Gateway::new(),
+        addr,
+        port,
+        ca_cert_pem: vault.ca_pem(),
+    };
+    Ok((config, listener))
 }
 
 /// `--kube-workspace-size`: a Kubernetes quantity of storage, or `none`.
@@ -633,14 +704,16 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Er
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-async fn serve_tls(
+/// Serves `router` on `listener` — over TLS when there is an `acceptor` — until `shutdown`: then it
+/// stops accepting and waits for the requests in flight, at most [`SHUTDOWN_GRACE`] (a stream that
+/// would not end does not keep `lap serve` running). Each request carries its peer's address
+/// (`ConnectInfo`: `/metrics` is open to loopback peers only).
+async fn serve_connections(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     shutdown: CancellationToken,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
     let graceful = GracefulShutdown::new();
     loop {
@@ -656,26 +729,38 @@ async fn serve_tls(
                 }
             },
         };
-        let acceptor = acceptor.clone();
-        // The peer, as the plain-HTTP path records it: `/metrics` is open to loopback peers only.
         let with_peer = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let service = hyper_util::service::TowerToHyperService::new(with_peer);
         let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => return tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            let Some(acceptor) = acceptor else {
+                return serve_connection(tcp, service, watcher, peer).await;
             };
-            let builder = Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve_connection(tls, service, watcher, peer).await,
+                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}");
+    }
+}
+
+/// One HTTP/1 or HTTP/2 connection (with upgrades: the terminal's WebSocket), watched for shutdown.
+async fn serve_connection(
+    io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    service: hyper_util::service::TowerToHyperService<axum::Router>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(err) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }
 

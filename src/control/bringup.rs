@@ -17,12 +17,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 use uuid::Uuid;
 
 use super::{Control, ControlError, End, git, phase};
-use crate::harness::first_run::{self, FirstRun};
 use crate::sandbox::{
     AGENT_HOME, AgentStart, CA_BUNDLE_PATH, ExecChunk, ExecSpec, HomeFile, PROXY_ADDR, SandboxError, SandboxSpec,
 };
 use crate::store::warm::WarmRow;
 use crate::store::{SessionRow, SessionUpdate, StoreError};
+use crate::tools::first_run::{self, FirstRun};
 use crate::wire::api::{Agent, SessionStatus};
 
 /// Why a bring-up (or the making of a warm sandbox) failed; its `Display` is the failure reason a
@@ -84,7 +84,7 @@ const CLONE_ERROR_BYTES: usize = 2048;
 
 /// The command a TUI agent runs under its sandbox's PTY: its own `command`, else its harness's.
 fn agent_command(agent: &Agent) -> Option<String> {
-    let harness = crate::harness::find(&agent.harness_id).filter(|h| h.supports_tui())?;
+    let harness = crate::tools::find(&agent.harness_id).filter(|h| h.supports_tui())?;
     Some(harness.tui_command(agent.command.as_deref(), agent.model.as_deref()))
 }
 
@@ -311,7 +311,7 @@ impl Control {
     /// agent's command (none for an API harness: the environment only) in `/work/repo` when the
     /// agent has a repository. The one place the control plane starts an agent.
     async fn start_agent(&self, sandbox: &str, agent: &Agent, env: Vec<(String, String)>) -> Result<(), BringUpError> {
-        let harness = crate::harness::find(&agent.harness_id);
+        let harness = crate::tools::find(&agent.harness_id);
         // The tool's own needs first, so the agent's `env` can override them.
         let env: Vec<(String, String)> = harness
             .into_iter()

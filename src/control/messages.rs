@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Control, REPO_DIR};
-use crate::harness::api::{Driver, new_id};
+use crate::drivers::{Driver, new_id};
 use crate::sandbox::{ExecChunk, ExecSpec, Sandbox};
 use crate::store::{SessionRow, Store, StoreError};
 use crate::wire::api::{Agent, SessionStatus};
@@ -115,7 +115,7 @@ impl Control {
     /// The conversation of a ready API session.
     async fn conversation(&self, id: &str) -> Result<Arc<Conversation>, MessageError> {
         let row = self.message_session(id).await?;
-        if crate::harness::find(&row.harness_id).is_none_or(|h| h.supports_tui()) {
+        if crate::tools::find(&row.harness_id).is_none_or(|h| h.supports_tui()) {
             return Err(MessageError::Tui(row.id));
         }
         let (SessionStatus::Ready, Some(sandbox_id)) = (&row.status, row.sandbox_id.clone()) else {
@@ -124,7 +124,7 @@ impl Control {
                 status: row.status.as_str().to_owned(),
             });
         };
-        if crate::harness::api::driver(&row.harness_id).is_none() {
+        if crate::drivers::driver(&row.harness_id).is_none() {
             return Err(MessageError::Unsupported(row.harness_id));
         }
         let existing = self
@@ -472,7 +472,7 @@ impl Conversation {
 
     /// Starts the tool process inside the sandbox.
     fn start(self: &Arc<Self>, state: &mut State) -> Result<(), MessageError> {
-        let mut driver = crate::harness::api::driver(&self.agent.harness_id)
+        let mut driver = crate::drivers::driver(&self.agent.harness_id)
             .ok_or_else(|| MessageError::Unsupported(self.agent.harness_id.clone()))?;
         let resume = state.native.clone();
         let spec = ExecSpec {
@@ -524,7 +524,7 @@ impl Conversation {
     async fn watch(self: Arc<Self>, generation: u64) {
         let start_limit = deadline_from_env("LAP_TOOL_START_TIMEOUT", TOOL_START);
         let silence_limit = deadline_from_env("LAP_TOOL_SILENCE_TIMEOUT", TURN_SILENCE);
-        let tool = crate::harness::find(&self.agent.harness_id)
+        let tool = crate::tools::find(&self.agent.harness_id)
             .map(|h| h.command)
             .unwrap_or("the agent's tool");
         loop {
@@ -700,7 +700,7 @@ impl Conversation {
             None => reason,
         };
         if exit_code == Some(127) {
-            let hint = crate::harness::find(&self.agent.harness_id)
+            let hint = crate::tools::find(&self.agent.harness_id)
                 .map(|h| h.install_hint)
                 .unwrap_or_default();
             message = format!(

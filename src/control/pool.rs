@@ -315,7 +315,7 @@ impl Control {
             .harnesses_in_use()
             .await?
             .into_iter()
-            .filter(|h| crate::harness::find(h).is_some())
+            .filter(|h| crate::tools::find(h).is_some())
             .collect();
         Ok((plan(self.pool.config.size, &harnesses, &with_repo), agents))
     }

@@ -265,7 +265,7 @@ impl Control {
             return;
         };
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 let event = tokio::select! {
                     _ = this.shutdown.cancelled() => return,
@@ -313,7 +313,7 @@ impl Control {
     pub fn spawn_reconciler(self: &Arc<Self>, every: Duration) {
         let this = self.clone();
         let stop = self.shutdown.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

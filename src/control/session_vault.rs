@@ -59,6 +59,9 @@ impl Control {
                 reason: e.to_string(),
             })?;
         let binding = Arc::new(binding);
+        listener.record_refusals_to(&binding);
+        // Not on `tasks`: it ends when the last holder of the binding's sink does, the session's last
+        // tunnel, which shutdown does not wait for.
         tokio::spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
@@ -67,7 +70,8 @@ impl Control {
             records,
         ));
         let stop = self.vault_stop(key);
-        // Not on `tasks`: it lives as long as the session and ends on `stop` (a child of shutdown).
+        // Not on `tasks` (which also means "bring-ups in flight"): it lives as long as the session,
+        // ends on `stop` (a child of shutdown) and has nothing to flush.
         tokio::spawn(serve_egress(self.vault.clone(), listener, binding, stop));
         Ok(())
     }
@@ -98,7 +102,8 @@ impl Control {
     ) -> Result<(), SandboxError> {
         self.sandbox.bind_vault(sandbox_id, &binding).await?;
         let (sink, records) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-        tokio::spawn(keep_audit(
+        // Both end on `stop` (a child of shutdown), after a last pull: shutdown keeps those records.
+        self.tasks.spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
             audit,
@@ -106,8 +111,7 @@ impl Control {
             records,
         ));
         let stop = self.vault_stop(key);
-        // Like `serve_egress`: it lives as long as the session and ends on `stop`.
-        tokio::spawn(pull_records(
+        self.tasks.spawn(pull_records(
             self.sandbox.clone(),
             self.store.clone(),
             sandbox_id.to_owned(),

@@ -11,10 +11,10 @@ impl Control {
         if !self.sandbox.uses_host_tools() || agent.command.as_deref().is_some_and(|c| !c.trim().is_empty()) {
             return Ok(());
         }
-        let Some(harness) = crate::harness::find(&agent.harness_id) else {
+        let Some(harness) = crate::tools::find(&agent.harness_id) else {
             return Ok(());
         };
-        match crate::harness::tools::missing(harness) {
+        match crate::tools::installed::missing(harness) {
             Some((message, hint)) => Err(ControlError::ToolMissing { message, hint }),
             None => Ok(()),
         }

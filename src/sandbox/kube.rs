@@ -16,16 +16,22 @@
 //! snapshotted as a CSI VolumeSnapshot ([`workspace`]).
 //!
 //! What it deliberately does not own: session state (the reconciler writes that, from
-//! [`status::pod_state`]), and the vault itself, which runs in the Pod (`lap vault sidecar`). So
-//! [`Sandbox::proxy_listener`] is refused: no egress of a Kubernetes sandbox passes `lap serve`. The
-//! backend says so once ([`VaultPlacement::InSandbox`]); the control plane then binds a session
-//! through [`Sandbox::bind_vault`] and pulls the sidecar's records (`GET /interceptions`) through
-//! [`Sandbox::vault_records`].
+//! [`status::pod_state`]), and the vault itself. In sidecar mode ([`KubeVault::Sidecar`], the
+//! default) the vault runs in the Pod (`lap vault sidecar`), so [`Sandbox::proxy_listener`] is
+//! refused: no egress of the sandbox passes `lap serve`. The backend says so once
+//! ([`VaultPlacement::InSandbox`]); the control plane then binds a session through
+//! [`Sandbox::bind_vault`] and pulls the sidecar's records (`GET /interceptions`) through
+//! [`Sandbox::vault_records`]. In gateway mode ([`KubeVault::Gateway`]) the Pod holds only the
+//! harness and `lap serve`'s vault serves it ([`VaultPlacement::Served`]): the sandbox's proxy
+//! listener is its route through `lap serve`'s gateway ([`crate::vault::gateway`]), honouring its
+//! proxy credential from its pod IP only, and the proxy variables of its environment name the
+//! gateway with that credential ([`Kube::pod_env`]).
 //!
 //! Trust: the API credentials are the user's kubeconfig (or the in-cluster service account, which
 //! needs only the namespaced rights in `kind/rbac.yaml`). Real credential values leave this process
 //! only in the Secret's `binding.json` and in the body of `PUT /binding`, both bound for the vault
-//! container; neither is logged. Each Pod's vault signs with a CA made for that Pod alone when its
+//! container; neither is logged (gateway mode: neither exists, the values stay in `lap serve`). In
+//! sidecar mode each Pod's vault signs with a CA made for that Pod alone when its
 //! Secret is made ([`pod_ca`]; warm Pods too): its harness trusts the system roots and that CA, so a
 //! key taken from one Pod (a node or container escape) signs for no other sandbox, and `lap serve`'s
 //! own CA (the local backend's) never enters the cluster. Nothing after creation needs the Pod's CA:
@@ -45,8 +51,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-pub use self::manifest::Reach;
 use self::manifest::{PodPlan, Resources, SecretData};
+pub use self::manifest::{Reach, VaultMode};
 use self::status::PodState;
 use super::{
     AgentStart, ExecChunk, ExecSpec, KeptWorkspace, Sandbox, SandboxChange, SandboxError, SandboxEvent, SandboxInfo,
@@ -81,6 +87,40 @@ pub struct KubeConfig {
     /// Each session's workspace as a PersistentVolumeClaim of this storage (`None`: an `emptyDir`
     /// per Pod, gone with it).
     pub workspace: Option<manifest::WorkspaceStorage>,
+    /// Where the pods' vault runs: a sidecar in each, or `lap serve`'s gateway.
+    pub vault: KubeVault,
+}
+
+/// Where the vault of the backend's pods runs (`lap serve --kube-vault`).
+#[derive(Debug, Clone)]
+pub enum KubeVault {
+    /// A `lap vault sidecar` in each pod, behind its iptables fence.
+    Sidecar,
+    /// `lap serve`'s vault, through its gateway.
+    Gateway(GatewayConfig),
+}
+
+/// The vault gateway as the backend's pods see it.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// The routes of `lap serve`'s gateway listener.
+    pub gateway: std::sync::Arc<crate::vault::gateway::Gateway>,
+    /// Where pods dial it, `host:port` (the Service of `lap serve`).
+    pub addr: String,
+    /// The port the gateway listens on in the `lap serve` pods (what the NetworkPolicy lets out).
+    pub port: u16,
+    /// The certificate (never the key) of `lap serve`'s vault CA, PEM: every gateway-mode pod
+    /// trusts it.
+    pub ca_cert_pem: String,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("addr", &self.addr)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads the user's kubeconfig (`context`: `--kube-context`, else its current one) or, when there
@@ -199,12 +239,62 @@ impl Kube {
             image: self.config.image.clone(),
             harness_id: spec.harness_id.clone(),
             session_id: spec.session_id.clone(),
-            env: spec.env.clone(),
+            env: self.pod_env(id, spec.env.clone()),
             limits: spec.limits,
             defaults: self.config.defaults.clone(),
             reach: self.config.reach,
             workspace_claim: None,
+            vault: match &self.config.vault {
+                KubeVault::Sidecar => VaultMode::Sidecar,
+                KubeVault::Gateway(gateway) => VaultMode::Gateway { port: gateway.port },
+            },
         }
+    }
+
+    /// Sandbox `id`'s environment: in gateway mode, the proxy variables that name the sandbox's
+    /// own proxy port ([`crate::sandbox::PROXY_ADDR`]) name the gateway with `id`'s proxy
+    /// credential instead; in sidecar mode, as it is.
+    pub fn pod_env(&self, id: &str, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+        if let KubeVault::Gateway(gateway) = &self.config.vault {
+            let local = format!("http://{}", crate::sandbox::PROXY_ADDR);
+            let url = crate::vault::gateway::proxy_url(id, &gateway.addr);
+            for (_, value) in env.iter_mut().filter(|(_, value)| *value == local) {
+                value.clone_from(&url);
+            }
+        }
+        env
+    }
+
+    /// The Secret of the Pod `owner` of sandbox `plan`: in sidecar mode with a CA of its own, its
+    /// (empty) binding and its admin token; in gateway mode with `lap serve`'s CA certificate only.
+    fn make_secret(
+        &self,
+        plan: &PodPlan,
+        owner: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    ) -> Result<Secret, SandboxError> {
+        let harness_token = new_token()?;
+        if let KubeVault::Gateway(gateway) = &self.config.vault {
+            let bundle = crate::vault::ca::trust_bundle(&self.config.system_roots_pem, &gateway.ca_cert_pem);
+            return Ok(manifest::gateway_secret(
+                plan,
+                owner,
+                bundle.as_bytes(),
+                harness_token.as_bytes(),
+            ));
+        }
+        let token = new_token()?;
+        let binding = serde_json::to_vec(&VaultBinding::default()).map_err(|e| SandboxError::Backend(e.to_string()))?;
+        let ca = pod_ca(&plan.id)?;
+        let bundle = crate::vault::ca::trust_bundle(&self.config.system_roots_pem, &ca.cert_pem);
+        let data = SecretData {
+            binding_json: &binding,
+            ca_cert_pem: ca.cert_pem.as_bytes(),
+            ca_key_pem: ca.key_pem.expose().as_bytes(),
+            ca_bundle_pem: bundle.as_bytes(),
+            admin_token: token.as_bytes(),
+            harness_token: harness_token.as_bytes(),
+        };
+        Ok(manifest::secret(plan, owner, &data))
     }
 
     /// Creates sandbox `id`'s objects and waits until its Pod is ready. On failure every object made
@@ -230,20 +320,7 @@ impl Kube {
             if warm_claim {
                 self.create_warm_claim(id, owner.as_ref()).await?;
             }
-            let (token, harness_token) = (new_token()?, new_token()?);
-            let binding =
-                serde_json::to_vec(&VaultBinding::default()).map_err(|e| SandboxError::Backend(e.to_string()))?;
-            let ca = pod_ca(id)?;
-            let bundle = crate::vault::ca::trust_bundle(&self.config.system_roots_pem, &ca.cert_pem);
-            let data = SecretData {
-                binding_json: &binding,
-                ca_cert_pem: ca.cert_pem.as_bytes(),
-                ca_key_pem: ca.key_pem.expose().as_bytes(),
-                ca_bundle_pem: bundle.as_bytes(),
-                admin_token: token.as_bytes(),
-                harness_token: harness_token.as_bytes(),
-            };
-            let secret = manifest::secret(&plan, owner.as_ref(), &data);
+            let secret = self.make_secret(&plan, owner.as_ref())?;
             self.secrets()
                 .create(&PostParams::default(), &secret)
                 .await
@@ -429,7 +506,11 @@ impl Kube {
                 .ok_or_else(|| SandboxError::Backend(format!("the secret of sandbox `{id}` has no {what}")))
         };
         let tokens = Tokens {
-            admin: token(manifest::keys::ADMIN_TOKEN, "vault admin token")?,
+            // A gateway-mode pod has no vault, so no admin token.
+            admin: match self.config.vault {
+                KubeVault::Sidecar => token(manifest::keys::ADMIN_TOKEN, "vault admin token")?,
+                KubeVault::Gateway(_) => String::new(),
+            },
             harness: token(manifest::keys::HARNESS_TOKEN, "harness token")?,
         };
         self.tokens
@@ -451,16 +532,7 @@ impl Kube {
                 Ok(Box::new(stream))
             }
             Reach::PodIp => {
-                let pod = self.pods().get_opt(id).await.map_err(api_error)?;
-                let pod = pod.ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
-                let ip = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.pod_ip.as_deref())
-                    .ok_or_else(|| SandboxError::Backend(format!("the sandbox pod `{id}` has no IP yet")))?;
-                let ip: std::net::IpAddr = ip
-                    .parse()
-                    .map_err(|_| SandboxError::Backend(format!("the sandbox pod `{id}` has no usable IP (`{ip}`)")))?;
+                let ip = self.pod_ip(id).await?;
                 let unreachable = |cause: &dyn std::fmt::Display| {
                     SandboxError::Backend(format!(
                         "cannot reach the sandbox pod `{id}` at {ip}:{port}: {cause} (pod IPs are reachable from \
@@ -475,6 +547,19 @@ impl Kube {
                 Ok(Box::new(stream))
             }
         }
+    }
+
+    /// Sandbox `id`'s pod IP, from its status.
+    async fn pod_ip(&self, id: &str) -> Result<std::net::IpAddr, SandboxError> {
+        let pod = self.pods().get_opt(id).await.map_err(api_error)?;
+        let pod = pod.ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .ok_or_else(|| SandboxError::Backend(format!("the sandbox pod `{id}` has no IP yet")))?;
+        ip.parse()
+            .map_err(|_| SandboxError::Backend(format!("the sandbox pod `{id}` has no usable IP (`{ip}`)")))
     }
 
     /// A stream to sandbox `id`'s harness, its token sent: ready for one request.
@@ -665,7 +750,7 @@ impl Sandbox for Kube {
 
     async fn start_agent(&self, id: &str, start: AgentStart) -> Result<(), SandboxError> {
         let request = crate::wire::harness::StartRequest {
-            env: start.env,
+            env: self.pod_env(id, start.env),
             command: start.command,
             cwd: start.cwd,
             home_files: start.home_files,
@@ -707,7 +792,7 @@ impl Sandbox for Kube {
         let request = crate::wire::harness::ExecRequest {
             argv: spec.argv,
             cwd: spec.cwd,
-            env: spec.env,
+            env: self.pod_env(id, spec.env),
         };
         harness::exec(self.harness_stream(id).await?, request, stdin, output).await
     }
@@ -718,7 +803,10 @@ impl Sandbox for Kube {
     }
 
     fn vault_placement(&self) -> VaultPlacement {
-        VaultPlacement::InSandbox
+        match self.config.vault {
+            KubeVault::Sidecar => VaultPlacement::InSandbox,
+            KubeVault::Gateway(_) => VaultPlacement::Served,
+        }
     }
 
     async fn pause(&self, id: &str) -> Result<(), SandboxError> {
@@ -815,11 +903,21 @@ impl Sandbox for Kube {
             .map_err(crate::sandbox::local::port_error)
     }
 
+    /// In gateway mode: the sandbox's route through `lap serve`'s gateway, honouring its proxy
+    /// credential from its pod IP only. In sidecar mode refused: the vault runs in the pod.
     async fn proxy_listener(&self, id: &str) -> Result<super::ProxyListener, SandboxError> {
-        Err(SandboxError::Unavailable {
-            backend: "kube",
-            reason: format!("the vault of sandbox `{id}` runs in its pod's sidecar; bind it with the admin endpoint"),
-        })
+        match &self.config.vault {
+            KubeVault::Gateway(gateway) => {
+                let ip = self.pod_ip(id).await?;
+                Ok(super::ProxyListener::Gateway(gateway.gateway.route(id, ip)))
+            }
+            KubeVault::Sidecar => Err(SandboxError::Unavailable {
+                backend: "kube",
+                reason: format!(
+                    "the vault of sandbox `{id}` runs in its pod's sidecar; bind it with the admin endpoint"
+                ),
+            }),
+        }
     }
 }
 

@@ -21,6 +21,7 @@
 
 mod cgroup;
 pub mod files;
+mod idmap;
 mod init;
 pub mod landlock;
 pub mod layout;
@@ -93,6 +94,18 @@ impl From<LocalError> for SandboxError {
     fn from(err: LocalError) -> Self {
         SandboxError::Backend(err.to_string())
     }
+}
+
+/// Gives a volume's tree to [`uids::VOLUME_OWNER`] unless it has it already: on first use, after a
+/// session on a filesystem without idmapped mounts took it, or for a volume made before owners.
+fn own_volume(tree: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = uids::VOLUME_OWNER;
+    let meta = std::fs::symlink_metadata(tree)?;
+    if meta.uid() == owner && meta.gid() == owner {
+        return Ok(());
+    }
+    layout::chown_tree(tree, owner)
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LocalError + 'a {
@@ -481,15 +494,16 @@ impl Sandbox for Local {
                 return Err(io_err("hand over the workspace", workspace)(err).into());
             }
         }
-        // The agent's volumes: made on first use, and handed to this sandbox's agent. A session of
-        // the same agent running already keeps reading them (0755 directories); it shares them.
+        // The agent's volumes: made on first use and, as root, owned by the volume owner, which
+        // every sandbox of the agent sees as itself through an idmapped mount (local/idmap.rs), so
+        // sessions running at once all write them.
         for volume in &spec.volumes {
             let tree = volume.host.clone();
             let prepared = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&tree)?;
                 std::fs::set_permissions(&tree, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
                 match uid {
-                    Some(uid) => layout::chown_tree(&tree, uid),
+                    Some(_) => own_volume(&tree),
                     None => Ok(()),
                 }
             })

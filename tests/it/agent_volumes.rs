@@ -1,5 +1,6 @@
 //! Agent volumes with real sandboxes on the local backend: what one session writes into a volume the
-//! next session of the same agent finds, sessions at once share it, another agent never sees it, an
+//! next session of the same agent finds, sessions at once share it (each writing what the others
+//! made, though each runs as a uid of its own), another agent never sees it, an
 //! edit that drops a volume and the agent's deletion free its directory, and bad volumes are refused
 //! with a hint before anything is stored. The server runs its default warm pool, so a session that
 //! took a warm sandbox (which mounts no volume) would be seen here.
@@ -130,6 +131,47 @@ fn a_volume_is_shared_by_the_sessions_of_its_agent_and_no_other_agent() {
     assert!(!dir.exists(), "the agent's volume is deleted with it");
     assert!(!dir.parent().unwrap().exists(), "and its volumes directory");
     assert!(other_dir.is_dir(), "another agent's volume stays");
+}
+
+#[test]
+fn sessions_running_at_once_each_change_what_the_other_made() {
+    let f = Fixture::new();
+    f.agent("npm", "cache:/work/home/.cache");
+    let first = f.session("npm");
+    f.sh(&first, "mkdir -p ~/.cache/a && echo one > ~/.cache/a/log");
+
+    // As root each sandbox runs as a uid of its own; all of them write everything in the volume,
+    // and the first keeps doing so after the second started.
+    let second = f.session("npm");
+    f.sh(
+        &second,
+        "echo two >> ~/.cache/a/log && mkdir ~/.cache/b && echo made > ~/.cache/b/file",
+    );
+    f.sh(
+        &first,
+        "echo three >> ~/.cache/a/log && echo changed > ~/.cache/b/file && mkdir ~/.cache/b/deeper && rm ~/.cache/a/log",
+    );
+    f.sh(&second, "echo four > ~/.cache/a/log && rmdir ~/.cache/b/deeper");
+    assert_eq!(
+        f.sh(&first, "cat ~/.cache/a/log ~/.cache/b/file; ls -A ~/.cache/b"),
+        "four\nchanged\nfile\n"
+    );
+    for id in [&first, &second] {
+        let ids = f.sh(id, "id -u; stat -c %u ~/.cache/a/log; stat -c %u ~/.cache/b");
+        let ids: Vec<&str> = ids.lines().collect();
+        assert!(
+            ids.len() == 3 && ids[1] == ids[0] && ids[2] == ids[0],
+            "each session owns the files: {ids:?}"
+        );
+    }
+
+    // On the host everything in it has one owner, whichever session wrote it.
+    let dir = f.volume_dir("npm", "cache");
+    let owners: std::collections::BTreeSet<u32> = ["", "a", "a/log", "b", "b/file"]
+        .iter()
+        .map(|p| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.join(p)).expect("a volume file")))
+        .collect();
+    assert_eq!(owners.len(), 1, "one owner on the host, got {owners:?}");
 }
 
 #[test]

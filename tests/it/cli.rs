@@ -1379,3 +1379,53 @@ fn admin_stats_show_the_warm_pool_filled_for_the_harness_in_use_and_claims() {
     assert!(out.contains("CLAIMED AT"), "{out}");
     assert!(out.ends_with("sessions: 1 ready"), "{out}");
 }
+
+/// A follower of a session's event stream (SSE, which never ends by itself) does not keep `lap serve`
+/// from stopping: on SIGTERM the stream is ended properly (the chunked body's last chunk, not a cut
+/// connection) and the server exits.
+#[test]
+fn sigterm_ends_an_open_event_stream_and_stops_lap_serve() {
+    use std::io::{Read, Write};
+    let home = Home::new();
+    let mut server = TestServer::start(&home);
+    lap(&home, ["agents", "create", "sdk", "--harness", "claude-agent-sdk"]).success();
+    let id = lap(&home, ["sessions", "create", "sdk"])
+        .success()
+        .out()
+        .trim()
+        .to_owned();
+
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/managed_agents/sessions/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+        server.master_key()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(r#"{"type":"ready"}"#) {
+        let n = stream.read(&mut buf).expect("the stream's first frame");
+        assert!(
+            n > 0,
+            "the stream closed before its first frame: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+
+    let status = server
+        .terminate(std::time::Duration::from_secs(60))
+        .expect("lap serve stops on SIGTERM with a stream open");
+    assert!(status.success(), "lap serve exited with {status}");
+    stream.read_to_end(&mut seen).expect("the rest of the stream");
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.ends_with("\r\n0\r\n\r\n"),
+        "the stream ends with its last chunk, got {seen:?}"
+    );
+}

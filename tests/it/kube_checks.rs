@@ -169,6 +169,7 @@ fn plan(session: Option<&str>, reach: Reach) -> PodPlan {
         defaults: Resources::harness_default(),
         reach,
         workspace_claim: None,
+        vault: manifest::VaultMode::Sidecar,
     }
 }
 
@@ -220,6 +221,31 @@ fn generated_objects(dir: &Path) -> Vec<PathBuf> {
             serde_json::to_value(manifest::pod(&with_claim)).unwrap(),
         ));
     }
+    // Gateway mode (`--kube-vault gateway`): the harness alone, its Secret without a key, its policy.
+    let gateway = |session: Option<&str>| PodPlan {
+        vault: manifest::VaultMode::Gateway { port: 3128 },
+        ..plan(session, Reach::PodIp)
+    };
+    for (session, state) in [(None, "warm"), (Some("4b1f7e9c-session"), "session")] {
+        objects.push((
+            format!("pod-gateway-{state}"),
+            serde_json::to_value(manifest::pod(&gateway(session))).unwrap(),
+        ));
+    }
+    objects.push((
+        "secret-gateway".to_owned(),
+        serde_json::to_value(manifest::gateway_secret(
+            &gateway(None),
+            Some(&owner),
+            b"ROOTS + LAP SERVE CA CERT",
+            b"8899aabbccddeeff",
+        ))
+        .unwrap(),
+    ));
+    objects.push((
+        "networkpolicy-gateway".to_owned(),
+        serde_json::to_value(manifest::network_policy(&gateway(None), Some(&owner))).unwrap(),
+    ));
     // The workspace claims: a session's (empty), a warm pod's (owned by it), a fork's (a clone) and
     // one restored from a snapshot.
     let session = "4b1f7e9c-session";
@@ -610,6 +636,7 @@ fn recording_backend_with(url: &str, reach: Reach, log: &Log, workspace: Option<
             ready_timeout: Duration::from_secs(10),
             reach,
             workspace,
+            vault: lap::sandbox::kube::KubeVault::Sidecar,
         },
     )
 }

@@ -116,6 +116,7 @@ fn config() -> KubeConfig {
         ready_timeout: Duration::from_secs(30),
         reach: lap::sandbox::kube::Reach::PortForward,
         workspace: None,
+        vault: lap::sandbox::kube::KubeVault::Sidecar,
     }
 }
 

@@ -16,6 +16,12 @@
 //! a server started while the API server is down takes no session until it answers, then recovers;
 //! and with `--kube-reach pod-ip` (each pod on an address of its own in 127.0.0.0/8) all of
 //! it works without a port-forward. The pod's harness wants its token from the Secret.
+//!
+//! With `--kube-vault gateway` the pods hold only their harness, isolated, each with an IP of its
+//! own on the loopback, and the kubelet here relays a pod's `127.0.0.1:3128` to `lap serve`'s vault
+//! gateway from that IP: the real `claude` answers with its key swapped by the gateway, a warm pod
+//! is claimed and swapped, and every wrong, missing or other session's proxy credential, and the
+//! right one from another address, is refused with nothing reaching the upstream.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,6 +90,8 @@ struct Upstream {
     /// vault.
     vendor: Option<(&'static str, std::net::Ipv4Addr)>,
     csi: PathBuf,
+    /// With `--kube-vault gateway`: where `lap serve`'s vault gateway listens, once it has started.
+    gateway: Option<Arc<std::sync::OnceLock<SocketAddr>>>,
 }
 
 /// The test's CSI driver and snapshot controller: a claim is a directory `claims/<name>` (a clone
@@ -158,6 +166,9 @@ fn run_pod(
     api: &FakeApi,
     containers: &Weak<Mutex<Containers>>,
 ) -> Vec<(u16, SocketAddr)> {
+    if upstream.gateway.is_some() {
+        return run_gateway_pod(pod, secret, upstream, api, containers);
+    }
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");
     std::fs::create_dir_all(&ca_dir).unwrap();
@@ -225,7 +236,9 @@ fn run_pod(
     // With a workspace claim, the home is on the claim's volume (`/work/home`), else the pod's own.
     let home = claim_dir(pod, &upstream.csi).map_or_else(|| dir.path().join("home"), |claim| claim.join("home"));
     let (harness, harness_addr) = if upstream.vendor.is_some() {
-        isolated_harness(&home, &harness_token, &bundle, proxy)
+        isolated_harness(&home, &harness_token, &bundle, move || {
+            std::net::TcpStream::connect(proxy)
+        })
     } else {
         let mut harness = Command::new(LAP);
         harness
@@ -259,13 +272,80 @@ fn run_pod(
     vec![(manifest::HARNESS_PORT, harness_addr), (manifest::ADMIN_PORT, admin)]
 }
 
+/// A gateway-mode pod (`--kube-vault gateway`): its one container, the harness, isolated as a real
+/// pod is ([`isolated_harness`]), with an IP of its own (`127.A.B.n`, in its status). The pod's
+/// `127.0.0.1:PROXY_PORT`, where its `HTTPS_PROXY` points (the test's `--kube-gateway-addr`), is
+/// relayed to `lap serve`'s gateway *from the pod's IP*, as the pod network carries a pod's
+/// connection to the `lap serve` Service with the pod's address as its source. The Secret has no
+/// vault part: the harness trusts its `ca-bundle.pem` (the system roots and `lap serve`'s CA
+/// certificate) and wants its `harness-token`.
+fn run_gateway_pod(
+    pod: &Value,
+    secret: &Value,
+    upstream: &Upstream,
+    api: &FakeApi,
+    containers: &Weak<Mutex<Containers>>,
+) -> Vec<(u16, SocketAddr)> {
+    let containers_of_pod = pod["spec"]["containers"].as_array().unwrap();
+    assert_eq!(
+        containers_of_pod.len(),
+        1,
+        "a gateway pod holds only the harness: {pod}"
+    );
+    assert!(pod["spec"].get("initContainers").is_none(), "{pod}");
+    let dir = tempfile::tempdir().unwrap();
+    let harness_token = dir.path().join(manifest::keys::HARNESS_TOKEN);
+    std::fs::write(&harness_token, secret_file(secret, manifest::keys::HARNESS_TOKEN)).unwrap();
+    let bundle = dir.path().join(manifest::keys::CA_BUNDLE);
+    std::fs::write(&bundle, secret_file(secret, manifest::keys::CA_BUNDLE)).unwrap();
+    let ip = upstream.pod_ips.as_ref().expect("gateway pods have IPs").next();
+    let source: std::net::IpAddr = ip.parse().unwrap();
+    let gateway = *upstream
+        .gateway
+        .as_ref()
+        .and_then(|g| g.get())
+        .expect("lap serve's gateway listens before any pod is made");
+    let home = claim_dir(pod, &upstream.csi).map_or_else(|| dir.path().join("home"), |claim| claim.join("home"));
+    let (harness, harness_addr) = isolated_harness(&home, &harness_token, &bundle, move || dial_from(source, gateway));
+    let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    let pid = harness.id();
+    let Some(containers) = containers.upgrade() else {
+        return Vec::new();
+    };
+    {
+        let mut containers = containers.lock().unwrap();
+        containers.children.push(harness);
+        containers.proxies.push((name.clone(), gateway, bundle));
+        containers.dirs.push(dir);
+        containers.harnesses.push((name.clone(), pid));
+    }
+    api.set_pod_ip(&name, &ip);
+    report_exit(api.clone(), Arc::downgrade(&containers), name, pid);
+    vec![(manifest::HARNESS_PORT, harness_addr)]
+}
+
+/// A TCP connection to `to` whose source address is `source` (a pod's IP on the loopback).
+fn dial_from(source: std::net::IpAddr, to: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    tokio::runtime::Handle::current()
+        .block_on(socket.connect(to))?
+        .into_std()
+}
+
 /// The harness container of a pod that has its network and mounts to itself, as a real pod has:
 /// `lap harness` (its home `home`) in network and mount namespaces of its own (`unshare`, root
 /// only), its loopback up and the pod's CA bundle (`bundle`, from its Secret: the host's roots and
 /// the pod's own vault CA) mounted over the system one, as the pod's Secret volume is. The pod's `127.0.0.1:PROXY_PORT` leads to its vault
-/// container (`proxy`, on the host's loopback), which is the only way out of it; its harness port
-/// is relayed to the host's loopback for the port-forward. Returns the process and that address.
-fn isolated_harness(home: &Path, token: &Path, bundle: &Path, proxy: SocketAddr) -> (Child, SocketAddr) {
+/// (each connection to one `dial` makes: its vault container's proxy on the host's loopback, or
+/// `lap serve`'s gateway), which is the only way out of it; its harness port is relayed to the
+/// host's loopback for the port-forward. Returns the process and that address.
+fn isolated_harness(
+    home: &Path,
+    token: &Path,
+    bundle: &Path,
+    dial: impl Fn() -> std::io::Result<std::net::TcpStream> + Send + Sync + 'static,
+) -> (Child, SocketAddr) {
     let mut harness = Command::new("unshare");
     harness
         .args(["--net", "--mount", "--propagation", "private", "--", "sh", "-c"])
@@ -291,7 +371,7 @@ fn isolated_harness(home: &Path, token: &Path, bundle: &Path, proxy: SocketAddr)
         std::net::TcpListener::bind(("127.0.0.1", manifest::PROXY_PORT))
     })
     .expect("the pod's proxy port");
-    relay(egress, move || std::net::TcpStream::connect(proxy));
+    relay(egress, dial);
     let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = outside.local_addr().unwrap();
     relay(outside, move || {
@@ -436,6 +516,22 @@ impl Cluster {
     }
 
     async fn start_full(serve_args: &[&str], by_pod_ip: bool, vendor: Option<Vendor>) -> Self {
+        Self::start_mode(serve_args, by_pod_ip, vendor, false).await
+    }
+
+    /// A cluster on `lap serve --kube-vault gateway`: every pod is isolated and has an IP of its
+    /// own ([`run_gateway_pod`]), and `lap serve`'s vault, through its gateway, sends the test's
+    /// hosts (and `vendor`'s) to the loopback upstreams. Returns what the vendor API saw, too.
+    async fn start_gateway(
+        serve_args: &[&str],
+        vendor: Option<(&'static str, support::vendor::Handler)>,
+    ) -> (Self, Arc<Mutex<Vec<support::vendor::Seen>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let vendor = vendor.map(|(host, handler)| (host, handler, seen.clone()));
+        (Self::start_mode(serve_args, false, vendor, true).await, seen)
+    }
+
+    async fn start_mode(serve_args: &[&str], by_pod_ip: bool, vendor: Option<Vendor>, gateway: bool) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let public_ca = Arc::new(CertificateAuthority::load_or_create(&dir.path().join("public-ca")).unwrap());
@@ -454,12 +550,39 @@ impl Cluster {
             None => None,
         };
         let csi = dir.path().join("csi");
+        let gateway_addr = gateway.then(|| Arc::new(std::sync::OnceLock::new()));
+        let mut serve_args: Vec<String> = serve_args.iter().map(|a| (*a).to_owned()).collect();
+        if gateway {
+            // The gateway on a free port of the host's loopback; pods dial their own
+            // `127.0.0.1:PROXY_PORT`, which the kubelet here relays to it from the pod's IP.
+            serve_args.extend(
+                [
+                    "--kube-vault",
+                    "gateway",
+                    "--kube-gateway-listen",
+                    "127.0.0.1:0",
+                    "--kube-gateway-addr",
+                    &format!("127.0.0.1:{}", manifest::PROXY_PORT),
+                    "--vault-upstream-ca",
+                    &ca_pem.display().to_string(),
+                    "--vault-resolve",
+                    &format!("api.github.test:{upstream_port}:127.0.0.1"),
+                    "--vault-resolve",
+                    &format!("api.other.test:{upstream_port}:127.0.0.1"),
+                ]
+                .map(str::to_owned),
+            );
+            if let Some((host, addr)) = vendor {
+                serve_args.extend(["--vault-resolve".to_owned(), format!("{host}:443:{addr}")]);
+            }
+        }
         let upstream = Upstream {
             port: upstream_port,
             ca_pem,
-            pod_ips: by_pod_ip.then(PodIps::new),
+            pod_ips: (by_pod_ip || gateway).then(PodIps::new),
             vendor,
             csi: csi.clone(),
+            gateway: gateway_addr.clone(),
         };
         let (api, api_url) = FakeApi::start().await;
         csi_driver(&api, &csi);
@@ -470,6 +593,9 @@ impl Cluster {
         let config = kubeconfig(dir.path(), &api_url);
         // Blocking calls on this worker are fine: the fake API server answers on the others.
         let server = TestServer::start_kube(&home, &config, serve_args);
+        if let Some(addr) = &gateway_addr {
+            let _ = addr.set(addr_after(&server.startup, "kube vault gateway on "));
+        }
         Self {
             api,
             api_url,
@@ -1077,11 +1203,19 @@ async fn the_real_claude_answers_messages_in_an_isolated_pod_and_its_key_is_swap
     // The real `claude` (npm), driven by the `claude-agent-sdk` harness through the pod's harness
     // (`exec_stream` over the port-forward), in a pod whose network and mounts are its own: its only
     // way out is its vault container, which sends api.anthropic.com to the fake Anthropic API.
-    use support::anthropic::{self, HOST, MODEL, REAL_KEY, RUN_PWD, echo};
+    use support::anthropic::{self, HOST};
     if !support::require("claude", "npm install -g @anthropic-ai/claude-code") {
         return;
     }
     let (cluster, seen) = Cluster::start_isolated(&["--warm-pool-size", "0"], HOST, anthropic::handler()).await;
+    real_claude_answers_through_its_vault(&cluster, &seen).await;
+}
+
+/// The real `claude` in a session of `cluster` (isolated pods, the fake Anthropic API behind the
+/// vault): plain, streamed and tool-call answers to `lap send`; the agent holds a stub, and the real
+/// key reached the vendor only, with every model call; the egress log records the swaps.
+async fn real_claude_answers_through_its_vault(cluster: &Cluster, seen: &Arc<Mutex<Vec<support::vendor::Seen>>>) {
+    use support::anthropic::{HOST, MODEL, REAL_KEY, RUN_PWD, echo};
     cluster
         .home
         .lap()
@@ -1163,6 +1297,224 @@ async fn the_real_claude_answers_messages_in_an_isolated_pod_and_its_key_is_swap
         })
         .await;
     assert!(records.iter().all(|r| r["host"] == HOST), "{records:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_real_claude_in_a_gateway_mode_pod_gets_its_key_swapped_by_lap_serves_gateway() {
+    // `--kube-vault gateway`: the pod holds only its harness (no vault container, no CA key), and
+    // its only way out is its `HTTPS_PROXY`, which names lap serve's gateway with the pod's proxy
+    // credential; the kubelet here carries it from the pod's IP, as the pod network would.
+    use support::anthropic::{self, HOST};
+    if !support::require("claude", "npm install -g @anthropic-ai/claude-code") {
+        return;
+    }
+    let (cluster, seen) = Cluster::start_gateway(&["--warm-pool-size", "0"], Some((HOST, anthropic::handler()))).await;
+    real_claude_answers_through_its_vault(&cluster, &seen).await;
+    let id = cluster.lap_json(&["--json", "sessions", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pod = pod_of(&cluster.show(&id));
+    let secret = cluster.api.get("secrets", &manifest::secret_name(&pod)).unwrap();
+    assert!(secret["data"].get(manifest::keys::CA_KEY).is_none(), "{secret}");
+    let proxy = cluster.home.lap().run(["exec", &id, "--", "printenv", "HTTPS_PROXY"]);
+    assert_eq!(
+        proxy.stdout.trim(),
+        format!("http://lap:{pod}@127.0.0.1:{}", manifest::PROXY_PORT),
+        "{proxy}"
+    );
+}
+
+/// Whether running in gateway mode is possible here: isolated pods need root (`unshare`).
+fn gateway_pods_possible() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    support::skip("gateway-mode pods are isolated with `unshare --net --mount`, which needs root");
+    false
+}
+
+impl Cluster {
+    /// `curl` in session `id`'s pod through its own `HTTPS_PROXY` (lap serve's gateway) to `host`,
+    /// with its stub as a bearer token: the HTTP status.
+    fn curl_in_pod(&self, id: &str, host: &str) -> String {
+        let curl = format!(
+            "curl -sS -o /dev/null -w '%{{http_code}}' -H \"Authorization: Bearer $GITHUB_TOKEN\" https://{host}:{}/user",
+            self.upstream_port,
+        );
+        let out = self.home.lap().run(["exec", id, "--", "sh", "-c", &curl]);
+        assert_eq!(out.code, 0, "{out}\n{}", self.server.log());
+        out.stdout
+    }
+
+    /// `curl` on the host, from source address `from`, through the gateway with proxy URL
+    /// credential `credential` (`user:password`, or none) to api.github.test with `bearer`: the
+    /// status of the proxy's answer to CONNECT (`%{http_connect}`) and curl's exit code.
+    fn curl_via_gateway(&self, pod: &str, from: &str, credential: Option<&str>, bearer: &str) -> (String, i32) {
+        let (gateway, bundle) = self.proxy_of(pod);
+        let proxy = match credential {
+            Some(credential) => format!("http://{credential}@{gateway}"),
+            None => format!("http://{gateway}"),
+        };
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_connect}", "--interface", from])
+            .args(["--proxy", &proxy, "--cacert"])
+            .arg(&bundle)
+            .args(["-H", &format!("Authorization: Bearer {bearer}")])
+            .arg(format!("https://api.github.test:{}/user", self.upstream_port))
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.code().unwrap_or(-1),
+        )
+    }
+
+    /// The pod IP of `pod`, from its status.
+    fn pod_ip(&self, pod: &str) -> String {
+        let object = self.api.get("pods", pod).unwrap();
+        object["status"]["podIP"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_mode_session_swaps_its_credential_in_lap_serve_and_its_pod_holds_only_the_harness() {
+    if !gateway_pods_possible() {
+        return;
+    }
+    let (cluster, _) = Cluster::start_gateway(&["--warm-pool-size", "0"], None).await;
+    assert!(
+        cluster.server.startup.contains("kube vault gateway on 127.0.0.1:"),
+        "{}",
+        cluster.server.startup
+    );
+    cluster.create_agent("gh");
+    let (id, pod) = cluster.ready_session("gh").await;
+    let object = cluster.api.get("pods", &pod).unwrap();
+    let names: Vec<&Value> = object["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["name"])
+        .collect();
+    assert_eq!(names, ["harness"], "{object}");
+    // The harness holds the stub; through its proxy the bound host gets the real value.
+    assert_eq!(cluster.curl_in_pod(&id, "api.github.test"), "200");
+    let auth: Vec<Option<String>> = cluster
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(auth, [Some(format!("Bearer {REAL}"))]);
+    // Toward a host it is not bound to, the stub is refused, not swapped, and nothing goes there.
+    assert_eq!(cluster.curl_in_pod(&id, "api.other.test"), "403");
+    assert_eq!(cluster.seen.lock().unwrap().len(), 1);
+    let records = cluster.egress(&id, 2).await;
+    assert_eq!(records[0]["swapped"], json!(["GITHUB_TOKEN"]), "{records:#?}");
+    assert_eq!(records[1]["block_kind"], "credential-not-bound", "{records:#?}");
+    // Every gateway pod trusts lap serve's CA, so it is served again.
+    let ca = cluster.home.lap().run(["vault", "ca"]);
+    assert_eq!(ca.code, 0, "{ca}");
+    assert!(ca.stdout.contains("BEGIN CERTIFICATE"), "{ca}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_gateway_pod_made_before_its_session_is_claimed_and_its_sessions_credential_swapped() {
+    // A warm pod's proxy credential is in its environment from the start (it names the pod); the
+    // session that claims it has its binding routed to that pod's IP late, at the claim.
+    if !gateway_pods_possible() {
+        return;
+    }
+    let (cluster, _) = Cluster::start_gateway(&["--warm-pool-size", "1"], None).await;
+    cluster.create_agent("gh");
+    let warm = cluster.pods_until("a warm pod", |pods| pods.len() == 1).await[0].clone();
+    support::wait_until_async("the warm pod to be ready", WAIT, || async {
+        cluster.lap_json(&["--json", "admin", "stats"])["warm_pool"]["ready"] == 1
+    })
+    .await;
+    let session = cluster.lap_json(&["--json", "sessions", "create", "gh"]);
+    assert_eq!(session["status"], "ready", "{session}");
+    assert_eq!(pod_of(&session), warm);
+    let id = session["id"].as_str().unwrap();
+    assert_eq!(cluster.curl_in_pod(id, "api.github.test"), "200");
+    let auth = cluster.seen.lock().unwrap()[0]
+        .header("authorization")
+        .map(str::to_owned);
+    assert_eq!(auth, Some(format!("Bearer {REAL}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_refuses_a_wrong_missing_or_other_sessions_credential_and_a_right_one_from_another_address() {
+    if !gateway_pods_possible() {
+        return;
+    }
+    let (cluster, _) = Cluster::start_gateway(&["--warm-pool-size", "0"], None).await;
+    cluster.create_agent("gh");
+    let (a, pod_a) = cluster.ready_session("gh").await;
+    let (b, pod_b) = cluster.ready_session("gh").await;
+    let (ip_a, ip_b) = (cluster.pod_ip(&pod_a), cluster.pod_ip(&pod_b));
+    assert_ne!(ip_a, ip_b);
+    let stub = cluster.home.lap().run(["exec", &a, "--", "printenv", "GITHUB_TOKEN"]);
+    let stub = stub.stdout.trim().to_owned();
+    assert!(stub.starts_with("stub_"), "{stub}");
+    let own = format!("lap:{pod_a}");
+    // From A's address with A's credential: served, the stub swapped (the test can pass).
+    assert_eq!(
+        cluster.curl_via_gateway(&pod_a, &ip_a, Some(&own), &stub),
+        ("200".to_owned(), 0)
+    );
+    assert_eq!(cluster.seen.lock().unwrap().len(), 1);
+    // Everything else is refused with 407 before any upstream is dialled.
+    let elsewhere = format!("{}.250", ip_a.rsplit_once('.').unwrap().0);
+    let other = format!("lap:{pod_b}");
+    for (from, credential, what) in [
+        (ip_a.as_str(), None, "no credential"),
+        (
+            ip_a.as_str(),
+            Some("lap:lap-0000000000000000"),
+            "a credential naming no sandbox",
+        ),
+        (ip_a.as_str(), Some(&*format!("root:{pod_a}")), "another user"),
+        (ip_a.as_str(), Some(&*other), "another session's credential"),
+        (
+            elsewhere.as_str(),
+            Some(&*own),
+            "the right credential from another address",
+        ),
+        (
+            ip_b.as_str(),
+            Some(&*own),
+            "the right credential from another pod's address",
+        ),
+        ("127.0.0.1", Some(&*own), "the right credential from the host"),
+    ] {
+        let (status, code) = cluster.curl_via_gateway(&pod_a, from, credential, &stub);
+        assert_eq!(status, "407", "{what}: curl exit {code}\n{}", cluster.server.log());
+        assert_ne!(code, 0, "{what}");
+    }
+    assert_eq!(
+        cluster.seen.lock().unwrap().len(),
+        1,
+        "a refused connection reached the upstream"
+    );
+    // A known credential used from elsewhere is an alert in that session's egress log; every
+    // refusal is in lap serve's log.
+    let refused = |records: &[Value]| {
+        records
+            .iter()
+            .filter(|r| r["block_kind"] == "proxy-credential" && r["alert"] == true && r["status"] == 407)
+            .count()
+    };
+    cluster.egress_until(&a, |records| refused(records) == 3).await;
+    cluster.egress_until(&b, |records| refused(records) == 1).await;
+    let log = cluster.server.log();
+    assert_eq!(
+        log.matches("the vault gateway refused a connection").count(),
+        7,
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

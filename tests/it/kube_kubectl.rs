@@ -162,6 +162,8 @@ fn kubectl_accepts_the_kind_manifests() {
     assert_eq!(
         objects,
         [
+            // `namespace.yaml` and, for gateway mode, `namespace-gateway.yaml`: one or the other.
+            "namespace/lap",
             "namespace/lap",
             "role.rbac.authorization.k8s.io/lap-serve",
             "rolebinding.rbac.authorization.k8s.io/lap-serve",
@@ -180,6 +182,8 @@ fn kubectl_accepts_the_generated_sandbox_objects() {
     assert_eq!(
         objects,
         [
+            // Each object of a sidecar-mode pod, and of a gateway-mode one.
+            "networkpolicy.networking.k8s.io/lap-0123456789abcdef-egress",
             "networkpolicy.networking.k8s.io/lap-0123456789abcdef-egress",
             "persistentvolumeclaim/lap-0123456789abcdef-work",
             "persistentvolumeclaim/lap-work-4b1f7e9c-0000-4000-8000-00000000cafe",
@@ -187,6 +191,9 @@ fn kubectl_accepts_the_generated_sandbox_objects() {
             "persistentvolumeclaim/lap-work-5c2a8f0d-0000-4000-8000-00000000f0c5",
             "pod/lap-0123456789abcdef",
             "pod/lap-0123456789abcdef",
+            "pod/lap-0123456789abcdef",
+            "pod/lap-0123456789abcdef",
+            "secret/lap-0123456789abcdef-vault",
             "secret/lap-0123456789abcdef-vault",
             "volumesnapshot.snapshot.storage.k8s.io/lap-snap-9e3b7a10-0000-4000-8000-00000000beef",
         ]

@@ -1,5 +1,6 @@
-//! Golden tests of the Kubernetes sandbox's Pod, Secret and NetworkPolicy, plus the hardening rules
-//! they must keep, checked field by field so a golden update cannot quietly loosen them.
+//! Golden tests of the Kubernetes sandbox's Pod, Secret and NetworkPolicy (both vault modes), plus
+//! the hardening rules they must keep, checked field by field so a golden update cannot quietly
+//! loosen them; a gateway-mode pod is checked against every control of Pod Security `restricted`.
 //!
 //! The golden files are in `tests/golden/kube/`; `UPDATE_GOLDEN=1 cargo nextest run --test it
 //! kube_manifests::` rewrites them. Review every diff of them by hand.
@@ -29,6 +30,7 @@ fn plan(session: Option<&str>) -> PodPlan {
         defaults: Resources::harness_default(),
         reach: manifest::Reach::PortForward,
         workspace_claim: None,
+        vault: manifest::VaultMode::Sidecar,
     }
 }
 
@@ -421,4 +423,204 @@ fn claim_and_snapshot_names_are_dns_names_whatever_the_ids() {
             "{name}"
         );
     }
+}
+
+// ---- Gateway mode (`lap serve --kube-vault gateway`): the harness alone, Pod Security `restricted` ----
+
+const GATEWAY_PORT: u16 = 3128;
+
+fn gateway_plan(session: Option<&str>) -> PodPlan {
+    PodPlan {
+        vault: manifest::VaultMode::Gateway { port: GATEWAY_PORT },
+        env: vec![
+            ("GITHUB_TOKEN".into(), "stub_github_token_3fa91c0d".into()),
+            (
+                "HTTPS_PROXY".into(),
+                "http://lap:lap-0123456789abcdef@lap-serve.lap.svc:3128".into(),
+            ),
+        ],
+        ..plan(session)
+    }
+}
+
+fn gateway_pod_json(session: Option<&str>) -> Value {
+    serde_json::to_value(manifest::pod(&gateway_plan(session))).unwrap()
+}
+
+/// Pod Security Standards, `restricted` (kubernetes.io/docs/concepts/security/pod-security-standards):
+/// every control the profile lists, checked on `pod`; the violations found.
+fn restricted_violations(pod: &Value) -> Vec<String> {
+    let spec = &pod["spec"];
+    let mut found = Vec::new();
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec[host] == true {
+            found.push(format!("{host} is on"));
+        }
+    }
+    const VOLUMES: &[&str] = &[
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for volume in spec["volumes"].as_array().into_iter().flatten() {
+        let kinds: Vec<&String> = volume.as_object().unwrap().keys().filter(|k| *k != "name").collect();
+        if !kinds.iter().all(|k| VOLUMES.contains(&k.as_str())) {
+            found.push(format!("volume {} is of {kinds:?}", volume["name"]));
+        }
+    }
+    let pod_sc = &spec["securityContext"];
+    let containers = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|list| spec[*list].as_array().cloned().unwrap_or_default());
+    for c in containers {
+        let (name, sc) = (&c["name"], &c["securityContext"]);
+        let or_pod = |field: &str| {
+            if sc[field].is_null() {
+                pod_sc[field].clone()
+            } else {
+                sc[field].clone()
+            }
+        };
+        if sc["privileged"] == true {
+            found.push(format!("{name} is privileged"));
+        }
+        if c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| !p["hostPort"].is_null())
+        {
+            found.push(format!("{name} has a host port"));
+        }
+        if sc["allowPrivilegeEscalation"] != false {
+            found.push(format!("{name} may escalate privileges"));
+        }
+        if or_pod("runAsNonRoot") != true {
+            found.push(format!("{name} may run as root"));
+        }
+        if or_pod("runAsUser") == 0 {
+            found.push(format!("{name} runs as UID 0"));
+        }
+        let seccomp = or_pod("seccompProfile")["type"].clone();
+        if seccomp != "RuntimeDefault" && seccomp != "Localhost" {
+            found.push(format!("{name} has seccomp {seccomp}"));
+        }
+        if !sc["capabilities"]["drop"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|c| c == "ALL"))
+        {
+            found.push(format!("{name} does not drop ALL capabilities"));
+        }
+        for added in sc["capabilities"]["add"].as_array().into_iter().flatten() {
+            if added != "NET_BIND_SERVICE" {
+                found.push(format!("{name} adds {added}"));
+            }
+        }
+        if sc.get("procMount").is_some_and(|m| m != "Default") || sc.get("seLinuxOptions").is_some() {
+            found.push(format!("{name} sets procMount or SELinux options"));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_gateway_pods_match_their_golden_files() {
+    golden("pod-gateway-session", &gateway_pod_json(Some("4b1f7e9c-session")));
+    golden("pod-gateway-warm", &gateway_pod_json(None));
+    let plan = gateway_plan(Some("4b1f7e9c-session"));
+    let secret = manifest::gateway_secret(
+        &plan,
+        Some(&owner()),
+        b"-----BEGIN CERTIFICATE-----\nROOTS+LAP SERVE CA\n-----END CERTIFICATE-----\n",
+        b"8899aabbccddeeff",
+    );
+    golden("secret-gateway", &serde_json::to_value(secret).unwrap());
+    let policy = manifest::network_policy(&plan, Some(&owner()));
+    golden("networkpolicy-gateway", &serde_json::to_value(policy).unwrap());
+}
+
+#[test]
+fn a_gateway_pod_meets_pod_security_restricted_and_a_sidecar_pod_does_not() {
+    for pod in [gateway_pod_json(Some("s")), gateway_pod_json(None)] {
+        assert_eq!(restricted_violations(&pod), Vec::<String>::new(), "{pod}");
+    }
+    // The check can fail: the sidecar pod's fence runs as root with two capabilities.
+    let sidecar = restricted_violations(&pod_json(Some("s")));
+    assert!(
+        sidecar.iter().any(|v| v.contains("adds \"NET_ADMIN\"")) && sidecar.iter().any(|v| v.contains("UID 0")),
+        "{sidecar:?}"
+    );
+}
+
+#[test]
+fn a_gateway_pod_holds_only_the_harness_and_no_ca_key_binding_or_admin_token() {
+    let pod = gateway_pod_json(Some("s"));
+    assert!(pod["spec"].get("initContainers").is_none(), "{pod}");
+    let names: Vec<&Value> = pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["name"])
+        .collect();
+    assert_eq!(names, ["harness"]);
+    let harness = container(&pod, "containers", "harness");
+    assert_eq!(harness["ports"].as_array().unwrap().len(), 1, "the harness port only");
+    let keys: Vec<&Value> = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["secret"]["items"].as_array().cloned().unwrap_or_default())
+        .map(|item| item["key"].clone())
+        .collect::<Vec<_>>()
+        .leak()
+        .iter()
+        .collect();
+    assert_eq!(keys, [manifest::keys::CA_BUNDLE, manifest::keys::HARNESS_TOKEN]);
+    let secret = manifest::gateway_secret(&gateway_plan(Some("s")), Some(&owner()), b"BUNDLE", b"TOKEN");
+    let data: Vec<String> = secret.data.unwrap().into_keys().collect();
+    assert_eq!(data, [manifest::keys::CA_BUNDLE, manifest::keys::HARNESS_TOKEN]);
+}
+
+#[test]
+fn a_gateway_pods_policy_lets_it_reach_only_the_gateway_port_of_lap_serve_and_the_cluster_dns() {
+    let policy = serde_json::to_value(manifest::network_policy(&gateway_plan(Some("s")), Some(&owner()))).unwrap();
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 2, "{policy}");
+    assert_eq!(egress[0]["ports"][0]["port"], 53);
+    assert_eq!(egress[0]["to"][0]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
+    assert_eq!(
+        egress[1],
+        serde_json::json!({
+            "to": [{"podSelector": {"matchLabels": {manifest::NAME: manifest::SERVE_APP}}}],
+            "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
+        })
+    );
+    assert!(
+        !policy.to_string().contains("ipBlock"),
+        "no address range is open: {policy}"
+    );
+    let ports = &policy["spec"]["ingress"][0]["ports"];
+    assert_eq!(
+        ports,
+        &serde_json::json!([{"protocol": "TCP", "port": manifest::HARNESS_PORT}])
+    );
+}
+
+#[test]
+fn the_gateway_namespace_enforces_restricted_where_the_sidecar_one_must_admit_privileged() {
+    let read = |name: &str| {
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kind").join(name)).unwrap()
+    };
+    let enforce = |text: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("pod-security.kubernetes.io/enforce: "))
+            .map(str::to_owned)
+    };
+    assert_eq!(enforce(&read("namespace-gateway.yaml")).as_deref(), Some("restricted"));
+    assert_eq!(enforce(&read("namespace.yaml")).as_deref(), Some("privileged"));
 }

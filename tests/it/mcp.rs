@@ -26,7 +26,7 @@ use crate::support::{Home, LAP, TestServer, delete_local_sandboxes, lap, wait_wi
 /// How long one run of the Python client may take (it has its own deadline inside).
 const CLIENT_WAIT: Duration = Duration::from_secs(300);
 
-/// What keeps `claude` to the model's traffic (as lap's harness runs it: src/harness/api.rs).
+/// What keeps `claude` to the model's traffic (as lap's harness runs it: src/drivers.rs).
 const QUIET_ENV: &[(&str, &str)] = &[
     ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
     ("DISABLE_AUTOUPDATER", "1"),

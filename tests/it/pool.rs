@@ -199,7 +199,7 @@ async fn a_claim_hands_out_a_warm_sandbox_bound_to_the_sessions_own_stubs_and_th
     let sandbox = row.sandbox_id.clone().unwrap();
     assert!(warm.contains(&sandbox), "the session got a warm sandbox");
     let (command, cwd) = w.fake.agent(&sandbox).expect("the agent started at claim time");
-    assert_eq!(command.as_deref(), Some(lap::harness::find("shell").unwrap().command));
+    assert_eq!(command.as_deref(), Some(lap::tools::find("shell").unwrap().command));
     assert_eq!(cwd, None, "no repo: the agent starts in its home");
     let env: BTreeMap<String, String> = w.fake.env(&sandbox).unwrap().into_iter().collect();
     let stubs = w.store.session_stubs(row.id).await.unwrap();

@@ -1,7 +1,8 @@
 //! The objects one Kubernetes sandbox is made of, as pure functions of its [`PodPlan`].
 //!
-//! Per sandbox: a Pod (an init container that installs the egress fence, the harness container, the
-//! `lap vault sidecar` container), a Secret and a NetworkPolicy; per session, when workspaces are
+//! Per sandbox: a Pod (in sidecar mode an init container that installs the egress fence, the
+//! harness container, the `lap vault sidecar` container; in gateway mode the harness container
+//! alone, see [`VaultMode`]), a Secret and a NetworkPolicy; per session, when workspaces are
 //! kept, a PersistentVolumeClaim mounted at `/work` ([`workspace_claim`]) and its CSI
 //! VolumeSnapshots ([`volume_snapshot`]). Nothing here talks to a cluster; the golden tests
 //! (`tests/it/kube_manifests.rs`) pin the exact JSON and were reviewed by hand.
@@ -20,6 +21,10 @@
 //!   the cluster's DNS, ingress only from `lap serve` pods to the harness port.
 //! - **Every other container is locked down**: non-root, no privilege escalation, all capabilities
 //!   dropped, `RuntimeDefault` seccomp, no service-account token.
+//! - **A gateway-mode Pod holds no vault and no CA key**: the harness alone, Pod Security
+//!   `restricted`; its Secret holds the CA bundle (public: system roots and `lap serve`'s CA
+//!   certificate) and its harness token only; its NetworkPolicy is its one fence: egress to the
+//!   gateway's port on `lap serve` pods and to the cluster DNS, nothing else.
 //! - **Everything is findable and collected**: each object carries [`MANAGED_BY`], [`SANDBOX`] (and
 //!   [`SESSION`] once bound, [`WARM`] while in the pool); the Secret and NetworkPolicy are owned by the
 //!   Pod, so deleting the Pod deletes them.
@@ -112,6 +117,20 @@ impl Reach {
     }
 }
 
+/// Where the vault of a sandbox's Pod runs (`lap serve --kube-vault`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaultMode {
+    /// In the Pod: a `lap vault sidecar` container with a CA of the Pod's own, behind the iptables
+    /// egress fence its init container installs (which needs `NET_ADMIN` and `NET_RAW`, so the
+    /// namespace must admit Pod Security `privileged`). Does not depend on the CNI.
+    Sidecar,
+    /// In `lap serve` (the gateway, listening on `port` of the `lap serve` pods): the Pod holds
+    /// only the harness, meets Pod Security `restricted`, and trusts `lap serve`'s CA certificate (no
+    /// key); its NetworkPolicy lets it reach only that port and the cluster DNS, so it depends on
+    /// the CNI enforcing NetworkPolicy.
+    Gateway { port: u16 },
+}
+
 /// Resources of a sandbox when its agent asks for nothing, and of the vault sidecar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resources {
@@ -182,6 +201,8 @@ pub struct PodPlan {
     pub reach: Reach,
     /// The PersistentVolumeClaim mounted at `/work` (`None`: an `emptyDir`, gone with the Pod).
     pub workspace_claim: Option<String>,
+    /// Where the Pod's vault runs.
+    pub vault: VaultMode,
 }
 
 impl PodPlan {
@@ -257,30 +278,78 @@ pub fn fence_script() -> String {
     )
 }
 
-/// The Pod.
-pub fn pod(plan: &PodPlan) -> Pod {
-    let harness_env: Vec<Value> = plan
+/// The security context of a container running as `uid`: Pod Security `restricted`.
+fn locked(uid: i64, read_only_root: bool) -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "allowPrivilegeEscalation": false,
+        "privileged": false,
+        "readOnlyRootFilesystem": read_only_root,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+/// The harness container: the agent's only home, stubs in its environment, the CA bundle and its
+/// own token from the Secret.
+fn harness_container(plan: &PodPlan) -> Value {
+    let env: Vec<Value> = plan
         .env
         .iter()
         .map(|(name, value)| json!({"name": name, "value": value}))
         .collect();
-    let locked = |uid: i64, read_only_root: bool| {
-        json!({
-            "runAsNonRoot": true,
-            "runAsUser": uid,
-            "runAsGroup": uid,
-            "allowPrivilegeEscalation": false,
-            "privileged": false,
-            "readOnlyRootFilesystem": read_only_root,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        })
-    };
+    json!({
+        "name": "harness",
+        "image": plan.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [
+            "lap", "harness",
+            "--listen", format!("{}:{HARNESS_PORT}", plan.reach.bind_host()),
+            "--token-file", format!("/var/run/lap/harness/{}", keys::HARNESS_TOKEN),
+        ],
+        "workingDir": "/work",
+        "env": env,
+        "ports": [{"name": "harness", "containerPort": HARNESS_PORT, "protocol": "TCP"}],
+        "securityContext": locked(HARNESS_UID, false),
+        "resources": plan.defaults.clone().with_overrides(&plan.limits).json(),
+        "volumeMounts": [
+            {"name": "work", "mountPath": "/work"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "ca-bundle", "mountPath": crate::sandbox::CA_BUNDLE_PATH,
+             "subPath": keys::CA_BUNDLE, "readOnly": true},
+            {"name": "harness-token", "mountPath": "/var/run/lap/harness", "readOnly": true},
+        ],
+    })
+}
+
+/// The volumes the harness container mounts, but for its token ([`harness_token_volume`]).
+fn harness_volumes(plan: &PodPlan) -> Vec<Value> {
+    vec![
+        work_volume(plan.workspace_claim.as_deref()),
+        json!({"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}),
+        json!({"name": "ca-bundle", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o444,
+            "items": [{"key": keys::CA_BUNDLE, "path": keys::CA_BUNDLE}]}}),
+    ]
+}
+
+fn harness_token_volume(plan: &PodPlan) -> Value {
+    json!({"name": "harness-token", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o444,
+        "items": [{"key": keys::HARNESS_TOKEN, "path": keys::HARNESS_TOKEN}]}})
+}
+
+/// The Pod: with its vault sidecar and egress fence, or (gateway mode) the harness alone.
+pub fn pod(plan: &PodPlan) -> Pod {
     let mut annotations = serde_json::Map::new();
     if let Some(pids) = plan.limits.pids {
         annotations.insert(PIDS_ANNOTATION.to_owned(), json!(pids.to_string()));
     }
-    let value = json!({
+    let spec = match plan.vault {
+        VaultMode::Sidecar => sidecar_pod_spec(plan),
+        VaultMode::Gateway { .. } => gateway_pod_spec(plan),
+    };
+    let mut value = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -297,99 +366,100 @@ pub fn pod(plan: &PodPlan) -> Pod {
             "hostPID": false,
             "hostIPC": false,
             "terminationGracePeriodSeconds": 5,
-            "securityContext": {
-                "runAsNonRoot": true,
-                "fsGroup": VAULT_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "initContainers": [{
-                "name": "egress-fence",
-                "image": plan.image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", fence_script()],
-                "securityContext": {
-                    "runAsNonRoot": false,
-                    "runAsUser": 0,
-                    "allowPrivilegeEscalation": false,
-                    "privileged": false,
-                    "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
-                "resources": {
-                    "requests": {"cpu": "10m", "memory": "16Mi"},
-                    "limits": {"cpu": "100m", "memory": "64Mi"},
-                },
-            }],
-            "containers": [
-                {
-                    "name": "harness",
-                    "image": plan.image,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": [
-                        "lap", "harness",
-                        "--listen", format!("{}:{HARNESS_PORT}", plan.reach.bind_host()),
-                        "--token-file", format!("/var/run/lap/harness/{}", keys::HARNESS_TOKEN),
-                    ],
-                    "workingDir": "/work",
-                    "env": harness_env,
-                    "ports": [{"name": "harness", "containerPort": HARNESS_PORT, "protocol": "TCP"}],
-                    "securityContext": locked(HARNESS_UID, false),
-                    "resources": plan.defaults.clone().with_overrides(&plan.limits).json(),
-                    "volumeMounts": [
-                        {"name": "work", "mountPath": "/work"},
-                        {"name": "tmp", "mountPath": "/tmp"},
-                        {"name": "ca-bundle", "mountPath": crate::sandbox::CA_BUNDLE_PATH,
-                         "subPath": keys::CA_BUNDLE, "readOnly": true},
-                        {"name": "harness-token", "mountPath": "/var/run/lap/harness", "readOnly": true},
-                    ],
-                },
-                {
-                    "name": "vault",
-                    "image": plan.image,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": [
-                        "lap", "vault", "sidecar",
-                        "--listen", format!("127.0.0.1:{PROXY_PORT}"),
-                        "--ca-dir", "/var/run/lap/ca",
-                        "--binding", format!("/var/run/lap/binding/{}", keys::BINDING),
-                        "--admin", format!("{}:{ADMIN_PORT}", plan.reach.bind_host()),
-                        "--admin-token-file", format!("/var/run/lap/admin/{}", keys::ADMIN_TOKEN),
-                    ],
-                    "ports": [{"name": "vault-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
-                    // With port-forward the admin endpoint listens on the pod's loopback only,
-                    // which an httpGet probe (sent by the kubelet to the pod IP) cannot reach: ask
-                    // from inside.
-                    "readinessProbe": {
-                        "exec": {"command": ["curl", "-fsS", "-o", "/dev/null", format!("http://127.0.0.1:{ADMIN_PORT}/health")]},
-                        "periodSeconds": 2,
-                    },
-                    "securityContext": locked(VAULT_UID, true),
-                    "resources": Resources::vault().json(),
-                    "volumeMounts": [
-                        {"name": "vault-ca", "mountPath": "/var/run/lap/ca", "readOnly": true},
-                        {"name": "vault-binding", "mountPath": "/var/run/lap/binding", "readOnly": true},
-                        {"name": "vault-admin", "mountPath": "/var/run/lap/admin", "readOnly": true},
-                    ],
-                },
-            ],
-            "volumes": [
-                work_volume(plan.workspace_claim.as_deref()),
-                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
-                {"name": "ca-bundle", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o444,
-                    "items": [{"key": keys::CA_BUNDLE, "path": keys::CA_BUNDLE}]}},
-                {"name": "vault-ca", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
-                    "items": [{"key": keys::CA_CERT, "path": keys::CA_CERT}, {"key": keys::CA_KEY, "path": keys::CA_KEY}]}},
-                {"name": "vault-binding", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
-                    "items": [{"key": keys::BINDING, "path": keys::BINDING}]}},
-                {"name": "vault-admin", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
-                    "items": [{"key": keys::ADMIN_TOKEN, "path": keys::ADMIN_TOKEN}]}},
-                {"name": "harness-token", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o444,
-                    "items": [{"key": keys::HARNESS_TOKEN, "path": keys::HARNESS_TOKEN}]}},
-            ],
         },
     });
+    if let (Some(base), Value::Object(extra)) = (value["spec"].as_object_mut(), spec) {
+        base.extend(extra);
+    }
     serde_json::from_value(value).expect("the Pod manifest has the Pod schema (pinned by the golden tests)")
+}
+
+/// A gateway-mode Pod's security context, container (the harness alone) and volumes.
+fn gateway_pod_spec(plan: &PodPlan) -> Value {
+    let mut volumes = harness_volumes(plan);
+    volumes.push(harness_token_volume(plan));
+    json!({
+        "securityContext": {
+            "runAsNonRoot": true,
+            "fsGroup": HARNESS_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [harness_container(plan)],
+        "volumes": volumes,
+    })
+}
+
+/// A sidecar-mode Pod's security context, init container (the egress fence), containers (the
+/// harness and its vault) and volumes.
+fn sidecar_pod_spec(plan: &PodPlan) -> Value {
+    let mut volumes = harness_volumes(plan);
+    volumes.extend([
+        json!({"name": "vault-ca", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
+            "items": [{"key": keys::CA_CERT, "path": keys::CA_CERT}, {"key": keys::CA_KEY, "path": keys::CA_KEY}]}}),
+        json!({"name": "vault-binding", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
+            "items": [{"key": keys::BINDING, "path": keys::BINDING}]}}),
+        json!({"name": "vault-admin", "secret": {"secretName": plan.secret_name(), "defaultMode": 0o440,
+            "items": [{"key": keys::ADMIN_TOKEN, "path": keys::ADMIN_TOKEN}]}}),
+        harness_token_volume(plan),
+    ]);
+    json!({
+        "securityContext": {
+            "runAsNonRoot": true,
+            "fsGroup": VAULT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [{
+            "name": "egress-fence",
+            "image": plan.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", "-c", fence_script()],
+            "securityContext": {
+                "runAsNonRoot": false,
+                "runAsUser": 0,
+                "allowPrivilegeEscalation": false,
+                "privileged": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"cpu": "100m", "memory": "64Mi"},
+            },
+        }],
+        "containers": [
+            harness_container(plan),
+            {
+                "name": "vault",
+                "image": plan.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": [
+                    "lap", "vault", "sidecar",
+                    "--listen", format!("127.0.0.1:{PROXY_PORT}"),
+                    "--ca-dir", "/var/run/lap/ca",
+                    "--binding", format!("/var/run/lap/binding/{}", keys::BINDING),
+                    "--admin", format!("{}:{ADMIN_PORT}", plan.reach.bind_host()),
+                    "--admin-token-file", format!("/var/run/lap/admin/{}", keys::ADMIN_TOKEN),
+                ],
+                "ports": [{"name": "vault-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
+                // With port-forward the admin endpoint listens on the pod's loopback only,
+                // which an httpGet probe (sent by the kubelet to the pod IP) cannot reach: ask
+                // from inside.
+                "readinessProbe": {
+                    "exec": {"command": ["curl", "-fsS", "-o", "/dev/null", format!("http://127.0.0.1:{ADMIN_PORT}/health")]},
+                    "periodSeconds": 2,
+                },
+                "securityContext": locked(VAULT_UID, true),
+                "resources": Resources::vault().json(),
+                "volumeMounts": [
+                    {"name": "vault-ca", "mountPath": "/var/run/lap/ca", "readOnly": true},
+                    {"name": "vault-binding", "mountPath": "/var/run/lap/binding", "readOnly": true},
+                    {"name": "vault-admin", "mountPath": "/var/run/lap/admin", "readOnly": true},
+                ],
+            },
+        ],
+        "volumes": volumes,
+    })
 }
 
 /// The `/work` volume: the workspace claim, else an `emptyDir`.
@@ -547,8 +617,43 @@ pub struct SecretData<'a> {
 
 /// The Secret, owned by the Pod `owner` (its uid comes back from creating it).
 pub fn secret(plan: &PodPlan, owner: Option<&OwnerReference>, data: &SecretData<'_>) -> Secret {
+    secret_of(
+        plan,
+        owner,
+        &[
+            (keys::BINDING, data.binding_json),
+            (keys::CA_CERT, data.ca_cert_pem),
+            (keys::CA_KEY, data.ca_key_pem),
+            (keys::CA_BUNDLE, data.ca_bundle_pem),
+            (keys::ADMIN_TOKEN, data.admin_token),
+            (keys::HARNESS_TOKEN, data.harness_token),
+        ],
+    )
+}
+
+/// A gateway-mode Pod's Secret: the CA bundle (the system roots and the certificate, never the
+/// key, of `lap serve`'s vault CA: public) and the harness token. No binding, no key, no admin token:
+/// the Pod has no vault.
+pub fn gateway_secret(
+    plan: &PodPlan,
+    owner: Option<&OwnerReference>,
+    ca_bundle_pem: &[u8],
+    harness_token: &[u8],
+) -> Secret {
+    secret_of(
+        plan,
+        owner,
+        &[(keys::CA_BUNDLE, ca_bundle_pem), (keys::HARNESS_TOKEN, harness_token)],
+    )
+}
+
+fn secret_of(plan: &PodPlan, owner: Option<&OwnerReference>, data: &[(&str, &[u8])]) -> Secret {
     use base64::Engine;
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(key, bytes)| ((*key).to_owned(), json!(b64(bytes))))
+        .collect();
     let value = json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -560,14 +665,7 @@ pub fn secret(plan: &PodPlan, owner: Option<&OwnerReference>, data: &SecretData<
         },
         "type": "Opaque",
         "immutable": false,
-        "data": {
-            keys::BINDING: b64(data.binding_json),
-            keys::CA_CERT: b64(data.ca_cert_pem),
-            keys::CA_KEY: b64(data.ca_key_pem),
-            keys::CA_BUNDLE: b64(data.ca_bundle_pem),
-            keys::ADMIN_TOKEN: b64(data.admin_token),
-            keys::HARNESS_TOKEN: b64(data.harness_token),
-        },
+        "data": data,
     });
     serde_json::from_value(value).expect("the Secret manifest has the Secret schema (pinned by the golden tests)")
 }
@@ -583,8 +681,38 @@ pub const BLOCKED_V4: &[&str] = &[
 ];
 pub const BLOCKED_V6: &[&str] = &["fc00::/7", "fe80::/10", "::1/128"];
 
-/// The NetworkPolicy: the second fence around the Pod `owner`.
+/// The NetworkPolicy around the Pod `owner`: in sidecar mode the second fence (the iptables one
+/// is first); in gateway mode the only one, letting the Pod reach nothing but the gateway's port on
+/// `lap serve` pods and the cluster DNS.
 pub fn network_policy(plan: &PodPlan, owner: Option<&OwnerReference>) -> NetworkPolicy {
+    let dns = json!({
+        "to": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    });
+    let (ingress_ports, out) = match plan.vault {
+        VaultMode::Sidecar => (
+            json!([
+                {"protocol": "TCP", "port": HARNESS_PORT},
+                {"protocol": "TCP", "port": ADMIN_PORT},
+            ]),
+            json!({
+                "to": [
+                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": BLOCKED_V4}},
+                    {"ipBlock": {"cidr": "::/0", "except": BLOCKED_V6}},
+                ],
+            }),
+        ),
+        VaultMode::Gateway { port } => (
+            json!([{"protocol": "TCP", "port": HARNESS_PORT}]),
+            json!({
+                "to": [{"podSelector": {"matchLabels": {NAME: SERVE_APP}}}],
+                "ports": [{"protocol": "TCP", "port": port}],
+            }),
+        ),
+    };
     let value = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -599,26 +727,9 @@ pub fn network_policy(plan: &PodPlan, owner: Option<&OwnerReference>) -> Network
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{
                 "from": [{"podSelector": {"matchLabels": {NAME: SERVE_APP}}}],
-                "ports": [
-                    {"protocol": "TCP", "port": HARNESS_PORT},
-                    {"protocol": "TCP", "port": ADMIN_PORT},
-                ],
+                "ports": ingress_ports,
             }],
-            "egress": [
-                {
-                    "to": [{
-                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                    }],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                },
-                {
-                    "to": [
-                        {"ipBlock": {"cidr": "0.0.0.0/0", "except": BLOCKED_V4}},
-                        {"ipBlock": {"cidr": "::/0", "except": BLOCKED_V6}},
-                    ],
-                },
-            ],
+            "egress": [dns, out],
         },
     });
     serde_json::from_value(value)

@@ -26,7 +26,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 
 use super::layout::{self, Config, Layout, ProcStat, State};
 use super::rlimit::Rlimits;
-use super::{cgroup, privs, rootfs};
+use super::{cgroup, idmap, privs, rootfs};
 
 /// How long the launcher waits for the sandbox to be ready before killing it.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,12 +120,29 @@ pub fn launch(config_path: &Path) -> Result<State, InitError> {
         rlimits: Rlimits::fallback(&config.limits, &entered.limited),
     };
     let cgroups = entered.dirs;
-    let launched = start(&layout, config, settings, log, null, cgroups.clone());
+    let volume_userns = volume_userns(&config, &settings, &log);
+    let launched = start(&layout, config, settings, (log, null, volume_userns), cgroups.clone());
     if launched.is_err() {
         cgroup::leave(&cgroups);
         let _ = cgroup::remove(&cgroups);
     }
     launched
+}
+
+/// As root, for an agent with volumes: the user namespace they are mounted through
+/// ([`super::idmap`]). Where it cannot be made the volumes are handed to the sandbox instead.
+fn volume_userns(config: &Config, settings: &privs::Settings, mut log: &File) -> Option<OwnedFd> {
+    if settings.user_namespace || config.volumes.is_empty() {
+        return None;
+    }
+    idmap::userns(settings.uid)
+        .inspect_err(|err| {
+            let _ = writeln!(
+                log,
+                "lap harness: {err}; the volumes are handed to this sandbox instead of shared"
+            );
+        })
+        .ok()
 }
 
 /// The agent's uid: the sandbox's leased uid as root, the mapped [`rootfs::USER_ID`] in a user
@@ -138,8 +155,7 @@ fn start(
     layout: &Layout,
     config: Config,
     settings: privs::Settings,
-    log: File,
-    null: File,
+    (log, null, volume_userns): (File, File, Option<OwnedFd>),
     cgroups: Vec<std::path::PathBuf>,
 ) -> Result<State, InitError> {
     enter_namespaces()?;
@@ -149,7 +165,7 @@ fn start(
     match unsafe { fork() }.ctx("fork PID 1")? {
         ForkResult::Child => {
             drop(ready_r);
-            let code = pid1(layout, &config, settings, log, null, ready_w);
+            let code = pid1(layout, &config, settings, (log, null, volume_userns), ready_w);
             std::process::exit(code)
         }
         ForkResult::Parent { child } => {
@@ -214,7 +230,13 @@ fn wait_ready(pipe: OwnedFd) -> Result<(), InitError> {
 
 /// PID 1: builds the sandbox, starts the harness server, then reaps and forwards signals until the
 /// server exits. Returns the exit code.
-fn pid1(layout: &Layout, config: &Config, settings: privs::Settings, log: File, null: File, ready: OwnedFd) -> i32 {
+fn pid1(
+    layout: &Layout,
+    config: &Config,
+    settings: privs::Settings,
+    (log, null, volume_userns): (File, File, Option<OwnedFd>),
+    ready: OwnedFd,
+) -> i32 {
     let mut ready = File::from(ready);
     let forwarded = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT];
     let mut waited = SigSet::empty();
@@ -237,6 +259,7 @@ fn pid1(layout: &Layout, config: &Config, settings: privs::Settings, log: File, 
             user_namespace: settings.user_namespace,
             uid: settings.uid,
             volumes: &config.volumes,
+            volume_userns: volume_userns.as_ref().map(AsFd::as_fd),
         })?;
         // The harness outlives its agent when the sandbox runs out of memory (only root may lower
         // it; in a user namespace the agent raises its own instead).
@@ -256,7 +279,7 @@ fn pid1(layout: &Layout, config: &Config, settings: privs::Settings, log: File, 
             return 1;
         }
     };
-    drop((log, null));
+    drop((log, null, volume_userns));
     // SAFETY: PID 1 is single-threaded (forked from the single-threaded launcher).
     let server = match unsafe { fork() } {
         Ok(ForkResult::Child) => {

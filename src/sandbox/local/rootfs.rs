@@ -81,6 +81,8 @@ pub struct Plan<'a> {
     pub uid: u32,
     /// The agent's volumes, mounted over directories of `/work` (made when missing).
     pub volumes: &'a [crate::sandbox::VolumeMount],
+    /// The user namespace the volumes are mounted through ([`super::idmap`]), as root.
+    pub volume_userns: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// Builds the root under `plan.root`, brings up `lo`, sets the hostname and pivots into the root.
@@ -128,7 +130,7 @@ pub fn build(plan: &Plan) -> Result<(), InitError> {
 
     for volume in plan.volumes {
         let target = mount_point(&work, &volume.path, plan)?;
-        bind(&volume.host, &target, false)?;
+        mount_volume(&volume.host, &target, plan)?;
     }
 
     let tmp = root.join("tmp");
@@ -324,6 +326,20 @@ fn bind_with(source: &Path, target: &Path, read_only: bool, restrict: MsFlags) -
 fn mount_tmpfs(target: &Path, options: &str, flags: MsFlags) -> Result<(), InitError> {
     mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(options))
         .ctx(format!("mount a tmpfs on {}", target.display()))
+}
+
+/// Mounts a volume on `target`: through the idmapping when there is one, so the sandbox shares the
+/// volume with the agent's other sessions; else, where the filesystem has no idmapped mounts, by
+/// handing the tree to this sandbox (the sessions still running keep reading it).
+fn mount_volume(host: &Path, target: &Path, plan: &Plan) -> Result<(), InitError> {
+    if let Some(userns) = plan.volume_userns {
+        match super::idmap::bind(host, target, userns) {
+            Ok(()) => return Ok(()),
+            Err(err) => eprintln!("lap harness: {err}; the volume is handed to this sandbox instead of shared"),
+        }
+        super::layout::chown_tree(host, plan.uid).ctx(format!("hand over {}", host.display()))?;
+    }
+    bind(host, target, false)
 }
 
 /// The directory under `work` (the sandbox's `/work`, mounted) that a volume at `path` (`/work/…`,

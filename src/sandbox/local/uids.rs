@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const FIRST: u32 = 0x7A00_0000;
 /// How many uids there are to lease.
 pub const COUNT: u32 = 1_000_000;
+/// The uid (and gid) that owns agent volumes on disk, just past the leased range: never leased and
+/// never run as; each sandbox sees it as its own uid through an idmapped mount ([`super::idmap`]).
+pub const VOLUME_OWNER: u32 = FIRST + COUNT;
 /// Directory of the leases of the whole machine.
 pub const HOST_DIR: &str = "/run/lap/uids";
 /// Directory of the leases under the data dir, where the machine has no `/run`.

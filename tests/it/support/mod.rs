@@ -638,6 +638,24 @@ impl TestServer {
         }
     }
 
+    /// Stops the server as a service manager or a Ctrl-C would (SIGTERM) and returns how it exited,
+    /// or `None` if it is still running after `deadline` (then it is killed).
+    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("the server runs");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM lap serve");
+        let until = std::time::Instant::now() + deadline;
+        while std::time::Instant::now() < until {
+            if let Some(status) = child.try_wait().expect("wait for lap serve") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Kills the server with SIGKILL (`Child::kill`): no graceful shutdown, no flushing.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -7,7 +7,7 @@
 //! session of a harness whose tool is missing fails with its install hint.
 //!
 //! Version drift: `scripts/tool-versions` (compiled in, so `lap doctor` needs no checkout) lists the
-//! versions the test suite proved; [`installed_version`] asks a tool for its own (`TOOL --version`,
+//! versions the test suite proved; [`version`] asks a tool for its own (`TOOL --version`,
 //! with a deadline, since a tool may hang or call home) so the doctor can say whether it is one.
 
 use std::os::unix::fs::PermissionsExt;
@@ -51,7 +51,7 @@ pub enum VersionError {
 
 /// Runs `path --version` (stdin closed, `PATH` the sandboxes') and returns the first version
 /// number it prints (`1.2.3`, a leading `v` dropped); killed after `deadline`.
-pub fn installed_version(path: &Path, deadline: Duration) -> Result<String, VersionError> {
+pub fn version(path: &Path, deadline: Duration) -> Result<String, VersionError> {
     let program = path.display().to_string();
     let mut child = Command::new(path)
         .arg("--version")
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn every_published_tool_has_a_proven_version() {
-        for harness in crate::harness::CATALOG {
+        for harness in crate::tools::CATALOG {
             if let Some(package) = &harness.package {
                 assert!(proven(package).is_some(), "scripts/tool-versions lacks {package:?}");
             }
@@ -195,21 +195,21 @@ mod tests {
         std::fs::write(&tool, "#!/bin/sh\nsleep 30\n").unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         let started = Instant::now();
-        let err = installed_version(&tool, Duration::from_millis(300)).unwrap_err();
+        let err = version(&tool, Duration::from_millis(300)).unwrap_err();
         assert!(matches!(err, VersionError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         std::fs::write(&tool, "#!/bin/sh\necho 'mytool v4.5.6 (build 7)'\n").unwrap();
-        assert_eq!(installed_version(&tool, VERSION_DEADLINE).as_deref(), Ok("4.5.6"));
+        assert_eq!(version(&tool, VERSION_DEADLINE).as_deref(), Ok("4.5.6"));
     }
 
     #[test]
     fn programs_are_found_on_the_sandbox_path_only() {
-        let shell = crate::harness::find("shell").unwrap();
+        let shell = crate::tools::find("shell").unwrap();
         assert_eq!(program(shell), "bash");
         assert!(find("bash").is_some());
         assert!(missing(shell).is_none());
         assert!(find("surely-no-such-program-lap").is_none());
-        let hermes = crate::harness::find("hermes").unwrap();
+        let hermes = crate::tools::find("hermes").unwrap();
         assert_eq!(program(hermes), "hermes");
     }
 }

@@ -1,4 +1,4 @@
-//! API harnesses: tools driven by programs through their own streaming protocol.
+//! The drivers of API harnesses: tools driven by programs through their own streaming protocol.
 //!
 //! Where the driver lives: in the control plane. The tool itself runs inside the sandbox, started
 //! through the backend's `exec_stream` (the local backend's `exec` op on `harness.sock`, as the
@@ -95,9 +95,9 @@ pub fn unauthorized(harness_id: &str, message: String, status: Option<u16>) -> (
     if !said_401 {
         return (message, status);
     }
-    let hint = crate::harness::find(harness_id)
+    let hint = crate::tools::find(harness_id)
         .map(|h| h.hint_for_unauthorized())
-        .unwrap_or_else(|| crate::harness::UNAUTHORIZED_HINT.to_owned());
+        .unwrap_or_else(|| crate::tools::UNAUTHORIZED_HINT.to_owned());
     (
         format!("{message} (hint: the model's API refused the key: {hint})"),
         Some(401),
