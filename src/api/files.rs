@@ -8,7 +8,9 @@
 //! content: a download is always `application/octet-stream` (or `application/x-tar`) as an
 //! attachment, `nosniff`, under a `sandbox` CSP, so a browser never renders it on this origin
 //! (DESIGN §5, invariant 8). An upload larger than `lap serve --max-upload-bytes` is refused with
-//! 413: at once when its `Content-Length` says so, else when the limit is crossed.
+//! 413: at once when its `Content-Length` says so, else when the limit is crossed; before answering,
+//! up to 8 MiB more of the body is read and thrown away, so a client still sending reads the 413
+//! rather than a reset connection (one that sent `Expect: 100-continue` has sent nothing yet).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -33,6 +35,11 @@ use super::{ApiError, AppState};
 
 /// How long a listing, a stat, a delete or the start of a download may take in the sandbox.
 const FILE_OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How much of an upload refused as too large is still read (and thrown away), within
+/// [`DRAIN_DEADLINE`], before the 413: a client still sending its body then reads the answer
+/// instead of a reset connection. Past it the connection is closed.
+const DRAIN_REFUSED: usize = 8 * 1024 * 1024;
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs a file operation (not a transfer's body) under [`FILE_OP_TIMEOUT`].
 async fn bounded<T>(what: &str, op: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
@@ -132,6 +139,25 @@ async fn connect(state: &AppState, sandbox: &str) -> Result<ops::Conn, ApiError>
 }
 
 /// The HTTP answer to a failed file operation.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Reads and throws away what is left of a refused upload, at most [`DRAIN_REFUSED`] bytes within
+/// [`DRAIN_DEADLINE`].
+async fn drain(body: &mut axum::body::BodyDataStream) {
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    let mut left = DRAIN_REFUSED;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => left = left.saturating_sub(chunk.len()),
+            _ => return,
+        }
+    }
+}
+
 fn failed(err: FilesError) -> ApiError {
     match err {
         FilesError::File(error) | FilesError::Unsatisfiable { error, .. } => file_error(error),
@@ -401,6 +427,10 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(declared) = declared.filter(|n| *n > limit) {
+        // A client that waits for `100 Continue` has sent nothing yet: it gets the answer at once.
+        if !expects_continue(&headers) {
+            drain(&mut body.into_data_stream()).await;
+        }
         return Err(too_large(format!("the upload ({declared} bytes)")));
     }
     let mode = match &query.mode {
@@ -420,7 +450,8 @@ pub async fn upload(
     };
     let path = request.path.clone();
     let mut received = 0u64;
-    let stream = body.into_data_stream().map(move |chunk| {
+    let mut data = body.into_data_stream();
+    let stream = (&mut data).map(move |chunk| {
         let chunk = chunk.map_err(|e| FileError::new(FileErrorCode::Io, format!("the upload broke off: {e}")))?;
         received += chunk.len() as u64;
         if received > limit {
@@ -431,7 +462,14 @@ pub async fn upload(
         }
         Ok(chunk)
     });
-    let summary = ops::write(conn, request, stream).await.map_err(failed)?;
+    let summary = match ops::write(conn, request, stream).await {
+        Ok(summary) => summary,
+        Err(FilesError::File(error)) if error.code == FileErrorCode::TooLarge => {
+            drain(&mut data).await;
+            return Err(file_error(error));
+        }
+        Err(err) => return Err(failed(err)),
+    };
     Ok(Json(Uploaded {
         path,
         bytes: summary.bytes,

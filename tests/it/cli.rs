@@ -23,7 +23,7 @@ fn first_start_of_serve_writes_a_client_config_so_create_needs_no_login() {
     let home = Home::new();
     let _r = home.redactions();
     let server = TestServer::start(&home);
-    assert_snapshot!(server.startup, @r"
+    assert_snapshot!(server.told(), @r"
     generated a master key: [MASTER_KEY]
       it is kept in `[HOME]/server-data/master.key` (mode 0600) and not printed again
     lap serve previews on http://127.0.0.1:[PORT] (bound to 127.0.0.1:[PORT])
@@ -62,7 +62,7 @@ fn a_second_start_keeps_the_key_and_an_existing_client_config() {
     let key = server.master_key();
     let config = std::fs::read_to_string(home.config_file()).unwrap();
     server.restart();
-    assert_snapshot!(server.startup, @r"
+    assert_snapshot!(server.told(), @r"
     lap serve previews on http://127.0.0.1:[PORT] (bound to 127.0.0.1:[PORT])
     lap serve listening on http://127.0.0.1:[PORT] (backend: fake, data: [HOME]/server-data)
     ");

@@ -638,6 +638,20 @@ impl TestServer {
         }
     }
 
+    /// What this start told its user: [`TestServer::startup`] without log records (timestamped
+    /// `tracing` lines, which depend on the machine: e.g. that the default preview port is taken).
+    pub fn told(&self) -> String {
+        let log_record = |line: &str| {
+            let b = line.as_bytes();
+            b.len() > 20 && b[4] == b'-' && b[10] == b'T' && b[..4].iter().all(u8::is_ascii_digit)
+        };
+        self.startup
+            .lines()
+            .filter(|line| !log_record(line))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
     /// Stops the server as a service manager or a Ctrl-C would (SIGTERM) and returns how it exited,
     /// or `None` if it is still running after `deadline` (then it is killed).
     pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
