@@ -16,7 +16,7 @@
 //! defaults to deny, the agent may reach `api.anthropic.com` only, which resolves to loopback, and
 //! the CLI's non-essential traffic is switched off.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -42,8 +42,6 @@ const HANG_FIRST: &str = "Thinking slowly";
 /// A user message containing this gets no answer at all, not even a status line, until the
 /// client goes away.
 const SILENT: &str = "HOLD-SILENTLY";
-/// How soon a refused key fails the turn.
-const REFUSED_WITHIN: Duration = Duration::from_secs(30);
 /// A user message containing this gets a `Bash` tool call printing the SHA-256 of the agent's
 /// `ANTHROPIC_API_KEY` (a digest: the stub itself would be refused by the vault on its way back to
 /// the model, outside its injection point); the call's result then gets the reply `ran: OUTPUT`.
@@ -265,16 +263,13 @@ fn claude_agent_sdk_answers_plain_and_streamed_continues_aborts_a_hang_and_resum
         HANG_FIRST,
         CLAUDE_WAIT,
     );
-    let asked = Instant::now();
     let aborted = lap(&world.home, ["sessions", "abort", &id]);
     assert_eq!(aborted.code, 0, "{aborted}\n{}", context(&world));
     let out = wait_within(child, ABORT_PROMPTLY, "the aborted `lap send`");
-    let took = asked.elapsed();
     let printed = reader.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{printed}\n{stderr}\n{}", context(&world));
     assert!(stderr.contains("abort"), "{stderr}");
-    assert!(took < ABORT_PROMPTLY, "{took:?}");
     wait_until("the CLI giving up the held response", CLAUDE_WAIT, || {
         *world.hangs_ended.lock().unwrap() >= 1
     });
@@ -528,16 +523,8 @@ fn a_refused_key_fails_the_claude_agent_sdk_turn_with_claudes_own_hint() {
         "claude-agent-sdk",
         "sk-ant-api03-AnOldRevokedKey-000000000000",
     );
-    let started = Instant::now();
     let refused = lap(&world.home, ["send", "old", "hi"]);
     assert_eq!(refused.code, 1, "{refused}\n{}", context(&world));
-    // Not after Claude's ten retries of the 401 (some three minutes): the first one ends the turn.
-    assert!(
-        started.elapsed() < REFUSED_WITHIN,
-        "{:?}\n{refused}\n{}",
-        started.elapsed(),
-        context(&world)
-    );
     assert!(refused.stderr.contains("401 Unauthorized"), "{refused}");
     assert!(!refused.stderr.contains("AnOldRevokedKey"), "{refused}");
     assert!(
@@ -547,6 +534,7 @@ fn a_refused_key_fails_the_claude_agent_sdk_turn_with_claudes_own_hint() {
     assert!(refused.stderr.contains("lap agents show"), "{refused}");
     assert!(refused.stderr.contains("x-api-key"), "{refused}");
     let seen = world.seen();
+    // Not after Claude's ten retries of the 401 (some three minutes): the first one ends the turn.
     let asked = turns(&world).len();
     assert!((1..=3).contains(&asked), "{}", context(&world));
     for request in &seen {
