@@ -480,7 +480,9 @@ pub struct Interception {
     /// Why the vault refused the request, when it did.
     pub blocked: Option<String>,
     /// The kind of refusal, as `X-Lap-Vault-Blocked` said it: `credential-not-bound`,
-    /// `egress-policy`, `host-mismatch`, `sni-mismatch` or `compressed-body`.
+    /// `credential-not-injectable`, `credential-rule`, `tunnel-limit`, `egress-policy`,
+    /// `host-mismatch`, `sni-mismatch`, `compressed-body`, `compressed-response` or (the Kubernetes
+    /// gateway) `proxy-credential`.
     #[serde(default)]
     pub block_kind: Option<String>,
     /// A stub was headed somewhere it is not bound to: someone tried to move a credential.

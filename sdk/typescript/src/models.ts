@@ -371,7 +371,9 @@ export interface Interception {
   alert: boolean;
   /**
    * The kind of refusal, as `X-Lap-Vault-Blocked` said it: `credential-not-bound`,
-   * `egress-policy`, `host-mismatch`, `sni-mismatch` or `compressed-body`.
+   * `credential-not-injectable`, `credential-rule`, `tunnel-limit`, `egress-policy`,
+   * `host-mismatch`, `sni-mismatch`, `compressed-body`, `compressed-response` or (the Kubernetes
+   * gateway) `proxy-credential`.
    */
   block_kind?: string | null;
   /** Why the vault refused the request, when it did. */
