@@ -154,6 +154,26 @@ pub struct Services {
     pub shutdown: CancellationToken,
 }
 
+impl Services {
+    /// The three parts every plane needs, and `lap serve`'s defaults for the rest: no CA bundle,
+    /// egress allowed by default, the default idle reap, no warm pool, a fresh task tracker and
+    /// shutdown token. The composition root and the tests change what they need with
+    /// `Services { field, ..Services::new(…) }`.
+    pub fn new(store: Store, sandbox: Arc<dyn Sandbox>, vault: Arc<Vault>) -> Self {
+        Self {
+            store,
+            sandbox,
+            vault,
+            ca_bundle: None,
+            egress_default_deny: false,
+            idle_ttl: DEFAULT_IDLE_TTL,
+            pool: pool::PoolConfig::off(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
 /// The session service.
 pub struct Control {
     store: Store,

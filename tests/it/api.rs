@@ -17,15 +17,12 @@ use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use lap::vault::ca::CertificateAuthority;
-use lap::vault::intercept::Vault;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use lap::api::{self, AppState};
-use lap::control::{Control, Services};
+use lap::control::Services;
 use lap::sandbox::fake::Fake;
 use lap::sandbox::{Sandbox, Unavailable};
 use lap::secret::Secret;
@@ -75,18 +72,9 @@ impl App {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store opens");
         let tasks = TaskTracker::new();
-        let ca = CertificateAuthority::load_or_create(&dir.path().join("vault")).expect("vault CA");
-        let vault = Arc::new(Vault::new(Arc::new(ca), Vec::new(), Vec::new()).expect("vault"));
-        let control = Control::new(Services {
-            store: store.clone(),
-            sandbox,
-            vault,
-            ca_bundle: None,
-            egress_default_deny: false,
-            idle_ttl: lap::control::DEFAULT_IDLE_TTL,
-            pool: lap::control::pool::PoolConfig::off(),
+        let control = crate::support::plane::control(dir.path(), &store, sandbox, |s| Services {
             tasks: tasks.clone(),
-            shutdown: CancellationToken::new(),
+            ..s
         });
         let previews = lap::control::ports::Previews::new(&[7; 32], store.clone(), "http://127.0.0.1:9".into());
         let router = api::router(AppState {

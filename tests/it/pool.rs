@@ -18,11 +18,8 @@ use lap::sandbox::{Sandbox, SandboxSpec};
 use lap::secret::Secret;
 use lap::store::warm::WarmStatus;
 use lap::store::{AgentPatch, NewAgent, NewCredential, SessionRow, Store};
-use lap::vault::ca::CertificateAuthority;
-use lap::vault::intercept::Vault;
 use lap::wire::api::{Agent, SessionStatus};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::support::wait_until_async;
@@ -56,17 +53,10 @@ fn control(
     size: u32,
     shutdown: CancellationToken,
 ) -> Arc<Control> {
-    let ca = CertificateAuthority::load_or_create(&dir.join("vault")).unwrap();
-    Control::new(Services {
-        store: store.clone(),
-        sandbox: fake.clone(),
-        vault: Arc::new(Vault::new(Arc::new(ca), Vec::new(), Vec::new()).unwrap()),
-        ca_bundle: None,
-        egress_default_deny: false,
-        idle_ttl: lap::control::DEFAULT_IDLE_TTL,
+    crate::support::plane::control(dir, store, fake.clone(), |s| Services {
         pool: config(size),
-        tasks: TaskTracker::new(),
         shutdown,
+        ..s
     })
 }
 

@@ -12,11 +12,7 @@ use lap::control::{Control, ControlError, Services};
 use lap::sandbox::Sandbox;
 use lap::sandbox::fake::Fake;
 use lap::store::{NewAgent, SessionRow, Store};
-use lap::vault::ca::CertificateAuthority;
-use lap::vault::intercept::Vault;
 use lap::wire::api::{Agent, SessionStatus};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::support::wait_until_async;
@@ -42,18 +38,8 @@ impl World {
             .unwrap()
             .with_clock(Arc::new(move || *clock.lock().unwrap()));
         let fake = Arc::new(Fake::default());
-        let ca = CertificateAuthority::load_or_create(&dir.path().join("vault")).unwrap();
-        let control = Control::new(Services {
-            store: store.clone(),
-            sandbox: fake.clone(),
-            vault: Arc::new(Vault::new(Arc::new(ca), Vec::new(), Vec::new()).unwrap()),
-            ca_bundle: None,
-            egress_default_deny: false,
-            idle_ttl: TTL,
-            pool: lap::control::pool::PoolConfig::off(),
-            tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-        });
+        let control =
+            crate::support::plane::control(dir.path(), &store, fake.clone(), |s| Services { idle_ttl: TTL, ..s });
         let agent = store
             .create_agent(NewAgent {
                 name: "demo".into(),

@@ -22,8 +22,6 @@ use lap::store::Store;
 use lap::vault::ca::CertificateAuthority;
 use lap::vault::intercept::{ResolveOverride, Vault};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::support;
@@ -64,17 +62,8 @@ impl Server {
         std::fs::write(&vault_ca, ca.cert_pem()).unwrap();
         let store = Store::open(&dir.path().join("data")).unwrap();
         let fake = Arc::new(Fake::default());
-        let control = Control::new(Services {
-            store: store.clone(),
-            sandbox: fake.clone(),
-            vault: Arc::new(Vault::new(ca, resolve, vec![root]).unwrap()),
-            ca_bundle: None,
-            egress_default_deny: false,
-            idle_ttl: lap::control::DEFAULT_IDLE_TTL,
-            pool: lap::control::pool::PoolConfig::off(),
-            tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-        });
+        let vault = Arc::new(Vault::new(ca, resolve, vec![root]).unwrap());
+        let control = Control::new(Services::new(store.clone(), fake.clone(), vault));
         let router = api::router(AppState {
             store,
             control,

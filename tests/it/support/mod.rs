@@ -13,6 +13,7 @@
 
 pub mod anthropic;
 pub mod fake_openai;
+pub mod plane;
 pub mod tmux;
 pub mod upstream;
 pub mod vendor;
