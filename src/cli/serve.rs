@@ -244,102 +244,38 @@ pub enum SandboxCgroups {
 }
 
 pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
-    if !args.listen.ip().is_loopback() && args.tls_cert.is_none() && !args.insecure_http {
-        return Err(Error::usage(
-            format!("refusing to serve plain HTTP on non-loopback address {}", args.listen),
-            "give --tls-cert and --tls-key, or --insecure-http if the network is trusted; see docs/troubleshooting.md#plain-http",
-        ));
-    }
+    check_plain_http(&args)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
-    let data_dir = match args.data_dir.clone() {
-        Some(dir) => dir,
-        None => directories::ProjectDirs::from("dev", "lap", "lap")
-            .ok_or_else(|| Error::failed_with_hint("no home directory to keep data in", "pass --data-dir DIR"))?
-            .data_dir()
-            .to_owned(),
-    };
+    let data_dir = data_dir(&args)?;
     descriptor_budget(out);
-    let store = Store::open(&data_dir)?;
-    match store.migrated_credentials() {
-        0 => {}
-        1 => out.status("migrated 1 stored credential to its preset's injection points"),
-        n => out.status(format!(
-            "migrated {n} stored credentials to their presets' injection points"
-        )),
-    }
+    let store = open_store(&data_dir, out)?;
     let master_key = master_key(env, &data_dir, out)?;
     let (vault, ca_bundle) = vault(&args, &data_dir)?;
-    let mut k8s = None;
-    let mut gateway = None;
-    let sandbox: Arc<dyn Sandbox> = match args.backend {
-        Backend::Fake => Arc::new(Fake::default()),
-        Backend::Local => crate::platform::local_sandbox(&data_dir, args.sandbox_cgroups == SandboxCgroups::Auto)
-            .map_err(|e| Error::failed_with_hint(e.to_string(), e.hint()))?,
-        Backend::Kube => {
-            let (backend, listener) = kube_backend(&args, &vault, out).await?;
-            let backend = Arc::new(backend);
-            k8s = Some(backend.clone());
-            gateway = listener;
-            backend
-        }
-    };
-    // A local backend that cannot create namespaces fails now, naming the sysctl to change.
-    if args.backend == Backend::Local {
-        sandbox.check().await.map_err(|e| Error::failed(e.to_string()))?;
-    }
+    let (sandbox, k8s, gateway) = sandbox_backend(&args, &vault, &data_dir, out).await?;
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     if let Some((gateway, listener)) = gateway {
         tasks.spawn(gateway.serve(listener, shutdown.child_token()));
     }
-    let lifecycle = crate::control::Lifecycle {
-        // Workspaces that outlive their sandbox: host directories the local backend mounts, or the
-        // Kubernetes backend's own claims.
-        workspaces: if args.backend == Backend::Local {
-            Some(crate::control::Workspaces::new(&data_dir))
-        } else if sandbox.keeps_workspaces() {
-            Some(crate::control::Workspaces::Backend)
-        } else {
-            None
+    let services = Services {
+        store: store.clone(),
+        sandbox,
+        vault,
+        ca_bundle: Some(ca_bundle),
+        egress_default_deny: args.egress_default == EgressDefault::Deny,
+        idle_ttl: args.idle_ttl,
+        pool: pool::PoolConfig {
+            size: args.warm_pool_size,
+            recent_agents: Duration::from_secs(args.warm_pool_recent_agent_hours.saturating_mul(3600)),
+            max_age: args.warm_pool_max_age,
         },
-        pause_after: args.pause_after.0,
-        hibernate_after: args.hibernate_after.0,
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
     };
-    let every = [args.pause_after.0, args.hibernate_after.0]
-        .into_iter()
-        .flatten()
-        .fold(args.idle_ttl, Duration::min);
-    let control = Control::with_lifecycle(
-        Services {
-            store: store.clone(),
-            sandbox,
-            vault,
-            ca_bundle: Some(ca_bundle),
-            egress_default_deny: args.egress_default == EgressDefault::Deny,
-            idle_ttl: args.idle_ttl,
-            pool: pool::PoolConfig {
-                size: args.warm_pool_size,
-                recent_agents: Duration::from_secs(args.warm_pool_recent_agent_hours.saturating_mul(3600)),
-                max_age: args.warm_pool_max_age,
-            },
-            tasks: tasks.clone(),
-            shutdown: shutdown.clone(),
-        },
-        lifecycle,
-    );
-    let started = control
-        .start(reconcile_every(every))
-        .await
-        .map_err(|e| Error::failed(format!("cannot recover sessions at start: {e}")))?;
-    if let crate::control::Started::Deferred(err) = started {
-        out.status(format!(
-            "warning: the sandbox backend does not answer ({err}); lap serve keeps trying, and recovers \
-             the sessions of before this start and takes new ones once it does"
-        ));
-    }
+    let control = start_control(&args, services, &data_dir, out).await?;
     let app_state = AppState {
         store,
         control,
@@ -358,21 +294,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", args.listen), e))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::io("cannot read the listening address", e))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let host = if local.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        local.ip().to_string()
-    };
-    let host = if local.is_ipv6() && !local.ip().is_unspecified() {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    let url = format!("{scheme}://{host}:{}", local.port());
+    let (local, url) = url_of(&listener, tls.is_some())?;
     // Issue 17 part 1: the preview origin, on a listener of its own.
     let preview = preview_listener(&args, local, &url, &data_dir, out).await?;
     let router = match &preview {
@@ -416,12 +338,150 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
 
     tokio::spawn(watch_signals(shutdown.clone()));
     serve_connections(listener, tls, router, shutdown.clone()).await;
+    drain(&tasks).await;
+    out.status("lap serve stopped");
+    Ok(())
+}
+
+/// Refuses plain HTTP on an address other than loopback unless `--insecure-http` says the network
+/// is trusted.
+fn check_plain_http(args: &Args) -> Result<(), Error> {
+    if !args.listen.ip().is_loopback() && args.tls_cert.is_none() && !args.insecure_http {
+        return Err(Error::usage(
+            format!("refusing to serve plain HTTP on non-loopback address {}", args.listen),
+            "give --tls-cert and --tls-key, or --insecure-http if the network is trusted; see docs/troubleshooting.md#plain-http",
+        ));
+    }
+    Ok(())
+}
+
+/// `--data-dir`, or the platform's data directory for lap.
+fn data_dir(args: &Args) -> Result<PathBuf, Error> {
+    match args.data_dir.clone() {
+        Some(dir) => Ok(dir),
+        None => Ok(directories::ProjectDirs::from("dev", "lap", "lap")
+            .ok_or_else(|| Error::failed_with_hint("no home directory to keep data in", "pass --data-dir DIR"))?
+            .data_dir()
+            .to_owned()),
+    }
+}
+
+/// Opens the store in `data_dir` and says how many stored credentials it migrated.
+fn open_store(data_dir: &Path, out: &Printer) -> Result<Store, Error> {
+    let store = Store::open(data_dir)?;
+    match store.migrated_credentials() {
+        0 => {}
+        1 => out.status("migrated 1 stored credential to its preset's injection points"),
+        n => out.status(format!(
+            "migrated {n} stored credentials to their presets' injection points"
+        )),
+    }
+    Ok(store)
+}
+
+/// The vault gateway of the Kubernetes backend's gateway mode, with its bound listener.
+type GatewayToServe = (Arc<crate::vault::gateway::Gateway>, TcpListener);
+
+/// The sandbox backend `--backend` names, checked where it can be: with the Kubernetes backend, the
+/// backend itself for the cluster probe, and in gateway mode the gateway with its bound listener.
+#[allow(clippy::type_complexity)]
+async fn sandbox_backend(
+    args: &Args,
+    vault: &Vault,
+    data_dir: &Path,
+    out: &Printer,
+) -> Result<
+    (
+        Arc<dyn Sandbox>,
+        Option<Arc<Kube>>,
+        Option<(Arc<crate::vault::gateway::Gateway>, TcpListener)>,
+    ),
+    Error,
+> {
+    let mut k8s = None;
+    let mut gateway = None;
+    let sandbox: Arc<dyn Sandbox> = match args.backend {
+        Backend::Fake => Arc::new(Fake::default()),
+        Backend::Local => crate::platform::local_sandbox(data_dir, args.sandbox_cgroups == SandboxCgroups::Auto)
+            .map_err(|e| Error::failed_with_hint(e.to_string(), e.hint()))?,
+        Backend::Kube => {
+            let (backend, listener) = kube_backend(args, vault, out).await?;
+            let backend = Arc::new(backend);
+            k8s = Some(backend.clone());
+            gateway = listener;
+            backend
+        }
+    };
+    // A local backend that cannot create namespaces fails now, naming the sysctl to change.
+    if args.backend == Backend::Local {
+        sandbox.check().await.map_err(|e| Error::failed(e.to_string()))?;
+    }
+    Ok((sandbox, k8s, gateway))
+}
+
+/// The session service over `services`, with the workspaces and reaper steps the arguments ask
+/// for, started: sessions of before recovered (or, with a backend that does not answer yet, a
+/// warning and recovery in the background) and its loops running.
+async fn start_control(args: &Args, services: Services, data_dir: &Path, out: &Printer) -> Result<Arc<Control>, Error> {
+    let sandbox = services.sandbox.clone();
+    let lifecycle = crate::control::Lifecycle {
+        // Workspaces that outlive their sandbox: host directories the local backend mounts, or the
+        // Kubernetes backend's own claims.
+        workspaces: if args.backend == Backend::Local {
+            Some(crate::control::Workspaces::new(data_dir))
+        } else if sandbox.keeps_workspaces() {
+            Some(crate::control::Workspaces::Backend)
+        } else {
+            None
+        },
+        pause_after: args.pause_after.0,
+        hibernate_after: args.hibernate_after.0,
+    };
+    let every = [args.pause_after.0, args.hibernate_after.0]
+        .into_iter()
+        .flatten()
+        .fold(args.idle_ttl, Duration::min);
+    let control = Control::with_lifecycle(services, lifecycle);
+    let started = control
+        .start(reconcile_every(every))
+        .await
+        .map_err(|e| Error::failed(format!("cannot recover sessions at start: {e}")))?;
+    if let crate::control::Started::Deferred(err) = started {
+        out.status(format!(
+            "warning: the sandbox backend does not answer ({err}); lap serve keeps trying, and recovers \
+             the sessions of before this start and takes new ones once it does"
+        ));
+    }
+    Ok(control)
+}
+
+/// The address `listener` took, and the URL clients reach it at (loopback for an unspecified
+/// address).
+fn url_of(listener: &TcpListener, tls: bool) -> Result<(SocketAddr, String), Error> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))?;
+    let scheme = if tls { "https" } else { "http" };
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        local.ip().to_string()
+    };
+    let host = if local.is_ipv6() && !local.ip().is_unspecified() {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("{scheme}://{host}:{}", local.port());
+    Ok((local, url))
+}
+
+/// Waits, at most [`SHUTDOWN_GRACE`], for the background work on `tasks` to finish.
+async fn drain(tasks: &TaskTracker) {
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
         tracing::warn!("background tasks did not finish within {SHUTDOWN_GRACE:?}");
     }
-    out.status("lap serve stopped");
-    Ok(())
 }
 
 impl Args {
@@ -497,11 +557,7 @@ fn descriptor_budget(out: &Printer) {
 /// `vault`, which runs here), and the gateway's listener is bound and returned, to be served. A
 /// cluster that does not answer is not an error here (`GET /api/v1/health/k8s` tells), one that is
 /// not configured at all is.
-async fn kube_backend(
-    args: &Args,
-    vault: &Vault,
-    out: &Printer,
-) -> Result<(Kube, Option<(Arc<crate::vault::gateway::Gateway>, TcpListener)>), Error> {
+async fn kube_backend(args: &Args, vault: &Vault, out: &Printer) -> Result<(Kube, Option<GatewayToServe>), Error> {
     let (client, namespace, in_cluster) = kube::client(args.kube_context.clone(), args.kube_namespace.clone())
         .await
         .map_err(|e| {
