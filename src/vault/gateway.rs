@@ -43,7 +43,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::audit;
-use super::plan::Binding;
+use super::plan::{Binding, Why};
 
 /// The user name of every proxy credential; the password is the sandbox's name.
 pub const PROXY_USER: &str = "lap";
@@ -448,10 +448,16 @@ async fn refuse(stream: &mut TcpStream, reason: &str) {
 /// Answers 429 (`tunnel-limit`) and closes: [`ROUTED_QUEUE`] connections wait for this sandbox's
 /// vault already.
 async fn too_many(stream: &mut TcpStream) {
-    let head = "429 Too Many Requests\r\nX-Lap-Vault-Blocked: tunnel-limit";
+    let why = Why::TunnelLimit;
+    let head = format!(
+        "{} {}\r\nX-Lap-Vault-Blocked: {}",
+        why.status().as_u16(),
+        why.status().canonical_reason().unwrap_or_default(),
+        why.kind().unwrap_or_default()
+    );
     answer(
         stream,
-        head,
+        &head,
         "too many connections wait for this sandbox's vault; retry later",
     )
     .await;
@@ -542,6 +548,44 @@ mod tests {
         drop(held);
         assert!(gateway.clone().pending_from(a).is_some());
         assert!(gateway.pending.lock().unwrap().is_empty(), "every place was given back");
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_whose_vault_does_not_take_its_connections_gets_429_past_its_queue() {
+        let gateway = Gateway::new();
+        let pod: IpAddr = "127.0.0.1".parse().unwrap();
+        let route = gateway.route("lap-a", pod);
+        let listener = TcpListener::bind((pod, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(gateway.clone().serve(listener, stop.clone()));
+        let mut held = Vec::new();
+        for queued in 1..=ROUTED_QUEUE {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(&head(Some("lap:lap-a"))).await.unwrap();
+            held.push(stream);
+            // One at a time, so no more than one is being read from this address.
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while route.connections.lock().await.len() < queued {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the connection queued for the sandbox's vault");
+        }
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        over.write_all(&head(Some("lap:lap-a"))).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), over.read_to_string(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n")
+                && answer.contains("X-Lap-Vault-Blocked: tunnel-limit\r\n"),
+            "{answer}"
+        );
+        stop.cancel();
     }
 
     #[test]

@@ -659,16 +659,12 @@ impl TestServer {
         let mut child = self.child.take().expect("the server runs");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM lap serve");
-        let until = std::time::Instant::now() + deadline;
-        while std::time::Instant::now() < until {
-            if let Some(status) = child.try_wait().expect("wait for lap serve") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let exited = try_wait_until(deadline, || child.try_wait().expect("wait for lap serve"));
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        exited.ok()
     }
 
     /// Kills the server with SIGKILL (`Child::kill`): no graceful shutdown, no flushing.
