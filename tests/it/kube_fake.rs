@@ -7,7 +7,7 @@
 //!
 //! It implements only what lap uses: namespaced pods, secrets, networkpolicies,
 //! persistentvolumeclaims and (`snapshot.storage.k8s.io/v1`, with its discovery document, unless
-//! [`FakeApi::without_snapshot_api`]) volumesnapshots; equality label selectors; JSON merge patch.
+//! [`FakeApi::without_snapshot_api`]) volumesnapshots; equality label selectors; lists in pages (`limit`, `continue`); JSON merge patch.
 //! Pods come up ready at once unless [`FakeApi::new_pods_get`] or [`FakeApi::set_pod_status`] say
 //! otherwise; a claim is bound at once with the capacity it asks for, and one deleted while a pod
 //! mounts it is only marked for deletion until that pod is gone (the `pvc-protection` finalizer); a snapshot of a claim that
@@ -399,14 +399,27 @@ async fn collection(
         }
         Method::GET => {
             let inner = api.inner.lock().unwrap();
-            let items: Vec<Value> = inner
+            // A page: at most `limit` items after the name `continue` holds (names are in order).
+            let limit: usize = query
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
+            let after = query.get("continue").map(String::as_str).unwrap_or_default();
+            let mut items: Vec<Value> = inner
                 .objects
                 .iter()
-                .filter(|((r, _), object)| *r == resource && matches(object, selector))
+                .filter(|((r, name), object)| *r == resource && name.as_str() > after && matches(object, selector))
+                .take(limit.saturating_add(1))
                 .map(|(_, object)| object.clone())
                 .collect();
+            let mut metadata = json!({"resourceVersion": inner.version.to_string()});
+            if items.len() > limit {
+                items.truncate(limit);
+                metadata["continue"] = items[limit - 1]["metadata"]["name"].clone();
+            }
             let list = json!({"apiVersion": api_version, "kind": format!("{kind}List"),
-                              "metadata": {"resourceVersion": inner.version.to_string()}, "items": items});
+                              "metadata": metadata, "items": items});
             axum::Json(list).into_response()
         }
         _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not here"),

@@ -199,6 +199,40 @@ async fn a_pod_that_cannot_pull_its_image_fails_create_and_is_cleaned_up() {
     assert!(api.names("pods").is_empty() && api.names("secrets").is_empty());
 }
 
+/// More pods than one page of the watcher's list (kube-runtime asks for 500 at a time, and an API
+/// server answers in pages): every pod is seen once, then a change after the list still comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_sees_every_pod_when_the_list_comes_in_pages() {
+    let (api, _url, kube) = backend().await;
+    let made: Vec<String> = futures_util::stream::iter(0..501)
+        .map(|_| async { kube.create(&spec(None)).await.unwrap().id })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut states = Box::pin(kube.pod_states());
+    let mut seen = Vec::new();
+    for _ in 0..made.len() {
+        let (id, state) = states.next().await.unwrap().unwrap();
+        assert_eq!(state, PodState::Ready, "{id}");
+        seen.push(id);
+    }
+    assert!(
+        api.seen().iter().filter(|line| line.ends_with("/pods")).count() >= 2,
+        "the list came in one page"
+    );
+    seen.sort();
+    let mut expected = made.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "each pod once");
+    api.set_pod_status(
+        &made[0],
+        json!({"phase": "Failed", "reason": "Evicted", "message": "low memory"}),
+    );
+    let (id, state) = states.next().await.unwrap().unwrap();
+    assert_eq!(id, made[0]);
+    assert!(matches!(state, PodState::Failed { .. }), "{state:?}");
+}
+
 #[tokio::test]
 async fn the_watcher_reports_oom_kills_evictions_and_deletions_by_sandbox_id() {
     let (api, _url, kube) = backend().await;
