@@ -17,6 +17,10 @@
 #                            beside `ssh -L` to an sshd of its own (openssh from apt; run as root)
 #   scripts/bench.sh files   `lap cp` upload and download MB/s beside `scp` to an sshd of its own
 #                            (openssh from apt; run as root; LAP_BENCH_FILES_MB=N changes the 512)
+#   scripts/bench.sh kube    the Kubernetes backend against the tests' fake API server on 127.0.0.1:
+#                            API calls per create, claim, binding and records pull; list and watcher
+#                            sync after a restart and the heap the watcher keeps, at a quarter, half
+#                            and all of 2000 pods (LAP_BENCH_KUBE_SESSIONS=N changes the 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -54,5 +58,8 @@ case "${1:-vault}" in
     ensure_apt sshd:openssh-server ssh:openssh-client
     cargo bench --locked --bench files
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\`, \`workspace\`, \`ports\` or \`files\`" ;;
+  kube)
+    cargo bench --locked --bench kube
+    ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\`, \`workspace\`, \`ports\`, \`files\` or \`kube\`" ;;
 esac
