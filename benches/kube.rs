@@ -193,7 +193,7 @@ async fn run(total: usize) {
     let mut steps: Vec<usize> = [total / 4, total / 2, total].into_iter().filter(|n| *n > 0).collect();
     steps.dedup();
     println!(
-        "\n  pods | create p50 / p99 | API calls per create | list after restart | watcher sync | heap kept by the synced watcher | heap peak during list+sync | process RSS"
+        "\n  pods | create p50 / p99 | API calls per create | list after restart | watcher sync | heap kept by the synced watcher | heap peak during list+sync (the fake's replies included) | process RSS (the fake's store included)"
     );
     for step in steps {
         let mark = api.seen().len();

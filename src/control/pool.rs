@@ -499,11 +499,9 @@ impl Control {
     /// Returns the adopted sandboxes' ids.
     pub(super) async fn recover_pool(&self, sandboxes: &[SandboxInfo]) -> Result<HashSet<String>, ControlError> {
         let mut adopted = HashSet::new();
+        let listed = super::reconcile::listed_ids(sandboxes);
         for row in self.store.warm_rows().await? {
-            let running = row
-                .sandbox_id
-                .as_ref()
-                .is_some_and(|id| sandboxes.iter().any(|s| &s.id == id));
+            let running = row.sandbox_id.as_deref().is_some_and(|id| listed.contains(id));
             if row.status == WarmStatus::Ready && running && self.pool.enabled() {
                 if let Some(id) = row.sandbox_id {
                     adopted.insert(id);

@@ -136,6 +136,11 @@ pub fn orphans<'a>(
         .collect()
 }
 
+/// The ids of `sandboxes`, for lookups in constant time.
+pub(super) fn listed_ids(sandboxes: &[SandboxInfo]) -> HashSet<&str> {
+    sandboxes.iter().map(|s| s.id.as_str()).collect()
+}
+
 /// Why a ready session's vault could not be attached again after a restart of `lap serve`.
 #[derive(Debug, thiserror::Error)]
 pub enum ReattachError {
@@ -193,10 +198,12 @@ impl Control {
         let now = self.store.now_utc();
         let policy = self.policy();
         let mut done = Reconciled::default();
+        // Looked up once per session: a set, so a pass stays linear in the sessions and sandboxes.
+        let listed = listed_ids(&sandboxes);
         for row in &sessions {
             let observed = Observed {
                 status: row.status,
-                sandbox_listed: row.sandbox_id.as_deref().map(|id| sandboxes.iter().any(|s| s.id == id)),
+                sandbox_listed: row.sandbox_id.as_deref().map(|id| listed.contains(id)),
                 idle: idle_for(&row.last_seen_at, now),
             };
             self.act(row, decide(observed, &policy), &mut done).await?;
@@ -345,11 +352,9 @@ impl Control {
             .await?;
         // Sandboxes deleted here already, with their session.
         let mut ended = HashSet::new();
+        let listed = listed_ids(&sandboxes);
         for row in &live {
-            let present = row
-                .sandbox_id
-                .as_ref()
-                .is_some_and(|id| sandboxes.iter().any(|s| &s.id == id));
+            let present = row.sandbox_id.as_deref().is_some_and(|id| listed.contains(id));
             let end = match row.status {
                 SessionStatus::Creating => End::Failed("bring-up was interrupted by a restart of lap serve".to_owned()),
                 _ if !present => End::Dead("the sandbox vanished while lap serve was down".to_owned()),
