@@ -201,7 +201,7 @@ async fn run(total: usize) {
         let made = calls(&api, mark);
         let restart = restart(&api, &url, step).await;
         println!(
-            "  {step:>5} | {} / {} | {} | {} ({} calls) | {} ({} calls) | {} ({} per pod) | {} | {}",
+            "  {step:>5} | {} / {} | {} | {} ({} calls) | {} ({} calls) | {} ({} B per pod) | {} | {}",
             ms(percentile(&times, 0.5)),
             ms(percentile(&times, 0.99)),
             per(&made, times.len()),

@@ -264,7 +264,7 @@ pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
         store: store.clone(),
         sandbox,
         vault,
-        ca_bundle: Some(ca_bundle),
+        ca_bundle,
         egress_default_deny: args.egress_default == EgressDefault::Deny,
         idle_ttl: args.idle_ttl,
         pool: pool::PoolConfig {
@@ -495,13 +495,20 @@ impl Args {
 }
 
 /// The vault CA (made on first start, kept in `<data dir>/vault`), the vault, and the CA bundle
-/// sandboxes trust: the system roots plus the vault CA.
-fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
+/// sandboxes trust: the system roots plus the vault CA. On Kubernetes in sidecar mode no sandbox
+/// trusts `lap serve`'s CA (each pod's vault has one of its own), so it is made in memory only and
+/// no key or bundle is written (`None`).
+fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, Option<PathBuf>), Error> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let dir = data_dir.join("vault");
-    let ca = CertificateAuthority::load_or_create(&dir)
-        .map_err(|e| Error::failed_with_hint(crate::error::chain(&e), "delete the broken files to make a new CA"))?;
+    let signs_for_sandboxes = !(args.backend == Backend::Kube && args.kube_vault == KubeVaultMode::Sidecar);
+    let ca = if signs_for_sandboxes {
+        CertificateAuthority::load_or_create(&dir)
+    } else {
+        CertificateAuthority::ephemeral()
+    }
+    .map_err(|e| Error::failed_with_hint(crate::error::chain(&e), "delete the broken files to make a new CA"))?;
     let mut roots = Vec::new();
     for path in &args.vault_upstream_ca {
         let certs: Result<Vec<CertificateDer<'static>>, _> =
@@ -516,9 +523,14 @@ fn vault(args: &Args, data_dir: &Path) -> Result<(Arc<Vault>, PathBuf), Error> {
             }
         }
     }
-    let bundle = dir.join("ca-bundle.pem");
-    let text = crate::vault::ca::trust_bundle(&system_roots(), &ca.cert_pem());
-    std::fs::write(&bundle, text).map_err(|e| Error::io(format!("cannot write `{}`", bundle.display()), e))?;
+    let bundle = if signs_for_sandboxes {
+        let bundle = dir.join("ca-bundle.pem");
+        let text = crate::vault::ca::trust_bundle(&system_roots(), &ca.cert_pem());
+        std::fs::write(&bundle, text).map_err(|e| Error::io(format!("cannot write `{}`", bundle.display()), e))?;
+        Some(bundle)
+    } else {
+        None
+    };
     let vault = Vault::new(Arc::new(ca), args.vault_resolve.clone(), roots)
         .map_err(|e| Error::failed(e.to_string()))?
         .with_idle_timeout(args.vault_idle_timeout);
@@ -552,8 +564,8 @@ fn descriptor_budget(out: &Printer) {
 }
 
 /// The Kubernetes backend: the user's kubeconfig (or the in-cluster configuration) and the system
-/// roots each pod's CA bundle starts with. In sidecar mode the CA made by [`vault`] is not handed to
-/// it (each pod gets a CA of its own); in gateway mode its certificate is (every pod trusts
+/// roots each pod's CA bundle starts with. In sidecar mode the CA of [`vault`] (in memory only) is
+/// not handed to it (each pod gets a CA of its own); in gateway mode its certificate is (every pod trusts
 /// `vault`, which runs here), and the gateway's listener is bound and returned, to be served. A
 /// cluster that does not answer is not an error here (`GET /api/v1/health/k8s` tells), one that is
 /// not configured at all is.

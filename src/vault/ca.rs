@@ -135,6 +135,18 @@ impl CertificateAuthority {
         Self::load(dir)
     }
 
+    /// A new CA (named as `lap serve`'s) held in this process only: nothing is written, and its key
+    /// is gone with the process. For a `lap serve` whose vault signs for no sandbox (Kubernetes in
+    /// sidecar mode: each pod's vault has a CA of its own).
+    pub fn ephemeral() -> Result<Self, CaError> {
+        let generated = |message| CaError::Generate {
+            name: LOCAL_CA_NAME.to_owned(),
+            message,
+        };
+        let (cert_pem, key_pem) = generate(LOCAL_CA_NAME).map_err(generated)?;
+        Self::from_pem(&cert_pem, &key_pem).map_err(generated)
+    }
+
     /// Loads the CA kept in `dir` (`ca.pem`, `ca.key`); never makes one.
     pub fn load(dir: &Path) -> Result<Self, CaError> {
         let cert_path = dir.join("ca.pem");

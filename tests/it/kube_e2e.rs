@@ -810,24 +810,32 @@ async fn each_pod_signs_with_a_ca_of_its_own_and_lap_serves_ca_key_is_in_no_pod(
     cluster.create_agent("coder");
     let (a, pod_a) = cluster.ready_session("coder").await;
     let (_b, pod_b) = cluster.ready_session("coder").await;
+    // The data dir holds a CA from the server's first start, on another backend (as a run on the
+    // local backend leaves one): a kube server in sidecar mode neither uses nor trusts it.
     let serve_ca = cluster.server.data_dir().join("vault");
-    let serve_key = std::fs::read(serve_ca.join("ca.key")).unwrap();
-    let serve_cert = std::fs::read(serve_ca.join("ca.pem")).unwrap();
+    let (left_key, left_cert) = (
+        std::fs::read(serve_ca.join("ca.key")).unwrap(),
+        std::fs::read(serve_ca.join("ca.pem")).unwrap(),
+    );
+    let no_left_ca_in_any_secret = |api: &FakeApi| {
+        for (place, value) in secret_values(api) {
+            assert!(!contains(&value, &left_key), "the data dir's CA key is in `{place}`");
+            assert!(
+                !contains(&value, &left_cert),
+                "the data dir's CA is trusted in `{place}`"
+            );
+        }
+    };
+    no_left_ca_in_any_secret(&cluster.api);
     let secret = |pod: &str| cluster.api.get("secrets", &format!("{pod}-vault")).unwrap();
     let (secret_a, secret_b) = (secret(&pod_a), secret(&pod_b));
     let key = |secret: &Value| secret_file(secret, manifest::keys::CA_KEY);
     let cert = |secret: &Value| secret_file(secret, manifest::keys::CA_CERT);
     let bundle = |secret: &Value| secret_file(secret, manifest::keys::CA_BUNDLE);
 
-    // Two pods, two CA keys, and lap serve's own is in neither, nor anywhere in any Secret.
+    // Two pods, two CA keys.
     assert!(key(&secret_a).starts_with(b"-----BEGIN PRIVATE KEY-----"));
     assert_ne!(key(&secret_a), key(&secret_b));
-    assert_ne!(key(&secret_a), serve_key);
-    assert_ne!(key(&secret_b), serve_key);
-    for (place, value) in secret_values(&cluster.api) {
-        assert!(!contains(&value, &serve_key), "lap serve's CA key is in `{place}`");
-        assert!(!contains(&value, &serve_cert), "lap serve's CA is trusted in `{place}`");
-    }
     // Each harness trusts its own pod's CA and not the other's.
     assert!(contains(&bundle(&secret_a), &cert(&secret_a)));
     assert!(!contains(&bundle(&secret_a), &cert(&secret_b)));
@@ -847,14 +855,21 @@ async fn each_pod_signs_with_a_ca_of_its_own_and_lap_serves_ca_key_is_in_no_pod(
     assert!(out.stderr.contains("a CA made for that sandbox alone"), "{out}");
     assert!(out.stderr.contains("hint: "), "{out}");
 
-    // Adoption needs no CA of lap serve's: with its CA gone (a new one is made at start), the
-    // restarted server adopts the session, whose pod keeps its own CA and works.
+    // In sidecar mode lap serve's vault signs for no sandbox, so it writes no CA: with the data
+    // dir's gone, the restarted server makes none on disk, adopts the session under its pod's own
+    // CA, and a new session's pod holds its own too.
     std::fs::remove_dir_all(&serve_ca).unwrap();
     cluster.server.restart();
-    assert_ne!(std::fs::read(serve_ca.join("ca.key")).unwrap(), serve_key);
+    for file in ["ca.key", "ca.pem", "ca-bundle.pem"] {
+        assert!(!serve_ca.join(file).exists(), "lap serve wrote `{file}`");
+    }
     assert_eq!(cluster.show(&a)["status"], "ready");
     assert_eq!(key(&secret(&pod_a)), key(&secret_a));
     assert_eq!(cluster.curl(&a, &pod_a, "api.github.test"), "200");
+    let (_c, pod_c) = cluster.ready_session("coder").await;
+    assert!(contains(&bundle(&secret(&pod_c)), &cert(&secret(&pod_c))));
+    assert_ne!(key(&secret(&pod_c)), key(&secret_a));
+    no_left_ca_in_any_secret(&cluster.api);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,7 +7,8 @@
 //!
 //! It implements only what lap uses: namespaced pods, secrets, networkpolicies,
 //! persistentvolumeclaims and (`snapshot.storage.k8s.io/v1`, with its discovery document, unless
-//! [`FakeApi::without_snapshot_api`]) volumesnapshots; equality label selectors; lists in pages (`limit`, `continue`); JSON merge patch.
+//! [`FakeApi::without_snapshot_api`]) volumesnapshots; equality label selectors; lists in pages
+//! (`limit`, `continue`); JSON merge patch.
 //! Pods come up ready at once unless [`FakeApi::new_pods_get`] or [`FakeApi::set_pod_status`] say
 //! otherwise; a claim is bound at once with the capacity it asks for, and one deleted while a pod
 //! mounts it is only marked for deletion until that pod is gone (the `pvc-protection` finalizer); a snapshot of a claim that
