@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::{Control, ControlError, End, idle_for};
@@ -134,6 +135,16 @@ pub fn orphans<'a>(
             !owned
         })
         .collect()
+}
+
+/// How many sessions recovery re-attaches at once.
+const RECOVER_PARALLEL: usize = 16;
+
+/// How recovery ends a session it could not keep.
+struct Ended {
+    end: End,
+    /// Its vault could not be attached again: its sandbox is deleted with it.
+    reattach_failed: bool,
 }
 
 /// The ids of `sandboxes`, for lookups in constant time.
@@ -350,27 +361,32 @@ impl Control {
             .store
             .sessions_with_status(&[SessionStatus::Creating, SessionStatus::Ready, SessionStatus::Paused])
             .await?;
+        // Re-attaching is a round trip to each sandbox (on Kubernetes a Secret patch and a
+        // port-forward), so [`RECOVER_PARALLEL`] sessions are re-attached at once: the time to
+        // recover is not the sum of theirs. Sessions are then ended one by one, in order.
+        let listed = listed_ids(&sandboxes);
+        // The futures are made first: a stream mapping through a closure over borrowed rows does
+        // not compile inside the spawned task that retries recovery (a higher-ranked lifetime).
+        let attempts: Vec<_> = live
+            .iter()
+            .map(|row| {
+                let present = row.sandbox_id.as_deref().is_some_and(|id| listed.contains(id));
+                async move { (row, self.recover_session(row, present).await) }
+            })
+            .collect();
+        let outcomes: Vec<(&SessionRow, Option<Ended>)> = futures_util::stream::iter(attempts)
+            .buffered(RECOVER_PARALLEL)
+            .collect()
+            .await;
         // Sandboxes deleted here already, with their session.
         let mut ended = HashSet::new();
-        let listed = listed_ids(&sandboxes);
-        for row in &live {
-            let present = row.sandbox_id.as_deref().is_some_and(|id| listed.contains(id));
-            let end = match row.status {
-                SessionStatus::Creating => End::Failed("bring-up was interrupted by a restart of lap serve".to_owned()),
-                _ if !present => End::Dead("the sandbox vanished while lap serve was down".to_owned()),
-                _ => match self.reattach_paused(row).await {
-                    Ok(()) => {
-                        if let Some(sandbox) = &row.sandbox_id {
-                            self.watch_agent(row.id, sandbox.clone());
-                        }
-                        continue;
-                    }
-                    Err(reason) => {
-                        ended.extend(row.sandbox_id.clone());
-                        End::Dead(format!("cannot re-attach the vault after a restart: {reason}"))
-                    }
-                },
+        for (row, outcome) in outcomes {
+            let Some(Ended { end, reattach_failed }) = outcome else {
+                continue;
             };
+            if reattach_failed {
+                ended.extend(row.sandbox_id.clone());
+            }
             tracing::info!(session = %row.id, "recovering session after restart");
             self.end(row.id, end).await?;
         }
@@ -384,6 +400,33 @@ impl Control {
             self.delete_sandbox(&sandbox.id).await;
         }
         Ok(())
+    }
+
+    /// What recovery does with live session `row` (`present`: its sandbox is listed): `None` once
+    /// its vault is attached again and its agent watched, else how it is to end.
+    async fn recover_session(self: &Arc<Self>, row: &SessionRow, present: bool) -> Option<Ended> {
+        let end = match row.status {
+            SessionStatus::Creating => End::Failed("bring-up was interrupted by a restart of lap serve".to_owned()),
+            _ if !present => End::Dead("the sandbox vanished while lap serve was down".to_owned()),
+            _ => match self.reattach_paused(row).await {
+                Ok(()) => {
+                    if let Some(sandbox) = &row.sandbox_id {
+                        self.watch_agent(row.id, sandbox.clone());
+                    }
+                    return None;
+                }
+                Err(reason) => {
+                    return Some(Ended {
+                        end: End::Dead(format!("cannot re-attach the vault after a restart: {reason}")),
+                        reattach_failed: true,
+                    });
+                }
+            },
+        };
+        Some(Ended {
+            end,
+            reattach_failed: false,
+        })
     }
 
     /// [`Self::reattach_vault`], thawing a paused session's sandbox for it (its harness hands over

@@ -872,6 +872,44 @@ async fn each_pod_signs_with_a_ca_of_its_own_and_lap_serves_ca_key_is_in_no_pod(
     no_left_ca_in_any_secret(&cluster.api);
 }
 
+/// Recovery binds the vaults of a restarted server's sessions side by side: with both sidecars'
+/// port-forwards held unanswered, both bindings are asked for before either is answered (one after
+/// another, the second would wait for the first forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_server_binds_its_sessions_vaults_again_side_by_side() {
+    let mut cluster = Cluster::start(&["--warm-pool-size", "0"]).await;
+    cluster.create_agent("coder");
+    let (a, pod_a) = cluster.ready_session("coder").await;
+    let (b, pod_b) = cluster.ready_session("coder").await;
+    cluster.server.kill9();
+    let mark = cluster.api.seen().len();
+    for pod in [&pod_a, &pod_b] {
+        cluster.api.hold_forwards(pod, manifest::ADMIN_PORT);
+    }
+    // Released once both bindings are in flight, or at the deadline whatever it saw.
+    let api = cluster.api.clone();
+    let forwards = [&pod_a, &pod_b].map(|pod| format!("GET /api/v1/namespaces/lap/pods/{pod}/portforward"));
+    let releaser = std::thread::spawn(move || {
+        let both = support::try_wait_until(Duration::from_secs(30), || {
+            let seen = api.seen();
+            forwards.iter().all(|forward| seen[mark..].contains(forward))
+        });
+        api.release_forwards();
+        both
+    });
+    cluster.server.restart();
+    let both = releaser.join().unwrap();
+    assert!(
+        both.is_ok(),
+        "recovery asked for one binding only after the other was answered\n{}",
+        cluster.server.log()
+    );
+    for session in [&a, &b] {
+        assert_eq!(cluster.show(session)["status"], "ready");
+    }
+    assert_eq!(cluster.curl(&b, &pod_b, "api.github.test"), "200");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_server_adopts_the_pod_its_terminal_and_keeps_each_sidecar_record_once() {
     let mut cluster = Cluster::start(&["--warm-pool-size", "0"]).await;

@@ -9,6 +9,7 @@
 //! persistentvolumeclaims and (`snapshot.storage.k8s.io/v1`, with its discovery document, unless
 //! [`FakeApi::without_snapshot_api`]) volumesnapshots; equality label selectors; lists in pages
 //! (`limit`, `continue`); JSON merge patch.
+//! A test may hold a pod's port-forwards unanswered ([`FakeApi::hold_forwards`]).
 //! Pods come up ready at once unless [`FakeApi::new_pods_get`] or [`FakeApi::set_pod_status`] say
 //! otherwise; a claim is bound at once with the capacity it asks for, and one deleted while a pod
 //! mounts it is only marked for deletion until that pod is gone (the `pvc-protection` finalizer); a snapshot of a claim that
@@ -57,6 +58,8 @@ struct Inner {
     no_snapshot_api: bool,
     /// The status new VolumeSnapshots get (`None`: ready, or failed when their claim is missing).
     new_snapshot_status: Option<Value>,
+    /// (pod, port) whose port-forwards are taken but not answered ([`FakeApi::hold_forwards`]).
+    held: std::collections::HashSet<(String, u16)>,
     /// Where it listens, and the task accepting there (`None` while it is down).
     addr: Option<SocketAddr>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -228,6 +231,19 @@ impl FakeApi {
     /// port-forwards to that pod's ports with what it returns.
     pub fn run_pods_with(&self, kubelet: impl Fn(&Value, &Value) -> Vec<(u16, SocketAddr)> + Send + Sync + 'static) {
         self.inner.lock().unwrap().kubelet = Some(Arc::new(kubelet));
+    }
+
+    /// Holds every port-forward to `port` of pod `pod` from now on: the request is taken (and in
+    /// [`FakeApi::seen`]) but not answered until [`FakeApi::release_forwards`], as by an API server
+    /// whose kubelet is slow to connect.
+    pub fn hold_forwards(&self, pod: &str, port: u16) {
+        self.inner.lock().unwrap().held.insert((pod.to_owned(), port));
+    }
+
+    /// Answers every held port-forward ([`FakeApi::hold_forwards`]) and holds none any more.
+    pub fn release_forwards(&self) {
+        self.inner.lock().unwrap().held.clear();
+        self.changed.notify_waiters();
     }
 
     /// Runs `hook` with each `resource` object created from now on, before the create is answered
@@ -674,6 +690,13 @@ async fn portforward(
         Some(port) => port,
         None => return status(StatusCode::BAD_REQUEST, "BadRequest", "one port, please"),
     };
+    loop {
+        let released = api.changed.notified();
+        if !api.inner.lock().unwrap().held.contains(&(name.clone(), port)) {
+            break;
+        }
+        released.await;
+    }
     let target = {
         let inner = api.inner.lock().unwrap();
         if !inner.objects.contains_key(&("pods".to_owned(), name.clone())) {
