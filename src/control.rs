@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 use crate::sandbox::{ExecChunk, ExecSpec, Sandbox, SandboxError, VaultPlacement};
+use crate::settings::ToolDeadlines;
 use crate::store::{SessionRow, SessionUpdate, Store, StoreError};
 use crate::vault::intercept::Vault;
 use crate::wire::api::{Interception, SessionStatus};
@@ -150,15 +151,17 @@ pub struct Services {
     pub idle_ttl: Duration,
     /// The warm pool ([`pool::PoolConfig::off`] for none).
     pub pool: pool::PoolConfig,
+    /// What an API harness's tool is held to (`control/messages.rs`).
+    pub tool_deadlines: ToolDeadlines,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
 }
 
 impl Services {
     /// The three parts every plane needs, and `lap serve`'s defaults for the rest: no CA bundle,
-    /// egress allowed by default, the default idle reap, no warm pool, a fresh task tracker and
-    /// shutdown token. The composition root and the tests change what they need with
-    /// `Services { field, ..Services::new(…) }`.
+    /// egress allowed by default, the default idle reap, no warm pool, the default tool deadlines,
+    /// a fresh task tracker and shutdown token. The composition root and the tests change what
+    /// they need with `Services { field, ..Services::new(…) }`.
     pub fn new(store: Store, sandbox: Arc<dyn Sandbox>, vault: Arc<Vault>) -> Self {
         Self {
             store,
@@ -168,6 +171,7 @@ impl Services {
             egress_default_deny: false,
             idle_ttl: DEFAULT_IDLE_TTL,
             pool: pool::PoolConfig::off(),
+            tool_deadlines: ToolDeadlines::DEFAULT,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }
@@ -221,6 +225,7 @@ impl Control {
             egress_default_deny,
             idle_ttl,
             pool,
+            tool_deadlines,
             tasks,
             shutdown,
         } = services;
@@ -239,7 +244,7 @@ impl Control {
             vaults: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
             pool: pool::Pool::new(pool),
-            messages: messages::Messages::default(),
+            messages: messages::Messages::new(tool_deadlines),
             // The router exists only after `start`, which sets it when recovery has to wait.
             unrecovered: Mutex::new(None),
             lifecycle,

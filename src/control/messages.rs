@@ -7,8 +7,9 @@
 //! in memory for late subscribers, written to the store in order by one writer task, and broadcast
 //! to live subscribers. A turn ends with exactly one `turn.completed`: the tool's own, or one
 //! synthesised when the process exits, is killed, or an abort is not honoured in time. Every wait
-//! on the tool has a deadline: it must name its conversation within [`TOOL_START`] (handshake,
-//! server readiness, resume), a turn may not go [`TURN_SILENCE`] without a line from it, and an
+//! on the tool has a deadline: it must name its conversation within [`ToolDeadlines::start`]
+//! (handshake, server readiness, resume), a turn may not go [`ToolDeadlines::silence`] without a
+//! line from it (both resolved with `lap serve`'s settings), and an
 //! interrupted turn must end within [`ABORT_GRACE`]; past one, the tool is stopped and the turn
 //! fails with an error naming the tool, what it waited for, and a hint. Messages count as activity
 //! for the idle reaper.
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use super::{Control, REPO_DIR};
 use crate::drivers::{Driver, new_id};
 use crate::sandbox::{ExecChunk, ExecSpec, Sandbox};
+use crate::settings::ToolDeadlines;
 use crate::store::{SessionRow, Store, StoreError};
 use crate::wire::api::{Agent, SessionStatus};
 use crate::wire::messages::{
@@ -36,13 +38,6 @@ const BROADCAST: usize = 4096;
 const RECENT: usize = 2048;
 /// How long an interrupted tool has to end its turn before it is killed.
 const ABORT_GRACE: Duration = Duration::from_secs(10);
-/// How long a tool has, once started, to name its conversation (its handshake, its server coming
-/// up, a resume): beyond opencode's own 120 s readiness guard. `LAP_TOOL_START_TIMEOUT` (seconds)
-/// overrides it.
-const TOOL_START: Duration = Duration::from_secs(180);
-/// How long a turn may go without a line from its tool before the tool is stopped.
-/// `LAP_TOOL_SILENCE_TIMEOUT` (seconds) overrides it.
-const TURN_SILENCE: Duration = Duration::from_secs(30 * 60);
 /// How often a tool's deadlines are checked.
 const WATCH_TICK: Duration = Duration::from_secs(1);
 /// How much of the tool's stderr is kept for the error of a turn it ended by exiting.
@@ -53,9 +48,20 @@ const MAX_LINE: usize = 32 * 1024 * 1024;
 const PIPE_QUEUE: usize = 64;
 
 /// The conversations of `lap serve`, by session.
-#[derive(Default)]
 pub struct Messages {
     conversations: Registry,
+    /// What each conversation's tool is held to.
+    deadlines: ToolDeadlines,
+}
+
+impl Messages {
+    /// No conversation yet; each one's tool is held to `deadlines`.
+    pub fn new(deadlines: ToolDeadlines) -> Self {
+        Self {
+            conversations: Registry::default(),
+            deadlines,
+        }
+    }
 }
 
 /// Conversations by session; a conversation whose session has ended takes itself out.
@@ -157,6 +163,7 @@ impl Control {
                 self.sandbox.clone(),
                 self.store.clone(),
                 Arc::downgrade(&self.messages.conversations),
+                self.messages.deadlines,
             ),
             (next_seq, prior),
         );
@@ -250,6 +257,7 @@ struct Conversation {
     sandbox: Arc<dyn Sandbox>,
     store: Store,
     registry: WeakRegistry,
+    deadlines: ToolDeadlines,
     events: broadcast::Sender<Event>,
     writer: mpsc::UnboundedSender<Write>,
     state: Mutex<State>,
@@ -319,7 +327,7 @@ impl Conversation {
         row: &SessionRow,
         sandbox_id: String,
         agent: Agent,
-        (sandbox, store, registry): (Arc<dyn Sandbox>, Store, WeakRegistry),
+        (sandbox, store, registry, deadlines): (Arc<dyn Sandbox>, Store, WeakRegistry, ToolDeadlines),
         (next_seq, prior): (u64, Vec<Message>),
     ) -> Arc<Self> {
         let (writer, writes) = mpsc::unbounded_channel();
@@ -331,6 +339,7 @@ impl Conversation {
             sandbox,
             store,
             registry,
+            deadlines,
             events: broadcast::channel(BROADCAST).0,
             writer,
             state: Mutex::new(State {
@@ -519,11 +528,14 @@ impl Conversation {
     }
 
     /// Stops tool process `generation` at a deadline: when it has not named its conversation
-    /// [`TOOL_START`] after it started, or a turn got no line from it for [`TURN_SILENCE`]. The open
+    /// [`ToolDeadlines::start`] after it started, or a turn got no line from it for
+    /// [`ToolDeadlines::silence`]. The open
     /// turn then fails with an error naming the tool, what it waited for, and what to do.
     async fn watch(self: Arc<Self>, generation: u64) {
-        let start_limit = deadline_from_env("LAP_TOOL_START_TIMEOUT", TOOL_START);
-        let silence_limit = deadline_from_env("LAP_TOOL_SILENCE_TIMEOUT", TURN_SILENCE);
+        let ToolDeadlines {
+            start: start_limit,
+            silence: silence_limit,
+        } = self.deadlines;
         let tool = crate::tools::find(&self.agent.harness_id)
             .map(|h| h.command)
             .unwrap_or("the agent's tool");
@@ -898,15 +910,6 @@ async fn flush(store: &Store, session: Uuid, events: &mut Vec<Event>) {
     if let Err(err) = store.insert_events(session, std::mem::take(events)).await {
         tracing::warn!(session = %session, error = %err, "cannot keep events");
     }
-}
-
-/// A deadline: `var` (whole seconds, more than 0) when set, else `default`.
-fn deadline_from_env(var: &str, default: Duration) -> Duration {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|secs| *secs > 0)
-        .map_or(default, Duration::from_secs)
 }
 
 fn now_ms() -> i64 {
