@@ -330,6 +330,7 @@ pub async fn serve(
     let (vault, ca_bundle) = vault(args, data_dir)?;
     let (sandbox, k8s, gateway) = sandbox_backend(args, &vault, data_dir, out).await?;
     let tasks = TaskTracker::new();
+    let session_tasks = TaskTracker::new();
     let composed = async {
         if let Some((gateway, listener)) = gateway {
             tasks.spawn(gateway.serve(listener, shutdown.child_token()));
@@ -345,6 +346,7 @@ pub async fn serve(
             },
             tool_deadlines: settings.tool_deadlines,
             tasks: tasks.clone(),
+            session_tasks: session_tasks.clone(),
             shutdown: shutdown.clone(),
             ..Services::new(store.clone(), sandbox, vault)
         };
@@ -379,7 +381,7 @@ pub async fn serve(
         Ok(composed) => composed,
         Err(err) => {
             shutdown.cancel();
-            drain(&tasks).await;
+            drain([&tasks, &session_tasks]).await;
             return Err(err);
         }
     };
@@ -392,7 +394,7 @@ pub async fn serve(
         data_dir.display()
     ));
     serve_connections(listener, tls, router, shutdown.clone()).await;
-    drain(&tasks).await;
+    drain([&tasks, &session_tasks]).await;
     out.status("lap serve stopped");
     Ok(())
 }
@@ -561,10 +563,16 @@ fn url_of(listener: &TcpListener, tls: bool) -> Result<(SocketAddr, String), Err
     Ok((local, url))
 }
 
-/// Waits, at most [`SHUTDOWN_GRACE`], for the background work on `tasks` to finish.
-async fn drain(tasks: &TaskTracker) {
-    tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+/// Waits, at most [`SHUTDOWN_GRACE`] in all, for the background work on `trackers` to finish (the
+/// control plane's own and its sessions', [`Services::session_tasks`]).
+async fn drain(trackers: [&TaskTracker; 2]) {
+    let all = async {
+        for tasks in trackers {
+            tasks.close();
+            tasks.wait().await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
         tracing::warn!("background tasks did not finish within {SHUTDOWN_GRACE:?}");
     }
 }

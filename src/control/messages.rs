@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{Control, REPO_DIR};
@@ -50,16 +51,31 @@ const PIPE_QUEUE: usize = 64;
 /// The conversations of `lap serve`, by session.
 pub struct Messages {
     conversations: Registry,
-    /// What each conversation's tool is held to.
+    owner: Owner,
+}
+
+/// What every conversation's tasks answer to: the deadlines its tool is held to, and the tracker
+/// and shutdown token of `lap serve` ([`super::Services::session_tasks`]). Each task ends on
+/// shutdown: the tool's (its process runs in the sandbox, which outlives `lap serve`), its deadline
+/// watcher and abort timer at once, its writer once it stored what was queued.
+#[derive(Clone)]
+struct Owner {
     deadlines: ToolDeadlines,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Messages {
-    /// No conversation yet; each one's tool is held to `deadlines`.
-    pub fn new(deadlines: ToolDeadlines) -> Self {
+    /// No conversation yet; each one's tool is held to `deadlines`, its tasks spawned on `tasks`
+    /// and ended by `shutdown`.
+    pub fn new(deadlines: ToolDeadlines, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
         Self {
             conversations: Registry::default(),
-            deadlines,
+            owner: Owner {
+                deadlines,
+                tasks,
+                shutdown,
+            },
         }
     }
 }
@@ -163,7 +179,7 @@ impl Control {
                 self.sandbox.clone(),
                 self.store.clone(),
                 Arc::downgrade(&self.messages.conversations),
-                self.messages.deadlines,
+                self.messages.owner.clone(),
             ),
             (next_seq, prior),
         );
@@ -257,7 +273,7 @@ struct Conversation {
     sandbox: Arc<dyn Sandbox>,
     store: Store,
     registry: WeakRegistry,
-    deadlines: ToolDeadlines,
+    owner: Owner,
     events: broadcast::Sender<Event>,
     writer: mpsc::UnboundedSender<Write>,
     state: Mutex<State>,
@@ -327,11 +343,13 @@ impl Conversation {
         row: &SessionRow,
         sandbox_id: String,
         agent: Agent,
-        (sandbox, store, registry, deadlines): (Arc<dyn Sandbox>, Store, WeakRegistry, ToolDeadlines),
+        (sandbox, store, registry, owner): (Arc<dyn Sandbox>, Store, WeakRegistry, Owner),
         (next_seq, prior): (u64, Vec<Message>),
     ) -> Arc<Self> {
         let (writer, writes) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store.clone(), row.id, writes));
+        owner
+            .tasks
+            .spawn(write_loop(store.clone(), row.id, writes, owner.shutdown.clone()));
         Arc::new(Self {
             session: row.id,
             sandbox_id,
@@ -339,7 +357,7 @@ impl Conversation {
             sandbox,
             store,
             registry,
-            deadlines,
+            owner,
             events: broadcast::channel(BROADCAST).0,
             writer,
             state: Mutex::new(State {
@@ -414,7 +432,8 @@ impl Conversation {
         let (history, stored) = oneshot::channel();
         let _ = self.writer.send(Write::History(history));
         let this = self.clone();
-        tokio::spawn(async move {
+        // Ends once the writer answers, which it does before it ends (on shutdown too).
+        self.owner.tasks.spawn(async move {
             let prior: Vec<Message> = stored
                 .await
                 .unwrap_or_default()
@@ -499,10 +518,14 @@ impl Conversation {
         let this = self.clone();
         let (replies, stop) = (stdin.clone(), kill.clone());
         let reader_driver = driver.clone();
-        tokio::spawn(async move {
+        let shutdown = self.owner.shutdown.clone();
+        self.owner.tasks.spawn(async move {
             let exec = this.sandbox.exec_stream(&this.sandbox_id, spec, stdin_rx, output);
             let read = this.read(output_rx, reader_driver, replies, generation);
             let ended = tokio::select! {
+                // `lap serve` stops: the connection to the tool goes, and its turn is left as it is,
+                // as when `lap serve` is killed (a restart resumes the conversation).
+                () = shutdown.cancelled() => return,
                 _ = stop.cancelled() => Ended::Killed,
                 (code, tail) = async { tokio::join!(exec, read) } => {
                     Ended::Exited(code.map_err(|e| e.to_string()), tail)
@@ -523,7 +546,7 @@ impl Conversation {
             active: now,
             stalled: None,
         });
-        tokio::spawn(self.clone().watch(generation));
+        self.owner.tasks.spawn(self.clone().watch(generation));
         Ok(())
     }
 
@@ -535,12 +558,15 @@ impl Conversation {
         let ToolDeadlines {
             start: start_limit,
             silence: silence_limit,
-        } = self.deadlines;
+        } = self.owner.deadlines;
         let tool = crate::tools::find(&self.agent.harness_id)
             .map(|h| h.command)
             .unwrap_or("the agent's tool");
         loop {
-            tokio::time::sleep(WATCH_TICK).await;
+            tokio::select! {
+                () = self.owner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(WATCH_TICK) => {}
+            }
             let mut state = self.lock();
             let turn_open = state.turn.is_some();
             let Some(proc) = state.proc.as_mut().filter(|p| p.generation == generation) else {
@@ -769,8 +795,11 @@ impl Conversation {
         }
         // A tool that does not end the turn in time is killed; the turn then closes as interrupted.
         let this = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(ABORT_GRACE).await;
+        self.owner.tasks.spawn(async move {
+            tokio::select! {
+                () = this.owner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(ABORT_GRACE) => {}
+            }
             let state = this.lock();
             if state.turn.as_ref().is_some_and(|t| t.id == turn_id)
                 && let Some(proc) = &state.proc
@@ -786,7 +815,7 @@ impl Conversation {
     /// ended, e.g. with its sandbox): nothing will talk to it again, and its memory goes.
     fn forget_if_ended(self: &Arc<Self>) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.owner.tasks.spawn(async move {
             let ended = match this.store.get_session(this.session).await {
                 Ok(Some(row)) => {
                     row.status.is_terminal() || row.sandbox_id.as_deref() != Some(this.sandbox_id.as_str())
@@ -860,10 +889,32 @@ fn replay(prior: &[Message], text: &str) -> String {
     )
 }
 
-/// Stores a conversation's events and messages in order, events in batches.
-async fn write_loop(store: Store, session: Uuid, mut writes: mpsc::UnboundedReceiver<Write>) {
+/// Stores a conversation's events and messages in order, events in batches, until the conversation
+/// is gone, or `shutdown`: then nothing more is taken, and what was queued is stored before it ends.
+async fn write_loop(
+    store: Store,
+    session: Uuid,
+    mut writes: mpsc::UnboundedReceiver<Write>,
+    shutdown: CancellationToken,
+) {
     let mut received = Vec::new();
-    while writes.recv_many(&mut received, 256).await > 0 {
+    let mut open = true;
+    loop {
+        let count = if open {
+            tokio::select! {
+                count = writes.recv_many(&mut received, 256) => count,
+                () = shutdown.cancelled() => {
+                    writes.close();
+                    open = false;
+                    continue;
+                }
+            }
+        } else {
+            writes.recv_many(&mut received, 256).await
+        };
+        if count == 0 {
+            break;
+        }
         let mut events = Vec::new();
         for write in received.drain(..) {
             match write {
