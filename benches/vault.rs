@@ -10,7 +10,10 @@
 //! - latency: sequential GETs on one kept-alive connection (after a warm-up), p50 and p99;
 //! - throughput: concurrent connections for a fixed number of requests, requests per second;
 //! - bulk: one streamed upload and one streamed download of `LAP_BENCH_BULK_MB` MiB (default 1024),
-//!   in MB/s (the vault rewrites the upload as it streams).
+//!   in MB/s (the vault rewrites the upload as it streams), and the CPU time each byte cost, client,
+//!   upstream and proxy together (`ns/B`): on a machine whose cores all three share, throughput
+//!   follows it, so the vault's own ns/B beside the whole direct path's says how far it is from the
+//!   0.5× a proxy with two TLS legs cannot beat there.
 //!
 //! `LAP_BENCH_ROUNDS` rounds (default 3) each measure every path in turn; the summary gives each
 //! figure's median over the rounds, and each ratio as the median of the rounds' own ratios, so a
@@ -57,6 +60,8 @@ struct Route {
     name: &'static str,
     proxy: Option<SocketAddr>,
     ca: PathBuf,
+    /// The proxy's own process, when it is not this one: its CPU time counts too.
+    process: Option<u32>,
 }
 
 /// What one route measured.
@@ -67,6 +72,9 @@ struct Measured {
     requests_per_second: f64,
     upload_mb_s: f64,
     download_mb_s: f64,
+    /// CPU time (client, upstream and proxy together) per byte moved, in ns: up and down.
+    upload_cpu: f64,
+    download_cpu: f64,
 }
 
 #[tokio::main]
@@ -110,19 +118,22 @@ async fn main() {
             name: "direct",
             proxy: None,
             ca: upstream_ca_file.clone(),
+            process: None,
         },
         Route {
             name: "lap vault",
             proxy: Some(vault_addr),
             ca: vault_ca_file,
+            process: None,
         },
     ];
     let mitm = start_mitmproxy(dir.path(), &upstream_ca_file).await;
-    if let Some((_, addr, ca)) = &mitm {
+    if let Some((child, addr, ca)) = &mitm {
         routes.push(Route {
             name: "mitmproxy",
             proxy: Some(*addr),
             ca: ca.clone(),
+            process: Some(child.id()),
         });
     } else {
         eprintln!("mitmproxy not measured: run `scripts/bench.sh vault`, or set LAP_BENCH_MITMDUMP=/path/to/mitmdump");
@@ -141,13 +152,18 @@ async fn main() {
         let mut measured = Vec::new();
         for route in &routes {
             let (p50, p99) = latency(upstream, route).await;
+            let requests_per_second = throughput(upstream, route).await;
+            let up = bulk(upstream, route, bulk_mb, Direction::Up).await;
+            let down = bulk(upstream, route, bulk_mb, Direction::Down).await;
             let this = Measured {
                 name: route.name,
                 p50,
                 p99,
-                requests_per_second: throughput(upstream, route).await,
-                upload_mb_s: bulk(upstream, route, bulk_mb, Direction::Up).await,
-                download_mb_s: bulk(upstream, route, bulk_mb, Direction::Down).await,
+                requests_per_second,
+                upload_mb_s: up.mb_s,
+                download_mb_s: down.mb_s,
+                upload_cpu: up.cpu_ns_per_byte,
+                download_cpu: down.cpu_ns_per_byte,
             };
             print_row(&format!("{} #{round}", this.name), &this, measured.first());
             measured.push(this);
@@ -165,6 +181,8 @@ async fn main() {
             requests_per_second: median_of(&|r| r[i].requests_per_second),
             upload_mb_s: median_of(&|r| r[i].upload_mb_s),
             download_mb_s: median_of(&|r| r[i].download_mb_s),
+            upload_cpu: median_of(&|r| r[i].upload_cpu),
+            download_cpu: median_of(&|r| r[i].download_cpu),
         })
         .collect();
     println!("\nmedian of {rounds} rounds:");
@@ -183,6 +201,18 @@ async fn main() {
         median_of(&|r| r[1].requests_per_second / r[0].requests_per_second),
         median_of(&|r| r[1].upload_mb_s / r[0].upload_mb_s),
         median_of(&|r| r[1].download_mb_s / r[0].download_mb_s),
+    );
+    // On a machine whose cores the client, the upstream and the proxy share, throughput follows the
+    // CPU each byte costs: a proxy that decrypts and encrypts once more costs at least what the
+    // direct path's two TLS ends and its socket cost, which is where 0.5× comes from.
+    println!(
+        "CPU per byte moved (client, upstream and proxy together), up / down: direct {:.2} / {:.2} ns, lap vault {:.2} / {:.2} ns;",
+        summary[0].upload_cpu, summary[0].download_cpu, summary[1].upload_cpu, summary[1].download_cpu,
+    );
+    println!(
+        "the vault's own share: {:.2}× / {:.2}× of the whole direct path's (1.00× is the 0.5× throughput bound)",
+        median_of(&|r| (r[1].upload_cpu - r[0].upload_cpu) / r[0].upload_cpu),
+        median_of(&|r| (r[1].download_cpu - r[0].download_cpu) / r[0].download_cpu),
     );
     if routes.len() > 2 {
         println!(
@@ -258,15 +288,15 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn print_header() {
     println!(
-        "{:<14} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
-        "path", "p50", "p99", "added p50", "req/s", "up MB/s", "down MB/s"
+        "{:<14} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "path", "p50", "p99", "added p50", "req/s", "up MB/s", "down MB/s", "up ns/B", "down ns/B"
     );
 }
 
 /// One row; `direct` (the round's first path) gives the added latency.
 fn print_row(label: &str, measured: &Measured, direct: Option<&Measured>) {
     println!(
-        "{:<14} {:>10} {:>10} {:>12} {:>10.0} {:>10.0} {:>10.0}",
+        "{:<14} {:>10} {:>10} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>10.2} {:>10.2}",
         label,
         us(measured.p50),
         us(measured.p99),
@@ -274,6 +304,8 @@ fn print_row(label: &str, measured: &Measured, direct: Option<&Measured>) {
         measured.requests_per_second,
         measured.upload_mb_s,
         measured.download_mb_s,
+        measured.upload_cpu,
+        measured.download_cpu,
     );
 }
 
@@ -492,11 +524,18 @@ enum Direction {
     Down,
 }
 
-/// MB/s of one streamed transfer of `mb` MiB through `route`.
-async fn bulk(upstream: SocketAddr, route: &Route, mb: usize, direction: Direction) -> f64 {
+/// One streamed transfer: its speed and what it cost.
+struct Transfer {
+    mb_s: f64,
+    cpu_ns_per_byte: f64,
+}
+
+/// One streamed transfer of `mb` MiB through `route`.
+async fn bulk(upstream: SocketAddr, route: &Route, mb: usize, direction: Direction) -> Transfer {
     let bytes = (mb * 1024 * 1024) / CHUNK * CHUNK;
     let mut sender = connect(upstream, route).await;
     let start = Instant::now();
+    let cpu_before = cpu_seconds(route.process);
     let request = match direction {
         Direction::Up => request("POST", "/upload", upstream, text_stream(bytes)),
         Direction::Down => request("GET", &format!("/download?bytes={bytes}"), upstream, empty()),
@@ -525,5 +564,36 @@ async fn bulk(upstream: SocketAddr, route: &Route, mb: usize, direction: Directi
         ),
         Direction::Down => assert_eq!(total, bytes, "{}: short download", route.name),
     }
-    (bytes as f64 / 1e6) / start.elapsed().as_secs_f64()
+    let seconds = start.elapsed().as_secs_f64();
+    Transfer {
+        mb_s: (bytes as f64 / 1e6) / seconds,
+        cpu_ns_per_byte: (cpu_seconds(route.process) - cpu_before) * 1e9 / bytes as f64,
+    }
+}
+
+/// CPU time spent so far, user and system, by this process and by `other` (a proxy of its own).
+fn cpu_seconds(other: Option<u32>) -> f64 {
+    // SAFETY: getrusage only writes the struct it is given, which is plain data.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let own = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    own + other.map_or(0.0, process_cpu_seconds)
+}
+
+/// A process's user and system time from `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let Some(after_name) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11..13].iter().filter_map(|f| f.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / per_second
 }

@@ -6,8 +6,21 @@
 # user, seeing a stub where the credential is and no Secret or service-account token; a restart of
 # `lap serve` adopts the pod; `lap <agent>` attaches (piped) and the agent's exit ends the session
 # and deletes its objects; a warm pod is claimed by its label patch; a pod deleted behind lap's back
-# ends its session with the reason; deleting a session deletes every object. The credential is a
-# made-up value bound to a host nothing here talks to: no request leaves the cluster.
+# ends its session with the reason; deleting a session deletes every object.
+#
+# Then the same cluster in gateway mode (`--kube-vault gateway`), which needs `lap serve` inside the
+# cluster (the gateway knows a connection by its pod's source address, which kind's masquerading
+# hides from a `lap serve` on the host): the namespace enforces Pod Security `restricted`;
+# `deploy/overlays/kind` runs `lap serve` with `LAP_KUBE_VAULT=gateway`, reached through a
+# port-forward; a session's pod is the harness alone, admitted at `restricted`, with no CA key in its
+# Secret; its proxy credential names its pod; a request through the gateway is attributed to its
+# session (the internal address it asks for is refused there, and recorded in its egress log); another
+# pod's name as the credential is refused 407; a way out around the gateway is cut by the
+# NetworkPolicy; and after a restart of `lap serve` the session is re-adopted and its connections are
+# attributed again.
+#
+# The credential is a made-up value bound to a host nothing here talks to, and the only destination
+# asked for is the cluster's own API server, which the gateway refuses: no request leaves the cluster.
 #
 # Without Docker or kind it says loudly that it skipped, and exits 0: this project's CI machines have
 # neither (see docs/operating/kubernetes.md).
@@ -38,8 +51,10 @@ kubectl() { "$LAP_KUBECTL" --context "$context" -n lap "$@"; }
 
 work=$(mktemp -d)
 serve_pid=
+forward_pid=
 cleanup() {
   [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+  [ -n "$forward_pid" ] && kill "$forward_pid" 2>/dev/null && wait "$forward_pid" 2>/dev/null
   rm -rf "$work"
   [ "${LAP_E2E_KEEP:-}" = 1 ] || scripts/kind-down.sh
 }
@@ -150,4 +165,95 @@ other=$(cli sessions create e2e-kind --timeout 300) || fail "the session did not
 sandbox=$(pod_of "$other")
 cli sessions delete "$other" >/dev/null
 await_gone "$sandbox"
+say "sidecar mode passed"
+
+# ---- gateway mode: lap serve in the cluster ----
+stop_serve
+# The warm pool's pod (and anything else of the host lap serve's) goes: a `restricted` namespace
+# would not admit a sidecar pod again, and the in-cluster lap serve starts from its own store.
+kubectl delete pods,secrets,networkpolicies -l lap.dev/sandbox --wait=true --timeout=120s >/dev/null
+# In gateway mode `lap serve` reads its logs from the cluster, not from a file.
+fail() {
+  kubectl logs deployment/lap-serve --tail=200 >&2 || true
+  kubectl get pods,secrets,networkpolicies -o wide >&2 || true
+  die "$1"
+}
+say "gateway mode: lap serve in the cluster, the namespace at restricted"
+kubectl create secret generic lap-master-key --from-literal=master-key="$key" --dry-run=client -o yaml |
+  kubectl apply -f - >/dev/null
+"$LAP_KUBECTL" --context "$context" apply -k deploy/overlays/kind >/dev/null
+# deploy/base's namespace admits privileged pods (sidecar mode's fence); gateway mode's enforces
+# restricted, which lap serve's own pod meets too.
+"$LAP_KUBECTL" --context "$context" apply -f kind/namespace-gateway.yaml >/dev/null
+kubectl set env deployment/lap-serve LAP_KUBE_VAULT=gateway >/dev/null
+# The port-forward to the Service (a new one after each rollout: it follows one pod).
+forward() {
+  [ -n "$forward_pid" ] && { kill "$forward_pid" 2>/dev/null; wait "$forward_pid" 2>/dev/null || true; }
+  kubectl rollout status deployment/lap-serve --timeout=300s >/dev/null || fail "lap serve did not roll out"
+  kubectl port-forward svc/lap-serve "$port:3000" >>"$work/forward.log" 2>&1 &
+  forward_pid=$!
+  for _ in $(seq 100); do curl -fs "$base/api/v1/health" >/dev/null 2>&1 && return 0; sleep 0.3; done
+  cat "$work/forward.log" >&2
+  fail "lap serve in the cluster did not answer through the port-forward"
+}
+forward
+# The agent made in sidecar mode lives in the host lap serve's store; the in-cluster one has its own.
+cli agents create e2e-kind --harness shell --credential GITHUB_TOKEN@api.github.com >/dev/null
+session=$(cli sessions create e2e-kind --timeout 300) || fail "the gateway-mode session did not become ready"
+sandbox=$(pod_of "$session")
+[ -n "$sandbox" ] || fail "no pod is labelled with the session"
+
+say "a gateway pod: the harness alone, no init container, no CA key"
+[ "$(kubectl get pod "$sandbox" -o jsonpath='{.spec.containers[*].name}')" = harness ] ||
+  fail "the gateway pod has containers other than the harness"
+[ -z "$(kubectl get pod "$sandbox" -o jsonpath='{.spec.initContainers}')" ] || fail "the gateway pod has an init container"
+kubectl get secret "$sandbox-vault" -o json | jq -e '.data | has("ca.key") or has("binding.json") | not' >/dev/null ||
+  fail "the gateway pod's Secret holds CA key or real values"
+stub=$(cli exec "$session" -- printenv GITHUB_TOKEN)
+case $stub in stub_*) ;; *) fail "GITHUB_TOKEN in the sandbox is \`$stub\`, not a stub" ;; esac
+proxy=$(cli exec "$session" -- printenv HTTPS_PROXY)
+case $proxy in "http://lap:$sandbox@"*) ;; *) fail "the proxy credential is \`$proxy\`, not the pod's name" ;; esac
+gateway=${proxy#*@}
+
+# A request through the gateway for the cluster's API server: the gateway refuses the internal
+# address (nothing is sent to it) and records the refusal in this session's egress log.
+attributed() {
+  local code
+  code=$(cli exec "$session" -- curl -s -o /dev/null -w '%{http_code}' --max-time 20 https://kubernetes.default.svc/) || true
+  [ "$code" != 200 ] || fail "the gateway let a sandbox reach the API server"
+  for _ in $(seq 30); do
+    cli --json sessions egress "$session" | jq -e 'any(.[]; .host == "kubernetes.default.svc")' >/dev/null && return 0
+    sleep 1
+  done
+  fail "the gateway did not record the sandbox's request in its session's egress log"
+}
+say "a request through the gateway is its session's, and an internal address is refused"
+attributed
+
+say "another pod's name as the proxy credential is refused 407"
+code=$(cli exec "$session" -- curl -s -o /dev/null -w '%{http_connect}' --max-time 20 \
+  --proxy "http://lap:lap-0000000000000000@$gateway" https://api.github.com/) || true
+[ "$code" = 407 ] || fail "a foreign proxy credential got $code, not 407"
+
+say "around the gateway, the NetworkPolicy cuts the way out"
+if cli exec "$session" -- curl -sk --noproxy '*' --max-time 10 -o /dev/null https://kubernetes.default.svc/; then
+  fail "a gateway pod reached the API server around the gateway: does the CNI enforce NetworkPolicy?"
+fi
+
+say "a restarted lap serve re-adopts the session and its gateway route"
+kubectl rollout restart deployment/lap-serve >/dev/null
+forward
+[ "$(show "$session" status)" = ready ] || fail "the gateway-mode session did not survive the restart"
+before=$(cli --json sessions egress "$session" | jq length)
+code=$(cli exec "$session" -- curl -s -o /dev/null -w '%{http_code}' --max-time 20 https://kubernetes.default.svc/) || true
+for _ in $(seq 30); do
+  [ "$(cli --json sessions egress "$session" | jq length)" -gt "$before" ] && break
+  sleep 1
+done
+[ "$(cli --json sessions egress "$session" | jq length)" -gt "$before" ] ||
+  fail "after the restart the gateway did not attribute the sandbox's request to its session"
+
+cli sessions delete "$session" >/dev/null
+await_gone "$sandbox"
+say "gateway mode passed"
 say "e2e-kind passed"

@@ -28,7 +28,7 @@ mod port_forward;
 mod reference;
 mod reserved;
 mod send;
-mod serve;
+pub mod serve;
 mod sessions;
 pub(crate) mod sidecar;
 mod snapshots;

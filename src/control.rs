@@ -9,14 +9,18 @@
 //! goes through [`Store::update_session`], whose conditional updates say whether they applied and
 //! make the transitions race-free: a bring-up that finishes after the session was deleted finds it
 //! no longer `creating`, and deletes the sandbox it just made instead of resurrecting the session.
-//! Background work that ends on shutdown is spawned on the server's [`TaskTracker`], which `lap
-//! serve` drains (within its grace) before it exits: bring-ups, recovery, the reconciler and the
-//! sandbox-event follower, the warm pool, the reaper's steps, and the pulling of a sandbox's egress
-//! records with their writer (the last pull runs at shutdown, so no record is lost). Not on it:
-//! what lives as long as a session or a conversation and has nothing to flush — a served vault's
-//! listener (it ends on shutdown by itself), its egress log writer (it ends with the session's last
-//! tunnel), a conversation's tool and writer (the tool runs in the sandbox, which outlives `lap
-//! serve`) — and connections with their streams. Which
+//! Every long-lived task has an owner and ends on shutdown. The server's own background work is
+//! spawned on [`Services::tasks`]: bring-ups, recovery, the reconciler and the sandbox-event
+//! follower, the warm pool, the reaper's steps, and the pulling of a sandbox's egress records with
+//! their writer (the last pull runs at shutdown, so no record is lost). What lives as long as a
+//! session or its conversation is spawned on [`Services::session_tasks`]: a served vault's listener
+//! and its egress log writer, a conversation's tool, deadline watcher, abort timer and writer (a
+//! writer stores what is queued before it ends; a tool runs in the sandbox, which outlives `lap
+//! serve`). `lap serve` drains both, within its grace, before it exits. Bare `tokio::spawn`s are
+//! left for the tasks of one connection or one request — a vault tunnel and its upstream
+//! connection, a port connection, an exec's or an event stream's response, a terminal viewer's
+//! pumps — which end with their connection (or the process) and hold nothing to store; the vault's
+//! hot path takes no lock or tracker for them. Which
 //! backend runs the sandboxes is decided in the composition root: code here asks the [`Sandbox`]
 //! trait for what it can do, never for its name.
 
@@ -35,6 +39,7 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 use crate::sandbox::{ExecChunk, ExecSpec, Sandbox, SandboxError, VaultPlacement};
+use crate::settings::ToolDeadlines;
 use crate::store::{SessionRow, SessionUpdate, Store, StoreError};
 use crate::vault::intercept::Vault;
 use crate::wire::api::{Interception, SessionStatus};
@@ -150,15 +155,26 @@ pub struct Services {
     pub idle_ttl: Duration,
     /// The warm pool ([`pool::PoolConfig::off`] for none).
     pub pool: pool::PoolConfig,
+    /// What an API harness's tool is held to (`control/messages.rs`).
+    pub tool_deadlines: ToolDeadlines,
+    /// The server's own background work: bring-ups, recovery, the reconciler, the sandbox-event
+    /// follower, the warm pool, the reaper's steps, the pulling of egress records. Waiting on it
+    /// waits for work in flight (the API tests, whose plane runs no reconciler, do), never for
+    /// sessions to end.
     pub tasks: TaskTracker,
+    /// Tasks that live as long as a session or its conversation: a served vault's listener and
+    /// its egress log writer, a conversation's tool, deadline watcher, abort timer and writer.
+    /// Apart from [`Self::tasks`] so that waiting on that one does not wait for sessions; each
+    /// ends on `shutdown` (after storing what it holds), and `lap serve` drains both.
+    pub session_tasks: TaskTracker,
     pub shutdown: CancellationToken,
 }
 
 impl Services {
     /// The three parts every plane needs, and `lap serve`'s defaults for the rest: no CA bundle,
-    /// egress allowed by default, the default idle reap, no warm pool, a fresh task tracker and
-    /// shutdown token. The composition root and the tests change what they need with
-    /// `Services { field, ..Services::new(…) }`.
+    /// egress allowed by default, the default idle reap, no warm pool, the default tool deadlines,
+    /// fresh task trackers and shutdown token. The composition root and the tests change what
+    /// they need with `Services { field, ..Services::new(…) }`.
     pub fn new(store: Store, sandbox: Arc<dyn Sandbox>, vault: Arc<Vault>) -> Self {
         Self {
             store,
@@ -168,7 +184,9 @@ impl Services {
             egress_default_deny: false,
             idle_ttl: DEFAULT_IDLE_TTL,
             pool: pool::PoolConfig::off(),
+            tool_deadlines: ToolDeadlines::DEFAULT,
             tasks: TaskTracker::new(),
+            session_tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -183,6 +201,8 @@ pub struct Control {
     egress_default_deny: bool,
     idle_ttl: Duration,
     tasks: TaskTracker,
+    /// See [`Services::session_tasks`].
+    session_tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Stops the vault of each live session.
     vaults: Mutex<HashMap<Uuid, CancellationToken>>,
@@ -221,9 +241,12 @@ impl Control {
             egress_default_deny,
             idle_ttl,
             pool,
+            tool_deadlines,
             tasks,
+            session_tasks,
             shutdown,
         } = services;
+        let messages = messages::Messages::new(tool_deadlines, session_tasks.clone(), shutdown.clone());
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             store,
@@ -239,7 +262,8 @@ impl Control {
             vaults: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
             pool: pool::Pool::new(pool),
-            messages: messages::Messages::default(),
+            messages,
+            session_tasks,
             // The router exists only after `start`, which sets it when recovery has to wait.
             unrecovered: Mutex::new(None),
             lifecycle,

@@ -2,8 +2,9 @@
 //!
 //! Sources, strongest first: flags (`--server`), environment (`LAP_URL`, `LAP_MASTER_KEY`), the
 //! config file (`config.toml` in the XDG config dir), the master key's store, built-in defaults.
-//! [`Env`] is the only place that reads the process environment; everything below takes plain
-//! values. The master key lives in the OS keyring (Secret Service over D-Bus) when a session bus is
+//! [`Env`] is the only place that reads the process environment (for `lap serve` too: the
+//! variables that are not a flag's clap `env =`, such as the [`ToolDeadlines`]); everything below
+//! takes plain values. The master key lives in the OS keyring (Secret Service over D-Bus) when a session bus is
 //! there, else in a `credentials` file created with mode 0600 from its first byte. The config file
 //! records which store holds the key, so reading never guesses.
 
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,8 @@ pub struct Env {
     pub tty_fallback: Option<String>,
     pub no_color: bool,
     pub session_bus: bool,
+    /// `LAP_TOOL_START_TIMEOUT` and `LAP_TOOL_SILENCE_TIMEOUT` (`lap serve`), resolved.
+    pub tool_deadlines: ToolDeadlines,
 }
 
 impl Env {
@@ -69,8 +73,45 @@ impl Env {
             tty_fallback: var("LAP_TTY_FALLBACK"),
             no_color: var("NO_COLOR").is_some(),
             session_bus: crate::platform::keyring_expected(var("DBUS_SESSION_BUS_ADDRESS").is_some()),
+            tool_deadlines: ToolDeadlines {
+                start: seconds(var("LAP_TOOL_START_TIMEOUT"), ToolDeadlines::DEFAULT.start),
+                silence: seconds(var("LAP_TOOL_SILENCE_TIMEOUT"), ToolDeadlines::DEFAULT.silence),
+            },
         }
     }
+}
+
+/// The deadlines `lap serve` holds an API harness's tool to (`control/messages.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolDeadlines {
+    /// How long a tool has, once started, to name its conversation (its handshake, its server
+    /// coming up, a resume): `LAP_TOOL_START_TIMEOUT` (seconds).
+    pub start: Duration,
+    /// How long a turn may go without a line from its tool before the tool is stopped:
+    /// `LAP_TOOL_SILENCE_TIMEOUT` (seconds).
+    pub silence: Duration,
+}
+
+impl ToolDeadlines {
+    /// 180 s to start (beyond opencode's own 120 s readiness guard) and 30 minutes of silence.
+    pub const DEFAULT: Self = Self {
+        start: Duration::from_secs(180),
+        silence: Duration::from_secs(30 * 60),
+    };
+}
+
+impl Default for ToolDeadlines {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Whole seconds, more than 0, from `value`; else `default` (unset, or not such a number).
+fn seconds(value: Option<String>, default: Duration) -> Duration {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|secs| *secs > 0)
+        .map_or(default, Duration::from_secs)
 }
 
 /// Who reads an environment variable of [`ENVIRONMENT`].
@@ -589,6 +630,21 @@ mod tests {
         Env {
             credential_store: Some("file".into()),
             ..Env::default()
+        }
+    }
+
+    #[test]
+    fn tool_deadlines_take_whole_positive_seconds_and_fall_back_to_their_defaults() {
+        let default = ToolDeadlines::DEFAULT.start;
+        assert_eq!(seconds(Some(" 3 ".into()), default), Duration::from_secs(3));
+        for ignored in [
+            None,
+            Some("0".into()),
+            Some("-1".into()),
+            Some("2.5".into()),
+            Some("soon".into()),
+        ] {
+            assert_eq!(seconds(ignored.clone(), default), default, "{ignored:?}");
         }
     }
 

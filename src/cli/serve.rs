@@ -1,9 +1,12 @@
 //! `lap serve`: the composition root of the control plane.
 //!
-//! It resolves the server's settings, opens the store, picks the sandbox backend (once; nothing
-//! below re-checks it), recovers state left by a previous run, mounts `api::router` and serves it —
-//! HTTP, or HTTPS/WSS with `--tls-cert/--tls-key` — and keeps the warm pool filled until SIGINT or
-//! SIGTERM. Shutdown stops accepting, lets open requests finish and waits for background tasks,
+//! It resolves the server's settings once ([`Settings`]: flags, environment, defaults), opens the
+//! store, picks the sandbox backend (once; nothing below re-checks it), recovers state left by a
+//! previous run, composes the API's router (`api_router`) and the preview origin's, and serves
+//! them — HTTP, or HTTPS/WSS with `--tls-cert/--tls-key` — keeping the warm pool filled until
+//! shutdown. [`serve`] is that server in mini-redis's shape: it takes its listener and a shutdown
+//! token, so a test drives it in-process; [`run`] binds `--listen` and cancels the token on SIGINT
+//! or SIGTERM. Shutdown stops accepting, lets open requests finish and waits for background tasks,
 //! each with a deadline.
 //!
 //! On its first start it generates a master key (unless `LAP_MASTER_KEY` is set), prints it once and
@@ -28,7 +31,7 @@ use crate::output::Printer;
 use crate::sandbox::kube::{self, Kube};
 use crate::sandbox::{Sandbox, fake::Fake};
 use crate::secret::Secret;
-use crate::settings::{self, Env, Paths};
+use crate::settings::{self, Env, Paths, ToolDeadlines};
 use crate::store::Store;
 use crate::vault::ca::CertificateAuthority;
 use crate::vault::intercept::{ResolveOverride, Vault};
@@ -243,104 +246,188 @@ pub enum SandboxCgroups {
     Off,
 }
 
+/// `lap serve`'s settings, resolved once at its start from its flags (clap applies their `env =`
+/// and defaults), the environment ([`Env`]: what is not a flag's `env =`) and the platform's
+/// directories. Nothing below reads the environment again.
+pub struct Settings {
+    /// The flags, with their environment variables and defaults applied.
+    pub args: Args,
+    /// `--data-dir`, or the platform's data directory for lap.
+    pub data_dir: PathBuf,
+    /// `LAP_MASTER_KEY`, checked; `None`: the key kept in the data dir, or a new one.
+    pub master_key: Option<Secret>,
+    /// `LAP_TOOL_START_TIMEOUT` and `LAP_TOOL_SILENCE_TIMEOUT`.
+    pub tool_deadlines: ToolDeadlines,
+    /// The local user's client config, which `lap serve` writes pointing at itself unless it exists
+    /// (`None`: no home directory, or a server that writes none, as in tests), with the environment
+    /// that says which store keeps its key.
+    pub client_config: Option<(Paths, Env)>,
+}
+
+impl Settings {
+    /// `args` and `env` merged and checked: plain HTTP only on loopback unless `--insecure-http`, a
+    /// data dir, a master key long enough.
+    pub fn resolve(args: Args, env: &Env) -> Result<Self, Error> {
+        check_plain_http(&args)?;
+        let data_dir = data_dir(&args)?;
+        let master_key = match &env.master_key {
+            Some(key) if key.len() < MIN_MASTER_KEY => {
+                return Err(Error::usage(
+                    format!("`LAP_MASTER_KEY` is shorter than {MIN_MASTER_KEY} characters"),
+                    "use a long random key, e.g. `openssl rand -hex 32`",
+                ));
+            }
+            key => key.clone().map(Secret::new),
+        };
+        Ok(Self {
+            args,
+            data_dir,
+            master_key,
+            tool_deadlines: env.tool_deadlines,
+            client_config: Paths::discover().ok().map(|paths| (paths, env.clone())),
+        })
+    }
+}
+
+/// `lap serve`: resolves its settings, binds `--listen` and [`serve`]s there until SIGINT or SIGTERM.
 pub async fn run(args: Args, env: &Env, out: &Printer) -> Result<(), Error> {
-    check_plain_http(&args)?;
+    let settings = Settings::resolve(args, env)?;
+    descriptor_budget(out);
+    let listen = settings.args.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {listen}"), e))?;
+    let shutdown = CancellationToken::new();
+    let serving = serve(settings, listener, shutdown.clone(), out);
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        () = watch_signals(shutdown) => {}
+    }
+    serving.await
+}
+
+/// The control plane, served on `listener` until `shutdown` is cancelled (mini-redis's
+/// `server::run`): it opens the store, picks the sandbox backend, recovers and starts the session
+/// service, binds the preview listener beside `listener`, and serves the API on `listener`. On
+/// shutdown it stops accepting, lets open requests finish and then waits for the background tasks,
+/// each at most [`SHUTDOWN_GRACE`]; it returns once they are done (or past their grace). A failure
+/// after the background work started cancels and drains it before it is returned.
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    out: &Printer,
+) -> Result<(), Error> {
+    let args = &settings.args;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
-    let data_dir = data_dir(&args)?;
-    descriptor_budget(out);
-    let store = open_store(&data_dir, out)?;
-    let master_key = master_key(env, &data_dir, out)?;
-    let (vault, ca_bundle) = vault(&args, &data_dir)?;
-    let (sandbox, k8s, gateway) = sandbox_backend(&args, &vault, &data_dir, out).await?;
+    let data_dir = &settings.data_dir;
+    let store = open_store(data_dir, out)?;
+    let master_key = master_key(settings.master_key.clone(), data_dir, out)?;
+    let (vault, ca_bundle) = vault(args, data_dir)?;
+    let (sandbox, k8s, gateway) = sandbox_backend(args, &vault, data_dir, out).await?;
     let tasks = TaskTracker::new();
-    let shutdown = CancellationToken::new();
-    if let Some((gateway, listener)) = gateway {
-        tasks.spawn(gateway.serve(listener, shutdown.child_token()));
-    }
-    let services = Services {
-        store: store.clone(),
-        sandbox,
-        vault,
-        ca_bundle,
-        egress_default_deny: args.egress_default == EgressDefault::Deny,
-        idle_ttl: args.idle_ttl,
-        pool: pool::PoolConfig {
-            size: args.warm_pool_size,
-            recent_agents: Duration::from_secs(args.warm_pool_recent_agent_hours.saturating_mul(3600)),
-            max_age: args.warm_pool_max_age,
-        },
-        tasks: tasks.clone(),
-        shutdown: shutdown.clone(),
-    };
-    let control = start_control(&args, services, &data_dir, out).await?;
-    let app_state = AppState {
-        store,
-        control,
-        master_key: Arc::new(master_key.clone()),
-    };
-    let router = api::router(app_state.clone());
-    let router = match k8s {
-        Some(kube) => router.layer(axum::Extension(api::K8sProbe(kube))),
-        None => router,
-    };
-    let router = if tls.is_some() { api::over_tls(router) } else { router };
-    let router = router.layer(axum::Extension(api::FileLimits {
-        max_upload_bytes: args.max_upload_bytes,
-    }));
-
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {}", args.listen), e))?;
-    let (local, url) = url_of(&listener, tls.is_some())?;
-    // Issue 17 part 1: the preview origin, on a listener of its own.
-    let preview = preview_listener(&args, local, &url, &data_dir, out).await?;
-    let router = match &preview {
-        Some((_, base, key)) => {
-            let previews = Arc::new(
-                crate::control::ports::Previews::new(key, app_state.store.clone(), base.clone())
-                    .with_domain(args.preview_domain.clone()),
-            );
-            let preview_router = api::ports::preview_router(api::ports::PreviewState {
-                app: app_state.clone(),
-                previews: previews.clone(),
-            });
-            let preview_router = if tls.is_some() {
-                api::over_tls(preview_router)
-            } else {
-                preview_router
-            };
-            if let Some((listener, _, _)) = preview {
-                let shutdown = shutdown.clone();
-                let acceptor = tls.clone();
-                tasks.spawn(serve_connections(listener, acceptor, preview_router, shutdown));
-            }
-            api::ports::with_previews(router, previews)
+    let session_tasks = TaskTracker::new();
+    let composed = async {
+        if let Some((gateway, listener)) = gateway {
+            tasks.spawn(gateway.serve(listener, shutdown.child_token()));
         }
-        None => router,
+        let services = Services {
+            ca_bundle,
+            egress_default_deny: args.egress_default == EgressDefault::Deny,
+            idle_ttl: args.idle_ttl,
+            pool: pool::PoolConfig {
+                size: args.warm_pool_size,
+                recent_agents: Duration::from_secs(args.warm_pool_recent_agent_hours.saturating_mul(3600)),
+                max_age: args.warm_pool_max_age,
+            },
+            tool_deadlines: settings.tool_deadlines,
+            tasks: tasks.clone(),
+            session_tasks: session_tasks.clone(),
+            shutdown: shutdown.clone(),
+            ..Services::new(store.clone(), sandbox, vault)
+        };
+        let control = start_control(args, services, data_dir, out).await?;
+        let app = AppState {
+            store,
+            control,
+            master_key: Arc::new(master_key.clone()),
+        };
+        let (local, url) = url_of(&listener, tls.is_some())?;
+        // Issue 17 part 1: the preview origin, on a listener of its own.
+        let previews = match preview_listener(args, local, &url, data_dir, out).await? {
+            Some((listener, base, key)) => {
+                let previews = Arc::new(
+                    crate::control::ports::Previews::new(&key, app.store.clone(), base)
+                        .with_domain(args.preview_domain.clone()),
+                );
+                let router = preview_router(&app, previews.clone(), tls.is_some());
+                tasks.spawn(serve_connections(listener, tls.clone(), router, shutdown.clone()));
+                Some(previews)
+            }
+            None => None,
+        };
+        // Issue 18: MCP at `/mcp`, its tools calling this server's own API (loopback, the master
+        // key), as `lap mcp` does with the client config written below.
+        let loopback = crate::client::Client::new(&url, Some(master_key.clone()), args.tls_cert.as_deref())?;
+        let mcp = crate::mcp::http::router(loopback, Arc::new(master_key.clone()), shutdown.child_token());
+        let router = api_router(app, k8s, tls.is_some(), args.max_upload_bytes, previews).merge(mcp);
+        Ok::<_, Error>((router, url))
     };
-    // Issue 18: MCP at `/mcp`, its tools calling this server's own API (loopback, the master key),
-    // as `lap mcp` does with the client config written below.
-    let loopback = crate::client::Client::new(&url, Some(master_key.clone()), args.tls_cert.as_deref())?;
-    let router = router.merge(crate::mcp::http::router(
-        loopback,
-        Arc::new(master_key.clone()),
-        shutdown.child_token(),
-    ));
-    write_client_config(env, &url, &master_key, args.tls_cert.as_deref(), out);
+    let (router, url) = match composed.await {
+        Ok(composed) => composed,
+        Err(err) => {
+            shutdown.cancel();
+            drain([&tasks, &session_tasks]).await;
+            return Err(err);
+        }
+    };
+    if let Some((paths, env)) = &settings.client_config {
+        write_client_config(paths, env, &url, &master_key, args.tls_cert.as_deref(), out);
+    }
     out.status(format!(
         "lap serve listening on {url} (backend: {}, data: {})",
         args.backend_name(),
         data_dir.display()
     ));
-
-    tokio::spawn(watch_signals(shutdown.clone()));
     serve_connections(listener, tls, router, shutdown.clone()).await;
-    drain(&tasks).await;
+    drain([&tasks, &session_tasks]).await;
     out.status("lap serve stopped");
     Ok(())
+}
+
+/// The API's router: [`api::router`] with what this server adds — the Kubernetes backend for its
+/// cluster probe, the mark of HTTPS, the upload limit and the preview URLs it signs.
+fn api_router(
+    app: AppState,
+    k8s: Option<Arc<Kube>>,
+    tls: bool,
+    max_upload_bytes: u64,
+    previews: Option<Arc<crate::control::ports::Previews>>,
+) -> axum::Router {
+    let router = api::router(app);
+    let router = match k8s {
+        Some(kube) => router.layer(axum::Extension(api::K8sProbe(kube))),
+        None => router,
+    };
+    let router = if tls { api::over_tls(router) } else { router };
+    let router = router.layer(axum::Extension(api::FileLimits { max_upload_bytes }));
+    match previews {
+        Some(previews) => api::ports::with_previews(router, previews),
+        None => router,
+    }
+}
+
+/// The preview origin's router ([`api::ports::preview_router`]), served on a listener of its own.
+fn preview_router(app: &AppState, previews: Arc<crate::control::ports::Previews>, tls: bool) -> axum::Router {
+    let router = api::ports::preview_router(api::ports::PreviewState {
+        app: app.clone(),
+        previews,
+    });
+    if tls { api::over_tls(router) } else { router }
 }
 
 /// Refuses plain HTTP on an address other than loopback unless `--insecure-http` says the network
@@ -476,10 +563,16 @@ fn url_of(listener: &TcpListener, tls: bool) -> Result<(SocketAddr, String), Err
     Ok((local, url))
 }
 
-/// Waits, at most [`SHUTDOWN_GRACE`], for the background work on `tasks` to finish.
-async fn drain(tasks: &TaskTracker) {
-    tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+/// Waits, at most [`SHUTDOWN_GRACE`] in all, for the background work on `trackers` to finish (the
+/// control plane's own and its sessions', [`Services::session_tasks`]).
+async fn drain(trackers: [&TaskTracker; 2]) {
+    let all = async {
+        for tasks in trackers {
+            tasks.close();
+            tasks.wait().await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
         tracing::warn!("background tasks did not finish within {SHUTDOWN_GRACE:?}");
     }
 }
@@ -685,16 +778,11 @@ fn system_roots() -> String {
     std::fs::read_to_string(CA_BUNDLE_HOST).unwrap_or_default()
 }
 
-/// `LAP_MASTER_KEY`, else the key kept in the data dir, else a new one (printed once, then kept).
-fn master_key(env: &Env, data_dir: &Path, out: &Printer) -> Result<Secret, Error> {
-    if let Some(key) = &env.master_key {
-        if key.len() < MIN_MASTER_KEY {
-            return Err(Error::usage(
-                format!("`LAP_MASTER_KEY` is shorter than {MIN_MASTER_KEY} characters"),
-                "use a long random key, e.g. `openssl rand -hex 32`",
-            ));
-        }
-        return Ok(Secret::new(key.clone()));
+/// The resolved `LAP_MASTER_KEY`, else the key kept in the data dir, else a new one (printed once,
+/// then kept).
+fn master_key(from_env: Option<Secret>, data_dir: &Path, out: &Printer) -> Result<Secret, Error> {
+    if let Some(key) = from_env {
+        return Ok(key);
     }
     let path = data_dir.join("master.key");
     match std::fs::read_to_string(&path) {
@@ -721,13 +809,13 @@ fn master_key(env: &Env, data_dir: &Path, out: &Printer) -> Result<Secret, Error
     Ok(Secret::new(key))
 }
 
-/// Writes `~/.config/lap/config.toml` (and the key) pointing at this server, unless it exists.
-fn write_client_config(env: &Env, url: &str, key: &Secret, ca: Option<&Path>, out: &Printer) {
-    let Ok(paths) = Paths::discover() else { return };
+/// Writes the client config in `paths` (`~/.config/lap/config.toml`) and the key, pointing at this
+/// server, unless it exists.
+fn write_client_config(paths: &Paths, env: &Env, url: &str, key: &Secret, ca: Option<&Path>, out: &Printer) {
     if paths.config_file().exists() {
         return;
     }
-    match settings::save_login(&paths, env, url, key, ca) {
+    match settings::save_login(paths, env, url, key, ca) {
         Ok(notice) => {
             out.status(format!(
                 "wrote a client config pointing at {url} to `{}`",

@@ -7,8 +7,9 @@
 //! in memory for late subscribers, written to the store in order by one writer task, and broadcast
 //! to live subscribers. A turn ends with exactly one `turn.completed`: the tool's own, or one
 //! synthesised when the process exits, is killed, or an abort is not honoured in time. Every wait
-//! on the tool has a deadline: it must name its conversation within [`TOOL_START`] (handshake,
-//! server readiness, resume), a turn may not go [`TURN_SILENCE`] without a line from it, and an
+//! on the tool has a deadline: it must name its conversation within [`ToolDeadlines::start`]
+//! (handshake, server readiness, resume), a turn may not go [`ToolDeadlines::silence`] without a
+//! line from it (both resolved with `lap serve`'s settings), and an
 //! interrupted turn must end within [`ABORT_GRACE`]; past one, the tool is stopped and the turn
 //! fails with an error naming the tool, what it waited for, and a hint. Messages count as activity
 //! for the idle reaper.
@@ -19,11 +20,13 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{Control, REPO_DIR};
 use crate::drivers::{Driver, new_id};
 use crate::sandbox::{ExecChunk, ExecSpec, Sandbox};
+use crate::settings::ToolDeadlines;
 use crate::store::{SessionRow, Store, StoreError};
 use crate::wire::api::{Agent, SessionStatus};
 use crate::wire::messages::{
@@ -36,13 +39,6 @@ const BROADCAST: usize = 4096;
 const RECENT: usize = 2048;
 /// How long an interrupted tool has to end its turn before it is killed.
 const ABORT_GRACE: Duration = Duration::from_secs(10);
-/// How long a tool has, once started, to name its conversation (its handshake, its server coming
-/// up, a resume): beyond opencode's own 120 s readiness guard. `LAP_TOOL_START_TIMEOUT` (seconds)
-/// overrides it.
-const TOOL_START: Duration = Duration::from_secs(180);
-/// How long a turn may go without a line from its tool before the tool is stopped.
-/// `LAP_TOOL_SILENCE_TIMEOUT` (seconds) overrides it.
-const TURN_SILENCE: Duration = Duration::from_secs(30 * 60);
 /// How often a tool's deadlines are checked.
 const WATCH_TICK: Duration = Duration::from_secs(1);
 /// How much of the tool's stderr is kept for the error of a turn it ended by exiting.
@@ -53,9 +49,35 @@ const MAX_LINE: usize = 32 * 1024 * 1024;
 const PIPE_QUEUE: usize = 64;
 
 /// The conversations of `lap serve`, by session.
-#[derive(Default)]
 pub struct Messages {
     conversations: Registry,
+    owner: Owner,
+}
+
+/// What every conversation's tasks answer to: the deadlines its tool is held to, and the tracker
+/// and shutdown token of `lap serve` ([`super::Services::session_tasks`]). Each task ends on
+/// shutdown: the tool's (its process runs in the sandbox, which outlives `lap serve`), its deadline
+/// watcher and abort timer at once, its writer once it stored what was queued.
+#[derive(Clone)]
+struct Owner {
+    deadlines: ToolDeadlines,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Messages {
+    /// No conversation yet; each one's tool is held to `deadlines`, its tasks spawned on `tasks`
+    /// and ended by `shutdown`.
+    pub fn new(deadlines: ToolDeadlines, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
+        Self {
+            conversations: Registry::default(),
+            owner: Owner {
+                deadlines,
+                tasks,
+                shutdown,
+            },
+        }
+    }
 }
 
 /// Conversations by session; a conversation whose session has ended takes itself out.
@@ -157,6 +179,7 @@ impl Control {
                 self.sandbox.clone(),
                 self.store.clone(),
                 Arc::downgrade(&self.messages.conversations),
+                self.messages.owner.clone(),
             ),
             (next_seq, prior),
         );
@@ -250,6 +273,7 @@ struct Conversation {
     sandbox: Arc<dyn Sandbox>,
     store: Store,
     registry: WeakRegistry,
+    owner: Owner,
     events: broadcast::Sender<Event>,
     writer: mpsc::UnboundedSender<Write>,
     state: Mutex<State>,
@@ -319,11 +343,13 @@ impl Conversation {
         row: &SessionRow,
         sandbox_id: String,
         agent: Agent,
-        (sandbox, store, registry): (Arc<dyn Sandbox>, Store, WeakRegistry),
+        (sandbox, store, registry, owner): (Arc<dyn Sandbox>, Store, WeakRegistry, Owner),
         (next_seq, prior): (u64, Vec<Message>),
     ) -> Arc<Self> {
         let (writer, writes) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store.clone(), row.id, writes));
+        owner
+            .tasks
+            .spawn(write_loop(store.clone(), row.id, writes, owner.shutdown.clone()));
         Arc::new(Self {
             session: row.id,
             sandbox_id,
@@ -331,6 +357,7 @@ impl Conversation {
             sandbox,
             store,
             registry,
+            owner,
             events: broadcast::channel(BROADCAST).0,
             writer,
             state: Mutex::new(State {
@@ -405,7 +432,8 @@ impl Conversation {
         let (history, stored) = oneshot::channel();
         let _ = self.writer.send(Write::History(history));
         let this = self.clone();
-        tokio::spawn(async move {
+        // Ends once the writer answers, which it does before it ends (on shutdown too).
+        self.owner.tasks.spawn(async move {
             let prior: Vec<Message> = stored
                 .await
                 .unwrap_or_default()
@@ -490,10 +518,14 @@ impl Conversation {
         let this = self.clone();
         let (replies, stop) = (stdin.clone(), kill.clone());
         let reader_driver = driver.clone();
-        tokio::spawn(async move {
+        let shutdown = self.owner.shutdown.clone();
+        self.owner.tasks.spawn(async move {
             let exec = this.sandbox.exec_stream(&this.sandbox_id, spec, stdin_rx, output);
             let read = this.read(output_rx, reader_driver, replies, generation);
             let ended = tokio::select! {
+                // `lap serve` stops: the connection to the tool goes, and its turn is left as it is,
+                // as when `lap serve` is killed (a restart resumes the conversation).
+                () = shutdown.cancelled() => return,
                 _ = stop.cancelled() => Ended::Killed,
                 (code, tail) = async { tokio::join!(exec, read) } => {
                     Ended::Exited(code.map_err(|e| e.to_string()), tail)
@@ -514,21 +546,27 @@ impl Conversation {
             active: now,
             stalled: None,
         });
-        tokio::spawn(self.clone().watch(generation));
+        self.owner.tasks.spawn(self.clone().watch(generation));
         Ok(())
     }
 
     /// Stops tool process `generation` at a deadline: when it has not named its conversation
-    /// [`TOOL_START`] after it started, or a turn got no line from it for [`TURN_SILENCE`]. The open
+    /// [`ToolDeadlines::start`] after it started, or a turn got no line from it for
+    /// [`ToolDeadlines::silence`]. The open
     /// turn then fails with an error naming the tool, what it waited for, and what to do.
     async fn watch(self: Arc<Self>, generation: u64) {
-        let start_limit = deadline_from_env("LAP_TOOL_START_TIMEOUT", TOOL_START);
-        let silence_limit = deadline_from_env("LAP_TOOL_SILENCE_TIMEOUT", TURN_SILENCE);
+        let ToolDeadlines {
+            start: start_limit,
+            silence: silence_limit,
+        } = self.owner.deadlines;
         let tool = crate::tools::find(&self.agent.harness_id)
             .map(|h| h.command)
             .unwrap_or("the agent's tool");
         loop {
-            tokio::time::sleep(WATCH_TICK).await;
+            tokio::select! {
+                () = self.owner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(WATCH_TICK) => {}
+            }
             let mut state = self.lock();
             let turn_open = state.turn.is_some();
             let Some(proc) = state.proc.as_mut().filter(|p| p.generation == generation) else {
@@ -757,8 +795,11 @@ impl Conversation {
         }
         // A tool that does not end the turn in time is killed; the turn then closes as interrupted.
         let this = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(ABORT_GRACE).await;
+        self.owner.tasks.spawn(async move {
+            tokio::select! {
+                () = this.owner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(ABORT_GRACE) => {}
+            }
             let state = this.lock();
             if state.turn.as_ref().is_some_and(|t| t.id == turn_id)
                 && let Some(proc) = &state.proc
@@ -774,7 +815,7 @@ impl Conversation {
     /// ended, e.g. with its sandbox): nothing will talk to it again, and its memory goes.
     fn forget_if_ended(self: &Arc<Self>) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.owner.tasks.spawn(async move {
             let ended = match this.store.get_session(this.session).await {
                 Ok(Some(row)) => {
                     row.status.is_terminal() || row.sandbox_id.as_deref() != Some(this.sandbox_id.as_str())
@@ -848,10 +889,32 @@ fn replay(prior: &[Message], text: &str) -> String {
     )
 }
 
-/// Stores a conversation's events and messages in order, events in batches.
-async fn write_loop(store: Store, session: Uuid, mut writes: mpsc::UnboundedReceiver<Write>) {
+/// Stores a conversation's events and messages in order, events in batches, until the conversation
+/// is gone, or `shutdown`: then nothing more is taken, and what was queued is stored before it ends.
+async fn write_loop(
+    store: Store,
+    session: Uuid,
+    mut writes: mpsc::UnboundedReceiver<Write>,
+    shutdown: CancellationToken,
+) {
     let mut received = Vec::new();
-    while writes.recv_many(&mut received, 256).await > 0 {
+    let mut open = true;
+    loop {
+        let count = if open {
+            tokio::select! {
+                count = writes.recv_many(&mut received, 256) => count,
+                () = shutdown.cancelled() => {
+                    writes.close();
+                    open = false;
+                    continue;
+                }
+            }
+        } else {
+            writes.recv_many(&mut received, 256).await
+        };
+        if count == 0 {
+            break;
+        }
         let mut events = Vec::new();
         for write in received.drain(..) {
             match write {
@@ -898,15 +961,6 @@ async fn flush(store: &Store, session: Uuid, events: &mut Vec<Event>) {
     if let Err(err) = store.insert_events(session, std::mem::take(events)).await {
         tracing::warn!(session = %session, error = %err, "cannot keep events");
     }
-}
-
-/// A deadline: `var` (whole seconds, more than 0) when set, else `default`.
-fn deadline_from_env(var: &str, default: Duration) -> Duration {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|secs| *secs > 0)
-        .map_or(default, Duration::from_secs)
 }
 
 fn now_ms() -> i64 {

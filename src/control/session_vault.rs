@@ -60,19 +60,19 @@ impl Control {
             })?;
         let binding = Arc::new(binding);
         listener.record_refusals_to(&binding);
-        // Not on `tasks`: it ends when the last holder of the binding's sink does, the session's last
-        // tunnel, which shutdown does not wait for.
-        tokio::spawn(keep_audit(
+        // Both live as long as the session. The writer ends when the last holder of the binding's
+        // sink does (the session's last tunnel), or on shutdown once it stored what was queued; the
+        // listener on `stop` (a child of shutdown).
+        self.session_tasks.spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
-            audit,
-            None,
+            (audit, None),
             records,
+            Some(self.shutdown.clone()),
         ));
         let stop = self.vault_stop(key);
-        // Not on `tasks` (which also means "bring-ups in flight"): it lives as long as the session,
-        // ends on `stop` (a child of shutdown) and has nothing to flush.
-        tokio::spawn(serve_egress(self.vault.clone(), listener, binding, stop));
+        self.session_tasks
+            .spawn(serve_egress(self.vault.clone(), listener, binding, stop));
         Ok(())
     }
 
@@ -106,9 +106,9 @@ impl Control {
         self.tasks.spawn(keep_audit(
             self.store.clone(),
             self.metrics.clone(),
-            audit,
-            Some(sandbox_id.to_owned()),
+            (audit, Some(sandbox_id.to_owned())),
             records,
+            None,
         ));
         let stop = self.vault_stop(key);
         self.tasks.spawn(pull_records(
@@ -130,18 +130,37 @@ impl Control {
 }
 
 /// Writes a session's vault records to the store, in batches, until its vault is gone (`session`
-/// `None`: a warm sandbox's clone, counted only). Records pulled from the vault a sandbox carries
-/// (`pulled_from`) are kept with their last position ([`Store::keep_pulled`]), so a restarted
-/// `lap serve` pulls on after it and keeps no record twice; a warm sandbox's only move the position.
+/// `None`: a warm sandbox's clone, counted only), or `until` is cancelled: then the channel closes
+/// and what it holds is stored before the task ends. Records pulled from the vault a sandbox
+/// carries (`pulled_from`) are kept with their last position ([`Store::keep_pulled`]), so a
+/// restarted `lap serve` pulls on after it and keeps no record twice; a warm sandbox's only move
+/// the position.
 async fn keep_audit(
     store: Store,
     metrics: Arc<Metrics>,
-    session: Option<Uuid>,
-    pulled_from: Option<String>,
+    (session, pulled_from): (Option<Uuid>, Option<String>),
     mut records: tokio::sync::mpsc::Receiver<Interception>,
+    until: Option<CancellationToken>,
 ) {
     let mut batch = Vec::new();
-    while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+    let mut until = until;
+    loop {
+        let received = match &until {
+            Some(stop) => tokio::select! {
+                received = records.recv_many(&mut batch, AUDIT_BATCH) => Some(received),
+                () = stop.cancelled() => None,
+            },
+            None => Some(records.recv_many(&mut batch, AUDIT_BATCH).await),
+        };
+        let Some(received) = received else {
+            // No more records come in; those queued are stored below.
+            records.close();
+            until = None;
+            continue;
+        };
+        if received == 0 {
+            break;
+        }
         batch.iter().for_each(|record| metrics.interception(record));
         let batch = std::mem::take(&mut batch);
         let kept = match (&pulled_from, session) {

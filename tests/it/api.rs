@@ -2464,3 +2464,86 @@ async fn tty_url_is_absolute_on_the_host_the_client_used() {
         format!("wss://lap.example.com:3000/api/v1/managed_agents/sessions/{id}/tty")
     );
 }
+
+/// `lap serve`'s own server in-process ([`lap::cli::serve::serve`], the composition root that
+/// `lap serve` runs): on a loopback listener of port 0 it answers a real HTTP request with the
+/// master key, and once its shutdown token is cancelled it stops and returns — open requests
+/// finished and background work drained within its grace, so well within the deadline here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_on_its_listener_and_returns_once_shut_down() {
+    use clap::Parser;
+    use lap::cli::serve::{self, Settings};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: serve::Args,
+    }
+    /// Far beyond the server's own grace (10 s for connections, 10 s for background tasks).
+    const STOP_DEADLINE: Duration = Duration::from_secs(60);
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("UTF-8 temp dir");
+    let args = Cli::try_parse_from([
+        "lap",
+        "--backend",
+        "fake",
+        "--data-dir",
+        data,
+        "--preview-listen",
+        "127.0.0.1:0",
+    ])
+    .expect("flags parse")
+    .serve;
+    let env = lap::settings::Env {
+        master_key: Some(MASTER_KEY.to_owned()),
+        ..Default::default()
+    };
+    let settings = Settings {
+        // This server is no user's: it writes no client config.
+        client_config: None,
+        ..Settings::resolve(args, &env).expect("settings resolve")
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let out = lap::output::Printer::new(false, true, true);
+            serve::serve(settings, listener, shutdown, &out).await
+        }
+    });
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client");
+    let agents = client
+        .get(format!("http://{addr}{AGENTS}"))
+        .header(AUTHORIZATION.as_str(), format!("Bearer {MASTER_KEY}"))
+        .send()
+        .await
+        .expect("lap serve answers on its listener");
+    assert_eq!(agents.status().as_u16(), 200);
+    let body: Value = agents.json().await.expect("a JSON list of agents");
+    assert_eq!(body["data"], json!([]), "{body}");
+    let refused = client
+        .get(format!("http://{addr}{AGENTS}"))
+        .send()
+        .await
+        .expect("lap serve answers without a key too");
+    assert_eq!(refused.status().as_u16(), 401);
+    drop(client);
+
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(STOP_DEADLINE, server)
+        .await
+        .unwrap_or_else(|_| panic!("lap serve did not return within {STOP_DEADLINE:?} of its shutdown"));
+    stopped
+        .expect("the server task did not panic")
+        .expect("lap serve stopped cleanly");
+}

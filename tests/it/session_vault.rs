@@ -22,6 +22,8 @@ use lap::store::Store;
 use lap::vault::ca::CertificateAuthority;
 use lap::vault::intercept::{ResolveOverride, Vault};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::support;
@@ -35,6 +37,9 @@ const DEADLINE: Duration = Duration::from_secs(10);
 struct Server {
     router: Router,
     fake: Arc<Fake>,
+    /// The plane's tasks that live as long as a session, and its shutdown token.
+    session_tasks: TaskTracker,
+    shutdown: CancellationToken,
     vault_ca: std::path::PathBuf,
     upstream_port: u16,
     seen: Arc<Mutex<Vec<support::upstream::Seen>>>,
@@ -63,7 +68,12 @@ impl Server {
         let store = Store::open(&dir.path().join("data")).unwrap();
         let fake = Arc::new(Fake::default());
         let vault = Arc::new(Vault::new(ca, resolve, vec![root]).unwrap());
-        let control = Control::new(Services::new(store.clone(), fake.clone(), vault));
+        let (session_tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let control = Control::new(Services {
+            session_tasks: session_tasks.clone(),
+            shutdown: shutdown.clone(),
+            ..Services::new(store.clone(), fake.clone(), vault)
+        });
         let router = api::router(AppState {
             store,
             control,
@@ -72,6 +82,8 @@ impl Server {
         Self {
             router,
             fake,
+            session_tasks,
+            shutdown,
             vault_ca,
             upstream_port,
             seen,
@@ -351,6 +363,58 @@ async fn deleting_the_session_closes_its_egress() {
         .json(Method::GET, &format!("{PREFIX}/sessions/{id}/interceptions"), None)
         .await;
     assert_eq!(log, json!([]));
+}
+
+/// Shutdown ends a session's vault — its listener and its egress log writer — even while the
+/// sandbox holds a tunnel open (an idle TLS connection through the vault, which would otherwise
+/// hold the writer for the vault's idle timeout): `lap serve`'s drain then finds them done. What
+/// was recorded before is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_ends_a_sessions_vault_while_a_tunnel_is_open_and_keeps_its_records() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start().await;
+    let (session, sandbox) = server.ready_session().await;
+    let id = session["id"].as_str().unwrap();
+    let proxy = server.fake.proxy_addr(&sandbox).unwrap();
+    let (status, output) = curl(proxy, &server.vault_ca, &[&server.url("api.github.test", "/zen")]).await;
+    assert_eq!(status, 200, "{output}");
+    server.egress_log(id, 1).await;
+
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let port = server.upstream_port;
+    let connect = format!("CONNECT api.github.test:{port} HTTP/1.1\r\nHost: api.github.test:{port}\r\n\r\n");
+    tcp.write_all(connect.as_bytes()).await.unwrap();
+    let mut head = [0u8; 256];
+    let n = tcp.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&server.vault_ca).unwrap();
+    roots
+        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("api.github.test").unwrap();
+    let held = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("a tunnel through the session's vault");
+
+    server.shutdown.cancel();
+    server.session_tasks.close();
+    tokio::time::timeout(DEADLINE, server.session_tasks.wait())
+        .await
+        .expect("the session's vault tasks end on shutdown, the open tunnel notwithstanding");
+    assert!(
+        tokio::net::TcpStream::connect(proxy).await.is_err(),
+        "the egress listener is closed"
+    );
+    drop(held);
+    let log = server
+        .json(Method::GET, &format!("{PREFIX}/sessions/{id}/interceptions"), None)
+        .await;
+    assert_eq!(log.as_array().map(Vec::len), Some(1), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
