@@ -133,7 +133,9 @@ fn port_routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (router, doc) = split();
     if !ui::BUILT {
-        tracing::warn!("the web UI was not built into this binary; / says how to build it");
+        tracing::warn!(
+            "the web UI was not built into this binary; / says how to build it (docs/troubleshooting.md#web-ui-not-built)"
+        );
     }
     router
         .merge(ui::routes())

@@ -131,7 +131,8 @@ pub async fn find(state: &AppState, id: &str) -> Result<Agent, ApiError> {
 }
 
 fn agent_not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("agent `{id}` not found")).hint("`lap agents list` shows the agents that exist")
+    ApiError::not_found(format!("agent `{id}` not found"))
+        .hint("`lap agents list` shows the agents that exist; see docs/troubleshooting.md#agent-not-found")
 }
 
 fn validate_create(body: CreateAgent) -> Result<NewAgent, ApiError> {

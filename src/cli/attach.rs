@@ -239,7 +239,7 @@ pub async fn attach(ctx: &Ctx, client: &Client, session: &Session, keys: DetachK
                     format!(": {reason}")
                 }
             ),
-            format!("`lap attach {id}` tries again"),
+            format!("`lap attach {id}` tries again; see docs/troubleshooting.md#terminal-dropped"),
         )),
     }
 }

@@ -92,7 +92,10 @@ pub(super) async fn no_such_agent(client: &Client, name: &str) -> Error {
             "create one with `lap agents create NAME --harness shell`",
         )
     } else {
-        Error::failed_with_hint(format!("no agent named '{name}'"), format!("available: {shown}"))
+        Error::failed_with_hint(
+            format!("no agent named '{name}'"),
+            format!("available: {shown}; see docs/troubleshooting.md#no-agent-named"),
+        )
     }
 }
 

@@ -180,7 +180,8 @@ impl Client {
                         status,
                         message: format!("the terminal refused the connection: {status}"),
                         hint: (status == 401).then(|| {
-                            "the session's `tty_token` was not accepted; `lap sessions show ID` shows the session"
+                            "the session's `tty_token` was not accepted; `lap sessions show ID` shows the session; \
+                             see docs/troubleshooting.md#terminal-401"
                                 .to_owned()
                         }),
                     }

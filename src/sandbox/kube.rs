@@ -665,10 +665,13 @@ fn api_error(err: kube::Error) -> SandboxError {
         kube::Error::Api(status) => {
             // The two refusals a new setup meets first, with what to do about them.
             let advice = match status.code {
-                403 => "; the user or service account needs the Role in `kind/rbac.yaml` in this namespace",
+                403 => {
+                    "; the user or service account needs the Role in `kind/rbac.yaml` in this namespace; see \
+                     docs/troubleshooting.md#kube-forbidden"
+                }
                 404 if status.message.starts_with("namespaces ") => {
                     "; create the namespace (`kubectl apply -f kind/namespace.yaml` makes `lap`) or pass \
-                     `--kube-namespace`"
+                     `--kube-namespace`; see docs/troubleshooting.md#kube-namespace"
                 }
                 _ => "",
             };

@@ -58,7 +58,8 @@ pub const MAX_PENDING_PER_SOURCE: usize = 16;
 /// Routed connections waiting for their sandbox's vault to take them, per sandbox.
 pub const ROUTED_QUEUE: usize = 64;
 /// What a refused client is told (the reason itself goes to the log).
-const REFUSED: &str = "no valid lap proxy credential for this pod: use the proxy URL lap set in the environment";
+const REFUSED: &str = "no valid lap proxy credential for this pod: use the proxy URL lap set in the environment\n\
+                       hint: see docs/troubleshooting.md#proxy-credential";
 /// The `X-Lap-Vault-Blocked` kind of a refused proxy credential.
 pub const BLOCK_KIND: &str = "proxy-credential";
 

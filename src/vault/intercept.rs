@@ -851,7 +851,10 @@ pub const BLOCKED_HEADER: &str = "x-lap-vault-blocked";
 
 /// The vault's own answer refusing a request for `why`.
 fn refusal_reply(why: Why, text: &str) -> Response<ProxyBody> {
-    let mut response = reply(why.status(), text);
+    let mut response = match why.troubleshooting() {
+        Some(row) => reply(why.status(), &format!("{text}\nhint: see {row}")),
+        None => reply(why.status(), text),
+    };
     if let Some(kind) = why.kind() {
         response
             .headers_mut()

@@ -221,6 +221,19 @@ impl Why {
         }
     }
 
+    /// The troubleshooting row of this kind of refusal, where it has one (the refusal's body ends
+    /// with it).
+    pub fn troubleshooting(self) -> Option<&'static str> {
+        match self {
+            Self::NotBound => Some("docs/troubleshooting.md#credential-not-bound"),
+            Self::NotInjectable => Some("docs/troubleshooting.md#credential-not-injectable"),
+            Self::Rule => Some("docs/troubleshooting.md#credential-rule"),
+            Self::TunnelLimit => Some("docs/troubleshooting.md#tunnel-limit"),
+            Self::Egress => Some("docs/troubleshooting.md#egress-policy"),
+            _ => None,
+        }
+    }
+
     /// Whether a refusal of this kind is an alert (a credential was being moved).
     pub fn is_alert(self) -> bool {
         matches!(self, Self::NotBound | Self::NotInjectable | Self::Rule)

@@ -346,7 +346,7 @@ fn agents_edit_changes_env_name_and_credentials() {
     exit: 1
     --- stderr
     error: agent `demo` not found
-    hint: `lap agents list` shows the agents that exist
+    hint: `lap agents list` shows the agents that exist; see docs/troubleshooting.md#agent-not-found
     ");
 }
 
@@ -363,7 +363,7 @@ fn agents_delete_removes_the_agent() {
     exit: 1
     --- stderr
     error: agent `demo` not found
-    hint: `lap agents list` shows the agents that exist
+    hint: `lap agents list` shows the agents that exist; see docs/troubleshooting.md#agent-not-found
     ");
     assert_snapshot!(lap(&home, ["agents", "list", "--json"]), @r"
     exit: 0
@@ -488,13 +488,13 @@ fn unknown_agent_is_an_error_with_a_hint() {
     exit: 1
     --- stderr
     error: agent `nope` not found
-    hint: `lap agents list` shows the agents that exist
+    hint: `lap agents list` shows the agents that exist; see docs/troubleshooting.md#agent-not-found
     ");
     assert_snapshot!(lap(&home, ["sessions", "create", "nope"]), @r"
     exit: 1
     --- stderr
     error: agent `nope` not found
-    hint: `lap agents list` shows the agents that exist
+    hint: `lap agents list` shows the agents that exist; see docs/troubleshooting.md#agent-not-found
     ");
     assert_snapshot!(lap(&home, ["sessions", "show", "nope"]), @r"
     exit: 1
@@ -635,7 +635,7 @@ fn opening_an_unknown_agent_lists_the_available_names() {
     exit: 1
     --- stderr
     error: no agent named 'someagent'
-    hint: available: demo
+    hint: available: demo; see docs/troubleshooting.md#no-agent-named
     ");
     assert_snapshot!(lap(&home, ["demo", "--detach-keys", "meta-x"]), @r"
     exit: 2
@@ -779,7 +779,7 @@ fn quiet_silences_status_lines_but_not_data_or_errors() {
     exit: 1
     --- stderr
     error: agent `demo` not found
-    hint: `lap agents list` shows the agents that exist
+    hint: `lap agents list` shows the agents that exist; see docs/troubleshooting.md#agent-not-found
     ");
 }
 

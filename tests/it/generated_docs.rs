@@ -283,6 +283,73 @@ fn every_troubleshooting_link_in_src_has_its_row() {
     );
 }
 
+/// Troubleshooting rows no message of lap links to, each with why: its symptom is not lap's own
+/// message, or lap's message says all of the row in its one hint line.
+const ROWS_NOT_LINKED: &[(&str, &str)] = &[
+    ("agent-exists", "the hint names both ways out in one line"),
+    ("turn-running", "the hint names both ways out in one line"),
+    ("certificate", "the symptom is the tool's own error, not lap's"),
+    (
+        "web-ui-sign-in",
+        "the symptom is the browser's sign-in page, no message",
+    ),
+    (
+        "kube-pod-failed",
+        "a session's failure reason, which `lap sessions show` prints without a hint line",
+    ),
+    (
+        "kube-vault-bind",
+        "a session's failure reason, which `lap sessions show` prints without a hint line",
+    ),
+];
+
+#[test]
+fn every_troubleshooting_row_is_linked_from_its_message_or_says_why_not() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    source_files(&root.join("src"), "", &mut files);
+    let sources: String = files.iter().map(|f| read(&format!("src/{f}"))).collect();
+    let page = read("docs/troubleshooting.md");
+    // The rows, not the page's headings.
+    let rows: Vec<String> = anchors(&page)
+        .into_iter()
+        .filter(|a| page.contains(&format!("<a id=\"{a}\">")))
+        .collect();
+    let needle = "docs/troubleshooting.md#";
+    let linked: Vec<String> = sources
+        .match_indices(needle)
+        .map(|(i, _)| {
+            sources[i + needle.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect()
+        })
+        .collect();
+    let mut unlinked = Vec::new();
+    for row in &rows {
+        let linked = linked.contains(row);
+        let excused = ROWS_NOT_LINKED.iter().any(|(r, _)| r == row);
+        assert!(
+            !(linked && excused),
+            "#{row} is linked from src/ and also listed in ROWS_NOT_LINKED: take it off the list"
+        );
+        if !linked && !excused {
+            unlinked.push(row.clone());
+        }
+    }
+    for (row, _) in ROWS_NOT_LINKED {
+        assert!(
+            rows.contains(&row.to_string()),
+            "ROWS_NOT_LINKED names #{row}, which docs/troubleshooting.md has no row of"
+        );
+    }
+    assert!(
+        unlinked.is_empty(),
+        "troubleshooting rows no hint links to: {unlinked:?}; end the hint of the message the row is about with \
+         `see docs/troubleshooting.md#ROW`, or add the row to ROWS_NOT_LINKED with why"
+    );
+}
+
 /// The files of `src/`, as paths under it (`vault/intercept.rs`).
 fn source_files(dir: &Path, under: &str, out: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).expect("read src") {

@@ -348,7 +348,7 @@ async fn a_forbidden_create_says_what_the_api_refused_and_sends_nothing_more() {
     );
     assert!(
         err.to_string().ends_with(
-            "(Forbidden, HTTP 403); the user or service account needs the Role in `kind/rbac.yaml` in this namespace"
+            "(Forbidden, HTTP 403); the user or service account needs the Role in `kind/rbac.yaml` in this namespace; see docs/troubleshooting.md#kube-forbidden"
         ),
         "{err}"
     );
@@ -469,7 +469,7 @@ async fn a_claim_the_api_server_refuses_is_an_error_naming_the_refusal() {
     assert_eq!(
         err.to_string(),
         "the sandbox backend failed: the Kubernetes API refused: pods \"lap-a\" is forbidden: cannot patch (Forbidden, HTTP 403); \
-         the user or service account needs the Role in `kind/rbac.yaml` in this namespace"
+         the user or service account needs the Role in `kind/rbac.yaml` in this namespace; see docs/troubleshooting.md#kube-forbidden"
     );
 }
 
@@ -671,7 +671,7 @@ async fn a_namespace_that_does_not_exist_is_an_error_that_says_how_to_make_it() 
     assert_eq!(
         err.to_string(),
         "the sandbox backend failed: the Kubernetes API refused: namespaces \"lap\" not found (NotFound, HTTP 404); \
-         create the namespace (`kubectl apply -f kind/namespace.yaml` makes `lap`) or pass `--kube-namespace`"
+         create the namespace (`kubectl apply -f kind/namespace.yaml` makes `lap`) or pass `--kube-namespace`; see docs/troubleshooting.md#kube-namespace"
     );
 }
 

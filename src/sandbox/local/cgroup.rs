@@ -161,7 +161,8 @@ fn create_v2(
             Err(err) => {
                 let _ = writeln!(
                     log,
-                    "lap harness: cgroup v2 does not delegate {controller} here ({err}); no {controller} cgroup limit"
+                    "lap harness: cgroup v2 does not delegate {controller} here ({err}); no {controller} cgroup limit; \
+                     see docs/troubleshooting.md#cgroup-delegation"
                 );
             }
         }
