@@ -20,8 +20,9 @@
 //! With `--kube-vault gateway` the pods hold only their harness, isolated, each with an IP of its
 //! own on the loopback, and the kubelet here relays a pod's `127.0.0.1:3128` to `lap serve`'s vault
 //! gateway from that IP: the real `claude` answers with its key swapped by the gateway, a warm pod
-//! is claimed and swapped, and every wrong, missing or other session's proxy credential, and the
-//! right one from another address, is refused with nothing reaching the upstream.
+//! is claimed and swapped, a pod's route is made again after a `kill -9` restart of `lap serve`,
+//! and every wrong, missing or other session's proxy credential, and the right one from another
+//! address, is refused with nothing reaching the upstream.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -553,14 +554,19 @@ impl Cluster {
         let gateway_addr = gateway.then(|| Arc::new(std::sync::OnceLock::new()));
         let mut serve_args: Vec<String> = serve_args.iter().map(|a| (*a).to_owned()).collect();
         if gateway {
-            // The gateway on a free port of the host's loopback; pods dial their own
-            // `127.0.0.1:PROXY_PORT`, which the kubelet here relays to it from the pod's IP.
+            // The gateway on a free port of the host's loopback, the same one across a restart of
+            // `lap serve` (as a Service's port is); pods dial their own `127.0.0.1:PROXY_PORT`,
+            // which the kubelet here relays to it from the pod's IP.
+            let free = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
             serve_args.extend(
                 [
                     "--kube-vault",
                     "gateway",
                     "--kube-gateway-listen",
-                    "127.0.0.1:0",
+                    &free.to_string(),
                     "--kube-gateway-addr",
                     &format!("127.0.0.1:{}", manifest::PROXY_PORT),
                     "--vault-upstream-ca",
@@ -1471,6 +1477,45 @@ async fn a_gateway_mode_session_swaps_its_credential_in_lap_serve_and_its_pod_ho
     let ca = cluster.home.lap().run(["vault", "ca"]);
     assert_eq!(ca.code, 0, "{ca}");
     assert!(ca.stdout.contains("BEGIN CERTIFICATE"), "{ca}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_lap_serve_routes_a_gateway_pods_connections_to_its_session_again() {
+    // The gateway's routes live in `lap serve`: after a restart (kill -9, as a crash or an evicted
+    // pod would), recovery must route each adopted pod's IP to its session again, or its agent has
+    // no way out; and the route it makes is still that pod's alone.
+    if !gateway_pods_possible() {
+        return;
+    }
+    let (mut cluster, _) = Cluster::start_gateway(&["--warm-pool-size", "0"], None).await;
+    cluster.create_agent("gh");
+    let (id, pod) = cluster.ready_session("gh").await;
+    assert_eq!(cluster.curl_in_pod(&id, "api.github.test"), "200");
+    cluster.server.restart();
+    assert_eq!(cluster.show(&id)["status"], "ready", "{}", cluster.server.log());
+    assert_eq!(
+        cluster.curl_in_pod(&id, "api.github.test"),
+        "200",
+        "{}",
+        cluster.server.log()
+    );
+    let auth: Vec<Option<String>> = cluster
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(auth, [Some(format!("Bearer {REAL}")), Some(format!("Bearer {REAL}"))]);
+    let records = cluster.egress(&id, 2).await;
+    assert!(
+        records.iter().all(|r| r["swapped"] == json!(["GITHUB_TOKEN"])),
+        "{records:#?}"
+    );
+    // The re-made route is the pod's IP only: its credential from another address is refused.
+    let (status, _) = cluster.curl_via_gateway(&pod, "127.0.0.1", Some(&format!("lap:{pod}")), "x");
+    assert_eq!(status, "407");
+    assert_eq!(cluster.seen.lock().unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
