@@ -188,6 +188,7 @@ impl TailFilter {
     }
 
     /// False only when `tail` (non-empty) certainly begins no pattern longer than itself.
+    #[inline]
     fn may_begin(&self, tail: &[u8]) -> bool {
         let bit = |set: &[u64; 1024], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
         self.one[usize::from(tail[0])]
@@ -436,24 +437,34 @@ impl NeedleSet {
     }
 
     /// The length of the longest tail of `buf` that is a proper prefix of some needle or trigger.
+    ///
+    /// Called on every chunk, over up to [`Self::longest_needle`] positions (a thousand, with a long
+    /// key's `\uXXXX` form among the needles): one byte lookup rules out most positions inline, the
+    /// rest go through the [`TailFilter`] and only then a search of the sorted prefixes.
     pub fn pending_tail(&self, buf: &[u8]) -> usize {
         let most = self.longest_needle.saturating_sub(1).min(buf.len());
-        (1..=most)
-            .rev()
-            .find(|&k| {
-                let tail = &buf[buf.len() - k..];
-                if !self.tails.may_begin(tail) {
-                    return false;
-                }
-                // Needles starting with `tail` sort right at (or, after `tail` itself, next to) its
-                // insertion point.
-                let at = self.prefixes.partition_point(|p| p.as_slice() < tail);
-                self.prefixes[at..]
-                    .iter()
-                    .take(2)
-                    .any(|p| p.len() > k && p.starts_with(tail))
-            })
-            .unwrap_or(0)
+        // Longest tail first: the first position from the left whose tail begins a longer pattern.
+        for at in buf.len() - most..buf.len() {
+            if !self.tails.one[usize::from(buf[at])] {
+                continue;
+            }
+            let tail = &buf[at..];
+            if self.tails.may_begin(tail) && self.begins_longer(tail) {
+                return tail.len();
+            }
+        }
+        0
+    }
+
+    /// Whether some needle or trigger longer than `tail` starts with it.
+    fn begins_longer(&self, tail: &[u8]) -> bool {
+        // Needles starting with `tail` sort right at (or, after `tail` itself, next to) its
+        // insertion point.
+        let at = self.prefixes.partition_point(|p| p.as_slice() < tail);
+        self.prefixes[at..]
+            .iter()
+            .take(2)
+            .any(|p| p.len() > tail.len() && p.starts_with(tail))
     }
 
     /// Rewrites `buf` into `out` as far as it is final and returns how far that is: everything when
