@@ -1032,9 +1032,7 @@ async fn a_warm_pod_is_claimed_by_label_patch_and_the_pool_makes_the_next() {
 
     // The session has its stub bound late, and works.
     assert_eq!(cluster.curl(id, &warm, "api.github.test"), "200");
-    let auth = cluster.seen.lock().unwrap()[0]
-        .header("authorization")
-        .map(str::to_owned);
+    let auth = cluster.authorizations()[0].clone();
     assert_eq!(auth.as_deref(), Some(format!("Bearer {REAL}").as_str()));
     // And the pool makes the next warm pod.
     cluster.pods_until("a new warm pod", |pods| pods.len() == 2).await;
@@ -1429,6 +1427,14 @@ impl Cluster {
         )
     }
 
+    /// The `Authorization` of every request the upstream saw, in order.
+    fn authorizations(&self) -> Vec<Option<String>> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .map(|s| s.header("authorization").map(str::to_owned))
+            .collect()
+    }
+
     /// The pod IP of `pod`, from its status.
     fn pod_ip(&self, pod: &str) -> String {
         let object = self.api.get("pods", pod).unwrap();
@@ -1459,13 +1465,7 @@ async fn a_gateway_mode_session_swaps_its_credential_in_lap_serve_and_its_pod_ho
     assert_eq!(names, ["harness"], "{object}");
     // The harness holds the stub; through its proxy the bound host gets the real value.
     assert_eq!(cluster.curl_in_pod(&id, "api.github.test"), "200");
-    let auth: Vec<Option<String>> = cluster
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.header("authorization").map(str::to_owned))
-        .collect();
+    let auth = cluster.authorizations();
     assert_eq!(auth, [Some(format!("Bearer {REAL}"))]);
     // Toward a host it is not bound to, the stub is refused, not swapped, and nothing goes there.
     assert_eq!(cluster.curl_in_pod(&id, "api.other.test"), "403");
@@ -1499,13 +1499,7 @@ async fn a_restarted_lap_serve_routes_a_gateway_pods_connections_to_its_session_
         "{}",
         cluster.server.log()
     );
-    let auth: Vec<Option<String>> = cluster
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.header("authorization").map(str::to_owned))
-        .collect();
+    let auth = cluster.authorizations();
     assert_eq!(auth, [Some(format!("Bearer {REAL}")), Some(format!("Bearer {REAL}"))]);
     let records = cluster.egress(&id, 2).await;
     assert!(
@@ -1537,9 +1531,7 @@ async fn a_warm_gateway_pod_made_before_its_session_is_claimed_and_its_sessions_
     assert_eq!(pod_of(&session), warm);
     let id = session["id"].as_str().unwrap();
     assert_eq!(cluster.curl_in_pod(id, "api.github.test"), "200");
-    let auth = cluster.seen.lock().unwrap()[0]
-        .header("authorization")
-        .map(str::to_owned);
+    let auth = cluster.authorizations()[0].clone();
     assert_eq!(auth, Some(format!("Bearer {REAL}")));
 }
 
@@ -1638,9 +1630,7 @@ async fn a_server_reaching_pods_by_ip_runs_sessions_without_any_port_forward() {
     assert!(out.stdout.starts_with("stub_"), "{out}");
     // Late binding reached the sidecar's admin endpoint on the pod IP: the stub is swapped.
     assert_eq!(cluster.curl(&id, &pod, "api.github.test"), "200");
-    let auth = cluster.seen.lock().unwrap()[0]
-        .header("authorization")
-        .map(str::to_owned);
+    let auth = cluster.authorizations()[0].clone();
     assert_eq!(auth.as_deref(), Some(format!("Bearer {REAL}").as_str()));
     assert_eq!(cluster.egress(&id, 1).await.len(), 1);
     // `lap <agent>` attaches (piped) on the pod IP too, and the agent's exit is lap's.

@@ -371,7 +371,6 @@ async fn deleting_the_session_closes_its_egress() {
 /// was recorded before is kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_ends_a_sessions_vault_while_a_tunnel_is_open_and_keeps_its_records() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start().await;
     let (session, sandbox) = server.ready_session().await;
     let id = session["id"].as_str().unwrap();
@@ -380,23 +379,9 @@ async fn shutdown_ends_a_sessions_vault_while_a_tunnel_is_open_and_keeps_its_rec
     assert_eq!(status, 200, "{output}");
     server.egress_log(id, 1).await;
 
-    let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let port = server.upstream_port;
-    let connect = format!("CONNECT api.github.test:{port} HTTP/1.1\r\nHost: api.github.test:{port}\r\n\r\n");
-    tcp.write_all(connect.as_bytes()).await.unwrap();
-    let mut head = [0u8; 256];
-    let n = tcp.read(&mut head).await.unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&server.vault_ca).unwrap();
-    roots
-        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tcp = support::upstream::connect_through(proxy, "api.github.test", server.upstream_port).await;
     let name = rustls_pki_types::ServerName::try_from("api.github.test").unwrap();
-    let held = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let held = support::upstream::client_trusting(&server.vault_ca, &[])
         .connect(name, tcp)
         .await
         .expect("a tunnel through the session's vault");

@@ -368,26 +368,9 @@ async fn a_host_header_other_than_the_connect_target_is_refused_and_an_alert_whe
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tls_sni_other_than_the_connect_target_fails_the_handshake() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = world(&[]).await;
-    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
-    let connect = format!(
-        "CONNECT api.github.test:{0} HTTP/1.1\r\nHost: api.github.test:{0}\r\n\r\n",
-        w.upstream_port
-    );
-    tcp.write_all(connect.as_bytes()).await.unwrap();
-    let mut buf = [0u8; 256];
-    let n = tcp.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&w.vault_ca).unwrap();
-    roots
-        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = support::upstream::connect_through(w.proxy, "api.github.test", w.upstream_port).await;
+    let connector = support::upstream::client_trusting(&w.vault_ca, &[]);
     let name = rustls_pki_types::ServerName::try_from("evil.test").unwrap();
     assert!(
         connector.connect(name, tcp).await.is_err(),
@@ -476,31 +459,14 @@ type ClientSocket = tokio_tungstenite::WebSocketStream<tokio_rustls::client::Tls
 /// A WebSocket to `api.github.test`'s echo server through the vault (CONNECT, TLS with the vault's
 /// CA), its handshake carrying the GitHub stub and, with `offer_deflate`, a compression offer.
 async fn websocket_through(w: &World, offer_deflate: bool) -> ClientSocket {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
-    let target = format!("api.github.test:{}", w.ws_port);
-    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(tcp.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&w.vault_ca).unwrap();
-    roots
-        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tcp = support::upstream::connect_through(w.proxy, "api.github.test", w.ws_port).await;
     let name = rustls_pki_types::ServerName::try_from("api.github.test").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = support::upstream::client_trusting(&w.vault_ca, &[])
         .connect(name, tcp)
         .await
         .unwrap();
+    let target = format!("api.github.test:{}", w.ws_port);
     let mut request = format!("wss://{target}/socket").into_client_request().unwrap();
     request
         .headers_mut()
@@ -715,27 +681,9 @@ async fn raw_tunnel_offering(
     port: u16,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
-    tcp.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(tcp.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&w.vault_ca).unwrap();
-    roots
-        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = support::upstream::connect_through(w.proxy, host, port).await;
     let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    support::upstream::client_trusting(&w.vault_ca, &[alpn])
         .connect(name, tcp)
         .await
         .unwrap()

@@ -655,3 +655,34 @@ pub async fn tap_upstream(ca: Arc<CertificateAuthority>, bytes: Arc<Mutex<Vec<u8
     });
     port
 }
+
+/// A TCP connection through the proxy at `proxy` to `host:port`, by `CONNECT`, once the proxy has
+/// answered 200 (panics with its answer otherwise).
+pub async fn connect_through(proxy: SocketAddr, host: &str, port: u16) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let target = format!("{host}:{port}");
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// A TLS client that trusts only the CA certificate in file `ca` and offers `alpn`.
+pub fn client_trusting(ca: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    roots
+        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
