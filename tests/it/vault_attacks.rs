@@ -378,30 +378,7 @@ async fn tunnel(
     port: u16,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
-    tcp.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(tcp.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&w.vault_ca).unwrap();
-    roots
-        .add(rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap())
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap()
+    support::upstream::tunnel(w.proxy, &w.vault_ca, host, port, &[alpn]).await
 }
 
 /// Everything an answer showed the client: status line, header names and values, body, trailers.

@@ -686,3 +686,17 @@ pub fn client_trusting(ca: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector 
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
+
+/// A TLS connection through the proxy at `proxy` to `host:port` (`CONNECT`, then TLS naming `host`,
+/// trusting only the CA in file `ca`, offering `alpn`).
+pub async fn tunnel(
+    proxy: SocketAddr,
+    ca: &Path,
+    host: &str,
+    port: u16,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = connect_through(proxy, host, port).await;
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    client_trusting(ca, alpn).connect(name, tcp).await.unwrap()
+}
