@@ -4,9 +4,9 @@
 //! config file (`config.toml` in the XDG config dir), the master key's store, built-in defaults.
 //! [`Env`] is the only place that reads the process environment (for `lap serve` too: the
 //! variables that are not a flag's clap `env =`, such as the [`ToolDeadlines`]); everything below
-//! takes plain values. The master key lives in the OS keyring (Secret Service over D-Bus) when a session bus is
-//! there, else in a `credentials` file created with mode 0600 from its first byte. The config file
-//! records which store holds the key, so reading never guesses.
+//! takes plain values. The master key lives in the OS keyring (Secret Service over D-Bus) when a
+//! session bus is there, else in a `credentials` file created with mode 0600 from its first byte.
+//! The config file records which store holds the key, so reading never guesses.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,8 +58,10 @@ pub struct Env {
     pub tty_fallback: Option<String>,
     pub no_color: bool,
     pub session_bus: bool,
-    /// `LAP_TOOL_START_TIMEOUT` and `LAP_TOOL_SILENCE_TIMEOUT` (`lap serve`), resolved.
-    pub tool_deadlines: ToolDeadlines,
+    /// `LAP_TOOL_START_TIMEOUT` (`lap serve`), as given: [`ToolDeadlines::from_env`] checks it.
+    pub tool_start_timeout: Option<String>,
+    /// `LAP_TOOL_SILENCE_TIMEOUT` (`lap serve`), as given.
+    pub tool_silence_timeout: Option<String>,
 }
 
 impl Env {
@@ -73,10 +75,8 @@ impl Env {
             tty_fallback: var("LAP_TTY_FALLBACK"),
             no_color: var("NO_COLOR").is_some(),
             session_bus: crate::platform::keyring_expected(var("DBUS_SESSION_BUS_ADDRESS").is_some()),
-            tool_deadlines: ToolDeadlines {
-                start: seconds(var("LAP_TOOL_START_TIMEOUT"), ToolDeadlines::DEFAULT.start),
-                silence: seconds(var("LAP_TOOL_SILENCE_TIMEOUT"), ToolDeadlines::DEFAULT.silence),
-            },
+            tool_start_timeout: var("LAP_TOOL_START_TIMEOUT"),
+            tool_silence_timeout: var("LAP_TOOL_SILENCE_TIMEOUT"),
         }
     }
 }
@@ -100,18 +100,40 @@ impl ToolDeadlines {
     };
 }
 
+impl ToolDeadlines {
+    /// The deadlines `env` gives, each a whole number of seconds above 0, or its default when unset.
+    /// Anything else is refused, naming the variable: a typo must not leave a tool 30 minutes to hang.
+    pub fn from_env(env: &Env) -> Result<Self, String> {
+        Ok(Self {
+            start: seconds(
+                "LAP_TOOL_START_TIMEOUT",
+                env.tool_start_timeout.as_deref(),
+                Self::DEFAULT.start,
+            )?,
+            silence: seconds(
+                "LAP_TOOL_SILENCE_TIMEOUT",
+                env.tool_silence_timeout.as_deref(),
+                Self::DEFAULT.silence,
+            )?,
+        })
+    }
+}
+
 impl Default for ToolDeadlines {
     fn default() -> Self {
         Self::DEFAULT
     }
 }
 
-/// Whole seconds, more than 0, from `value`; else `default` (unset, or not such a number).
-fn seconds(value: Option<String>, default: Duration) -> Duration {
-    value
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|secs| *secs > 0)
-        .map_or(default, Duration::from_secs)
+/// Variable `name`'s `value`: whole seconds, more than 0; `default` when unset.
+fn seconds(name: &str, value: Option<&str>, default: Duration) -> Result<Duration, String> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("`{name}` is `{value}`, not a whole number of seconds above 0")),
+    }
 }
 
 /// Who reads an environment variable of [`ENVIRONMENT`].
@@ -634,17 +656,20 @@ mod tests {
     }
 
     #[test]
-    fn tool_deadlines_take_whole_positive_seconds_and_fall_back_to_their_defaults() {
-        let default = ToolDeadlines::DEFAULT.start;
-        assert_eq!(seconds(Some(" 3 ".into()), default), Duration::from_secs(3));
-        for ignored in [
-            None,
-            Some("0".into()),
-            Some("-1".into()),
-            Some("2.5".into()),
-            Some("soon".into()),
-        ] {
-            assert_eq!(seconds(ignored.clone(), default), default, "{ignored:?}");
+    fn tool_deadlines_take_whole_positive_seconds_default_when_unset_and_refuse_the_rest() {
+        let env = |start: Option<&str>| Env {
+            tool_start_timeout: start.map(str::to_owned),
+            ..Env::default()
+        };
+        assert_eq!(ToolDeadlines::from_env(&env(None)), Ok(ToolDeadlines::DEFAULT));
+        assert_eq!(
+            ToolDeadlines::from_env(&env(Some(" 3 "))).map(|d| d.start),
+            Ok(Duration::from_secs(3))
+        );
+        for refused in ["0", "-1", "2.5", "soon", "3s"] {
+            let err = ToolDeadlines::from_env(&env(Some(refused))).unwrap_err();
+            assert!(err.contains("`LAP_TOOL_START_TIMEOUT` is"), "{err}");
+            assert!(err.contains(refused), "{err}");
         }
     }
 

@@ -265,10 +265,16 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// `args` and `env` merged and checked: plain HTTP only on loopback unless `--insecure-http`, a
-    /// data dir, a master key long enough.
+    /// `args` and `env` merged and checked: plain HTTP only on loopback unless `--insecure-http`,
+    /// tool deadlines in whole seconds, a data dir, a master key long enough.
     pub fn resolve(args: Args, env: &Env) -> Result<Self, Error> {
         check_plain_http(&args)?;
+        let tool_deadlines = ToolDeadlines::from_env(env).map_err(|message| {
+            Error::usage(
+                message,
+                "give whole seconds, e.g. `600`, or unset it for its default; see docs/reference/configuration.md",
+            )
+        })?;
         let data_dir = data_dir(&args)?;
         let master_key = match &env.master_key {
             Some(key) if key.len() < MIN_MASTER_KEY => {
@@ -283,7 +289,7 @@ impl Settings {
             args,
             data_dir,
             master_key,
-            tool_deadlines: env.tool_deadlines,
+            tool_deadlines,
             client_config: Paths::discover().ok().map(|paths| (paths, env.clone())),
         })
     }

@@ -1058,6 +1058,29 @@ fn serve_refuses_plain_http_on_a_non_loopback_address() {
     assert!(!data.exists(), "it refused before touching the data dir");
 }
 
+#[test]
+fn serve_refuses_a_tool_deadline_that_is_not_whole_seconds() {
+    let home = Home::new();
+    let _r = home.redactions();
+    let data = home.path().join("refused-data");
+    let run = home.lap().env("LAP_TOOL_SILENCE_TIMEOUT", "30m").run([
+        "serve",
+        "--backend",
+        "fake",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_snapshot!(run, @r"
+    exit: 2
+    --- stderr
+    error: `LAP_TOOL_SILENCE_TIMEOUT` is `30m`, not a whole number of seconds above 0
+    hint: give whole seconds, e.g. `600`, or unset it for its default; see docs/reference/configuration.md
+    ");
+    assert!(!data.exists(), "it refused before touching the data dir");
+}
+
 /// A self-signed certificate for 127.0.0.1 and localhost, written into `home`.
 fn self_signed(home: &Home) -> (std::path::PathBuf, std::path::PathBuf) {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
