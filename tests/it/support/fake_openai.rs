@@ -21,7 +21,7 @@
 //! reply streamed one piece every [`SLOW_PIECE`], for the abort tests.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +32,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lap::vault::ca::CertificateAuthority;
 use serde_json::{Value, json};
-
-use super::upstream::BySni;
 
 /// The fixed reply, in the pieces it is streamed in.
 pub const REPLY: &[&str] = &["Hello from the ", "fake OpenAI API", ", through the vault."];
@@ -77,28 +75,7 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     /// Starts the fake on the first free 127.0.0.x:443 (x from 20), answering `key` only.
     pub async fn start(ca: Arc<CertificateAuthority>, key: &'static str) -> Self {
-        let mut bound = None;
-        for x in 20..=250u8 {
-            let addr = Ipv4Addr::new(127, 0, 0, x);
-            match tokio::net::TcpListener::bind((IpAddr::V4(addr), 443)).await {
-                Ok(listener) => {
-                    bound = Some((addr, listener));
-                    break;
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => continue,
-                Err(err) => panic!(
-                    "cannot listen on {addr}:443 for the fake OpenAI API: {err}\n\
-                     hint: the end-to-end tests bind port 443 of a loopback address; run them as root \
-                     or with CAP_NET_BIND_SERVICE (sysctl net.ipv4.ip_unprivileged_port_start=443 also works)"
-                ),
-            }
-        }
-        let (addr, listener) = bound.expect("a free 127.0.0.x:443 for the fake OpenAI API");
-        let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(BySni(ca)));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (addr, listener, acceptor) = super::vendor::bind_443(20, "the fake OpenAI API", ca).await;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorded = seen.clone();
         tokio::spawn(async move {

@@ -163,28 +163,7 @@ pub async fn serve(
     hangs_ended: Arc<Mutex<usize>>,
     handler: Handler,
 ) -> Ipv4Addr {
-    let mut bound = None;
-    for x in 40..=250u8 {
-        let addr = Ipv4Addr::new(127, 0, 0, x);
-        match tokio::net::TcpListener::bind((IpAddr::V4(addr), 443)).await {
-            Ok(listener) => {
-                bound = Some((addr, listener));
-                break;
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => continue,
-            Err(err) => panic!(
-                "cannot listen on {addr}:443 for the fake vendor API: {err}\n\
-                 hint: the end-to-end tests bind port 443 of a loopback address; run them as root \
-                 or with CAP_NET_BIND_SERVICE (sysctl net.ipv4.ip_unprivileged_port_start=443 also works)"
-            ),
-        }
-    }
-    let (addr, listener) = bound.expect("a free 127.0.0.x:443 for the fake vendor API");
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(ca)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (addr, listener, acceptor) = bind_443(40, "the fake vendor API", ca).await;
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
@@ -343,4 +322,35 @@ pub fn send_until(
             }
         }
     }
+}
+
+/// The first free `127.0.0.x:443` with `x` from `first`, and a TLS acceptor serving each SNI name a
+/// leaf of `ca` (h2 and HTTP/1.1): where a fake vendor API (`what`) listens, as the real one would.
+pub async fn bind_443(
+    first: u8,
+    what: &str,
+    ca: Arc<CertificateAuthority>,
+) -> (Ipv4Addr, tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+    let mut bound = None;
+    for x in first..=250u8 {
+        let addr = Ipv4Addr::new(127, 0, 0, x);
+        match tokio::net::TcpListener::bind((IpAddr::V4(addr), 443)).await {
+            Ok(listener) => {
+                bound = Some((addr, listener));
+                break;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(err) => panic!(
+                "cannot listen on {addr}:443 for {what}: {err}\n\
+                 hint: the end-to-end tests bind port 443 of a loopback address; run them as root \
+                 or with CAP_NET_BIND_SERVICE (sysctl net.ipv4.ip_unprivileged_port_start=443 also works)"
+            ),
+        }
+    }
+    let (addr, listener) = bound.unwrap_or_else(|| panic!("a free 127.0.0.x:443 for {what}"));
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni(ca)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (addr, listener, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
