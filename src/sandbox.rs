@@ -134,8 +134,6 @@ pub struct TtyChannel {
 pub enum ProxyListener {
     /// A TCP listener (the fake backend's, on the host's loopback).
     Tcp(tokio::net::TcpListener),
-    /// A Unix socket the sandbox's harness forwards its proxy port to.
-    Unix(tokio::net::UnixListener),
     /// The sandbox's route through the vault gateway of `lap serve` (the Kubernetes backend's
     /// gateway mode): the connections that carried its proxy credential from its pod's IP.
     Gateway(crate::vault::gateway::GatewayListener),
@@ -153,7 +151,6 @@ impl ProxyListener {
                 let _ = stream.set_nodelay(true);
                 Ok(Box::new(stream))
             }
-            Self::Unix(listener) => Ok(Box::new(listener.accept().await?.0)),
             Self::Gateway(listener) => Ok(Box::new(listener.accept().await?)),
         }
     }

@@ -542,7 +542,6 @@ fn load_key(paths: &Paths, store: Option<KeyStore>) -> Result<Option<Sourced<Sec
 
 /// Writes `bytes` to `path` atomically, the file being mode 0600 from the moment it exists.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -551,11 +550,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut file = crate::platform::create_private_file(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);

@@ -352,7 +352,7 @@ impl Store {
             path: data_dir.to_owned(),
             source,
         })?;
-        restrict_dir(data_dir);
+        crate::platform::restrict_dir(data_dir);
         let sealer = Sealer::open_or_create(&data_dir.join("credential.key"))?;
         let mut conn = Connection::open(data_dir.join("lap.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -1185,12 +1185,6 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
 
 fn from_json<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_default()
-}
-
-/// Keeps the data dir (database, keys) private to its owner. Best effort: the dir may be shared.
-fn restrict_dir(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
 }
 
 /// Now (wall clock), as stored.

@@ -10,7 +10,6 @@
 //! that would land outside the destination (`..`, absolute names, links on the way).
 
 use std::io::IsTerminal;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,7 +51,8 @@ pub enum Location {
 /// `SESSION:PATH` or a local path. As with `kubectl cp`, a local path whose first `/` comes after a
 /// `:` must be written `./…` (or absolute).
 pub fn parse_location(arg: &str) -> Location {
-    if arg.starts_with('/') || arg.starts_with('.') {
+    // An absolute path of this system (`/…`, or `C:\…` on Windows) is never `SESSION:PATH`.
+    if arg.starts_with('/') || arg.starts_with('.') || Path::new(arg).is_absolute() {
         return Location::Local(PathBuf::from(arg));
     }
     match arg.split_once(':') {
@@ -231,7 +231,7 @@ async fn download(client: &Client, out: &Printer, session: &str, path: &str, loc
     bar.finish_and_clear();
     received?;
     if let Some(mode) = parse_mode(&entry.mode) {
-        let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode & 0o777));
+        let _ = crate::platform::set_mode(&dest, mode & 0o777);
     }
     Ok(Copied {
         source,
@@ -325,13 +325,13 @@ async fn upload(client: &Client, out: &Printer, local: &Path, session: &str, pat
             }
         }
     });
-    let mode = meta.permissions().mode() & 0o777;
+    let mode = crate::platform::mode(&meta).map(|mode| mode & 0o777);
     let uploaded = client
         .upload_file(
             session,
             &remote,
             false,
-            Some(mode),
+            mode,
             Some(meta.len()),
             reqwest::Body::wrap_stream(stream),
         )

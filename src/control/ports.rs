@@ -180,7 +180,6 @@ pub enum PreviewKeyError {
 /// Loads the preview key from `data_dir`, creating it (0600) the first time.
 pub fn load_or_create_key(data_dir: &Path) -> Result<[u8; KEY_LEN], PreviewKeyError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(PREVIEW_KEY_FILE);
     let io = |err| PreviewKeyError::Io {
         path: path.display().to_string(),
@@ -199,12 +198,7 @@ pub fn load_or_create_key(data_dir: &Path) -> Result<[u8; KEY_LEN], PreviewKeyEr
     SystemRandom::new()
         .fill(&mut key)
         .map_err(|_| PreviewKeyError::Random)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
+    let mut file = crate::platform::create_private_file(&path).map_err(io)?;
     file.write_all(&key).map_err(io)?;
     file.sync_all().map_err(io)?;
     Ok(key)

@@ -32,6 +32,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{BringUpError, Claim, Control, ControlError, End, idle_for};
+use crate::platform;
 use crate::store::SessionRow;
 use crate::store::SessionUpdate;
 use crate::store::snapshots::SnapshotRow;
@@ -158,7 +159,7 @@ fn refused(kind: Refusal, message: impl Into<String>, hint: impl Into<String>) -
 
 /// An I/O failure while copying `what`: a full disk is the operator's to fix, said so.
 fn copy_failed(what: &str, err: io::Error) -> ControlError {
-    if err.kind() == io::ErrorKind::StorageFull || err.raw_os_error() == Some(libc::ENOSPC) {
+    if err.kind() == io::ErrorKind::StorageFull {
         refused(
             Refusal::NoSpace,
             format!("cannot copy {what}: the disk of the data dir is full (nothing was changed)"),
@@ -239,15 +240,14 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<Copied> {
 }
 
 fn copy_into(src: &Path, dst: &Path, copied: &mut Copied) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let root = std::fs::symlink_metadata(src)?;
     if !root.is_dir() {
         return Err(io::Error::other(format!("`{}` is not a directory", src.display())));
     }
     // (source, destination) pairs of directories still to fill.
     let mut stack = vec![(src.to_owned(), dst.to_owned())];
-    std::fs::DirBuilder::new().mode(0o700).create(dst)?;
-    let mut modes = vec![(dst.to_owned(), root.permissions().mode())];
+    platform::create_private_dir(dst)?;
+    let mut modes = vec![(dst.to_owned(), platform::mode(&root))];
     while let Some((from, to)) = stack.pop() {
         for entry in std::fs::read_dir(&from)? {
             let entry = entry?;
@@ -255,21 +255,20 @@ fn copy_into(src: &Path, dst: &Path, copied: &mut Copied) -> io::Result<()> {
             let meta = std::fs::symlink_metadata(&source)?;
             let kind = meta.file_type();
             if kind.is_dir() {
-                std::fs::DirBuilder::new().mode(0o700).create(&target)?;
-                modes.push((target.clone(), meta.permissions().mode()));
+                platform::create_private_dir(&target)?;
+                modes.push((target.clone(), platform::mode(&meta)));
                 stack.push((source, target));
             } else if kind.is_symlink() {
-                std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+                platform::symlink(&std::fs::read_link(&source)?, &target)?;
             } else if kind.is_file() {
                 if reflink_or_copy(&source, &target)? {
                     copied.reflinked += 1;
                 } else {
                     copied.copied += 1;
                 }
-                std::fs::set_permissions(
-                    &target,
-                    std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777),
-                )?;
+                if let Some(mode) = platform::mode(&meta) {
+                    platform::set_mode(&target, mode)?;
+                }
                 copied.bytes = copied.bytes.saturating_add(meta.len());
             }
             // Sockets, FIFOs, devices: not part of a workspace's content.
@@ -277,35 +276,21 @@ fn copy_into(src: &Path, dst: &Path, copied: &mut Copied) -> io::Result<()> {
     }
     // Last, so a read-only directory was still writable while it was filled.
     for (dir, mode) in modes.into_iter().rev() {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        if let Some(mode) = mode {
+            platform::set_mode(&dir, mode)?;
+        }
     }
     Ok(())
 }
 
-#[cfg(all(target_os = "linux", not(lap_portable)))]
-nix::ioctl_write_int_bad!(ficlone, libc::FICLONE);
-
 /// Shares the extents of `src` with a new file `dst` (`FICLONE`, btrfs, XFS, bcachefs…), else copies
 /// its bytes. Returns whether the extents are shared.
 fn reflink_or_copy(src: &Path, dst: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let from = std::fs::File::open(src)?;
-    let to = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dst)?;
-    #[cfg(all(target_os = "linux", not(lap_portable)))]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: both descriptors are open files owned by this function for the whole call, and
-        // FICLONE takes the source descriptor by value; the kernel checks everything else.
-        let cloned = unsafe { ficlone(to.as_raw_fd(), from.as_raw_fd()) };
-        if cloned.is_ok() {
-            return Ok(true);
-        }
+    let mut from = std::fs::File::open(src)?;
+    let mut to = platform::create_private_file(dst)?;
+    if platform::reflink(&from, &to) {
+        return Ok(true);
     }
-    let (mut from, mut to) = (from, to);
     io::copy(&mut from, &mut to)?;
     to.sync_all()?;
     Ok(false)

@@ -254,7 +254,9 @@ impl Local {
             Ok(Ok(output)) if output.status.success() => {
                 // `lap serve` raised it at start already; a backend used on its own raises it here.
                 match crate::vault::limits::raise_descriptor_limit() {
-                    Ok(limit) => tracing::debug!(limit = limit.now, "open files limit raised to the hard limit"),
+                    Ok(limit) => {
+                        tracing::debug!(limit = ?limit.map(|l| l.now), "open files limit raised to the hard limit")
+                    }
                     Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
                 }
                 tracing::info!(

@@ -10,7 +10,6 @@
 //! versions the test suite proved; [`version`] asks a tool for its own (`TOOL --version`,
 //! with a deadline, since a tool may hang or call home) so the doctor can say whether it is one.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -130,7 +129,7 @@ pub fn find(program: &str) -> Option<PathBuf> {
     SANDBOX_PATH
         .split(':')
         .map(|dir| PathBuf::from(dir).join(program))
-        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|path| std::fs::metadata(path).is_ok_and(|m| crate::platform::is_executable(&m)))
 }
 
 /// Why a session of `harness` cannot run here, with what to do, when its tool is missing.

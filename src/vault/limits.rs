@@ -211,63 +211,27 @@ impl Shared {
     }
 }
 
-/// The soft `RLIMIT_NOFILE` before and after [`raise_descriptor_limit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DescriptorLimit {
-    pub was: u64,
-    pub now: u64,
-}
+pub use crate::platform::DescriptorLimit;
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (what the kernel lets an unprivileged process
-/// do), so `lap serve` is not held to a shell's default 1024 when the system allows more. Agent
-/// processes do not inherit it beyond the sandbox's own ceiling (`sandbox::local::rlimit`).
-#[cfg(target_os = "linux")]
-pub fn raise_descriptor_limit() -> std::io::Result<DescriptorLimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `getrlimit` writes one `rlimit` into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let was = limit.rlim_cur;
-    let hard = if limit.rlim_max == libc::RLIM_INFINITY {
-        UNLIMITED_DESCRIPTORS
-    } else {
-        limit.rlim_max
-    };
-    if was != libc::RLIM_INFINITY && was < hard {
-        limit.rlim_cur = hard;
-        // SAFETY: `setrlimit` reads one `rlimit`; raising the soft limit up to the hard one
-        // needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        return Ok(DescriptorLimit { was, now: hard });
-    }
-    let now = if was == libc::RLIM_INFINITY {
-        UNLIMITED_DESCRIPTORS
-    } else {
-        was
-    };
-    Ok(DescriptorLimit { was: now, now })
+/// Raises the soft open-files limit to the hard one ([`crate::platform::raise_descriptor_limit`]),
+/// so `lap serve` is not held to a shell's default 1024 when the system allows more; `None` where
+/// the system has no such limit. Agent processes do not inherit it beyond the sandbox's own ceiling
+/// (`sandbox::local::rlimit`).
+pub fn raise_descriptor_limit() -> std::io::Result<Option<DescriptorLimit>> {
+    crate::platform::raise_descriptor_limit(UNLIMITED_DESCRIPTORS)
 }
 
 /// Raises the descriptor limit ([`raise_descriptor_limit`]) and makes the [`Budget`] derived from
 /// it for `holder` the process's, for every [`Tunnels`] made after. Call once, before the first
 /// sandbox is bound; returns the limit and the budget (unbounded where no limit could be read).
 pub fn init(holder: Holder) -> (Option<DescriptorLimit>, Budget) {
-    #[cfg(target_os = "linux")]
     let limit = match raise_descriptor_limit() {
-        Ok(limit) => Some(limit),
+        Ok(limit) => limit,
         Err(err) => {
             tracing::warn!(error = %err, "cannot read or raise RLIMIT_NOFILE; the vault's limits are not derived from it");
             None
         }
     };
-    #[cfg(not(target_os = "linux"))]
-    let limit = None;
     let budget = limit.map_or_else(Budget::unbounded, |l| Budget::for_holder(holder, l.now));
     let set = SHARED.set(Shared::new(budget)).is_ok();
     (limit, if set { budget } else { shared().budget })

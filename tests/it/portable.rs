@@ -6,8 +6,9 @@
 //! kept: no Linux-only crate (the sandbox's `landlock` and `seccompiler`, the D-Bus Secret Service
 //! keyring store, `lap`'s own `nix`) is in a macOS or Windows tree, and each platform's OS keyring
 //! store is. The Linux tree is checked too, the other way round, so a check that never matches
-//! cannot pass by accident. The code side (the portable set compiled with `--cfg lap_portable`) is
-//! a step of `scripts/test.sh`.
+//! cannot pass by accident. The code side (the portable set compiled with `--cfg lap_portable`, and
+//! the Windows set with `--cfg lap_windows` linted by `scripts/clippy-windows/clippy.toml`) is a step
+//! of `scripts/test.sh`; the last test here shows that lint list refuses a Unix API for real.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -18,6 +19,8 @@ use crate::support::try_wait_until;
 
 /// How long one `cargo tree` may take (it may have to fetch a crate's manifest from crates.io).
 const CARGO_TREE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long clippy may take on a one-file crate.
+const CLIPPY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Crates that only the Linux sandbox, `lap harness` or the Linux keyring need.
 const LINUX_ONLY: &[&str] = &["landlock", "seccompiler", "zbus-secret-service-keyring-store", "zbus"];
@@ -136,4 +139,53 @@ fn linux_tree_has_the_sandbox_crates_and_only_the_secret_service_store() {
         foreign.is_empty(),
         "other platforms' keyring stores in the Linux tree: {foreign:?}"
     );
+}
+
+/// `scripts/clippy-windows/clippy.toml`, the Windows set's lint list, refuses Unix APIs for real: a
+/// one-file crate that uses a few (a trait method, a function, a type) is linted with it, and clippy
+/// names each. Without this a path clippy cannot resolve would silently refuse nothing.
+#[test]
+fn the_windows_lint_list_refuses_unix_apis_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("src")).expect("mkdir src");
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"unix_user\"\nversion = \"0.0.0\"\nedition = \"2024\"\n[workspace]\n",
+    )
+    .expect("write Cargo.toml");
+    std::fs::write(
+        dir.path().join("src/lib.rs"),
+        "use std::os::unix::fs::PermissionsExt;\n\
+         pub fn mode(meta: &std::fs::Metadata) -> u32 { meta.permissions().mode() }\n\
+         pub fn link() -> std::io::Result<()> { std::os::unix::fs::symlink(\"a\", \"b\") }\n\
+         pub fn socket(s: std::os::unix::net::UnixStream) -> std::os::unix::net::UnixStream { s }\n",
+    )
+    .expect("write lib.rs");
+    let lints = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clippy-windows");
+    let mut child = Command::new(env!("CARGO"))
+        .current_dir(dir.path())
+        .args(["clippy", "--offline", "--quiet"])
+        .env("CLIPPY_CONF_DIR", &lints)
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .env_remove("RUSTFLAGS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn `cargo clippy` (is clippy installed?)");
+    let exited = try_wait_until(CLIPPY_TIMEOUT, || child.try_wait().expect("wait for `cargo clippy`"));
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("`cargo clippy` on a one-file crate did not finish within {CLIPPY_TIMEOUT:?}");
+    }
+    let output = child.wait_with_output().expect("read `cargo clippy` output");
+    let said = String::from_utf8_lossy(&output.stderr);
+    for refused in [
+        "use of a disallowed method `std::os::unix::fs::PermissionsExt::mode`",
+        "use of a disallowed method `std::os::unix::fs::symlink`",
+        "use of a disallowed type `std::os::unix::net::UnixStream`",
+    ] {
+        assert!(said.contains(refused), "clippy did not say {refused:?}:\n{said}");
+    }
 }
