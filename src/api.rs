@@ -1,7 +1,9 @@
 //! The HTTP surface of `lap serve`: an axum router with thin handlers.
 //!
-//! Every route under `/api/v1/managed_agents` (and `/api/v1/admin/stats`) requires `Authorization: Bearer <master key>`, compared
-//! in constant time; failures are 401 `{"error":"unauthorized"}` as in LAP. `GET /api/v1/health` and
+//! Every route under `/api/v1/managed_agents` and `/api/v1/admin` requires `Authorization: Bearer`
+//! with the master key (compared in constant time) or an API key whose role the route allows
+//! (`roles.rs`, one table; `auth.rs`); failures are 401 `{"error":"unauthorized"}` as in LAP, and
+//! 403 for a role below the route's. `GET /api/v1/health` and
 //! `GET /api/v1/openapi.json` are open. The terminal WebSocket (`…/sessions/{id}/tty`) takes the
 //! session's own `tty_token` instead, and refuses the master key. Every error, including unknown routes, wrong methods,
 //! malformed or oversized JSON, uses the `{"error": …, "hint": …}` envelope. The OpenAPI document is
@@ -20,8 +22,11 @@ mod json;
 mod messages;
 // Issue 17 part 1 (ports).
 pub mod ports;
+pub mod roles;
 mod sessions;
 mod snapshots;
+// Issue 19 part 1: users and API keys with roles.
+mod teams;
 mod tty;
 mod ui;
 
@@ -93,6 +98,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(files::list, files::delete))
         .routes(routes!(files::stat))
         .routes(routes!(files::download, files::upload))
+        .routes(routes!(teams::list_users, teams::create_user))
+        .routes(routes!(teams::update_user))
+        .routes(routes!(teams::list_keys, teams::create_key))
+        .routes(routes!(teams::revoke_key))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))
@@ -109,7 +118,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 }
 
 /// Issue 17 part 1: a session's ports (`api/ports.rs`). The list and the preview URLs take the
-/// master key or the UI's cookie; the port-forward and the proxy path the master key only.
+/// master key, an API key or the UI's cookie; the port-forward and the proxy path a key only (never the
+/// cookie), each as its role allows (`roles.rs`).
 fn port_routes() -> OpenApiRouter<AppState> {
     use axum::routing::any;
     #[derive(OpenApi)]
@@ -125,7 +135,7 @@ fn port_routes() -> OpenApiRouter<AppState> {
         .route(PROXY, any(ports::proxy_path))
         .route(&format!("{PROXY}/"), any(ports::proxy_path))
         .route(&format!("{PROXY}/{{*path}}"), any(ports::proxy_path))
-        .route_layer(axum::middleware::from_fn(ports::require_bearer));
+        .route_layer(axum::middleware::from_fn(auth::require_bearer));
     cookie_or_key.merge(key_only)
 }
 
@@ -143,6 +153,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(Arc::new(doc)))
         .layer(axum::Extension(state.master_key.clone()))
+        .layer(axum::Extension(state.store.clone()))
         .layer(axum::Extension(Arc::new(ui::Sessions::persistent(state.store.clone()))))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -32,6 +32,7 @@ pub mod serve;
 mod sessions;
 pub(crate) mod sidecar;
 mod snapshots;
+mod users;
 mod vault;
 
 use clap::{Args, Parser, Subcommand};
@@ -132,6 +133,12 @@ pub enum Command {
     /// Server administration: warm pool and session statistics
     #[command(subcommand)]
     Admin(admin::Command),
+    /// Create, list, disable and enable users (admin)
+    #[command(subcommand)]
+    Users(users::UsersCommand),
+    /// Create, list and revoke users' API keys (admin)
+    #[command(subcommand)]
+    Keys(users::KeysCommand),
     /// Attach this terminal to a session by id or URL
     #[command(alias = "resume")]
     Attach(attach::Args),
@@ -264,6 +271,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Agents(command) => agents::run(command, &ctx).await,
                     Command::Sessions(command) => sessions::run(command, &ctx).await,
                     Command::Snapshots(command) => snapshots::run(command, &ctx).await,
+                    Command::Users(command) => users::run_users(command, &ctx).await,
+                    Command::Keys(command) => users::run_keys(command, &ctx).await,
                     Command::Vault(command) => vault::run(command, &ctx).await,
                     Command::Admin(command) => admin::run(command, &ctx).await,
                     Command::Attach(args) => attach::run(args, &ctx).await,

@@ -8,6 +8,7 @@ mod files;
 pub mod messages;
 // Issue 17 part 1 (ports).
 mod ports;
+mod teams;
 mod tty;
 mod workspaces;
 
@@ -203,8 +204,23 @@ impl Client {
         if status.is_success() {
             return Ok(resp);
         }
-        if status == StatusCode::UNAUTHORIZED {
+        let api_key = self
+            .key
+            .as_ref()
+            .is_some_and(|key| key.expose().starts_with(crate::wire::teams::KEY_PREFIX));
+        if status == StatusCode::UNAUTHORIZED && !api_key {
             return Err(ClientError::Unauthorized { url: self.base.clone() });
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // An API key: the server's hint says why (revoked, expired, user disabled, unknown).
+            let hint = serde_json::from_str::<ErrorBody>(&resp.text().await.unwrap_or_default())
+                .ok()
+                .and_then(|body| body.hint);
+            return Err(ClientError::Api {
+                status: 401,
+                message: format!("`{}` refused this API key (401 unauthorized)", self.base),
+                hint,
+            });
         }
         let text = resp.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {

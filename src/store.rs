@@ -10,6 +10,7 @@ mod messages;
 mod preview;
 pub mod seal;
 pub mod snapshots;
+pub mod teams;
 mod ui;
 pub mod warm;
 
@@ -50,6 +51,8 @@ pub enum StoreError {
     NameTaken(String),
     #[error("a snapshot named `{0}` already exists")]
     SnapshotNameTaken(String),
+    #[error("a user named `{0}` already exists")]
+    UserNameTaken(String),
     #[error("the database was written by a newer lap (schema {found}, this build knows {known})")]
     TooNew { found: i64, known: i64 },
     #[error("a store task panicked")]
@@ -205,6 +208,25 @@ CREATE TABLE IF NOT EXISTS preview_revocations (
     // `<data-dir>/volumes/<agent id>/`, `control/volumes.rs`).
     r#"
 ALTER TABLE agents ADD COLUMN volumes_json TEXT NOT NULL DEFAULT '[]';
+"#,
+    // Schema 13: users and their API keys (store/teams.rs): each key's SHA-256 digest, never the key.
+    r#"
+CREATE TABLE IF NOT EXISTS users (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    disabled   INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id         TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users(id),
+    role       TEXT NOT NULL,
+    digest     BLOB NOT NULL UNIQUE,
+    prefix     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
 "#,
 ];
 

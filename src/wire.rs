@@ -4,7 +4,7 @@
 //! API's messages, events and stream frames; `tty` the terminal WebSocket's frames, control
 //! messages and limits; `harness` the protocol between `lap serve` and the harness in each sandbox;
 //! `vault` the credential data model (injection points, request rules, presets) and the binding a
-//! vault is handed. This module depends on nothing else of ours but [`crate::secret::Secret`] (the
+//! vault is handed; `teams` users and API keys. This module depends on nothing else of ours but [`crate::secret::Secret`] (the
 //! binding's real values), so either side can change internals without touching the contract.
 
 pub mod admin;
@@ -14,5 +14,7 @@ pub mod harness;
 pub mod messages;
 // Issue 17 part 1 (ports): listening ports and preview URLs.
 pub mod ports;
+// Issue 19 part 1: users and API keys with roles.
+pub mod teams;
 pub mod tty;
 pub mod vault;

@@ -1,35 +1,172 @@
-//! Master-key authentication: `Authorization: Bearer <master key>`, compared in constant time, or
-//! the web UI's session cookie (see [`super::ui`] for the cookie and its CSRF rule).
+//! Authentication and roles. A request acts as a [`Principal`]: the master key (`Authorization:
+//! Bearer <master key>`, compared in constant time) or the web UI's session cookie (see [`super::ui`]
+//! for the cookie and its CSRF rule) act as the bootstrap admin; an API key (`Bearer lap_key_…`,
+//! looked up by its SHA-256 digest) acts as its user with its role, and is refused once revoked,
+//! expired, or its user disabled. Then [`super::roles`] says whether that role may call the route.
 
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::Request;
-use axum::http::HeaderMap;
+use axum::extract::{MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa::Modify;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use uuid::Uuid;
 
 use crate::secret::Secret;
+use crate::store::Store;
+use crate::wire::teams::{KEY_PREFIX, Role};
 
+use super::roles::{self, Access};
 use super::{ApiError, ui};
 
+/// Who a request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The master key or the web UI's cookie: the bootstrap admin.
+    Master,
+    /// An API key of a user.
+    Key { key_id: Uuid, user: String, role: Role },
+}
+
+impl Principal {
+    pub fn role(&self) -> Role {
+        match self {
+            Self::Master => Role::Admin,
+            Self::Key { role, .. } => *role,
+        }
+    }
+}
+
+/// The master key, an API key, or the web UI's cookie; then the route's role.
 pub async fn require_master_key(
     Extension(key): Extension<Arc<Secret>>,
     Extension(sessions): Extension<Arc<ui::Sessions>>,
+    Extension(store): Extension<Store>,
     req: Request,
     next: Next,
 ) -> Response {
-    if has_master_key(req.headers(), &key) {
-        return next.run(req).await;
+    let principal = match bearer(req.headers(), &key, &store).await {
+        Ok(Some(principal)) => principal,
+        Ok(None) => match ui::cookie_auth(&sessions, req.method(), req.headers()).await {
+            ui::CookieAuth::Ok => Principal::Master,
+            ui::CookieAuth::MissingCsrfHeader => return ui::csrf_refused().into_response(),
+            ui::CookieAuth::None => return unauthorized_api().into_response(),
+        },
+        Err(refused) => return refused.into_response(),
+    };
+    admit(principal, req, next).await
+}
+
+/// The master key or an API key, never the cookie (the port-forward and the proxy path); then the
+/// route's role.
+pub async fn require_bearer(
+    Extension(key): Extension<Arc<Secret>>,
+    Extension(store): Extension<Store>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match bearer(req.headers(), &key, &store).await {
+        Ok(Some(principal)) => admit(principal, req, next).await,
+        Ok(None) => ApiError::unauthorized()
+            .hint(
+                "send `Authorization: Bearer <master key or API key>` (the web UI's cookie is not accepted here; for a \
+                 browser, use a preview URL: `lap sessions url ID PORT`)",
+            )
+            .into_response(),
+        Err(refused) => refused.into_response(),
     }
-    match ui::cookie_auth(&sessions, req.method(), req.headers()).await {
-        ui::CookieAuth::Ok => next.run(req).await,
-        ui::CookieAuth::MissingCsrfHeader => ui::csrf_refused().into_response(),
-        ui::CookieAuth::None => unauthorized().into_response(),
+}
+
+/// Lets `principal` through when the matched route's rule allows its role.
+async fn admit(principal: Principal, mut req: Request, next: Next) -> Response {
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let needed = match roles::access(req.method(), &matched) {
+        Some(Access::Role(role)) => role,
+        // Open, metrics and terminal routes are not behind this layer; a route without a rule is refused.
+        other => {
+            tracing::error!(route = %matched, method = %req.method(), rule = ?other, "a route behind authentication has no role rule");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("{} {matched} has no access rule", req.method()),
+            )
+            .hint("this is a bug of lap: every route needs a row in src/api/roles.rs")
+            .into_response();
+        }
+    };
+    if principal.role() < needed {
+        let (user, role) = match &principal {
+            Principal::Key { user, role, .. } => (user.as_str(), *role),
+            Principal::Master => ("master", Role::Admin),
+        };
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "`{user}`'s key has the role `{role}`; {} {matched} needs `{needed}`",
+                req.method()
+            ),
+        )
+        .hint(format!(
+            "ask an admin for a key with that role: `lap keys create --user {user} --role {needed}`"
+        ))
+        .into_response();
     }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// The principal of a bearer token: `Ok(None)` without one (or with a token that is neither the
+/// master key nor an API key's shape), an error for an API key that is refused.
+async fn bearer(headers: &HeaderMap, key: &Secret, store: &Store) -> Result<Option<Principal>, ApiError> {
+    let Some(token) = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return Ok(None);
+    };
+    if key.ct_eq(token) {
+        return Ok(Some(Principal::Master));
+    }
+    if !token.starts_with(KEY_PREFIX.as_bytes()) {
+        // Not ours to judge here: the web UI's cookie may still let the request in.
+        return Ok(None);
+    }
+    let owner = store
+        .key_owner(super::teams::digest(token))
+        .await
+        .map_err(ApiError::from)?;
+    let Some(owner) = owner else {
+        return Err(ApiError::unauthorized().hint("this API key is unknown: an admin makes one with `lap keys create`"));
+    };
+    let refused = |why: String| {
+        Err(ApiError::unauthorized().hint(format!(
+            "{why}; ask an admin for a new one (`lap keys create --user {}`)",
+            owner.user
+        )))
+    };
+    if let Some(when) = &owner.revoked_at {
+        return refused(format!("this API key of `{}` was revoked at {when}", owner.user));
+    }
+    if owner.user_disabled {
+        return refused(format!("the user `{}` is disabled", owner.user));
+    }
+    if let Some(when) = &owner.expires_at
+        && *when <= store.timestamp()
+    {
+        return refused(format!("this API key of `{}` expired at {when}", owner.user));
+    }
+    Ok(Some(Principal::Key {
+        key_id: owner.key_id,
+        user: owner.user,
+        role: owner.role,
+    }))
 }
 
 /// Whether `headers` carry `Authorization: Bearer <key>`, compared in constant time.
@@ -40,10 +177,16 @@ pub fn has_master_key(headers: &HeaderMap, key: &Secret) -> bool {
         .is_some_and(|token| key.ct_eq(token))
 }
 
-/// The 401 every master-key route answers.
+/// The 401 of a route that takes the master key only (the web UI's sign-in, `/metrics`).
 pub fn unauthorized() -> ApiError {
     ApiError::unauthorized()
         .hint("send `Authorization: Bearer <master key>`; `lap config` shows where the CLI keeps it")
+}
+
+/// The 401 of an API route, which takes an API key too.
+fn unauthorized_api() -> ApiError {
+    ApiError::unauthorized()
+        .hint("send `Authorization: Bearer <master key or API key>`; `lap config` shows where the CLI keeps it")
 }
 
 /// Declares the bearer scheme in the OpenAPI document.
@@ -54,7 +197,14 @@ impl Modify for SecurityAddon {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "master_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "the master key, or an API key (`lap_key_…`) whose role the route allows (src/api/roles.rs)",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

@@ -66,6 +66,8 @@ impl From<StoreError> for ApiError {
             }
             StoreError::SnapshotNameTaken(_) => Self::new(StatusCode::CONFLICT, err.to_string())
                 .hint("pick another `--name`, or `lap snapshots delete NAME` first"),
+            StoreError::UserNameTaken(_) => Self::new(StatusCode::CONFLICT, err.to_string())
+                .hint("pick another name; `lap users list` shows the users there are"),
             other => {
                 tracing::error!(error = ?other, "store failure");
                 Self::internal()

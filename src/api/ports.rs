@@ -15,7 +15,8 @@
 //!   through and spliced).
 //!
 //! Trust. What a sandbox serves is hostile (DESIGN §0, invariant 8). The proxy path and the
-//! port-forward take only `Authorization: Bearer <master key>` — never the UI's cookie, so no
+//! port-forward take only `Authorization: Bearer` with the master key or a member's API key
+//! ([`auth::require_bearer`]) — never the UI's cookie, so no
 //! browser tab can be made to load sandbox content on the API's origin with the user's session —
 //! and their responses lose `Set-Cookie` and carry `Content-Security-Policy: sandbox` (an opaque
 //! origin) as a second wall. Browsers get previews: a separate listener, the *preview origin*
@@ -34,7 +35,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, reject
 use axum::extract::{Path, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{StatusCode, Uri};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -43,7 +43,6 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::control::ports::{PortConnection, Previews};
-use crate::secret::Secret;
 use crate::wire::api::{ErrorBody, PREFIX, SessionStatus};
 use crate::wire::ports::{
     CreatePreviewUrl, DEFAULT_PREVIEW_TTL_SECS, ListeningPorts, MAX_PREVIEW_TTL_SECS, PREVIEW_COOKIE,
@@ -51,7 +50,7 @@ use crate::wire::ports::{
 };
 
 use super::json::{ApiJson, ApiQuery};
-use super::{ApiError, AppState, auth, ui};
+use super::{ApiError, AppState, ui};
 
 /// Largest WebSocket message of a port-forward, each way.
 pub const MAX_FORWARD_MESSAGE: usize = 64 * 1024;
@@ -123,20 +122,6 @@ async fn connect(state: &AppState, uuid: Uuid, sandbox: &str, port: u16) -> Resu
                  the ports it listens on"
         ))
     })
-}
-
-/// Only `Authorization: Bearer <master key>`: the proxy path and the port-forward never take the
-/// UI's cookie (module doc).
-pub async fn require_bearer(Extension(key): Extension<Arc<Secret>>, req: Request, next: Next) -> Response {
-    if auth::has_master_key(req.headers(), &key) {
-        return next.run(req).await;
-    }
-    auth::unauthorized()
-        .hint(
-            "send `Authorization: Bearer <master key>` (the web UI's cookie is not accepted here; for a browser, \
-             use a preview URL: `lap sessions url ID PORT`)",
-        )
-        .into_response()
 }
 
 /// List the TCP ports the session's sandbox listens on (reachable at its `127.0.0.1`), read from

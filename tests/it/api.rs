@@ -40,7 +40,7 @@ const BRING_UP_DEADLINE: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 
 /// One `lap serve` application on a fresh data dir, reached without a socket.
-struct App {
+pub(crate) struct App {
     router: Router,
     /// The fake backend, shared with the server, to see which sandboxes exist.
     fake: Arc<Fake>,
@@ -50,15 +50,15 @@ struct App {
 
 /// A response: its status, its body parsed as JSON (`Null` when empty) and the raw body text.
 #[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    raw: String,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+    pub(crate) raw: String,
 }
 
 impl App {
     /// An application on the in-memory fake backend.
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let fake = Arc::new(Fake::default());
         Self::build(fake.clone(), fake)
     }
@@ -91,12 +91,12 @@ impl App {
         }
     }
 
-    fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// Sends a request as it is, with no header added.
-    async fn send(&self, request: Request<Body>) -> Reply {
+    pub(crate) async fn send(&self, request: Request<Body>) -> Reply {
         let response = self
             .router
             .clone()
@@ -118,6 +118,11 @@ impl App {
         Reply { status, body, raw }
     }
 
+    /// A request with the master key and a JSON body (`null`: none).
+    pub(crate) fn request_json(method: Method, path: &str, body: &Value) -> Request<Body> {
+        Self::request(method, path, (!body.is_null()).then_some(body))
+    }
+
     /// A request with the master key, and a JSON body when one is given.
     fn request(method: Method, path: &str, body: Option<&Value>) -> Request<Body> {
         let builder = Request::builder()
@@ -133,11 +138,11 @@ impl App {
         .expect("valid request")
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.send(Self::request(Method::GET, path, None)).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Reply {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Reply {
         self.send(Self::request(Method::POST, path, Some(&body))).await
     }
 
@@ -178,12 +183,12 @@ impl App {
     }
 
     /// Creates an agent with just a name and a harness.
-    async fn agent(&self, name: &str, harness: &str) -> Value {
+    pub(crate) async fn agent(&self, name: &str, harness: &str) -> Value {
         self.create_agent(json!({"name": name, "harness_id": harness})).await
     }
 
     /// Starts a session of `agent` (id or name) with an empty body.
-    async fn start_session(&self, agent: &str) -> Value {
+    pub(crate) async fn start_session(&self, agent: &str) -> Value {
         let reply = self.send(Self::request(Method::POST, &session_of(agent), None)).await;
         assert_eq!(reply.status, StatusCode::OK, "session create failed: {}", reply.raw);
         reply.body
@@ -2142,7 +2147,13 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
     assert_eq!(
         listed,
         [
+            "GET /api/v1/admin/keys",
+            "POST /api/v1/admin/keys",
+            "DELETE /api/v1/admin/keys/{id}",
             "GET /api/v1/admin/stats",
+            "GET /api/v1/admin/users",
+            "POST /api/v1/admin/users",
+            "PATCH /api/v1/admin/users/{name}",
             "GET /api/v1/health",
             "GET /api/v1/health/k8s",
             "GET /api/v1/managed_agents/agents",
@@ -2252,6 +2263,17 @@ async fn every_documented_operation_reaches_a_handler() {
                 reply.status,
                 reply.raw
             );
+            app.settle().await;
+            continue;
+        }
+        if path.starts_with("/api/v1/admin/users/") || path.starts_with("/api/v1/admin/keys/") {
+            // No user or key of that name or id (or an empty patch): a 4xx that says what to do.
+            assert!(
+                [StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST].contains(&reply.status),
+                "{method} {uri}: {}",
+                reply.raw
+            );
+            assert!(reply.body["hint"].is_string(), "{method} {uri}: {}", reply.raw);
             app.settle().await;
             continue;
         }

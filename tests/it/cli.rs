@@ -980,7 +980,7 @@ fn rest_lists_agents_in_laps_shape_with_the_master_key() {
     let (home, server) = home_with_demo();
     let _r = home.redactions();
     let (status, body) = server.http_get("/api/v1/managed_agents/agents", None);
-    assert_snapshot!(format!("{status} {body}"), @r#"401 {"error":"unauthorized","hint":"send `Authorization: Bearer <master key>`; `lap config` shows where the CLI keeps it"}"#);
+    assert_snapshot!(format!("{status} {body}"), @r#"401 {"error":"unauthorized","hint":"send `Authorization: Bearer <master key or API key>`; `lap config` shows where the CLI keeps it"}"#);
     let (status, body) = server.http_get("/api/v1/managed_agents/agents", Some(&server.master_key()));
     assert_eq!(status, 200, "{body}");
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -39,6 +39,7 @@ mod sdk_python;
 mod sdk_typescript;
 mod send_abort;
 mod session_vault;
+mod teams;
 mod tty;
 mod ui;
 mod ui_files;

@@ -83,6 +83,20 @@ export interface AgentVolume {
     /** Bytes it holds on the server (only in `GET /agents/{id}`; ignored in a request body). */
     size_bytes?: number | null;
 }
+/** An API key as listed: never the key itself. */
+export interface ApiKey {
+    created_at: string;
+    /** When it stops working (RFC 3339), if ever. */
+    expires_at?: string | null;
+    id: string;
+    /** The key's first characters (`lap_key_` and 4 more), to tell keys apart. */
+    prefix: string;
+    /** When it was revoked, if it was. */
+    revoked_at?: string | null;
+    role: Role;
+    /** Its user's name. */
+    user: string;
+}
 export interface CacheTokens {
     read: number;
     write: number;
@@ -154,6 +168,11 @@ export interface CreateSnapshot {
     /** Unique name, `[A-Za-z0-9._-]`, at most 64 characters, not starting with `.` (default: generated). */
     name?: string | null;
 }
+/** The answer to `POST /api/v1/admin/keys`: the key itself, this once. */
+export type CreatedApiKey = ApiKey & {
+    /** The key: send it as `Authorization: Bearer <key>`. It is not stored and not shown again. */
+    key: string;
+};
 /** A credential as the API shows it: never the value. */
 export interface CredentialInfo {
     /** A short keyed hash of the value, to tell two values apart without revealing either. */
@@ -445,6 +464,19 @@ export interface MessageTime {
     completed?: number | null;
     created: number;
 }
+/** `POST /api/v1/admin/keys`. */
+export interface NewApiKey {
+    /** Seconds until the key is refused; none: it does not expire. */
+    expires_in_seconds?: number | null;
+    role: Role;
+    /** The user the key acts as (by name). */
+    user: string;
+}
+/** `POST /api/v1/admin/users`. */
+export interface NewUser {
+    /** Letters, digits, `.`, `_`, `-` and `@`; 1 to 64 characters; unique. */
+    name: string;
+}
 /** One part of a message. */
 export type Part = {
     id: string;
@@ -480,7 +512,8 @@ export interface RevokedPreviewUrls {
     revoked_before: string;
     session_id: string;
 }
-export type Role = "user" | "assistant";
+/** What a key may do, from least to most. */
+export type Role = "viewer" | "member" | "admin";
 /** The user's turn: a non-blank `text`, or `parts` of type `text` (each non-blank), or both (joined by a blank line); at most 262144 characters in all. */
 export type SendMessage = {
     parts?: {
@@ -636,6 +669,19 @@ export interface Uploaded {
     entries: number;
     /** Where it was written (absolute). */
     path: string;
+}
+/** A user. */
+export interface User {
+    created_at: string;
+    /** A disabled user's keys are refused. */
+    disabled: boolean;
+    id: string;
+    name: string;
+}
+/** `PATCH /api/v1/admin/users/{name}`. */
+export interface UserPatch {
+    /** `true` refuses every key of the user at once; `false` lets them in again. */
+    disabled: boolean;
 }
 export interface WarmGroup {
     /** `None`: made for any agent of the harness. */

@@ -1,0 +1,162 @@
+//! Users and API keys (admin only): `GET|POST /api/v1/admin/users`, `PATCH
+//! /api/v1/admin/users/{name}`, `GET|POST /api/v1/admin/keys`, `DELETE /api/v1/admin/keys/{id}`.
+//! A key is shown once, in the answer to its creation; `lap serve` keeps its SHA-256 digest.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::store::teams::NewKeyRow;
+use crate::wire::api::ErrorBody;
+use crate::wire::teams::{ApiKey, CreatedApiKey, KEY_PREFIX, NewApiKey, NewUser, User, UserPatch, check_user_name};
+
+use super::json::ApiJson;
+use super::{ApiError, AppState};
+
+/// The longest a key may be made to last: ten years.
+const MAX_EXPIRY_SECONDS: u64 = 10 * 365 * 24 * 3600;
+/// Characters of a key kept to tell it apart (after `lap_key_`).
+const PREFIX_CHARS: usize = 4;
+
+/// The SHA-256 digest of a key, as stored.
+pub fn digest(key: &[u8]) -> [u8; 32] {
+    let hash = ring::digest::digest(&ring::digest::SHA256, key);
+    hash.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+fn new_key() -> String {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new().fill(&mut bytes).expect("system random generator");
+    format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn no_user(name: &str) -> ApiError {
+    ApiError::not_found(format!("no user named `{name}`"))
+        .hint("`lap users list` shows the users; `lap users create NAME` adds one")
+}
+
+/// List users.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "teams", security(("master_key" = [])),
+    responses((status = 200, body = Vec<User>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<User>>, ApiError> {
+    Ok(Json(state.store.list_users().await?))
+}
+
+/// Create a user (then give them a key: `POST /api/v1/admin/keys`).
+#[utoipa::path(post, path = "/api/v1/admin/users", tag = "teams", request_body = NewUser,
+    security(("master_key" = [])),
+    responses((status = 201, body = User), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the name is taken")))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    check_user_name(&body.name).map_err(|why| ApiError::bad_request(why).hint("e.g. `ada` or `ada@example.com`"))?;
+    Ok((StatusCode::CREATED, Json(state.store.create_user(body.name).await?)))
+}
+
+/// Disable a user (every key of theirs is refused at once) or enable them again.
+#[utoipa::path(patch, path = "/api/v1/admin/users/{name}", tag = "teams", request_body = UserPatch,
+    params(("name" = String, Path, description = "user name")), security(("master_key" = [])),
+    responses((status = 200, body = User), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UserPatch>,
+) -> Result<Json<User>, ApiError> {
+    let user = state.store.set_user_disabled(name.clone(), body.disabled).await?;
+    user.map(Json).ok_or_else(|| no_user(&name))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeysQuery {
+    /// Only this user's keys.
+    pub user: Option<String>,
+}
+
+/// List API keys (never the keys themselves: their first characters).
+#[utoipa::path(get, path = "/api/v1/admin/keys", tag = "teams", params(KeysQuery), security(("master_key" = [])),
+    responses((status = 200, body = Vec<ApiKey>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Query(query): Query<KeysQuery>,
+) -> Result<Json<Vec<ApiKey>>, ApiError> {
+    if let Some(user) = &query.user
+        && state.store.find_user(user.clone()).await?.is_none()
+    {
+        return Err(no_user(user));
+    }
+    Ok(Json(state.store.list_keys(query.user).await?))
+}
+
+/// Create an API key acting as a user with a role. The answer holds the key, this once.
+#[utoipa::path(post, path = "/api/v1/admin/keys", tag = "teams", request_body = NewApiKey,
+    security(("master_key" = [])),
+    responses((status = 201, body = CreatedApiKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such user")))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
+    let expires_at = match body.expires_in_seconds {
+        None => None,
+        Some(seconds) if (1..=MAX_EXPIRY_SECONDS).contains(&seconds) => Some(crate::store::format_timestamp(
+            state.store.now_utc() + time::Duration::seconds(seconds as i64),
+        )),
+        Some(seconds) => {
+            return Err(ApiError::bad_request(format!(
+                "`expires_in_seconds` is {seconds}: a key lasts 1 s to 10 years"
+            ))
+            .hint("leave it out for a key that does not expire; revoke one with `lap keys revoke ID`"));
+        }
+    };
+    let user = state
+        .store
+        .find_user(body.user.clone())
+        .await?
+        .ok_or_else(|| no_user(&body.user))?;
+    if user.disabled {
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, format!("the user `{}` is disabled", user.name))
+                .hint(format!("enable them first: `lap users enable {}`", user.name)),
+        );
+    }
+    let key = new_key();
+    let info = state
+        .store
+        .insert_key(NewKeyRow {
+            user_id: user.id,
+            role: body.role,
+            digest: digest(key.as_bytes()),
+            prefix: key[..KEY_PREFIX.len() + PREFIX_CHARS].to_owned(),
+            expires_at,
+        })
+        .await?;
+    tracing::info!(user = %user.name, role = %body.role, key = %info.id, "API key created");
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { key, info })))
+}
+
+/// Revoke an API key: refused from the next request on.
+#[utoipa::path(delete, path = "/api/v1/admin/keys/{id}", tag = "teams",
+    params(("id" = String, Path, description = "key id (from `GET /api/v1/admin/keys`)")), security(("master_key" = [])),
+    responses((status = 200, body = ApiKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ApiKey>, ApiError> {
+    let uuid = uuid::Uuid::parse_str(&id).map_err(|_| {
+        ApiError::bad_request(format!("`{id}` is not a key id")).hint("`lap keys list` shows each key's id")
+    })?;
+    let key = state.store.revoke_key(uuid).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no API key with id `{id}`")).hint("`lap keys list` shows each key's id")
+    })?;
+    tracing::info!(user = %key.user, key = %key.id, "API key revoked");
+    Ok(Json(key))
+}

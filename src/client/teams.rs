@@ -1,0 +1,38 @@
+//! The client's calls about users and API keys (`api/teams.rs` serves them; admin only).
+
+use reqwest::Method;
+
+use super::{Client, ClientError, encode};
+use crate::wire::teams::{ApiKey, CreatedApiKey, KEYS_PATH, NewApiKey, NewUser, USERS_PATH, User, UserPatch};
+
+impl Client {
+    pub async fn list_users(&self) -> Result<Vec<User>, ClientError> {
+        self.call::<_, ()>(Method::GET, USERS_PATH, None).await
+    }
+
+    pub async fn create_user(&self, body: &NewUser) -> Result<User, ClientError> {
+        self.call(Method::POST, USERS_PATH, Some(body)).await
+    }
+
+    pub async fn update_user(&self, name: &str, body: &UserPatch) -> Result<User, ClientError> {
+        self.call(Method::PATCH, &format!("{USERS_PATH}/{}", encode(name)), Some(body))
+            .await
+    }
+
+    pub async fn list_keys(&self, user: Option<&str>) -> Result<Vec<ApiKey>, ClientError> {
+        let path = match user {
+            Some(user) => format!("{KEYS_PATH}?user={}", encode(user)),
+            None => KEYS_PATH.to_owned(),
+        };
+        self.call::<_, ()>(Method::GET, &path, None).await
+    }
+
+    pub async fn create_key(&self, body: &NewApiKey) -> Result<CreatedApiKey, ClientError> {
+        self.call(Method::POST, KEYS_PATH, Some(body)).await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<ApiKey, ClientError> {
+        self.call::<_, ()>(Method::DELETE, &format!("{KEYS_PATH}/{}", encode(id)), None)
+            .await
+    }
+}

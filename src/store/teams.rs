@@ -1,0 +1,209 @@
+//! Users and their API keys (wire/teams.rs): a key is stored as its SHA-256 digest and its first
+//! characters, never as itself; revoking stamps `revoked_at`, so the listing keeps what happened.
+
+use rusqlite::{OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::wire::teams::{ApiKey, Role, User};
+
+/// A key found by its digest, with what decides whether it is let in.
+#[derive(Debug, Clone)]
+pub struct KeyOwner {
+    pub key_id: Uuid,
+    pub user_id: Uuid,
+    pub user: String,
+    pub role: Role,
+    pub user_disabled: bool,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// A key to store.
+pub struct NewKeyRow {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub digest: [u8; 32],
+    pub prefix: String,
+    pub expires_at: Option<String>,
+}
+
+fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: parse_id(row.get::<_, String>(0)?),
+        name: row.get(1)?,
+        disabled: row.get(2)?,
+        created_at: row.get(3)?,
+    })
+}
+
+fn key_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: parse_id(row.get::<_, String>(0)?),
+        user: row.get(1)?,
+        role: Role::parse(&row.get::<_, String>(2)?).unwrap_or(Role::Viewer),
+        prefix: row.get(3)?,
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        revoked_at: row.get(6)?,
+    })
+}
+
+/// Ids are written by this module only, always as UUIDs.
+fn parse_id(text: String) -> Uuid {
+    Uuid::parse_str(&text).unwrap_or_default()
+}
+
+const KEY_COLUMNS: &str = "k.id, u.name, k.role, k.prefix, k.created_at, k.expires_at, k.revoked_at";
+
+impl Store {
+    pub async fn create_user(&self, name: String) -> Result<User, StoreError> {
+        let now = self.timestamp();
+        self.call(move |conn, _| {
+            let id = Uuid::new_v4();
+            let inserted = conn.execute(
+                "INSERT INTO users (id, name, disabled, created_at) VALUES (?1, ?2, 0, ?3)",
+                params![id.to_string(), name, now],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    return Err(StoreError::UserNameTaken(name));
+                }
+                other => other?,
+            };
+            Ok(User {
+                id,
+                name,
+                disabled: false,
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    /// Every user, oldest first.
+    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.call(|conn, _| {
+            Ok(conn
+                .prepare("SELECT id, name, disabled, created_at FROM users ORDER BY created_at, name")?
+                .query_map([], user_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn find_user(&self, name: String) -> Result<Option<User>, StoreError> {
+        self.call(move |conn, _| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, name, disabled, created_at FROM users WHERE name = ?1",
+                    [name],
+                    user_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Disables or enables a user; the user after, or `None` when there is none of that name.
+    pub async fn set_user_disabled(&self, name: String, disabled: bool) -> Result<Option<User>, StoreError> {
+        self.call(move |conn, _| {
+            conn.execute(
+                "UPDATE users SET disabled = ?1 WHERE name = ?2",
+                params![disabled, name],
+            )?;
+            Ok(conn
+                .query_row(
+                    "SELECT id, name, disabled, created_at FROM users WHERE name = ?1",
+                    [name],
+                    user_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn insert_key(&self, key: NewKeyRow) -> Result<ApiKey, StoreError> {
+        let now = self.timestamp();
+        self.call(move |conn, _| {
+            let id = Uuid::new_v4();
+            conn.execute(
+                "INSERT INTO api_keys (id, user_id, role, digest, prefix, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id.to_string(),
+                    key.user_id.to_string(),
+                    key.role.as_str(),
+                    key.digest.as_slice(),
+                    key.prefix,
+                    now,
+                    key.expires_at,
+                ],
+            )?;
+            Ok(conn.query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = ?1"),
+                [id.to_string()],
+                key_row,
+            )?)
+        })
+        .await
+    }
+
+    /// Every key, oldest first; of one user when `user` is given.
+    pub async fn list_keys(&self, user: Option<String>) -> Result<Vec<ApiKey>, StoreError> {
+        self.call(move |conn, _| {
+            Ok(conn
+                .prepare(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id
+                     WHERE ?1 IS NULL OR u.name = ?1 ORDER BY k.created_at, k.id"
+                ))?
+                .query_map([user], key_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Revokes a key (stamping now, once); the key after, or `None` when there is no such key.
+    pub async fn revoke_key(&self, id: Uuid) -> Result<Option<ApiKey>, StoreError> {
+        let now = self.timestamp();
+        self.call(move |conn, _| {
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                params![now, id.to_string()],
+            )?;
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = ?1"),
+                    [id.to_string()],
+                    key_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// The key whose digest is `digest`, with its user.
+    pub async fn key_owner(&self, digest: [u8; 32]) -> Result<Option<KeyOwner>, StoreError> {
+        self.call(move |conn, _| {
+            Ok(conn
+                .query_row(
+                    "SELECT k.id, u.id, u.name, k.role, u.disabled, k.expires_at, k.revoked_at
+                     FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.digest = ?1",
+                    [digest.as_slice()],
+                    |row| {
+                        Ok(KeyOwner {
+                            key_id: parse_id(row.get(0)?),
+                            user_id: parse_id(row.get(1)?),
+                            user: row.get(2)?,
+                            role: Role::parse(&row.get::<_, String>(3)?).unwrap_or(Role::Viewer),
+                            user_disabled: row.get(4)?,
+                            expires_at: row.get(5)?,
+                            revoked_at: row.get(6)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+}

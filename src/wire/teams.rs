@@ -1,0 +1,138 @@
+//! Users and their API keys (`/api/v1/admin/users`, `/api/v1/admin/keys`, admin only).
+//!
+//! A key is `lap_key_` and 43 characters of base64url randomness (256 bits). It is shown once, in
+//! the answer to its creation; `lap serve` keeps only its SHA-256 digest. A key acts as its user
+//! with its [`Role`]: a `viewer` reads, a `member` also creates and drives sessions, an `admin` does
+//! everything, users and keys included. The master key stays the bootstrap admin.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The path of the users collection.
+pub const USERS_PATH: &str = "/api/v1/admin/users";
+/// The path of the keys collection.
+pub const KEYS_PATH: &str = "/api/v1/admin/keys";
+/// What every API key begins with (the master key never does).
+pub const KEY_PREFIX: &str = "lap_key_";
+/// The longest user name.
+pub const MAX_USER_NAME: usize = 64;
+
+/// What a key may do, from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads: lists, shows, histories, event streams; changes nothing.
+    Viewer,
+    /// A viewer who also creates, drives and deletes sessions (terminals, exec, messages, files,
+    /// ports, snapshots).
+    Member,
+    /// Everything, agents, users and keys included.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Member => "member",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "viewer" => Some(Self::Viewer),
+            "member" => Some(Self::Member),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /api/v1/admin/users`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// Letters, digits, `.`, `_`, `-` and `@`; 1 to 64 characters; unique.
+    pub name: String,
+}
+
+/// A user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+    /// A disabled user's keys are refused.
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+/// `PATCH /api/v1/admin/users/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// `true` refuses every key of the user at once; `false` lets them in again.
+    pub disabled: bool,
+}
+
+/// `POST /api/v1/admin/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// The user the key acts as (by name).
+    pub user: String,
+    pub role: Role,
+    /// Seconds until the key is refused; none: it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: Uuid,
+    /// Its user's name.
+    pub user: String,
+    pub role: Role,
+    /// The key's first characters (`lap_key_` and 4 more), to tell keys apart.
+    pub prefix: String,
+    pub created_at: String,
+    /// When it stops working (RFC 3339), if ever.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// When it was revoked, if it was.
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+}
+
+/// The answer to `POST /api/v1/admin/keys`: the key itself, this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The key: send it as `Authorization: Bearer <key>`. It is not stored and not shown again.
+    pub key: String,
+    #[serde(flatten)]
+    pub info: ApiKey,
+}
+
+/// Whether `name` is a valid user name, and why not.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_USER_NAME {
+        return Err(format!("a user name has 1 to {MAX_USER_NAME} characters"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
+    {
+        return Err(format!(
+            "a user name holds letters, digits, `.`, `_`, `-` and `@`, not {bad:?}"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Users and API keys with roles (issue 19, part 1): every route's rule, each role against every
+//! route, keys shown once and stored as digests, refused at once when revoked, expired or their
+//! user disabled, and the CLI a team member uses.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+
+use lap::api::roles::{Access, RULES};
+use lap::wire::teams::Role;
+
+use crate::api::{App, Reply};
+use crate::support::{Home, TestServer, lap, wait_until_async};
+
+const USERS: &str = "/api/v1/admin/users";
+const KEYS: &str = "/api/v1/admin/keys";
+/// How long a key made to expire in a second may still be let in.
+const EXPIRY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A request with `key` as the bearer, and a JSON body when one is given.
+fn with_key(method: Method, path: &str, key: &str, body: Option<&Value>) -> Request<Body> {
+    let builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(AUTHORIZATION, format!("Bearer {key}"));
+    match body {
+        Some(body) => builder
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string())),
+        None => builder.body(Body::empty()),
+    }
+    .expect("valid request")
+}
+
+/// Makes a user `name` (if new) and a key of `role` for them; returns the key.
+async fn key_for(app: &App, name: &str, role: &str) -> String {
+    let made = app.post(USERS, json!({"name": name})).await;
+    assert!(
+        made.status == StatusCode::CREATED || made.status == StatusCode::CONFLICT,
+        "{}",
+        made.raw
+    );
+    let created = app.post(KEYS, json!({"user": name, "role": role})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    created.body["key"].as_str().expect("the key, once").to_owned()
+}
+
+/// `path` with its parameters filled: ids that exist nowhere, a port, a file path.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "3f0c6a52-7d4e-4a8e-9d43-5b1f0e2a9c11")
+        .replace("{name}", "nobody")
+        .replace("{hsid}", "ses_none")
+        .replace("{port}", "8080")
+        .replace("{path}", "index.html")
+}
+
+fn role_rank(role: Role) -> u8 {
+    match role {
+        Role::Viewer => 0,
+        Role::Member => 1,
+        Role::Admin => 2,
+    }
+}
+
+#[test]
+fn every_documented_route_has_an_access_rule_and_every_rule_a_route() {
+    let doc = serde_json::to_value(lap::api::openapi()).expect("the document serialises");
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let missing: Vec<_> = documented
+        .iter()
+        .filter(|(method, path)| !RULES.iter().any(|(m, p, _)| p == path && (*m == "*" || m == method)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "routes without a row in src/api/roles.rs (each needs one: who may call it): {missing:?}"
+    );
+    let stale: Vec<_> = RULES
+        .iter()
+        .filter(|(m, p, _)| {
+            !documented
+                .iter()
+                .any(|(method, path)| path == p && (*m == "*" || m == method))
+        })
+        .collect();
+    assert!(stale.is_empty(), "rows of src/api/roles.rs for no route: {stale:?}");
+}
+
+/// Each role against every route behind a role: below the route's role a 403 that names both, at
+/// or above it the route's own answer (here a 4xx about the made-up ids, never 401 or 403).
+#[tokio::test]
+async fn each_role_reaches_exactly_the_routes_its_rank_allows() {
+    let app = App::new();
+    let keys = [
+        (Role::Viewer, key_for(&app, "vera", "viewer").await),
+        (Role::Member, key_for(&app, "max", "member").await),
+        (Role::Admin, key_for(&app, "ada", "admin").await),
+    ];
+    let mut checked = 0;
+    for (method, path, access) in RULES {
+        let Access::Role(needed) = access else { continue };
+        let method = if *method == "*" { "POST" } else { method };
+        let method = Method::from_bytes(method.as_bytes()).expect("a method");
+        for (role, key) in &keys {
+            let reply = app
+                .send(with_key(method.clone(), &concrete(path), key, Some(&json!({}))))
+                .await;
+            if role_rank(*role) >= role_rank(*needed) {
+                assert!(
+                    reply.status != StatusCode::FORBIDDEN && reply.status != StatusCode::UNAUTHORIZED,
+                    "{role} was refused {method} {path}: {} {}",
+                    reply.status,
+                    reply.raw
+                );
+            } else {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::FORBIDDEN,
+                    "{role} reached {method} {path}: {}",
+                    reply.raw
+                );
+                let error = reply.body["error"].as_str().unwrap_or_default();
+                assert!(
+                    error.contains(&format!("role `{role}`")) && error.contains(&format!("needs `{needed}`")),
+                    "{error}"
+                );
+                assert!(
+                    reply.body["hint"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("lap keys create")
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "only {checked} role/route pairs were tried");
+}
+
+/// A member drives a session from start to delete; a viewer sees it and cannot delete it.
+#[tokio::test]
+async fn a_member_drives_a_session_and_a_viewer_only_reads_it() {
+    let app = App::new();
+    app.agent("helper", "shell").await;
+    let member = key_for(&app, "max", "member").await;
+    let viewer = key_for(&app, "vera", "viewer").await;
+    let started = app
+        .send(with_key(
+            Method::POST,
+            "/api/v1/managed_agents/agents/helper/session",
+            &member,
+            None,
+        ))
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.raw);
+    let session = format!(
+        "/api/v1/managed_agents/sessions/{}",
+        started.body["id"].as_str().unwrap()
+    );
+    let seen = app.send(with_key(Method::GET, &session, &viewer, None)).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.raw);
+    let refused = app.send(with_key(Method::DELETE, &session, &viewer, None)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.raw);
+    let deleted = app.send(with_key(Method::DELETE, &session, &member, None)).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.raw);
+    let agent = app
+        .send(with_key(
+            Method::DELETE,
+            "/api/v1/managed_agents/agents/helper",
+            &member,
+            None,
+        ))
+        .await;
+    assert_eq!(
+        agent.status,
+        StatusCode::FORBIDDEN,
+        "a member deleted an agent: {}",
+        agent.raw
+    );
+}
+
+#[tokio::test]
+async fn a_key_is_shown_once_and_only_its_digest_is_stored() {
+    let app = App::new();
+    let key = key_for(&app, "ada", "member").await;
+    assert!(
+        key.starts_with("lap_key_") && key.len() == "lap_key_".len() + 43,
+        "{key}"
+    );
+    let listed = app.get(KEYS).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(!listed.raw.contains(&key), "the listing holds the key: {}", listed.raw);
+    assert_eq!(listed.body[0]["prefix"], key[.."lap_key_".len() + 4]);
+    assert_eq!(listed.body[0]["user"], "ada");
+    assert_eq!(listed.body[0]["role"], "member");
+    for entry in std::fs::read_dir(app.data_dir()).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).expect("read");
+            let secret = &key.as_bytes()["lap_key_".len() + 4..];
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "{} holds the key",
+                path.display()
+            );
+        }
+    }
+}
+
+fn hint(reply: &Reply) -> &str {
+    reply.body["hint"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_revoked_key_or_a_disabled_users_key_is_refused_from_the_next_request() {
+    let app = App::new();
+    let sessions = "/api/v1/managed_agents/sessions";
+    let key = key_for(&app, "ada", "viewer").await;
+    assert_eq!(
+        app.send(with_key(Method::GET, sessions, &key, None)).await.status,
+        StatusCode::OK
+    );
+
+    let disabled = app
+        .send(App::request_json(
+            Method::PATCH,
+            &format!("{USERS}/ada"),
+            &json!({"disabled": true}),
+        ))
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.raw);
+    let refused = app.send(with_key(Method::GET, sessions, &key, None)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(hint(&refused).contains("the user `ada` is disabled"), "{}", refused.raw);
+    let made = app.post(KEYS, json!({"user": "ada", "role": "viewer"})).await;
+    assert_eq!(
+        made.status,
+        StatusCode::CONFLICT,
+        "a disabled user got a key: {}",
+        made.raw
+    );
+    app.send(App::request_json(
+        Method::PATCH,
+        &format!("{USERS}/ada"),
+        &json!({"disabled": false}),
+    ))
+    .await;
+    assert_eq!(
+        app.send(with_key(Method::GET, sessions, &key, None)).await.status,
+        StatusCode::OK
+    );
+
+    let id = app.get(KEYS).await.body[0]["id"].as_str().expect("key id").to_owned();
+    let revoked = app
+        .send(App::request_json(Method::DELETE, &format!("{KEYS}/{id}"), &json!(null)))
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
+    assert!(revoked.body["revoked_at"].is_string(), "{}", revoked.raw);
+    let refused = app.send(with_key(Method::GET, sessions, &key, None)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(hint(&refused).contains("was revoked at"), "{}", refused.raw);
+}
+
+#[tokio::test]
+async fn an_expired_key_is_refused() {
+    let app = App::new();
+    app.post(USERS, json!({"name": "ada"})).await;
+    let created = app
+        .post(KEYS, json!({"user": "ada", "role": "viewer", "expires_in_seconds": 1}))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    assert!(created.body["expires_at"].is_string(), "{}", created.raw);
+    let key = created.body["key"].as_str().unwrap().to_owned();
+    let refused = wait_until_async("the key to expire", EXPIRY_DEADLINE, || async {
+        let reply = app
+            .send(with_key(Method::GET, "/api/v1/managed_agents/sessions", &key, None))
+            .await;
+        if reply.status == StatusCode::UNAUTHORIZED {
+            Ok(reply)
+        } else {
+            Err(reply.raw)
+        }
+    })
+    .await;
+    assert!(hint(&refused).contains("expired at"), "{}", refused.raw);
+}
+
+#[tokio::test]
+async fn bad_users_and_keys_get_clear_errors_and_change_nothing() {
+    let app = App::new();
+    let cases = [
+        (
+            USERS,
+            json!({"name": ""}),
+            StatusCode::BAD_REQUEST,
+            "1 to 64 characters",
+        ),
+        (USERS, json!({"name": "a b"}), StatusCode::BAD_REQUEST, "not ' '"),
+        (
+            USERS,
+            json!({"name": "ada", "admin": true}),
+            StatusCode::BAD_REQUEST,
+            "admin",
+        ),
+        (
+            KEYS,
+            json!({"user": "nobody", "role": "viewer"}),
+            StatusCode::NOT_FOUND,
+            "no user named `nobody`",
+        ),
+        (
+            KEYS,
+            json!({"user": "ada", "role": "owner"}),
+            StatusCode::BAD_REQUEST,
+            "owner",
+        ),
+        (
+            KEYS,
+            json!({"user": "ada", "role": "viewer", "expires_in_seconds": 0}),
+            StatusCode::BAD_REQUEST,
+            "1 s to 10 years",
+        ),
+    ];
+    for (path, body, status, says) in cases {
+        let reply = app.post(path, body.clone()).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.raw);
+        assert!(reply.raw.contains(says), "{body}: {}", reply.raw);
+    }
+    assert_eq!(
+        app.post(USERS, json!({"name": "ada"})).await.status,
+        StatusCode::CREATED
+    );
+    let again = app.post(USERS, json!({"name": "ada"})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(hint(&again).contains("lap users list"), "{}", again.raw);
+    let unknown = app
+        .send(App::request_json(
+            Method::DELETE,
+            &format!("{KEYS}/3f0c6a52-7d4e-4a8e-9d43-5b1f0e2a9c11"),
+            &json!(null),
+        ))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.raw);
+    let malformed = app
+        .send(App::request_json(Method::DELETE, &format!("{KEYS}/nope"), &json!(null)))
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{}", malformed.raw);
+    let users = app.get(USERS).await;
+    assert_eq!(users.body.as_array().map(Vec::len), Some(1), "{}", users.raw);
+    assert_eq!(app.get(KEYS).await.body, json!([]));
+    let unknown_key = app
+        .send(with_key(
+            Method::GET,
+            USERS,
+            "lap_key_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            None,
+        ))
+        .await;
+    assert_eq!(unknown_key.status, StatusCode::UNAUTHORIZED);
+    assert!(hint(&unknown_key).contains("unknown"), "{}", unknown_key.raw);
+}
+
+/// What a team does from the command line: the admin makes a user and a viewer key; the user logs
+/// in with it, lists sessions, and is told what their role cannot do.
+#[test]
+fn the_cli_makes_users_and_keys_and_a_viewer_logs_in_with_one() {
+    let admin = Home::new();
+    let server = TestServer::start(&admin);
+    lap(&admin, ["users", "create", "vera"]).success();
+    let listed = lap(&admin, ["users", "list", "--json"]).success().json();
+    assert_eq!(listed[0]["name"], "vera");
+    let created = lap(
+        &admin,
+        [
+            "keys",
+            "create",
+            "--user",
+            "vera",
+            "--role",
+            "viewer",
+            "--expires",
+            "30d",
+        ],
+    )
+    .success();
+    let key = created.out().trim().to_owned();
+    assert!(key.starts_with("lap_key_"), "stdout is the key alone: {key:?}");
+    let keys = lap(&admin, ["keys", "list", "--json"]).success().json();
+    assert_eq!(keys[0]["role"], "viewer");
+    assert!(keys[0]["expires_at"].is_string());
+
+    let vera = Home::new();
+    vera.lap()
+        .stdin(format!("{key}\n"))
+        .run(["login", "--url", &server.url, "--key-stdin"])
+        .success();
+    lap(&vera, ["sessions", "list"]).success();
+    let refused = lap(&vera, ["agents", "create", "helper", "--harness", "shell"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("has the role `viewer`") && refused.stderr.contains("needs `admin`"),
+        "{refused}"
+    );
+    let refused = lap(&vera, ["users", "list"]);
+    assert!(
+        refused.code != 0 && refused.stderr.contains("needs `admin`"),
+        "{refused}"
+    );
+
+    let id = keys[0]["id"].as_str().unwrap();
+    lap(&admin, ["keys", "revoke", id]).success();
+    let revoked = lap(&vera, ["sessions", "list"]);
+    assert!(revoked.code != 0 && revoked.stderr.contains("was revoked"), "{revoked}");
+    let bad = lap(&admin, ["keys", "create", "--user", "vera", "--role", "owner"]);
+    assert!(bad.code == 2 && bad.stderr.contains("not a role"), "{bad}");
+}
