@@ -347,15 +347,11 @@ pub fn raise_descriptor_limit(unlimited: u64) -> io::Result<Option<DescriptorLim
         return Err(io::Error::last_os_error());
     }
     let count = |value: libc::rlim_t| {
-        if value == libc::RLIM_INFINITY {
-            unlimited
-        } else {
-            value as u64
-        }
+        if value == libc::RLIM_INFINITY { unlimited } else { value }
     };
     let (was, hard) = (count(limit.rlim_cur), count(limit.rlim_max));
     if limit.rlim_cur != libc::RLIM_INFINITY && was < hard {
-        limit.rlim_cur = hard as libc::rlim_t;
+        limit.rlim_cur = hard;
         // SAFETY: `setrlimit` reads one `rlimit`; raising the soft limit up to the hard one
         // needs no privilege.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {

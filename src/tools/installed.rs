@@ -152,6 +152,7 @@ pub fn missing(harness: &Harness) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn versions_are_read_as_the_tools_print_them() {
