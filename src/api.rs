@@ -20,6 +20,7 @@ mod files;
 mod health;
 mod json;
 mod messages;
+mod owners;
 // Issue 17 part 1 (ports).
 pub mod ports;
 pub mod roles;

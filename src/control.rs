@@ -465,7 +465,10 @@ impl Control {
 
     /// Stops every live session of an agent, then deletes the agent with its sessions and credentials.
     pub async fn delete_agent(&self, agent_id: Uuid) -> Result<bool, ControlError> {
-        let live = self.store.list_sessions(Some(agent_id), u32::MAX).await?;
+        let live = self
+            .store
+            .list_sessions(Some(agent_id), u32::MAX, crate::store::Scope::All)
+            .await?;
         for row in live.iter().filter(|row| !row.status.is_terminal()) {
             self.delete_session(row.id).await?;
         }

@@ -27,6 +27,7 @@ use crate::wire::api::{Agent, AgentLimits, AgentVolume, CredentialInfo, Intercep
 use crate::wire::vault::{Injection, RequestRule, default_injection};
 
 use seal::Sealer;
+pub use teams::Scope;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +228,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
     expires_at TEXT,
     revoked_at TEXT
 );
+-- Who made an agent, session or snapshot through an API key (none: the master key's, the team's).
+CREATE TABLE IF NOT EXISTS owners (
+    kind      TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    PRIMARY KEY (kind, object_id)
+);
+CREATE INDEX IF NOT EXISTS owners_by_user ON owners (user_id, kind);
 "#,
 ];
 
@@ -470,14 +479,18 @@ impl Store {
         search: Option<String>,
         limit: u32,
         offset: u32,
+        scope: Scope,
     ) -> Result<(Vec<Agent>, u64), StoreError> {
         self.call(move |conn, _| {
             let pattern = format!("%{}%", like_literal(&search.unwrap_or_default().to_lowercase()));
-            let filter = r"lower(name) LIKE ?1 ESCAPE '\' OR id LIKE ?1 ESCAPE '\'
-                OR lower(harness_id) LIKE ?1 ESCAPE '\'";
+            // A member sees the team's agents (no owner) and their own.
+            let filter = r"(lower(name) LIKE ?1 ESCAPE '\' OR id LIKE ?1 ESCAPE '\'
+                OR lower(harness_id) LIKE ?1 ESCAPE '\')
+                AND (?4 IS NULL OR id NOT IN (SELECT object_id FROM owners WHERE kind = 'agent' AND user_id != ?4))";
+            let member = scope.member();
             let total: i64 = conn.query_row(
                 &format!("SELECT count(*) FROM agents WHERE {filter}"),
-                [&pattern],
+                params![&pattern, Option::<u32>::None, Option::<u32>::None, member],
                 |row| row.get(0),
             )?;
             let ids: Vec<String> = conn
@@ -485,7 +498,7 @@ impl Store {
                     "SELECT id FROM agents WHERE {filter}
                      ORDER BY created_at DESC, rowid DESC LIMIT ?2 OFFSET ?3"
                 ))?
-                .query_map(params![pattern, limit, offset], |row| row.get(0))?
+                .query_map(params![pattern, limit, offset, member], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
             let mut agents = Vec::with_capacity(ids.len());
             for id in ids {
@@ -688,14 +701,20 @@ impl Store {
     }
 
     /// Sessions newest first, optionally of one agent.
-    pub async fn list_sessions(&self, agent_id: Option<Uuid>, limit: u32) -> Result<Vec<SessionRow>, StoreError> {
+    pub async fn list_sessions(
+        &self,
+        agent_id: Option<Uuid>,
+        limit: u32,
+        scope: Scope,
+    ) -> Result<Vec<SessionRow>, StoreError> {
         self.call(move |conn, _| {
             let agent = agent_id.map(|id| id.to_string());
             conn.prepare(&format!(
                 "{SESSION_SELECT} WHERE (?1 IS NULL OR s.agent_id = ?1)
+                   AND (?3 IS NULL OR s.id IN (SELECT object_id FROM owners WHERE kind = 'session' AND user_id = ?3))
                  ORDER BY s.created_at DESC, s.rowid DESC LIMIT ?2"
             ))?
-            .query_map(params![agent, limit], session_row)?
+            .query_map(params![agent, limit, scope.member()], session_row)?
             .collect::<Result<_, _>>()
             .map_err(Into::into)
         })

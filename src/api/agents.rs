@@ -8,21 +8,24 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::secret::Secret;
+use crate::store::teams::Owned;
 use crate::store::{AgentPatch, NewAgent, NewCredential};
 use crate::tools;
 use crate::wire::api::{
     AGENT_PAGE_DEFAULT, AGENT_PAGE_MAX, Agent, AgentLimits, AgentList, AgentVolume, CreateAgent, CredentialInfo,
     CredentialInput, ErrorBody, UpdateAgent,
 };
+use crate::wire::teams::Role;
 use crate::wire::vault::{Injection, MAX_INJECTIONS, MAX_RULES, RequestRule, default_injection};
 
+use super::auth::Principal;
 use super::json::{ApiJson, ApiQuery};
 use super::{ApiError, AppState};
 
@@ -52,11 +55,15 @@ pub struct ListQuery {
     responses((status = 200, body = AgentList), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<AgentList>, ApiError> {
     let limit = query.limit.unwrap_or(AGENT_PAGE_DEFAULT).clamp(1, AGENT_PAGE_MAX);
     let offset = query.offset.unwrap_or(0);
-    let (data, total) = state.store.list_agents(query.search, limit, offset).await?;
+    let (data, total) = state
+        .store
+        .list_agents(query.search, limit, offset, principal.scope())
+        .await?;
     Ok(Json(AgentList {
         data,
         total,
@@ -72,10 +79,15 @@ pub async fn list(
         (status = 413, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> Result<Json<Agent>, ApiError> {
     let agent = validate_create(body)?;
     let created = state.store.create_agent(agent).await?;
+    // A member's agent is theirs; an admin's (or the master key's) is the team's.
+    if principal.role() == Role::Member {
+        principal.owns(&state.store, Owned::Agent, created.id).await?;
+    }
     Ok(Json(state.control.with_volume_sizes(created).await))
 }
 
@@ -130,7 +142,7 @@ pub async fn find(state: &AppState, id: &str) -> Result<Agent, ApiError> {
     state.store.find_agent(id).await?.ok_or_else(|| agent_not_found(id))
 }
 
-fn agent_not_found(id: &str) -> ApiError {
+pub(super) fn agent_not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("agent `{id}` not found"))
         .hint("`lap agents list` shows the agents that exist; see docs/troubleshooting.md#agent-not-found")
 }

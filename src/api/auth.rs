@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::secret::Secret;
 use crate::store::Store;
+use crate::store::teams::{Owned, Scope};
 use crate::wire::teams::{KEY_PREFIX, Role};
 
 use super::roles::{self, Access};
@@ -29,7 +30,12 @@ pub enum Principal {
     /// The master key or the web UI's cookie: the bootstrap admin.
     Master,
     /// An API key of a user.
-    Key { key_id: Uuid, user: String, role: Role },
+    Key {
+        key_id: Uuid,
+        user_id: Uuid,
+        user: String,
+        role: Role,
+    },
 }
 
 impl Principal {
@@ -38,6 +44,36 @@ impl Principal {
             Self::Master => Role::Admin,
             Self::Key { role, .. } => *role,
         }
+    }
+
+    /// The user whose key this is.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Master => None,
+            Self::Key { user_id, .. } => Some(*user_id),
+        }
+    }
+
+    /// What this principal's listings show: a member's own (and the team's agents); everything for
+    /// a viewer, an admin and the master key.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Self::Key {
+                user_id,
+                role: Role::Member,
+                ..
+            } => Scope::Member(*user_id),
+            _ => Scope::All,
+        }
+    }
+
+    /// Records this principal's user as the owner of what it just made (the master key's belong to
+    /// the team).
+    pub async fn owns(&self, store: &Store, kind: Owned, id: Uuid) -> Result<(), ApiError> {
+        if let Some(user) = self.user_id() {
+            store.set_owner(kind, id, user).await?;
+        }
+        Ok(())
     }
 }
 
@@ -58,7 +94,7 @@ pub async fn require_master_key(
         },
         Err(refused) => return refused.into_response(),
     };
-    admit(principal, req, next).await
+    admit(principal, &store, req, next).await
 }
 
 /// The master key or an API key, never the cookie (the port-forward and the proxy path); then the
@@ -70,7 +106,7 @@ pub async fn require_bearer(
     next: Next,
 ) -> Response {
     match bearer(req.headers(), &key, &store).await {
-        Ok(Some(principal)) => admit(principal, req, next).await,
+        Ok(Some(principal)) => admit(principal, &store, req, next).await,
         Ok(None) => ApiError::unauthorized()
             .hint(
                 "send `Authorization: Bearer <master key or API key>` (the web UI's cookie is not accepted here; for a \
@@ -81,8 +117,9 @@ pub async fn require_bearer(
     }
 }
 
-/// Lets `principal` through when the matched route's rule allows its role.
-async fn admit(principal: Principal, mut req: Request, next: Next) -> Response {
+/// Lets `principal` through when the matched route's rule allows its role and, for a member, the
+/// object is theirs ([`super::owners`]).
+async fn admit(principal: Principal, store: &Store, req: Request, next: Next) -> Response {
     let matched = req
         .extensions()
         .get::<MatchedPath>()
@@ -118,8 +155,23 @@ async fn admit(principal: Principal, mut req: Request, next: Next) -> Response {
         ))
         .into_response();
     }
-    req.extensions_mut().insert(principal);
-    next.run(req).await
+    let (mut parts, body) = req.into_parts();
+    if let Principal::Key {
+        user_id,
+        role: Role::Member,
+        ..
+    } = &principal
+    {
+        let params = RawPathParams::from_request_parts(&mut parts, &()).await;
+        if let Ok(params) = params {
+            match super::owners::refusal(store, &parts.method, &matched, &params, *user_id).await {
+                Ok(None) => {}
+                Ok(Some(refused)) | Err(refused) => return refused.into_response(),
+            }
+        }
+    }
+    parts.extensions.insert(principal);
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// The principal of a bearer token: `Ok(None)` without one (or with a token that is neither the
@@ -164,6 +216,7 @@ async fn bearer(headers: &HeaderMap, key: &Secret, store: &Store) -> Result<Opti
     }
     Ok(Some(Principal::Key {
         key_id: owner.key_id,
+        user_id: owner.user_id,
         user: owner.user,
         role: owner.role,
     }))

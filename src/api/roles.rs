@@ -2,9 +2,9 @@
 //! table. `tests/it/teams.rs` fails when a documented route is missing here, and drives each role
 //! against every row.
 //!
-//! A `viewer` reads; a `member` also creates, drives and deletes sessions; an `admin` (and the
-//! master key, and the web UI's cookie) does everything. Agents, users, keys and the admin stats
-//! are the admin's.
+//! A `viewer` reads; a `member` also makes agents, sessions and snapshots and drives them; an
+//! `admin` (and the master key, and the web UI's cookie) does everything: users, keys and the admin
+//! stats are the admin's. Which of those objects a member may reach is [`super::owners`]'s rule.
 
 use axum::http::Method;
 
@@ -43,10 +43,10 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/admin/keys", ADMIN),
     ("DELETE", "/api/v1/admin/keys/{id}", ADMIN),
     ("GET", "/api/v1/managed_agents/agents", VIEWER),
-    ("POST", "/api/v1/managed_agents/agents", ADMIN),
+    ("POST", "/api/v1/managed_agents/agents", MEMBER),
     ("GET", "/api/v1/managed_agents/agents/{id}", VIEWER),
-    ("PATCH", "/api/v1/managed_agents/agents/{id}", ADMIN),
-    ("DELETE", "/api/v1/managed_agents/agents/{id}", ADMIN),
+    ("PATCH", "/api/v1/managed_agents/agents/{id}", MEMBER),
+    ("DELETE", "/api/v1/managed_agents/agents/{id}", MEMBER),
     ("POST", "/api/v1/managed_agents/agents/{id}/session", MEMBER),
     ("GET", "/api/v1/managed_agents/sessions", VIEWER),
     ("GET", "/api/v1/managed_agents/sessions/{id}", VIEWER),

@@ -6,22 +6,25 @@
 //! `Host`, `wss` when served over TLS or behind a proxy that says `X-Forwarded-Proto: https`; a
 //! relative path when there is no `Host`), set for TUI harnesses once `ready`.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::sandbox::{ExecChunk, ExecSpec};
 use crate::store::SessionRow;
+use crate::store::teams::Owned;
 use crate::tools;
 use crate::wire::api::{
     CreateSession, DeletedSession, ErrorBody, ExecCommand, ExecEvent, Interception, MAX_EXEC_STDIN, PREFIX,
     SESSION_PAGE_DEFAULT, SESSION_PAGE_MAX, Session, SessionStatus, Workspace,
 };
+use crate::wire::teams::Role;
 
+use super::auth::Principal;
 use super::json::{ApiJson, ApiQuery, bytes_rejection, parse_optional};
 use super::{ApiError, AppState, agents};
 
@@ -39,6 +42,7 @@ const EXEC_QUEUE: usize = 16;
         (status = 503, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -46,6 +50,7 @@ pub async fn create(
     let body: CreateSession = parse_optional(&body.map_err(bytes_rejection)?)?;
     let agent = agents::find(&state, &id).await?;
     let row = state.control.create_session(&agent, body.title).await?;
+    principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin)))
 }
 
@@ -64,6 +69,7 @@ pub struct ListQuery {
     security(("master_key" = [])), responses((status = 200, body = Vec<Session>), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Session>>, ApiError> {
@@ -72,8 +78,12 @@ pub async fn list(
         None => None,
     };
     let limit = query.limit.unwrap_or(SESSION_PAGE_DEFAULT).clamp(1, SESSION_PAGE_MAX);
-    let rows = state.store.list_sessions(agent_id, limit).await?;
-    Ok(Json(rows.into_iter().map(|row| to_api(row, &origin)).collect()))
+    let rows = state.store.list_sessions(agent_id, limit, principal.scope()).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| shown_to(&principal, to_api(row, &origin)))
+            .collect(),
+    ))
 }
 
 /// Show one session.
@@ -82,12 +92,13 @@ pub async fn list(
     responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
     let row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
-    Ok(Json(to_api(row, &origin)))
+    Ok(Json(shown_to(&principal, to_api(row, &origin))))
 }
 
 /// Stop a session: its sandbox is deleted and it becomes `dead`.
@@ -332,6 +343,7 @@ pub async fn hibernate(
         (status = 410, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn fork(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -339,6 +351,7 @@ pub async fn fork(
     let body: CreateSession = parse_optional(&body.map_err(bytes_rejection)?)?;
     let uuid = parse_id(&id)?;
     let row = state.control.fork_session(uuid, body.title).await?;
+    principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin)))
 }
 
@@ -367,7 +380,7 @@ pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| not_found(id))
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(super) fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("session `{id}` not found")).hint("`lap sessions list` shows the sessions that exist")
 }
 
@@ -385,6 +398,14 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
         let scheme = if tls { "wss" } else { "ws" };
         Ok(Self(host.map(|host| format!("{scheme}://{host}"))))
     }
+}
+
+/// A session as `principal` may see it: a viewer reads, so gets no `tty_token` to type with.
+fn shown_to(principal: &Principal, mut session: Session) -> Session {
+    if principal.role() == Role::Viewer {
+        session.tty_token = None;
+    }
+    session
 }
 
 pub(super) fn to_api(row: SessionRow, origin: &Origin) -> Session {

@@ -2,14 +2,16 @@
 //! of one (`control/workspace.rs` does the copying; a snapshot never holds a real credential, as the
 //! workspace it copies never had one).
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 
 use crate::store::snapshots::SnapshotRow;
+use crate::store::teams::Owned;
 use crate::wire::api::{CreateSnapshot, ErrorBody, Session, SessionFromSnapshot, Snapshot};
 
+use super::auth::Principal;
 use super::json::{ApiJson, bytes_rejection, parse_optional};
 use super::sessions::{Origin, parse_id, to_api};
 use super::{ApiError, AppState, agents};
@@ -35,12 +37,14 @@ fn to_api_snapshot(row: SnapshotRow, path: Option<std::path::PathBuf>) -> Snapsh
         (status = 409, body = ErrorBody), (status = 410, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Snapshot>, ApiError> {
     let body: CreateSnapshot = parse_optional(&body.map_err(bytes_rejection)?)?;
     let uuid = parse_id(&id)?;
     let row = state.control.create_snapshot(uuid, body.name).await?;
+    principal.owns(&state.store, Owned::Snapshot, row.id).await?;
     let path = state.control.snapshot_path(row.id);
     Ok(Json(to_api_snapshot(row, path)))
 }
@@ -48,8 +52,11 @@ pub async fn create(
 /// List snapshots, newest first.
 #[utoipa::path(get, path = "/api/v1/managed_agents/snapshots", tag = "snapshots",
     security(("master_key" = [])), responses((status = 200, body = Vec<Snapshot>), (status = 409, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Snapshot>>, ApiError> {
-    let rows = state.control.snapshots().await?;
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<Snapshot>>, ApiError> {
+    let rows = state.control.snapshots(principal.scope()).await?;
     Ok(Json(
         rows.into_iter()
             .map(|(row, path)| to_api_snapshot(row, Some(path)))
@@ -78,11 +85,14 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> 
         (status = 409, body = ErrorBody, description = "the backend keeps no workspaces"), (status = 507, body = ErrorBody)))]
 pub async fn session(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<SessionFromSnapshot>,
 ) -> Result<Json<Session>, ApiError> {
     let agent = agents::find(&state, &body.agent).await?;
+    super::owners::may_use_agent(&state.store, &principal, &agent, &body.agent).await?;
     let row = state.control.session_from_snapshot(&agent, &name, body.title).await?;
+    principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin)))
 }

@@ -148,15 +148,12 @@ pub async fn create_key(
 /// Revoke an API key: refused from the next request on.
 #[utoipa::path(delete, path = "/api/v1/admin/keys/{id}", tag = "teams",
     params(("id" = String, Path, description = "key id (from `GET /api/v1/admin/keys`)")), security(("master_key" = [])),
-    responses((status = 200, body = ApiKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ApiKey), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ApiKey>, ApiError> {
-    let uuid = uuid::Uuid::parse_str(&id).map_err(|_| {
-        ApiError::bad_request(format!("`{id}` is not a key id")).hint("`lap keys list` shows each key's id")
-    })?;
-    let key = state.store.revoke_key(uuid).await?.ok_or_else(|| {
-        ApiError::not_found(format!("no API key with id `{id}`")).hint("`lap keys list` shows each key's id")
-    })?;
+    let not_found =
+        || ApiError::not_found(format!("no API key with id `{id}`")).hint("`lap keys list` shows each key's id");
+    let uuid = uuid::Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let key = state.store.revoke_key(uuid).await?.ok_or_else(not_found)?;
     tracing::info!(user = %key.user, key = %key.id, "API key revoked");
     Ok(Json(key))
 }

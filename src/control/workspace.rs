@@ -807,12 +807,12 @@ impl Control {
         }
     }
 
-    /// Every snapshot, newest first, with where its copy is.
-    pub async fn snapshots(&self) -> Result<Vec<(SnapshotRow, PathBuf)>, ControlError> {
+    /// Every snapshot in `scope`, newest first, with where its copy is.
+    pub async fn snapshots(&self, scope: crate::store::Scope) -> Result<Vec<(SnapshotRow, PathBuf)>, ControlError> {
         self.workspaces()?;
         Ok(self
             .store
-            .list_snapshots()
+            .list_snapshots(scope)
             .await?
             .into_iter()
             .map(|row| {

@@ -62,11 +62,14 @@ impl Store {
         .await
     }
 
-    /// Every snapshot, newest first.
-    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotRow>, StoreError> {
-        self.call(|conn, _| {
-            conn.prepare(&format!("{SELECT} ORDER BY created_at DESC, name"))?
-                .query_map([], snapshot_row)?
+    /// Every snapshot in `scope`, newest first.
+    pub async fn list_snapshots(&self, scope: super::Scope) -> Result<Vec<SnapshotRow>, StoreError> {
+        self.call(move |conn, _| {
+            conn.prepare(&format!(
+                "{SELECT} WHERE ?1 IS NULL OR id IN (SELECT object_id FROM owners WHERE kind = 'snapshot' AND user_id = ?1)
+                 ORDER BY created_at DESC, name"
+            ))?
+            .query_map([scope.member()], snapshot_row)?
                 .collect::<Result<_, _>>()
                 .map_err(Into::into)
         })
@@ -122,6 +125,46 @@ mod tests {
             Some(row.clone())
         );
         assert!(store.delete_snapshot(row.id).await.unwrap());
-        assert_eq!(store.list_snapshots().await.unwrap(), Vec::new());
+        assert_eq!(
+            store.list_snapshots(super::super::Scope::All).await.unwrap(),
+            Vec::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_members_listing_holds_their_own_snapshots_only() {
+        use super::super::Scope;
+        use super::super::teams::Owned;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (max, mia) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut ids = Vec::new();
+        for (name, owner) in [("of-max", Some(max)), ("of-mia", Some(mia)), ("of-the-team", None)] {
+            let row = SnapshotRow {
+                id: Uuid::new_v4(),
+                name: name.into(),
+                session_id: Uuid::new_v4(),
+                agent_name: "a".into(),
+                size_bytes: 1,
+                created_at: store.timestamp(),
+            };
+            store.insert_snapshot(row.clone()).await.unwrap();
+            if let Some(owner) = owner {
+                store.set_owner(Owned::Snapshot, row.id, owner).await.unwrap();
+            }
+            ids.push(row.id);
+        }
+        let names = |rows: Vec<SnapshotRow>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(store.list_snapshots(Scope::Member(max)).await.unwrap()),
+            ["of-max"]
+        );
+        assert_eq!(
+            names(store.list_snapshots(Scope::Member(mia)).await.unwrap()),
+            ["of-mia"]
+        );
+        assert_eq!(store.list_snapshots(Scope::All).await.unwrap().len(), 3);
+        assert_eq!(store.owner_of(Owned::Snapshot, ids[0]).await.unwrap(), Some(max));
+        assert_eq!(store.owner_of(Owned::Snapshot, ids[2]).await.unwrap(), None);
     }
 }

@@ -7,6 +7,42 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 use crate::wire::teams::{ApiKey, Role, User};
 
+/// Whose objects a listing shows: everyone's, or a member's own (and, for agents, the team's: those
+/// no API key made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Member(Uuid),
+}
+
+impl Scope {
+    /// The member's user id as stored, for a query's `?N IS NULL OR …`.
+    pub(super) fn member(self) -> Option<String> {
+        match self {
+            Self::All => None,
+            Self::Member(user) => Some(user.to_string()),
+        }
+    }
+}
+
+/// What an owner is recorded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    Agent,
+    Session,
+    Snapshot,
+}
+
+impl Owned {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Session => "session",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
+
 /// A key found by its digest, with what decides whether it is let in.
 #[derive(Debug, Clone)]
 pub struct KeyOwner {
@@ -57,6 +93,33 @@ fn parse_id(text: String) -> Uuid {
 const KEY_COLUMNS: &str = "k.id, u.name, k.role, k.prefix, k.created_at, k.expires_at, k.revoked_at";
 
 impl Store {
+    /// Records `user` as the owner of an object they made.
+    pub async fn set_owner(&self, kind: Owned, id: Uuid, user: Uuid) -> Result<(), StoreError> {
+        self.call(move |conn, _| {
+            conn.execute(
+                "INSERT OR REPLACE INTO owners (kind, object_id, user_id) VALUES (?1, ?2, ?3)",
+                params![kind.as_str(), id.to_string(), user.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The user who made an object, if an API key made it.
+    pub async fn owner_of(&self, kind: Owned, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        self.call(move |conn, _| {
+            Ok(conn
+                .query_row(
+                    "SELECT user_id FROM owners WHERE kind = ?1 AND object_id = ?2",
+                    params![kind.as_str(), id.to_string()],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()?
+                .map(parse_id))
+        })
+        .await
+    }
+
     pub async fn create_user(&self, name: String) -> Result<User, StoreError> {
         let now = self.timestamp();
         self.call(move |conn, _| {

@@ -2,8 +2,9 @@
 //!
 //! A key is `lap_key_` and 43 characters of base64url randomness (256 bits). It is shown once, in
 //! the answer to its creation; `lap serve` keeps only its SHA-256 digest. A key acts as its user
-//! with its [`Role`]: a `viewer` reads, a `member` also creates and drives sessions, an `admin` does
-//! everything, users and keys included. The master key stays the bootstrap admin.
+//! with its [`Role`]: a `viewer` reads, a `member` also makes agents, sessions and snapshots of their
+//! own and drives them, an `admin` does everything, users and keys included. The master key stays the
+//! bootstrap admin.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,11 +22,13 @@ pub const MAX_USER_NAME: usize = 64;
 /// What a key may do, from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+// `Role` is the message API's (user, assistant) in the document.
+#[schema(as = KeyRole)]
 pub enum Role {
     /// Reads: lists, shows, histories, event streams; changes nothing.
     Viewer,
-    /// A viewer who also creates, drives and deletes sessions (terminals, exec, messages, files,
-    /// ports, snapshots).
+    /// A viewer who also makes agents, sessions and snapshots of their own and drives them
+    /// (terminals, exec, messages, files, ports), and starts sessions of the team's agents.
     Member,
     /// Everything, agents, users and keys included.
     Admin,

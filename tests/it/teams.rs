@@ -353,7 +353,7 @@ async fn bad_users_and_keys_get_clear_errors_and_change_nothing() {
     let malformed = app
         .send(App::request_json(Method::DELETE, &format!("{KEYS}/nope"), &json!(null)))
         .await;
-    assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{}", malformed.raw);
+    assert_eq!(malformed.status, StatusCode::NOT_FOUND, "{}", malformed.raw);
     let users = app.get(USERS).await;
     assert_eq!(users.body.as_array().map(Vec::len), Some(1), "{}", users.raw);
     assert_eq!(app.get(KEYS).await.body, json!([]));
@@ -407,7 +407,7 @@ fn the_cli_makes_users_and_keys_and_a_viewer_logs_in_with_one() {
     let refused = lap(&vera, ["agents", "create", "helper", "--harness", "shell"]);
     assert_ne!(refused.code, 0);
     assert!(
-        refused.stderr.contains("has the role `viewer`") && refused.stderr.contains("needs `admin`"),
+        refused.stderr.contains("has the role `viewer`") && refused.stderr.contains("needs `member`"),
         "{refused}"
     );
     let refused = lap(&vera, ["users", "list"]);
@@ -422,4 +422,140 @@ fn the_cli_makes_users_and_keys_and_a_viewer_logs_in_with_one() {
     assert!(revoked.code != 0 && revoked.stderr.contains("was revoked"), "{revoked}");
     let bad = lap(&admin, ["keys", "create", "--user", "vera", "--role", "owner"]);
     assert!(bad.code == 2 && bad.stderr.contains("not a role"), "{bad}");
+}
+
+/// Ownership: a member reaches their own sessions and agents and the team's agents, and nothing of
+/// another member's (it answers as if it did not exist); a viewer reads everything but gets no
+/// terminal token; an admin reaches everything.
+#[tokio::test]
+async fn a_member_reaches_only_their_own_sessions_and_agents() {
+    let app = App::new();
+    app.agent("helper", "shell").await;
+    let max = key_for(&app, "max", "member").await;
+    let mia = key_for(&app, "mia", "member").await;
+    let vera = key_for(&app, "vera", "viewer").await;
+    let ada = key_for(&app, "ada", "admin").await;
+    let agents = "/api/v1/managed_agents/agents";
+    let sessions = "/api/v1/managed_agents/sessions";
+
+    let started = app
+        .send(with_key(Method::POST, &format!("{agents}/helper/session"), &max, None))
+        .await;
+    assert_eq!(
+        started.status,
+        StatusCode::OK,
+        "a member cannot use the team's agent: {}",
+        started.raw
+    );
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    assert!(
+        started.body["tty_token"].is_string(),
+        "the owner needs the terminal token"
+    );
+    let session = format!("{sessions}/{id}");
+
+    for (method, path) in [
+        (Method::GET, session.clone()),
+        (Method::DELETE, session.clone()),
+        (Method::POST, format!("{session}/exec")),
+        (Method::GET, format!("{session}/messages")),
+        (Method::GET, format!("{session}/files?path=/work")),
+    ] {
+        let reply = app.send(with_key(method.clone(), &path, &mia, Some(&json!({})))).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "mia reached max's {method} {path}: {}",
+            reply.raw
+        );
+        assert_eq!(reply.body["error"], format!("session `{id}` not found"));
+    }
+    let listed = |key: &str| {
+        let request = with_key(Method::GET, sessions, key, None);
+        async { app.send(request).await.body }
+    };
+    assert_eq!(listed(&mia).await, json!([]), "mia lists max's session");
+    assert_eq!(listed(&max).await[0]["id"], id.as_str());
+    let seen = listed(&vera).await;
+    assert_eq!(seen[0]["id"], id.as_str(), "a viewer reads every session");
+    assert!(
+        seen[0].get("tty_token").is_none_or(Value::is_null),
+        "a viewer got a terminal token: {seen}"
+    );
+    assert_eq!(listed(&ada).await[0]["id"], id.as_str());
+    let shown = app.send(with_key(Method::GET, &session, &vera, None)).await;
+    assert!(shown.body.get("tty_token").is_none_or(Value::is_null), "{}", shown.raw);
+
+    // A member's own agent is theirs alone; the team's is changed by an admin only.
+    let made = app
+        .send(with_key(
+            Method::POST,
+            agents,
+            &max,
+            Some(&json!({"name": "maxbot", "harness_id": "shell"})),
+        ))
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.raw);
+    let names = |reply: Reply| -> Vec<String> {
+        reply.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(app.send(with_key(Method::GET, agents, &mia, None)).await),
+        ["helper"]
+    );
+    assert_eq!(
+        names(app.send(with_key(Method::GET, agents, &max, None)).await),
+        ["maxbot", "helper"]
+    );
+    assert_eq!(
+        names(app.send(with_key(Method::GET, agents, &vera, None)).await),
+        ["maxbot", "helper"]
+    );
+    let hidden = app
+        .send(with_key(Method::GET, &format!("{agents}/maxbot"), &mia, None))
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND, "{}", hidden.raw);
+    let used = app
+        .send(with_key(Method::POST, &format!("{agents}/maxbot/session"), &mia, None))
+        .await;
+    assert_eq!(
+        used.status,
+        StatusCode::NOT_FOUND,
+        "mia started a session of max's agent: {}",
+        used.raw
+    );
+    let changed = app
+        .send(with_key(
+            Method::PATCH,
+            &format!("{agents}/helper"),
+            &max,
+            Some(&json!({"prompt": "x"})),
+        ))
+        .await;
+    assert_eq!(changed.status, StatusCode::FORBIDDEN, "{}", changed.raw);
+    assert!(changed.raw.contains("the team's agent"), "{}", changed.raw);
+    let own = app
+        .send(with_key(
+            Method::PATCH,
+            &format!("{agents}/maxbot"),
+            &max,
+            Some(&json!({"prompt": "x"})),
+        ))
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.raw);
+
+    // The owner, and an admin, delete.
+    assert_eq!(
+        app.send(with_key(Method::DELETE, &session, &max, None)).await.status,
+        StatusCode::OK
+    );
+    let agent = app
+        .send(with_key(Method::DELETE, &format!("{agents}/maxbot"), &ada, None))
+        .await;
+    assert!(agent.status.is_success(), "{}", agent.raw);
 }

@@ -100,7 +100,7 @@ export interface ApiKey {
   prefix: string;
   /** When it was revoked, if it was. */
   revoked_at?: string | null;
-  role: Role;
+  role: KeyRole;
   /** Its user's name. */
   user: string;
 }
@@ -439,6 +439,9 @@ export interface K8sHealth {
   server_version?: string | null;
 }
 
+/** What a key may do, from least to most. */
+export type KeyRole = "viewer" | "member" | "admin";
+
 /** A TCP port the sandbox listens on, reachable at its `127.0.0.1`. */
 export interface ListeningPort {
   /** The address it is bound to inside the sandbox (`0.0.0.0`, `127.0.0.1`, `::`, `::1`). */
@@ -497,7 +500,7 @@ export interface MessageTime {
 export interface NewApiKey {
   /** Seconds until the key is refused; none: it does not expire. */
   expires_in_seconds?: number | null;
-  role: Role;
+  role: KeyRole;
   /** The user the key acts as (by name). */
   user: string;
 }
@@ -546,8 +549,7 @@ export interface RevokedPreviewUrls {
   session_id: string;
 }
 
-/** What a key may do, from least to most. */
-export type Role = "viewer" | "member" | "admin";
+export type Role = "user" | "assistant";
 
 /** The user's turn: a non-blank `text`, or `parts` of type `text` (each non-blank), or both (joined by a blank line); at most 262144 characters in all. */
 export type SendMessage = {
