@@ -371,6 +371,8 @@ pub struct Store {
     sealer: Arc<Sealer>,
     clock: Clock,
     migrated_credentials: usize,
+    /// Live uses of API keys, cut when their key is revoked or its user disabled (store/teams.rs).
+    cuts: Arc<teams::KeyCuts>,
 }
 
 /// Wall-clock time (UTC) the store stamps rows with; replaceable so tests can move it.
@@ -396,6 +398,7 @@ impl Store {
             sealer: Arc::new(sealer),
             clock: Arc::new(time::OffsetDateTime::now_utc),
             migrated_credentials,
+            cuts: Arc::default(),
         })
     }
 

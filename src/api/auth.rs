@@ -4,9 +4,13 @@
 //! looked up by its SHA-256 digest) acts as its user with its role, and is refused once revoked,
 //! expired, or its user disabled. Then [`super::roles`] says whether that role may call the route.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Extension;
+use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
@@ -18,7 +22,7 @@ use uuid::Uuid;
 
 use crate::secret::Secret;
 use crate::store::Store;
-use crate::store::teams::{Owned, Scope};
+use crate::store::teams::{KeyOwner, Owned, Scope};
 use crate::wire::teams::{KEY_PREFIX, Role};
 
 use super::roles::{self, Access};
@@ -35,6 +39,8 @@ pub enum Principal {
         user_id: Uuid,
         user: String,
         role: Role,
+        /// When the key expires (as stored), if it does.
+        expires_at: Option<String>,
     },
 }
 
@@ -64,6 +70,16 @@ impl Principal {
                 ..
             } => Scope::Member(*user_id),
             _ => Scope::All,
+        }
+    }
+
+    /// Resolves when this principal stops being let in: an API key revoked, expired or its user
+    /// disabled; never for the master key. What it opened (a terminal, an event stream, a
+    /// port-forward) ends then.
+    pub fn ended(&self, store: &Store) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        match self {
+            Self::Master => Box::pin(std::future::pending()),
+            Self::Key { key_id, expires_at, .. } => Box::pin(store.key_ended(*key_id, expires_at.as_deref())),
         }
     }
 
@@ -170,8 +186,46 @@ async fn admit(principal: Principal, store: &Store, req: Request, next: Next) ->
             }
         }
     }
+    let ended = matches!(principal, Principal::Key { .. }).then(|| principal.ended(store));
     parts.extensions.insert(principal);
-    next.run(Request::from_parts(parts, body)).await
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // A streamed answer (an event stream) ends when the key does.
+    match ended {
+        Some(ended) => response.map(|body| Body::new(UntilEnded { body, ended })),
+        None => response,
+    }
+}
+
+/// A response body that fails once `ended` resolves: an event stream opened with an API key is
+/// closed when the key is revoked, expires or its user is disabled.
+struct UntilEnded {
+    body: Body,
+    ended: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl hyper::body::Body for UntilEnded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.ended.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new(
+                "the API key was revoked, expired or its user disabled",
+            ))));
+        }
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The principal of a bearer token: `Ok(None)` without one (or with a token that is neither the
@@ -197,6 +251,12 @@ async fn bearer(headers: &HeaderMap, key: &Secret, store: &Store) -> Result<Opti
     let Some(owner) = owner else {
         return Err(ApiError::unauthorized().hint("this API key is unknown: an admin makes one with `lap keys create`"));
     };
+    admitted(owner, store).map(Some)
+}
+
+/// The principal of a stored key, or the 401 that says why it is refused: revoked, its user
+/// disabled, or expired.
+pub fn admitted(owner: KeyOwner, store: &Store) -> Result<Principal, ApiError> {
     let refused = |why: String| {
         Err(ApiError::unauthorized().hint(format!(
             "{why}; ask an admin for a new one (`lap keys create --user {}`)",
@@ -214,12 +274,13 @@ async fn bearer(headers: &HeaderMap, key: &Secret, store: &Store) -> Result<Opti
     {
         return refused(format!("this API key of `{}` expired at {when}", owner.user));
     }
-    Ok(Some(Principal::Key {
+    Ok(Principal::Key {
         key_id: owner.key_id,
         user_id: owner.user_id,
         user: owner.user,
         role: owner.role,
-    }))
+        expires_at: owner.expires_at,
+    })
 }
 
 /// Whether `headers` carry `Authorization: Bearer <key>`, compared in constant time.

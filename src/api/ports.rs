@@ -62,6 +62,8 @@ const FORWARD_KEEPALIVE: Duration = Duration::from_secs(30);
 const API_ORIGIN_CSP: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
 /// WebSocket close code of a normal end.
 const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code when the API key a port-forward was opened with stops being let in.
+const CLOSE_POLICY: u16 = 1008;
 /// WebSocket close code when the sandbox's connection failed.
 const CLOSE_INTERNAL: u16 = 1011;
 
@@ -247,6 +249,7 @@ pub async fn revoke_previews(
         (status = 502, body = ErrorBody, description = "nothing accepts connections on that port")))]
 pub async fn forward(
     State(state): State<AppState>,
+    Extension(principal): Extension<super::auth::Principal>,
     Path((id, port)): Path<(String, u16)>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -258,14 +261,20 @@ pub async fn forward(
     })?;
     // Connected before the upgrade, so a port nobody listens on is an HTTP error the client shows.
     let conn = connect(&state, uuid, &sandbox, port).await?;
+    let ended = principal.ended(&state.store);
     Ok(upgrade
         .max_frame_size(MAX_FORWARD_MESSAGE)
         .max_message_size(MAX_FORWARD_MESSAGE)
-        .on_upgrade(move |socket| relay_forward(socket, conn)))
+        .on_upgrade(move |socket| relay_forward(socket, conn, ended)))
 }
 
-/// Pipes one port-forward WebSocket and its sandbox connection until both directions have ended.
-async fn relay_forward(mut socket: WebSocket, conn: PortConnection) {
+/// Pipes one port-forward WebSocket and its sandbox connection until both directions have ended,
+/// or the API key it was opened with stops being let in (`ended`).
+async fn relay_forward(
+    mut socket: WebSocket,
+    conn: PortConnection,
+    mut ended: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
     let PortConnection { stream, tunnel } = conn;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = vec![0u8; MAX_FORWARD_MESSAGE];
@@ -310,6 +319,13 @@ async fn relay_forward(mut socket: WebSocket, conn: PortConnection) {
                 if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                     break;
                 }
+            }
+            () = &mut ended => {
+                let _ = socket
+                    .send(close(CLOSE_POLICY, "the API key of this port-forward was revoked, expired or its user disabled"))
+                    .await;
+                drop(tunnel);
+                return;
             }
         }
     }

@@ -51,7 +51,7 @@ pub async fn create(
     let agent = agents::find(&state, &id).await?;
     let row = state.control.create_session(&agent, body.title).await?;
     principal.owns(&state.store, Owned::Session, row.id).await?;
-    Ok(Json(to_api(row, &origin)))
+    Ok(Json(to_api(row, &origin, &principal)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -80,9 +80,7 @@ pub async fn list(
     let limit = query.limit.unwrap_or(SESSION_PAGE_DEFAULT).clamp(1, SESSION_PAGE_MAX);
     let rows = state.store.list_sessions(agent_id, limit, principal.scope()).await?;
     Ok(Json(
-        rows.into_iter()
-            .map(|row| shown_to(&principal, to_api(row, &origin)))
-            .collect(),
+        rows.into_iter().map(|row| to_api(row, &origin, &principal)).collect(),
     ))
 }
 
@@ -98,7 +96,7 @@ pub async fn show(
 ) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
     let row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
-    Ok(Json(shown_to(&principal, to_api(row, &origin))))
+    Ok(Json(to_api(row, &origin, &principal)))
 }
 
 /// Stop a session: its sandbox is deleted and it becomes `dead`.
@@ -171,6 +169,7 @@ const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
     responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn restart(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
@@ -185,7 +184,7 @@ pub async fn restart(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
     }
-    Ok(Json(to_api(row, &origin)))
+    Ok(Json(to_api(row, &origin, &principal)))
 }
 
 /// The id of a session that exists, or 404.
@@ -296,12 +295,13 @@ pub async fn exec(
     responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn pause(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
     let row = state.control.pause_session(uuid).await?;
-    Ok(Json(to_api(row, &origin)))
+    Ok(Json(to_api(row, &origin, &principal)))
 }
 
 /// Bring a `paused` or `hibernated` session back to `ready` (a hibernated one on a new sandbox over
@@ -311,12 +311,13 @@ pub async fn pause(
     responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
     let row = state.control.resume_session(uuid).await?;
-    Ok(Json(to_api(row, &origin)))
+    Ok(Json(to_api(row, &origin, &principal)))
 }
 
 /// Stop a `ready` or `paused` session's sandbox and keep only its workspace.
@@ -325,12 +326,13 @@ pub async fn resume(
     responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn hibernate(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
     let row = state.control.hibernate_session(uuid).await?;
-    Ok(Json(to_api(row, &origin)))
+    Ok(Json(to_api(row, &origin, &principal)))
 }
 
 /// Start a new session of the same agent on a copy of this session's workspace (it is paused for
@@ -352,7 +354,7 @@ pub async fn fork(
     let uuid = parse_id(&id)?;
     let row = state.control.fork_session(uuid, body.title).await?;
     principal.owns(&state.store, Owned::Session, row.id).await?;
-    Ok(Json(to_api(row, &origin)))
+    Ok(Json(to_api(row, &origin, &principal)))
 }
 
 /// Where a session's workspace (its `/work`) lives on the server and how much it holds.
@@ -400,15 +402,27 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
     }
 }
 
-/// A session as `principal` may see it: a viewer reads, so gets no `tty_token` to type with.
+/// A session as `principal` may see it: a viewer reads, so gets no `tty_token` to type with; any
+/// other key gets a token bound to it, which stops opening the terminal when the key is revoked.
 fn shown_to(principal: &Principal, mut session: Session) -> Session {
-    if principal.role() == Role::Viewer {
-        session.tty_token = None;
+    match principal {
+        Principal::Master => {}
+        Principal::Key { role: Role::Viewer, .. } => session.tty_token = None,
+        Principal::Key { key_id, .. } => {
+            session.tty_token = session
+                .tty_token
+                .map(|token| super::tty::key_bound_token(&token, *key_id));
+        }
     }
     session
 }
 
-pub(super) fn to_api(row: SessionRow, origin: &Origin) -> Session {
+/// A session as the API shows it to `principal` ([`shown_to`]).
+pub(super) fn to_api(row: SessionRow, origin: &Origin, principal: &Principal) -> Session {
+    shown_to(principal, session_of(row, origin))
+}
+
+fn session_of(row: SessionRow, origin: &Origin) -> Session {
     let supports_tui = tools::find(&row.harness_id).is_none_or(|h| h.supports_tui());
     let ready = row.status == SessionStatus::Ready;
     // A paused or hibernated session's terminal is there to attach to: the attach wakes it.

@@ -94,5 +94,5 @@ pub async fn session(
     super::owners::may_use_agent(&state.store, &principal, &agent, &body.agent).await?;
     let row = state.control.session_from_snapshot(&agent, &name, body.title).await?;
     principal.owns(&state.store, Owned::Session, row.id).await?;
-    Ok(Json(to_api(row, &origin)))
+    Ok(Json(to_api(row, &origin, &principal)))
 }

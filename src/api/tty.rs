@@ -6,8 +6,17 @@
 //! session's `last_seen_at`, at most once per [`TOUCH_INTERVAL`] per connection. When a viewer sees
 //! the agent exit, the session becomes `dead` with the exit code as its reason, and its sandbox is
 //! deleted.
+//!
+//! The token a session shows to an API key is bound to that key ([`key_bound_token`]): a terminal
+//! opened with it is refused once the key is, and closed (code 1008) when the key is revoked,
+//! expires or its user is disabled. The session's own token, which the master key and the web UI
+//! see, is never shown to a key.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
+
+use base64::Engine;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, State};
@@ -25,6 +34,7 @@ use crate::wire::tty::{
     ClientFrame, DEFAULT_COLS, DEFAULT_ROWS, KEEPALIVE, MAX_FRAME, SUBPROTOCOL, ServerMessage, exit_line,
 };
 
+use super::auth::Principal;
 use super::json::ApiQuery;
 use super::{ApiError, AppState};
 
@@ -36,6 +46,40 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_INTERNAL: u16 = 1011;
 /// WebSocket close code of a frame over the limit.
 const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code when the API key the terminal was opened with stops being let in.
+const CLOSE_POLICY: u16 = 1008;
+/// How long a closing terminal waits for the viewer's own close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// What a key-bound terminal token starts with: `lapk.<key id>.<tag>`.
+const KEY_BOUND: &str = "lapk.";
+
+/// The terminal token of session token `session_token` for API key `key`: the key's id and an
+/// HMAC-SHA256 of it keyed by the session's token, so it opens this session only, names its key,
+/// and does not reveal the session's own token.
+pub fn key_bound_token(session_token: &str, key: Uuid) -> String {
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, session_token.as_bytes()),
+        key.as_bytes(),
+    );
+    format!(
+        "{KEY_BOUND}{key}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )
+}
+
+/// The key a key-bound token names, when `presented` is one of `session_token`'s.
+fn bound_key(session_token: &str, presented: &str) -> Option<Uuid> {
+    let (key, tag) = presented.strip_prefix(KEY_BOUND)?.split_once('.')?;
+    let key = Uuid::parse_str(key).ok()?;
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tag).ok()?;
+    ring::hmac::verify(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, session_token.as_bytes()),
+        key.as_bytes(),
+        &tag,
+    )
+    .ok()?;
+    Some(key)
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -75,9 +119,17 @@ pub async fn tty(
         .ok_or_else(unauthorized)?;
     let uuid = Uuid::parse_str(&id).map_err(|_| unauthorized())?;
     let row = state.store.get_session(uuid).await?.ok_or_else(unauthorized)?;
-    if row.tty_token.is_empty() || !bool::from(row.tty_token.as_bytes().ct_eq(presented.as_bytes())) {
+    if row.tty_token.is_empty() {
         return Err(unauthorized());
     }
+    // The session's own token opens it for as long as it lives; a key-bound one while its key does.
+    let ended = if bool::from(row.tty_token.as_bytes().ct_eq(presented.as_bytes())) {
+        Principal::Master.ended(&state.store)
+    } else {
+        let key = bound_key(&row.tty_token, presented).ok_or_else(unauthorized)?;
+        let owner = state.store.key_by_id(key).await?.ok_or_else(unauthorized)?;
+        super::auth::admitted(owner, &state.store)?.ended(&state.store)
+    };
     // A paused or hibernated session wakes by itself for an attach (control/workspace.rs).
     let row = state.control.wake(row).await?;
     let sandbox = match (&row.status, &row.sandbox_id) {
@@ -108,8 +160,25 @@ pub async fn tty(
             let typed = socket
                 .protocol()
                 .is_some_and(|p| p.as_bytes() == SUBPROTOCOL.as_bytes());
-            relay(socket, channel, typed, &state, uuid).await;
+            relay(socket, channel, typed, &state, uuid, ended).await;
         }))
+}
+
+/// Sends `frame` (a close) and waits, up to [`CLOSE_GRACE`], for the viewer's close before the
+/// socket is dropped: dropped at once, a viewer still sending (keystrokes, a resize) would get a
+/// reset, which can discard the last output and the exit code before the viewer reads them.
+async fn close_gracefully(socket: &mut WebSocket, frame: Message) {
+    if socket.send(frame).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 async fn touch(store: &Store, id: Uuid) {
@@ -119,7 +188,14 @@ async fn touch(store: &Store, id: Uuid) {
 }
 
 /// Pipes one viewer until either side leaves or the agent exits.
-async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, state: &AppState, session: Uuid) {
+async fn relay(
+    mut socket: WebSocket,
+    mut tty: TtyChannel,
+    typed: bool,
+    state: &AppState,
+    session: Uuid,
+    mut ended: Pin<Box<dyn Future<Output = ()> + Send>>,
+) {
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
     let mut touched = Instant::now();
@@ -153,7 +229,7 @@ async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, state: &
                         }
                         let text = if typed { ServerMessage::Exit { code }.to_text() } else { exit_line(code) };
                         let _ = socket.send(Message::Text(text.into())).await;
-                        let _ = socket.send(close(CLOSE_NORMAL, format!("exit {code}"))).await;
+                        close_gracefully(&mut socket, close(CLOSE_NORMAL, format!("exit {code}"))).await;
                         return;
                     }
                     None => {
@@ -161,7 +237,7 @@ async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, state: &
                         if typed {
                             let _ = socket.send(Message::Text(ServerMessage::Error { message: message.clone() }.to_text().into())).await;
                         }
-                        let _ = socket.send(close(CLOSE_INTERNAL, message)).await;
+                        close_gracefully(&mut socket, close(CLOSE_INTERNAL, message)).await;
                         return;
                     }
                 };
@@ -182,7 +258,7 @@ async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, state: &
                     Ok(ClientFrame::Resize { cols, rows }) => TtyInput::Resize { cols, rows },
                     Ok(ClientFrame::Ignore) => continue,
                     Err(err) => {
-                        let _ = socket.send(close(CLOSE_TOO_BIG, err.to_string())).await;
+                        close_gracefully(&mut socket, close(CLOSE_TOO_BIG, err.to_string())).await;
                         return;
                     }
                 };
@@ -198,6 +274,14 @@ async fn relay(mut socket: WebSocket, mut tty: TtyChannel, typed: bool, state: &
                 if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                     return;
                 }
+            }
+            () = &mut ended => {
+                let message = "the API key this terminal was opened with was revoked, expired or its user disabled".to_owned();
+                if typed {
+                    let _ = socket.send(Message::Text(ServerMessage::Error { message: message.clone() }.to_text().into())).await;
+                }
+                close_gracefully(&mut socket, close(CLOSE_POLICY, message)).await;
+                return;
             }
         }
     }

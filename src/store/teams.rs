@@ -1,7 +1,11 @@
 //! Users and their API keys (wire/teams.rs): a key is stored as its SHA-256 digest and its first
 //! characters, never as itself; revoking stamps `revoked_at`, so the listing keeps what happened.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use rusqlite::{OptionalExtension, Row, params};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -21,6 +25,37 @@ impl Scope {
         match self {
             Self::All => None,
             Self::Member(user) => Some(user.to_string()),
+        }
+    }
+}
+
+/// The live uses of API keys (a terminal, an event stream, a port-forward), each watching its key's
+/// token: revoking the key or disabling its user cancels it, and they end. A revoked key's token
+/// stays cancelled (a key is never let in again); enabling a user forgets theirs.
+#[derive(Default)]
+pub struct KeyCuts(Mutex<HashMap<Uuid, CancellationToken>>);
+
+impl KeyCuts {
+    fn token(&self, key: Uuid) -> CancellationToken {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone()
+    }
+
+    fn cut(&self, keys: &[Uuid]) {
+        let mut tokens = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            tokens.entry(*key).or_default().cancel();
+        }
+    }
+
+    fn forget(&self, keys: &[Uuid]) {
+        let mut tokens = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            tokens.remove(key);
         }
     }
 }
@@ -120,6 +155,24 @@ impl Store {
         .await
     }
 
+    /// Resolves when API key `key` stops being let in: revoked, its user disabled, or `expires_at`
+    /// (as stored) passed. What a key opened (a terminal, an event stream) ends then.
+    pub fn key_ended(&self, key: Uuid, expires_at: Option<&str>) -> impl Future<Output = ()> + Send + 'static {
+        let token = self.cuts.token(key);
+        let left = expires_at
+            .and_then(|at| time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok())
+            .map(|at| (at - self.now_utc()).try_into().unwrap_or(std::time::Duration::ZERO));
+        async move {
+            match left {
+                Some(left) => tokio::select! {
+                    _ = token.cancelled() => {}
+                    _ = tokio::time::sleep(left) => {}
+                },
+                None => token.cancelled().await,
+            }
+        }
+    }
+
     pub async fn create_user(&self, name: String) -> Result<User, StoreError> {
         let now = self.timestamp();
         self.call(move |conn, _| {
@@ -170,20 +223,35 @@ impl Store {
 
     /// Disables or enables a user; the user after, or `None` when there is none of that name.
     pub async fn set_user_disabled(&self, name: String, disabled: bool) -> Result<Option<User>, StoreError> {
-        self.call(move |conn, _| {
-            conn.execute(
-                "UPDATE users SET disabled = ?1 WHERE name = ?2",
-                params![disabled, name],
-            )?;
-            Ok(conn
-                .query_row(
-                    "SELECT id, name, disabled, created_at FROM users WHERE name = ?1",
-                    [name],
-                    user_row,
-                )
-                .optional()?)
-        })
-        .await
+        let (user, keys) = self
+            .call(move |conn, _| {
+                conn.execute(
+                    "UPDATE users SET disabled = ?1 WHERE name = ?2",
+                    params![disabled, name],
+                )?;
+                let user = conn
+                    .query_row(
+                        "SELECT id, name, disabled, created_at FROM users WHERE name = ?1",
+                        [&name],
+                        user_row,
+                    )
+                    .optional()?;
+                let keys: Vec<Uuid> = conn
+                    .prepare(
+                        "SELECT k.id FROM api_keys k JOIN users u ON u.id = k.user_id
+                         WHERE u.name = ?1 AND k.revoked_at IS NULL",
+                    )?
+                    .query_map([&name], |row| row.get::<_, String>(0).map(parse_id))?
+                    .collect::<Result<_, _>>()?;
+                Ok((user, keys))
+            })
+            .await?;
+        if disabled {
+            self.cuts.cut(&keys);
+        } else {
+            self.cuts.forget(&keys);
+        }
+        Ok(user)
     }
 
     pub async fn insert_key(&self, key: NewKeyRow) -> Result<ApiKey, StoreError> {
@@ -229,44 +297,65 @@ impl Store {
     /// Revokes a key (stamping now, once); the key after, or `None` when there is no such key.
     pub async fn revoke_key(&self, id: Uuid) -> Result<Option<ApiKey>, StoreError> {
         let now = self.timestamp();
-        self.call(move |conn, _| {
-            conn.execute(
-                "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                params![now, id.to_string()],
-            )?;
-            Ok(conn
-                .query_row(
-                    &format!("SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = ?1"),
-                    [id.to_string()],
-                    key_row,
-                )
-                .optional()?)
-        })
-        .await
+        let revoked = self
+            .call(move |conn, _| {
+                conn.execute(
+                    "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                    params![now, id.to_string()],
+                )?;
+                Ok(conn
+                    .query_row(
+                        &format!(
+                            "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = ?1"
+                        ),
+                        [id.to_string()],
+                        key_row,
+                    )
+                    .optional()?)
+            })
+            .await?;
+        if revoked.is_some() {
+            self.cuts.cut(&[id]);
+        }
+        Ok(revoked)
     }
 
     /// The key whose digest is `digest`, with its user.
     pub async fn key_owner(&self, digest: [u8; 32]) -> Result<Option<KeyOwner>, StoreError> {
-        self.call(move |conn, _| {
-            Ok(conn
-                .query_row(
-                    "SELECT k.id, u.id, u.name, k.role, u.disabled, k.expires_at, k.revoked_at
-                     FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.digest = ?1",
-                    [digest.as_slice()],
-                    |row| {
-                        Ok(KeyOwner {
-                            key_id: parse_id(row.get(0)?),
-                            user_id: parse_id(row.get(1)?),
-                            user: row.get(2)?,
-                            role: Role::parse(&row.get::<_, String>(3)?).unwrap_or(Role::Viewer),
-                            user_disabled: row.get(4)?,
-                            expires_at: row.get(5)?,
-                            revoked_at: row.get(6)?,
-                        })
-                    },
-                )
-                .optional()?)
-        })
-        .await
+        self.call(move |conn, _| key_owner_where(conn, "k.digest = ?1", digest.as_slice()))
+            .await
     }
+
+    /// The key `id`, with its user.
+    pub async fn key_by_id(&self, id: Uuid) -> Result<Option<KeyOwner>, StoreError> {
+        self.call(move |conn, _| key_owner_where(conn, "k.id = ?1", id.to_string()))
+            .await
+    }
+}
+
+fn key_owner_where(
+    conn: &mut rusqlite::Connection,
+    condition: &str,
+    value: impl rusqlite::ToSql,
+) -> Result<Option<KeyOwner>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT k.id, u.id, u.name, k.role, u.disabled, k.expires_at, k.revoked_at
+                 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE {condition}"
+            ),
+            [value],
+            |row| {
+                Ok(KeyOwner {
+                    key_id: parse_id(row.get(0)?),
+                    user_id: parse_id(row.get(1)?),
+                    user: row.get(2)?,
+                    role: Role::parse(&row.get::<_, String>(3)?).unwrap_or(Role::Viewer),
+                    user_disabled: row.get(4)?,
+                    expires_at: row.get(5)?,
+                    revoked_at: row.get(6)?,
+                })
+            },
+        )
+        .optional()?)
 }

@@ -26,15 +26,6 @@ const PREFIX: &str = "/api/v1/managed_agents";
 /// The sandbox's egress proxy port, lap's own.
 const PROXY_PORT: u16 = 3128;
 
-/// Removes every sandbox of the server when the test ends, whatever happened.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        support::delete_local_sandboxes(&self.0);
-    }
-}
-
 /// A child process killed when the test ends.
 struct Killed(Child);
 
@@ -336,7 +327,7 @@ fn web_session(home: &Home) -> (String, String, Vec<u8>) {
 fn a_sandbox_http_server_is_reached_by_port_forward_the_proxy_path_and_a_preview_url() {
     let home = Home::new();
     let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let _cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     let (session, page, big) = web_session(&home);
     let key = server.master_key();
     let bearer = format!("Bearer {key}");
@@ -467,7 +458,7 @@ fn a_sandbox_http_server_is_reached_by_port_forward_the_proxy_path_and_a_preview
 fn preview_urls_that_expired_were_tampered_with_revoked_or_belong_elsewhere_are_refused() {
     let home = Home::new();
     let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let _cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     let (session, page, _) = web_session(&home);
     let url = preview_url(&home, &session, 8000, &[]);
     let (preview_addr, _) = split_url(&url);
@@ -567,7 +558,7 @@ fn preview_urls_that_expired_were_tampered_with_revoked_or_belong_elsewhere_are_
 fn with_a_preview_domain_each_sessions_port_is_an_origin_of_its_own() {
     let home = Home::new();
     let server = TestServer::start_local_with(&home, ["--preview-domain", "localhost"]);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let _cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     let (session, page, _) = web_session(&home);
     let url = preview_url(&home, &session, 8000, &[]);
     let own = format!("p8000-{session}.localhost");
@@ -609,7 +600,7 @@ fn a_websocket_server_in_the_sandbox_works_through_the_proxy_path_and_a_preview(
 
     let home = Home::new();
     let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let _cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     lap(&home, ["agents", "create", "ws", "--harness", "shell"]).success();
     let session = ready_session(&home, "ws");
     write_file(
@@ -683,7 +674,7 @@ fn a_page_from_a_preview_url_cannot_read_or_call_the_web_uis_api() {
     }
     let home = Home::new();
     let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let _cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     let (_, body) = server.http_get("/", None);
     if body.contains("web UI was not built") {
         support::skip("this lap was built without its web UI: install Node.js and npm, then rebuild");

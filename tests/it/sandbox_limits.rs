@@ -97,7 +97,7 @@ fn limits_are_validated_stored_and_changed_one_at_a_time() {
 fn an_agents_limits_reach_its_sandboxes_cgroups() {
     let home = Home::new();
     let server = TestServer::start_local(&home);
-    let cleanup = Cleanup(server.data_dir().to_owned());
+    let cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     lap(
         &home,
         [
@@ -155,7 +155,7 @@ fn an_agents_limits_reach_its_sandboxes_cgroups() {
 fn without_cgroups_rlimits_contain_a_fork_bomb_and_a_memory_hog_and_lap_serve_keeps_answering() {
     let home = Home::new();
     let server = TestServer::start_local_env(&home, vec![("LAP_SANDBOX_CGROUPS", "off")]);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let _cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     lap(
         &home,
         [
@@ -222,13 +222,4 @@ for kid in kids:
     assert_eq!(status, 200, "lap serve answers after the hog");
     lap(&home, ["exec", &session, "--", "echo", "still answering"]).success();
     lap(&home, ["sessions", "delete", &session]).success();
-}
-
-/// Deletes the server's sandboxes, also when a test failed half-way.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        support::delete_local_sandboxes(&self.0);
-    }
 }

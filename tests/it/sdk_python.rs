@@ -109,7 +109,7 @@ fn the_python_sdk_suite_passes_against_a_real_server() {
     let Some(python) = python_or_skip() else { return };
     let home = Home::new();
     let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let _cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     run_pytest(&python, &home, &server, "not claude", &[]);
 }
 
@@ -127,13 +127,4 @@ fn the_python_sdk_sends_messages_and_streams_typed_events_through_the_real_claud
         "claude",
         &[("LAP_SDK_CLAUDE_AGENT", "sdk-claude")],
     );
-}
-
-/// Deletes the server's sandboxes when the test ends, passed or not.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        support::delete_local_sandboxes(&self.0);
-    }
 }

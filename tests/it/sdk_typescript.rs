@@ -175,7 +175,7 @@ fn the_typescript_sdk_suite_passes_against_a_real_server() {
     let build = Build::compile("plain");
     let home = Home::new();
     let server = TestServer::start_local(&home);
-    let _cleanup = Cleanup(server.data_dir().to_owned());
+    let _cleanup = support::LocalSandboxes(server.data_dir().to_owned());
     let files = build.tests(|name| !CLAUDE_FILES.contains(&name));
     run_suite(&files, &home, &server, &[]);
 }
@@ -197,13 +197,4 @@ fn the_typescript_sdk_sends_messages_and_streams_typed_frames_through_the_real_c
         &world.server,
         &[("LAP_SDK_CLAUDE_AGENT", "sdk-ts-claude")],
     );
-}
-
-/// Deletes the server's sandboxes when the test ends, passed or not.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        support::delete_local_sandboxes(&self.0);
-    }
 }

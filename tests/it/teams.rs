@@ -19,6 +19,10 @@ const USERS: &str = "/api/v1/admin/users";
 const KEYS: &str = "/api/v1/admin/keys";
 /// How long a key made to expire in a second may still be let in.
 const EXPIRY_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a local session may take to be ready, and its terminal to open.
+const SESSION_DEADLINE: Duration = Duration::from_secs(60);
+/// How long what a revoked key opened may stay open (it is cut at once; this is the test's patience).
+const CUT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A request with `key` as the bearer, and a JSON body when one is given.
 fn with_key(method: Method, path: &str, key: &str, body: Option<&Value>) -> Request<Body> {
@@ -558,4 +562,98 @@ async fn a_member_reaches_only_their_own_sessions_and_agents() {
         .send(with_key(Method::DELETE, &format!("{agents}/maxbot"), &ada, None))
         .await;
     assert!(agent.status.is_success(), "{}", agent.raw);
+}
+
+/// Revoking a key closes, within the deadline, the terminal and the event stream it opened, and the
+/// terminal token it was shown stops opening the terminal. On the local backend: a real sandbox and
+/// a real terminal.
+#[test]
+fn revoking_a_key_closes_the_terminal_and_the_event_stream_it_opened() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let home = Home::new();
+    let server = TestServer::start_local(&home);
+    let _cleanup = crate::support::LocalSandboxes(server.data_dir().to_owned());
+    lap(&home, ["agents", "create", "demo", "--harness", "shell"]).success();
+    lap(&home, ["users", "create", "max"]).success();
+    let key = lap(&home, ["keys", "create", "--user", "max", "--role", "member"])
+        .success()
+        .out()
+        .to_owned();
+    let as_max = |args: &[&str]| home.lap().env("LAP_MASTER_KEY", &key).run(args.iter().copied());
+    let id = as_max(&["--json", "sessions", "create", "demo"]).success().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = crate::support::wait_until(&format!("session {id} ready"), SESSION_DEADLINE, || {
+        let shown = as_max(&["--json", "sessions", "show", &id]).success().json();
+        if shown["status"] == "ready" {
+            Ok(shown)
+        } else {
+            Err(shown)
+        }
+    });
+    let token = session["tty_token"].as_str().unwrap().to_owned();
+    assert!(
+        token.starts_with("lapk."),
+        "a key is shown a token bound to it: {token}"
+    );
+    let master = lap(&home, ["--json", "sessions", "show", &id]).success().json();
+    assert_ne!(
+        master["tty_token"], session["tty_token"],
+        "the session's own token reached a key"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ws = server.url.replacen("http", "ws", 1);
+        let tty = format!("{ws}/api/v1/managed_agents/sessions/{id}/tty?token={token}");
+        let (mut terminal, _) = tokio::time::timeout(SESSION_DEADLINE, tokio_tungstenite::connect_async(tty.as_str()))
+            .await
+            .expect("the terminal opens within the deadline")
+            .expect("the key-bound token opens the terminal");
+        let first = tokio::time::timeout(SESSION_DEADLINE, terminal.next())
+            .await
+            .expect("a first frame");
+        assert!(matches!(first, Some(Ok(Message::Binary(_)))), "{first:?}");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let events = reqwest::Client::new()
+            .get(format!("{}/api/v1/managed_agents/sessions/{id}/events", server.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("the event stream opens");
+        assert_eq!(events.status(), 200);
+        let mut events = events.bytes_stream();
+
+        let keys = lap(&home, ["--json", "keys", "list"]).success().json();
+        lap(&home, ["keys", "revoke", keys[0]["id"].as_str().unwrap()]).success();
+
+        let closed = tokio::time::timeout(CUT_DEADLINE, async {
+            while let Some(message) = terminal.next().await {
+                if let Ok(Message::Close(frame)) = message {
+                    return frame;
+                }
+            }
+            None
+        })
+        .await
+        .expect("the terminal is closed once its key is revoked");
+        let frame = closed.expect("a close frame that says why");
+        assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
+        assert!(frame.reason.contains("revoked"), "{frame:?}");
+        tokio::time::timeout(CUT_DEADLINE, async { while let Some(Ok(_)) = events.next().await {} })
+            .await
+            .expect("the event stream ends once its key is revoked");
+        let again = tokio_tungstenite::connect_async(tty.as_str()).await;
+        assert!(
+            matches!(&again, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401),
+            "a revoked key's token opened the terminal again: {again:?}"
+        );
+    });
+    lap(&home, ["sessions", "delete", &id]).success();
 }

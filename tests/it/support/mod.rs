@@ -833,6 +833,16 @@ pub fn python_command(program: &str) -> String {
     format!("python3 -c \"import base64;exec(base64.b64decode('{b64}'))\"")
 }
 
+/// Deletes a server's local sandboxes (under its data dir) when dropped: at the end of a test,
+/// passed or not.
+pub struct LocalSandboxes(pub PathBuf);
+
+impl Drop for LocalSandboxes {
+    fn drop(&mut self) {
+        delete_local_sandboxes(&self.0);
+    }
+}
+
 pub fn delete_local_sandboxes(data_dir: &Path) {
     use lap::sandbox::Sandbox;
     let dir = data_dir.to_owned();
