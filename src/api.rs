@@ -103,6 +103,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(teams::update_user))
         .routes(routes!(teams::list_keys, teams::create_key))
         .routes(routes!(teams::revoke_key))
+        .routes(routes!(teams::audit))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))

@@ -7,6 +7,7 @@
 mod admin;
 mod agents;
 mod attach;
+mod audit;
 mod chat;
 pub mod completions;
 mod config;
@@ -139,6 +140,8 @@ pub enum Command {
     /// Create, list and revoke users' API keys (admin)
     #[command(subcommand)]
     Keys(users::KeysCommand),
+    /// The audit log: who did what, when and from where (admin)
+    Audit(audit::Args),
     /// Attach this terminal to a session by id or URL
     #[command(alias = "resume")]
     Attach(attach::Args),
@@ -273,6 +276,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     Command::Snapshots(command) => snapshots::run(command, &ctx).await,
                     Command::Users(command) => users::run_users(command, &ctx).await,
                     Command::Keys(command) => users::run_keys(command, &ctx).await,
+                    Command::Audit(args) => audit::run(args, &ctx).await,
                     Command::Vault(command) => vault::run(command, &ctx).await,
                     Command::Admin(command) => admin::run(command, &ctx).await,
                     Command::Attach(args) => attach::run(args, &ctx).await,

@@ -236,6 +236,17 @@ CREATE TABLE IF NOT EXISTS owners (
     PRIMARY KEY (kind, object_id)
 );
 CREATE INDEX IF NOT EXISTS owners_by_user ON owners (user_id, kind);
+-- Every control-plane action (store/teams.rs): who, when, from where, what; never a body.
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     TEXT NOT NULL,
+    actor  TEXT NOT NULL,
+    key_id TEXT,
+    peer   TEXT,
+    action TEXT NOT NULL,
+    target TEXT,
+    status INTEGER NOT NULL
+);
 "#,
 ];
 

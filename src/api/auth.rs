@@ -5,13 +5,14 @@
 //! expired, or its user disabled. Then [`super::roles`] says whether that role may call the route.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 
 use crate::secret::Secret;
 use crate::store::Store;
-use crate::store::teams::{KeyOwner, Owned, Scope};
+use crate::store::teams::{KeyOwner, NewAuditEntry, Owned, Scope};
 use crate::wire::teams::{KEY_PREFIX, Role};
 
 use super::roles::{self, Access};
@@ -49,6 +50,22 @@ impl Principal {
         match self {
             Self::Master => Role::Admin,
             Self::Key { role, .. } => *role,
+        }
+    }
+
+    /// Who this is, for messages and the audit log: `master` or the user's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Master => "master",
+            Self::Key { user, .. } => user,
+        }
+    }
+
+    /// The API key, if one.
+    pub fn key_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Master => None,
+            Self::Key { key_id, .. } => Some(*key_id),
         }
     }
 
@@ -134,36 +151,86 @@ pub async fn require_bearer(
 }
 
 /// Lets `principal` through when the matched route's rule allows its role and, for a member, the
-/// object is theirs ([`super::owners`]).
+/// object is theirs ([`super::owners`]); records the action in the audit log when it is one.
 async fn admit(principal: Principal, store: &Store, req: Request, next: Next) -> Response {
-    let matched = req
-        .extensions()
+    let (mut parts, body) = req.into_parts();
+    let matched = parts
+        .extensions
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let needed = match roles::access(req.method(), &matched) {
+    let params: Vec<(String, String)> = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .map(|params| params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        .unwrap_or_default();
+    let audit = audited(&parts.method, &matched).then(|| NewAuditEntry {
+        actor: principal.name().to_owned(),
+        key_id: principal.key_id(),
+        peer: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.to_string()),
+        action: format!("{} {matched}", parts.method),
+        target: (!params.is_empty()).then(|| {
+            params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+        status: 0,
+    });
+    let response = respond(principal, store, parts, body, &matched, &params, next).await;
+    if let Some(entry) = audit {
+        let entry = NewAuditEntry {
+            status: response.status().as_u16(),
+            ..entry
+        };
+        if let Err(err) = store.record_audit(entry).await {
+            tracing::error!(error = %err, "cannot record an action in the audit log");
+        }
+    }
+    response
+}
+
+/// Whether a request is an action the audit log keeps: anything but a read, and a port-forward
+/// opened; not the requests an app in the sandbox gets through the proxy path.
+fn audited(method: &axum::http::Method, matched: &str) -> bool {
+    if matched.contains("/ports/{port}") {
+        return false;
+    }
+    !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD) || matched.ends_with("/portforward/{port}")
+}
+
+async fn respond(
+    principal: Principal,
+    store: &Store,
+    mut parts: axum::http::request::Parts,
+    body: Body,
+    matched: &str,
+    params: &[(String, String)],
+    next: Next,
+) -> Response {
+    let needed = match roles::access(&parts.method, matched) {
         Some(Access::Role(role)) => role,
         // Open, metrics and terminal routes are not behind this layer; a route without a rule is refused.
         other => {
-            tracing::error!(route = %matched, method = %req.method(), rule = ?other, "a route behind authentication has no role rule");
+            tracing::error!(route = %matched, method = %parts.method, rule = ?other, "a route behind authentication has no role rule");
             return ApiError::new(
                 StatusCode::FORBIDDEN,
-                format!("{} {matched} has no access rule", req.method()),
+                format!("{} {matched} has no access rule", parts.method),
             )
             .hint("this is a bug of lap: every route needs a row in src/api/roles.rs")
             .into_response();
         }
     };
     if principal.role() < needed {
-        let (user, role) = match &principal {
-            Principal::Key { user, role, .. } => (user.as_str(), *role),
-            Principal::Master => ("master", Role::Admin),
-        };
+        let (user, role) = (principal.name(), principal.role());
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "`{user}`'s key has the role `{role}`; {} {matched} needs `{needed}`",
-                req.method()
+                parts.method
             ),
         )
         .hint(format!(
@@ -171,19 +238,15 @@ async fn admit(principal: Principal, store: &Store, req: Request, next: Next) ->
         ))
         .into_response();
     }
-    let (mut parts, body) = req.into_parts();
     if let Principal::Key {
         user_id,
         role: Role::Member,
         ..
     } = &principal
     {
-        let params = RawPathParams::from_request_parts(&mut parts, &()).await;
-        if let Ok(params) = params {
-            match super::owners::refusal(store, &parts.method, &matched, &params, *user_id).await {
-                Ok(None) => {}
-                Ok(Some(refused)) | Err(refused) => return refused.into_response(),
-            }
+        match super::owners::refusal(store, &parts.method, matched, params, *user_id).await {
+            Ok(None) => {}
+            Ok(Some(refused)) | Err(refused) => return refused.into_response(),
         }
     }
     let ended = matches!(principal, Principal::Key { .. }).then(|| principal.ended(store));

@@ -5,7 +5,6 @@
 //! does anything. Checked once per request, after the role ([`super::auth`]), from the route's
 //! parameters; listings filter by [`crate::store::Scope`] in their handlers.
 
-use axum::extract::RawPathParams;
 use axum::http::{Method, StatusCode};
 use uuid::Uuid;
 
@@ -23,10 +22,10 @@ pub async fn refusal(
     store: &Store,
     method: &Method,
     matched: &str,
-    params: &RawPathParams,
+    params: &[(String, String)],
     user: Uuid,
 ) -> Result<Option<ApiError>, ApiError> {
-    let param = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_owned());
+    let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.to_owned());
     let Some(rest) = matched.strip_prefix(PREFIX) else {
         return Ok(None);
     };

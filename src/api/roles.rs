@@ -42,6 +42,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/admin/keys", ADMIN),
     ("POST", "/api/v1/admin/keys", ADMIN),
     ("DELETE", "/api/v1/admin/keys/{id}", ADMIN),
+    ("GET", "/api/v1/admin/audit", ADMIN),
     ("GET", "/api/v1/managed_agents/agents", VIEWER),
     ("POST", "/api/v1/managed_agents/agents", MEMBER),
     ("GET", "/api/v1/managed_agents/agents/{id}", VIEWER),

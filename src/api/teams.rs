@@ -12,9 +12,11 @@ use utoipa::IntoParams;
 
 use crate::store::teams::NewKeyRow;
 use crate::wire::api::ErrorBody;
-use crate::wire::teams::{ApiKey, CreatedApiKey, KEY_PREFIX, NewApiKey, NewUser, User, UserPatch, check_user_name};
+use crate::wire::teams::{
+    AUDIT_PAGE_MAX, ApiKey, AuditLog, CreatedApiKey, KEY_PREFIX, NewApiKey, NewUser, User, UserPatch, check_user_name,
+};
 
-use super::json::ApiJson;
+use super::json::{ApiJson, ApiQuery};
 use super::{ApiError, AppState};
 
 /// The longest a key may be made to last: ten years.
@@ -156,4 +158,35 @@ pub async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -
     let key = state.store.revoke_key(uuid).await?.ok_or_else(not_found)?;
     tracing::info!(user = %key.user, key = %key.id, "API key revoked");
     Ok(Json(key))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only entries after this id (oldest first); without it, the last `limit`.
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// At most this many (default 100, at most 1000; values outside are clamped into it).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
+    pub limit: Option<u32>,
+}
+
+/// The audit log: every control-plane action, who did it, when and from where.
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "teams", params(AuditQuery), security(("master_key" = [])),
+    responses((status = 200, body = AuditLog), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditLog>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, AUDIT_PAGE_MAX);
+    let after = match query.after {
+        Some(after) => Some(u64::try_from(after).map_err(|_| {
+            ApiError::bad_request(format!("`after` is {after}: an entry id is 0 or more"))
+                .hint("pass the `id` of the last entry you have, or leave `after` out for the latest")
+        })?),
+        None => None,
+    };
+    Ok(Json(AuditLog {
+        entries: state.store.audit(after, limit).await?,
+    }))
 }

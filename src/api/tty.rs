@@ -13,13 +13,15 @@
 //! see, is never shown to a key.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use axum::response::Response;
 use serde::Deserialize;
@@ -29,6 +31,7 @@ use uuid::Uuid;
 
 use crate::sandbox::{TtyChannel, TtyInput, TtyOutput};
 use crate::store::Store;
+use crate::store::teams::NewAuditEntry;
 use crate::wire::api::{ErrorBody, SessionStatus};
 use crate::wire::tty::{
     ClientFrame, DEFAULT_COLS, DEFAULT_ROWS, KEEPALIVE, MAX_FRAME, SUBPROTOCOL, ServerMessage, exit_line,
@@ -100,6 +103,7 @@ pub struct TtyQuery {
         (status = 502, body = ErrorBody, description = "the sandbox's terminal cannot be reached")))]
 pub async fn tty(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<TtyQuery>,
     headers: HeaderMap,
@@ -123,13 +127,14 @@ pub async fn tty(
         return Err(unauthorized());
     }
     // The session's own token opens it for as long as it lives; a key-bound one while its key does.
-    let ended = if bool::from(row.tty_token.as_bytes().ct_eq(presented.as_bytes())) {
-        Principal::Master.ended(&state.store)
+    let principal = if bool::from(row.tty_token.as_bytes().ct_eq(presented.as_bytes())) {
+        Principal::Master
     } else {
         let key = bound_key(&row.tty_token, presented).ok_or_else(unauthorized)?;
         let owner = state.store.key_by_id(key).await?.ok_or_else(unauthorized)?;
-        super::auth::admitted(owner, &state.store)?.ended(&state.store)
+        super::auth::admitted(owner, &state.store)?
     };
+    let ended = principal.ended(&state.store);
     // A paused or hibernated session wakes by itself for an attach (control/workspace.rs).
     let row = state.control.wake(row).await?;
     let sandbox = match (&row.status, &row.sandbox_id) {
@@ -152,6 +157,17 @@ pub async fn tty(
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("cannot attach to the terminal: {e}")))?;
     touch(&state.store, uuid).await;
+    let attached = NewAuditEntry {
+        actor: principal.name().to_owned(),
+        key_id: principal.key_id(),
+        peer: peer.map(|Extension(ConnectInfo(peer))| peer.to_string()),
+        action: "attach".to_owned(),
+        target: Some(format!("id={uuid}")),
+        status: StatusCode::SWITCHING_PROTOCOLS.as_u16(),
+    };
+    if let Err(err) = state.store.record_audit(attached).await {
+        tracing::error!(error = %err, "cannot record an attach in the audit log");
+    }
     Ok(upgrade
         .protocols([SUBPROTOCOL])
         .max_frame_size(MAX_FRAME)

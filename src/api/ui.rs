@@ -262,10 +262,24 @@ fn set_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
 async fn sign_in(
     Extension(key): Extension<Arc<crate::secret::Secret>>,
     Extension(sessions): Extension<Arc<Sessions>>,
+    Extension(store): Extension<crate::store::Store>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     tls: Option<Extension<super::ServedOverTls>>,
     headers: HeaderMap,
 ) -> Response {
-    if !auth::has_master_key(&headers, &key) {
+    let signed = auth::has_master_key(&headers, &key);
+    let entry = crate::store::teams::NewAuditEntry {
+        actor: if signed { "master" } else { "unknown" }.to_owned(),
+        key_id: None,
+        peer: peer.map(|Extension(axum::extract::ConnectInfo(peer))| peer.to_string()),
+        action: "sign-in to the web UI".to_owned(),
+        target: None,
+        status: if signed { 204 } else { 401 },
+    };
+    if let Err(err) = store.record_audit(entry).await {
+        tracing::error!(error = %err, "cannot record a sign-in in the audit log");
+    }
+    if !signed {
         return auth::unauthorized().into_response();
     }
     let token = sessions.mint().await;

@@ -3,7 +3,9 @@
 use reqwest::Method;
 
 use super::{Client, ClientError, encode};
-use crate::wire::teams::{ApiKey, CreatedApiKey, KEYS_PATH, NewApiKey, NewUser, USERS_PATH, User, UserPatch};
+use crate::wire::teams::{
+    AUDIT_PATH, ApiKey, AuditLog, CreatedApiKey, KEYS_PATH, NewApiKey, NewUser, USERS_PATH, User, UserPatch,
+};
 
 impl Client {
     pub async fn list_users(&self) -> Result<Vec<User>, ClientError> {
@@ -34,5 +36,14 @@ impl Client {
     pub async fn revoke_key(&self, id: &str) -> Result<ApiKey, ClientError> {
         self.call::<_, ()>(Method::DELETE, &format!("{KEYS_PATH}/{}", encode(id)), None)
             .await
+    }
+
+    /// Audit entries after id `after` (oldest first), or the last `limit`.
+    pub async fn audit(&self, after: Option<u64>, limit: u32) -> Result<AuditLog, ClientError> {
+        let path = match after {
+            Some(after) => format!("{AUDIT_PATH}?after={after}&limit={limit}"),
+            None => format!("{AUDIT_PATH}?limit={limit}"),
+        };
+        self.call::<_, ()>(Method::GET, &path, None).await
     }
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-use crate::wire::teams::{ApiKey, Role, User};
+use crate::wire::teams::{ApiKey, AuditEntry, Role, User};
 
 /// Whose objects a listing shows: everyone's, or a member's own (and, for agents, the team's: those
 /// no API key made).
@@ -88,6 +88,20 @@ pub struct KeyOwner {
     pub user_disabled: bool,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
+}
+
+/// The most audit entries kept; older ones are dropped as new ones arrive.
+pub const AUDIT_KEPT: i64 = 100_000;
+
+/// An action to record in the audit log (the store stamps its time and id).
+#[derive(Debug, Clone)]
+pub struct NewAuditEntry {
+    pub actor: String,
+    pub key_id: Option<Uuid>,
+    pub peer: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub status: u16,
 }
 
 /// A key to store.
@@ -330,6 +344,68 @@ impl Store {
     pub async fn key_by_id(&self, id: Uuid) -> Result<Option<KeyOwner>, StoreError> {
         self.call(move |conn, _| key_owner_where(conn, "k.id = ?1", id.to_string()))
             .await
+    }
+
+    /// Records one action, dropping the oldest beyond [`AUDIT_KEPT`].
+    pub async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+        let now = self.timestamp();
+        self.call(move |conn, _| {
+            conn.execute(
+                "INSERT INTO audit (at, actor, key_id, peer, action, target, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    now,
+                    entry.actor,
+                    entry.key_id.map(|id| id.to_string()),
+                    entry.peer,
+                    entry.action,
+                    entry.target,
+                    entry.status
+                ],
+            )?;
+            let id = conn.last_insert_rowid();
+            if id % 1000 == 0 {
+                conn.execute("DELETE FROM audit WHERE id <= ?1", [id - AUDIT_KEPT])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Entries after id `after` (oldest first, at most `limit`), or without it the last `limit`.
+    pub async fn audit(&self, after: Option<u64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.call(move |conn, _| {
+            let row = |row: &Row<'_>| {
+                Ok(AuditEntry {
+                    id: row.get::<_, i64>(0)?.max(0) as u64,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    key_id: row.get::<_, Option<String>>(3)?.map(parse_id),
+                    peer: row.get(4)?,
+                    action: row.get(5)?,
+                    target: row.get(6)?,
+                    status: row.get(7)?,
+                })
+            };
+            const COLUMNS: &str = "id, at, actor, key_id, peer, action, target, status";
+            let mut entries: Vec<AuditEntry> = match after {
+                Some(after) => conn
+                    .prepare(&format!(
+                        "SELECT {COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"
+                    ))?
+                    .query_map(params![after as i64, limit], row)?
+                    .collect::<Result<_, _>>()?,
+                None => conn
+                    .prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY id DESC LIMIT ?1"))?
+                    .query_map([limit], row)?
+                    .collect::<Result<_, _>>()?,
+            };
+            if after.is_none() {
+                entries.reverse();
+            }
+            Ok(entries)
+        })
+        .await
     }
 }
 

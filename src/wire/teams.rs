@@ -16,6 +16,10 @@ pub const USERS_PATH: &str = "/api/v1/admin/users";
 pub const KEYS_PATH: &str = "/api/v1/admin/keys";
 /// What every API key begins with (the master key never does).
 pub const KEY_PREFIX: &str = "lap_key_";
+/// The path of the audit log.
+pub const AUDIT_PATH: &str = "/api/v1/admin/audit";
+/// The most audit entries one request answers.
+pub const AUDIT_PAGE_MAX: u32 = 1000;
 /// The longest user name.
 pub const MAX_USER_NAME: usize = 64;
 
@@ -138,4 +142,37 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// One control-plane action, as the audit log keeps it: who, when, from where, what, on which
+/// object, and how it ended. Never a request body, so never a credential value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Increasing: `?after=` the last one seen gives what came since.
+    pub id: u64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `master` (the master key or the web UI) or a user's name.
+    pub actor: String,
+    /// The API key the actor used, if any.
+    #[serde(default)]
+    pub key_id: Option<Uuid>,
+    /// The peer address the request came from, when known.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// Method and route, e.g. `POST /api/v1/managed_agents/agents/{id}/session`, or `sign-in`,
+    /// `attach`.
+    pub action: String,
+    /// The route's parameters, e.g. `id=3f0c…`, when it has any.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The answer's HTTP status (101 for a terminal opened).
+    pub status: u16,
+}
+
+/// `GET /api/v1/admin/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditLog {
+    /// Oldest first.
+    pub entries: Vec<AuditEntry>,
 }

@@ -2147,6 +2147,7 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
     assert_eq!(
         listed,
         [
+            "GET /api/v1/admin/audit",
             "GET /api/v1/admin/keys",
             "POST /api/v1/admin/keys",
             "DELETE /api/v1/admin/keys/{id}",

@@ -657,3 +657,134 @@ fn revoking_a_key_closes_the_terminal_and_the_event_stream_it_opened() {
     });
     lap(&home, ["sessions", "delete", &id]).success();
 }
+
+/// The audit rows of a scripted day: who did what, in order, from where; reads are not rows, and no
+/// credential value is in any.
+#[tokio::test]
+async fn the_audit_log_keeps_who_did_what_and_never_a_credential_value() {
+    let app = App::new();
+    let secret = "ghp_audit_secret_value_0123456789";
+    let made = app
+        .post(
+            "/api/v1/managed_agents/agents",
+            json!({"name": "helper", "harness_id": "shell",
+                   "credentials": [{"name": "GITHUB_TOKEN", "value": secret, "hosts": ["api.github.com"]}]}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.raw);
+    let max = key_for(&app, "max", "member").await;
+    let started = app
+        .send(with_key(
+            Method::POST,
+            "/api/v1/managed_agents/agents/helper/session",
+            &max,
+            None,
+        ))
+        .await;
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    app.send(with_key(Method::GET, "/api/v1/managed_agents/sessions", &max, None))
+        .await;
+    let refused = app.send(with_key(Method::GET, "/api/v1/admin/audit", &max, None)).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "a member read the audit log: {}",
+        refused.raw
+    );
+    app.send(with_key(
+        Method::DELETE,
+        &format!("/api/v1/managed_agents/sessions/{id}"),
+        &max,
+        None,
+    ))
+    .await;
+    let key_id = app.get(KEYS).await.body[0]["id"].as_str().unwrap().to_owned();
+    app.send(App::request_json(
+        Method::DELETE,
+        &format!("{KEYS}/{key_id}"),
+        &json!(null),
+    ))
+    .await;
+
+    let log = app.get("/api/v1/admin/audit").await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.raw);
+    assert!(
+        !log.raw.contains(secret),
+        "a credential value is in the audit log: {}",
+        log.raw
+    );
+    let rows: Vec<(String, String, u64)> = log.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("master", "POST /api/v1/managed_agents/agents", 200),
+        ("master", "POST /api/v1/admin/users", 201),
+        ("master", "POST /api/v1/admin/keys", 201),
+        ("max", "POST /api/v1/managed_agents/agents/{id}/session", 200),
+        ("max", "DELETE /api/v1/managed_agents/sessions/{id}", 200),
+        ("master", "DELETE /api/v1/admin/keys/{id}", 200),
+    ];
+    let expected: Vec<(String, String, u64)> = expected
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), *c))
+        .collect();
+    assert_eq!(rows, expected, "{}", log.raw);
+    let entries = log.body["entries"].as_array().unwrap();
+    assert_eq!(entries[4]["target"], format!("id={id}"));
+    assert!(entries[3]["key_id"].is_string(), "{}", entries[3]);
+    let after = entries[3]["id"].as_u64().unwrap();
+    let since = app.get(&format!("/api/v1/admin/audit?after={after}")).await;
+    assert_eq!(since.body["entries"].as_array().map(Vec::len), Some(2), "{}", since.raw);
+}
+
+/// `lap audit -f --json` prints an action as it happens, one object per line.
+#[test]
+fn lap_audit_follows_new_actions() {
+    use std::io::BufRead;
+    let home = Home::new();
+    let _server = TestServer::start(&home);
+    let mut follow = std::process::Command::new(crate::support::LAP)
+        .envs(home.env())
+        .args(["--json", "audit", "-f"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn lap audit -f");
+    let stdout = follow.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lap(&home, ["users", "create", "ada"]).success();
+    let deadline = std::time::Instant::now() + EXPIRY_DEADLINE;
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => {
+                let entry: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                if entry["action"] == "POST /api/v1/admin/users" {
+                    break entry;
+                }
+            }
+            Err(_) => panic!("`lap audit -f` did not print the user's creation"),
+        }
+    };
+    assert_eq!(found["actor"], "master");
+    assert_eq!(found["status"], 201);
+    let _ = follow.kill();
+    let _ = follow.wait();
+}

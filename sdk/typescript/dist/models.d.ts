@@ -97,6 +97,36 @@ export interface ApiKey {
     /** Its user's name. */
     user: string;
 }
+/**
+ * One control-plane action, as the audit log keeps it: who, when, from where, what, on which
+ * object, and how it ended. Never a request body, so never a credential value.
+ */
+export interface AuditEntry {
+    /**
+     * Method and route, e.g. `POST /api/v1/managed_agents/agents/{id}/session`, or `sign-in`,
+     * `attach`.
+     */
+    action: string;
+    /** `master` (the master key or the web UI) or a user's name. */
+    actor: string;
+    /** RFC 3339, UTC. */
+    at: string;
+    /** Increasing: `?after=` the last one seen gives what came since. */
+    id: number;
+    /** The API key the actor used, if any. */
+    key_id?: string | null;
+    /** The peer address the request came from, when known. */
+    peer?: string | null;
+    /** The answer's HTTP status (101 for a terminal opened). */
+    status: number;
+    /** The route's parameters, e.g. `id=3f0c…`, when it has any. */
+    target?: string | null;
+}
+/** `GET /api/v1/admin/audit`. */
+export interface AuditLog {
+    /** Oldest first. */
+    entries: AuditEntry[];
+}
 export interface CacheTokens {
     read: number;
     write: number;
