@@ -104,6 +104,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(teams::list_keys, teams::create_key))
         .routes(routes!(teams::revoke_key))
         .routes(routes!(teams::audit))
+        .routes(routes!(teams::set_quota))
         .route_layer(axum::middleware::from_fn(auth::require_master_key));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))

@@ -216,7 +216,11 @@ CREATE TABLE IF NOT EXISTS users (
     id         TEXT PRIMARY KEY,
     name       TEXT NOT NULL UNIQUE,
     disabled   INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    -- The user's quota (wire/teams.rs); NULL: no limit.
+    max_sessions  INTEGER,
+    max_memory_mb INTEGER,
+    max_cpus      REAL
 );
 CREATE TABLE IF NOT EXISTS api_keys (
     id         TEXT PRIMARY KEY,

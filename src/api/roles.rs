@@ -39,6 +39,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/admin/users", ADMIN),
     ("POST", "/api/v1/admin/users", ADMIN),
     ("PATCH", "/api/v1/admin/users/{name}", ADMIN),
+    ("PUT", "/api/v1/admin/users/{name}/quota", ADMIN),
     ("GET", "/api/v1/admin/keys", ADMIN),
     ("POST", "/api/v1/admin/keys", ADMIN),
     ("DELETE", "/api/v1/admin/keys/{id}", ADMIN),

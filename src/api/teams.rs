@@ -11,14 +11,21 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::store::teams::NewKeyRow;
+use crate::wire::api::Agent;
 use crate::wire::api::ErrorBody;
 use crate::wire::teams::{
-    AUDIT_PAGE_MAX, ApiKey, AuditLog, CreatedApiKey, KEY_PREFIX, NewApiKey, NewUser, User, UserPatch, check_user_name,
+    AUDIT_PAGE_MAX, ApiKey, AuditLog, CreatedApiKey, KEY_PREFIX, NewApiKey, NewUser, QUOTA_DEFAULT_CPUS,
+    QUOTA_DEFAULT_MEMORY_MB, Quota, User, UserPatch, check_user_name,
 };
 
+use super::auth::Principal;
 use super::json::{ApiJson, ApiQuery};
 use super::{ApiError, AppState};
 
+/// The largest session quota (as documented on [`Quota`]).
+const MAX_QUOTA_SESSIONS: u32 = 1_000_000;
+/// The largest memory quota, in MiB (1 PiB).
+const MAX_QUOTA_MEMORY_MB: u64 = 1_073_741_824;
 /// The longest a key may be made to last: ten years.
 const MAX_EXPIRY_SECONDS: u64 = 10 * 365 * 24 * 3600;
 /// Characters of a key kept to tell it apart (after `lap_key_`).
@@ -189,4 +196,93 @@ pub async fn audit(
     Ok(Json(AuditLog {
         entries: state.store.audit(after, limit).await?,
     }))
+}
+
+/// Set a user's quota: what their sessions may hold at once. A field left out is not limited.
+#[utoipa::path(put, path = "/api/v1/admin/users/{name}/quota", tag = "teams", request_body = Quota,
+    params(("name" = String, Path, description = "user name")), security(("master_key" = [])),
+    responses((status = 200, body = User), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn set_quota(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(quota): ApiJson<Quota>,
+) -> Result<Json<User>, ApiError> {
+    if let Some(sessions) = quota.sessions
+        && sessions > MAX_QUOTA_SESSIONS
+    {
+        return Err(ApiError::bad_request(format!(
+            "`sessions` is {sessions}: a quota's sessions are 0 to {MAX_QUOTA_SESSIONS}"
+        ))
+        .hint("leave it out for no limit on sessions"));
+    }
+    if let Some(mb) = quota.memory_mb
+        && mb > MAX_QUOTA_MEMORY_MB
+    {
+        return Err(ApiError::bad_request(format!(
+            "`memory_mb` is {mb}: a quota's memory is 0 to {MAX_QUOTA_MEMORY_MB} MiB"
+        ))
+        .hint("leave it out for no limit on memory"));
+    }
+    if let Some(cpus) = quota.cpus
+        && !(cpus.is_finite() && (0.0..=1_000_000.0).contains(&cpus))
+    {
+        return Err(
+            ApiError::bad_request(format!("`cpus` is {cpus}: a quota's CPUs are 0 to 1000000"))
+                .hint("e.g. `{\"cpus\": 8}`; leave it out for no CPU limit"),
+        );
+    }
+    let user = state.store.set_quota(name.clone(), quota).await?;
+    user.map(Json).ok_or_else(|| no_user(&name))
+}
+
+/// Whether `principal` may start one more session of `agent` within their user's quota: a 429
+/// naming the limit when not. The master key has no quota.
+pub async fn within_quota(state: &AppState, principal: &Principal, agent: &Agent) -> Result<(), ApiError> {
+    let (Some(user), name) = (principal.user_id(), principal.name()) else {
+        return Ok(());
+    };
+    let (quota, usage) = state.store.usage(user).await?;
+    let raise = |flag: &str| {
+        format!(
+            "end one of their sessions (`lap sessions delete ID`), or an admin raises it: `lap users quota {name} {flag} …`"
+        )
+    };
+    let over = |what: String, flag: &str| Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, what).hint(raise(flag)));
+    if let Some(max) = quota.sessions
+        && usage.sessions >= max
+    {
+        return over(
+            format!(
+                "`{name}` has {} live sessions, the most their quota allows ({max})",
+                usage.sessions
+            ),
+            "--sessions",
+        );
+    }
+    let memory = agent.limits.memory_mb.unwrap_or(QUOTA_DEFAULT_MEMORY_MB);
+    if let Some(max) = quota.memory_mb
+        && usage.memory_mb + memory > max
+    {
+        return over(
+            format!(
+                "a session of `{}` needs {memory} MiB: `{name}`'s sessions hold {} MiB of their quota's {max} MiB",
+                agent.name, usage.memory_mb
+            ),
+            "--memory-mb",
+        );
+    }
+    let cpus = agent.limits.cpus.unwrap_or(QUOTA_DEFAULT_CPUS);
+    if let Some(max) = quota.cpus
+        && usage.cpus + cpus > max + 1e-9
+    {
+        return over(
+            format!(
+                "a session of `{}` needs {cpus} CPUs: `{name}`'s sessions hold {} of their quota's {max}",
+                agent.name, usage.cpus
+            ),
+            "--cpus",
+        );
+    }
+    Ok(())
 }

@@ -1,11 +1,11 @@
-//! `lap users create|list|disable|enable` and `lap keys create|list|revoke` (admin only): the people
+//! `lap users create|list|disable|enable|quota` and `lap keys create|list|revoke` (admin only): the people
 //! of a team, and the API keys they sign in with (`lap login` takes one like the master key).
 
 use clap::Subcommand;
 
 use super::Ctx;
 use crate::error::Error;
-use crate::wire::teams::{ApiKey, NewApiKey, NewUser, Role, User, UserPatch};
+use crate::wire::teams::{ApiKey, NewApiKey, NewUser, Quota, Role, User, UserPatch};
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
@@ -25,6 +25,21 @@ pub enum UsersCommand {
     Enable {
         /// User name
         name: String,
+    },
+    /// Set what a user's sessions may hold at once; a limit left out is lifted (over it, a new
+    /// session is refused with 429)
+    Quota {
+        /// User name
+        name: String,
+        /// Live sessions
+        #[arg(long)]
+        sessions: Option<u32>,
+        /// Memory of their sandboxes together, in MiB (an agent without a limit counts 4096)
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// CPUs of their sandboxes together (an agent without a limit counts 2)
+        #[arg(long)]
+        cpus: Option<f64>,
     },
 }
 
@@ -88,7 +103,7 @@ pub async fn run_users(command: UsersCommand, ctx: &Ctx) -> Result<(), Error> {
                 ctx.out.status("no users yet; add one with `lap users create NAME`");
             } else {
                 let rows: Vec<Vec<String>> = users.iter().map(user_row).collect();
-                ctx.out.table(&["NAME", "STATUS", "CREATED", "ID"], &rows);
+                ctx.out.table(&["NAME", "STATUS", "QUOTA", "CREATED", "ID"], &rows);
             }
             return Ok(());
         }
@@ -101,6 +116,22 @@ pub async fn run_users(command: UsersCommand, ctx: &Ctx) -> Result<(), Error> {
         UsersCommand::Enable { name } => {
             let user = client.update_user(&name, &UserPatch { disabled: false }).await?;
             ctx.out.status(format!("user `{name}` enabled"));
+            user
+        }
+        UsersCommand::Quota {
+            name,
+            sessions,
+            memory_mb,
+            cpus,
+        } => {
+            let quota = Quota {
+                sessions,
+                memory_mb,
+                cpus,
+            };
+            let user = client.set_quota(&name, &quota).await?;
+            ctx.out
+                .status(format!("quota of `{name}`: {}", quota_text(&user.quota)));
             user
         }
     };
@@ -168,6 +199,7 @@ fn user_row(user: &User) -> Vec<String> {
     vec![
         user.name.clone(),
         if user.disabled { "disabled" } else { "active" }.to_owned(),
+        quota_text(&user.quota),
         user.created_at.clone(),
         user.id.to_string(),
     ]
@@ -187,4 +219,21 @@ fn key_row(key: &ApiKey) -> Vec<String> {
         status,
         key.created_at.clone(),
     ]
+}
+
+/// A quota for people: `2 sessions, 8192 MiB, 4 CPUs`, or `none`.
+fn quota_text(quota: &Quota) -> String {
+    let parts: Vec<String> = [
+        quota.sessions.map(|n| format!("{n} sessions")),
+        quota.memory_mb.map(|mb| format!("{mb} MiB")),
+        quota.cpus.map(|cpus| format!("{cpus} CPUs")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }

@@ -4,7 +4,7 @@ use reqwest::Method;
 
 use super::{Client, ClientError, encode};
 use crate::wire::teams::{
-    AUDIT_PATH, ApiKey, AuditLog, CreatedApiKey, KEYS_PATH, NewApiKey, NewUser, USERS_PATH, User, UserPatch,
+    AUDIT_PATH, ApiKey, AuditLog, CreatedApiKey, KEYS_PATH, NewApiKey, NewUser, Quota, USERS_PATH, User, UserPatch,
 };
 
 impl Client {
@@ -19,6 +19,15 @@ impl Client {
     pub async fn update_user(&self, name: &str, body: &UserPatch) -> Result<User, ClientError> {
         self.call(Method::PATCH, &format!("{USERS_PATH}/{}", encode(name)), Some(body))
             .await
+    }
+
+    pub async fn set_quota(&self, name: &str, quota: &Quota) -> Result<User, ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("{USERS_PATH}/{}/quota", encode(name)),
+            Some(quota),
+        )
+        .await
     }
 
     pub async fn list_keys(&self, user: Option<&str>) -> Result<Vec<ApiKey>, ClientError> {

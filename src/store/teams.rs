@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-use crate::wire::teams::{ApiKey, AuditEntry, Role, User};
+use crate::wire::api::AgentLimits;
+use crate::wire::teams::{ApiKey, AuditEntry, QUOTA_DEFAULT_CPUS, QUOTA_DEFAULT_MEMORY_MB, Quota, Role, User};
 
 /// Whose objects a listing shows: everyone's, or a member's own (and, for agents, the team's: those
 /// no API key made).
@@ -104,6 +105,14 @@ pub struct NewAuditEntry {
     pub status: u16,
 }
 
+/// What a user's sessions hold now ([`Store::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub sessions: u32,
+    pub memory_mb: u64,
+    pub cpus: f64,
+}
+
 /// A key to store.
 pub struct NewKeyRow {
     pub user_id: Uuid,
@@ -113,12 +122,20 @@ pub struct NewKeyRow {
     pub expires_at: Option<String>,
 }
 
+/// The columns [`user_row`] reads.
+const USER_COLUMNS: &str = "id, name, disabled, created_at, max_sessions, max_memory_mb, max_cpus";
+
 fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: parse_id(row.get::<_, String>(0)?),
         name: row.get(1)?,
         disabled: row.get(2)?,
         created_at: row.get(3)?,
+        quota: Quota {
+            sessions: row.get(4)?,
+            memory_mb: row.get::<_, Option<i64>>(5)?.map(|mb| mb.max(0) as u64),
+            cpus: row.get(6)?,
+        },
     })
 }
 
@@ -206,6 +223,7 @@ impl Store {
                 name,
                 disabled: false,
                 created_at: now,
+                quota: Quota::default(),
             })
         })
         .await
@@ -215,7 +233,7 @@ impl Store {
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.call(|conn, _| {
             Ok(conn
-                .prepare("SELECT id, name, disabled, created_at FROM users ORDER BY created_at, name")?
+                .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, name"))?
                 .query_map([], user_row)?
                 .collect::<Result<_, _>>()?)
         })
@@ -226,7 +244,7 @@ impl Store {
         self.call(move |conn, _| {
             Ok(conn
                 .query_row(
-                    "SELECT id, name, disabled, created_at FROM users WHERE name = ?1",
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
                     [name],
                     user_row,
                 )
@@ -245,7 +263,7 @@ impl Store {
                 )?;
                 let user = conn
                     .query_row(
-                        "SELECT id, name, disabled, created_at FROM users WHERE name = ?1",
+                        &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
                         [&name],
                         user_row,
                     )
@@ -404,6 +422,59 @@ impl Store {
                 entries.reverse();
             }
             Ok(entries)
+        })
+        .await
+    }
+
+    /// Sets a user's quota; the user after, or `None` when there is none of that name.
+    pub async fn set_quota(&self, name: String, quota: Quota) -> Result<Option<User>, StoreError> {
+        self.call(move |conn, _| {
+            conn.execute(
+                "UPDATE users SET max_sessions = ?1, max_memory_mb = ?2, max_cpus = ?3 WHERE name = ?4",
+                params![quota.sessions, quota.memory_mb.map(|mb| mb as i64), quota.cpus, name],
+            )?;
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+                    [name],
+                    user_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// A user's quota and what their sessions hold now: live sessions, and the memory (MiB) and
+    /// CPUs of those holding a sandbox.
+    pub async fn usage(&self, user: Uuid) -> Result<(Quota, Usage), StoreError> {
+        self.call(move |conn, _| {
+            let quota = conn
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                    [user.to_string()],
+                    user_row,
+                )
+                .optional()?
+                .map(|u| u.quota)
+                .unwrap_or_default();
+            let live: Vec<(String, String)> = conn
+                .prepare(
+                    "SELECT s.status, a.limits_json FROM sessions s JOIN agents a ON a.id = s.agent_id
+                     WHERE s.status IN ('creating', 'ready', 'paused', 'hibernated')
+                       AND s.id IN (SELECT object_id FROM owners WHERE kind = 'session' AND user_id = ?1)",
+                )?
+                .query_map([user.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut usage = Usage::default();
+            for (status, limits) in live {
+                usage.sessions += 1;
+                if status != "hibernated" {
+                    let limits: AgentLimits = serde_json::from_str(&limits).unwrap_or_default();
+                    usage.memory_mb += limits.memory_mb.unwrap_or(QUOTA_DEFAULT_MEMORY_MB);
+                    usage.cpus += limits.cpus.unwrap_or(QUOTA_DEFAULT_CPUS);
+                }
+            }
+            Ok((quota, usage))
         })
         .await
     }

@@ -79,7 +79,38 @@ pub struct User {
     /// A disabled user's keys are refused.
     pub disabled: bool,
     pub created_at: String,
+    /// What their sessions may hold at once.
+    #[serde(default)]
+    pub quota: Quota,
 }
+
+/// What one user's sessions may hold at once (`PUT /api/v1/admin/users/{name}/quota`); a field left
+/// out is not limited. A session that is not over (creating, ready, paused, hibernated) counts as
+/// live; one that holds a sandbox (all but hibernated) counts its agent's `limits.memory_mb` and
+/// `limits.cpus`, or [`QUOTA_DEFAULT_MEMORY_MB`] and [`QUOTA_DEFAULT_CPUS`] when the agent sets none.
+/// A session made over quota is refused with 429, naming the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Live sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub sessions: Option<u32>,
+    /// Memory of their sandboxes together, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1073741824)]
+    pub memory_mb: Option<u64>,
+    /// CPUs of their sandboxes together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1000000.0)]
+    pub cpus: Option<f64>,
+}
+
+/// What a session of an agent without a memory limit counts against a quota: the local backend's
+/// default sandbox memory.
+pub const QUOTA_DEFAULT_MEMORY_MB: u64 = 4096;
+/// The same for CPUs.
+pub const QUOTA_DEFAULT_CPUS: f64 = 2.0;
 
 /// `PATCH /api/v1/admin/users/{name}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

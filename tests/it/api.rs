@@ -2155,6 +2155,7 @@ fn openapi_lists_exactly_the_routes_of_the_api() {
             "GET /api/v1/admin/users",
             "POST /api/v1/admin/users",
             "PATCH /api/v1/admin/users/{name}",
+            "PUT /api/v1/admin/users/{name}/quota",
             "GET /api/v1/health",
             "GET /api/v1/health/k8s",
             "GET /api/v1/managed_agents/agents",
@@ -2270,7 +2271,12 @@ async fn every_documented_operation_reaches_a_handler() {
         if path.starts_with("/api/v1/admin/users/") || path.starts_with("/api/v1/admin/keys/") {
             // No user or key of that name or id (or an empty patch): a 4xx that says what to do.
             assert!(
-                [StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST].contains(&reply.status),
+                [
+                    StatusCode::NOT_FOUND,
+                    StatusCode::BAD_REQUEST,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE
+                ]
+                .contains(&reply.status),
                 "{method} {uri}: {}",
                 reply.raw
             );

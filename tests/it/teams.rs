@@ -788,3 +788,102 @@ fn lap_audit_follows_new_actions() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+/// Quotas: a member's live sessions, and the memory and CPUs their sandboxes hold, are capped; a
+/// session over the cap is a 429 naming the limit, and fits again once one ends.
+#[tokio::test]
+async fn a_session_over_its_users_quota_is_refused_with_429_naming_the_limit() {
+    let app = App::new();
+    app.agent("helper", "shell").await;
+    let made = app
+        .post(
+            "/api/v1/managed_agents/agents",
+            json!({"name": "big", "harness_id": "shell", "limits": {"memory_mb": 4096, "cpus": 1.5}}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.raw);
+    let max = key_for(&app, "max", "member").await;
+    let quota = |body: Value| App::request_json(Method::PUT, &format!("{USERS}/max/quota"), &body);
+    let set = app.send(quota(json!({"sessions": 1}))).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.raw);
+    assert_eq!(set.body["quota"], json!({"sessions": 1}));
+    let start = |agent: &str| {
+        with_key(
+            Method::POST,
+            &format!("/api/v1/managed_agents/agents/{agent}/session"),
+            &max,
+            None,
+        )
+    };
+
+    let first = app.send(start("helper")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.raw);
+    let second = app.send(start("helper")).await;
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS, "{}", second.raw);
+    assert!(
+        second.raw.contains("1 live sessions, the most their quota allows (1)"),
+        "{}",
+        second.raw
+    );
+    assert!(
+        hint(&second).contains("lap users quota max --sessions"),
+        "{}",
+        second.raw
+    );
+    let master = app
+        .send(App::request_json(
+            Method::POST,
+            "/api/v1/managed_agents/agents/helper/session",
+            &json!(null),
+        ))
+        .await;
+    assert_eq!(
+        master.status,
+        StatusCode::OK,
+        "the master key has no quota: {}",
+        master.raw
+    );
+
+    // Memory: `helper` sets no limit and counts 4096 MiB; `big` asks for 4096 more.
+    app.send(quota(json!({"memory_mb": 6000}))).await;
+    let over = app.send(start("big")).await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS, "{}", over.raw);
+    assert!(
+        over.raw.contains("needs 4096 MiB") && over.raw.contains("4096 MiB of their quota's 6000 MiB"),
+        "{}",
+        over.raw
+    );
+    app.send(quota(json!({"cpus": 3}))).await;
+    let over = app.send(start("big")).await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS, "{}", over.raw);
+    assert!(over.raw.contains("needs 1.5 CPUs"), "{}", over.raw);
+
+    // Once the first ends, there is room again.
+    let id = first.body["id"].as_str().unwrap();
+    let ended = app
+        .send(with_key(
+            Method::DELETE,
+            &format!("/api/v1/managed_agents/sessions/{id}"),
+            &max,
+            None,
+        ))
+        .await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.raw);
+    assert_eq!(app.send(start("big")).await.status, StatusCode::OK);
+
+    for (body, status) in [
+        (json!({"cpus": -1}), StatusCode::BAD_REQUEST),
+        (json!({"sessions": 1, "gpus": 2}), StatusCode::BAD_REQUEST),
+    ] {
+        let reply = app.send(quota(body.clone())).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.raw);
+    }
+    let unknown = app
+        .send(App::request_json(
+            Method::PUT,
+            &format!("{USERS}/nobody/quota"),
+            &json!({"sessions": 1}),
+        ))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.raw);
+}

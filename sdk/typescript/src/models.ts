@@ -572,6 +572,22 @@ export interface PreviewUrl {
   url: string;
 }
 
+/**
+ * What one user's sessions may hold at once (`PUT /api/v1/admin/users/{name}/quota`); a field left
+ * out is not limited. A session that is not over (creating, ready, paused, hibernated) counts as
+ * live; one that holds a sandbox (all but hibernated) counts its agent's `limits.memory_mb` and
+ * `limits.cpus`, or [`QUOTA_DEFAULT_MEMORY_MB`] and [`QUOTA_DEFAULT_CPUS`] when the agent sets none.
+ * A session made over quota is refused with 429, naming the limit.
+ */
+export interface Quota {
+  /** CPUs of their sandboxes together. */
+  cpus?: number | null;
+  /** Memory of their sandboxes together, in MiB. */
+  memory_mb?: number | null;
+  /** Live sessions. */
+  sessions?: number | null;
+}
+
 /** `DELETE …/sessions/{id}/preview_urls[?port=N]`: how many ports' URLs were revoked. */
 export interface RevokedPreviewUrls {
   /** The port whose URLs were revoked (`None`: every port of the session). */
@@ -748,6 +764,8 @@ export interface User {
   disabled: boolean;
   id: string;
   name: string;
+  /** What their sessions may hold at once. */
+  quota?: Quota;
 }
 
 /** `PATCH /api/v1/admin/users/{name}`. */
