@@ -105,7 +105,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(teams::revoke_key))
         .routes(routes!(teams::audit))
         .routes(routes!(teams::set_quota))
-        .route_layer(axum::middleware::from_fn(auth::require_master_key));
+        .route_layer(axum::middleware::from_fn(auth::authenticate));
     let public = OpenApiRouter::new()
         .routes(routes!(health::health))
         .routes(routes!(health::k8s))
@@ -132,7 +132,7 @@ fn port_routes() -> OpenApiRouter<AppState> {
     let cookie_or_key = OpenApiRouter::new()
         .routes(routes!(ports::list))
         .routes(routes!(ports::create_preview, ports::revoke_previews))
-        .route_layer(axum::middleware::from_fn(auth::require_master_key));
+        .route_layer(axum::middleware::from_fn(auth::authenticate));
     let key_only = OpenApiRouter::with_openapi(ProxyDoc::openapi())
         .routes(routes!(ports::forward))
         .route(PROXY, any(ports::proxy_path))

@@ -388,6 +388,8 @@ pub struct Store {
     migrated_credentials: usize,
     /// Live uses of API keys, cut when their key is revoked or its user disabled (store/teams.rs).
     cuts: Arc<teams::KeyCuts>,
+    /// Held from a quota check to the new session's owner row ([`Store::quota_turn`]).
+    quota: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Wall-clock time (UTC) the store stamps rows with; replaceable so tests can move it.
@@ -414,6 +416,7 @@ impl Store {
             clock: Arc::new(time::OffsetDateTime::now_utc),
             migrated_credentials,
             cuts: Arc::default(),
+            quota: Arc::default(),
         })
     }
 

@@ -2,7 +2,10 @@
 //! Bearer <master key>`, compared in constant time) or the web UI's session cookie (see [`super::ui`]
 //! for the cookie and its CSRF rule) act as the bootstrap admin; an API key (`Bearer lap_key_…`,
 //! looked up by its SHA-256 digest) acts as its user with its role, and is refused once revoked,
-//! expired, or its user disabled. Then [`super::roles`] says whether that role may call the route.
+//! expired, or its user disabled. Then [`super::roles`] says whether that role may call the route,
+//! [`super::owners`] whether a member may reach its object, and every action but a read is kept in
+//! the audit log ([`crate::store::Store::record_audit`]). What an API key opens (an event stream,
+//! through [`Principal::ended`] a terminal or a port-forward) ends when the key does.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -110,8 +113,8 @@ impl Principal {
     }
 }
 
-/// The master key, an API key, or the web UI's cookie; then the route's role.
-pub async fn require_master_key(
+/// The master key, an API key, or the web UI's cookie; then the route's role (the API's routes).
+pub async fn authenticate(
     Extension(key): Extension<Arc<Secret>>,
     Extension(sessions): Extension<Arc<ui::Sessions>>,
     Extension(store): Extension<Store>,

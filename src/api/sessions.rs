@@ -49,7 +49,7 @@ pub async fn create(
 ) -> Result<Json<Session>, ApiError> {
     let body: CreateSession = parse_optional(&body.map_err(bytes_rejection)?)?;
     let agent = agents::find(&state, &id).await?;
-    super::teams::within_quota(&state, &principal, &agent).await?;
+    let _turn = super::teams::within_quota(&state, &principal, &agent).await?;
     let row = state.control.create_session(&agent, body.title).await?;
     principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin, &principal)))
@@ -355,7 +355,7 @@ pub async fn fork(
     let uuid = parse_id(&id)?;
     let parent = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
     let agent = agents::find(&state, &parent.agent_id.to_string()).await?;
-    super::teams::within_quota(&state, &principal, &agent).await?;
+    let _turn = super::teams::within_quota(&state, &principal, &agent).await?;
     let row = state.control.fork_session(uuid, body.title).await?;
     principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin, &principal)))

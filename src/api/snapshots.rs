@@ -92,7 +92,7 @@ pub async fn session(
 ) -> Result<Json<Session>, ApiError> {
     let agent = agents::find(&state, &body.agent).await?;
     super::owners::may_use_agent(&state.store, &principal, &agent, &body.agent).await?;
-    super::teams::within_quota(&state, &principal, &agent).await?;
+    let _turn = super::teams::within_quota(&state, &principal, &agent).await?;
     let row = state.control.session_from_snapshot(&agent, &name, body.title).await?;
     principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin, &principal)))

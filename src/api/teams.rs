@@ -1,6 +1,8 @@
-//! Users and API keys (admin only): `GET|POST /api/v1/admin/users`, `PATCH
-//! /api/v1/admin/users/{name}`, `GET|POST /api/v1/admin/keys`, `DELETE /api/v1/admin/keys/{id}`.
-//! A key is shown once, in the answer to its creation; `lap serve` keeps its SHA-256 digest.
+//! Users, their API keys, quotas and the audit log (admin only): `GET|POST /api/v1/admin/users`,
+//! `PATCH /api/v1/admin/users/{name}`, `PUT /api/v1/admin/users/{name}/quota`, `GET|POST
+//! /api/v1/admin/keys`, `DELETE /api/v1/admin/keys/{id}`, `GET /api/v1/admin/audit`. A key is shown
+//! once, in the answer to its creation; `lap serve` keeps its SHA-256 digest. [`within_quota`] is
+//! what session creation asks.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -11,8 +13,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::store::teams::NewKeyRow;
-use crate::wire::api::Agent;
-use crate::wire::api::ErrorBody;
+use crate::wire::api::{Agent, ErrorBody};
 use crate::wire::teams::{
     AUDIT_PAGE_MAX, ApiKey, AuditLog, CreatedApiKey, KEY_PREFIX, NewApiKey, NewUser, QUOTA_DEFAULT_CPUS,
     QUOTA_DEFAULT_MEMORY_MB, Quota, User, UserPatch, check_user_name,
@@ -237,11 +238,20 @@ pub async fn set_quota(
 }
 
 /// Whether `principal` may start one more session of `agent` within their user's quota: a 429
-/// naming the limit when not. The master key has no quota.
-pub async fn within_quota(state: &AppState, principal: &Principal, agent: &Agent) -> Result<(), ApiError> {
+/// naming the limit when not. The master key has no quota. Hold the answer until the new session's
+/// owner is recorded ([`crate::store::Store::quota_turn`]).
+pub async fn within_quota(
+    state: &AppState,
+    principal: &Principal,
+    agent: &Agent,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
     let (Some(user), name) = (principal.user_id(), principal.name()) else {
-        return Ok(());
+        return Ok(None);
     };
+    if state.store.usage(user).await?.0 == Quota::default() {
+        return Ok(None);
+    }
+    let turn = state.store.quota_turn().await;
     let (quota, usage) = state.store.usage(user).await?;
     let raise = |flag: &str| {
         format!(
@@ -284,5 +294,5 @@ pub async fn within_quota(state: &AppState, principal: &Principal, agent: &Agent
             "--cpus",
         );
     }
-    Ok(())
+    Ok(Some(turn))
 }

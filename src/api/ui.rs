@@ -199,6 +199,7 @@ pub fn routes() -> Router<AppState> {
         .route("/agents/{*rest}", get(page))
         .route("/sessions", get(page))
         .route("/sessions/{*rest}", get(page))
+        .route("/audit", get(page))
         .route("/ui/{*file}", get(asset))
         .route("/api/ui/auth/cookie", get(signed_in).post(sign_in).delete(sign_out))
         .route("/api/ui/config", get(config))

@@ -122,6 +122,16 @@ pub struct NewKeyRow {
     pub expires_at: Option<String>,
 }
 
+/// The user named `name`.
+fn user_named(conn: &rusqlite::Connection, name: &str) -> rusqlite::Result<Option<User>> {
+    conn.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+        [name],
+        user_row,
+    )
+    .optional()
+}
+
 /// The columns [`user_row`] reads.
 const USER_COLUMNS: &str = "id, name, disabled, created_at, max_sessions, max_memory_mb, max_cpus";
 
@@ -241,16 +251,7 @@ impl Store {
     }
 
     pub async fn find_user(&self, name: String) -> Result<Option<User>, StoreError> {
-        self.call(move |conn, _| {
-            Ok(conn
-                .query_row(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
-                    [name],
-                    user_row,
-                )
-                .optional()?)
-        })
-        .await
+        self.call(move |conn, _| Ok(user_named(conn, &name)?)).await
     }
 
     /// Disables or enables a user; the user after, or `None` when there is none of that name.
@@ -261,13 +262,7 @@ impl Store {
                     "UPDATE users SET disabled = ?1 WHERE name = ?2",
                     params![disabled, name],
                 )?;
-                let user = conn
-                    .query_row(
-                        &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
-                        [&name],
-                        user_row,
-                    )
-                    .optional()?;
+                let user = user_named(conn, &name)?;
                 let keys: Vec<Uuid> = conn
                     .prepare(
                         "SELECT k.id FROM api_keys k JOIN users u ON u.id = k.user_id
@@ -426,6 +421,12 @@ impl Store {
         .await
     }
 
+    /// One quota check and the session it lets in at a time: held from [`Store::usage`] until the
+    /// new session's owner is recorded, so two creates at once cannot both fit in the last place.
+    pub async fn quota_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.quota.clone().lock_owned().await
+    }
+
     /// Sets a user's quota; the user after, or `None` when there is none of that name.
     pub async fn set_quota(&self, name: String, quota: Quota) -> Result<Option<User>, StoreError> {
         self.call(move |conn, _| {
@@ -433,13 +434,7 @@ impl Store {
                 "UPDATE users SET max_sessions = ?1, max_memory_mb = ?2, max_cpus = ?3 WHERE name = ?4",
                 params![quota.sessions, quota.memory_mb.map(|mb| mb as i64), quota.cpus, name],
             )?;
-            Ok(conn
-                .query_row(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
-                    [name],
-                    user_row,
-                )
-                .optional()?)
+            Ok(user_named(conn, &name)?)
         })
         .await
     }

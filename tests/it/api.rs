@@ -125,10 +125,15 @@ impl App {
 
     /// A request with the master key, and a JSON body when one is given.
     fn request(method: Method, path: &str, body: Option<&Value>) -> Request<Body> {
+        Self::request_as(MASTER_KEY, method, path, body)
+    }
+
+    /// A request with `bearer` (the master key, an API key), and a JSON body when one is given.
+    pub(crate) fn request_as(bearer: &str, method: Method, path: &str, body: Option<&Value>) -> Request<Body> {
         let builder = Request::builder()
             .method(method)
             .uri(path)
-            .header(AUTHORIZATION, format!("Bearer {MASTER_KEY}"));
+            .header(AUTHORIZATION, format!("Bearer {bearer}"));
         match body {
             Some(body) => builder
                 .header(CONTENT_TYPE, "application/json")

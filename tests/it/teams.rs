@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 
@@ -26,17 +25,7 @@ const CUT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A request with `key` as the bearer, and a JSON body when one is given.
 fn with_key(method: Method, path: &str, key: &str, body: Option<&Value>) -> Request<Body> {
-    let builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(AUTHORIZATION, format!("Bearer {key}"));
-    match body {
-        Some(body) => builder
-            .header(CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string())),
-        None => builder.body(Body::empty()),
-    }
-    .expect("valid request")
+    App::request_as(key, method, path, body)
 }
 
 /// Makes a user `name` (if new) and a key of `role` for them; returns the key.

@@ -383,3 +383,20 @@ fn a_person_messages_an_api_agent_and_sees_the_reply_stream_in() {
         assert!(stdout.contains(&format!("ok: {step}")), "no `ok: {step}` in:\n{stdout}");
     }
 }
+
+/// The audit log's admin page: the sign-in and a change made with the master key appear in it.
+#[test]
+fn the_audit_page_lists_who_did_what_as_it_happens() {
+    let home = Home::new();
+    let server = TestServer::start(&home);
+    let screenshot = home.path().join("ui-audit.png");
+    let Some(stdout) = run_browser("audit.mjs", &server, &home, &screenshot) else {
+        return;
+    };
+    for step in [
+        "the audit page lists the sign-in of the web UI",
+        "an action made elsewhere appears without a reload",
+    ] {
+        assert!(stdout.contains(&format!("ok: {step}")), "no `ok: {step}` in:\n{stdout}");
+    }
+}

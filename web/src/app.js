@@ -5,6 +5,7 @@ import { api, clear, h, setNavigate, setUnauthorizedHandler, ApiError } from './
 import { agentsPage, agentFormPage } from './agents.js';
 import { sessionsPage } from './sessions.js';
 import { sessionPage } from './session.js';
+import { auditPage } from './audit.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -19,6 +20,7 @@ const routes = [
   [/^\/agents\/([^/]+)$/, (m) => agentFormPage(main, ctx(), decodeURIComponent(m[1]))],
   [/^\/sessions$/, () => sessionsPage(main, ctx())],
   [/^\/sessions\/([0-9a-f-]{36})$/, (m) => sessionPage(main, ctx(), m[1])],
+  [/^\/audit$/, () => auditPage(main)],
 ];
 
 function ctx() {
