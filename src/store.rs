@@ -333,6 +333,9 @@ pub struct SessionRow {
     pub created_at: String,
     pub last_seen_at: String,
     pub stopped_at: Option<String>,
+    /// The name of the user who made it with an API key (store/teams.rs's `owners`); none: the
+    /// team's. Read, never written, through this row.
+    pub owner: Option<String>,
 }
 
 /// A change of a session's state, applied atomically.
@@ -1003,7 +1006,8 @@ impl Store {
 
 const SESSION_SELECT: &str = "SELECT s.id, s.agent_id, a.name, a.harness_id, s.status, s.phase, s.phase_detail,
     s.sandbox_id, s.sandbox_url, s.tty_token, s.harness_session_id, s.failure_reason, s.title,
-    s.created_at, s.last_seen_at, s.stopped_at
+    s.created_at, s.last_seen_at, s.stopped_at,
+    (SELECT u.name FROM owners o JOIN users u ON u.id = o.user_id WHERE o.kind = 'session' AND o.object_id = s.id)
     FROM sessions s JOIN agents a ON a.id = s.agent_id";
 
 fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
@@ -1030,6 +1034,7 @@ fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         created_at: row.get(13)?,
         last_seen_at: row.get(14)?,
         stopped_at: row.get(15)?,
+        owner: row.get(16)?,
     })
 }
 
@@ -1038,7 +1043,9 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
     let row = conn
         .query_row(
             "SELECT name, harness_id, command, repo_url, branch, prompt, model, env_json,
-                allow_out_json, deny_out_json, created_at, updated_at, limits_json, volumes_json
+                allow_out_json, deny_out_json, created_at, updated_at, limits_json, volumes_json,
+                (SELECT u.name FROM owners o JOIN users u ON u.id = o.user_id
+                 WHERE o.kind = 'agent' AND o.object_id = agents.id)
              FROM agents WHERE id = ?1",
             [&key],
             |row| {
@@ -1057,6 +1064,7 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
                     row.get::<_, String>(11)?,
                     row.get::<_, String>(12)?,
                     row.get::<_, String>(13)?,
+                    row.get::<_, Option<String>>(14)?,
                 ))
             },
         )
@@ -1076,6 +1084,7 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
         updated,
         limits,
         volumes,
+        owner,
     )) = row
     else {
         return Ok(None);
@@ -1117,6 +1126,7 @@ fn get_agent(conn: &Connection, id: Uuid) -> Result<Option<Agent>, StoreError> {
         updated_at: updated,
         session_count: None,
         has_active_session: None,
+        owner,
     }))
 }
 
@@ -1430,6 +1440,7 @@ mod tests {
                 created_at: now(),
                 last_seen_at: now(),
                 stopped_at: None,
+                owner: None,
             })
             .await
             .unwrap();

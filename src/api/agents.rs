@@ -83,10 +83,10 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> Result<Json<Agent>, ApiError> {
     let agent = validate_create(body)?;
-    let created = state.store.create_agent(agent).await?;
+    let mut created = state.store.create_agent(agent).await?;
     // A member's agent is theirs; an admin's (or the master key's) is the team's.
     if principal.role() == Role::Member {
-        principal.owns(&state.store, Owned::Agent, created.id).await?;
+        created.owner = principal.owns(&state.store, Owned::Agent, created.id).await?;
     }
     Ok(Json(state.control.with_volume_sizes(created).await))
 }

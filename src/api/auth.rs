@@ -104,12 +104,15 @@ impl Principal {
     }
 
     /// Records this principal's user as the owner of what it just made (the master key's belong to
-    /// the team).
-    pub async fn owns(&self, store: &Store, kind: Owned, id: Uuid) -> Result<(), ApiError> {
-        if let Some(user) = self.user_id() {
-            store.set_owner(kind, id, user).await?;
+    /// the team); the owner's name, as the API shows it.
+    pub async fn owns(&self, store: &Store, kind: Owned, id: Uuid) -> Result<Option<String>, ApiError> {
+        match self {
+            Self::Master => Ok(None),
+            Self::Key { user_id, user, .. } => {
+                store.set_owner(kind, id, *user_id).await?;
+                Ok(Some(user.clone()))
+            }
         }
-        Ok(())
     }
 }
 

@@ -50,8 +50,8 @@ pub async fn create(
     let body: CreateSession = parse_optional(&body.map_err(bytes_rejection)?)?;
     let agent = agents::find(&state, &id).await?;
     let _turn = super::teams::within_quota(&state, &principal, &agent).await?;
-    let row = state.control.create_session(&agent, body.title).await?;
-    principal.owns(&state.store, Owned::Session, row.id).await?;
+    let mut row = state.control.create_session(&agent, body.title).await?;
+    row.owner = principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin, &principal)))
 }
 
@@ -356,8 +356,8 @@ pub async fn fork(
     let parent = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
     let agent = agents::find(&state, &parent.agent_id.to_string()).await?;
     let _turn = super::teams::within_quota(&state, &principal, &agent).await?;
-    let row = state.control.fork_session(uuid, body.title).await?;
-    principal.owns(&state.store, Owned::Session, row.id).await?;
+    let mut row = state.control.fork_session(uuid, body.title).await?;
+    row.owner = principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin, &principal)))
 }
 
@@ -457,5 +457,6 @@ fn session_of(row: SessionRow, origin: &Origin) -> Session {
         created_at: row.created_at,
         last_seen_at: row.last_seen_at,
         stopped_at: row.stopped_at,
+        owner: row.owner,
     }
 }

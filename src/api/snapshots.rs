@@ -93,7 +93,7 @@ pub async fn session(
     let agent = agents::find(&state, &body.agent).await?;
     super::owners::may_use_agent(&state.store, &principal, &agent, &body.agent).await?;
     let _turn = super::teams::within_quota(&state, &principal, &agent).await?;
-    let row = state.control.session_from_snapshot(&agent, &name, body.title).await?;
-    principal.owns(&state.store, Owned::Session, row.id).await?;
+    let mut row = state.control.session_from_snapshot(&agent, &name, body.title).await?;
+    row.owner = principal.owns(&state.store, Owned::Session, row.id).await?;
     Ok(Json(to_api(row, &origin, &principal)))
 }

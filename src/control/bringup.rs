@@ -148,6 +148,7 @@ impl Control {
             created_at: self.store.timestamp(),
             last_seen_at: String::new(),
             stopped_at: None,
+            owner: None,
         }
     }
 

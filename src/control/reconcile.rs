@@ -565,6 +565,7 @@ mod tests {
             created_at: String::new(),
             last_seen_at: String::new(),
             stopped_at: None,
+            owner: None,
         }
     }
 

@@ -133,6 +133,10 @@ pub struct Agent {
     /// sandboxes (absent: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<AgentVolume>,
+    /// The user who made it with an API key; absent: the team's (made with the master key or the
+    /// web UI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     /// Only in list responses.
@@ -435,6 +439,10 @@ pub struct Session {
     pub created_at: String,
     pub last_seen_at: String,
     pub stopped_at: Option<String>,
+    /// The user who made it with an API key; absent: the team's (made with the master key or the
+    /// web UI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `DELETE /sessions/{id}` response, LAP's shape.

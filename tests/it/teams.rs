@@ -445,6 +445,7 @@ async fn a_member_reaches_only_their_own_sessions_and_agents() {
         started.body["tty_token"].is_string(),
         "the owner needs the terminal token"
     );
+    assert_eq!(started.body["owner"], "max", "{}", started.raw);
     let session = format!("{sessions}/{id}");
 
     for (method, path) in [
@@ -469,6 +470,7 @@ async fn a_member_reaches_only_their_own_sessions_and_agents() {
     };
     assert_eq!(listed(&mia).await, json!([]), "mia lists max's session");
     assert_eq!(listed(&max).await[0]["id"], id.as_str());
+    assert_eq!(listed(&max).await[0]["owner"], "max");
     let seen = listed(&vera).await;
     assert_eq!(seen[0]["id"], id.as_str(), "a viewer reads every session");
     assert!(
@@ -497,6 +499,15 @@ async fn a_member_reaches_only_their_own_sessions_and_agents() {
             .map(|a| a["name"].as_str().unwrap().to_owned())
             .collect()
     };
+    assert_eq!(made.body["owner"], "max", "{}", made.raw);
+    let team = app
+        .send(with_key(Method::GET, &format!("{agents}/helper"), &mia, None))
+        .await;
+    assert!(
+        team.body.get("owner").is_none(),
+        "the team's agent has no owner: {}",
+        team.raw
+    );
     assert_eq!(
         names(app.send(with_key(Method::GET, agents, &mia, None)).await),
         ["helper"]

@@ -39,6 +39,11 @@ export interface Agent {
   limits?: AgentLimits;
   model?: string | null;
   name: string;
+  /**
+   * The user who made it with an API key; absent: the team's (made with the master key or the
+   * web UI).
+   */
+  owner?: string | null;
   prompt?: string | null;
   repo_url?: string | null;
   /** Only in list responses. */
@@ -624,6 +629,11 @@ export interface Session {
   id: string;
   idle_timeout_ms?: number | null;
   last_seen_at: string;
+  /**
+   * The user who made it with an API key; absent: the team's (made with the master key or the
+   * web UI).
+   */
+  owner?: string | null;
   phase?: string | null;
   phase_detail?: string | null;
   sandbox_url?: string | null;

@@ -217,6 +217,7 @@ class Agent(_Model):
     volumes: list[AgentVolume] = field(default_factory=list)
     session_count: int | None = None
     has_active_session: bool | None = None
+    owner: str | None = None
 
 
 @dataclass
@@ -248,6 +249,7 @@ class Session(_Model):
     title_preview: str | None = None
     idle_timeout_ms: int | None = None
     stopped_at: str | None = None
+    owner: str | None = None
 
 
 @dataclass
