@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 use crate::store::Store;
 use crate::store::teams::Owned;
-use crate::wire::api::Agent;
-use crate::wire::api::PREFIX;
+use crate::wire::api::{Agent, PREFIX};
 use crate::wire::teams::Role;
 
 use super::ApiError;

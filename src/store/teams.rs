@@ -1,5 +1,8 @@
 //! Users and their API keys (wire/teams.rs): a key is stored as its SHA-256 digest and its first
 //! characters, never as itself; revoking stamps `revoked_at`, so the listing keeps what happened.
+//! Also what goes with them: who owns which agent, session and snapshot (`owners`), the live uses
+//! of each key to cut when it is revoked ([`KeyCuts`]), quotas and what a user's sessions hold
+//! ([`Store::usage`]), and the audit log.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
