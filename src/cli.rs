@@ -113,7 +113,7 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the control plane: REST and WebSocket API, store, sandboxes
     Serve(serve::Args),
-    /// Save a server URL and its master key for this user
+    /// Save a server URL and its master key (or your API key) for this user
     Login(login::Args),
     /// Forget the saved master key and server URL
     Logout,

@@ -1,4 +1,5 @@
-//! `lap login [--url URL] [--key-stdin]`: checks a master key against the server, then saves both.
+//! `lap login [--url URL] [--key-stdin]`: checks a key against the server, then saves both: the
+//! master key, or a user's API key (`lap keys create`), which acts as that user with its role.
 //!
 //! The key is read with hidden input on a terminal, or from stdin with `--key-stdin`; never from
 //! argv, where other users could see it in `ps`.
@@ -15,7 +16,7 @@ pub struct Args {
     /// Server URL to log in to [default: the effective server URL]
     #[arg(long)]
     pub url: Option<String>,
-    /// Read the master key from the first line of stdin
+    /// Read the key (the master key, or an API key) from the first line of stdin
     #[arg(long)]
     pub key_stdin: bool,
 }
@@ -54,19 +55,19 @@ fn read_key(url: &str, from_stdin: bool) -> Result<Secret, Error> {
             .map_err(|e| Error::io("cannot read the key from stdin", e))?;
         line
     } else if std::io::stdin().is_terminal() {
-        rpassword::prompt_password(format!("master key for {url}: "))
+        rpassword::prompt_password(format!("master key or API key for {url}: "))
             .map_err(|e| Error::io("cannot read the key from the terminal", e))?
     } else {
         return Err(Error::usage(
-            "stdin is not a terminal, so the master key cannot be prompted for",
+            "stdin is not a terminal, so the key cannot be prompted for",
             "pipe it in with `lap login --key-stdin`, or set `LAP_MASTER_KEY`",
         ));
     };
     let key = key.trim();
     if key.is_empty() {
         return Err(Error::usage(
-            "the master key is empty",
-            "paste the key `lap serve` printed on its first start",
+            "the key is empty",
+            "paste the key `lap serve` printed on its first start, or the API key an admin made for you",
         ));
     }
     Ok(Secret::new(key))

@@ -842,14 +842,14 @@ fn login_without_a_tty_or_key_stdin_fails_with_a_hint() {
     assert_snapshot!(lap(&home, ["login", "--url", &server.url]), @r"
     exit: 2
     --- stderr
-    error: stdin is not a terminal, so the master key cannot be prompted for
+    error: stdin is not a terminal, so the key cannot be prompted for
     hint: pipe it in with `lap login --key-stdin`, or set `LAP_MASTER_KEY`
     ");
     assert_snapshot!(home.lap().stdin("\n").run(["login", "--url", &server.url, "--key-stdin"]), @r"
     exit: 2
     --- stderr
-    error: the master key is empty
-    hint: paste the key `lap serve` printed on its first start
+    error: the key is empty
+    hint: paste the key `lap serve` printed on its first start, or the API key an admin made for you
     ");
     assert!(!home.config_dir().exists());
 }
