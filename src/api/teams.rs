@@ -248,6 +248,7 @@ pub async fn within_quota(
     let (Some(user), name) = (principal.user_id(), principal.name()) else {
         return Ok(None);
     };
+    // Without a quota nothing is counted and no turn is taken; with one, it is read again in turn.
     if state.store.usage(user).await?.0 == Quota::default() {
         return Ok(None);
     }

@@ -443,7 +443,7 @@ impl Store {
     }
 
     /// A user's quota and what their sessions hold now: live sessions, and the memory (MiB) and
-    /// CPUs of those holding a sandbox.
+    /// CPUs of those holding a sandbox (not counted for a user without a quota).
     pub async fn usage(&self, user: Uuid) -> Result<(Quota, Usage), StoreError> {
         self.call(move |conn, _| {
             let quota = conn
@@ -455,6 +455,10 @@ impl Store {
                 .optional()?
                 .map(|u| u.quota)
                 .unwrap_or_default();
+            if quota == Quota::default() {
+                // No limit to count against.
+                return Ok((quota, Usage::default()));
+            }
             let live: Vec<(String, String)> = conn
                 .prepare(
                     "SELECT s.status, a.limits_json FROM sessions s JOIN agents a ON a.id = s.agent_id
