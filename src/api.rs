@@ -20,6 +20,8 @@ mod files;
 mod health;
 mod json;
 mod messages;
+// Issue 19 part 3: OIDC sign-in.
+pub mod oidc;
 mod owners;
 // Issue 17 part 1 (ports).
 pub mod ports;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub store: Store,
     pub control: Arc<Control>,
     pub master_key: Arc<Secret>,
+    /// OIDC sign-in, when `lap serve` was given a provider.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 #[derive(OpenApi)]
@@ -152,14 +156,40 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .merge(ui::routes())
+        .merge(oidc::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(Arc::new(doc)))
         .layer(axum::Extension(state.master_key.clone()))
+        .layer(axum::Extension(state.oidc.clone()))
         .layer(axum::Extension(state.store.clone()))
         .layer(axum::Extension(Arc::new(ui::Sessions::persistent(state.store.clone()))))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The check of `/mcp` (`mcp/http.rs`): `Ok(None)` for the master key, the key for an API key let in
+/// now, else the 401 that says why.
+pub async fn bearer_admitted(
+    headers: &axum::http::HeaderMap,
+    master_key: &Secret,
+    store: &Store,
+) -> Result<Option<Secret>, ApiError> {
+    match auth::bearer(headers, master_key, store).await? {
+        Some(auth::Principal::Master) => Ok(None),
+        Some(auth::Principal::Key { .. }) => {
+            let token = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            Ok(Some(Secret::new(token)))
+        }
+        None => Err(ApiError::unauthorized().hint(
+            "send `Authorization: Bearer <master key or API key>` (an MCP client's headers setting); `lap config` \
+             shows where the CLI keeps it",
+        )),
+    }
 }
 
 /// Marks requests as having arrived over TLS, so the URLs handed out are `wss://`.

@@ -164,6 +164,14 @@ impl Client {
         &self.base
     }
 
+    /// This client with another key.
+    pub fn with_key(&self, key: Secret) -> Self {
+        Self {
+            key: Some(key),
+            ..self.clone()
+        }
+    }
+
     async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,

@@ -55,7 +55,20 @@ impl LapTools {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
+
+    /// The same tools calling the API with `key` instead.
+    fn acting_as(&self, key: &crate::secret::Secret) -> Self {
+        Self {
+            client: self.client.with_key(key.clone()),
+        }
+    }
 }
+
+/// The API key an `/mcp` request carries (its middleware puts it in the request), which the tools
+/// then call the API with: they act as that key's user, with its role. Without one (the master
+/// key), they use the server's own client.
+#[derive(Clone)]
+pub struct CallerKey(pub crate::secret::Secret);
 
 /// Serves the tools on stdin/stdout until the client closes them (`lap mcp`).
 pub async fn serve_stdio(client: Client) -> Result<(), Error> {
@@ -428,7 +441,22 @@ impl LapTools {
     name = "lap",
     instructions = "lap runs coding agents in isolated sandboxes. Start a session of an agent with `create_session` (see `list_agents`), then run commands in its sandbox (`run_command`), read and write its files, message an API agent (`send_message`), and see what went out through its credential vault (`egress_log`). Delete sessions you no longer need with `delete_session`."
 )]
-impl rmcp::ServerHandler for LapTools {}
+impl rmcp::ServerHandler for LapTools {
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let caller = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<CallerKey>())
+            .map(|CallerKey(key)| self.acting_as(key));
+        let tools = caller.as_ref().unwrap_or(self);
+        let call = rmcp::handler::server::tool::ToolCallContext::new(tools, request, context);
+        Self::tool_router().call(call).await
+    }
+}
 
 impl LapTools {
     /// Polls a starting session until it leaves `creating`, at most `wait`; an error unless `ready`.

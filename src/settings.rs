@@ -62,6 +62,8 @@ pub struct Env {
     pub tool_start_timeout: Option<String>,
     /// `LAP_TOOL_SILENCE_TIMEOUT` (`lap serve`), as given.
     pub tool_silence_timeout: Option<String>,
+    /// `LAP_OIDC_CLIENT_SECRET` (`lap serve --oidc-issuer`): never a flag, so never in `ps`.
+    pub oidc_client_secret: Option<String>,
 }
 
 impl Env {
@@ -77,6 +79,7 @@ impl Env {
             session_bus: crate::platform::keyring_expected(var("DBUS_SESSION_BUS_ADDRESS").is_some()),
             tool_start_timeout: var("LAP_TOOL_START_TIMEOUT"),
             tool_silence_timeout: var("LAP_TOOL_SILENCE_TIMEOUT"),
+            oidc_client_secret: var("LAP_OIDC_CLIENT_SECRET"),
         }
     }
 }
@@ -243,6 +246,13 @@ pub const ENVIRONMENT: &[EnvVar] = &[
         flag: None,
         meaning: "How long a turn may go without a line from its tool, in seconds",
         default: "`1800`",
+    },
+    EnvVar {
+        name: "LAP_OIDC_CLIENT_SECRET",
+        scope: EnvScope::Server,
+        flag: None,
+        meaning: "OIDC sign-in: the client secret the provider gave this server (required with --oidc-issuer)",
+        default: "none",
     },
     EnvVar {
         name: "LAP_OPENCODE_READY_TIMEOUT",

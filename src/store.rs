@@ -11,7 +11,7 @@ mod preview;
 pub mod seal;
 pub mod snapshots;
 pub mod teams;
-mod ui;
+pub mod ui;
 pub mod warm;
 
 use std::collections::BTreeMap;
@@ -251,6 +251,15 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT,
     status INTEGER NOT NULL
 );
+"#,
+    // Schema 14: a web UI session may act as an API key (signed in with one, or with OIDC, which
+    // mints one the sign-out revokes: `own_key`); a user made by an OIDC sign-in keeps the
+    // provider's `issuer` and `sub` (api/oidc.rs).
+    r#"
+ALTER TABLE ui_sessions ADD COLUMN key_id TEXT;
+ALTER TABLE ui_sessions ADD COLUMN own_key INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN oidc_subject TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS users_by_oidc_subject ON users (oidc_subject) WHERE oidc_subject IS NOT NULL;
 "#,
 ];
 

@@ -1,8 +1,9 @@
 //! Authentication and roles. A request acts as a [`Principal`]: the master key (`Authorization:
-//! Bearer <master key>`, compared in constant time) or the web UI's session cookie (see [`super::ui`]
-//! for the cookie and its CSRF rule) act as the bootstrap admin; an API key (`Bearer lap_key_…`,
-//! looked up by its SHA-256 digest) acts as its user with its role, and is refused once revoked,
-//! expired, or its user disabled. Then [`super::roles`] says whether that role may call the route,
+//! Bearer <master key>`, compared in constant time) acts as the bootstrap admin; an API key
+//! (`Bearer lap_key_…`, looked up by its SHA-256 digest) acts as its user with its role, and is
+//! refused once revoked, expired, or its user disabled. The web UI's session cookie (see
+//! [`super::ui`] for the cookie and its CSRF rule) acts as what it was signed in with: the master
+//! key, an API key, or the key an OIDC sign-in made ([`super::oidc`]). Then [`super::roles`] says whether that role may call the route,
 //! [`super::owners`] whether a member may reach its object, and every action but a read is kept in
 //! the audit log ([`crate::store::Store::record_audit`]). What an API key opens (an event stream,
 //! through [`Principal::ended`] a terminal or a port-forward) ends when the key does.
@@ -35,7 +36,7 @@ use super::{ApiError, ui};
 /// Who a request acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// The master key or the web UI's cookie: the bootstrap admin.
+    /// The master key, or the web UI's cookie of a sign-in with it: the bootstrap admin.
     Master,
     /// An API key of a user.
     Key {
@@ -127,8 +128,9 @@ pub async fn authenticate(
     let principal = match bearer(req.headers(), &key, &store).await {
         Ok(Some(principal)) => principal,
         Ok(None) => match ui::cookie_auth(&sessions, req.method(), req.headers()).await {
-            ui::CookieAuth::Ok => Principal::Master,
+            ui::CookieAuth::Ok(principal) => principal,
             ui::CookieAuth::MissingCsrfHeader => return ui::csrf_refused().into_response(),
+            ui::CookieAuth::Refused(refused) => return refused.into_response(),
             ui::CookieAuth::None => return unauthorized_api().into_response(),
         },
         Err(refused) => return refused.into_response(),
@@ -299,7 +301,7 @@ impl hyper::body::Body for UntilEnded {
 
 /// The principal of a bearer token: `Ok(None)` without one (or with a token that is neither the
 /// master key nor an API key's shape), an error for an API key that is refused.
-async fn bearer(headers: &HeaderMap, key: &Secret, store: &Store) -> Result<Option<Principal>, ApiError> {
+pub(super) async fn bearer(headers: &HeaderMap, key: &Secret, store: &Store) -> Result<Option<Principal>, ApiError> {
     let Some(token) = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))

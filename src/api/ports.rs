@@ -412,6 +412,11 @@ async fn proxy(
 ) -> Result<Response, ApiError> {
     let client_upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     let upgrading = req.headers().contains_key(header::UPGRADE);
+    // A connection spliced for an API key ends when the key does (revoked, expired, user disabled).
+    let ended = req
+        .extensions()
+        .get::<super::auth::Principal>()
+        .map(|principal| principal.ended(&state.store));
     let uri: Uri = target
         .parse()
         .map_err(|_| ApiError::bad_request(format!("`{target}` is not a request target")))?;
@@ -459,7 +464,11 @@ async fn proxy(
                 return;
             };
             let (mut client, mut sandbox) = (TokioIo::new(client), TokioIo::new(sandbox));
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut sandbox).await;
+            let ended = ended.unwrap_or_else(|| Box::pin(std::future::pending()));
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut sandbox) => {}
+                () = ended => {}
+            }
             drop(tunnel);
         });
     }

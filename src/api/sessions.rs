@@ -175,6 +175,7 @@ pub async fn restart(
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
+    let _turn = quota_to_wake(&state, &principal, uuid, &id).await?;
     let mut row = state
         .control
         .restart_session(uuid)
@@ -186,6 +187,25 @@ pub async fn restart(
         row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
     }
     Ok(Json(to_api(row, &origin, &principal)))
+}
+
+/// The quota turn to bring session `uuid` back on a new sandbox: a hibernated session's memory and
+/// CPUs count again, a dead or failed one counts as a new session; one that holds a sandbox changes
+/// nothing.
+async fn quota_to_wake(
+    state: &AppState,
+    principal: &Principal,
+    uuid: Uuid,
+    id: &str,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
+    let session = state.store.get_session(uuid).await?.ok_or_else(|| not_found(id))?;
+    let new_session = match session.status {
+        SessionStatus::Hibernated => false,
+        SessionStatus::Dead | SessionStatus::Failed => true,
+        _ => return Ok(None),
+    };
+    let agent = agents::find(state, &session.agent_id.to_string()).await?;
+    super::teams::quota_check(state, principal, &agent, new_session).await
 }
 
 /// The id of a session that exists, or 404.
@@ -317,6 +337,7 @@ pub async fn resume(
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     let uuid = parse_id(&id)?;
+    let _turn = quota_to_wake(&state, &principal, uuid, &id).await?;
     let row = state.control.resume_session(uuid).await?;
     Ok(Json(to_api(row, &origin, &principal)))
 }

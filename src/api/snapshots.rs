@@ -25,6 +25,7 @@ fn to_api_snapshot(row: SnapshotRow, path: Option<std::path::PathBuf>) -> Snapsh
         path: path.map(|p| p.display().to_string()).unwrap_or_default(),
         size_bytes: row.size_bytes,
         created_at: row.created_at,
+        owner: row.owner,
     }
 }
 
@@ -43,8 +44,8 @@ pub async fn create(
 ) -> Result<Json<Snapshot>, ApiError> {
     let body: CreateSnapshot = parse_optional(&body.map_err(bytes_rejection)?)?;
     let uuid = parse_id(&id)?;
-    let row = state.control.create_snapshot(uuid, body.name).await?;
-    principal.owns(&state.store, Owned::Snapshot, row.id).await?;
+    let mut row = state.control.create_snapshot(uuid, body.name).await?;
+    row.owner = principal.owns(&state.store, Owned::Snapshot, row.id).await?;
     let path = state.control.snapshot_path(row.id);
     Ok(Json(to_api_snapshot(row, path)))
 }

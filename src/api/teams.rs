@@ -16,7 +16,7 @@ use crate::store::teams::NewKeyRow;
 use crate::wire::api::{Agent, ErrorBody};
 use crate::wire::teams::{
     AUDIT_PAGE_MAX, ApiKey, AuditLog, CreatedApiKey, KEY_PREFIX, NewApiKey, NewUser, QUOTA_DEFAULT_CPUS,
-    QUOTA_DEFAULT_MEMORY_MB, Quota, User, UserPatch, check_user_name,
+    QUOTA_DEFAULT_MEMORY_MB, Quota, Role, User, UserPatch, check_user_name,
 };
 
 use super::auth::Principal;
@@ -140,19 +140,30 @@ pub async fn create_key(
                 .hint(format!("enable them first: `lap users enable {}`", user.name)),
         );
     }
+    let created = mint_key(&state.store, &user, body.role, expires_at).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Makes a key of `user` with `role`, lasting until `expires_at` (RFC 3339) if given; the answer
+/// holds the key, which is stored only as its digest.
+pub async fn mint_key(
+    store: &crate::store::Store,
+    user: &User,
+    role: Role,
+    expires_at: Option<String>,
+) -> Result<CreatedApiKey, ApiError> {
     let key = new_key();
-    let info = state
-        .store
+    let info = store
         .insert_key(NewKeyRow {
             user_id: user.id,
-            role: body.role,
+            role,
             digest: digest(key.as_bytes()),
             prefix: key[..KEY_PREFIX.len() + PREFIX_CHARS].to_owned(),
             expires_at,
         })
         .await?;
-    tracing::info!(user = %user.name, role = %body.role, key = %info.id, "API key created");
-    Ok((StatusCode::CREATED, Json(CreatedApiKey { key, info })))
+    tracing::info!(user = %user.name, role = %role, key = %info.id, "API key created");
+    Ok(CreatedApiKey { key, info })
 }
 
 /// Revoke an API key: refused from the next request on.
@@ -245,6 +256,18 @@ pub async fn within_quota(
     principal: &Principal,
     agent: &Agent,
 ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
+    quota_check(state, principal, agent, true).await
+}
+
+/// [`within_quota`] for a session of `agent` brought back on a new sandbox: `new_session` when it
+/// counts as one more live session (it was over: dead or failed); else only its memory and CPUs
+/// count again (it was hibernated, a live session without a sandbox).
+pub async fn quota_check(
+    state: &AppState,
+    principal: &Principal,
+    agent: &Agent,
+    new_session: bool,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
     let (Some(user), name) = (principal.user_id(), principal.name()) else {
         return Ok(None);
     };
@@ -261,6 +284,7 @@ pub async fn within_quota(
     };
     let over = |what: String, flag: &str| Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, what).hint(raise(flag)));
     if let Some(max) = quota.sessions
+        && new_session
         && usage.sessions >= max
     {
         return over(

@@ -34,6 +34,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
+use uuid::Uuid;
 
 use super::{ApiError, AppState, auth};
 
@@ -52,11 +53,39 @@ pub const MAX_SESSIONS: usize = 1024;
 /// The header a cookie-authenticated request must carry unless it is a `GET` or `HEAD`.
 pub const CSRF_HEADER: &str = "x-lap-ui";
 
-/// Live cookie sessions: SHA-256 of the token → when it expires (Unix seconds), kept in the store
-/// too when there is one (read once, at the first use).
+/// Whom a cookie session acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedIn {
+    /// The master key: the bootstrap admin.
+    Master,
+    /// The API key the person signed in with; it is let in as long as the key is.
+    Key(Uuid),
+    /// An API key made for this session by an OIDC sign-in; signing out revokes it.
+    OwnKey(Uuid),
+}
+
+impl SignedIn {
+    fn key(self) -> Option<Uuid> {
+        match self {
+            Self::Master => None,
+            Self::Key(key) | Self::OwnKey(key) => Some(key),
+        }
+    }
+}
+
+/// A live cookie session.
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    /// Unix seconds.
+    expires: i64,
+    signed_in: SignedIn,
+}
+
+/// Live cookie sessions: SHA-256 of the token → when it expires and whom it acts as, kept in the
+/// store too when there is one (read once, at the first use).
 #[derive(Default)]
 pub struct Sessions {
-    live: Mutex<HashMap<[u8; 32], i64>>,
+    live: Mutex<HashMap<[u8; 32], Live>>,
     store: Option<crate::store::Store>,
     loaded: tokio::sync::OnceCell<()>,
 }
@@ -76,7 +105,24 @@ impl Sessions {
         self.loaded
             .get_or_init(|| async {
                 match store.ui_sessions(unix_now()).await {
-                    Ok(rows) => self.live.lock().expect("ui sessions lock").extend(rows),
+                    Ok(rows) => self
+                        .live
+                        .lock()
+                        .expect("ui sessions lock")
+                        .extend(rows.into_iter().map(|row| {
+                            let signed_in = match (row.key, row.own_key) {
+                                (None, _) => SignedIn::Master,
+                                (Some(key), false) => SignedIn::Key(key),
+                                (Some(key), true) => SignedIn::OwnKey(key),
+                            };
+                            (
+                                row.digest,
+                                Live {
+                                    expires: row.expires_at,
+                                    signed_in,
+                                },
+                            )
+                        })),
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot read the web UI's sessions; browsers sign in again")
                     }
@@ -85,8 +131,8 @@ impl Sessions {
             .await;
     }
 
-    /// A new session; returns its token (64 hex digits).
-    async fn mint(&self) -> String {
+    /// A new session acting as `signed_in`, for [`COOKIE_TTL`]; returns its token (64 hex digits).
+    pub async fn mint(&self, signed_in: SignedIn) -> String {
         self.load().await;
         let mut bytes = [0u8; 32];
         SystemRandom::new().fill(&mut bytes).expect("system random generator");
@@ -95,37 +141,47 @@ impl Sessions {
         let expires = now + COOKIE_TTL.as_secs() as i64;
         {
             let mut live = self.live.lock().expect("ui sessions lock");
-            live.retain(|_, expires| *expires > now);
+            live.retain(|_, live| live.expires > now);
             if live.len() >= MAX_SESSIONS
-                && let Some(first) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k)
+                && let Some(first) = live.iter().min_by_key(|(_, live)| live.expires).map(|(k, _)| *k)
             {
                 live.remove(&first);
             }
-            live.insert(digest(&token), expires);
+            live.insert(digest(&token), Live { expires, signed_in });
         }
-        if let Some(store) = &self.store
-            && let Err(err) = store.insert_ui_session(digest(&token), expires, MAX_SESSIONS).await
-        {
-            tracing::warn!(error = %err, "cannot keep a web UI session; it ends with this server");
+        if let Some(store) = &self.store {
+            let row = crate::store::ui::UiSession {
+                digest: digest(&token),
+                expires_at: expires,
+                key: signed_in.key(),
+                own_key: matches!(signed_in, SignedIn::OwnKey(_)),
+            };
+            if let Err(err) = store.insert_ui_session(row, MAX_SESSIONS).await {
+                tracing::warn!(error = %err, "cannot keep a web UI session; it ends with this server");
+            }
         }
         token
     }
 
-    /// Whether `token` is a live session.
-    async fn is_live(&self, token: &str) -> bool {
+    /// Whom `token`'s session acts as, if it is live.
+    async fn lookup(&self, token: &str) -> Option<SignedIn> {
         self.load().await;
         let live = self.live.lock().expect("ui sessions lock");
-        live.get(&digest(token)).is_some_and(|expires| *expires > unix_now())
+        live.get(&digest(token))
+            .filter(|live| live.expires > unix_now())
+            .map(|live| live.signed_in)
     }
 
-    async fn end(&self, token: &str) {
+    /// Ends `token`'s session; whom it acted as, if it was one.
+    async fn end(&self, token: &str) -> Option<SignedIn> {
         self.load().await;
-        self.live.lock().expect("ui sessions lock").remove(&digest(token));
+        let ended = self.live.lock().expect("ui sessions lock").remove(&digest(token));
         if let Some(store) = &self.store
             && let Err(err) = store.delete_ui_session(digest(token)).await
         {
             tracing::warn!(error = %err, "cannot forget a web UI session");
         }
+        ended.map(|live| live.signed_in)
     }
 }
 
@@ -154,28 +210,62 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value.trim())
 }
 
-/// How a request to a master-key route proved itself by cookie.
+/// How a request proved itself by cookie.
 pub enum CookieAuth {
     /// No cookie, or not a live session's.
     None,
-    /// A live session, and the request may go on.
-    Ok,
+    /// A live session, and the request may go on as this principal.
+    Ok(auth::Principal),
     /// A live session, but an unsafe method without [`CSRF_HEADER`].
     MissingCsrfHeader,
+    /// A live session whose API key is refused now (revoked, expired, its user disabled).
+    Refused(ApiError),
 }
 
 /// Checks the session cookie of a request.
 pub async fn cookie_auth(sessions: &Sessions, method: &Method, headers: &HeaderMap) -> CookieAuth {
-    let Some(token) = cookie_token(headers) else {
+    let Some(signed_in) = (match cookie_token(headers) {
+        Some(token) => sessions.lookup(token).await,
+        None => None,
+    }) else {
         return CookieAuth::None;
     };
-    if !sessions.is_live(token).await {
-        return CookieAuth::None;
+    if !(matches!(*method, Method::GET | Method::HEAD) || headers.contains_key(CSRF_HEADER)) {
+        return CookieAuth::MissingCsrfHeader;
     }
-    if matches!(*method, Method::GET | Method::HEAD) || headers.contains_key(CSRF_HEADER) {
-        CookieAuth::Ok
-    } else {
-        CookieAuth::MissingCsrfHeader
+    let Some(key) = signed_in.key() else {
+        return CookieAuth::Ok(auth::Principal::Master);
+    };
+    let Some(store) = &sessions.store else {
+        return CookieAuth::None;
+    };
+    match store.key_by_id(key).await {
+        Ok(Some(owner)) => match auth::admitted(owner, store) {
+            Ok(principal) => CookieAuth::Ok(principal),
+            Err(refused) => CookieAuth::Refused(refused),
+        },
+        Ok(None) => CookieAuth::None,
+        Err(err) => CookieAuth::Refused(err.into()),
+    }
+}
+
+/// The principal of a request signed in by the master key, an API key or the cookie; the answer
+/// that refuses it otherwise.
+async fn signed_in_principal(
+    key: &crate::secret::Secret,
+    sessions: &Sessions,
+    store: &crate::store::Store,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<auth::Principal, ApiError> {
+    if let Some(principal) = auth::bearer(headers, key, store).await? {
+        return Ok(principal);
+    }
+    match cookie_auth(sessions, method, headers).await {
+        CookieAuth::Ok(principal) => Ok(principal),
+        CookieAuth::MissingCsrfHeader => Err(csrf_refused()),
+        CookieAuth::Refused(refused) => Err(refused),
+        CookieAuth::None => Err(auth::unauthorized()),
     }
 }
 
@@ -259,7 +349,7 @@ fn set_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
     .expect("a valid cookie header")
 }
 
-/// Sign in: the master key as bearer buys a cookie session.
+/// Sign in: the master key or an API key as bearer buys a cookie session acting as it.
 async fn sign_in(
     Extension(key): Extension<Arc<crate::secret::Secret>>,
     Extension(sessions): Extension<Arc<Sessions>>,
@@ -268,50 +358,67 @@ async fn sign_in(
     tls: Option<Extension<super::ServedOverTls>>,
     headers: HeaderMap,
 ) -> Response {
-    let signed = auth::has_master_key(&headers, &key);
+    let principal = auth::bearer(&headers, &key, &store).await;
+    let (actor, key_id, status) = match &principal {
+        Ok(Some(principal)) => (principal.name().to_owned(), principal.key_id(), 204),
+        Ok(None) => ("unknown".to_owned(), None, 401),
+        Err(refused) => ("unknown".to_owned(), None, refused.status.as_u16()),
+    };
     let entry = crate::store::teams::NewAuditEntry {
-        actor: if signed { "master" } else { "unknown" }.to_owned(),
-        key_id: None,
+        actor,
+        key_id,
         peer: peer.map(|Extension(axum::extract::ConnectInfo(peer))| peer.to_string()),
         action: "sign-in to the web UI".to_owned(),
         target: None,
-        status: if signed { 204 } else { 401 },
+        status,
     };
     if let Err(err) = store.record_audit(entry).await {
         tracing::error!(error = %err, "cannot record a sign-in in the audit log");
     }
-    if !signed {
-        return auth::unauthorized().into_response();
-    }
-    let token = sessions.mint().await;
+    let signed_in = match principal {
+        Ok(Some(principal)) => match principal.key_id() {
+            Some(key) => SignedIn::Key(key),
+            None => SignedIn::Master,
+        },
+        Ok(None) => {
+            return ApiError::unauthorized()
+                .hint("sign in with the master key or an API key (`lap keys create`)")
+                .into_response();
+        }
+        Err(refused) => return refused.into_response(),
+    };
+    let token = sessions.mint(signed_in).await;
     (
         StatusCode::NO_CONTENT,
-        [(
-            SET_COOKIE,
-            set_cookie(&token, COOKIE_TTL.as_secs(), over_tls(tls, &headers)),
-        )],
+        [(SET_COOKIE, session_cookie(&token, tls, &headers))],
     )
         .into_response()
 }
 
-/// 204 when the request is signed in (cookie or master key), else 401.
+/// The `Set-Cookie` value of a new session's token.
+pub fn session_cookie(token: &str, tls: Option<Extension<super::ServedOverTls>>, headers: &HeaderMap) -> HeaderValue {
+    set_cookie(token, COOKIE_TTL.as_secs(), over_tls(tls, headers))
+}
+
+/// 204 when the request is signed in (cookie, the master key or an API key), else 401.
 async fn signed_in(
     Extension(key): Extension<Arc<crate::secret::Secret>>,
     Extension(sessions): Extension<Arc<Sessions>>,
+    Extension(store): Extension<crate::store::Store>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if auth::has_master_key(&headers, &key) || matches!(cookie_auth(&sessions, &method, &headers).await, CookieAuth::Ok)
-    {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        auth::unauthorized().into_response()
+    match signed_in_principal(&key, &sessions, &store, &method, &headers).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => refused.into_response(),
     }
 }
 
-/// Sign out: the cookie's session ends and the cookie is cleared.
+/// Sign out: the cookie's session ends (with the key an OIDC sign-in made for it) and the cookie is
+/// cleared.
 async fn sign_out(
     Extension(sessions): Extension<Arc<Sessions>>,
+    Extension(store): Extension<crate::store::Store>,
     tls: Option<Extension<super::ServedOverTls>>,
     method: Method,
     headers: HeaderMap,
@@ -319,8 +426,11 @@ async fn sign_out(
     if let CookieAuth::MissingCsrfHeader = cookie_auth(&sessions, &method, &headers).await {
         return csrf_refused().into_response();
     }
-    if let Some(token) = cookie_token(&headers) {
-        sessions.end(token).await;
+    if let Some(token) = cookie_token(&headers)
+        && let Some(SignedIn::OwnKey(key)) = sessions.end(token).await
+        && let Err(err) = store.revoke_key(key).await
+    {
+        tracing::error!(error = %err, key = %key, "cannot revoke the key of a web UI session signed out");
     }
     (
         StatusCode::NO_CONTENT,
@@ -335,6 +445,9 @@ async fn sign_out(
 struct UiConfig {
     version: &'static str,
     backend: String,
+    /// Who is signed in: `master` or a user's name, and the role.
+    signed_in_as: String,
+    role: crate::wire::teams::Role,
     harnesses: Vec<UiHarness>,
     credential_presets: Vec<(&'static str, &'static [&'static str])>,
     injection_presets: Vec<(&'static str, &'static [&'static str])>,
@@ -356,14 +469,12 @@ async fn config(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !auth::has_master_key(&headers, &key)
-        && !matches!(cookie_auth(&sessions, &method, &headers).await, CookieAuth::Ok)
-    {
-        return Err(auth::unauthorized());
-    }
+    let principal = signed_in_principal(&key, &sessions, &state.store, &method, &headers).await?;
     Ok(Json(UiConfig {
         version: env!("CARGO_PKG_VERSION"),
         backend: state.control.backend().to_owned(),
+        signed_in_as: principal.name().to_owned(),
+        role: principal.role(),
         harnesses: crate::tools::CATALOG
             .iter()
             .map(|h| UiHarness {
@@ -395,12 +506,12 @@ mod tests {
     #[tokio::test]
     async fn a_minted_token_is_live_until_signed_out_and_only_it() {
         let sessions = Sessions::default();
-        let token = sessions.mint().await;
+        let token = sessions.mint(SignedIn::Master).await;
         assert_eq!(token.len(), 64);
-        assert!(sessions.is_live(&token).await);
-        assert!(!sessions.is_live(&sessions_other_token(&token)).await);
+        assert_eq!(sessions.lookup(&token).await, Some(SignedIn::Master));
+        assert_eq!(sessions.lookup(&sessions_other_token(&token)).await, None);
         sessions.end(&token).await;
-        assert!(!sessions.is_live(&token).await);
+        assert_eq!(sessions.lookup(&token).await, None);
     }
 
     #[tokio::test]
@@ -408,21 +519,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         let first = Sessions::persistent(store.clone());
-        let (kept, ended) = (first.mint().await, first.mint().await);
+        let (kept, ended) = (first.mint(SignedIn::Master).await, first.mint(SignedIn::Master).await);
         first.end(&ended).await;
         // An expired one, left by an earlier server.
         store
-            .insert_ui_session(digest("old"), unix_now() - 1, MAX_SESSIONS)
+            .insert_ui_session(
+                crate::store::ui::UiSession {
+                    digest: digest("old"),
+                    expires_at: unix_now() - 1,
+                    key: None,
+                    own_key: false,
+                },
+                MAX_SESSIONS,
+            )
             .await
             .unwrap();
         let restarted = Sessions::persistent(store.clone());
-        assert!(restarted.is_live(&kept).await);
-        assert!(!restarted.is_live(&ended).await);
-        assert!(!restarted.is_live("old").await);
+        assert_eq!(restarted.lookup(&kept).await, Some(SignedIn::Master));
+        assert_eq!(restarted.lookup(&ended).await, None);
+        assert_eq!(restarted.lookup("old").await, None);
         // Only digests are stored, never a token.
         let rows = store.ui_sessions(unix_now()).await.unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].0, digest(&kept));
+        assert_eq!(rows[0].digest, digest(&kept));
     }
 
     fn sessions_other_token(token: &str) -> String {
@@ -434,13 +553,13 @@ mod tests {
     #[tokio::test]
     async fn cookie_requests_that_change_state_need_the_csrf_header() {
         let sessions = Sessions::default();
-        let token = sessions.mint().await;
+        let token = sessions.mint(SignedIn::Master).await;
         let cookie = format!("other=1; {COOKIE}={token}");
         let plain = headers(&[("cookie", &cookie)]);
         let marked = headers(&[("cookie", &cookie), (CSRF_HEADER, "1")]);
         assert!(matches!(
             cookie_auth(&sessions, &Method::GET, &plain).await,
-            CookieAuth::Ok
+            CookieAuth::Ok(auth::Principal::Master)
         ));
         assert!(matches!(
             cookie_auth(&sessions, &Method::POST, &plain).await,
@@ -448,7 +567,7 @@ mod tests {
         ));
         assert!(matches!(
             cookie_auth(&sessions, &Method::DELETE, &marked).await,
-            CookieAuth::Ok
+            CookieAuth::Ok(auth::Principal::Master)
         ));
         let wrong = headers(&[("cookie", "lap_ui_session=nope"), (CSRF_HEADER, "1")]);
         assert!(matches!(

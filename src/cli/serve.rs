@@ -215,9 +215,53 @@ pub struct Args {
     /// DNS; elsewhere a wildcard DNS record to the preview listener) [default: one origin for all]
     #[arg(long, env = "LAP_PREVIEW_DOMAIN", value_name = "DOMAIN")]
     pub preview_domain: Option<String>,
+    /// This server's base URL as browsers and the CLI reach it, when a proxy or a DNS name fronts it
+    /// (e.g. `https://lap.example.com`): OIDC sign-in's redirect URI is its `/auth/oidc/callback`
+    /// [default: the URL `lap serve` prints]
+    #[arg(long, env = "LAP_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// OIDC sign-in (web UI and `lap login --oidc`): the OpenID provider's issuer URL (HTTPS, or
+    /// HTTP on this machine); the client secret is read from `LAP_OIDC_CLIENT_SECRET`
+    #[arg(long, env = "LAP_OIDC_ISSUER", value_name = "URL", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// OIDC: this server's client id at the provider (register the redirect URI
+    /// `<public URL>/auth/oidc/callback` there)
+    #[arg(long, env = "LAP_OIDC_CLIENT_ID", value_name = "ID", requires = "oidc_issuer")]
+    pub oidc_client_id: Option<String>,
+    /// OIDC: the scopes asked for besides `openid` (repeatable, or comma-separated); `groups` if
+    /// the provider has it and --oidc-allow-group or --oidc-admin-group are used
+    #[arg(
+        long,
+        env = "LAP_OIDC_SCOPES",
+        value_name = "SCOPE",
+        value_delimiter = ',',
+        default_value = "email,profile"
+    )]
+    pub oidc_scope: Vec<String>,
+    /// OIDC: people whose verified email is in this domain become users at their first sign-in
+    /// (repeatable, or comma-separated) [default: none: only users made ahead, named by their email]
+    #[arg(long, env = "LAP_OIDC_ALLOW_DOMAINS", value_name = "DOMAIN", value_delimiter = ',')]
+    pub oidc_allow_domain: Vec<String>,
+    /// OIDC: members of this group (the `groups` claim) become users at their first sign-in
+    /// (repeatable, or comma-separated)
+    #[arg(long, env = "LAP_OIDC_ALLOW_GROUPS", value_name = "GROUP", value_delimiter = ',')]
+    pub oidc_allow_group: Vec<String>,
+    /// OIDC: the role of a signed-in user's key
+    #[arg(long, env = "LAP_OIDC_ROLE", value_name = "ROLE", default_value = "member", value_parser = parse_role)]
+    pub oidc_role: crate::wire::teams::Role,
+    /// OIDC: members of this group sign in as admins (repeatable, or comma-separated)
+    #[arg(long, env = "LAP_OIDC_ADMIN_GROUPS", value_name = "GROUP", value_delimiter = ',')]
+    pub oidc_admin_group: Vec<String>,
+    /// OIDC: how long the key `lap login --oidc` gets lasts: `30d`, `12h`
+    #[arg(long, env = "LAP_OIDC_CLI_KEY_TTL", default_value = "30d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub oidc_cli_key_ttl: Duration,
     /// Largest file (or tar stream) one upload into a sandbox may be, in bytes
     #[arg(long, env = "LAP_MAX_UPLOAD_BYTES", default_value_t = crate::wire::files::DEFAULT_MAX_UPLOAD_BYTES, value_name = "BYTES")]
     pub max_upload_bytes: u64,
+}
+
+fn parse_role(text: &str) -> Result<crate::wire::teams::Role, String> {
+    crate::wire::teams::Role::parse(text).ok_or_else(|| format!("`{text}` is not a role: admin, member or viewer"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -258,6 +302,8 @@ pub struct Settings {
     pub master_key: Option<Secret>,
     /// `LAP_TOOL_START_TIMEOUT` and `LAP_TOOL_SILENCE_TIMEOUT`.
     pub tool_deadlines: ToolDeadlines,
+    /// `LAP_OIDC_CLIENT_SECRET`, required with `--oidc-issuer`.
+    pub oidc_client_secret: Option<Secret>,
     /// The local user's client config, which `lap serve` writes pointing at itself unless it exists
     /// (`None`: no home directory, or a server that writes none, as in tests), with the environment
     /// that says which store keeps its key.
@@ -285,11 +331,19 @@ impl Settings {
             }
             key => key.clone().map(Secret::new),
         };
+        let oidc_client_secret = env.oidc_client_secret.clone().map(Secret::new);
+        if args.oidc_issuer.is_some() && oidc_client_secret.is_none() {
+            return Err(Error::usage(
+                "`--oidc-issuer` is set but `LAP_OIDC_CLIENT_SECRET` is not",
+                "set `LAP_OIDC_CLIENT_SECRET` to the client secret the provider gave (it is never a flag, so never in `ps`)",
+            ));
+        }
         Ok(Self {
             args,
             data_dir,
             master_key,
             tool_deadlines,
+            oidc_client_secret,
             client_config: Paths::discover().ok().map(|paths| (paths, env.clone())),
         })
     }
@@ -357,12 +411,13 @@ pub async fn serve(
             ..Services::new(store.clone(), sandbox, vault)
         };
         let control = start_control(args, services, data_dir, out).await?;
+        let (local, url) = url_of(&listener, tls.is_some())?;
         let app = AppState {
             store,
             control,
             master_key: Arc::new(master_key.clone()),
+            oidc: oidc(&settings, &url)?,
         };
-        let (local, url) = url_of(&listener, tls.is_some())?;
         // Issue 17 part 1: the preview origin, on a listener of its own.
         let previews = match preview_listener(args, local, &url, data_dir, out).await? {
             Some((listener, base, key)) => {
@@ -379,7 +434,12 @@ pub async fn serve(
         // Issue 18: MCP at `/mcp`, its tools calling this server's own API (loopback, the master
         // key), as `lap mcp` does with the client config written below.
         let loopback = crate::client::Client::new(&url, Some(master_key.clone()), args.tls_cert.as_deref())?;
-        let mcp = crate::mcp::http::router(loopback, Arc::new(master_key.clone()), shutdown.child_token());
+        let mcp = crate::mcp::http::router(
+            loopback,
+            Arc::new(master_key.clone()),
+            app.store.clone(),
+            shutdown.child_token(),
+        );
         let router = api_router(app, k8s, tls.is_some(), args.max_upload_bytes, previews).merge(mcp);
         Ok::<_, Error>((router, url))
     };
@@ -403,6 +463,31 @@ pub async fn serve(
     drain([&tasks, &session_tasks]).await;
     out.status("lap serve stopped");
     Ok(())
+}
+
+/// OIDC sign-in, when `--oidc-issuer` is given; `url` is this server's own, the public URL's default.
+fn oidc(settings: &Settings, url: &str) -> Result<Option<Arc<api::oidc::Oidc>>, Error> {
+    let args = &settings.args;
+    let (Some(issuer), Some(client_id), Some(secret)) =
+        (&args.oidc_issuer, &args.oidc_client_id, &settings.oidc_client_secret)
+    else {
+        return Ok(None);
+    };
+    let config = api::oidc::OidcConfig {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret: secret.clone(),
+        public_url: args.public_url.clone().unwrap_or_else(|| url.to_owned()),
+        scopes: args.oidc_scope.iter().filter(|s| *s != "openid").cloned().collect(),
+        allow_domains: args.oidc_allow_domain.clone(),
+        allow_groups: args.oidc_allow_group.clone(),
+        role: args.oidc_role,
+        admin_groups: args.oidc_admin_group.clone(),
+        cli_key_ttl: args.oidc_cli_key_ttl,
+    };
+    let oidc = api::oidc::Oidc::new(config)
+        .map_err(|message| Error::usage(message, "see docs/operating/teams.md#sign-in-with-oidc"))?;
+    Ok(Some(Arc::new(oidc)))
 }
 
 /// The API's router: [`api::router`] with what this server adds — the Kubernetes backend for its

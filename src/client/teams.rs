@@ -4,10 +4,32 @@ use reqwest::Method;
 
 use super::{Client, ClientError, encode};
 use crate::wire::teams::{
-    AUDIT_PATH, ApiKey, AuditLog, CreatedApiKey, KEYS_PATH, NewApiKey, NewUser, Quota, USERS_PATH, User, UserPatch,
+    AUDIT_PATH, ApiKey, AuditLog, CreatedApiKey, KEYS_PATH, NewApiKey, NewUser, OIDC_CLI_PATH, OIDC_POLL_PATH,
+    OidcIssued, OidcPoll, OidcStart, Quota, USERS_PATH, User, UserPatch,
 };
 
+/// How long one poll of an OIDC sign-in may take (the server answers within 20 s).
+const OIDC_POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 impl Client {
+    /// Starts `lap login --oidc`'s sign-in (no key needed).
+    pub async fn oidc_start(&self) -> Result<OidcStart, ClientError> {
+        let resp = self.send::<()>(Method::POST, OIDC_CLI_PATH, None, false).await?;
+        self.decode(resp).await
+    }
+
+    /// Waits for the sign-in `poll` started: its key once approved, `None` when not yet.
+    pub async fn oidc_poll(&self, poll: &str) -> Result<Option<OidcIssued>, ClientError> {
+        let body = OidcPoll { poll: poll.to_owned() };
+        let resp = self
+            .send_within(Method::POST, OIDC_POLL_PATH, Some(&body), false, OIDC_POLL_TIMEOUT)
+            .await?;
+        if resp.status() == reqwest::StatusCode::ACCEPTED {
+            return Ok(None);
+        }
+        self.decode(resp).await.map(Some)
+    }
+
     pub async fn list_users(&self) -> Result<Vec<User>, ClientError> {
         self.call::<_, ()>(Method::GET, USERS_PATH, None).await
     }

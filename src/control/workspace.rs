@@ -760,6 +760,7 @@ impl Control {
             agent_name: row.agent_name,
             size_bytes: copied.bytes,
             created_at: self.store.timestamp(),
+            owner: None,
         };
         if let Err(err) = self.store.insert_snapshot(snapshot.clone()).await {
             let _ = blocking(move || remove_tree(&dest)).await;
@@ -783,6 +784,7 @@ impl Control {
             agent_name: row.agent_name,
             size_bytes: kept.size_bytes,
             created_at: self.store.timestamp(),
+            owner: None,
         };
         if let Err(err) = self.store.insert_snapshot(snapshot.clone()).await {
             if let Err(cleanup) = self.sandbox.delete_workspace_snapshot(&id.to_string()).await {

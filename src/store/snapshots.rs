@@ -18,9 +18,14 @@ pub struct SnapshotRow {
     pub agent_name: String,
     pub size_bytes: u64,
     pub created_at: String,
+    /// The name of the user who made it with an API key (store/teams.rs's `owners`); none: the
+    /// team's. Read, never written with the row.
+    pub owner: Option<String>,
 }
 
-const SELECT: &str = "SELECT id, name, session_id, agent_name, size_bytes, created_at FROM snapshots";
+const SELECT: &str = "SELECT id, name, session_id, agent_name, size_bytes, created_at,
+    (SELECT u.name FROM owners o JOIN users u ON u.id = o.user_id WHERE o.kind = 'snapshot' AND o.object_id = snapshots.id)
+    FROM snapshots";
 
 fn snapshot_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
     let id: String = row.get(0)?;
@@ -32,6 +37,7 @@ fn snapshot_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
         agent_name: row.get(3)?,
         size_bytes: row.get::<_, i64>(4)?.max(0) as u64,
         created_at: row.get(5)?,
+        owner: row.get(6)?,
     })
 }
 
@@ -109,6 +115,7 @@ mod tests {
             agent_name: "a".into(),
             size_bytes: 42,
             created_at: store.timestamp(),
+            owner: None,
         };
         store.insert_snapshot(row.clone()).await.unwrap();
         let again = SnapshotRow {
@@ -137,7 +144,8 @@ mod tests {
         use super::super::teams::Owned;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (max, mia) = (Uuid::new_v4(), Uuid::new_v4());
+        let max = store.create_user("max".into()).await.unwrap().id;
+        let mia = store.create_user("mia".into()).await.unwrap().id;
         let mut ids = Vec::new();
         for (name, owner) in [("of-max", Some(max)), ("of-mia", Some(mia)), ("of-the-team", None)] {
             let row = SnapshotRow {
@@ -147,6 +155,7 @@ mod tests {
                 agent_name: "a".into(),
                 size_bytes: 1,
                 created_at: store.timestamp(),
+                owner: None,
             };
             store.insert_snapshot(row.clone()).await.unwrap();
             if let Some(owner) = owner {
@@ -163,7 +172,21 @@ mod tests {
             names(store.list_snapshots(Scope::Member(mia)).await.unwrap()),
             ["of-mia"]
         );
-        assert_eq!(store.list_snapshots(Scope::All).await.unwrap().len(), 3);
+        // Each shows its owner's name; the team's none.
+        let owners: Vec<(String, Option<String>)> = store
+            .list_snapshots(Scope::All)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name, r.owner))
+            .collect();
+        assert_eq!(owners.len(), 3);
+        for (name, owner) in [("of-max", Some("max")), ("of-mia", Some("mia")), ("of-the-team", None)] {
+            assert!(
+                owners.contains(&(name.to_owned(), owner.map(str::to_owned))),
+                "{owners:?}"
+            );
+        }
         assert_eq!(store.owner_of(Owned::Snapshot, ids[0]).await.unwrap(), Some(max));
         assert_eq!(store.owner_of(Owned::Snapshot, ids[2]).await.unwrap(), None);
     }

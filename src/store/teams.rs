@@ -116,6 +116,19 @@ pub struct Usage {
     pub cpus: f64,
 }
 
+/// Whom an OIDC sign-in acts as ([`Store::oidc_user`]).
+#[derive(Debug, Clone)]
+pub enum OidcMatch {
+    /// A user signed in before, or made ahead by an admin under that name.
+    User(User),
+    /// A user made by this sign-in.
+    Created(User),
+    /// The name is a user's who signed in with another identity.
+    NameBound,
+    /// No such user, and the sign-in may not make one.
+    NotAllowed,
+}
+
 /// A key to store.
 pub struct NewKeyRow {
     pub user_id: Uuid,
@@ -238,6 +251,52 @@ impl Store {
                 created_at: now,
                 quota: Quota::default(),
             })
+        })
+        .await
+    }
+
+    /// The user an OIDC sign-in acts as: the one `subject` (the provider's issuer and `sub`) signed
+    /// in as before; else the user named `name` not yet bound to a subject (an admin made them
+    /// ahead), now bound to it; else, when `may_create`, a new user of that name bound to it.
+    pub async fn oidc_user(&self, subject: String, name: String, may_create: bool) -> Result<OidcMatch, StoreError> {
+        let now = self.timestamp();
+        self.call(move |conn, _| {
+            let tx = conn.transaction()?;
+            let by_subject = tx
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE oidc_subject = ?1"),
+                    [&subject],
+                    user_row,
+                )
+                .optional()?;
+            if let Some(user) = by_subject {
+                return Ok(OidcMatch::User(user));
+            }
+            let bound: Option<Option<String>> = tx
+                .query_row("SELECT oidc_subject FROM users WHERE name = ?1", [&name], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            let found = match bound {
+                Some(Some(_)) => return Ok(OidcMatch::NameBound),
+                Some(None) => {
+                    tx.execute(
+                        "UPDATE users SET oidc_subject = ?1 WHERE name = ?2",
+                        params![subject, name],
+                    )?;
+                    user_named(&tx, &name)?.map(OidcMatch::User)
+                }
+                None if may_create => {
+                    tx.execute(
+                        "INSERT INTO users (id, name, disabled, created_at, oidc_subject) VALUES (?1, ?2, 0, ?3, ?4)",
+                        params![Uuid::new_v4().to_string(), name, now, subject],
+                    )?;
+                    user_named(&tx, &name)?.map(OidcMatch::Created)
+                }
+                None => Some(OidcMatch::NotAllowed),
+            };
+            tx.commit()?;
+            Ok(found.unwrap_or(OidcMatch::NotAllowed))
         })
         .await
     }

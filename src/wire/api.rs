@@ -395,6 +395,10 @@ pub struct Snapshot {
     pub path: String,
     pub size_bytes: u64,
     pub created_at: String,
+    /// The user who took it with an API key; absent: the team's (taken with the master key or the
+    /// web UI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `POST /sessions/{id}/snapshots` body; an empty body means `{}`.

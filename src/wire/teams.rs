@@ -207,3 +207,39 @@ pub struct AuditLog {
     /// Oldest first.
     pub entries: Vec<AuditEntry>,
 }
+
+/// Where `lap login --oidc` starts a sign-in (`POST`, no body, no key): the answer is an
+/// [`OidcStart`]. Not part of the documented API: it serves the CLI only.
+pub const OIDC_CLI_PATH: &str = "/auth/oidc/cli";
+/// Where `lap login --oidc` waits for it (`POST` an [`OidcPoll`]).
+pub const OIDC_POLL_PATH: &str = "/auth/oidc/cli/poll";
+
+/// A sign-in started for the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcStart {
+    /// The secret the CLI polls with; never shown.
+    pub poll: String,
+    /// The page the person opens in a browser.
+    pub url: String,
+    /// Shown by the CLI and by the page that asks to approve the sign-in, to tell them apart from a
+    /// sign-in someone else started.
+    pub code: String,
+    /// How long the sign-in may take.
+    pub expires_in_seconds: u64,
+}
+
+/// The body of a poll.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcPoll {
+    pub poll: String,
+}
+
+/// The answer to a poll once the sign-in is approved: an API key of the user, this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcIssued {
+    pub key: String,
+    pub user: String,
+    pub role: Role,
+    pub expires_at: Option<String>,
+}

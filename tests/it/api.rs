@@ -81,6 +81,7 @@ impl App {
             store,
             control,
             master_key: Arc::new(Secret::new(MASTER_KEY)),
+            oidc: None,
         });
         let router = api::ports::with_previews(router, Arc::new(previews));
         Self {

@@ -28,6 +28,7 @@ mod kube_serve;
 mod local_sandbox;
 mod mcp;
 mod messages;
+mod oidc;
 mod openapi_schemathesis;
 mod opencode_e2e;
 mod pool;

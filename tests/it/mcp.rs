@@ -206,6 +206,34 @@ fn the_python_mcp_sdk_drives_sessions_over_stdio_and_over_http_and_is_refused_wi
     let out = client(&python, home, &["http", &url, &key, "box"]);
     assert_conversation(&out);
 
+    // With a member's API key the tools act as that member (their session, their role); a viewer's
+    // key reads but cannot start a session; a revoked key is refused like no key.
+    lap(home, ["users", "create", "mia"]).success();
+    let member = lap(home, ["keys", "create", "--user", "mia", "--role", "member", "--json"])
+        .success()
+        .json();
+    let out = client(&python, home, &["http", &url, member["key"].as_str().unwrap(), "box"]);
+    assert_conversation(&out);
+    let audit = lap(home, ["audit", "--json"]).success().json();
+    assert!(
+        audit.as_array().unwrap().iter().any(|e| e["actor"] == "mia"
+            && e["action"] == "POST /api/v1/managed_agents/agents/{id}/session"
+            && e["status"] == 200),
+        "the session started over /mcp is mia's: {audit}"
+    );
+    let viewer = lap(home, ["keys", "create", "--user", "mia", "--role", "viewer", "--json"])
+        .success()
+        .json();
+    let out = client(&python, home, &["http", &url, viewer["key"].as_str().unwrap(), "box"]);
+    assert_eq!(out["create_session"]["is_error"], true, "{out}");
+    assert!(
+        out["create_session"]["text"].as_str().unwrap().contains("`viewer`"),
+        "the refusal names the role: {out}"
+    );
+    lap(home, ["keys", "revoke", member["id"].as_str().unwrap()]).success();
+    let out = client(&python, home, &["refused", &url, member["key"].as_str().unwrap()]);
+    assert_eq!(out["statuses"], json!([401]), "{out}");
+
     // Without the key, or with another, the client is refused with 401 before anything runs.
     for args in [
         vec!["refused", url.as_str()],

@@ -655,8 +655,46 @@ fn a_websocket_server_in_the_sandbox_works_through_the_proxy_path_and_a_preview(
             "ws://127.0.0.1:{}{PREFIX}/sessions/{session}/ports/9000/hmr",
             server.port
         );
-        echo(proxy, ("authorization", format!("Bearer {}", server.master_key()))).await;
+        echo(
+            proxy.clone(),
+            ("authorization", format!("Bearer {}", server.master_key())),
+        )
+        .await;
         echo(format!("ws://{preview_addr}/hmr"), ("cookie", preview_cookie)).await;
+
+        // A WebSocket spliced for an API key is cut when the key is revoked.
+        lap(&home, ["users", "create", "ops"]).success();
+        let made = lap(&home, ["keys", "create", "--user", "ops", "--role", "admin", "--json"])
+            .success()
+            .json();
+        let mut request = proxy.as_str().into_client_request().unwrap();
+        let bearer = format!("Bearer {}", made["key"].as_str().unwrap());
+        request.headers_mut().insert("authorization", bearer.parse().unwrap());
+        let (mut socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap()
+            .expect("a WebSocket with an API key");
+        socket.send(Message::Text("before".into())).await.unwrap();
+        let back = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::Text("echo:before".into()));
+        lap(&home, ["keys", "revoke", made["id"].as_str().unwrap()]).success();
+        let cut = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match socket.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            cut.is_ok(),
+            "the spliced WebSocket was not cut within 5 s of the revocation"
+        );
     });
 }
 

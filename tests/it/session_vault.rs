@@ -78,6 +78,7 @@ impl Server {
             store,
             control,
             master_key: Arc::new(Secret::new(KEY)),
+            oidc: None,
         });
         Self {
             router,

@@ -25,19 +25,19 @@ use crate::support::{Home, TestServer};
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// One raw HTTP/1.1 exchange: status, headers (lowercased names) and body.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
-fn http(server: &TestServer, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+pub(crate) fn http(server: &TestServer, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut request = format!(
@@ -233,7 +233,7 @@ fn the_cookie_opens_the_api_survives_a_restart_and_state_changes_need_the_csrf_h
 }
 
 /// What the browser test needs, or why it cannot run.
-fn browser_prerequisites(root: &Path) -> Result<(PathBuf, PathBuf), String> {
+pub(crate) fn browser_prerequisites(root: &Path) -> Result<(PathBuf, PathBuf), String> {
     let chromium = PathBuf::from(std::env::var("LAP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
     if !chromium.is_file() {
         return Err(format!(
@@ -251,7 +251,10 @@ fn browser_prerequisites(root: &Path) -> Result<(PathBuf, PathBuf), String> {
         .map_err(|e| format!("cannot create the npm lock file: {e}"))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock the npm lock file: {e}"))?;
-    if !dir.join("node_modules/playwright-core/package.json").is_file() {
+    let installed = ["playwright-core", "oidc-provider"]
+        .iter()
+        .all(|package| dir.join(format!("node_modules/{package}/package.json")).is_file());
+    if !installed {
         let out = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
             .current_dir(&dir)
@@ -279,6 +282,17 @@ impl Drop for Cleanup<'_> {
 /// Runs `tests/ui/{script}` in Chromium against `server`; returns its `ok: …` lines. `None` when
 /// the browser test cannot run here (skipped with a banner; a failure under `LAP_TEST_STRICT=1`).
 fn run_browser(script: &str, server: &TestServer, home: &Home, screenshot: &Path) -> Option<String> {
+    run_browser_with(script, server, home, screenshot, &[])
+}
+
+/// [`run_browser`] with more environment for the script.
+pub(crate) fn run_browser_with(
+    script: &str,
+    server: &TestServer,
+    home: &Home,
+    screenshot: &Path,
+    env: &[(&str, &str)],
+) -> Option<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (chromium, dir) = match browser_prerequisites(root) {
         Ok(found) => found,
@@ -298,6 +312,7 @@ fn run_browser(script: &str, server: &TestServer, home: &Home, screenshot: &Path
         .env("LAP_CHROMIUM", &chromium)
         .env("LAP_SCREENSHOT", screenshot)
         .env("HOME", home.path())
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

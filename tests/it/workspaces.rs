@@ -449,3 +449,45 @@ fn a_copy_onto_a_full_disk_is_refused_with_a_hint_and_loses_nothing() {
         "no session was made for the failed fork"
     );
 }
+
+/// A session brought back on a new sandbox counts against its user's quota again: a hibernated
+/// one's CPUs (it counted as a live session all along), by `resume` and by `restart`.
+#[test]
+fn a_hibernated_session_comes_back_only_within_its_users_quota() {
+    let f = Fixture::new(&[]);
+    f.lap(["users", "create", "kim"]).success();
+    let made = f
+        .lap(["keys", "create", "--user", "kim", "--role", "member", "--json"])
+        .success()
+        .json();
+    // `ws` sets no limits: each of its sandboxes counts 2 CPUs.
+    f.lap(["users", "quota", "kim", "--cpus", "2"]).success();
+    let kim = Home::new();
+    kim.lap()
+        .stdin(format!("{}\n", made["key"].as_str().unwrap()))
+        .run(["login", "--url", &f.server.url, "--key-stdin"])
+        .success();
+    let first = lap(&kim, ["sessions", "create", "ws"])
+        .success()
+        .out()
+        .trim()
+        .to_owned();
+    lap(&kim, ["sessions", "hibernate", &first]).success();
+    let second = lap(&kim, ["sessions", "create", "ws"])
+        .success()
+        .out()
+        .trim()
+        .to_owned();
+    for verb in ["resume", "restart"] {
+        let refused = lap(&kim, ["sessions", verb, &first]);
+        assert_ne!(refused.code, 0, "{verb}: {refused}");
+        assert!(
+            refused.stderr.contains("needs 2 CPUs") && refused.stderr.contains("lap users quota kim --cpus"),
+            "{verb}: {refused}"
+        );
+        assert_eq!(f.status(&first), "hibernated", "nothing changed");
+    }
+    lap(&kim, ["sessions", "delete", &second]).success();
+    lap(&kim, ["sessions", "resume", &first]).success();
+    f.wait_status(&first, "ready");
+}

@@ -51,6 +51,10 @@ async function render() {
     }
   }
   nav.hidden = path === '/sign-in';
+  if (config) {
+    document.getElementById('whoami').textContent = `${config.signed_in_as} (${config.role})`;
+    document.getElementById('nav-audit').hidden = config.role !== 'admin';
+  }
   for (const [pattern, page] of routes) {
     const m = path.match(pattern);
     if (m) {
@@ -70,6 +74,7 @@ function go(path, replace = false) {
 
 function signInPage() {
   const next = new URLSearchParams(location.search).get('next') || '/agents';
+  const safeNext = /^\/(?![/\\])/.test(next) ? next : '/agents';
   const key = h('input', {
     type: 'password',
     id: 'master-key',
@@ -79,6 +84,17 @@ function signInPage() {
     autofocus: true,
   });
   const error = h('p', { class: 'error', id: 'sign-in-error' });
+  // Shown when the server has an OpenID provider: a plain navigation to it and back.
+  const sso = h(
+    'p',
+    { id: 'sso', hidden: true },
+    h('a', { class: 'button primary', id: 'sso-link', href: `/auth/oidc/login?next=${encodeURIComponent(safeNext)}` }, 'Sign in with single sign-on'),
+  );
+  api('GET', '/api/ui/auth/methods')
+    .then((methods) => {
+      sso.hidden = !methods.oidc;
+    })
+    .catch(() => {});
   const form = h(
     'form',
     {
@@ -92,20 +108,24 @@ function signInPage() {
           await api('POST', '/api/ui/auth/cookie', undefined, { authorization: `Bearer ${key.value}` });
           key.value = '';
           config = null;
-          go(/^\/(?![/\\])/.test(next) ? next : '/agents', true);
+          go(safeNext, true);
         } catch (err) {
           key.value = '';
-          error.textContent = err.status === 401 ? 'that is not the master key of this server' : String(err);
+          error.textContent =
+            err.status === 401
+              ? `that is not the master key of this server, nor an API key it lets in${err.hint ? ` (${err.hint})` : ''}`
+              : String(err);
         }
       },
     },
     h('h1', {}, 'Sign in to lap'),
-    h('label', { for: 'master-key' }, 'Master key'),
+    sso,
+    h('label', { for: 'master-key' }, 'Master key or API key'),
     key,
     h(
       'p',
       { class: 'muted' },
-      'lap serve prints where it keeps the key; it is the file master.key in its data directory.',
+      'lap serve prints where it keeps the master key (master.key in its data directory); an admin makes API keys with lap keys create.',
     ),
     error,
     h('button', { type: 'submit', class: 'primary' }, 'Sign in'),

@@ -668,6 +668,11 @@ export interface Snapshot {
   id: string;
   name: string;
   /**
+   * The user who took it with an API key; absent: the team's (taken with the master key or the
+   * web UI).
+   */
+  owner?: string | null;
+  /**
    * Where the copy is: a host path, or, on the Kubernetes backend,
    * `kube://NAMESPACE/volumesnapshots/NAME`.
    */

@@ -684,6 +684,15 @@ impl TestServer {
         assert_eq!(self.url, url, "the restarted server listens elsewhere");
     }
 
+    /// Starts the server again on the same port with more arguments and environment: for settings
+    /// that need its URL first (an OIDC provider's redirect URI).
+    pub fn restart_with(&mut self, extra_args: &[&str], extra_env: &[(&str, &str)]) {
+        self.extra_args.extend(extra_args.iter().map(OsString::from));
+        self.env
+            .extend(extra_env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));
+        self.restart();
+    }
+
     /// The master key the server generated on its first start (kept in its data dir).
     pub fn master_key(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("master.key"))

@@ -278,6 +278,7 @@ class Snapshot(_Model):
     path: str
     size_bytes: int
     created_at: str
+    owner: str | None = None
 
 
 @dataclass
