@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -28,6 +29,7 @@ use crate::wire::messages::{
     AbortReply, Event, EventKind, Message, MessageReply, SendMessage, StreamFrame, TuiReply, opencode_events,
 };
 
+use super::auth::Principal;
 use super::json::{ApiQuery, bytes_rejection, parse_optional};
 use super::{ApiError, AppState};
 
@@ -79,11 +81,12 @@ fn input(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
         (status = 504, body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let text = input(body)?;
-    let turn = match state.control.send_message(&id, text).await {
+    let turn = match send_message(&state, &principal, &id, text).await? {
         Ok(turn) => turn,
         Err(MessageError::Tui(_)) => {
             return Ok(Json(TuiReply {
@@ -117,12 +120,13 @@ pub async fn send(
         (status = 501, body = ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<FormatQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let text = input(body)?;
-    let turn = match state.control.send_message(&id, text).await {
+    let turn = match send_message(&state, &principal, &id, text).await? {
         Ok(turn) => turn,
         Err(MessageError::Tui(_)) => {
             let frames = vec![
@@ -292,10 +296,23 @@ pub async fn abort(State(state): State<AppState>, Path(id): Path<String>) -> Res
         (status = 504, body = ErrorBody)))]
 pub async fn opencode_send(
     state: State<AppState>,
+    principal: Extension<Principal>,
     Path((id, _hsid)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    send(state, Path(id), body).await
+    send(state, principal, Path(id), body).await
+}
+
+/// Starts a turn: a hibernated session wakes by itself for it, within its user's quota (the
+/// quota's turn is held until the turn has started, not while it runs).
+async fn send_message(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    text: String,
+) -> Result<Result<Turn, MessageError>, ApiError> {
+    let _turn = super::sessions::quota_to_wake_by_itself(state, principal, id).await?;
+    Ok(state.control.send_message(id, text).await)
 }
 
 /// LAP's opencode passthrough: the conversation, `[{info, parts}]`.

@@ -211,10 +211,6 @@ impl Oidc {
         })
     }
 
-    pub fn config(&self) -> &OidcConfig {
-        &self.config
-    }
-
     /// The provider's discovery document and keys, fetched when older than [`DISCOVERY_TTL`].
     async fn provider(&self) -> Result<CoreProviderMetadata, Refusal> {
         let mut cached = self.provider.lock().await;

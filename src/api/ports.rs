@@ -343,7 +343,8 @@ enum Served {
 }
 
 /// Proxy an HTTP request (WebSocket upgrades included) to the sandbox's `127.0.0.1:{port}` as
-/// `/{path}`. Master key as bearer only; the UI's cookie is refused. The response comes from the
+/// `/{path}`. The master key or an API key as bearer (a WebSocket spliced for an API key ends when
+/// the key does); the UI's cookie is refused. The response comes from the
 /// sandbox's server unchanged but for `Set-Cookie` (dropped) and `Content-Security-Policy: sandbox`
 /// (added): for a browser, use a preview URL. Every method is proxied; `GET` is shown.
 #[utoipa::path(get, path = "/api/v1/managed_agents/sessions/{id}/ports/{port}/{path}", tag = "ports",

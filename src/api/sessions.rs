@@ -199,6 +199,30 @@ async fn quota_to_wake(
     id: &str,
 ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
     let session = state.store.get_session(uuid).await?.ok_or_else(|| not_found(id))?;
+    quota_to_bring_back(state, principal, &session).await
+}
+
+/// [`quota_to_wake`] for what an attach, an exec or a message wakes by itself (a hibernated
+/// session); nothing for a session that is not there (the caller reports it).
+pub(super) async fn quota_to_wake_by_itself(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
+    let Ok(uuid) = Uuid::parse_str(id) else { return Ok(None) };
+    match state.store.get_session(uuid).await? {
+        Some(session) if session.status == SessionStatus::Hibernated => {
+            quota_to_bring_back(state, principal, &session).await
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn quota_to_bring_back(
+    state: &AppState,
+    principal: &Principal,
+    session: &crate::store::SessionRow,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
     let new_session = match session.status {
         SessionStatus::Hibernated => false,
         SessionStatus::Dead | SessionStatus::Failed => true,
@@ -229,6 +253,7 @@ async fn existing(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn exec(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExecCommand>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -247,8 +272,10 @@ pub async fn exec(
         return Err(ApiError::bad_request(format!("`stdin` is over {MAX_EXEC_STDIN} bytes")));
     }
     let row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
-    // A paused or hibernated session wakes by itself for an exec.
+    // A paused or hibernated session wakes by itself for an exec (within its user's quota).
+    let turn = quota_to_wake_by_itself(&state, &principal, &id).await?;
     let row = state.control.wake(row).await?;
+    drop(turn);
     let sandbox = match (&row.status, row.sandbox_id) {
         (SessionStatus::Ready, Some(sandbox)) => sandbox,
         (status, _) => {

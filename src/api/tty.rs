@@ -135,8 +135,11 @@ pub async fn tty(
         super::auth::admitted(owner, &state.store)?
     };
     let ended = principal.ended(&state.store);
-    // A paused or hibernated session wakes by itself for an attach (control/workspace.rs).
+    // A paused or hibernated session wakes by itself for an attach (control/workspace.rs), within
+    // its user's quota.
+    let turn = super::sessions::quota_to_wake_by_itself(&state, &principal, &id).await?;
     let row = state.control.wake(row).await?;
+    drop(turn);
     let sandbox = match (&row.status, &row.sandbox_id) {
         (SessionStatus::Ready, Some(sandbox)) => sandbox.clone(),
         (status, _) => {

@@ -451,7 +451,8 @@ fn a_copy_onto_a_full_disk_is_refused_with_a_hint_and_loses_nothing() {
 }
 
 /// A session brought back on a new sandbox counts against its user's quota again: a hibernated
-/// one's CPUs (it counted as a live session all along), by `resume` and by `restart`.
+/// one's CPUs (it counted as a live session all along), by `resume`, `restart`, and the wake an
+/// exec makes by itself.
 #[test]
 fn a_hibernated_session_comes_back_only_within_its_users_quota() {
     let f = Fixture::new(&[]);
@@ -478,8 +479,14 @@ fn a_hibernated_session_comes_back_only_within_its_users_quota() {
         .out()
         .trim()
         .to_owned();
-    for verb in ["resume", "restart"] {
-        let refused = lap(&kim, ["sessions", verb, &first]);
+    // By hand, and by itself for an exec (as for an attach or a message).
+    let by_hand = |verb: &str| lap(&kim, ["sessions", verb, &first]);
+    let woken = [
+        ("resume", by_hand("resume")),
+        ("restart", by_hand("restart")),
+        ("exec", lap(&kim, ["exec", &first, "--", "true"])),
+    ];
+    for (verb, refused) in woken {
         assert_ne!(refused.code, 0, "{verb}: {refused}");
         assert!(
             refused.stderr.contains("needs 2 CPUs") && refused.stderr.contains("lap users quota kim --cpus"),
