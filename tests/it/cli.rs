@@ -1311,6 +1311,10 @@ fn serve_says_at_start_how_many_stored_credentials_it_migrated() {
             "ALTER TABLE credentials DROP COLUMN inject_json;
              ALTER TABLE credentials DROP COLUMN rules_json;
              ALTER TABLE agents DROP COLUMN volumes_json;
+             ALTER TABLE ui_sessions DROP COLUMN key_id;
+             ALTER TABLE ui_sessions DROP COLUMN own_key;
+             DROP INDEX users_by_oidc_subject;
+             ALTER TABLE users DROP COLUMN oidc_subject;
              PRAGMA user_version = 8;",
         )
         .unwrap();
