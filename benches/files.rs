@@ -198,6 +198,23 @@ fn main() {
         "lap / scp (medians): upload {up:.2}x, download {down:.2}x ({:.0} MiB, {rounds} rounds each way)",
         size as f64 / (1u64 << 20) as f64
     );
+    support::record(
+        &format!(
+            "`lap cp` of a {:.0} MiB file into and out of a sandbox, {rounds} rounds each way",
+            size as f64 / (1u64 << 20) as f64
+        ),
+        &format!(
+            "upload median {:.0} MB/s; download median {:.0} MB/s",
+            best_median(&lap_up).1,
+            best_median(&lap_down).1
+        ),
+        &format!(
+            "`scp` to an sshd of its own: {:.0} / {:.0} MB/s (lap {up:.2}× / {down:.2}×)",
+            best_median(&scp_up).1,
+            best_median(&scp_down).1
+        ),
+        &format!("≥ half of scp's each way: {}", support::met(up >= 0.5 && down >= 0.5)),
+    );
     println!(
         "target: at least half of scp's each way: {}",
         if up >= 0.5 && down >= 0.5 { "met" } else { "NOT met" }

@@ -261,6 +261,23 @@ fn main() {
             f.mb_per_s
         );
     }
+    let p50 = |f: &Figures, which: fn(&Figures) -> &Vec<Duration>| percentile(which(f), 0.5);
+    support::record(
+        &format!("`lap port-forward` to a server in a sandbox: {conns} fresh connections, 1000 round trips, {mib} MiB"),
+        &format!(
+            "connect p50 {}; round trip p50 {}; {:.0} MB/s",
+            fine(p50(&lap, |f| &f.connect)),
+            fine(p50(&lap, |f| &f.round_trip)),
+            lap.mb_per_s
+        ),
+        &format!(
+            "`ssh -L` to the same program on the host's loopback: connect p50 {}; round trip p50 {}; {:.0} MB/s",
+            fine(p50(&ssh, |f| &f.connect)),
+            fine(p50(&ssh, |f| &f.round_trip)),
+            ssh.mb_per_s
+        ),
+        "—",
+    );
     println!();
     println!(
         "lap / ssh: connect p50 {:.2}x, round trip p50 {:.2}x, throughput {:.2}x ({conns} connections, {mib} MiB)",

@@ -13,6 +13,8 @@
 //! cannot be measured here (LAP needs a Kubernetes cluster). Needs root or unprivileged user
 //! namespaces. `LAP_BENCH_SANDBOXES` changes the 1000.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,6 +29,11 @@ const LAP_WARM_START: Duration = Duration::from_millis(1800);
 const LAP_COLD_START: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(12));
 const TARGET_P50: Duration = Duration::from_millis(100);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reads of the API timed with every session alive.
+const API_SAMPLES: usize = 400;
+const API_TARGET_P99: Duration = Duration::from_millis(50);
+/// How long the reconciler's passes are watched.
+const RECONCILE_WATCH: Duration = Duration::from_secs(8);
 
 fn main() {
     let idle: usize = std::env::var("LAP_BENCH_SANDBOXES")
@@ -54,6 +61,22 @@ fn main() {
             "  target p50 < {} ms: {}",
             TARGET_P50.as_millis(),
             if p50 < TARGET_P50 { "met" } else { "NOT met" }
+        );
+        support::record(
+            &format!("sandbox create → harness ready, {CREATES} creates"),
+            &format!("p50 {} ms, p99 {} ms", ms(p50), ms(p99)),
+            &format!(
+                "LAP (published): {}–{} s cold, {} s warm — {:.0}× the warm start",
+                LAP_COLD_START.0.as_secs(),
+                LAP_COLD_START.1.as_secs(),
+                LAP_WARM_START.as_secs_f64(),
+                LAP_WARM_START.as_secs_f64() / p50.as_secs_f64()
+            ),
+            &format!(
+                "p50 < {} ms: {}",
+                TARGET_P50.as_millis(),
+                support::met(p50 < TARGET_P50)
+            ),
         );
         through_lap_serve(&data.path().join("serve"), idle).await;
     });
@@ -207,6 +230,21 @@ async fn through_lap_serve(data_dir: &Path, idle: usize) {
         ms(p99)
     );
 
+    let (api_p50, api_p99) = api_under_load(&client, &serve, &auth, &agent_id).await;
+    println!(
+        "  lap serve's API with {idle} sessions alive, {API_SAMPLES} reads (health, session list, one session, agent list): p50 {} ms, p99 {} ms (target p99 < 50 ms: {})",
+        ms(api_p50),
+        ms(api_p99),
+        if api_p99 < API_TARGET_P99 { "met" } else { "NOT met" }
+    );
+    let reconcile = reconcile_pass(&client, &serve).await;
+    if let Some((mean, passes)) = reconcile {
+        println!(
+            "  reconciler: a pass takes {} ms on average ({passes} passes)",
+            ms(mean)
+        );
+    }
+
     let serve_usage = usage(&[serve.child.id() as i32]);
     let pid1s: Vec<i32> = std::fs::read_dir(data_dir.join("sandboxes"))
         .unwrap()
@@ -247,9 +285,111 @@ async fn through_lap_serve(data_dir: &Path, idle: usize) {
         mib(serve_usage.pss_kib + sandboxes.pss_kib),
         serve_usage.fds + sandboxes.fds
     );
+    support::record(
+        &format!("session create → ready through `lap serve` (sandbox + vault binding), {idle} sessions"),
+        &format!("p50 {} ms, p99 {} ms", ms(p50), ms(p99)),
+        &format!("LAP: {} s warm (published)", LAP_WARM_START.as_secs_f64()),
+        "—",
+    );
+    support::record(
+        &format!("{} idle sandboxes alive", pid1s.len()),
+        &format!(
+            "`lap serve`: {:.1} MiB RSS, {} fds; sandboxes: {:.2} MiB PSS and {:.1} fds each",
+            mib(serve_usage.rss_kib),
+            serve_usage.fds,
+            mib(sandboxes.pss_kib) / per,
+            sandboxes.fds as f64 / per
+        ),
+        "LAP's kind default: 100 sessions",
+        &format!("5,000 sessions (issue 22): {}", support::met(pid1s.len() >= 5000)),
+    );
+    support::record(
+        &format!(
+            "`lap serve`'s API with {} sessions alive: {API_SAMPLES} reads",
+            pid1s.len()
+        ),
+        &format!(
+            "p50 {} ms, p99 {} ms{}",
+            ms(api_p50),
+            ms(api_p99),
+            reconcile
+                .map(|(mean, passes)| format!("; a reconciler pass {} ms on average ({passes} passes)", ms(mean)))
+                .unwrap_or_default()
+        ),
+        "—",
+        &format!("p99 < 50 ms: {}", support::met(api_p99 < API_TARGET_P99)),
+    );
     let data_dir = serve.data_dir.clone();
     drop(serve);
     delete_all(&data_dir).await;
+}
+
+/// Reads of the API a person or a UI makes, with every session alive: p50 and p99 over
+/// [`API_SAMPLES`], one at a time.
+async fn api_under_load(client: &reqwest::Client, serve: &Serve, auth: &str, agent: &str) -> (Duration, Duration) {
+    let api = format!("{}/api/v1/managed_agents", serve.url);
+    let sessions: serde_json::Value = client
+        .get(format!("{api}/sessions?limit=1"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let one = sessions[0]["id"].as_str().expect("a session").to_owned();
+    let paths = [
+        format!("{}/api/v1/health", serve.url),
+        format!("{api}/sessions?limit=20"),
+        format!("{api}/sessions/{one}"),
+        format!("{api}/agents/{agent}"),
+    ];
+    let mut times = Vec::with_capacity(API_SAMPLES);
+    for n in 0..API_SAMPLES {
+        let started = Instant::now();
+        client
+            .get(&paths[n % paths.len()])
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        times.push(started.elapsed());
+    }
+    percentiles(times)
+}
+
+/// The reconciler's mean pass over a few seconds, from `lap_reconcile_seconds` of `/metrics`.
+async fn reconcile_pass(client: &reqwest::Client, serve: &Serve) -> Option<(Duration, u64)> {
+    let read = || async {
+        let text = client
+            .get(format!("{}/metrics", serve.url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let value = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        Some((
+            value("lap_reconcile_seconds_sum")?,
+            value("lap_reconcile_seconds_count")?,
+        ))
+    };
+    let (sum0, count0) = read().await?;
+    tokio::time::sleep(RECONCILE_WATCH).await;
+    let (sum1, count1) = read().await?;
+    let passes = (count1 - count0) as u64;
+    (passes > 0).then(|| (Duration::from_secs_f64((sum1 - sum0) / passes as f64), passes))
 }
 
 #[derive(Debug, Default, Clone, Copy)]

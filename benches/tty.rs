@@ -329,6 +329,35 @@ fn main() {
         lap.mb_per_s / ssh.mb_per_s,
         size as f64 / 1e6
     );
+    let echo_ratio = lap_p50.as_secs_f64() / ssh_p50.as_secs_f64();
+    support::record(
+        "terminal: keystroke echo through `lap attach` → `lap serve` → harness → PTY and back, p50 / p99",
+        &format!("{} / {}", fine(lap_p50), fine(percentile(&lap.echo, 0.99))),
+        &format!(
+            "`ssh localhost`: {} / {} (lap {echo_ratio:.2}×)",
+            fine(ssh_p50),
+            fine(percentile(&ssh.echo, 0.99))
+        ),
+        &format!(
+            "p50 < {} : {}; ≤ 1.3× ssh (issue 22): {}",
+            ms(ECHO_TARGET),
+            support::met(lap_p50 < ECHO_TARGET),
+            support::met(echo_ratio <= 1.3)
+        ),
+    );
+    support::record(
+        &format!(
+            "terminal: `cat` of a {:.0} MB text file to the attached terminal",
+            size as f64 / 1e6
+        ),
+        &format!("{:.1} MB/s", lap.mb_per_s),
+        &format!(
+            "`ssh localhost`: {:.1} MB/s (lap {:.2}×)",
+            ssh.mb_per_s,
+            lap.mb_per_s / ssh.mb_per_s
+        ),
+        &format!("≥ ssh's: {}", support::met(lap.mb_per_s >= ssh.mb_per_s)),
+    );
     println!(
         "targets: echo p50 under {}: {} ({}); throughput at least ssh's: {}",
         ms(ECHO_TARGET),

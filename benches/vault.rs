@@ -22,6 +22,8 @@
 //! Targets: added latency under 100 µs p50 and bulk at least 0.5× direct with scrubbing on (issue 14);
 //! throughput at least 5× mitmproxy's (DESIGN §6).
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -222,11 +224,71 @@ async fn main() {
             median_of(&|r| r[1].download_mb_s / r[2].download_mb_s),
         );
     }
+    record_figures(&summary, &rounds_measured, added);
     stop.cancel();
     if let Some((mut child, _, _)) = mitm {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// The rows of `docs/benchmarks.md`'s table ([`support::record`]): direct is `summary[0]`, the vault
+/// `summary[1]`, mitmproxy `summary[2]` when it was measured.
+fn record_figures(summary: &[Measured], rounds: &[Vec<Measured>], added: f64) {
+    let median_of = |f: &dyn Fn(&[Measured]) -> f64| median(rounds.iter().map(|r| f(r)).collect());
+    let mitm = summary.get(2);
+    let added_us = added * 1e6;
+    support::record(
+        "vault: added latency per kept-alive HTTPS GET, p50",
+        &format!("{added_us:.0} µs"),
+        &format!(
+            "direct: {} per GET{}",
+            us(summary[0].p50),
+            mitm.map(|m| format!("; mitmproxy adds {}", us(m.p50.saturating_sub(summary[0].p50))))
+                .unwrap_or_default()
+        ),
+        &format!(
+            "< 100 µs (issue 14): {}; < 50 µs (issue 22): {}",
+            support::met(added_us < 100.0),
+            support::met(added_us < 50.0)
+        ),
+    );
+    let rps = median_of(&|r| r[1].requests_per_second / r[0].requests_per_second);
+    support::record(
+        "vault: small GETs over 32 kept-alive connections",
+        &format!("{:.0} req/s", summary[1].requests_per_second),
+        &format!(
+            "direct: {:.0} req/s ({rps:.2}×){}",
+            summary[0].requests_per_second,
+            mitm.map(|m| format!("; mitmproxy: {:.0} req/s", m.requests_per_second))
+                .unwrap_or_default()
+        ),
+        &format!("≥ 0.35× direct: {}", support::met(rps >= 0.35)),
+    );
+    let (up, down) = (
+        median_of(&|r| r[1].upload_mb_s / r[0].upload_mb_s),
+        median_of(&|r| r[1].download_mb_s / r[0].download_mb_s),
+    );
+    support::record(
+        "vault: streamed upload / download",
+        &format!(
+            "{:.0} / {:.0} MB/s; {:.2} / {:.2} ns of CPU per byte",
+            summary[1].upload_mb_s, summary[1].download_mb_s, summary[1].upload_cpu, summary[1].download_cpu
+        ),
+        &format!(
+            "direct: {:.0} / {:.0} MB/s ({up:.2}× / {down:.2}×), {:.2} / {:.2} ns per byte{}",
+            summary[0].upload_mb_s,
+            summary[0].download_mb_s,
+            summary[0].upload_cpu,
+            summary[0].download_cpu,
+            mitm.map(|m| format!("; mitmproxy: {:.0} / {:.0} MB/s", m.upload_mb_s, m.download_mb_s))
+                .unwrap_or_default()
+        ),
+        &format!(
+            "≥ 0.5× direct (two TLS legs): {}",
+            support::met(up >= 0.5 && down >= 0.5)
+        ),
+    );
 }
 
 /// Credentials shaped like the real ones (prefix and length), bound to other hosts: every response

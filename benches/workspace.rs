@@ -107,6 +107,28 @@ fn main() {
     report("ready (no resume, baseline)", &mut ready, TARGET_PAUSED);
     report("pause → resume", &mut paused, TARGET_PAUSED);
     report("hibernate → resume", &mut hibernated, TARGET_HIBERNATED);
+    let p = |samples: &[Duration], q: f64| percentile(samples, q);
+    support::record(
+        &format!("attach to a paused / hibernated session → first terminal byte, {runs} samples"),
+        &format!(
+            "pause: p50 {}, p99 {}; hibernate: p50 {}, p99 {}",
+            ms(p(&paused, 0.5)),
+            ms(p(&paused, 0.99)),
+            ms(p(&hibernated, 0.5)),
+            ms(p(&hibernated, 0.99))
+        ),
+        &format!(
+            "the same attach to a running session: p50 {}; E2B: ~{} (published)",
+            ms(p(&ready, 0.5)),
+            ms(E2B_RESUME)
+        ),
+        &format!(
+            "p50 < {} / < {}: {}",
+            ms(TARGET_PAUSED),
+            ms(TARGET_HIBERNATED),
+            support::met(p(&paused, 0.5) < TARGET_PAUSED && p(&hibernated, 0.5) < TARGET_HIBERNATED)
+        ),
+    );
 
     let sizes = std::env::var("LAP_BENCH_FORK_MB").unwrap_or_else(|_| "10,1024".into());
     let mut filled = 0usize;
@@ -123,6 +145,12 @@ fn main() {
         println!(
             "fork of a {mb:>6} MB workspace  {:>10}  (`lap sessions fork --no-wait`: the copy and the CLI's own start)",
             ms(took)
+        );
+        support::record(
+            &format!("`lap sessions fork --no-wait` of a {mb} MB workspace"),
+            &ms(took),
+            "—",
+            "—",
         );
         let fork_id = fork["id"].as_str().expect("fork id").to_owned();
         server.lap(&["sessions", "delete", &fork_id]);

@@ -21,12 +21,40 @@
 #                            API calls per create, claim, binding and records pull; list and watcher
 #                            sync after a restart and the heap the watcher keeps, at a quarter, half
 #                            and all of 2000 pods (LAP_BENCH_KUBE_SESSIONS=N changes the 2000)
+#   scripts/bench.sh all     every one of them in one sitting, then the figures table of
+#                            docs/benchmarks.md written anew from that run (each figure beside its
+#                            peer and its goal, with the date and the machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_cargo
 case "${1:-vault}" in
+  all)
+    table="$PWD/target/bench-table.md"
+    mkdir -p target && : > "$table"
+    for bench in vault sandbox pool tty workspace ports files kube; do
+      say "scripts/bench.sh $bench"
+      LAP_BENCH_TABLE="$table" "$0" "$bench"
+    done
+    cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+    mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+    {
+      echo "Written by \`scripts/bench.sh all\` on $(date -u +%Y-%m-%d) from one run, release builds, all on"
+      echo "127.0.0.1: $(nproc) cores ($cpu), $mem, Linux $(uname -r). Your numbers will differ — run it."
+      echo
+      echo "| what | lap | peer in the same run | goal |"
+      echo "|---|---|---|---|"
+      cat "$table"
+    } > "$table.block"
+    # The lines between `<!-- figures:begin` and `<!-- figures:end` in docs/benchmarks.md.
+    BLOCK=$(cat "$table.block") awk '
+      /^<!-- figures:begin/ { print; print ENVIRON["BLOCK"]; skip = 1; next }
+      /^<!-- figures:end/ { skip = 0 }
+      !skip { print }
+    ' docs/benchmarks.md > docs/benchmarks.md.new && mv docs/benchmarks.md.new docs/benchmarks.md
+    say "wrote the figures table of docs/benchmarks.md ($(wc -l < "$table") rows)"
+    ;;
   vault)
     venv=target/bench-venv
     if [ ! -x "$venv/bin/mitmdump" ]; then
@@ -61,5 +89,5 @@ case "${1:-vault}" in
   kube)
     cargo bench --locked --bench kube
     ;;
-  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh vault\`, \`sandbox\`, \`pool\`, \`tty\`, \`workspace\`, \`ports\`, \`files\` or \`kube\`" ;;
+  *) die "unknown benchmark \`$1\`" "use \`scripts/bench.sh all\`, \`vault\`, \`sandbox\`, \`pool\`, \`tty\`, \`workspace\`, \`ports\`, \`files\` or \`kube\`" ;;
 esac

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub died: Counter,
     bring_up: Histogram,
     claim: Histogram,
+    reconcile: Histogram,
     warm_pool: Gauge,
     pool_misses: Counter,
     vault_requests: Counter,
@@ -65,6 +66,13 @@ impl Default for Metrics {
             "warm_claim_seconds",
             "Sessions that claimed a warm sandbox, from create to ready",
             claim.clone(),
+        );
+        // 100 µs to ~6.5 s.
+        let reconcile = Histogram::new(exponential_buckets(0.0001, 2.0, 17));
+        registry.register(
+            "reconcile_seconds",
+            "One pass of the reconciler (every 2 s at most): the store read, the backend listed, what it did",
+            reconcile.clone(),
         );
         let warm_pool = Gauge::default();
         registry.register(
@@ -109,6 +117,7 @@ impl Default for Metrics {
             died,
             bring_up,
             claim,
+            reconcile,
             warm_pool,
             pool_misses,
             vault_requests,
@@ -126,6 +135,10 @@ impl Metrics {
 
     pub fn claim(&self, took: std::time::Duration) {
         self.claim.observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile(&self, took: std::time::Duration) {
+        self.reconcile.observe(took.as_secs_f64());
     }
 
     pub fn pool_miss(&self) {
@@ -173,6 +186,7 @@ mod tests {
         metrics.bring_up(std::time::Duration::from_millis(12));
         metrics.claim(std::time::Duration::from_millis(3));
         metrics.pool_miss();
+        metrics.reconcile(std::time::Duration::from_micros(700));
         let text = metrics.render(&[("ready".into(), 3), ("dead".into(), 1)], 2);
         assert!(text.contains("lap_warm_claim_seconds_count 1"), "{text}");
         assert!(text.contains("lap_warm_pool_ready 2"), "{text}");
@@ -180,6 +194,7 @@ mod tests {
         assert!(text.contains("lap_sessions{status=\"ready\"} 3"), "{text}");
         assert!(text.contains("lap_sessions_reaped_total 1"), "{text}");
         assert!(text.contains("lap_bring_up_seconds_count 1"), "{text}");
+        assert!(text.contains("lap_reconcile_seconds_count 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -100,3 +100,26 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// One row of the figures table of `docs/benchmarks.md`: what was measured, lap's figure, its peer
+/// measured in the same run, and the goal with whether it was met. Appended to the file
+/// `LAP_BENCH_TABLE` names (`scripts/bench.sh all` sets it and writes the table from it); nothing
+/// without it.
+pub fn record(what: &str, lap: &str, peer: &str, goal: &str) {
+    let Some(path) = std::env::var_os("LAP_BENCH_TABLE") else {
+        return;
+    };
+    let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
+    let row = format!("| {} | {} | {} | {} |\n", cell(what), cell(lap), cell(peer), cell(goal));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open LAP_BENCH_TABLE {}: {e}", Path::new(&path).display()));
+    std::io::Write::write_all(&mut file, row.as_bytes()).expect("write LAP_BENCH_TABLE");
+}
+
+/// `met` or `**not met**`, for a goal's cell.
+pub fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}

@@ -976,6 +976,8 @@ async fn serve_connections(
                 }
             },
         };
+        // A keystroke's echo or a small answer goes out at once, not after the last one's ACK.
+        let _ = tcp.set_nodelay(true);
         let with_peer = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let service = hyper_util::service::TowerToHyperService::new(with_peer);
         let watcher = graceful.watcher();

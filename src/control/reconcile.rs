@@ -339,9 +339,11 @@ impl Control {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
+                let started = std::time::Instant::now();
                 if let Err(err) = this.reconcile().await {
                     tracing::warn!(error = %err, "reconciler pass failed");
                 }
+                this.metrics.reconcile(started.elapsed());
             }
         });
     }
