@@ -168,6 +168,8 @@ enum CliState {
     Waiting,
     /// Signed in at the provider; waiting for the person to approve, with this one-time token.
     Approving { token: Secret, user: User, role: Role },
+    /// Approved; its key is being made.
+    Minting,
     /// Approved: the key, for the next poll.
     Issued(OidcIssued),
     /// Taken by the CLI.
@@ -805,7 +807,7 @@ async fn approve(
             CliState::Approving { token, user, role } if token.ct_eq(form.token.as_bytes()) => {
                 let found = (handle.clone(), user.clone(), *role);
                 // One use: a second submit finds nothing.
-                cli.state = CliState::Waiting;
+                cli.state = CliState::Minting;
                 Some(found)
             }
             _ => None,

@@ -58,17 +58,22 @@ fn provider(redirect: &str) -> Option<Provider> {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("run node");
-    let stdout = child.stdout.take().expect("stdout pipe");
+    let rx = lines_of(child.stdout.take().expect("stdout pipe"));
+    let line = rx.recv_timeout(PROVIDER_START).expect("the provider says it is ready");
+    let issuer = line.strip_prefix("ready ").expect("a `ready <issuer>` line").to_owned();
+    Some(Provider { child, issuer })
+}
+
+/// The lines `output` gives, as they come.
+fn lines_of(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(output).lines() {
             let Ok(line) = line else { break };
             let _ = tx.send(line);
         }
     });
-    let line = rx.recv_timeout(PROVIDER_START).expect("the provider says it is ready");
-    let issuer = line.strip_prefix("ready ").expect("a `ready <issuer>` line").to_owned();
-    Some(Provider { child, issuer })
+    rx
 }
 
 /// A server on the fake backend signing people in with the test provider: example.com may sign
@@ -174,14 +179,7 @@ fn start_login(server: &TestServer, home: &Home) -> (Child, String, String, mpsc
         .stderr(Stdio::piped())
         .spawn()
         .expect("run lap login --oidc");
-    let stderr = child.stderr.take().expect("stderr pipe");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines_of(child.stderr.take().expect("stderr pipe"));
     let (mut link, mut code) = (None, None);
     while link.is_none() || code.is_none() {
         let line = rx
