@@ -84,11 +84,13 @@ pub async fn attach(mut stream: impl HarnessStream, cols: u16, rows: u16) -> Res
 /// (keystrokes in frames of at most [`MAX_FRAME`], resizes) goes out on `wr`, output frames come in on
 /// `rd`, the repaint first. Both pumps end with the viewer: dropping its input closes the connection
 /// (detach), and a closed connection ends its output.
-fn viewer_channel<R, W>(mut rd: R, mut wr: W, repaint: Vec<u8>) -> TtyChannel
+fn viewer_channel<R, W>(rd: R, mut wr: W, repaint: Vec<u8>) -> TtyChannel
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    // A frame's header and payload in one read when they came together.
+    let mut rd = BufReader::with_capacity(MAX_FRAME + 5, rd);
     let (input_tx, mut input) = tokio::sync::mpsc::channel::<TtyInput>(VIEWER_QUEUE);
     let (output, output_rx) = tokio::sync::mpsc::channel::<TtyOutput>(VIEWER_QUEUE);
     tokio::spawn(async move {

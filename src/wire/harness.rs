@@ -249,10 +249,21 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, payload: &[
     let mut header = [0u8; 5];
     header[0] = kind;
     header[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-    w.write_all(&header).await?;
-    w.write_all(payload).await?;
+    if payload.len() <= SMALL_FRAME {
+        // One write, so the reader wakes once for the whole frame (a keystroke, its echo).
+        let mut frame = [0u8; 5 + SMALL_FRAME];
+        frame[..5].copy_from_slice(&header);
+        frame[5..5 + payload.len()].copy_from_slice(payload);
+        w.write_all(&frame[..5 + payload.len()]).await?;
+    } else {
+        w.write_all(&header).await?;
+        w.write_all(payload).await?;
+    }
     Ok(())
 }
+
+/// Frames up to this size are written with one write.
+const SMALL_FRAME: usize = 4096;
 
 /// Reads one frame; `None` at a clean EOF before its first byte.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(u8, Vec<u8>)>, ProtoError> {
