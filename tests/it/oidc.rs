@@ -1,6 +1,7 @@
 //! OIDC sign-in against a real OpenID provider: npm's `oidc-provider` (OpenID-certified), run by
-//! `tests/ui/oidc_provider.mjs` on loopback with four people (ada and grace of example.com, grace
-//! in the `admins` group; mallory of another domain; eve, whose email is not verified). People
+//! `tests/ui/oidc_provider.mjs` on loopback with five people (ada and grace of example.com, grace
+//! in the `admins` group; mallory of another domain; eve, whose email is not verified; lin of another
+//! domain, in the `contractors` group). People
 //! sign in with headless Chromium (`tests/ui/oidc.mjs`): to the web UI with single sign-on, and a
 //! terminal with `lap login --oidc`, approved or denied in the browser. Also: the web UI signed in
 //! with an API key acts as that key, and a provider that is down, or no provider, gives errors that
@@ -76,8 +77,8 @@ fn lines_of(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     rx
 }
 
-/// A server on the fake backend signing people in with the test provider: example.com may sign
-/// in, `admins` are admins.
+/// A server on the fake backend signing people in with the test provider: example.com and the
+/// `contractors` group may sign in, `admins` are admins.
 fn server_with_provider(home: &Home) -> Option<(TestServer, Provider)> {
     let mut server = TestServer::start(home);
     let provider = provider(&format!("{}/auth/oidc/callback", server.url))?;
@@ -91,6 +92,8 @@ fn server_with_provider(home: &Home) -> Option<(TestServer, Provider)> {
             "email,profile,groups",
             "--oidc-allow-domain",
             "example.com",
+            "--oidc-allow-group",
+            "contractors",
             "--oidc-admin-group",
             "admins",
         ],
@@ -117,6 +120,7 @@ fn people_sign_in_to_the_web_ui_with_single_sign_on_and_only_those_let_in_do() {
         "grace of the admins group signs in as an admin",
         "mallory of another domain is refused with a page that says why",
         "eve, whose email is not verified, is refused",
+        "lin of another domain but the contractors group signs in as a member",
     ] {
         assert!(stdout.contains(&format!("ok: {step}")), "no `ok: {step}` in:\n{stdout}");
     }
@@ -129,7 +133,7 @@ fn people_sign_in_to_the_web_ui_with_single_sign_on_and_only_those_let_in_do() {
         .map(|u| u["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["ada@example.com", "grace@example.com"]);
+    assert_eq!(names, ["ada@example.com", "grace@example.com", "lin@partner.test"]);
     // Each sign-in acted through a key of its own; ada's was revoked when she signed out.
     let keys = home.lap().run(["keys", "list", "--json"]).success().json();
     let key_of = |user: &str| {

@@ -1,9 +1,9 @@
 // tests/it/oidc.rs: people signing in with the test OpenID provider (tests/ui/oidc_provider.mjs).
 //
-// OIDC_MODE=web: single sign-on to the web UI as ada (a member), grace (an admin), and mallory and
-// eve, who are refused. OIDC_MODE=cli-approve or cli-deny: the link `lap login --oidc` printed
-// (OIDC_LINK), signed in as ada, the code the terminal shows (OIDC_CODE) checked, then the sign-in
-// approved or denied.
+// OIDC_MODE=web: single sign-on to the web UI as ada (a member), grace (an admin), mallory and eve,
+// who are refused, and lin, let in by group. OIDC_MODE=cli-approve or cli-deny: the link
+// `lap login --oidc` printed (OIDC_LINK), signed in as ada, the code the terminal shows (OIDC_CODE)
+// checked, then the sign-in approved or denied.
 
 import { open, ok, expect, url, WAIT } from './common.mjs';
 
@@ -94,6 +94,12 @@ try {
     const unverified = await eve.textContent('#oidc-error');
     expect(/no verified email/.test(unverified), `a page that says why (got ${unverified})`);
     ok('eve, whose email is not verified, is refused');
+
+    const lin = await person(browser);
+    await lin.goto(`${url}/auth/oidc/login`);
+    await signInAt(lin, 'lin');
+    await whoami(lin, 'lin@partner.test (member)');
+    ok('lin of another domain but the contractors group signs in as a member');
   } else if (mode === 'cli-approve' || mode === 'cli-deny') {
     await page.goto(process.env.OIDC_LINK);
     await signInAt(page, 'ada');

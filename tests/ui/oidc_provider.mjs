@@ -1,5 +1,5 @@
 // tests/it/oidc.rs: a real OpenID Provider (the npm package oidc-provider) for lap's sign-in tests.
-// One confidential client, four fixed accounts, the package's own login and consent pages.
+// One confidential client, five fixed accounts, the package's own login and consent pages.
 //
 // Env: OIDC_ISSUER (http://localhost:PORT; PORT 0 picks a free one), OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URI. Listens on 127.0.0.1, prints `ready <issuer>` on stdout,
@@ -24,6 +24,7 @@ const ACCOUNTS = {
   grace: { email: 'grace@example.com', email_verified: true, name: 'Grace Hopper', groups: ['admins'] },
   mallory: { email: 'mallory@evil.test', email_verified: true, name: 'Mallory', groups: [] },
   eve: { email: 'eve@example.com', email_verified: false, name: 'Eve', groups: [] },
+  lin: { email: 'lin@partner.test', email_verified: true, name: 'Lin', groups: ['contractors'] },
 };
 
 // Listen first, so that port 0 can become a real port in the issuer.
