@@ -14,7 +14,7 @@ pub mod teams;
 pub mod ui;
 pub mod warm;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -716,6 +716,21 @@ impl Store {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The sessions of `ids` that exist, by id: one call to the store, however many ids.
+    pub async fn get_sessions(&self, ids: Vec<Uuid>) -> Result<HashMap<Uuid, SessionRow>, StoreError> {
+        self.call(move |conn, _| {
+            let mut statement = conn.prepare_cached(&format!("{SESSION_SELECT} WHERE s.id = ?1"))?;
+            let mut found = HashMap::with_capacity(ids.len());
+            for id in ids {
+                if let Some(row) = statement.query_row([id.to_string()], session_row).optional()? {
+                    found.insert(id, row);
+                }
+            }
+            Ok(found)
         })
         .await
     }

@@ -877,9 +877,11 @@ impl Control {
                 .filter_map(|s| Uuid::parse_str(s).ok())
                 .collect(),
         };
+        // One read of the store for them all: a pass stays one query however many workspaces.
+        let sessions = self.store.get_sessions(names.clone()).await?;
         let mut removed = 0;
         for id in names {
-            let stale = match self.store.get_session(id).await? {
+            let stale = match sessions.get(&id) {
                 None => true,
                 Some(row) if row.status.is_terminal() => {
                     let since = row.stopped_at.as_deref().unwrap_or(&row.last_seen_at);

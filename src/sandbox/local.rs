@@ -369,6 +369,45 @@ impl Local {
     }
 }
 
+/// What [`scan_sandboxes`] found in one sandbox directory.
+enum Scanned {
+    Alive(State),
+    /// No state, and older than any launch can take.
+    Unfinished(PathBuf),
+    /// Its PID 1 has died.
+    Dead(State, PathBuf),
+}
+
+/// Reads the sandbox directories under `dir` (blocking): which are alive, which are dead, which
+/// never finished their launch. One still being created (no state yet, and young) is left out.
+fn scan_sandboxes(dir: &Path) -> Result<Vec<Scanned>, LocalError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(io_err("read", dir)(err)),
+    };
+    let mut scanned = Vec::new();
+    for entry in entries.flatten() {
+        let layout = Layout::from_dir(entry.path());
+        let Ok(state) = layout::read_json::<State>(&layout.state()) else {
+            let stale = std::fs::metadata(layout.config())
+                .or_else(|_| std::fs::metadata(layout.dir()))
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_LAUNCH));
+            if stale {
+                scanned.push(Scanned::Unfinished(layout.dir().to_owned()));
+            }
+            continue;
+        };
+        if state.is_alive() {
+            scanned.push(Scanned::Alive(state));
+        } else {
+            scanned.push(Scanned::Dead(state, layout.dir().to_owned()));
+        }
+    }
+    Ok(scanned)
+}
+
 /// Dials a sandbox's harness and pings it.
 async fn ping(run_dir: &Path) -> Result<(), ProtoError> {
     harness::ping(socket::connect(run_dir).await?).await
@@ -594,36 +633,29 @@ impl Sandbox for Local {
 
     async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError> {
         let dir = self.data_dir.join(SANDBOXES_DIR);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(io_err("read", &dir)(err).into()),
-        };
+        // Every sandbox's state file and `/proc` entry is read off the runtime's threads: with
+        // thousands of sandboxes that is blocking work the API must not wait behind.
+        let read = dir.clone();
+        let scanned = tokio::task::spawn_blocking(move || scan_sandboxes(&read))
+            .await
+            .map_err(|e| io_err("read", &dir)(std::io::Error::other(e)))??;
         let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let layout = Layout::from_dir(entry.path());
-            // No state yet: being created (or a launch that failed and is being cleaned up) — unless
-            // it is older than any launch can take, as when `lap serve` died between writing the
-            // config and starting the launcher. Then nothing will ever finish it: remove it.
-            let Ok(state) = layout::read_json::<State>(&layout.state()) else {
-                let stale = std::fs::metadata(layout.config())
-                    .or_else(|_| std::fs::metadata(layout.dir()))
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_LAUNCH));
-                if stale {
-                    tracing::info!(dir = %layout.dir().display(), "removing a sandbox whose launch never finished");
-                    if let Err(err) = remove_dir(layout.dir().to_owned()).await {
+        for entry in scanned {
+            match entry {
+                Scanned::Alive(state) => found.push(self.info(&state)),
+                // No state for longer than any launch can take, as when `lap serve` died between
+                // writing the config and starting the launcher: nothing will ever finish it.
+                Scanned::Unfinished(dir) => {
+                    tracing::info!(dir = %dir.display(), "removing a sandbox whose launch never finished");
+                    if let Err(err) = remove_dir(dir).await {
                         tracing::warn!(error = %err, "cannot remove an unfinished sandbox");
                     }
                 }
-                continue;
-            };
-            if state.is_alive() {
-                found.push(self.info(&state));
-            } else {
-                tracing::info!(sandbox = %state.id, "removing a sandbox whose PID 1 has died");
-                if let Err(err) = remove_sandbox(Some(&state), layout.dir().to_owned()).await {
-                    tracing::warn!(sandbox = %state.id, error = %err, "cannot remove a dead sandbox");
+                Scanned::Dead(state, dir) => {
+                    tracing::info!(sandbox = %state.id, "removing a sandbox whose PID 1 has died");
+                    if let Err(err) = remove_sandbox(Some(&state), dir).await {
+                        tracing::warn!(sandbox = %state.id, error = %err, "cannot remove a dead sandbox");
+                    }
                 }
             }
         }
