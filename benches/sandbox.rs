@@ -213,7 +213,8 @@ async fn through_lap_serve(data_dir: &Path, idle: usize) {
                 }
                 other => {
                     let why = shown["failure_reason"].as_str().unwrap_or_default();
-                    refused = Some(format!("session {} is {other:?}: {why}", n + 1));
+                    let status = other.unwrap_or("unknown");
+                    refused = Some(format!("session {} {status}: {why}", n + 1));
                     break 'sessions;
                 }
             }
@@ -467,7 +468,21 @@ fn processes_in_namespaces_of(pid1s: &[i32]) -> Vec<i32> {
     by_ns.into_values().flatten().collect()
 }
 
+/// Deletes every sandbox under `data_dir`, again until none is left (a launch in flight when
+/// `lap serve` stopped has no state yet, so it is listed only once it has), for at most 30 s.
 async fn delete_all(data_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        delete_listed(data_dir).await;
+        let left = std::fs::read_dir(data_dir.join("sandboxes")).map_or(0, |d| d.count());
+        if left == 0 || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn delete_listed(data_dir: &Path) {
     let local = std::sync::Arc::new(Local::new(data_dir).with_program(LAP));
     let sandboxes = local.list().await.unwrap_or_default();
     let mut tasks = tokio::task::JoinSet::new();

@@ -339,7 +339,7 @@ fn main() {
             fine(percentile(&ssh.echo, 0.99))
         ),
         &format!(
-            "p50 < {} : {}; ≤ 1.3× ssh (issue 22): {}",
+            "p50 < {}: {}; ≤ 1.3× ssh (issue 22): {}",
             ms(ECHO_TARGET),
             support::met(lap_p50 < ECHO_TARGET),
             support::met(echo_ratio <= 1.3)
