@@ -8,8 +8,9 @@
 //! session's own `tty_token` instead, and refuses the master key. Every error, including unknown routes, wrong methods,
 //! malformed or oversized JSON, uses the `{"error": …, "hint": …}` envelope. The OpenAPI document is
 //! generated from the same handler annotations the router is built from, so the two cannot drift.
-//! The web UI (`ui`) is served at `/` beside the API, and its session cookie is accepted wherever the
-//! master key is; its own routes (`/api/ui/…`) are not part of the documented API.
+//! The web UI (`ui`) is served at `/` beside the API, and its session cookie is accepted wherever a
+//! key is (acting as what signed in); its own routes (`/api/ui/…`) and OIDC sign-in's (`oidc`,
+//! `/auth/oidc/…`) are not part of the documented API.
 
 mod admin;
 mod agents;

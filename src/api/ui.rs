@@ -5,17 +5,20 @@
 //! built into the binary by `build.rs` from `web/`. The page uses only the public REST and terminal
 //! WebSocket API; other unknown paths keep the JSON 404.
 //!
-//! Sign-in. `POST /api/ui/auth/cookie` with `Authorization: Bearer <master key>` mints a random
-//! session token (256 bits) and sets it as the cookie [`COOKIE`]: `HttpOnly`, `SameSite=Strict`,
-//! `Path=/`, `Max-Age` [`COOKIE_TTL`], `Secure` when served over TLS or behind a proxy that says
-//! `X-Forwarded-Proto: https`. The master key is never the cookie's value, and the page never
-//! stores it. The server keeps only the tokens' SHA-256 digests with their expiry, in memory and in
-//! the store (at most [`MAX_SESSIONS`]; the one expiring first is dropped for a new one), so a
-//! restart of `lap serve` keeps browsers signed in. `GET` says whether the request is signed in
-//! (204, else 401); `DELETE` signs the cookie's session out and clears the cookie.
-//! `GET /api/ui/config` (signed in) tells the page the harness catalog and the credential presets.
+//! Sign-in. `POST /api/ui/auth/cookie` with `Authorization: Bearer <master key or API key>` mints a
+//! random session token (256 bits) and sets it as the cookie [`COOKIE`]: `HttpOnly`,
+//! `SameSite=Strict`, `Path=/`, `Max-Age` [`COOKIE_TTL`], `Secure` when served over TLS or behind a
+//! proxy that says `X-Forwarded-Proto: https`. An OIDC sign-in ([`super::oidc`]) mints one the same
+//! way, acting as the key it made. A key is never the cookie's value, and the page never stores it.
+//! The server keeps only the tokens' SHA-256 digests with their expiry and whom they act as
+//! ([`SignedIn`]), in memory and in the store (at most [`MAX_SESSIONS`]; the one expiring first is
+//! dropped for a new one), so a restart of `lap serve` keeps browsers signed in. `GET` says whether
+//! the request is signed in (204, else 401); `DELETE` signs the cookie's session out (revoking the
+//! key an OIDC sign-in made for it) and clears the cookie. `GET /api/ui/config` (signed in) tells the
+//! page who is signed in, the harness catalog and the credential presets.
 //!
-//! Cookie auth and CSRF. Every master-key route also takes a live session cookie. Besides
+//! Cookie auth and CSRF. Every route that takes a key also takes a live session cookie, acting as
+//! what signed in (a key revoked, expired or of a disabled user ends it). Besides
 //! `SameSite=Strict` (no cross-site request carries it), a cookie-authenticated request whose
 //! method is not `GET`/`HEAD` must carry [`CSRF_HEADER`]: a custom header no cross-origin form can
 //! send, and no cross-origin script can without a CORS preflight this server never grants. The
