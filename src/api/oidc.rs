@@ -12,6 +12,11 @@
 //! `--oidc-role` (`admin` for a member of an `--oidc-admin-group`): revoking it, disabling the
 //! user or the key's expiry end it like any key.
 //!
+//! Each sign-in is tied to the browser that started it: `GET /auth/oidc/login` sets the cookie
+//! [`FLOW_COOKIE`] (`HttpOnly`, `SameSite=Lax` so the provider's redirect back carries it, path
+//! `/auth/oidc`, 10 minutes), and the callback is refused from a browser without it, so nobody can
+//! sign a victim's browser in as themselves with a code of their own (login CSRF).
+//!
 //! The web UI. `GET /auth/oidc/login?next=/path` sends the browser to the provider; the provider
 //! sends it back to `GET /auth/oidc/callback`, which makes a key lasting as long as the UI's cookie
 //! ([`super::ui::COOKIE_TTL`]), a cookie session acting as it (signing out revokes the key), and
@@ -70,6 +75,8 @@ pub const DISCOVERY_TTL: Duration = Duration::from_secs(5 * 60);
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read from the provider.
 const PROVIDER_MAX_BYTES: usize = 1 << 20;
+/// The cookie that ties a sign-in to the browser that started it.
+const FLOW_COOKIE: &str = "lap_oidc_flow";
 /// How long one CLI poll waits for the sign-in before it answers "not yet".
 const POLL_WAIT: Duration = Duration::from_secs(20);
 
@@ -144,6 +151,9 @@ struct Flow {
     verifier: PkceCodeVerifier,
     nonce: Nonce,
     purpose: Purpose,
+    /// SHA-256 of the [`FLOW_COOKIE`] of the browser that started it: the callback must come from
+    /// that browser, so that nobody can sign a victim's browser in with their own code (login CSRF).
+    browser: [u8; 32],
     started: Instant,
 }
 
@@ -278,7 +288,7 @@ impl Oidc {
     }
 
     /// Sends the browser to the provider, for `purpose`.
-    async fn start(&self, purpose: Purpose) -> Result<Response, Refusal> {
+    async fn start(&self, purpose: Purpose, browser: &str, secure: bool) -> Result<Response, Refusal> {
         let client = self.client(self.provider().await?)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
@@ -302,11 +312,22 @@ impl Oidc {
                     verifier,
                     nonce,
                     purpose,
+                    browser: super::teams::digest(browser.as_bytes()),
                     started: Instant::now(),
                 },
             );
         }
-        Ok(redirect(url.as_str()))
+        let mut response = redirect(url.as_str());
+        let secure = if secure { "; Secure" } else { "" };
+        // `Lax`: the provider's redirect back is a cross-site navigation, which must carry it.
+        let cookie = format!(
+            "{FLOW_COOKIE}={browser}; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            PENDING_TTL.as_secs()
+        );
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(SET_COOKIE, cookie);
+        }
+        Ok(response)
     }
 
     /// The provider's answer: the code exchanged and the ID token checked; the user it signs in.
@@ -583,7 +604,12 @@ struct LoginQuery {
 }
 
 /// `GET /auth/oidc/login`: to the provider.
-async fn login(Extension(oidc): Extension<Option<Arc<Oidc>>>, Query(query): Query<LoginQuery>) -> Response {
+async fn login(
+    Extension(oidc): Extension<Option<Arc<Oidc>>>,
+    tls: Option<Extension<super::ServedOverTls>>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     let Some(oidc) = oidc else {
         return not_set_up().page();
     };
@@ -613,7 +639,30 @@ async fn login(Extension(oidc): Extension<Option<Arc<Oidc>>>, Query(query): Quer
                 .unwrap_or_else(|| "/agents".to_owned()),
         },
     };
-    oidc.start(purpose).await.unwrap_or_else(|refused| refused.page())
+    // One token per browser, kept across its sign-ins (two tabs signing in at once both work).
+    let browser = cookie(&headers, FLOW_COOKIE)
+        .filter(|token| {
+            token.len() == 43
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(random_token, str::to_owned);
+    oidc.start(purpose, &browser, ui::over_tls(tls, &headers))
+        .await
+        .unwrap_or_else(|refused| refused.page())
+}
+
+/// The value of cookie `name` in `headers`, if any.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim())
 }
 
 /// Whether `path` stays on this origin: `/…`, not `//host` or `/\host`.
@@ -652,6 +701,7 @@ async fn callback(
         verifier,
         nonce,
         purpose,
+        browser,
         ..
     }) = flow
     else {
@@ -662,6 +712,25 @@ async fn callback(
         )
         .page();
     };
+    let same_browser =
+        cookie(&headers, FLOW_COOKIE).is_some_and(|token| super::teams::digest(token.as_bytes()) == browser);
+    if !same_browser {
+        audit(
+            &store,
+            "unknown",
+            None,
+            peer,
+            "sign-in with OIDC from another browser",
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        return Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "this sign-in was started in another browser",
+            "start it again from the sign-in page of this browser (or `lap login --oidc`)",
+        )
+        .page();
+    }
     let action = match purpose {
         Purpose::Cli { .. } => "sign-in with OIDC (lap login)",
         Purpose::Web { .. } => "sign-in with OIDC to the web UI",

@@ -336,7 +336,7 @@ fn serve(file: &str, headers: &HeaderMap) -> Response {
 }
 
 /// Whether the request arrived over TLS (itself, or at a proxy in front).
-fn over_tls(tls: Option<Extension<super::ServedOverTls>>, headers: &HeaderMap) -> bool {
+pub(super) fn over_tls(tls: Option<Extension<super::ServedOverTls>>, headers: &HeaderMap) -> bool {
     tls.is_some()
         || headers
             .get("x-forwarded-proto")

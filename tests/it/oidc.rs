@@ -449,3 +449,58 @@ fn the_web_ui_signed_in_with_an_api_key_acts_as_it_until_it_is_revoked() {
     assert_eq!(wrong.status, 401);
     assert!(wrong.header("set-cookie").is_none());
 }
+
+/// A sign-in is tied to the browser that started it: a callback with a valid state but without that
+/// browser's cookie (someone else's link) is refused, and signs nobody in.
+#[test]
+fn a_callback_from_another_browser_is_refused() {
+    let home = Home::new();
+    let Some((server, _provider)) = server_with_provider(&home) else {
+        return;
+    };
+    let start = || {
+        let started = http(&server, "GET", "/auth/oidc/login?next=/agents", &[], "");
+        assert_eq!(started.status, 303, "{}", started.body);
+        let cookie = started.header("set-cookie").expect("the flow's cookie").to_owned();
+        for part in ["lap_oidc_flow=", "HttpOnly", "SameSite=Lax", "Path=/auth/oidc"] {
+            assert!(cookie.contains(part), "{part} in {cookie}");
+        }
+        let location = started.header("location").expect("to the provider").to_owned();
+        let state = location
+            .split(['?', '&'])
+            .find_map(|pair| pair.strip_prefix("state="))
+            .expect("a state")
+            .to_owned();
+        (cookie.split(';').next().unwrap().to_owned(), state)
+    };
+    let (_, state) = start();
+    let bare = http(
+        &server,
+        "GET",
+        &format!("/auth/oidc/callback?code=x&state={state}"),
+        &[],
+        "",
+    );
+    assert_eq!(bare.status, 400, "{}", bare.body);
+    assert!(bare.body.contains("started in another browser"), "{}", bare.body);
+    let (_, state) = start();
+    let other = "lap_oidc_flow=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let wrong = http(
+        &server,
+        "GET",
+        &format!("/auth/oidc/callback?code=x&state={state}"),
+        &[("Cookie", other)],
+        "",
+    );
+    assert_eq!(wrong.status, 400, "{}", wrong.body);
+    assert!(wrong.body.contains("started in another browser"), "{}", wrong.body);
+    assert!(
+        home.lap()
+            .run(["users", "list", "--json"])
+            .success()
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
