@@ -376,7 +376,13 @@ async fn a_tls_sni_other_than_the_connect_target_fails_the_handshake() {
         connector.connect(name, tcp).await.is_err(),
         "the vault must not serve a leaf for another name"
     );
-    let record = w.binding.audit.recent().pop().expect("the mismatch is recorded");
+    // The client may see the failed handshake before the vault has written its record.
+    let record = support::wait_until_async(
+        "the mismatch to be recorded",
+        std::time::Duration::from_secs(5),
+        || async { w.binding.audit.recent().pop() },
+    )
+    .await;
     assert!(record.blocked.unwrap().contains("SNI `evil.test`"));
 }
 
