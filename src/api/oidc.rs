@@ -640,7 +640,7 @@ async fn login(
         },
     };
     // One token per browser, kept across its sign-ins (two tabs signing in at once both work).
-    let browser = cookie(&headers, FLOW_COOKIE)
+    let browser = ui::cookie(&headers, FLOW_COOKIE)
         .filter(|token| {
             token.len() == 43
                 && token
@@ -651,18 +651,6 @@ async fn login(
     oidc.start(purpose, &browser, ui::over_tls(tls, &headers))
         .await
         .unwrap_or_else(|refused| refused.page())
-}
-
-/// The value of cookie `name` in `headers`, if any.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.trim())
 }
 
 /// Whether `path` stays on this origin: `/…`, not `//host` or `/\host`.
@@ -713,7 +701,7 @@ async fn callback(
         .page();
     };
     let same_browser =
-        cookie(&headers, FLOW_COOKIE).is_some_and(|token| super::teams::digest(token.as_bytes()) == browser);
+        ui::cookie(&headers, FLOW_COOKIE).is_some_and(|token| super::teams::digest(token.as_bytes()) == browser);
     if !same_browser {
         audit(
             &store,
