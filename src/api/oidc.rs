@@ -556,8 +556,7 @@ impl Refusal {
 
 impl From<crate::store::StoreError> for Refusal {
     fn from(err: crate::store::StoreError) -> Self {
-        let err = ApiError::from(err);
-        Refusal::new(err.status, err.body.error, err.body.hint.unwrap_or_default())
+        ApiError::from(err).into()
     }
 }
 

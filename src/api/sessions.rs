@@ -203,7 +203,7 @@ async fn quota_to_wake(
 }
 
 /// [`quota_to_wake`] for what an attach, an exec or a message wakes by itself (a hibernated
-/// session); nothing for a session that is not there (the caller reports it).
+/// session), by id; nothing for a session that is not there (the caller reports it).
 pub(super) async fn quota_to_wake_by_itself(
     state: &AppState,
     principal: &Principal,
@@ -211,11 +211,21 @@ pub(super) async fn quota_to_wake_by_itself(
 ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
     let Ok(uuid) = Uuid::parse_str(id) else { return Ok(None) };
     match state.store.get_session(uuid).await? {
-        Some(session) if session.status == SessionStatus::Hibernated => {
-            quota_to_bring_back(state, principal, &session).await
-        }
-        _ => Ok(None),
+        Some(session) => quota_to_wake_row(state, principal, &session).await,
+        None => Ok(None),
     }
+}
+
+/// [`quota_to_wake_by_itself`] for a session already read.
+pub(super) async fn quota_to_wake_row(
+    state: &AppState,
+    principal: &Principal,
+    session: &crate::store::SessionRow,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
+    if session.status != SessionStatus::Hibernated {
+        return Ok(None);
+    }
+    quota_to_bring_back(state, principal, session).await
 }
 
 async fn quota_to_bring_back(
@@ -273,7 +283,7 @@ pub async fn exec(
     }
     let row = state.store.get_session(uuid).await?.ok_or_else(|| not_found(&id))?;
     // A paused or hibernated session wakes by itself for an exec (within its user's quota).
-    let turn = quota_to_wake_by_itself(&state, &principal, &id).await?;
+    let turn = quota_to_wake_row(&state, &principal, &row).await?;
     let row = state.control.wake(row).await?;
     drop(turn);
     let sandbox = match (&row.status, row.sandbox_id) {

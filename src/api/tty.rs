@@ -137,7 +137,7 @@ pub async fn tty(
     let ended = principal.ended(&state.store);
     // A paused or hibernated session wakes by itself for an attach (control/workspace.rs), within
     // its user's quota.
-    let turn = super::sessions::quota_to_wake_by_itself(&state, &principal, &id).await?;
+    let turn = super::sessions::quota_to_wake_row(&state, &principal, &row).await?;
     let row = state.control.wake(row).await?;
     drop(turn);
     let sandbox = match (&row.status, &row.sandbox_id) {
